@@ -3,7 +3,10 @@
 // certs produce it, snapshot translates it; it imports neither.
 package model
 
-import "time"
+import (
+	"strconv"
+	"time"
+)
 
 // Protocol is a FederatedService instance protocol, upper case as on the wire.
 type Protocol string
@@ -133,4 +136,10 @@ type Peer struct {
 	TrustDomain string `json:"trustDomain"`
 	// SPIFFEIDs, when set, are the only identities the peer may present.
 	SPIFFEIDs []string `json:"spiffeIds,omitempty"`
+}
+
+// DefaultSNI is the SNI an exported service's port is reached on when the
+// owner sets none: the format Istio east-west gateways already route on.
+func DefaultSNI(port uint32, fqdn string) string {
+	return "outbound_." + strconv.FormatUint(uint64(port), 10) + "_._." + fqdn
 }
