@@ -1,0 +1,74 @@
+package catalog
+
+import "sync"
+
+// Kind says which side of the catalog a key names.
+type Kind uint8
+
+// The kinds of catalog entries.
+const (
+	KindImport Kind = iota + 1
+	KindExport
+)
+
+// Key names one catalog entry: an import (peer and resource id) or an export
+// (its name in ID, no peer).
+type Key struct {
+	Kind Kind
+	Peer string
+	ID   string
+}
+
+// Subscription collects the keys that changed since it was last drained.
+// It holds a set, not a log: a key that changes a hundred times between two
+// drains is reported once, so its memory is bounded by the catalog's size
+// however fast entries churn, and a reader reads the latest state.
+type Subscription struct {
+	c     *Catalog
+	ch    chan struct{}
+	mu    sync.Mutex
+	dirty map[Key]struct{}
+}
+
+// Subscribe starts collecting changes.
+func (c *Catalog) Subscribe() *Subscription {
+	s := &Subscription{c: c, ch: make(chan struct{}, 1), dirty: map[Key]struct{}{}}
+	c.mu.Lock()
+	c.subs[s] = struct{}{}
+	c.mu.Unlock()
+	return s
+}
+
+// C receives a value whenever keys are waiting to be drained.
+func (s *Subscription) C() <-chan struct{} { return s.ch }
+
+// Drain returns the keys changed since the last call and forgets them.
+func (s *Subscription) Drain() []Key {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]Key, 0, len(s.dirty))
+	for k := range s.dirty {
+		out = append(out, k)
+	}
+	clear(s.dirty)
+	return out
+}
+
+// Close stops collecting.
+func (s *Subscription) Close() {
+	s.c.mu.Lock()
+	delete(s.c.subs, s)
+	s.c.mu.Unlock()
+}
+
+func (c *Catalog) notifyLocked(k Key) {
+	for s := range c.subs {
+		s.mu.Lock()
+		s.dirty[k] = struct{}{}
+		s.mu.Unlock()
+		select {
+		case s.ch <- struct{}{}:
+		default:
+		}
+	}
+}

@@ -1,0 +1,294 @@
+package peer
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"go.uber.org/zap"
+
+	"github.com/meshfed/meshfed/federation/catalog"
+	"github.com/meshfed/meshfed/federation/session"
+	"github.com/meshfed/meshfed/federation/wire"
+)
+
+// TLS builds the mutual TLS configurations of Hamlet connections; the
+// authorizer decides which peer identities are accepted.
+type TLS interface {
+	ServerConfig(authorize tlsconfig.Authorizer) *tls.Config
+	ClientConfig(authorize tlsconfig.Authorizer) *tls.Config
+}
+
+// Config configures a Manager.
+type Config struct {
+	Catalog *catalog.Catalog
+	TLS     TLS
+	Ingress func() wire.Ingress
+	// Window is how many responses this agent accepts unacknowledged, and
+	// sends when the peer accepts as many; 1 is the specification.
+	Window int
+	// DisableExtensions advertises nothing beyond the specification, for a
+	// peer whose implementation trips over the capabilities metadata.
+	DisableExtensions bool
+	// Grace: see session.Options.Grace. Default 30 s.
+	Grace time.Duration
+	// Retention is how long the imports of a disconnected peer are kept;
+	// 0 keeps them until the peer is removed from the configuration.
+	Retention time.Duration
+	// MinBackoff and MaxBackoff bound the redial delay: 1 s and 2 min by
+	// default. Hamlet asks for at least 1 s.
+	MinBackoff, MaxBackoff time.Duration
+	Log                    *zap.Logger
+	Registerer             prometheus.Registerer
+}
+
+// Manager runs the connections of all configured peers.
+type Manager struct {
+	cfg Config
+	log *zap.Logger
+	smx *session.Metrics
+
+	mu     sync.Mutex
+	peers  map[string]*peerRun
+	order  []string
+	closed bool
+	wg     sync.WaitGroup
+}
+
+type peerRun struct {
+	spec      Spec
+	authorize tlsconfig.Authorizer
+	status    Status
+	// stream cancels the peer's current stream, if any, and done is closed
+	// when that stream's session has ended.
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// NewManager checks the peer specs and prepares their connections; Run
+// starts them.
+func NewManager(cfg Config, specs []Spec) (*Manager, error) {
+	if cfg.TLS == nil {
+		return nil, errors.New("peer: no TLS material: Hamlet runs over mutual TLS only")
+	}
+	if cfg.Window < 1 {
+		cfg.Window = 1
+	}
+	if cfg.Grace == 0 {
+		cfg.Grace = 30 * time.Second
+	}
+	if cfg.MinBackoff == 0 {
+		cfg.MinBackoff = time.Second
+	}
+	if cfg.MaxBackoff == 0 {
+		cfg.MaxBackoff = 2 * time.Minute
+	}
+	if cfg.Registerer == nil {
+		cfg.Registerer = prometheus.NewRegistry()
+	}
+	m := &Manager{cfg: cfg, log: cfg.Log, peers: map[string]*peerRun{}}
+	var catPeers []catalog.Peer
+	for _, s := range specs {
+		if _, dup := m.peers[s.Name]; dup {
+			return nil, fmt.Errorf("peer %q is configured twice", s.Name)
+		}
+		a, err := s.authorizer()
+		if err != nil {
+			return nil, err
+		}
+		st := Waiting
+		if s.Dial != "" {
+			st = Connecting
+		}
+		m.peers[s.Name] = &peerRun{spec: s, authorize: a, status: Status{Name: s.Name, TrustDomain: s.TrustDomain, Dial: s.Dial, State: st, Since: time.Now()}}
+		m.order = append(m.order, s.Name)
+		catPeers = append(catPeers, s.Peer)
+	}
+	if err := ambiguous(specs); err != nil {
+		return nil, err
+	}
+	if err := cfg.Catalog.SetPeers(catPeers); err != nil {
+		return nil, err
+	}
+	cfg.Registerer.MustRegister(&collector{m: m})
+	m.smx = session.NewMetrics(cfg.Registerer)
+	return m, nil
+}
+
+// ambiguous refuses two peers that could present the same identity: an
+// accepted stream must map to exactly one peer.
+func ambiguous(specs []Spec) error {
+	byTD := map[string]string{}
+	for _, s := range specs {
+		if len(s.SPIFFEIDs) > 0 {
+			continue
+		}
+		if other, ok := byTD[s.TrustDomain]; ok {
+			return fmt.Errorf("peers %q and %q share trust domain %q: list spiffeIds for each", other, s.Name, s.TrustDomain)
+		}
+		byTD[s.TrustDomain] = s.Name
+	}
+	return nil
+}
+
+// Run dials the peers that have an address, expires stale imports, and
+// returns when ctx ends and every stream has stopped.
+func (m *Manager) Run(ctx context.Context) {
+	m.mu.Lock()
+	for _, name := range m.order {
+		if p := m.peers[name]; p.spec.Dial != "" {
+			m.wg.Add(1)
+			go func() {
+				defer m.wg.Done()
+				m.dialLoop(ctx, p)
+			}()
+		}
+	}
+	m.mu.Unlock()
+	if m.cfg.Retention > 0 {
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			m.expireLoop(ctx)
+		}()
+	}
+	<-ctx.Done()
+	m.mu.Lock()
+	m.closed = true
+	for _, p := range m.peers {
+		if p.cancel != nil {
+			p.cancel()
+		}
+	}
+	m.mu.Unlock()
+	m.wg.Wait()
+}
+
+func (m *Manager) expireLoop(ctx context.Context) {
+	t := time.NewTicker(min(m.cfg.Retention/4, time.Minute))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			for _, name := range m.order {
+				n, err := m.cfg.Catalog.ExpireStale(name, now.Add(-m.cfg.Retention))
+				if err != nil {
+					m.log.Error("expiring stale imports", zap.String("peer", name), zap.Error(err))
+				} else if n > 0 {
+					m.log.Info("removed stale imports", zap.String("peer", name), zap.Int("removed", n), zap.Duration("retention", m.cfg.Retention))
+				}
+			}
+		}
+	}
+}
+
+// Status lists every peer, in configuration order.
+func (m *Manager) Status() []Status {
+	m.mu.Lock()
+	out := make([]Status, 0, len(m.order))
+	for _, name := range m.order {
+		out = append(out, m.peers[name].status)
+	}
+	m.mu.Unlock()
+	for i := range out {
+		out[i].Imported = m.cfg.Catalog.ImportCount(out[i].Name)
+		out[i].Exported = len(m.cfg.Catalog.ExportedTo(out[i].Name))
+	}
+	return out
+}
+
+func (m *Manager) setState(p *peerRun, st State, err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if p.status.State != st {
+		p.status.Since = time.Now()
+	}
+	p.status.State = st
+	if err != nil {
+		p.status.LastError = err.Error()
+	}
+}
+
+// begin makes s the peer's one stream: a second concurrent stream from the
+// same peer replaces the first, whose session is ended (and its imports
+// marked stale) before the new one starts. A peer that reconnects after a
+// network fault is usually right that its old stream is dead; the old one
+// may not know yet.
+func (m *Manager) begin(ctx context.Context, p *peerRun, identity spiffeid.ID) (context.Context, func(error), error) {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil, nil, errors.New("agent is shutting down")
+	}
+	oldCancel, oldDone := p.cancel, p.done
+	sctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	p.cancel, p.done = cancel, done
+	m.mu.Unlock()
+	if oldCancel != nil {
+		m.log.Info("peer opened a new stream, replacing its old one", zap.String("peer", p.spec.Name))
+		oldCancel()
+		<-oldDone
+	}
+	m.mu.Lock()
+	if p.status.State != Connected {
+		p.status.Since = time.Now()
+	}
+	p.status.State = Connected
+	p.status.Identity = identity.String()
+	p.status.NextRetry = time.Time{}
+	m.mu.Unlock()
+	m.log.Info("peer connected", zap.String("peer", p.spec.Name), zap.Stringer("identity", identity))
+	end := func(err error) {
+		cancel()
+		m.mu.Lock()
+		if p.done == done {
+			p.cancel, p.done = nil, nil
+			p.status.Identity = ""
+			p.status.State, p.status.Since = Waiting, time.Now()
+			if p.spec.Dial != "" {
+				p.status.State = Backoff
+			}
+			if err != nil {
+				p.status.LastError = err.Error()
+			}
+		}
+		m.mu.Unlock()
+		if serr := m.cfg.Catalog.MarkStale(p.spec.Name, time.Now()); serr != nil {
+			m.log.Error("marking imports stale", zap.String("peer", p.spec.Name), zap.Error(serr))
+		}
+		close(done)
+		m.log.Info("peer stream ended; its imports are kept, marked stale", zap.String("peer", p.spec.Name), zap.Error(err))
+	}
+	return sctx, end, nil
+}
+
+func (m *Manager) sessionOptions(p *peerRun, ctxToken string, local session.Capabilities, remote func() (session.Capabilities, error), exchanged func()) session.Options {
+	return session.Options{
+		Peer:      p.spec.Name,
+		Catalog:   m.cfg.Catalog,
+		Ingress:   m.cfg.Ingress,
+		Context:   ctxToken,
+		Local:     local,
+		Remote:    remote,
+		Grace:     m.cfg.Grace,
+		Exchanged: exchanged,
+		Log:       m.log,
+		Metrics:   m.smx,
+	}
+}
+
+func (m *Manager) capabilities() session.Capabilities {
+	if m.cfg.DisableExtensions {
+		return session.Capabilities{}
+	}
+	return session.Capabilities{SyncComplete: true, Window: m.cfg.Window}
+}

@@ -1,0 +1,38 @@
+package peer
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+var (
+	peerStateDesc = prometheus.NewDesc("meshfed_peer_state", "1 for the state each configured peer is in.", []string{"peer", "state"}, nil)
+	reconnectDesc = prometheus.NewDesc("meshfed_peer_reconnects_total", "Times this agent dialed a peer again after a failed stream.", []string{"peer"}, nil)
+	importedDesc  = prometheus.NewDesc("meshfed_peer_imported_services", "Services imported from each peer.", []string{"peer"}, nil)
+	exportedDesc  = prometheus.NewDesc("meshfed_peer_exported_services", "Services exported to each peer.", []string{"peer"}, nil)
+)
+
+// collector reads peer states on scrape, so the numbers always match
+// Status.
+type collector struct{ m *Manager }
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- peerStateDesc
+	ch <- reconnectDesc
+	ch <- importedDesc
+	ch <- exportedDesc
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	for _, s := range c.m.Status() {
+		for _, st := range []State{Waiting, Connecting, Connected, Backoff, Failed} {
+			v := 0.0
+			if s.State == st {
+				v = 1
+			}
+			ch <- prometheus.MustNewConstMetric(peerStateDesc, prometheus.GaugeValue, v, s.Name, string(st))
+		}
+		ch <- prometheus.MustNewConstMetric(reconnectDesc, prometheus.CounterValue, float64(s.Reconnects), s.Name)
+		ch <- prometheus.MustNewConstMetric(importedDesc, prometheus.GaugeValue, float64(s.Imported), s.Name)
+		ch <- prometheus.MustNewConstMetric(exportedDesc, prometheus.GaugeValue, float64(s.Exported), s.Name)
+	}
+}

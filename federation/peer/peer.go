@@ -1,0 +1,86 @@
+// Package peer keeps the agent's Hamlet connections: it accepts the streams
+// of peers that dial this agent and dials the peers this agent connects to,
+// authorizes each by the SPIFFE ID in its certificate, and runs a session on
+// every stream.
+package peer
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+
+	"github.com/meshfed/meshfed/federation/catalog"
+)
+
+// Spec is one configured peer.
+type Spec struct {
+	catalog.Peer
+	// Dial is the peer's host:port when this agent connects to it; empty
+	// when the peer connects to this agent.
+	Dial string
+	// Context is sent in the opening request when dialing. When accepting,
+	// it is required in the peer's opening request if RequireContext is set.
+	Context        string
+	RequireContext bool
+}
+
+// authorizer accepts exactly the identities the peer may present: its
+// listed SPIFFE IDs, or else any ID of its trust domain.
+func (s *Spec) authorizer() (tlsconfig.Authorizer, error) {
+	td, err := spiffeid.TrustDomainFromString(s.TrustDomain)
+	if err != nil {
+		return nil, fmt.Errorf("peer %q: trust domain %q: %w", s.Name, s.TrustDomain, err)
+	}
+	if len(s.SPIFFEIDs) == 0 {
+		return tlsconfig.AuthorizeMemberOf(td), nil
+	}
+	ids := make([]spiffeid.ID, 0, len(s.SPIFFEIDs))
+	for _, v := range s.SPIFFEIDs {
+		id, err := spiffeid.FromString(v)
+		if err != nil {
+			return nil, fmt.Errorf("peer %q: spiffe id %q: %w", s.Name, v, err)
+		}
+		if id.TrustDomain() != td {
+			return nil, fmt.Errorf("peer %q: spiffe id %q is not in trust domain %q", s.Name, v, s.TrustDomain)
+		}
+		ids = append(ids, id)
+	}
+	return tlsconfig.AuthorizeOneOf(ids...), nil
+}
+
+// State is where a peer's connection stands.
+type State string
+
+// The states of a peer.
+const (
+	// Waiting: the peer dials this agent and has no stream now.
+	Waiting State = "waiting"
+	// Connecting: a dial or an opening exchange is under way.
+	Connecting State = "connecting"
+	// Connected: a stream is up.
+	Connected State = "connected"
+	// Backoff: the last stream failed; a retry is scheduled.
+	Backoff State = "backoff"
+	// Failed: the peer refused this agent (Unauthenticated or
+	// PermissionDenied); it is not retried until the configuration changes.
+	Failed State = "failed"
+)
+
+// Status is a peer's connection state, for the status API and metrics.
+type Status struct {
+	Name        string    `json:"name"`
+	TrustDomain string    `json:"trustDomain"`
+	Dial        string    `json:"dial,omitempty"`
+	State       State     `json:"state"`
+	Since       time.Time `json:"since"`
+	LastError   string    `json:"lastError,omitempty"`
+	Reconnects  int       `json:"reconnects"`
+	// Identity is the SPIFFE ID the peer presented on its current stream.
+	Identity string `json:"identity,omitempty"`
+	// NextRetry is when a peer in Backoff is dialed again.
+	NextRetry time.Time `json:"nextRetry,omitempty"`
+	Imported  int       `json:"imported"`
+	Exported  int       `json:"exported"`
+}

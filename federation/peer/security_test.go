@@ -1,0 +1,131 @@
+package peer_test
+
+import (
+	"context"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+
+	"github.com/meshfed/meshfed/federation/hamlet/discoverypb"
+	"github.com/meshfed/meshfed/federation/peer"
+	"github.com/meshfed/meshfed/federation/wire"
+)
+
+// openStream dials addr with creds and sends an opening request, then waits
+// for the first frame or the end of the stream.
+func openStream(t *testing.T, addr string, creds credentials.TransportCredentials) (*discoverypb.BidirectionalStream, error) {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
+	require.NoError(t, err)
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	stream, err := discoverypb.NewDiscoveryServiceClient(conn).EstablishStream(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := stream.Send(&discoverypb.BidirectionalStream{Request: &discoverypb.StreamRequest{ResourceUrl: wire.TypeURL}}); err != nil {
+		_, err = stream.Recv()
+		return nil, err
+	}
+	return stream.Recv()
+}
+
+func TestRefusesCertificateFromUnconfiguredTrustDomain(t *testing.T) {
+	p := newPKI(t, "mesh-a", "mesh-b", "evil")
+	b := newAgent(t, "mesh-b", p, []peer.Spec{spec("mesh-a", p.td("mesh-a"), "")}, nil)
+	b.export([]string{"payments"}, "mesh-a")
+
+	// evil trusts mesh-b's CA, but mesh-b trusts nothing of evil's.
+	evil := p.tls(t, "evil").ClientConfig(tlsconfig.AuthorizeAny())
+	_, err := openStream(t, b.addr, credentials.NewTLS(evil))
+	// With TLS 1.3 the client may finish its side of the handshake before
+	// the server rejects its certificate, so the client sees the refusal
+	// as a TLS alert or as a broken connection: either way no frame.
+	require.Error(t, err)
+	assert.Equal(t, codes.Unavailable, status.Code(err))
+	assert.Equal(t, peer.Waiting, b.status("mesh-a").State)
+}
+
+func TestRefusesConfiguredTrustDomainButUnlistedID(t *testing.T) {
+	p := newPKI(t, "mesh-a", "mesh-b")
+	s := spec("mesh-a", p.td("mesh-a"), "")
+	s.SPIFFEIDs = []string{"spiffe://mesh-a.example/some/other/agent"}
+	b := newAgent(t, "mesh-b", p, []peer.Spec{s}, nil)
+	b.export([]string{"payments"}, "mesh-a")
+	_, err := openStream(t, b.addr, credentials.NewTLS(p.tls(t, "mesh-a").ClientConfig(tlsconfig.AuthorizeAny())))
+	require.Error(t, err)
+	assert.Equal(t, peer.Waiting, b.status("mesh-a").State)
+}
+
+func TestRefusesPlaintextClient(t *testing.T) {
+	p := newPKI(t, "mesh-a", "mesh-b")
+	b := newAgent(t, "mesh-b", p, []peer.Spec{spec("mesh-a", p.td("mesh-a"), "")}, nil)
+	b.export([]string{"payments"}, "mesh-a")
+	_, err := openStream(t, b.addr, insecure.NewCredentials())
+	require.Error(t, err)
+	assert.Equal(t, codes.Unavailable, status.Code(err))
+}
+
+func TestRefusesPlaintextServer(t *testing.T) {
+	p := newPKI(t, "mesh-a", "mesh-b")
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	opened := make(chan struct{}, 1)
+	srv := grpc.NewServer()
+	discoverypb.RegisterDiscoveryServiceServer(srv, &plaintextServer{opened: opened})
+	go func() { _ = srv.Serve(lis) }()
+	t.Cleanup(srv.Stop)
+
+	a := newAgent(t, "mesh-a", p, []peer.Spec{spec("mesh-b", p.td("mesh-b"), lis.Addr().String())}, nil)
+	a.export([]string{"inventory"}, "mesh-b")
+	require.Eventually(t, func() bool { return a.status("mesh-b").Reconnects >= 2 }, 10*time.Second, 10*time.Millisecond)
+	assert.NotEqual(t, peer.Connected, a.status("mesh-b").State)
+	assert.Contains(t, a.status("mesh-b").LastError, "handshake")
+	select {
+	case <-opened:
+		t.Fatal("a stream reached the plaintext server")
+	default:
+	}
+}
+
+type plaintextServer struct {
+	discoverypb.UnimplementedDiscoveryServiceServer
+	opened chan struct{}
+}
+
+func (s *plaintextServer) EstablishStream(discoverypb.DiscoveryService_EstablishStreamServer) error {
+	s.opened <- struct{}{}
+	return nil
+}
+
+func TestContextTokenRequired(t *testing.T) {
+	p := newPKI(t, "mesh-a", "mesh-b")
+	s := spec("mesh-a", p.td("mesh-a"), "")
+	s.Context, s.RequireContext = "s3cret", true
+	b := newAgent(t, "mesh-b", p, []peer.Spec{s}, nil)
+	b.export([]string{"payments"}, "mesh-a")
+
+	// A wrong token is Unauthenticated: the dialer gives up for good.
+	wrong := spec("mesh-b", p.td("mesh-b"), b.addr)
+	wrong.Context = "guess"
+	a := newAgent(t, "mesh-a", p, []peer.Spec{wrong}, nil)
+	require.Eventually(t, func() bool { return a.status("mesh-b").State == peer.Failed }, 10*time.Second, 10*time.Millisecond)
+	assert.Contains(t, a.status("mesh-b").LastError, "does not carry this peer's token")
+	assert.Empty(t, a.importedIDs("mesh-b"))
+
+	right := spec("mesh-b", p.td("mesh-b"), b.addr)
+	right.Context = "s3cret"
+	c := newAgent(t, "mesh-a", p, []peer.Spec{right}, nil)
+	c.eventuallyImports("mesh-b", "payments")
+}

@@ -1,0 +1,136 @@
+package peer
+
+import (
+	"context"
+	"crypto/subtle"
+	"crypto/x509"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	"github.com/meshfed/meshfed/federation/hamlet/discoverypb"
+	"github.com/meshfed/meshfed/federation/session"
+	"github.com/meshfed/meshfed/federation/wire"
+)
+
+// NewServer is the gRPC server that accepts Hamlet streams. Only mutual TLS
+// is offered: the handshake already refuses a client whose certificate no
+// configured peer may present.
+func (m *Manager) NewServer() *grpc.Server {
+	s := grpc.NewServer(
+		grpc.Creds(credentials.NewTLS(m.cfg.TLS.ServerConfig(m.authorizeAny))),
+		// Peers ping no more often than every 40 s; allow a little slack
+		// below, so a peer's timer jitter never gets it disconnected.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 30 * time.Second}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Minute, Timeout: 20 * time.Second}),
+	)
+	discoverypb.RegisterDiscoveryServiceServer(s, &server{m: m})
+	return s
+}
+
+// authorizeAny accepts the identities of the peers that connect to this
+// agent.
+func (m *Manager) authorizeAny(id spiffeid.ID, chains [][]*x509.Certificate) error {
+	if _, err := m.peerFor(id, chains); err != nil {
+		return err
+	}
+	return nil
+}
+
+func (m *Manager) peerFor(id spiffeid.ID, chains [][]*x509.Certificate) (*peerRun, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var match *peerRun
+	for _, name := range m.order {
+		p := m.peers[name]
+		if p.authorize(id, chains) != nil {
+			continue
+		}
+		// An exact SPIFFE ID beats a trust domain match.
+		if match == nil || len(p.spec.SPIFFEIDs) > 0 {
+			match = p
+		}
+	}
+	if match == nil {
+		return nil, status.Errorf(codes.PermissionDenied, "%s is not a configured peer", id)
+	}
+	if match.spec.Dial != "" {
+		return nil, status.Errorf(codes.PermissionDenied, "peer %q is dialed by this agent, not accepted", match.spec.Name)
+	}
+	return match, nil
+}
+
+type server struct {
+	discoverypb.UnimplementedDiscoveryServiceServer
+	m *Manager
+}
+
+func (s *server) EstablishStream(stream discoverypb.DiscoveryService_EstablishStreamServer) error {
+	ctx := stream.Context()
+	id, chains, err := callerID(ctx)
+	if err != nil {
+		return err
+	}
+	p, err := s.m.peerFor(id, chains)
+	if err != nil {
+		s.m.log.Warn("refused a stream", zap.Stringer("identity", id), zap.Error(err))
+		return err
+	}
+	local := s.m.capabilities()
+	if err := stream.SendHeader(local.MD()); err != nil {
+		return err
+	}
+	open, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	req := open.GetRequest()
+	if req == nil || req.GetResponseNonce() != "" {
+		return status.Error(codes.InvalidArgument, "the first message of a stream must be an opening request")
+	}
+	if req.GetResourceUrl() != wire.TypeURL {
+		return status.Errorf(codes.InvalidArgument, "resource_url: %q is not %q", req.GetResourceUrl(), wire.TypeURL)
+	}
+	if p.spec.RequireContext && subtle.ConstantTimeCompare([]byte(req.GetContext()), []byte(p.spec.Context)) != 1 {
+		s.m.log.Warn("refused a stream: wrong context token", zap.String("peer", p.spec.Name))
+		return status.Error(codes.Unauthenticated, "context: the opening request does not carry this peer's token")
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	remote := session.ParseCapabilities(md)
+	sctx, end, err := s.m.begin(ctx, p, id)
+	if err != nil {
+		return status.Error(codes.Unavailable, err.Error())
+	}
+	err = session.Run(sctx, stream, s.m.sessionOptions(p, req.GetContext(), local,
+		func() (session.Capabilities, error) { return remote, nil }, nil))
+	end(err)
+	if ctx.Err() == nil && sctx.Err() != nil {
+		return status.Error(codes.Aborted, "replaced by a newer stream from the same peer")
+	}
+	return err
+}
+
+func callerID(ctx context.Context) (spiffeid.ID, [][]*x509.Certificate, error) {
+	pr, ok := peer.FromContext(ctx)
+	if !ok {
+		return spiffeid.ID{}, nil, status.Error(codes.Unauthenticated, "no peer information")
+	}
+	info, ok := pr.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(info.State.PeerCertificates) == 0 {
+		return spiffeid.ID{}, nil, status.Error(codes.Unauthenticated, "no client certificate")
+	}
+	id, err := x509svid.IDFromCert(info.State.PeerCertificates[0])
+	if err != nil {
+		return spiffeid.ID{}, nil, status.Errorf(codes.Unauthenticated, "client certificate: %v", err)
+	}
+	return id, info.State.VerifiedChains, nil
+}

@@ -1,0 +1,53 @@
+package session
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/codes"
+
+	"github.com/meshfed/meshfed/federation/hamlet/discoverypb"
+)
+
+// Metrics count what crosses Hamlet streams. A nil *Metrics counts nothing.
+type Metrics struct {
+	sentTotal     *prometheus.CounterVec
+	answersTotal  *prometheus.CounterVec
+	receivedTotal *prometheus.CounterVec
+}
+
+// NewMetrics registers the stream counters on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		sentTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshfed_hamlet_responses_sent_total",
+			Help: "Responses this agent published, by peer and operation.",
+		}, []string{"peer", "operation"}),
+		answersTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshfed_hamlet_answers_received_total",
+			Help: "ACKs (code OK) and NACKs peers sent for what this agent published, by peer and gRPC code.",
+		}, []string{"peer", "code"}),
+		receivedTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshfed_hamlet_responses_received_total",
+			Help: "Responses peers published to this agent, by peer, operation and the gRPC code this agent answered.",
+		}, []string{"peer", "operation", "code"}),
+	}
+	reg.MustRegister(m.sentTotal, m.answersTotal, m.receivedTotal)
+	return m
+}
+
+func (m *Metrics) sent(peer string, op discoverypb.StreamResponse_Operation) {
+	if m != nil {
+		m.sentTotal.WithLabelValues(peer, op.String()).Inc()
+	}
+}
+
+func (m *Metrics) answered(peer string, code codes.Code) {
+	if m != nil {
+		m.answersTotal.WithLabelValues(peer, code.String()).Inc()
+	}
+}
+
+func (m *Metrics) received(peer string, op discoverypb.StreamResponse_Operation, code codes.Code) {
+	if m != nil {
+		m.receivedTotal.WithLabelValues(peer, op.String(), code.String()).Inc()
+	}
+}
