@@ -1,0 +1,48 @@
+# meshfed: federated service discovery between service meshes.
+# Every tool a target needs is installed under tools/ by the target itself.
+
+GO        ?= go
+TOOLS     := $(CURDIR)/tools
+GOBIN_DIR := $(TOOLS)/bin
+PROTO_DIR := federation/hamlet/proto
+PROTOS    := $(PROTO_DIR)/federation/types/v1alpha2/federated_service.proto \
+             $(PROTO_DIR)/federation/resourcediscovery/v1alpha2/discovery.proto
+PROTOC_GEN_GO_VERSION      := v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
+TEST_TIMEOUT ?= 9m
+
+.PHONY: all build test test-short proto vet fmt clean
+
+all: build
+
+build:
+	$(GO) build -o bin/meshfed ./cmd/meshfed
+
+## test: vet, then every test with the race detector; fuzz seed corpora are replayed as tests.
+test: vet
+	$(GO) test -race -timeout $(TEST_TIMEOUT) ./...
+
+test-short:
+	$(GO) test -short ./...
+
+vet:
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
+	if [ -n "$$unformatted" ]; then echo "gofmt would change:"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet ./...
+
+## proto: regenerate the committed Go code of the Hamlet protos.
+proto: $(GOBIN_DIR)/protoc-gen-go $(GOBIN_DIR)/protoc-gen-go-grpc
+	@command -v protoc >/dev/null || { apt-get update -qq && apt-get install -y -qq protobuf-compiler; }
+	PATH=$(GOBIN_DIR):$$PATH protoc -I $(PROTO_DIR) -I $(PROTO_DIR)/third_party -I /usr/include \
+		--go_out=. --go_opt=module=github.com/meshfed/meshfed \
+		--go-grpc_out=. --go-grpc_opt=module=github.com/meshfed/meshfed \
+		$(PROTOS)
+
+$(GOBIN_DIR)/protoc-gen-go:
+	GOBIN=$(GOBIN_DIR) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+
+$(GOBIN_DIR)/protoc-gen-go-grpc:
+	GOBIN=$(GOBIN_DIR) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+
+clean:
+	rm -rf bin tools

@@ -1,0 +1,228 @@
+// Package agent assembles one meshfed agent from its configuration: the
+// identity sources, the store and catalog, the Hamlet peers and listener.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"go.uber.org/zap"
+
+	"github.com/meshfed/meshfed/certs"
+	"github.com/meshfed/meshfed/config"
+	"github.com/meshfed/meshfed/federation/catalog"
+	"github.com/meshfed/meshfed/federation/peer"
+	"github.com/meshfed/meshfed/federation/store"
+	"github.com/meshfed/meshfed/federation/validate"
+	"github.com/meshfed/meshfed/federation/wire"
+	"github.com/meshfed/meshfed/model"
+)
+
+// Agent is a running meshfed agent.
+type Agent struct {
+	cfg     *config.Config
+	log     *zap.Logger
+	td      spiffeid.TrustDomain
+	svid    certs.SVIDSource
+	bundles *certs.BundleSet
+	store   *store.Store
+	Catalog *catalog.Catalog
+	Peers   *peer.Manager
+	closers []func() error
+}
+
+// New builds the agent and restores its imports; nothing listens yet.
+func New(ctx context.Context, cfg *config.Config, log *zap.Logger, reg prometheus.Registerer) (a *Agent, err error) {
+	a = &Agent{cfg: cfg, log: log, td: spiffeid.RequireTrustDomainFromString(cfg.TrustDomain)}
+	defer func() {
+		if err != nil {
+			a.close()
+		}
+	}()
+	cm, err := certs.NewMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.identity(ctx, cm); err != nil {
+		return nil, err
+	}
+	if a.store, err = store.Open(cfg.Store.Path); err != nil {
+		return nil, err
+	}
+	a.closers = append(a.closers, a.store.Close)
+	a.Catalog = catalog.New(a.store, log)
+	specs := a.peerSpecs()
+	a.Peers, err = peer.NewManager(peer.Config{
+		Catalog:    a.Catalog,
+		TLS:        peer.SPIFFETLS{SVID: a.svid, Bundles: a.bundles},
+		Ingress:    a.ingress,
+		Window:     cfg.Federation.Window,
+		Grace:      time.Duration(cfg.Federation.Grace),
+		Retention:  time.Duration(cfg.Federation.Retention),
+		Log:        log,
+		Registerer: reg,
+	}, specs)
+	if err != nil {
+		return nil, err
+	}
+	recs, err := a.store.Imports()
+	if err != nil {
+		return nil, err
+	}
+	if err := a.Catalog.Restore(recs); err != nil {
+		return nil, err
+	}
+	log.Info("restored imports from the store", zap.Int("imports", len(a.Catalog.Imports())), zap.String("path", cfg.Store.Path))
+	return a, nil
+}
+
+func (a *Agent) identity(ctx context.Context, cm *certs.Metrics) error {
+	id := a.cfg.Identity
+	switch {
+	case id.WorkloadAPI != "":
+		src, err := certs.NewWorkloadSVIDSource(ctx, certs.WorkloadSVIDConfig{Role: certs.RoleAgent, Addr: id.WorkloadAPI}, a.log, cm)
+		if err != nil {
+			return err
+		}
+		a.svid = src
+		a.closers = append(a.closers, src.Close)
+	default:
+		src, err := certs.NewFileSVIDSource(certs.FileSVIDConfig{Role: certs.RoleAgent, CertFile: id.Agent.Cert, KeyFile: id.Agent.Key}, a.log, cm)
+		if err != nil {
+			return fmt.Errorf("identity.agent: %w", err)
+		}
+		a.svid = src
+		a.closers = append(a.closers, src.Close)
+	}
+	a.bundles = certs.NewBundleSet(a.log, cm)
+	a.closers = append(a.closers, a.bundles.Close)
+	for name, src := range a.cfg.TrustBundles {
+		td := spiffeid.RequireTrustDomainFromString(name)
+		if src.File != "" {
+			if err := a.bundles.AddFile(td, src.File); err != nil {
+				return fmt.Errorf("trustBundles.%s.file: %w", name, err)
+			}
+		}
+	}
+	// Endpoints come second: an https_spiffe endpoint is authenticated
+	// with a bundle from a file.
+	for name, src := range a.cfg.TrustBundles {
+		if e := src.Endpoint; e != nil {
+			ec := certs.EndpointConfig{TrustDomain: spiffeid.RequireTrustDomainFromString(name), URL: e.URL, Profile: certs.Profile(e.Profile)}
+			if e.SPIFFEID != "" {
+				ec.EndpointID = spiffeid.RequireFromString(e.SPIFFEID)
+			}
+			if err := a.bundles.AddEndpoint(ec); err != nil {
+				return fmt.Errorf("trustBundles.%s.endpoint: %w", name, err)
+			}
+		}
+	}
+	return nil
+}
+
+func (a *Agent) peerSpecs() []peer.Spec {
+	var out []peer.Spec
+	for _, p := range a.cfg.Peers {
+		pol := validate.Policy{TrustDomain: spiffeid.RequireTrustDomainFromString(p.TrustDomain), DeniedCIDRs: a.cfg.DeniedPrefixes()}
+		for _, s := range p.SANTrustDomains {
+			pol.SANTrustDomains = append(pol.SANTrustDomains, spiffeid.RequireTrustDomainFromString(s))
+		}
+		out = append(out, peer.Spec{
+			Peer: catalog.Peer{
+				Peer:        model.Peer{Name: p.Name, TrustDomain: p.TrustDomain, SPIFFEIDs: p.SPIFFEIDs},
+				MaxServices: p.MaxServices,
+				Alias:       p.Alias,
+				Policy:      pol,
+			},
+			Dial:           p.Dial,
+			Context:        p.Context,
+			RequireContext: p.RequireContext,
+		})
+	}
+	return out
+}
+
+// ingress is what peers are told: this mesh's ingress addresses, and the
+// identity its ingress gateway presents.
+func (a *Agent) ingress() wire.Ingress {
+	in := wire.Ingress{}
+	for _, e := range a.cfg.Federation.Ingress {
+		in.Endpoints = append(in.Endpoints, model.Endpoint{Address: e.Address, Port: e.Port})
+	}
+	if id, err := certs.RoleID(a.td, certs.RoleIngress); err == nil {
+		in.SANs = []string{id.String()}
+	}
+	return in
+}
+
+// Run serves peers until ctx ends.
+func (a *Agent) Run(ctx context.Context) error {
+	defer a.close()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	lis, err := net.Listen("tcp", a.cfg.Federation.Listen)
+	if err != nil {
+		return fmt.Errorf("federation.listen: %w", err)
+	}
+	srv := a.Peers.NewServer()
+	var wg sync.WaitGroup
+	errs := make(chan error, 2)
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		a.log.Info("accepting Hamlet peers", zap.String("address", lis.Addr().String()))
+		if err := srv.Serve(lis); err != nil {
+			errs <- fmt.Errorf("federation listener: %w", err)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		a.Peers.Run(ctx)
+	}()
+	var bundleSrv *http.Server
+	if be := a.cfg.BundleEndpoint; be != nil {
+		bundleSrv, err = certs.NewBundleServer(certs.BundleServerConfig{Addr: be.Listen, TrustDomain: a.td, Bundles: a.bundles, SVID: a.svid}, a.log)
+		if err != nil {
+			return err
+		}
+		go func() {
+			a.log.Info("serving this mesh's trust bundle", zap.String("address", be.Listen))
+			if err := bundleSrv.ListenAndServeTLS("", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errs <- fmt.Errorf("bundleEndpoint: %w", err)
+			}
+		}()
+	}
+	select {
+	case <-ctx.Done():
+	case err = <-errs:
+	}
+	cancel()
+	if bundleSrv != nil {
+		_ = bundleSrv.Close()
+	}
+	stopped := make(chan struct{})
+	go func() { srv.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(5 * time.Second):
+		srv.Stop()
+	}
+	wg.Wait()
+	return err
+}
+
+func (a *Agent) close() {
+	for i := len(a.closers) - 1; i >= 0; i-- {
+		if err := a.closers[i](); err != nil {
+			a.log.Warn("closing", zap.Error(err))
+		}
+	}
+	a.closers = nil
+}

@@ -1,0 +1,218 @@
+// Package config reads an agent's YAML configuration: strictly (an unknown
+// or mistyped field is an error with its line), with paths relative to the
+// file, and with every default set in one place.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is one agent's configuration. examples/meshfed.yaml documents every
+// field with its default.
+type Config struct {
+	// TrustDomain is this mesh's SPIFFE trust domain.
+	TrustDomain string `yaml:"trustDomain"`
+	// Identity says where the agent's and the gateways' SVIDs come from.
+	Identity Identity `yaml:"identity"`
+	// TrustBundles holds one bundle source per trust domain, this mesh's
+	// own included.
+	TrustBundles map[string]BundleSource `yaml:"trustBundles"`
+	// BundleEndpoint serves this mesh's own bundle to peers when set.
+	BundleEndpoint *BundleEndpoint `yaml:"bundleEndpoint"`
+	Federation     Federation      `yaml:"federation"`
+	Peers          []Peer          `yaml:"peers"`
+	Store          Store           `yaml:"store"`
+}
+
+// Identity names the SVID source of each role.
+type Identity struct {
+	// WorkloadAPI, when set, is the SPIFFE Workload API socket the agent's
+	// SVID comes from (unix:///path).
+	WorkloadAPI string `yaml:"workloadAPI"`
+	Agent       *Files `yaml:"agent"`
+	Egress      *Files `yaml:"egress"`
+	Ingress     *Files `yaml:"ingress"`
+}
+
+// Files is a PEM certificate chain and key on disk, reloaded on change.
+type Files struct {
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+}
+
+// BundleSource is a trust bundle in a PEM file, or a SPIFFE bundle endpoint.
+type BundleSource struct {
+	File     string          `yaml:"file"`
+	Endpoint *BundleFetching `yaml:"endpoint"`
+}
+
+// BundleFetching is a peer's SPIFFE bundle endpoint.
+type BundleFetching struct {
+	URL string `yaml:"url"`
+	// Profile is https_web or https_spiffe.
+	Profile string `yaml:"profile"`
+	// SPIFFEID is the endpoint server's identity, for https_spiffe.
+	SPIFFEID string `yaml:"spiffeId"`
+}
+
+// BundleEndpoint serves this mesh's bundle.
+type BundleEndpoint struct {
+	Listen string `yaml:"listen"`
+}
+
+// Federation is the Hamlet side of the agent.
+type Federation struct {
+	// Listen is where peers that dial this agent connect. Default
+	// 127.0.0.1:15443; binding beyond loopback is a deliberate choice.
+	Listen string `yaml:"listen"`
+	// Window is how many responses may be unacknowledged on a stream when
+	// the peer agrees; 1 (the default) is the specification.
+	Window int `yaml:"window"`
+	// Grace is how long a peer without the sync-complete extension has to
+	// resend its catalog after a reconnect before what it did not resend is
+	// deleted. Default 30s.
+	Grace Duration `yaml:"grace"`
+	// Retention is how long imports of a disconnected peer are kept;
+	// 0 (the default) keeps them.
+	Retention Duration `yaml:"retention"`
+	// DeniedCIDRs are ranges no imported endpoint may point into.
+	DeniedCIDRs []string `yaml:"deniedCIDRs"`
+	// Ingress is what peers are told to connect to for exported services.
+	Ingress []Endpoint `yaml:"ingress"`
+}
+
+// Endpoint is an address and port.
+type Endpoint struct {
+	Address string `yaml:"address"`
+	Port    uint32 `yaml:"port"`
+}
+
+// Peer is a federated mesh.
+type Peer struct {
+	Name        string   `yaml:"name"`
+	TrustDomain string   `yaml:"trustDomain"`
+	SPIFFEIDs   []string `yaml:"spiffeIds"`
+	// Dial is the peer's Hamlet address; without it, the peer dials us.
+	Dial           string `yaml:"dial"`
+	Context        string `yaml:"context"`
+	RequireContext bool   `yaml:"requireContext"`
+	// MaxServices caps what the peer may publish; default 10000.
+	MaxServices int `yaml:"maxServices"`
+	// Alias renames the peer's services locally: {name}, {fqdn}, {peer}.
+	Alias string `yaml:"alias"`
+	// SANTrustDomains are further trust domains the peer may name in sans.
+	SANTrustDomains []string `yaml:"sanTrustDomains"`
+}
+
+// Store is the embedded store of imports.
+type Store struct {
+	// Path of the bbolt file; default meshfed.db beside the configuration.
+	Path string `yaml:"path"`
+}
+
+// Duration is a time.Duration written as "30s" or "2m".
+type Duration time.Duration
+
+// UnmarshalYAML reads a Go duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %q is not a duration such as 30s or 2m", n.Line, n.Value)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Load reads, defaults and checks the configuration at path.
+func Load(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	c, err := Parse(b, filepath.Dir(path))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Parse reads a configuration whose relative paths are relative to dir.
+func Parse(b []byte, dir string) (*Config, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	var c Config
+	if err := dec.Decode(&c); err != nil {
+		var te *yaml.TypeError
+		if errors.As(err, &te) {
+			return nil, fmt.Errorf("%s", te.Errors[0])
+		}
+		return nil, err
+	}
+	c.defaults(dir)
+	if err := c.check(); err != nil {
+		var fe *fieldError
+		if errors.As(err, &fe) {
+			var doc yaml.Node
+			if yaml.Unmarshal(b, &doc) == nil {
+				if line := lineOf(&doc, fe.path); line > 0 {
+					return nil, fmt.Errorf("line %d: %w", line, err)
+				}
+			}
+		}
+		return nil, err
+	}
+	return &c, nil
+}
+
+func (c *Config) defaults(dir string) {
+	if c.Federation.Listen == "" {
+		c.Federation.Listen = "127.0.0.1:15443"
+	}
+	if c.Federation.Window == 0 {
+		c.Federation.Window = 1
+	}
+	if c.Federation.Grace == 0 {
+		c.Federation.Grace = Duration(30 * time.Second)
+	}
+	if c.Store.Path == "" {
+		c.Store.Path = "meshfed.db"
+	}
+	for i := range c.Peers {
+		if c.Peers[i].MaxServices == 0 {
+			c.Peers[i].MaxServices = 10000
+		}
+	}
+	rel := func(p *string) {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(dir, *p)
+		}
+	}
+	rel(&c.Store.Path)
+	for _, f := range []*Files{c.Identity.Agent, c.Identity.Egress, c.Identity.Ingress} {
+		if f != nil {
+			rel(&f.Cert)
+			rel(&f.Key)
+		}
+	}
+	for td, b := range c.TrustBundles {
+		rel(&b.File)
+		c.TrustBundles[td] = b
+	}
+}
+
+// DeniedPrefixes parses Federation.DeniedCIDRs; check has vetted them.
+func (c *Config) DeniedPrefixes() []netip.Prefix {
+	out := make([]netip.Prefix, 0, len(c.Federation.DeniedCIDRs))
+	for _, s := range c.Federation.DeniedCIDRs {
+		out = append(out, netip.MustParsePrefix(s))
+	}
+	return out
+}
