@@ -85,6 +85,8 @@ func TestNackKeepsPreviousVersionAndOwnerSeesReason(t *testing.T) {
 	assert.False(t, d.Acked)
 	assert.Contains(t, d.Message, `fqdn: "ledger.mesh-b.example" is already a local export ("local-payments")`)
 	assert.True(t, b.catalog.Deliveries("mesh-a")["payments"].Acked)
+	assert.Equal(t, 1.0, b.counter("meshfed_hamlet_answers_received_total", map[string]string{"peer": "mesh-a", "code": "AlreadyExists"}))
+	assert.Equal(t, 1.0, a.counter("meshfed_hamlet_responses_received_total", map[string]string{"peer": "mesh-b", "operation": "UPSERT", "code": "AlreadyExists"}))
 	// The rest of the peer's catalog keeps working.
 	a.eventuallyImports("mesh-b", "payments")
 }

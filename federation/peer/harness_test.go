@@ -36,6 +36,7 @@ type agent struct {
 	cancel  context.CancelFunc
 	done    chan struct{}
 	lis     net.Listener
+	reg     *prometheus.Registry
 }
 
 func newAgent(t *testing.T, name string, p *pki, specs []peer.Spec, cfg func(*peer.Config)) *agent {
@@ -55,6 +56,7 @@ func (a *agent) start(lis net.Listener) {
 	require.NoError(t, err)
 	a.store = st
 	log := zaptest.NewLogger(t).Named(a.name)
+	a.reg = prometheus.NewRegistry()
 	a.catalog = catalog.New(st, log)
 	cfg := peer.Config{
 		Catalog:    a.catalog,
@@ -63,7 +65,7 @@ func (a *agent) start(lis net.Listener) {
 		MinBackoff: 50 * time.Millisecond,
 		MaxBackoff: 200 * time.Millisecond,
 		Log:        log,
-		Registerer: prometheus.NewRegistry(),
+		Registerer: a.reg,
 	}
 	if a.cfg != nil {
 		a.cfg(&cfg)
@@ -172,4 +174,29 @@ func (a *agent) status(peerName string) peer.Status {
 
 func spec(name, td, dial string) peer.Spec {
 	return peer.Spec{Peer: catalog.Peer{Peer: model.Peer{Name: name, TrustDomain: td}, Policy: policy(td)}, Dial: dial}
+}
+
+// counter is the value of the counter name with exactly the given labels.
+func (a *agent) counter(name string, labels map[string]string) float64 {
+	a.t.Helper()
+	mfs, err := a.reg.Gather()
+	require.NoError(a.t, err)
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	metrics:
+		for _, m := range mf.GetMetric() {
+			if len(m.GetLabel()) != len(labels) {
+				continue
+			}
+			for _, l := range m.GetLabel() {
+				if labels[l.GetName()] != l.GetValue() {
+					continue metrics
+				}
+			}
+			return m.GetCounter().GetValue()
+		}
+	}
+	return 0
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/meshfed/meshfed/federation/hamlet/typespb"
 	"github.com/meshfed/meshfed/federation/peer"
 	"github.com/meshfed/meshfed/federation/wire"
+	"github.com/meshfed/meshfed/model"
 )
 
 // specPeer speaks Hamlet as the public specification has it and nothing
@@ -193,4 +194,32 @@ func assertNoFrame(t *testing.T, x *specPeer, d time.Duration) {
 		t.Fatalf("unexpected frame before the ACK: %v", m)
 	case <-time.After(d):
 	}
+}
+
+func TestChangesWhileInFlightCoalesceToLatest(t *testing.T) {
+	p := newPKI(t, "mesh-b", "mesh-x")
+	b := newAgent(t, "mesh-b", p, []peer.Spec{spec("mesh-x", p.td("mesh-x"), "")}, nil)
+	b.export([]string{"payments"}, "mesh-x")
+	x := dialSpecPeer(t, p, "mesh-x", b.addr)
+	first := x.recv().GetResponse()
+	require.Equal(t, "payments", first.GetResourceId())
+
+	// A hundred changes while the first response is unacknowledged.
+	for port := uint32(1); port <= 100; port++ {
+		e := export("payments", "mesh-b.example", "mesh-x")
+		e.Ports[0].Port = 9000 + port
+		b.catalog.SetExports([]model.Export{e})
+	}
+	assertNoFrame(t, x, 100*time.Millisecond)
+	ack := func(r *discoverypb.StreamResponse) {
+		require.NoError(t, x.stream.Send(&discoverypb.BidirectionalStream{Request: &discoverypb.StreamRequest{
+			ResourceUrl: wire.TypeURL, ResponseNonce: r.GetNonce(), Status: status.New(codes.OK, "").Proto()}}))
+	}
+	ack(first)
+	latest := x.recv().GetResponse()
+	var fs typespb.FederatedService
+	require.NoError(t, latest.GetResource().UnmarshalTo(&fs))
+	assert.Equal(t, "9100", fs.GetInstances()[0].GetMetadata()["PORT"], "the one more response carries the final state")
+	ack(latest)
+	assertNoFrame(t, x, 100*time.Millisecond)
 }
