@@ -1,0 +1,82 @@
+// Package snapshot translates the model into the Envoy v3 resources of the
+// egress and ingress gateways. The translation is pure: the same Input always
+// yields the same resources, in the same order, with the same names. Builders
+// cannot fail; the input was validated where it entered (federation, certs,
+// configuration), and Check verifies the result as Envoy would at load.
+package snapshot
+
+import "github.com/meshfed/meshfed/model"
+
+// Role is a gateway of this mesh; each role is a separate Envoy node.
+type Role string
+
+// The gateway roles.
+const (
+	// Egress carries local workloads' calls to imported services.
+	Egress Role = "egress"
+	// Ingress accepts peers' calls to exported services.
+	Ingress Role = "ingress"
+)
+
+// Roles lists every role, in output order.
+var Roles = []Role{Egress, Ingress}
+
+// Input is everything the translation reads.
+type Input struct {
+	// TrustDomain is this mesh's SPIFFE trust domain.
+	TrustDomain string `json:"trustDomain"`
+	// Imports are the services imported from peers (egress gateway).
+	Imports []model.Import `json:"imports,omitempty"`
+	// Exports are the local services offered to peers (ingress gateway).
+	Exports []model.Export `json:"exports,omitempty"`
+	// Peers give each peer's trust domain and allowed SPIFFE IDs.
+	Peers []model.Peer `json:"peers,omitempty"`
+	// Gateways are the listen addresses of the two gateways.
+	Gateways Gateways `json:"gateways"`
+	// EgressPorts is the dedicated egress listener port per EgressKey, for
+	// every key EgressPortKeys lists. Allocation and persistence happen
+	// elsewhere; an instance without a port gets no listener.
+	EgressPorts map[string]uint32 `json:"egressPorts,omitempty"`
+	// Secrets are the certificates the gateways use.
+	Secrets Secrets `json:"secrets"`
+}
+
+// Gateways are the listen addresses of the gateways.
+type Gateways struct {
+	// Egress is the address of the egress HTTP listener; dedicated egress
+	// listeners bind the same IP on their EgressPorts.
+	Egress SocketAddress `json:"egress"`
+	// Ingress is the address of the ingress TLS listener.
+	Ingress SocketAddress `json:"ingress"`
+}
+
+// SocketAddress is an IP and a port.
+type SocketAddress struct {
+	Address string `json:"address"`
+	Port    uint32 `json:"port"`
+}
+
+// Secrets are the PEM material of the gateways.
+type Secrets struct {
+	// SVIDs is the X.509-SVID of each gateway role.
+	SVIDs map[Role]SVID `json:"svids,omitempty"`
+	// Bundles is the X.509 trust bundle (PEM, one or more CA certificates)
+	// of each peer trust domain.
+	Bundles map[string]string `json:"bundles,omitempty"`
+}
+
+// SVID is a certificate chain and its private key, both PEM.
+type SVID struct {
+	CertChain  string `json:"certChain"`
+	PrivateKey string `json:"privateKey"`
+}
+
+// peer is the configured peer called name; ok is false when there is none.
+func (in *Input) peer(name string) (model.Peer, bool) {
+	for _, p := range in.Peers {
+		if p.Name == name {
+			return p, true
+		}
+	}
+	return model.Peer{}, false
+}

@@ -1,0 +1,83 @@
+package snapshot
+
+import (
+	"cmp"
+	"slices"
+
+	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	router "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	tlsinspector "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
+	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tcpproxy "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
+)
+
+// tlsTransport is the transport protocol tls_inspector reports for TLS.
+const tlsTransport = "tls"
+
+// EgressHTTPListener is the egress listener shared by every HTTP, HTTP2 and
+// GRPC instance: an HTTP connection manager (HTTP/1.1 and h2c, detected)
+// fetching route configuration EgressHTTPName over ADS. It exists with an
+// empty catalog too, so that callers get 404 rather than a refused
+// connection and the port stays bound.
+func EgressHTTPListener(in *Input) *listener.Listener {
+	m := &hcm.HttpConnectionManager{
+		StatPrefix: "egress-http",
+		CodecType:  hcm.HttpConnectionManager_AUTO,
+		RouteSpecifier: &hcm.HttpConnectionManager_Rds{Rds: &hcm.Rds{
+			ConfigSource:    ads(),
+			RouteConfigName: EgressHTTPName,
+		}},
+		HttpFilters: []*hcm.HttpFilter{{
+			Name:       wellknown.Router,
+			ConfigType: &hcm.HttpFilter_TypedConfig{TypedConfig: mustAny(&router.Router{})},
+		}},
+	}
+	return &listener.Listener{
+		Name:    EgressHTTPName,
+		Address: socketAddress(in.Gateways.Egress.Address, in.Gateways.Egress.Port),
+		FilterChains: []*listener.FilterChain{{
+			Filters: []*listener.Filter{{
+				Name:       wellknown.HTTPConnectionManager,
+				ConfigType: &listener.Filter_TypedConfig{TypedConfig: mustAny(m)},
+			}},
+		}},
+	}
+}
+
+// tcpListener is a dedicated egress listener proxying every connection to
+// cluster name (the listener shares its name).
+func tcpListener(name, address string, port uint32) *listener.Listener {
+	return &listener.Listener{
+		Name:         name,
+		Address:      socketAddress(address, port),
+		FilterChains: []*listener.FilterChain{{Filters: []*listener.Filter{tcpProxy(name)}}},
+	}
+}
+
+// tcpProxy proxies to cluster name, and counts under it.
+func tcpProxy(name string) *listener.Filter {
+	cfg := &tcpproxy.TcpProxy{StatPrefix: name, ClusterSpecifier: &tcpproxy.TcpProxy_Cluster{Cluster: name}}
+	return &listener.Filter{Name: wellknown.TCPProxy, ConfigType: &listener.Filter_TypedConfig{TypedConfig: mustAny(cfg)}}
+}
+
+// IngressListener is the ingress TLS listener: a TLS inspector reads the
+// SNI, and the chain whose server_names hold it takes the connection; a
+// connection matching no chain is closed. nil without chains: Envoy refuses
+// a listener that has none. chains are sorted by name, not modified.
+func IngressListener(in *Input, chains []*listener.FilterChain) *listener.Listener {
+	if len(chains) == 0 {
+		return nil
+	}
+	sorted := slices.Clone(chains)
+	slices.SortFunc(sorted, func(a, b *listener.FilterChain) int { return cmp.Compare(a.GetName(), b.GetName()) })
+	return &listener.Listener{
+		Name:    IngressTLSName,
+		Address: socketAddress(in.Gateways.Ingress.Address, in.Gateways.Ingress.Port),
+		ListenerFilters: []*listener.ListenerFilter{{
+			Name:       wellknown.TLSInspector,
+			ConfigType: &listener.ListenerFilter_TypedConfig{TypedConfig: mustAny(&tlsinspector.TlsInspector{})},
+		}},
+		FilterChains: sorted,
+	}
+}

@@ -1,0 +1,124 @@
+package snapshot
+
+import (
+	"sort"
+	"strings"
+
+	"github.com/meshfed/meshfed/model"
+)
+
+// Resource names.
+//
+// Every name is a fixed prefix followed by fields joined by sep. Each field
+// that comes from configuration or from a peer goes through escape, which
+// keeps [a-z0-9-] and writes every other byte as '_' and two lower-case hex
+// digits. escape is injective and its output never holds sep, so splitting a
+// name on sep gives back the escaped fields, and those give back the tuple:
+// two different tuples never share a name. Names hold no '.' (Envoy's stat
+// tag extraction splits on it: a cluster name with dots would break the
+// envoy_cluster_name tag) and no ':' (Envoy rewrites it in stat names), so
+// distinct resources keep distinct stats. No name depends on certificate
+// material, so rotation never renames a resource.
+const (
+	sep = "/"
+
+	// EgressHTTPName names the egress HTTP listener and its route
+	// configuration.
+	EgressHTTPName = "egress" + sep + "http"
+	// IngressTLSName names the ingress TLS listener.
+	IngressTLSName = "ingress" + sep + "tls"
+)
+
+const hexDigits = "0123456789abcdef"
+
+// escape writes s with every byte outside [a-z0-9-] as _XX (hex).
+func escape(s string) string {
+	clean := true
+	for i := 0; i < len(s); i++ {
+		if !plain(s[i]) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s) + 8)
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if plain(c) {
+			b.WriteByte(c)
+			continue
+		}
+		b.WriteByte('_')
+		b.WriteByte(hexDigits[c>>4])
+		b.WriteByte(hexDigits[c&0xf])
+	}
+	return b.String()
+}
+
+func plain(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-'
+}
+
+func join(fields ...string) string {
+	return strings.Join(fields, sep)
+}
+
+// EgressKey identifies an imported service instance: the key of its
+// dedicated egress listener port in Input.EgressPorts. It is stable across
+// restarts and injective in (peer, resource id, instance id).
+func EgressKey(peer, resourceID, instanceID string) string {
+	return join(escape(peer), escape(resourceID), escape(instanceID))
+}
+
+// EgressPortKeys lists, sorted, the EgressKey of every imported instance that
+// needs a dedicated egress listener port: those not routed by host.
+func EgressPortKeys(imports []model.Import) []string {
+	var keys []string
+	for _, imp := range imports {
+		for _, inst := range imp.Service.Instances {
+			if !inst.Protocol.RoutedByHost() {
+				keys = append(keys, EgressKey(imp.Peer, imp.ResourceID, inst.ID))
+			}
+		}
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// EgressName names the cluster, its ClusterLoadAssignment, its virtual host
+// or dedicated listener, and its stat prefixes, of one imported instance.
+func EgressName(peer, resourceID, instanceID string) string {
+	return "egress" + sep + EgressKey(peer, resourceID, instanceID)
+}
+
+// IngressName names the cluster, its ClusterLoadAssignment, its filter chain
+// and its stat prefixes, of one port of an exported service.
+func IngressName(export, port string) string {
+	return join("ingress", escape(export), escape(port))
+}
+
+// SVIDSecretName names the SDS secret holding role's SVID.
+func SVIDSecretName(role Role) string {
+	return join("meshfed", "svid", escape(string(role)))
+}
+
+// BundleSecretName names the SDS validation context holding the trust bundle
+// of trustDomain, used by the egress gateway to verify the owner's ingress.
+func BundleSecretName(trustDomain string) string {
+	return join("meshfed", "bundle", escape(trustDomain))
+}
+
+// ValidatorSecretName names the SDS validation context of the ingress
+// gateway that accepts SVIDs of exactly the given trust domains (SPIFFE
+// certificate validator). trustDomains must be sorted and unique.
+func ValidatorSecretName(trustDomains []string) string {
+	fields := make([]string, 0, 2+len(trustDomains))
+	fields = append(fields, "meshfed", "validator")
+	for _, td := range trustDomains {
+		fields = append(fields, escape(td))
+	}
+	return join(fields...)
+}

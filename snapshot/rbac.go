@@ -1,0 +1,79 @@
+package snapshot
+
+import (
+	"slices"
+
+	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	rbac "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
+	rbacnet "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
+	matcher "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/meshfed/meshfed/model"
+)
+
+// consumersPolicy names the one RBAC policy of an exported service.
+const consumersPolicy = "consumers"
+
+// consumers is the configured peers among an export's consumers, sorted by
+// name, without duplicates; consumers not configured as peers are ignored.
+func consumers(in *Input, exp model.Export) []model.Peer {
+	var out []model.Peer
+	for _, name := range exp.Consumers {
+		if p, ok := in.peer(name); ok {
+			out = append(out, p)
+		}
+	}
+	slices.SortFunc(out, func(a, b model.Peer) int {
+		switch {
+		case a.Name < b.Name:
+			return -1
+		case a.Name > b.Name:
+			return 1
+		}
+		return 0
+	})
+	return slices.CompactFunc(out, func(a, b model.Peer) bool { return a.Name == b.Name })
+}
+
+// principals are the identities peers may call with: a peer's SPIFFE IDs
+// when it has some configured, else any ID of its trust domain. Envoy's
+// authenticated principal_name is the URI SAN of the client certificate.
+func principals(peers []model.Peer) []*rbac.Principal {
+	var out []*rbac.Principal
+	add := func(m *matcher.StringMatcher) {
+		out = append(out, &rbac.Principal{Identifier: &rbac.Principal_Authenticated_{
+			Authenticated: &rbac.Principal_Authenticated{PrincipalName: m},
+		}})
+	}
+	for _, p := range peers {
+		if len(p.SPIFFEIDs) > 0 {
+			ids := slices.Clone(p.SPIFFEIDs)
+			slices.Sort(ids)
+			for _, id := range slices.Compact(ids) {
+				add(&matcher.StringMatcher{MatchPattern: &matcher.StringMatcher_Exact{Exact: id}})
+			}
+			continue
+		}
+		add(&matcher.StringMatcher{MatchPattern: &matcher.StringMatcher_Prefix{Prefix: "spiffe://" + p.TrustDomain + "/"}})
+	}
+	return out
+}
+
+// rbacFilter allows connections only from the peers' principals.
+func rbacFilter(statPrefix string, peers []model.Peer) *listener.Filter {
+	cfg := &rbacnet.RBAC{
+		StatPrefix: statPrefix,
+		Rules: &rbac.RBAC{
+			Action: rbac.RBAC_ALLOW,
+			Policies: map[string]*rbac.Policy{consumersPolicy: {
+				Permissions: []*rbac.Permission{{Rule: &rbac.Permission_Any{Any: true}}},
+				Principals:  principals(peers),
+			}},
+		},
+	}
+	return &listener.Filter{Name: wellknown.RoleBasedAccessControl, ConfigType: &listener.Filter_TypedConfig{TypedConfig: mustAny(cfg)}}
+}
+
+func wrapBool(b bool) *wrapperspb.BoolValue { return wrapperspb.Bool(b) }

@@ -1,0 +1,131 @@
+package snapshot
+
+import (
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	tls "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	matcher "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
+)
+
+// spiffeValidator is the name of Envoy's SPIFFE certificate validator.
+const spiffeValidator = "envoy.tls.cert_validator.spiffe"
+
+// Certificates reach the gateways only through SDS secrets, whose names
+// never change (names.go): a rotation replaces secret contents and nothing
+// else, so Envoy swaps certificates without touching, or draining, any
+// listener or cluster.
+
+func inline(s string) *core.DataSource {
+	return &core.DataSource{Specifier: &core.DataSource_InlineString{InlineString: s}}
+}
+
+func sdsSecret(name string) *tls.SdsSecretConfig {
+	return &tls.SdsSecretConfig{Name: name, SdsConfig: ads()}
+}
+
+// svidSecret is role's certificate and key; nil while Secrets has none.
+func svidSecret(in *Input, role Role) *tls.Secret {
+	svid, ok := in.Secrets.SVIDs[role]
+	if !ok {
+		return nil
+	}
+	return &tls.Secret{
+		Name: SVIDSecretName(role),
+		Type: &tls.Secret_TlsCertificate{TlsCertificate: &tls.TlsCertificate{
+			CertificateChain: inline(svid.CertChain),
+			PrivateKey:       inline(svid.PrivateKey),
+		}},
+	}
+}
+
+// bundleSecret is the validation context of trustDomain for upstream TLS;
+// nil while Secrets has no bundle for it.
+func bundleSecret(in *Input, trustDomain string) *tls.Secret {
+	pem, ok := in.Secrets.Bundles[trustDomain]
+	if !ok {
+		return nil
+	}
+	return &tls.Secret{
+		Name: BundleSecretName(trustDomain),
+		Type: &tls.Secret_ValidationContext{ValidationContext: &tls.CertificateValidationContext{
+			TrustedCa: inline(pem),
+		}},
+	}
+}
+
+// validatorSecret is the downstream validation context accepting SVIDs of
+// trustDomains (sorted, unique) with the SPIFFE certificate validator: each
+// trust domain is checked against its own bundle only, so no peer can mint
+// an identity of another. Envoy accepts a custom validator in an SDS
+// validation context (SPIRE's SDS serves exactly this), which keeps bundles
+// out of listeners. A trust domain without a bundle in Secrets is left out
+// (its callers are refused); nil when none is left, and Check then reports
+// the dangling reference.
+func validatorSecret(in *Input, trustDomains []string) *tls.Secret {
+	cfg := &tls.SPIFFECertValidatorConfig{}
+	for _, td := range trustDomains {
+		if pem, ok := in.Secrets.Bundles[td]; ok {
+			cfg.TrustDomains = append(cfg.TrustDomains, &tls.SPIFFECertValidatorConfig_TrustDomain{
+				Name:        td,
+				TrustBundle: inline(pem),
+			})
+		}
+	}
+	if len(cfg.TrustDomains) == 0 {
+		return nil
+	}
+	return &tls.Secret{
+		Name: ValidatorSecretName(trustDomains),
+		Type: &tls.Secret_ValidationContext{ValidationContext: &tls.CertificateValidationContext{
+			CustomValidatorConfig: &core.TypedExtensionConfig{Name: spiffeValidator, TypedConfig: mustAny(cfg)},
+		}},
+	}
+}
+
+// upstreamTLS originates mutual TLS to an owner's ingress: SNI as the owner
+// advertised it, the egress SVID as client certificate, the owner's trust
+// bundle as roots and the service's sans as exact URI SAN matchers. With no
+// sans any SVID chaining to the owner's bundle is accepted.
+func upstreamTLS(sni, trustDomain string, sans []string) *core.TransportSocket {
+	dvc := &tls.CertificateValidationContext{}
+	for _, san := range sans {
+		dvc.MatchTypedSubjectAltNames = append(dvc.MatchTypedSubjectAltNames, &tls.SubjectAltNameMatcher{
+			SanType: tls.SubjectAltNameMatcher_URI,
+			Matcher: &matcher.StringMatcher{MatchPattern: &matcher.StringMatcher_Exact{Exact: san}},
+		})
+	}
+	ctx := &tls.UpstreamTlsContext{
+		Sni: sni,
+		CommonTlsContext: &tls.CommonTlsContext{
+			TlsCertificateSdsSecretConfigs: []*tls.SdsSecretConfig{sdsSecret(SVIDSecretName(Egress))},
+			ValidationContextType: &tls.CommonTlsContext_CombinedValidationContext{
+				CombinedValidationContext: &tls.CommonTlsContext_CombinedCertificateValidationContext{
+					DefaultValidationContext:         dvc,
+					ValidationContextSdsSecretConfig: sdsSecret(BundleSecretName(trustDomain)),
+				},
+			},
+		},
+	}
+	return &core.TransportSocket{
+		Name:       wellknown.TransportSocketTLS,
+		ConfigType: &core.TransportSocket_TypedConfig{TypedConfig: mustAny(ctx)},
+	}
+}
+
+// downstreamTLS terminates a consumer's mutual TLS: the ingress SVID, and a
+// client certificate required and checked by the named validator secret.
+func downstreamTLS(validator string) *core.TransportSocket {
+	ctx := &tls.DownstreamTlsContext{
+		RequireClientCertificate: wrapBool(true),
+		CommonTlsContext: &tls.CommonTlsContext{
+			TlsCertificateSdsSecretConfigs: []*tls.SdsSecretConfig{sdsSecret(SVIDSecretName(Ingress))},
+			ValidationContextType: &tls.CommonTlsContext_ValidationContextSdsSecretConfig{
+				ValidationContextSdsSecretConfig: sdsSecret(validator),
+			},
+		},
+	}
+	return &core.TransportSocket{
+		Name:       wellknown.TransportSocketTLS,
+		ConfigType: &core.TransportSocket_TypedConfig{TypedConfig: mustAny(ctx)},
+	}
+}

@@ -1,0 +1,313 @@
+package snapshot
+
+import (
+	"cmp"
+	"slices"
+	"strconv"
+	"strings"
+
+	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpoint "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	tls "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+
+	"github.com/meshfed/meshfed/model"
+)
+
+// ServiceResources are the resources one service contributes to one gateway.
+// VirtualHosts go into the egress route configuration and FilterChains into
+// the ingress listener (EgressRouteConfiguration, IngressListener); the rest
+// are resources in their own right. Secrets may be shared by several
+// services: equal names mean equal contents.
+type ServiceResources struct {
+	Clusters     []*cluster.Cluster
+	Endpoints    []*endpoint.ClusterLoadAssignment
+	Listeners    []*listener.Listener
+	VirtualHosts []*route.VirtualHost
+	FilterChains []*listener.FilterChain
+	Secrets      []*tls.Secret
+}
+
+// originatesTLS reports whether workloads speak TLS themselves on instances
+// of p.
+//
+// The egress gateway forwards such a stream as raw TCP, without TLS
+// origination of its own: the workload's TLS session ends at the owner's
+// service, which the owner's ingress reaches in passthrough mode by routing
+// on the SNI of that session. Wrapping it in the egress gateway's mTLS would
+// hide that SNI behind the advertised one, work only with an ingress that
+// terminates, and encrypt twice. So for TLS, MTLS and HTTPS instances the
+// workload must send the SNI the owner routes on (the advertised SNI, as
+// Istio sidecars do for outbound_ names), and the owner, not this gateway,
+// authenticates the caller.
+func originatesTLS(p model.Protocol) bool {
+	return p == model.TLS || p == model.MTLS || p == model.HTTPS
+}
+
+// EgressResources are the egress gateway's resources for one import: per
+// instance, a cluster toward the owner's endpoints (with its
+// ClusterLoadAssignment when EDS), and either a virtual host (HTTP, HTTP2,
+// GRPC) or a dedicated listener on the instance's EgressPorts port (the
+// others; none while the port is not allocated).
+//
+// A host-routed instance serves LocalFQDN:port; Envoy refuses a domain in
+// two virtual hosts, so of instances sharing a port the first by id has it.
+// The bare LocalFQDN (a Host header without port: port 80, or a client that
+// leaves it out) goes to one instance only, by bareHostOwner. LocalFQDN is
+// unique among imports (the catalog keys on it).
+func EgressResources(in *Input, imp model.Import) ServiceResources {
+	var out ServiceResources
+	var trustDomain string
+	if p, ok := in.peer(imp.Peer); ok {
+		trustDomain = p.TrustDomain
+	}
+	insts := slices.Clone(imp.Service.Instances)
+	slices.SortFunc(insts, func(a, b model.Instance) int { return cmp.Compare(a.ID, b.ID) })
+	host := strings.ToLower(imp.LocalFQDN)
+	claimed := map[string]bool{}
+	bare := bareHostOwner(insts)
+	for _, inst := range insts {
+		name := EgressName(imp.Peer, imp.ResourceID, inst.ID)
+		c, cla := upstreamCluster(name, selectEndpoints(imp.Service.Endpoints, inst.Selector))
+		if !originatesTLS(inst.Protocol) {
+			sni := inst.SNI
+			if sni == "" {
+				sni = model.DefaultSNI(inst.Port, imp.Service.FQDN)
+			}
+			c.TransportSocket = upstreamTLS(sni, trustDomain, imp.Service.SANs)
+		}
+		streaming := inst.Protocol == model.HTTP2 || inst.Protocol == model.GRPC
+		if streaming {
+			c.TypedExtensionProtocolOptions = http2Options()
+		}
+		out.Clusters = append(out.Clusters, c)
+		if cla != nil {
+			out.Endpoints = append(out.Endpoints, cla)
+		}
+
+		if !inst.Protocol.RoutedByHost() {
+			if port, ok := in.EgressPorts[EgressKey(imp.Peer, imp.ResourceID, inst.ID)]; ok {
+				out.Listeners = append(out.Listeners, tcpListener(name, in.Gateways.Egress.Address, port))
+			}
+			continue
+		}
+		var domains []string
+		if inst.ID == bare {
+			domains = append(domains, host)
+		}
+		if inst.Port != 0 {
+			if d := host + ":" + strconv.FormatUint(uint64(inst.Port), 10); !claimed[d] {
+				claimed[d] = true
+				domains = append(domains, d)
+			}
+		}
+		if len(domains) == 0 {
+			continue
+		}
+		// The owner knows the service by its own name: the HOSTNAME the
+		// instance states, else its fqdn when the local name is an alias.
+		rewrite := inst.Hostname
+		if rewrite == "" && imp.LocalFQDN != imp.Service.FQDN {
+			rewrite = imp.Service.FQDN
+		}
+		out.VirtualHosts = append(out.VirtualHosts, virtualHost(name, domains, rewrite, streaming))
+	}
+	return out
+}
+
+// bareHostOwner is the id of the host-routed instance that serves the bare
+// LocalFQDN: the one on port 80, else one without a port (the bare name is
+// its only one), else the one with the lowest port; the first by id among
+// equals. insts are sorted by id.
+func bareHostOwner(insts []model.Instance) string {
+	rank := func(p uint32) uint64 {
+		switch p {
+		case 80:
+			return 0
+		case 0:
+			return 1
+		}
+		return 1 + uint64(p)
+	}
+	owner, best := "", uint64(1<<63)
+	for _, inst := range insts {
+		if inst.Protocol.RoutedByHost() && rank(inst.Port) < best {
+			owner, best = inst.ID, rank(inst.Port)
+		}
+	}
+	return owner
+}
+
+// IngressResources are the ingress gateway's resources for one export: per
+// port, a cluster of the local endpoints (with its ClusterLoadAssignment when
+// EDS) and a filter chain matching the port's SNI; in terminate mode (the
+// default) also the SPIFFE validator secret of the consumers' trust domains.
+//
+// Terminate: the chain requires a client SVID of a consumer trust domain,
+// allows only the consumers' identities (RBAC), and proxies the decrypted
+// stream. Passthrough: the chain proxies the raw TLS stream and the local
+// service authenticates the caller. An export none of whose consumers is a
+// configured peer has nobody to serve and yields nothing.
+func IngressResources(in *Input, exp model.Export) ServiceResources {
+	var out ServiceResources
+	peers := consumers(in, exp)
+	if len(peers) == 0 {
+		return out
+	}
+	terminate := exp.Mode != model.Passthrough
+	var validator string
+	if terminate {
+		tds := make([]string, 0, len(peers))
+		for _, p := range peers {
+			tds = append(tds, p.TrustDomain)
+		}
+		slices.Sort(tds)
+		tds = slices.Compact(tds)
+		validator = ValidatorSecretName(tds)
+		if s := validatorSecret(in, tds); s != nil {
+			out.Secrets = append(out.Secrets, s)
+		}
+	}
+	ports := slices.Clone(exp.Ports)
+	slices.SortFunc(ports, func(a, b model.ExportPort) int { return cmp.Compare(a.Name, b.Name) })
+	for _, p := range ports {
+		name := IngressName(exp.Name, p.Name)
+		c, cla := upstreamCluster(name, localEndpoints(p.Endpoints))
+		out.Clusters = append(out.Clusters, c)
+		if cla != nil {
+			out.Endpoints = append(out.Endpoints, cla)
+		}
+		sni := p.SNI
+		if sni == "" {
+			sni = model.DefaultSNI(p.Port, exp.FQDN)
+		}
+		chain := &listener.FilterChain{
+			Name:             name,
+			FilterChainMatch: &listener.FilterChainMatch{ServerNames: []string{sni}, TransportProtocol: tlsTransport},
+		}
+		if terminate {
+			chain.TransportSocket = downstreamTLS(validator)
+			chain.Filters = []*listener.Filter{rbacFilter(name, peers), tcpProxy(name)}
+		} else {
+			chain.Filters = []*listener.Filter{tcpProxy(name)}
+		}
+		out.FilterChains = append(out.FilterChains, chain)
+	}
+	return out
+}
+
+// GatewaySecrets are the secrets of role that no one service owns: the
+// role's SVID, and for the egress gateway the trust bundle of every peer
+// trust domain that has one. Missing material yields no secret.
+func GatewaySecrets(in *Input, role Role) []*tls.Secret {
+	var out []*tls.Secret
+	if s := svidSecret(in, role); s != nil {
+		out = append(out, s)
+	}
+	if role != Egress {
+		return out
+	}
+	seen := map[string]bool{}
+	for _, p := range in.Peers {
+		if seen[p.TrustDomain] {
+			continue
+		}
+		seen[p.TrustDomain] = true
+		if s := bundleSecret(in, p.TrustDomain); s != nil {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// Resources are the resources of every gateway role by type URL, each list
+// sorted by name. Every role has every type of Types, possibly empty.
+type Resources struct {
+	ByRole map[Role]map[resource.Type][]types.Resource
+}
+
+// Types lists the resource types a gateway receives.
+var Types = []resource.Type{
+	resource.ClusterType,
+	resource.EndpointType,
+	resource.ListenerType,
+	resource.RouteType,
+	resource.SecretType,
+}
+
+// Build translates the whole input.
+func Build(in *Input) *Resources {
+	var egress, ingress ServiceResources
+	for _, imp := range in.Imports {
+		egress.add(EgressResources(in, imp))
+	}
+	for _, exp := range in.Exports {
+		ingress.add(IngressResources(in, exp))
+	}
+	egress.Listeners = append(egress.Listeners, EgressHTTPListener(in))
+	egress.Secrets = append(egress.Secrets, GatewaySecrets(in, Egress)...)
+	if l := IngressListener(in, ingress.FilterChains); l != nil {
+		ingress.Listeners = append(ingress.Listeners, l)
+	}
+	ingress.Secrets = append(ingress.Secrets, GatewaySecrets(in, Ingress)...)
+
+	return &Resources{ByRole: map[Role]map[resource.Type][]types.Resource{
+		Egress:  egress.byType(EgressRouteConfiguration(egress.VirtualHosts)),
+		Ingress: ingress.byType(nil),
+	}}
+}
+
+func (s *ServiceResources) add(o ServiceResources) {
+	s.Clusters = append(s.Clusters, o.Clusters...)
+	s.Endpoints = append(s.Endpoints, o.Endpoints...)
+	s.Listeners = append(s.Listeners, o.Listeners...)
+	s.VirtualHosts = append(s.VirtualHosts, o.VirtualHosts...)
+	s.FilterChains = append(s.FilterChains, o.FilterChains...)
+	s.Secrets = append(s.Secrets, o.Secrets...)
+}
+
+// byType lays s out by type URL, sorted by name, with the one shared copy of
+// every secret that several services carry.
+func (s *ServiceResources) byType(rc *route.RouteConfiguration) map[resource.Type][]types.Resource {
+	m := make(map[resource.Type][]types.Resource, len(Types))
+	for _, t := range Types {
+		m[t] = []types.Resource{}
+	}
+	for _, r := range s.Clusters {
+		m[resource.ClusterType] = append(m[resource.ClusterType], r)
+	}
+	for _, r := range s.Endpoints {
+		m[resource.EndpointType] = append(m[resource.EndpointType], r)
+	}
+	for _, r := range s.Listeners {
+		m[resource.ListenerType] = append(m[resource.ListenerType], r)
+	}
+	if rc != nil {
+		m[resource.RouteType] = append(m[resource.RouteType], rc)
+	}
+	seen := map[string]bool{}
+	for _, r := range s.Secrets {
+		if !seen[r.GetName()] {
+			seen[r.GetName()] = true
+			m[resource.SecretType] = append(m[resource.SecretType], r)
+		}
+	}
+	for _, rs := range m {
+		slices.SortStableFunc(rs, func(a, b types.Resource) int { return cmp.Compare(Name(a), Name(b)) })
+	}
+	return m
+}
+
+// Name is the name of an xDS resource; empty for a type it does not know.
+func Name(r types.Resource) string {
+	if n, ok := r.(interface{ GetName() string }); ok {
+		return n.GetName()
+	}
+	if cla, ok := r.(*endpoint.ClusterLoadAssignment); ok {
+		return cla.GetClusterName()
+	}
+	return ""
+}

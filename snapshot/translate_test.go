@@ -1,0 +1,198 @@
+package snapshot
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	tls "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/meshfed/meshfed/model"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/out from testdata/in and delete stale golden files")
+
+func TestGolden(t *testing.T) {
+	ins, err := filepath.Glob("testdata/in/*.yaml")
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, len(ins), 10)
+	want := map[string]bool{}
+	for _, in := range ins {
+		name := filepath.Base(in)
+		want[name] = true
+		t.Run(strings.TrimSuffix(name, ".yaml"), func(t *testing.T) {
+			res := Build(loadInput(t, in))
+			mustCheck(t, res)
+			got := render(t, res)
+			out := filepath.Join("testdata/out", name)
+			if *update {
+				require.NoError(t, os.WriteFile(out, got, 0o644))
+				return
+			}
+			golden, err := os.ReadFile(out)
+			require.NoError(t, err, "run go test ./snapshot -run TestGolden -update")
+			require.Equal(t, string(golden), string(got))
+		})
+	}
+	outs, err := filepath.Glob("testdata/out/*.yaml")
+	require.NoError(t, err)
+	for _, out := range outs {
+		if want[filepath.Base(out)] {
+			continue
+		}
+		if *update {
+			require.NoError(t, os.Remove(out))
+			continue
+		}
+		t.Errorf("stale golden file %s: run with -update", out)
+	}
+}
+
+func TestBuildIsDeterministic(t *testing.T) {
+	in := loadInput(t, "testdata/in/rotation.yaml")
+	first := render(t, Build(in))
+	for range 5 {
+		require.Equal(t, string(first), string(render(t, Build(in))))
+	}
+}
+
+// A rotation changes secret contents only: every name, and every resource
+// other than a secret, stays as it was, so no listener or cluster drains.
+func TestRotation(t *testing.T) {
+	before := loadInput(t, "testdata/in/rotation.yaml")
+	after := loadInput(t, "testdata/in/rotation.yaml")
+	for role, svid := range after.Secrets.SVIDs {
+		svid.CertChain = strings.Replace(svid.CertChain, "SVID", "SVID ROTATED", 1)
+		svid.PrivateKey = "-----BEGIN PRIVATE KEY-----\nROTATED\n-----END PRIVATE KEY-----\n"
+		after.Secrets.SVIDs[role] = svid
+	}
+	for td, pem := range after.Secrets.Bundles {
+		after.Secrets.Bundles[td] = pem + "-----BEGIN CERTIFICATE-----\nNEXT CA\n-----END CERTIFICATE-----\n"
+	}
+	old, cur := Build(before), Build(after)
+	mustCheck(t, old)
+	mustCheck(t, cur)
+
+	secretsChanged := 0
+	for _, role := range Roles {
+		for _, typ := range Types {
+			o, c := old.ByRole[role][typ], cur.ByRole[role][typ]
+			require.Equal(t, len(o), len(c), "%s %s", role, typ)
+			for i := range o {
+				require.Equal(t, Name(o[i]), Name(c[i]), "%s %s", role, typ)
+				if typ != resource.SecretType {
+					assertProtoEqual(t, o[i], c[i])
+					continue
+				}
+				assert.False(t, proto.Equal(o[i], c[i]), "secret %s did not change", Name(o[i]))
+				secretsChanged++
+			}
+		}
+	}
+	// egress: SVID and two bundles; ingress: SVID and one validator.
+	require.Equal(t, 5, secretsChanged)
+}
+
+func TestEgressResourcesOneService(t *testing.T) {
+	in := loadInput(t, "testdata/in/http2-grpc.yaml")
+	sr := EgressResources(in, in.Imports[0])
+	require.Len(t, sr.Clusters, 3)
+	require.Len(t, sr.Endpoints, 3)
+	require.Empty(t, sr.Listeners)
+
+	want := []*route.VirtualHost{
+		virtualHost("egress/mesh-b/inventory/api", []string{"inventory.mesh-b.example:8080"}, "", false),
+		virtualHost("egress/mesh-b/inventory/grpc", []string{"inventory.mesh-b.example", "inventory.mesh-b.example:80"}, "", true),
+	}
+	assertProtoEqual(t, want, sr.VirtualHosts)
+
+	// The same service inside Build: identical resources.
+	res := Build(in)
+	for _, c := range sr.Clusters {
+		found := false
+		for _, r := range res.ByRole[Egress][resource.ClusterType] {
+			if Name(r) == c.GetName() {
+				assertProtoEqual(t, c, r)
+				found = true
+			}
+		}
+		require.True(t, found, c.GetName())
+	}
+}
+
+func TestEgressClusterTLS(t *testing.T) {
+	in := loadInput(t, "testdata/in/sni.yaml")
+	sr := EgressResources(in, in.Imports[0])
+	require.Len(t, sr.Clusters, 2)
+	sni := map[string]string{}
+	for _, c := range sr.Clusters {
+		ctx := &tls.UpstreamTlsContext{}
+		require.NoError(t, c.GetTransportSocket().GetTypedConfig().UnmarshalTo(ctx))
+		sni[c.GetName()] = ctx.GetSni()
+		cvc := ctx.GetCommonTlsContext().GetCombinedValidationContext()
+		require.Equal(t, "meshfed/bundle/mesh-c_2eexample", cvc.GetValidationContextSdsSecretConfig().GetName())
+		require.Equal(t, "spiffe://mesh-c.example/gw/east", cvc.GetDefaultValidationContext().GetMatchTypedSubjectAltNames()[0].GetMatcher().GetExact())
+		require.Equal(t, "meshfed/svid/egress", ctx.GetCommonTlsContext().GetTlsCertificateSdsSecretConfigs()[0].GetName())
+	}
+	require.Equal(t, map[string]string{
+		"egress/_4desh_2e_43/shipping/advertised": "shipping-8080.gw.mesh-c.example",
+		"egress/_4desh_2e_43/shipping/default":    model.DefaultSNI(9000, "shipping.mesh-c.example"),
+	}, sni)
+}
+
+func TestPassthroughInstancesHaveNoTLSOrigination(t *testing.T) {
+	in := loadInput(t, "testdata/in/passthrough.yaml")
+	sr := EgressResources(in, in.Imports[0])
+	require.Len(t, sr.Clusters, 3)
+	require.Len(t, sr.Listeners, 3)
+	for _, c := range sr.Clusters {
+		require.Nil(t, c.GetTransportSocket(), c.GetName())
+	}
+}
+
+func TestHostnameEndpointsUseStrictDNS(t *testing.T) {
+	in := loadInput(t, "testdata/in/hostnames.yaml")
+	sr := EgressResources(in, in.Imports[0])
+	require.Empty(t, sr.Endpoints)
+	for _, c := range sr.Clusters {
+		require.Equal(t, cluster.Cluster_STRICT_DNS, c.GetType())
+		require.Len(t, c.GetLoadAssignment().GetEndpoints()[0].GetLbEndpoints(), 2)
+	}
+}
+
+func TestBareHostOwner(t *testing.T) {
+	inst := func(id string, p model.Protocol, port uint32) model.Instance {
+		return model.Instance{ID: id, Protocol: p, Port: port}
+	}
+	require.Equal(t, "", bareHostOwner(nil))
+	require.Equal(t, "", bareHostOwner([]model.Instance{inst("a", model.TCP, 80)}))
+	require.Equal(t, "c", bareHostOwner([]model.Instance{inst("a", model.HTTP, 8080), inst("b", model.TCP, 80), inst("c", model.GRPC, 80)}))
+	require.Equal(t, "b", bareHostOwner([]model.Instance{inst("a", model.HTTP, 8080), inst("b", model.HTTP, 0)}))
+	require.Equal(t, "b", bareHostOwner([]model.Instance{inst("a", model.HTTP, 9090), inst("b", model.HTTP2, 8080), inst("c", model.HTTP, 8080)}))
+}
+
+func TestSelectEndpoints(t *testing.T) {
+	eps := []model.Endpoint{
+		{Address: "10.0.0.2", Port: 1, Labels: []string{"a"}},
+		{Address: "10.0.0.1", Port: 1, Labels: []string{"b", "a"}},
+		{Address: "10.0.0.3", Port: 1, Labels: []string{"c"}},
+	}
+	all := []hostPort{{"10.0.0.1", 1}, {"10.0.0.2", 1}, {"10.0.0.3", 1}}
+	require.Equal(t, all, selectEndpoints(eps, nil))
+	require.Equal(t, all, selectEndpoints(eps, []string{"z"}))
+	require.Equal(t, []hostPort{{"10.0.0.1", 1}, {"10.0.0.2", 1}}, selectEndpoints(eps, []string{"a"}))
+	require.Equal(t, []hostPort{{"10.0.0.1", 1}, {"10.0.0.3", 1}}, selectEndpoints(eps, []string{"b", "c"}))
+}
+
+func TestEgressPortKeys(t *testing.T) {
+	in := loadInput(t, "testdata/in/rotation.yaml")
+	require.Equal(t, []string{"mesh-b/payments/tcp", "mesh-b/payments/tls"}, EgressPortKeys(in.Imports))
+}
