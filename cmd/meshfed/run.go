@@ -35,7 +35,7 @@ func runCmd() *cobra.Command {
 				return err
 			}
 			defer func() { _ = log.Sync() }()
-			log = log.With(zap.String("trustDomain", cfg.TrustDomain))
+			log = log.With(zap.String("mesh", cfg.TrustDomain))
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			reg := prometheus.NewRegistry()
