@@ -1,0 +1,139 @@
+package cache
+
+import (
+	"sort"
+	"time"
+
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+// typeState is everything the cache holds for one role and type URL.
+type typeState struct {
+	typeURL string
+	entries map[string]*discovery.Resource
+	hash    uint64 // XOR of entryHash over entries; see entryHash
+	version string // typeVersion(hash), kept to share one string
+
+	// log holds the names changed after floor, oldest first, so that a
+	// stream synced at a known sequence catches up in O(changes).
+	log   []logEntry
+	floor uint64
+
+	// all is the state-of-the-world answer to a wildcard request, built on
+	// first use after a change and shared by every such response.
+	all []*anypb.Any
+
+	delta map[*deltaWatch]struct{}
+	sotw  map[*sotwWatch]struct{}
+
+	applied [appliedRing]appliedAt
+	next    int
+}
+
+type logEntry struct {
+	seq  uint64
+	name string
+}
+
+type appliedAt struct {
+	version string
+	at      time.Time
+}
+
+// appliedRing bounds how many recent type versions remember when they were
+// applied; a client more than this many versions behind is not measured.
+const appliedRing = 16
+
+// minLog keeps the change log from being compacted so eagerly that streams a
+// few batches behind have to fall back to a full comparison.
+const minLog = 4096
+
+func newTypeState(typeURL string) *typeState {
+	return &typeState{
+		typeURL: typeURL,
+		entries: make(map[string]*discovery.Resource),
+		version: typeVersion(0),
+		delta:   make(map[*deltaWatch]struct{}),
+		sotw:    make(map[*sotwWatch]struct{}),
+	}
+}
+
+// set commits one prepared change at seq and reports whether it changed
+// anything.
+func (t *typeState) set(p prepared, seq uint64) bool {
+	old, had := t.entries[p.name]
+	switch {
+	case p.res == nil && !had:
+		return false
+	case p.res != nil && had && old.Version == p.res.Version:
+		return false
+	}
+	if had {
+		t.hash ^= entryHash(old.Name, old.Version)
+	}
+	if p.res == nil {
+		delete(t.entries, p.name)
+	} else {
+		t.entries[p.name] = p.res
+		t.hash ^= entryHash(p.res.Name, p.res.Version)
+	}
+	t.all = nil
+	t.log = append(t.log, logEntry{seq: seq, name: p.name})
+	return true
+}
+
+// stamp names the version after a batch of changes to this type and
+// remembers when it was applied.
+func (t *typeState) stamp(now time.Time) {
+	t.version = typeVersion(t.hash)
+	t.applied[t.next] = appliedAt{version: t.version, at: now}
+	t.next = (t.next + 1) % appliedRing
+}
+
+// compact bounds the log to a multiple of the entries, amortized O(1) per
+// change.
+func (t *typeState) compact() {
+	if limit := max(minLog, 2*len(t.entries)); len(t.log) > limit {
+		drop := len(t.log) / 2
+		t.floor = t.log[drop-1].seq
+		t.log = append(t.log[:0:0], t.log[drop:]...)
+	}
+}
+
+// changedSince returns the names changed after seq, possibly with
+// repetitions, or ok false when the log no longer reaches back that far.
+func (t *typeState) changedSince(seq uint64) (names []logEntry, ok bool) {
+	if seq < t.floor {
+		return nil, false
+	}
+	i := sort.Search(len(t.log), func(i int) bool { return t.log[i].seq > seq })
+	return t.log[i:], true
+}
+
+// wildcardAnys returns every resource of the type, sorted by name.
+func (t *typeState) wildcardAnys() []*anypb.Any {
+	if t.all != nil || len(t.entries) == 0 {
+		return t.all
+	}
+	names := make([]string, 0, len(t.entries))
+	for n := range t.entries {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	all := make([]*anypb.Any, len(names))
+	for i, n := range names {
+		all[i] = t.entries[n].Resource
+	}
+	t.all = all
+	return all
+}
+
+func (t *typeState) appliedAt(version string) (time.Time, bool) {
+	for _, a := range t.applied {
+		if a.version == version && !a.at.IsZero() {
+			return a.at, true
+		}
+	}
+	return time.Time{}, false
+}

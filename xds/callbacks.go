@@ -1,0 +1,239 @@
+package xds
+
+import (
+	"cmp"
+	"context"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"go.uber.org/zap"
+	"google.golang.org/genproto/googleapis/rpc/status"
+
+	"github.com/meshfed/meshfed/snapshot/cache"
+)
+
+// appliedAter is implemented by *cache.Cache.
+type appliedAter interface {
+	AppliedAt(role cache.Role, typeURL, version string) (time.Time, bool)
+}
+
+// tracker implements the server callbacks: it follows each stream's
+// requests and responses to know what every gateway runs.
+type tracker struct {
+	nodeRole cache.NodeRole
+	metrics  *metrics
+	applied  appliedAter
+	log      *zap.Logger
+	now      func() time.Time
+
+	mu sync.Mutex
+	// streams is keyed by kind too: go-control-plane numbers state of the
+	// world and delta streams separately, both from 1.
+	streams map[streamKey]*client
+}
+
+type streamKey struct {
+	delta bool
+	id    int64
+}
+
+type client struct {
+	status ClientStatus
+	role   cache.Role // "" while unknown
+	types  map[string]*typeTrack
+}
+
+type typeTrack struct {
+	status TypeStatus
+	// sent remembers the versions of the last responses by nonce, to know
+	// which version a delta ACK or any NACK is about.
+	sent []sentVersion
+}
+
+type sentVersion struct{ nonce, version string }
+
+// sentMemory bounds sent: a gateway answers each response before the next
+// of its type is sent, so a few suffice.
+const sentMemory = 4
+
+const unknownRole = "unknown"
+
+var _ serverv3.Callbacks = (*tracker)(nil)
+
+func newTracker(nodeRole cache.NodeRole, m *metrics, applied appliedAter, log *zap.Logger) *tracker {
+	return &tracker{nodeRole: nodeRole, metrics: m, applied: applied, log: log, now: time.Now, streams: make(map[streamKey]*client)}
+}
+
+func (t *tracker) open(k streamKey) {
+	kind := "sotw"
+	if k.delta {
+		kind = "delta"
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.streams[k] = &client{
+		status: ClientStatus{StreamID: k.id, Stream: kind, ConnectedAt: t.now()},
+		types:  make(map[string]*typeTrack),
+	}
+}
+
+func (t *tracker) closed(k streamKey) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	c, ok := t.streams[k]
+	if !ok {
+		return
+	}
+	delete(t.streams, k)
+	for typeURL := range c.types {
+		t.metrics.clients.WithLabelValues(c.status.Role, typeLabel(typeURL)).Dec()
+	}
+}
+
+// request records a request; version is what an ACK acknowledges ("" to
+// look it up by nonce).
+func (t *tracker) request(k streamKey, node *core.Node, typeURL, nonce, version string, errorDetail *status.Status) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	c, ok := t.streams[k]
+	if !ok {
+		return
+	}
+	if c.status.NodeID == "" && node.GetId() != "" {
+		c.status.NodeID = node.GetId()
+		c.status.Role = unknownRole
+		if role, ok := t.nodeRole(node.GetId()); ok {
+			c.role, c.status.Role = role, string(role)
+		}
+	}
+	tt, ok := c.types[typeURL]
+	if !ok {
+		tt = &typeTrack{status: TypeStatus{TypeURL: typeURL}}
+		c.types[typeURL] = tt
+		t.metrics.clients.WithLabelValues(c.status.Role, typeLabel(typeURL)).Inc()
+	}
+	if nonce == "" {
+		return
+	}
+	sent := tt.forget(nonce)
+	now := t.now()
+	if errorDetail != nil {
+		tt.status.LastNack = &Nack{Version: sent, Nonce: nonce, Message: errorDetail.GetMessage(), At: now}
+		t.metrics.nacks.WithLabelValues(c.status.Role, typeLabel(typeURL)).Inc()
+		t.log.Warn("gateway rejected configuration",
+			zap.String("node_id", c.status.NodeID), zap.String("role", c.status.Role),
+			zap.String("type_url", typeURL), zap.String("version", sent),
+			zap.String("nonce", nonce), zap.String("error", errorDetail.GetMessage()))
+		return
+	}
+	if version == "" {
+		version = sent
+	}
+	if version == "" || version == tt.status.LastAckedVersion {
+		return
+	}
+	tt.status.LastAckedVersion, tt.status.LastAckedAt = version, now
+	if t.applied != nil && c.role != "" {
+		if at, ok := t.applied.AppliedAt(c.role, typeURL, version); ok {
+			t.metrics.latency.WithLabelValues(c.status.Role, typeLabel(typeURL)).Observe(now.Sub(at).Seconds())
+		}
+	}
+}
+
+func (t *tracker) response(k streamKey, typeURL, nonce, version string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	c, ok := t.streams[k]
+	if !ok {
+		return
+	}
+	tt, ok := c.types[typeURL]
+	if !ok {
+		return // the server answers only types the stream requested
+	}
+	tt.status.LastSentVersion, tt.status.LastSentNonce, tt.status.LastSentAt = version, nonce, t.now()
+	if len(tt.sent) == sentMemory {
+		tt.sent = slices.Delete(tt.sent, 0, 1)
+	}
+	tt.sent = append(tt.sent, sentVersion{nonce, version})
+}
+
+// forget returns the version sent with nonce and drops it and anything
+// older: the gateway answered it.
+func (tt *typeTrack) forget(nonce string) string {
+	for i, s := range tt.sent {
+		if s.nonce == nonce {
+			tt.sent = slices.Delete(tt.sent, 0, i+1)
+			return s.version
+		}
+	}
+	return ""
+}
+
+func (t *tracker) snapshot() []ClientStatus {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]ClientStatus, 0, len(t.streams))
+	for _, c := range t.streams {
+		s := c.status
+		s.Types = make([]TypeStatus, 0, len(c.types))
+		for _, tt := range c.types {
+			ts := tt.status
+			if ts.LastNack != nil {
+				n := *ts.LastNack
+				ts.LastNack = &n
+			}
+			s.Types = append(s.Types, ts)
+		}
+		slices.SortFunc(s.Types, func(a, b TypeStatus) int { return strings.Compare(a.TypeURL, b.TypeURL) })
+		out = append(out, s)
+	}
+	slices.SortFunc(out, func(a, b ClientStatus) int {
+		return cmp.Or(strings.Compare(a.Stream, b.Stream), cmp.Compare(a.StreamID, b.StreamID))
+	})
+	return out
+}
+
+func (t *tracker) OnStreamOpen(_ context.Context, id int64, _ string) error {
+	t.open(streamKey{id: id})
+	return nil
+}
+
+func (t *tracker) OnStreamClosed(id int64, _ *core.Node) { t.closed(streamKey{id: id}) }
+
+func (t *tracker) OnStreamRequest(id int64, req *discovery.DiscoveryRequest) error {
+	// A state-of-the-world ACK carries the version it acknowledges.
+	t.request(streamKey{id: id}, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), req.GetVersionInfo(), req.GetErrorDetail())
+	return nil
+}
+
+func (t *tracker) OnStreamResponse(_ context.Context, id int64, req *discovery.DiscoveryRequest, resp *discovery.DiscoveryResponse) {
+	t.response(streamKey{id: id}, req.GetTypeUrl(), resp.GetNonce(), resp.GetVersionInfo())
+}
+
+func (t *tracker) OnDeltaStreamOpen(_ context.Context, id int64, _ string) error {
+	t.open(streamKey{delta: true, id: id})
+	return nil
+}
+
+func (t *tracker) OnDeltaStreamClosed(id int64, _ *core.Node) {
+	t.closed(streamKey{delta: true, id: id})
+}
+
+func (t *tracker) OnStreamDeltaRequest(id int64, req *discovery.DeltaDiscoveryRequest) error {
+	t.request(streamKey{delta: true, id: id}, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), "", req.GetErrorDetail())
+	return nil
+}
+
+func (t *tracker) OnStreamDeltaResponse(id int64, req *discovery.DeltaDiscoveryRequest, resp *discovery.DeltaDiscoveryResponse) {
+	t.response(streamKey{delta: true, id: id}, req.GetTypeUrl(), resp.GetNonce(), resp.GetSystemVersionInfo())
+}
+
+func (t *tracker) OnFetchRequest(context.Context, *discovery.DiscoveryRequest) error { return nil }
+
+func (t *tracker) OnFetchResponse(*discovery.DiscoveryRequest, *discovery.DiscoveryResponse) {}

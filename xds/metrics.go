@@ -1,0 +1,53 @@
+package xds
+
+import (
+	"strings"
+
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	nacks   *prometheus.CounterVec
+	clients *prometheus.GaugeVec
+	latency *prometheus.HistogramVec
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		nacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "meshfed", Subsystem: "xds", Name: "nacks_total",
+			Help: "Responses rejected by gateways.",
+		}, []string{"role", "type"}),
+		clients: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "meshfed", Subsystem: "xds", Name: "clients",
+			Help: "Connected xDS streams subscribed to a type.",
+		}, []string{"role", "type"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "meshfed", Subsystem: "xds", Name: "push_latency_seconds",
+			Help:    "Time from applying a version to the cache to a gateway's ACK of it.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}, []string{"role", "type"}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{m.nacks, m.clients, m.latency} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// typeLabel shortens known type URLs and folds any other into "other": type
+// URLs come from clients, and must not grow the label set without bound.
+func typeLabel(typeURL string) string {
+	switch typeURL {
+	case resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType,
+		resource.SecretType, resource.ScopedRouteType, resource.VirtualHostType,
+		resource.RuntimeType, resource.ExtensionConfigType:
+		return typeURL[strings.LastIndexByte(typeURL, '/')+1:]
+	}
+	return "other"
+}

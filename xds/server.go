@@ -1,0 +1,153 @@
+package xds
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+	"sync/atomic"
+	"time"
+
+	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	endpointservice "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
+	listenerservice "github.com/envoyproxy/go-control-plane/envoy/service/listener/v3"
+	routeservice "github.com/envoyproxy/go-control-plane/envoy/service/route/v3"
+	secretservice "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
+	gcache "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/meshfed/meshfed/snapshot/cache"
+)
+
+// Config configures a Server. Cache and NodeRole are required.
+type Config struct {
+	// Cache is what the gateways are served, usually a *cache.Cache. When it
+	// also reports when versions were applied (AppliedAt, as *cache.Cache
+	// does) the push latency is measured.
+	Cache gcache.Cache
+	// NodeRole maps node ids to roles for status and metric labels; it
+	// should be the one the cache uses.
+	NodeRole cache.NodeRole
+	// Address for ListenAndServe: host:port or unix:///path; DefaultAddress
+	// when empty.
+	Address string
+	// TLS, when set, is used for every connection: set ClientAuth and
+	// ClientCAs in it for mutual TLS.
+	TLS *tls.Config
+	// Logger defaults to a no-op logger.
+	Logger *zap.Logger
+	// Registerer receives the metrics; none are registered when nil.
+	Registerer prometheus.Registerer
+	// KeepaliveMinTime is the shortest client keepalive interval accepted;
+	// default 15s, below Envoy's usual settings so it is never sent GOAWAY.
+	KeepaliveMinTime time.Duration
+	// MaxConcurrentStreams per connection; default 100000. Envoy opens one
+	// ADS stream, but other xDS clients may multiplex more.
+	MaxConcurrentStreams uint32
+}
+
+// Server is the ADS server of the mesh's gateways.
+type Server struct {
+	cfg     Config
+	log     *zap.Logger
+	clients *tracker
+	served  atomic.Bool
+}
+
+// New returns a Server and registers its metrics.
+func New(cfg Config) (*Server, error) {
+	if cfg.Cache == nil || cfg.NodeRole == nil {
+		return nil, errors.New("xds: Cache and NodeRole are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	if cfg.KeepaliveMinTime <= 0 {
+		cfg.KeepaliveMinTime = 15 * time.Second
+	}
+	if cfg.MaxConcurrentStreams == 0 {
+		cfg.MaxConcurrentStreams = 100_000
+	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	applied, _ := cfg.Cache.(appliedAter)
+	return &Server{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		clients: newTracker(cfg.NodeRole, m, applied, cfg.Logger),
+	}, nil
+}
+
+// ListenAndServe listens on the configured address and serves; see Serve.
+func (s *Server) ListenAndServe(ctx context.Context) error {
+	lis, err := Listen(s.cfg.Address)
+	if err != nil {
+		return err
+	}
+	return s.Serve(ctx, lis)
+}
+
+// Serve serves xDS on lis until ctx is done, then closes the streams and
+// returns nil. It may be called once.
+//
+// Call it only after the first full Apply of the restored state to the cache:
+// a gateway that reconnects must find the configuration it had, never an
+// empty or smaller one. The cache holds back the watches of a role until its
+// first Apply as a second guard, but only serving after it also keeps
+// readiness honest.
+func (s *Server) Serve(parent context.Context, lis net.Listener) error {
+	if !s.served.CompareAndSwap(false, true) {
+		return errors.New("xds: Serve called twice")
+	}
+	ctx, cancel := context.WithCancel(parent)
+	defer cancel()
+	opts := []grpc.ServerOption{
+		grpc.MaxConcurrentStreams(s.cfg.MaxConcurrentStreams),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+			MinTime:             s.cfg.KeepaliveMinTime,
+			PermitWithoutStream: true,
+		}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+	}
+	if s.cfg.TLS != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(s.cfg.TLS)))
+	}
+	gs := grpc.NewServer(opts...)
+	xs := serverv3.NewServer(ctx, s.cfg.Cache, s.clients)
+	discovery.RegisterAggregatedDiscoveryServiceServer(gs, xs)
+	clusterservice.RegisterClusterDiscoveryServiceServer(gs, xs)
+	endpointservice.RegisterEndpointDiscoveryServiceServer(gs, xs)
+	listenerservice.RegisterListenerDiscoveryServiceServer(gs, xs)
+	routeservice.RegisterRouteDiscoveryServiceServer(gs, xs)
+	secretservice.RegisterSecretDiscoveryServiceServer(gs, xs)
+
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		<-ctx.Done()
+		// The xDS handlers return once ctx is done, so a graceful stop
+		// finishes; the timer only guards against a stuck connection.
+		t := time.AfterFunc(5*time.Second, gs.Stop)
+		gs.GracefulStop()
+		t.Stop()
+	}()
+	s.log.Info("serving xDS", zap.Stringer("address", lis.Addr()), zap.Bool("tls", s.cfg.TLS != nil))
+	err := gs.Serve(lis)
+	cancel()
+	<-stopped
+	if parent.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// Clients returns the state of every connected xDS stream, ordered by stream.
+func (s *Server) Clients() []ClientStatus { return s.clients.snapshot() }
