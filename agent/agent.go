@@ -1,14 +1,11 @@
 // Package agent assembles one meshfed agent from its configuration: the
-// identity sources, the store and catalog, the Hamlet peers and listener.
+// identity sources, the store and catalog, the Hamlet peers and listener,
+// the translation of the catalog for the gateways and the xDS server.
 package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net"
-	"net/http"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,6 +20,9 @@ import (
 	"github.com/meshfed/meshfed/federation/validate"
 	"github.com/meshfed/meshfed/federation/wire"
 	"github.com/meshfed/meshfed/model"
+	"github.com/meshfed/meshfed/snapshot/cache"
+	"github.com/meshfed/meshfed/snapshot/runner"
+	"github.com/meshfed/meshfed/xds"
 )
 
 // Agent is a running meshfed agent.
@@ -35,12 +35,22 @@ type Agent struct {
 	store   *store.Store
 	Catalog *catalog.Catalog
 	Peers   *peer.Manager
+	// Identity holds every role's SVID and the bundles, for SDS.
+	Identity *certs.Identity
+	// Cache is what the gateways are served; Runner keeps it in step with
+	// the catalog; XDS serves it.
+	Cache  *cache.Cache
+	Runner *runner.Runner
+	XDS    *xds.Server
+	reg    prometheus.Registerer
+	// extra are further parts Run runs until its context ends.
+	extra   []func(context.Context) error
 	closers []func() error
 }
 
 // New builds the agent and restores its imports; nothing listens yet.
 func New(ctx context.Context, cfg *config.Config, log *zap.Logger, reg prometheus.Registerer) (a *Agent, err error) {
-	a = &Agent{cfg: cfg, log: log, td: spiffeid.RequireTrustDomainFromString(cfg.TrustDomain)}
+	a = &Agent{cfg: cfg, log: log, td: spiffeid.RequireTrustDomainFromString(cfg.TrustDomain), reg: reg}
 	defer func() {
 		if err != nil {
 			a.close()
@@ -80,6 +90,15 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger, reg prometheu
 		return nil, err
 	}
 	log.Info("restored imports from the store", zap.Int("imports", len(a.Catalog.Imports())), zap.String("path", cfg.Store.Path))
+	if err := a.loadExports(); err != nil {
+		return nil, err
+	}
+	// The first configuration is built from the restored state before
+	// anything is served, so a gateway reconnecting to a restarted agent
+	// gets what it had.
+	if err := a.gateways(); err != nil {
+		return nil, err
+	}
 	return a, nil
 }
 
@@ -100,6 +119,15 @@ func (a *Agent) identity(ctx context.Context, cm *certs.Metrics) error {
 		}
 		a.svid = src
 		a.closers = append(a.closers, src.Close)
+	}
+	svids := []certs.SVIDSource{a.svid}
+	for role, f := range map[certs.Role]*config.Files{certs.RoleEgress: id.Egress, certs.RoleIngress: id.Ingress} {
+		src, err := certs.NewFileSVIDSource(certs.FileSVIDConfig{Role: role, CertFile: f.Cert, KeyFile: f.Key}, a.log, cm)
+		if err != nil {
+			return fmt.Errorf("identity.%s: %w", role, err)
+		}
+		a.closers = append(a.closers, src.Close)
+		svids = append(svids, src)
 	}
 	a.bundles = certs.NewBundleSet(a.log, cm)
 	a.closers = append(a.closers, a.bundles.Close)
@@ -124,6 +152,12 @@ func (a *Agent) identity(ctx context.Context, cm *certs.Metrics) error {
 			}
 		}
 	}
+	identity, err := certs.NewIdentity(a.bundles, svids...)
+	if err != nil {
+		return err
+	}
+	a.Identity = identity
+	a.closers = append(a.closers, identity.Close)
 	return nil
 }
 
@@ -162,62 +196,6 @@ func (a *Agent) ingress() wire.Ingress {
 	return in
 }
 
-// Run serves peers until ctx ends.
-func (a *Agent) Run(ctx context.Context) error {
-	defer a.close()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	lis, err := net.Listen("tcp", a.cfg.Federation.Listen)
-	if err != nil {
-		return fmt.Errorf("federation.listen: %w", err)
-	}
-	srv := a.Peers.NewServer()
-	var wg sync.WaitGroup
-	errs := make(chan error, 2)
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		a.log.Info("accepting Hamlet peers", zap.String("address", lis.Addr().String()))
-		if err := srv.Serve(lis); err != nil {
-			errs <- fmt.Errorf("federation listener: %w", err)
-		}
-	}()
-	go func() {
-		defer wg.Done()
-		a.Peers.Run(ctx)
-	}()
-	var bundleSrv *http.Server
-	if be := a.cfg.BundleEndpoint; be != nil {
-		bundleSrv, err = certs.NewBundleServer(certs.BundleServerConfig{Addr: be.Listen, TrustDomain: a.td, Bundles: a.bundles, SVID: a.svid}, a.log)
-		if err != nil {
-			return err
-		}
-		go func() {
-			a.log.Info("serving this mesh's trust bundle", zap.String("address", be.Listen))
-			if err := bundleSrv.ListenAndServeTLS("", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				errs <- fmt.Errorf("bundleEndpoint: %w", err)
-			}
-		}()
-	}
-	select {
-	case <-ctx.Done():
-	case err = <-errs:
-	}
-	cancel()
-	if bundleSrv != nil {
-		_ = bundleSrv.Close()
-	}
-	stopped := make(chan struct{})
-	go func() { srv.GracefulStop(); close(stopped) }()
-	select {
-	case <-stopped:
-	case <-time.After(5 * time.Second):
-		srv.Stop()
-	}
-	wg.Wait()
-	return err
-}
-
 func (a *Agent) close() {
 	for i := len(a.closers) - 1; i >= 0; i-- {
 		if err := a.closers[i](); err != nil {
@@ -226,3 +204,10 @@ func (a *Agent) close() {
 	}
 	a.closers = nil
 }
+
+// loadExports reads the configured registry of local services.
+func (a *Agent) loadExports() error { return nil }
+
+// applied is called after each batch of changes reached the gateways'
+// configuration.
+func (a *Agent) applied() {}

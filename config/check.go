@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strconv"
+	"strings"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
@@ -30,6 +33,9 @@ func (c *Config) check() error {
 		return fieldErr("identity", "neither workloadAPI nor agent files are set: the peer listener needs certificate material")
 	}
 	for role, f := range map[string]*Files{"agent": c.Identity.Agent, "egress": c.Identity.Egress, "ingress": c.Identity.Ingress} {
+		if f == nil && role != "agent" {
+			return fieldErr("identity", "no %s files: the %s gateway needs an SVID (cert and key)", role, role)
+		}
 		if f != nil && (f.Cert == "" || f.Key == "") {
 			return fieldErr(fmt.Sprintf("identity.%s", role), "both cert and key are needed")
 		}
@@ -109,6 +115,83 @@ func (c *Config) check() error {
 		if p.MaxServices < 0 {
 			return fieldErr(fmt.Sprintf("%s.maxServices", at), "%d is negative", p.MaxServices)
 		}
+	}
+	return c.checkServing()
+}
+
+// checkServing checks what the agent serves locally: xDS, admin, DNS and
+// the gateways.
+func (c *Config) checkServing() error {
+	if rest, ok := strings.CutPrefix(c.XDS.Listen, "unix://"); ok {
+		if !strings.HasPrefix(rest, "/") {
+			return fieldErr("xds.listen", "%q: a unix socket needs an absolute path (unix:///path)", c.XDS.Listen)
+		}
+	} else if err := hostPort(c.XDS.Listen); err != nil {
+		return fieldErr("xds.listen", "%q: %v", c.XDS.Listen, err)
+	}
+	if c.XDS.MaxDelay < c.XDS.Holdoff {
+		return fieldErr("xds.maxDelay", "%s is shorter than xds.holdoff %s", time.Duration(c.XDS.MaxDelay), time.Duration(c.XDS.Holdoff))
+	}
+	if err := hostPort(c.Admin.Listen); err != nil {
+		return fieldErr("admin.listen", "%q: %v", c.Admin.Listen, err)
+	}
+	if c.DNS.Listen != "" {
+		if err := hostPort(c.DNS.Listen); err != nil {
+			return fieldErr("dns.listen", "%q: %v", c.DNS.Listen, err)
+		}
+	}
+	for i, f := range c.DNS.Forward {
+		if err := hostPort(f); err != nil {
+			return fieldErr(fmt.Sprintf("dns.forward[%d]", i), "%q: %v", f, err)
+		}
+	}
+	eg, ig := c.Gateways.Egress, c.Gateways.Ingress
+	if _, err := netip.ParseAddr(eg.Listen.Address); err != nil {
+		return fieldErr("gateways.egress.listen.address", "%q is not an IP address", eg.Listen.Address)
+	}
+	if _, err := netip.ParseAddr(ig.Listen.Address); err != nil {
+		return fieldErr("gateways.ingress.listen.address", "%q is not an IP address", ig.Listen.Address)
+	}
+	for _, p := range []struct {
+		field string
+		port  uint32
+	}{{"gateways.egress.listen.port", eg.Listen.Port}, {"gateways.ingress.listen.port", ig.Listen.Port}, {"gateways.egress.ports.from", eg.Ports.From}, {"gateways.egress.ports.to", eg.Ports.To}} {
+		if p.port > 65535 {
+			return fieldErr(p.field, "%d is not a port", p.port)
+		}
+	}
+	if eg.Ports.From == 0 || eg.Ports.To < eg.Ports.From {
+		return fieldErr("gateways.egress.ports", "%d-%d is not a range of ports", eg.Ports.From, eg.Ports.To)
+	}
+	if eg.Listen.Port >= eg.Ports.From && eg.Listen.Port <= eg.Ports.To {
+		return fieldErr("gateways.egress.listen.port", "%d is inside gateways.egress.ports %d-%d", eg.Listen.Port, eg.Ports.From, eg.Ports.To)
+	}
+	seen := map[string]string{}
+	for _, g := range []struct {
+		role string
+		ids  []string
+	}{{"egress", eg.NodeIDs}, {"ingress", ig.NodeIDs}} {
+		for i, id := range g.ids {
+			field := fmt.Sprintf("gateways.%s.nodeIds[%d]", g.role, i)
+			if id == "" {
+				return fieldErr(field, "empty")
+			}
+			if other, ok := seen[id]; ok {
+				return fieldErr(field, "%q is already a node id of the %s gateway", id, other)
+			}
+			seen[id] = g.role
+		}
+	}
+	return nil
+}
+
+func hostPort(s string) error {
+	_, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return err
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 && port != "0" {
+		return fmt.Errorf("port %q is not a number from 0 to 65535", port)
 	}
 	return nil
 }

@@ -30,6 +30,79 @@ type Config struct {
 	Federation     Federation      `yaml:"federation"`
 	Peers          []Peer          `yaml:"peers"`
 	Store          Store           `yaml:"store"`
+	XDS            XDS             `yaml:"xds"`
+	Admin          Admin           `yaml:"admin"`
+	DNS            DNS             `yaml:"dns"`
+	Gateways       Gateways        `yaml:"gateways"`
+	Exports        Exports         `yaml:"exports"`
+}
+
+// XDS is the ADS server the gateways connect to.
+type XDS struct {
+	// Listen is host:port or unix:///path; default 127.0.0.1:18000.
+	Listen string `yaml:"listen"`
+	// Holdoff is how long a change waits for more before it is pushed
+	// (default 10ms); MaxDelay bounds that wait in a burst (default 100ms).
+	Holdoff  Duration `yaml:"holdoff"`
+	MaxDelay Duration `yaml:"maxDelay"`
+}
+
+// Admin is the HTTP server of health, metrics and the status API.
+type Admin struct {
+	// Listen defaults to 127.0.0.1:19100.
+	Listen string `yaml:"listen"`
+	// PProf serves /debug/pprof when set.
+	PProf bool `yaml:"pprof"`
+}
+
+// DNS is the built-in DNS server answering for imported names.
+type DNS struct {
+	// Listen is host:port; the server is off when empty.
+	Listen string `yaml:"listen"`
+	// Forward are resolvers asked for names that are not imported; none
+	// by default (such names get NXDOMAIN).
+	Forward []string `yaml:"forward"`
+}
+
+// Gateways are the Envoy gateways the agent configures.
+type Gateways struct {
+	Egress  EgressGateway  `yaml:"egress"`
+	Ingress IngressGateway `yaml:"ingress"`
+}
+
+// EgressGateway carries local workloads' calls to imported services.
+type EgressGateway struct {
+	// NodeIDs are the Envoy node ids served as egress gateways; default
+	// [egress-gateway].
+	NodeIDs []string `yaml:"nodeIds"`
+	// Listen is the HTTP listener (default 127.0.0.1:15001); dedicated
+	// listeners bind the same address.
+	Listen Endpoint `yaml:"listen"`
+	// Ports is the range of dedicated listener ports; default 21000-21999.
+	Ports PortRange `yaml:"ports"`
+	// Advertise is the address workloads dial, given in DNS answers and
+	// registries; default Listen.Address.
+	Advertise string `yaml:"advertise"`
+}
+
+// IngressGateway accepts peers' calls to exported services.
+type IngressGateway struct {
+	// NodeIDs default to [ingress-gateway].
+	NodeIDs []string `yaml:"nodeIds"`
+	// Listen is the TLS listener; default 127.0.0.1:15444.
+	Listen Endpoint `yaml:"listen"`
+}
+
+// PortRange is an inclusive range of ports.
+type PortRange struct {
+	From uint32 `yaml:"from"`
+	To   uint32 `yaml:"to"`
+}
+
+// Exports names the sources of local services offered to peers.
+type Exports struct {
+	// File is a registry file, watched for changes.
+	File string `yaml:"file"`
 }
 
 // Identity names the SVID source of each role.
@@ -185,6 +258,43 @@ func (c *Config) defaults(dir string) {
 	if c.Store.Path == "" {
 		c.Store.Path = "meshfed.db"
 	}
+	if c.XDS.Listen == "" {
+		c.XDS.Listen = "127.0.0.1:18000"
+	}
+	if c.XDS.Holdoff == 0 {
+		c.XDS.Holdoff = Duration(10 * time.Millisecond)
+	}
+	if c.XDS.MaxDelay == 0 {
+		c.XDS.MaxDelay = Duration(100 * time.Millisecond)
+	}
+	if c.Admin.Listen == "" {
+		c.Admin.Listen = "127.0.0.1:19100"
+	}
+	eg, ig := &c.Gateways.Egress, &c.Gateways.Ingress
+	if len(eg.NodeIDs) == 0 {
+		eg.NodeIDs = []string{"egress-gateway"}
+	}
+	if eg.Listen.Address == "" {
+		eg.Listen.Address = "127.0.0.1"
+	}
+	if eg.Listen.Port == 0 {
+		eg.Listen.Port = 15001
+	}
+	if eg.Ports == (PortRange{}) {
+		eg.Ports = PortRange{From: 21000, To: 21999}
+	}
+	if eg.Advertise == "" {
+		eg.Advertise = eg.Listen.Address
+	}
+	if len(ig.NodeIDs) == 0 {
+		ig.NodeIDs = []string{"ingress-gateway"}
+	}
+	if ig.Listen.Address == "" {
+		ig.Listen.Address = "127.0.0.1"
+	}
+	if ig.Listen.Port == 0 {
+		ig.Listen.Port = 15444
+	}
 	for i := range c.Peers {
 		if c.Peers[i].MaxServices == 0 {
 			c.Peers[i].MaxServices = 10000
@@ -196,6 +306,7 @@ func (c *Config) defaults(dir string) {
 		}
 	}
 	rel(&c.Store.Path)
+	rel(&c.Exports.File)
 	for _, f := range []*Files{c.Identity.Agent, c.Identity.Egress, c.Identity.Ingress} {
 		if f != nil {
 			rel(&f.Cert)

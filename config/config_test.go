@@ -15,6 +15,8 @@ identity:
   agent:
     cert: certs/agent.pem
     key: certs/agent-key.pem
+  egress: {cert: certs/egress.pem, key: certs/egress-key.pem}
+  ingress: {cert: certs/ingress.pem, key: certs/ingress-key.pem}
 trustBundles:
   mesh-a.example:
     file: certs/bundle.pem
@@ -32,6 +34,13 @@ peers:
     dial: 127.0.0.1:16443
 store:
   path: data/meshfed.db
+xds:
+  listen: 127.0.0.1:18000
+gateways:
+  egress:
+    ports: {from: 21000, to: 21099}
+exports:
+  file: services.yaml
 `
 
 func TestParseValidAppliesDefaultsAndRelativePaths(t *testing.T) {
@@ -44,6 +53,15 @@ func TestParseValidAppliesDefaultsAndRelativePaths(t *testing.T) {
 	assert.Equal(t, Duration(30*time.Second), c.Federation.Grace)
 	assert.Equal(t, 10000, c.Peers[0].MaxServices)
 	assert.Equal(t, "10.0.0.0/8", c.DeniedPrefixes()[0].String())
+	assert.Equal(t, "/etc/meshfed/services.yaml", c.Exports.File)
+	assert.Equal(t, "127.0.0.1:19100", c.Admin.Listen)
+	assert.Equal(t, Duration(10*time.Millisecond), c.XDS.Holdoff)
+	assert.Equal(t, []string{"egress-gateway"}, c.Gateways.Egress.NodeIDs)
+	assert.Equal(t, Endpoint{Address: "127.0.0.1", Port: 15001}, c.Gateways.Egress.Listen)
+	assert.Equal(t, "127.0.0.1", c.Gateways.Egress.Advertise)
+	assert.Equal(t, PortRange{From: 21000, To: 21099}, c.Gateways.Egress.Ports)
+	assert.Equal(t, Endpoint{Address: "127.0.0.1", Port: 15444}, c.Gateways.Ingress.Listen)
+	assert.Empty(t, c.DNS.Listen, "DNS is off unless configured")
 }
 
 func TestParseErrorsNameFieldValueAndLine(t *testing.T) {
@@ -52,17 +70,25 @@ func TestParseErrorsNameFieldValueAndLine(t *testing.T) {
 		old, new string
 		want     string
 	}{
-		{"unknown field", "  listen: 127.0.0.1:15443", "  listn: 127.0.0.1:15443", "line 15: field listn not found"},
-		{"mistyped field", "    dial: 127.0.0.1:16443", "    dial: [a, b]", "line 20: cannot unmarshal !!seq into string"},
+		{"unknown field", "  listen: 127.0.0.1:15443", "  listn: 127.0.0.1:15443", "line 17: field listn not found"},
+		{"mistyped field", "    dial: 127.0.0.1:16443", "    dial: [a, b]", "line 22: cannot unmarshal !!seq into string"},
 		{"bad trust domain", "trustDomain: mesh-a.example", "trustDomain: Mesh A", `line 1: trustDomain: "Mesh A"`},
-		{"bad dial address", "    dial: 127.0.0.1:16443", "    dial: 127.0.0.1", `line 20: peers[0].dial: "127.0.0.1"`},
-		{"bad CIDR", "[10.0.0.0/8]", "[10.0.0.0/8, 10.0.0.0/33]", `line 16: federation.deniedCIDRs[1]: "10.0.0.0/33" is not a CIDR`},
-		{"bad profile", "profile: https_spiffe", "profile: https", `line 12: trustBundles.mesh-b.example.endpoint.profile: "https" is not https_web or https_spiffe`},
-		{"peer without bundle", "trustDomain: mesh-b.example\n", "trustDomain: mesh-c.example\n", `line 19: peers[0].trustDomain: no trustBundles entry for "mesh-c.example"`},
-		{"bad duration", "  deniedCIDRs: [10.0.0.0/8]", "  deniedCIDRs: [10.0.0.0/8]\n  grace: soon", `line 17: "soon" is not a duration`},
-		{"window out of range", "  deniedCIDRs: [10.0.0.0/8]", "  deniedCIDRs: [10.0.0.0/8]\n  window: 5000", "line 17: federation.window: 5000 is out of range 1-4096"},
+		{"bad dial address", "    dial: 127.0.0.1:16443", "    dial: 127.0.0.1", `line 22: peers[0].dial: "127.0.0.1"`},
+		{"bad CIDR", "[10.0.0.0/8]", "[10.0.0.0/8, 10.0.0.0/33]", `line 18: federation.deniedCIDRs[1]: "10.0.0.0/33" is not a CIDR`},
+		{"bad profile", "profile: https_spiffe", "profile: https", `line 14: trustBundles.mesh-b.example.endpoint.profile: "https" is not https_web or https_spiffe`},
+		{"peer without bundle", "trustDomain: mesh-b.example\n", "trustDomain: mesh-c.example\n", `line 21: peers[0].trustDomain: no trustBundles entry for "mesh-c.example"`},
+		{"bad duration", "  deniedCIDRs: [10.0.0.0/8]", "  deniedCIDRs: [10.0.0.0/8]\n  grace: soon", `line 19: "soon" is not a duration`},
+		{"window out of range", "  deniedCIDRs: [10.0.0.0/8]", "  deniedCIDRs: [10.0.0.0/8]\n  window: 5000", "line 19: federation.window: 5000 is out of range 1-4096"},
 		{"key without cert", "    cert: certs/agent.pem\n", "", "line 3: identity.agent: both cert and key are needed"},
-		{"context required but empty", "    dial: 127.0.0.1:16443", "    requireContext: true", "line 20: peers[0].requireContext: set, but context is empty"},
+		{"gateway without SVID", "  egress: {cert: certs/egress.pem, key: certs/egress-key.pem}\n", "", "line 2: identity: no egress files: the egress gateway needs an SVID"},
+		{"bad xds address", "  listen: 127.0.0.1:18000", "  listen: localhost", `line 26: xds.listen: "localhost"`},
+		{"relative unix socket", "  listen: 127.0.0.1:18000", "  listen: unix://xds.sock", `line 26: xds.listen: "unix://xds.sock": a unix socket needs an absolute path`},
+		{"port range reversed", "{from: 21000, to: 21099}", "{from: 21099, to: 21000}", "line 29: gateways.egress.ports: 21099-21000 is not a range of ports"},
+		{"port out of range", "{from: 21000, to: 21099}", "{from: 21000, to: 70000}", "line 29: gateways.egress.ports.to: 70000 is not a port"},
+		{"gateway address not an IP", "    ports: {from: 21000, to: 21099}", "    ports: {from: 21000, to: 21099}\n    listen: {address: egress.local}", `line 30: gateways.egress.listen.address: "egress.local" is not an IP address`},
+		{"node id of both roles", "    ports: {from: 21000, to: 21099}", "    ports: {from: 21000, to: 21099}\n  ingress:\n    nodeIds: [egress-gateway]", `line 31: gateways.ingress.nodeIds[0]: "egress-gateway" is already a node id of the egress gateway`},
+		{"http port inside the range", "    ports: {from: 21000, to: 21099}", "    ports: {from: 21000, to: 21099}\n    listen: {port: 21050}", "line 30: gateways.egress.listen.port: 21050 is inside gateways.egress.ports 21000-21099"},
+		{"context required but empty", "    dial: 127.0.0.1:16443", "    requireContext: true", "line 22: peers[0].requireContext: set, but context is empty"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -138,3 +138,45 @@ func kvErr(op, bucket, key string, err error) error {
 	}
 	return fmt.Errorf("store: %s %q in bucket %q: %w", op, key, bucket, err)
 }
+
+// Apply sets every key of puts and removes every key of deletes in one
+// transaction (one fsync): all of it is stored, or none.
+func (s *Store) Apply(bucket string, puts map[string][]byte, deletes []string) error {
+	if len(puts) == 0 && len(deletes) == 0 {
+		return nil
+	}
+	for k := range puts {
+		if err := checkKV(bucket, k); err != nil {
+			return kvErr("put", bucket, k, err)
+		}
+	}
+	for _, k := range deletes {
+		if err := checkKV(bucket, k); err != nil {
+			return kvErr("delete", bucket, k, err)
+		}
+	}
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.Bucket(bucketKV).CreateBucketIfNotExists([]byte(bucket))
+		if err != nil {
+			return err
+		}
+		for _, k := range deletes {
+			if err := b.Delete([]byte(k)); err != nil {
+				return err
+			}
+		}
+		for k, v := range puts {
+			if v == nil {
+				v = []byte{}
+			}
+			if err := b.Put([]byte(k), v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("store: apply to bucket %q: %w", bucket, err)
+	}
+	return nil
+}

@@ -264,3 +264,22 @@ func TestKV(t *testing.T) {
 	require.True(t, ok)
 	require.Equal(t, []byte("2"), v)
 }
+
+func TestKVApply(t *testing.T) {
+	s, _ := open(t)
+	require.NoError(t, s.Put("ports", "old", []byte("1")))
+	require.NoError(t, s.Apply("ports", map[string][]byte{"a": []byte("2"), "b": nil}, []string{"old", "missing"}))
+	var seen []string
+	require.NoError(t, s.ForEach("ports", func(k string, v []byte) error {
+		seen = append(seen, k+"="+string(v))
+		return nil
+	}))
+	require.Equal(t, []string{"a=2", "b="}, seen)
+
+	// A bad key rejects the whole batch.
+	require.EqualError(t, s.Apply("ports", map[string][]byte{"c": []byte("3"), "": nil}, nil),
+		`store: put "" in bucket "ports": empty key`)
+	_, ok, err := s.Get("ports", "c")
+	require.NoError(t, err)
+	require.False(t, ok)
+}

@@ -7,10 +7,12 @@ import (
 	"errors"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	gcache "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"go.uber.org/zap"
 )
@@ -293,4 +295,25 @@ func (c *Cache) AppliedAt(role Role, typeURL, version string) (time.Time, bool) 
 		}
 	}
 	return time.Time{}, false
+}
+
+// Resources returns a role's resources of a type, sorted by name, as they
+// are served. They are shared: callers must not modify them.
+func (c *Cache) Resources(role Role, typeURL string) []*discovery.Resource {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	rs, ok := c.roles[role]
+	if !ok {
+		return nil
+	}
+	t, ok := rs.types[typeURL]
+	if !ok {
+		return nil
+	}
+	out := make([]*discovery.Resource, 0, len(t.entries))
+	for _, r := range t.entries {
+		out = append(out, r)
+	}
+	slices.SortFunc(out, func(a, b *discovery.Resource) int { return strings.Compare(a.Name, b.Name) })
+	return out
 }

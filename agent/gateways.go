@@ -1,0 +1,92 @@
+package agent
+
+import (
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/meshfed/meshfed/certs"
+	"github.com/meshfed/meshfed/model"
+	"github.com/meshfed/meshfed/snapshot"
+	"github.com/meshfed/meshfed/snapshot/cache"
+	"github.com/meshfed/meshfed/snapshot/runner"
+	"github.com/meshfed/meshfed/xds"
+)
+
+// gateways builds the cache, the runner that fills it (and builds the
+// first configuration), and the xDS server.
+func (a *Agent) gateways() error {
+	g := a.cfg.Gateways
+	nodeRole := func(id string) (cache.Role, bool) {
+		switch {
+		case slices.Contains(g.Egress.NodeIDs, id):
+			return cache.RoleEgress, true
+		case slices.Contains(g.Ingress.NodeIDs, id):
+			return cache.RoleIngress, true
+		}
+		return "", false
+	}
+	a.Cache = cache.New(nodeRole, a.log)
+	var peers []model.Peer
+	for _, p := range a.cfg.Peers {
+		peers = append(peers, model.Peer{Name: p.Name, TrustDomain: p.TrustDomain, SPIFFEIDs: p.SPIFFEIDs})
+	}
+	changed, cancel := a.Identity.Subscribe()
+	a.closers = append(a.closers, func() error { cancel(); return nil })
+	var err error
+	a.Runner, err = runner.New(runner.Config{
+		Catalog: a.Catalog,
+		Store:   a.store,
+		Cache:   a.Cache,
+		Input: snapshot.Input{
+			TrustDomain: a.cfg.TrustDomain,
+			Peers:       peers,
+			Gateways: snapshot.Gateways{
+				Egress:  snapshot.SocketAddress{Address: g.Egress.Listen.Address, Port: g.Egress.Listen.Port},
+				Ingress: snapshot.SocketAddress{Address: g.Ingress.Listen.Address, Port: g.Ingress.Listen.Port},
+			},
+		},
+		Ports:          runner.PortRange{From: g.Egress.Ports.From, To: g.Egress.Ports.To},
+		Secrets:        a.secrets,
+		SecretsChanged: changed,
+		Holdoff:        time.Duration(a.cfg.XDS.Holdoff),
+		MaxDelay:       time.Duration(a.cfg.XDS.MaxDelay),
+		Applied:        a.applied,
+		Log:            a.log,
+		Registerer:     a.reg,
+	})
+	if err != nil {
+		return err
+	}
+	if err := a.Runner.Start(); err != nil {
+		return err
+	}
+	a.XDS, err = xds.New(xds.Config{
+		Cache:      a.Cache,
+		NodeRole:   nodeRole,
+		Address:    a.cfg.XDS.Listen,
+		Logger:     a.log,
+		Registerer: a.reg,
+	})
+	return err
+}
+
+// secrets reads the gateways' certificates for SDS.
+func (a *Agent) secrets() (snapshot.Secrets, error) {
+	out := snapshot.Secrets{SVIDs: map[snapshot.Role]snapshot.SVID{}, Bundles: map[string]string{}}
+	for _, role := range []certs.Role{certs.RoleEgress, certs.RoleIngress} {
+		m, err := a.Identity.SVID(role)
+		if err != nil {
+			return snapshot.Secrets{}, err
+		}
+		out.SVIDs[snapshot.Role(role)] = snapshot.SVID{CertChain: string(m.ChainPEM), PrivateKey: string(m.KeyPEM)}
+	}
+	for _, td := range a.Identity.TrustDomains() {
+		b, err := a.Identity.Bundle(td)
+		if err != nil {
+			return snapshot.Secrets{}, fmt.Errorf("bundle of %s: %w", td, err)
+		}
+		out.Bundles[td.String()] = string(b.PEM)
+	}
+	return out, nil
+}

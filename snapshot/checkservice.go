@@ -1,0 +1,31 @@
+package snapshot
+
+import (
+	"slices"
+
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+)
+
+// CheckService verifies the resources of one or more services of a role as
+// Check does, together with what the gateway holds besides them (its
+// listener and secrets), so that a change is verified without the rest of
+// the catalog. Across services, names cannot collide (they derive from
+// distinct keys) and ports are allocated uniquely, so what Check would add by
+// looking at the whole role is the overlap of ingress filter chains: pass
+// every export's resources at once for that.
+func CheckService(in *Input, role Role, sr ServiceResources) error {
+	sr.Secrets = append(slices.Clip(sr.Secrets), GatewaySecrets(in, role)...)
+	byRole := map[Role]map[resource.Type][]types.Resource{}
+	switch role {
+	case Egress:
+		sr.Listeners = append(slices.Clip(sr.Listeners), EgressHTTPListener(in))
+		byRole[Egress] = sr.byType(EgressRouteConfiguration(sr.VirtualHosts))
+	case Ingress:
+		if l := IngressListener(in, sr.FilterChains); l != nil {
+			sr.Listeners = append(slices.Clip(sr.Listeners), l)
+		}
+		byRole[Ingress] = sr.byType(nil)
+	}
+	return Check(&Resources{ByRole: byRole})
+}

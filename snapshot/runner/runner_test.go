@@ -1,0 +1,300 @@
+package runner
+
+import (
+	"context"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap/zaptest"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/meshfed/meshfed/certs"
+	"github.com/meshfed/meshfed/federation/catalog"
+	"github.com/meshfed/meshfed/federation/store"
+	"github.com/meshfed/meshfed/federation/validate"
+	"github.com/meshfed/meshfed/federation/wire"
+	"github.com/meshfed/meshfed/model"
+	"github.com/meshfed/meshfed/snapshot"
+	"github.com/meshfed/meshfed/snapshot/cache"
+)
+
+type env struct {
+	t       *testing.T
+	path    string
+	store   *store.Store
+	catalog *catalog.Catalog
+	cache   *cache.Cache
+	runner  *Runner
+	secrets snapshot.Secrets
+	applied chan struct{}
+
+	secretsChanged chan struct{}
+}
+
+func roles(id string) (cache.Role, bool) {
+	switch id {
+	case "egress":
+		return cache.RoleEgress, true
+	case "ingress":
+		return cache.RoleIngress, true
+	}
+	return "", false
+}
+
+func testSecrets(t *testing.T) snapshot.Secrets {
+	t.Helper()
+	s := snapshot.Secrets{SVIDs: map[snapshot.Role]snapshot.SVID{}, Bundles: map[string]string{}}
+	for _, td := range []string{"mesh-a.example", "mesh-b.example"} {
+		ca, err := certs.NewTestCA(spiffeid.RequireTrustDomainFromString(td))
+		require.NoError(t, err)
+		s.Bundles[td] = string(ca.CertPEM())
+		if td != "mesh-a.example" {
+			continue
+		}
+		for _, role := range snapshot.Roles {
+			chain, key, err := ca.Issue(spiffeid.RequireFromPath(ca.TrustDomain(), "/meshfed/gateway/"+string(role)), time.Hour)
+			require.NoError(t, err)
+			s.SVIDs[role] = snapshot.SVID{CertChain: string(chain), PrivateKey: string(key)}
+		}
+	}
+	return s
+}
+
+// newEnv opens the store at path (a fresh one when empty) and starts a
+// runner over it with ports 21000-21002.
+func newEnv(t *testing.T, path string, secrets snapshot.Secrets) *env {
+	t.Helper()
+	if path == "" {
+		path = filepath.Join(t.TempDir(), "meshfed.db")
+	}
+	st, err := store.Open(path)
+	require.NoError(t, err)
+	log := zaptest.NewLogger(t)
+	cat := catalog.New(st, log)
+	require.NoError(t, cat.SetPeers([]catalog.Peer{{
+		Peer:   model.Peer{Name: "mesh-b", TrustDomain: "mesh-b.example"},
+		Policy: validate.Policy{TrustDomain: spiffeid.RequireTrustDomainFromString("mesh-b.example")},
+	}}))
+	recs, err := st.Imports()
+	require.NoError(t, err)
+	require.NoError(t, cat.Restore(recs))
+	e := &env{t: t, path: path, store: st, catalog: cat, cache: cache.New(roles, log), secrets: secrets, applied: make(chan struct{}, 100), secretsChanged: make(chan struct{})}
+	e.runner, err = New(Config{
+		Catalog: cat, Store: st, Cache: e.cache,
+		Input: snapshot.Input{
+			TrustDomain: "mesh-a.example",
+			Peers:       []model.Peer{{Name: "mesh-b", TrustDomain: "mesh-b.example"}},
+			Gateways: snapshot.Gateways{
+				Egress:  snapshot.SocketAddress{Address: "127.0.0.1", Port: 15001},
+				Ingress: snapshot.SocketAddress{Address: "127.0.0.1", Port: 15444},
+			},
+		},
+		Ports:          PortRange{From: 21000, To: 21002},
+		Secrets:        func() (snapshot.Secrets, error) { return e.secrets, nil },
+		SecretsChanged: e.secretsChanged,
+		Applied:        func() { e.applied <- struct{}{} },
+		Log:            log,
+	})
+	require.NoError(t, err)
+	return e
+}
+
+func (e *env) start() {
+	e.t.Helper()
+	require.NoError(e.t, e.runner.Start())
+	<-e.applied
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = e.runner.Run(ctx)
+	}()
+	e.t.Cleanup(func() {
+		cancel()
+		<-done
+		_ = e.store.Close()
+	})
+}
+
+// wait blocks until the runner applied a batch after the call.
+func (e *env) wait() {
+	e.t.Helper()
+	select {
+	case <-e.applied:
+	case <-time.After(10 * time.Second):
+		e.t.Fatal("runner applied nothing")
+	}
+}
+
+func (e *env) names(role cache.Role, typeURL string) []string {
+	var out []string
+	for _, r := range e.cache.Resources(role, typeURL) {
+		out = append(out, r.Name)
+	}
+	return out
+}
+
+func service(name string, proto model.Protocol, port uint32, addrs ...string) model.Service {
+	s := model.Service{
+		Name: name, FQDN: name + ".mesh-b.example",
+		SANs:      []string{"spiffe://mesh-b.example/meshfed/gateway/ingress"},
+		Instances: []model.Instance{{ID: "p", Protocol: proto, Port: port}},
+	}
+	for _, a := range addrs {
+		s.Endpoints = append(s.Endpoints, model.Endpoint{Address: a, Port: 15444})
+	}
+	return s
+}
+
+func (e *env) upsert(svc model.Service) {
+	e.t.Helper()
+	raw, err := proto.Marshal(wire.FromModel(svc))
+	require.NoError(e.t, err)
+	require.NoError(e.t, e.catalog.Upsert("mesh-b", svc.Name, svc, raw))
+}
+
+func TestRunnerFollowsTheCatalog(t *testing.T) {
+	e := newEnv(t, "", testSecrets(t))
+	e.upsert(service("web", model.HTTP, 8080, "10.0.0.1"))
+	e.start()
+
+	require.Equal(t, []string{"egress/mesh-b/web/p"}, e.names(cache.RoleEgress, resource.ClusterType))
+	require.Equal(t, []string{"egress/http"}, e.names(cache.RoleEgress, resource.ListenerType))
+	require.Equal(t, []string{"egress/http"}, e.names(cache.RoleEgress, resource.RouteType))
+	require.Len(t, e.names(cache.RoleEgress, resource.SecretType), 2, "the egress SVID and mesh-b's bundle")
+	require.True(t, e.cache.Ready(cache.RoleEgress))
+	require.True(t, e.cache.Ready(cache.RoleIngress))
+
+	// An endpoint change touches the endpoints only.
+	route0 := e.cache.Resources(cache.RoleEgress, resource.RouteType)[0].Version
+	cluster0 := e.cache.Resources(cache.RoleEgress, resource.ClusterType)[0].Version
+	cla0 := e.cache.Resources(cache.RoleEgress, resource.EndpointType)[0].Version
+	e.upsert(service("web", model.HTTP, 8080, "10.0.0.2"))
+	e.wait()
+	require.Equal(t, route0, e.cache.Resources(cache.RoleEgress, resource.RouteType)[0].Version)
+	require.Equal(t, cluster0, e.cache.Resources(cache.RoleEgress, resource.ClusterType)[0].Version)
+	require.NotEqual(t, cla0, e.cache.Resources(cache.RoleEgress, resource.EndpointType)[0].Version)
+
+	// A TCP service gets a dedicated listener on the first port of the range.
+	e.upsert(service("db", model.TCP, 5432, "10.0.0.3"))
+	e.wait()
+	require.Equal(t, []string{"egress/http", "egress/mesh-b/db/p"}, e.names(cache.RoleEgress, resource.ListenerType))
+	port, ok := e.runner.EgressPort("mesh-b", "db", "p")
+	require.True(t, ok)
+	require.Equal(t, uint32(21000), port)
+
+	// Deleting removes every resource of the service.
+	require.NoError(t, e.catalog.Delete("mesh-b", "web"))
+	e.wait()
+	require.Equal(t, []string{"egress/mesh-b/db/p"}, e.names(cache.RoleEgress, resource.ClusterType))
+	rc := &route.RouteConfiguration{}
+	require.NoError(t, e.cache.Resources(cache.RoleEgress, resource.RouteType)[0].Resource.UnmarshalTo(rc))
+	require.Empty(t, rc.GetVirtualHosts())
+}
+
+func TestRunnerExports(t *testing.T) {
+	e := newEnv(t, "", testSecrets(t))
+	e.start()
+	require.Empty(t, e.names(cache.RoleIngress, resource.ListenerType), "no export, no ingress listener")
+
+	exp := model.Export{
+		Name: "inventory", FQDN: "inventory.mesh-a.example", Mode: model.Terminate, Consumers: []string{"mesh-b"},
+		Ports: []model.ExportPort{{Name: "http", Port: 8080, Protocol: model.HTTP, Endpoints: []model.LocalEndpoint{{Address: "127.0.0.1", Port: 9080}}}},
+	}
+	e.catalog.SetExports([]model.Export{exp})
+	e.wait()
+	require.Equal(t, []string{"ingress/tls"}, e.names(cache.RoleIngress, resource.ListenerType))
+	l := &listener.Listener{}
+	require.NoError(t, e.cache.Resources(cache.RoleIngress, resource.ListenerType)[0].Resource.UnmarshalTo(l))
+	require.Len(t, l.GetFilterChains(), 1)
+	require.Equal(t, []string{model.DefaultSNI(8080, "inventory.mesh-a.example")}, l.GetFilterChains()[0].GetFilterChainMatch().GetServerNames())
+	secrets := e.names(cache.RoleIngress, resource.SecretType)
+	require.Len(t, secrets, 2, "the ingress SVID and the validator of mesh-b: %v", secrets)
+
+	e.catalog.SetExports(nil)
+	e.wait()
+	require.Empty(t, e.names(cache.RoleIngress, resource.ListenerType))
+	require.Empty(t, e.names(cache.RoleIngress, resource.ClusterType))
+	require.Equal(t, []string{snapshot.SVIDSecretName(snapshot.Ingress)}, e.names(cache.RoleIngress, resource.SecretType))
+}
+
+func TestRunnerKeepsLastGoodService(t *testing.T) {
+	e := newEnv(t, "", testSecrets(t))
+	e.upsert(service("web", model.HTTP, 8080, "10.0.0.1"))
+	e.start()
+	before := e.cache.Resources(cache.RoleEgress, resource.ClusterType)
+
+	// The SAN check needs mesh-b's bundle: without it the new version
+	// fails the checks (a secret it names does not exist) and the old one
+	// stays.
+	delete(e.secrets.Bundles, "mesh-b.example")
+	e.secretsChanged <- struct{}{}
+	e.wait()
+	require.Equal(t, []string{snapshot.SVIDSecretName(snapshot.Egress)}, e.names(cache.RoleEgress, resource.SecretType))
+	e.upsert(service("web", model.HTTP, 8080, "10.0.0.9"))
+	e.wait()
+	require.Equal(t, before, e.cache.Resources(cache.RoleEgress, resource.ClusterType))
+	cla := e.cache.Resources(cache.RoleEgress, resource.EndpointType)
+	require.Len(t, cla, 1)
+	require.NotContains(t, string(cla[0].Resource.GetValue()), "10.0.0.9")
+}
+
+func TestPortsSurviveRestartAndRangeFull(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "meshfed.db")
+	e := newEnv(t, path, testSecrets(t))
+	for _, n := range []string{"a", "b", "c", "d"} {
+		e.upsert(service(n, model.TCP, 5432, "10.0.0.1"))
+	}
+	e.start()
+	got := e.runner.Ports()
+	require.Len(t, got, 3, "the range holds three ports")
+	listeners := e.names(cache.RoleEgress, resource.ListenerType)
+	require.Len(t, listeners, 4, "http and three dedicated: %v", listeners)
+
+	// Freeing a port gives it to the waiting service on its next change.
+	require.NoError(t, e.catalog.Delete("mesh-b", "a"))
+	e.wait()
+	e.upsert(service("d", model.TCP, 5433, "10.0.0.1"))
+	e.wait()
+	got = e.runner.Ports()
+	require.Len(t, got, 3)
+	require.Equal(t, uint32(21000), got[snapshot.EgressKey("mesh-b", "d", "p")], "a's port, freed")
+	want := e.cache.Resources(cache.RoleEgress, resource.ListenerType)
+
+	// A restart with the same store keeps every port and every listener.
+	require.NoError(t, e.store.Close())
+	e2 := restart(t, path, e.secrets)
+	require.Equal(t, got, e2.runner.Ports())
+	requireSameResources(t, want, e2.cache.Resources(cache.RoleEgress, resource.ListenerType))
+}
+
+func restart(t *testing.T, path string, secrets snapshot.Secrets) *env {
+	t.Helper()
+	e := newEnv(t, path, secrets)
+	e.start()
+	return e
+}
+
+func requireSameResources(t *testing.T, want, got []*discovery.Resource) {
+	t.Helper()
+	name := func(r *discovery.Resource) string { return r.Name + "@" + r.Version }
+	require.Equal(t, slices.Collect(mapped(want, name)), slices.Collect(mapped(got, name)))
+}
+
+func mapped[T, U any](s []T, f func(T) U) func(func(U) bool) {
+	return func(yield func(U) bool) {
+		for _, v := range s {
+			if !yield(f(v)) {
+				return
+			}
+		}
+	}
+}
