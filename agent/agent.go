@@ -39,10 +39,12 @@ type Agent struct {
 	Identity *certs.Identity
 	// Cache is what the gateways are served; Runner keeps it in step with
 	// the catalog; XDS serves it.
-	Cache  *cache.Cache
-	Runner *runner.Runner
-	XDS    *xds.Server
-	reg    prometheus.Registerer
+	Cache     *cache.Cache
+	Runner    *runner.Runner
+	XDS       *xds.Server
+	reg       prometheus.Registerer
+	listening chan struct{}
+	addrs     *listeners
 	// extra are further parts Run runs until its context ends.
 	extra   []func(context.Context) error
 	closers []func() error
@@ -50,7 +52,7 @@ type Agent struct {
 
 // New builds the agent and restores its imports; nothing listens yet.
 func New(ctx context.Context, cfg *config.Config, log *zap.Logger, reg prometheus.Registerer) (a *Agent, err error) {
-	a = &Agent{cfg: cfg, log: log, td: spiffeid.RequireTrustDomainFromString(cfg.TrustDomain), reg: reg}
+	a = &Agent{cfg: cfg, log: log, td: spiffeid.RequireTrustDomainFromString(cfg.TrustDomain), reg: reg, listening: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			a.close()
@@ -164,7 +166,7 @@ func (a *Agent) identity(ctx context.Context, cm *certs.Metrics) error {
 func (a *Agent) peerSpecs() []peer.Spec {
 	var out []peer.Spec
 	for _, p := range a.cfg.Peers {
-		pol := validate.Policy{TrustDomain: spiffeid.RequireTrustDomainFromString(p.TrustDomain), DeniedCIDRs: a.cfg.DeniedPrefixes()}
+		pol := validate.Policy{TrustDomain: spiffeid.RequireTrustDomainFromString(p.TrustDomain), DeniedCIDRs: a.cfg.DeniedPrefixes(), AllowLoopback: p.AllowLoopback}
 		for _, s := range p.SANTrustDomains {
 			pol.SANTrustDomains = append(pol.SANTrustDomains, spiffeid.RequireTrustDomainFromString(s))
 		}

@@ -23,6 +23,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	a.addrs = listeners
+	close(a.listening)
 	g, ctx := errgroup.WithContext(ctx)
 	srv := a.Peers.NewServer()
 	g.Go(func() error {
@@ -76,6 +78,15 @@ func (a *Agent) Run(ctx context.Context) error {
 type listeners struct {
 	federation, xds net.Listener
 }
+
+// Listening is closed once Run listens on every address.
+func (a *Agent) Listening() <-chan struct{} { return a.listening }
+
+// FederationAddr is the address peers connect to; valid after Listening.
+func (a *Agent) FederationAddr() net.Addr { return a.addrs.federation.Addr() }
+
+// XDSAddr is the address gateways connect to; valid after Listening.
+func (a *Agent) XDSAddr() net.Addr { return a.addrs.xds.Addr() }
 
 // listen opens every listener before anything is served, so that a port in
 // use fails the start instead of one part of a running agent.

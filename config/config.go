@@ -183,6 +183,9 @@ type Peer struct {
 	Alias string `yaml:"alias"`
 	// SANTrustDomains are further trust domains the peer may name in sans.
 	SANTrustDomains []string `yaml:"sanTrustDomains"`
+	// AllowLoopback accepts loopback endpoints from the peer: only for a
+	// peer on the same host (development, the local demo).
+	AllowLoopback bool `yaml:"allowLoopback"`
 }
 
 // Store is the embedded store of imports.

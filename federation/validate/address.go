@@ -26,7 +26,7 @@ func address(s string, p *Policy) (norm string, why string) {
 			return "", "has an IPv6 zone"
 		}
 		a = a.Unmap()
-		if why := deniedIP(a, p.DeniedCIDRs); why != "" {
+		if why := deniedIP(a, p.DeniedCIDRs, p.AllowLoopback); why != "" {
 			return "", why
 		}
 		// Reuse the peer's string when it is canonical already, which it
@@ -41,18 +41,18 @@ func address(s string, p *Policy) (norm string, why string) {
 		return "", "is neither an IP address nor a DNS name (" + why + ")"
 	}
 	norm = strings.ToLower(s) // returns s itself when already lower case
-	if norm == localhostName || strings.HasSuffix(norm, localhostSuffix) {
+	if !p.AllowLoopback && (norm == localhostName || strings.HasSuffix(norm, localhostSuffix)) {
 		return "", "is a loopback name"
 	}
 	return norm, ""
 }
 
 // deniedIP returns why a is refused, or "". a is already unmapped.
-func deniedIP(a netip.Addr, denied []netip.Prefix) string {
+func deniedIP(a netip.Addr, denied []netip.Prefix, allowLoopback bool) string {
 	switch {
 	case a.IsUnspecified() || thisNetwork.Contains(a):
 		return "is unspecified"
-	case a.IsLoopback():
+	case a.IsLoopback() && !allowLoopback:
 		return "is loopback"
 	case a.IsLinkLocalUnicast():
 		return "is link-local"

@@ -20,6 +20,11 @@ type Policy struct {
 	// unspecified, multicast, broadcast). IPv4-mapped IPv6 addresses are
 	// checked as the IPv4 address they carry.
 	DeniedCIDRs []netip.Prefix
+	// AllowLoopback admits loopback addresses and names, for a peer that
+	// runs on the same host (development, the local demo). Never set it
+	// for a peer on another host: its endpoints would point this mesh's
+	// egress gateway at local services.
+	AllowLoopback bool
 	// Limits caps the size of what a peer may send; a zero field means its
 	// default.
 	Limits Limits

@@ -256,3 +256,19 @@ func BenchmarkService(b *testing.B) {
 		}
 	}
 }
+
+func TestAllowLoopback(t *testing.T) {
+	p := testPolicy()
+	p.AllowLoopback = true
+	for _, addr := range []string{"127.0.0.1", "::1", "db.localhost"} {
+		fs := validService()
+		fs.Endpoints[0].Address = addr
+		_, err := Service(fs, p)
+		require.NoError(t, err, addr)
+	}
+	// The other ranges stay denied.
+	fs := validService()
+	fs.Endpoints[0].Address = "169.254.0.1"
+	_, err := Service(fs, p)
+	require.ErrorContains(t, err, `endpoints[0].address: "169.254.0.1" is link-local`)
+}

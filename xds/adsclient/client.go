@@ -45,6 +45,8 @@ type Update struct {
 	Version  string
 	Updated  []string
 	Removed  []string
+	// Resources are the resources of Updated, in the same order.
+	Resources []*anypb.Any
 	Bytes    int
 	Rejected error
 }
@@ -146,6 +148,7 @@ func (c *Client) applySotw(r *discovery.DiscoveryResponse) Update {
 		}
 		next[name] = a
 		u.Updated = append(u.Updated, name)
+		u.Resources = append(u.Resources, a)
 	}
 	// Every subscription is a wildcard: the response is the whole state.
 	for name := range c.state[r.TypeUrl] {
@@ -226,6 +229,7 @@ func (c *Client) applyDelta(r *discovery.DeltaDiscoveryResponse) Update {
 	for _, res := range r.Resources {
 		st[res.Name], vs[res.Name] = res.Resource, res.Version
 		u.Updated = append(u.Updated, res.Name)
+		u.Resources = append(u.Resources, res.Resource)
 	}
 	for _, name := range r.RemovedResources {
 		delete(st, name)
@@ -321,3 +325,6 @@ func (c *Client) Bytes() int64 {
 	defer c.mu.Unlock()
 	return c.bytes
 }
+
+// Delta reports whether the client speaks incremental xDS.
+func (c *Client) Delta() bool { return c.opts.Delta }
