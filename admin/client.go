@@ -1,0 +1,111 @@
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// maxAnswer bounds what the client reads of an answer; the catalog of a
+// large federation fits many times over.
+const maxAnswer = 64 << 20
+
+// defaultHTTP is used when Client.HTTP is nil; its timeout keeps a command
+// from hanging on an agent that accepts but never answers.
+var defaultHTTP = &http.Client{Timeout: 30 * time.Second}
+
+// Client reads the admin API of a running agent.
+type Client struct {
+	// BaseURL is the agent's admin address, such as http://127.0.0.1:19100;
+	// AgentURL makes it from admin.listen.
+	BaseURL string
+	HTTP    *http.Client
+}
+
+// Get fetches path (such as /api/v1/status) and decodes its JSON into out;
+// a nil out discards the answer.
+func (c *Client) Get(ctx context.Context, path string, out any) error {
+	base := strings.TrimSuffix(c.BaseURL, "/")
+	if base == "" {
+		return errors.New("admin client: no agent address (BaseURL is empty)")
+	}
+	u := base + path
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return fmt.Errorf("admin client: %q is not a URL: %w", u, err)
+	}
+	req.Header.Set("Accept", "application/json")
+	hc := c.HTTP
+	if hc == nil {
+		hc = defaultHTTP
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("GET %s: %w", u, ctx.Err())
+		}
+		// url.Error repeats the method and URL that the message gives.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return fmt.Errorf("cannot reach the meshfed agent at %s: %w (is `meshfed run` running, and is admin.listen this address?)", base, err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
+	if err != nil {
+		return fmt.Errorf("reading the answer of %s: %w", u, err)
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return fmt.Errorf("the meshfed agent at %s answered GET %s with %s: %s", base, path, resp.Status, reason(body))
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.Unmarshal(body, out); err != nil {
+		return fmt.Errorf("decoding the answer of %s: %w", u, err)
+	}
+	return nil
+}
+
+// reason is the {"error": ...} text of a failed answer, or its first line
+// when it is not ours (a 404 from the mux, a proxy's page).
+func reason(body []byte) string {
+	var e errorBody
+	if json.Unmarshal(body, &e) == nil && e.Error != "" {
+		return e.Error
+	}
+	line, _, _ := strings.Cut(strings.TrimSpace(string(body)), "\n")
+	if len(line) > 200 {
+		line = line[:200] + "..."
+	}
+	if line == "" {
+		return "(no body)"
+	}
+	return line
+}
+
+// AgentURL is the base URL that reaches an admin server listening on
+// listen: an unspecified address (0.0.0.0, ::, or none) is reached on
+// loopback.
+func AgentURL(listen string) (string, error) {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return "", fmt.Errorf("admin.listen: %q is not host:port: %w", listen, err)
+	}
+	if a, err := netip.ParseAddr(host); host == "" || (err == nil && a.IsUnspecified()) {
+		host = "127.0.0.1"
+		if err == nil && a.Is6() {
+			host = "::1"
+		}
+	}
+	return "http://" + net.JoinHostPort(host, port), nil
+}

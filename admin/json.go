@@ -1,0 +1,58 @@
+package admin
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+
+	"go.uber.org/zap"
+)
+
+// pemKeyMarker is in the header of every PEM private key (PRIVATE KEY,
+// RSA PRIVATE KEY, EC PRIVATE KEY, ENCRYPTED PRIVATE KEY). Upper case only,
+// so that prose such as "no private key in file" is not refused.
+var pemKeyMarker = []byte("PRIVATE KEY")
+
+// errorBody is how every JSON endpoint reports a failure.
+type errorBody struct {
+	Error string `json:"error"`
+}
+
+// api answers with fn's value as JSON, or its error as {"error": ...}.
+func (s *Server) api(fn func(context.Context) (any, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		v, err := fn(r.Context())
+		if err != nil {
+			s.writeJSON(w, r, http.StatusInternalServerError, errorBody{Error: err.Error()})
+			return
+		}
+		s.writeJSON(w, r, http.StatusOK, v)
+	}
+}
+
+// writeJSON marshals v indented. It is the last check before an answer
+// leaves the agent: whatever a status function returns by mistake, a PEM
+// private key is never served.
+func (s *Server) writeJSON(w http.ResponseWriter, r *http.Request, code int, v any) {
+	body, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		s.log.Error("marshalling an admin answer", zap.String("path", r.URL.Path), zap.Error(err))
+		code, body = http.StatusInternalServerError, errorJSON("marshalling the answer: "+err.Error())
+	}
+	if bytes.Contains(body, pemKeyMarker) {
+		s.log.Error("refusing to serve an admin answer that holds private key material", zap.String("path", r.URL.Path))
+		code, body = http.StatusInternalServerError, errorJSON("refusing to serve "+r.URL.Path+": the answer holds private key material")
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	_, _ = w.Write(append(body, '\n'))
+}
+
+// errorJSON cannot fail: a struct of one string always marshals.
+func errorJSON(msg string) []byte {
+	b, _ := json.MarshalIndent(errorBody{Error: msg}, "", "  ")
+	return b
+}

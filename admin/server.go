@@ -1,0 +1,175 @@
+// Package admin is the agent's admin HTTP server (health, readiness,
+// metrics, a read-only JSON API and, when asked for, pprof) and the client
+// that the meshfed commands read that API with.
+package admin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"net/netip"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+)
+
+// DefaultListen is where the admin server listens unless told otherwise,
+// and where the commands look for it.
+const DefaultListen = "127.0.0.1:19100"
+
+// shutdownGrace bounds how long Serve waits for requests in flight once its
+// context is done; their contexts are cancelled at that moment.
+const shutdownGrace = 5 * time.Second
+
+// Options are what New needs. Errors name the agent configuration's fields
+// (admin.listen), since that is where the values come from.
+type Options struct {
+	// Listen is an IP literal and a port; default DefaultListen.
+	Listen string
+	// AllowNonLoopback permits Listen to be other than a loopback address:
+	// the API shows the federation's topology, so exposing it is a
+	// deliberate choice.
+	AllowNonLoopback bool
+	// Gatherer serves /metrics. Required.
+	Gatherer prometheus.Gatherer
+	// Ready says whether the agent is ready (/readyz). Required.
+	Ready func() error
+	// Live says whether the agent is alive (/healthz); nil is always.
+	Live func() error
+	// Status, Imports and Exports answer /api/v1/status, /api/v1/imports and
+	// /api/v1/exports with a value marshalled as JSON; nil leaves the
+	// endpoint out (404).
+	Status  func(ctx context.Context) (any, error)
+	Imports func(ctx context.Context) (any, error)
+	Exports func(ctx context.Context) (any, error)
+	// PProf serves /debug/pprof/; off by default, as profiles reveal
+	// memory contents.
+	PProf bool
+	Log   *zap.Logger
+}
+
+// Server is the admin HTTP server.
+type Server struct {
+	listen  string
+	log     *zap.Logger
+	handler http.Handler
+}
+
+// New checks opts and builds the routes; nothing listens yet.
+func New(opts Options) (*Server, error) {
+	if opts.Listen == "" {
+		opts.Listen = DefaultListen
+	}
+	ap, err := netip.ParseAddrPort(opts.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("admin.listen: %q is not an IP address and port such as %s", opts.Listen, DefaultListen)
+	}
+	if !ap.Addr().Unmap().IsLoopback() && !opts.AllowNonLoopback {
+		return nil, fmt.Errorf("admin.listen: %q is not a loopback address; set admin.allowNonLoopback to serve other hosts", opts.Listen)
+	}
+	if opts.Gatherer == nil {
+		return nil, errors.New("admin: Options.Gatherer is nil")
+	}
+	if opts.Ready == nil {
+		return nil, errors.New("admin: Options.Ready is nil")
+	}
+	if opts.Log == nil {
+		opts.Log = zap.NewNop()
+	}
+	s := &Server{listen: opts.Listen, log: opts.Log}
+	s.handler = s.routes(opts)
+	return s, nil
+}
+
+// routes uses method patterns: "GET" also matches HEAD, and the mux answers
+// other methods with 405 and an Allow header.
+func (s *Server) routes(opts Options) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /healthz", probe(opts.Live))
+	mux.Handle("GET /readyz", probe(opts.Ready))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(opts.Gatherer, promhttp.HandlerOpts{ErrorLog: zap.NewStdLog(s.log)}))
+	for path, fn := range map[string]func(context.Context) (any, error){
+		"/api/v1/status":  opts.Status,
+		"/api/v1/imports": opts.Imports,
+		"/api/v1/exports": opts.Exports,
+	} {
+		if fn != nil {
+			mux.Handle("GET "+path, s.api(fn))
+		}
+	}
+	if opts.PProf {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
+	return mux
+}
+
+// Handler serves the routes, for callers that run their own http.Server.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Listen binds Options.Listen.
+func (s *Server) Listen() (net.Listener, error) {
+	lis, err := net.Listen("tcp", s.listen)
+	if err != nil {
+		return nil, fmt.Errorf("admin.listen: %w", err)
+	}
+	return lis, nil
+}
+
+// Serve serves on lis until ctx is done, then shuts down gracefully; it
+// closes lis. The requests' contexts end with ctx, so that a slow Status or
+// a running profile does not hold the shutdown up.
+func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
+	srv := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          zap.NewStdLog(s.log),
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(lis) }()
+	s.log.Info("serving the admin API", zap.Stringer("address", lis.Addr()))
+	select {
+	case err := <-errc:
+		return fmt.Errorf("admin: serving on %s: %w", lis.Addr(), err)
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownGrace)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		s.log.Warn("admin requests still in flight at shutdown; closing their connections", zap.Error(err))
+		if err := srv.Close(); err != nil {
+			return fmt.Errorf("admin: closing: %w", err)
+		}
+	}
+	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("admin: serving on %s: %w", lis.Addr(), err)
+	}
+	return nil
+}
+
+// probe answers 200 "ok" while check passes, and 503 with its error
+// otherwise; a nil check always passes.
+func probe(check func() error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-store")
+		if check != nil {
+			if err := check(); err != nil {
+				w.WriteHeader(http.StatusServiceUnavailable)
+				_, _ = fmt.Fprintln(w, err.Error())
+				return
+			}
+		}
+		_, _ = fmt.Fprintln(w, "ok")
+	}
+}

@@ -1,0 +1,103 @@
+package dnsserver
+
+import (
+	"github.com/miekg/dns"
+	"go.uber.org/zap"
+)
+
+// ednsSize is the UDP payload size we offer, the DNS Flag Day 2020 value
+// that avoids IP fragmentation.
+const ednsSize = 1232
+
+// handler answers the queries of one transport; forwarding keeps the
+// transport so that an upstream's truncated answer sends the client to TCP.
+type handler struct {
+	s   *Server
+	net string // "udp" or "tcp"
+}
+
+func (h handler) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
+	m := h.reply(r)
+	h.s.queries.WithLabelValues(dns.RcodeToString[m.Rcode]).Inc()
+	if err := w.WriteMsg(m); err != nil {
+		h.s.cfg.Log.Debug("writing a DNS answer", zap.String("net", h.net), zap.Error(err))
+	}
+}
+
+func (h handler) reply(r *dns.Msg) *dns.Msg {
+	m := new(dns.Msg).SetReply(r)
+	m.RecursionAvailable = len(h.s.cfg.Forward) > 0
+	// The server's accept function already refuses what has no single
+	// question; NOTIFY passes it and is not ours to handle.
+	if r.Opcode != dns.OpcodeQuery || len(r.Question) != 1 {
+		return h.fit(r, m.SetRcode(r, dns.RcodeNotImplemented))
+	}
+	q := r.Question[0]
+	var n *node
+	owned := false
+	if q.Qclass == dns.ClassINET || q.Qclass == dns.ClassANY {
+		n, owned = h.s.table.Load().lookup(dns.CanonicalName(q.Name))
+	}
+	switch {
+	case owned:
+		return h.fit(r, answer(m, q, n))
+	case len(h.s.cfg.Forward) > 0:
+		return h.forward(r)
+	default:
+		return h.fit(r, m.SetRcode(r, dns.RcodeNameError))
+	}
+}
+
+// answer fills m for a name we own; n is nil for an unknown port below one
+// of our names.
+func answer(m *dns.Msg, q dns.Question, n *node) *dns.Msg {
+	m.Authoritative = true
+	if n == nil {
+		m.Rcode = dns.RcodeNameError
+		return m
+	}
+	records, extra := n.answer(q.Qtype)
+	for _, rr := range records {
+		// The question's spelling, for resolvers that match it (0x20).
+		rr = dns.Copy(rr)
+		rr.Header().Name = q.Name
+		m.Answer = append(m.Answer, rr)
+	}
+	for _, rr := range extra {
+		m.Extra = append(m.Extra, dns.Copy(rr))
+	}
+	return m
+}
+
+// fit answers EDNS with EDNS and trims m to what the client can take,
+// setting TC so that a UDP client asks again over TCP.
+func (h handler) fit(r, m *dns.Msg) *dns.Msg {
+	size := dns.MaxMsgSize
+	if h.net == "udp" {
+		size = dns.MinMsgSize
+	}
+	if opt := r.IsEdns0(); opt != nil {
+		if h.net == "udp" {
+			size = max(int(opt.UDPSize()), dns.MinMsgSize)
+		}
+		m.SetEdns0(ednsSize, false)
+	}
+	m.Truncate(size)
+	return m
+}
+
+// forward asks each upstream in turn and returns the first answer, whatever
+// its code: an upstream that says NXDOMAIN has answered.
+func (h handler) forward(r *dns.Msg) *dns.Msg {
+	c := &dns.Client{Net: h.net, Timeout: h.s.cfg.ForwardTimeout}
+	for _, up := range h.s.cfg.Forward {
+		resp, _, err := c.Exchange(r, up)
+		if err == nil {
+			return resp
+		}
+		h.s.cfg.Log.Debug("forwarding a DNS query", zap.String("upstream", up), zap.String("net", h.net), zap.Error(err))
+	}
+	m := new(dns.Msg).SetRcode(r, dns.RcodeServerFailure)
+	m.RecursionAvailable = true
+	return h.fit(r, m)
+}
