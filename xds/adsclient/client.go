@@ -41,14 +41,14 @@ type Options struct {
 
 // Update is one response the client applied (or rejected).
 type Update struct {
-	TypeURL  string
-	Version  string
-	Updated  []string
-	Removed  []string
+	TypeURL string
+	Version string
+	Updated []string
+	Removed []string
 	// Resources are the resources of Updated, in the same order.
 	Resources []*anypb.Any
-	Bytes    int
-	Rejected error
+	Bytes     int
+	Rejected  error
 }
 
 // Client is one simulated gateway.
@@ -95,7 +95,9 @@ func (c *Client) Run(ctx context.Context, conn grpc.ClientConnInterface, updates
 	return err
 }
 
-func (c *Client) node() *core.Node { return &core.Node{Id: c.opts.NodeID, Cluster: "meshfed-adsclient"} }
+func (c *Client) node() *core.Node {
+	return &core.Node{Id: c.opts.NodeID, Cluster: "meshfed-adsclient"}
+}
 
 func (c *Client) runSotw(ctx context.Context, ads discovery.AggregatedDiscoveryServiceClient, updates chan<- Update) error {
 	st, err := ads.StreamAggregatedResources(ctx, grpc.WaitForReady(true))
