@@ -20,6 +20,7 @@ import (
 	"github.com/meshfed/meshfed/federation/validate"
 	"github.com/meshfed/meshfed/federation/wire"
 	"github.com/meshfed/meshfed/model"
+	"github.com/meshfed/meshfed/registry"
 	"github.com/meshfed/meshfed/snapshot/cache"
 	"github.com/meshfed/meshfed/snapshot/runner"
 	"github.com/meshfed/meshfed/xds"
@@ -39,20 +40,23 @@ type Agent struct {
 	Identity *certs.Identity
 	// Cache is what the gateways are served; Runner keeps it in step with
 	// the catalog; XDS serves it.
-	Cache     *cache.Cache
-	Runner    *runner.Runner
-	XDS       *xds.Server
-	reg       prometheus.Registerer
+	Cache  *cache.Cache
+	Runner *runner.Runner
+	XDS    *xds.Server
+	reg    *prometheus.Registry
+	// sources yield local services to export; sinks receive the imports.
+	sources   []registry.Source
+	sinks     []registry.Sink
 	listening chan struct{}
-	addrs     *listeners
-	// extra are further parts Run runs until its context ends.
-	extra   []func(context.Context) error
-	closers []func() error
+	// importsChanged wakes the loop that updates DNS and sinks.
+	importsChanged chan struct{}
+	addrs          *listeners
+	closers        []func() error
 }
 
 // New builds the agent and restores its imports; nothing listens yet.
-func New(ctx context.Context, cfg *config.Config, log *zap.Logger, reg prometheus.Registerer) (a *Agent, err error) {
-	a = &Agent{cfg: cfg, log: log, td: spiffeid.RequireTrustDomainFromString(cfg.TrustDomain), reg: reg, listening: make(chan struct{})}
+func New(ctx context.Context, cfg *config.Config, log *zap.Logger, reg *prometheus.Registry) (a *Agent, err error) {
+	a = &Agent{cfg: cfg, log: log, td: spiffeid.RequireTrustDomainFromString(cfg.TrustDomain), reg: reg, listening: make(chan struct{}), importsChanged: make(chan struct{}, 1)}
 	defer func() {
 		if err != nil {
 			a.close()
@@ -207,9 +211,11 @@ func (a *Agent) close() {
 	a.closers = nil
 }
 
-// loadExports reads the configured registry of local services.
-func (a *Agent) loadExports() error { return nil }
-
 // applied is called after each batch of changes reached the gateways'
-// configuration.
-func (a *Agent) applied() {}
+// configuration: the registries of this mesh follow.
+func (a *Agent) applied() {
+	select {
+	case a.importsChanged <- struct{}{}:
+	default:
+	}
+}

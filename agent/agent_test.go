@@ -63,6 +63,10 @@ peers:
 xds:
   listen: 127.0.0.1:0
   holdoff: 1ms
+admin:
+  listen: 127.0.0.1:0
+dns:
+  listen: 127.0.0.1:0
 `, m.td, other.td, filepath.Join(other.dir, "certs", "bundle.pem"), other.name, dial)
 	path := filepath.Join(m.dir, "meshfed.yaml")
 	require.NoError(t, os.WriteFile(path, []byte(y), 0o600))

@@ -11,7 +11,10 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/meshfed/meshfed/admin"
 	"github.com/meshfed/meshfed/certs"
+	"github.com/meshfed/meshfed/dnsserver"
+	"github.com/meshfed/meshfed/registry"
 	"github.com/meshfed/meshfed/xds"
 )
 
@@ -65,9 +68,14 @@ func (a *Agent) Run(ctx context.Context) error {
 			return bundleSrv.Close()
 		})
 	}
-	for _, run := range a.extra {
-		g.Go(func() error { return run(ctx) })
+	g.Go(func() error { return listeners.admin.Serve(ctx, listeners.adminLis) })
+	if listeners.dns != nil {
+		g.Go(func() error { return listeners.dns.Serve(ctx) })
 	}
+	for _, src := range a.sources {
+		g.Go(func() error { return src.Run(ctx, a.setExports) })
+	}
+	g.Go(func() error { a.followImports(ctx, listeners.dns); return nil })
 	err = g.Wait()
 	if errors.Is(err, context.Canceled) {
 		err = nil
@@ -77,6 +85,9 @@ func (a *Agent) Run(ctx context.Context) error {
 
 type listeners struct {
 	federation, xds net.Listener
+	admin           *admin.Server
+	adminLis        net.Listener
+	dns             *dnsserver.Server
 }
 
 // Listening is closed once Run listens on every address.
@@ -88,6 +99,18 @@ func (a *Agent) FederationAddr() net.Addr { return a.addrs.federation.Addr() }
 // XDSAddr is the address gateways connect to; valid after Listening.
 func (a *Agent) XDSAddr() net.Addr { return a.addrs.xds.Addr() }
 
+// AdminAddr is the admin server's address; valid after Listening.
+func (a *Agent) AdminAddr() net.Addr { return a.addrs.adminLis.Addr() }
+
+// DNSAddr is the DNS server's address, nil when it is off; valid after
+// Listening.
+func (a *Agent) DNSAddr() net.Addr {
+	if a.addrs.dns == nil {
+		return nil
+	}
+	return a.addrs.dns.Addr()
+}
+
 // listen opens every listener before anything is served, so that a port in
 // use fails the start instead of one part of a running agent.
 func (a *Agent) listen() (*listeners, error) {
@@ -96,9 +119,78 @@ func (a *Agent) listen() (*listeners, error) {
 	if l.federation, err = net.Listen("tcp", a.cfg.Federation.Listen); err != nil {
 		return nil, fmt.Errorf("federation.listen: %w", err)
 	}
+	closeAll := func() {
+		for _, c := range []net.Listener{l.federation, l.xds, l.adminLis} {
+			if c != nil {
+				_ = c.Close()
+			}
+		}
+	}
 	if l.xds, err = xds.Listen(a.cfg.XDS.Listen); err != nil {
-		_ = l.federation.Close()
+		closeAll()
 		return nil, fmt.Errorf("xds.listen: %w", err)
 	}
+	if l.admin, err = a.adminServer(); err == nil {
+		l.adminLis, err = l.admin.Listen()
+	}
+	if err != nil {
+		closeAll()
+		return nil, err
+	}
+	if l.dns, err = a.dnsServer(); err == nil && l.dns != nil {
+		err = l.dns.Listen()
+	}
+	if err != nil {
+		closeAll()
+		return nil, err
+	}
+	a.log.Info("serving gateways and operators",
+		zap.Stringer("xds", l.xds.Addr()), zap.Stringer("admin", l.adminLis.Addr()),
+		zap.Bool("dns", l.dns != nil))
 	return &l, nil
+}
+
+// followImports keeps the DNS table and the registry sinks in step with the
+// imports, after the gateways' configuration: a name is published only
+// once the gateway serves it. Bursts collapse into one update.
+func (a *Agent) followImports(ctx context.Context, dns *dnsserver.Server) {
+	last := -1
+	retry := time.NewTimer(0)
+	<-retry.C
+	backoff := time.Second
+	for {
+		failed := false
+		if dns != nil {
+			dns.Set(a.dnsRecords())
+		}
+		imported := a.imported()
+		if n := len(a.Catalog.Imports()); n != last {
+			a.log.Info("imported services", zap.Int("services", n), zap.Int("instances", len(imported)))
+			last = n
+		}
+		for _, s := range a.sinks {
+			in := make([]registry.Imported, len(imported))
+			for i, x := range imported {
+				in[i] = x.Imported
+			}
+			if err := s.Sync(ctx, in); err != nil && ctx.Err() == nil {
+				failed = true
+				a.log.Warn("registry sink failed; retrying", zap.Duration("in", backoff), zap.Error(err))
+			}
+		}
+		if failed {
+			retry.Reset(backoff)
+			backoff = min(2*backoff, time.Minute)
+		} else {
+			backoff = time.Second
+		}
+		select {
+		case <-ctx.Done():
+			retry.Stop()
+			return
+		case <-a.importsChanged:
+			retry.Stop()
+		case <-retry.C:
+		}
+	}
 }

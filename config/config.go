@@ -51,14 +51,18 @@ type XDS struct {
 type Admin struct {
 	// Listen defaults to 127.0.0.1:19100.
 	Listen string `yaml:"listen"`
+	// AllowNonLoopback lets Listen be an address other hosts reach.
+	AllowNonLoopback bool `yaml:"allowNonLoopback"`
 	// PProf serves /debug/pprof when set.
 	PProf bool `yaml:"pprof"`
 }
 
 // DNS is the built-in DNS server answering for imported names.
 type DNS struct {
-	// Listen is host:port; the server is off when empty.
+	// Listen is an IP and port; the server is off when empty.
 	Listen string `yaml:"listen"`
+	// AllowNonLoopback lets Listen be an address other hosts reach.
+	AllowNonLoopback bool `yaml:"allowNonLoopback"`
 	// Forward are resolvers asked for names that are not imported; none
 	// by default (such names get NXDOMAIN).
 	Forward []string `yaml:"forward"`

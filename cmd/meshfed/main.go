@@ -25,7 +25,7 @@ func root() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	c.AddCommand(runCmd(), certsCmd(), configCmd(), versionCmd())
+	c.AddCommand(runCmd(), statusCmd(), catalogCmd(), certsCmd(), configCmd(), versionCmd())
 	return c
 }
 

@@ -1,0 +1,133 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+
+	"go.uber.org/zap"
+
+	"github.com/meshfed/meshfed/admin"
+	"github.com/meshfed/meshfed/config"
+	"github.com/meshfed/meshfed/dnsserver"
+	"github.com/meshfed/meshfed/model"
+	"github.com/meshfed/meshfed/registry/file"
+)
+
+// Ready reports whether the agent serves: the store is restored, the first
+// configuration built, and every listener open.
+func (a *Agent) Ready() error {
+	select {
+	case <-a.listening:
+		return nil
+	default:
+		return errors.New("starting: the listeners are not open yet")
+	}
+}
+
+// loadExports reads the registry file, so that the first configuration
+// already holds the exports; Run then follows the file.
+func (a *Agent) loadExports() error {
+	path := a.cfg.Exports.File
+	if path == "" {
+		return nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("exports.file: %w", err)
+	}
+	exports, err := file.Parse(b, path)
+	if err != nil {
+		return fmt.Errorf("exports.file: %w", err)
+	}
+	a.setExports(exports)
+	src := file.New(path, a.log)
+	a.sources = append(a.sources, src)
+	return nil
+}
+
+// setExports offers exports to peers, warning of consumers that are not
+// configured peers: nothing is sent to them.
+func (a *Agent) setExports(exports []model.Export) {
+	for _, e := range exports {
+		for _, c := range e.Consumers {
+			if !slices.ContainsFunc(a.cfg.Peers, func(p config.Peer) bool { return p.Name == c }) {
+				a.log.Warn("export names a consumer that is not a configured peer", zap.String("export", e.Name), zap.String("consumer", c))
+			}
+		}
+	}
+	before := len(a.Catalog.Exports())
+	a.Catalog.SetExports(exports)
+	if len(exports) != before {
+		a.log.Info("local services to export", zap.Int("exports", len(exports)))
+	}
+}
+
+// adminServer builds the admin server.
+func (a *Agent) adminServer() (*admin.Server, error) {
+	return admin.New(admin.Options{
+		Listen:           a.cfg.Admin.Listen,
+		AllowNonLoopback: a.cfg.Admin.AllowNonLoopback,
+		Gatherer:         a.reg,
+		Ready:            a.Ready,
+		Status:           a.Status,
+		Imports:          a.Imports,
+		Exports:          a.Exports,
+		PProf:            a.cfg.Admin.PProf,
+		Log:              a.log.Named("admin"),
+	})
+}
+
+// dns builds the DNS server when configured.
+func (a *Agent) dnsServer() (*dnsserver.Server, error) {
+	if a.cfg.DNS.Listen == "" {
+		return nil, nil
+	}
+	return dnsserver.New(dnsserver.Config{
+		Listen:           a.cfg.DNS.Listen,
+		AllowNonLoopback: a.cfg.DNS.AllowNonLoopback,
+		Forward:          a.cfg.DNS.Forward,
+		Log:              a.log.Named("dns"),
+		Registerer:       a.reg,
+	})
+}
+
+// dnsRecords are the names of the imports, answering with the egress
+// gateway's address.
+func (a *Agent) dnsRecords() []dnsserver.Record {
+	addrs := a.egressAddrs()
+	byName := map[string]*dnsserver.Record{}
+	var names []string
+	for _, in := range a.imported() {
+		r, ok := byName[in.LocalFQDN]
+		if !ok {
+			r = &dnsserver.Record{Name: in.LocalFQDN, Addresses: addrs}
+			byName[in.LocalFQDN] = r
+			names = append(names, in.LocalFQDN)
+		}
+		r.SRV = append(r.SRV, dnsserver.SRV{Service: in.Instance, Proto: "tcp", Port: in.Port})
+	}
+	out := make([]dnsserver.Record, 0, len(names))
+	for _, n := range names {
+		out = append(out, *byName[n])
+	}
+	return out
+}
+
+// egressAddrs is the advertised egress address as IPs: resolved when it is
+// a name (a container's, say).
+func (a *Agent) egressAddrs() []netip.Addr {
+	adv := a.cfg.Gateways.Egress.Advertise
+	if ip, err := netip.ParseAddr(adv); err == nil {
+		return []netip.Addr{ip}
+	}
+	ips, err := net.DefaultResolver.LookupNetIP(context.Background(), "ip", adv)
+	if err != nil {
+		a.log.Warn("cannot resolve gateways.egress.advertise for DNS answers", zap.String("advertise", adv), zap.Error(err))
+	}
+	return ips
+}

@@ -1,0 +1,154 @@
+package agent
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/meshfed/meshfed/federation/catalog"
+	"github.com/meshfed/meshfed/federation/peer"
+	"github.com/meshfed/meshfed/model"
+	"github.com/meshfed/meshfed/registry"
+	"github.com/meshfed/meshfed/xds"
+)
+
+// The admin API's answers. They hold names, addresses and states, never
+// certificate material.
+
+// Status is the answer of /api/v1/status.
+type Status struct {
+	Mesh     string             `json:"mesh"`
+	Ready    bool               `json:"ready"`
+	Peers    []PeerStatus       `json:"peers"`
+	Gateways []xds.ClientStatus `json:"gateways"`
+}
+
+// PeerStatus is a peer's connection and what it made of our exports.
+type PeerStatus struct {
+	peer.Status
+	// Deliveries is the peer's last answer for each service exported to
+	// it: an ACK, or a NACK with its code and reason.
+	Deliveries []Delivery `json:"deliveries,omitempty"`
+}
+
+// Delivery is a peer's last answer about one exported service.
+type Delivery struct {
+	Service string    `json:"service"`
+	Acked   bool      `json:"acked"`
+	Code    string    `json:"code,omitempty"`
+	Message string    `json:"message,omitempty"`
+	At      time.Time `json:"at"`
+}
+
+// ImportView is one imported service, with where local workloads reach it.
+type ImportView struct {
+	Peer       string              `json:"peer"`
+	ResourceID string              `json:"resourceId"`
+	Name       string              `json:"name"`
+	FQDN       string              `json:"fqdn"`
+	LocalFQDN  string              `json:"localFqdn"`
+	StaleSince *time.Time          `json:"staleSince,omitempty"`
+	Endpoints  []model.Endpoint    `json:"endpoints"`
+	Instances  []registry.Imported `json:"instances"`
+}
+
+// ExportView is one exported service and what its consumers answered.
+type ExportView struct {
+	model.Export
+	Deliveries map[string]Delivery `json:"deliveries,omitempty"`
+}
+
+// Status gathers the agent's state.
+func (a *Agent) Status(context.Context) (any, error) {
+	s := Status{Mesh: a.cfg.TrustDomain, Ready: a.Ready() == nil, Gateways: a.XDS.Clients()}
+	for _, ps := range a.Peers.Status() {
+		v := PeerStatus{Status: ps}
+		for name, d := range a.Catalog.Deliveries(ps.Name) {
+			v.Deliveries = append(v.Deliveries, delivery(name, d))
+		}
+		slices.SortFunc(v.Deliveries, func(a, b Delivery) int { return strings.Compare(a.Service, b.Service) })
+		s.Peers = append(s.Peers, v)
+	}
+	return s, nil
+}
+
+// Imports lists what the peers publish to this mesh.
+func (a *Agent) Imports(context.Context) (any, error) {
+	byKey := map[[2]string][]registry.Imported{}
+	for _, in := range a.imported() {
+		k := [2]string{in.Peer, in.resourceID}
+		byKey[k] = append(byKey[k], in.Imported)
+	}
+	out := []ImportView{}
+	for _, imp := range a.Catalog.Imports() {
+		v := ImportView{
+			Peer: imp.Peer, ResourceID: imp.ResourceID, Name: imp.Service.Name, FQDN: imp.Service.FQDN,
+			LocalFQDN: imp.LocalFQDN, Endpoints: imp.Service.Endpoints,
+			Instances: byKey[[2]string{imp.Peer, imp.ResourceID}],
+		}
+		if !imp.StaleSince.IsZero() {
+			t := imp.StaleSince
+			v.StaleSince = &t
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+// Exports lists the local services offered to peers.
+func (a *Agent) Exports(context.Context) (any, error) {
+	out := []ExportView{}
+	for _, e := range a.Catalog.Exports() {
+		v := ExportView{Export: e}
+		for _, p := range e.Consumers {
+			if d, ok := a.Catalog.Deliveries(p)[e.Name]; ok {
+				if v.Deliveries == nil {
+					v.Deliveries = map[string]Delivery{}
+				}
+				v.Deliveries[p] = delivery(e.Name, d)
+			}
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+func delivery(name string, d catalog.Delivery) Delivery {
+	out := Delivery{Service: name, Acked: d.Acked, Message: d.Message, At: d.At}
+	if !d.Acked {
+		out.Code = d.Code.String()
+	}
+	return out
+}
+
+// imported is an instance of an import as local workloads reach it.
+type imported struct {
+	registry.Imported
+	resourceID string
+}
+
+// imported lists every imported instance with the egress address and port
+// it is reached on. Instances of TCP-like protocols without a port yet (the
+// range is full) are left out: there is nothing to dial.
+func (a *Agent) imported() []imported {
+	eg := a.cfg.Gateways.Egress
+	var out []imported
+	for _, imp := range a.Catalog.Imports() {
+		for _, inst := range imp.Service.Instances {
+			port := eg.Listen.Port
+			if !inst.Protocol.RoutedByHost() {
+				p, ok := a.Runner.EgressPort(imp.Peer, imp.ResourceID, inst.ID)
+				if !ok {
+					continue
+				}
+				port = p
+			}
+			out = append(out, imported{resourceID: imp.ResourceID, Imported: registry.Imported{
+				Peer: imp.Peer, Name: imp.Service.Name, FQDN: imp.Service.FQDN, LocalFQDN: imp.LocalFQDN,
+				Instance: inst.ID, Protocol: inst.Protocol, Address: eg.Advertise, Port: port,
+			}})
+		}
+	}
+	return out
+}

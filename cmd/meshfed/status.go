@@ -1,0 +1,221 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/meshfed/meshfed/admin"
+	"github.com/meshfed/meshfed/agent"
+	"github.com/meshfed/meshfed/config"
+)
+
+// agentFlags say which agent a command talks to: its admin address, given
+// directly or read from its configuration.
+type agentFlags struct {
+	url, config, output string
+}
+
+func (f *agentFlags) add(c *cobra.Command, output bool) {
+	c.Flags().StringVar(&f.url, "agent", "", "the agent's admin URL (default: from --config, else http://"+admin.DefaultListen+")")
+	c.Flags().StringVar(&f.config, "config", "", "the agent's configuration file, to find its admin address")
+	if output {
+		c.Flags().StringVarP(&f.output, "output", "o", "table", "table, json or yaml")
+	}
+}
+
+func (f *agentFlags) client() (*admin.Client, error) {
+	if f.url != "" {
+		return &admin.Client{BaseURL: f.url}, nil
+	}
+	listen := admin.DefaultListen
+	if f.config != "" {
+		cfg, err := config.Load(f.config)
+		if err != nil {
+			return nil, err
+		}
+		listen = cfg.Admin.Listen
+	}
+	u, err := admin.AgentURL(listen)
+	if err != nil {
+		return nil, err
+	}
+	return &admin.Client{BaseURL: u}, nil
+}
+
+func (f *agentFlags) get(ctx context.Context, path string, out any) error {
+	c, err := f.client()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return c.Get(ctx, path, out)
+}
+
+// print writes v as JSON or YAML, or calls table.
+func (f *agentFlags) print(w io.Writer, v any, table func(*tabwriter.Writer)) error {
+	switch f.output {
+	case "json":
+		e := json.NewEncoder(w)
+		e.SetIndent("", "  ")
+		return e.Encode(v)
+	case "yaml":
+		// Through JSON, so that YAML uses the API's field names.
+		b, err := json.Marshal(v)
+		if err != nil {
+			return err
+		}
+		var generic any
+		if err := yaml.Unmarshal(b, &generic); err != nil {
+			return err
+		}
+		return yaml.NewEncoder(w).Encode(generic)
+	case "table", "":
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		table(tw)
+		return tw.Flush()
+	}
+	return fmt.Errorf("--output: %q is not table, json or yaml", f.output)
+}
+
+func statusCmd() *cobra.Command {
+	var f agentFlags
+	c := &cobra.Command{
+		Use:   "status",
+		Short: "Show the agent's peers, what they answered, and its gateways",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			var s agent.Status
+			if err := f.get(c.Context(), "/api/v1/status", &s); err != nil {
+				return err
+			}
+			return f.print(c.OutOrStdout(), s, func(w *tabwriter.Writer) { statusTable(w, s) })
+		},
+	}
+	f.add(c, true)
+	return c
+}
+
+func statusTable(w *tabwriter.Writer, s agent.Status) {
+	ready := "ready"
+	if !s.Ready {
+		ready = "not ready"
+	}
+	fmt.Fprintf(w, "mesh %s (%s)\n\n", s.Mesh, ready)
+	fmt.Fprintln(w, "PEER\tTRUST DOMAIN\tSTATE\tSINCE\tIMPORTED\tEXPORTED\tLAST ERROR")
+	for _, p := range s.Peers {
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%d\t%s\n", p.Name, p.TrustDomain, p.State, ago(p.Since), p.Imported, p.Exported, dash(p.LastError))
+	}
+	fmt.Fprintln(w, "\nPEER\tSERVICE\tANSWER\tREASON")
+	for _, p := range s.Peers {
+		for _, d := range p.Deliveries {
+			answer := "ACK"
+			if !d.Acked {
+				answer = "NACK " + d.Code
+			}
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", p.Name, d.Service, answer, dash(d.Message))
+		}
+	}
+	fmt.Fprintln(w, "\nGATEWAY\tROLE\tSTREAM\tACKED VERSIONS\tLAST NACK")
+	for _, g := range s.Gateways {
+		var acked []string
+		nack := "-"
+		for _, t := range g.Types {
+			acked = append(acked, shortType(t.TypeURL)+"="+dash(t.LastAckedVersion))
+			if t.LastNack != nil {
+				nack = shortType(t.TypeURL) + ": " + t.LastNack.Message
+			}
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", g.NodeID, g.Role, g.Stream, strings.Join(acked, " "), nack)
+	}
+}
+
+func catalogCmd() *cobra.Command {
+	c := &cobra.Command{Use: "catalog", Short: "List imported and exported services"}
+	var f agentFlags
+	imports := &cobra.Command{
+		Use:   "imports",
+		Short: "Services imported from peers, and where local workloads reach them",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			var v []agent.ImportView
+			if err := f.get(c.Context(), "/api/v1/imports", &v); err != nil {
+				return err
+			}
+			return f.print(c.OutOrStdout(), v, func(w *tabwriter.Writer) {
+				fmt.Fprintln(w, "PEER\tSERVICE\tLOCAL NAME\tINSTANCE\tPROTOCOL\tEGRESS\tSTALE SINCE")
+				for _, imp := range v {
+					stale := "-"
+					if imp.StaleSince != nil {
+						stale = imp.StaleSince.Format(time.RFC3339)
+					}
+					for _, in := range imp.Instances {
+						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s:%d\t%s\n", imp.Peer, imp.Name, imp.LocalFQDN, in.Instance, in.Protocol, in.Address, in.Port, stale)
+					}
+				}
+			})
+		},
+	}
+	f.add(imports, true)
+	var g agentFlags
+	exports := &cobra.Command{
+		Use:   "exports",
+		Short: "Local services exported to peers, and what each consumer answered",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			var v []agent.ExportView
+			if err := g.get(c.Context(), "/api/v1/exports", &v); err != nil {
+				return err
+			}
+			return g.print(c.OutOrStdout(), v, func(w *tabwriter.Writer) {
+				fmt.Fprintln(w, "SERVICE\tFQDN\tMODE\tPORTS\tCONSUMER\tANSWER")
+				for _, e := range v {
+					var ports []string
+					for _, p := range e.Ports {
+						ports = append(ports, fmt.Sprintf("%s/%d/%s", p.Name, p.Port, p.Protocol))
+					}
+					for _, consumer := range e.Consumers {
+						answer := "-"
+						if d, ok := e.Deliveries[consumer]; ok {
+							answer = "ACK"
+							if !d.Acked {
+								answer = "NACK " + d.Code + ": " + d.Message
+							}
+						}
+						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", e.Name, e.FQDN, e.Mode, strings.Join(ports, ","), consumer, answer)
+					}
+				}
+			})
+		},
+	}
+	g.add(exports, true)
+	c.AddCommand(imports, exports)
+	return c
+}
+
+func ago(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return time.Since(t).Round(time.Second).String() + " ago"
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// shortType is the last part of a type URL: Cluster, Listener...
+func shortType(typeURL string) string {
+	return typeURL[strings.LastIndexByte(typeURL, '.')+1:]
+}

@@ -1,0 +1,213 @@
+package registry
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"github.com/meshfed/meshfed/model"
+)
+
+// FieldError is an invalid field of an export. Path is relative to the
+// export (ports[0].protocol), so that each source can say where the field
+// came from: a file adds its own path and line.
+type FieldError struct {
+	Path string
+	Msg  string
+}
+
+func (e *FieldError) Error() string { return e.Path + ": " + e.Msg }
+
+func fieldErr(path, format string, args ...any) error {
+	return &FieldError{Path: path, Msg: fmt.Sprintf(format, args...)}
+}
+
+// ProtocolList is model.Protocols as error messages list them.
+var ProtocolList = func() string {
+	s := make([]string, len(model.Protocols))
+	for i, p := range model.Protocols {
+		s[i] = string(p)
+	}
+	return strings.Join(s, " ")
+}()
+
+// CheckExport returns the first field of e that a peer would refuse or that
+// the ingress gateway could not serve, as a *FieldError; nil if none. Every
+// source checks what it hands on with it, so that a bad entry stops at the
+// edge it came in by. Defaults (mode, SNI) must already be set.
+func CheckExport(e *model.Export) error {
+	switch {
+	case e.Name == "":
+		return fieldErr("name", "required")
+	case !IsLabel(e.Name):
+		return fieldErr("name", "%q is not a DNS label (lowercase letters, digits and '-', at most 63)", e.Name)
+	case e.FQDN == "":
+		return fieldErr("fqdn", "required")
+	}
+	if why := hostname(e.FQDN, fqdnRule); why != "" {
+		return fieldErr("fqdn", "%q is not a lowercase DNS name (%s)", e.FQDN, why)
+	}
+	if e.Mode != model.Terminate && e.Mode != model.Passthrough {
+		return fieldErr("mode", "%q is not one of terminate passthrough", e.Mode)
+	}
+	if len(e.Consumers) == 0 {
+		return fieldErr("consumers", "required: at least one peer")
+	}
+	for i, c := range e.Consumers {
+		if c == "" {
+			return fieldErr(fmt.Sprintf("consumers[%d]", i), "empty")
+		}
+		for j := range i {
+			if e.Consumers[j] == c {
+				return fieldErr(fmt.Sprintf("consumers[%d]", i), "%q is listed twice", c)
+			}
+		}
+	}
+	for i, t := range e.Tags {
+		if t == "" {
+			return fieldErr(fmt.Sprintf("tags[%d]", i), "empty")
+		}
+	}
+	if _, ok := e.Labels[""]; ok {
+		return fieldErr("labels", "empty key")
+	}
+	if len(e.Ports) == 0 {
+		return fieldErr("ports", "required: at least one port")
+	}
+	for i := range e.Ports {
+		if err := checkPort(e.Ports, i); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkPort checks ports[i], and that it shares no name, port or SNI with
+// an earlier port: the ingress would have two routes for one name.
+func checkPort(ports []model.ExportPort, i int) error {
+	p := &ports[i]
+	at := fmt.Sprintf("ports[%d]", i)
+	switch {
+	case p.Name == "":
+		return fieldErr(at+".name", "required")
+	case !IsLabel(p.Name):
+		return fieldErr(at+".name", "%q is not a DNS label (lowercase letters, digits and '-', at most 63)", p.Name)
+	case p.Port == 0 || p.Port > 65535:
+		return fieldErr(at+".port", "%d is not a port 1..65535", p.Port)
+	case p.Protocol == "":
+		return fieldErr(at+".protocol", "required")
+	case !p.Protocol.Valid():
+		return fieldErr(at+".protocol", "%q is not one of %s", p.Protocol, ProtocolList)
+	case p.SNI == "":
+		return fieldErr(at+".sni", "required")
+	}
+	if why := hostname(p.SNI, sniRule); why != "" {
+		return fieldErr(at+".sni", "%q is not a host name (%s)", p.SNI, why)
+	}
+	for j := range i {
+		q := &ports[j]
+		switch {
+		case q.Name == p.Name:
+			return fieldErr(at+".name", "%q is used by ports[%d] too", p.Name, j)
+		case q.Port == p.Port:
+			return fieldErr(at+".port", "%d is used by ports[%d] too", p.Port, j)
+		case q.SNI == p.SNI:
+			return fieldErr(at+".sni", "%q is used by ports[%d] too", p.SNI, j)
+		}
+	}
+	if len(p.Endpoints) == 0 {
+		return fieldErr(at+".endpoints", "required: at least one endpoint")
+	}
+	for j, ep := range p.Endpoints {
+		eat := fmt.Sprintf("%s.endpoints[%d]", at, j)
+		if ep.Address == "" {
+			return fieldErr(eat+".address", "required")
+		}
+		if why := CheckAddress(ep.Address); why != "" {
+			return fieldErr(eat+".address", "%q %s", ep.Address, why)
+		}
+		if ep.Port == 0 || ep.Port > 65535 {
+			return fieldErr(eat+".port", "%d is not a port 1..65535", ep.Port)
+		}
+	}
+	return nil
+}
+
+// CheckAddress returns why s is not an IP address or DNS name, or "". Local
+// endpoints may be loopback or private: they are this mesh's own.
+func CheckAddress(s string) string {
+	if a, err := netip.ParseAddr(s); err == nil {
+		if a.Zone() != "" {
+			return "has an IPv6 zone"
+		}
+		return ""
+	}
+	if why := hostname(s, addressRule); why != "" {
+		return "is neither an IP address nor a DNS name (" + why + ")"
+	}
+	return ""
+}
+
+// IsLabel reports whether s is a lowercase RFC 1123 DNS label: the form of
+// service and port names, which end up in DNS names and resource ids.
+func IsLabel(s string) bool {
+	return len(s) <= 63 && !strings.Contains(s, ".") && hostname(s, nameRule{minLabels: 1}) == ""
+}
+
+// IsFQDN reports whether s is a lowercase DNS name of at least two labels,
+// without wildcard: what peers accept as a service fqdn.
+func IsFQDN(s string) bool { return hostname(s, fqdnRule) == "" }
+
+// nameRule says which host names a field takes, as the federation
+// validator does for what peers send, so that a peer accepts what we export.
+type nameRule struct {
+	upper, underscore bool
+	minLabels         int
+}
+
+var (
+	fqdnRule    = nameRule{minLabels: 2}
+	addressRule = nameRule{upper: true, minLabels: 1}
+	sniRule     = nameRule{upper: true, underscore: true, minLabels: 1}
+)
+
+// hostname returns why s is not a host name under r, or "".
+func hostname(s string, r nameRule) string {
+	if len(s) > 253 {
+		return "longer than 253 bytes"
+	}
+	labels := strings.Split(s, ".")
+	if len(labels) < r.minLabels {
+		return "has fewer than two labels"
+	}
+	for i, l := range labels {
+		switch {
+		case l == "" && i == len(labels)-1 && i > 0:
+			return "ends with a dot"
+		case l == "":
+			return "has an empty label"
+		case len(l) > 63:
+			return "has a label longer than 63 bytes"
+		case l[0] == '-' || l[len(l)-1] == '-':
+			return "has a label that starts or ends with '-'"
+		}
+		for _, c := range []byte(l) {
+			switch {
+			case c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '-':
+			case c >= 'A' && c <= 'Z' && r.upper:
+			case c == '_' && r.underscore:
+			case c >= 'A' && c <= 'Z':
+				return "contains an upper-case letter"
+			case c == '*':
+				return "contains a wildcard"
+			default:
+				return "contains a character other than a letter, digit, '-' or '.'"
+			}
+		}
+	}
+	// An all-numeric top label is what a mistyped IP address looks like.
+	if top := labels[len(labels)-1]; len(labels) > 1 && strings.Trim(top, "0123456789") == "" {
+		return "has an all-numeric top-level label"
+	}
+	return ""
+}

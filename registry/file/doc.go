@@ -1,0 +1,42 @@
+// Package file is a registry source that reads the services to export from
+// a YAML file and follows its changes.
+//
+// The file (testdata/services.yaml is a commented example):
+//
+//	services:
+//	  - name: inventory                 # required, DNS label
+//	    fqdn: inventory.mesh-a.example  # required, lowercase DNS name, no wildcard
+//	    mode: terminate                 # terminate (default) | passthrough
+//	    consumers: [mesh-b]             # peers allowed to import it; at least one
+//	    description: optional
+//	    tags: [optional]
+//	    labels: {optional: map}
+//	    ports:                          # at least one
+//	      - name: http                  # required DNS label, unique within the service
+//	        port: 8080                  # 1..65535, the port the service is known by
+//	        protocol: HTTP              # HTTP HTTPS GRPC HTTP2 MONGO TCP TLS MTLS
+//	        sni: optional               # default outbound_.<port>_._.<fqdn>
+//	        endpoints:                  # at least one
+//	          - address: 127.0.0.1      # IP or DNS name
+//	            port: 9080
+//
+// Reading is strict: an unknown field, a value of the wrong type, a
+// duplicate key and every invalid value is an error that names the file,
+// the line, the field path and the value, such as
+//
+//	services.yaml:7: services[0].ports[0].protocol: "FOO" is not one of HTTP HTTPS GRPC HTTP2 MONGO TCP TLS MTLS
+//
+// Two services with one name, fqdn or SNI are an error too. An empty file,
+// or one without services, is an empty set.
+//
+// The Source watches the file's directory rather than the file, because
+// editors and Kubernetes ConfigMap volumes replace a file by renaming
+// another one (or swapping a symlink) over it, and a watch on the old file
+// would see nothing of the new one. Bursts of events are coalesced, an
+// unchanged set is not handed on, and a file that turns bad or disappears
+// while running is logged while the last good set stays. So is a file that
+// turns zero bytes long, which is what a writer that truncates first shows
+// for a moment: write "services: []" to withdraw every export. A writer
+// should replace the file by renaming a complete one over it, as editors and
+// ConfigMaps do; one that writes in place may be read half-written.
+package file

@@ -1,0 +1,170 @@
+package file
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/meshfed/meshfed/model"
+	"github.com/meshfed/meshfed/registry"
+)
+
+// The file's shape. Numbers are *int so that a missing port is told apart
+// from port 0, and strings are checked after decoding, where the message
+// can name the allowed values.
+type (
+	document struct {
+		Services []service `yaml:"services"`
+	}
+	service struct {
+		Name        string            `yaml:"name"`
+		FQDN        string            `yaml:"fqdn"`
+		Mode        string            `yaml:"mode"`
+		Consumers   []string          `yaml:"consumers"`
+		Description string            `yaml:"description"`
+		Tags        []string          `yaml:"tags"`
+		Labels      map[string]string `yaml:"labels"`
+		Ports       []port            `yaml:"ports"`
+	}
+	port struct {
+		Name      string     `yaml:"name"`
+		Port      *int       `yaml:"port"`
+		Protocol  string     `yaml:"protocol"`
+		SNI       string     `yaml:"sni"`
+		Endpoints []endpoint `yaml:"endpoints"`
+	}
+	endpoint struct {
+		Address string `yaml:"address"`
+		Port    *int   `yaml:"port"`
+	}
+)
+
+// Parse reads a registry file's content; name is what errors call the file.
+// The exports come sorted by name, with every default set.
+func Parse(b []byte, name string) ([]model.Export, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(b, &root); err != nil {
+		return nil, syntaxError(name, err)
+	}
+	ix := newIndex(&root)
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	var doc document
+	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
+		var te *yaml.TypeError
+		if errors.As(err, &te) && len(te.Errors) > 0 {
+			return nil, ix.decodeError(name, te.Errors[0])
+		}
+		return nil, syntaxError(name, err)
+	}
+	var next yaml.Node
+	if err := dec.Decode(&next); !errors.Is(err, io.EOF) {
+		// A second document would be ignored silently: refuse it instead.
+		return nil, fmt.Errorf("%s:%d: a second YAML document; the file holds one", name, next.Line)
+	}
+	if e := ix.emptyItem(); e != nil {
+		return nil, fmt.Errorf("%s:%d: %s: empty list item", name, e.keyLine, e.path)
+	}
+	out, err := doc.exports()
+	if err != nil {
+		var fe *registry.FieldError
+		if errors.As(err, &fe) {
+			return nil, fmt.Errorf("%s:%d: %w", name, ix.line(fe.Path), err)
+		}
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return out, nil
+}
+
+// exports converts and checks the document; errors are *registry.FieldError
+// with the path from the document's root.
+func (d *document) exports() ([]model.Export, error) {
+	out := make([]model.Export, 0, len(d.Services))
+	names := map[string]int{}
+	fqdns := map[string]int{}
+	snis := map[string]string{}
+	for i, s := range d.Services {
+		at := fmt.Sprintf("services[%d]", i)
+		e, err := s.export(at)
+		if err != nil {
+			return nil, err
+		}
+		if err := registry.CheckExport(&e); err != nil {
+			var fe *registry.FieldError
+			if errors.As(err, &fe) {
+				return nil, &registry.FieldError{Path: at + "." + fe.Path, Msg: fe.Msg}
+			}
+			return nil, err
+		}
+		if j, ok := names[e.Name]; ok {
+			return nil, &registry.FieldError{Path: at + ".name", Msg: fmt.Sprintf("%q is used by services[%d] too", e.Name, j)}
+		}
+		if j, ok := fqdns[e.FQDN]; ok {
+			return nil, &registry.FieldError{Path: at + ".fqdn", Msg: fmt.Sprintf("%q is used by services[%d] too", e.FQDN, j)}
+		}
+		names[e.Name], fqdns[e.FQDN] = i, i
+		// The ingress routes on SNI across every service, so an SNI set by
+		// hand must not take another service's.
+		for j, p := range e.Ports {
+			pat := fmt.Sprintf("%s.ports[%d]", at, j)
+			if other, ok := snis[p.SNI]; ok {
+				return nil, &registry.FieldError{Path: pat + ".sni", Msg: fmt.Sprintf("%q is used by %s too", p.SNI, other)}
+			}
+			snis[p.SNI] = pat
+		}
+		out = append(out, e)
+	}
+	slices.SortFunc(out, func(a, b model.Export) int { return strings.Compare(a.Name, b.Name) })
+	return out, nil
+}
+
+// export converts one service, setting the defaults.
+func (s *service) export(at string) (model.Export, error) {
+	e := model.Export{
+		Name:        s.Name,
+		FQDN:        s.FQDN,
+		Description: s.Description,
+		Tags:        s.Tags,
+		Labels:      s.Labels,
+		Mode:        model.IngressMode(s.Mode),
+		Consumers:   s.Consumers,
+	}
+	if e.Mode == "" {
+		e.Mode = model.Terminate
+	}
+	for i, p := range s.Ports {
+		pat := fmt.Sprintf("%s.ports[%d]", at, i)
+		n, err := portNumber(p.Port, pat+".port")
+		if err != nil {
+			return e, err
+		}
+		ep := model.ExportPort{Name: p.Name, Port: n, Protocol: model.Protocol(p.Protocol), SNI: p.SNI}
+		if ep.SNI == "" {
+			ep.SNI = model.DefaultSNI(n, s.FQDN)
+		}
+		for j, a := range p.Endpoints {
+			n, err := portNumber(a.Port, fmt.Sprintf("%s.endpoints[%d].port", pat, j))
+			if err != nil {
+				return e, err
+			}
+			ep.Endpoints = append(ep.Endpoints, model.LocalEndpoint{Address: a.Address, Port: n})
+		}
+		e.Ports = append(e.Ports, ep)
+	}
+	return e, nil
+}
+
+func portNumber(p *int, path string) (uint32, error) {
+	switch {
+	case p == nil:
+		return 0, &registry.FieldError{Path: path, Msg: "required"}
+	case *p < 1 || *p > 65535:
+		return 0, &registry.FieldError{Path: path, Msg: fmt.Sprintf("%d is not a port 1..65535", *p)}
+	}
+	return uint32(*p), nil
+}

@@ -1,0 +1,45 @@
+// Package registry connects an agent to the registries of its own mesh: a
+// Source yields the local services to export, a Sink publishes the imported
+// ones where local workloads look services up. Subpackages hold the
+// adapters (file, consul); this package holds what they share.
+package registry
+
+import (
+	"context"
+
+	"github.com/meshfed/meshfed/model"
+)
+
+// Source yields the complete set of local services to export, every time it
+// changes.
+type Source interface {
+	// Run calls update with the full current set (sorted by Name) at start
+	// and after every change, until ctx is done. A source that cannot read
+	// its first state returns the error; later failures are logged and the
+	// last good set stays. Run returns nil once ctx is done, and never calls
+	// update after it has returned.
+	Run(ctx context.Context, update func([]model.Export)) error
+}
+
+// Imported is one imported service instance as local workloads reach it
+// through the egress gateway.
+type Imported struct {
+	Peer      string // peer name
+	Name      string // the owner's service name
+	FQDN      string // owner's fqdn
+	LocalFQDN string // name in this mesh (alias or fqdn)
+	Instance  string // instance id
+	Protocol  model.Protocol
+	Address   string // egress gateway address local workloads dial
+	// Port is the egress port: the instance's dedicated listener port
+	// (TCP-like protocols) or the shared HTTP listener port.
+	Port uint32
+}
+
+// Sink mirrors the imports into another registry.
+type Sink interface {
+	// Sync makes the registry hold exactly imports: each call gets the
+	// complete desired set, so a call is idempotent and also repairs what
+	// was lost or left over.
+	Sync(ctx context.Context, imports []Imported) error
+}
