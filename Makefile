@@ -10,17 +10,39 @@ PROTOS    := $(PROTO_DIR)/federation/types/v1alpha2/federated_service.proto \
 PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 TEST_TIMEOUT ?= 9m
+CONSUL_DIR := $(TOOLS)/consul
+# Tests find the Consul binary installed under tools/ first.
+TEST_PATH  := $(CONSUL_DIR)/usr/bin:$(PATH)
 
-.PHONY: all build test test-short proto vet fmt clean
+.PHONY: all build test test-short proto vet fmt clean demo demo-consul consul bench bench-full
 
 all: build
 
 build:
 	$(GO) build -o bin/meshfed ./cmd/meshfed
 
-## test: vet, then every test with the race detector; fuzz seed corpora are replayed as tests.
-test: vet
-	$(GO) test -race -timeout $(TEST_TIMEOUT) ./...
+## demo: two federated meshes on loopback, each importing the other's service.
+demo: build
+	$(GO) run ./examples/demo -meshfed bin/meshfed
+
+## test: vet, Consul for the registry tests, then every test with the race
+## detector; fuzz seed corpora are replayed as tests.
+test: vet consul
+	PATH=$(TEST_PATH) $(GO) test -race -timeout $(TEST_TIMEOUT) ./...
+
+## consul: Consul 1.8 from Debian bullseye into tools/consul, unless on PATH.
+## A failed install is reported; the Consul tests then skip (and CI fails).
+consul:
+	@command -v consul >/dev/null || scripts/install-consul.sh $(CONSUL_DIR) || \
+		echo "WARNING: could not install Consul into $(CONSUL_DIR); the Consul tests will skip"
+
+## bench: meshfed against the go-control-plane baselines, up to 10,000 services and 100 gateways.
+bench:
+	$(GO) run ./bench/cmd/meshfed-bench $(BENCH_FLAGS)
+
+## bench-full: the same up to 100,000 services.
+bench-full:
+	$(GO) run ./bench/cmd/meshfed-bench -full $(BENCH_FLAGS)
 
 test-short:
 	$(GO) test -short ./...

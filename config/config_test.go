@@ -104,3 +104,26 @@ func TestLoadNamesTheFile(t *testing.T) {
 	_, err := Load(filepath.Join(t.TempDir(), "missing.yaml"))
 	require.ErrorContains(t, err, "missing.yaml: no such file or directory")
 }
+
+// The documented example must stay valid and say what the defaults are.
+func TestExampleFileIsValidAndStatesTheDefaults(t *testing.T) {
+	c, err := Load("../examples/meshfed.yaml")
+	require.NoError(t, err)
+	d, err := Parse([]byte(`trustDomain: mesh-a.example
+identity:
+  agent: {cert: a, key: b}
+  egress: {cert: a, key: b}
+  ingress: {cert: a, key: b}
+trustBundles:
+  mesh-a.example: {file: x}
+`), "/")
+	require.NoError(t, err)
+	assert.Equal(t, d.Federation.Listen, c.Federation.Listen)
+	assert.Equal(t, d.Federation.Window, c.Federation.Window)
+	assert.Equal(t, d.Federation.Grace, c.Federation.Grace)
+	assert.Equal(t, d.XDS, c.XDS)
+	assert.Equal(t, d.Admin, c.Admin)
+	assert.Equal(t, d.DNS.Listen, c.DNS.Listen)
+	assert.Equal(t, d.Gateways, c.Gateways)
+	assert.Equal(t, 10000, c.Peers[0].MaxServices)
+}
