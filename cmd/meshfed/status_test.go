@@ -1,0 +1,100 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/meshfed/meshfed/agent"
+	"github.com/meshfed/meshfed/config"
+)
+
+// startAgent runs one agent from a configuration written like a user would,
+// with a peer that never connects.
+func startAgent(t *testing.T) *agent.Agent {
+	t.Helper()
+	dir := t.TempDir()
+	_, err := run(t, "certs", "init", "--trust-domain", "mesh-a.example", "--out", filepath.Join(dir, "certs"))
+	require.NoError(t, err)
+	_, err = run(t, "certs", "init", "--trust-domain", "mesh-b.example", "--out", filepath.Join(dir, "b"))
+	require.NoError(t, err)
+	cfg := `trustDomain: mesh-a.example
+identity:
+  agent: {cert: certs/agent.pem, key: certs/agent-key.pem}
+  egress: {cert: certs/egress.pem, key: certs/egress-key.pem}
+  ingress: {cert: certs/ingress.pem, key: certs/ingress-key.pem}
+trustBundles:
+  mesh-a.example: {file: certs/bundle.pem}
+  mesh-b.example: {file: b/bundle.pem}
+federation: {listen: 127.0.0.1:0}
+peers: [{name: mesh-b, trustDomain: mesh-b.example}]
+xds: {listen: 127.0.0.1:0}
+admin: {listen: 127.0.0.1:0}
+exports: {file: services.yaml}
+`
+	services := `services:
+  - name: inventory
+    fqdn: inventory.mesh-a.example
+    consumers: [mesh-b]
+    ports: [{name: http, port: 8080, protocol: HTTP, endpoints: [{address: 10.0.0.1, port: 9080}]}]
+`
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "meshfed.yaml"), []byte(cfg), 0o600))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "services.yaml"), []byte(services), 0o600))
+	out, err := run(t, "config", "validate", filepath.Join(dir, "meshfed.yaml"))
+	require.NoError(t, err)
+	require.Contains(t, out, "meshfed.yaml: valid")
+
+	c, err := config.Load(filepath.Join(dir, "meshfed.yaml"))
+	require.NoError(t, err)
+	a, err := agent.New(context.Background(), c, zaptest.NewLogger(t), prometheus.NewRegistry())
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	t.Cleanup(func() { cancel(); require.NoError(t, <-done) })
+	select {
+	case <-a.Listening():
+	case err := <-done:
+		t.Fatalf("agent stopped: %v", err)
+	}
+	return a
+}
+
+func TestStatusAndCatalogAgainstARunningAgent(t *testing.T) {
+	a := startAgent(t)
+	url := "http://" + a.AdminAddr().String()
+
+	out, err := run(t, "status", "--agent", url)
+	require.NoError(t, err)
+	require.Contains(t, out, "mesh mesh-a.example (ready)")
+	require.Regexp(t, `mesh-b +mesh-b\.example +waiting +\S+ ago +0 +1 +-`, out)
+
+	out, err = run(t, "catalog", "exports", "--agent", url)
+	require.NoError(t, err)
+	require.Regexp(t, `inventory +inventory\.mesh-a\.example +terminate +http/8080/HTTP +mesh-b +-`, out)
+
+	out, err = run(t, "catalog", "exports", "--agent", url, "-o", "json")
+	require.NoError(t, err)
+	var exports []agent.ExportView
+	require.NoError(t, json.Unmarshal([]byte(out), &exports))
+	require.Len(t, exports, 1)
+	require.Equal(t, "inventory.mesh-a.example", exports[0].FQDN)
+
+	out, err = run(t, "catalog", "imports", "--agent", url, "-o", "yaml")
+	require.NoError(t, err)
+	require.Equal(t, "[]\n", out)
+
+	_, err = run(t, "catalog", "imports", "--agent", url, "-o", "xml")
+	require.EqualError(t, err, `--output: "xml" is not table, json or yaml`)
+}
+
+func TestStatusWithoutAnAgent(t *testing.T) {
+	_, err := run(t, "status", "--agent", "http://127.0.0.1:1")
+	require.ErrorContains(t, err, "cannot reach the meshfed agent at http://127.0.0.1:1")
+}
