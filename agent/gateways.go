@@ -29,7 +29,8 @@ func (a *Agent) gateways() error {
 	a.Cache = cache.New(nodeRole, a.log)
 	var peers []model.Peer
 	for _, p := range a.cfg.Peers {
-		peers = append(peers, model.Peer{Name: p.Name, TrustDomain: p.TrustDomain, SPIFFEIDs: p.SPIFFEIDs})
+		// The ingress admits the peer's callers, not its agent's IDs.
+		peers = append(peers, model.Peer{Name: p.Name, TrustDomain: p.TrustDomain, SPIFFEIDs: p.Callers})
 	}
 	changed, cancel := a.Identity.Subscribe()
 	a.closers = append(a.closers, func() error { cancel(); return nil })

@@ -99,6 +99,15 @@ func (c *Config) check() error {
 				return fieldErr(fmt.Sprintf("%s.spiffeIds[%d]", at, j), "%q is not in trust domain %q", s, p.TrustDomain)
 			}
 		}
+		for j, s := range p.Callers {
+			id, err := spiffeid.FromString(s)
+			if err != nil {
+				return fieldErr(fmt.Sprintf("%s.callers[%d]", at, j), "%q: %v", s, err)
+			}
+			if id.TrustDomain() != td {
+				return fieldErr(fmt.Sprintf("%s.callers[%d]", at, j), "%q is not in trust domain %q", s, p.TrustDomain)
+			}
+		}
 		for j, s := range p.SANTrustDomains {
 			if _, err := spiffeid.TrustDomainFromString(s); err != nil {
 				return fieldErr(fmt.Sprintf("%s.sanTrustDomains[%d]", at, j), "%q: %v", s, err)

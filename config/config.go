@@ -187,6 +187,11 @@ type Peer struct {
 	Alias string `yaml:"alias"`
 	// SANTrustDomains are further trust domains the peer may name in sans.
 	SANTrustDomains []string `yaml:"sanTrustDomains"`
+	// Callers are the SPIFFE IDs of the peer allowed through the ingress
+	// gateway to services exported in terminate mode, usually its egress
+	// gateways' IDs; default any ID of its trust domain. (SPIFFEIDs are
+	// the IDs its agent may present on the Hamlet stream.)
+	Callers []string `yaml:"callers"`
 	// AllowLoopback accepts loopback endpoints from the peer: only for a
 	// peer on the same host (development, the local demo).
 	AllowLoopback bool `yaml:"allowLoopback"`

@@ -81,6 +81,7 @@ func TestParseErrorsNameFieldValueAndLine(t *testing.T) {
 		{"window out of range", "  deniedCIDRs: [10.0.0.0/8]", "  deniedCIDRs: [10.0.0.0/8]\n  window: 5000", "line 19: federation.window: 5000 is out of range 1-4096"},
 		{"key without cert", "    cert: certs/agent.pem\n", "", "line 3: identity.agent: both cert and key are needed"},
 		{"gateway without SVID", "  egress: {cert: certs/egress.pem, key: certs/egress-key.pem}\n", "", "line 2: identity: no egress files: the egress gateway needs an SVID"},
+		{"caller of another trust domain", "    dial: 127.0.0.1:16443", "    dial: 127.0.0.1:16443\n    callers: [spiffe://mesh-c.example/egress]", `line 23: peers[0].callers[0]: "spiffe://mesh-c.example/egress" is not in trust domain "mesh-b.example"`},
 		{"bad xds address", "  listen: 127.0.0.1:18000", "  listen: localhost", `line 26: xds.listen: "localhost"`},
 		{"relative unix socket", "  listen: 127.0.0.1:18000", "  listen: unix://xds.sock", `line 26: xds.listen: "unix://xds.sock": a unix socket needs an absolute path`},
 		{"port range reversed", "{from: 21000, to: 21099}", "{from: 21099, to: 21000}", "line 29: gateways.egress.ports: 21099-21000 is not a range of ports"},
