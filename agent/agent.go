@@ -45,7 +45,7 @@ type Agent struct {
 	XDS    *xds.Server
 	reg    *prometheus.Registry
 	// sources yield local services to export; sinks receive the imports.
-	sources   []registry.Source
+	sources   map[string]registry.Source
 	sinks     []registry.Sink
 	listening chan struct{}
 	// importsChanged wakes the loop that updates DNS and sinks.
@@ -96,7 +96,11 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger, reg *promethe
 		return nil, err
 	}
 	log.Info("restored imports from the store", zap.Int("imports", len(a.Catalog.Imports())), zap.String("path", cfg.Store.Path))
+	a.sources = map[string]registry.Source{}
 	if err := a.loadExports(); err != nil {
+		return nil, err
+	}
+	if err := a.consul(); err != nil {
 		return nil, err
 	}
 	// The first configuration is built from the restored state before

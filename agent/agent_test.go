@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -42,7 +43,7 @@ func newMesh(t *testing.T, root, name string) mesh {
 
 // config writes m's configuration federating with other; dial is other's
 // federation address, or empty when other dials m.
-func (m mesh) config(t *testing.T, other mesh, dial string) *config.Config {
+func (m mesh) config(t *testing.T, other mesh, dial string, extra ...string) *config.Config {
 	t.Helper()
 	y := fmt.Sprintf(`trustDomain: %[1]s
 identity:
@@ -67,7 +68,7 @@ admin:
   listen: 127.0.0.1:0
 dns:
   listen: 127.0.0.1:0
-`, m.td, other.td, filepath.Join(other.dir, "certs", "bundle.pem"), other.name, dial)
+`, m.td, other.td, filepath.Join(other.dir, "certs", "bundle.pem"), other.name, dial) + strings.Join(extra, "")
 	path := filepath.Join(m.dir, "meshfed.yaml")
 	require.NoError(t, os.WriteFile(path, []byte(y), 0o600))
 	c, err := config.Load(path)

@@ -15,6 +15,8 @@ import (
 	"github.com/meshfed/meshfed/config"
 	"github.com/meshfed/meshfed/dnsserver"
 	"github.com/meshfed/meshfed/model"
+	"github.com/meshfed/meshfed/registry"
+	"github.com/meshfed/meshfed/registry/consul"
 	"github.com/meshfed/meshfed/registry/file"
 )
 
@@ -45,9 +47,46 @@ func (a *Agent) loadExports() error {
 		return fmt.Errorf("exports.file: %w", err)
 	}
 	a.setExports(exports)
-	src := file.New(path, a.log)
-	a.sources = append(a.sources, src)
+	a.sources["exports.file"] = file.New(path, a.log)
 	return nil
+}
+
+// consul adds Consul as a source of exports and a sink of imports, as
+// configured.
+func (a *Agent) consul() error {
+	c := a.cfg.Consul
+	if c == nil {
+		return nil
+	}
+	log := a.log.Named("consul")
+	if c.Export != nil {
+		src, err := consul.NewSource(*c, log)
+		if err != nil {
+			return fmt.Errorf("consul: %w", err)
+		}
+		a.sources["consul"] = src
+	}
+	if c.Import != nil {
+		sink, err := consul.NewSink(*c, log)
+		if err != nil {
+			return fmt.Errorf("consul: %w", err)
+		}
+		a.sinks = append(a.sinks, sink)
+	}
+	return nil
+}
+
+// exportSource is every configured source as one.
+func (a *Agent) exportSource() registry.Source {
+	switch len(a.sources) {
+	case 0:
+		return nil
+	case 1:
+		for _, s := range a.sources {
+			return s
+		}
+	}
+	return registry.Merge(a.log, a.sources)
 }
 
 // setExports offers exports to peers, warning of consumers that are not

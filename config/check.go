@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -9,6 +10,8 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/meshfed/meshfed/registry"
 )
 
 // fieldError is a configuration error at a field path such as
@@ -125,7 +128,19 @@ func (c *Config) check() error {
 			return fieldErr(fmt.Sprintf("%s.maxServices", at), "%d is negative", p.MaxServices)
 		}
 	}
-	return c.checkServing()
+	if err := c.checkServing(); err != nil {
+		return err
+	}
+	if c.Consul != nil {
+		if err := c.Consul.Check(); err != nil {
+			var fe *registry.FieldError
+			if errors.As(err, &fe) {
+				return fieldErr("consul."+fe.Path, "%s", fe.Msg)
+			}
+			return fieldErr("consul", "%v", err)
+		}
+	}
+	return nil
 }
 
 // checkServing checks what the agent serves locally: xDS, admin, DNS and

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/meshfed/meshfed/registry/consul"
 )
 
 // Config is one agent's configuration. examples/meshfed.yaml documents every
@@ -35,6 +37,9 @@ type Config struct {
 	DNS            DNS             `yaml:"dns"`
 	Gateways       Gateways        `yaml:"gateways"`
 	Exports        Exports         `yaml:"exports"`
+	// Consul, when set, exports Consul services (consul.export) and
+	// registers the imports in the Consul catalog (consul.import).
+	Consul *consul.Config `yaml:"consul"`
 }
 
 // XDS is the ADS server the gateways connect to.
@@ -319,6 +324,15 @@ func (c *Config) defaults(dir string) {
 	}
 	rel(&c.Store.Path)
 	rel(&c.Exports.File)
+	if c.Consul != nil {
+		c.Consul.Default()
+		rel(&c.Consul.TokenFile)
+		if t := c.Consul.TLS; t != nil {
+			rel(&t.CAFile)
+			rel(&t.CertFile)
+			rel(&t.KeyFile)
+		}
+	}
 	for _, f := range []*Files{c.Identity.Agent, c.Identity.Egress, c.Identity.Ingress} {
 		if f != nil {
 			rel(&f.Cert)

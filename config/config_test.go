@@ -41,6 +41,10 @@ gateways:
     ports: {from: 21000, to: 21099}
 exports:
   file: services.yaml
+consul:
+  tokenFile: consul.token
+  export: {tag: meshfed-export, domainSuffix: consul.mesh-a.example, consumers: [mesh-b]}
+  import: {}
 `
 
 func TestParseValidAppliesDefaultsAndRelativePaths(t *testing.T) {
@@ -62,6 +66,9 @@ func TestParseValidAppliesDefaultsAndRelativePaths(t *testing.T) {
 	assert.Equal(t, PortRange{From: 21000, To: 21099}, c.Gateways.Egress.Ports)
 	assert.Equal(t, Endpoint{Address: "127.0.0.1", Port: 15444}, c.Gateways.Ingress.Listen)
 	assert.Empty(t, c.DNS.Listen, "DNS is off unless configured")
+	assert.Equal(t, "/etc/meshfed/consul.token", c.Consul.TokenFile)
+	assert.Equal(t, "127.0.0.1:8500", c.Consul.Address)
+	assert.Equal(t, "{name}-{peer}", c.Consul.Import.NameTemplate)
 }
 
 func TestParseErrorsNameFieldValueAndLine(t *testing.T) {
@@ -82,6 +89,7 @@ func TestParseErrorsNameFieldValueAndLine(t *testing.T) {
 		{"key without cert", "    cert: certs/agent.pem\n", "", "line 3: identity.agent: both cert and key are needed"},
 		{"gateway without SVID", "  egress: {cert: certs/egress.pem, key: certs/egress-key.pem}\n", "", "line 2: identity: no egress files: the egress gateway needs an SVID"},
 		{"caller of another trust domain", "    dial: 127.0.0.1:16443", "    dial: 127.0.0.1:16443\n    callers: [spiffe://mesh-c.example/egress]", `line 23: peers[0].callers[0]: "spiffe://mesh-c.example/egress" is not in trust domain "mesh-b.example"`},
+		{"consul export selecting nothing", "{tag: meshfed-export, domainSuffix", "{domainSuffix", "line 34: consul.export: selects nothing: set services, tag or meta"},
 		{"bad xds address", "  listen: 127.0.0.1:18000", "  listen: localhost", `line 26: xds.listen: "localhost"`},
 		{"relative unix socket", "  listen: 127.0.0.1:18000", "  listen: unix://xds.sock", `line 26: xds.listen: "unix://xds.sock": a unix socket needs an absolute path`},
 		{"port range reversed", "{from: 21000, to: 21099}", "{from: 21099, to: 21000}", "line 29: gateways.egress.ports: 21099-21000 is not a range of ports"},

@@ -1,0 +1,220 @@
+package consul
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"regexp"
+	"strings"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/meshfed/meshfed/model"
+	"github.com/meshfed/meshfed/registry"
+)
+
+// Config says how to reach Consul and what to do there. It is plain YAML so
+// that the agent's configuration can embed it as is.
+type Config struct {
+	// Address is host:port or http(s)://host:port; default 127.0.0.1:8500.
+	Address    string `yaml:"address"`
+	Datacenter string `yaml:"datacenter"`
+	// TokenFile holds the ACL token; without it, $CONSUL_HTTP_TOKEN. The
+	// token is never logged, nor put in an error.
+	TokenFile string     `yaml:"tokenFile"`
+	TLS       *TLSConfig `yaml:"tls"`
+	// Export selects Consul services to export; nil exports nothing.
+	Export *ExportConfig `yaml:"export"`
+	// Import registers imported services in Consul; nil registers nothing.
+	Import *ImportConfig `yaml:"import"`
+}
+
+// TLSConfig is the TLS of the Consul HTTP API.
+type TLSConfig struct {
+	CAFile     string `yaml:"caFile"`
+	CertFile   string `yaml:"certFile"`
+	KeyFile    string `yaml:"keyFile"`
+	ServerName string `yaml:"serverName"`
+}
+
+// ExportConfig selects the Consul services to export: those named, those
+// with an instance carrying the tag, and those with an instance carrying
+// the meta key=value. Only the instances selected, and passing their
+// checks, become endpoints.
+type ExportConfig struct {
+	Services []string `yaml:"services"`
+	Tag      string   `yaml:"tag"`  // such as meshfed-export
+	Meta     string   `yaml:"meta"` // key=value, such as meshfed-export=true
+	// Consumers are the peers allowed to import each service, unless the
+	// service's meta meshfed-consumers=a,b says otherwise.
+	Consumers []string `yaml:"consumers"`
+	// Mode is terminate (default) or passthrough.
+	Mode string `yaml:"mode"`
+	// DomainSuffix makes each service's fqdn: <service>.<domainSuffix>.
+	DomainSuffix string `yaml:"domainSuffix"`
+	// OnEmpty is what happens to a service that loses its last passing
+	// instance, or leaves the catalog: delete (default) withdraws it; keep
+	// goes on exporting its last endpoints (see the package doc).
+	OnEmpty string `yaml:"onEmpty"`
+}
+
+// ImportConfig says how imported services are named in Consul.
+type ImportConfig struct {
+	// NameTemplate makes the Consul service name from {name} (the owner's
+	// service name) and {peer}; default "{name}-{peer}".
+	NameTemplate string `yaml:"nameTemplate"`
+	// NodePrefix makes the node of each peer's services: <prefix><peer>;
+	// default "meshfed-".
+	NodePrefix string `yaml:"nodePrefix"`
+}
+
+// The OnEmpty values.
+const (
+	OnEmptyDelete = "delete"
+	OnEmptyKeep   = "keep"
+)
+
+// Default sets every default; Check expects them set.
+func (c *Config) Default() {
+	if c.Address == "" {
+		c.Address = "127.0.0.1:8500"
+	}
+	if e := c.Export; e != nil {
+		if e.Mode == "" {
+			e.Mode = string(model.Terminate)
+		}
+		if e.OnEmpty == "" {
+			e.OnEmpty = OnEmptyDelete
+		}
+	}
+	if i := c.Import; i != nil {
+		if i.NameTemplate == "" {
+			i.NameTemplate = "{name}-{peer}"
+		}
+		if i.NodePrefix == "" {
+			i.NodePrefix = "meshfed-"
+		}
+	}
+}
+
+var placeholder = regexp.MustCompile(`\{[^}]*\}`)
+
+// Check refuses what cannot work, as a *registry.FieldError whose path is
+// relative to the Config (export.domainSuffix), for the embedding
+// configuration to prefix and place.
+func (c *Config) Check() error {
+	bad := func(path, format string, args ...any) error {
+		return &registry.FieldError{Path: path, Msg: fmt.Sprintf(format, args...)}
+	}
+	if _, _, err := splitAddress(c.Address); err != nil {
+		return bad("address", "%q: %v", c.Address, err)
+	}
+	if t := c.TLS; t != nil && (t.CertFile == "") != (t.KeyFile == "") {
+		return bad("tls", "certFile and keyFile go together")
+	}
+	if e := c.Export; e != nil {
+		if len(e.Services) == 0 && e.Tag == "" && e.Meta == "" {
+			return bad("export", "selects nothing: set services, tag or meta")
+		}
+		for i, s := range e.Services {
+			if !registry.IsLabel(s) {
+				return bad(fmt.Sprintf("export.services[%d]", i), "%q is not a DNS label, which an exported service name must be", s)
+			}
+		}
+		if k, _, ok := strings.Cut(e.Meta, "="); e.Meta != "" && (!ok || k == "") {
+			return bad("export.meta", "%q is not key=value", e.Meta)
+		}
+		for i, p := range e.Consumers {
+			if p == "" {
+				return bad(fmt.Sprintf("export.consumers[%d]", i), "empty")
+			}
+		}
+		if e.Mode != string(model.Terminate) && e.Mode != string(model.Passthrough) {
+			return bad("export.mode", "%q is not one of terminate passthrough", e.Mode)
+		}
+		if e.DomainSuffix == "" {
+			return bad("export.domainSuffix", "required: fqdns are <service>.<domainSuffix>")
+		}
+		if !registry.IsFQDN("x." + e.DomainSuffix) {
+			return bad("export.domainSuffix", "%q is not a lowercase DNS name", e.DomainSuffix)
+		}
+		if e.OnEmpty != OnEmptyDelete && e.OnEmpty != OnEmptyKeep {
+			return bad("export.onEmpty", "%q is not one of delete keep", e.OnEmpty)
+		}
+	}
+	if i := c.Import; i != nil {
+		if !strings.Contains(i.NameTemplate, "{name}") {
+			return bad("import.nameTemplate", "%q lacks {name}: every import would get one name", i.NameTemplate)
+		}
+		for _, p := range placeholder.FindAllString(i.NameTemplate, -1) {
+			if p != "{name}" && p != "{peer}" {
+				return bad("import.nameTemplate", "%q: unknown placeholder %s; known: {name} {peer}", i.NameTemplate, p)
+			}
+		}
+		if !registry.IsLabel(i.NodePrefix + "x") {
+			return bad("import.nodePrefix", "%q does not make DNS labels", i.NodePrefix)
+		}
+	}
+	return nil
+}
+
+// splitAddress returns the scheme and host:port of an address.
+func splitAddress(addr string) (scheme, hostPort string, err error) {
+	scheme, hostPort = "http", addr
+	if s, rest, ok := strings.Cut(addr, "://"); ok {
+		if s != "http" && s != "https" {
+			return "", "", fmt.Errorf("scheme %q is not http or https", s)
+		}
+		scheme, hostPort = s, rest
+	}
+	if _, _, err := net.SplitHostPort(hostPort); err != nil {
+		return "", "", err
+	}
+	return scheme, hostPort, nil
+}
+
+// client builds the API client. c is defaulted and checked.
+func (c *Config) client() (*api.Client, error) {
+	token, err := c.token()
+	if err != nil {
+		return nil, err
+	}
+	scheme, hostPort, err := splitAddress(c.Address)
+	if err != nil {
+		return nil, err
+	}
+	// DefaultConfig brings the usual CONSUL_* environment where this
+	// configuration is silent.
+	ac := api.DefaultConfig()
+	ac.Address, ac.Scheme, ac.Datacenter = hostPort, scheme, c.Datacenter
+	if token != "" {
+		ac.Token = token
+	}
+	if t := c.TLS; t != nil {
+		if scheme == "http" && !strings.Contains(c.Address, "://") {
+			ac.Scheme = "https"
+		}
+		ac.TLSConfig = api.TLSConfig{Address: t.ServerName, CAFile: t.CAFile, CertFile: t.CertFile, KeyFile: t.KeyFile}
+	}
+	cl, err := api.NewClient(ac)
+	if err != nil {
+		return nil, fmt.Errorf("consul client: %w", err)
+	}
+	return cl, nil
+}
+
+// token reads the ACL token. Its errors name the file, never the content.
+func (c *Config) token() (string, error) {
+	if c.TokenFile == "" {
+		return os.Getenv("CONSUL_HTTP_TOKEN"), nil
+	}
+	b, err := os.ReadFile(c.TokenFile)
+	if err != nil {
+		return "", fmt.Errorf("consul token: %w", err)
+	}
+	t := strings.TrimSpace(string(b))
+	if t == "" {
+		return "", fmt.Errorf("consul token: %s is empty", c.TokenFile)
+	}
+	return t, nil
+}

@@ -1,0 +1,278 @@
+package consul
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/hashicorp/consul/api"
+	"go.uber.org/zap"
+
+	"github.com/meshfed/meshfed/registry"
+)
+
+// The meta the sink puts on what it registers. metaManaged on a node (and
+// on each service) is how it finds, after a restart, what it registered
+// before, and how it knows what is not its own to touch.
+const (
+	metaManaged   = "meshfed-managed"
+	metaPeer      = "meshfed-peer"
+	metaName      = "meshfed-name"
+	metaFQDN      = "meshfed-fqdn"
+	metaLocalFQDN = "meshfed-local-fqdn"
+	metaInstance  = "meshfed-instance"
+	// metaExternal marks a node that has no Consul agent, which tools such
+	// as consul-esm look for.
+	metaExternal = "external-node"
+	// maxTxnOps is the most operations Consul takes in one transaction.
+	maxTxnOps = 64
+)
+
+// Sink is a registry.Sink that registers imports in the Consul catalog,
+// each peer's on a node of its own with no agent (an external node).
+type Sink struct {
+	client *api.Client
+	cfg    ImportConfig
+	log    *zap.Logger
+	mu     sync.Mutex // one Sync at a time: each plans from what it reads
+}
+
+// NewSink checks cfg, which must have Import, and connects nothing yet.
+func NewSink(cfg Config, log *zap.Logger) (*Sink, error) {
+	if cfg.Import == nil {
+		return nil, errors.New("consul: import is not configured")
+	}
+	imp := *cfg.Import
+	cfg.Import = &imp
+	cfg.Default()
+	if err := cfg.Check(); err != nil {
+		return nil, fmt.Errorf("consul: %w", err)
+	}
+	client, err := cfg.client()
+	if err != nil {
+		return nil, err
+	}
+	return &Sink{client: client, cfg: imp, log: log}, nil
+}
+
+// node is a synthetic node's services, by service id.
+type node struct {
+	address  string
+	meta     map[string]string
+	services map[string]*api.AgentService
+}
+
+// Sync implements registry.Sink: it reads what it registered before
+// (whichever process did), and writes the difference in transactions.
+func (s *Sink) Sync(ctx context.Context, imports []registry.Imported) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	want := s.desired(imports)
+	have, err := s.current(ctx)
+	if err != nil {
+		return err
+	}
+	ops, conflicts, err := s.plan(ctx, want, have)
+	if err != nil {
+		return err
+	}
+	if err := s.apply(ctx, ops); err != nil {
+		return err
+	}
+	return errors.Join(conflicts...)
+}
+
+// desired is the catalog the imports call for. An import that cannot be
+// registered is logged and left out, so that it does not hold up others.
+func (s *Sink) desired(imports []registry.Imported) map[string]*node {
+	sorted := slices.Clone(imports)
+	slices.SortFunc(sorted, func(a, b registry.Imported) int {
+		return strings.Compare(a.Peer+"\x00"+a.Name+"\x00"+a.Instance, b.Peer+"\x00"+b.Name+"\x00"+b.Instance)
+	})
+	want := map[string]*node{}
+	owner := map[string]string{} // Consul service name → peer/name that has it
+	for _, im := range sorted {
+		name := strings.ToLower(strings.NewReplacer("{name}", im.Name, "{peer}", im.Peer).Replace(s.cfg.NameTemplate))
+		nodeName := s.cfg.NodePrefix + im.Peer
+		skip := func(why string) {
+			s.log.Warn("import not registered in consul", zap.String("peer", im.Peer), zap.String("service", im.Name),
+				zap.String("instance", im.Instance), zap.String("why", why))
+		}
+		switch {
+		case !registry.IsLabel(name):
+			skip(fmt.Sprintf("the name template makes %q, which is not a DNS label", name))
+			continue
+		case !registry.IsLabel(nodeName):
+			skip(fmt.Sprintf("node name %q is not a DNS label", nodeName))
+			continue
+		case im.Instance == "" || im.Port == 0 || im.Port > 65535 || registry.CheckAddress(im.Address) != "" || im.Address == "":
+			skip(fmt.Sprintf("instance %q at %q port %d is not an address to register", im.Instance, im.Address, im.Port))
+			continue
+		}
+		if o, ok := owner[name]; ok && o != im.Peer+"/"+im.Name {
+			skip(fmt.Sprintf("service name %q is taken by %s; the name template should hold {peer}", name, o))
+			continue
+		}
+		owner[name] = im.Peer + "/" + im.Name
+		n := want[nodeName]
+		if n == nil {
+			n = &node{address: im.Address, meta: map[string]string{metaManaged: "true", metaExternal: "true"}, services: map[string]*api.AgentService{}}
+			want[nodeName] = n
+		}
+		// A service name is a DNS label, so the ':' makes ids unique.
+		id := name + ":" + im.Instance
+		n.services[id] = &api.AgentService{
+			ID:      id,
+			Service: name,
+			// The instance and protocol as tags make DNS queries such as
+			// http.inventory-mesh-b.service.consul possible.
+			Tags:    dedupe(im.Instance, strings.ToLower(string(im.Protocol)), "peer-"+im.Peer, importTag),
+			Address: im.Address,
+			Port:    int(im.Port),
+			Meta: map[string]string{
+				metaManaged: "true", metaPeer: im.Peer, metaName: im.Name, metaFQDN: im.FQDN,
+				metaLocalFQDN: im.LocalFQDN, metaInstance: im.Instance, MetaProtocol: string(im.Protocol),
+			},
+		}
+	}
+	return want
+}
+
+func dedupe(tags ...string) []string {
+	var out []string
+	for _, t := range tags {
+		if t != "" && !slices.Contains(out, t) {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// current reads the nodes the sink registered, by their meta, with every
+// service on them (someone else's included, which plan leaves alone).
+func (s *Sink) current(ctx context.Context) (map[string]*node, error) {
+	q := (&api.QueryOptions{NodeMeta: map[string]string{metaManaged: "true"}}).WithContext(ctx)
+	nodes, _, err := s.client.Catalog().Nodes(q)
+	if err != nil {
+		return nil, fmt.Errorf("consul: listing the nodes meshfed registered: %w", err)
+	}
+	have := map[string]*node{}
+	for _, n := range nodes {
+		cn, _, err := s.client.Catalog().Node(n.Node, (&api.QueryOptions{}).WithContext(ctx))
+		if err != nil {
+			return nil, fmt.Errorf("consul: reading node %q: %w", n.Node, err)
+		}
+		if cn == nil || cn.Node == nil {
+			continue // gone since the listing
+		}
+		have[n.Node] = &node{address: cn.Node.Address, meta: cn.Node.Meta, services: cn.Services}
+	}
+	return have, nil
+}
+
+// plan lists the operations that turn have into want, in the order a
+// transaction needs them: nodes before their services, deletions last.
+// A node of the desired name that meshfed did not register is a conflict:
+// its imports are left out, and the node untouched.
+func (s *Sink) plan(ctx context.Context, want, have map[string]*node) (ops api.TxnOps, conflicts []error, err error) {
+	var sets, deletes api.TxnOps
+	for _, name := range slices.Sorted(maps.Keys(want)) {
+		w, h := want[name], have[name]
+		if h == nil {
+			cn, _, err := s.client.Catalog().Node(name, (&api.QueryOptions{}).WithContext(ctx))
+			if err != nil {
+				return nil, nil, fmt.Errorf("consul: reading node %q: %w", name, err)
+			}
+			if cn != nil && cn.Node != nil {
+				conflicts = append(conflicts, fmt.Errorf("consul: node %q exists and meshfed did not register it: its %d imports are not registered", name, len(w.services)))
+				continue
+			}
+		}
+		if h == nil || h.address != w.address || !maps.Equal(h.meta, w.meta) {
+			ops = append(ops, &api.TxnOp{Node: &api.NodeTxnOp{Verb: api.NodeSet, Node: api.Node{Node: name, Address: w.address, Meta: w.meta}}})
+		}
+		for _, id := range slices.Sorted(maps.Keys(w.services)) {
+			if h == nil || !sameService(h.services[id], w.services[id]) {
+				sets = append(sets, &api.TxnOp{Service: &api.ServiceTxnOp{Verb: api.ServiceSet, Node: name, Service: *w.services[id]}})
+			}
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(have)) {
+		h, w := have[name], want[name]
+		foreign := false
+		var ours []string
+		for _, id := range slices.Sorted(maps.Keys(h.services)) {
+			switch {
+			case h.services[id].Meta[metaManaged] != "true":
+				foreign = true
+			case w == nil || w.services[id] == nil:
+				ours = append(ours, id)
+			}
+		}
+		if w == nil && !foreign {
+			deletes = append(deletes, &api.TxnOp{Node: &api.NodeTxnOp{Verb: api.NodeDelete, Node: api.Node{Node: name}}})
+			continue
+		}
+		for _, id := range ours {
+			// Consul wants the name with the id, though the id is enough.
+			svc := api.AgentService{ID: id, Service: h.services[id].Service}
+			deletes = append(deletes, &api.TxnOp{Service: &api.ServiceTxnOp{Verb: api.ServiceDelete, Node: name, Service: svc}})
+		}
+	}
+	return append(append(ops, sets...), deletes...), conflicts, nil
+}
+
+func sameService(a, b *api.AgentService) bool {
+	return a != nil && a.Service == b.Service && a.Address == b.Address && a.Port == b.Port &&
+		slices.Equal(a.Tags, b.Tags) && maps.Equal(a.Meta, b.Meta)
+}
+
+// apply writes ops in transactions of at most maxTxnOps. Consul checks a
+// transaction's ACLs before it applies any of it, and applies all or
+// nothing, so a token that may not write one of the operations gets an
+// error and changes nothing. Beyond maxTxnOps the transactions go in order
+// and stop at the first that fails; the next Sync finishes the work.
+func (s *Sink) apply(ctx context.Context, ops api.TxnOps) error {
+	if len(ops) == 0 {
+		return nil
+	}
+	n := (len(ops) + maxTxnOps - 1) / maxTxnOps
+	for i := range n {
+		batch := ops[i*maxTxnOps : min(len(ops), (i+1)*maxTxnOps)]
+		ok, resp, _, err := s.client.Txn().Txn(batch, (&api.QueryOptions{}).WithContext(ctx))
+		where := fmt.Sprintf("consul: registering imports, transaction %d of %d (%d operations, first: %s)", i+1, n, len(batch), describe(batch[0]))
+		if i > 0 {
+			where += fmt.Sprintf(" after %d applied", i)
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", where, err)
+		}
+		if !ok {
+			var why []string
+			for _, e := range resp.Errors {
+				op := "?"
+				if e.OpIndex >= 0 && e.OpIndex < len(batch) {
+					op = describe(batch[e.OpIndex])
+				}
+				why = append(why, fmt.Sprintf("%s: %s", op, e.What))
+			}
+			return fmt.Errorf("%s: refused, nothing of it written: %s", where, strings.Join(why, "; "))
+		}
+	}
+	s.log.Info("consul catalog synced", zap.Int("operations", len(ops)), zap.Int("transactions", n))
+	return nil
+}
+
+func describe(op *api.TxnOp) string {
+	switch {
+	case op.Node != nil:
+		return fmt.Sprintf("%s node %s", op.Node.Verb, op.Node.Node.Node)
+	case op.Service != nil:
+		return fmt.Sprintf("%s service %s on node %s", op.Service.Verb, op.Service.Service.ID, op.Service.Node)
+	}
+	return "operation"
+}
