@@ -49,7 +49,7 @@ func roles(id string) (cache.Role, bool) {
 	return "", false
 }
 
-func testSecrets(t *testing.T) snapshot.Secrets {
+func testSecrets(t testing.TB) snapshot.Secrets {
 	t.Helper()
 	s := snapshot.Secrets{SVIDs: map[snapshot.Role]snapshot.SVID{}, Bundles: map[string]string{}}
 	for _, td := range []string{"mesh-a.example", "mesh-b.example"} {
