@@ -36,13 +36,20 @@ consul:
 	@command -v consul >/dev/null || scripts/install-consul.sh $(CONSUL_DIR) || \
 		echo "WARNING: could not install Consul into $(CONSUL_DIR); the Consul tests will skip"
 
-## bench: meshfed against the go-control-plane baselines, up to 10,000 services and 100 gateways.
+## bench: meshfed against the go-control-plane baselines, up to 10,000
+## services and 100 gateways (about 3 minutes on 2 cores); results in bench/results.
 bench:
-	$(GO) run ./bench/cmd/meshfed-bench $(BENCH_FLAGS)
+	$(GO) run ./bench/cmd/meshfed-bench \
+		-plan 'n=1000,10000 m=10' \
+		-plan 'n=10000 m=100 modes=delta workloads=cold,single' \
+		-plan 'n=10000 m=100 systems=snapshot modes=sotw workloads=cold,single' \
+		-single-budget 3s -sync-n 10000 -out bench/results $(BENCH_FLAGS)
 
 ## bench-full: the same up to 100,000 services.
 bench-full:
-	$(GO) run ./bench/cmd/meshfed-bench -full $(BENCH_FLAGS)
+	$(GO) run ./bench/cmd/meshfed-bench \
+		-plan 'n=1000,10000,100000 m=10' -plan 'n=10000 m=100' \
+		-sync-n 1000,10000 -out bench/results $(BENCH_FLAGS)
 
 test-short:
 	$(GO) test -short ./...

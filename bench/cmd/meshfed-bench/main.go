@@ -1,0 +1,170 @@
+// Command meshfed-bench measures meshfed's snapshot and xDS stack against
+// the plain go-control-plane baselines and writes a table to stdout, and a
+// JSON report and plots under -out. See package bench.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/meshfed/meshfed/bench"
+)
+
+func main() {
+	if code, ok := bench.Child(); ok {
+		os.Exit(code)
+	}
+	os.Exit(run())
+}
+
+func run() int {
+	var (
+		o                                 bench.Options
+		n, m, systems, modes, workloads   string
+		syncN, syncWindows                string
+		out                               string
+		noSync, noNetem                   bool
+		singleBudget, churnDur, holdoff   time.Duration
+		waitTimeout, netemDelay, syncWait time.Duration
+	)
+	var plans planFlag
+	flag.Var(&plans, "plan", "a set of runs, repeatable: 'n=10000 m=100 systems=meshfed,linear modes=delta workloads=single'; what it leaves out comes from -n, -m, -systems, -modes and -workloads")
+	flag.StringVar(&n, "n", "1000,10000", "catalog sizes N, comma-separated")
+	flag.StringVar(&m, "m", "10,100", "numbers of gateways M, comma-separated")
+	flag.StringVar(&systems, "systems", strings.Join(bench.Systems, ","), "systems to measure")
+	flag.StringVar(&modes, "modes", "delta,sotw", "xDS modes")
+	flag.StringVar(&workloads, "workloads", strings.Join(bench.Workloads, ","), "workloads (cold always runs)")
+	flag.IntVar(&o.SingleChanges, "single", 40, "most changes of the single-change workload")
+	flag.DurationVar(&singleBudget, "single-budget", 5*time.Second, "time after which the single-change workload stops (at least 3 changes)")
+	flag.Float64Var(&o.ChurnRate, "churn-rate", 50, "churn changes per second")
+	flag.DurationVar(&churnDur, "churn-duration", 2*time.Second, "churn duration")
+	flag.Float64Var(&o.BurstFraction, "burst", 0.1, "fraction of N changed in the one-second burst")
+	flag.DurationVar(&holdoff, "holdoff", time.Millisecond, "meshfed runner holdoff")
+	flag.DurationVar(&waitTimeout, "wait", 2*time.Minute, "longest wait for one change to reach every gateway")
+	flag.BoolVar(&o.InProcessClients, "in-process", false, "run the gateways in this process (heap and CPU then include theirs)")
+	flag.StringVar(&o.StoreDir, "store-dir", "", "directory of the xDS runs' stores (default /dev/shm when present)")
+	flag.Uint64Var(&o.Seed, "seed", 1, "seed of the generated catalog and changes")
+	flag.BoolVar(&noSync, "no-sync", false, "skip the catalog sync benchmark")
+	flag.BoolVar(&o.NoXDS, "sync-only", false, "run the catalog sync benchmark only")
+	flag.StringVar(&syncN, "sync-n", "1000", "catalog sizes of the sync benchmark")
+	flag.StringVar(&syncWindows, "sync-windows", "1,64", "consumer windows of the sync benchmark (1 is the specification)")
+	flag.StringVar(&o.Sync.StoreDir, "sync-store-dir", "", "directory of the sync consumer's store (default the temporary directory)")
+	flag.BoolVar(&noNetem, "no-netem", false, "skip the sync over a link with netem latency (root only)")
+	flag.DurationVar(&netemDelay, "netem-delay", 25*time.Millisecond, "netem delay each way; negative: the namespace without netem")
+	flag.DurationVar(&syncWait, "sync-wait", 5*time.Minute, "longest wait for one sync")
+	flag.StringVar(&out, "out", "bench/results", "directory of the JSON report and the plots")
+	flag.Parse()
+
+	var err error
+	if o.Services, err = ints(n); err != nil {
+		return usage("-n", err)
+	}
+	if o.Gateways, err = ints(m); err != nil {
+		return usage("-m", err)
+	}
+	if o.Sync.Services, err = ints(syncN); err != nil {
+		return usage("-sync-n", err)
+	}
+	if o.Sync.Windows, err = ints(syncWindows); err != nil {
+		return usage("-sync-windows", err)
+	}
+	o.Systems, o.Modes, o.Workloads = list(systems), list(modes), list(workloads)
+	o.Plans = plans
+	o.SingleBudget, o.ChurnDuration, o.Holdoff, o.WaitTimeout = singleBudget, churnDur, holdoff, waitTimeout
+	o.Sync.Skip, o.Sync.NoNetem, o.Sync.NetemDelay, o.Sync.Timeout = noSync, noNetem, netemDelay, syncWait
+	o.Command = strings.Join(os.Args, " ")
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	rep, err := bench.Run(ctx, o)
+	if rep == nil {
+		fmt.Fprintln(os.Stderr, "meshfed-bench:", err)
+		return 1
+	}
+	if werr := rep.WriteTable(os.Stdout); werr != nil {
+		fmt.Fprintln(os.Stderr, "meshfed-bench:", werr)
+		return 1
+	}
+	files, werr := rep.Write(out)
+	for _, f := range files {
+		fmt.Fprintln(os.Stderr, "wrote", f)
+	}
+	if werr != nil {
+		fmt.Fprintln(os.Stderr, "meshfed-bench:", werr)
+		return 1
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "meshfed-bench:", err)
+		return 1
+	}
+	return 0
+}
+
+func usage(flagName string, err error) int {
+	fmt.Fprintf(os.Stderr, "meshfed-bench: %s: %v\n", flagName, err)
+	return 2
+}
+
+func list(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+func ints(s string) ([]int, error) {
+	var out []int
+	for _, f := range list(s) {
+		v, err := strconv.Atoi(strings.ReplaceAll(f, "_", ""))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+// planFlag collects -plan values.
+type planFlag []bench.Plan
+
+func (p *planFlag) String() string { return fmt.Sprint(*p) }
+
+func (p *planFlag) Set(v string) error {
+	var pl bench.Plan
+	for _, field := range strings.Fields(v) {
+		k, val, ok := strings.Cut(field, "=")
+		if !ok {
+			return fmt.Errorf("%q: want key=value", field)
+		}
+		var err error
+		switch k {
+		case "n":
+			pl.Services, err = ints(val)
+		case "m":
+			pl.Gateways, err = ints(val)
+		case "systems":
+			pl.Systems = list(val)
+		case "modes":
+			pl.Modes = list(val)
+		case "workloads":
+			pl.Workloads = list(val)
+		default:
+			return fmt.Errorf("%q: unknown key (want n, m, systems, modes, workloads)", k)
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", k, err)
+		}
+	}
+	*p = append(*p, pl)
+	return nil
+}

@@ -1,0 +1,104 @@
+package bench
+
+import (
+	"math"
+	"runtime"
+	"slices"
+	"syscall"
+	"time"
+)
+
+// usage is a reading of what this process spent.
+type usage struct {
+	wall   time.Time
+	cpu    time.Duration
+	allocs uint64
+}
+
+func readUsage() usage {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru) // cannot fail with RUSAGE_SELF
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return usage{
+		wall:   time.Now(),
+		cpu:    time.Duration(ru.Utime.Nano() + ru.Stime.Nano()),
+		allocs: ms.Mallocs,
+	}
+}
+
+// heap collects garbage and returns the live heap.
+func heap() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
+}
+
+// Latency summarizes the latencies of a workload, in milliseconds.
+type Latency struct {
+	Count int     `json:"count"`
+	P50   float64 `json:"p50Ms"`
+	P99   float64 `json:"p99Ms"`
+	Max   float64 `json:"maxMs"`
+	// TimedOut changes never reached every gateway within the wait limit.
+	TimedOut int `json:"timedOut,omitempty"`
+}
+
+func summarize(ds []time.Duration, timedOut int) Latency {
+	l := Latency{Count: len(ds), TimedOut: timedOut}
+	if len(ds) == 0 {
+		return l
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	l.P50 = ms(quantile(s, 0.50))
+	l.P99 = ms(quantile(s, 0.99))
+	l.Max = ms(s[len(s)-1])
+	return l
+}
+
+// quantile of sorted s, nearest rank.
+func quantile(s []time.Duration, q float64) time.Duration {
+	i := int(math.Ceil(q*float64(len(s)))) - 1
+	return s[max(0, min(i, len(s)-1))]
+}
+
+// Cost is what a workload cost the control plane's process, per update.
+type Cost struct {
+	Updates int `json:"updates"`
+	// CPUMs is process CPU time (user and system) per update, in ms.
+	CPUMs float64 `json:"cpuMsPerUpdate"`
+	// Allocs is heap allocations per update.
+	Allocs float64 `json:"allocsPerUpdate"`
+	// WireBytes per update per gateway, read from the connections.
+	WireBytes float64 `json:"wireBytesPerUpdatePerGateway"`
+}
+
+func cost(before, after usage, updates int, wireBefore, wireAfter int64, gateways int) Cost {
+	if updates == 0 {
+		return Cost{}
+	}
+	n := float64(updates)
+	return Cost{
+		Updates:   updates,
+		CPUMs:     float64(after.cpu-before.cpu) / float64(time.Millisecond) / n,
+		Allocs:    float64(after.allocs-before.allocs) / n,
+		WireBytes: float64(wireAfter-wireBefore) / n / float64(max(gateways, 1)),
+	}
+}
+
+func (s spent) cost(updates, gateways int) Cost {
+	if updates == 0 {
+		return Cost{}
+	}
+	n := float64(updates)
+	return Cost{
+		Updates:   updates,
+		CPUMs:     float64(s.cpu) / float64(time.Millisecond) / n,
+		Allocs:    float64(s.allocs) / n,
+		WireBytes: float64(s.wire) / n / float64(max(gateways, 1)),
+	}
+}

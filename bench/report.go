@@ -1,0 +1,344 @@
+package bench
+
+import (
+	"cmp"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"text/tabwriter"
+)
+
+// find returns the run of a system in a mode at N and M, if any.
+func (r *Report) find(system, mode string, n, m int) *RunResult {
+	for _, run := range r.Runs {
+		if run.System == system && run.Mode == mode && run.Services == n && run.Gateways == m {
+			return run
+		}
+	}
+	return nil
+}
+
+type figure struct {
+	label string
+	get   func(*RunResult) (float64, bool)
+	// format of the value; ratios are shown for numeric figures only.
+	format string
+}
+
+func latency(w func(*RunResult) *Workload, q func(Latency) float64) func(*RunResult) (float64, bool) {
+	return func(r *RunResult) (float64, bool) {
+		wl := w(r)
+		if wl == nil || wl.Latency.Count == 0 {
+			return 0, false
+		}
+		return q(wl.Latency), true
+	}
+}
+
+func phase(p func(*RunResult) *Phase) func(*RunResult) (float64, bool) {
+	return func(r *RunResult) (float64, bool) {
+		ph := p(r)
+		if ph == nil || ph.TimedOut {
+			return 0, false
+		}
+		return ph.Ms, true
+	}
+}
+
+func single(r *RunResult) *Workload { return r.Single }
+func churnW(r *RunResult) *Workload { return r.Churn }
+func burstW(r *RunResult) *Workload { return r.Burst }
+func p50(l Latency) float64         { return l.P50 }
+func p99(l Latency) float64         { return l.P99 }
+func maxL(l Latency) float64        { return l.Max }
+
+func scoped(sc string, q func(Latency) float64) func(*RunResult) (float64, bool) {
+	return func(r *RunResult) (float64, bool) {
+		if r.Single == nil {
+			return 0, false
+		}
+		l, ok := r.Single.ByScope[sc]
+		if !ok || l.Count == 0 {
+			return 0, false
+		}
+		return q(l), true
+	}
+}
+
+func spentOn(w func(*RunResult) *Workload, sc string, f func(Cost) float64) func(*RunResult) (float64, bool) {
+	return func(r *RunResult) (float64, bool) {
+		wl := w(r)
+		if wl == nil {
+			return 0, false
+		}
+		c := wl.Cost
+		if sc != "" {
+			var ok bool
+			if c, ok = wl.CostByScope[sc]; !ok {
+				return 0, false
+			}
+		}
+		if c.Updates == 0 {
+			return 0, false
+		}
+		return f(c), true
+	}
+}
+
+func cpuMs(c Cost) float64  { return c.CPUMs }
+func allocs(c Cost) float64 { return c.Allocs }
+func wireB(c Cost) float64  { return c.WireBytes }
+
+var figures = []figure{
+	{"single changes measured", func(r *RunResult) (float64, bool) {
+		if r.Single == nil {
+			return 0, false
+		}
+		return float64(r.Single.Latency.Count), true
+	}, "%.0f"},
+	{"single change p50 (ms)", latency(single, p50), "%.2f"},
+	{"single change p99 (ms)", latency(single, p99), "%.2f"},
+	{"single change max (ms)", latency(single, maxL), "%.2f"},
+	{"  endpoint changes p50 (ms)", scoped(ScopeEndpoints, p50), "%.2f"},
+	{"  endpoint changes p99 (ms)", scoped(ScopeEndpoints, p99), "%.2f"},
+	{"  cluster/listener changes p99 (ms)", scoped(ScopeCluster, p99), "%.2f"},
+	{"  route configuration changes p99 (ms)", scoped(ScopeRoute, p99), "%.2f"},
+	{"churn p50 (ms)", latency(churnW, p50), "%.2f"},
+	{"churn p99 (ms)", latency(churnW, p99), "%.2f"},
+	{"burst p99 (ms)", latency(burstW, p99), "%.1f"},
+	{"burst: all held after (ms)", func(r *RunResult) (float64, bool) {
+		if r.Burst == nil || r.Burst.Latency.Count == 0 {
+			return 0, false
+		}
+		return r.Burst.AllMs, true
+	}, "%.0f"},
+	{"cold start of M (ms)", phase(func(r *RunResult) *Phase { return r.Cold }), "%.0f"},
+	{"reconnect storm (ms)", phase(func(r *RunResult) *Phase { return r.Storm }), "%.0f"},
+	{"CPU per update, single (ms)", spentOn(single, "", cpuMs), "%.3f"},
+	{"  per endpoint change (ms)", spentOn(single, ScopeEndpoints, cpuMs), "%.3f"},
+	{"  per route configuration change (ms)", spentOn(single, ScopeRoute, cpuMs), "%.3f"},
+	{"CPU per update, churn (ms)", spentOn(churnW, "", cpuMs), "%.3f"},
+	{"CPU per update, burst (ms)", spentOn(burstW, "", cpuMs), "%.3f"},
+	{"allocations per update, single", spentOn(single, "", allocs), "%.0f"},
+	{"  per endpoint change", spentOn(single, ScopeEndpoints, allocs), "%.0f"},
+	{"wire bytes per update per gateway", spentOn(single, "", wireB), "%.0f"},
+	{"  per endpoint change", spentOn(single, ScopeEndpoints, wireB), "%.0f"},
+	{"  per route configuration change", spentOn(single, ScopeRoute, wireB), "%.0f"},
+	{"cold start wire bytes per gateway", func(r *RunResult) (float64, bool) {
+		if r.Cold == nil {
+			return 0, false
+		}
+		return r.Cold.WireBytesPerGateway, true
+	}, "%.0f"},
+	{"storm wire bytes per gateway", func(r *RunResult) (float64, bool) {
+		if r.Storm == nil {
+			return 0, false
+		}
+		return r.Storm.WireBytesPerGateway, true
+	}, "%.0f"},
+	{"heap per service, no gateway (B)", func(r *RunResult) (float64, bool) { return r.HeapPerService, r.Failed == "" }, "%.0f"},
+	{"heap per gateway per resource (B)", func(r *RunResult) (float64, bool) {
+		return r.HeapPerGatewayPerResource, r.Cold != nil
+	}, "%.1f"},
+	{"NACKs", func(r *RunResult) (float64, bool) { return float64(r.NACKs), r.Failed == "" }, "%.0f"},
+}
+
+// WriteTable writes the figures of every N, M and mode, each system in a
+// column, with the ratio meshfed/baseline for each baseline.
+func (r *Report) WriteTable(w io.Writer) error {
+	fmt.Fprintf(w, "meshfed-bench: %s\n", r.Command)
+	fmt.Fprintf(w, "host: %s, %d CPUs (GOMAXPROCS %d), %s %s/%s; %.0f s\n", r.Host.CPUModel, r.Host.CPUs, r.Host.GOMAXPROCS, r.Host.GoVersion, r.Host.OS, r.Host.Arch, r.Seconds)
+	fmt.Fprintf(w, "%s gateways only; meshfed runner holdoff %.0f ms; catalog store in %s; gateways in a %s; churn %.0f/s for %g s (80%% endpoints, 15%% edits, 5%% adds/removes); burst %.0f%% of N in 1 s; %.0f%% TCP services\n",
+		r.Settings.Role, r.Settings.HoldoffMs, r.Settings.StoreDir, r.Settings.Clients, r.Settings.ChurnRate, r.Settings.ChurnSeconds, 100*r.Settings.BurstFraction, 100*r.Settings.TCPShare)
+	fmt.Fprintln(w, "single changes follow the churn mix, one at a time, in the same order for every system; a system that takes longer measures fewer of them (see the count), so compare the per-scope rows")
+	type block struct {
+		n, m int
+		mode string
+	}
+	var blocks []block
+	var systems []string
+	for _, run := range r.Runs {
+		b := block{run.Services, run.Gateways, run.Mode}
+		if !slices.Contains(blocks, b) {
+			blocks = append(blocks, b)
+		}
+		if !slices.Contains(systems, run.System) {
+			systems = append(systems, run.System)
+		}
+	}
+	slices.SortStableFunc(systems, func(a, b string) int {
+		return cmp.Compare(slices.Index(Systems, a), slices.Index(Systems, b))
+	})
+	baselines := slices.DeleteFunc(slices.Clone(systems), func(s string) bool { return s == SystemMeshfed })
+	hasMeshfed := slices.Contains(systems, SystemMeshfed)
+	for _, b := range blocks {
+		fmt.Fprintf(w, "\nN=%d services, M=%d gateways, %s\n", b.n, b.m, b.mode)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		header := "figure\t"
+		for _, s := range systems {
+			header += s + "\t"
+		}
+		if hasMeshfed {
+			for _, s := range baselines {
+				header += "meshfed/" + s + "\t"
+			}
+		}
+		fmt.Fprintln(tw, header)
+		runs := map[string]*RunResult{}
+		for _, s := range systems {
+			runs[s] = r.find(s, b.mode, b.n, b.m)
+		}
+		for _, f := range figures {
+			if f.label == "single changes measured" {
+				// A count, not a figure to compare: no ratio.
+				line := f.label + "\t"
+				for _, s := range systems {
+					if v, ok := get(f, runs[s]); ok {
+						line += fmt.Sprintf(f.format, v) + "\t"
+					} else {
+						line += "-\t"
+					}
+				}
+				fmt.Fprintln(tw, line)
+				continue
+			}
+			line := f.label + "\t"
+			vals := map[string]float64{}
+			for _, s := range systems {
+				v, ok := get(f, runs[s])
+				if !ok {
+					line += "-\t"
+					continue
+				}
+				vals[s] = v
+				line += fmt.Sprintf(f.format, v) + "\t"
+			}
+			if len(vals) == 0 {
+				continue // not measured in this block
+			}
+			if hasMeshfed {
+				for _, s := range baselines {
+					line += ratio(vals, SystemMeshfed, s) + "\t"
+				}
+			}
+			fmt.Fprintln(tw, line)
+		}
+		line := "final state check\t"
+		for _, s := range systems {
+			line += verdict(runs[s]) + "\t"
+		}
+		fmt.Fprintln(tw, line)
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		for _, s := range systems {
+			if run := runs[s]; run != nil {
+				for _, e := range run.Errors {
+					fmt.Fprintf(w, "  %s: %s\n", s, e)
+				}
+				if run.Failed != "" {
+					fmt.Fprintf(w, "  %s FAILED: %s\n", s, run.Failed)
+				}
+				if len(run.Check.Problems) > 0 {
+					fmt.Fprintf(w, "  %s final state: %s\n", s, strings.Join(run.Check.Problems, "; "))
+				}
+			}
+		}
+	}
+	if r.Sync != nil {
+		fmt.Fprintf(w, "\ncatalog sync between two agents (mutual TLS, consumer store in %s)\n", r.Sync.StoreDir)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "link\tservices\twindow\tms\tms/service\t")
+		for _, s := range r.Sync.Runs {
+			if s.Error != "" {
+				fmt.Fprintf(tw, "%s\t%d\t%d\tFAILED: %s\t\t\n", s.Link, s.Services, s.Window, s.Error)
+				continue
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%.3f\t\n", s.Link, s.Services, s.Window, s.Ms, s.PerServiceMs)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		if r.Sync.NetemSkipped != "" {
+			fmt.Fprintf(w, "over a link with added latency: skipped: %s\n", r.Sync.NetemSkipped)
+		}
+	}
+	return r.WriteTargets(w)
+}
+
+func get(f figure, run *RunResult) (float64, bool) {
+	if run == nil {
+		return 0, false
+	}
+	return f.get(run)
+}
+
+func ratio(vals map[string]float64, a, b string) string {
+	x, okA := vals[a]
+	y, okB := vals[b]
+	switch {
+	case !okA || !okB:
+		return "-"
+	case y == 0 && x == 0:
+		return "="
+	case y == 0:
+		return "inf"
+	}
+	q := x / y
+	if q < 0.01 {
+		return fmt.Sprintf("%.4f", q)
+	}
+	return fmt.Sprintf("%.2f", q)
+}
+
+func verdict(run *RunResult) string {
+	switch {
+	case run == nil:
+		return "-"
+	case run.Failed != "":
+		return "FAILED"
+	case run.Check.OK() && run.Check.Stale > 0:
+		return fmt.Sprintf("ok (%d stale)", run.Check.Stale)
+	case run.Check.OK():
+		return "ok"
+	}
+	return fmt.Sprintf("%d/%d differ", run.Check.Mismatched, run.Check.Gateways)
+}
+
+// Write writes the report under dir: meshfed-bench.json, meshfed-bench.txt
+// (the table), and latency and cpu plots in SVG and PNG (against N, per
+// system and mode). It returns the files written.
+func (r *Report) Write(dir string) ([]string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	var files []string
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	jsonPath := filepath.Join(dir, "meshfed-bench.json")
+	if err := os.WriteFile(jsonPath, append(b, '\n'), 0o644); err != nil {
+		return nil, err
+	}
+	files = append(files, jsonPath)
+	var sb strings.Builder
+	if err := r.WriteTable(&sb); err != nil {
+		return files, err
+	}
+	txtPath := filepath.Join(dir, "meshfed-bench.txt")
+	if err := os.WriteFile(txtPath, []byte(sb.String()), 0o644); err != nil {
+		return files, err
+	}
+	files = append(files, txtPath)
+	plots, err := r.plots(dir)
+	return append(files, plots...), err
+}
+
+// finite drops values a log axis cannot show.
+func finite(v float64) bool { return v > 0 && !math.IsInf(v, 0) && !math.IsNaN(v) }

@@ -1,0 +1,470 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	gcache "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/log"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/meshfed/meshfed/federation/catalog"
+	"github.com/meshfed/meshfed/federation/store"
+	"github.com/meshfed/meshfed/model"
+	"github.com/meshfed/meshfed/snapshot"
+	"github.com/meshfed/meshfed/snapshot/cache"
+	"github.com/meshfed/meshfed/snapshot/runner"
+)
+
+// The systems compared.
+const (
+	SystemMeshfed  = "meshfed"
+	SystemSnapshot = "snapshot"
+	SystemLinear   = "linear"
+)
+
+// Systems lists every system, meshfed first.
+var Systems = []string{SystemMeshfed, SystemSnapshot, SystemLinear}
+
+// egressPorts is the range of dedicated egress listener ports, for meshfed
+// and the baselines alike.
+var egressPorts = runner.PortRange{From: 20000, To: 65000}
+
+// system is a control plane under test: it follows the catalog and serves
+// the egress gateways through Cache.
+type system interface {
+	// cache is what the xDS server serves.
+	cache() gcache.Cache
+	// start builds the first state from the catalog, then follows it until
+	// ctx ends; it returns after the first state is served.
+	start(ctx context.Context) error
+	// port returns the egress listener port of an imported instance, when
+	// known before the change that needs it is translated.
+	port(peer, resourceID, instanceID string) (uint32, bool)
+	// ports returns every allocated egress listener port.
+	ports() map[string]uint32
+	// served is what the system serves of a type: delta versions by name
+	// (nil when not known) and the state-of-the-world version ("" when not
+	// known).
+	served(typeURL string, delta bool) (map[string]string, string)
+	// applied counts the batches of changes the system made served.
+	applied() uint64
+	// wait returns once the goroutines of start ended, after ctx ended.
+	wait()
+}
+
+type systemEnv struct {
+	catalog *catalog.Catalog
+	store   *store.Store
+	input   snapshot.Input
+	holdoff time.Duration
+	nodes   []string
+}
+
+func newSystem(name string, env systemEnv) (system, error) {
+	switch name {
+	case SystemMeshfed:
+		return newMeshfed(env)
+	case SystemSnapshot:
+		return &snapshotSystem{env: env, alloc: newPortAlloc(), sc: gcache.NewSnapshotCache(true, gcache.IDHash{}, quiet)}, nil
+	case SystemLinear:
+		return newLinear(env), nil
+	}
+	return nil, fmt.Errorf("unknown system %q (want one of %v)", name, Systems)
+}
+
+// quiet discards go-control-plane's logs (LinearCache logs every watch at
+// info level by default).
+var quiet = log.LoggerFuncs{}
+
+func egressRole(string) (cache.Role, bool) { return cache.RoleEgress, true }
+
+// meshfedSystem is the real thing: the runner translating catalog changes
+// per service into meshfed's incremental cache.
+type meshfedSystem struct {
+	c       *cache.Cache
+	r       *runner.Runner
+	done    chan struct{}
+	batches atomic.Uint64
+}
+
+func newMeshfed(env systemEnv) (*meshfedSystem, error) {
+	s := &meshfedSystem{c: cache.New(egressRole, nil), done: make(chan struct{})}
+	secrets := env.input.Secrets
+	r, err := runner.New(runner.Config{
+		Catalog: env.catalog,
+		Store:   env.store,
+		Cache:   s.c,
+		Input:   env.input,
+		Ports:   egressPorts,
+		Secrets: func() (snapshot.Secrets, error) { return secrets, nil },
+		Holdoff: env.holdoff,
+		Applied: func() { s.batches.Add(1) },
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.r = r
+	return s, nil
+}
+
+func (s *meshfedSystem) cache() gcache.Cache { return s.c }
+
+func (s *meshfedSystem) start(ctx context.Context) error {
+	if err := s.r.Start(); err != nil {
+		close(s.done)
+		return err
+	}
+	go func() {
+		defer close(s.done)
+		_ = s.r.Run(ctx)
+	}()
+	return nil
+}
+
+func (s *meshfedSystem) port(peer, resourceID, instanceID string) (uint32, bool) {
+	return s.r.EgressPort(peer, resourceID, instanceID)
+}
+
+func (s *meshfedSystem) ports() map[string]uint32 { return s.r.Ports() }
+
+func (s *meshfedSystem) served(typeURL string, _ bool) (map[string]string, string) {
+	out := map[string]string{}
+	for _, r := range s.c.Resources(cache.RoleEgress, typeURL) {
+		out[r.Name] = r.Version
+	}
+	return out, s.c.Version(cache.RoleEgress, typeURL)
+}
+
+func (s *meshfedSystem) applied() uint64 { return s.batches.Load() }
+func (s *meshfedSystem) wait()           { <-s.done }
+
+// portAlloc gives the baselines egress listener ports: on first sight of a
+// key, never released (a run adds few services).
+type portAlloc struct {
+	mu    sync.Mutex
+	next  uint32
+	byKey map[string]uint32
+}
+
+func newPortAlloc() *portAlloc {
+	return &portAlloc{next: egressPorts.From, byKey: map[string]uint32{}}
+}
+
+func (a *portAlloc) port(key string) (uint32, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if p, ok := a.byKey[key]; ok {
+		return p, true
+	}
+	if a.next > egressPorts.To {
+		return 0, false
+	}
+	a.byKey[key] = a.next
+	a.next++
+	return a.byKey[key], true
+}
+
+func (a *portAlloc) all() map[string]uint32 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make(map[string]uint32, len(a.byKey))
+	for k, v := range a.byKey {
+		out[k] = v
+	}
+	return out
+}
+
+// assign fills in.EgressPorts for every instance of the imports that needs
+// a dedicated listener.
+func (a *portAlloc) assign(in *snapshot.Input) {
+	in.EgressPorts = map[string]uint32{}
+	for _, k := range snapshot.EgressPortKeys(in.Imports) {
+		if p, ok := a.port(k); ok {
+			in.EgressPorts[k] = p
+		}
+	}
+}
+
+// snapshotSystem is the usual use of go-control-plane's SnapshotCache: on
+// every change, translate the whole catalog again and set the new snapshot
+// (one object) for every gateway's node id.
+type snapshotSystem struct {
+	env   systemEnv
+	alloc *portAlloc
+	sc    gcache.SnapshotCache
+	done  chan struct{}
+
+	batches atomic.Uint64
+
+	mu   sync.Mutex
+	snap *gcache.Snapshot
+	ver  int
+}
+
+func (s *snapshotSystem) cache() gcache.Cache { return s.sc }
+
+func (s *snapshotSystem) rebuild(ctx context.Context) error {
+	in := s.env.input
+	in.Imports = s.env.catalog.Imports()
+	s.alloc.assign(&in)
+	res := snapshot.Build(&in)
+	s.ver++
+	snap, err := gcache.NewSnapshot(strconv.Itoa(s.ver), res.ByRole[snapshot.Egress])
+	if err != nil {
+		return err
+	}
+	for _, node := range s.env.nodes {
+		if err := s.sc.SetSnapshot(ctx, node, snap); err != nil {
+			return err
+		}
+	}
+	s.mu.Lock()
+	s.snap = snap
+	s.mu.Unlock()
+	s.batches.Add(1)
+	return nil
+}
+
+func (s *snapshotSystem) start(ctx context.Context) error {
+	s.done = make(chan struct{})
+	sub := s.env.catalog.Subscribe()
+	if err := s.rebuild(ctx); err != nil {
+		sub.Close()
+		close(s.done)
+		return err
+	}
+	go func() {
+		defer close(s.done)
+		defer sub.Close()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-sub.C():
+			}
+			sub.Drain()
+			if err := s.rebuild(ctx); err != nil && ctx.Err() == nil {
+				panic(fmt.Sprintf("snapshot baseline: %v", err)) // the translation is known good
+			}
+		}
+	}()
+	return nil
+}
+
+func (s *snapshotSystem) port(peer, resourceID, instanceID string) (uint32, bool) {
+	return s.alloc.port(snapshot.EgressKey(peer, resourceID, instanceID))
+}
+func (s *snapshotSystem) ports() map[string]uint32 { return s.alloc.all() }
+
+func (s *snapshotSystem) served(typeURL string, delta bool) (map[string]string, string) {
+	s.mu.Lock()
+	snap := s.snap
+	s.mu.Unlock()
+	if !delta {
+		return nil, snap.GetVersion(typeURL)
+	}
+	// Built when the snapshot was set for the delta streams already.
+	if err := snap.ConstructVersionMap(); err != nil {
+		return nil, ""
+	}
+	return snap.GetVersionMap(typeURL), ""
+}
+
+func (s *snapshotSystem) applied() uint64 { return s.batches.Load() }
+func (s *snapshotSystem) wait()           { <-s.done }
+
+// linearSystem keeps one go-control-plane LinearCache per type behind a
+// MuxCache, and on every change updates the resources of the changed
+// services (and the route configuration when a virtual host changed).
+type linearSystem struct {
+	env    systemEnv
+	alloc  *portAlloc
+	caches map[string]*gcache.LinearCache
+	mux    *gcache.MuxCache
+	done   chan struct{}
+
+	batches atomic.Uint64
+
+	// Owned by the goroutine following the catalog.
+	in      snapshot.Input
+	entries map[string]snapshot.ServiceResources
+}
+
+func newLinear(env systemEnv) *linearSystem {
+	s := &linearSystem{env: env, alloc: newPortAlloc(), caches: map[string]*gcache.LinearCache{}, entries: map[string]snapshot.ServiceResources{}}
+	caches := map[string]gcache.Cache{}
+	for _, t := range snapshot.Types {
+		lc := gcache.NewLinearCache(t, gcache.WithLogger(quiet))
+		s.caches[t], caches[t] = lc, lc
+	}
+	s.mux = &gcache.MuxCache{
+		Classify:      func(r *gcache.Request) string { return r.GetTypeUrl() },
+		ClassifyDelta: func(r *gcache.DeltaRequest) string { return r.GetTypeUrl() },
+		Caches:        caches,
+	}
+	return s
+}
+
+func (s *linearSystem) cache() gcache.Cache { return s.mux }
+
+func (s *linearSystem) translate(imp *model.Import) snapshot.ServiceResources {
+	if imp == nil {
+		return snapshot.ServiceResources{}
+	}
+	in := s.in
+	in.Imports = []model.Import{*imp}
+	s.alloc.assign(&in)
+	return snapshot.EgressResources(&in, *imp)
+}
+
+func (s *linearSystem) routeConfiguration() *route.RouteConfiguration {
+	var vhosts []*route.VirtualHost
+	for _, e := range s.entries {
+		vhosts = append(vhosts, e.VirtualHosts...)
+	}
+	return snapshot.EgressRouteConfiguration(vhosts)
+}
+
+func (s *linearSystem) start(ctx context.Context) error {
+	s.done = make(chan struct{})
+	s.in = s.env.input
+	sub := s.env.catalog.Subscribe()
+	all := map[string]map[string]types.Resource{}
+	for _, t := range snapshot.Types {
+		all[t] = map[string]types.Resource{}
+	}
+	for _, imp := range s.env.catalog.Imports() {
+		sr := s.translate(&imp)
+		s.entries[imp.ResourceID] = sr
+		for t, rs := range byType(sr) {
+			for _, r := range rs {
+				all[t][snapshot.Name(r)] = r
+			}
+		}
+	}
+	l := snapshot.EgressHTTPListener(&s.in)
+	all[resource.ListenerType][l.GetName()] = l
+	rc := s.routeConfiguration()
+	all[resource.RouteType][rc.GetName()] = rc
+	for _, sec := range snapshot.GatewaySecrets(&s.in, snapshot.Egress) {
+		all[resource.SecretType][sec.GetName()] = sec
+	}
+	for _, t := range snapshot.Types {
+		s.caches[t].SetResources(all[t])
+	}
+	go func() {
+		defer close(s.done)
+		defer sub.Close()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-sub.C():
+			}
+			if err := s.step(sub.Drain()); err != nil && ctx.Err() == nil {
+				panic(fmt.Sprintf("linear baseline: %v", err))
+			}
+		}
+	}()
+	return nil
+}
+
+func (s *linearSystem) step(keys []catalog.Key) error {
+	updates := map[string]map[string]types.Resource{}
+	deletes := map[string][]string{}
+	routes := false
+	for _, k := range keys {
+		if k.Kind != catalog.KindImport {
+			continue
+		}
+		old := s.entries[k.ID]
+		var sr snapshot.ServiceResources
+		if imp, ok := s.env.catalog.Import(k.Peer, k.ID); ok {
+			sr = s.translate(&imp)
+			s.entries[k.ID] = sr
+		} else {
+			delete(s.entries, k.ID)
+		}
+		cur := byType(sr)
+		for t, rs := range cur {
+			for _, r := range rs {
+				if updates[t] == nil {
+					updates[t] = map[string]types.Resource{}
+				}
+				updates[t][snapshot.Name(r)] = r
+			}
+		}
+		for t, rs := range byType(old) {
+			for _, r := range rs {
+				name := snapshot.Name(r)
+				if !slices.ContainsFunc(cur[t], func(x types.Resource) bool { return snapshot.Name(x) == name }) {
+					deletes[t] = append(deletes[t], name)
+				}
+			}
+		}
+		if !slices.EqualFunc(old.VirtualHosts, sr.VirtualHosts, func(a, b *route.VirtualHost) bool { return proto.Equal(a, b) }) {
+			routes = true
+		}
+	}
+	if routes {
+		rc := s.routeConfiguration()
+		updates[resource.RouteType] = map[string]types.Resource{rc.GetName(): rc}
+	}
+	for _, t := range snapshot.Types {
+		if len(updates[t]) == 0 && len(deletes[t]) == 0 {
+			continue
+		}
+		if err := s.caches[t].UpdateResources(updates[t], deletes[t]); err != nil {
+			return err
+		}
+	}
+	s.batches.Add(1)
+	return nil
+}
+
+func byType(sr snapshot.ServiceResources) map[string][]types.Resource {
+	out := map[string][]types.Resource{}
+	for _, r := range sr.Clusters {
+		out[resource.ClusterType] = append(out[resource.ClusterType], r)
+	}
+	for _, r := range sr.Endpoints {
+		out[resource.EndpointType] = append(out[resource.EndpointType], r)
+	}
+	for _, r := range sr.Listeners {
+		out[resource.ListenerType] = append(out[resource.ListenerType], r)
+	}
+	return out
+}
+
+func (s *linearSystem) port(peer, resourceID, instanceID string) (uint32, bool) {
+	return s.alloc.port(snapshot.EgressKey(peer, resourceID, instanceID))
+}
+func (s *linearSystem) ports() map[string]uint32 { return s.alloc.all() }
+
+func (s *linearSystem) served(typeURL string, delta bool) (map[string]string, string) {
+	if !delta {
+		// LinearCache does not expose its version; content is checked.
+		return nil, ""
+	}
+	out := map[string]string{}
+	for name, r := range s.caches[typeURL].GetResources() {
+		b, err := gcache.MarshalResource(r)
+		if err != nil {
+			return nil, ""
+		}
+		out[name] = gcache.HashResource(b)
+	}
+	return out, ""
+}
+
+func (s *linearSystem) applied() uint64 { return s.batches.Load() }
+func (s *linearSystem) wait()           { <-s.done }

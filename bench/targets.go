@@ -1,0 +1,195 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"text/tabwriter"
+)
+
+// Target is one of the numbers meshfed is built for (docs: "The numbers we
+// build for"), as measured by a report.
+type Target struct {
+	Name     string `json:"name"`
+	Want     string `json:"want"`
+	Measured string `json:"measured"`
+	// Met is nil when the report lacks the runs to tell.
+	Met  *bool  `json:"met,omitempty"`
+	Note string `json:"note,omitempty"`
+}
+
+func verdictOf(ok bool) *bool { return &ok }
+
+// evaluate measures the report against the architecture's numbers, with
+// what it has: each target names the runs it needs.
+func (r *Report) evaluate() []Target {
+	var out []Target
+	maxN := func(pred func(*RunResult) bool) int {
+		n := 0
+		for _, run := range r.Runs {
+			if pred(run) && run.Failed == "" {
+				n = max(n, run.Services)
+			}
+		}
+		return n
+	}
+	maxM := 0
+	for _, run := range r.Runs {
+		maxM = max(maxM, run.Gateways)
+	}
+
+	// One change at 10,000 services and 100 gateways (or the largest
+	// measured), delta.
+	n := 10000
+	if r.find(SystemMeshfed, ModeDelta, n, maxM) == nil {
+		n = maxN(func(run *RunResult) bool {
+			return run.System == SystemMeshfed && run.Mode == ModeDelta && run.Gateways == maxM
+		})
+	}
+	mf := r.find(SystemMeshfed, ModeDelta, n, maxM)
+	name := fmt.Sprintf("one change, N=%d, M=%d, delta: every gateway ACKed", n, maxM)
+	if mf == nil || mf.Single == nil || mf.Single.Latency.Count == 0 {
+		out = append(out, Target{Name: name, Want: "p99 < 20 ms", Measured: "not run"})
+	} else {
+		l := mf.Single.Latency
+		t := Target{Name: name, Want: "p99 < 20 ms", Measured: fmt.Sprintf("p99 %.1f ms (p50 %.1f ms, %d changes of the churn mix)", l.P99, l.P50, l.Count), Met: verdictOf(l.P99 < 20)}
+		var parts []string
+		for _, sc := range Scopes {
+			if sl, ok := mf.Single.ByScope[sc]; ok {
+				parts = append(parts, fmt.Sprintf("%s: p99 %.1f ms (%d)", sc, sl.P99, sl.Count))
+			}
+		}
+		t.Note = strings.Join(parts, "; ")
+		out = append(out, t)
+		for _, b := range []struct {
+			sys, mode string
+			times     float64
+		}{{SystemLinear, ModeDelta, 60}, {SystemSnapshot, ModeSotw, 240}, {SystemSnapshot, ModeDelta, 240}} {
+			base := r.find(b.sys, b.mode, n, maxM)
+			bname := fmt.Sprintf("  vs %s %s, same N and M", b.sys, b.mode)
+			if base == nil || base.Single == nil || base.Single.Latency.Count == 0 {
+				out = append(out, Target{Name: bname, Want: fmt.Sprintf("at least %.0fx faster (p99)", b.times), Measured: "not run"})
+				continue
+			}
+			q := base.Single.Latency.P99 / l.P99
+			t := Target{Name: bname, Want: fmt.Sprintf("at least %.0fx faster (p99)", b.times),
+				Measured: fmt.Sprintf("%.1fx (p99 %.1f ms vs %.1f ms)", q, l.P99, base.Single.Latency.P99), Met: verdictOf(q >= b.times)}
+			if bl, ok := base.Single.ByScope[ScopeEndpoints]; ok {
+				if ml, ok := mf.Single.ByScope[ScopeEndpoints]; ok && ml.P99 > 0 {
+					t.Note = fmt.Sprintf("endpoint changes: %.1fx (p99 %.1f ms vs %.1f ms)", bl.P99/ml.P99, ml.P99, bl.P99)
+				}
+			}
+			out = append(out, t)
+		}
+	}
+
+	// The work of one change does not grow with the catalog.
+	for _, m := range gatewayCounts(r) {
+		lo, hi := 0, 0
+		for _, run := range r.Runs {
+			if run.System == SystemMeshfed && run.Mode == ModeDelta && run.Gateways == m && run.Single != nil && run.Failed == "" {
+				if lo == 0 || run.Services < lo {
+					lo = run.Services
+				}
+				hi = max(hi, run.Services)
+			}
+		}
+		if lo == 0 || lo == hi {
+			continue
+		}
+		a, b := r.find(SystemMeshfed, ModeDelta, lo, m), r.find(SystemMeshfed, ModeDelta, hi, m)
+		ca, okA := a.Single.CostByScope[ScopeEndpoints]
+		cb, okB := b.Single.CostByScope[ScopeEndpoints]
+		t := Target{Name: fmt.Sprintf("work of one change, N=%d vs N=%d, M=%d, delta", hi, lo, m), Want: "at most 2x (architecture: 100,000 vs 1,000)"}
+		if okA && okB && ca.CPUMs > 0 {
+			q := cb.CPUMs / ca.CPUMs
+			t.Measured = fmt.Sprintf("endpoint change CPU %.2fx (%.3f vs %.3f ms), allocations %.2fx", q, cb.CPUMs, ca.CPUMs, cb.Allocs/max(ca.Allocs, 1))
+			t.Met = verdictOf(q <= 2)
+			t.Note = fmt.Sprintf("all changes of the mix: CPU %.2fx (%.3f vs %.3f ms); a route configuration change is O(N) by design", b.Single.Cost.CPUMs/max(a.Single.Cost.CPUMs, 1e-9), b.Single.Cost.CPUMs, a.Single.Cost.CPUMs)
+		} else {
+			t.Measured = "no endpoint change measured at both sizes"
+		}
+		out = append(out, t)
+	}
+
+	// Memory.
+	if n := maxN(func(run *RunResult) bool { return run.System == SystemMeshfed }); n > 0 {
+		var run *RunResult
+		for _, x := range r.Runs {
+			if x.System == SystemMeshfed && x.Services == n && x.Failed == "" && (run == nil || x.Gateways > run.Gateways) {
+				run = x
+			}
+		}
+		out = append(out, Target{
+			Name: fmt.Sprintf("heap per imported service, N=%d", n), Want: "at most 4096 B",
+			Measured: fmt.Sprintf("%.0f B (catalog %.0f B, translation and cache %.0f B)", run.HeapPerService, run.CatalogHeapPerService, run.HeapPerService-run.CatalogHeapPerService),
+			Met:      verdictOf(run.HeapPerService <= 4096),
+		})
+		t := Target{
+			Name: fmt.Sprintf("per-gateway state, N=%d, M=%d, %s", n, run.Gateways, run.Mode), Want: "at most 16 B per resource",
+			Measured: fmt.Sprintf("%.1f B per resource (%.0f B per gateway)", run.HeapPerGatewayPerResource, run.HeapPerGateway),
+			Met:      verdictOf(run.HeapPerGatewayPerResource <= 16),
+		}
+		if run.HeapIncludesClients {
+			t.Note = "includes the simulated gateways, run in process"
+		}
+		out = append(out, t)
+	}
+
+	// Catalog sync.
+	if r.Sync != nil {
+		for _, s := range r.Sync.Runs {
+			if s.Services != 10000 || s.Link != "loopback" {
+				continue
+			}
+			t := Target{Name: fmt.Sprintf("sync of 10,000 services on loopback, window %d", s.Window), Want: "under 1 s"}
+			if s.Error != "" {
+				t.Measured = "failed: " + s.Error
+			} else {
+				t.Measured = fmt.Sprintf("%.2f s", s.Ms/1000)
+				t.Met = verdictOf(s.Ms < 1000)
+			}
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+func gatewayCounts(r *Report) []int {
+	var out []int
+	for _, run := range r.Runs {
+		if !slices.Contains(out, run.Gateways) {
+			out = append(out, run.Gateways)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// WriteTargets writes the targets as a table.
+func (r *Report) WriteTargets(w io.Writer) error {
+	ts := r.Targets
+	if ts == nil {
+		ts = r.evaluate()
+	}
+	if len(ts) == 0 {
+		return nil
+	}
+	fmt.Fprintln(w, "\ntargets (architecture: the numbers we build for)")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, t := range ts {
+		v := "?"
+		if t.Met != nil {
+			v = "MISSED"
+			if *t.Met {
+				v = "met"
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t\n", t.Name, t.Want, v, t.Measured)
+		if t.Note != "" {
+			fmt.Fprintf(tw, "\t\t\t%s\t\n", t.Note)
+		}
+	}
+	return tw.Flush()
+}
