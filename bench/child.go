@@ -74,7 +74,7 @@ func serveFleet(r io.Reader, w io.Writer) error {
 	}
 	go func() {
 		for e := range f.events() {
-			if send(fleetMsg{Op: "event", Change: e.Change, At: e.At.UnixNano()}) != nil {
+			if send(fleetMsg{Op: "event", Change: e.Change, At: e.At.UnixNano(), Err: e.Err}) != nil {
 				return
 			}
 		}
@@ -167,7 +167,7 @@ func startProcessFleet() (*processFleet, error) {
 				return
 			}
 			if m.Op == "event" {
-				p.ev <- fleetEvent{Change: m.Change, At: time.Unix(0, m.At)}
+				p.ev <- fleetEvent{Change: m.Change, At: time.Unix(0, m.At), Err: m.Err}
 				continue
 			}
 			p.replies <- m

@@ -28,11 +28,13 @@ type fleetConfig struct {
 	Nodes       []string `json:"nodes"`
 }
 
-// fleetEvent reports a change every gateway holds (Change > 0), or that
-// every gateway reached the state counts of expectSync (Change == 0).
+// fleetEvent reports a change every gateway holds (Change > 0), that every
+// gateway reached the state counts of expectSync (Change == 0), or that a
+// gateway's stream failed (Err): it will not hold anything more.
 type fleetEvent struct {
 	Change uint64
 	At     time.Time
+	Err    string
 }
 
 // fleetStats are the counters of a fleet.
@@ -208,8 +210,10 @@ func (f *localFleet) reconnect() error {
 		go func() {
 			defer close(g.done)
 			if err := g.client.Run(ctx, conn, nil); err != nil {
+				msg := fmt.Sprintf("%s: %v", f.cfg.Nodes[g.idx], err)
 				f.mu.Lock()
-				f.errs = append(f.errs, fmt.Sprintf("%s: %v", f.cfg.Nodes[g.idx], err))
+				f.errs = append(f.errs, msg)
+				f.ev <- fleetEvent{At: time.Now(), Err: msg}
 				f.mu.Unlock()
 			}
 		}()

@@ -119,6 +119,12 @@ var figures = []figure{
 	}, "%.0f"},
 	{"cold start of M (ms)", phase(func(r *RunResult) *Phase { return r.Cold }), "%.0f"},
 	{"reconnect storm (ms)", phase(func(r *RunResult) *Phase { return r.Storm }), "%.0f"},
+	{"cold start CPU (ms)", func(r *RunResult) (float64, bool) {
+		if r.Cold == nil {
+			return 0, false
+		}
+		return r.Cold.CPUMs, true
+	}, "%.0f"},
 	{"CPU per update, single (ms)", spentOn(single, "", cpuMs), "%.3f"},
 	{"  per endpoint change (ms)", spentOn(single, ScopeEndpoints, cpuMs), "%.3f"},
 	{"  per route configuration change (ms)", spentOn(single, ScopeRoute, cpuMs), "%.3f"},
@@ -136,7 +142,7 @@ var figures = []figure{
 		return r.Cold.WireBytesPerGateway, true
 	}, "%.0f"},
 	{"storm wire bytes per gateway", func(r *RunResult) (float64, bool) {
-		if r.Storm == nil {
+		if r.Storm == nil || r.Storm.TimedOut {
 			return 0, false
 		}
 		return r.Storm.WireBytesPerGateway, true

@@ -57,6 +57,8 @@ type RunResult struct {
 // Phase is a one-off event: until every gateway was in sync.
 type Phase struct {
 	Ms float64 `json:"ms"`
+	// CPUMs is the control plane process's CPU time in the phase.
+	CPUMs float64 `json:"cpuMs"`
 	// WireBytesPerGateway read during the phase.
 	WireBytesPerGateway float64 `json:"wireBytesPerGateway"`
 	TimedOut            bool    `json:"timedOut,omitempty"`
@@ -215,21 +217,34 @@ func runEnv(parent context.Context, opts *Options, p *pki, prefix string, res *R
 	}
 	hc := heap()
 	w0 := e.wire()
+	u0 := readUsage()
 	t0 := time.Now()
 	if err := e.fleet.connect(fleetConfig{Addr: lis.Addr().String(), Delta: res.Mode == ModeDelta, PartialSotw: e.partialSotw(), Nodes: nodes}); err != nil {
 		return err
 	}
 	at, ok := e.events.waitSync(opts.WaitTimeout)
 	if !ok {
+		if f := e.events.failures(); len(f) > 0 {
+			return fmt.Errorf("cold start: %d gateway streams failed, first: %s", len(f), f[0])
+		}
 		return fmt.Errorf("cold start: the gateways did not all sync within %s", opts.WaitTimeout)
 	}
-	res.Cold = &Phase{Ms: ms(at.Sub(t0)), WireBytesPerGateway: float64(e.wire()-w0) / float64(res.Gateways)}
+	res.Cold = &Phase{Ms: ms(at.Sub(t0)), CPUMs: ms(readUsage().cpu - u0.cpu), WireBytesPerGateway: float64(e.wire()-w0) / float64(res.Gateways)}
 	h3 := heap()
 	res.HeapPerGateway = float64(int64(h3)-int64(hc)) / float64(res.Gateways)
 	res.HeapPerGatewayPerResource = res.HeapPerGateway / float64(max(res.Resources, 1))
 	progress("cold start of %d gateways %.0f ms; heap %.0f B/gateway (%.1f B/resource)", res.Gateways, res.Cold.Ms, res.HeapPerGateway, res.HeapPerGatewayPerResource)
 
-	has := func(w string) bool { return slices.Contains(workloads, w) }
+	has := func(w string) bool {
+		if !slices.Contains(workloads, w) {
+			return false
+		}
+		if f := e.events.failures(); len(f) > 0 {
+			e.errorf("%s: not run: %d gateway streams failed", w, len(f))
+			return false
+		}
+		return true
+	}
 	if has(WorkloadSingle) {
 		res.Single = e.single()
 		progress("single change: p50 %.1f ms, p99 %.1f ms, max %.1f ms (%d changes); %.2f ms CPU, %.0f allocs, %.0f B/gateway per update",
@@ -246,8 +261,11 @@ func runEnv(parent context.Context, opts *Options, p *pki, prefix string, res *R
 		progress("burst of %d changes: all held after %.0f ms; p99 %.1f ms", res.Burst.Latency.Count, res.Burst.AllMs, res.Burst.Latency.P99)
 	}
 	if has(WorkloadStorm) {
-		res.Storm = e.storm()
-		progress("reconnect storm of %d gateways: %.0f ms, %.0f B/gateway", res.Gateways, res.Storm.Ms, res.Storm.WireBytesPerGateway)
+		if res.Storm = e.storm(); res.Storm != nil && !res.Storm.TimedOut {
+			progress("reconnect storm of %d gateways: %.0f ms, %.0f B/gateway", res.Gateways, res.Storm.Ms, res.Storm.WireBytesPerGateway)
+		} else {
+			progress("reconnect storm of %d gateways: FAILED: %s", res.Gateways, res.Errors[len(res.Errors)-1])
+		}
 	}
 
 	// The final check: every gateway holds exactly what the system serves,
@@ -405,7 +423,9 @@ func (e *env) finish(changes []timed, before usage, w0 int64) *Workload {
 	for _, k := range timedOut {
 		n += k
 	}
-	if n > 0 {
+	if f := e.events.failures(); n > 0 && len(f) > 0 {
+		e.errorf("%d of %d changes not held by every gateway: %d gateway streams failed, first: %s", n, len(changes), len(f), f[0])
+	} else if n > 0 {
 		e.errorf("%d of %d changes not held by every gateway within %s", n, len(changes), e.opts.WaitTimeout)
 	}
 	w.Latency = summarize(all, n)
@@ -558,25 +578,32 @@ func (e *env) storm() *Phase {
 		time.Sleep(time.Millisecond)
 	}
 	w0 := e.wire()
+	u0 := readUsage()
 	t0 := time.Now()
 	if err := e.fleet.reconnect(); err != nil {
 		e.errorf("storm: %v", err)
 		return nil
 	}
 	at, ok := e.events.wait([]uint64{c.id}, e.opts.WaitTimeout)[c.id]
-	p := &Phase{Ms: ms(at.Sub(t0)), WireBytesPerGateway: float64(e.wire()-w0) / float64(e.m)}
+	p := &Phase{Ms: ms(at.Sub(t0)), CPUMs: ms(readUsage().cpu - u0.cpu), WireBytesPerGateway: float64(e.wire()-w0) / float64(e.m)}
 	if !ok {
-		p.Ms, p.TimedOut = ms(e.opts.WaitTimeout), true
-		e.errorf("storm: not every gateway resynced within %s", e.opts.WaitTimeout)
+		p.Ms, p.TimedOut = ms(time.Since(t0)), true
+		if f := e.events.failures(); len(f) > 0 {
+			e.errorf("storm: %d gateway streams failed, first: %s", len(f), f[0])
+		} else {
+			e.errorf("storm: not every gateway resynced within %s", e.opts.WaitTimeout)
+		}
 	}
 	return p
 }
 
-// collector gathers the fleet's events.
+// collector gathers the fleet's events. Once a gateway's stream failed, no
+// wait waits any longer: that gateway will hold nothing more.
 type collector struct {
 	mu     sync.Mutex
 	done   map[uint64]time.Time
 	synced []time.Time
+	failed []string
 	notify chan struct{}
 	quit   chan struct{}
 	ended  chan struct{}
@@ -592,9 +619,12 @@ func newCollector(ev <-chan fleetEvent) *collector {
 				return
 			case e := <-ev:
 				c.mu.Lock()
-				if e.Change == 0 {
+				switch {
+				case e.Err != "":
+					c.failed = append(c.failed, e.Err)
+				case e.Change == 0:
 					c.synced = append(c.synced, e.At)
-				} else {
+				default:
 					c.done[e.Change] = e.At
 				}
 				c.mu.Unlock()
@@ -608,13 +638,20 @@ func newCollector(ev <-chan fleetEvent) *collector {
 	return c
 }
 
+// failures returns the streams that failed.
+func (c *collector) failures() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.failed)
+}
+
 func (c *collector) stop() {
 	close(c.quit)
 	<-c.ended
 }
 
-// wait returns when each of ids was held by every gateway, of those that
-// were within timeout of the last one reported.
+// wait returns when each of ids was held by every gateway, with those that
+// were within timeout of the last one reported, or when a stream failed.
 func (c *collector) wait(ids []uint64, timeout time.Duration) map[uint64]time.Time {
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
@@ -626,8 +663,9 @@ func (c *collector) wait(ids []uint64, timeout time.Duration) map[uint64]time.Ti
 				got[id] = at
 			}
 		}
+		failed := len(c.failed) > 0
 		c.mu.Unlock()
-		if len(got) == len(ids) {
+		if len(got) == len(ids) || failed {
 			return got
 		}
 		select {
@@ -653,7 +691,11 @@ func (c *collector) waitSync(timeout time.Duration) (time.Time, bool) {
 			c.mu.Unlock()
 			return at, true
 		}
+		failed := len(c.failed) > 0
 		c.mu.Unlock()
+		if failed {
+			return time.Time{}, false
+		}
 		select {
 		case <-c.notify:
 		case <-deadline:

@@ -285,7 +285,11 @@ func startRemoteOwner(nl *netLink, id agentIdentity, n int) (*remoteOwner, error
 		return nil, err
 	}
 	ro := &remoteOwner{cmd: cmd, stdin: stdin}
-	cfg, _ := json.Marshal(agentConfig{Owner: true, Exports: n, Listen: nl.innerIP + ":0", Window: ownerWindow, Identity: id})
+	cfg, err := json.Marshal(agentConfig{Owner: true, Exports: n, Listen: nl.innerIP + ":0", Window: ownerWindow, Identity: id})
+	if err != nil {
+		ro.stop()
+		return nil, err
+	}
 	if _, err := stdin.Write(append(cfg, '\n')); err != nil {
 		ro.stop()
 		return nil, err

@@ -146,9 +146,10 @@ func (c *Client) runSotw(ctx context.Context, ads discovery.AggregatedDiscoveryS
 	if err != nil {
 		return err
 	}
+	recv := func() error { _, err := st.Recv(); return err }
 	for _, t := range Types {
 		if err := st.Send(&discovery.DiscoveryRequest{Node: c.node(), TypeUrl: t, VersionInfo: c.SotwVersion(t)}); err != nil {
-			return err
+			return sendErr(err, recv)
 		}
 	}
 	for {
@@ -162,7 +163,7 @@ func (c *Client) runSotw(ctx context.Context, ads discovery.AggregatedDiscoveryS
 			req.ErrorDetail = &status.Status{Code: int32(codes.InvalidArgument), Message: u.Rejected.Error()}
 		}
 		if err := st.Send(req); err != nil {
-			return err
+			return sendErr(err, recv)
 		}
 		if !c.deliver(ctx, updates, u) {
 			return nil
@@ -241,13 +242,14 @@ func (c *Client) runDelta(ctx context.Context, ads discovery.AggregatedDiscovery
 	if initial == nil {
 		initial = c.Versions()
 	}
+	recv := func() error { _, err := st.Recv(); return err }
 	for _, t := range Types {
 		req := &discovery.DeltaDiscoveryRequest{Node: c.node(), TypeUrl: t, ResourceNamesSubscribe: []string{"*"}}
 		if iv := initial[t]; len(iv) > 0 {
 			req.InitialResourceVersions = iv
 		}
 		if err := st.Send(req); err != nil {
-			return err
+			return sendErr(err, recv)
 		}
 	}
 	for {
@@ -261,7 +263,7 @@ func (c *Client) runDelta(ctx context.Context, ads discovery.AggregatedDiscovery
 			req.ErrorDetail = &status.Status{Code: int32(codes.InvalidArgument), Message: u.Rejected.Error()}
 		}
 		if err := st.Send(req); err != nil {
-			return err
+			return sendErr(err, recv)
 		}
 		if !c.deliver(ctx, updates, u) {
 			return nil
@@ -372,6 +374,19 @@ func streamErr(err error) error {
 		return errors.New("the server closed the ADS stream")
 	}
 	return err
+}
+
+// sendErr is why a Send failed: when the server ended the stream, its
+// status, which only Recv tells.
+func sendErr(err error, recv func() error) error {
+	if !errors.Is(err, io.EOF) {
+		return err
+	}
+	for {
+		if rerr := recv(); rerr != nil {
+			return streamErr(rerr)
+		}
+	}
 }
 
 // State returns a copy of the resources held, by type and name; with

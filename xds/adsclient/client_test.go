@@ -2,16 +2,19 @@ package adsclient_test
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"testing"
 	"time"
 
 	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	endpoint "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	gcache "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/log"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
@@ -209,4 +212,28 @@ func TestPartialSotw(t *testing.T) {
 	assert.Equal(t, []string{"b"}, u.Removed, "clusters are whole in every response")
 	assert.Len(t, cl.State()[resource.ClusterType], 1)
 	assert.Zero(t, cl.Nacks())
+}
+
+// When the server ends the stream, Run says why, not just that a Send
+// failed.
+func TestRunReportsWhyTheServerEndedTheStream(t *testing.T) {
+	c := cache.New(egress, nil)
+	require.NoError(t, c.Apply(cache.RoleEgress, []cache.Change{set(testCluster("a", 1), "a")}))
+	gs := grpc.NewServer(grpc.MaxRecvMsgSize(256))
+	discovery.RegisterAggregatedDiscoveryServiceServer(gs, serverv3.NewServer(context.Background(), c, nil))
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	go func() { _ = gs.Serve(lis) }()
+	t.Cleanup(gs.Stop)
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = conn.Close() })
+
+	versions := map[string]string{}
+	for i := range 50 {
+		versions[fmt.Sprintf("cluster-%d", i)] = "v1"
+	}
+	cl := adsclient.New(adsclient.Options{NodeID: "gw", Delta: true, InitialVersions: map[string]map[string]string{resource.ClusterType: versions}})
+	err = cl.Run(context.Background(), conn, nil)
+	require.ErrorContains(t, err, "larger than max")
 }
