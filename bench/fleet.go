@@ -47,6 +47,9 @@ type fleetStats struct {
 	ResourceBytes int64 `json:"resourceBytes"`
 	// StreamErrors are streams that ended other than by disconnect.
 	StreamErrors []string `json:"streamErrors,omitempty"`
+	// CPUMs is the CPU time of the process running the gateways (this
+	// process's when they run in process).
+	CPUMs float64 `json:"cpuMs"`
 }
 
 // checkWant is what every gateway must hold at the end of a run.
@@ -446,7 +449,7 @@ func (f *localFleet) synced(at time.Time) {
 }
 
 func (f *localFleet) stats() (fleetStats, error) {
-	s := fleetStats{WireBytes: f.wire.Load()}
+	s := fleetStats{WireBytes: f.wire.Load(), CPUMs: ms(cpuTime())}
 	for _, g := range f.gws {
 		s.NACKs += g.client.Nacks()
 		s.ResourceBytes += g.client.Bytes()

@@ -16,15 +16,16 @@ type usage struct {
 }
 
 func readUsage() usage {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru) // cannot fail with RUSAGE_SELF
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	return usage{
-		wall:   time.Now(),
-		cpu:    time.Duration(ru.Utime.Nano() + ru.Stime.Nano()),
-		allocs: ms.Mallocs,
-	}
+	return usage{wall: time.Now(), cpu: cpuTime(), allocs: ms.Mallocs}
+}
+
+// cpuTime is the CPU time (user and system) this process used.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru) // cannot fail with RUSAGE_SELF
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // heap collects garbage and returns the live heap.
@@ -75,18 +76,22 @@ type Cost struct {
 	Allocs float64 `json:"allocsPerUpdate"`
 	// WireBytes per update per gateway, read from the connections.
 	WireBytes float64 `json:"wireBytesPerUpdatePerGateway"`
+	// GatewaysCPUMs is the CPU time per update of the process running the
+	// gateways (decoding, ACKing), which shares the machine.
+	GatewaysCPUMs float64 `json:"gatewaysCpuMsPerUpdate"`
 }
 
-func cost(before, after usage, updates int, wireBefore, wireAfter int64, gateways int) Cost {
+func cost(before, after usage, updates int, g0, g1 fleetStats, gateways int) Cost {
 	if updates == 0 {
 		return Cost{}
 	}
 	n := float64(updates)
 	return Cost{
-		Updates:   updates,
-		CPUMs:     float64(after.cpu-before.cpu) / float64(time.Millisecond) / n,
-		Allocs:    float64(after.allocs-before.allocs) / n,
-		WireBytes: float64(wireAfter-wireBefore) / n / float64(max(gateways, 1)),
+		Updates:       updates,
+		CPUMs:         float64(after.cpu-before.cpu) / float64(time.Millisecond) / n,
+		Allocs:        float64(after.allocs-before.allocs) / n,
+		WireBytes:     float64(g1.WireBytes-g0.WireBytes) / n / float64(max(gateways, 1)),
+		GatewaysCPUMs: (g1.CPUMs - g0.CPUMs) / n,
 	}
 }
 
@@ -96,9 +101,10 @@ func (s spent) cost(updates, gateways int) Cost {
 	}
 	n := float64(updates)
 	return Cost{
-		Updates:   updates,
-		CPUMs:     float64(s.cpu) / float64(time.Millisecond) / n,
-		Allocs:    float64(s.allocs) / n,
-		WireBytes: float64(s.wire) / n / float64(max(gateways, 1)),
+		Updates:       updates,
+		CPUMs:         float64(s.cpu) / float64(time.Millisecond) / n,
+		Allocs:        float64(s.allocs) / n,
+		WireBytes:     float64(s.wire) / n / float64(max(gateways, 1)),
+		GatewaysCPUMs: s.gatewaysCPU / n,
 	}
 }

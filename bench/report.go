@@ -125,9 +125,21 @@ var figures = []figure{
 		}
 		return r.Cold.CPUMs, true
 	}, "%.0f"},
+	{"  of the gateways' process (ms)", func(r *RunResult) (float64, bool) {
+		if r.Cold == nil || r.HeapIncludesClients {
+			return 0, false
+		}
+		return r.Cold.GatewaysCPUMs, true
+	}, "%.0f"},
 	{"CPU per update, single (ms)", spentOn(single, "", cpuMs), "%.3f"},
 	{"  per endpoint change (ms)", spentOn(single, ScopeEndpoints, cpuMs), "%.3f"},
 	{"  per route configuration change (ms)", spentOn(single, ScopeRoute, cpuMs), "%.3f"},
+	{"  of the gateways' process (ms)", func(r *RunResult) (float64, bool) {
+		if r.HeapIncludesClients {
+			return 0, false // one process: the figure above has it all
+		}
+		return spentOn(single, "", func(c Cost) float64 { return c.GatewaysCPUMs })(r)
+	}, "%.3f"},
 	{"CPU per update, churn (ms)", spentOn(churnW, "", cpuMs), "%.3f"},
 	{"CPU per update, burst (ms)", spentOn(burstW, "", cpuMs), "%.3f"},
 	{"allocations per update, single", spentOn(single, "", allocs), "%.0f"},

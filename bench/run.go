@@ -57,8 +57,10 @@ type RunResult struct {
 // Phase is a one-off event: until every gateway was in sync.
 type Phase struct {
 	Ms float64 `json:"ms"`
-	// CPUMs is the control plane process's CPU time in the phase.
-	CPUMs float64 `json:"cpuMs"`
+	// CPUMs is the control plane process's CPU time in the phase, and
+	// GatewaysCPUMs that of the gateways' process.
+	CPUMs         float64 `json:"cpuMs"`
+	GatewaysCPUMs float64 `json:"gatewaysCpuMs"`
 	// WireBytesPerGateway read during the phase.
 	WireBytesPerGateway float64 `json:"wireBytesPerGateway"`
 	TimedOut            bool    `json:"timedOut,omitempty"`
@@ -216,7 +218,7 @@ func runEnv(parent context.Context, opts *Options, p *pki, prefix string, res *R
 		return err
 	}
 	hc := heap()
-	w0 := e.wire()
+	g0 := e.gateways()
 	u0 := readUsage()
 	t0 := time.Now()
 	if err := e.fleet.connect(fleetConfig{Addr: lis.Addr().String(), Delta: res.Mode == ModeDelta, PartialSotw: e.partialSotw(), Nodes: nodes}); err != nil {
@@ -229,7 +231,7 @@ func runEnv(parent context.Context, opts *Options, p *pki, prefix string, res *R
 		}
 		return fmt.Errorf("cold start: the gateways did not all sync within %s", opts.WaitTimeout)
 	}
-	res.Cold = &Phase{Ms: ms(at.Sub(t0)), CPUMs: ms(readUsage().cpu - u0.cpu), WireBytesPerGateway: float64(e.wire()-w0) / float64(res.Gateways)}
+	res.Cold = e.phase(at.Sub(t0), u0, g0)
 	h3 := heap()
 	res.HeapPerGateway = float64(int64(h3)-int64(hc)) / float64(res.Gateways)
 	res.HeapPerGatewayPerResource = res.HeapPerGateway / float64(max(res.Resources, 1))
@@ -306,12 +308,24 @@ func load(st *store.Store, cat *catalog.Catalog, gen *generator, n int) error {
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
-func (e *env) wire() int64 {
+// phase is a Phase that took d, since u0 and g0.
+func (e *env) phase(d time.Duration, u0 usage, g0 fleetStats) *Phase {
+	g1 := e.gateways()
+	return &Phase{
+		Ms:                  ms(d),
+		CPUMs:               ms(readUsage().cpu - u0.cpu),
+		GatewaysCPUMs:       g1.CPUMs - g0.CPUMs,
+		WireBytesPerGateway: float64(g1.WireBytes-g0.WireBytes) / float64(e.m),
+	}
+}
+
+// gateways returns the gateways' counters.
+func (e *env) gateways() fleetStats {
 	s, err := e.fleet.stats()
 	if err != nil {
 		e.errorf("gateway stats: %v", err)
 	}
-	return s.WireBytes
+	return s
 }
 
 // expected is what every gateway must hold: the translation of the whole
@@ -379,15 +393,16 @@ type timed struct {
 }
 
 // spent is what this process spent on one change, from its catalog write
-// until every gateway held it.
+// until every gateway held it, and what the gateways did.
 type spent struct {
-	cpu    time.Duration
-	allocs uint64
-	wire   int64
+	cpu         time.Duration
+	allocs      uint64
+	wire        int64
+	gatewaysCPU float64 // ms
 }
 
 // finish waits for the changes and summarizes them.
-func (e *env) finish(changes []timed, before usage, w0 int64) *Workload {
+func (e *env) finish(changes []timed, before usage, g0 fleetStats) *Workload {
 	ids := make([]uint64, len(changes))
 	for i, tc := range changes {
 		ids[i] = tc.c.id
@@ -439,7 +454,7 @@ func (e *env) finish(changes []timed, before usage, w0 int64) *Workload {
 			w.ByScope[sc] = summarize(byScope[sc], scopeTimedOut[sc])
 		}
 	}
-	w.Cost = cost(before, after, len(changes), w0, e.wire(), e.m)
+	w.Cost = cost(before, after, len(changes), g0, e.gateways(), e.m)
 	if len(changes) > 0 && changes[0].spent != nil {
 		// Measured change by change: without the harness's drawing and
 		// registering of expectations, and split by scope.
@@ -458,6 +473,7 @@ func (e *env) finish(changes []timed, before usage, w0 int64) *Workload {
 				acc.cpu += tc.spent.cpu
 				acc.allocs += tc.spent.allocs
 				acc.wire += tc.spent.wire
+				acc.gatewaysCPU += tc.spent.gatewaysCPU
 			}
 			counts[tc.c.scope]++
 		}
@@ -488,7 +504,7 @@ func (e *env) single() *Workload {
 			break
 		}
 		c := cs[0]
-		w0 := e.wire()
+		g0 := e.gateways()
 		u0 := readUsage()
 		t0, err := e.commit(c)
 		if err != nil {
@@ -497,12 +513,16 @@ func (e *env) single() *Workload {
 		}
 		_, ok := e.events.wait([]uint64{c.id}, e.opts.WaitTimeout)[c.id]
 		u1 := readUsage()
-		changes = append(changes, timed{c: c, t0: t0, spent: &spent{cpu: u1.cpu - u0.cpu, allocs: u1.allocs - u0.allocs, wire: e.wire() - w0}})
+		g1 := e.gateways()
+		changes = append(changes, timed{c: c, t0: t0, spent: &spent{
+			cpu: u1.cpu - u0.cpu, allocs: u1.allocs - u0.allocs,
+			wire: g1.WireBytes - g0.WireBytes, gatewaysCPU: g1.CPUMs - g0.CPUMs,
+		}})
 		if !ok {
 			break // finish reports it
 		}
 	}
-	return e.finish(changes, usage{}, 0)
+	return e.finish(changes, usage{}, fleetStats{})
 }
 
 // paced registers the expectations of n changes drawn by kind, then makes
@@ -517,7 +537,7 @@ func (e *env) paced(what string, n int, d time.Duration) *Workload {
 		e.errorf("%s: %v", what, err)
 		return &Workload{}
 	}
-	w0 := e.wire()
+	g0 := e.gateways()
 	before := readUsage()
 	interval := d / time.Duration(max(len(changes), 1))
 	start := time.Now()
@@ -534,7 +554,7 @@ func (e *env) paced(what string, n int, d time.Duration) *Workload {
 		made = append(made, timed{c: c, t0: t0})
 	}
 	elapsed := max(time.Since(start), d)
-	w := e.finish(made, before, w0)
+	w := e.finish(made, before, g0)
 	w.RatePerSec = float64(len(made)) / elapsed.Seconds()
 	return w
 }
@@ -577,7 +597,7 @@ func (e *env) storm() *Phase {
 	for deadline := time.Now().Add(e.opts.WaitTimeout); e.sys.applied() == applied && time.Now().Before(deadline); {
 		time.Sleep(time.Millisecond)
 	}
-	w0 := e.wire()
+	g0 := e.gateways()
 	u0 := readUsage()
 	t0 := time.Now()
 	if err := e.fleet.reconnect(); err != nil {
@@ -585,7 +605,7 @@ func (e *env) storm() *Phase {
 		return nil
 	}
 	at, ok := e.events.wait([]uint64{c.id}, e.opts.WaitTimeout)[c.id]
-	p := &Phase{Ms: ms(at.Sub(t0)), CPUMs: ms(readUsage().cpu - u0.cpu), WireBytesPerGateway: float64(e.wire()-w0) / float64(e.m)}
+	p := e.phase(at.Sub(t0), u0, g0)
 	if !ok {
 		p.Ms, p.TimedOut = ms(time.Since(t0)), true
 		if f := e.events.failures(); len(f) > 0 {
