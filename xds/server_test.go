@@ -2,6 +2,7 @@ package xds
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"testing"
 	"time"
@@ -70,7 +71,8 @@ func start(t *testing.T, initial []cache.Change) *env {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ctx, lis) }()
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		conn.Close()
@@ -297,4 +299,20 @@ func metric(t *testing.T, reg *prometheus.Registry, name, role, typ string) floa
 		}
 	}
 	return 0
+}
+
+// A gateway reconnecting with the versions of 100,000 resources sends a
+// request over gRPC's default 4 MiB limit; it must be served.
+func TestLargeReconnectRequest(t *testing.T) {
+	a := testCluster("a", 1)
+	e := start(t, []cache.Change{change(a, "a")})
+	versions := make(map[string]string, 120_000)
+	for i := range 120_000 {
+		versions[fmt.Sprintf("egress/mesh-b/service-%06d/http", i)] = "0123456789abcdef"
+	}
+	d := newDeltaClient(t, e.conn, "egress-delta")
+	d.send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.ClusterType, InitialResourceVersions: versions})
+	r := d.recv(resource.ClusterType)
+	require.Len(t, r.Resources, 1)
+	require.Len(t, r.RemovedResources, 120_000, "every resource the gateway had and the agent does not")
 }
