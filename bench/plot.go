@@ -11,9 +11,10 @@ import (
 	"gonum.org/v1/plot/vg"
 )
 
-// plots draws, in SVG and PNG, the single-change p99 latency and the CPU
-// per update against N, one line per system and mode, at the M measured at
-// the most sizes (the largest of those).
+// plots draws, in SVG and PNG, the p99 latency of single endpoint changes
+// and of route configuration changes, and the CPU per endpoint change,
+// against N, one line per system and mode, at the M measured at the most
+// sizes (the largest of those).
 func (r *Report) plots(dir string) ([]string, error) {
 	sizes := map[int]map[int]bool{}
 	for _, run := range r.Runs {
@@ -36,13 +37,9 @@ func (r *Report) plots(dir string) ([]string, error) {
 		file, title, y string
 		get            func(*RunResult) (float64, bool)
 	}{
-		{"latency", fmt.Sprintf("one service change until all %d gateways ACKed (p99)", m), "ms", latency(single, p99)},
-		{"cpu", fmt.Sprintf("control plane CPU per update (single changes, %d gateways)", m), "CPU ms per update", func(r *RunResult) (float64, bool) {
-			if r.Single == nil || r.Single.Cost.Updates == 0 {
-				return 0, false
-			}
-			return r.Single.Cost.CPUMs, true
-		}},
+		{"latency", fmt.Sprintf("endpoint change until all %d gateways ACKed (p99)", m), "ms", scoped(ScopeEndpoints, p99)},
+		{"latency-route", fmt.Sprintf("route configuration change until all %d gateways ACKed (p99)", m), "ms", scoped(ScopeRoute, p99)},
+		{"cpu", fmt.Sprintf("control plane CPU per endpoint change (%d gateways)", m), "CPU ms per update", spentOn(single, ScopeEndpoints, cpuMs)},
 	} {
 		p := plot.New()
 		p.Title.Text = spec.title

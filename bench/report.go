@@ -329,8 +329,8 @@ func verdict(run *RunResult) string {
 }
 
 // Write writes the report under dir: meshfed-bench.json, meshfed-bench.txt
-// (the table), and latency and cpu plots in SVG and PNG (against N, per
-// system and mode). It returns the files written.
+// (the table), and the latency, latency-route and cpu plots in SVG and PNG
+// (against N, per system and mode). It returns the files written.
 func (r *Report) Write(dir string) ([]string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err

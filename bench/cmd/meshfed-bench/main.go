@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -60,7 +61,12 @@ func run() int {
 	flag.DurationVar(&netemDelay, "netem-delay", 25*time.Millisecond, "netem delay each way; negative: the namespace without netem")
 	flag.DurationVar(&syncWait, "sync-wait", 5*time.Minute, "longest wait for one sync")
 	flag.StringVar(&out, "out", "bench/results", "directory of the JSON report and the plots")
+	var from string
+	flag.StringVar(&from, "report", "", "render the table and plots of a saved JSON report instead of running")
 	flag.Parse()
+	if from != "" {
+		return render(from, out)
+	}
 
 	var err error
 	if o.Services, err = ints(n); err != nil {
@@ -167,4 +173,31 @@ func (p *planFlag) Set(v string) error {
 	}
 	*p = append(*p, pl)
 	return nil
+}
+
+// render writes the table and plots of a saved report.
+func render(path, out string) int {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "meshfed-bench:", err)
+		return 1
+	}
+	var rep bench.Report
+	if err := json.Unmarshal(b, &rep); err != nil {
+		fmt.Fprintf(os.Stderr, "meshfed-bench: %s: %v\n", path, err)
+		return 1
+	}
+	if err := rep.WriteTable(os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "meshfed-bench:", err)
+		return 1
+	}
+	files, err := rep.Write(out)
+	for _, f := range files {
+		fmt.Fprintln(os.Stderr, "wrote", f)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "meshfed-bench:", err)
+		return 1
+	}
+	return 0
 }
