@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"strings"
 
+	"github.com/meshfed/meshfed/federation/validate"
 	"github.com/meshfed/meshfed/model"
 )
 
@@ -171,43 +172,8 @@ var (
 	sniRule     = nameRule{upper: true, underscore: true, minLabels: 1}
 )
 
-// hostname returns why s is not a host name under r, or "".
+// hostname returns why s is not a host name under r, or "": the federation
+// validator's own check, so that a peer accepts what we export.
 func hostname(s string, r nameRule) string {
-	if len(s) > 253 {
-		return "longer than 253 bytes"
-	}
-	labels := strings.Split(s, ".")
-	if len(labels) < r.minLabels {
-		return "has fewer than two labels"
-	}
-	for i, l := range labels {
-		switch {
-		case l == "" && i == len(labels)-1 && i > 0:
-			return "ends with a dot"
-		case l == "":
-			return "has an empty label"
-		case len(l) > 63:
-			return "has a label longer than 63 bytes"
-		case l[0] == '-' || l[len(l)-1] == '-':
-			return "has a label that starts or ends with '-'"
-		}
-		for _, c := range []byte(l) {
-			switch {
-			case c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '-':
-			case c >= 'A' && c <= 'Z' && r.upper:
-			case c == '_' && r.underscore:
-			case c >= 'A' && c <= 'Z':
-				return "contains an upper-case letter"
-			case c == '*':
-				return "contains a wildcard"
-			default:
-				return "contains a character other than a letter, digit, '-' or '.'"
-			}
-		}
-	}
-	// An all-numeric top label is what a mistyped IP address looks like.
-	if top := labels[len(labels)-1]; len(labels) > 1 && strings.Trim(top, "0123456789") == "" {
-		return "has an all-numeric top-level label"
-	}
-	return ""
+	return validate.NameProblem(s, r.upper, r.underscore, r.minLabels)
 }

@@ -92,3 +92,11 @@ func DNSName(field, value string) error {
 	}
 	return nil
 }
+
+// NameProblem returns why s is not a host name, or "" when it is: the check
+// every name from a peer gets, exported so that the registries of local
+// services hold what they export to the same rules. upper and underscore
+// admit those characters; minLabels is the least number of labels.
+func NameProblem(s string, upper, underscore bool, minLabels int) string {
+	return checkName(s, nameRule{upper: upper, underscore: underscore, minLabels: minLabels})
+}
