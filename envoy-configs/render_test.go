@@ -1,0 +1,50 @@
+package envoyconfigs
+
+import (
+	"testing"
+
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"github.com/stretchr/testify/require"
+)
+
+func TestRenderSetsParams(t *testing.T) {
+	for _, name := range []string{"egress.yaml", "ingress.yaml"} {
+		t.Run(name, func(t *testing.T) {
+			out, err := Render(name, Params{NodeID: "gw-1", Admin: "127.0.0.1:0", XDS: "127.0.0.1:18100", SotW: true})
+			require.NoError(t, err)
+			b, err := ParseBootstrap(out)
+			require.NoError(t, err)
+			require.Equal(t, "gw-1", b.GetNode().GetId())
+			require.Equal(t, uint32(0), b.GetAdmin().GetAddress().GetSocketAddress().GetPortValue())
+			require.Equal(t, core.ApiConfigSource_GRPC, b.GetDynamicResources().GetAdsConfig().GetApiType())
+			sa := xdsCluster(b).GetLoadAssignment().GetEndpoints()[0].GetLbEndpoints()[0].GetEndpoint().GetAddress().GetSocketAddress()
+			require.Equal(t, "127.0.0.1", sa.GetAddress())
+			require.Equal(t, uint32(18100), sa.GetPortValue())
+		})
+	}
+}
+
+func TestRenderDefaultsToDeltaADS(t *testing.T) {
+	b, err := Load("egress.yaml")
+	require.NoError(t, err)
+	require.Equal(t, core.ApiConfigSource_DELTA_GRPC, b.GetDynamicResources().GetAdsConfig().GetApiType())
+}
+
+func TestRenderUnixSocket(t *testing.T) {
+	out, err := Render("ingress.yaml", Params{XDS: "unix:///run/meshfed/xds.sock"})
+	require.NoError(t, err)
+	b, err := ParseBootstrap(out)
+	require.NoError(t, err)
+	c := xdsCluster(b)
+	require.Equal(t, "/run/meshfed/xds.sock", c.GetLoadAssignment().GetEndpoints()[0].GetLbEndpoints()[0].GetEndpoint().GetAddress().GetPipe().GetPath())
+	require.Equal(t, "STATIC", c.GetType().String())
+}
+
+func TestRenderErrors(t *testing.T) {
+	_, err := Render("egress.yaml", Params{XDS: "127.0.0.1"})
+	require.ErrorContains(t, err, `egress.yaml: xds "127.0.0.1": address 127.0.0.1: missing port in address`)
+	_, err = Render("egress.yaml", Params{Admin: "127.0.0.1:http"})
+	require.ErrorContains(t, err, `egress.yaml: admin "127.0.0.1:http": port "http" is not a number from 0 to 65535`)
+	_, err = Render("other.yaml", Params{})
+	require.ErrorContains(t, err, "open other.yaml: file does not exist")
+}
