@@ -1,0 +1,202 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpoint "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/testing/protocmp"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/meshfed/meshfed/envoyrun"
+	"github.com/meshfed/meshfed/snapshot/cache"
+)
+
+const (
+	egressRole  = cache.RoleEgress
+	ingressRole = cache.RoleIngress
+)
+
+// dumped is one resource as Envoy reports it in config_dump.
+type dumped struct {
+	version string
+	res     *anypb.Any
+}
+
+// configMatches checks that Envoy's dynamic configuration is exactly what
+// the cache serves the role: the same names, and the same contents (private
+// keys aside: Envoy redacts them); with delta ADS the same versions too. A
+// listener still warming, or a secret, is not yet in sync.
+func configMatches(ctx context.Context, e *envoyrun.Envoy, c *cache.Cache, role cache.Role, sotw bool) error {
+	dump, err := e.ConfigDump(ctx, "include_eds")
+	if err != nil {
+		return err
+	}
+	got, err := dynamicResources(dump)
+	if err != nil {
+		return fmt.Errorf("envoy %s: %w", e.Name(), err)
+	}
+	var errs []error
+	for _, typ := range []string{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType, resource.SecretType} {
+		want := map[string]dumped{}
+		for _, r := range c.Resources(role, typ) {
+			want[r.Name] = dumped{version: r.Version, res: r.Resource}
+		}
+		if err := sameResources(typ, want, got[typ], sotw); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("envoy %s differs from what the agent serves: %w", e.Name(), err)
+	}
+	return nil
+}
+
+func sameResources(typ string, want, got map[string]dumped, sotw bool) error {
+	short := typ[strings.LastIndexByte(typ, '.')+1:]
+	var names []string
+	for n := range want {
+		names = append(names, n)
+	}
+	for n := range got {
+		if _, ok := want[n]; !ok {
+			names = append(names, n)
+		}
+	}
+	slices.Sort(names)
+	var errs []error
+	for _, n := range names {
+		w, inWant := want[n]
+		g, inGot := got[n]
+		switch {
+		case !inGot:
+			errs = append(errs, fmt.Errorf("%s %q: served, not in Envoy", short, n))
+		case !inWant:
+			errs = append(errs, fmt.Errorf("%s %q: in Envoy, not served", short, n))
+		// Envoy keeps no version of an EDS resource.
+		case !sotw && typ != resource.EndpointType && w.version != g.version:
+			errs = append(errs, fmt.Errorf("%s %q: Envoy has version %q, served %q", short, n, g.version, w.version))
+		default:
+			if d := diffResource(w.res, g.res); d != "" {
+				errs = append(errs, fmt.Errorf("%s %q (-served +envoy):\n%s", short, n, d))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func diffResource(want, got *anypb.Any) string {
+	w, err := want.UnmarshalNew()
+	if err != nil {
+		return err.Error()
+	}
+	g, err := got.UnmarshalNew()
+	if err != nil {
+		return err.Error()
+	}
+	redactKeys(w)
+	if wc, ok := w.(*endpoint.ClusterLoadAssignment); ok {
+		// Envoy reports the endpoints it holds, with its defaults filled
+		// in (weights, health, policy): compare the addresses.
+		return cmp.Diff(addresses(wc), addresses(g.(*endpoint.ClusterLoadAssignment)))
+	}
+	return cmp.Diff(w, g, protocmp.Transform())
+}
+
+func addresses(cla *endpoint.ClusterLoadAssignment) []string {
+	var out []string
+	for _, l := range cla.GetEndpoints() {
+		for _, e := range l.GetLbEndpoints() {
+			sa := e.GetEndpoint().GetAddress().GetSocketAddress()
+			out = append(out, fmt.Sprintf("%s:%d", sa.GetAddress(), sa.GetPortValue()))
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// redactKeys replaces private keys as Envoy's config_dump shows them.
+func redactKeys(m proto.Message) {
+	s, ok := m.(*tlsv3.Secret)
+	if !ok || s.GetTlsCertificate().GetPrivateKey() == nil {
+		return
+	}
+	s.GetTlsCertificate().PrivateKey = &core.DataSource{Specifier: &core.DataSource_InlineString{InlineString: "[redacted]"}}
+}
+
+// dynamicResources extracts, by type URL and name, the dynamic resources of
+// a config dump that Envoy applied.
+func dynamicResources(d *adminv3.ConfigDump) (map[string]map[string]dumped, error) {
+	out := map[string]map[string]dumped{}
+	add := func(typ, name, version string, r *anypb.Any) {
+		if out[typ] == nil {
+			out[typ] = map[string]dumped{}
+		}
+		out[typ][name] = dumped{version: version, res: r}
+	}
+	var errs []error
+	for _, c := range d.GetConfigs() {
+		m, err := c.UnmarshalNew()
+		if err != nil {
+			return nil, err
+		}
+		switch v := m.(type) {
+		case *adminv3.ClustersConfigDump:
+			for _, x := range v.GetDynamicActiveClusters() {
+				add(resource.ClusterType, name(x.GetCluster()), x.GetVersionInfo(), x.GetCluster())
+			}
+			for _, x := range v.GetDynamicWarmingClusters() {
+				errs = append(errs, fmt.Errorf("cluster %q is warming", name(x.GetCluster())))
+			}
+		case *adminv3.EndpointsConfigDump:
+			for _, x := range v.GetDynamicEndpointConfigs() {
+				add(resource.EndpointType, name(x.GetEndpointConfig()), x.GetVersionInfo(), x.GetEndpointConfig())
+			}
+		case *adminv3.ListenersConfigDump:
+			for _, x := range v.GetDynamicListeners() {
+				if x.GetWarmingState() != nil || x.GetErrorState() != nil {
+					errs = append(errs, fmt.Errorf("listener %q is warming or failed: %v", x.GetName(), x.GetErrorState()))
+				}
+				if a := x.GetActiveState(); a != nil {
+					add(resource.ListenerType, x.GetName(), a.GetVersionInfo(), a.GetListener())
+				}
+			}
+		case *adminv3.RoutesConfigDump:
+			for _, x := range v.GetDynamicRouteConfigs() {
+				add(resource.RouteType, name(x.GetRouteConfig()), x.GetVersionInfo(), x.GetRouteConfig())
+			}
+		case *adminv3.SecretsConfigDump:
+			for _, x := range v.GetDynamicActiveSecrets() {
+				add(resource.SecretType, x.GetName(), x.GetVersionInfo(), x.GetSecret())
+			}
+			for _, x := range v.GetDynamicWarmingSecrets() {
+				errs = append(errs, fmt.Errorf("secret %q is warming", x.GetName()))
+			}
+		}
+	}
+	return out, errors.Join(errs...)
+}
+
+// name is the name of a dumped resource.
+func name(a *anypb.Any) string {
+	m, err := a.UnmarshalNew()
+	if err != nil {
+		return "?" + err.Error()
+	}
+	switch v := m.(type) {
+	case interface{ GetName() string }:
+		return v.GetName()
+	case interface{ GetClusterName() string }:
+		return v.GetClusterName()
+	}
+	return "?"
+}
