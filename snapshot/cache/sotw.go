@@ -8,6 +8,11 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
+// sentKey holds, in what a wildcard response returned, the version sent:
+// the server keeps it with the stream, so that a NACK can be told apart from
+// a request for something newer. No resource can have this name.
+const sentKey = syncKey
+
 type sotwWatch struct {
 	req *gcache.Request
 	sub gcache.Subscription
@@ -44,15 +49,24 @@ func (c *Cache) cancelSotw(t *typeState, w *sotwWatch) {
 // answerSotw answers the watch if the client misses something and reports
 // whether it did. changed is nil for a new watch, else the names changed since
 // the watch was last looked at.
+//
+// A NACK asks for nothing new: the client keeps what it last accepted, and
+// the same state sent again would be rejected again, at once and forever.
+// So after a NACK the client is answered only once the resources differ
+// from those it rejected.
 func (c *Cache) answerSotw(t *typeState, w *sotwWatch, changed []logEntry) bool {
+	nack := w.req.GetErrorDetail() != nil
 	// A client without a version has nothing yet and waits for an answer,
 	// empty or not, before it finishes initializing.
-	force := w.req.GetVersionInfo() == ""
+	force := w.req.GetVersionInfo() == "" && !nack
 	if w.sub.IsWildcard() {
-		if !force && w.req.GetVersionInfo() == t.version {
+		switch {
+		case nack && w.sub.ReturnedResources()[sentKey] == t.version:
+			return false
+		case !nack && !force && w.req.GetVersionInfo() == t.version:
 			return false
 		}
-		c.sendSotw(t, w, t.wildcardAnys(), nil)
+		c.sendSotw(t, w, t.wildcardAnys(), map[string]string{sentKey: t.version})
 		return true
 	}
 
