@@ -43,7 +43,7 @@ func (a *Agent) gateways() error {
 			TrustDomain: a.cfg.TrustDomain,
 			Peers:       peers,
 			Gateways: snapshot.Gateways{
-				Egress:  snapshot.SocketAddress{Address: g.Egress.Listen.Address, Port: g.Egress.Listen.Port},
+				Egress:  snapshot.Address{Address: g.Egress.Listen.Address},
 				Ingress: snapshot.SocketAddress{Address: g.Ingress.Listen.Address, Port: g.Ingress.Listen.Port},
 			},
 		},

@@ -40,7 +40,7 @@ func TestAdminAPIAndDNSAfterAnExchange(t *testing.T) {
 	require.Equal(t, "inventory.mesh-a.example", imports[0].LocalFQDN)
 	require.Equal(t, "db", imports[0].Instances[0].Instance)
 	require.Equal(t, uint32(21000), imports[0].Instances[0].Port)
-	require.Equal(t, uint32(15001), imports[0].Instances[1].Port, "HTTP goes to the shared listener")
+	require.Equal(t, uint32(8080), imports[0].Instances[1].Port, "HTTP is served on the service's own port")
 
 	// The owner sees the consumer's ACK, per service.
 	var status Status

@@ -10,6 +10,7 @@ import (
 	"github.com/meshfed/meshfed/federation/peer"
 	"github.com/meshfed/meshfed/model"
 	"github.com/meshfed/meshfed/registry"
+	"github.com/meshfed/meshfed/snapshot"
 	"github.com/meshfed/meshfed/xds"
 )
 
@@ -136,7 +137,7 @@ func (a *Agent) imported() []imported {
 	var out []imported
 	for _, imp := range a.Catalog.Imports() {
 		for _, inst := range imp.Service.Instances {
-			port := eg.Listen.Port
+			port := snapshot.HTTPPort(inst)
 			if !inst.Protocol.RoutedByHost() {
 				p, ok := a.Runner.EgressPort(imp.Peer, imp.ResourceID, inst.ID)
 				if !ok {

@@ -279,7 +279,7 @@ func (p *pki) input() snapshot.Input {
 		TrustDomain: localTD,
 		Peers:       []model.Peer{{Name: peerName, TrustDomain: peerTD}},
 		Gateways: snapshot.Gateways{
-			Egress:  snapshot.SocketAddress{Address: "0.0.0.0", Port: 15001},
+			Egress:  snapshot.Address{Address: "0.0.0.0"},
 			Ingress: snapshot.SocketAddress{Address: "0.0.0.0", Port: 15443},
 		},
 		Secrets: p.secrets,

@@ -102,16 +102,29 @@ func expectations(base *snapshot.Input, c *change, port portFunc, partialSotw bo
 		delete(oldL, name)
 	}
 	diff(resource.ListenerType, oldL, newL)
-	oldV, newV := digests(before.VirtualHosts), digests(after.VirtualHosts)
-	for name, d := range newV {
-		if od, ok := oldV[name]; !ok || od != d {
-			add(Expect{Type: resource.RouteType, Name: snapshot.EgressHTTPName, VHost: name, Digest: d})
+	oldV, newV := routeDigests(before.HostRoutes), routeDigests(after.HostRoutes)
+	for k, d := range newV {
+		if od, ok := oldV[k]; !ok || od != d {
+			add(Expect{Type: resource.RouteType, Name: snapshot.EgressHTTPName(k.port), VHost: k.name, Digest: d})
 		}
 	}
-	for name := range oldV {
-		if _, ok := newV[name]; !ok {
-			add(Expect{Type: resource.RouteType, Name: snapshot.EgressHTTPName, VHost: name, Absent: true})
+	for k := range oldV {
+		if _, ok := newV[k]; !ok {
+			add(Expect{Type: resource.RouteType, Name: snapshot.EgressHTTPName(k.port), VHost: k.name, Absent: true})
 		}
+	}
+	return out
+}
+
+type portHost struct {
+	port uint32
+	name string
+}
+
+func routeDigests(routes []snapshot.HostRoute) map[portHost]uint64 {
+	out := make(map[portHost]uint64, len(routes))
+	for _, r := range routes {
+		out[portHost{r.Port, r.VirtualHost.GetName()}] = digest(r.VirtualHost)
 	}
 	return out
 }

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	gcache "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
@@ -297,10 +298,12 @@ type linearSystem struct {
 	// Owned by the goroutine following the catalog.
 	in      snapshot.Input
 	entries map[string]snapshot.ServiceResources
+	// http holds the names of the egress HTTP listeners served.
+	http map[string]bool
 }
 
 func newLinear(env systemEnv) *linearSystem {
-	s := &linearSystem{env: env, alloc: newPortAlloc(), caches: map[string]*gcache.LinearCache{}, entries: map[string]snapshot.ServiceResources{}}
+	s := &linearSystem{env: env, alloc: newPortAlloc(), caches: map[string]*gcache.LinearCache{}, entries: map[string]snapshot.ServiceResources{}, http: map[string]bool{}}
 	caches := map[string]gcache.Cache{}
 	for _, t := range snapshot.Types {
 		lc := gcache.NewLinearCache(t, gcache.WithLogger(quiet))
@@ -326,12 +329,14 @@ func (s *linearSystem) translate(imp *model.Import) snapshot.ServiceResources {
 	return snapshot.EgressResources(&in, *imp)
 }
 
-func (s *linearSystem) routeConfiguration() *route.RouteConfiguration {
-	var vhosts []*route.VirtualHost
+// egressHTTP is every egress HTTP listener and route configuration, built
+// from every entry, as LinearCache users rebuild what they cannot patch.
+func (s *linearSystem) egressHTTP() ([]*listenerv3.Listener, []*route.RouteConfiguration) {
+	var routes []snapshot.HostRoute
 	for _, e := range s.entries {
-		vhosts = append(vhosts, e.VirtualHosts...)
+		routes = append(routes, e.HostRoutes...)
 	}
-	return snapshot.EgressRouteConfiguration(vhosts)
+	return snapshot.EgressHTTP(&s.in, routes)
 }
 
 func (s *linearSystem) start(ctx context.Context) error {
@@ -351,10 +356,12 @@ func (s *linearSystem) start(ctx context.Context) error {
 			}
 		}
 	}
-	l := snapshot.EgressHTTPListener(&s.in)
-	all[resource.ListenerType][l.GetName()] = l
-	rc := s.routeConfiguration()
-	all[resource.RouteType][rc.GetName()] = rc
+	ls, rcs := s.egressHTTP()
+	for i, l := range ls {
+		all[resource.ListenerType][l.GetName()] = l
+		all[resource.RouteType][rcs[i].GetName()] = rcs[i]
+		s.http[l.GetName()] = true
+	}
 	for _, sec := range snapshot.GatewaySecrets(&s.in, snapshot.Egress) {
 		all[resource.SecretType][sec.GetName()] = sec
 	}
@@ -411,13 +418,26 @@ func (s *linearSystem) step(keys []catalog.Key) error {
 				}
 			}
 		}
-		if !slices.EqualFunc(old.VirtualHosts, sr.VirtualHosts, func(a, b *route.VirtualHost) bool { return proto.Equal(a, b) }) {
+		if !slices.EqualFunc(old.HostRoutes, sr.HostRoutes, func(a, b snapshot.HostRoute) bool {
+			return a.Port == b.Port && proto.Equal(a.VirtualHost, b.VirtualHost)
+		}) {
 			routes = true
 		}
 	}
 	if routes {
-		rc := s.routeConfiguration()
-		updates[resource.RouteType] = map[string]types.Resource{rc.GetName(): rc}
+		ls, rcs := s.egressHTTP()
+		updates[resource.RouteType] = map[string]types.Resource{}
+		for i, l := range ls {
+			updates[resource.RouteType][rcs[i].GetName()] = rcs[i]
+			if s.http[l.GetName()] {
+				continue
+			}
+			s.http[l.GetName()] = true
+			if updates[resource.ListenerType] == nil {
+				updates[resource.ListenerType] = map[string]types.Resource{}
+			}
+			updates[resource.ListenerType][l.GetName()] = l
+		}
 	}
 	for _, t := range snapshot.Types {
 		if len(updates[t]) == 0 && len(deletes[t]) == 0 {

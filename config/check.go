@@ -179,7 +179,7 @@ func (c *Config) checkServing() error {
 	for _, p := range []struct {
 		field string
 		port  uint32
-	}{{"gateways.egress.listen.port", eg.Listen.Port}, {"gateways.ingress.listen.port", ig.Listen.Port}, {"gateways.egress.ports.from", eg.Ports.From}, {"gateways.egress.ports.to", eg.Ports.To}} {
+	}{{"gateways.ingress.listen.port", ig.Listen.Port}, {"gateways.egress.ports.from", eg.Ports.From}, {"gateways.egress.ports.to", eg.Ports.To}} {
 		if p.port > 65535 {
 			return fieldErr(p.field, "%d is not a port", p.port)
 		}
@@ -187,8 +187,8 @@ func (c *Config) checkServing() error {
 	if eg.Ports.From == 0 || eg.Ports.To < eg.Ports.From {
 		return fieldErr("gateways.egress.ports", "%d-%d is not a range of ports", eg.Ports.From, eg.Ports.To)
 	}
-	if eg.Listen.Port >= eg.Ports.From && eg.Listen.Port <= eg.Ports.To {
-		return fieldErr("gateways.egress.listen.port", "%d is inside gateways.egress.ports %d-%d", eg.Listen.Port, eg.Ports.From, eg.Ports.To)
+	if eg.Listen.Port != 0 {
+		return fieldErr("gateways.egress.listen.port", "%d: the egress gateway has no shared port; it serves each HTTP import on the service's own port and the others on gateways.egress.ports, so set only gateways.egress.listen.address", eg.Listen.Port)
 	}
 	seen := map[string]string{}
 	for _, g := range []struct {

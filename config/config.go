@@ -84,14 +84,23 @@ type EgressGateway struct {
 	// NodeIDs are the Envoy node ids served as egress gateways; default
 	// [egress-gateway].
 	NodeIDs []string `yaml:"nodeIds"`
-	// Listen is the HTTP listener (default 127.0.0.1:15001); dedicated
-	// listeners bind the same address.
-	Listen Endpoint `yaml:"listen"`
+	// Listen is the address every egress listener binds (default
+	// 127.0.0.1, the mesh side of the gateway): HTTP, HTTP2 and GRPC
+	// imports on their service's own port, the others on a port of Ports.
+	Listen EgressListen `yaml:"listen"`
 	// Ports is the range of dedicated listener ports; default 21000-21999.
 	Ports PortRange `yaml:"ports"`
 	// Advertise is the address workloads dial, given in DNS answers and
 	// registries; default Listen.Address.
 	Advertise string `yaml:"advertise"`
+}
+
+// EgressListen is where the egress listeners bind.
+type EgressListen struct {
+	Address string `yaml:"address"`
+	// Port is refused: imports are served on their own ports, not on one
+	// shared port (see check).
+	Port uint32 `yaml:"port"`
 }
 
 // IngressGateway accepts peers' calls to exported services.
@@ -293,9 +302,6 @@ func (c *Config) defaults(dir string) {
 	}
 	if eg.Listen.Address == "" {
 		eg.Listen.Address = "127.0.0.1"
-	}
-	if eg.Listen.Port == 0 {
-		eg.Listen.Port = 15001
 	}
 	if eg.Ports == (PortRange{}) {
 		eg.Ports = PortRange{From: 21000, To: 21999}

@@ -61,7 +61,7 @@ func TestParseValidAppliesDefaultsAndRelativePaths(t *testing.T) {
 	assert.Equal(t, "127.0.0.1:19100", c.Admin.Listen)
 	assert.Equal(t, Duration(10*time.Millisecond), c.XDS.Holdoff)
 	assert.Equal(t, []string{"egress-gateway"}, c.Gateways.Egress.NodeIDs)
-	assert.Equal(t, Endpoint{Address: "127.0.0.1", Port: 15001}, c.Gateways.Egress.Listen)
+	assert.Equal(t, EgressListen{Address: "127.0.0.1"}, c.Gateways.Egress.Listen)
 	assert.Equal(t, "127.0.0.1", c.Gateways.Egress.Advertise)
 	assert.Equal(t, PortRange{From: 21000, To: 21099}, c.Gateways.Egress.Ports)
 	assert.Equal(t, Endpoint{Address: "127.0.0.1", Port: 15444}, c.Gateways.Ingress.Listen)
@@ -96,7 +96,7 @@ func TestParseErrorsNameFieldValueAndLine(t *testing.T) {
 		{"port out of range", "{from: 21000, to: 21099}", "{from: 21000, to: 70000}", "line 29: gateways.egress.ports.to: 70000 is not a port"},
 		{"gateway address not an IP", "    ports: {from: 21000, to: 21099}", "    ports: {from: 21000, to: 21099}\n    listen: {address: egress.local}", `line 30: gateways.egress.listen.address: "egress.local" is not an IP address`},
 		{"node id of both roles", "    ports: {from: 21000, to: 21099}", "    ports: {from: 21000, to: 21099}\n  ingress:\n    nodeIds: [egress-gateway]", `line 31: gateways.ingress.nodeIds[0]: "egress-gateway" is already a node id of the egress gateway`},
-		{"http port inside the range", "    ports: {from: 21000, to: 21099}", "    ports: {from: 21000, to: 21099}\n    listen: {port: 21050}", "line 30: gateways.egress.listen.port: 21050 is inside gateways.egress.ports 21000-21099"},
+		{"egress listen port", "    ports: {from: 21000, to: 21099}", "    ports: {from: 21000, to: 21099}\n    listen: {port: 15001}", "line 30: gateways.egress.listen.port: 15001: the egress gateway has no shared port; it serves each HTTP import on the service's own port and the others on gateways.egress.ports, so set only gateways.egress.listen.address"},
 		{"context required but empty", "    dial: 127.0.0.1:16443", "    requireContext: true", "line 22: peers[0].requireContext: set, but context is empty"},
 	}
 	for _, tc := range cases {

@@ -47,7 +47,6 @@ type mesh struct {
 	ip                   string
 	fed, xds, admin, dns string
 	ingressPort          uint32
-	egressPort           uint32
 	portsFrom, portsTo   uint32
 	sotw                 bool
 
@@ -107,7 +106,6 @@ func newMesh(t *testing.T, root, name, service, ip string, opts options) *mesh {
 	require.NoError(t, certs.InitDevCA(certs.DevCAOptions{Dir: filepath.Join(m.dir, "certs"), TrustDomain: spiffeid.RequireTrustDomainFromString(m.td)}))
 	m.fed, m.xds, m.admin, m.dns = freeAddr(t, "127.0.0.1"), freeAddr(t, "127.0.0.1"), freeAddr(t, "127.0.0.1"), freeAddr(t, "127.0.0.1")
 	m.ingressPort = freePort(t, ip)
-	m.egressPort = freePort(t, ip)
 	m.portsFrom = freePort(t, ip)
 	m.portsTo = m.portsFrom
 	var err error
@@ -178,14 +176,14 @@ dns:
   listen: %[10]s
 gateways:
   egress:
-    listen: {address: %[5]s, port: %[11]d}
-    ports: {from: %[12]d, to: %[13]d}
+    listen: {address: %[5]s}
+    ports: {from: %[11]d, to: %[12]d}
   ingress:
     listen: {address: %[5]s, port: %[6]d}
 exports:
   file: services.yaml
 `, m.td, m.peer.td, m.peer.name, m.fed, m.ip, m.ingressPort, dial, m.xds, m.admin, m.dns,
-		m.egressPort, m.portsFrom, m.portsTo)
+		m.portsFrom, m.portsTo)
 	writeAtomic(m.t, filepath.Join(m.dir, "meshfed.yaml"), y)
 }
 

@@ -42,7 +42,7 @@ func httpGet(ctx context.Context, addr, host, path string) (int, []byte, error) 
 // m's egress gateway, and returns the upstream's reply.
 func (m *mesh) importedHTTP(ctx context.Context, path string) (upstream.Reply, error) {
 	host := m.peer.fqdn() + ":" + strconv.Itoa(httpPort)
-	addr := net.JoinHostPort(m.ip, strconv.FormatUint(uint64(m.egressPort), 10))
+	addr := net.JoinHostPort(m.ip, strconv.Itoa(httpPort))
 	code, body, err := httpGet(ctx, addr, host, path)
 	if err != nil {
 		return upstream.Reply{}, err

@@ -13,7 +13,7 @@ func benchInput(n int) *Input {
 	in := &Input{
 		TrustDomain: "mesh-a.example",
 		Gateways: Gateways{
-			Egress:  SocketAddress{Address: "0.0.0.0", Port: 15001},
+			Egress:  Address{Address: "0.0.0.0"},
 			Ingress: SocketAddress{Address: "0.0.0.0", Port: 15443},
 		},
 		Secrets: Secrets{

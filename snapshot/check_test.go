@@ -40,9 +40,9 @@ func remove(t *testing.T, res *Resources, role Role, typ resource.Type, name str
 
 func TestCheckValidates(t *testing.T) {
 	res := checkBase(t)
-	l := find(t, res, Egress, resource.ListenerType, EgressHTTPName).(*listener.Listener)
+	l := find(t, res, Egress, resource.ListenerType, EgressHTTPName(8080)).(*listener.Listener)
 	l.Address.GetSocketAddress().PortSpecifier = &core.SocketAddress_PortValue{PortValue: 70000}
-	require.ErrorContains(t, Check(res), `egress: listener "egress/http": invalid: invalid Listener.Address: embedded message failed validation | caused by: invalid Address.SocketAddress: embedded message failed validation | caused by: invalid SocketAddress.PortValue: value must be less than or equal to 65535`)
+	require.ErrorContains(t, Check(res), `egress: listener "egress/http/8080": invalid: invalid Listener.Address: embedded message failed validation | caused by: invalid Address.SocketAddress: embedded message failed validation | caused by: invalid SocketAddress.PortValue: value must be less than or equal to 65535`)
 }
 
 func TestCheckValidatesTypedConfigs(t *testing.T) {
@@ -63,7 +63,7 @@ func TestCheckDuplicateName(t *testing.T) {
 func TestCheckRouteToUnknownCluster(t *testing.T) {
 	res := checkBase(t)
 	remove(t, res, Egress, resource.ClusterType, "egress/mesh-b/payments/http")
-	require.EqualError(t, Check(res), `egress: route configuration "egress/http" virtual host "egress/mesh-b/payments/http" routes to cluster "egress/mesh-b/payments/http" which does not exist`)
+	require.EqualError(t, Check(res), `egress: route configuration "egress/http/8080" virtual host "egress/mesh-b/payments/http" routes to cluster "egress/mesh-b/payments/http" which does not exist`)
 }
 
 func TestCheckTCPProxyToUnknownCluster(t *testing.T) {
@@ -90,22 +90,22 @@ func TestCheckUnknownSecret(t *testing.T) {
 
 func TestCheckUnknownRouteConfiguration(t *testing.T) {
 	res := checkBase(t)
-	remove(t, res, Egress, resource.RouteType, EgressHTTPName)
-	require.EqualError(t, Check(res), `egress: listener "egress/http" filter chain "" fetches route configuration "egress/http" which does not exist`)
+	remove(t, res, Egress, resource.RouteType, EgressHTTPName(8080))
+	require.EqualError(t, Check(res), `egress: listener "egress/http/8080" filter chain "" fetches route configuration "egress/http/8080" which does not exist`)
 }
 
 func TestCheckDuplicateDomain(t *testing.T) {
 	res := checkBase(t)
-	rc := find(t, res, Egress, resource.RouteType, EgressHTTPName).(*route.RouteConfiguration)
+	rc := find(t, res, Egress, resource.RouteType, EgressHTTPName(8080)).(*route.RouteConfiguration)
 	rc.VirtualHosts[1].Domains = append(rc.VirtualHosts[1].Domains, rc.VirtualHosts[0].Domains[0])
-	require.EqualError(t, Check(res), `egress: route configuration "egress/http": domain "shipping.mesh-c.example" is in virtual hosts "egress/_4desh_2e_43/shipping/http" and "egress/mesh-b/payments/grpc"`)
+	require.EqualError(t, Check(res), `egress: route configuration "egress/http/8080": domain "shipping.mesh-c.example" is in virtual hosts "egress/_4desh_2e_43/shipping/http" and "egress/mesh-b/payments/http"`)
 }
 
 func TestCheckDuplicateVirtualHost(t *testing.T) {
 	res := checkBase(t)
-	rc := find(t, res, Egress, resource.RouteType, EgressHTTPName).(*route.RouteConfiguration)
+	rc := find(t, res, Egress, resource.RouteType, EgressHTTPName(8080)).(*route.RouteConfiguration)
 	rc.VirtualHosts[1].Name = rc.VirtualHosts[0].Name
-	require.EqualError(t, Check(res), `egress: route configuration "egress/http": duplicate virtual host "egress/_4desh_2e_43/shipping/http"`)
+	require.EqualError(t, Check(res), `egress: route configuration "egress/http/8080": duplicate virtual host "egress/_4desh_2e_43/shipping/http"`)
 }
 
 func TestCheckFilterChainOverlap(t *testing.T) {
@@ -119,8 +119,8 @@ func TestCheckFilterChainOverlap(t *testing.T) {
 func TestCheckSameAddress(t *testing.T) {
 	res := checkBase(t)
 	l := find(t, res, Egress, resource.ListenerType, "egress/mesh-b/payments/tls").(*listener.Listener)
-	l.Address = socketAddress("0.0.0.0", 15001)
-	require.EqualError(t, Check(res), `egress: listeners "egress/http" and "egress/mesh-b/payments/tls" both bind 0.0.0.0:15001`)
+	l.Address = socketAddress("0.0.0.0", 8080)
+	require.EqualError(t, Check(res), `egress: listeners "egress/http/8080" and "egress/mesh-b/payments/tls" both bind 0.0.0.0:8080`)
 }
 
 func TestCheckListenerWithoutFilterChains(t *testing.T) {

@@ -9,7 +9,7 @@ import (
 
 // CheckService verifies the resources of one or more services of a role as
 // Check does, together with what the gateway holds besides them (its
-// listener and secrets), so that a change is verified without the rest of
+// listeners and secrets), so that a change is verified without the rest of
 // the catalog. Across services, names cannot collide (they derive from
 // distinct keys) and ports are allocated uniquely, so what Check would add by
 // looking at the whole role is the overlap of ingress filter chains: pass
@@ -19,8 +19,9 @@ func CheckService(in *Input, role Role, sr ServiceResources) error {
 	byRole := map[Role]map[resource.Type][]types.Resource{}
 	switch role {
 	case Egress:
-		sr.Listeners = append(slices.Clip(sr.Listeners), EgressHTTPListener(in))
-		byRole[Egress] = sr.byType(EgressRouteConfiguration(sr.VirtualHosts))
+		listeners, routes := EgressHTTP(in, sr.HostRoutes)
+		sr.Listeners = append(slices.Clip(sr.Listeners), listeners...)
+		byRole[Egress] = sr.byType(routes)
 	case Ingress:
 		if l := IngressListener(in, sr.FilterChains); l != nil {
 			sr.Listeners = append(slices.Clip(sr.Listeners), l)

@@ -43,11 +43,17 @@ type Input struct {
 
 // Gateways are the listen addresses of the gateways.
 type Gateways struct {
-	// Egress is the address of the egress HTTP listener; dedicated egress
-	// listeners bind the same IP on their EgressPorts.
-	Egress SocketAddress `json:"egress"`
+	// Egress is the IP every egress listener binds: HTTP listeners on the
+	// imported services' own ports, dedicated listeners on their
+	// EgressPorts.
+	Egress Address `json:"egress"`
 	// Ingress is the address of the ingress TLS listener.
 	Ingress SocketAddress `json:"ingress"`
+}
+
+// Address is an IP.
+type Address struct {
+	Address string `json:"address"`
 }
 
 // SocketAddress is an IP and a port.

@@ -3,6 +3,7 @@ package snapshot
 import (
 	"cmp"
 	"slices"
+	"strconv"
 
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	router "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
@@ -15,18 +16,20 @@ import (
 // tlsTransport is the transport protocol tls_inspector reports for TLS.
 const tlsTransport = "tls"
 
-// EgressHTTPListener is the egress listener shared by every HTTP, HTTP2 and
-// GRPC instance: an HTTP connection manager (HTTP/1.1 and h2c, detected)
-// fetching route configuration EgressHTTPName over ADS. It exists with an
-// empty catalog too, so that callers get 404 rather than a refused
-// connection and the port stays bound.
-func EgressHTTPListener(in *Input) *listener.Listener {
+// EgressHTTPListener is the egress listener of the HTTP, HTTP2 and GRPC
+// imports on one service port, as Istio serves them: it binds that port,
+// so that a workload calling http://<name>:<port>/ arrives at it once the
+// name resolves to the gateway, and an HTTP connection manager (HTTP/1.1
+// and h2c, detected) routes by Host with route configuration
+// EgressHTTPName(port), fetched over ADS.
+func EgressHTTPListener(in *Input, port uint32) *listener.Listener {
+	name := EgressHTTPName(port)
 	m := &hcm.HttpConnectionManager{
-		StatPrefix: "egress-http",
+		StatPrefix: "egress-http-" + strconv.FormatUint(uint64(port), 10),
 		CodecType:  hcm.HttpConnectionManager_AUTO,
 		RouteSpecifier: &hcm.HttpConnectionManager_Rds{Rds: &hcm.Rds{
 			ConfigSource:    ads(),
-			RouteConfigName: EgressHTTPName,
+			RouteConfigName: name,
 		}},
 		HttpFilters: []*hcm.HttpFilter{{
 			Name:       wellknown.Router,
@@ -34,8 +37,8 @@ func EgressHTTPListener(in *Input) *listener.Listener {
 		}},
 	}
 	return &listener.Listener{
-		Name:    EgressHTTPName,
-		Address: socketAddress(in.Gateways.Egress.Address, in.Gateways.Egress.Port),
+		Name:    name,
+		Address: socketAddress(in.Gateways.Egress.Address, port),
 		FilterChains: []*listener.FilterChain{{
 			Filters: []*listener.Filter{{
 				Name:       wellknown.HTTPConnectionManager,

@@ -2,6 +2,7 @@ package snapshot
 
 import (
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/meshfed/meshfed/model"
@@ -22,9 +23,6 @@ import (
 const (
 	sep = "/"
 
-	// EgressHTTPName names the egress HTTP listener and its route
-	// configuration.
-	EgressHTTPName = "egress" + sep + "http"
 	// IngressTLSName names the ingress TLS listener.
 	IngressTLSName = "ingress" + sep + "tls"
 )
@@ -86,6 +84,12 @@ func EgressPortKeys(imports []model.Import) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// EgressHTTPName names the egress HTTP listener of a service port and its
+// route configuration. It has three fields where EgressName has four.
+func EgressHTTPName(port uint32) string {
+	return join("egress", "http", strconv.FormatUint(uint64(port), 10))
 }
 
 // EgressName names the cluster, its ClusterLoadAssignment, its virtual host

@@ -66,7 +66,7 @@ func checkNames(t testing.TB, a, b [3]string) {
 	}
 	// Names of different kinds never meet: their first fields differ.
 	require.NotEqual(t, na, IngressName(b[0], b[1]))
-	require.NotEqual(t, na, EgressHTTPName)
+	require.NotEqual(t, na, EgressHTTPName(uint32(len(b[0]))))
 }
 
 func TestEscape(t *testing.T) {

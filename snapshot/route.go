@@ -31,9 +31,9 @@ func virtualHost(name string, domains []string, hostRewrite string, streaming bo
 }
 
 // EgressRouteConfiguration is the route configuration of the egress HTTP
-// listener: vhosts sorted by name. It does not modify vhosts.
-func EgressRouteConfiguration(vhosts []*route.VirtualHost) *route.RouteConfiguration {
+// listener of port: vhosts sorted by name. It does not modify vhosts.
+func EgressRouteConfiguration(port uint32, vhosts []*route.VirtualHost) *route.RouteConfiguration {
 	sorted := slices.Clone(vhosts)
 	slices.SortFunc(sorted, func(a, b *route.VirtualHost) int { return cmp.Compare(a.GetName(), b.GetName()) })
-	return &route.RouteConfiguration{Name: EgressHTTPName, VirtualHosts: sorted}
+	return &route.RouteConfiguration{Name: EgressHTTPName(port), VirtualHosts: sorted}
 }

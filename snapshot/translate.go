@@ -18,18 +18,29 @@ import (
 )
 
 // ServiceResources are the resources one service contributes to one gateway.
-// VirtualHosts go into the egress route configuration and FilterChains into
-// the ingress listener (EgressRouteConfiguration, IngressListener); the rest
-// are resources in their own right. Secrets may be shared by several
-// services: equal names mean equal contents.
+// HostRoutes go into the route configuration of the egress HTTP listener of
+// their port and FilterChains into the ingress listener (EgressHTTP,
+// IngressListener); the rest are resources in their own right. Secrets may
+// be shared by several services: equal names mean equal contents.
 type ServiceResources struct {
 	Clusters     []*cluster.Cluster
 	Endpoints    []*endpoint.ClusterLoadAssignment
 	Listeners    []*listener.Listener
-	VirtualHosts []*route.VirtualHost
+	HostRoutes   []HostRoute
 	FilterChains []*listener.FilterChain
 	Secrets      []*tls.Secret
 }
+
+// HostRoute is the virtual host of one imported instance, served by the
+// egress HTTP listener of the service port Port.
+type HostRoute struct {
+	Port        uint32
+	VirtualHost *route.VirtualHost
+}
+
+// DefaultHTTPPort is the port an HTTP, HTTP2 or GRPC instance is served on
+// when the owner states none (no PORT metadata): HTTP's own.
+const DefaultHTTPPort = 80
 
 // originatesTLS reports whether workloads speak TLS themselves on instances
 // of p.
@@ -49,15 +60,16 @@ func originatesTLS(p model.Protocol) bool {
 
 // EgressResources are the egress gateway's resources for one import: per
 // instance, a cluster toward the owner's endpoints (with its
-// ClusterLoadAssignment when EDS), and either a virtual host (HTTP, HTTP2,
-// GRPC) or a dedicated listener on the instance's EgressPorts port (the
-// others; none while the port is not allocated).
+// ClusterLoadAssignment when EDS), and either a virtual host on the
+// service's own port (HTTP, HTTP2, GRPC) or a dedicated listener on the
+// instance's EgressPorts port (the others; none while the port is not
+// allocated).
 //
-// A host-routed instance serves LocalFQDN:port; Envoy refuses a domain in
-// two virtual hosts, so of instances sharing a port the first by id has it.
-// The bare LocalFQDN (a Host header without port: port 80, or a client that
-// leaves it out) goes to one instance only, by bareHostOwner. LocalFQDN is
-// unique among imports (the catalog keys on it).
+// A host-routed instance serves LocalFQDN and LocalFQDN:port on the egress
+// HTTP listener of its port (DefaultHTTPPort when the owner gave none).
+// Envoy refuses a domain in two virtual hosts, so of instances sharing a
+// port the first by id has it. LocalFQDN is unique among imports (the
+// catalog keys on it).
 func EgressResources(in *Input, imp model.Import) ServiceResources {
 	var out ServiceResources
 	var trustDomain string
@@ -67,8 +79,7 @@ func EgressResources(in *Input, imp model.Import) ServiceResources {
 	insts := slices.Clone(imp.Service.Instances)
 	slices.SortFunc(insts, func(a, b model.Instance) int { return cmp.Compare(a.ID, b.ID) })
 	host := strings.ToLower(imp.LocalFQDN)
-	claimed := map[string]bool{}
-	bare := bareHostOwner(insts)
+	claimed := map[uint32]bool{}
 	for _, inst := range insts {
 		name := EgressName(imp.Peer, imp.ResourceID, inst.ID)
 		c, cla := upstreamCluster(name, selectEndpoints(imp.Service.Endpoints, inst.Selector))
@@ -94,51 +105,30 @@ func EgressResources(in *Input, imp model.Import) ServiceResources {
 			}
 			continue
 		}
-		var domains []string
-		if inst.ID == bare {
-			domains = append(domains, host)
-		}
-		if inst.Port != 0 {
-			if d := host + ":" + strconv.FormatUint(uint64(inst.Port), 10); !claimed[d] {
-				claimed[d] = true
-				domains = append(domains, d)
-			}
-		}
-		if len(domains) == 0 {
+		port := HTTPPort(inst)
+		if claimed[port] {
 			continue
 		}
+		claimed[port] = true
+		domains := []string{host, host + ":" + strconv.FormatUint(uint64(port), 10)}
 		// The owner knows the service by its own name: the HOSTNAME the
 		// instance states, else its fqdn when the local name is an alias.
 		rewrite := inst.Hostname
 		if rewrite == "" && imp.LocalFQDN != imp.Service.FQDN {
 			rewrite = imp.Service.FQDN
 		}
-		out.VirtualHosts = append(out.VirtualHosts, virtualHost(name, domains, rewrite, streaming))
+		out.HostRoutes = append(out.HostRoutes, HostRoute{Port: port, VirtualHost: virtualHost(name, domains, rewrite, streaming)})
 	}
 	return out
 }
 
-// bareHostOwner is the id of the host-routed instance that serves the bare
-// LocalFQDN: the one on port 80, else one without a port (the bare name is
-// its only one), else the one with the lowest port; the first by id among
-// equals. insts are sorted by id.
-func bareHostOwner(insts []model.Instance) string {
-	rank := func(p uint32) uint64 {
-		switch p {
-		case 80:
-			return 0
-		case 0:
-			return 1
-		}
-		return 1 + uint64(p)
+// HTTPPort is the port of the egress HTTP listener that serves a
+// host-routed instance.
+func HTTPPort(inst model.Instance) uint32 {
+	if inst.Port == 0 {
+		return DefaultHTTPPort
 	}
-	owner, best := "", uint64(1<<63)
-	for _, inst := range insts {
-		if inst.Protocol.RoutedByHost() && rank(inst.Port) < best {
-			owner, best = inst.ID, rank(inst.Port)
-		}
-	}
-	return owner
+	return inst.Port
 }
 
 // IngressResources are the ingress gateway's resources for one export: per
@@ -247,7 +237,8 @@ func Build(in *Input) *Resources {
 	for _, exp := range in.Exports {
 		ingress.add(IngressResources(in, exp))
 	}
-	egress.Listeners = append(egress.Listeners, EgressHTTPListener(in))
+	listeners, routes := EgressHTTP(in, egress.HostRoutes)
+	egress.Listeners = append(egress.Listeners, listeners...)
 	egress.Secrets = append(egress.Secrets, GatewaySecrets(in, Egress)...)
 	if l := IngressListener(in, ingress.FilterChains); l != nil {
 		ingress.Listeners = append(ingress.Listeners, l)
@@ -255,23 +246,44 @@ func Build(in *Input) *Resources {
 	ingress.Secrets = append(ingress.Secrets, GatewaySecrets(in, Ingress)...)
 
 	return &Resources{ByRole: map[Role]map[resource.Type][]types.Resource{
-		Egress:  egress.byType(EgressRouteConfiguration(egress.VirtualHosts)),
+		Egress:  egress.byType(routes),
 		Ingress: ingress.byType(nil),
 	}}
+}
+
+// EgressHTTP is the egress HTTP listener and route configuration of every
+// port routes use, by port.
+func EgressHTTP(in *Input, routes []HostRoute) ([]*listener.Listener, []*route.RouteConfiguration) {
+	byPort := map[uint32][]*route.VirtualHost{}
+	var ports []uint32
+	for _, r := range routes {
+		if _, ok := byPort[r.Port]; !ok {
+			ports = append(ports, r.Port)
+		}
+		byPort[r.Port] = append(byPort[r.Port], r.VirtualHost)
+	}
+	slices.Sort(ports)
+	var ls []*listener.Listener
+	var rcs []*route.RouteConfiguration
+	for _, p := range ports {
+		ls = append(ls, EgressHTTPListener(in, p))
+		rcs = append(rcs, EgressRouteConfiguration(p, byPort[p]))
+	}
+	return ls, rcs
 }
 
 func (s *ServiceResources) add(o ServiceResources) {
 	s.Clusters = append(s.Clusters, o.Clusters...)
 	s.Endpoints = append(s.Endpoints, o.Endpoints...)
 	s.Listeners = append(s.Listeners, o.Listeners...)
-	s.VirtualHosts = append(s.VirtualHosts, o.VirtualHosts...)
+	s.HostRoutes = append(s.HostRoutes, o.HostRoutes...)
 	s.FilterChains = append(s.FilterChains, o.FilterChains...)
 	s.Secrets = append(s.Secrets, o.Secrets...)
 }
 
 // byType lays s out by type URL, sorted by name, with the one shared copy of
 // every secret that several services carry.
-func (s *ServiceResources) byType(rc *route.RouteConfiguration) map[resource.Type][]types.Resource {
+func (s *ServiceResources) byType(rcs []*route.RouteConfiguration) map[resource.Type][]types.Resource {
 	m := make(map[resource.Type][]types.Resource, len(Types))
 	for _, t := range Types {
 		m[t] = []types.Resource{}
@@ -285,7 +297,7 @@ func (s *ServiceResources) byType(rc *route.RouteConfiguration) map[resource.Typ
 	for _, r := range s.Listeners {
 		m[resource.ListenerType] = append(m[resource.ListenerType], r)
 	}
-	if rc != nil {
+	for _, rc := range rcs {
 		m[resource.RouteType] = append(m[resource.RouteType], rc)
 	}
 	seen := map[string]bool{}

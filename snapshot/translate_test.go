@@ -2,13 +2,13 @@ package snapshot
 
 import (
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
-	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	tls "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/stretchr/testify/assert"
@@ -108,11 +108,11 @@ func TestEgressResourcesOneService(t *testing.T) {
 	require.Len(t, sr.Endpoints, 3)
 	require.Empty(t, sr.Listeners)
 
-	want := []*route.VirtualHost{
-		virtualHost("egress/mesh-b/inventory/api", []string{"inventory.mesh-b.example:8080"}, "", false),
-		virtualHost("egress/mesh-b/inventory/grpc", []string{"inventory.mesh-b.example", "inventory.mesh-b.example:80"}, "", true),
+	want := []HostRoute{
+		{8080, virtualHost("egress/mesh-b/inventory/api", []string{"inventory.mesh-b.example", "inventory.mesh-b.example:8080"}, "", false)},
+		{80, virtualHost("egress/mesh-b/inventory/grpc", []string{"inventory.mesh-b.example", "inventory.mesh-b.example:80"}, "", true)},
 	}
-	assertProtoEqual(t, want, sr.VirtualHosts)
+	assertProtoEqual(t, want, sr.HostRoutes)
 
 	// The same service inside Build: identical resources.
 	res := Build(in)
@@ -168,15 +168,31 @@ func TestHostnameEndpointsUseStrictDNS(t *testing.T) {
 	}
 }
 
-func TestBareHostOwner(t *testing.T) {
-	inst := func(id string, p model.Protocol, port uint32) model.Instance {
-		return model.Instance{ID: id, Protocol: p, Port: port}
+// An instance is served on its own port, the first by id of a port has
+// it, and one without a port is served on HTTP's.
+func TestEgressHTTPPorts(t *testing.T) {
+	in := &Input{Imports: []model.Import{{Peer: "p", ResourceID: "s", LocalFQDN: "s.example", Service: model.Service{
+		FQDN: "s.example",
+		Instances: []model.Instance{
+			{ID: "a", Protocol: model.HTTP, Port: 8080},
+			{ID: "b", Protocol: model.GRPC, Port: 8080},
+			{ID: "c", Protocol: model.HTTP2},
+			{ID: "d", Protocol: model.TCP, Port: 80},
+		},
+	}}}}
+	sr := EgressResources(in, in.Imports[0])
+	var got []string
+	for _, r := range sr.HostRoutes {
+		got = append(got, fmt.Sprintf("%d %s %v", r.Port, r.VirtualHost.GetName(), r.VirtualHost.GetDomains()))
 	}
-	require.Equal(t, "", bareHostOwner(nil))
-	require.Equal(t, "", bareHostOwner([]model.Instance{inst("a", model.TCP, 80)}))
-	require.Equal(t, "c", bareHostOwner([]model.Instance{inst("a", model.HTTP, 8080), inst("b", model.TCP, 80), inst("c", model.GRPC, 80)}))
-	require.Equal(t, "b", bareHostOwner([]model.Instance{inst("a", model.HTTP, 8080), inst("b", model.HTTP, 0)}))
-	require.Equal(t, "b", bareHostOwner([]model.Instance{inst("a", model.HTTP, 9090), inst("b", model.HTTP2, 8080), inst("c", model.HTTP, 8080)}))
+	require.Equal(t, []string{
+		"8080 egress/p/s/a [s.example s.example:8080]",
+		"80 egress/p/s/c [s.example s.example:80]",
+	}, got)
+	listeners, routes := EgressHTTP(in, sr.HostRoutes)
+	require.Len(t, listeners, 2)
+	require.Equal(t, "egress/http/80", listeners[0].GetName())
+	require.Equal(t, "egress/http/8080", routes[1].GetName())
 }
 
 func TestSelectEndpoints(t *testing.T) {

@@ -123,7 +123,7 @@ func benchEnv(b *testing.B, n int) *benchRunner {
 			TrustDomain: "mesh-a.example",
 			Peers:       []model.Peer{{Name: "mesh-b", TrustDomain: "mesh-b.example"}},
 			Gateways: snapshot.Gateways{
-				Egress:  snapshot.SocketAddress{Address: "127.0.0.1", Port: 15001},
+				Egress:  snapshot.Address{Address: "127.0.0.1"},
 				Ingress: snapshot.SocketAddress{Address: "127.0.0.1", Port: 15444},
 			},
 		},

@@ -61,7 +61,9 @@ type Runner struct {
 	exports map[string]*entry
 	secrets map[string]int // service-owned secret names, by number of owners
 	gateway map[cache.Role][]string
-	ready   bool
+	// httpPorts are the ports that have an egress HTTP listener.
+	httpPorts map[uint32]bool
+	ready     bool
 }
 
 // entry is what one service contributes to its gateway.
@@ -109,6 +111,8 @@ func New(cfg Config) (*Runner, error) {
 		exports: map[string]*entry{},
 		secrets: map[string]int{},
 		gateway: map[cache.Role][]string{},
+
+		httpPorts: map[uint32]bool{},
 	}
 	r.in.Imports, r.in.Exports = nil, nil
 	r.in.EgressPorts = p.byKey

@@ -93,7 +93,7 @@ func newEnv(t *testing.T, path string, secrets snapshot.Secrets) *env {
 			TrustDomain: "mesh-a.example",
 			Peers:       []model.Peer{{Name: "mesh-b", TrustDomain: "mesh-b.example"}},
 			Gateways: snapshot.Gateways{
-				Egress:  snapshot.SocketAddress{Address: "127.0.0.1", Port: 15001},
+				Egress:  snapshot.Address{Address: "127.0.0.1"},
 				Ingress: snapshot.SocketAddress{Address: "127.0.0.1", Port: 15444},
 			},
 		},
@@ -167,8 +167,8 @@ func TestRunnerFollowsTheCatalog(t *testing.T) {
 	e.start()
 
 	require.Equal(t, []string{"egress/mesh-b/web/p"}, e.names(cache.RoleEgress, resource.ClusterType))
-	require.Equal(t, []string{"egress/http"}, e.names(cache.RoleEgress, resource.ListenerType))
-	require.Equal(t, []string{"egress/http"}, e.names(cache.RoleEgress, resource.RouteType))
+	require.Equal(t, []string{"egress/http/8080"}, e.names(cache.RoleEgress, resource.ListenerType))
+	require.Equal(t, []string{"egress/http/8080"}, e.names(cache.RoleEgress, resource.RouteType))
 	require.Len(t, e.names(cache.RoleEgress, resource.SecretType), 2, "the egress SVID and mesh-b's bundle")
 	require.True(t, e.cache.Ready(cache.RoleEgress))
 	require.True(t, e.cache.Ready(cache.RoleIngress))
@@ -186,18 +186,31 @@ func TestRunnerFollowsTheCatalog(t *testing.T) {
 	// A TCP service gets a dedicated listener on the first port of the range.
 	e.upsert(service("db", model.TCP, 5432, "10.0.0.3"))
 	e.wait()
-	require.Equal(t, []string{"egress/http", "egress/mesh-b/db/p"}, e.names(cache.RoleEgress, resource.ListenerType))
+	require.Equal(t, []string{"egress/http/8080", "egress/mesh-b/db/p"}, e.names(cache.RoleEgress, resource.ListenerType))
 	port, ok := e.runner.EgressPort("mesh-b", "db", "p")
 	require.True(t, ok)
 	require.Equal(t, uint32(21000), port)
 
-	// Deleting removes every resource of the service.
-	require.NoError(t, e.catalog.Delete("mesh-b", "web"))
+	// A second HTTP service on the same port shares its listener and route
+	// configuration; one on another port gets its own.
+	e.upsert(service("api", model.HTTP, 8080, "10.0.0.4"))
+	e.upsert(service("admin", model.HTTP, 9901, "10.0.0.5"))
 	e.wait()
-	require.Equal(t, []string{"egress/mesh-b/db/p"}, e.names(cache.RoleEgress, resource.ClusterType))
+	require.Equal(t, []string{"egress/http/8080", "egress/http/9901", "egress/mesh-b/db/p"}, e.names(cache.RoleEgress, resource.ListenerType))
 	rc := &route.RouteConfiguration{}
 	require.NoError(t, e.cache.Resources(cache.RoleEgress, resource.RouteType)[0].Resource.UnmarshalTo(rc))
-	require.Empty(t, rc.GetVirtualHosts())
+	require.Len(t, rc.GetVirtualHosts(), 2)
+
+	// Deleting removes every resource of the service, and the listener of
+	// a port nobody serves any more.
+	require.NoError(t, e.catalog.Delete("mesh-b", "web"))
+	require.NoError(t, e.catalog.Delete("mesh-b", "admin"))
+	e.wait()
+	require.Equal(t, []string{"egress/mesh-b/api/p", "egress/mesh-b/db/p"}, e.names(cache.RoleEgress, resource.ClusterType))
+	require.Equal(t, []string{"egress/http/8080", "egress/mesh-b/db/p"}, e.names(cache.RoleEgress, resource.ListenerType))
+	require.Equal(t, []string{"egress/http/8080"}, e.names(cache.RoleEgress, resource.RouteType))
+	require.NoError(t, e.cache.Resources(cache.RoleEgress, resource.RouteType)[0].Resource.UnmarshalTo(rc))
+	require.Len(t, rc.GetVirtualHosts(), 1)
 }
 
 func TestRunnerExports(t *testing.T) {
@@ -257,7 +270,7 @@ func TestPortsSurviveRestartAndRangeFull(t *testing.T) {
 	got := e.runner.Ports()
 	require.Len(t, got, 3, "the range holds three ports")
 	listeners := e.names(cache.RoleEgress, resource.ListenerType)
-	require.Len(t, listeners, 4, "http and three dedicated: %v", listeners)
+	require.Len(t, listeners, 3, "three dedicated: %v", listeners)
 
 	// Freeing a port gives it to the waiting service on its next change.
 	require.NoError(t, e.catalog.Delete("mesh-b", "a"))

@@ -1,10 +1,8 @@
 package runner
 
 import (
-	"cmp"
 	"slices"
 
-	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
@@ -48,7 +46,8 @@ func (r *Runner) translate(keys []catalog.Key, gatewaySecrets bool) *batch {
 	r.updatePorts(want, nil)
 
 	var release []string
-	routeDirty, ingressDirty := false, false
+	routeDirty := map[uint32]bool{}
+	ingressDirty := false
 	for _, k := range keys {
 		switch k.Kind {
 		case catalog.KindImport:
@@ -57,7 +56,7 @@ func (r *Runner) translate(keys []catalog.Key, gatewaySecrets bool) *batch {
 			if !ok {
 				if old != nil {
 					release = append(release, old.portKeys...)
-					routeDirty = len(old.res.VirtualHosts) > 0 || routeDirty
+					markPorts(routeDirty, old.res.HostRoutes)
 					r.remove(b, cache.RoleEgress, old)
 					delete(r.imports, k)
 				}
@@ -74,7 +73,12 @@ func (r *Runner) translate(keys []catalog.Key, gatewaySecrets bool) *batch {
 				release = append(release, minus(old.portKeys, e.portKeys)...)
 			}
 			r.imports[k] = e
-			routeDirty = old == nil && len(sr.VirtualHosts) > 0 || old != nil && !equalAll(old.res.VirtualHosts, sr.VirtualHosts) || routeDirty
+			if old == nil || !equalRoutes(old.res.HostRoutes, sr.HostRoutes) {
+				markPorts(routeDirty, sr.HostRoutes)
+				if old != nil {
+					markPorts(routeDirty, old.res.HostRoutes)
+				}
+			}
 		case catalog.KindExport:
 			old := r.exports[k.ID]
 			exp, ok := r.cfg.Catalog.Export(k.ID)
@@ -95,17 +99,17 @@ func (r *Runner) translate(keys []catalog.Key, gatewaySecrets bool) *batch {
 			ingressDirty = old == nil || !equalAll(old.res.FilterChains, sr.FilterChains) || ingressDirty
 		}
 	}
-	if routeDirty || !r.ready {
-		r.routeConfiguration(b)
+	if !r.ready {
+		for _, e := range r.imports {
+			markPorts(routeDirty, e.res.HostRoutes)
+		}
 	}
+	r.egressHTTP(b, routeDirty)
 	if ingressDirty || !r.ready {
 		r.ingressListener(b)
 	}
 	if gatewaySecrets || !r.ready {
 		r.gatewaySecrets(b)
-	}
-	if !r.ready {
-		b.set(cache.RoleEgress, resource.ListenerType, snapshot.EgressHTTPName, snapshot.EgressHTTPListener(&r.in))
 	}
 	r.updatePorts(nil, release)
 	return b
@@ -182,18 +186,62 @@ func (r *Runner) drop(b *batch, role cache.Role, old *entry, keep []typedName) {
 	}
 }
 
-// routeConfiguration rebuilds the egress route configuration from every
-// import's virtual hosts. It is the one egress resource whose size follows
-// the catalog, rebuilt only when a virtual host changed: an endpoint change
-// does not touch it.
-func (r *Runner) routeConfiguration(b *batch) {
-	var vhosts []*route.VirtualHost
-	for _, e := range r.imports {
-		vhosts = append(vhosts, e.res.VirtualHosts...)
+// egressHTTP rebuilds the egress HTTP listener and route configuration of
+// each port in ports from every import's virtual hosts on it, and removes
+// both when none is left. They are the egress resources whose size follows
+// the catalog, rebuilt only when a virtual host on their port changed: an
+// endpoint change does not touch them.
+func (r *Runner) egressHTTP(b *batch, ports map[uint32]bool) {
+	if len(ports) == 0 {
+		return
 	}
-	slices.SortFunc(vhosts, func(a, b *route.VirtualHost) int { return cmp.Compare(a.GetName(), b.GetName()) })
-	rc := snapshot.EgressRouteConfiguration(vhosts)
-	b.set(cache.RoleEgress, resource.RouteType, rc.GetName(), rc)
+	var routes []snapshot.HostRoute
+	for _, e := range r.imports {
+		for _, hr := range e.res.HostRoutes {
+			if ports[hr.Port] {
+				routes = append(routes, hr)
+			}
+		}
+	}
+	listeners, rcs := snapshot.EgressHTTP(&r.in, routes)
+	served := map[uint32]bool{}
+	for i, l := range listeners {
+		port := l.GetAddress().GetSocketAddress().GetPortValue()
+		served[port] = true
+		if !r.httpPorts[port] {
+			b.set(cache.RoleEgress, resource.ListenerType, l.GetName(), l)
+			r.httpPorts[port] = true
+		}
+		b.set(cache.RoleEgress, resource.RouteType, rcs[i].GetName(), rcs[i])
+	}
+	for _, port := range sortedPorts(ports) {
+		if !served[port] && r.httpPorts[port] {
+			delete(r.httpPorts, port)
+			b.del(cache.RoleEgress, resource.ListenerType, snapshot.EgressHTTPName(port))
+			b.del(cache.RoleEgress, resource.RouteType, snapshot.EgressHTTPName(port))
+		}
+	}
+}
+
+func markPorts(ports map[uint32]bool, routes []snapshot.HostRoute) {
+	for _, hr := range routes {
+		ports[hr.Port] = true
+	}
+}
+
+func sortedPorts(ports map[uint32]bool) []uint32 {
+	out := make([]uint32, 0, len(ports))
+	for p := range ports {
+		out = append(out, p)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func equalRoutes(a, b []snapshot.HostRoute) bool {
+	return slices.EqualFunc(a, b, func(x, y snapshot.HostRoute) bool {
+		return x.Port == y.Port && proto.Equal(x.VirtualHost, y.VirtualHost)
+	})
 }
 
 // ingressListener rebuilds the ingress listener from every export's filter
