@@ -98,15 +98,15 @@ dns:
   listen: %[10]s
 gateways:
   egress:
-    listen: {address: 127.0.0.1, port: %[11]d}
-    ports: {from: %[12]d, to: %[13]d}
+    listen: {address: 127.0.0.1}
+    ports: {from: %[11]d, to: %[12]d}
   ingress:
     listen: {address: 127.0.0.1, port: %[6]d}
 exports:
   file: services.yaml
 store:
   path: meshfed.db
-`, m.name, m.td, o.td, o.name, m.federation, m.ingressPort, dial, m.xds, m.admin, m.dns, m.egressPort, m.portsFrom, m.portsTo)
+`, m.name, m.td, o.td, o.name, m.federation, m.ingressPort, dial, m.xds, m.admin, m.dns, m.portsFrom, m.portsTo)
 	services := fmt.Sprintf(`services:
   - name: %[1]s
     fqdn: %[1]s.%[2]s
