@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -11,13 +13,148 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	testpb "google.golang.org/grpc/interop/grpc_testing"
 
 	"github.com/meshfed/meshfed/e2e/upstream"
 )
 
-// httpGet sends GET path to the service the peer of m exports, through m's
-// egress gateway at addr, with the service's name and port as Host.
+// The traffic tests call, from each mesh, the service the other exports,
+// through the caller's egress and the owner's ingress gateway, and check
+// what came back.
+
+func TestTrafficBothWaysDelta(t *testing.T) { testTraffic(t, options{}) }
+
+func TestTrafficBothWaysSotW(t *testing.T) { testTraffic(t, options{sotw: true}) }
+
+func testTraffic(t *testing.T, opts options) {
+	a, b := federate(t, opts)
+	for _, m := range []*mesh{a, b} {
+		t.Run(m.name+"->"+m.peer.name, func(t *testing.T) {
+			t.Run("http", func(t *testing.T) { checkHTTP(t, m) })
+			t.Run("grpc", func(t *testing.T) { checkGRPC(t, m) })
+			t.Run("tcp", func(t *testing.T) { checkTCP(t, m) })
+			t.Run("websocket", func(t *testing.T) { checkWebSocket(t, m) })
+		})
+	}
+}
+
+func checkHTTP(t *testing.T, m *mesh) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r, err := m.importedHTTP(ctx, "/hello")
+	require.NoError(t, err)
+	require.Equal(t, m.peer.service+"-http", r.Service)
+	require.Equal(t, "/hello", r.Path)
+	require.Equal(t, m.peer.fqdn()+":"+strconv.Itoa(httpPort), r.Host, "the Host the upstream saw")
+}
+
+func checkGRPC(t *testing.T, m *mesh) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c := m.grpcClient(t)
+	resp, err := c.UnaryCall(ctx, &testpb.SimpleRequest{Payload: &testpb.Payload{Body: []byte("ping")}})
+	require.NoError(t, err)
+	require.Equal(t, "ping", string(resp.GetPayload().GetBody()))
+	require.Equal(t, m.peer.service+"-grpc", resp.GetServerId())
+
+	const n = 100
+	params := make([]*testpb.ResponseParameters, n)
+	for i := range params {
+		params[i] = &testpb.ResponseParameters{Size: int32(i + 1)}
+	}
+	stream, err := c.StreamingOutputCall(ctx, &testpb.StreamingOutputCallRequest{ResponseParameters: params})
+	require.NoError(t, err)
+	for i := range n {
+		msg, err := stream.Recv()
+		require.NoError(t, err, "message %d", i)
+		require.Len(t, msg.GetPayload().GetBody(), i+1)
+	}
+	_, err = stream.Recv()
+	require.ErrorIs(t, err, io.EOF)
+}
+
+func checkTCP(t *testing.T, m *mesh) {
+	conn, err := net.DialTimeout("tcp", m.importedTCPAddr(t), 5*time.Second)
+	require.NoError(t, err)
+	defer conn.Close()
+	require.NoError(t, conn.SetDeadline(time.Now().Add(20*time.Second)))
+	payload := make([]byte, 1<<20)
+	_, err = rand.Read(payload)
+	require.NoError(t, err)
+	go func() { _, _ = conn.Write(payload) }()
+	got := make([]byte, len(payload))
+	_, err = io.ReadFull(conn, got)
+	require.NoError(t, err)
+	require.True(t, bytes.Equal(payload, got), "the 1 MiB came back intact")
+}
+
+func checkWebSocket(t *testing.T, m *mesh) {
+	d := websocket.Dialer{
+		NetDialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, m.egressHTTPAddr())
+		},
+		HandshakeTimeout: 10 * time.Second,
+	}
+	c, resp, err := d.Dial("ws://"+m.peer.fqdn()+":"+strconv.Itoa(httpPort)+"/ws", nil)
+	require.NoError(t, err)
+	defer c.Close()
+	require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(10*time.Second)))
+	for i := range 10 {
+		msg := fmt.Sprintf("message %d", i)
+		require.NoError(t, c.WriteMessage(websocket.TextMessage, []byte(msg)))
+		kind, got, err := c.ReadMessage()
+		require.NoError(t, err)
+		require.Equal(t, websocket.TextMessage, kind)
+		require.Equal(t, msg, string(got))
+	}
+}
+
+// egressHTTPAddr is where m's egress gateway serves HTTP imports of port
+// httpPort.
+func (m *mesh) egressHTTPAddr() string { return net.JoinHostPort(m.ip, strconv.Itoa(httpPort)) }
+
+// importedHTTP calls the HTTP port of the service m's peer exports, through
+// m's egress gateway, and returns the upstream's reply.
+func (m *mesh) importedHTTP(ctx context.Context, path string) (upstream.Reply, error) {
+	host := m.peer.fqdn() + ":" + strconv.Itoa(httpPort)
+	code, body, err := httpGet(ctx, m.egressHTTPAddr(), host, path)
+	if err != nil {
+		return upstream.Reply{}, err
+	}
+	if code != http.StatusOK {
+		return upstream.Reply{}, fmt.Errorf("GET http://%s%s through %s: %d %s", host, path, m.egressHTTPAddr(), code, body)
+	}
+	var r upstream.Reply
+	return r, json.Unmarshal(body, &r)
+}
+
+// grpcClient is a client of the gRPC service m's peer exports, through m's
+// egress gateway, which routes on the :authority.
+func (m *mesh) grpcClient(t *testing.T) testpb.TestServiceClient {
+	t.Helper()
+	conn, err := grpc.NewClient(net.JoinHostPort(m.ip, strconv.Itoa(grpcPort)),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithAuthority(m.peer.fqdn()+":"+strconv.Itoa(grpcPort)))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = conn.Close() })
+	return testpb.NewTestServiceClient(conn)
+}
+
+// importedTCPAddr is the dedicated egress listener of the TCP port of the
+// service m's peer exports.
+func (m *mesh) importedTCPAddr(t *testing.T) string {
+	t.Helper()
+	port, ok := m.agent.Runner.EgressPort(m.peer.name, m.peer.service, "tcp")
+	require.True(t, ok, "the TCP import has an egress port")
+	return net.JoinHostPort(m.ip, strconv.FormatUint(uint64(port), 10))
+}
+
+// httpGet sends GET path with host as Host, connecting to addr.
 func httpGet(ctx context.Context, addr, host, path string) (int, []byte, error) {
 	c := &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
@@ -36,33 +173,4 @@ func httpGet(ctx context.Context, addr, host, path string) (int, []byte, error) 
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, body, err
-}
-
-// importedHTTP calls the HTTP port of the service m's peer exports, through
-// m's egress gateway, and returns the upstream's reply.
-func (m *mesh) importedHTTP(ctx context.Context, path string) (upstream.Reply, error) {
-	host := m.peer.fqdn() + ":" + strconv.Itoa(httpPort)
-	addr := net.JoinHostPort(m.ip, strconv.Itoa(httpPort))
-	code, body, err := httpGet(ctx, addr, host, path)
-	if err != nil {
-		return upstream.Reply{}, err
-	}
-	if code != http.StatusOK {
-		return upstream.Reply{}, fmt.Errorf("GET http://%s%s through %s: %d %s", host, path, addr, code, body)
-	}
-	var r upstream.Reply
-	return r, json.Unmarshal(body, &r)
-}
-
-func TestHTTPBothWays(t *testing.T) {
-	a, b := federate(t, options{})
-	for _, m := range []*mesh{a, b} {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		r, err := m.importedHTTP(ctx, "/hello")
-		cancel()
-		require.NoError(t, err, "%s -> %s", m.name, m.peer.name)
-		require.Equal(t, m.peer.service+"-http", r.Service)
-		require.Equal(t, "/hello", r.Path)
-		require.Equal(t, m.peer.fqdn()+":"+strconv.Itoa(httpPort), r.Host)
-	}
 }

@@ -35,6 +35,7 @@ func EgressHTTPListener(in *Input, port uint32) *listener.Listener {
 			Name:       wellknown.Router,
 			ConfigType: &hcm.HttpFilter_TypedConfig{TypedConfig: mustAny(&router.Router{})},
 		}},
+		UpgradeConfigs: []*hcm.HttpConnectionManager_UpgradeConfig{{UpgradeType: "websocket"}},
 	}
 	return &listener.Listener{
 		Name:    name,
