@@ -14,6 +14,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/anypb"
 
@@ -45,10 +46,24 @@ func configMatches(ctx context.Context, e *envoyrun.Envoy, c *cache.Cache, role 
 	if err != nil {
 		return fmt.Errorf("envoy %s: %w", e.Name(), err)
 	}
+	// Envoy asks for the secrets its clusters and listeners name, and only
+	// those: a secret nothing uses yet (the bundle of a peer nothing is
+	// imported from) is not served.
+	used := map[string]bool{}
+	for _, typ := range []string{resource.ClusterType, resource.ListenerType} {
+		for _, r := range c.Resources(role, typ) {
+			if err := secretRefs(r.Resource, used); err != nil {
+				return err
+			}
+		}
+	}
 	var errs []error
 	for _, typ := range []string{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType, resource.SecretType} {
 		want := map[string]dumped{}
 		for _, r := range c.Resources(role, typ) {
+			if typ == resource.SecretType && !used[r.Name] {
+				continue
+			}
 			want[r.Name] = dumped{version: r.Version, res: r.Resource}
 		}
 		if err := sameResources(typ, want, got[typ], sotw); err != nil {
@@ -122,6 +137,51 @@ func addresses(cla *endpoint.ClusterLoadAssignment) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// secretRefs adds to names the SDS secrets a, or anything packed in it,
+// refers to.
+func secretRefs(a *anypb.Any, names map[string]bool) error {
+	m, err := a.UnmarshalNew()
+	if err != nil {
+		return err
+	}
+	var walk func(protoreflect.Message) error
+	walk = func(m protoreflect.Message) error {
+		switch v := m.Interface().(type) {
+		case *tlsv3.SdsSecretConfig:
+			names[v.GetName()] = true
+			return nil
+		case *anypb.Any:
+			inner, err := v.UnmarshalNew()
+			if err != nil {
+				return err
+			}
+			return walk(inner.ProtoReflect())
+		}
+		var err error
+		m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+			switch {
+			case fd.IsMap():
+				if fd.MapValue().Message() != nil {
+					v.Map().Range(func(_ protoreflect.MapKey, mv protoreflect.Value) bool {
+						err = walk(mv.Message())
+						return err == nil
+					})
+				}
+			case fd.Message() == nil:
+			case fd.IsList():
+				for i := 0; i < v.List().Len() && err == nil; i++ {
+					err = walk(v.List().Get(i).Message())
+				}
+			default:
+				err = walk(v.Message())
+			}
+			return err == nil
+		})
+		return err
+	}
+	return walk(m.ProtoReflect())
 }
 
 // redactKeys replaces private keys as Envoy's config_dump shows them.

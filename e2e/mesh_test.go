@@ -49,6 +49,7 @@ type mesh struct {
 	ingressPort          uint32
 	portsFrom, portsTo   uint32
 	sotw                 bool
+	otherPeers           []string
 
 	agent     *agent.Agent
 	stopAgent func()
@@ -66,6 +67,10 @@ type upstreams struct {
 type options struct {
 	// sotw runs the gateways with state-of-the-world ADS instead of delta.
 	sotw bool
+	// otherPeers are further meshes (trust domains <name>.example, each
+	// with a CA under the test's folder) that both agents know as peers,
+	// but to which nothing is exported and which never connect.
+	otherPeers []string
 }
 
 // federate sets up mesh-a and mesh-b, federated (mesh-b dials mesh-a), each
@@ -76,6 +81,9 @@ func federate(t *testing.T, opts options) (a, b *mesh) {
 	t.Helper()
 	bin := envoytest.Binary(t)
 	root := t.TempDir()
+	for _, name := range opts.otherPeers {
+		newCA(t, root, name)
+	}
 	a = newMesh(t, root, "mesh-a", "inventory", "127.0.10.1", opts)
 	b = newMesh(t, root, "mesh-b", "payments", "127.0.20.1", opts)
 	a.peer, b.peer = b, a
@@ -102,8 +110,9 @@ func federate(t *testing.T, opts options) (a, b *mesh) {
 
 func newMesh(t *testing.T, root, name, service, ip string, opts options) *mesh {
 	t.Helper()
-	m := &mesh{t: t, name: name, td: name + ".example", service: service, dir: filepath.Join(root, name), ip: ip, sotw: opts.sotw}
-	require.NoError(t, certs.InitDevCA(certs.DevCAOptions{Dir: filepath.Join(m.dir, "certs"), TrustDomain: spiffeid.RequireTrustDomainFromString(m.td)}))
+	m := &mesh{t: t, name: name, td: name + ".example", service: service, dir: filepath.Join(root, name), ip: ip,
+		sotw: opts.sotw, otherPeers: opts.otherPeers}
+	newCA(t, root, name)
 	m.fed, m.xds, m.admin, m.dns = freeAddr(t, "127.0.0.1"), freeAddr(t, "127.0.0.1"), freeAddr(t, "127.0.0.1"), freeAddr(t, "127.0.0.1")
 	m.ingressPort = freePort(t, ip)
 	m.portsFrom = freePort(t, ip)
@@ -145,10 +154,22 @@ func (m *mesh) writeServices(exported bool) {
 	writeAtomic(m.t, filepath.Join(m.dir, "services.yaml"), y)
 }
 
+// newCA writes a development CA and its SVIDs for mesh name under root.
+func newCA(t *testing.T, root, name string) {
+	t.Helper()
+	dir := filepath.Join(root, name, "certs")
+	require.NoError(t, certs.InitDevCA(certs.DevCAOptions{Dir: dir, TrustDomain: spiffeid.RequireTrustDomainFromString(name + ".example")}))
+}
+
 func (m *mesh) writeConfig() {
 	dial := ""
 	if m.name == "mesh-b" {
 		dial = m.peer.fed
+	}
+	var bundles, peers strings.Builder
+	for _, o := range m.otherPeers {
+		fmt.Fprintf(&bundles, "  %[1]s.example: {file: ../%[1]s/certs/bundle.pem}\n", o)
+		fmt.Fprintf(&peers, "  - {name: %[1]s, trustDomain: %[1]s.example, spiffeIds: [spiffe://%[1]s.example/meshfed/agent]}\n", o)
 	}
 	y := fmt.Sprintf(`trustDomain: %[1]s
 identity:
@@ -158,7 +179,7 @@ identity:
 trustBundles:
   %[1]s: {file: certs/bundle.pem}
   %[2]s: {file: ../%[3]s/certs/bundle.pem}
-federation:
+%[13]sfederation:
   listen: %[4]s
   ingress: [{address: %[5]s, port: %[6]d}]
 peers:
@@ -167,7 +188,7 @@ peers:
     spiffeIds: [spiffe://%[2]s/meshfed/agent]
     dial: "%[7]s"
     allowLoopback: true
-xds:
+%[14]sxds:
   listen: %[8]s
   holdoff: 1ms
 admin:
@@ -183,7 +204,7 @@ gateways:
 exports:
   file: services.yaml
 `, m.td, m.peer.td, m.peer.name, m.fed, m.ip, m.ingressPort, dial, m.xds, m.admin, m.dns,
-		m.portsFrom, m.portsTo)
+		m.portsFrom, m.portsTo, bundles.String(), peers.String())
 	writeAtomic(m.t, filepath.Join(m.dir, "meshfed.yaml"), y)
 }
 

@@ -11,6 +11,7 @@ import (
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tcpproxy "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
 // tlsTransport is the transport protocol tls_inspector reports for TLS.
@@ -61,7 +62,28 @@ func tcpListener(name, address string, port uint32) *listener.Listener {
 
 // tcpProxy proxies to cluster name, and counts under it.
 func tcpProxy(name string) *listener.Filter {
-	cfg := &tcpproxy.TcpProxy{StatPrefix: name, ClusterSpecifier: &tcpproxy.TcpProxy_Cluster{Cluster: name}}
+	return tcpProxyFilter(&tcpproxy.TcpProxy{StatPrefix: name, ClusterSpecifier: &tcpproxy.TcpProxy_Cluster{Cluster: name}})
+}
+
+// maxEarlyData bounds what a tcp_proxy that waits for the TLS handshake
+// holds of a caller's first bytes: a request's headers, not a flood.
+const maxEarlyData = 64 << 10
+
+// tlsTerminatingProxy proxies to cluster name once the caller's TLS
+// handshake completed, never before: Envoy's default opens the upstream
+// connection on the ClientHello, so a caller the handshake then refuses
+// would still have made the local service accept a connection (and hear
+// the greeting of a server-first protocol).
+func tlsTerminatingProxy(name string) *listener.Filter {
+	return tcpProxyFilter(&tcpproxy.TcpProxy{
+		StatPrefix:          name,
+		ClusterSpecifier:    &tcpproxy.TcpProxy_Cluster{Cluster: name},
+		UpstreamConnectMode: tcpproxy.UpstreamConnectMode_ON_DOWNSTREAM_TLS_HANDSHAKE,
+		MaxEarlyDataBytes:   wrapperspb.UInt32(maxEarlyData),
+	})
+}
+
+func tcpProxyFilter(cfg *tcpproxy.TcpProxy) *listener.Filter {
 	return &listener.Filter{Name: wellknown.TCPProxy, ConfigType: &listener.Filter_TypedConfig{TypedConfig: mustAny(cfg)}}
 }
 

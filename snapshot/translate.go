@@ -180,7 +180,7 @@ func IngressResources(in *Input, exp model.Export) ServiceResources {
 		}
 		if terminate {
 			chain.TransportSocket = downstreamTLS(validator)
-			chain.Filters = []*listener.Filter{rbacFilter(name, peers), tcpProxy(name)}
+			chain.Filters = []*listener.Filter{rbacFilter(name, peers), tlsTerminatingProxy(name)}
 		} else {
 			chain.Filters = []*listener.Filter{tcpProxy(name)}
 		}

@@ -1,0 +1,120 @@
+package e2e
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/stretchr/testify/require"
+
+	"github.com/meshfed/meshfed/certs"
+	"github.com/meshfed/meshfed/model"
+)
+
+// Callers the owner does not admit are refused by its ingress gateway, and
+// the exported service never sees their connection: a mesh the owner
+// federates with but does not export the service to, and a mesh it does
+// not know at all.
+func TestIngressRefusesCallersOutsideConsumers(t *testing.T) {
+	a, b := federate(t, options{otherPeers: []string{"mesh-c"}})
+	root := filepath.Dir(a.dir)
+	newCA(t, root, "mesh-d")
+
+	// The consumer itself gets through, with the same client: the refusals
+	// below are about who calls.
+	before := b.up.http.Accepted()
+	require.NoError(t, directCall(t, b, root, "mesh-a", "/meshfed/gateway/egress"))
+	require.Equal(t, before+1, b.up.http.Accepted())
+
+	for _, caller := range []struct{ mesh, why string }{
+		{"mesh-c", "a peer the service is not exported to"},
+		{"mesh-d", "a trust domain the owner does not know"},
+	} {
+		t.Run(caller.mesh, func(t *testing.T) {
+			before := b.up.http.Accepted()
+			stats0 := ingressTLSStats(t, b)
+			err := directCall(t, b, root, caller.mesh, "/meshfed/gateway/egress")
+			require.Error(t, err, caller.why)
+			require.Equal(t, before, b.up.http.Accepted(), "the upstream saw no connection from %s", caller.mesh)
+			eventually(t, "the ingress counts the refused handshake", func(ctx context.Context) error {
+				if n := ingressTLSStats(t, b); n <= stats0 {
+					return fmt.Errorf("ssl.connection_error + fail_verify_error = %d, was %d", n, stats0)
+				}
+				return nil
+			})
+		})
+	}
+}
+
+// directCall calls, as the holder of an SVID of caller's CA with the given
+// path, the HTTP port of the service owner exports, straight at the
+// owner's ingress gateway (as a peer's egress gateway would), and reads the
+// answer. It returns nil once an HTTP answer arrived.
+func directCall(t *testing.T, owner *mesh, root, caller, path string) error {
+	t.Helper()
+	ca, err := certs.LoadCA(filepath.Join(root, caller, "certs"))
+	require.NoError(t, err)
+	id := spiffeid.RequireFromPath(spiffeid.RequireTrustDomainFromString(caller+".example"), path)
+	svid, err := ca.IssueX509SVID(id, time.Hour)
+	require.NoError(t, err)
+	cert := tls.Certificate{PrivateKey: svid.PrivateKey}
+	for _, c := range svid.Certificates {
+		cert.Certificate = append(cert.Certificate, c.Raw)
+	}
+	roots := x509.NewCertPool()
+	pem, err := os.ReadFile(filepath.Join(owner.dir, "certs", "bundle.pem"))
+	require.NoError(t, err)
+	require.True(t, roots.AppendCertsFromPEM(pem))
+
+	addr := net.JoinHostPort(owner.ip, strconv.FormatUint(uint64(owner.ingressPort), 10))
+	d := &tls.Dialer{Config: &tls.Config{
+		ServerName: model.DefaultSNI(httpPort, owner.fqdn()),
+		// Present the certificate whatever CAs the server asks for, as a
+		// caller trying its luck would.
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &cert, nil },
+		RootCAs:              roots,
+		// The ingress presents a SPIFFE SVID, which has no DNS name.
+		InsecureSkipVerify: true,
+		MinVersion:         tls.VersionTLS12,
+	}}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	require.NoError(t, conn.SetDeadline(time.Now().Add(10*time.Second)))
+	// With TLS 1.3 a refused client certificate shows on the first read.
+	if _, err := fmt.Fprintf(conn, "GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", owner.fqdn()); err != nil {
+		return err
+	}
+	b, err := io.ReadAll(conn)
+	if err != nil {
+		return err
+	}
+	if len(b) == 0 {
+		return fmt.Errorf("connection closed without an answer")
+	}
+	return nil
+}
+
+// ingressTLSStats adds the ingress listener's counters of failed TLS
+// handshakes.
+func ingressTLSStats(t *testing.T, m *mesh) uint64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := m.ingress.Stats(ctx, "ssl")
+	require.NoError(t, err)
+	return st.Sum("listener.", ".ssl.connection_error") + st.Sum("listener.", ".ssl.fail_verify_error")
+}
