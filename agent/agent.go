@@ -6,6 +6,8 @@ package agent
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -44,6 +46,11 @@ type Agent struct {
 	Runner *runner.Runner
 	XDS    *xds.Server
 	reg    *prometheus.Registry
+	// certMetrics count what certs does: rotations, fetches, refused
+	// bundle endpoint handshakes.
+	certMetrics *certs.Metrics
+	// bundleSrv serves this mesh's bundle when bundleEndpoint is set.
+	bundleSrv *certs.BundleServer
 	// sources yield local services to export; sinks receive the imports.
 	sources   map[string]registry.Source
 	sinks     []registry.Sink
@@ -66,6 +73,7 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger, reg *promethe
 	if err != nil {
 		return nil, err
 	}
+	a.certMetrics = cm
 	if err := a.identity(ctx, cm); err != nil {
 		return nil, err
 	}
@@ -131,36 +139,24 @@ func (a *Agent) identity(ctx context.Context, cm *certs.Metrics) error {
 		a.closers = append(a.closers, src.Close)
 	}
 	svids := []certs.SVIDSource{a.svid}
-	for role, f := range map[certs.Role]*config.Files{certs.RoleEgress: id.Egress, certs.RoleIngress: id.Ingress} {
-		src, err := certs.NewFileSVIDSource(certs.FileSVIDConfig{Role: role, CertFile: f.Cert, KeyFile: f.Key}, a.log, cm)
+	for _, g := range []struct {
+		role certs.Role
+		f    *config.Files
+	}{{certs.RoleEgress, id.Egress}, {certs.RoleIngress, id.Ingress}} {
+		src, err := certs.NewFileSVIDSource(certs.FileSVIDConfig{Role: g.role, CertFile: g.f.Cert, KeyFile: g.f.Key}, a.log, cm)
 		if err != nil {
-			return fmt.Errorf("identity.%s: %w", role, err)
+			return fmt.Errorf("identity.%s: %w", g.role, err)
 		}
 		a.closers = append(a.closers, src.Close)
 		svids = append(svids, src)
 	}
 	a.bundles = certs.NewBundleSet(a.log, cm)
 	a.closers = append(a.closers, a.bundles.Close)
-	for name, src := range a.cfg.TrustBundles {
-		td := spiffeid.RequireTrustDomainFromString(name)
-		if src.File != "" {
-			if err := a.bundles.AddFile(td, src.File); err != nil {
-				return fmt.Errorf("trustBundles.%s.file: %w", name, err)
-			}
-		}
+	if err := a.trustBundles(); err != nil {
+		return err
 	}
-	// Endpoints come second: an https_spiffe endpoint is authenticated
-	// with a bundle from a file.
-	for name, src := range a.cfg.TrustBundles {
-		if e := src.Endpoint; e != nil {
-			ec := certs.EndpointConfig{TrustDomain: spiffeid.RequireTrustDomainFromString(name), URL: e.URL, Profile: certs.Profile(e.Profile)}
-			if e.SPIFFEID != "" {
-				ec.EndpointID = spiffeid.RequireFromString(e.SPIFFEID)
-			}
-			if err := a.bundles.AddEndpoint(ec); err != nil {
-				return fmt.Errorf("trustBundles.%s.endpoint: %w", name, err)
-			}
-		}
+	if err := a.bundleServer(cm); err != nil {
+		return err
 	}
 	identity, err := certs.NewIdentity(a.bundles, svids...)
 	if err != nil {
@@ -168,6 +164,71 @@ func (a *Agent) identity(ctx context.Context, cm *certs.Metrics) error {
 	}
 	a.Identity = identity
 	a.closers = append(a.closers, identity.Close)
+	return nil
+}
+
+// bundleServer prepares this mesh's bundle endpoint, when configured: the
+// agent's SVID (https_spiffe) or the web certificate (https_web) as server
+// certificate, and the refresh hint derived from the SVID unless set.
+func (a *Agent) bundleServer(cm *certs.Metrics) error {
+	be := a.cfg.BundleEndpoint
+	if be == nil {
+		return nil
+	}
+	cfg := certs.BundleServerConfig{TrustDomain: a.td, Bundles: a.bundles, RefreshHint: time.Duration(be.RefreshHint), SVID: a.svid, Metrics: cm}
+	if f := be.WebCertificate; f != nil {
+		w, err := certs.NewWebCertificate(f.Cert, f.Key, a.log, cm)
+		if err != nil {
+			return fmt.Errorf("bundleEndpoint.webCertificate: %w", err)
+		}
+		a.closers = append(a.closers, w.Close)
+		cfg.SVID, cfg.Web = nil, w
+	}
+	if cfg.RefreshHint == 0 {
+		life, err := certs.SVIDLifetime(a.svid)
+		if err != nil {
+			return fmt.Errorf("bundleEndpoint.refreshHint: %w", err)
+		}
+		cfg.RefreshHint = certs.DefaultRefreshHint(life)
+	}
+	srv, err := certs.NewBundleServer(cfg, a.log)
+	if err != nil {
+		return fmt.Errorf("bundleEndpoint: %w", err)
+	}
+	a.bundleSrv = srv
+	a.log.Info("bundle endpoint configured", zap.String("profile", be.Profile), zap.Duration("refresh_hint", cfg.RefreshHint))
+	return nil
+}
+
+// trustBundles adds each trust domain's bundle source, in name order so
+// logs and errors come out the same on every start. Files come first: an
+// https_spiffe endpoint of one trust domain may be authenticated with
+// another's bundle from a file.
+func (a *Agent) trustBundles() error {
+	names := slices.Sorted(maps.Keys(a.cfg.TrustBundles))
+	for _, name := range names {
+		if f := a.cfg.TrustBundles[name].File; f != "" {
+			if err := a.bundles.AddFile(spiffeid.RequireTrustDomainFromString(name), f); err != nil {
+				return fmt.Errorf("trustBundles.%s.file: %w", name, err)
+			}
+		}
+	}
+	for _, name := range names {
+		e := a.cfg.TrustBundles[name].Endpoint
+		if e == nil {
+			continue
+		}
+		ec := certs.EndpointConfig{
+			TrustDomain: spiffeid.RequireTrustDomainFromString(name), URL: e.URL, Profile: certs.Profile(e.Profile),
+			BootstrapFile: e.BootstrapBundle, WebCAFile: e.CAFile, SavedFile: a.cfg.SavedBundlePath(name),
+		}
+		if e.SPIFFEID != "" {
+			ec.EndpointID = spiffeid.RequireFromString(e.SPIFFEID)
+		}
+		if err := a.bundles.AddEndpoint(ec); err != nil {
+			return fmt.Errorf("trustBundles.%s.endpoint: %w", name, err)
+		}
+	}
 	return nil
 }
 

@@ -5,14 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"time"
 
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/meshfed/meshfed/admin"
-	"github.com/meshfed/meshfed/certs"
 	"github.com/meshfed/meshfed/dnsserver"
 	"github.com/meshfed/meshfed/registry"
 	"github.com/meshfed/meshfed/xds"
@@ -51,22 +49,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	g.Go(func() error { a.Peers.Run(ctx); return nil })
 	g.Go(func() error { return a.Runner.Run(ctx) })
 	g.Go(func() error { return a.XDS.Serve(ctx, listeners.xds) })
-	if be := a.cfg.BundleEndpoint; be != nil {
-		bundleSrv, err := certs.NewBundleServer(certs.BundleServerConfig{Addr: be.Listen, TrustDomain: a.td, Bundles: a.bundles, SVID: a.svid}, a.log)
-		if err != nil {
-			return err
-		}
-		g.Go(func() error {
-			a.log.Info("serving this mesh's trust bundle", zap.String("address", be.Listen))
-			if err := bundleSrv.ListenAndServeTLS("", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				return fmt.Errorf("bundleEndpoint: %w", err)
-			}
-			return nil
-		})
-		g.Go(func() error {
-			<-ctx.Done()
-			return bundleSrv.Close()
-		})
+	if listeners.bundle != nil {
+		a.serveBundle(ctx, g, listeners.bundle)
 	}
 	g.Go(func() error { return listeners.admin.Serve(ctx, listeners.adminLis) })
 	if listeners.dns != nil {
@@ -85,9 +69,12 @@ func (a *Agent) Run(ctx context.Context) error {
 
 type listeners struct {
 	federation, xds net.Listener
-	admin           *admin.Server
-	adminLis        net.Listener
-	dns             *dnsserver.Server
+	// bundle is the bundle endpoint's TCP listener (its server does the
+	// TLS), nil when off.
+	bundle   net.Listener
+	admin    *admin.Server
+	adminLis net.Listener
+	dns      *dnsserver.Server
 }
 
 // Listening is closed once Run listens on every address.
@@ -101,6 +88,15 @@ func (a *Agent) XDSAddr() net.Addr { return a.addrs.xds.Addr() }
 
 // AdminAddr is the admin server's address; valid after Listening.
 func (a *Agent) AdminAddr() net.Addr { return a.addrs.adminLis.Addr() }
+
+// BundleEndpointAddr is the bundle endpoint's address, nil when it is off;
+// valid after Listening.
+func (a *Agent) BundleEndpointAddr() net.Addr {
+	if a.addrs.bundle == nil {
+		return nil
+	}
+	return a.addrs.bundle.Addr()
+}
 
 // DNSAddr is the DNS server's address, nil when it is off; valid after
 // Listening.
@@ -120,7 +116,7 @@ func (a *Agent) listen() (*listeners, error) {
 		return nil, fmt.Errorf("federation.listen: %w", err)
 	}
 	closeAll := func() {
-		for _, c := range []net.Listener{l.federation, l.xds, l.adminLis} {
+		for _, c := range []net.Listener{l.federation, l.xds, l.adminLis, l.bundle} {
 			if c != nil {
 				_ = c.Close()
 			}
@@ -129,6 +125,12 @@ func (a *Agent) listen() (*listeners, error) {
 	if l.xds, err = xds.Listen(a.cfg.XDS.Listen); err != nil {
 		closeAll()
 		return nil, fmt.Errorf("xds.listen: %w", err)
+	}
+	if be := a.cfg.BundleEndpoint; be != nil {
+		if l.bundle, err = net.Listen("tcp", be.Listen); err != nil {
+			closeAll()
+			return nil, fmt.Errorf("bundleEndpoint.listen: %w", err)
+		}
 	}
 	if l.admin, err = a.adminServer(); err == nil {
 		l.adminLis, err = l.admin.Listen()
@@ -148,6 +150,21 @@ func (a *Agent) listen() (*listeners, error) {
 		zap.Stringer("xds", l.xds.Addr()), zap.Stringer("admin", l.adminLis.Addr()),
 		zap.Bool("dns", l.dns != nil))
 	return &l, nil
+}
+
+// serveBundle serves this mesh's bundle on ln until ctx ends.
+func (a *Agent) serveBundle(ctx context.Context, g *errgroup.Group, ln net.Listener) {
+	g.Go(func() error {
+		a.log.Info("serving this mesh's trust bundle", zap.Stringer("address", ln.Addr()), zap.String("profile", a.cfg.BundleEndpoint.Profile))
+		if err := a.bundleSrv.Serve(ln); err != nil {
+			return fmt.Errorf("bundleEndpoint: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-ctx.Done()
+		return a.bundleSrv.Close()
+	})
 }
 
 // followImports keeps the DNS table and the registry sinks in step with the

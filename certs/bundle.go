@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
@@ -29,7 +30,7 @@ type BundleSet struct {
 
 	mu      sync.RWMutex
 	bundles map[spiffeid.TrustDomain]bundleEntry
-	sources map[spiffeid.TrustDomain]string // what keeps each trust domain current
+	sources map[spiffeid.TrustDomain]*sourceState // what keeps each trust domain current
 	closers []func() error
 	closed  bool
 	wg      sync.WaitGroup
@@ -39,6 +40,24 @@ type BundleSet struct {
 type bundleEntry struct {
 	spiffe *spiffebundle.Bundle
 	x509   *x509bundle.Bundle // derived once, not per handshake
+	origin string
+}
+
+// Where the bundle in use came from (BundleState.Origin).
+const (
+	OriginFile      = "file"      // a bundle file
+	OriginMemory    = "memory"    // BundleSet.Set
+	OriginBootstrap = "bootstrap" // an endpoint's bootstrap bundle, before its first fetch
+	OriginSaved     = "saved"     // the bundle an endpoint served in an earlier run, before this run's first fetch
+	OriginEndpoint  = "endpoint"  // fetched from the endpoint in this run
+)
+
+// sourceState is what one trust domain's configured source has achieved.
+type sourceState struct {
+	desc        string // "file PATH" or "endpoint URL"
+	lastFetch   time.Time
+	lastErr     string
+	lastErrTime time.Time
 }
 
 // NewBundleSet returns an empty set. Close it to stop its watchers.
@@ -50,7 +69,7 @@ func NewBundleSet(log *zap.Logger, m *Metrics) *BundleSet {
 		log:     log,
 		metrics: m,
 		bundles: map[spiffeid.TrustDomain]bundleEntry{},
-		sources: map[spiffeid.TrustDomain]string{},
+		sources: map[spiffeid.TrustDomain]*sourceState{},
 		stop:    make(chan struct{}),
 	}
 }
@@ -102,14 +121,14 @@ func (s *BundleSet) Material(td spiffeid.TrustDomain) (BundleMaterial, error) {
 	return bundleMaterial(b), nil
 }
 
-// Set stores a bundle directly: the agent's own bundle from memory, or the
-// bootstrap bundle that authenticates an https_spiffe endpoint before its
-// first fetch. A later fetch from that endpoint replaces it.
+// Set stores a bundle directly, e.g. the agent's own bundle from memory.
+// (An endpoint's bootstrap bundle is EndpointConfig.BootstrapFile, so that
+// the set knows it is only a bootstrap.)
 func (s *BundleSet) Set(b *spiffebundle.Bundle) error {
 	if err := checkBundle(b.TrustDomain(), "memory", b.X509Authorities()); err != nil {
 		return err
 	}
-	s.store(b)
+	s.store(b, OriginMemory)
 	return nil
 }
 
@@ -123,9 +142,9 @@ func (s *BundleSet) claim(td spiffeid.TrustDomain, src string, poller bool) erro
 		return errors.New("certs: bundle set is closed")
 	}
 	if prev, ok := s.sources[td]; ok {
-		return fmt.Errorf("certs: trust domain %q already has a bundle source (%s)", td.Name(), prev)
+		return fmt.Errorf("certs: trust domain %q already has a bundle source (%s)", td.Name(), prev.desc)
 	}
-	s.sources[td] = src
+	s.sources[td] = &sourceState{desc: src}
 	if poller {
 		s.wg.Add(1)
 	}
@@ -140,30 +159,57 @@ func (s *BundleSet) unclaim(td spiffeid.TrustDomain) {
 
 // store takes b into use and announces it when its X.509 authorities
 // changed; a new refresh hint alone is stored silently.
-func (s *BundleSet) store(b *spiffebundle.Bundle) {
+func (s *BundleSet) store(b *spiffebundle.Bundle, origin string) {
 	td := b.TrustDomain()
-	next := bundleEntry{spiffe: b, x509: b.X509Bundle()}
+	next := bundleEntry{spiffe: b, x509: b.X509Bundle(), origin: origin}
 	s.mu.Lock()
 	prev, had := s.bundles[td]
 	s.bundles[td] = next
+	if st := s.sources[td]; st != nil && (origin == OriginEndpoint || origin == OriginFile) {
+		st.lastErr, st.lastErrTime = "", time.Time{} // a load from the source itself
+		if origin == OriginEndpoint {
+			st.lastFetch = time.Now()
+		}
+	}
 	s.mu.Unlock()
 	if had && prev.x509.Equal(next.x509) {
+		if prev.origin != origin {
+			s.log.Info("trust bundle confirmed", zap.String("trust_domain", td.Name()), zap.String("origin", origin), zap.String("was", prev.origin))
+		}
 		return
 	}
-	log := s.log.With(zap.String("trust_domain", td.Name()), zap.Int("authorities", len(next.x509.X509Authorities())))
+	log := s.log.With(zap.String("trust_domain", td.Name()), zap.String("origin", origin), zap.Int("authorities", len(next.x509.X509Authorities())))
 	if had {
 		s.metrics.rotated(KindBundle, td.Name())
-		log.Info("trust bundle rotated")
+		log.Info("trust bundle rotated", zap.String("was", prev.origin))
 	} else {
 		log.Info("trust bundle loaded")
 	}
 	s.notify()
 }
 
-func (s *BundleSet) failed(td spiffeid.TrustDomain, err error) {
+// failed records and logs a failed load or fetch. What it says depends on
+// what is in use meanwhile: nothing at all is a different situation from a
+// bootstrap bundle, and both from a last good bundle.
+func (s *BundleSet) failed(td spiffeid.TrustDomain, err error, fields ...zap.Field) {
 	s.metrics.loadFailed(KindBundle, td.Name())
-	s.log.Error("trust bundle load failed; keeping the last good bundle",
-		zap.String("trust_domain", td.Name()), zap.Error(err))
+	s.mu.Lock()
+	e, had := s.bundles[td]
+	if st := s.sources[td]; st != nil {
+		st.lastErr, st.lastErrTime = err.Error(), time.Now()
+	}
+	s.mu.Unlock()
+	fields = append(fields, zap.String("trust_domain", td.Name()), zap.Error(err))
+	switch {
+	case !had:
+		s.log.Error("no usable trust bundle yet; peers of this trust domain cannot be verified until a fetch succeeds", fields...)
+	case e.origin == OriginBootstrap:
+		s.log.Warn("trust bundle fetch failed; the bootstrap bundle stays in use until a fetch succeeds", fields...)
+	case e.origin == OriginSaved:
+		s.log.Warn("trust bundle fetch failed; the bundle saved by the last run stays in use until a fetch succeeds", fields...)
+	default:
+		s.log.Warn("trust bundle update failed; keeping the last good bundle", fields...)
+	}
 }
 
 // AddFile keeps td's bundle current from a PEM file of CA certificates. The
@@ -184,7 +230,7 @@ func (s *BundleSet) AddFile(td spiffeid.TrustDomain, path string) error {
 		if err := checkBundle(td, "file "+path, b.X509Authorities()); err != nil {
 			return err
 		}
-		s.store(spiffebundle.FromX509Bundle(b))
+		s.store(spiffebundle.FromX509Bundle(b), OriginFile)
 		return nil
 	}
 	if err := load(); err != nil {
@@ -256,4 +302,67 @@ func checkBundle(td spiffeid.TrustDomain, from string, authorities []*x509.Certi
 		}
 	}
 	return nil
+}
+
+// BundleState is one trust domain's bundle and what its source achieved,
+// for status pages and for the agent's wait for its peers' bundles.
+type BundleState struct {
+	TrustDomain string `json:"trustDomain"`
+	// Source is what keeps the bundle current ("file PATH", "endpoint
+	// URL"), empty for a bundle given by Set.
+	Source string `json:"source,omitempty"`
+	// Origin is where the bundle in use came from (Origin* constants);
+	// empty while there is none.
+	Origin string `json:"origin,omitempty"`
+	// Authorities counts the X.509 authorities in use.
+	Authorities int `json:"authorities"`
+	// LastFetch is the last successful fetch from an endpoint in this run.
+	LastFetch time.Time `json:"lastFetch,omitzero"`
+	// LastError is the last failed load or fetch, kept until the next
+	// success.
+	LastError     string    `json:"lastError,omitempty"`
+	LastErrorTime time.Time `json:"lastErrorTime,omitzero"`
+}
+
+// States lists every trust domain with a source or a bundle, sorted.
+func (s *BundleSet) States() []BundleState {
+	s.mu.RLock()
+	byName := map[string]BundleState{}
+	for td, st := range s.sources {
+		bs := BundleState{TrustDomain: td.Name(), Source: st.desc, LastFetch: st.lastFetch}
+		if st.lastErr != "" {
+			bs.LastError, bs.LastErrorTime = st.lastErr, st.lastErrTime
+		}
+		byName[td.Name()] = bs
+	}
+	for td, e := range s.bundles {
+		bs := byName[td.Name()]
+		bs.TrustDomain, bs.Origin, bs.Authorities = td.Name(), e.origin, len(e.x509.X509Authorities())
+		byName[td.Name()] = bs
+	}
+	s.mu.RUnlock()
+	out := make([]BundleState, 0, len(byName))
+	for _, bs := range byName {
+		out = append(out, bs)
+	}
+	slices.SortFunc(out, func(a, b BundleState) int { return strings.Compare(a.TrustDomain, b.TrustDomain) })
+	return out
+}
+
+// Missing lists, sorted, the trust domains whose configured source has not
+// produced a bundle yet (an endpoint without a bootstrap or saved bundle,
+// before its first successful fetch). Until a trust domain leaves this
+// list its peers cannot be verified and its SDS validation context does
+// not exist; Subscribe announces each bundle that arrives.
+func (s *BundleSet) Missing() []spiffeid.TrustDomain {
+	s.mu.RLock()
+	var out []spiffeid.TrustDomain
+	for td := range s.sources {
+		if _, ok := s.bundles[td]; !ok {
+			out = append(out, td)
+		}
+	}
+	s.mu.RUnlock()
+	slices.SortFunc(out, func(a, b spiffeid.TrustDomain) int { return strings.Compare(a.Name(), b.Name()) })
+	return out
 }

@@ -10,7 +10,10 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"net"
+	"net/netip"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
@@ -46,6 +49,8 @@ type CertOption func(*certOptions)
 type certOptions struct {
 	notBefore, notAfter time.Time
 	serial              *big.Int
+	dnsNames            []string
+	ips                 []net.IP
 }
 
 // WithValidity sets NotBefore and NotAfter exactly.
@@ -56,6 +61,44 @@ func WithValidity(notBefore, notAfter time.Time) CertOption {
 // WithSerial sets the serial number.
 func WithSerial(serial int64) CertOption {
 	return func(o *certOptions) { o.serial = big.NewInt(serial) }
+}
+
+// WithDNSNames adds DNS name SANs to an SVID, for peers that are not
+// SPIFFE-aware and verify a host name. The SVID keeps its one URI SAN,
+// which is what SPIFFE peers verify.
+func WithDNSNames(names ...string) CertOption {
+	return func(o *certOptions) { o.dnsNames = append(o.dnsNames, names...) }
+}
+
+// WithIPAddresses adds IP address SANs to an SVID, for peers that are not
+// SPIFFE-aware and verify the address they dialed.
+func WithIPAddresses(ips ...netip.Addr) CertOption {
+	return func(o *certOptions) {
+		for _, ip := range ips {
+			o.ips = append(o.ips, net.IP(ip.AsSlice()))
+		}
+	}
+}
+
+// CheckDNSName accepts what a certificate's DNS name SAN may hold: a host
+// name of letters, digits and hyphens, or a wildcard "*." in front of one
+// (RFC 5280, RFC 6125 section 6.4.3).
+func CheckDNSName(name string) error {
+	host := strings.TrimPrefix(name, "*.")
+	if host == "" || len(name) > 253 {
+		return fmt.Errorf("certs: DNS name %q must be a host name of at most 253 characters", name)
+	}
+	for _, label := range strings.Split(host, ".") {
+		if len(label) == 0 || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return fmt.Errorf("certs: DNS name %q has an empty, too long or hyphen-edged label %q", name, label)
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-') {
+				return fmt.Errorf("certs: DNS name %q holds %q; only letters, digits, hyphens and dots are allowed", name, r)
+			}
+		}
+	}
+	return nil
 }
 
 func applyCertOptions(ttl time.Duration, opts []CertOption) (certOptions, error) {
@@ -72,6 +115,11 @@ func applyCertOptions(ttl time.Duration, opts []CertOption) (certOptions, error)
 	}
 	if !o.notAfter.After(o.notBefore) {
 		return o, fmt.Errorf("certs: NotAfter %s is not after NotBefore %s", o.notAfter.Format(time.RFC3339), o.notBefore.Format(time.RFC3339))
+	}
+	for _, n := range o.dnsNames {
+		if err := CheckDNSName(n); err != nil {
+			return o, err
+		}
 	}
 	if o.serial == nil {
 		s, err := randomSerial()
@@ -175,6 +223,8 @@ func (ca *CA) Issue(id spiffeid.ID, ttl time.Duration, opts ...CertOption) (chai
 		KeyUsage:              x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		URIs:                  []*url.URL{id.URL()},
+		DNSNames:              o.dnsNames,
+		IPAddresses:           o.ips,
 	})
 }
 

@@ -3,7 +3,9 @@ package certs
 import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/tls"
 	"crypto/x509"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"testing"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/stretchr/testify/require"
 )
@@ -131,4 +134,64 @@ func TestRoleID(t *testing.T) {
 	require.Equal(t, "spiffe://a.example/meshfed/gateway/ingress", id.String())
 	_, err = RoleID(tdA, Role("sidecar"))
 	require.ErrorContains(t, err, `certs: unknown role "sidecar", want agent, egress or ingress`)
+}
+
+// An SVID with DNS and IP SANs keeps its one URI SAN, so SPIFFE peers
+// accept it as before, and a peer that is not SPIFFE-aware verifies it by
+// host name or address.
+func TestIssueSVIDWithDNSAndIPSANs(t *testing.T) {
+	caDir, out := t.TempDir(), t.TempDir()
+	require.NoError(t, InitDevCA(DevCAOptions{Dir: caDir, TrustDomain: tdA}))
+	id := mustID(t, tdA, "/meshfed/agent")
+	require.NoError(t, IssueSVID(caDir, id, out, "agent", WithDNSNames("hamlet.mesh-a.example", "*.agents.mesh-a.example"),
+		WithIPAddresses(netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("2001:db8::1"))))
+	leaf := readCert(t, filepath.Join(out, "agent.pem"))
+	requireLeaf(t, leaf, "spiffe://a.example/meshfed/agent")
+	require.Equal(t, []string{"hamlet.mesh-a.example", "*.agents.mesh-a.example"}, leaf.DNSNames)
+	require.Len(t, leaf.IPAddresses, 2)
+	require.NoError(t, CheckPeerLeaf(leaf, x509.ExtKeyUsageServerAuth, time.Now()))
+	require.NoError(t, CheckPeerLeaf(leaf, x509.ExtKeyUsageClientAuth, time.Now()))
+	svid, err := x509svid.Load(filepath.Join(out, "agent.pem"), filepath.Join(out, "agent-key.pem"))
+	require.NoError(t, err)
+	ca, err := LoadCA(caDir)
+	require.NoError(t, err)
+	gotID, _, err := x509svid.Verify(svid.Certificates, ca.X509Bundle())
+	require.NoError(t, err)
+	require.Equal(t, id, gotID)
+
+	// The Hamlet server's TLS configuration with this SVID: a SPIFFE client
+	// and a web PKI client that verifies a host name or address both
+	// connect.
+	caB := newCA(t, tdB)
+	bundles := NewBundleSet(nil, nil)
+	defer bundles.Close()
+	require.NoError(t, bundles.Set(ca.Bundle()))
+	require.NoError(t, bundles.Set(caB.Bundle()))
+	client, err := caB.IssueX509SVID(mustID(t, tdB, "/meshfed/agent"), time.Hour)
+	require.NoError(t, err)
+	srv := startEchoServer(t, ServerTLSConfig(svid, bundles, tlsconfig.AuthorizeMemberOf(tdB)))
+	_, err = dial(t, srv.addr, ClientTLSConfig(client, bundles, tlsconfig.AuthorizeID(id)))
+	require.NoError(t, err)
+	require.NoError(t, srv.serverErr(t))
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.Certificate())
+	clientCert := tls.Certificate{Certificate: [][]byte{client.Certificates[0].Raw}, PrivateKey: client.PrivateKey}
+	for _, name := range []string{"hamlet.mesh-a.example", "a1.agents.mesh-a.example", "127.0.0.1", "2001:db8::1"} {
+		_, err = dial(t, srv.addr, &tls.Config{RootCAs: roots, ServerName: name, Certificates: []tls.Certificate{clientCert}, MinVersion: tls.VersionTLS12})
+		require.NoError(t, err, name)
+		require.NoError(t, srv.serverErr(t))
+	}
+	_, err = dial(t, srv.addr, &tls.Config{RootCAs: roots, ServerName: "other.mesh-a.example", Certificates: []tls.Certificate{clientCert}, MinVersion: tls.VersionTLS12})
+	require.ErrorContains(t, err, "x509: certificate is valid for hamlet.mesh-a.example, *.agents.mesh-a.example, not other.mesh-a.example")
+	_ = srv.serverErr(t)
+
+	for name, want := range map[string]string{
+		"":                 `certs: DNS name "" must be a host name of at most 253 characters`,
+		"bad_name.example": `certs: DNS name "bad_name.example" holds '_'; only letters, digits, hyphens and dots are allowed`,
+		"-a.example":       `certs: DNS name "-a.example" has an empty, too long or hyphen-edged label "-a"`,
+		"a..example":       `certs: DNS name "a..example" has an empty, too long or hyphen-edged label ""`,
+		"*.":               `certs: DNS name "*." must be a host name of at most 253 characters`,
+	} {
+		require.ErrorContains(t, IssueSVID(caDir, id, out, "bad", WithDNSNames(name)), want, name)
+	}
 }

@@ -1,14 +1,18 @@
 package certs
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
+	"errors"
 	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
-	"github.com/spiffe/go-spiffe/v2/federation"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"go.uber.org/zap"
 )
@@ -28,6 +32,9 @@ const (
 	defaultRefresh      = 5 * time.Minute
 	defaultRetry        = 30 * time.Second
 	defaultFetchTimeout = 30 * time.Second
+	// minRefresh is the fastest an endpoint's refresh hint can make us
+	// poll; spiffe_refresh_hint has a resolution of one second anyway.
+	minRefresh = time.Second
 )
 
 // EndpointConfig is one federated trust domain's bundle endpoint.
@@ -37,12 +44,24 @@ type EndpointConfig struct {
 	Profile     Profile
 	// EndpointID is the SPIFFE ID the endpoint's server certificate must
 	// carry (https_spiffe only). It is verified against the bundle set's
-	// bundle for EndpointID's trust domain, which must be seeded with a
-	// bootstrap bundle (BundleSet.Set) when that is the fetched domain.
+	// latest bundle for EndpointID's trust domain: the fetched trust
+	// domain's own when the endpoint is self-serving, else another
+	// configured trust domain's.
 	EndpointID spiffeid.ID
-	// WebPKIRoots verify the endpoint (https_web only); nil means the
-	// system roots.
-	WebPKIRoots *x509.CertPool
+	// BootstrapFile is the operator-supplied bundle (PEM certificates or
+	// SPIFFE JSON) of a self-serving https_spiffe endpoint's trust domain,
+	// read once. The federation spec has the first fetch authenticated
+	// with it and every later one with the latest fetched bundle, so it is
+	// in use only until the first successful fetch replaces it.
+	BootstrapFile string
+	// SavedFile, when set, keeps the latest fetched bundle across restarts
+	// (the spec's "store the latest bundle"): on start it is used instead
+	// of the bootstrap bundle, unless the bootstrap file is newer (the
+	// operator replaced it), and every fetch that changes it rewrites it.
+	SavedFile string
+	// WebCAFile holds the PEM roots that verify an https_web endpoint,
+	// read on each fetch; empty means the system roots.
+	WebCAFile string
 	// DefaultRefresh applies when the bundle has no refresh hint; zero
 	// means 5 minutes.
 	DefaultRefresh time.Duration
@@ -53,23 +72,83 @@ type EndpointConfig struct {
 	FetchTimeout time.Duration
 }
 
+// selfServing reports whether the endpoint serves its own trust domain's
+// bundle, which then authenticates it.
+func (c EndpointConfig) selfServing() bool { return c.EndpointID.TrustDomain() == c.TrustDomain }
+
 func (c EndpointConfig) validate() error {
 	if c.TrustDomain.IsZero() {
 		return fmt.Errorf("certs: bundle endpoint %s needs a trust domain", c.URL)
 	}
-	if c.URL == "" {
-		return fmt.Errorf("certs: bundle endpoint for trust domain %q needs a URL", c.TrustDomain.Name())
+	if err := checkEndpointURL(c.URL); err != nil {
+		return fmt.Errorf("certs: bundle endpoint for trust domain %q: %w", c.TrustDomain.Name(), err)
 	}
 	switch c.Profile {
 	case ProfileHTTPSSPIFFE:
 		if c.EndpointID.IsZero() {
 			return fmt.Errorf("certs: bundle endpoint %s uses profile https_spiffe and needs an endpoint SPIFFE ID", c.URL)
 		}
+		if c.WebCAFile != "" {
+			return fmt.Errorf("certs: bundle endpoint %s uses profile https_spiffe; a web CA file is for https_web", c.URL)
+		}
+		if c.BootstrapFile != "" && !c.selfServing() {
+			return fmt.Errorf("certs: bundle endpoint %s is not self-serving (its SPIFFE ID %q is in trust domain %q): it is authenticated with that trust domain's own bundle, not a bootstrap bundle",
+				c.URL, c.EndpointID, c.EndpointID.TrustDomain().Name())
+		}
 	case ProfileHTTPSWeb:
+		if !c.EndpointID.IsZero() || c.BootstrapFile != "" {
+			return fmt.Errorf("certs: bundle endpoint %s uses profile https_web; an endpoint SPIFFE ID and a bootstrap bundle are for https_spiffe", c.URL)
+		}
 	default:
 		return fmt.Errorf("certs: bundle endpoint %s has profile %q, want https_spiffe or https_web", c.URL, string(c.Profile))
 	}
 	return nil
+}
+
+// checkEndpointURL applies the spec's URL rules for both profiles.
+func checkEndpointURL(raw string) error {
+	if raw == "" {
+		return errors.New("no URL")
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("URL %q: %w", raw, err)
+	}
+	switch {
+	case u.Scheme != "https":
+		return fmt.Errorf("URL %q: the scheme must be https", raw)
+	case u.User != nil:
+		return fmt.Errorf("URL %q must not hold user information", u.Redacted())
+	case u.Host == "":
+		return fmt.Errorf("URL %q has no host", raw)
+	}
+	return nil
+}
+
+// LoadBundleFile reads td's bundle from a file of PEM certificates or in
+// the SPIFFE bundle format (JSON, as `spire-server bundle show -format
+// spiffe` prints it), and checks it can be td's.
+func LoadBundleFile(td spiffeid.TrustDomain, path string) (*spiffebundle.Bundle, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("certs: %w", err)
+	}
+	var b *spiffebundle.Bundle
+	if bytes.HasPrefix(bytes.TrimSpace(data), []byte("{")) {
+		b, err = spiffebundle.Parse(td, data)
+	} else {
+		var xb *x509bundle.Bundle
+		if xb, err = x509bundle.Parse(td, data); err == nil {
+			b = spiffebundle.FromX509Bundle(xb)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("certs: bundle file %s for trust domain %q: %w", path, td.Name(), err)
+	}
+	if err := checkBundle(td, "file "+path, b.X509Authorities()); err != nil {
+		return nil, err
+	}
+	return b, nil
 }
 
 // FetchBundle fetches cfg's bundle once. auth supplies the bundle that
@@ -79,46 +158,90 @@ func FetchBundle(ctx context.Context, cfg EndpointConfig, auth x509bundle.Source
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	var opt federation.FetchOption
-	if cfg.Profile == ProfileHTTPSSPIFFE {
-		if auth == nil {
-			return nil, fmt.Errorf("certs: bundle endpoint %s uses profile https_spiffe and needs a bundle source", cfg.URL)
-		}
-		opt = federation.WithSPIFFEAuth(auth, cfg.EndpointID)
-	} else {
-		opt = federation.WithWebPKIRoots(cfg.WebPKIRoots)
-	}
-	timeout := cfg.FetchTimeout
-	if timeout <= 0 {
-		timeout = defaultFetchTimeout
-	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	b, err := federation.FetchBundle(ctx, cfg.TrustDomain, cfg.URL, opt)
-	if err != nil {
-		return nil, fmt.Errorf("certs: fetch bundle for trust domain %q from %s: %w", cfg.TrustDomain.Name(), cfg.URL, err)
-	}
-	if err := checkBundle(cfg.TrustDomain, "endpoint "+cfg.URL, b.X509Authorities()); err != nil {
-		return nil, err
-	}
-	return b, nil
+	b, _, err := fetch(ctx, cfg, auth)
+	return b, err
 }
 
 // AddEndpoint keeps cfg.TrustDomain's bundle current from a bundle endpoint.
-// It fetches at once in the background, then at the bundle's refresh hint
-// (or cfg.DefaultRefresh). A failed fetch or a rejected bundle is logged and
-// counted, and the last good bundle stays in use.
+// The saved or bootstrap bundle, when there is one, is in use at once; the
+// first fetch starts at once in the background, later ones follow the
+// bundle's refresh hint (or cfg.DefaultRefresh). A failed fetch or a
+// rejected bundle is logged and counted, and the bundle in use stays.
 func (s *BundleSet) AddEndpoint(cfg EndpointConfig) error {
 	if err := cfg.validate(); err != nil {
+		return err
+	}
+	if cfg.WebCAFile != "" {
+		if _, err := loadRoots(cfg.WebCAFile); err != nil {
+			return err
+		}
+	}
+	first, origin, err := initialBundle(cfg)
+	if err != nil {
 		return err
 	}
 	if err := s.claim(cfg.TrustDomain, "endpoint "+cfg.URL, true); err != nil {
 		return err
 	}
+	if first != nil {
+		s.store(first, origin)
+	}
 	go s.pollEndpoint(cfg)
 	return nil
 }
 
+// initialBundle picks what is in use before the first fetch: the bundle
+// saved by the last run (the latest the endpoint served, which the spec
+// says authenticates the next connection), unless the operator has put a
+// newer bootstrap bundle in place since; nil when there is neither.
+func initialBundle(cfg EndpointConfig) (*spiffebundle.Bundle, string, error) {
+	var boot *spiffebundle.Bundle
+	var bootTime time.Time
+	if cfg.BootstrapFile != "" {
+		fi, err := os.Stat(cfg.BootstrapFile)
+		if err != nil {
+			return nil, "", fmt.Errorf("certs: bootstrap bundle: %w", err)
+		}
+		if boot, err = LoadBundleFile(cfg.TrustDomain, cfg.BootstrapFile); err != nil {
+			return nil, "", err
+		}
+		bootTime = fi.ModTime()
+	}
+	if cfg.SavedFile != "" {
+		if fi, err := os.Stat(cfg.SavedFile); err == nil && (boot == nil || !fi.ModTime().Before(bootTime)) {
+			// A saved bundle that cannot be read is only a lost cache;
+			// the bootstrap bundle or the first fetch takes over.
+			if saved, err := LoadBundleFile(cfg.TrustDomain, cfg.SavedFile); err == nil {
+				return saved, OriginSaved, nil
+			}
+		}
+	}
+	if boot != nil {
+		return boot, OriginBootstrap, nil
+	}
+	return nil, "", nil
+}
+
+func loadRoots(path string) (*x509.CertPool, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("certs: web CA file: %w", err)
+	}
+	certs, err := parsePEMCerts(data)
+	if err != nil {
+		return nil, fmt.Errorf("certs: web CA file %s: %w", path, err)
+	}
+	pool := x509.NewCertPool()
+	for _, c := range certs {
+		pool.AddCert(c)
+	}
+	return pool, nil
+}
+
+// pollEndpoint fetches until the set is closed: at the interval the last
+// good bundle's refresh hint asks for, and after a failure at the retry
+// interval, never later than that refresh interval (the spec's "retry at
+// the next polling interval").
 func (s *BundleSet) pollEndpoint(cfg EndpointConfig) {
 	defer s.wg.Done()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -130,15 +253,8 @@ func (s *BundleSet) pollEndpoint(cfg EndpointConfig) {
 		case <-ctx.Done():
 		}
 	}()
-	refresh := cfg.DefaultRefresh
-	if refresh <= 0 {
-		refresh = defaultRefresh
-	}
-	retry := cfg.RetryInterval
-	if retry <= 0 {
-		retry = defaultRetry
-	}
-	td := cfg.TrustDomain.Name()
+	interval := cmpOr(cfg.DefaultRefresh, defaultRefresh)
+	retry := cmpOr(cfg.RetryInterval, defaultRetry)
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
@@ -147,23 +263,62 @@ func (s *BundleSet) pollEndpoint(cfg EndpointConfig) {
 			return
 		case <-timer.C:
 		}
-		next := refresh
-		b, err := FetchBundle(ctx, cfg, s)
-		switch {
-		case ctx.Err() != nil:
+		b, fi, err := fetch(ctx, cfg, s)
+		if ctx.Err() != nil {
 			return
-		case err != nil:
-			s.metrics.fetch(td, ResultFailure)
-			s.failed(cfg.TrustDomain, err)
-			next = min(retry, refresh)
-		default:
-			s.metrics.fetch(td, ResultSuccess)
-			s.store(b)
-			if hint, ok := b.RefreshHint(); ok && hint > 0 {
-				next = hint
-			}
-			s.log.Debug("bundle fetched", zap.String("trust_domain", td), zap.Duration("next_refresh", next))
 		}
-		timer.Reset(next)
+		if err != nil {
+			timer.Reset(s.fetchFailed(cfg, fi, err, min(retry, interval)))
+			continue
+		}
+		interval = cmpOr(cfg.DefaultRefresh, defaultRefresh)
+		if hint, ok := b.RefreshHint(); ok && hint > 0 {
+			interval = max(hint, minRefresh)
+		}
+		s.fetched(cfg, b, interval)
+		timer.Reset(interval)
 	}
+}
+
+func cmpOr(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return def
+}
+
+func (s *BundleSet) fetchFailed(cfg EndpointConfig, fi fetchInfo, err error, next time.Duration) time.Duration {
+	td := cfg.TrustDomain.Name()
+	s.metrics.fetch(td, ResultFailure)
+	if fi.handshake != nil {
+		logRefused(s.log, s.metrics, SideClient, fi.remote, fi.handshake, zap.String("trust_domain", td), zap.String("url", cfg.URL))
+	}
+	s.failed(cfg.TrustDomain, err, zap.String("url", cfg.URL), zap.Duration("retry_in", next))
+	return next
+}
+
+// fetched saves a changed bundle, then takes it into use: whoever sees the
+// new bundle in use finds it saved too.
+func (s *BundleSet) fetched(cfg EndpointConfig, b *spiffebundle.Bundle, next time.Duration) {
+	td := cfg.TrustDomain.Name()
+	s.metrics.fetch(td, ResultSuccess)
+	if prev, _ := s.GetBundleForTrustDomain(cfg.TrustDomain); cfg.SavedFile != "" && (prev == nil || !prev.Equal(b)) {
+		if err := saveBundle(cfg.SavedFile, b); err != nil {
+			// Only the next start loses: it begins from the bootstrap bundle.
+			s.log.Warn("could not save the fetched trust bundle", zap.String("trust_domain", td), zap.String("path", cfg.SavedFile), zap.Error(err))
+		}
+	}
+	s.store(b, OriginEndpoint)
+	s.log.Debug("bundle fetched", zap.String("trust_domain", td), zap.Duration("next_refresh", next))
+}
+
+func saveBundle(path string, b *spiffebundle.Bundle) error {
+	data, err := b.Marshal()
+	if err != nil {
+		return fmt.Errorf("certs: encode bundle: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("certs: %w", err)
+	}
+	return writeFileAtomic(path, data, certMode)
 }

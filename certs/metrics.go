@@ -2,17 +2,21 @@ package certs
 
 import (
 	"errors"
+	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Metrics counts bundle fetches, rotations and failed reloads. A nil
+// Metrics counts bundle fetches, rotations, failed reloads, refused bundle
+// endpoint handshakes and served bundles. A nil
 // *Metrics is valid and records nothing, so tests and tools that do not
 // care need not build one.
 type Metrics struct {
 	bundleFetches *prometheus.CounterVec
 	rotations     *prometheus.CounterVec
 	loadFailures  *prometheus.CounterVec
+	refused       *prometheus.CounterVec
+	served        *prometheus.CounterVec
 }
 
 // Label values used by the counters. The name label is a role or a trust
@@ -24,6 +28,12 @@ const (
 
 	ResultSuccess = "success"
 	ResultFailure = "failure"
+
+	// SideServer is this agent's bundle endpoint refusing a client;
+	// SideClient is this agent refusing (or being refused by) a peer's
+	// bundle endpoint while fetching.
+	SideServer = "server"
+	SideClient = "client"
 )
 
 // NewMetrics creates the certs counters and registers them on reg. The
@@ -45,8 +55,16 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Namespace: "meshfed", Subsystem: "certs", Name: "load_failures_total",
 			Help: "Failed loads of SVIDs or bundles (the last good one stays in use), by kind and name.",
 		}, []string{"kind", "name"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "meshfed", Subsystem: "certs", Name: "bundle_endpoint_refused_handshakes_total",
+			Help: "TLS handshakes refused on the bundle endpoint, by side (server: this agent's endpoint; client: fetching a peer's) and reason.",
+		}, []string{"side", "reason"}),
+		served: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "meshfed", Subsystem: "certs", Name: "bundle_endpoint_requests_total",
+			Help: "Requests answered by this agent's bundle endpoint, by HTTP status code.",
+		}, []string{"code"}),
 	}
-	for _, c := range []prometheus.Collector{m.bundleFetches, m.rotations, m.loadFailures} {
+	for _, c := range []prometheus.Collector{m.bundleFetches, m.rotations, m.loadFailures, m.refused, m.served} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -69,5 +87,17 @@ func (m *Metrics) rotated(kind, name string) {
 func (m *Metrics) loadFailed(kind, name string) {
 	if m != nil {
 		m.loadFailures.WithLabelValues(kind, name).Inc()
+	}
+}
+
+func (m *Metrics) refusedHandshake(side, reason string) {
+	if m != nil {
+		m.refused.WithLabelValues(side, reason).Inc()
+	}
+}
+
+func (m *Metrics) servedRequest(code int) {
+	if m != nil {
+		m.served.WithLabelValues(strconv.Itoa(code)).Inc()
 	}
 }

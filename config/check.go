@@ -3,8 +3,11 @@ package config
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
+	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -46,24 +49,11 @@ func (c *Config) check() error {
 	if _, ok := c.TrustBundles[c.TrustDomain]; !ok && c.Identity.WorkloadAPI == "" {
 		return fieldErr("trustBundles", "no bundle for this mesh's own trust domain %q", c.TrustDomain)
 	}
-	for td, b := range c.TrustBundles {
-		if _, err := spiffeid.TrustDomainFromString(td); err != nil {
-			return fieldErr("trustBundles", "key %q: %v", td, err)
-		}
-		if (b.File == "") == (b.Endpoint == nil) {
-			return fieldErr(fmt.Sprintf("trustBundles.%s", td), "set exactly one of file and endpoint")
-		}
-		if e := b.Endpoint; e != nil {
-			switch e.Profile {
-			case "https_web":
-			case "https_spiffe":
-				if _, err := spiffeid.FromString(e.SPIFFEID); err != nil {
-					return fieldErr(fmt.Sprintf("trustBundles.%s.endpoint.spiffeId", td), "%q: %v", e.SPIFFEID, err)
-				}
-			default:
-				return fieldErr(fmt.Sprintf("trustBundles.%s.endpoint.profile", td), "%q is not https_web or https_spiffe", e.Profile)
-			}
-		}
+	if err := c.checkTrustBundles(); err != nil {
+		return err
+	}
+	if err := c.checkBundleEndpoint(); err != nil {
+		return err
 	}
 	if _, _, err := net.SplitHostPort(c.Federation.Listen); err != nil {
 		return fieldErr("federation.listen", "%q: %v", c.Federation.Listen, err)
@@ -216,6 +206,93 @@ func hostPort(s string) error {
 	}
 	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 && port != "0" {
 		return fmt.Errorf("port %q is not a number from 0 to 65535", port)
+	}
+	return nil
+}
+
+// checkTrustBundles checks each trust domain's bundle source, in name
+// order so the first error reported does not change from run to run.
+func (c *Config) checkTrustBundles() error {
+	for _, td := range slices.Sorted(maps.Keys(c.TrustBundles)) {
+		b := c.TrustBundles[td]
+		at := "trustBundles." + td
+		if _, err := spiffeid.TrustDomainFromString(td); err != nil {
+			return fieldErr("trustBundles", "key %q: %v", td, err)
+		}
+		if (b.File == "") == (b.Endpoint == nil) {
+			return fieldErr(at, "set exactly one of file and endpoint")
+		}
+		if b.Endpoint != nil {
+			if err := c.checkBundleFetching(td, at+".endpoint", b.Endpoint); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (c *Config) checkBundleFetching(td, at string, e *BundleFetching) error {
+	if u, err := url.Parse(e.URL); err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil {
+		return fieldErr(at+".url", "%q is not an https URL with a host and without user information", e.URL)
+	}
+	switch e.Profile {
+	case "https_web":
+		for _, f := range [][2]string{{"spiffeId", e.SPIFFEID}, {"bootstrapBundle", e.BootstrapBundle}} {
+			if f[1] != "" {
+				return fieldErr(at+"."+f[0], "%q is for profile https_spiffe, not https_web", f[1])
+			}
+		}
+		return nil
+	case "https_spiffe":
+	default:
+		return fieldErr(at+".profile", "%q is not https_web or https_spiffe", e.Profile)
+	}
+	if e.CAFile != "" {
+		return fieldErr(at+".caFile", "%q is for profile https_web, not https_spiffe", e.CAFile)
+	}
+	id, err := spiffeid.FromString(e.SPIFFEID)
+	if err != nil {
+		return fieldErr(at+".spiffeId", "%q: %v", e.SPIFFEID, err)
+	}
+	// The federation spec: a self-serving endpoint is authenticated first
+	// with a bundle given out of band; any other with its own trust
+	// domain's bundle, which must then be configured.
+	switch endpointTD := id.TrustDomain().Name(); {
+	case endpointTD == td && e.BootstrapBundle == "":
+		return fieldErr(at+".bootstrapBundle", "not set: the endpoint's spiffeId %q is in trust domain %q itself, so the first fetch can only be authenticated with a bundle of %q obtained out of band", e.SPIFFEID, td, td)
+	case endpointTD != td && e.BootstrapBundle != "":
+		return fieldErr(at+".bootstrapBundle", "%q is only for an endpoint whose spiffeId is in %q; %q is authenticated with trustBundles.%s", e.BootstrapBundle, td, e.SPIFFEID, endpointTD)
+	case endpointTD != td:
+		if _, ok := c.TrustBundles[endpointTD]; !ok {
+			return fieldErr(at+".spiffeId", "%q is in trust domain %q, which has no trustBundles entry to authenticate the endpoint", e.SPIFFEID, endpointTD)
+		}
+	}
+	return nil
+}
+
+// checkBundleEndpoint checks this mesh's own bundle endpoint.
+func (c *Config) checkBundleEndpoint() error {
+	be := c.BundleEndpoint
+	if be == nil {
+		return nil
+	}
+	if err := hostPort(be.Listen); err != nil {
+		return fieldErr("bundleEndpoint.listen", "%q: %v", be.Listen, err)
+	}
+	switch be.Profile {
+	case "https_spiffe":
+		if be.WebCertificate != nil {
+			return fieldErr("bundleEndpoint.webCertificate", "is for profile https_web; https_spiffe presents the agent's SVID")
+		}
+	case "https_web":
+		if f := be.WebCertificate; f == nil || f.Cert == "" || f.Key == "" {
+			return fieldErr("bundleEndpoint.webCertificate", "profile https_web needs a cert and key for the endpoint's host name")
+		}
+	default:
+		return fieldErr("bundleEndpoint.profile", "%q is not https_web or https_spiffe", be.Profile)
+	}
+	if h := time.Duration(be.RefreshHint); h < 0 || h%time.Second != 0 {
+		return fieldErr("bundleEndpoint.refreshHint", "%s is not a whole number of seconds (spiffe_refresh_hint is in seconds)", h)
 	}
 	return nil
 }

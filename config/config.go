@@ -147,16 +147,38 @@ type BundleSource struct {
 
 // BundleFetching is a peer's SPIFFE bundle endpoint.
 type BundleFetching struct {
+	// URL is the endpoint, https only.
 	URL string `yaml:"url"`
 	// Profile is https_web or https_spiffe.
 	Profile string `yaml:"profile"`
 	// SPIFFEID is the endpoint server's identity, for https_spiffe.
 	SPIFFEID string `yaml:"spiffeId"`
+	// BootstrapBundle is a file holding this trust domain's bundle (PEM or
+	// SPIFFE JSON), obtained once out of band, which authenticates the
+	// first fetch from an https_spiffe endpoint whose spiffeId is in this
+	// same trust domain; required for such an endpoint. The first
+	// successful fetch replaces it (and is kept across restarts).
+	BootstrapBundle string `yaml:"bootstrapBundle"`
+	// CAFile holds the PEM roots that verify an https_web endpoint;
+	// default the system roots.
+	CAFile string `yaml:"caFile"`
 }
 
 // BundleEndpoint serves this mesh's bundle.
 type BundleEndpoint struct {
+	// Listen defaults to 127.0.0.1:8443; binding beyond loopback is a
+	// deliberate choice.
 	Listen string `yaml:"listen"`
+	// Profile is https_spiffe (default: the agent's SVID is the server
+	// certificate) or https_web (WebCertificate is).
+	Profile string `yaml:"profile"`
+	// WebCertificate is the https_web server certificate for the
+	// endpoint's host name, reloaded on change.
+	WebCertificate *Files `yaml:"webCertificate"`
+	// RefreshHint is the spiffe_refresh_hint sent to peers, in whole
+	// seconds; 0 (the default) derives it from the agent SVID's lifetime
+	// (certs.DefaultRefreshHint: a tenth, between 1m and 1h).
+	RefreshHint Duration `yaml:"refreshHint"`
 }
 
 // Federation is the Hamlet side of the agent.
@@ -345,10 +367,41 @@ func (c *Config) defaults(dir string) {
 			rel(&f.Key)
 		}
 	}
+	c.bundleDefaults(rel)
+}
+
+// bundleDefaults resolves the trust bundle paths and defaults the bundle
+// endpoint.
+func (c *Config) bundleDefaults(rel func(*string)) {
 	for td, b := range c.TrustBundles {
 		rel(&b.File)
+		if e := b.Endpoint; e != nil {
+			rel(&e.BootstrapBundle)
+			rel(&e.CAFile)
+		}
 		c.TrustBundles[td] = b
 	}
+	be := c.BundleEndpoint
+	if be == nil {
+		return
+	}
+	if be.Listen == "" {
+		be.Listen = "127.0.0.1:8443"
+	}
+	if be.Profile == "" {
+		be.Profile = "https_spiffe"
+	}
+	if f := be.WebCertificate; f != nil {
+		rel(&f.Cert)
+		rel(&f.Key)
+	}
+}
+
+// SavedBundlePath is where the latest bundle fetched for a trust domain is
+// kept across restarts: beside the store, as it is state, not
+// configuration.
+func (c *Config) SavedBundlePath(trustDomain string) string {
+	return filepath.Join(filepath.Dir(c.Store.Path), "trust-bundles", trustDomain+".json")
 }
 
 // DeniedPrefixes parses Federation.DeniedCIDRs; check has vetted them.

@@ -25,6 +25,7 @@ trustBundles:
       url: https://127.0.0.1:8443
       profile: https_spiffe
       spiffeId: spiffe://mesh-b.example/meshfed/agent
+      bootstrapBundle: mesh-b-bundle.pem
 federation:
   listen: 127.0.0.1:15443
   deniedCIDRs: [10.0.0.0/8]
@@ -77,27 +78,39 @@ func TestParseErrorsNameFieldValueAndLine(t *testing.T) {
 		old, new string
 		want     string
 	}{
-		{"unknown field", "  listen: 127.0.0.1:15443", "  listn: 127.0.0.1:15443", "line 17: field listn not found"},
-		{"mistyped field", "    dial: 127.0.0.1:16443", "    dial: [a, b]", "line 22: cannot unmarshal !!seq into string"},
+		{"unknown field", "  listen: 127.0.0.1:15443", "  listn: 127.0.0.1:15443", "line 18: field listn not found"},
+		{"mistyped field", "    dial: 127.0.0.1:16443", "    dial: [a, b]", "line 23: cannot unmarshal !!seq into string"},
 		{"bad trust domain", "trustDomain: mesh-a.example", "trustDomain: Mesh A", `line 1: trustDomain: "Mesh A"`},
-		{"bad dial address", "    dial: 127.0.0.1:16443", "    dial: 127.0.0.1", `line 22: peers[0].dial: "127.0.0.1"`},
-		{"bad CIDR", "[10.0.0.0/8]", "[10.0.0.0/8, 10.0.0.0/33]", `line 18: federation.deniedCIDRs[1]: "10.0.0.0/33" is not a CIDR`},
+		{"bad dial address", "    dial: 127.0.0.1:16443", "    dial: 127.0.0.1", `line 23: peers[0].dial: "127.0.0.1"`},
+		{"bad CIDR", "[10.0.0.0/8]", "[10.0.0.0/8, 10.0.0.0/33]", `line 19: federation.deniedCIDRs[1]: "10.0.0.0/33" is not a CIDR`},
 		{"bad profile", "profile: https_spiffe", "profile: https", `line 14: trustBundles.mesh-b.example.endpoint.profile: "https" is not https_web or https_spiffe`},
-		{"peer without bundle", "trustDomain: mesh-b.example\n", "trustDomain: mesh-c.example\n", `line 21: peers[0].trustDomain: no trustBundles entry for "mesh-c.example"`},
-		{"bad duration", "  deniedCIDRs: [10.0.0.0/8]", "  deniedCIDRs: [10.0.0.0/8]\n  grace: soon", `line 19: "soon" is not a duration`},
-		{"window out of range", "  deniedCIDRs: [10.0.0.0/8]", "  deniedCIDRs: [10.0.0.0/8]\n  window: 5000", "line 19: federation.window: 5000 is out of range 1-4096"},
+		{"peer without bundle", "trustDomain: mesh-b.example\n", "trustDomain: mesh-c.example\n", `line 22: peers[0].trustDomain: no trustBundles entry for "mesh-c.example"`},
+		{"bad duration", "  deniedCIDRs: [10.0.0.0/8]", "  deniedCIDRs: [10.0.0.0/8]\n  grace: soon", `line 20: "soon" is not a duration`},
+		{"window out of range", "  deniedCIDRs: [10.0.0.0/8]", "  deniedCIDRs: [10.0.0.0/8]\n  window: 5000", "line 20: federation.window: 5000 is out of range 1-4096"},
 		{"key without cert", "    cert: certs/agent.pem\n", "", "line 3: identity.agent: both cert and key are needed"},
 		{"gateway without SVID", "  egress: {cert: certs/egress.pem, key: certs/egress-key.pem}\n", "", "line 2: identity: no egress files: the egress gateway needs an SVID"},
-		{"caller of another trust domain", "    dial: 127.0.0.1:16443", "    dial: 127.0.0.1:16443\n    callers: [spiffe://mesh-c.example/egress]", `line 23: peers[0].callers[0]: "spiffe://mesh-c.example/egress" is not in trust domain "mesh-b.example"`},
-		{"consul export selecting nothing", "{tag: meshfed-export, domainSuffix", "{domainSuffix", "line 34: consul.export: selects nothing: set services, tag or meta"},
-		{"bad xds address", "  listen: 127.0.0.1:18000", "  listen: localhost", `line 26: xds.listen: "localhost"`},
-		{"relative unix socket", "  listen: 127.0.0.1:18000", "  listen: unix://xds.sock", `line 26: xds.listen: "unix://xds.sock": a unix socket needs an absolute path`},
-		{"port range reversed", "{from: 21000, to: 21099}", "{from: 21099, to: 21000}", "line 29: gateways.egress.ports: 21099-21000 is not a range of ports"},
-		{"port out of range", "{from: 21000, to: 21099}", "{from: 21000, to: 70000}", "line 29: gateways.egress.ports.to: 70000 is not a port"},
-		{"gateway address not an IP", "    ports: {from: 21000, to: 21099}", "    ports: {from: 21000, to: 21099}\n    listen: {address: egress.local}", `line 30: gateways.egress.listen.address: "egress.local" is not an IP address`},
-		{"node id of both roles", "    ports: {from: 21000, to: 21099}", "    ports: {from: 21000, to: 21099}\n  ingress:\n    nodeIds: [egress-gateway]", `line 31: gateways.ingress.nodeIds[0]: "egress-gateway" is already a node id of the egress gateway`},
-		{"egress listen port", "    ports: {from: 21000, to: 21099}", "    ports: {from: 21000, to: 21099}\n    listen: {port: 15001}", "line 30: gateways.egress.listen.port: 15001: the egress gateway has no shared port; it serves each HTTP import on the service's own port and the others on gateways.egress.ports, so set only gateways.egress.listen.address"},
-		{"context required but empty", "    dial: 127.0.0.1:16443", "    requireContext: true", "line 22: peers[0].requireContext: set, but context is empty"},
+		{"caller of another trust domain", "    dial: 127.0.0.1:16443", "    dial: 127.0.0.1:16443\n    callers: [spiffe://mesh-c.example/egress]", `line 24: peers[0].callers[0]: "spiffe://mesh-c.example/egress" is not in trust domain "mesh-b.example"`},
+		{"consul export selecting nothing", "{tag: meshfed-export, domainSuffix", "{domainSuffix", "line 35: consul.export: selects nothing: set services, tag or meta"},
+		{"bad xds address", "  listen: 127.0.0.1:18000", "  listen: localhost", `line 27: xds.listen: "localhost"`},
+		{"relative unix socket", "  listen: 127.0.0.1:18000", "  listen: unix://xds.sock", `line 27: xds.listen: "unix://xds.sock": a unix socket needs an absolute path`},
+		{"port range reversed", "{from: 21000, to: 21099}", "{from: 21099, to: 21000}", "line 30: gateways.egress.ports: 21099-21000 is not a range of ports"},
+		{"port out of range", "{from: 21000, to: 21099}", "{from: 21000, to: 70000}", "line 30: gateways.egress.ports.to: 70000 is not a port"},
+		{"gateway address not an IP", "    ports: {from: 21000, to: 21099}", "    ports: {from: 21000, to: 21099}\n    listen: {address: egress.local}", `line 31: gateways.egress.listen.address: "egress.local" is not an IP address`},
+		{"node id of both roles", "    ports: {from: 21000, to: 21099}", "    ports: {from: 21000, to: 21099}\n  ingress:\n    nodeIds: [egress-gateway]", `line 32: gateways.ingress.nodeIds[0]: "egress-gateway" is already a node id of the egress gateway`},
+		{"egress listen port", "    ports: {from: 21000, to: 21099}", "    ports: {from: 21000, to: 21099}\n    listen: {port: 15001}", "line 31: gateways.egress.listen.port: 15001: the egress gateway has no shared port; it serves each HTTP import on the service's own port and the others on gateways.egress.ports, so set only gateways.egress.listen.address"},
+		{"context required but empty", "    dial: 127.0.0.1:16443", "    requireContext: true", "line 23: peers[0].requireContext: set, but context is empty"},
+		{"self-serving endpoint without bootstrap", "      bootstrapBundle: mesh-b-bundle.pem\n", "", `line 12: trustBundles.mesh-b.example.endpoint.bootstrapBundle: not set: the endpoint's spiffeId "spiffe://mesh-b.example/meshfed/agent" is in trust domain "mesh-b.example" itself`},
+		{"endpoint not https", "url: https://127.0.0.1:8443", "url: http://127.0.0.1:8443", `line 13: trustBundles.mesh-b.example.endpoint.url: "http://127.0.0.1:8443" is not an https URL with a host and without user information`},
+		{"CA file with https_spiffe", "      bootstrapBundle: mesh-b-bundle.pem\n", "      bootstrapBundle: mesh-b-bundle.pem\n      caFile: web-ca.pem\n", `line 17: trustBundles.mesh-b.example.endpoint.caFile: "/etc/meshfed/web-ca.pem" is for profile https_web, not https_spiffe`},
+		{"spiffeId with https_web", "profile: https_spiffe", "profile: https_web", `line 15: trustBundles.mesh-b.example.endpoint.spiffeId: "spiffe://mesh-b.example/meshfed/agent" is for profile https_spiffe, not https_web`},
+		{"bootstrap for an endpoint of another trust domain", "spiffeId: spiffe://mesh-b.example/meshfed/agent", "spiffeId: spiffe://mesh-a.example/bundle-server",
+			`line 16: trustBundles.mesh-b.example.endpoint.bootstrapBundle: "/etc/meshfed/mesh-b-bundle.pem" is only for an endpoint whose spiffeId is in "mesh-b.example"; "spiffe://mesh-a.example/bundle-server" is authenticated with trustBundles.mesh-a.example`},
+		{"endpoint of an unknown trust domain", "spiffeId: spiffe://mesh-b.example/meshfed/agent\n      bootstrapBundle: mesh-b-bundle.pem", "spiffeId: spiffe://mesh-c.example/x",
+			`line 15: trustBundles.mesh-b.example.endpoint.spiffeId: "spiffe://mesh-c.example/x" is in trust domain "mesh-c.example", which has no trustBundles entry to authenticate the endpoint`},
+		{"web bundle endpoint without certificate", "consul:\n", "bundleEndpoint: {profile: https_web}\nconsul:\n", "line 33: bundleEndpoint.webCertificate: profile https_web needs a cert and key for the endpoint's host name"},
+		{"web certificate with https_spiffe", "consul:\n", "bundleEndpoint:\n  webCertificate: {cert: w.pem, key: w-key.pem}\nconsul:\n", "line 34: bundleEndpoint.webCertificate: is for profile https_web; https_spiffe presents the agent's SVID"},
+		{"refresh hint in milliseconds", "consul:\n", "bundleEndpoint: {refreshHint: 1500ms}\nconsul:\n", "line 33: bundleEndpoint.refreshHint: 1.5s is not a whole number of seconds (spiffe_refresh_hint is in seconds)"},
+		{"bundle endpoint address", "consul:\n", "bundleEndpoint: {listen: 8443}\nconsul:\n", `line 33: bundleEndpoint.listen: "8443": address 8443: missing port in address`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -109,23 +122,43 @@ func TestParseErrorsNameFieldValueAndLine(t *testing.T) {
 	}
 }
 
+func TestBundleSettingsDefaultsAndPaths(t *testing.T) {
+	in := strings.Replace(valid, "consul:\n", "bundleEndpoint: {}\nconsul:\n", 1)
+	c, err := Parse([]byte(in), "/etc/meshfed")
+	require.NoError(t, err)
+	assert.Equal(t, &BundleEndpoint{Listen: "127.0.0.1:8443", Profile: "https_spiffe"}, c.BundleEndpoint)
+	assert.Equal(t, "/etc/meshfed/mesh-b-bundle.pem", c.TrustBundles["mesh-b.example"].Endpoint.BootstrapBundle)
+	assert.Equal(t, "/etc/meshfed/data/trust-bundles/mesh-b.example.json", c.SavedBundlePath("mesh-b.example"))
+
+	in = strings.Replace(valid, "consul:\n", "bundleEndpoint: {profile: https_web, webCertificate: {cert: w.pem, key: w-key.pem}, refreshHint: 90s}\nconsul:\n", 1)
+	in = strings.Replace(in, "      spiffeId: spiffe://mesh-b.example/meshfed/agent\n      bootstrapBundle: mesh-b-bundle.pem\n", "      caFile: web-ca.pem\n", 1)
+	in = strings.Replace(in, "profile: https_spiffe", "profile: https_web", 1)
+	c, err = Parse([]byte(in), "/etc/meshfed")
+	require.NoError(t, err)
+	assert.Equal(t, &BundleEndpoint{Listen: "127.0.0.1:8443", Profile: "https_web", RefreshHint: Duration(90 * time.Second),
+		WebCertificate: &Files{Cert: "/etc/meshfed/w.pem", Key: "/etc/meshfed/w-key.pem"}}, c.BundleEndpoint)
+	assert.Equal(t, "/etc/meshfed/web-ca.pem", c.TrustBundles["mesh-b.example"].Endpoint.CAFile)
+}
+
 func TestLoadNamesTheFile(t *testing.T) {
 	_, err := Load(filepath.Join(t.TempDir(), "missing.yaml"))
 	require.ErrorContains(t, err, "missing.yaml: no such file or directory")
 }
 
-// The documented example must stay valid and say what the defaults are.
-func TestExampleFileIsValidAndStatesTheDefaults(t *testing.T) {
-	c, err := Load("../examples/meshfed.yaml")
-	require.NoError(t, err)
-	d, err := Parse([]byte(`trustDomain: mesh-a.example
+const minimal = `trustDomain: mesh-a.example
 identity:
   agent: {cert: a, key: b}
   egress: {cert: a, key: b}
   ingress: {cert: a, key: b}
 trustBundles:
   mesh-a.example: {file: x}
-`), "/")
+`
+
+// The documented example must stay valid and say what the defaults are.
+func TestExampleFileIsValidAndStatesTheDefaults(t *testing.T) {
+	c, err := Load("../examples/meshfed.yaml")
+	require.NoError(t, err)
+	d, err := Parse([]byte(minimal), "/")
 	require.NoError(t, err)
 	assert.Equal(t, d.Federation.Listen, c.Federation.Listen)
 	assert.Equal(t, d.Federation.Window, c.Federation.Window)
@@ -135,4 +168,7 @@ trustBundles:
 	assert.Equal(t, d.DNS.Listen, c.DNS.Listen)
 	assert.Equal(t, d.Gateways, c.Gateways)
 	assert.Equal(t, 10000, c.Peers[0].MaxServices)
+	withEndpoint, err := Parse([]byte(strings.Replace(minimal, "\n", "\nbundleEndpoint: {}\n", 1)), "/")
+	require.NoError(t, err)
+	assert.Equal(t, withEndpoint.BundleEndpoint, c.BundleEndpoint)
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"net/netip"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -48,16 +49,24 @@ func certsInitCmd() *cobra.Command {
 
 func certsIssueCmd() *cobra.Command {
 	var caDir, id, out, name string
+	var dnsNames, ips []string
 	c := &cobra.Command{
 		Use:   "issue",
 		Short: "Issue one more SVID from a development CA",
-		Args:  cobra.NoArgs,
+		Long: `Issue one more SVID from a development CA. The SVID has exactly one URI SAN,
+its SPIFFE ID; --dns and --ip add DNS name and IP address SANs for peers that
+are not SPIFFE-aware and verify a host name or address instead.`,
+		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			sid, err := spiffeid.FromString(id)
 			if err != nil {
 				return fmt.Errorf("--spiffe-id %q: %w", id, err)
 			}
-			if err := certs.IssueSVID(caDir, sid, out, name); err != nil {
+			opts, err := sanOptions(dnsNames, ips)
+			if err != nil {
+				return err
+			}
+			if err := certs.IssueSVID(caDir, sid, out, name, opts...); err != nil {
 				return err
 			}
 			fmt.Fprintf(c.OutOrStdout(), "wrote %s.pem and %s-key.pem for %s to %s\n", name, name, sid, out)
@@ -68,8 +77,35 @@ func certsIssueCmd() *cobra.Command {
 	c.Flags().StringVar(&id, "spiffe-id", "", "SPIFFE ID of the new SVID")
 	c.Flags().StringVar(&out, "out", "", "folder to write into")
 	c.Flags().StringVar(&name, "name", "svid", "file name stem: NAME.pem and NAME-key.pem")
+	c.Flags().StringArrayVar(&dnsNames, "dns", nil, "DNS name SAN, e.g. hamlet.mesh-a.example or *.mesh-a.example (repeatable)")
+	c.Flags().StringArrayVar(&ips, "ip", nil, "IP address SAN, e.g. 192.0.2.10 (repeatable)")
 	for _, f := range []string{"ca", "spiffe-id", "out"} {
 		_ = c.MarkFlagRequired(f)
 	}
 	return c
+}
+
+// sanOptions checks --dns and --ip, naming the flag and value at fault.
+func sanOptions(dnsNames, ips []string) ([]certs.CertOption, error) {
+	var opts []certs.CertOption
+	for _, n := range dnsNames {
+		if err := certs.CheckDNSName(n); err != nil {
+			return nil, fmt.Errorf("--dns %q: %w", n, err)
+		}
+	}
+	if len(dnsNames) > 0 {
+		opts = append(opts, certs.WithDNSNames(dnsNames...))
+	}
+	addrs := make([]netip.Addr, 0, len(ips))
+	for _, s := range ips {
+		ip, err := netip.ParseAddr(s)
+		if err != nil || ip.Zone() != "" {
+			return nil, fmt.Errorf("--ip %q is not an IP address", s)
+		}
+		addrs = append(addrs, ip)
+	}
+	if len(addrs) > 0 {
+		opts = append(opts, certs.WithIPAddresses(addrs...))
+	}
+	return opts, nil
 }

@@ -1,0 +1,176 @@
+package agent
+
+import (
+	"crypto/x509"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/stretchr/testify/require"
+
+	"github.com/meshfed/meshfed/certs"
+	"github.com/meshfed/meshfed/config"
+	"github.com/meshfed/meshfed/federation/peer"
+	"github.com/meshfed/meshfed/model"
+)
+
+// waitFor bounds waits on the agents; it guards against a hang and is no
+// claim about speed.
+const waitFor = 20 * time.Second
+
+// counter reads one counter of an agent's registry; 0 when it has not
+// counted yet.
+func counter(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) float64 {
+	t.Helper()
+	families, err := reg.Gather()
+	require.NoError(t, err)
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+	metrics:
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if want, ok := labels[l.GetName()]; ok && want != l.GetValue() {
+					continue metrics
+				}
+			}
+			return m.GetCounter().GetValue()
+		}
+	}
+	return 0
+}
+
+// withBundleEndpoint rewrites the configuration m.config wrote, so that
+// td's bundle comes from the endpoint block instead of a file.
+func withBundleEndpoint(t *testing.T, m mesh, td, block string) *config.Config {
+	t.Helper()
+	path := filepath.Join(m.dir, "meshfed.yaml")
+	y, err := os.ReadFile(path)
+	require.NoError(t, err)
+	lines := strings.Split(string(y), "\n")
+	n := 0
+	for i, l := range lines {
+		if strings.HasPrefix(l, "  "+td+": {file: ") {
+			lines[i] = "  " + td + ":\n    endpoint: " + block
+			n++
+		}
+	}
+	require.Equal(t, 1, n, "the trustBundles line of %s", td)
+	require.NoError(t, os.WriteFile(path, []byte(strings.Join(lines, "\n")), 0o600))
+	c, err := config.Load(path)
+	require.NoError(t, err)
+	return c
+}
+
+func bundleState(a *Agent, td string) certs.BundleState {
+	for _, s := range a.bundles.States() {
+		if s.TrustDomain == td {
+			return s
+		}
+	}
+	return certs.BundleState{}
+}
+
+// connected waits until b has imported a's inventory over a Hamlet stream.
+func connected(t *testing.T, b *Agent) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		st := b.Peers.Status()
+		return len(st) == 1 && st[0].State == peer.Connected && len(b.Catalog.Imports()) == 1
+	}, waitFor, 10*time.Millisecond, "mesh-b never imported over a connected stream")
+}
+
+// mesh-b starts with nothing of mesh-a's but the bootstrap bundle, fetches
+// mesh-a's bundle from mesh-a's own https_spiffe endpoint, connects, and
+// follows a rotation at the endpoint's refresh hint; with mesh-a down it
+// keeps the last good bundle.
+func TestPeerBundleFromHTTPSSPIFFEEndpoint(t *testing.T) {
+	root := t.TempDir()
+	ma, mb := newMesh(t, root, "mesh-a"), newMesh(t, root, "mesh-b")
+	a := start(t, ma.config(t, mb, "", "bundleEndpoint: {listen: 127.0.0.1:0, refreshHint: 1s}\n"))
+	a.Catalog.SetExports([]model.Export{inventory()})
+	aBundle := filepath.Join(ma.dir, "certs", "bundle.pem")
+	pem, err := os.ReadFile(aBundle)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(mb.dir, "mesh-a-bootstrap.pem"), pem, 0o644)) // given once, out of band
+
+	mb.config(t, ma, a.FederationAddr().String())
+	cb := withBundleEndpoint(t, mb, "mesh-a.example", fmt.Sprintf(
+		"{url: 'https://%s/', profile: https_spiffe, spiffeId: spiffe://mesh-a.example/meshfed/agent, bootstrapBundle: mesh-a-bootstrap.pem}",
+		a.BundleEndpointAddr()))
+	b := start(t, cb)
+	connected(t, b.Agent)
+	require.Eventually(t, func() bool { return bundleState(b.Agent, "mesh-a.example").Origin == certs.OriginEndpoint }, waitFor, 10*time.Millisecond)
+	require.FileExists(t, cb.SavedBundlePath("mesh-a.example"))
+
+	// mesh-a adds a second CA to its bundle. mesh-b's own refresh default
+	// is 5 minutes: only the 1s hint brings it in.
+	next, err := certs.NewTestCA(spiffeid.RequireTrustDomainFromString("mesh-a.example"))
+	require.NoError(t, err)
+	writeAtomic(t, aBundle, append(pem, next.CertPEM()...))
+	require.Eventually(t, func() bool { return bundleState(b.Agent, "mesh-a.example").Authorities == 2 }, waitFor, 10*time.Millisecond)
+	served := counter(t, a.reg, "meshfed_certs_bundle_endpoint_requests_total", map[string]string{"code": "200"})
+	require.GreaterOrEqual(t, served, 2.0)
+	got, err := b.bundles.GetX509BundleForTrustDomain(spiffeid.RequireTrustDomainFromString("mesh-a.example"))
+	require.NoError(t, err)
+	require.True(t, got.HasX509Authority(next.Certificate()))
+
+	// mesh-a goes away: fetches fail, the last good bundle stays.
+	a.stop()
+	failures := map[string]string{"trust_domain": "mesh-a.example", "result": "failure"}
+	require.Eventually(t, func() bool {
+		return counter(t, b.reg, "meshfed_certs_bundle_fetches_total", failures) >= 1
+	}, waitFor, 10*time.Millisecond)
+	st := bundleState(b.Agent, "mesh-a.example")
+	require.Equal(t, certs.OriginEndpoint, st.Origin)
+	require.Equal(t, 2, st.Authorities)
+	require.Contains(t, st.LastError, "connection refused")
+	require.Empty(t, b.bundles.Missing())
+}
+
+// mesh-a serves its bundle with https_web and a certificate from a test
+// CA; mesh-b verifies it with that CA as caFile and connects.
+func TestPeerBundleFromHTTPSWebEndpoint(t *testing.T) {
+	root := t.TempDir()
+	ma, mb := newMesh(t, root, "mesh-a"), newMesh(t, root, "mesh-b")
+	webDir := filepath.Join(root, "web")
+	require.NoError(t, certs.InitDevCA(certs.DevCAOptions{Dir: webDir, TrustDomain: spiffeid.RequireTrustDomainFromString("web.example")}))
+	webCA, err := certs.LoadCA(webDir)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{
+		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+	}
+	chain, key, err := webCA.IssueTemplate(tmpl)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(webDir, "web.pem"), chain, 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(webDir, "web-key.pem"), key, 0o600))
+
+	a := start(t, ma.config(t, mb, "", fmt.Sprintf("bundleEndpoint: {listen: 127.0.0.1:0, profile: https_web, webCertificate: {cert: %s, key: %s}}\n",
+		filepath.Join(webDir, "web.pem"), filepath.Join(webDir, "web-key.pem"))))
+	a.Catalog.SetExports([]model.Export{inventory()})
+	mb.config(t, ma, a.FederationAddr().String())
+	b := start(t, withBundleEndpoint(t, mb, "mesh-a.example", fmt.Sprintf("{url: 'https://%s/bundle', profile: https_web, caFile: %s}",
+		a.BundleEndpointAddr(), filepath.Join(webDir, certs.CACertFile))))
+
+	connected(t, b.Agent)
+	st := bundleState(b.Agent, "mesh-a.example")
+	require.Equal(t, certs.OriginEndpoint, st.Origin)
+	require.Equal(t, 1, st.Authorities)
+	require.Zero(t, counter(t, a.reg, "meshfed_certs_bundle_endpoint_refused_handshakes_total", nil))
+}
+
+func writeAtomic(t *testing.T, path string, data []byte) {
+	t.Helper()
+	tmp := path + ".tmp"
+	require.NoError(t, os.WriteFile(tmp, data, 0o644))
+	require.NoError(t, os.Rename(tmp, path))
+}
