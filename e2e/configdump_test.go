@@ -260,3 +260,27 @@ func name(a *anypb.Any) string {
 	}
 	return "?"
 }
+
+// churnStats are Envoy's counters of listener and cluster changes: a push
+// that changes nothing leaves them as they were.
+var churnStats = []string{
+	"listener_manager.listener_added",
+	"listener_manager.listener_modified",
+	"listener_manager.listener_removed",
+	"listener_manager.listener_in_place_updated",
+	"cluster_manager.cluster_added",
+	"cluster_manager.cluster_modified",
+	"cluster_manager.cluster_removed",
+}
+
+func churn(ctx context.Context, e *envoyrun.Envoy) (map[string]uint64, error) {
+	st, err := e.Stats(ctx, "^(listener_manager|cluster_manager)\\.")
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]uint64{}
+	for _, k := range churnStats {
+		out[k] = st[k]
+	}
+	return out, nil
+}

@@ -136,21 +136,21 @@ func newMesh(t *testing.T, root, name, service, ip string, opts options) *mesh {
 func (m *mesh) fqdn() string { return m.service + "." + m.td }
 
 // writeServices writes the registry file of the mesh's exports: its service
-// exported to its peer, or withdrawn (exported to nobody).
+// exported to its peer, or nothing (the service withdrawn).
 func (m *mesh) writeServices(exported bool) {
-	consumers := "[]"
-	if exported {
-		consumers = "[" + m.peer.name + "]"
+	if !exported {
+		writeAtomic(m.t, filepath.Join(m.dir, "services.yaml"), "services: []\n")
+		return
 	}
 	y := fmt.Sprintf(`services:
   - name: %[1]s
     fqdn: %[2]s
-    consumers: %[3]s
+    consumers: [%[3]s]
     ports:
       - {name: http, port: %[4]d, protocol: HTTP, endpoints: [{address: 127.0.0.1, port: %[5]d}]}
       - {name: grpc, port: %[6]d, protocol: GRPC, endpoints: [{address: 127.0.0.1, port: %[7]d}]}
       - {name: tcp, port: %[8]d, protocol: TCP, endpoints: [{address: 127.0.0.1, port: %[9]d}]}
-`, m.service, m.fqdn(), consumers, httpPort, m.up.http.Port(), grpcPort, m.up.grpc.Port(), tcpPort, m.up.tcp.Port())
+`, m.service, m.fqdn(), m.peer.name, httpPort, m.up.http.Port(), grpcPort, m.up.grpc.Port(), tcpPort, m.up.tcp.Port())
 	writeAtomic(m.t, filepath.Join(m.dir, "services.yaml"), y)
 }
 

@@ -8,11 +8,16 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
-// mustAny wraps m in an Any. Marshaling fails only for a string field that
-// is not UTF-8, which the model cannot hold (it is decoded from protobuf,
-// JSON or YAML), so a failure is a programming error.
+// mustAny wraps m in an Any, marshaled deterministically: the bytes of a
+// resource are its version, and a map in a typed config (a JSON access log
+// format, say) would otherwise give the same resource other bytes in the
+// next process, and every gateway an update after each restart.
+// Marshaling fails only for a string field that is not UTF-8, which the
+// model cannot hold (it is decoded from protobuf, JSON or YAML), so a
+// failure is a programming error.
 func mustAny(m proto.Message) *anypb.Any {
-	a, err := anypb.New(m)
+	a := &anypb.Any{}
+	err := anypb.MarshalFrom(a, m, proto.MarshalOptions{Deterministic: true})
 	if err != nil {
 		panic(fmt.Sprintf("snapshot: marshal %T: %v", m, err))
 	}

@@ -37,6 +37,7 @@ func EgressHTTPListener(in *Input, port uint32) *listener.Listener {
 			ConfigType: &hcm.HttpFilter_TypedConfig{TypedConfig: mustAny(&router.Router{})},
 		}},
 		UpgradeConfigs: []*hcm.HttpConnectionManager_UpgradeConfig{{UpgradeType: "websocket"}},
+		AccessLog:      accessLogs(Egress, requestLogFields),
 	}
 	return &listener.Listener{
 		Name:    name,
@@ -56,13 +57,17 @@ func tcpListener(name, address string, port uint32) *listener.Listener {
 	return &listener.Listener{
 		Name:         name,
 		Address:      socketAddress(address, port),
-		FilterChains: []*listener.FilterChain{{Filters: []*listener.Filter{tcpProxy(name)}}},
+		FilterChains: []*listener.FilterChain{{Filters: []*listener.Filter{tcpProxy(Egress, name)}}},
 	}
 }
 
-// tcpProxy proxies to cluster name, and counts under it.
-func tcpProxy(name string) *listener.Filter {
-	return tcpProxyFilter(&tcpproxy.TcpProxy{StatPrefix: name, ClusterSpecifier: &tcpproxy.TcpProxy_Cluster{Cluster: name}})
+// tcpProxy proxies to cluster name, and counts and logs under it.
+func tcpProxy(role Role, name string) *listener.Filter {
+	return tcpProxyFilter(&tcpproxy.TcpProxy{
+		StatPrefix:       name,
+		ClusterSpecifier: &tcpproxy.TcpProxy_Cluster{Cluster: name},
+		AccessLog:        accessLogs(role, connectionLogFields),
+	})
 }
 
 // maxEarlyData bounds what a tcp_proxy that waits for the TLS handshake
@@ -80,6 +85,7 @@ func tlsTerminatingProxy(name string) *listener.Filter {
 		ClusterSpecifier:    &tcpproxy.TcpProxy_Cluster{Cluster: name},
 		UpstreamConnectMode: tcpproxy.UpstreamConnectMode_ON_DOWNSTREAM_TLS_HANDSHAKE,
 		MaxEarlyDataBytes:   wrapperspb.UInt32(maxEarlyData),
+		AccessLog:           accessLogs(Ingress, connectionLogFields),
 	})
 }
 
@@ -105,5 +111,8 @@ func IngressListener(in *Input, chains []*listener.FilterChain) *listener.Listen
 			ConfigType: &listener.ListenerFilter_TypedConfig{TypedConfig: mustAny(&tlsinspector.TlsInspector{})},
 		}},
 		FilterChains: sorted,
+		// Connections no filter chain takes (an SNI nobody exports) are
+		// logged here.
+		AccessLog: accessLogs(Ingress, connectionLogFields),
 	}
 }

@@ -1,0 +1,95 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// An export withdrawn by its owner stops being reachable from the consumer
+// with its next request, and works again once exported again; the
+// gateways follow without a restart.
+func TestWithdrawnExportStopsAndReturns(t *testing.T) {
+	a, b := federate(t, options{})
+	pids := []int{a.egress.Pid(), b.ingress.Pid()}
+	call := func(ctx context.Context) error {
+		_, err := a.importedHTTP(ctx, "/")
+		return err
+	}
+	require.NoError(t, call(context.Background()))
+
+	b.writeServices(false)
+	eventually(t, "the request fails once mesh-b withdrew payments", func(ctx context.Context) error {
+		if err := call(ctx); err == nil {
+			return errors.New("still answered")
+		}
+		return nil
+	})
+	require.Empty(t, a.agent.Catalog.Imports(), "mesh-a no longer imports payments")
+
+	b.writeServices(true)
+	eventually(t, "the request works again once mesh-b exported payments again", call)
+	require.Equal(t, pids, []int{a.egress.Pid(), b.ingress.Pid()}, "the same Envoy processes")
+}
+
+// Envoy keeps serving while its agent restarts, and the agent that comes
+// back from its store pushes nothing that changes a listener or a cluster.
+func TestAgentRestartChangesNothing(t *testing.T) {
+	a, _ := federate(t, options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	before := gatewayChurn(ctx, t, a)
+
+	stop := make(chan struct{})
+	done := make(chan error, 1)
+	var calls int
+	go func() {
+		for {
+			select {
+			case <-stop:
+				done <- nil
+				return
+			default:
+			}
+			if _, err := a.importedHTTP(ctx, "/during-restart"); err != nil {
+				done <- fmt.Errorf("request %d during the restart: %w", calls, err)
+				return
+			}
+			calls++
+		}
+	}()
+	a.restartAgent()
+	a.waitImported()
+	// Requests go on for a while with the new agent in place.
+	time.Sleep(200 * time.Millisecond)
+	close(stop)
+	require.NoError(t, <-done)
+	require.Positive(t, calls)
+
+	require.Equal(t, before, gatewayChurn(ctx, t, a), "listeners and clusters added, modified or removed")
+}
+
+// gatewayChurn reads the counters of listeners and clusters Envoy added,
+// modified or removed, on both gateways of m.
+func gatewayChurn(ctx context.Context, t *testing.T, m *mesh) map[string]uint64 {
+	t.Helper()
+	out := map[string]uint64{}
+	for _, e := range [...]struct {
+		role string
+		get  func() (map[string]uint64, error)
+	}{
+		{"egress", func() (map[string]uint64, error) { return churn(ctx, m.egress) }},
+		{"ingress", func() (map[string]uint64, error) { return churn(ctx, m.ingress) }},
+	} {
+		st, err := e.get()
+		require.NoError(t, err)
+		for k, v := range st {
+			out[e.role+" "+k] = v
+		}
+	}
+	return out
+}
