@@ -48,7 +48,7 @@ func TestCheckValidates(t *testing.T) {
 func TestCheckValidatesTypedConfigs(t *testing.T) {
 	res := checkBase(t)
 	l := find(t, res, Egress, resource.ListenerType, "egress/mesh-b/payments/tcp").(*listener.Listener)
-	l.FilterChains[0].Filters[0] = tcpProxy(Egress, "")
+	l.FilterChains[0].Filters[0] = tcpProxy("")
 	err := Check(res)
 	require.ErrorContains(t, err, `egress: listener "egress/mesh-b/payments/tcp" filter chain "": invalid envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy: invalid TcpProxy.StatPrefix: value length must be at least 1 runes`)
 }

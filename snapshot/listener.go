@@ -57,17 +57,14 @@ func tcpListener(name, address string, port uint32) *listener.Listener {
 	return &listener.Listener{
 		Name:         name,
 		Address:      socketAddress(address, port),
-		FilterChains: []*listener.FilterChain{{Filters: []*listener.Filter{tcpProxy(Egress, name)}}},
+		FilterChains: []*listener.FilterChain{{Filters: []*listener.Filter{tcpProxy(name)}}},
+		AccessLog:    accessLogs(Egress, connectionLogFields),
 	}
 }
 
-// tcpProxy proxies to cluster name, and counts and logs under it.
-func tcpProxy(role Role, name string) *listener.Filter {
-	return tcpProxyFilter(&tcpproxy.TcpProxy{
-		StatPrefix:       name,
-		ClusterSpecifier: &tcpproxy.TcpProxy_Cluster{Cluster: name},
-		AccessLog:        accessLogs(role, connectionLogFields),
-	})
+// tcpProxy proxies to cluster name, and counts under it.
+func tcpProxy(name string) *listener.Filter {
+	return tcpProxyFilter(&tcpproxy.TcpProxy{StatPrefix: name, ClusterSpecifier: &tcpproxy.TcpProxy_Cluster{Cluster: name}})
 }
 
 // maxEarlyData bounds what a tcp_proxy that waits for the TLS handshake
@@ -85,7 +82,6 @@ func tlsTerminatingProxy(name string) *listener.Filter {
 		ClusterSpecifier:    &tcpproxy.TcpProxy_Cluster{Cluster: name},
 		UpstreamConnectMode: tcpproxy.UpstreamConnectMode_ON_DOWNSTREAM_TLS_HANDSHAKE,
 		MaxEarlyDataBytes:   wrapperspb.UInt32(maxEarlyData),
-		AccessLog:           accessLogs(Ingress, connectionLogFields),
 	})
 }
 
@@ -111,8 +107,9 @@ func IngressListener(in *Input, chains []*listener.FilterChain) *listener.Listen
 			ConfigType: &listener.ListenerFilter_TypedConfig{TypedConfig: mustAny(&tlsinspector.TlsInspector{})},
 		}},
 		FilterChains: sorted,
-		// Connections no filter chain takes (an SNI nobody exports) are
-		// logged here.
+		// A listener's access log has a line for every connection when it
+		// ends, whichever filter chain took it, if any: refused callers
+		// and SNIs nobody exports included.
 		AccessLog: accessLogs(Ingress, connectionLogFields),
 	}
 }

@@ -182,7 +182,7 @@ func IngressResources(in *Input, exp model.Export) ServiceResources {
 			chain.TransportSocket = downstreamTLS(validator)
 			chain.Filters = []*listener.Filter{rbacFilter(name, peers), tlsTerminatingProxy(name)}
 		} else {
-			chain.Filters = []*listener.Filter{tcpProxy(Ingress, name)}
+			chain.Filters = []*listener.Filter{tcpProxy(name)}
 		}
 		out.FilterChains = append(out.FilterChains, chain)
 	}

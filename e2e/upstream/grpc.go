@@ -2,6 +2,8 @@ package upstream
 
 import (
 	"context"
+	"errors"
+	"io"
 	"time"
 
 	"google.golang.org/grpc"
@@ -12,7 +14,8 @@ import (
 // test service) on addr (127.0.0.1:0 when empty), in plaintext: the
 // gateways carry it as HTTP/2. UnaryCall answers with the request's payload
 // and the server's name as server_id; StreamingOutputCall sends one message
-// per response parameter, each after its interval.
+// per response parameter, each after its interval; FullDuplexCall does
+// that for each request of the stream, for as long as the stream lives.
 func GRPC(name, addr string) (*Server, error) {
 	l, err := listen(addr)
 	if err != nil {
@@ -54,4 +57,21 @@ func (s *testService) StreamingOutputCall(req *testpb.StreamingOutputCallRequest
 		}
 	}
 	return nil
+}
+
+func (s *testService) FullDuplexCall(stream grpc.BidiStreamingServer[testpb.StreamingOutputCallRequest, testpb.StreamingOutputCallResponse]) error {
+	for {
+		req, err := stream.Recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+		for _, p := range req.GetResponseParameters() {
+			if err := stream.Send(&testpb.StreamingOutputCallResponse{Payload: &testpb.Payload{Body: make([]byte, p.GetSize())}}); err != nil {
+				return err
+			}
+		}
+	}
 }
