@@ -3,6 +3,7 @@ package snapshot
 import (
 	accesslog "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	accesslogdata "github.com/envoyproxy/go-control-plane/envoy/data/accesslog/v3"
 	stream "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
 	"google.golang.org/protobuf/types/known/structpb"
 )
@@ -60,8 +61,9 @@ var (
 )
 
 // accessLogs is the one access log of a listener, tcp_proxy or HTTP
-// connection manager of gateway role with the given fields.
-func accessLogs(role Role, fields map[string]string) []*accesslog.AccessLog {
+// connection manager of gateway role with the given fields; with types,
+// only records of those types are logged.
+func accessLogs(role Role, fields map[string]string, types ...accesslogdata.AccessLogType) []*accesslog.AccessLog {
 	s := &structpb.Struct{Fields: make(map[string]*structpb.Value, len(fields))}
 	for k, v := range fields {
 		if k == "gateway" {
@@ -72,5 +74,11 @@ func accessLogs(role Role, fields map[string]string) []*accesslog.AccessLog {
 	cfg := &stream.StdoutAccessLog{AccessLogFormat: &stream.StdoutAccessLog_LogFormat{LogFormat: &core.SubstitutionFormatString{
 		Format: &core.SubstitutionFormatString_JsonFormat{JsonFormat: s},
 	}}}
-	return []*accesslog.AccessLog{{Name: stdoutLogger, ConfigType: &accesslog.AccessLog_TypedConfig{TypedConfig: mustAny(cfg)}}}
+	l := &accesslog.AccessLog{Name: stdoutLogger, ConfigType: &accesslog.AccessLog_TypedConfig{TypedConfig: mustAny(cfg)}}
+	if len(types) > 0 {
+		l.Filter = &accesslog.AccessLogFilter{FilterSpecifier: &accesslog.AccessLogFilter_LogTypeFilter{
+			LogTypeFilter: &accesslog.LogTypeFilter{Types: types},
+		}}
+	}
+	return []*accesslog.AccessLog{l}
 }

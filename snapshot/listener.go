@@ -6,6 +6,7 @@ import (
 	"strconv"
 
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	accesslogdata "github.com/envoyproxy/go-control-plane/envoy/data/accesslog/v3"
 	router "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	tlsinspector "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -82,6 +83,11 @@ func tlsTerminatingProxy(name string) *listener.Filter {
 		ClusterSpecifier:    &tcpproxy.TcpProxy_Cluster{Cluster: name},
 		UpstreamConnectMode: tcpproxy.UpstreamConnectMode_ON_DOWNSTREAM_TLS_HANDSHAKE,
 		MaxEarlyDataBytes:   wrapperspb.UInt32(maxEarlyData),
+		// A line when the caller is connected upstream, not only when the
+		// connection ends (the listener logs that): a gRPC stream lives
+		// for hours.
+		AccessLog:        accessLogs(Ingress, connectionLogFields, accesslogdata.AccessLogType_TcpUpstreamConnected),
+		AccessLogOptions: &tcpproxy.TcpProxy_TcpAccessLogOptions{FlushAccessLogOnConnected: true},
 	})
 }
 
