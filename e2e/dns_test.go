@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/meshfed/meshfed/e2e/upstream"
+	"github.com/meshfed/meshfed/examples/twomesh"
 )
 
 // A workload that knows only the imported name and the service's port
@@ -19,16 +20,14 @@ import (
 // answer says: the egress gateway, on the service's own port.
 func TestImportReachedByNameThroughDNS(t *testing.T) {
 	a, _ := federate(t, options{})
-	resolver := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, network, a.dns)
-	}}
+	resolver := twomesh.Resolver(a.DNS)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 
-	name := a.peer.fqdn()
+	name := a.peer.FQDN()
 	addrs, err := resolver.LookupHost(ctx, name)
 	require.NoError(t, err)
-	require.Equal(t, []string{a.ip}, addrs, "the name resolves to the egress gateway")
+	require.Equal(t, []string{a.IP}, addrs, "the name resolves to the egress gateway")
 	_, srvs, err := resolver.LookupSRV(ctx, "http", "tcp", name)
 	require.NoError(t, err)
 	require.Len(t, srvs, 1)
@@ -46,6 +45,6 @@ func TestImportReachedByNameThroughDNS(t *testing.T) {
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	var r upstream.Reply
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(&r))
-	require.Equal(t, a.peer.service+"-http", r.Service)
+	require.Equal(t, a.peer.Service+"-http", r.Service)
 	require.Equal(t, "/by-name", r.Path)
 }

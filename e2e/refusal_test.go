@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/meshfed/meshfed/certs"
+	"github.com/meshfed/meshfed/examples/twomesh"
 	"github.com/meshfed/meshfed/model"
 )
 
@@ -26,8 +27,8 @@ import (
 // not know at all.
 func TestIngressRefusesCallersOutsideConsumers(t *testing.T) {
 	a, b := federate(t, options{otherPeers: []string{"mesh-c"}})
-	root := filepath.Dir(a.dir)
-	newCA(t, root, "mesh-d")
+	root := filepath.Dir(a.Dir)
+	require.NoError(t, twomesh.WriteCA(root, "mesh-d"))
 
 	// The consumer itself gets through, with the same client: the refusals
 	// below are about who calls.
@@ -71,13 +72,13 @@ func directCall(t *testing.T, owner *mesh, root, caller, path string) error {
 		cert.Certificate = append(cert.Certificate, c.Raw)
 	}
 	roots := x509.NewCertPool()
-	pem, err := os.ReadFile(filepath.Join(owner.dir, "certs", "bundle.pem"))
+	pem, err := os.ReadFile(filepath.Join(owner.Dir, "certs", "bundle.pem"))
 	require.NoError(t, err)
 	require.True(t, roots.AppendCertsFromPEM(pem))
 
-	addr := net.JoinHostPort(owner.ip, strconv.FormatUint(uint64(owner.ingressPort), 10))
+	addr := net.JoinHostPort(owner.IP, strconv.FormatUint(uint64(owner.IngressPort), 10))
 	d := &tls.Dialer{Config: &tls.Config{
-		ServerName: model.DefaultSNI(httpPort, owner.fqdn()),
+		ServerName: model.DefaultSNI(httpPort, owner.FQDN()),
 		// Present the certificate whatever CAs the server asks for, as a
 		// caller trying its luck would.
 		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &cert, nil },
@@ -95,7 +96,7 @@ func directCall(t *testing.T, owner *mesh, root, caller, path string) error {
 	defer conn.Close()
 	require.NoError(t, conn.SetDeadline(time.Now().Add(10*time.Second)))
 	// With TLS 1.3 a refused client certificate shows on the first read.
-	if _, err := fmt.Fprintf(conn, "GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", owner.fqdn()); err != nil {
+	if _, err := fmt.Fprintf(conn, "GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", owner.FQDN()); err != nil {
 		return err
 	}
 	b, err := io.ReadAll(conn)

@@ -44,18 +44,18 @@ func TestSVIDRotationKeepsStreamsAndListeners(t *testing.T) {
 	meshes := []*mesh{a, b}
 	churn0 := map[string]map[string]uint64{}
 	for _, m := range meshes {
-		churn0[m.name] = gatewayChurn(ctx, t, m)
+		churn0[m.Name] = gatewayChurn(ctx, t, m)
 	}
 	serials := map[string]string{}
 	for _, m := range meshes {
 		for _, role := range []certs.Role{certs.RoleEgress, certs.RoleIngress} {
 			old := m.serial(t, role)
-			id, err := certs.RoleID(spiffeid.RequireTrustDomainFromString(m.td), role)
+			id, err := certs.RoleID(spiffeid.RequireTrustDomainFromString(m.TrustDomain()), role)
 			require.NoError(t, err)
-			dir := filepath.Join(m.dir, "certs")
+			dir := filepath.Join(m.Dir, "certs")
 			require.NoError(t, certs.IssueSVID(dir, id, dir, string(role)))
-			serials[m.name+"/"+string(role)] = m.serial(t, role)
-			require.NotEqual(t, old, serials[m.name+"/"+string(role)])
+			serials[m.Name+"/"+string(role)] = m.serial(t, role)
+			require.NotEqual(t, old, serials[m.Name+"/"+string(role)])
 		}
 	}
 	for _, m := range meshes {
@@ -63,7 +63,7 @@ func TestSVIDRotationKeepsStreamsAndListeners(t *testing.T) {
 			role  certs.Role
 			envoy *envoyrun.Envoy
 		}{{certs.RoleEgress, m.egress}, {certs.RoleIngress, m.ingress}} {
-			want := serials[m.name+"/"+string(e.role)]
+			want := serials[m.Name+"/"+string(e.role)]
 			eventually(t, fmt.Sprintf("%s loads serial %s", e.envoy.Name(), want), func(ctx context.Context) error {
 				return hasSerial(ctx, e.envoy, want)
 			})
@@ -80,7 +80,7 @@ func TestSVIDRotationKeepsStreamsAndListeners(t *testing.T) {
 	want := serials["mesh-a/egress"]
 	eventually(t, "mesh-b's ingress logs a caller with mesh-a's new serial", func(context.Context) error {
 		for _, l := range accessLog(t, b.ingress) {
-			if s, _ := l["peer_serial"].(string); strings.EqualFold(s, want) {
+			if s, _ := l["peer_serial"].(string); sameSerial(s, want) {
 				return nil
 			}
 		}
@@ -88,14 +88,14 @@ func TestSVIDRotationKeepsStreamsAndListeners(t *testing.T) {
 	})
 
 	for _, m := range meshes {
-		require.Equal(t, churn0[m.name], gatewayChurn(ctx, t, m), "%s: listeners and clusters added, modified or removed", m.name)
+		require.Equal(t, churn0[m.Name], gatewayChurn(ctx, t, m), "%s: listeners and clusters added, modified or removed", m.Name)
 	}
 }
 
 // serial is the serial number, in hex, of the SVID of role in m's files.
 func (m *mesh) serial(t *testing.T, role certs.Role) string {
 	t.Helper()
-	raw, err := os.ReadFile(filepath.Join(m.dir, "certs", string(role)+".pem"))
+	raw, err := os.ReadFile(filepath.Join(m.Dir, "certs", string(role)+".pem"))
 	require.NoError(t, err)
 	block, _ := pem.Decode(raw)
 	require.NotNil(t, block)
@@ -114,13 +114,19 @@ func hasSerial(ctx context.Context, e *envoyrun.Envoy, serial string) error {
 	var seen []string
 	for _, c := range cs.GetCertificates() {
 		for _, d := range c.GetCertChain() {
-			if strings.EqualFold(strings.TrimLeft(d.GetSerialNumber(), "0"), strings.TrimLeft(serial, "0")) {
+			if sameSerial(d.GetSerialNumber(), serial) {
 				return nil
 			}
 			seen = append(seen, d.GetSerialNumber())
 		}
 	}
 	return fmt.Errorf("serials held: %v", seen)
+}
+
+// sameSerial compares serial numbers in hex, which Envoy writes with
+// leading zeros and Go without.
+func sameSerial(a, b string) bool {
+	return strings.EqualFold(strings.TrimLeft(a, "0"), strings.TrimLeft(b, "0"))
 }
 
 // accessLog reads the JSON access log lines Envoy wrote so far.

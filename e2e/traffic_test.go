@@ -33,7 +33,7 @@ func TestTrafficBothWaysSotW(t *testing.T) { testTraffic(t, options{sotw: true})
 func testTraffic(t *testing.T, opts options) {
 	a, b := federate(t, opts)
 	for _, m := range []*mesh{a, b} {
-		t.Run(m.name+"->"+m.peer.name, func(t *testing.T) {
+		t.Run(m.Name+"->"+m.peer.Name, func(t *testing.T) {
 			t.Run("http", func(t *testing.T) { checkHTTP(t, m) })
 			t.Run("grpc", func(t *testing.T) { checkGRPC(t, m) })
 			t.Run("tcp", func(t *testing.T) { checkTCP(t, m) })
@@ -47,9 +47,9 @@ func checkHTTP(t *testing.T, m *mesh) {
 	defer cancel()
 	r, err := m.importedHTTP(ctx, "/hello")
 	require.NoError(t, err)
-	require.Equal(t, m.peer.service+"-http", r.Service)
+	require.Equal(t, m.peer.Service+"-http", r.Service)
 	require.Equal(t, "/hello", r.Path)
-	require.Equal(t, m.peer.fqdn()+":"+strconv.Itoa(httpPort), r.Host, "the Host the upstream saw")
+	require.Equal(t, m.peer.FQDN()+":"+strconv.Itoa(httpPort), r.Host, "the Host the upstream saw")
 }
 
 func checkGRPC(t *testing.T, m *mesh) {
@@ -59,7 +59,7 @@ func checkGRPC(t *testing.T, m *mesh) {
 	resp, err := c.UnaryCall(ctx, &testpb.SimpleRequest{Payload: &testpb.Payload{Body: []byte("ping")}})
 	require.NoError(t, err)
 	require.Equal(t, "ping", string(resp.GetPayload().GetBody()))
-	require.Equal(t, m.peer.service+"-grpc", resp.GetServerId())
+	require.Equal(t, m.peer.Service+"-grpc", resp.GetServerId())
 
 	const n = 100
 	params := make([]*testpb.ResponseParameters, n)
@@ -99,7 +99,7 @@ func checkWebSocket(t *testing.T, m *mesh) {
 		},
 		HandshakeTimeout: 10 * time.Second,
 	}
-	c, resp, err := d.Dial("ws://"+m.peer.fqdn()+":"+strconv.Itoa(httpPort)+"/ws", nil)
+	c, resp, err := d.Dial("ws://"+m.peer.FQDN()+":"+strconv.Itoa(httpPort)+"/ws", nil)
 	require.NoError(t, err)
 	defer c.Close()
 	require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
@@ -116,12 +116,12 @@ func checkWebSocket(t *testing.T, m *mesh) {
 
 // egressHTTPAddr is where m's egress gateway serves HTTP imports of port
 // httpPort.
-func (m *mesh) egressHTTPAddr() string { return net.JoinHostPort(m.ip, strconv.Itoa(httpPort)) }
+func (m *mesh) egressHTTPAddr() string { return net.JoinHostPort(m.IP, strconv.Itoa(httpPort)) }
 
 // importedHTTP calls the HTTP port of the service m's peer exports, through
 // m's egress gateway, and returns the upstream's reply.
 func (m *mesh) importedHTTP(ctx context.Context, path string) (upstream.Reply, error) {
-	host := m.peer.fqdn() + ":" + strconv.Itoa(httpPort)
+	host := m.peer.FQDN() + ":" + strconv.Itoa(httpPort)
 	code, body, err := httpGet(ctx, m.egressHTTPAddr(), host, path)
 	if err != nil {
 		return upstream.Reply{}, err
@@ -137,9 +137,9 @@ func (m *mesh) importedHTTP(ctx context.Context, path string) (upstream.Reply, e
 // egress gateway, which routes on the :authority.
 func (m *mesh) grpcClient(t *testing.T) testpb.TestServiceClient {
 	t.Helper()
-	conn, err := grpc.NewClient(net.JoinHostPort(m.ip, strconv.Itoa(grpcPort)),
+	conn, err := grpc.NewClient(net.JoinHostPort(m.IP, strconv.Itoa(grpcPort)),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithAuthority(m.peer.fqdn()+":"+strconv.Itoa(grpcPort)))
+		grpc.WithAuthority(m.peer.FQDN()+":"+strconv.Itoa(grpcPort)))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = conn.Close() })
 	return testpb.NewTestServiceClient(conn)
@@ -149,9 +149,9 @@ func (m *mesh) grpcClient(t *testing.T) testpb.TestServiceClient {
 // service m's peer exports.
 func (m *mesh) importedTCPAddr(t *testing.T) string {
 	t.Helper()
-	port, ok := m.agent.Runner.EgressPort(m.peer.name, m.peer.service, "tcp")
+	port, ok := m.agent.Runner.EgressPort(m.peer.Name, m.peer.Service, "tcp")
 	require.True(t, ok, "the TCP import has an egress port")
-	return net.JoinHostPort(m.ip, strconv.FormatUint(uint64(port), 10))
+	return net.JoinHostPort(m.IP, strconv.FormatUint(uint64(port), 10))
 }
 
 // httpGet sends GET path with host as Host, connecting to addr.
