@@ -36,21 +36,31 @@ func TestIngressRefusesCallersOutsideConsumers(t *testing.T) {
 	require.NoError(t, directCall(t, b, root, "mesh-a", "/meshfed/gateway/egress"))
 	require.Equal(t, before+1, b.up.http.Accepted())
 
-	for _, caller := range []struct{ mesh, why string }{
-		{"mesh-c", "a peer the service is not exported to"},
-		{"mesh-d", "a trust domain the owner does not know"},
+	for _, caller := range []struct{ mesh, path, why string }{
+		{"mesh-a", "/ns/default/sa/intruder", "a workload of the consumer mesh that is not one of its callers"},
+		{"mesh-c", "/meshfed/gateway/egress", "a peer the service is not exported to"},
+		{"mesh-d", "/meshfed/gateway/egress", "a trust domain the owner does not know"},
 	} {
-		t.Run(caller.mesh, func(t *testing.T) {
+		t.Run(caller.mesh+caller.path, func(t *testing.T) {
 			before := b.up.http.Accepted()
 			stats0 := ingressTLSStats(t, b)
-			err := directCall(t, b, root, caller.mesh, "/meshfed/gateway/egress")
+			err := directCall(t, b, root, caller.mesh, caller.path)
 			require.Error(t, err, caller.why)
 			require.Equal(t, before, b.up.http.Accepted(), "the upstream saw no connection from %s", caller.mesh)
 			eventually(t, "the ingress counts the refused handshake", func(ctx context.Context) error {
 				if n := ingressTLSStats(t, b); n <= stats0 {
-					return fmt.Errorf("ssl.connection_error + fail_verify_error = %d, was %d", n, stats0)
+					return fmt.Errorf("ssl.connection_error + fail_verify_error + fail_verify_san = %d, was %d", n, stats0)
 				}
 				return nil
+			})
+			id := "spiffe://" + caller.mesh + ".example" + caller.path
+			eventually(t, "the ingress access log names the refused caller and why", func(context.Context) error {
+				for _, l := range accessLog(t, b.ingress) {
+					if l["peer"] == id && l["tls_failure"] != nil && l["upstream"] == nil {
+						return nil
+					}
+				}
+				return fmt.Errorf("no access log line of %s with a TLS failure", id)
 			})
 		})
 	}
@@ -117,5 +127,5 @@ func ingressTLSStats(t *testing.T, m *mesh) uint64 {
 	defer cancel()
 	st, err := m.ingress.Stats(ctx, "ssl")
 	require.NoError(t, err)
-	return st.Sum("listener.", ".ssl.connection_error") + st.Sum("listener.", ".ssl.fail_verify_error")
+	return st.Sum("listener.", ".ssl.connection_error") + st.Sum("listener.", ".ssl.fail_verify_error") + st.Sum("listener.", ".ssl.fail_verify_san")
 }

@@ -6,6 +6,7 @@ import (
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	rbac "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	rbacnet "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
+	tls "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	matcher "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -37,31 +38,48 @@ func consumers(in *Input, exp model.Export) []model.Peer {
 	return slices.CompactFunc(out, func(a, b model.Peer) bool { return a.Name == b.Name })
 }
 
-// principals are the identities peers may call with: a peer's SPIFFE IDs
-// when it has some configured, else any ID of its trust domain. Envoy's
-// authenticated principal_name is the URI SAN of the client certificate.
-func principals(peers []model.Peer) []*rbac.Principal {
-	var out []*rbac.Principal
-	add := func(m *matcher.StringMatcher) {
-		out = append(out, &rbac.Principal{Identifier: &rbac.Principal_Authenticated_{
-			Authenticated: &rbac.Principal_Authenticated{PrincipalName: m},
-		}})
-	}
+// callerIDs are, per peer, the identities it may call with: its SPIFFE IDs
+// when it has some configured (sorted, unique), else any ID of its trust
+// domain (a prefix). Peers are in the order given.
+func callerIDs(peers []model.Peer, each func(id string, prefix bool)) {
 	for _, p := range peers {
-		if len(p.SPIFFEIDs) > 0 {
-			ids := slices.Clone(p.SPIFFEIDs)
-			slices.Sort(ids)
-			for _, id := range slices.Compact(ids) {
-				add(&matcher.StringMatcher{MatchPattern: &matcher.StringMatcher_Exact{Exact: id}})
-			}
+		if len(p.SPIFFEIDs) == 0 {
+			each(trustDomainPrefix(p.TrustDomain), true)
 			continue
 		}
-		add(&matcher.StringMatcher{MatchPattern: &matcher.StringMatcher_Prefix{Prefix: "spiffe://" + p.TrustDomain + "/"}})
+		ids := slices.Clone(p.SPIFFEIDs)
+		slices.Sort(ids)
+		for _, id := range slices.Compact(ids) {
+			each(id, false)
+		}
 	}
+}
+
+// callerSANs are the SAN matchers of callerIDs, for the handshake.
+func callerSANs(peers []model.Peer) []*tls.SubjectAltNameMatcher {
+	var out []*tls.SubjectAltNameMatcher
+	callerIDs(peers, func(id string, prefix bool) { out = append(out, uriSAN(id, prefix)) })
 	return out
 }
 
-// rbacFilter allows connections only from the peers' principals.
+// principals are the RBAC principals of callerIDs: Envoy's authenticated
+// principal_name is the URI SAN of the client certificate.
+func principals(peers []model.Peer) []*rbac.Principal {
+	var out []*rbac.Principal
+	callerIDs(peers, func(id string, prefix bool) {
+		m := &matcher.StringMatcher{MatchPattern: &matcher.StringMatcher_Exact{Exact: id}}
+		if prefix {
+			m.MatchPattern = &matcher.StringMatcher_Prefix{Prefix: id}
+		}
+		out = append(out, &rbac.Principal{Identifier: &rbac.Principal_Authenticated_{
+			Authenticated: &rbac.Principal_Authenticated{PrincipalName: m},
+		}})
+	})
+	return out
+}
+
+// rbacFilter allows connections only from the peers' principals: a second
+// layer behind the handshake's SAN matchers, which also counts and logs.
 func rbacFilter(statPrefix string, peers []model.Peer) *listener.Filter {
 	cfg := &rbacnet.RBAC{
 		StatPrefix: statPrefix,

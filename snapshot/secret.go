@@ -84,19 +84,21 @@ func validatorSecret(in *Input, trustDomains []string) *tls.Secret {
 
 // upstreamTLS originates mutual TLS to an owner's ingress: SNI as the owner
 // advertised it, the egress SVID as client certificate, the owner's trust
-// bundle as roots and the service's sans as exact URI SAN matchers. With no
-// sans any SVID chaining to the owner's bundle is accepted.
+// bundle as roots and the service's sans as exact URI SAN matchers; with no
+// sans, any SVID of the owner's trust domain, and none of another that the
+// same bundle might have signed. TLS 1.2 at least.
 func upstreamTLS(sni, trustDomain string, sans []string) *core.TransportSocket {
 	dvc := &tls.CertificateValidationContext{}
 	for _, san := range sans {
-		dvc.MatchTypedSubjectAltNames = append(dvc.MatchTypedSubjectAltNames, &tls.SubjectAltNameMatcher{
-			SanType: tls.SubjectAltNameMatcher_URI,
-			Matcher: &matcher.StringMatcher{MatchPattern: &matcher.StringMatcher_Exact{Exact: san}},
-		})
+		dvc.MatchTypedSubjectAltNames = append(dvc.MatchTypedSubjectAltNames, uriSAN(san, false))
+	}
+	if len(sans) == 0 {
+		dvc.MatchTypedSubjectAltNames = []*tls.SubjectAltNameMatcher{uriSAN(trustDomainPrefix(trustDomain), true)}
 	}
 	ctx := &tls.UpstreamTlsContext{
 		Sni: sni,
 		CommonTlsContext: &tls.CommonTlsContext{
+			TlsParams:                      tlsParams(),
 			TlsCertificateSdsSecretConfigs: []*tls.SdsSecretConfig{sdsSecret(SVIDSecretName(Egress))},
 			ValidationContextType: &tls.CommonTlsContext_CombinedValidationContext{
 				CombinedValidationContext: &tls.CommonTlsContext_CombinedCertificateValidationContext{
@@ -113,14 +115,22 @@ func upstreamTLS(sni, trustDomain string, sans []string) *core.TransportSocket {
 }
 
 // downstreamTLS terminates a consumer's mutual TLS: the ingress SVID, and a
-// client certificate required and checked by the named validator secret.
-func downstreamTLS(validator string) *core.TransportSocket {
+// client certificate required, checked by the named validator secret (the
+// SPIFFE validator: each trust domain against its own bundle) and
+// authorized during the handshake by the SAN matchers of the callers: a
+// caller that is not one of them fails the handshake, before any byte of
+// its reaches the exported service. TLS 1.2 at least.
+func downstreamTLS(validator string, callers []*tls.SubjectAltNameMatcher) *core.TransportSocket {
 	ctx := &tls.DownstreamTlsContext{
 		RequireClientCertificate: wrapBool(true),
 		CommonTlsContext: &tls.CommonTlsContext{
+			TlsParams:                      tlsParams(),
 			TlsCertificateSdsSecretConfigs: []*tls.SdsSecretConfig{sdsSecret(SVIDSecretName(Ingress))},
-			ValidationContextType: &tls.CommonTlsContext_ValidationContextSdsSecretConfig{
-				ValidationContextSdsSecretConfig: sdsSecret(validator),
+			ValidationContextType: &tls.CommonTlsContext_CombinedValidationContext{
+				CombinedValidationContext: &tls.CommonTlsContext_CombinedCertificateValidationContext{
+					DefaultValidationContext:         &tls.CertificateValidationContext{MatchTypedSubjectAltNames: callers},
+					ValidationContextSdsSecretConfig: sdsSecret(validator),
+				},
 			},
 		},
 	}
@@ -129,3 +139,24 @@ func downstreamTLS(validator string) *core.TransportSocket {
 		ConfigType: &core.TransportSocket_TypedConfig{TypedConfig: mustAny(ctx)},
 	}
 }
+
+// tlsParams are the TLS versions of both gateways: 1.2 and 1.3. Envoy's
+// default for a client is 1.2 only.
+func tlsParams() *tls.TlsParameters {
+	return &tls.TlsParameters{
+		TlsMinimumProtocolVersion: tls.TlsParameters_TLSv1_2,
+		TlsMaximumProtocolVersion: tls.TlsParameters_TLSv1_3,
+	}
+}
+
+// uriSAN matches a URI SAN exactly, or by prefix.
+func uriSAN(value string, prefix bool) *tls.SubjectAltNameMatcher {
+	m := &matcher.StringMatcher{MatchPattern: &matcher.StringMatcher_Exact{Exact: value}}
+	if prefix {
+		m.MatchPattern = &matcher.StringMatcher_Prefix{Prefix: value}
+	}
+	return &tls.SubjectAltNameMatcher{SanType: tls.SubjectAltNameMatcher_URI, Matcher: m}
+}
+
+// trustDomainPrefix is what every SPIFFE ID of trustDomain starts with.
+func trustDomainPrefix(trustDomain string) string { return "spiffe://" + trustDomain + "/" }

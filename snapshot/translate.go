@@ -179,7 +179,7 @@ func IngressResources(in *Input, exp model.Export) ServiceResources {
 			FilterChainMatch: &listener.FilterChainMatch{ServerNames: []string{sni}, TransportProtocol: tlsTransport},
 		}
 		if terminate {
-			chain.TransportSocket = downstreamTLS(validator)
+			chain.TransportSocket = downstreamTLS(validator, callerSANs(peers))
 			chain.Filters = []*listener.Filter{rbacFilter(name, peers), tlsTerminatingProxy(name)}
 		} else {
 			chain.Filters = []*listener.Filter{tcpProxy(name)}

@@ -128,6 +128,7 @@ peers:
   - name: %[4]s
     trustDomain: %[3]s
     spiffeIds: [spiffe://%[3]s/meshfed/agent]
+    callers: [spiffe://%[3]s/meshfed/gateway/egress]
     dial: "%[9]s"
     allowLoopback: true   # both meshes run on this host
 %[10]sxds:
