@@ -1,6 +1,7 @@
 package snapshot
 
 import (
+	"math"
 	"time"
 
 	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -9,10 +10,19 @@ import (
 	httpopts "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
 const (
 	connectTimeout = 5 * time.Second
+	// connectionBufferLimit bounds what Envoy buffers per connection, on
+	// listeners and clusters alike: 32 KiB, as Envoy's guidance for edge
+	// proxies has it, instead of 1 MiB.
+	connectionBufferLimit = 32 << 10
+	// unlimited stands for "no circuit breaker": a gateway carries a whole
+	// mesh's calls to a service, so Envoy's default of 1,024 connections
+	// or requests per cluster would cap it (Istio sets the same).
+	unlimited = math.MaxUint32
 	// httpProtocolOptionsKey is the extension name Envoy reads upstream HTTP
 	// protocol options under.
 	httpProtocolOptionsKey = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -31,8 +41,10 @@ const (
 // cluster, and the returned ClusterLoadAssignment is nil.
 func upstreamCluster(name string, hps []hostPort) (*cluster.Cluster, *endpoint.ClusterLoadAssignment) {
 	c := &cluster.Cluster{
-		Name:           name,
-		ConnectTimeout: durationpb.New(connectTimeout),
+		Name:                          name,
+		ConnectTimeout:                durationpb.New(connectTimeout),
+		CircuitBreakers:               circuitBreakers(),
+		PerConnectionBufferLimitBytes: wrapperspb.UInt32(connectionBufferLimit),
 	}
 	cla := loadAssignment(name, hps)
 	if anyHostname(hps) {
@@ -56,4 +68,34 @@ func http2Options() map[string]*anypb.Any {
 			},
 		},
 	})}
+}
+
+// circuitBreakers lift Envoy's per-cluster limits (1,024 connections,
+// pending and active requests, 3 retries), and track what remains so that
+// the gauges show how close a cluster is to a limit an operator sets.
+func circuitBreakers() *cluster.CircuitBreakers {
+	return &cluster.CircuitBreakers{Thresholds: []*cluster.CircuitBreakers_Thresholds{{
+		MaxConnections:     wrapperspb.UInt32(unlimited),
+		MaxPendingRequests: wrapperspb.UInt32(unlimited),
+		MaxRequests:        wrapperspb.UInt32(unlimited),
+		MaxRetries:         wrapperspb.UInt32(unlimited),
+		TrackRemaining:     true,
+	}}}
+}
+
+// outlierDetection ejects an endpoint of an owner's ingress that keeps
+// failing (5xx, gateway errors, or connections that fail locally for TCP),
+// so that the other endpoints take the traffic.
+func outlierDetection() *cluster.OutlierDetection {
+	return &cluster.OutlierDetection{
+		Consecutive_5Xx:                    wrapperspb.UInt32(5),
+		ConsecutiveGatewayFailure:          wrapperspb.UInt32(5),
+		SplitExternalLocalOriginErrors:     true,
+		ConsecutiveLocalOriginFailure:      wrapperspb.UInt32(5),
+		Interval:                           durationpb.New(5 * time.Second),
+		BaseEjectionTime:                   durationpb.New(30 * time.Second),
+		MaxEjectionPercent:                 wrapperspb.UInt32(50),
+		EnforcingConsecutive_5Xx:           wrapperspb.UInt32(100),
+		EnforcingConsecutiveGatewayFailure: wrapperspb.UInt32(100),
+	}
 }

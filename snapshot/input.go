@@ -5,7 +5,11 @@
 // configuration), and Check verifies the result as Envoy would at load.
 package snapshot
 
-import "github.com/meshfed/meshfed/model"
+import (
+	"time"
+
+	"github.com/meshfed/meshfed/model"
+)
 
 // Role is a gateway of this mesh; each role is a separate Envoy node.
 type Role string
@@ -39,6 +43,10 @@ type Input struct {
 	EgressPorts map[string]uint32 `json:"egressPorts,omitempty"`
 	// Secrets are the certificates the gateways use.
 	Secrets Secrets `json:"secrets"`
+	// HTTPRouteTimeout bounds an HTTP request through the egress gateway,
+	// from its start to the end of the response; 0 is no bound. Streams
+	// (gRPC, HTTP/2, WebSocket) have none.
+	HTTPRouteTimeout time.Duration `json:"httpRouteTimeout,omitempty"`
 }
 
 // Gateways are the listen addresses of the gateways.

@@ -34,15 +34,17 @@ func EgressHTTPListener(in *Input, port uint32) *listener.Listener {
 			RouteConfigName: name,
 		}},
 		HttpFilters: []*hcm.HttpFilter{{
-			Name:       wellknown.Router,
-			ConfigType: &hcm.HttpFilter_TypedConfig{TypedConfig: mustAny(&router.Router{})},
+			Name: wellknown.Router,
+			// No x-envoy-* header of this gateway's goes to the owner.
+			ConfigType: &hcm.HttpFilter_TypedConfig{TypedConfig: mustAny(&router.Router{SuppressEnvoyHeaders: true})},
 		}},
 		UpgradeConfigs: []*hcm.HttpConnectionManager_UpgradeConfig{{UpgradeType: "websocket"}},
 		AccessLog:      accessLogs(Egress, requestLogFields),
 	}
 	return &listener.Listener{
-		Name:    name,
-		Address: socketAddress(in.Gateways.Egress.Address, port),
+		Name:                          name,
+		Address:                       socketAddress(in.Gateways.Egress.Address, port),
+		PerConnectionBufferLimitBytes: wrapperspb.UInt32(connectionBufferLimit),
 		FilterChains: []*listener.FilterChain{{
 			Filters: []*listener.Filter{{
 				Name:       wellknown.HTTPConnectionManager,
@@ -56,16 +58,27 @@ func EgressHTTPListener(in *Input, port uint32) *listener.Listener {
 // cluster name (the listener shares its name).
 func tcpListener(name, address string, port uint32) *listener.Listener {
 	return &listener.Listener{
-		Name:         name,
-		Address:      socketAddress(address, port),
-		FilterChains: []*listener.FilterChain{{Filters: []*listener.Filter{tcpProxy(name)}}},
-		AccessLog:    accessLogs(Egress, connectionLogFields),
+		Name:                          name,
+		Address:                       socketAddress(address, port),
+		PerConnectionBufferLimitBytes: wrapperspb.UInt32(connectionBufferLimit),
+		FilterChains:                  []*listener.FilterChain{{Filters: []*listener.Filter{egressTCPProxy(name)}}},
+		AccessLog:                     accessLogs(Egress, connectionLogFields),
 	}
 }
 
 // tcpProxy proxies to cluster name, and counts under it.
 func tcpProxy(name string) *listener.Filter {
 	return tcpProxyFilter(&tcpproxy.TcpProxy{StatPrefix: name, ClusterSpecifier: &tcpproxy.TcpProxy_Cluster{Cluster: name}})
+}
+
+// egressTCPProxy proxies to the owner's ingress through cluster name,
+// trying other endpoints when a connection cannot be made.
+func egressTCPProxy(name string) *listener.Filter {
+	return tcpProxyFilter(&tcpproxy.TcpProxy{
+		StatPrefix:         name,
+		ClusterSpecifier:   &tcpproxy.TcpProxy_Cluster{Cluster: name},
+		MaxConnectAttempts: wrapperspb.UInt32(3),
+	})
 }
 
 // maxEarlyData bounds what a tcp_proxy that waits for the TLS handshake
@@ -106,8 +119,9 @@ func IngressListener(in *Input, chains []*listener.FilterChain) *listener.Listen
 	sorted := slices.Clone(chains)
 	slices.SortFunc(sorted, func(a, b *listener.FilterChain) int { return cmp.Compare(a.GetName(), b.GetName()) })
 	return &listener.Listener{
-		Name:    IngressTLSName,
-		Address: socketAddress(in.Gateways.Ingress.Address, in.Gateways.Ingress.Port),
+		Name:                          IngressTLSName,
+		Address:                       socketAddress(in.Gateways.Ingress.Address, in.Gateways.Ingress.Port),
+		PerConnectionBufferLimitBytes: wrapperspb.UInt32(connectionBufferLimit),
 		ListenerFilters: []*listener.ListenerFilter{{
 			Name:       wellknown.TLSInspector,
 			ConfigType: &listener.ListenerFilter_TypedConfig{TypedConfig: mustAny(&tlsinspector.TlsInspector{})},

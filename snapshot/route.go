@@ -3,32 +3,44 @@ package snapshot
 import (
 	"cmp"
 	"slices"
+	"time"
 
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	matcher "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
 // virtualHost routes every request for domains to cluster name (the virtual
-// host shares the cluster's name). A non-empty hostRewrite replaces the Host
-// header. streaming turns off the route timeout (15 s by default), which
-// would cut gRPC and HTTP/2 streams; an HTTP/1.1 host gets it turned off
-// for WebSocket upgrades only, whose connection lives on after the 101.
-func virtualHost(name string, domains []string, hostRewrite string, streaming bool) *route.VirtualHost {
-	action := func(timeout bool) *route.Route_Route {
-		a := &route.RouteAction{ClusterSpecifier: &route.RouteAction_Cluster{Cluster: name}}
+// host shares the cluster's name). A non-empty hostRewrite replaces the
+// Host header. Requests time out after timeout (0: never), except streams:
+// gRPC and HTTP/2 (streaming) and WebSocket upgrades live on after their
+// headers, so neither the route timeout nor the stream idle timeout (5
+// minutes by default) cuts them. A connection that could not be made, or
+// was refused before the request was sent, is retried on another endpoint
+// of the owner's ingress.
+func virtualHost(name string, domains []string, hostRewrite string, streaming bool, timeout time.Duration) *route.VirtualHost {
+	action := func(stream bool) *route.Route_Route {
+		a := &route.RouteAction{
+			ClusterSpecifier: &route.RouteAction_Cluster{Cluster: name},
+			Timeout:          durationpb.New(timeout),
+			RetryPolicy: &route.RetryPolicy{
+				RetryOn:    "connect-failure,refused-stream,reset-before-request",
+				NumRetries: wrapperspb.UInt32(2),
+			},
+		}
 		if hostRewrite != "" {
 			a.HostRewriteSpecifier = &route.RouteAction_HostRewriteLiteral{HostRewriteLiteral: hostRewrite}
 		}
-		if !timeout {
-			a.Timeout = durationpb.New(0)
+		if stream {
+			a.Timeout, a.IdleTimeout = durationpb.New(0), durationpb.New(0)
 		}
 		return &route.Route_Route{Route: a}
 	}
 	all := &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"}}
 	vh := &route.VirtualHost{Name: name, Domains: domains}
 	if streaming {
-		vh.Routes = []*route.Route{{Match: all, Action: action(false)}}
+		vh.Routes = []*route.Route{{Match: all, Action: action(true)}}
 		return vh
 	}
 	upgrade := &route.RouteMatch{
@@ -40,8 +52,37 @@ func virtualHost(name string, domains []string, hostRewrite string, streaming bo
 			}},
 		}},
 	}
-	vh.Routes = []*route.Route{{Match: upgrade, Action: action(false)}, {Match: all, Action: action(true)}}
+	vh.Routes = []*route.Route{{Match: upgrade, Action: action(true)}, {Match: all, Action: action(false)}}
 	return vh
+}
+
+// envoyRequestHeaders are the x-envoy-* request headers Envoy acts on or
+// adds. A workload may send them, and the egress gateway must not pass them
+// to another mesh's gateways, which would act on them too (retries,
+// timeouts) or learn about this mesh from them. (The router adds none of
+// its own: suppress_envoy_headers.)
+var envoyRequestHeaders = []string{
+	"x-envoy-attempt-count",
+	"x-envoy-decorator-operation",
+	"x-envoy-downstream-service-cluster",
+	"x-envoy-downstream-service-node",
+	"x-envoy-expected-rq-timeout-ms",
+	"x-envoy-external-address",
+	"x-envoy-force-trace",
+	"x-envoy-hedge-on-per-try-timeout",
+	"x-envoy-internal",
+	"x-envoy-ip-tags",
+	"x-envoy-is-timeout-retry",
+	"x-envoy-max-retries",
+	"x-envoy-original-dst-host",
+	"x-envoy-original-path",
+	"x-envoy-retry-grpc-on",
+	"x-envoy-retry-on",
+	"x-envoy-upstream-alt-stat-name",
+	"x-envoy-upstream-rq-per-try-timeout-ms",
+	"x-envoy-upstream-rq-timeout-alt-response",
+	"x-envoy-upstream-rq-timeout-ms",
+	"x-envoy-upstream-stream-duration-ms",
 }
 
 // EgressRouteConfiguration is the route configuration of the egress HTTP
@@ -49,5 +90,5 @@ func virtualHost(name string, domains []string, hostRewrite string, streaming bo
 func EgressRouteConfiguration(port uint32, vhosts []*route.VirtualHost) *route.RouteConfiguration {
 	sorted := slices.Clone(vhosts)
 	slices.SortFunc(sorted, func(a, b *route.VirtualHost) int { return cmp.Compare(a.GetName(), b.GetName()) })
-	return &route.RouteConfiguration{Name: EgressHTTPName(port), VirtualHosts: sorted}
+	return &route.RouteConfiguration{Name: EgressHTTPName(port), VirtualHosts: sorted, RequestHeadersToRemove: envoyRequestHeaders}
 }

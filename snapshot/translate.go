@@ -42,25 +42,10 @@ type HostRoute struct {
 // when the owner states none (no PORT metadata): HTTP's own.
 const DefaultHTTPPort = 80
 
-// originatesTLS reports whether workloads speak TLS themselves on instances
-// of p.
-//
-// The egress gateway forwards such a stream as raw TCP, without TLS
-// origination of its own: the workload's TLS session ends at the owner's
-// service, which the owner's ingress reaches in passthrough mode by routing
-// on the SNI of that session. Wrapping it in the egress gateway's mTLS would
-// hide that SNI behind the advertised one, work only with an ingress that
-// terminates, and encrypt twice. So for TLS, MTLS and HTTPS instances the
-// workload must send the SNI the owner routes on (the advertised SNI, as
-// Istio sidecars do for outbound_ names), and the owner, not this gateway,
-// authenticates the caller.
-func originatesTLS(p model.Protocol) bool {
-	return p == model.TLS || p == model.MTLS || p == model.HTTPS
-}
-
 // EgressResources are the egress gateway's resources for one import: per
 // instance, a cluster toward the owner's endpoints (with its
-// ClusterLoadAssignment when EDS), and either a virtual host on the
+// ClusterLoadAssignment when EDS) that originates mutual TLS to the owner's
+// ingress whatever the protocol, and either a virtual host on the
 // service's own port (HTTP, HTTP2, GRPC) or a dedicated listener on the
 // instance's EgressPorts port (the others; none while the port is not
 // allocated).
@@ -83,13 +68,16 @@ func EgressResources(in *Input, imp model.Import) ServiceResources {
 	for _, inst := range insts {
 		name := EgressName(imp.Peer, imp.ResourceID, inst.ID)
 		c, cla := upstreamCluster(name, selectEndpoints(imp.Service.Endpoints, inst.Selector))
-		if !originatesTLS(inst.Protocol) {
-			sni := inst.SNI
-			if sni == "" {
-				sni = model.DefaultSNI(inst.Port, imp.Service.FQDN)
-			}
-			c.TransportSocket = upstreamTLS(sni, trustDomain, imp.Service.SANs)
+		// A workload that speaks TLS itself (TLS, MTLS, HTTPS) is tunnelled
+		// inside this mTLS too: nothing crosses the boundary without this
+		// mesh's identity, and the owner's ingress routes on the SNI it
+		// advertised, not on the workload's.
+		sni := inst.SNI
+		if sni == "" {
+			sni = model.DefaultSNI(inst.Port, imp.Service.FQDN)
 		}
+		c.TransportSocket = upstreamTLS(sni, trustDomain, imp.Service.SANs)
+		c.OutlierDetection = outlierDetection()
 		streaming := inst.Protocol == model.HTTP2 || inst.Protocol == model.GRPC
 		if streaming {
 			c.TypedExtensionProtocolOptions = http2Options()
@@ -117,7 +105,7 @@ func EgressResources(in *Input, imp model.Import) ServiceResources {
 		if rewrite == "" && imp.LocalFQDN != imp.Service.FQDN {
 			rewrite = imp.Service.FQDN
 		}
-		out.HostRoutes = append(out.HostRoutes, HostRoute{Port: port, VirtualHost: virtualHost(name, domains, rewrite, streaming)})
+		out.HostRoutes = append(out.HostRoutes, HostRoute{Port: port, VirtualHost: virtualHost(name, domains, rewrite, streaming, in.HTTPRouteTimeout)})
 	}
 	return out
 }

@@ -109,8 +109,8 @@ func TestEgressResourcesOneService(t *testing.T) {
 	require.Empty(t, sr.Listeners)
 
 	want := []HostRoute{
-		{8080, virtualHost("egress/mesh-b/inventory/api", []string{"inventory.mesh-b.example", "inventory.mesh-b.example:8080"}, "", false)},
-		{80, virtualHost("egress/mesh-b/inventory/grpc", []string{"inventory.mesh-b.example", "inventory.mesh-b.example:80"}, "", true)},
+		{8080, virtualHost("egress/mesh-b/inventory/api", []string{"inventory.mesh-b.example", "inventory.mesh-b.example:8080"}, "", false, 0)},
+		{80, virtualHost("egress/mesh-b/inventory/grpc", []string{"inventory.mesh-b.example", "inventory.mesh-b.example:80"}, "", true, 0)},
 	}
 	assertProtoEqual(t, want, sr.HostRoutes)
 
@@ -148,13 +148,18 @@ func TestEgressClusterTLS(t *testing.T) {
 	}, sni)
 }
 
-func TestPassthroughInstancesHaveNoTLSOrigination(t *testing.T) {
+// A workload's own TLS (TLS, MTLS, HTTPS) is tunnelled inside the egress
+// gateway's mTLS, with the SNI the owner advertised.
+func TestTLSInstancesAreTunnelledInMTLS(t *testing.T) {
 	in := loadInput(t, "testdata/in/passthrough.yaml")
 	sr := EgressResources(in, in.Imports[0])
 	require.Len(t, sr.Clusters, 3)
 	require.Len(t, sr.Listeners, 3)
 	for _, c := range sr.Clusters {
-		require.Nil(t, c.GetTransportSocket(), c.GetName())
+		ctx := &tls.UpstreamTlsContext{}
+		require.NoError(t, c.GetTransportSocket().GetTypedConfig().UnmarshalTo(ctx), c.GetName())
+		require.Contains(t, ctx.GetSni(), "vault", c.GetName())
+		require.Equal(t, "meshfed/svid/egress", ctx.GetCommonTlsContext().GetTlsCertificateSdsSecretConfigs()[0].GetName())
 	}
 }
 
