@@ -46,6 +46,9 @@ func (c *Config) check() error {
 			return fieldErr(fmt.Sprintf("identity.%s", role), "both cert and key are needed")
 		}
 	}
+	if c.Identity.ExpiryWarning < 0 {
+		return fieldErr("identity.expiryWarning", "%s is negative", time.Duration(c.Identity.ExpiryWarning))
+	}
 	if _, ok := c.TrustBundles[c.TrustDomain]; !ok && c.Identity.WorkloadAPI == "" {
 		return fieldErr("trustBundles", "no bundle for this mesh's own trust domain %q", c.TrustDomain)
 	}
