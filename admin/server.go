@@ -47,6 +47,11 @@ type Options struct {
 	Status  func(ctx context.Context) (any, error)
 	Imports func(ctx context.Context) (any, error)
 	Exports func(ctx context.Context) (any, error)
+	// LogLevel, when set, serves GET and PUT /api/v1/loglevel to requests
+	// from loopback only ({"level": "debug"}; zap.AtomicLevel is one):
+	// the level says how much of the agent's work is written down, which
+	// is for the operator on the host to change.
+	LogLevel http.Handler
 	// PProf serves /debug/pprof/; off by default, as profiles reveal
 	// memory contents.
 	PProf bool
@@ -65,12 +70,8 @@ func New(opts Options) (*Server, error) {
 	if opts.Listen == "" {
 		opts.Listen = DefaultListen
 	}
-	ap, err := netip.ParseAddrPort(opts.Listen)
-	if err != nil {
-		return nil, fmt.Errorf("admin.listen: %q is not an IP address and port such as %s", opts.Listen, DefaultListen)
-	}
-	if !ap.Addr().Unmap().IsLoopback() && !opts.AllowNonLoopback {
-		return nil, fmt.Errorf("admin.listen: %q is not a loopback address; set admin.allowNonLoopback to serve other hosts", opts.Listen)
+	if err := CheckListen(opts.Listen, opts.AllowNonLoopback); err != nil {
+		return nil, err
 	}
 	if opts.Gatherer == nil {
 		return nil, errors.New("admin: Options.Gatherer is nil")
@@ -84,6 +85,20 @@ func New(opts Options) (*Server, error) {
 	s := &Server{listen: opts.Listen, log: opts.Log}
 	s.handler = s.routes(opts)
 	return s, nil
+}
+
+// CheckListen refuses an admin address that New would: one that is not
+// an IP literal and port, or that other hosts reach without
+// allowNonLoopback.
+func CheckListen(listen string, allowNonLoopback bool) error {
+	ap, err := netip.ParseAddrPort(listen)
+	if err != nil {
+		return fmt.Errorf("admin.listen: %q is not an IP address and port such as %s", listen, DefaultListen)
+	}
+	if !ap.Addr().Unmap().IsLoopback() && !allowNonLoopback {
+		return fmt.Errorf("admin.listen: %q is not a loopback address; set admin.allowNonLoopback to serve other hosts", listen)
+	}
+	return nil
 }
 
 // routes uses method patterns: "GET" also matches HEAD, and the mux answers
@@ -101,6 +116,10 @@ func (s *Server) routes(opts Options) http.Handler {
 		if fn != nil {
 			mux.Handle("GET "+path, s.api(fn))
 		}
+	}
+	if opts.LogLevel != nil {
+		mux.Handle("GET /api/v1/loglevel", loopbackOnly(opts.LogLevel))
+		mux.Handle("PUT /api/v1/loglevel", loopbackOnly(opts.LogLevel))
 	}
 	if opts.PProf {
 		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
@@ -155,6 +174,21 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 		return fmt.Errorf("admin: serving on %s: %w", lis.Addr(), err)
 	}
 	return nil
+}
+
+// loopbackOnly answers 403 to a request that does not come from this
+// host's loopback, whatever address the server listens on.
+func loopbackOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ap, err := netip.ParseAddrPort(r.RemoteAddr)
+		if err != nil || !ap.Addr().Unmap().IsLoopback() {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusForbidden)
+			_, _ = w.Write(append(errorJSON(r.URL.Path+" answers requests from loopback only"), '\n'))
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // probe answers 200 "ok" while check passes, and 503 with its error

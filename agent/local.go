@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"slices"
@@ -108,7 +109,12 @@ func (a *Agent) setExports(exports []model.Export) {
 
 // adminServer builds the admin server.
 func (a *Agent) adminServer() (*admin.Server, error) {
+	var level http.Handler
+	if a.LogLevel != nil {
+		level = a.LogLevel
+	}
 	return admin.New(admin.Options{
+		LogLevel:         level,
 		Listen:           a.cfg.Admin.Listen,
 		AllowNonLoopback: a.cfg.Admin.AllowNonLoopback,
 		Gatherer:         a.reg,

@@ -48,7 +48,7 @@ exports: {file: services.yaml}
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "services.yaml"), []byte(services), 0o600))
 	out, err := run(t, "config", "validate", filepath.Join(dir, "meshfed.yaml"))
 	require.NoError(t, err)
-	require.Contains(t, out, "meshfed.yaml: valid")
+	require.Contains(t, out, "meshfed.yaml: ok")
 
 	c, err := config.Load(filepath.Join(dir, "meshfed.yaml"))
 	require.NoError(t, err)
