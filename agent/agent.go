@@ -169,7 +169,7 @@ func (a *Agent) identity(ctx context.Context, cm *certs.Metrics) error {
 	}
 	a.Identity = identity
 	a.closers = append(a.closers, identity.Close)
-	return nil
+	return a.reg.Register(certs.NewExpiryCollector(identity))
 }
 
 // bundleServer prepares this mesh's bundle endpoint, when configured: the

@@ -47,6 +47,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return nil
 	})
 	g.Go(func() error { a.Peers.Run(ctx); return nil })
+	g.Go(func() error { a.watchExpiry(ctx); return nil })
 	g.Go(func() error { return a.Runner.Run(ctx) })
 	g.Go(func() error { return a.XDS.Serve(ctx, listeners.xds) })
 	if listeners.bundle != nil {
