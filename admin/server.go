@@ -39,6 +39,10 @@ type Options struct {
 	Gatherer prometheus.Gatherer
 	// Ready says whether the agent is ready (/readyz). Required.
 	Ready func() error
+	// Degraded lists what works less than it should while the agent is
+	// ready; /readyz still answers 200, with each reason on a line of its
+	// own after "ok". nil is never degraded.
+	Degraded func() []string
 	// Live says whether the agent is alive (/healthz); nil is always.
 	Live func() error
 	// Status, Imports and Exports answer /api/v1/status, /api/v1/imports and
@@ -105,8 +109,8 @@ func CheckListen(listen string, allowNonLoopback bool) error {
 // other methods with 405 and an Allow header.
 func (s *Server) routes(opts Options) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("GET /healthz", probe(opts.Live))
-	mux.Handle("GET /readyz", probe(opts.Ready))
+	mux.Handle("GET /healthz", probe(opts.Live, nil))
+	mux.Handle("GET /readyz", probe(opts.Ready, opts.Degraded))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(opts.Gatherer, promhttp.HandlerOpts{ErrorLog: zap.NewStdLog(s.log)}))
 	for path, fn := range map[string]func(context.Context) (any, error){
 		"/api/v1/status":  opts.Status,
@@ -192,8 +196,11 @@ func loopbackOnly(h http.Handler) http.Handler {
 }
 
 // probe answers 200 "ok" while check passes, and 503 with its error
-// otherwise; a nil check always passes.
-func probe(check func() error) http.HandlerFunc {
+// otherwise; a nil check always passes. What degraded lists follows "ok",
+// "degraded: " and one reason a line: a probe that only reads the status
+// sees a ready agent, an operator who reads the body sees why it is not
+// whole.
+func probe(check func() error, degraded func() []string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-store")
@@ -205,5 +212,10 @@ func probe(check func() error) http.HandlerFunc {
 			}
 		}
 		_, _ = fmt.Fprintln(w, "ok")
+		if degraded != nil {
+			for _, why := range degraded() {
+				_, _ = fmt.Fprintln(w, "degraded: "+why)
+			}
+		}
 	}
 }

@@ -53,7 +53,7 @@ type Agent struct {
 	bundleSrv *certs.BundleServer
 	// sources yield local services to export; sinks receive the imports.
 	sources   map[string]registry.Source
-	sinks     []registry.Sink
+	sinks     []*sink
 	listening chan struct{}
 	// importsChanged wakes the loop that updates DNS and sinks.
 	importsChanged chan struct{}

@@ -72,7 +72,9 @@ func (a *Agent) consul() error {
 		if err != nil {
 			return fmt.Errorf("consul: %w", err)
 		}
-		a.sinks = append(a.sinks, sink)
+		if err := a.addSink("consul", sink, c.Import.AntiEntropy); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -119,6 +121,7 @@ func (a *Agent) adminServer() (*admin.Server, error) {
 		AllowNonLoopback: a.cfg.Admin.AllowNonLoopback,
 		Gatherer:         a.reg,
 		Ready:            a.Ready,
+		Degraded:         a.Degraded,
 		Status:           a.Status,
 		Imports:          a.Imports,
 		Exports:          a.Exports,

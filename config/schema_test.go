@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/invopop/jsonschema"
 	validator "github.com/santhosh-tekuri/jsonschema/v6"
@@ -48,7 +49,7 @@ func generateSchema(t *testing.T) []byte {
 // schemaOf maps the types whose YAML form is not their Go form.
 func schemaOf(t reflect.Type) *jsonschema.Schema {
 	switch {
-	case t == reflect.TypeFor[Duration]():
+	case t == reflect.TypeFor[Duration](), t == reflect.TypeFor[time.Duration]():
 		return &jsonschema.Schema{Type: "string", Pattern: DurationPattern, Description: "A duration such as 30s, 2m or 1h30m."}
 	case t.Kind() == reflect.Uint32:
 		return &jsonschema.Schema{Type: "integer", Minimum: "0", Maximum: "4294967295"}
