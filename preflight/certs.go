@@ -188,6 +188,7 @@ func (r *Report) expiry(field, what string, c *x509.Certificate, now time.Time) 
 		r.add(Error, field, "%s expired at %s, %s ago", what, c.NotAfter.UTC().Format(time.RFC3339), roundDuration(-left))
 	case left < window:
 		r.add(Warning, field, "%s expires at %s, in %s (identity.expiryWarning is %s)", what, c.NotAfter.UTC().Format(time.RFC3339), roundDuration(left), window)
+		r.Findings[len(r.Findings)-1].Expiry = true
 	}
 }
 

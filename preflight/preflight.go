@@ -7,9 +7,12 @@
 package preflight
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
+	"math"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -40,6 +43,9 @@ type Finding struct {
 	// empty for the whole file.
 	Field string
 	Msg   string
+	// Expiry marks a certificate that expires within the warning window:
+	// a running agent warns of those itself, at start and then hourly.
+	Expiry bool
 }
 
 // String is "file:line: severity: field: message", as compilers write,
@@ -153,5 +159,17 @@ func Check(path string, opts Options) *Report {
 	if !opts.SkipStore {
 		r.store()
 	}
+	// In the file's order, as an editor lists them; what has no line
+	// (defaults, the store) last.
+	slices.SortStableFunc(r.Findings, func(a, b Finding) int {
+		return cmp.Compare(lineOrLast(a.Line), lineOrLast(b.Line))
+	})
 	return r
+}
+
+func lineOrLast(line int) int {
+	if line == 0 {
+		return math.MaxInt
+	}
+	return line
 }

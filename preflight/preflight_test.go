@@ -113,9 +113,9 @@ func TestCheckFindings(t *testing.T) {
 			"xds: {listen: 127.0.0.1:18000}", "xds: {listen: 10.0.0.1:18000}\ndns: {listen: \":15353\"}",
 			"admin: {listen: 127.0.0.1:19100}", "admin: {listen: 0.0.0.0:15443}",
 		}, want: []string{
-			`{dir}/meshfed.yaml:16: error: admin.listen: "0.0.0.0:15443" is not a loopback address; set admin.allowNonLoopback to serve other hosts`,
-			`{dir}/meshfed.yaml:15: error: dns.listen: ":15353" is not an IP address and port such as 127.0.0.1:15353`,
 			`{dir}/meshfed.yaml:14: warning: xds.listen: "10.0.0.1:18000" is not loopback: gateways receive their private keys over xDS, which is plaintext TCP here; use loopback or a unix:// socket on the gateways' host`,
+			`{dir}/meshfed.yaml:15: error: dns.listen: ":15353" is not an IP address and port such as 127.0.0.1:15353`,
+			`{dir}/meshfed.yaml:16: error: admin.listen: "0.0.0.0:15443" is not a loopback address; set admin.allowNonLoopback to serve other hosts`,
 			`{dir}/meshfed.yaml:16: error: admin.listen: "0.0.0.0:15443" takes the port of federation.listen "127.0.0.1:15443"; each listener needs a port of its own`,
 		}},
 		{name: "consumers that are not peers, loopback ingress", replace: []string{
@@ -151,6 +151,9 @@ func TestCheckFindings(t *testing.T) {
 			}
 			got := findings(t, dir, Options{Now: time.Now().Add(tc.now)})
 			require.Equal(t, tc.want, withoutTimes(got))
+			for _, f := range Check(filepath.Join(dir, "meshfed.yaml"), Options{Now: time.Now().Add(tc.now)}).Findings {
+				require.Equal(t, strings.Contains(f.Msg, " expires at "), f.Expiry, f.Msg)
+			}
 		})
 	}
 }

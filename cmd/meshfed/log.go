@@ -56,6 +56,7 @@ func (f *logFlags) logger(w io.Writer) (*zap.Logger, zap.AtomicLevel, error) {
 		encoder = zapcore.NewJSONEncoder(enc)
 	case "console":
 		enc.EncodeLevel = zapcore.CapitalLevelEncoder
+		enc.EncodeDuration = zapcore.StringDurationEncoder
 		encoder = zapcore.NewConsoleEncoder(enc)
 	default:
 		return nil, level, fmt.Errorf("--log-format: %q is not json or console", f.format)

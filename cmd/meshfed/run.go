@@ -37,6 +37,9 @@ line and field; warnings are logged.`,
 			cfg := report.Config
 			log = log.With(zap.String("mesh", cfg.TrustDomain))
 			for _, f := range report.Warnings() {
+				if f.Expiry {
+					continue // the agent warns of these itself, and again hourly
+				}
 				log.Warn("configuration: "+f.Msg, zap.String("file", f.File), zap.Int("line", f.Line), zap.String("field", f.Field))
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
