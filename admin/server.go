@@ -39,6 +39,10 @@ type Options struct {
 	Gatherer prometheus.Gatherer
 	// Ready says whether the agent is ready (/readyz). Required.
 	Ready func() error
+	// Degraded lists what works less than it should while the agent is
+	// ready; /readyz still answers 200, with each reason on a line of its
+	// own after "ok". nil is never degraded.
+	Degraded func() []string
 	// Live says whether the agent is alive (/healthz); nil is always.
 	Live func() error
 	// Status, Imports and Exports answer /api/v1/status, /api/v1/imports and
@@ -47,6 +51,11 @@ type Options struct {
 	Status  func(ctx context.Context) (any, error)
 	Imports func(ctx context.Context) (any, error)
 	Exports func(ctx context.Context) (any, error)
+	// LogLevel, when set, serves GET and PUT /api/v1/loglevel to requests
+	// from loopback only ({"level": "debug"}; zap.AtomicLevel is one):
+	// the level says how much of the agent's work is written down, which
+	// is for the operator on the host to change.
+	LogLevel http.Handler
 	// PProf serves /debug/pprof/; off by default, as profiles reveal
 	// memory contents.
 	PProf bool
@@ -65,12 +74,8 @@ func New(opts Options) (*Server, error) {
 	if opts.Listen == "" {
 		opts.Listen = DefaultListen
 	}
-	ap, err := netip.ParseAddrPort(opts.Listen)
-	if err != nil {
-		return nil, fmt.Errorf("admin.listen: %q is not an IP address and port such as %s", opts.Listen, DefaultListen)
-	}
-	if !ap.Addr().Unmap().IsLoopback() && !opts.AllowNonLoopback {
-		return nil, fmt.Errorf("admin.listen: %q is not a loopback address; set admin.allowNonLoopback to serve other hosts", opts.Listen)
+	if err := CheckListen(opts.Listen, opts.AllowNonLoopback); err != nil {
+		return nil, err
 	}
 	if opts.Gatherer == nil {
 		return nil, errors.New("admin: Options.Gatherer is nil")
@@ -86,12 +91,26 @@ func New(opts Options) (*Server, error) {
 	return s, nil
 }
 
+// CheckListen refuses an admin address that New would: one that is not
+// an IP literal and port, or that other hosts reach without
+// allowNonLoopback.
+func CheckListen(listen string, allowNonLoopback bool) error {
+	ap, err := netip.ParseAddrPort(listen)
+	if err != nil {
+		return fmt.Errorf("admin.listen: %q is not an IP address and port such as %s", listen, DefaultListen)
+	}
+	if !ap.Addr().Unmap().IsLoopback() && !allowNonLoopback {
+		return fmt.Errorf("admin.listen: %q is not a loopback address; set admin.allowNonLoopback to serve other hosts", listen)
+	}
+	return nil
+}
+
 // routes uses method patterns: "GET" also matches HEAD, and the mux answers
 // other methods with 405 and an Allow header.
 func (s *Server) routes(opts Options) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("GET /healthz", probe(opts.Live))
-	mux.Handle("GET /readyz", probe(opts.Ready))
+	mux.Handle("GET /healthz", probe(opts.Live, nil))
+	mux.Handle("GET /readyz", probe(opts.Ready, opts.Degraded))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(opts.Gatherer, promhttp.HandlerOpts{ErrorLog: zap.NewStdLog(s.log)}))
 	for path, fn := range map[string]func(context.Context) (any, error){
 		"/api/v1/status":  opts.Status,
@@ -101,6 +120,10 @@ func (s *Server) routes(opts Options) http.Handler {
 		if fn != nil {
 			mux.Handle("GET "+path, s.api(fn))
 		}
+	}
+	if opts.LogLevel != nil {
+		mux.Handle("GET /api/v1/loglevel", loopbackOnly(opts.LogLevel))
+		mux.Handle("PUT /api/v1/loglevel", loopbackOnly(opts.LogLevel))
 	}
 	if opts.PProf {
 		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
@@ -157,9 +180,27 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	return nil
 }
 
+// loopbackOnly answers 403 to a request that does not come from this
+// host's loopback, whatever address the server listens on.
+func loopbackOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ap, err := netip.ParseAddrPort(r.RemoteAddr)
+		if err != nil || !ap.Addr().Unmap().IsLoopback() {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusForbidden)
+			_, _ = w.Write(append(errorJSON(r.URL.Path+" answers requests from loopback only"), '\n'))
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
 // probe answers 200 "ok" while check passes, and 503 with its error
-// otherwise; a nil check always passes.
-func probe(check func() error) http.HandlerFunc {
+// otherwise; a nil check always passes. What degraded lists follows "ok",
+// "degraded: " and one reason a line: a probe that only reads the status
+// sees a ready agent, an operator who reads the body sees why it is not
+// whole.
+func probe(check func() error, degraded func() []string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-store")
@@ -171,5 +212,10 @@ func probe(check func() error) http.HandlerFunc {
 			}
 		}
 		_, _ = fmt.Fprintln(w, "ok")
+		if degraded != nil {
+			for _, why := range degraded() {
+				_, _ = fmt.Fprintln(w, "degraded: "+why)
+			}
+		}
 	}
 }

@@ -44,6 +44,19 @@ func TestProbes(t *testing.T) {
 	require.Equal(t, "ok\n", got.body)
 }
 
+// Degraded is still ready: the status says ready, the body says why not
+// whole.
+func TestReadyButDegraded(t *testing.T) {
+	opts := options(t)
+	opts.Degraded = func() []string { return []string{"consul: unreachable", "dns: off"} }
+	url := start(t, opts)
+	got := do(t, http.MethodGet, url+"/readyz")
+	require.Equal(t, http.StatusOK, got.code)
+	require.Equal(t, "ok\ndegraded: consul: unreachable\ndegraded: dns: off\n", got.body)
+	got = do(t, http.MethodGet, url+"/healthz")
+	require.Equal(t, "ok\n", got.body)
+}
+
 func TestHealthzWithoutLive(t *testing.T) {
 	url := start(t, options(t))
 	got := do(t, http.MethodGet, url+"/healthz")

@@ -53,17 +53,22 @@ type Agent struct {
 	bundleSrv *certs.BundleServer
 	// sources yield local services to export; sinks receive the imports.
 	sources   map[string]registry.Source
-	sinks     []registry.Sink
+	sinks     []*sink
 	listening chan struct{}
 	// importsChanged wakes the loop that updates DNS and sinks.
 	importsChanged chan struct{}
 	addrs          *listeners
 	closers        []func() error
+	// LogLevel, when set before Run, is the logger's level, which the
+	// admin API then reads and changes (from loopback only).
+	LogLevel *zap.AtomicLevel
 }
 
 // New builds the agent and restores its imports; nothing listens yet.
-func New(ctx context.Context, cfg *config.Config, log *zap.Logger, reg *prometheus.Registry) (a *Agent, err error) {
-	a = &Agent{cfg: cfg, log: log, td: spiffeid.RequireTrustDomainFromString(cfg.TrustDomain), reg: reg, listening: make(chan struct{}), importsChanged: make(chan struct{}, 1)}
+func New(ctx context.Context, cfg *config.Config, log *zap.Logger, reg *prometheus.Registry) (_ *Agent, err error) {
+	// The result is not named a: every "return nil, err" would set it to
+	// nil before the deferred close ran.
+	a := &Agent{cfg: cfg, log: log, td: spiffeid.RequireTrustDomainFromString(cfg.TrustDomain), reg: reg, listening: make(chan struct{}), importsChanged: make(chan struct{}, 1)}
 	defer func() {
 		if err != nil {
 			a.close()
@@ -78,7 +83,7 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger, reg *promethe
 		return nil, err
 	}
 	if a.store, err = store.Open(cfg.Store.Path); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("store.path: %w", err)
 	}
 	a.closers = append(a.closers, a.store.Close)
 	a.Catalog = catalog.New(a.store, log)
@@ -164,7 +169,7 @@ func (a *Agent) identity(ctx context.Context, cm *certs.Metrics) error {
 	}
 	a.Identity = identity
 	a.closers = append(a.closers, identity.Close)
-	return nil
+	return a.reg.Register(certs.NewExpiryCollector(identity))
 }
 
 // bundleServer prepares this mesh's bundle endpoint, when configured: the

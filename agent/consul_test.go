@@ -2,6 +2,7 @@ package agent
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -9,6 +10,7 @@ import (
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/require"
 
+	"github.com/meshfed/meshfed/model"
 	"github.com/meshfed/meshfed/registry/consul/consultest"
 )
 
@@ -66,4 +68,63 @@ func TestConsulExportToConsulImport(t *testing.T) {
 	}, 30*time.Second, 50*time.Millisecond, "billing-mesh-a stayed in Consul")
 	_, ok = b.Catalog.Import("mesh-a", "billing")
 	require.False(t, ok)
+}
+
+// The Consul catalog is kept in step with the imports though nothing is
+// imported anew: what is deregistered by hand comes back, what meshfed
+// registered and no longer imports goes, and a Consul that restarts empty
+// gets every import again, without restarting the agent. While Consul is
+// away the agent stays ready and says why it is degraded.
+func TestConsulAntiEntropy(t *testing.T) {
+	c := consultest.Start(t)
+	client := c.Client(t, "")
+	root := t.TempDir()
+	ma, mb := newMesh(t, root, "mesh-a"), newMesh(t, root, "mesh-b")
+	a := start(t, ma.config(t, mb, ""))
+	a.Catalog.SetExports([]model.Export{inventory()})
+	b := start(t, mb.config(t, ma, a.FederationAddr().String(), fmt.Sprintf(`consul:
+  address: %s
+  import: {antiEntropy: 1s}
+`, c.HTTPAddr)))
+	registered := func() int {
+		entries, _, err := client.Catalog().Service("inventory-mesh-a", "", nil)
+		if err != nil {
+			return -1
+		}
+		return len(entries)
+	}
+	require.Eventually(t, func() bool { return registered() == 2 }, 30*time.Second, 50*time.Millisecond, "inventory-mesh-a never reached Consul")
+
+	// Deregistered by hand: registered again.
+	_, err := client.Catalog().Deregister(&api.CatalogDeregistration{Node: "meshfed-mesh-a", ServiceID: "inventory-mesh-a:db"}, nil)
+	require.NoError(t, err)
+	require.Equal(t, 1, registered())
+	require.Eventually(t, func() bool { return registered() == 2 }, 30*time.Second, 50*time.Millisecond)
+
+	// Registered as meshfed's but not imported: removed.
+	_, err = client.Catalog().Register(&api.CatalogRegistration{Node: "meshfed-mesh-a", Address: "127.0.0.1",
+		NodeMeta: map[string]string{"meshfed-managed": "true", "external-node": "true"},
+		Service:  &api.AgentService{ID: "ledger-mesh-a:db", Service: "ledger-mesh-a", Port: 5432, Meta: map[string]string{"meshfed-managed": "true"}}}, nil)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		entries, _, err := client.Catalog().Service("ledger-mesh-a", "", nil)
+		return err == nil && len(entries) == 0
+	}, 30*time.Second, 50*time.Millisecond)
+
+	// Consul goes away: still ready, degraded, with the reason.
+	c.Stop()
+	require.Eventually(t, func() bool { return len(b.Degraded()) == 1 }, 30*time.Second, 50*time.Millisecond)
+	ready := httpGet(t, b.Agent, "/readyz")
+	require.True(t, strings.HasPrefix(ready, "ok\ndegraded: consul: publishing the imports has failed since "), ready)
+	require.Contains(t, ready, c.HTTPAddr)
+	require.False(t, b.Sinks()[0].Healthy)
+
+	// Consul comes back empty: the imports are registered again.
+	c.Restart(t)
+	require.Equal(t, 0, registered())
+	require.Eventually(t, func() bool { return registered() == 2 }, 90*time.Second, 50*time.Millisecond, "imports never came back")
+	require.Eventually(t, func() bool { return len(b.Degraded()) == 0 }, 30*time.Second, 50*time.Millisecond)
+	require.Equal(t, "ok", strings.TrimSpace(httpGet(t, b.Agent, "/readyz")))
+	require.True(t, b.Sinks()[0].Healthy)
+	require.Contains(t, httpGet(t, b.Agent, "/metrics"), `meshfed_registry_sink_up{sink="consul"} 1`)
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"slices"
@@ -71,7 +72,9 @@ func (a *Agent) consul() error {
 		if err != nil {
 			return fmt.Errorf("consul: %w", err)
 		}
-		a.sinks = append(a.sinks, sink)
+		if err := a.addSink("consul", sink, c.Import.AntiEntropy); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -108,11 +111,17 @@ func (a *Agent) setExports(exports []model.Export) {
 
 // adminServer builds the admin server.
 func (a *Agent) adminServer() (*admin.Server, error) {
+	var level http.Handler
+	if a.LogLevel != nil {
+		level = a.LogLevel
+	}
 	return admin.New(admin.Options{
+		LogLevel:         level,
 		Listen:           a.cfg.Admin.Listen,
 		AllowNonLoopback: a.cfg.Admin.AllowNonLoopback,
 		Gatherer:         a.reg,
 		Ready:            a.Ready,
+		Degraded:         a.Degraded,
 		Status:           a.Status,
 		Imports:          a.Imports,
 		Exports:          a.Exports,

@@ -63,7 +63,9 @@ func TestAdminAPIAndDNSAfterAnExchange(t *testing.T) {
 		require.Equal(t, want, strings.TrimSpace(body), path)
 	}
 	metrics := httpGet(t, b.Agent, "/metrics")
-	for _, m := range []string{"meshfed_hamlet_", "meshfed_snapshot_build_duration_seconds", "meshfed_peer"} {
+	for _, m := range []string{"meshfed_hamlet_", "meshfed_snapshot_build_duration_seconds", "meshfed_peer",
+		`meshfed_certificate_expiry_timestamp_seconds{role="ingress",trust_domain="mesh-b.example"}`,
+		`meshfed_certificate_expiry_timestamp_seconds{role="bundle",trust_domain="mesh-a.example"}`} {
 		require.Contains(t, metrics, m)
 	}
 	require.NotContains(t, httpGet(t, b.Agent, "/api/v1/status"), "PRIVATE KEY")

@@ -12,7 +12,6 @@ import (
 
 	"github.com/meshfed/meshfed/admin"
 	"github.com/meshfed/meshfed/dnsserver"
-	"github.com/meshfed/meshfed/registry"
 	"github.com/meshfed/meshfed/xds"
 )
 
@@ -47,6 +46,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return nil
 	})
 	g.Go(func() error { a.Peers.Run(ctx); return nil })
+	g.Go(func() error { a.watchExpiry(ctx); return nil })
 	g.Go(func() error { return a.Runner.Run(ctx) })
 	g.Go(func() error { return a.XDS.Serve(ctx, listeners.xds) })
 	if listeners.bundle != nil {
@@ -169,33 +169,22 @@ func (a *Agent) serveBundle(ctx context.Context, g *errgroup.Group, ln net.Liste
 
 // followImports keeps the DNS table and the registry sinks in step with the
 // imports, after the gateways' configuration: a name is published only
-// once the gateway serves it. Bursts collapse into one update.
+// once the gateway serves it. Bursts collapse into one update. The sinks
+// are also synced every anti-entropy interval, which repairs what their
+// registry lost, and retried with backoff while they fail.
 func (a *Agent) followImports(ctx context.Context, dns *dnsserver.Server) {
 	last := -1
 	retry := time.NewTimer(0)
 	<-retry.C
+	var resync <-chan time.Time
+	if d := a.antiEntropy(); d > 0 {
+		t := time.NewTicker(d)
+		defer t.Stop()
+		resync = t.C
+	}
 	backoff := time.Second
 	for {
-		failed := false
-		if dns != nil {
-			dns.Set(a.dnsRecords())
-		}
-		imported := a.imported()
-		if n := len(a.Catalog.Imports()); n != last {
-			a.log.Info("imported services", zap.Int("services", n), zap.Int("instances", len(imported)))
-			last = n
-		}
-		for _, s := range a.sinks {
-			in := make([]registry.Imported, len(imported))
-			for i, x := range imported {
-				in[i] = x.Imported
-			}
-			if err := s.Sync(ctx, in); err != nil && ctx.Err() == nil {
-				failed = true
-				a.log.Warn("registry sink failed; retrying", zap.Duration("in", backoff), zap.Error(err))
-			}
-		}
-		if failed {
+		if a.publishImports(ctx, dns, &last) {
 			retry.Reset(backoff)
 			backoff = min(2*backoff, time.Minute)
 		} else {
@@ -208,6 +197,8 @@ func (a *Agent) followImports(ctx context.Context, dns *dnsserver.Server) {
 		case <-a.importsChanged:
 			retry.Stop()
 		case <-retry.C:
+		case <-resync:
+			retry.Stop()
 		}
 	}
 }

@@ -35,16 +35,8 @@ func (c *Config) check() error {
 	if _, err := spiffeid.TrustDomainFromString(c.TrustDomain); err != nil {
 		return fieldErr("trustDomain", "%q: %v", c.TrustDomain, err)
 	}
-	if c.Identity.WorkloadAPI == "" && c.Identity.Agent == nil {
-		return fieldErr("identity", "neither workloadAPI nor agent files are set: the peer listener needs certificate material")
-	}
-	for role, f := range map[string]*Files{"agent": c.Identity.Agent, "egress": c.Identity.Egress, "ingress": c.Identity.Ingress} {
-		if f == nil && role != "agent" {
-			return fieldErr("identity", "no %s files: the %s gateway needs an SVID (cert and key)", role, role)
-		}
-		if f != nil && (f.Cert == "" || f.Key == "") {
-			return fieldErr(fmt.Sprintf("identity.%s", role), "both cert and key are needed")
-		}
+	if err := c.checkIdentity(); err != nil {
+		return err
 	}
 	if _, ok := c.TrustBundles[c.TrustDomain]; !ok && c.Identity.WorkloadAPI == "" {
 		return fieldErr("trustBundles", "no bundle for this mesh's own trust domain %q", c.TrustDomain)
@@ -129,6 +121,29 @@ func (c *Config) check() error {
 			}
 			return fieldErr("consul", "%v", err)
 		}
+	}
+	return nil
+}
+
+// checkIdentity checks where each role's SVID comes from, in role order so
+// that the first error reported does not change from run to run.
+func (c *Config) checkIdentity() error {
+	if c.Identity.WorkloadAPI == "" && c.Identity.Agent == nil {
+		return fieldErr("identity", "neither workloadAPI nor agent files are set: the peer listener needs certificate material")
+	}
+	for _, r := range []struct {
+		role string
+		f    *Files
+	}{{"agent", c.Identity.Agent}, {"egress", c.Identity.Egress}, {"ingress", c.Identity.Ingress}} {
+		if r.f == nil && r.role != "agent" {
+			return fieldErr("identity", "no %s files: the %s gateway needs an SVID (cert and key)", r.role, r.role)
+		}
+		if r.f != nil && (r.f.Cert == "" || r.f.Key == "") {
+			return fieldErr(fmt.Sprintf("identity.%s", r.role), "both cert and key are needed")
+		}
+	}
+	if c.Identity.ExpiryWarning < 0 {
+		return fieldErr("identity.expiryWarning", "%s is negative", time.Duration(c.Identity.ExpiryWarning))
 	}
 	return nil
 }

@@ -10,6 +10,9 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -131,7 +134,14 @@ type Identity struct {
 	Agent       *Files `yaml:"agent"`
 	Egress      *Files `yaml:"egress"`
 	Ingress     *Files `yaml:"ingress"`
+	// ExpiryWarning is how long before an SVID or a trust bundle's CA
+	// expires that the agent and meshfed check warn of it; default 168h
+	// (7 days).
+	ExpiryWarning Duration `yaml:"expiryWarning"`
 }
+
+// DefaultExpiryWarning is Identity.ExpiryWarning's default.
+const DefaultExpiryWarning = 7 * 24 * time.Hour
 
 // Files is a PEM certificate chain and key on disk, reloaded on change.
 type Files struct {
@@ -252,45 +262,83 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
-// Load reads, defaults and checks the configuration at path.
+// Load reads, defaults and checks the configuration at path. Its errors
+// are an *Error naming the file, each problem with its line and field.
 func Load(path string) (*Config, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
 	c, err := Parse(b, filepath.Dir(path))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+	var ce *Error
+	if errors.As(err, &ce) {
+		ce.File = path
 	}
-	return c, nil
+	return c, err
 }
 
 // Parse reads a configuration whose relative paths are relative to dir.
+// Its errors are an *Error.
 func Parse(b []byte, dir string) (*Config, error) {
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
+	var doc yaml.Node
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		return nil, &Error{Problems: []Problem{syntaxProblem(err)}}
+	}
+	if len(doc.Content) == 0 {
+		return nil, &Error{Problems: []Problem{{Msg: "the file is empty; a configuration needs at least trustDomain, identity and trustBundles (examples/meshfed.yaml has every field)"}}}
+	}
+	problems, err := checkShape(&doc)
+	if err != nil {
+		return nil, err
+	}
+	if len(problems) > 0 {
+		return nil, &Error{Problems: problems}
+	}
 	var c Config
-	if err := dec.Decode(&c); err != nil {
-		var te *yaml.TypeError
-		if errors.As(err, &te) {
-			return nil, fmt.Errorf("%s", te.Errors[0])
-		}
+	if err := decodeStrict(b, &c); err != nil {
 		return nil, err
 	}
 	c.defaults(dir)
 	if err := c.check(); err != nil {
+		p := Problem{Msg: err.Error()}
 		var fe *fieldError
 		if errors.As(err, &fe) {
-			var doc yaml.Node
-			if yaml.Unmarshal(b, &doc) == nil {
-				if line := lineOf(&doc, fe.path); line > 0 {
-					return nil, fmt.Errorf("line %d: %w", line, err)
-				}
-			}
+			p = Problem{Field: fe.path, Msg: fe.msg, Line: LineOf(&doc, fe.path)}
 		}
-		return nil, err
+		return nil, &Error{Problems: []Problem{p}}
 	}
 	return &c, nil
+}
+
+// decodeStrict decodes what checkShape passed. It still refuses unknown
+// fields, should the schema ever let one through.
+func decodeStrict(b []byte, c *Config) error {
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	err := dec.Decode(c)
+	if err == nil {
+		return nil
+	}
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return &Error{Problems: []Problem{syntaxProblem(err)}}
+	}
+	out := &Error{}
+	for _, msg := range te.Errors {
+		out.Problems = append(out.Problems, syntaxProblem(errors.New(msg)))
+	}
+	return out
+}
+
+var lineRE = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
+
+// syntaxProblem takes the line out of yaml's "yaml: line N: ..." messages.
+func syntaxProblem(err error) Problem {
+	if m := lineRE.FindStringSubmatch(err.Error()); m != nil {
+		line, _ := strconv.Atoi(m[1])
+		return Problem{Line: line, Msg: m[2]}
+	}
+	return Problem{Msg: strings.TrimPrefix(err.Error(), "yaml: ")}
 }
 
 func (c *Config) defaults(dir string) {
@@ -305,6 +353,9 @@ func (c *Config) defaults(dir string) {
 	}
 	if c.Store.Path == "" {
 		c.Store.Path = "meshfed.db"
+	}
+	if c.Identity.ExpiryWarning == 0 {
+		c.Identity.ExpiryWarning = Duration(DefaultExpiryWarning)
 	}
 	if c.XDS.Listen == "" {
 		c.XDS.Listen = "127.0.0.1:18000"

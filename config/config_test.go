@@ -1,6 +1,7 @@
 package config
 
 import (
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -78,14 +79,17 @@ func TestParseErrorsNameFieldValueAndLine(t *testing.T) {
 		old, new string
 		want     string
 	}{
-		{"unknown field", "  listen: 127.0.0.1:15443", "  listn: 127.0.0.1:15443", "line 18: field listn not found"},
-		{"mistyped field", "    dial: 127.0.0.1:16443", "    dial: [a, b]", "line 23: cannot unmarshal !!seq into string"},
+		{"unknown field", "  listen: 127.0.0.1:15443", "  listn: 127.0.0.1:15443", "line 18: federation.listn: unknown field; did you mean listen?"},
+		{"unknown field far from any", "  listen: 127.0.0.1:15443", "  colour: blue", "line 18: federation.colour: unknown field; known here: deniedCIDRs, grace, ingress, listen, retention, window"},
+		{"string for a number", "{from: 21000, to: 21099}", "{from: 21000, to: abc}", `line 30: gateways.egress.ports.to: "abc" is not a whole number`},
+		{"list for a boolean", "    dial: 127.0.0.1:16443", "    dial: 127.0.0.1:16443\n    allowLoopback: [yes]", "line 24: peers[0].allowLoopback: a list is not true or false"},
+		{"mistyped field", "    dial: 127.0.0.1:16443", "    dial: [a, b]", "line 23: peers[0].dial: a list is not a string"},
 		{"bad trust domain", "trustDomain: mesh-a.example", "trustDomain: Mesh A", `line 1: trustDomain: "Mesh A"`},
 		{"bad dial address", "    dial: 127.0.0.1:16443", "    dial: 127.0.0.1", `line 23: peers[0].dial: "127.0.0.1"`},
 		{"bad CIDR", "[10.0.0.0/8]", "[10.0.0.0/8, 10.0.0.0/33]", `line 19: federation.deniedCIDRs[1]: "10.0.0.0/33" is not a CIDR`},
 		{"bad profile", "profile: https_spiffe", "profile: https", `line 14: trustBundles.mesh-b.example.endpoint.profile: "https" is not https_web or https_spiffe`},
 		{"peer without bundle", "trustDomain: mesh-b.example\n", "trustDomain: mesh-c.example\n", `line 22: peers[0].trustDomain: no trustBundles entry for "mesh-c.example"`},
-		{"bad duration", "  deniedCIDRs: [10.0.0.0/8]", "  deniedCIDRs: [10.0.0.0/8]\n  grace: soon", `line 20: "soon" is not a duration`},
+		{"bad duration", "  deniedCIDRs: [10.0.0.0/8]", "  deniedCIDRs: [10.0.0.0/8]\n  grace: soon", `line 20: federation.grace: "soon" is not a duration such as 30s, 2m or 1h30m`},
 		{"window out of range", "  deniedCIDRs: [10.0.0.0/8]", "  deniedCIDRs: [10.0.0.0/8]\n  window: 5000", "line 20: federation.window: 5000 is out of range 1-4096"},
 		{"key without cert", "    cert: certs/agent.pem\n", "", "line 3: identity.agent: both cert and key are needed"},
 		{"gateway without SVID", "  egress: {cert: certs/egress.pem, key: certs/egress-key.pem}\n", "", "line 2: identity: no egress files: the egress gateway needs an SVID"},
@@ -120,6 +124,40 @@ func TestParseErrorsNameFieldValueAndLine(t *testing.T) {
 			require.ErrorContains(t, err, tc.want)
 		})
 	}
+}
+
+// Every problem of the shape is reported at once, each with its line and
+// without Go type names.
+func TestParseReportsEveryShapeProblem(t *testing.T) {
+	in := strings.Replace(valid, "  listen: 127.0.0.1:18000", "  listen: 127.0.0.1:18000\n  holdof: 5ms\n  maxDelay: 2", 1)
+	in = strings.Replace(in, "  deniedCIDRs: [10.0.0.0/8]", "  deniedCIDRs: 10.0.0.0/8", 1)
+	_, err := Parse([]byte(in), "/etc/meshfed")
+	var ce *Error
+	require.ErrorAs(t, err, &ce)
+	require.Equal(t, []Problem{
+		{Line: 19, Field: "federation.deniedCIDRs", Msg: `"10.0.0.0/8" is not a list ([...], or lines starting with -)`},
+		{Line: 28, Field: "xds.holdof", Msg: "unknown field; did you mean holdoff?"},
+		{Line: 29, Field: "xds.maxDelay", Msg: `"2" is not a duration such as 30s, 2m or 1h30m`},
+	}, ce.Problems)
+	require.NotContains(t, err.Error(), "config.")
+}
+
+func TestEmptyFileSaysSo(t *testing.T) {
+	for _, in := range []string{"", "\n", "# only a comment\n"} {
+		_, err := Parse([]byte(in), "/etc/meshfed")
+		require.EqualError(t, err, "the file is empty; a configuration needs at least trustDomain, identity and trustBundles (examples/meshfed.yaml has every field)")
+	}
+	path := filepath.Join(t.TempDir(), "meshfed.yaml")
+	require.NoError(t, os.WriteFile(path, nil, 0o600))
+	_, err := Load(path)
+	require.EqualError(t, err, path+": the file is empty; a configuration needs at least trustDomain, identity and trustBundles (examples/meshfed.yaml has every field)")
+}
+
+func TestLoadErrorsGiveFileAndLine(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "meshfed.yaml")
+	require.NoError(t, os.WriteFile(path, []byte(strings.Replace(valid, "  listen: 127.0.0.1:15443", "  listn: 127.0.0.1:15443", 1)), 0o600))
+	_, err := Load(path)
+	require.EqualError(t, err, path+":18: federation.listn: unknown field; did you mean listen?")
 }
 
 func TestBundleSettingsDefaultsAndPaths(t *testing.T) {

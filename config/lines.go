@@ -7,10 +7,10 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// lineOf finds the line of the field at path (such as peers[1].dial or
+// LineOf finds the line of the field at path (such as peers[1].dial or
 // trustBundles.mesh-b.example.file) in the document, or of the deepest
 // part of the path that is written there; 0 if none is.
-func lineOf(doc *yaml.Node, path string) int {
+func LineOf(doc *yaml.Node, path string) int {
 	n := doc
 	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
 		n = n.Content[0]

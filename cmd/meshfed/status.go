@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -28,6 +29,7 @@ func (f *agentFlags) add(c *cobra.Command, output bool) {
 	c.Flags().StringVar(&f.config, "config", "", "the agent's configuration file, to find its admin address")
 	if output {
 		c.Flags().StringVarP(&f.output, "output", "o", "table", "table, json or yaml")
+		_ = c.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"table", "json", "yaml"}, cobra.ShellCompDirectiveNoFileComp))
 	}
 }
 
@@ -58,6 +60,22 @@ func (f *agentFlags) get(ctx context.Context, path string, out any) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	return c.Get(ctx, path, out)
+}
+
+// complete asks the agent (at --agent or --config) for the names a
+// positional argument takes; nothing when it cannot be reached.
+func complete[T any](f *agentFlags, path string, names func(T) []string) cobra.CompletionFunc {
+	return func(c *cobra.Command, args []string, _ string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		var v T
+		if len(args) > 0 {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		if err := f.get(c.Context(), path, &v); err != nil {
+			cobra.CompDebugln(err.Error(), true)
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		return names(v), cobra.ShellCompDirectiveNoFileComp
+	}
 }
 
 // print writes v as JSON or YAML, or calls table.
@@ -142,13 +160,22 @@ func catalogCmd() *cobra.Command {
 	c := &cobra.Command{Use: "catalog", Short: "List imported and exported services"}
 	var f agentFlags
 	imports := &cobra.Command{
-		Use:   "imports",
-		Short: "Services imported from peers, and where local workloads reach them",
-		Args:  cobra.NoArgs,
-		RunE: func(c *cobra.Command, _ []string) error {
+		Use:   "imports [PEER]",
+		Short: "Services imported from peers (or from PEER), and where local workloads reach them",
+		Args:  cobra.MaximumNArgs(1),
+		ValidArgsFunction: complete(&f, "/api/v1/status", func(s agent.Status) (names []string) {
+			for _, p := range s.Peers {
+				names = append(names, p.Name)
+			}
+			return names
+		}),
+		RunE: func(c *cobra.Command, args []string) error {
 			var v []agent.ImportView
 			if err := f.get(c.Context(), "/api/v1/imports", &v); err != nil {
 				return err
+			}
+			if len(args) == 1 {
+				v = slices.DeleteFunc(v, func(imp agent.ImportView) bool { return imp.Peer != args[0] })
 			}
 			return f.print(c.OutOrStdout(), v, func(w *tabwriter.Writer) {
 				fmt.Fprintln(w, "PEER\tSERVICE\tLOCAL NAME\tINSTANCE\tPROTOCOL\tEGRESS\tSTALE SINCE")
@@ -167,13 +194,22 @@ func catalogCmd() *cobra.Command {
 	f.add(imports, true)
 	var g agentFlags
 	exports := &cobra.Command{
-		Use:   "exports",
-		Short: "Local services exported to peers, and what each consumer answered",
-		Args:  cobra.NoArgs,
-		RunE: func(c *cobra.Command, _ []string) error {
+		Use:   "exports [SERVICE]",
+		Short: "Local services exported to peers (or SERVICE), and what each consumer answered",
+		Args:  cobra.MaximumNArgs(1),
+		ValidArgsFunction: complete(&g, "/api/v1/exports", func(v []agent.ExportView) (names []string) {
+			for _, e := range v {
+				names = append(names, e.Name)
+			}
+			return names
+		}),
+		RunE: func(c *cobra.Command, args []string) error {
 			var v []agent.ExportView
 			if err := g.get(c.Context(), "/api/v1/exports", &v); err != nil {
 				return err
+			}
+			if len(args) == 1 {
+				v = slices.DeleteFunc(v, func(e agent.ExportView) bool { return e.Name != args[0] })
 			}
 			return g.print(c.OutOrStdout(), v, func(w *tabwriter.Writer) {
 				fmt.Fprintln(w, "SERVICE\tFQDN\tMODE\tPORTS\tCONSUMER\tANSWER")

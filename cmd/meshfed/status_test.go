@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -48,7 +49,7 @@ exports: {file: services.yaml}
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "services.yaml"), []byte(services), 0o600))
 	out, err := run(t, "config", "validate", filepath.Join(dir, "meshfed.yaml"))
 	require.NoError(t, err)
-	require.Contains(t, out, "meshfed.yaml: valid")
+	require.Contains(t, out, "meshfed.yaml: ok")
 
 	c, err := config.Load(filepath.Join(dir, "meshfed.yaml"))
 	require.NoError(t, err)
@@ -97,4 +98,34 @@ func TestStatusAndCatalogAgainstARunningAgent(t *testing.T) {
 func TestStatusWithoutAnAgent(t *testing.T) {
 	_, err := run(t, "status", "--agent", "http://127.0.0.1:1")
 	require.ErrorContains(t, err, "cannot reach the meshfed agent at http://127.0.0.1:1")
+}
+
+// Peer and service names complete from the running agent, and filter.
+func TestNamesCompleteFromTheAgent(t *testing.T) {
+	a := startAgent(t)
+	url := "http://" + a.AdminAddr().String()
+	out, err := run(t, "__complete", "catalog", "imports", "--agent", url, "")
+	require.NoError(t, err)
+	require.Equal(t, "mesh-b\n:4\n", firstLines(out, 2))
+	out, err = run(t, "__complete", "catalog", "exports", "--agent", url, "")
+	require.NoError(t, err)
+	require.Equal(t, "inventory\n:4\n", firstLines(out, 2))
+	// Without an agent there is nothing to offer, and no error.
+	out, err = run(t, "__complete", "catalog", "exports", "--agent", "http://127.0.0.1:1", "")
+	require.NoError(t, err)
+	require.Equal(t, ":4\n", firstLines(out, 1))
+
+	out, err = run(t, "catalog", "exports", "--agent", url, "inventory")
+	require.NoError(t, err)
+	require.Contains(t, out, "inventory.mesh-a.example")
+	out, err = run(t, "catalog", "exports", "--agent", url, "payments")
+	require.NoError(t, err)
+	require.Equal(t, "SERVICE  FQDN  MODE  PORTS  CONSUMER  ANSWER\n", out)
+}
+
+// firstLines is the first n lines of out: cobra's __complete writes its
+// directive's explanation to the same writer after them.
+func firstLines(out string, n int) string {
+	lines := strings.SplitAfter(out, "\n")
+	return strings.Join(lines[:min(n, len(lines))], "")
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/consul/api"
 
@@ -25,7 +26,8 @@ type Config struct {
 	TLS       *TLSConfig `yaml:"tls"`
 	// Export selects Consul services to export; nil exports nothing.
 	Export *ExportConfig `yaml:"export"`
-	// Import registers imported services in Consul; nil registers nothing.
+	// Import registers imported services in Consul; nil registers nothing
+	// (import: {} registers them with the defaults).
 	Import *ImportConfig `yaml:"import"`
 }
 
@@ -66,7 +68,16 @@ type ImportConfig struct {
 	// NodePrefix makes the node of each peer's services: <prefix><peer>;
 	// default "meshfed-".
 	NodePrefix string `yaml:"nodePrefix"`
+	// AntiEntropy is how often the catalog is compared with the imports
+	// even when they did not change, so that what Consul lost (a restart
+	// without its data, a deregistration by hand) is registered again and
+	// what meshfed registered and no longer imports is removed; default
+	// 30s.
+	AntiEntropy time.Duration `yaml:"antiEntropy"`
 }
+
+// DefaultAntiEntropy is ImportConfig.AntiEntropy's default.
+const DefaultAntiEntropy = 30 * time.Second
 
 // The OnEmpty values.
 const (
@@ -93,6 +104,9 @@ func (c *Config) Default() {
 		}
 		if i.NodePrefix == "" {
 			i.NodePrefix = "meshfed-"
+		}
+		if i.AntiEntropy == 0 {
+			i.AntiEntropy = DefaultAntiEntropy
 		}
 	}
 }
@@ -153,6 +167,9 @@ func (c *Config) Check() error {
 		}
 		if !registry.IsLabel(i.NodePrefix + "x") {
 			return bad("import.nodePrefix", "%q does not make DNS labels", i.NodePrefix)
+		}
+		if i.AntiEntropy < time.Second {
+			return bad("import.antiEntropy", "%s is less than 1s", i.AntiEntropy)
 		}
 	}
 	return nil

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"go.yaml.in/yaml/v3"
@@ -35,6 +36,7 @@ func TestConfigCheck(t *testing.T) {
 		{"template name", Config{Import: &ImportConfig{NameTemplate: "{peer}"}}, `import.nameTemplate: "{peer}" lacks {name}`},
 		{"template placeholder", Config{Import: &ImportConfig{NameTemplate: "{name}-{fqdn}"}}, `import.nameTemplate: "{name}-{fqdn}": unknown placeholder {fqdn}; known: {name} {peer}`},
 		{"node prefix", Config{Import: &ImportConfig{NodePrefix: "mesh_"}}, `import.nodePrefix: "mesh_" does not make DNS labels`},
+		{"anti-entropy too often", Config{Import: &ImportConfig{AntiEntropy: time.Millisecond}}, `import.antiEntropy: 1ms is less than 1s`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.cfg.Default()
@@ -57,7 +59,7 @@ import: {}
 	require.NoError(t, c.Check())
 	require.Equal(t, "terminate", c.Export.Mode)
 	require.Equal(t, OnEmptyDelete, c.Export.OnEmpty)
-	require.Equal(t, &ImportConfig{NameTemplate: "{name}-{peer}", NodePrefix: "meshfed-"}, c.Import)
+	require.Equal(t, &ImportConfig{NameTemplate: "{name}-{peer}", NodePrefix: "meshfed-", AntiEntropy: 30 * time.Second}, c.Import)
 
 	var empty Config
 	empty.Default()

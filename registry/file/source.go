@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -42,16 +43,15 @@ func (s *Source) Run(ctx context.Context, update func([]model.Export)) error {
 	if err := w.Add(filepath.Dir(s.path)); err != nil {
 		return fmt.Errorf("registry file %s: watching its directory: %w", s.path, err)
 	}
-	last, err := s.read()
-	if err != nil && !errors.Is(err, errEmpty) {
+	st := &state{}
+	if st.last, err = s.read(); err != nil && !errors.Is(err, errEmpty) {
 		return err
 	}
-	update(last)
+	update(st.last)
 
 	timer := time.NewTimer(0)
 	timer.Stop()
 	var first time.Time // of the events not read yet; zero when none
-	broken := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -63,42 +63,68 @@ func (s *Source) Run(ctx context.Context, update func([]model.Export)) error {
 			// An overflow means events were lost: read again to be sure.
 			s.log.Warn("registry file watch error", zap.Error(err))
 			first = s.schedule(timer, first)
-		case _, ok := <-w.Events:
+		case ev, ok := <-w.Events:
 			if !ok {
 				return errors.New("registry file watcher closed")
 			}
-			// Any event in the directory may be ours: a ConfigMap swap
-			// renames ..data, not the file. An unchanged set is skipped
-			// below, so reading too often costs only a read.
-			first = s.schedule(timer, first)
+			if s.ours(ev.Name) {
+				first = s.schedule(timer, first)
+			}
 		case <-timer.C:
 			first = time.Time{}
-			set, err := s.read()
-			if errors.Is(err, errEmpty) {
-				// Met mid-write far more often than meant: a writer that
-				// truncates first shows an empty file for a moment, and
-				// taking it would withdraw every export.
-				s.log.Warn("registry file is empty; the last good set stays (write \"services: []\" to export nothing)")
-				continue
-			}
-			if err != nil {
-				broken = true
-				s.log.Warn("registry file not reloaded; the last good set stays", zap.Error(err))
-				continue
-			}
-			if broken {
-				broken = false
-				s.log.Info("registry file readable again")
-			}
-			if reflect.DeepEqual(set, last) {
-				s.log.Debug("registry file read, unchanged")
-				continue
-			}
-			last = set
-			s.log.Info("registry file reloaded", zap.Int("services", len(set)))
-			update(set)
+			s.reload(st, update)
 		}
 	}
+}
+
+// state is what Run remembers between reads.
+type state struct {
+	last []model.Export
+	// problem is the last problem reported, "" while the file is good:
+	// each is reported once, however often the file is read meanwhile.
+	problem string
+}
+
+// ours says whether an event in the directory may change what the file
+// reads: one on the file itself, or a Kubernetes ConfigMap or Secret
+// swap, which renames ..data (and makes ..<timestamp> folders), not the
+// file. Another file's events (a log written beside it) are not.
+func (s *Source) ours(name string) bool {
+	return filepath.Clean(name) == filepath.Clean(s.path) || strings.HasPrefix(filepath.Base(name), "..")
+}
+
+// reload reads the file and hands a changed set on. A problem keeps the
+// last good set, and is reported once until the file changes again.
+func (s *Source) reload(st *state, update func([]model.Export)) {
+	set, err := s.read()
+	switch {
+	case errors.Is(err, errEmpty):
+		// Met mid-write far more often than meant: a writer that
+		// truncates first shows an empty file for a moment, and taking
+		// it would withdraw every export.
+		if st.problem != errEmpty.Error() {
+			st.problem = errEmpty.Error()
+			s.log.Warn("registry file is empty; the last good set stays (write \"services: []\" to export nothing)")
+		}
+		return
+	case err != nil:
+		if st.problem != err.Error() {
+			st.problem = err.Error()
+			s.log.Warn("registry file not reloaded; the last good set stays", zap.Error(err))
+		}
+		return
+	}
+	if st.problem != "" {
+		st.problem = ""
+		s.log.Info("registry file readable again")
+	}
+	if reflect.DeepEqual(set, st.last) {
+		s.log.Debug("registry file read, unchanged")
+		return
+	}
+	st.last = set
+	s.log.Info("registry file reloaded", zap.Int("services", len(set)))
+	update(set)
 }
 
 // schedule (re)arms the timer for a read after the hold-off, but no later

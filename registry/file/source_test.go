@@ -195,3 +195,37 @@ func TestSourceFirstStateErrors(t *testing.T) {
 	err = New(filepath.Join(dir, "nodir", "services.yaml"), zaptest.NewLogger(t)).Run(context.Background(), func([]model.Export) { t.Fatal("update") })
 	require.ErrorContains(t, err, "watching its directory")
 }
+
+// A log file written beside the registry file is not the registry file:
+// a broken registry file is reported once, not on every line logged, and
+// again only when it changes.
+func TestSourceReportsEachProblemOnceAndIgnoresOtherFiles(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "services.yaml")
+	write(t, path, base)
+	r := start(t, path)
+	r.next()
+	warnings := func() int { return r.logs.FilterLevelExact(zapcore.WarnLevel).Len() }
+
+	broken := strings.Replace(base, "protocol: HTTP", "protocol: FOO", 1)
+	replace(t, path, broken)
+	require.Eventually(t, func() bool { return warnings() == 1 }, wait, 5*time.Millisecond)
+
+	logFile, err := os.Create(filepath.Join(dir, "agent.log"))
+	require.NoError(t, err)
+	defer logFile.Close()
+	for i := range 5 {
+		_, err := logFile.WriteString("a line\n")
+		require.NoError(t, err)
+		time.Sleep(150 * time.Millisecond) // past the hold-off: each write would be a read of its own
+		if i == 2 {
+			write(t, path, broken) // the same problem again
+		}
+	}
+	// Another problem is reported; then nothing else was.
+	replace(t, path, strings.Replace(base, "protocol: HTTP", "protocol: BAR", 1))
+	require.Eventually(t, func() bool { return warnings() >= 2 }, wait, 5*time.Millisecond)
+	require.Equal(t, 2, warnings())
+	require.Contains(t, r.logs.FilterLevelExact(zapcore.WarnLevel).All()[1].ContextMap()["error"], `"BAR" is not one of`)
+	r.noUpdate()
+}

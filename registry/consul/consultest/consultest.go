@@ -43,9 +43,48 @@ type Agent struct {
 	// MasterToken is the ACL master token, when ACLs are enabled.
 	MasterToken string
 	Dir         string // its configuration and log
+	bin         string
 	cmd         *exec.Cmd
 	exited      chan struct{}
-	stopOnce    sync.Once
+	stopOnce    *sync.Once
+}
+
+// launch starts the agent from its configuration in Dir and waits until
+// it is ready.
+func (a *Agent) launch() error {
+	logFile, err := os.OpenFile(filepath.Join(a.Dir, "consul.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	defer logFile.Close()
+	cmd := exec.Command(a.bin, "agent", "-dev", "-config-file", filepath.Join(a.Dir, "config.json"))
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	setParentDeathSignal(cmd)
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	a.cmd, a.exited, a.stopOnce = cmd, make(chan struct{}), &sync.Once{}
+	exited := a.exited
+	go func() {
+		_ = cmd.Wait()
+		close(exited)
+	}()
+	if err := a.waitReady(); err != nil {
+		a.Stop()
+		return fmt.Errorf("%w\n%s", err, a.logTail(40))
+	}
+	return nil
+}
+
+// Restart stops the agent and starts it again on the same addresses,
+// empty: a dev agent keeps its catalog in memory only, as a Consul that
+// lost its data would come back.
+func (a *Agent) Restart(t testing.TB) {
+	t.Helper()
+	a.Stop()
+	if err := a.launch(); err != nil {
+		t.Fatalf("consul agent restart: %v", err)
+	}
 }
 
 // Binary returns the consul binary to use, or skips or fails t.
@@ -157,32 +196,15 @@ func launch(t testing.TB, bin, masterToken string, attempt int) (*Agent, error) 
 	if err := os.WriteFile(filepath.Join(dir, "config.json"), b, 0o644); err != nil {
 		return nil, err
 	}
-	logFile, err := os.Create(filepath.Join(dir, "consul.log"))
-	if err != nil {
-		return nil, err
-	}
-	defer logFile.Close()
-	cmd := exec.Command(bin, "agent", "-dev", "-config-file", filepath.Join(dir, "config.json"))
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	setParentDeathSignal(cmd)
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
 	a := &Agent{
 		HTTPAddr:    net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0])),
 		DNSAddr:     net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[1])),
 		MasterToken: masterToken,
 		Dir:         dir,
-		cmd:         cmd,
-		exited:      make(chan struct{}),
+		bin:         bin,
 	}
-	go func() {
-		_ = cmd.Wait()
-		close(a.exited)
-	}()
-	if err := a.waitReady(); err != nil {
-		a.Stop()
-		return nil, fmt.Errorf("%w\n%s", err, a.logTail(40))
+	if err := a.launch(); err != nil {
+		return nil, err
 	}
 	t.Cleanup(func() {
 		if t.Failed() {

@@ -3,6 +3,7 @@ package consultest
 import (
 	"testing"
 
+	"github.com/hashicorp/consul/api"
 	"github.com/stretchr/testify/require"
 )
 
@@ -21,4 +22,17 @@ func TestStartACL(t *testing.T) {
 	require.ErrorContains(t, err, "403 (ACL not found)")
 	_, _, err = a.Client(t, a.MasterToken).ACL().TokenReadSelf(nil)
 	require.NoError(t, err)
+}
+
+func TestRestartComesBackEmptyOnTheSameAddress(t *testing.T) {
+	a := Start(t)
+	addr := a.HTTPAddr
+	c := a.Client(t, "")
+	_, err := c.Catalog().Register(&api.CatalogRegistration{Node: "n1", Address: "10.0.0.1", Service: &api.AgentService{ID: "s1", Service: "s"}}, nil)
+	require.NoError(t, err)
+	a.Restart(t)
+	require.Equal(t, addr, a.HTTPAddr)
+	entries, _, err := c.Catalog().Service("s", "", nil)
+	require.NoError(t, err)
+	require.Empty(t, entries)
 }

@@ -1,0 +1,142 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/meshfed/meshfed/dnsserver"
+	"github.com/meshfed/meshfed/registry"
+)
+
+// sink is a registry the imports are published in, and how that went.
+type sink struct {
+	name string
+	registry.Sink
+	// antiEntropy is how often the sink is synced though nothing changed.
+	antiEntropy time.Duration
+
+	mu    sync.Mutex
+	state SinkStatus
+}
+
+// SinkStatus is how publishing the imports in one registry goes.
+type SinkStatus struct {
+	// Name is the registry: consul.
+	Name string `json:"name"`
+	// Healthy is false while the last sync failed.
+	Healthy bool `json:"healthy"`
+	// LastSync is the last sync that succeeded.
+	LastSync time.Time `json:"lastSync,omitzero"`
+	// FailingSince is the first of the failures since the last success.
+	FailingSince time.Time `json:"failingSince,omitzero"`
+	LastError    string    `json:"lastError,omitempty"`
+}
+
+func (s *sink) status() SinkStatus {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.state
+}
+
+func (s *sink) record(err error, now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err == nil {
+		s.state = SinkStatus{Name: s.name, Healthy: true, LastSync: now}
+		return
+	}
+	if s.state.Healthy || s.state.FailingSince.IsZero() {
+		s.state.FailingSince = now
+	}
+	s.state.Healthy, s.state.LastError = false, err.Error()
+}
+
+// Sinks reports each registry the imports are published in, in the order
+// configured.
+func (a *Agent) Sinks() []SinkStatus {
+	out := make([]SinkStatus, 0, len(a.sinks))
+	for _, s := range a.sinks {
+		out = append(out, s.status())
+	}
+	return out
+}
+
+// Degraded lists what works less than it should while the agent still
+// serves: a registry that the imports cannot be published in. Readiness
+// stays: the gateways and peers are served all the same.
+func (a *Agent) Degraded() []string {
+	var out []string
+	for _, s := range a.Sinks() {
+		if !s.Healthy && !s.FailingSince.IsZero() {
+			out = append(out, fmt.Sprintf("%s: publishing the imports has failed since %s: %s", s.Name, s.FailingSince.UTC().Format(time.RFC3339), s.LastError))
+		}
+	}
+	return out
+}
+
+// addSink adds a registry to publish the imports in.
+func (a *Agent) addSink(name string, s registry.Sink, antiEntropy time.Duration) error {
+	sk := &sink{name: name, Sink: s, antiEntropy: antiEntropy, state: SinkStatus{Name: name}}
+	a.sinks = append(a.sinks, sk)
+	up := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name:        "meshfed_registry_sink_up",
+		Help:        "1 while the last sync of the imports into the registry succeeded, 0 while it failed (or before the first).",
+		ConstLabels: prometheus.Labels{"sink": name},
+	}, func() float64 {
+		if sk.status().Healthy {
+			return 1
+		}
+		return 0
+	})
+	return a.reg.Register(up)
+}
+
+// antiEntropy is the shortest anti-entropy interval of the sinks; 0 when
+// there is none.
+func (a *Agent) antiEntropy() time.Duration {
+	var d time.Duration
+	for _, s := range a.sinks {
+		if d == 0 || s.antiEntropy < d {
+			d = s.antiEntropy
+		}
+	}
+	return d
+}
+
+// publishImports sets the DNS table and syncs every sink; it reports
+// whether a sink failed.
+func (a *Agent) publishImports(ctx context.Context, dns *dnsserver.Server, last *int) (failed bool) {
+	if dns != nil {
+		dns.Set(a.dnsRecords())
+	}
+	imported := a.imported()
+	if n := len(a.Catalog.Imports()); n != *last {
+		a.log.Info("imported services", zap.Int("services", n), zap.Int("instances", len(imported)))
+		*last = n
+	}
+	in := make([]registry.Imported, len(imported))
+	for i, x := range imported {
+		in[i] = x.Imported
+	}
+	for _, s := range a.sinks {
+		err := s.Sync(ctx, in)
+		if ctx.Err() != nil {
+			return false
+		}
+		wasHealthy := s.status().Healthy
+		s.record(err, time.Now())
+		switch {
+		case err != nil:
+			failed = true
+			a.log.Warn("registry sink failed; retrying", zap.String("sink", s.name), zap.Error(err))
+		case !wasHealthy:
+			a.log.Info("registry sink synced", zap.String("sink", s.name))
+		}
+	}
+	return failed
+}

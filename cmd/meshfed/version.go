@@ -1,0 +1,64 @@
+package main
+
+import (
+	"fmt"
+	"runtime/debug"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spf13/cobra"
+)
+
+// version, when set at build time with -ldflags "-X main.version=...",
+// overrides the module version the Go toolchain records.
+var version string
+
+// buildInfo is the module version and VCS revision the binary was built
+// from, as the Go toolchain recorded them; "unknown" where it did not
+// (a build outside a VCS checkout has no revision).
+func buildInfo() (ver, revision string) {
+	ver, revision = "unknown", "unknown"
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		if bi.Main.Version != "" {
+			ver = bi.Main.Version
+		}
+		modified := false
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				revision = s.Value
+			case "vcs.modified":
+				modified = s.Value == "true"
+			}
+		}
+		if modified && revision != "unknown" {
+			revision += "-dirty"
+		}
+	}
+	if version != "" {
+		ver = version
+	}
+	return ver, revision
+}
+
+// buildInfoMetric is meshfed_build_info{version,revision} 1, the usual
+// way to put a build on dashboards and in alerts.
+func buildInfoMetric() prometheus.Collector {
+	ver, rev := buildInfo()
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name:        "meshfed_build_info",
+		Help:        "The build of this agent: module version and VCS revision; always 1.",
+		ConstLabels: prometheus.Labels{"version": ver, "revision": rev},
+	}, func() float64 { return 1 })
+}
+
+func versionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the module version and the VCS revision of this build",
+		Args:  cobra.NoArgs,
+		Run: func(c *cobra.Command, _ []string) {
+			ver, rev := buildInfo()
+			fmt.Fprintf(c.OutOrStdout(), "meshfed %s (revision %s)\n", ver, rev)
+		},
+	}
+}

@@ -1,0 +1,195 @@
+package preflight
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+
+	"github.com/meshfed/meshfed/admin"
+	"github.com/meshfed/meshfed/config"
+	"github.com/meshfed/meshfed/dnsserver"
+	"github.com/meshfed/meshfed/registry/file"
+)
+
+// listeners checks that each listener may bind where it is told, with the
+// very checks the servers make, and that no two want the same port.
+func (r *Report) listeners() {
+	c := r.Config
+	if err := admin.CheckListen(c.Admin.Listen, c.Admin.AllowNonLoopback); err != nil {
+		r.addErr(Error, "admin.listen", err)
+	}
+	if c.DNS.Listen != "" {
+		if _, err := dnsserver.New(dnsserver.Config{Listen: c.DNS.Listen, AllowNonLoopback: c.DNS.AllowNonLoopback, Forward: c.DNS.Forward}); err != nil {
+			r.addErr(Error, "dns.listen", err)
+		}
+	}
+	if ap, err := netip.ParseAddrPort(c.XDS.Listen); err == nil && !ap.Addr().Unmap().IsLoopback() {
+		r.add(Warning, "xds.listen", "%q is not loopback: gateways receive their private keys over xDS, which is plaintext TCP here; use loopback or a unix:// socket on the gateways' host", c.XDS.Listen)
+	}
+	r.distinct()
+}
+
+// addErr records err, whose text may start with the field it is about
+// ("dns.forward[1]: ..."): that field is used instead of field.
+func (r *Report) addErr(sev Severity, field string, err error) {
+	msg := err.Error()
+	if f, rest, ok := strings.Cut(msg, ": "); ok && !strings.ContainsAny(f, " \"") {
+		field, msg = f, rest
+	}
+	r.add(sev, field, "%s", msg)
+}
+
+// distinct refuses two listeners on one port of one address: the second
+// bind would fail at start.
+func (r *Report) distinct() {
+	c := r.Config
+	type lis struct{ field, addr string }
+	all := []lis{{"federation.listen", c.Federation.Listen}, {"admin.listen", c.Admin.Listen}}
+	if !strings.HasPrefix(c.XDS.Listen, "unix://") {
+		all = append(all, lis{"xds.listen", c.XDS.Listen})
+	}
+	if c.DNS.Listen != "" {
+		all = append(all, lis{"dns.listen", c.DNS.Listen})
+	}
+	if be := c.BundleEndpoint; be != nil {
+		all = append(all, lis{"bundleEndpoint.listen", be.Listen})
+	}
+	for i, a := range all {
+		for _, b := range all[:i] {
+			if overlap(a.addr, b.addr) {
+				r.add(Error, a.field, "%q takes the port of %s %q; each listener needs a port of its own", a.addr, b.field, b.addr)
+				break
+			}
+		}
+	}
+}
+
+// overlap says whether two listen addresses cannot both be bound: one
+// port, and one host or a host that is every address. Port 0 is a new
+// port each time.
+func overlap(a, b string) bool {
+	ha, pa, err1 := net.SplitHostPort(a)
+	hb, pb, err2 := net.SplitHostPort(b)
+	if err1 != nil || err2 != nil || pa != pb || pa == "0" {
+		return false
+	}
+	every := func(h string) bool {
+		ip, err := netip.ParseAddr(h)
+		return h == "" || err == nil && ip.IsUnspecified()
+	}
+	return ha == hb || every(ha) || every(hb)
+}
+
+// federation warns of a loopback ingress that peers will refuse.
+func (r *Report) federation() {
+	c := r.Config
+	var strict []string
+	for _, p := range c.Peers {
+		if !p.AllowLoopback {
+			strict = append(strict, p.Name)
+		}
+	}
+	if len(strict) == 0 {
+		return
+	}
+	for i, e := range c.Federation.Ingress {
+		ip, err := netip.ParseAddr(e.Address)
+		if (err != nil || !ip.Unmap().IsLoopback()) && e.Address != "localhost" {
+			continue
+		}
+		r.add(Warning, fmt.Sprintf("federation.ingress[%d].address", i),
+			"%s is loopback: a peer refuses exported services at a loopback address unless it sets allowLoopback for this mesh (only for a peer on this host), and peers %s here do not set allowLoopback, so they are not on this host; give the ingress gateway's address peers reach",
+			e.Address, strings.Join(strict, ", "))
+	}
+}
+
+// exports checks the registry file as the agent reads it, and that every
+// consumer named is a configured peer: nothing is sent to one that is not.
+func (r *Report) exports() {
+	c := r.Config
+	if path := c.Exports.File; path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			r.add(Error, "exports.file", "%v", err)
+		} else if exports, err := file.Parse(b, path); err != nil {
+			r.add(Error, "exports.file", "%v", err)
+		} else {
+			for _, e := range exports {
+				for _, consumer := range e.Consumers {
+					if !r.isPeer(consumer) {
+						r.add(Warning, "exports.file", "%s: service %s names consumer %q, which is not a configured peer (peers[].name): nothing is sent to it", path, e.Name, consumer)
+					}
+				}
+			}
+		}
+	}
+	if c.Consul == nil || c.Consul.Export == nil {
+		return
+	}
+	for i, consumer := range c.Consul.Export.Consumers {
+		if !r.isPeer(consumer) {
+			r.add(Warning, fmt.Sprintf("consul.export.consumers[%d]", i), "%q is not a configured peer (peers[].name): nothing is sent to it", consumer)
+		}
+	}
+}
+
+func (r *Report) isPeer(name string) bool {
+	return slices.ContainsFunc(r.Config.Peers, func(p config.Peer) bool { return p.Name == name })
+}
+
+// consul checks the files of the Consul block and that it does something.
+// Consul itself is not asked: the check starts nothing and calls no one.
+func (r *Report) consul() {
+	c := r.Config.Consul
+	if c == nil {
+		return
+	}
+	if c.Export == nil && c.Import == nil {
+		r.add(Warning, "consul", "neither export nor import is set, so Consul is not used; import: {} registers the imports with the defaults")
+	}
+	files := []struct{ field, path string }{{"consul.tokenFile", c.TokenFile}}
+	if t := c.TLS; t != nil {
+		files = append(files, struct{ field, path string }{"consul.tls.caFile", t.CAFile},
+			struct{ field, path string }{"consul.tls.certFile", t.CertFile}, struct{ field, path string }{"consul.tls.keyFile", t.KeyFile})
+	}
+	for _, f := range files {
+		if f.path == "" {
+			continue
+		}
+		if _, err := os.Stat(f.path); err != nil {
+			r.add(Error, f.field, "%v", err)
+		}
+	}
+}
+
+// storeLockWait is how long the check waits for the store's lock: a
+// running agent holds it for as long as it runs.
+const storeLockWait = 200 * time.Millisecond
+
+// store opens an existing store read-only: a damaged one stops the agent.
+// A missing one is created at start.
+func (r *Report) store() {
+	path := r.Config.Store.Path
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		return
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: storeLockWait})
+	switch {
+	case errors.Is(err, bolterrors.ErrTimeout):
+		r.add(Warning, "store.path", "%s is locked by another process, most likely a running agent; an agent started now would stop with this error unless that process ends first", path)
+	case err != nil:
+		r.add(Error, "store.path", "%s: %v; it is not a meshfed store, or it is damaged", path, err)
+	default:
+		if err := db.Close(); err != nil {
+			r.add(Error, "store.path", "%s: %v", path, err)
+		}
+	}
+}
