@@ -40,8 +40,11 @@ func (a *Agent) gateways() error {
 		Store:   a.store,
 		Cache:   a.Cache,
 		Input: snapshot.Input{
-			TrustDomain: a.cfg.TrustDomain,
-			Peers:       peers,
+			TrustDomain:       a.cfg.TrustDomain,
+			HTTPRouteTimeout:  time.Duration(*g.Egress.HTTPRouteTimeout),
+			StreamIdleTimeout: time.Duration(*g.Egress.StreamIdleTimeout),
+			EgressSources:     g.Egress.AllowedSources,
+			Peers:             peers,
 			Gateways: snapshot.Gateways{
 				Egress:  snapshot.Address{Address: g.Egress.Listen.Address},
 				Ingress: snapshot.SocketAddress{Address: g.Ingress.Listen.Address, Port: g.Ingress.Listen.Port},

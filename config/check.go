@@ -195,6 +195,17 @@ func (c *Config) checkServing() error {
 	if eg.Listen.Port != 0 {
 		return fieldErr("gateways.egress.listen.port", "%d: the egress gateway has no shared port; it serves each HTTP import on the service's own port and the others on gateways.egress.ports, so set only gateways.egress.listen.address", eg.Listen.Port)
 	}
+	if d := *eg.HTTPRouteTimeout; d < 0 {
+		return fieldErr("gateways.egress.httpRouteTimeout", "%s is negative", time.Duration(d))
+	}
+	if d := *eg.StreamIdleTimeout; d < 0 {
+		return fieldErr("gateways.egress.streamIdleTimeout", "%s is negative", time.Duration(d))
+	}
+	for i, cidr := range eg.AllowedSources {
+		if _, err := netip.ParsePrefix(cidr); err != nil {
+			return fieldErr(fmt.Sprintf("gateways.egress.allowedSources[%d]", i), "%q is not a CIDR such as 10.1.0.0/16", cidr)
+		}
+	}
 	seen := map[string]string{}
 	for _, g := range []struct {
 		role string

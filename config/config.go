@@ -96,6 +96,18 @@ type EgressGateway struct {
 	// Advertise is the address workloads dial, given in DNS answers and
 	// registries; default Listen.Address.
 	Advertise string `yaml:"advertise"`
+	// HTTPRouteTimeout bounds an HTTP request through the gateway, to the
+	// end of its response (default 15s, Envoy's; 0s: no bound). gRPC,
+	// HTTP/2 and WebSocket streams have none.
+	HTTPRouteTimeout *Duration `yaml:"httpRouteTimeout"`
+	// StreamIdleTimeout closes an HTTP request or stream on which nothing
+	// moved for that long (default 5m, Envoy's; 0s: never). gRPC, HTTP/2
+	// and WebSocket streams are exempt: they may idle for hours.
+	StreamIdleTimeout *Duration `yaml:"streamIdleTimeout"`
+	// AllowedSources, when set, are the only client address ranges (CIDRs)
+	// the gateway serves: a second fence behind binding Listen.Address on
+	// the mesh's side, so that it never calls a peer for anyone else.
+	AllowedSources []string `yaml:"allowedSources"`
 }
 
 // EgressListen is where the egress listeners bind.
@@ -249,6 +261,14 @@ type Store struct {
 	Path string `yaml:"path"`
 }
 
+// DefaultHTTPRouteTimeout is Envoy's own route timeout, kept as the default
+// of gateways.egress.httpRouteTimeout.
+const DefaultHTTPRouteTimeout = 15 * time.Second
+
+// DefaultStreamIdleTimeout is Envoy's own stream idle timeout, kept as the
+// default of gateways.egress.streamIdleTimeout.
+const DefaultStreamIdleTimeout = 5 * time.Minute
+
 // Duration is a time.Duration written as "30s" or "2m".
 type Duration time.Duration
 
@@ -381,6 +401,14 @@ func (c *Config) defaults(dir string) {
 	}
 	if eg.Advertise == "" {
 		eg.Advertise = eg.Listen.Address
+	}
+	if eg.HTTPRouteTimeout == nil {
+		d := Duration(DefaultHTTPRouteTimeout)
+		eg.HTTPRouteTimeout = &d
+	}
+	if eg.StreamIdleTimeout == nil {
+		d := Duration(DefaultStreamIdleTimeout)
+		eg.StreamIdleTimeout = &d
 	}
 	if len(ig.NodeIDs) == 0 {
 		ig.NodeIDs = []string{"ingress-gateway"}

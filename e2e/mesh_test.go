@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"path/filepath"
 	"strconv"
@@ -25,9 +26,10 @@ import (
 
 // The ports every exported service has, the same in both meshes.
 const (
-	httpPort = twomesh.HTTPPort
-	grpcPort = twomesh.GRPCPort
-	tcpPort  = twomesh.TCPPort
+	httpPort  = twomesh.HTTPPort
+	grpcPort  = twomesh.GRPCPort
+	tcpPort   = twomesh.TCPPort
+	httpsPort = twomesh.HTTPSPort
 )
 
 // mesh is one federated mesh of a test: its files (twomesh), its agent
@@ -48,6 +50,10 @@ type mesh struct {
 
 type upstreams struct {
 	http, grpc, tcp *upstream.Server
+	// With options.tlsFamily: servers that speak TLS themselves, with an
+	// SVID of their mesh (mtls requires one of a caller's mesh).
+	tls, mtls *upstream.TLSServer
+	https     *upstream.Server
 }
 
 // options change how a federation is set up.
@@ -57,6 +63,13 @@ type options struct {
 	// otherPeers are further meshes that both agents know as peers, but to
 	// which nothing is exported and which never connect.
 	otherPeers []string
+	// tlsFamily adds TLS, MTLS and HTTPS ports to the exported services.
+	tlsFamily bool
+	// httpRouteTimeout and streamIdleTimeout are those of
+	// gateways.egress of both meshes.
+	httpRouteTimeout, streamIdleTimeout string
+	// allowedSources is gateways.egress.allowedSources of both meshes.
+	allowedSources []string
 }
 
 // federate sets up mesh-a and mesh-b, federated (mesh-b dials mesh-a), each
@@ -67,13 +80,18 @@ func federate(t *testing.T, opts options) (a, b *mesh) {
 	t.Helper()
 	bin := envoytest.Binary(t)
 	root := t.TempDir()
-	for _, name := range opts.otherPeers {
+	for _, name := range append([]string{"mesh-a", "mesh-b"}, opts.otherPeers...) {
 		require.NoError(t, twomesh.WriteCA(root, name))
 	}
-	a = newMesh(t, root, "mesh-a", "inventory", "127.0.31.1", opts)
-	b = newMesh(t, root, "mesh-b", "payments", "127.0.32.1", opts)
+	ipA, ipB := loopbackPair()
+	a = newMesh(t, root, "mesh-a", "inventory", ipA, opts)
+	b = newMesh(t, root, "mesh-b", "payments", ipB, opts)
 	a.peer, b.peer = b, a
 	a.Peer, b.Peer = b.Mesh, a.Mesh
+	if opts.tlsFamily {
+		a.startTLSUpstreams()
+		b.startTLSUpstreams()
+	}
 	for _, m := range []*mesh{a, b} {
 		m.writeServices(true)
 		require.NoError(t, m.WriteConfig())
@@ -97,9 +115,9 @@ func federate(t *testing.T, opts options) (a, b *mesh) {
 
 func newMesh(t *testing.T, root, name, service, ip string, opts options) *mesh {
 	t.Helper()
-	require.NoError(t, twomesh.WriteCA(root, name))
 	m := &mesh{t: t, sotw: opts.sotw, Mesh: &twomesh.Mesh{
 		Name: name, Service: service, Dir: filepath.Join(root, name), IP: ip, OtherPeers: opts.otherPeers, Holdoff: "1ms",
+		HTTPRouteTimeout: opts.httpRouteTimeout, StreamIdleTimeout: opts.streamIdleTimeout, AllowedSources: opts.allowedSources,
 		// Every port is picked free on the mesh's own loopback address,
 		// where nothing else binds: a port picked on 127.0.0.1 could be
 		// taken by another process's ephemeral port before the agent
@@ -107,8 +125,9 @@ func newMesh(t *testing.T, root, name, service, ip string, opts options) *mesh {
 		Federation: freeAddr(t, ip), XDS: freeAddr(t, ip), Admin: freeAddr(t, ip), DNS: freeAddr(t, ip),
 		IngressPort: freePort(t, ip),
 	}}
-	m.PortsFrom = freePort(t, ip)
-	m.PortsTo = m.PortsFrom
+	// Nothing else binds the mesh's address, and ephemeral ports are above
+	// this range.
+	m.PortsFrom, m.PortsTo = 21000, 21009
 	var err error
 	m.up.http, err = upstream.HTTP(service+"-http", "")
 	require.NoError(t, err)
@@ -228,6 +247,17 @@ func (m *mesh) checkGateways() {
 		}
 	}
 	eventually(t, m.Name+" gateways hold what the agent serves", m.inSync)
+}
+
+// loopbackPair returns two loopback addresses of their own for the gateways
+// of a federation. Envoy binds its listeners with SO_REUSEPORT, so two
+// gateways of the same user on one address and port share its connections
+// without an error: federations running at the same time (another test
+// package, another checkout) must not meet on an address.
+func loopbackPair() (string, string) {
+	n := rand.N(1 << 14)
+	addr := func(i int) string { return fmt.Sprintf("127.%d.%d.%d", 64+i>>8, i&0xff, 1) }
+	return addr(2 * n % (64 << 8)), addr((2*n + 1) % (64 << 8))
 }
 
 // freePort returns a TCP port free on ip at the time of the call.

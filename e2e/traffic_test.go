@@ -93,17 +93,7 @@ func checkTCP(t *testing.T, m *mesh) {
 }
 
 func checkWebSocket(t *testing.T, m *mesh) {
-	d := websocket.Dialer{
-		NetDialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, network, m.egressHTTPAddr())
-		},
-		HandshakeTimeout: 10 * time.Second,
-	}
-	c, resp, err := d.Dial("ws://"+m.peer.FQDN()+":"+strconv.Itoa(httpPort)+"/ws", nil)
-	require.NoError(t, err)
-	defer c.Close()
-	require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
-	require.NoError(t, c.SetReadDeadline(time.Now().Add(10*time.Second)))
+	c := dialWebSocket(t, m)
 	for i := range 10 {
 		msg := fmt.Sprintf("message %d", i)
 		require.NoError(t, c.WriteMessage(websocket.TextMessage, []byte(msg)))
@@ -173,4 +163,24 @@ func httpGet(ctx context.Context, addr, host, path string) (int, []byte, error) 
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, body, err
+}
+
+func jsonDecode(r io.Reader, v any) error { return json.NewDecoder(r).Decode(v) }
+
+// dialWebSocket opens a WebSocket to the HTTP port of the service m's peer
+// exports, through m's egress gateway.
+func dialWebSocket(t *testing.T, m *mesh) *websocket.Conn {
+	t.Helper()
+	d := websocket.Dialer{
+		NetDialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, m.egressHTTPAddr())
+		},
+		HandshakeTimeout: 10 * time.Second,
+	}
+	c, resp, err := d.Dial("ws://"+m.peer.FQDN()+":"+strconv.Itoa(httpPort)+"/ws", nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(30*time.Second)))
+	return c
 }

@@ -47,6 +47,12 @@ type Input struct {
 	// from its start to the end of the response; 0 is no bound. Streams
 	// (gRPC, HTTP/2, WebSocket) have none.
 	HTTPRouteTimeout time.Duration `json:"httpRouteTimeout,omitempty"`
+	// StreamIdleTimeout closes an HTTP request on which nothing moved for
+	// that long; 0 is Envoy's default (5 minutes). Streams are exempt.
+	StreamIdleTimeout time.Duration `json:"streamIdleTimeout,omitempty"`
+	// EgressSources, when set, are the only client address ranges (CIDRs,
+	// valid) the egress gateway serves.
+	EgressSources []string `json:"egressSources,omitempty"`
 }
 
 // Gateways are the listen addresses of the gateways.

@@ -4,14 +4,19 @@ import (
 	"cmp"
 	"slices"
 	"strconv"
+	"time"
 
+	mutation "github.com/envoyproxy/go-control-plane/envoy/config/common/mutation_rules/v3"
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	accesslogdata "github.com/envoyproxy/go-control-plane/envoy/data/accesslog/v3"
+	headermutation "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/header_mutation/v3"
 	router "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	upstreamcodec "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/upstream_codec/v3"
 	tlsinspector "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tcpproxy "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
@@ -34,34 +39,52 @@ func EgressHTTPListener(in *Input, port uint32) *listener.Listener {
 			RouteConfigName: name,
 		}},
 		HttpFilters: []*hcm.HttpFilter{{
-			Name: wellknown.Router,
-			// No x-envoy-* header of this gateway's goes to the owner.
-			ConfigType: &hcm.HttpFilter_TypedConfig{TypedConfig: mustAny(&router.Router{SuppressEnvoyHeaders: true})},
+			Name:       wellknown.Router,
+			ConfigType: &hcm.HttpFilter_TypedConfig{TypedConfig: mustAny(egressRouter())},
 		}},
 		UpgradeConfigs: []*hcm.HttpConnectionManager_UpgradeConfig{{UpgradeType: "websocket"}},
-		AccessLog:      accessLogs(Egress, requestLogFields),
+		// Streams disable it on their routes (route.go).
+		StreamIdleTimeout: optionalDuration(in.StreamIdleTimeout),
+		AccessLog:         accessLogs(Egress, requestLogFields),
 	}
 	return &listener.Listener{
 		Name:                          name,
 		Address:                       socketAddress(in.Gateways.Egress.Address, port),
 		PerConnectionBufferLimitBytes: wrapperspb.UInt32(connectionBufferLimit),
 		FilterChains: []*listener.FilterChain{{
-			Filters: []*listener.Filter{{
+			Filters: withSources(m.StatPrefix, in.EgressSources, &listener.Filter{
 				Name:       wellknown.HTTPConnectionManager,
 				ConfigType: &listener.Filter_TypedConfig{TypedConfig: mustAny(m)},
-			}},
+			}),
 		}},
+	}
+}
+
+// egressRouter sends no x-envoy-* header of this gateway's to the owner:
+// suppress_envoy_headers stops all but x-envoy-expected-rq-timeout-ms,
+// which the router adds to the upstream request after every route-level
+// header removal, so an upstream filter removes that one.
+func egressRouter() *router.Router {
+	strip := &headermutation.HeaderMutation{Mutations: &headermutation.Mutations{
+		RequestMutations: []*mutation.HeaderMutation{{Action: &mutation.HeaderMutation_Remove{Remove: "x-envoy-expected-rq-timeout-ms"}}},
+	}}
+	return &router.Router{
+		SuppressEnvoyHeaders: true,
+		UpstreamHttpFilters: []*hcm.HttpFilter{
+			{Name: "envoy.filters.http.header_mutation", ConfigType: &hcm.HttpFilter_TypedConfig{TypedConfig: mustAny(strip)}},
+			{Name: "envoy.filters.http.upstream_codec", ConfigType: &hcm.HttpFilter_TypedConfig{TypedConfig: mustAny(&upstreamcodec.UpstreamCodec{})}},
+		},
 	}
 }
 
 // tcpListener is a dedicated egress listener proxying every connection to
 // cluster name (the listener shares its name).
-func tcpListener(name, address string, port uint32) *listener.Listener {
+func tcpListener(in *Input, name string, port uint32) *listener.Listener {
 	return &listener.Listener{
 		Name:                          name,
-		Address:                       socketAddress(address, port),
+		Address:                       socketAddress(in.Gateways.Egress.Address, port),
 		PerConnectionBufferLimitBytes: wrapperspb.UInt32(connectionBufferLimit),
-		FilterChains:                  []*listener.FilterChain{{Filters: []*listener.Filter{egressTCPProxy(name)}}},
+		FilterChains:                  []*listener.FilterChain{{Filters: withSources(name, in.EgressSources, egressTCPProxy(name))}},
 		AccessLog:                     accessLogs(Egress, connectionLogFields),
 	}
 }
@@ -132,4 +155,12 @@ func IngressListener(in *Input, chains []*listener.FilterChain) *listener.Listen
 		// and SNIs nobody exports included.
 		AccessLog: accessLogs(Ingress, connectionLogFields),
 	}
+}
+
+// optionalDuration is d, or nil for 0: Envoy's default.
+func optionalDuration(d time.Duration) *durationpb.Duration {
+	if d == 0 {
+		return nil
+	}
+	return durationpb.New(d)
 }

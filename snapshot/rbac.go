@@ -1,8 +1,10 @@
 package snapshot
 
 import (
+	"net/netip"
 	"slices"
 
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	rbac "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	rbacnet "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
@@ -95,3 +97,42 @@ func rbacFilter(statPrefix string, peers []model.Peer) *listener.Filter {
 }
 
 func wrapBool(b bool) *wrapperspb.BoolValue { return wrapperspb.Bool(b) }
+
+// sourcesPolicy names the one RBAC policy of the egress listeners.
+const sourcesPolicy = "sources"
+
+// sourcesFilter, first on every egress listener, lets through only clients
+// from cidrs, when there are some: the gateway calls peers with this mesh's
+// identity, so it must serve this mesh's workloads only. nil without cidrs.
+func sourcesFilter(statPrefix string, cidrs []string) *listener.Filter {
+	if len(cidrs) == 0 {
+		return nil
+	}
+	var ps []*rbac.Principal
+	for _, c := range cidrs {
+		p := netip.MustParsePrefix(c)
+		ps = append(ps, &rbac.Principal{Identifier: &rbac.Principal_DirectRemoteIp{DirectRemoteIp: &core.CidrRange{
+			AddressPrefix: p.Addr().String(),
+			PrefixLen:     wrapperspb.UInt32(uint32(p.Bits())),
+		}}})
+	}
+	cfg := &rbacnet.RBAC{
+		StatPrefix: statPrefix,
+		Rules: &rbac.RBAC{
+			Action: rbac.RBAC_ALLOW,
+			Policies: map[string]*rbac.Policy{sourcesPolicy: {
+				Permissions: []*rbac.Permission{{Rule: &rbac.Permission_Any{Any: true}}},
+				Principals:  ps,
+			}},
+		},
+	}
+	return &listener.Filter{Name: wellknown.RoleBasedAccessControl, ConfigType: &listener.Filter_TypedConfig{TypedConfig: mustAny(cfg)}}
+}
+
+// withSources is filters behind the sources filter of cidrs, if any.
+func withSources(statPrefix string, cidrs []string, filters ...*listener.Filter) []*listener.Filter {
+	if f := sourcesFilter(statPrefix, cidrs); f != nil {
+		return append([]*listener.Filter{f}, filters...)
+	}
+	return filters
+}

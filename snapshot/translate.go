@@ -89,7 +89,7 @@ func EgressResources(in *Input, imp model.Import) ServiceResources {
 
 		if !inst.Protocol.RoutedByHost() {
 			if port, ok := in.EgressPorts[EgressKey(imp.Peer, imp.ResourceID, inst.ID)]; ok {
-				out.Listeners = append(out.Listeners, tcpListener(name, in.Gateways.Egress.Address, port))
+				out.Listeners = append(out.Listeners, tcpListener(in, name, port))
 			}
 			continue
 		}

@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -115,4 +116,27 @@ func reply(w http.ResponseWriter, r *http.Request, name string) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(rep)
+}
+
+// HTTPS starts the same server as HTTP behind TLS with cfg, on addr
+// (127.0.0.1:0 when empty).
+func HTTPS(name, addr string, cfg *tls.Config) (*Server, error) {
+	l, err := listen(addr)
+	if err != nil {
+		return nil, err
+	}
+	srv := &http.Server{Handler: httpHandler(name), ReadHeaderTimeout: 10 * time.Second}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(tls.NewListener(l, cfg)) }()
+	s := &Server{Name: name, listener: l}
+	s.close = func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		err := srv.Shutdown(ctx)
+		if serr := <-done; !errors.Is(serr, http.ErrServerClosed) {
+			return serr
+		}
+		return err
+	}
+	return s, nil
 }

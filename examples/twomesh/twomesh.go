@@ -24,9 +24,12 @@ import (
 // The ports of each exported service, the same in both meshes: the
 // service's own ports, on which the consumer's egress gateway serves it.
 const (
-	HTTPPort = 8080
-	GRPCPort = 9090
-	TCPPort  = 7000
+	HTTPPort  = 8080
+	GRPCPort  = 9090
+	TCPPort   = 7000
+	TLSPort   = 7443
+	MTLSPort  = 7444
+	HTTPSPort = 8443
 )
 
 // Mesh is one mesh of the pair.
@@ -46,8 +49,17 @@ type Mesh struct {
 	// PortsFrom and PortsTo bound the egress gateway's dedicated ports.
 	PortsFrom, PortsTo uint32
 	// Upstreams are the ports, on 127.0.0.1, of the servers behind the
-	// exported service's HTTP, gRPC and TCP ports.
-	Upstreams struct{ HTTP, GRPC, TCP uint32 }
+	// exported service's HTTP, gRPC and TCP ports, and of its TLS, MTLS and
+	// HTTPS ports where set (the workloads speak TLS themselves there).
+	Upstreams struct{ HTTP, GRPC, TCP, TLS, MTLS, HTTPS uint32 }
+	// HTTPRouteTimeout is gateways.egress.httpRouteTimeout ("" for the
+	// default).
+	HTTPRouteTimeout string
+	// StreamIdleTimeout is gateways.egress.streamIdleTimeout ("" for the
+	// default).
+	StreamIdleTimeout string
+	// AllowedSources is gateways.egress.allowedSources.
+	AllowedSources []string
 	// OtherPeers are further meshes (trust domains <name>.example, with a
 	// CA in <Dir>/../<name>/certs) known as peers, to which nothing is
 	// exported and which never connect.
@@ -93,6 +105,14 @@ func (m *Mesh) WriteServices(exported bool) error {
       - {name: grpc, port: %[6]d, protocol: GRPC, endpoints: [{address: 127.0.0.1, port: %[7]d}]}
       - {name: tcp, port: %[8]d, protocol: TCP, endpoints: [{address: 127.0.0.1, port: %[9]d}]}
 `, m.Service, m.FQDN(), m.Peer.Name, HTTPPort, m.Upstreams.HTTP, GRPCPort, m.Upstreams.GRPC, TCPPort, m.Upstreams.TCP)
+		for _, p := range []struct {
+			name, protocol string
+			port, upstream uint32
+		}{{"tls", "TLS", TLSPort, m.Upstreams.TLS}, {"mtls", "MTLS", MTLSPort, m.Upstreams.MTLS}, {"https", "HTTPS", HTTPSPort, m.Upstreams.HTTPS}} {
+			if p.upstream != 0 {
+				y += fmt.Sprintf("      - {name: %s, port: %d, protocol: %s, endpoints: [{address: 127.0.0.1, port: %d}]}\n", p.name, p.port, p.protocol, p.upstream)
+			}
+		}
 	}
 	return writeAtomic(filepath.Join(m.Dir, "services.yaml"), y)
 }
@@ -111,6 +131,16 @@ func (m *Mesh) WriteConfig() error {
 	holdoff := ""
 	if m.Holdoff != "" {
 		holdoff = "  holdoff: " + m.Holdoff + "\n"
+	}
+	var egress strings.Builder
+	if m.HTTPRouteTimeout != "" {
+		fmt.Fprintf(&egress, "    httpRouteTimeout: %s\n", m.HTTPRouteTimeout)
+	}
+	if m.StreamIdleTimeout != "" {
+		fmt.Fprintf(&egress, "    streamIdleTimeout: %s\n", m.StreamIdleTimeout)
+	}
+	if len(m.AllowedSources) > 0 {
+		fmt.Fprintf(&egress, "    allowedSources: [%s]\n", strings.Join(m.AllowedSources, ", "))
 	}
 	y := fmt.Sprintf(`# %[1]s, one of two meshes federated on this host.
 trustDomain: %[2]s
@@ -141,14 +171,14 @@ gateways:
   egress:
     listen: {address: %[7]s}
     ports: {from: %[15]d, to: %[16]d}
-  ingress:
+%[17]s  ingress:
     listen: {address: %[7]s, port: %[8]d}
 exports:
   file: services.yaml
 store:
   path: meshfed.db
 `, m.Name, m.TrustDomain(), m.Peer.TrustDomain(), m.Peer.Name, bundles.String(), m.Federation, m.IP, m.IngressPort,
-		dial, peers.String(), m.XDS, holdoff, m.Admin, m.DNS, m.PortsFrom, m.PortsTo)
+		dial, peers.String(), m.XDS, holdoff, m.Admin, m.DNS, m.PortsFrom, m.PortsTo, egress.String())
 	return writeAtomic(m.ConfigPath(), y)
 }
 
