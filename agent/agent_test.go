@@ -26,6 +26,7 @@ import (
 	"github.com/meshfed/meshfed/config"
 	"github.com/meshfed/meshfed/model"
 	"github.com/meshfed/meshfed/snapshot/cache"
+	"github.com/meshfed/meshfed/xds"
 	"github.com/meshfed/meshfed/xds/adsclient"
 )
 
@@ -62,7 +63,7 @@ peers:
     dial: "%[5]s"
     allowLoopback: true
 xds:
-  listen: 127.0.0.1:0
+  listen: unix://xds.sock
   holdoff: 1ms
 admin:
   listen: 127.0.0.1:0
@@ -134,7 +135,7 @@ type gateway struct {
 
 func connect(t *testing.T, a *Agent, opts adsclient.Options) *gateway {
 	t.Helper()
-	conn, err := grpc.NewClient(a.XDSAddr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(xds.Target(a.XDSAddr()), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = conn.Close() })
 	g := &gateway{client: adsclient.New(opts), updates: make(chan adsclient.Update, 100), view: map[string]map[string]*anypb.Any{}}

@@ -2,10 +2,15 @@ package agent
 
 import (
 	"fmt"
+
 	"slices"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+
 	"github.com/meshfed/meshfed/certs"
+	"github.com/meshfed/meshfed/config"
 	"github.com/meshfed/meshfed/model"
 	"github.com/meshfed/meshfed/snapshot"
 	"github.com/meshfed/meshfed/snapshot/cache"
@@ -65,14 +70,39 @@ func (a *Agent) gateways() error {
 	if err := a.Runner.Start(); err != nil {
 		return err
 	}
-	a.XDS, err = xds.New(xds.Config{
+	xc := xds.Config{
 		Cache:      a.Cache,
 		NodeRole:   nodeRole,
 		Address:    a.cfg.XDS.Listen,
 		Logger:     a.log,
 		Registerer: a.reg,
-	})
+	}
+	if t := a.cfg.XDS.TLS; t != nil {
+		// Gateways of this mesh only, each then held to its node ids.
+		xc.TLS = certs.ServerTLSConfig(a.svid, a.bundles, tlsconfig.AuthorizeMemberOf(a.td))
+		xc.AuthorizeNode = gatewayNodes(t.Gateways)
+	}
+	a.XDS, err = xds.New(xc)
 	return err
+}
+
+// gatewayNodes authorizes a gateway identity to the node ids configured
+// for it in xds.tls.gateways.
+func gatewayNodes(gateways []config.XDSGateway) func(spiffeid.ID, string) error {
+	allowed := map[string][]string{}
+	for _, g := range gateways {
+		allowed[g.SPIFFEID] = append(allowed[g.SPIFFEID], g.NodeIDs...)
+	}
+	return func(id spiffeid.ID, node string) error {
+		nodes, ok := allowed[id.String()]
+		switch {
+		case !ok:
+			return fmt.Errorf("%s is not in xds.tls.gateways", id)
+		case !slices.Contains(nodes, node):
+			return fmt.Errorf("xds.tls.gateways gives it %v", nodes)
+		}
+		return nil
+	}
 }
 
 // secrets reads the gateways' certificates for SDS.

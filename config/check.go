@@ -151,12 +151,8 @@ func (c *Config) checkIdentity() error {
 // checkServing checks what the agent serves locally: xDS, admin, DNS and
 // the gateways.
 func (c *Config) checkServing() error {
-	if rest, ok := strings.CutPrefix(c.XDS.Listen, "unix://"); ok {
-		if !strings.HasPrefix(rest, "/") {
-			return fieldErr("xds.listen", "%q: a unix socket needs an absolute path (unix:///path)", c.XDS.Listen)
-		}
-	} else if err := hostPort(c.XDS.Listen); err != nil {
-		return fieldErr("xds.listen", "%q: %v", c.XDS.Listen, err)
+	if err := c.checkXDS(); err != nil {
+		return err
 	}
 	if c.XDS.MaxDelay < c.XDS.Holdoff {
 		return fieldErr("xds.maxDelay", "%s is shorter than xds.holdoff %s", time.Duration(c.XDS.MaxDelay), time.Duration(c.XDS.Holdoff))
@@ -319,6 +315,53 @@ func (c *Config) checkBundleEndpoint() error {
 	}
 	if h := time.Duration(be.RefreshHint); h < 0 || h%time.Second != 0 {
 		return fieldErr("bundleEndpoint.refreshHint", "%s is not a whole number of seconds (spiffe_refresh_hint is in seconds)", h)
+	}
+	return nil
+}
+
+// checkXDS refuses an xDS listener on which gateways would get their SVID
+// private keys unauthenticated beyond this host, and a TLS block that
+// cannot work.
+func (c *Config) checkXDS() error {
+	unix := strings.HasPrefix(c.XDS.Listen, "unix://")
+	if !unix {
+		if err := hostPort(c.XDS.Listen); err != nil {
+			return fieldErr("xds.listen", "%q: %v", c.XDS.Listen, err)
+		}
+		host, _, _ := net.SplitHostPort(c.XDS.Listen)
+		ip, err := netip.ParseAddr(host)
+		if c.XDS.TLS == nil && (err != nil || !ip.Unmap().IsLoopback()) {
+			return fieldErr("xds.listen", "%q is not loopback, and gateways get their SVID private keys over xDS: set xds.tls (mutual TLS) or use a unix:// socket", c.XDS.Listen)
+		}
+	}
+	t := c.XDS.TLS
+	if t == nil {
+		return nil
+	}
+	if unix {
+		return fieldErr("xds.tls", "is for a host:port xds.listen, not the Unix socket %q", c.XDS.Listen)
+	}
+	nodes := map[string]bool{}
+	for _, id := range append(slices.Clone(c.Gateways.Egress.NodeIDs), c.Gateways.Ingress.NodeIDs...) {
+		nodes[id] = true
+	}
+	for i, g := range t.Gateways {
+		at := fmt.Sprintf("xds.tls.gateways[%d]", i)
+		id, err := spiffeid.FromString(g.SPIFFEID)
+		if err != nil {
+			return fieldErr(at+".spiffeId", "%q: %v", g.SPIFFEID, err)
+		}
+		if id.TrustDomain().Name() != c.TrustDomain {
+			return fieldErr(at+".spiffeId", "%q is not in this mesh's trust domain %q", g.SPIFFEID, c.TrustDomain)
+		}
+		if len(g.NodeIDs) == 0 {
+			return fieldErr(at+".nodeIds", "required: the node ids this gateway may use")
+		}
+		for j, n := range g.NodeIDs {
+			if !nodes[n] {
+				return fieldErr(fmt.Sprintf("%s.nodeIds[%d]", at, j), "%q is not a node id of gateways.egress or gateways.ingress", n)
+			}
+		}
 	}
 	return nil
 }

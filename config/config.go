@@ -47,12 +47,36 @@ type Config struct {
 
 // XDS is the ADS server the gateways connect to.
 type XDS struct {
-	// Listen is host:port or unix:///path; default 127.0.0.1:18000.
+	// Listen is where the gateways connect, and decides how they are
+	// authenticated, since they receive their SVID private keys over xDS:
+	// unix://path, a Unix socket (default unix://xds.sock beside this
+	// file, mode 0600: gateways on this host, as this user); or host:port
+	// with TLS set (mutual TLS); or a loopback host:port without TLS, where
+	// gateways get no private key.
 	Listen string `yaml:"listen"`
+	// TLS serves gateways over mutual TLS with the agent's SVID; each
+	// gateway's SVID decides which node ids it may use.
+	TLS *XDSTLS `yaml:"tls"`
 	// Holdoff is how long a change waits for more before it is pushed
 	// (default 10ms); MaxDelay bounds that wait in a burst (default 100ms).
 	Holdoff  Duration `yaml:"holdoff"`
 	MaxDelay Duration `yaml:"maxDelay"`
+}
+
+// XDSTLS is mutual TLS toward the gateways.
+type XDSTLS struct {
+	// Gateways are the SPIFFE IDs (of this trust domain) that may connect
+	// and the node ids each may use. Default: this mesh's gateway IDs as
+	// the development CA issues them, spiffe://<td>/meshfed/gateway/egress
+	// and .../ingress, with gateways.egress.nodeIds and
+	// gateways.ingress.nodeIds.
+	Gateways []XDSGateway `yaml:"gateways"`
+}
+
+// XDSGateway is a gateway identity and the node ids it may use.
+type XDSGateway struct {
+	SPIFFEID string   `yaml:"spiffeId"`
+	NodeIDs  []string `yaml:"nodeIds"`
 }
 
 // Admin is the HTTP server of health, metrics and the status API.
@@ -261,6 +285,9 @@ type Store struct {
 	Path string `yaml:"path"`
 }
 
+// DefaultXDSListen is a Unix socket beside the configuration file.
+const DefaultXDSListen = "unix://xds.sock"
+
 // DefaultHTTPRouteTimeout is Envoy's own route timeout, kept as the default
 // of gateways.egress.httpRouteTimeout.
 const DefaultHTTPRouteTimeout = 15 * time.Second
@@ -378,7 +405,7 @@ func (c *Config) defaults(dir string) {
 		c.Identity.ExpiryWarning = Duration(DefaultExpiryWarning)
 	}
 	if c.XDS.Listen == "" {
-		c.XDS.Listen = "127.0.0.1:18000"
+		c.XDS.Listen = DefaultXDSListen
 	}
 	if c.XDS.Holdoff == 0 {
 		c.XDS.Holdoff = Duration(10 * time.Millisecond)
@@ -431,6 +458,18 @@ func (c *Config) defaults(dir string) {
 	}
 	rel(&c.Store.Path)
 	rel(&c.Exports.File)
+	if path, ok := strings.CutPrefix(c.XDS.Listen, "unix://"); ok {
+		rel(&path)
+		c.XDS.Listen = "unix://" + path
+	}
+	if t := c.XDS.TLS; t != nil && len(t.Gateways) == 0 {
+		for _, g := range []struct {
+			role string
+			ids  []string
+		}{{"egress", eg.NodeIDs}, {"ingress", ig.NodeIDs}} {
+			t.Gateways = append(t.Gateways, XDSGateway{SPIFFEID: "spiffe://" + c.TrustDomain + "/meshfed/gateway/" + g.role, NodeIDs: g.ids})
+		}
+	}
 	if c.Consul != nil {
 		c.Consul.Default()
 		rel(&c.Consul.TokenFile)

@@ -96,7 +96,10 @@ func TestParseErrorsNameFieldValueAndLine(t *testing.T) {
 		{"caller of another trust domain", "    dial: 127.0.0.1:16443", "    dial: 127.0.0.1:16443\n    callers: [spiffe://mesh-c.example/egress]", `line 24: peers[0].callers[0]: "spiffe://mesh-c.example/egress" is not in trust domain "mesh-b.example"`},
 		{"consul export selecting nothing", "{tag: meshfed-export, domainSuffix", "{domainSuffix", "line 35: consul.export: selects nothing: set services, tag or meta"},
 		{"bad xds address", "  listen: 127.0.0.1:18000", "  listen: localhost", `line 27: xds.listen: "localhost"`},
-		{"relative unix socket", "  listen: 127.0.0.1:18000", "  listen: unix://xds.sock", `line 27: xds.listen: "unix://xds.sock": a unix socket needs an absolute path`},
+		{"plaintext xds beyond loopback", "  listen: 127.0.0.1:18000", "  listen: 0.0.0.0:18000", `line 27: xds.listen: "0.0.0.0:18000" is not loopback, and gateways get their SVID private keys over xDS: set xds.tls (mutual TLS) or use a unix:// socket`},
+		{"xds tls on a unix socket", "  listen: 127.0.0.1:18000", "  listen: unix:///run/x.sock\n  tls: {}", `line 28: xds.tls: is for a host:port xds.listen, not the Unix socket "unix:///run/x.sock"`},
+		{"xds gateway of another trust domain", "  listen: 127.0.0.1:18000", "  listen: 10.0.0.1:18000\n  tls: {gateways: [{spiffeId: spiffe://mesh-b.example/gw, nodeIds: [egress-gateway]}]}", `line 28: xds.tls.gateways[0].spiffeId: "spiffe://mesh-b.example/gw" is not in this mesh's trust domain "mesh-a.example"`},
+		{"xds gateway of an unknown node", "  listen: 127.0.0.1:18000", "  listen: 10.0.0.1:18000\n  tls: {gateways: [{spiffeId: spiffe://mesh-a.example/gw, nodeIds: [gw-9]}]}", `line 28: xds.tls.gateways[0].nodeIds[0]: "gw-9" is not a node id of gateways.egress or gateways.ingress`},
 		{"port range reversed", "{from: 21000, to: 21099}", "{from: 21099, to: 21000}", "line 30: gateways.egress.ports: 21099-21000 is not a range of ports"},
 		{"port out of range", "{from: 21000, to: 21099}", "{from: 21000, to: 70000}", "line 30: gateways.egress.ports.to: 70000 is not a port"},
 		{"gateway address not an IP", "    ports: {from: 21000, to: 21099}", "    ports: {from: 21000, to: 21099}\n    listen: {address: egress.local}", `line 31: gateways.egress.listen.address: "egress.local" is not an IP address`},
@@ -201,6 +204,9 @@ func TestExampleFileIsValidAndStatesTheDefaults(t *testing.T) {
 	assert.Equal(t, d.Federation.Listen, c.Federation.Listen)
 	assert.Equal(t, d.Federation.Window, c.Federation.Window)
 	assert.Equal(t, d.Federation.Grace, c.Federation.Grace)
+	assert.Equal(t, "unix:///xds.sock", d.XDS.Listen, "the default socket is beside the configuration")
+	assert.Equal(t, "unix://"+filepath.Join("../examples", "xds.sock"), c.XDS.Listen)
+	d.XDS.Listen, c.XDS.Listen = "", ""
 	assert.Equal(t, d.XDS, c.XDS)
 	assert.Equal(t, d.Admin, c.Admin)
 	assert.Equal(t, d.DNS.Listen, c.DNS.Listen)

@@ -70,6 +70,9 @@ type options struct {
 	httpRouteTimeout, streamIdleTimeout string
 	// allowedSources is gateways.egress.allowedSources of both meshes.
 	allowedSources []string
+	// xdsTLS serves the gateways over TCP with mutual TLS instead of a
+	// Unix socket, and gives them prometheus listeners.
+	xdsTLS bool
 }
 
 // federate sets up mesh-a and mesh-b, federated (mesh-b dials mesh-a), each
@@ -122,12 +125,17 @@ func newMesh(t *testing.T, root, name, service, ip string, opts options) *mesh {
 		// where nothing else binds: a port picked on 127.0.0.1 could be
 		// taken by another process's ephemeral port before the agent
 		// binds it.
-		Federation: freeAddr(t, ip), XDS: freeAddr(t, ip), Admin: freeAddr(t, ip), DNS: freeAddr(t, ip),
+		Federation: freeAddr(t, ip), XDS: "unix://" + filepath.Join(root, name, "xds.sock"), Admin: freeAddr(t, ip), DNS: freeAddr(t, ip),
 		IngressPort: freePort(t, ip),
 	}}
 	// Nothing else binds the mesh's address, and ephemeral ports are above
 	// this range.
 	m.PortsFrom, m.PortsTo = 21000, 21009
+	if opts.xdsTLS {
+		m.XDS, m.XDSTLS = freeAddr(t, ip), true
+		m.GatewayAdmin = map[string]string{"egress": freeAddr(t, ip), "ingress": freeAddr(t, ip)}
+		m.GatewayStats = map[string]string{"egress": freeAddr(t, ip), "ingress": freeAddr(t, ip)}
+	}
 	var err error
 	m.up.http, err = upstream.HTTP(service+"-http", "")
 	require.NoError(t, err)

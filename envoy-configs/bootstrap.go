@@ -15,6 +15,8 @@ import (
 	// package is not linked in fails to decode.
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/resource_monitors/downstream_connections/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/resource_monitors/fixed_heap/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
@@ -27,7 +29,9 @@ import (
 // config inside an Any, and checks that the cluster ADS uses is defined in
 // static_resources, which Envoy requires.
 func ParseBootstrap(yamlBytes []byte) (*bootstrapv3.Bootstrap, error) {
-	js, err := yaml.YAMLToJSON(yamlBytes)
+	// Strict: a key written twice is an error (a YAML parser keeps one of
+	// them silently, and so does Envoy).
+	js, err := yaml.YAMLToJSONStrict(yamlBytes)
 	if err != nil {
 		return nil, fmt.Errorf("bootstrap YAML: %w", err)
 	}

@@ -4,6 +4,8 @@ import (
 	"embed"
 	"fmt"
 	"net"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -11,15 +13,25 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpoint "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/anypb"
 )
 
 //go:embed egress.yaml ingress.yaml
 var files embed.FS
 
-// XDSClusterName is the static cluster of every bootstrap that reaches the
-// agent's ADS endpoint.
-const XDSClusterName = "meshfed-xds"
+// Names in the bootstraps' static resources.
+const (
+	// XDSClusterName is the cluster that reaches the agent's ADS endpoint.
+	XDSClusterName = "meshfed-xds"
+	// PrometheusListenerName serves /stats/prometheus from the admin
+	// interface through adminClusterName.
+	PrometheusListenerName = "prometheus"
+	adminClusterName       = "envoy-admin"
+)
 
 // Params are what differs between two gateways made from the same file:
 // what tests, the demo and the bench set so that several gateways run on
@@ -28,12 +40,25 @@ type Params struct {
 	// NodeID replaces node.id when set.
 	NodeID string
 	// Admin replaces the admin address (host:port, loopback); port 0 lets
-	// Envoy choose (run it with --admin-address-path to learn it).
+	// Envoy choose (run it with --admin-address-path to learn it), and
+	// then there is no prometheus listener, which must know the port.
 	Admin string
+	// Stats replaces the address of the prometheus listener.
+	Stats string
 	// XDS is the agent's ADS endpoint: host:port, or unix:///path.
 	XDS string
+	// XDSTLS, with a host:port XDS, is the gateway's side of mutual TLS.
+	XDSTLS *ClientTLS
 	// SotW uses state-of-the-world ADS instead of the files' delta ADS.
 	SotW bool
+}
+
+// ClientTLS is a gateway's mutual TLS toward the agent: its SVID (files,
+// reloaded when their folder changes), the trust bundle, and the agent's
+// SPIFFE ID it must see.
+type ClientTLS struct {
+	CertFile, KeyFile, BundleFile string
+	AgentID                       string
 }
 
 // Load returns the bootstrap file name ("egress.yaml" or "ingress.yaml"),
@@ -68,12 +93,8 @@ func Apply(b *bootstrapv3.Bootstrap, p Params) error {
 	if p.NodeID != "" {
 		b.GetNode().Id = p.NodeID
 	}
-	if p.Admin != "" {
-		addr, err := tcpAddress(p.Admin)
-		if err != nil {
-			return fmt.Errorf("admin %q: %w", p.Admin, err)
-		}
-		b.GetAdmin().Address = addr
+	if err := applyAdmin(b, p); err != nil {
+		return err
 	}
 	if p.SotW {
 		b.GetDynamicResources().GetAdsConfig().ApiType = core.ApiConfigSource_GRPC
@@ -87,12 +108,74 @@ func Apply(b *bootstrapv3.Bootstrap, p Params) error {
 			return fmt.Errorf("xds %q: %w", p.XDS, err)
 		}
 	}
+	if p.XDSTLS != nil {
+		xdsCluster(b).TransportSocket = p.XDSTLS.transportSocket()
+	}
 	return nil
 }
 
-func xdsCluster(b *bootstrapv3.Bootstrap) *clusterv3.Cluster {
+// applyAdmin moves the admin interface, the cluster the prometheus
+// listener reaches it by, and the prometheus listener.
+func applyAdmin(b *bootstrapv3.Bootstrap, p Params) error {
+	if p.Admin != "" {
+		addr, err := tcpAddress(p.Admin)
+		if err != nil {
+			return fmt.Errorf("admin %q: %w", p.Admin, err)
+		}
+		b.GetAdmin().Address = addr
+		sr := b.GetStaticResources()
+		if addr.GetSocketAddress().GetPortValue() == 0 {
+			sr.Listeners = slices.DeleteFunc(sr.Listeners, func(l *listenerv3.Listener) bool { return l.GetName() == PrometheusListenerName })
+			sr.Clusters = slices.DeleteFunc(sr.Clusters, func(c *clusterv3.Cluster) bool { return c.GetName() == adminClusterName })
+		} else if c := cluster(b, adminClusterName); c != nil {
+			c.LoadAssignment.Endpoints[0].LbEndpoints[0].GetEndpoint().Address = addr
+		}
+	}
+	if p.Stats != "" {
+		addr, err := tcpAddress(p.Stats)
+		if err != nil {
+			return fmt.Errorf("stats %q: %w", p.Stats, err)
+		}
+		for _, l := range b.GetStaticResources().GetListeners() {
+			if l.GetName() == PrometheusListenerName {
+				l.Address = addr
+			}
+		}
+	}
+	return nil
+}
+
+func (t *ClientTLS) transportSocket() *core.TransportSocket {
+	file := func(path string) *core.DataSource {
+		return &core.DataSource{Specifier: &core.DataSource_Filename{Filename: path}}
+	}
+	ctx := &tlsv3.UpstreamTlsContext{CommonTlsContext: &tlsv3.CommonTlsContext{
+		TlsParams: &tlsv3.TlsParameters{TlsMinimumProtocolVersion: tlsv3.TlsParameters_TLSv1_2},
+		TlsCertificates: []*tlsv3.TlsCertificate{{
+			CertificateChain: file(t.CertFile),
+			PrivateKey:       file(t.KeyFile),
+			WatchedDirectory: &core.WatchedDirectory{Path: filepath.Dir(t.CertFile)},
+		}},
+		ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
+			TrustedCa: file(t.BundleFile),
+			MatchTypedSubjectAltNames: []*tlsv3.SubjectAltNameMatcher{{
+				SanType: tlsv3.SubjectAltNameMatcher_URI,
+				Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: t.AgentID}},
+			}},
+		}},
+	}}
+	a, err := anypb.New(ctx)
+	if err != nil {
+		panic(err) // a well-formed message always marshals
+	}
+	return &core.TransportSocket{Name: "envoy.transport_sockets.tls", ConfigType: &core.TransportSocket_TypedConfig{TypedConfig: a}}
+}
+
+func xdsCluster(b *bootstrapv3.Bootstrap) *clusterv3.Cluster { return cluster(b, XDSClusterName) }
+
+func cluster(b *bootstrapv3.Bootstrap, name string) *clusterv3.Cluster {
 	for _, c := range b.GetStaticResources().GetClusters() {
-		if c.GetName() == XDSClusterName {
+		if c.GetName() == name {
 			return c
 		}
 	}
@@ -111,6 +194,8 @@ func pointAt(c *clusterv3.Cluster, address string) error {
 		if addr, err = tcpAddress(address); err != nil {
 			return err
 		}
+		// An IP or a host name (the agent's service name, say).
+		c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STRICT_DNS}
 	}
 	c.LoadAssignment = &endpoint.ClusterLoadAssignment{
 		ClusterName: c.GetName(),

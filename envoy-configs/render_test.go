@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/stretchr/testify/require"
 )
 
@@ -47,4 +48,46 @@ func TestRenderErrors(t *testing.T) {
 	require.ErrorContains(t, err, `egress.yaml: admin "127.0.0.1:http": port "http" is not a number from 0 to 65535`)
 	_, err = Render("other.yaml", Params{})
 	require.ErrorContains(t, err, "open other.yaml: file does not exist")
+}
+
+func TestRenderXDSOverMutualTLS(t *testing.T) {
+	out, err := Render("egress.yaml", Params{XDS: "agent.mesh-a:18000", XDSTLS: &ClientTLS{
+		CertFile: "/certs/egress.pem", KeyFile: "/certs/egress-key.pem", BundleFile: "/certs/bundle.pem", AgentID: "spiffe://mesh-a.example/meshfed/agent",
+	}})
+	require.NoError(t, err)
+	b, err := ParseBootstrap(out)
+	require.NoError(t, err)
+	c := xdsCluster(b)
+	require.Equal(t, "STRICT_DNS", c.GetType().String())
+	ctx := &tlsv3.UpstreamTlsContext{}
+	require.NoError(t, c.GetTransportSocket().GetTypedConfig().UnmarshalTo(ctx))
+	cert := ctx.GetCommonTlsContext().GetTlsCertificates()[0]
+	require.Equal(t, "/certs/egress-key.pem", cert.GetPrivateKey().GetFilename())
+	require.Equal(t, "/certs", cert.GetWatchedDirectory().GetPath(), "a rotated SVID is reloaded")
+	vc := ctx.GetCommonTlsContext().GetValidationContext()
+	require.Equal(t, "/certs/bundle.pem", vc.GetTrustedCa().GetFilename())
+	require.Equal(t, "spiffe://mesh-a.example/meshfed/agent", vc.GetMatchTypedSubjectAltNames()[0].GetMatcher().GetExact())
+}
+
+// The prometheus listener reaches the admin interface through a cluster
+// that follows it; with a port Envoy picks, neither can know it, so both go.
+func TestRenderPrometheusFollowsTheAdmin(t *testing.T) {
+	out, err := Render("ingress.yaml", Params{Admin: "127.0.0.1:19500", Stats: "10.0.0.7:15091"})
+	require.NoError(t, err)
+	b, err := ParseBootstrap(out)
+	require.NoError(t, err)
+	require.Equal(t, uint32(19500), cluster(b, adminClusterName).GetLoadAssignment().GetEndpoints()[0].GetLbEndpoints()[0].GetEndpoint().GetAddress().GetSocketAddress().GetPortValue())
+	require.Equal(t, "10.0.0.7", b.GetStaticResources().GetListeners()[0].GetAddress().GetSocketAddress().GetAddress())
+
+	out, err = Render("ingress.yaml", Params{Admin: "127.0.0.1:0"})
+	require.NoError(t, err)
+	b, err = ParseBootstrap(out)
+	require.NoError(t, err)
+	require.Empty(t, b.GetStaticResources().GetListeners())
+	require.Nil(t, cluster(b, adminClusterName))
+}
+
+func TestParseBootstrapRefusesDuplicateKeys(t *testing.T) {
+	_, err := ParseBootstrap([]byte("node: {id: a}\nnode: {id: b}\n"))
+	require.ErrorContains(t, err, "bootstrap YAML: yaml: unmarshal errors:\n  line 2: key \"node\" already set in map")
 }

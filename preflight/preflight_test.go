@@ -109,11 +109,13 @@ func TestCheckFindings(t *testing.T) {
 			"{dir}/meshfed.yaml:8: warning: trustBundles.mesh-a.example.file: the CA in {dir}/certs/bundle.pem expires at {t}, in 120h0m0s (identity.expiryWarning is 240h0m0s)",
 			"{dir}/meshfed.yaml:9: warning: trustBundles.mesh-b.example.file: the CA in {dir}/b/bundle.pem expires at {t}, in 120h0m0s (identity.expiryWarning is 240h0m0s)",
 		}},
+		{name: "plaintext xDS beyond loopback", replace: []string{"xds: {listen: 127.0.0.1:18000}", "xds: {listen: 10.0.0.1:18000}"}, want: []string{
+			`{dir}/meshfed.yaml:14: error: xds.listen: "10.0.0.1:18000" is not loopback, and gateways get their SVID private keys over xDS: set xds.tls (mutual TLS) or use a unix:// socket`,
+		}},
 		{name: "listeners not allowed or on one port", replace: []string{
-			"xds: {listen: 127.0.0.1:18000}", "xds: {listen: 10.0.0.1:18000}\ndns: {listen: \":15353\"}",
+			"xds: {listen: 127.0.0.1:18000}", "xds: {listen: 127.0.0.1:18000}\ndns: {listen: \":15353\"}",
 			"admin: {listen: 127.0.0.1:19100}", "admin: {listen: 0.0.0.0:15443}",
 		}, want: []string{
-			`{dir}/meshfed.yaml:14: warning: xds.listen: "10.0.0.1:18000" is not loopback: gateways receive their private keys over xDS, which is plaintext TCP here; use loopback or a unix:// socket on the gateways' host`,
 			`{dir}/meshfed.yaml:15: error: dns.listen: ":15353" is not an IP address and port such as 127.0.0.1:15353`,
 			`{dir}/meshfed.yaml:16: error: admin.listen: "0.0.0.0:15443" is not a loopback address; set admin.allowNonLoopback to serve other hosts`,
 			`{dir}/meshfed.yaml:16: error: admin.listen: "0.0.0.0:15443" takes the port of federation.listen "127.0.0.1:15443"; each listener needs a port of its own`,

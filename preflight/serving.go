@@ -31,9 +31,6 @@ func (r *Report) listeners() {
 			r.addErr(Error, "dns.listen", err)
 		}
 	}
-	if ap, err := netip.ParseAddrPort(c.XDS.Listen); err == nil && !ap.Addr().Unmap().IsLoopback() {
-		r.add(Warning, "xds.listen", "%q is not loopback: gateways receive their private keys over xDS, which is plaintext TCP here; use loopback or a unix:// socket on the gateways' host", c.XDS.Listen)
-	}
 	r.distinct()
 }
 

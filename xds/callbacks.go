@@ -11,8 +11,11 @@ import (
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"go.uber.org/zap"
-	"google.golang.org/genproto/googleapis/rpc/status"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/meshfed/meshfed/snapshot/cache"
 )
@@ -31,6 +34,10 @@ type tracker struct {
 	log      *zap.Logger
 	now      func() time.Time
 
+	// channel and authorize are set before the server serves.
+	channel   Channel
+	authorize func(id spiffeid.ID, nodeID string) error
+
 	mu sync.Mutex
 	// streams is keyed by kind too: go-control-plane numbers state of the
 	// world and delta streams separately, both from 1.
@@ -46,6 +53,9 @@ type client struct {
 	status ClientStatus
 	role   cache.Role // "" while unknown
 	types  map[string]*typeTrack
+	// id is the SPIFFE ID of a stream over mutual TLS, addr its address.
+	id   spiffeid.ID
+	addr string
 }
 
 type typeTrack struct {
@@ -69,17 +79,29 @@ func newTracker(nodeRole cache.NodeRole, m *metrics, applied appliedAter, log *z
 	return &tracker{nodeRole: nodeRole, metrics: m, applied: applied, log: log, now: time.Now, streams: make(map[streamKey]*client)}
 }
 
-func (t *tracker) open(k streamKey) {
+func (t *tracker) open(ctx context.Context, k streamKey) error {
 	kind := "sotw"
 	if k.delta {
 		kind = "delta"
 	}
+	c := &client{
+		status: ClientStatus{StreamID: k.id, Stream: kind, ConnectedAt: t.now(), Channel: string(t.channel)},
+		types:  make(map[string]*typeTrack),
+		addr:   remoteAddr(ctx),
+	}
+	if t.channel == ChannelMTLS {
+		id, ok := peerID(ctx)
+		if !ok {
+			// The TLS configuration requires an SVID: only a misconfigured
+			// server gets here.
+			return status.Error(codes.Unauthenticated, "xds: the client presented no SPIFFE ID")
+		}
+		c.id, c.status.SPIFFEID = id, id.String()
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.streams[k] = &client{
-		status: ClientStatus{StreamID: k.id, Stream: kind, ConnectedAt: t.now()},
-		types:  make(map[string]*typeTrack),
-	}
+	t.streams[k] = c
+	return nil
 }
 
 func (t *tracker) closed(k streamKey) {
@@ -96,15 +118,19 @@ func (t *tracker) closed(k streamKey) {
 }
 
 // request records a request; version is what an ACK acknowledges ("" to
-// look it up by nonce).
-func (t *tracker) request(k streamKey, node *core.Node, typeURL, nonce, version string, errorDetail *status.Status) {
+// look it up by nonce). A stream over mutual TLS whose gateway may not use
+// the node id it names ends with PermissionDenied.
+func (t *tracker) request(k streamKey, node *core.Node, typeURL, nonce, version string, errorDetail *rpcstatus.Status) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	c, ok := t.streams[k]
 	if !ok {
-		return
+		return nil
 	}
 	if c.status.NodeID == "" && node.GetId() != "" {
+		if err := t.authorizeNode(c, node.GetId()); err != nil {
+			return err
+		}
 		c.status.NodeID = node.GetId()
 		c.status.Role = unknownRole
 		if role, ok := t.nodeRole(node.GetId()); ok {
@@ -118,7 +144,7 @@ func (t *tracker) request(k streamKey, node *core.Node, typeURL, nonce, version 
 		t.metrics.clients.WithLabelValues(c.status.Role, typeLabel(typeURL)).Inc()
 	}
 	if nonce == "" {
-		return
+		return nil
 	}
 	sent := tt.forget(nonce)
 	now := t.now()
@@ -129,13 +155,13 @@ func (t *tracker) request(k streamKey, node *core.Node, typeURL, nonce, version 
 			zap.String("node_id", c.status.NodeID), zap.String("role", c.status.Role),
 			zap.String("type_url", typeURL), zap.String("version", sent),
 			zap.String("nonce", nonce), zap.String("error", errorDetail.GetMessage()))
-		return
+		return nil
 	}
 	if version == "" {
 		version = sent
 	}
 	if version == "" || version == tt.status.LastAckedVersion {
-		return
+		return nil
 	}
 	tt.status.LastAckedVersion, tt.status.LastAckedAt = version, now
 	if t.applied != nil && c.role != "" {
@@ -143,6 +169,23 @@ func (t *tracker) request(k streamKey, node *core.Node, typeURL, nonce, version 
 			t.metrics.latency.WithLabelValues(c.status.Role, typeLabel(typeURL)).Observe(now.Sub(at).Seconds())
 		}
 	}
+	return nil
+}
+
+// authorizeNode refuses a node id to a gateway over mutual TLS whose
+// identity may not use it.
+func (t *tracker) authorizeNode(c *client, nodeID string) error {
+	if t.channel != ChannelMTLS {
+		return nil
+	}
+	err := t.authorize(c.id, nodeID)
+	if err == nil {
+		return nil
+	}
+	t.metrics.refused.Inc()
+	t.log.Warn("xDS client refused: its identity may not use the node id it asked for",
+		zap.String("spiffe_id", c.id.String()), zap.String("node_id", nodeID), zap.String("remote_addr", c.addr), zap.Error(err))
+	return status.Errorf(codes.PermissionDenied, "xds: %s may not use node id %q: %v", c.id, nodeID, err)
 }
 
 func (t *tracker) response(k streamKey, typeURL, nonce, version string) {
@@ -199,26 +242,23 @@ func (t *tracker) snapshot() []ClientStatus {
 	return out
 }
 
-func (t *tracker) OnStreamOpen(_ context.Context, id int64, _ string) error {
-	t.open(streamKey{id: id})
-	return nil
+func (t *tracker) OnStreamOpen(ctx context.Context, id int64, _ string) error {
+	return t.open(ctx, streamKey{id: id})
 }
 
 func (t *tracker) OnStreamClosed(id int64, _ *core.Node) { t.closed(streamKey{id: id}) }
 
 func (t *tracker) OnStreamRequest(id int64, req *discovery.DiscoveryRequest) error {
 	// A state-of-the-world ACK carries the version it acknowledges.
-	t.request(streamKey{id: id}, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), req.GetVersionInfo(), req.GetErrorDetail())
-	return nil
+	return t.request(streamKey{id: id}, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), req.GetVersionInfo(), req.GetErrorDetail())
 }
 
 func (t *tracker) OnStreamResponse(_ context.Context, id int64, req *discovery.DiscoveryRequest, resp *discovery.DiscoveryResponse) {
 	t.response(streamKey{id: id}, req.GetTypeUrl(), resp.GetNonce(), resp.GetVersionInfo())
 }
 
-func (t *tracker) OnDeltaStreamOpen(_ context.Context, id int64, _ string) error {
-	t.open(streamKey{delta: true, id: id})
-	return nil
+func (t *tracker) OnDeltaStreamOpen(ctx context.Context, id int64, _ string) error {
+	return t.open(ctx, streamKey{delta: true, id: id})
 }
 
 func (t *tracker) OnDeltaStreamClosed(id int64, _ *core.Node) {
@@ -226,8 +266,7 @@ func (t *tracker) OnDeltaStreamClosed(id int64, _ *core.Node) {
 }
 
 func (t *tracker) OnStreamDeltaRequest(id int64, req *discovery.DeltaDiscoveryRequest) error {
-	t.request(streamKey{delta: true, id: id}, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), "", req.GetErrorDetail())
-	return nil
+	return t.request(streamKey{delta: true, id: id}, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), "", req.GetErrorDetail())
 }
 
 func (t *tracker) OnStreamDeltaResponse(id int64, req *discovery.DeltaDiscoveryRequest, resp *discovery.DeltaDiscoveryResponse) {

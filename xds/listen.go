@@ -14,7 +14,8 @@ import (
 const DefaultAddress = "127.0.0.1:18000"
 
 // Listen listens on a TCP address, or on a Unix socket given as
-// "unix:///path". A socket file left by a previous run is replaced.
+// "unix:///path", mode 0600. A socket file left by a previous run is
+// replaced.
 func Listen(address string) (net.Listener, error) {
 	if address == "" {
 		address = DefaultAddress
@@ -30,5 +31,24 @@ func Listen(address string) (net.Listener, error) {
 	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, err
 	}
-	return net.Listen("unix", path)
+	lis, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, err
+	}
+	// Who may connect is who may serve as a gateway and receive its SVID
+	// private key: this user only, unless the operator widens it.
+	if err := os.Chmod(path, 0o600); err != nil {
+		_ = lis.Close()
+		return nil, err
+	}
+	return lis, nil
+}
+
+// Target is the gRPC target of a listener's address: unix://path for a
+// Unix socket.
+func Target(addr net.Addr) string {
+	if u, ok := addr.(*net.UnixAddr); ok {
+		return "unix://" + u.Name
+	}
+	return addr.String()
 }

@@ -8,6 +8,7 @@ import (
 )
 
 type metrics struct {
+	refused prometheus.Counter
 	nacks   *prometheus.CounterVec
 	clients *prometheus.GaugeVec
 	latency *prometheus.HistogramVec
@@ -15,6 +16,10 @@ type metrics struct {
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
+		refused: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "meshfed", Subsystem: "xds", Name: "refused_streams_total",
+			Help: "Streams over mutual TLS ended because the gateway's identity may not use the node id it asked for.",
+		}),
 		nacks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "meshfed", Subsystem: "xds", Name: "nacks_total",
 			Help: "Responses rejected by gateways.",
@@ -32,7 +37,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.nacks, m.clients, m.latency} {
+	for _, c := range []prometheus.Collector{m.refused, m.nacks, m.clients, m.latency} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -17,6 +17,7 @@ import (
 	gcache "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -37,9 +38,15 @@ type Config struct {
 	// Address for ListenAndServe: host:port or unix:///path; DefaultAddress
 	// when empty.
 	Address string
-	// TLS, when set, is used for every connection: set ClientAuth and
-	// ClientCAs in it for mutual TLS.
+	// TLS, when set, is used for every TCP connection, and must require and
+	// verify a client certificate (mutual TLS): the gateway's SPIFFE ID is
+	// what AuthorizeNode decides on. Without TLS, a TCP listener must be on
+	// loopback and serves no private key (Channel).
 	TLS *tls.Config
+	// AuthorizeNode says whether the gateway with a SPIFFE ID may use a
+	// node id, on a mutual TLS listener; required with TLS. A refused
+	// stream ends with PermissionDenied.
+	AuthorizeNode func(id spiffeid.ID, nodeID string) error
 	// Logger defaults to a no-op logger.
 	Logger *zap.Logger
 	// Registerer receives the metrics; none are registered when nil.
@@ -69,6 +76,9 @@ type Server struct {
 func New(cfg Config) (*Server, error) {
 	if cfg.Cache == nil || cfg.NodeRole == nil {
 		return nil, errors.New("xds: Cache and NodeRole are required")
+	}
+	if cfg.TLS != nil && cfg.AuthorizeNode == nil {
+		return nil, errors.New("xds: AuthorizeNode is required with TLS")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
@@ -115,6 +125,17 @@ func (s *Server) Serve(parent context.Context, lis net.Listener) error {
 	if !s.served.CompareAndSwap(false, true) {
 		return errors.New("xds: Serve called twice")
 	}
+	channel, err := channelOf(lis, s.cfg.TLS != nil)
+	if err != nil {
+		return err
+	}
+	s.clients.channel, s.clients.authorize = channel, s.cfg.AuthorizeNode
+	cache := s.cfg.Cache
+	if kl, ok := cache.(interface{ Keyless() gcache.Cache }); ok && channel == ChannelPlaintext {
+		cache = kl.Keyless()
+		s.log.Warn("serving xDS in plaintext on loopback: gateways get no SVID private key here; use a Unix socket or mutual TLS (xds.listen, xds.tls)",
+			zap.Stringer("address", lis.Addr()))
+	}
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
 	opts := []grpc.ServerOption{
@@ -126,11 +147,11 @@ func (s *Server) Serve(parent context.Context, lis net.Listener) error {
 		}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 	}
-	if s.cfg.TLS != nil {
+	if channel == ChannelMTLS {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(s.cfg.TLS)))
 	}
 	gs := grpc.NewServer(opts...)
-	xs := serverv3.NewServer(ctx, s.cfg.Cache, s.clients)
+	xs := serverv3.NewServer(ctx, cache, s.clients)
 	discovery.RegisterAggregatedDiscoveryServiceServer(gs, xs)
 	clusterservice.RegisterClusterDiscoveryServiceServer(gs, xs)
 	endpointservice.RegisterEndpointDiscoveryServiceServer(gs, xs)
@@ -148,8 +169,8 @@ func (s *Server) Serve(parent context.Context, lis net.Listener) error {
 		gs.GracefulStop()
 		t.Stop()
 	}()
-	s.log.Info("serving xDS", zap.Stringer("address", lis.Addr()), zap.Bool("tls", s.cfg.TLS != nil))
-	err := gs.Serve(lis)
+	s.log.Info("serving xDS", zap.Stringer("address", lis.Addr()), zap.String("channel", string(channel)))
+	err = gs.Serve(lis)
 	cancel()
 	<-stopped
 	if parent.Err() != nil {

@@ -4,10 +4,14 @@ import "time"
 
 // ClientStatus is what the server knows of one xDS stream.
 type ClientStatus struct {
-	StreamID    int64        `json:"stream_id"` // unique per Stream kind
-	NodeID      string       `json:"node_id"`
-	Role        string       `json:"role"`   // "unknown" for a node that is not a gateway of ours
-	Stream      string       `json:"stream"` // "sotw" or "delta"
+	StreamID int64  `json:"stream_id"` // unique per Stream kind
+	NodeID   string `json:"node_id"`
+	Role     string `json:"role"`   // "unknown" for a node that is not a gateway of ours
+	Stream   string `json:"stream"` // "sotw" or "delta"
+	// Channel is unix, mtls or plaintext (which serves no private key).
+	Channel string `json:"channel,omitempty"`
+	// SPIFFEID is the gateway's identity, over mutual TLS.
+	SPIFFEID    string       `json:"spiffe_id,omitempty"`
 	ConnectedAt time.Time    `json:"connected_at"`
 	Types       []TypeStatus `json:"types"`
 }

@@ -96,11 +96,14 @@ func (m *mesh) assign(p *portPicker) error {
 	for _, a := range []struct {
 		addr *string
 		what string
-	}{{&m.Federation, "federation"}, {&m.XDS, "xDS"}, {&m.Admin, "admin"}, {&m.DNS, "DNS"}} {
+	}{{&m.Federation, "federation"}, {&m.Admin, "admin"}, {&m.DNS, "DNS"}} {
 		if *a.addr, err = p.addr("127.0.0.1", m.Name+" agent "+a.what); err != nil {
 			return err
 		}
 	}
+	// The gateways get their SVID keys over xDS: a Unix socket, which only
+	// this user may open.
+	m.XDS = "unix://" + filepath.Join(m.Dir, "xds.sock")
 	if m.IngressPort, err = p.pick(m.IP, m.Name+" ingress gateway"); err != nil {
 		return err
 	}

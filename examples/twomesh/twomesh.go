@@ -42,8 +42,15 @@ type Mesh struct {
 	// has its own, as on separate hosts, so that both egress gateways can
 	// serve imports on the same service ports.
 	IP string
-	// The agent's listen addresses.
+	// The agent's listen addresses. XDS is unix://path, or host:port
+	// served over mutual TLS when XDSTLS is set.
 	Federation, XDS, Admin, DNS string
+	XDSTLS                      bool
+	// GatewayAdmin and GatewayStats are, by role (egress, ingress), the
+	// addresses of the gateways' admin interface and prometheus listener;
+	// without, the admin port is Envoy's choice and there is no
+	// prometheus listener.
+	GatewayAdmin, GatewayStats map[string]string
 	// IngressPort is the port of the ingress gateway's TLS listener, on IP.
 	IngressPort uint32
 	// PortsFrom and PortsTo bound the egress gateway's dedicated ports.
@@ -132,6 +139,9 @@ func (m *Mesh) WriteConfig() error {
 	if m.Holdoff != "" {
 		holdoff = "  holdoff: " + m.Holdoff + "\n"
 	}
+	if m.XDSTLS {
+		holdoff += "  tls: {}\n"
+	}
 	var egress strings.Builder
 	if m.HTTPRouteTimeout != "" {
 		fmt.Fprintf(&egress, "    httpRouteTimeout: %s\n", m.HTTPRouteTimeout)
@@ -191,7 +201,19 @@ func (m *Mesh) Bootstrap(role string, sotw bool) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := envoyconfigs.Apply(b, envoyconfigs.Params{Admin: "127.0.0.1:0", XDS: m.XDS, SotW: sotw}); err != nil {
+	p := envoyconfigs.Params{Admin: "127.0.0.1:0", XDS: m.XDS, SotW: sotw}
+	if a := m.GatewayAdmin[role]; a != "" {
+		p.Admin, p.Stats = a, m.GatewayStats[role]
+	}
+	if m.XDSTLS {
+		p.XDSTLS = &envoyconfigs.ClientTLS{
+			CertFile:   filepath.Join(m.CertsDir(), role+".pem"),
+			KeyFile:    filepath.Join(m.CertsDir(), role+"-key.pem"),
+			BundleFile: filepath.Join(m.CertsDir(), certs.BundleFile),
+			AgentID:    "spiffe://" + m.TrustDomain() + "/meshfed/agent",
+		}
+	}
+	if err := envoyconfigs.Apply(b, p); err != nil {
 		return nil, err
 	}
 	b.GetAdmin().AccessLog = nil

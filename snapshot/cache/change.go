@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	tls "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -27,6 +28,8 @@ type prepared struct {
 	typeURL string
 	name    string
 	res     *discovery.Resource // nil for a deletion
+	// private is set for a secret that holds a private key.
+	private bool
 }
 
 // prepare validates and marshals changes outside the cache lock. A change that
@@ -71,10 +74,18 @@ func (c *Cache) prepareOne(ch Change) (prepared, error) {
 		return prepared{}, fmt.Errorf("%s %q: %w", ch.TypeURL, ch.Name, err)
 	}
 	c.marshals.Add(1)
+	p.private = holdsKey(ch.Resource)
 	p.res = &discovery.Resource{
 		Name:     ch.Name,
 		Version:  contentVersion(b),
 		Resource: &anypb.Any{TypeUrl: ch.TypeURL, Value: b},
 	}
 	return p, nil
+}
+
+// holdsKey reports whether m is a secret with a private key (an SVID): what
+// a stream that is not authenticated must never receive.
+func holdsKey(m proto.Message) bool {
+	s, ok := m.(*tls.Secret)
+	return ok && s.GetTlsCertificate().GetPrivateKey() != nil
 }

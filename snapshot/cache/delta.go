@@ -19,9 +19,11 @@ const syncKey = "\x00meshfed.synced"
 const wildcard = "*"
 
 type deltaWatch struct {
-	req *gcache.DeltaRequest
-	sub gcache.Subscription
-	out chan gcache.DeltaResponse
+	// keyless streams never see a secret that holds a private key.
+	keyless bool
+	req     *gcache.DeltaRequest
+	sub     gcache.Subscription
+	out     chan gcache.DeltaResponse
 
 	// known is the stream's version map (sub.ReturnedResources()). While the
 	// cache holds the watch the server does not touch it, so the cache
@@ -44,6 +46,10 @@ var ErrStreamBehind = errors.New("xDS stream fell behind the change log; reconne
 
 // CreateDeltaWatch implements cache.ConfigWatcher.
 func (c *Cache) CreateDeltaWatch(req *gcache.DeltaRequest, sub gcache.Subscription, out chan gcache.DeltaResponse) (func(), error) {
+	return c.createDeltaWatch(req, sub, out, false)
+}
+
+func (c *Cache) createDeltaWatch(req *gcache.DeltaRequest, sub gcache.Subscription, out chan gcache.DeltaResponse, keyless bool) (func(), error) {
 	role, ok := c.roleOf(req.GetNode().GetId())
 	if !ok {
 		return func() {}, nil
@@ -52,7 +58,7 @@ func (c *Cache) CreateDeltaWatch(req *gcache.DeltaRequest, sub gcache.Subscripti
 	if known == nil {
 		known = make(map[string]string)
 	}
-	w := &deltaWatch{req: req, sub: sub, out: out, known: known}
+	w := &deltaWatch{keyless: keyless, req: req, sub: sub, out: out, known: known}
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -179,11 +185,13 @@ func (d *deltaDiff) name(t *typeState, w *deltaWatch, name string, changed bool)
 	}
 	have, inMap := w.known[name]
 	delete(w.known, name)
-	r, exists := t.entries[name]
+	r, exists := t.visible(name, w.keyless)
+	// A hidden entry changing is no news to the stream: it never had it.
+	hidden := !exists && w.keyless && t.private[name]
 	switch {
 	case exists && subscribed(w.sub, name) && (!inMap || have != r.Version):
 		d.updated = append(d.updated, r)
-	case !exists && (inMap || changed):
+	case !exists && (inMap || changed && !hidden):
 		d.removed = append(d.removed, name)
 	}
 }

@@ -14,20 +14,26 @@ import (
 const sentKey = syncKey
 
 type sotwWatch struct {
-	req *gcache.Request
-	sub gcache.Subscription
-	out chan gcache.Response
+	// keyless streams never see a secret that holds a private key.
+	keyless bool
+	req     *gcache.Request
+	sub     gcache.Subscription
+	out     chan gcache.Response
 }
 
 // CreateWatch implements cache.ConfigWatcher for state-of-the-world streams.
 // A wildcard subscription (CDS, LDS) is answered with every resource of the
 // type, a named one (EDS, RDS, SDS) with the resources it names.
 func (c *Cache) CreateWatch(req *gcache.Request, sub gcache.Subscription, out chan gcache.Response) (func(), error) {
+	return c.createWatch(req, sub, out, false)
+}
+
+func (c *Cache) createWatch(req *gcache.Request, sub gcache.Subscription, out chan gcache.Response, keyless bool) (func(), error) {
 	role, ok := c.roleOf(req.GetNode().GetId())
 	if !ok {
 		return func() {}, nil
 	}
-	w := &sotwWatch{req: req, sub: sub, out: out}
+	w := &sotwWatch{keyless: keyless, req: req, sub: sub, out: out}
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -66,17 +72,17 @@ func (c *Cache) answerSotw(t *typeState, w *sotwWatch, changed []logEntry) bool 
 		case !nack && !force && w.req.GetVersionInfo() == t.version:
 			return false
 		}
-		c.sendSotw(t, w, t.wildcardAnys(), map[string]string{sentKey: t.version})
+		c.sendSotw(t, w, t.wildcardAnys(w.keyless), map[string]string{sentKey: t.version})
 		return true
 	}
 
 	names := w.sub.SubscribedResources()
-	if !force && !sotwMisses(t, w.sub, names, changed) {
+	if !force && !sotwMisses(t, w, names, changed) {
 		return false
 	}
 	sorted := make([]string, 0, len(names))
 	for n := range names {
-		if _, ok := t.entries[n]; ok {
+		if _, ok := t.visible(n, w.keyless); ok {
 			sorted = append(sorted, n)
 		}
 	}
@@ -94,10 +100,10 @@ func (c *Cache) answerSotw(t *typeState, w *sotwWatch, changed []logEntry) bool 
 
 // sotwMisses reports whether a named subscription lacks the current version
 // of one of its names. Only the changed names are looked at when known.
-func sotwMisses(t *typeState, sub gcache.Subscription, names map[string]struct{}, changed []logEntry) bool {
+func sotwMisses(t *typeState, w *sotwWatch, names map[string]struct{}, changed []logEntry) bool {
 	differs := func(n string) bool {
-		r, ok := t.entries[n]
-		have, had := sub.ReturnedResources()[n]
+		r, ok := t.visible(n, w.keyless)
+		have, had := w.sub.ReturnedResources()[n]
 		return ok != had || (ok && r.Version != have)
 	}
 	if changed != nil {

@@ -12,6 +12,8 @@ import (
 type typeState struct {
 	typeURL string
 	entries map[string]*discovery.Resource
+	// private names the entries that hold a private key.
+	private map[string]bool
 	hash    uint64 // XOR of entryHash over entries; see entryHash
 	version string // typeVersion(hash), kept to share one string
 
@@ -21,8 +23,9 @@ type typeState struct {
 	floor uint64
 
 	// all is the state-of-the-world answer to a wildcard request, built on
-	// first use after a change and shared by every such response.
-	all []*anypb.Any
+	// first use after a change and shared by every such response; public
+	// is the same without the entries that hold private keys.
+	all, public []*anypb.Any
 
 	delta map[*deltaWatch]struct{}
 	sotw  map[*sotwWatch]struct{}
@@ -53,6 +56,7 @@ func newTypeState(typeURL string) *typeState {
 	return &typeState{
 		typeURL: typeURL,
 		entries: make(map[string]*discovery.Resource),
+		private: make(map[string]bool),
 		version: typeVersion(0),
 		delta:   make(map[*deltaWatch]struct{}),
 		sotw:    make(map[*sotwWatch]struct{}),
@@ -72,13 +76,17 @@ func (t *typeState) set(p prepared, seq uint64) bool {
 	if had {
 		t.hash ^= entryHash(old.Name, old.Version)
 	}
+	delete(t.private, p.name)
 	if p.res == nil {
 		delete(t.entries, p.name)
 	} else {
 		t.entries[p.name] = p.res
 		t.hash ^= entryHash(p.res.Name, p.res.Version)
+		if p.private {
+			t.private[p.name] = true
+		}
 	}
-	t.all = nil
+	t.all, t.public = nil, nil
 	t.log = append(t.log, logEntry{seq: seq, name: p.name})
 	return true
 }
@@ -111,22 +119,44 @@ func (t *typeState) changedSince(seq uint64) (names []logEntry, ok bool) {
 	return t.log[i:], true
 }
 
-// wildcardAnys returns every resource of the type, sorted by name.
-func (t *typeState) wildcardAnys() []*anypb.Any {
-	if t.all != nil || len(t.entries) == 0 {
-		return t.all
+// wildcardAnys returns every resource of the type, sorted by name;
+// without those that hold private keys when keyless.
+func (t *typeState) wildcardAnys(keyless bool) []*anypb.Any {
+	if keyless && len(t.private) > 0 {
+		if t.public == nil {
+			t.public = t.sortedAnys(func(n string) bool { return !t.private[n] })
+		}
+		return t.public
 	}
+	if t.all == nil && len(t.entries) > 0 {
+		t.all = t.sortedAnys(func(string) bool { return true })
+	}
+	return t.all
+}
+
+func (t *typeState) sortedAnys(keep func(name string) bool) []*anypb.Any {
 	names := make([]string, 0, len(t.entries))
 	for n := range t.entries {
-		names = append(names, n)
+		if keep(n) {
+			names = append(names, n)
+		}
 	}
 	sort.Strings(names)
-	all := make([]*anypb.Any, len(names))
+	out := make([]*anypb.Any, len(names))
 	for i, n := range names {
-		all[i] = t.entries[n].Resource
+		out[i] = t.entries[n].Resource
 	}
-	t.all = all
-	return all
+	return out
+}
+
+// visible is the entry of name a stream may see, if any: an entry that
+// holds a private key does not exist for a keyless stream.
+func (t *typeState) visible(name string, keyless bool) (*discovery.Resource, bool) {
+	r, ok := t.entries[name]
+	if ok && keyless && t.private[name] {
+		return nil, false
+	}
+	return r, ok
 }
 
 func (t *typeState) appliedAt(version string) (time.Time, bool) {
