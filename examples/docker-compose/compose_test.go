@@ -83,7 +83,8 @@ type dependency struct {
 type networks map[string]serviceNetwork
 
 type serviceNetwork struct {
-	Aliases []string `yaml:"aliases"`
+	Aliases     []string `yaml:"aliases"`
+	IPv4Address string   `yaml:"ipv4_address"`
 }
 
 func (n *networks) UnmarshalYAML(node *yaml.Node) error {
@@ -332,9 +333,10 @@ type agentConfig struct {
 	} `yaml:"dns"`
 	Gateways struct {
 		Egress struct {
-			NodeIDs   []string `yaml:"nodeIds"`
-			Listen    endpoint `yaml:"listen"`
-			Advertise string   `yaml:"advertise"`
+			NodeIDs        []string `yaml:"nodeIds"`
+			Listen         endpoint `yaml:"listen"`
+			Advertise      string   `yaml:"advertise"`
+			AllowedSources []string `yaml:"allowedSources"`
 		} `yaml:"egress"`
 		Ingress struct {
 			NodeIDs []string `yaml:"nodeIds"`
@@ -463,12 +465,11 @@ func TestAgentConfigs(t *testing.T) {
 			// The gateways.
 			require.Equal(t, []string{"egress-gateway"}, cfg.Gateways.Egress.NodeIDs)
 			require.Equal(t, []string{"ingress-gateway"}, cfg.Gateways.Ingress.NodeIDs)
-			for _, l := range []endpoint{cfg.Gateways.Egress.Listen, cfg.Gateways.Ingress.Listen} {
-				ip, err := netip.ParseAddr(l.Address)
-				require.NoError(t, err, "a gateway listener binds an IP")
-				require.True(t, ip.IsUnspecified(), "a gateway in its own container binds every address, not %s", ip)
-			}
+			ip, err := netip.ParseAddr(cfg.Gateways.Ingress.Listen.Address)
+			require.NoError(t, err, "the ingress listener binds an IP")
+			require.True(t, ip.IsUnspecified(), "the ingress gateway in its own container binds every address, not %s", ip)
 			egressName := "egress-" + m
+			requireMeshSideEgress(t, c, m, cfg.Gateways.Egress.Listen.Address, cfg.Gateways.Egress.AllowedSources)
 			require.Equal(t, egressName, cfg.Gateways.Egress.Advertise, "workloads dial the egress gateway's service name")
 			require.Contains(t, publishedPorts(t, egressName, c.Services[egressName]), uint32(8080), "the egress HTTP listener of the imported service's port is published")
 
@@ -866,4 +867,27 @@ func TestAgentConfigsLoad(t *testing.T) {
 		require.NoError(t, err, mesh)
 		require.Equal(t, "services-"+mesh+".yaml", filepath.Base(c.Exports.File))
 	}
+}
+
+// requireMeshSideEgress checks that mesh m's egress gateway binds its
+// address on the mesh's network only, and serves that network's subnet
+// only: it is not an open proxy for the federation network.
+func requireMeshSideEgress(t *testing.T, c composeFile, m, listen string, sources []string) {
+	t.Helper()
+	egress := c.Services["egress-"+m]
+	require.Equal(t, listen, egress.Networks["mesh-"+m].IPv4Address, "egress-%s binds its fixed address on mesh-%s", m, m)
+	var subnet struct {
+		IPAM struct {
+			Config []struct {
+				Subnet string `yaml:"subnet"`
+			} `yaml:"config"`
+		} `yaml:"ipam"`
+	}
+	raw, err := yaml.Marshal(c.Networks["mesh-"+m])
+	require.NoError(t, err)
+	require.NoError(t, yaml.Unmarshal(raw, &subnet))
+	require.Len(t, subnet.IPAM.Config, 1, "mesh-%s has a fixed subnet", m)
+	require.Equal(t, []string{subnet.IPAM.Config[0].Subnet}, sources, "egress-%s serves mesh-%s only", m, m)
+	prefix := netip.MustParsePrefix(subnet.IPAM.Config[0].Subnet)
+	require.True(t, prefix.Contains(netip.MustParseAddr(listen)), "%s is in mesh-%s's subnet %s", listen, m, prefix)
 }
