@@ -3,7 +3,6 @@ package bench
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -180,7 +179,14 @@ func runEnv(parent context.Context, opts *Options, p *pki, prefix string, res *R
 	if err != nil {
 		return err
 	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	// A Unix socket, as the agent's default: gateways on plaintext TCP
+	// would be served no SVID key.
+	sockDir, err := os.MkdirTemp("", "meshfed-bench-xds-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(sockDir)
+	lis, err := xds.Listen("unix://" + filepath.Join(sockDir, "xds.sock"))
 	if err != nil {
 		return err
 	}
@@ -221,7 +227,7 @@ func runEnv(parent context.Context, opts *Options, p *pki, prefix string, res *R
 	g0 := e.gateways()
 	u0 := readUsage()
 	t0 := time.Now()
-	if err := e.fleet.connect(fleetConfig{Addr: lis.Addr().String(), Delta: res.Mode == ModeDelta, PartialSotw: e.partialSotw(), Nodes: nodes}); err != nil {
+	if err := e.fleet.connect(fleetConfig{Addr: xds.Target(lis.Addr()), Delta: res.Mode == ModeDelta, PartialSotw: e.partialSotw(), Nodes: nodes}); err != nil {
 		return err
 	}
 	at, ok := e.events.waitSync(opts.WaitTimeout)
