@@ -7,12 +7,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap/zaptest"
+	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/meshfed/meshfed/federation/catalog"
@@ -232,4 +235,24 @@ func TestDeleteIsIdempotent(t *testing.T) {
 	for _, r := range recs {
 		assert.NotEqual(t, "payments", r.ResourceID)
 	}
+}
+
+// requireStatus checks an answer's status message exactly, field by field:
+// an ACK must carry status{code: 0}, not leave it out.
+func requireStatus(t *testing.T, want *spb.Status, req *discoverypb.StreamRequest) {
+	t.Helper()
+	require.NotNil(t, req.GetStatus(), "the answer carries no status")
+	if d := cmp.Diff(want, req.GetStatus(), protocmp.Transform()); d != "" {
+		t.Fatalf("status (-want +got):\n%s", d)
+	}
+}
+
+func TestAckCarriesStatusOK(t *testing.T) {
+	f := newFixture(t, 0, "")
+	requireStatus(t, &spb.Status{Code: int32(codes.OK)}, f.send(upsert(t, "payments", good("payments"))))
+	del := &discoverypb.StreamResponse{ResourceUrl: wire.TypeURL, ResourceId: "payments", Operation: discoverypb.StreamResponse_DELETE}
+	requireStatus(t, &spb.Status{Code: int32(codes.OK)}, f.send(del))
+	bad := good("ledger")
+	bad.Endpoints[0].Port = 0
+	requireStatus(t, &spb.Status{Code: int32(codes.InvalidArgument), Message: "endpoints[0].port: 0 is out of range 1-65535"}, f.send(upsert(t, "ledger", bad)))
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -106,8 +107,15 @@ func Run(ctx context.Context, s Stream, o Options) error {
 	return err
 }
 
+// ackOf is this side's answer to r: an ACK when err is nil, else a NACK
+// with err's code and message. An ACK's status is present with code OK:
+// status.Convert(nil) is a nil *Status, and other implementations read
+// status.code without a nil check.
 func ackOf(r *discoverypb.StreamResponse, err error, ctxToken string) *discoverypb.BidirectionalStream {
-	st := status.Convert(err).Proto()
+	st := &spb.Status{Code: int32(codes.OK)}
+	if err != nil {
+		st = status.Convert(err).Proto()
+	}
 	return &discoverypb.BidirectionalStream{Request: &discoverypb.StreamRequest{
 		ResourceUrl:   r.GetResourceUrl(),
 		ResponseNonce: r.GetNonce(),
