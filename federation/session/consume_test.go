@@ -167,6 +167,11 @@ func TestRejectedUpdateLeavesStoreAndCatalogUnchanged(t *testing.T) {
 			fs.Fqdn = "search.mesh-c.example"
 			return upsert(t, "payments", fs)
 		}, code: codes.AlreadyExists, msg: `fqdn: "search.mesh-c.example" is already imported from peer "mesh-c" as "search"`},
+		{name: "fqdn of another peer's import in other case", response: func(t *testing.T) *discoverypb.StreamResponse {
+			fs := good("payments")
+			fs.Fqdn = "SEARCH.Mesh-C.example"
+			return upsert(t, "payments", fs)
+		}, code: codes.AlreadyExists, msg: `fqdn: "search.mesh-c.example" is already imported from peer "mesh-c" as "search"`},
 		{name: "fqdn of a local export", response: func(t *testing.T) *discoverypb.StreamResponse {
 			fs := good("payments")
 			fs.Fqdn = "local.mesh-a.example"
