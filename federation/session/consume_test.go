@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -49,10 +50,29 @@ type fixture struct {
 	store *store.Store
 	cat   *catalog.Catalog
 	pipe  *pipe
+	reg   *prometheus.Registry
+	act   *session.Activity
 	nonce int
 }
 
+// fixtureOpts vary the session under test; the zero value is a plain
+// specification stream without grace period.
+type fixtureOpts struct {
+	max           int
+	alias         string
+	local, remote session.Capabilities
+	grace         time.Duration
+	clock         *session.FakeClock
+	// imports are mesh-b's services this agent holds from an earlier
+	// stream, as after a restart.
+	imports []string
+}
+
 func newFixture(t *testing.T, maxServices int, alias string) *fixture {
+	return newFixtureWith(t, fixtureOpts{max: maxServices, alias: alias})
+}
+
+func newFixtureWith(t *testing.T, fo fixtureOpts) *fixture {
 	st, err := store.Open(filepath.Join(t.TempDir(), "meshfed.db"))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = st.Close() })
@@ -60,7 +80,7 @@ func newFixture(t *testing.T, maxServices int, alias string) *fixture {
 	cat := catalog.New(st, log)
 	td := spiffeid.RequireTrustDomainFromString("mesh-b.example")
 	require.NoError(t, cat.SetPeers([]catalog.Peer{
-		{Peer: model.Peer{Name: "mesh-b", TrustDomain: td.Name()}, MaxServices: maxServices, Alias: alias, Policy: validate.Policy{TrustDomain: td}},
+		{Peer: model.Peer{Name: "mesh-b", TrustDomain: td.Name()}, MaxServices: fo.max, Alias: fo.alias, Policy: validate.Policy{TrustDomain: td}},
 		{Peer: model.Peer{Name: "mesh-c", TrustDomain: "mesh-c.example"}, Policy: validate.Policy{TrustDomain: spiffeid.RequireTrustDomainFromString("mesh-c.example")}},
 	}))
 	cat.SetExports([]model.Export{{Name: "local", FQDN: "local.mesh-a.example", Mode: model.Terminate,
@@ -69,19 +89,32 @@ func newFixture(t *testing.T, maxServices int, alias string) *fixture {
 	raw, err := proto.Marshal(wire.FromModel(search))
 	require.NoError(t, err)
 	require.NoError(t, cat.Upsert("mesh-c", "search", search, raw))
+	for _, name := range fo.imports {
+		s := svc(name, name+".mesh-b.example")
+		raw, err := proto.Marshal(wire.FromModel(s))
+		require.NoError(t, err)
+		require.NoError(t, cat.Upsert("mesh-b", name, s, raw))
+	}
 
+	reg := prometheus.NewRegistry()
+	act := &session.Activity{}
 	p := &pipe{in: make(chan *discoverypb.BidirectionalStream), out: make(chan *discoverypb.BidirectionalStream, 16)}
+	o := session.Options{
+		Peer: "mesh-b", Catalog: cat, Ingress: func() wire.Ingress { return wire.Ingress{} }, Log: log,
+		Local: fo.local, Remote: func() (session.Capabilities, error) { return fo.remote, nil },
+		Grace: fo.grace, Activity: act, Metrics: session.NewMetrics(reg),
+	}
+	if fo.clock != nil {
+		o = session.WithClock(o, fo.clock)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_ = session.Run(ctx, p, session.Options{
-			Peer: "mesh-b", Catalog: cat, Ingress: func() wire.Ingress { return wire.Ingress{} }, Log: log,
-			Remote: func() (session.Capabilities, error) { return session.Capabilities{}, nil },
-		})
+		_ = session.Run(ctx, p, o)
 	}()
 	t.Cleanup(func() { cancel(); close(p.in); <-done })
-	return &fixture{t: t, store: st, cat: cat, pipe: p}
+	return &fixture{t: t, store: st, cat: cat, pipe: p, reg: reg, act: act}
 }
 
 func svc(name, fqdn string) model.Service {
