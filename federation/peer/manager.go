@@ -12,6 +12,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"go.uber.org/zap"
+	"google.golang.org/grpc/keepalive"
 
 	"github.com/meshfed/meshfed/federation/catalog"
 	"github.com/meshfed/meshfed/federation/session"
@@ -44,8 +45,11 @@ type Config struct {
 	// MinBackoff and MaxBackoff bound the redial delay: 1 s and 2 min by
 	// default. Hamlet asks for at least 1 s.
 	MinBackoff, MaxBackoff time.Duration
-	Log                    *zap.Logger
-	Registerer             prometheus.Registerer
+	// KeepaliveEnforcement is how often peers may ping the listener; zero
+	// means DefaultKeepaliveEnforcement.
+	KeepaliveEnforcement keepalive.EnforcementPolicy
+	Log                  *zap.Logger
+	Registerer           prometheus.Registerer
 }
 
 // Manager runs the connections of all configured peers.
@@ -88,6 +92,9 @@ func NewManager(cfg Config, specs []Spec) (*Manager, error) {
 	}
 	if cfg.MaxBackoff == 0 {
 		cfg.MaxBackoff = 2 * time.Minute
+	}
+	if cfg.KeepaliveEnforcement == (keepalive.EnforcementPolicy{}) {
+		cfg.KeepaliveEnforcement = DefaultKeepaliveEnforcement()
 	}
 	if cfg.Registerer == nil {
 		cfg.Registerer = prometheus.NewRegistry()

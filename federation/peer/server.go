@@ -22,15 +22,21 @@ import (
 	"github.com/meshfed/meshfed/federation/wire"
 )
 
+// DefaultKeepaliveEnforcement is how often a peer may ping this agent. At
+// least one known Hamlet client pings every 20 s, also without a stream,
+// and does not reconnect after a GOAWAY; gRPC clients cannot ping more
+// often than every 10 s. Half that leaves room for timer jitter.
+func DefaultKeepaliveEnforcement() keepalive.EnforcementPolicy {
+	return keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}
+}
+
 // NewServer is the gRPC server that accepts Hamlet streams. Only mutual TLS
 // is offered: the handshake already refuses a client whose certificate no
 // configured peer may present.
 func (m *Manager) NewServer() *grpc.Server {
 	s := grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(m.cfg.TLS.ServerConfig(m.authorizeAny))),
-		// Peers ping no more often than every 40 s; allow a little slack
-		// below, so a peer's timer jitter never gets it disconnected.
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 30 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(m.cfg.KeepaliveEnforcement),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Minute, Timeout: 20 * time.Second}),
 	)
 	discoverypb.RegisterDiscoveryServiceServer(s, &server{m: m})
