@@ -240,6 +240,10 @@ func (a *Agent) trustBundles() error {
 func (a *Agent) peerSpecs() []peer.Spec {
 	var out []peer.Spec
 	for _, p := range a.cfg.Peers {
+		if p.AnyIDInTrustDomain {
+			a.log.Warn("peer accepts any SPIFFE ID of its trust domain as its agent, a workload's too; list its agent's spiffeIds instead",
+				zap.String("peer", p.Name), zap.String("trustDomain", p.TrustDomain))
+		}
 		pol := validate.Policy{TrustDomain: spiffeid.RequireTrustDomainFromString(p.TrustDomain), DeniedCIDRs: a.cfg.DeniedPrefixes(), AllowLoopback: p.AllowLoopback}
 		for _, s := range p.SANTrustDomains {
 			pol.SANTrustDomains = append(pol.SANTrustDomains, spiffeid.RequireTrustDomainFromString(s))
@@ -251,9 +255,10 @@ func (a *Agent) peerSpecs() []peer.Spec {
 				Alias:       p.Alias,
 				Policy:      pol,
 			},
-			Dial:           p.Dial,
-			Context:        p.Context,
-			RequireContext: p.RequireContext,
+			AnyIDInTrustDomain: p.AnyIDInTrustDomain,
+			Dial:               p.Dial,
+			Context:            p.Context,
+			RequireContext:     p.RequireContext,
 		})
 	}
 	return out

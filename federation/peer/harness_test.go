@@ -200,3 +200,10 @@ func (a *agent) counter(name string, labels map[string]string) float64 {
 	}
 	return 0
 }
+
+func newCatalog(t *testing.T) *catalog.Catalog {
+	st, err := store.Open(filepath.Join(t.TempDir(), "meshfed.db"))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = st.Close() })
+	return catalog.New(st, zaptest.NewLogger(t))
+}

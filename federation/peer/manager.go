@@ -132,14 +132,25 @@ func NewManager(cfg Config, specs []Spec) (*Manager, error) {
 // accepted stream must map to exactly one peer.
 func ambiguous(specs []Spec) error {
 	byTD := map[string]string{}
+	byID := map[spiffeid.ID]string{}
 	for _, s := range specs {
-		if len(s.SPIFFEIDs) > 0 {
+		if s.AnyIDInTrustDomain {
+			if other, ok := byTD[s.TrustDomain]; ok {
+				return fmt.Errorf("peers %q and %q share trust domain %q: list spiffeIds for each", other, s.Name, s.TrustDomain)
+			}
+			byTD[s.TrustDomain] = s.Name
 			continue
 		}
-		if other, ok := byTD[s.TrustDomain]; ok {
-			return fmt.Errorf("peers %q and %q share trust domain %q: list spiffeIds for each", other, s.Name, s.TrustDomain)
+		ids, err := s.agentIDs()
+		if err != nil {
+			return err
 		}
-		byTD[s.TrustDomain] = s.Name
+		for _, id := range ids {
+			if other, ok := byID[id]; ok {
+				return fmt.Errorf("peers %q and %q both accept %s as their agent", other, s.Name, id)
+			}
+			byID[id] = s.Name
+		}
 	}
 	return nil
 }

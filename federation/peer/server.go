@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/subtle"
 	"crypto/x509"
+	"fmt"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -44,33 +45,38 @@ func (m *Manager) NewServer() *grpc.Server {
 }
 
 // authorizeAny accepts the identities of the peers that connect to this
-// agent.
+// agent. Its error says why, for the log of the refused handshake.
 func (m *Manager) authorizeAny(id spiffeid.ID, chains [][]*x509.Certificate) error {
-	if _, err := m.peerFor(id, chains); err != nil {
-		return err
-	}
-	return nil
+	_, err := m.peerFor(id, chains)
+	return err
 }
 
+// peerFor is the peer that id authenticates, or why there is none.
 func (m *Manager) peerFor(id spiffeid.ID, chains [][]*x509.Certificate) (*peerRun, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var match *peerRun
+	var refusal error
 	for _, name := range m.order {
 		p := m.peers[name]
-		if p.authorize(id, chains) != nil {
+		if err := p.authorize(id, chains); err != nil {
+			if refusal == nil && id.TrustDomain().Name() == p.spec.TrustDomain {
+				refusal = err
+			}
 			continue
 		}
 		// An exact SPIFFE ID beats a trust domain match.
-		if match == nil || len(p.spec.SPIFFEIDs) > 0 {
+		if match == nil || !p.spec.AnyIDInTrustDomain {
 			match = p
 		}
 	}
-	if match == nil {
-		return nil, status.Errorf(codes.PermissionDenied, "%s is not a configured peer", id)
-	}
-	if match.spec.Dial != "" {
-		return nil, status.Errorf(codes.PermissionDenied, "peer %q is dialed by this agent, not accepted", match.spec.Name)
+	switch {
+	case match == nil && refusal != nil:
+		return nil, refusal
+	case match == nil:
+		return nil, fmt.Errorf("%s is in no configured peer's trust domain", id)
+	case match.spec.Dial != "":
+		return nil, fmt.Errorf("peer %q is dialed by this agent, not accepted", match.spec.Name)
 	}
 	return match, nil
 }
@@ -89,7 +95,7 @@ func (s *server) EstablishStream(stream discoverypb.DiscoveryService_EstablishSt
 	p, err := s.m.peerFor(id, chains)
 	if err != nil {
 		s.m.log.Warn("refused a stream", zap.Stringer("identity", id), zap.Error(err))
-		return err
+		return status.Error(codes.PermissionDenied, err.Error())
 	}
 	local := s.m.capabilities()
 	if err := stream.SendHeader(local.MD()); err != nil {
