@@ -63,12 +63,20 @@ type Manager struct {
 	order  []string
 	closed bool
 	wg     sync.WaitGroup
+	// unattributed are refused connections of no configured peer's trust
+	// domain.
+	unattributed      []Refusal
+	unattributedTotal int
 }
 
 type peerRun struct {
 	spec      Spec
 	authorize tlsconfig.Authorizer
 	status    Status
+	activity  session.Activity
+	// refusedTotal counts the refused connections of the peer's trust
+	// domain, for the metric.
+	refusedTotal int
 	// stream cancels the peer's current stream, if any, and done is closed
 	// when that stream's session has ended.
 	cancel context.CancelFunc
@@ -213,7 +221,15 @@ func (m *Manager) Status() []Status {
 	m.mu.Lock()
 	out := make([]Status, 0, len(m.order))
 	for _, name := range m.order {
-		out = append(out, m.peers[name].status)
+		p := m.peers[name]
+		st := p.status
+		st.Refused = append([]Refusal(nil), st.Refused...)
+		st.LastSent = timeOrNil(p.activity.LastSent())
+		st.LastReceived = timeOrNil(p.activity.LastReceived())
+		if c, ok := p.activity.Negotiated(); ok {
+			st.Capabilities = &c
+		}
+		out = append(out, st)
 	}
 	m.mu.Unlock()
 	for i := range out {
@@ -223,6 +239,13 @@ func (m *Manager) Status() []Status {
 	return out
 }
 
+func timeOrNil(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
+
 func (m *Manager) setState(p *peerRun, st State, err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -230,9 +253,17 @@ func (m *Manager) setState(p *peerRun, st State, err error) {
 		p.status.Since = time.Now()
 	}
 	p.status.State = st
-	if err != nil {
-		p.status.LastError = err.Error()
+	setErrorLocked(p, err)
+}
+
+// setErrorLocked records why the peer's stream failed; a nil err leaves
+// the last one.
+func setErrorLocked(p *peerRun, err error) {
+	if err == nil {
+		return
 	}
+	now := time.Now()
+	p.status.LastError, p.status.LastErrorAt = err.Error(), &now
 }
 
 // begin makes s the peer's one stream: a second concurrent stream from the
@@ -262,7 +293,9 @@ func (m *Manager) begin(ctx context.Context, p *peerRun, identity spiffeid.ID) (
 	}
 	p.status.State = Connected
 	p.status.Identity = identity.String()
-	p.status.NextRetry = time.Time{}
+	p.status.NextRetry = nil
+	// Recovered: what made the last stream fail is over.
+	p.status.LastError, p.status.LastErrorAt = "", nil
 	m.mu.Unlock()
 	m.log.Info("peer connected", zap.String("peer", p.spec.Name), zap.Stringer("identity", identity))
 	end := func(err error) {
@@ -275,9 +308,7 @@ func (m *Manager) begin(ctx context.Context, p *peerRun, identity spiffeid.ID) (
 			if p.spec.Dial != "" {
 				p.status.State = Backoff
 			}
-			if err != nil {
-				p.status.LastError = err.Error()
-			}
+			setErrorLocked(p, err)
 		}
 		m.mu.Unlock()
 		if serr := m.cfg.Catalog.MarkStale(p.spec.Name, time.Now()); serr != nil {
@@ -299,6 +330,7 @@ func (m *Manager) sessionOptions(p *peerRun, ctxToken string, local session.Capa
 		Remote:    remote,
 		Grace:     m.cfg.Grace,
 		Exchanged: exchanged,
+		Activity:  &p.activity,
 		Log:       m.log,
 		Metrics:   m.smx,
 	}

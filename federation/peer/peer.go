@@ -16,6 +16,7 @@ import (
 
 	"github.com/meshfed/meshfed/certs"
 	"github.com/meshfed/meshfed/federation/catalog"
+	"github.com/meshfed/meshfed/federation/session"
 )
 
 // Spec is one configured peer.
@@ -122,12 +123,25 @@ type Status struct {
 	Dial        string    `json:"dial,omitempty"`
 	State       State     `json:"state"`
 	Since       time.Time `json:"since"`
-	LastError   string    `json:"lastError,omitempty"`
-	Reconnects  int       `json:"reconnects"`
+	// LastError is why the last stream failed, and LastErrorAt when; both
+	// are cleared once a stream is up again.
+	LastError   string     `json:"lastError,omitempty"`
+	LastErrorAt *time.Time `json:"lastErrorAt,omitempty"`
+	Reconnects  int        `json:"reconnects"`
 	// Identity is the SPIFFE ID the peer presented on its current stream.
 	Identity string `json:"identity,omitempty"`
 	// NextRetry is when a peer in Backoff is dialed again.
-	NextRetry time.Time `json:"nextRetry,omitempty"`
-	Imported  int       `json:"imported"`
-	Exported  int       `json:"exported"`
+	NextRetry *time.Time `json:"nextRetry,omitempty"`
+	// LastSent and LastReceived are when a frame last went to and came
+	// from the peer, on any stream.
+	LastSent     *time.Time `json:"lastSent,omitempty"`
+	LastReceived *time.Time `json:"lastReceived,omitempty"`
+	// Capabilities is what both sides of the current stream negotiated;
+	// nil while no stream is up.
+	Capabilities *session.Capabilities `json:"capabilities,omitempty"`
+	// Refused are the latest connections refused from clients presenting
+	// an identity of the peer's trust domain.
+	Refused  []Refusal `json:"refused,omitempty"`
+	Imported int       `json:"imported"`
+	Exported int       `json:"exported"`
 }

@@ -5,11 +5,11 @@ import (
 	"crypto/subtle"
 	"crypto/x509"
 	"fmt"
+	"net"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
-	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -36,7 +36,7 @@ func DefaultKeepaliveEnforcement() keepalive.EnforcementPolicy {
 // configured peer may present.
 func (m *Manager) NewServer() *grpc.Server {
 	s := grpc.NewServer(
-		grpc.Creds(credentials.NewTLS(m.cfg.TLS.ServerConfig(m.authorizeAny))),
+		grpc.Creds(newRecordingCreds(m.cfg.TLS.ServerConfig(m.authorizeAny), m.refusedConn)),
 		grpc.KeepaliveEnforcementPolicy(m.cfg.KeepaliveEnforcement),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Minute, Timeout: 20 * time.Second}),
 	)
@@ -94,7 +94,7 @@ func (s *server) EstablishStream(stream discoverypb.DiscoveryService_EstablishSt
 	}
 	p, err := s.m.peerFor(id, chains)
 	if err != nil {
-		s.m.log.Warn("refused a stream", zap.Stringer("identity", id), zap.Error(err))
+		s.m.refusedConn(remoteAddr(ctx), id, err.Error())
 		return status.Error(codes.PermissionDenied, err.Error())
 	}
 	local := s.m.capabilities()
@@ -113,8 +113,9 @@ func (s *server) EstablishStream(stream discoverypb.DiscoveryService_EstablishSt
 		return status.Errorf(codes.InvalidArgument, "resource_url: %q is not %q", req.GetResourceUrl(), wire.TypeURL)
 	}
 	if p.spec.RequireContext && subtle.ConstantTimeCompare([]byte(req.GetContext()), []byte(p.spec.Context)) != 1 {
-		s.m.log.Warn("refused a stream: wrong context token", zap.String("peer", p.spec.Name))
-		return status.Error(codes.Unauthenticated, "context: the opening request does not carry this peer's token")
+		const why = "context: the opening request does not carry this peer's token"
+		s.m.refusedConn(remoteAddr(ctx), id, why)
+		return status.Error(codes.Unauthenticated, why)
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
 	remote := session.ParseCapabilities(md)
@@ -130,6 +131,18 @@ func (s *server) EstablishStream(stream discoverypb.DiscoveryService_EstablishSt
 	}
 	return err
 }
+
+func remoteAddr(ctx context.Context) net.Addr {
+	if pr, ok := peer.FromContext(ctx); ok && pr.Addr != nil {
+		return pr.Addr
+	}
+	return unknownAddr{}
+}
+
+type unknownAddr struct{}
+
+func (unknownAddr) Network() string { return "tcp" }
+func (unknownAddr) String() string  { return "unknown" }
 
 func callerID(ctx context.Context) (spiffeid.ID, [][]*x509.Certificate, error) {
 	pr, ok := peer.FromContext(ctx)
