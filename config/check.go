@@ -58,6 +58,28 @@ func (c *Config) check() error {
 			return fieldErr(fmt.Sprintf("federation.deniedCIDRs[%d]", i), "%q is not a CIDR", s)
 		}
 	}
+	if err := c.checkPeers(); err != nil {
+		return err
+	}
+	if err := c.checkServing(); err != nil {
+		return err
+	}
+	if c.Consul != nil {
+		if err := c.Consul.Check(); err != nil {
+			var fe *registry.FieldError
+			if errors.As(err, &fe) {
+				return fieldErr("consul."+fe.Path, "%s", fe.Msg)
+			}
+			return fieldErr("consul", "%v", err)
+		}
+	}
+	return nil
+}
+
+// checkPeers checks each peer: its name, trust domain and bundle, which
+// identities authenticate its agent and may call through the ingress, and
+// how it is reached.
+func (c *Config) checkPeers() error {
 	names := map[string]bool{}
 	for i, p := range c.Peers {
 		at := fmt.Sprintf("peers[%d]", i)
@@ -102,18 +124,6 @@ func (c *Config) check() error {
 		}
 		if p.MaxServices < 0 {
 			return fieldErr(fmt.Sprintf("%s.maxServices", at), "%d is negative", p.MaxServices)
-		}
-	}
-	if err := c.checkServing(); err != nil {
-		return err
-	}
-	if c.Consul != nil {
-		if err := c.Consul.Check(); err != nil {
-			var fe *registry.FieldError
-			if errors.As(err, &fe) {
-				return fieldErr("consul."+fe.Path, "%s", fe.Msg)
-			}
-			return fieldErr("consul", "%v", err)
 		}
 	}
 	return nil
