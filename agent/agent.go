@@ -5,6 +5,7 @@ package agent
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
 	"maps"
 	"slices"
@@ -80,6 +81,9 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger, reg *promethe
 	}
 	a.certMetrics = cm
 	if err := a.identity(ctx, cm); err != nil {
+		return nil, err
+	}
+	if err := a.checkAgentSVID(); err != nil {
 		return nil, err
 	}
 	if a.store, err = store.Open(cfg.Store.Path); err != nil {
@@ -240,6 +244,10 @@ func (a *Agent) trustBundles() error {
 func (a *Agent) peerSpecs() []peer.Spec {
 	var out []peer.Spec
 	for _, p := range a.cfg.Peers {
+		if p.AnyIDInTrustDomain {
+			a.log.Warn("peer accepts any SPIFFE ID of its trust domain as its agent, a workload's too; list its agent's spiffeIds instead",
+				zap.String("peer", p.Name), zap.String("trustDomain", p.TrustDomain))
+		}
 		pol := validate.Policy{TrustDomain: spiffeid.RequireTrustDomainFromString(p.TrustDomain), DeniedCIDRs: a.cfg.DeniedPrefixes(), AllowLoopback: p.AllowLoopback}
 		for _, s := range p.SANTrustDomains {
 			pol.SANTrustDomains = append(pol.SANTrustDomains, spiffeid.RequireTrustDomainFromString(s))
@@ -251,12 +259,55 @@ func (a *Agent) peerSpecs() []peer.Spec {
 				Alias:       p.Alias,
 				Policy:      pol,
 			},
-			Dial:           p.Dial,
-			Context:        p.Context,
-			RequireContext: p.RequireContext,
+			AnyIDInTrustDomain: p.AnyIDInTrustDomain,
+			Dial:               p.Dial,
+			Context:            p.Context,
+			RequireContext:     p.RequireContext,
 		})
 	}
 	return out
+}
+
+// checkAgentSVID refuses to start with an agent SVID that peers would
+// refuse or take for something else: of another trust domain, a gateway's
+// identity, or one that cannot serve both as TLS server (peers dial this
+// agent) and client (it dials peers).
+func (a *Agent) checkAgentSVID() error {
+	svid, err := a.svid.GetX509SVID()
+	if err != nil {
+		return fmt.Errorf("identity.agent: %w", err)
+	}
+	if svid.ID.TrustDomain() != a.td {
+		return fmt.Errorf("identity.agent: the SVID's SPIFFE ID %s is not in trustDomain %q", svid.ID, a.td.Name())
+	}
+	for _, r := range []certs.Role{certs.RoleEgress, certs.RoleIngress} {
+		if id, err := certs.RoleID(a.td, r); err == nil && id == svid.ID {
+			return fmt.Errorf("identity.agent: the SVID's SPIFFE ID %s is the %s gateway's identity, not the agent's", svid.ID, r)
+		}
+	}
+	leaf := svid.Certificates[0]
+	for _, u := range []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth} {
+		if !allowsUsage(leaf, u) {
+			return fmt.Errorf("identity.agent: the SVID %s lacks the %s extended key usage the agent needs", svid.ID, usageName(u))
+		}
+	}
+	return nil
+}
+
+// allowsUsage follows RFC 5280: a certificate without the extension is not
+// restricted, and anyExtendedKeyUsage allows everything.
+func allowsUsage(c *x509.Certificate, u x509.ExtKeyUsage) bool {
+	if len(c.ExtKeyUsage) == 0 && len(c.UnknownExtKeyUsage) == 0 {
+		return true
+	}
+	return slices.Contains(c.ExtKeyUsage, u) || slices.Contains(c.ExtKeyUsage, x509.ExtKeyUsageAny)
+}
+
+func usageName(u x509.ExtKeyUsage) string {
+	if u == x509.ExtKeyUsageServerAuth {
+		return "serverAuth"
+	}
+	return "clientAuth"
 }
 
 // ingress is what peers are told: this mesh's ingress addresses, and the

@@ -60,6 +60,7 @@ federation:
 peers:
   - name: %[4]s
     trustDomain: %[2]s
+    spiffeIds: [spiffe://%[2]s/meshfed/agent]
     dial: "%[5]s"
     allowLoopback: true
 xds:

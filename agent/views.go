@@ -23,6 +23,9 @@ type Status struct {
 	Ready    bool               `json:"ready"`
 	Peers    []PeerStatus       `json:"peers"`
 	Gateways []xds.ClientStatus `json:"gateways"`
+	// Refused are the latest Hamlet connections refused from clients of no
+	// configured peer's trust domain (or of none at all).
+	Refused []peer.Refusal `json:"refused,omitempty"`
 }
 
 // PeerStatus is a peer's connection and what it made of our exports.
@@ -31,6 +34,17 @@ type PeerStatus struct {
 	// Deliveries is the peer's last answer for each service exported to
 	// it: an ACK, or a NACK with its code and reason.
 	Deliveries []Delivery `json:"deliveries,omitempty"`
+	// Rejected are the NACKs this agent sent for the peer's services and
+	// that still stand.
+	Rejected []Rejection `json:"rejected,omitempty"`
+}
+
+// Rejection is a NACK this agent sent for one of a peer's services.
+type Rejection struct {
+	ResourceID string    `json:"resourceId"`
+	Code       string    `json:"code"`
+	Message    string    `json:"message"`
+	At         time.Time `json:"at"`
 }
 
 // Delivery is a peer's last answer about one exported service.
@@ -52,6 +66,9 @@ type ImportView struct {
 	StaleSince *time.Time          `json:"staleSince,omitempty"`
 	Endpoints  []model.Endpoint    `json:"endpoints"`
 	Instances  []registry.Imported `json:"instances"`
+	// Rejected is the NACK this agent sent for a later version of the
+	// service; the version shown is the last one it took.
+	Rejected *Rejection `json:"rejected,omitempty"`
 }
 
 // ExportView is one exported service and what its consumers answered.
@@ -62,16 +79,23 @@ type ExportView struct {
 
 // Status gathers the agent's state.
 func (a *Agent) Status(context.Context) (any, error) {
-	s := Status{Mesh: a.cfg.TrustDomain, Ready: a.Ready() == nil, Gateways: a.XDS.Clients()}
+	s := Status{Mesh: a.cfg.TrustDomain, Ready: a.Ready() == nil, Gateways: a.XDS.Clients(), Refused: a.Peers.Refused()}
 	for _, ps := range a.Peers.Status() {
 		v := PeerStatus{Status: ps}
 		for name, d := range a.Catalog.Deliveries(ps.Name) {
 			v.Deliveries = append(v.Deliveries, delivery(name, d))
 		}
 		slices.SortFunc(v.Deliveries, func(a, b Delivery) int { return strings.Compare(a.Service, b.Service) })
+		for _, r := range a.Catalog.Rejections(ps.Name) {
+			v.Rejected = append(v.Rejected, rejection(r))
+		}
 		s.Peers = append(s.Peers, v)
 	}
 	return s, nil
+}
+
+func rejection(r catalog.Rejection) Rejection {
+	return Rejection{ResourceID: r.ResourceID, Code: r.Code.String(), Message: r.Message, At: r.At}
 }
 
 // Imports lists what the peers publish to this mesh.
@@ -91,6 +115,10 @@ func (a *Agent) Imports(context.Context) (any, error) {
 		if !imp.StaleSince.IsZero() {
 			t := imp.StaleSince
 			v.StaleSince = &t
+		}
+		if r, ok := a.Catalog.Rejection(imp.Peer, imp.ResourceID); ok {
+			rj := rejection(r)
+			v.Rejected = &rj
 		}
 		out = append(out, v)
 	}

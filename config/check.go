@@ -58,6 +58,28 @@ func (c *Config) check() error {
 			return fieldErr(fmt.Sprintf("federation.deniedCIDRs[%d]", i), "%q is not a CIDR", s)
 		}
 	}
+	if err := c.checkPeers(); err != nil {
+		return err
+	}
+	if err := c.checkServing(); err != nil {
+		return err
+	}
+	if c.Consul != nil {
+		if err := c.Consul.Check(); err != nil {
+			var fe *registry.FieldError
+			if errors.As(err, &fe) {
+				return fieldErr("consul."+fe.Path, "%s", fe.Msg)
+			}
+			return fieldErr("consul", "%v", err)
+		}
+	}
+	return nil
+}
+
+// checkPeers checks each peer: its name, trust domain and bundle, which
+// identities authenticate its agent and may call through the ingress, and
+// how it is reached.
+func (c *Config) checkPeers() error {
 	names := map[string]bool{}
 	for i, p := range c.Peers {
 		at := fmt.Sprintf("peers[%d]", i)
@@ -75,14 +97,8 @@ func (c *Config) check() error {
 		if _, ok := c.TrustBundles[p.TrustDomain]; !ok && c.Identity.WorkloadAPI == "" {
 			return fieldErr(fmt.Sprintf("%s.trustDomain", at), "no trustBundles entry for %q", p.TrustDomain)
 		}
-		for j, s := range p.SPIFFEIDs {
-			id, err := spiffeid.FromString(s)
-			if err != nil {
-				return fieldErr(fmt.Sprintf("%s.spiffeIds[%d]", at, j), "%q: %v", s, err)
-			}
-			if id.TrustDomain() != td {
-				return fieldErr(fmt.Sprintf("%s.spiffeIds[%d]", at, j), "%q is not in trust domain %q", s, p.TrustDomain)
-			}
+		if err := checkPeerIdentity(at, p, td); err != nil {
+			return err
 		}
 		for j, s := range p.Callers {
 			id, err := spiffeid.FromString(s)
@@ -110,18 +126,6 @@ func (c *Config) check() error {
 			return fieldErr(fmt.Sprintf("%s.maxServices", at), "%d is negative", p.MaxServices)
 		}
 	}
-	if err := c.checkServing(); err != nil {
-		return err
-	}
-	if c.Consul != nil {
-		if err := c.Consul.Check(); err != nil {
-			var fe *registry.FieldError
-			if errors.As(err, &fe) {
-				return fieldErr("consul."+fe.Path, "%s", fe.Msg)
-			}
-			return fieldErr("consul", "%v", err)
-		}
-	}
 	return nil
 }
 
@@ -144,6 +148,29 @@ func (c *Config) checkIdentity() error {
 	}
 	if c.Identity.ExpiryWarning < 0 {
 		return fieldErr("identity.expiryWarning", "%s is negative", time.Duration(c.Identity.ExpiryWarning))
+	}
+	return nil
+}
+
+// checkPeerIdentity checks which identities authenticate peer p's agent:
+// exact SPIFFE IDs, or, when asked for explicitly, its whole trust domain.
+// Without either a workload of the peer's mesh could pose as its agent.
+func checkPeerIdentity(at string, p Peer, td spiffeid.TrustDomain) error {
+	switch {
+	case p.AnyIDInTrustDomain && len(p.SPIFFEIDs) > 0:
+		return fieldErr(at+".anyIdInTrustDomain", "set together with spiffeIds: list the agent's SPIFFE IDs or accept any ID of %q, not both", p.TrustDomain)
+	case !p.AnyIDInTrustDomain && len(p.SPIFFEIDs) == 0:
+		return fieldErr(at+".spiffeIds", "required: the SPIFFE IDs peer %q's agent presents (meshfed certs init gives it spiffe://%s/meshfed/agent); "+
+			"anyIdInTrustDomain: true accepts any ID of %q instead", p.Name, p.TrustDomain, p.TrustDomain)
+	}
+	for j, s := range p.SPIFFEIDs {
+		id, err := spiffeid.FromString(s)
+		if err != nil {
+			return fieldErr(fmt.Sprintf("%s.spiffeIds[%d]", at, j), "%q: %v", s, err)
+		}
+		if id.TrustDomain() != td {
+			return fieldErr(fmt.Sprintf("%s.spiffeIds[%d]", at, j), "%q is not in trust domain %q", s, p.TrustDomain)
+		}
 	}
 	return nil
 }

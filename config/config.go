@@ -256,9 +256,15 @@ type Endpoint struct {
 
 // Peer is a federated mesh.
 type Peer struct {
-	Name        string   `yaml:"name"`
-	TrustDomain string   `yaml:"trustDomain"`
-	SPIFFEIDs   []string `yaml:"spiffeIds"`
+	Name        string `yaml:"name"`
+	TrustDomain string `yaml:"trustDomain"`
+	// SPIFFEIDs are the identities the peer's agent may present on the
+	// Hamlet stream; required unless AnyIDInTrustDomain is set.
+	SPIFFEIDs []string `yaml:"spiffeIds"`
+	// AnyIDInTrustDomain accepts any SPIFFE ID of the peer's trust domain
+	// as its agent, its workloads' too: only for a peer whose agent's ID
+	// is not known. The agent warns of it at start.
+	AnyIDInTrustDomain bool `yaml:"anyIdInTrustDomain"`
 	// Dial is the peer's Hamlet address; without it, the peer dials us.
 	Dial           string `yaml:"dial"`
 	Context        string `yaml:"context"`

@@ -34,6 +34,7 @@ peers:
   - name: mesh-b
     trustDomain: mesh-b.example
     dial: 127.0.0.1:16443
+    spiffeIds: [spiffe://mesh-b.example/meshfed/agent]
 store:
   path: data/meshfed.db
 xds:
@@ -58,6 +59,8 @@ func TestParseValidAppliesDefaultsAndRelativePaths(t *testing.T) {
 	assert.Equal(t, 1, c.Federation.Window)
 	assert.Equal(t, Duration(30*time.Second), c.Federation.Grace)
 	assert.Equal(t, 10000, c.Peers[0].MaxServices)
+	assert.Equal(t, []string{"spiffe://mesh-b.example/meshfed/agent"}, c.Peers[0].SPIFFEIDs)
+	assert.False(t, c.Peers[0].AnyIDInTrustDomain)
 	assert.Equal(t, "10.0.0.0/8", c.DeniedPrefixes()[0].String())
 	assert.Equal(t, "/etc/meshfed/services.yaml", c.Exports.File)
 	assert.Equal(t, "127.0.0.1:19100", c.Admin.Listen)
@@ -81,7 +84,7 @@ func TestParseErrorsNameFieldValueAndLine(t *testing.T) {
 	}{
 		{"unknown field", "  listen: 127.0.0.1:15443", "  listn: 127.0.0.1:15443", "line 18: federation.listn: unknown field; did you mean listen?"},
 		{"unknown field far from any", "  listen: 127.0.0.1:15443", "  colour: blue", "line 18: federation.colour: unknown field; known here: deniedCIDRs, grace, ingress, listen, retention, window"},
-		{"string for a number", "{from: 21000, to: 21099}", "{from: 21000, to: abc}", `line 30: gateways.egress.ports.to: "abc" is not a whole number`},
+		{"string for a number", "{from: 21000, to: 21099}", "{from: 21000, to: abc}", `line 31: gateways.egress.ports.to: "abc" is not a whole number`},
 		{"list for a boolean", "    dial: 127.0.0.1:16443", "    dial: 127.0.0.1:16443\n    allowLoopback: [yes]", "line 24: peers[0].allowLoopback: a list is not true or false"},
 		{"mistyped field", "    dial: 127.0.0.1:16443", "    dial: [a, b]", "line 23: peers[0].dial: a list is not a string"},
 		{"bad trust domain", "trustDomain: mesh-a.example", "trustDomain: Mesh A", `line 1: trustDomain: "Mesh A"`},
@@ -94,18 +97,24 @@ func TestParseErrorsNameFieldValueAndLine(t *testing.T) {
 		{"key without cert", "    cert: certs/agent.pem\n", "", "line 3: identity.agent: both cert and key are needed"},
 		{"gateway without SVID", "  egress: {cert: certs/egress.pem, key: certs/egress-key.pem}\n", "", "line 2: identity: no egress files: the egress gateway needs an SVID"},
 		{"caller of another trust domain", "    dial: 127.0.0.1:16443", "    dial: 127.0.0.1:16443\n    callers: [spiffe://mesh-c.example/egress]", `line 24: peers[0].callers[0]: "spiffe://mesh-c.example/egress" is not in trust domain "mesh-b.example"`},
-		{"consul export selecting nothing", "{tag: meshfed-export, domainSuffix", "{domainSuffix", "line 35: consul.export: selects nothing: set services, tag or meta"},
-		{"bad xds address", "  listen: 127.0.0.1:18000", "  listen: localhost", `line 27: xds.listen: "localhost"`},
-		{"plaintext xds beyond loopback", "  listen: 127.0.0.1:18000", "  listen: 0.0.0.0:18000", `line 27: xds.listen: "0.0.0.0:18000" is not loopback, and gateways get their SVID private keys over xDS: set xds.tls (mutual TLS) or use a unix:// socket`},
-		{"xds tls on a unix socket", "  listen: 127.0.0.1:18000", "  listen: unix:///run/x.sock\n  tls: {}", `line 28: xds.tls: is for a host:port xds.listen, not the Unix socket "unix:///run/x.sock"`},
-		{"xds gateway of another trust domain", "  listen: 127.0.0.1:18000", "  listen: 10.0.0.1:18000\n  tls: {gateways: [{spiffeId: spiffe://mesh-b.example/gw, nodeIds: [egress-gateway]}]}", `line 28: xds.tls.gateways[0].spiffeId: "spiffe://mesh-b.example/gw" is not in this mesh's trust domain "mesh-a.example"`},
-		{"xds gateway of an unknown node", "  listen: 127.0.0.1:18000", "  listen: 10.0.0.1:18000\n  tls: {gateways: [{spiffeId: spiffe://mesh-a.example/gw, nodeIds: [gw-9]}]}", `line 28: xds.tls.gateways[0].nodeIds[0]: "gw-9" is not a node id of gateways.egress or gateways.ingress`},
-		{"port range reversed", "{from: 21000, to: 21099}", "{from: 21099, to: 21000}", "line 30: gateways.egress.ports: 21099-21000 is not a range of ports"},
-		{"port out of range", "{from: 21000, to: 21099}", "{from: 21000, to: 70000}", "line 30: gateways.egress.ports.to: 70000 is not a port"},
-		{"gateway address not an IP", "    ports: {from: 21000, to: 21099}", "    ports: {from: 21000, to: 21099}\n    listen: {address: egress.local}", `line 31: gateways.egress.listen.address: "egress.local" is not an IP address`},
-		{"node id of both roles", "    ports: {from: 21000, to: 21099}", "    ports: {from: 21000, to: 21099}\n  ingress:\n    nodeIds: [egress-gateway]", `line 32: gateways.ingress.nodeIds[0]: "egress-gateway" is already a node id of the egress gateway`},
-		{"egress listen port", "    ports: {from: 21000, to: 21099}", "    ports: {from: 21000, to: 21099}\n    listen: {port: 15001}", "line 31: gateways.egress.listen.port: 15001: the egress gateway has no shared port; it serves each HTTP import on the service's own port and the others on gateways.egress.ports, so set only gateways.egress.listen.address"},
+		{"consul export selecting nothing", "{tag: meshfed-export, domainSuffix", "{domainSuffix", "line 36: consul.export: selects nothing: set services, tag or meta"},
+		{"bad xds address", "  listen: 127.0.0.1:18000", "  listen: localhost", `line 28: xds.listen: "localhost"`},
+		{"plaintext xds beyond loopback", "  listen: 127.0.0.1:18000", "  listen: 0.0.0.0:18000", `line 28: xds.listen: "0.0.0.0:18000" is not loopback, and gateways get their SVID private keys over xDS: set xds.tls (mutual TLS) or use a unix:// socket`},
+		{"xds tls on a unix socket", "  listen: 127.0.0.1:18000", "  listen: unix:///run/x.sock\n  tls: {}", `line 29: xds.tls: is for a host:port xds.listen, not the Unix socket "unix:///run/x.sock"`},
+		{"xds gateway of another trust domain", "  listen: 127.0.0.1:18000", "  listen: 10.0.0.1:18000\n  tls: {gateways: [{spiffeId: spiffe://mesh-b.example/gw, nodeIds: [egress-gateway]}]}", `line 29: xds.tls.gateways[0].spiffeId: "spiffe://mesh-b.example/gw" is not in this mesh's trust domain "mesh-a.example"`},
+		{"xds gateway of an unknown node", "  listen: 127.0.0.1:18000", "  listen: 10.0.0.1:18000\n  tls: {gateways: [{spiffeId: spiffe://mesh-a.example/gw, nodeIds: [gw-9]}]}", `line 29: xds.tls.gateways[0].nodeIds[0]: "gw-9" is not a node id of gateways.egress or gateways.ingress`},
+		{"port range reversed", "{from: 21000, to: 21099}", "{from: 21099, to: 21000}", "line 31: gateways.egress.ports: 21099-21000 is not a range of ports"},
+		{"port out of range", "{from: 21000, to: 21099}", "{from: 21000, to: 70000}", "line 31: gateways.egress.ports.to: 70000 is not a port"},
+		{"gateway address not an IP", "    ports: {from: 21000, to: 21099}", "    ports: {from: 21000, to: 21099}\n    listen: {address: egress.local}", `line 32: gateways.egress.listen.address: "egress.local" is not an IP address`},
+		{"node id of both roles", "    ports: {from: 21000, to: 21099}", "    ports: {from: 21000, to: 21099}\n  ingress:\n    nodeIds: [egress-gateway]", `line 33: gateways.ingress.nodeIds[0]: "egress-gateway" is already a node id of the egress gateway`},
+		{"egress listen port", "    ports: {from: 21000, to: 21099}", "    ports: {from: 21000, to: 21099}\n    listen: {port: 15001}", "line 32: gateways.egress.listen.port: 15001: the egress gateway has no shared port; it serves each HTTP import on the service's own port and the others on gateways.egress.ports, so set only gateways.egress.listen.address"},
 		{"context required but empty", "    dial: 127.0.0.1:16443", "    requireContext: true", "line 23: peers[0].requireContext: set, but context is empty"},
+		{"peer without identity", "    spiffeIds: [spiffe://mesh-b.example/meshfed/agent]\n", "",
+			`line 21: peers[0].spiffeIds: required: the SPIFFE IDs peer "mesh-b"'s agent presents (meshfed certs init gives it spiffe://mesh-b.example/meshfed/agent); anyIdInTrustDomain: true accepts any ID of "mesh-b.example" instead`},
+		{"peer with both identity rules", "    spiffeIds: [spiffe://mesh-b.example/meshfed/agent]", "    spiffeIds: [spiffe://mesh-b.example/meshfed/agent]\n    anyIdInTrustDomain: true",
+			`line 25: peers[0].anyIdInTrustDomain: set together with spiffeIds: list the agent's SPIFFE IDs or accept any ID of "mesh-b.example", not both`},
+		{"spiffe id of another trust domain", "[spiffe://mesh-b.example/meshfed/agent]", "[spiffe://mesh-b.example/meshfed/agent, spiffe://mesh-c.example/meshfed/agent]",
+			`line 24: peers[0].spiffeIds[1]: "spiffe://mesh-c.example/meshfed/agent" is not in trust domain "mesh-b.example"`},
 		{"self-serving endpoint without bootstrap", "      bootstrapBundle: mesh-b-bundle.pem\n", "", `line 12: trustBundles.mesh-b.example.endpoint.bootstrapBundle: not set: the endpoint's spiffeId "spiffe://mesh-b.example/meshfed/agent" is in trust domain "mesh-b.example" itself`},
 		{"endpoint not https", "url: https://127.0.0.1:8443", "url: http://127.0.0.1:8443", `line 13: trustBundles.mesh-b.example.endpoint.url: "http://127.0.0.1:8443" is not an https URL with a host and without user information`},
 		{"CA file with https_spiffe", "      bootstrapBundle: mesh-b-bundle.pem\n", "      bootstrapBundle: mesh-b-bundle.pem\n      caFile: web-ca.pem\n", `line 17: trustBundles.mesh-b.example.endpoint.caFile: "/etc/meshfed/web-ca.pem" is for profile https_web, not https_spiffe`},
@@ -114,10 +123,10 @@ func TestParseErrorsNameFieldValueAndLine(t *testing.T) {
 			`line 16: trustBundles.mesh-b.example.endpoint.bootstrapBundle: "/etc/meshfed/mesh-b-bundle.pem" is only for an endpoint whose spiffeId is in "mesh-b.example"; "spiffe://mesh-a.example/bundle-server" is authenticated with trustBundles.mesh-a.example`},
 		{"endpoint of an unknown trust domain", "spiffeId: spiffe://mesh-b.example/meshfed/agent\n      bootstrapBundle: mesh-b-bundle.pem", "spiffeId: spiffe://mesh-c.example/x",
 			`line 15: trustBundles.mesh-b.example.endpoint.spiffeId: "spiffe://mesh-c.example/x" is in trust domain "mesh-c.example", which has no trustBundles entry to authenticate the endpoint`},
-		{"web bundle endpoint without certificate", "consul:\n", "bundleEndpoint: {profile: https_web}\nconsul:\n", "line 33: bundleEndpoint.webCertificate: profile https_web needs a cert and key for the endpoint's host name"},
-		{"web certificate with https_spiffe", "consul:\n", "bundleEndpoint:\n  webCertificate: {cert: w.pem, key: w-key.pem}\nconsul:\n", "line 34: bundleEndpoint.webCertificate: is for profile https_web; https_spiffe presents the agent's SVID"},
-		{"refresh hint in milliseconds", "consul:\n", "bundleEndpoint: {refreshHint: 1500ms}\nconsul:\n", "line 33: bundleEndpoint.refreshHint: 1.5s is not a whole number of seconds (spiffe_refresh_hint is in seconds)"},
-		{"bundle endpoint address", "consul:\n", "bundleEndpoint: {listen: 8443}\nconsul:\n", `line 33: bundleEndpoint.listen: "8443": address 8443: missing port in address`},
+		{"web bundle endpoint without certificate", "consul:\n", "bundleEndpoint: {profile: https_web}\nconsul:\n", "line 34: bundleEndpoint.webCertificate: profile https_web needs a cert and key for the endpoint's host name"},
+		{"web certificate with https_spiffe", "consul:\n", "bundleEndpoint:\n  webCertificate: {cert: w.pem, key: w-key.pem}\nconsul:\n", "line 35: bundleEndpoint.webCertificate: is for profile https_web; https_spiffe presents the agent's SVID"},
+		{"refresh hint in milliseconds", "consul:\n", "bundleEndpoint: {refreshHint: 1500ms}\nconsul:\n", "line 34: bundleEndpoint.refreshHint: 1.5s is not a whole number of seconds (spiffe_refresh_hint is in seconds)"},
+		{"bundle endpoint address", "consul:\n", "bundleEndpoint: {listen: 8443}\nconsul:\n", `line 34: bundleEndpoint.listen: "8443": address 8443: missing port in address`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -139,8 +148,8 @@ func TestParseReportsEveryShapeProblem(t *testing.T) {
 	require.ErrorAs(t, err, &ce)
 	require.Equal(t, []Problem{
 		{Line: 19, Field: "federation.deniedCIDRs", Msg: `"10.0.0.0/8" is not a list ([...], or lines starting with -)`},
-		{Line: 28, Field: "xds.holdof", Msg: "unknown field; did you mean holdoff?"},
-		{Line: 29, Field: "xds.maxDelay", Msg: `"2" is not a duration such as 30s, 2m or 1h30m`},
+		{Line: 29, Field: "xds.holdof", Msg: "unknown field; did you mean holdoff?"},
+		{Line: 30, Field: "xds.maxDelay", Msg: `"2" is not a duration such as 30s, 2m or 1h30m`},
 	}, ce.Problems)
 	require.NotContains(t, err.Error(), "config.")
 }
@@ -179,6 +188,15 @@ func TestBundleSettingsDefaultsAndPaths(t *testing.T) {
 	assert.Equal(t, &BundleEndpoint{Listen: "127.0.0.1:8443", Profile: "https_web", RefreshHint: Duration(90 * time.Second),
 		WebCertificate: &Files{Cert: "/etc/meshfed/w.pem", Key: "/etc/meshfed/w-key.pem"}}, c.BundleEndpoint)
 	assert.Equal(t, "/etc/meshfed/web-ca.pem", c.TrustBundles["mesh-b.example"].Endpoint.CAFile)
+}
+
+// The old behaviour stays available, but only when asked for by name.
+func TestAnyIDInTrustDomainIsExplicit(t *testing.T) {
+	in := strings.Replace(valid, "    spiffeIds: [spiffe://mesh-b.example/meshfed/agent]", "    anyIdInTrustDomain: true", 1)
+	c, err := Parse([]byte(in), "/etc/meshfed")
+	require.NoError(t, err)
+	assert.True(t, c.Peers[0].AnyIDInTrustDomain)
+	assert.Empty(t, c.Peers[0].SPIFFEIDs)
 }
 
 func TestLoadNamesTheFile(t *testing.T) {

@@ -27,7 +27,7 @@ federation:
   listen: 127.0.0.1:15443
   ingress: [{address: 192.0.2.10, port: 15444}]
 peers:
-  - {name: mesh-b, trustDomain: mesh-b.example}
+  - {name: mesh-b, trustDomain: mesh-b.example, spiffeIds: [spiffe://mesh-b.example/meshfed/agent]}
 xds: {listen: 127.0.0.1:18000}
 admin: {listen: 127.0.0.1:19100}
 exports: {file: services.yaml}

@@ -33,7 +33,7 @@ trustBundles:
   mesh-a.example: {file: certs/bundle.pem}
   mesh-b.example: {file: b/bundle.pem}
 federation: {listen: 127.0.0.1:0}
-peers: [{name: mesh-b, trustDomain: mesh-b.example}]
+peers: [{name: mesh-b, trustDomain: mesh-b.example, spiffeIds: [spiffe://mesh-b.example/meshfed/agent]}]
 xds: {listen: 127.0.0.1:0}
 admin: {listen: 127.0.0.1:0}
 exports: {file: services.yaml}

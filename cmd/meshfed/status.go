@@ -128,10 +128,7 @@ func statusTable(w *tabwriter.Writer, s agent.Status) {
 		ready = "not ready"
 	}
 	fmt.Fprintf(w, "mesh %s (%s)\n\n", s.Mesh, ready)
-	fmt.Fprintln(w, "PEER\tTRUST DOMAIN\tSTATE\tSINCE\tIMPORTED\tEXPORTED\tLAST ERROR")
-	for _, p := range s.Peers {
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%d\t%s\n", p.Name, p.TrustDomain, p.State, ago(p.Since), p.Imported, p.Exported, dash(p.LastError))
-	}
+	peersTable(w, s.Peers)
 	fmt.Fprintln(w, "\nPEER\tSERVICE\tANSWER\tREASON")
 	for _, p := range s.Peers {
 		for _, d := range p.Deliveries {
@@ -142,6 +139,8 @@ func statusTable(w *tabwriter.Writer, s agent.Status) {
 			fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", p.Name, d.Service, answer, dash(d.Message))
 		}
 	}
+	rejectedTable(w, s.Peers)
+	refusedTable(w, s)
 	fmt.Fprintln(w, "\nGATEWAY\tROLE\tSTREAM\tACKED VERSIONS\tLAST NACK")
 	for _, g := range s.Gateways {
 		var acked []string
@@ -156,8 +155,69 @@ func statusTable(w *tabwriter.Writer, s agent.Status) {
 	}
 }
 
-func catalogCmd() *cobra.Command {
-	c := &cobra.Command{Use: "catalog", Short: "List imported and exported services"}
+func peersTable(w *tabwriter.Writer, peers []agent.PeerStatus) {
+	fmt.Fprintln(w, "PEER\tTRUST DOMAIN\tSTATE\tSINCE\tIMPORTED\tEXPORTED\tNEGOTIATED\tLAST SENT\tLAST RECEIVED\tLAST ERROR")
+	for _, p := range peers {
+		negotiated := "-"
+		if c := p.Capabilities; c != nil {
+			negotiated = c.String()
+			if negotiated == "" {
+				negotiated = "none (specification)"
+			}
+		}
+		lastErr := "-"
+		if p.LastError != "" {
+			lastErr = p.LastError
+			if p.LastErrorAt != nil {
+				lastErr = ago(*p.LastErrorAt) + ": " + lastErr
+			}
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\n", p.Name, p.TrustDomain, p.State, ago(p.Since),
+			p.Imported, p.Exported, negotiated, agoPtr(p.LastSent), agoPtr(p.LastReceived), lastErr)
+	}
+}
+
+// rejectedTable lists the NACKs this agent sent for the peers' services.
+func rejectedTable(w *tabwriter.Writer, peers []agent.PeerStatus) {
+	fmt.Fprintln(w, "\nPEER\tREJECTED SERVICE\tNACK SENT\tREASON\tAT")
+	for _, p := range peers {
+		for _, r := range p.Rejected {
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", p.Name, r.ResourceID, r.Code, r.Message, ago(r.At))
+		}
+	}
+}
+
+// refusedTable lists the Hamlet connections this agent refused, under the
+// peer whose trust domain the client presented, or "?".
+func refusedTable(w *tabwriter.Writer, s agent.Status) {
+	fmt.Fprintln(w, "\nREFUSED FROM\tREMOTE\tIDENTITY PRESENTED\tREASON\tAT")
+	for _, p := range s.Peers {
+		for _, r := range p.Refused {
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", p.Name, r.Remote, dash(r.Identity), r.Reason, ago(r.At))
+		}
+	}
+	for _, r := range s.Refused {
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", "?", r.Remote, dash(r.Identity), r.Reason, ago(r.At))
+	}
+}
+
+func importsTable(w *tabwriter.Writer, v []agent.ImportView, peers []agent.PeerStatus) {
+	fmt.Fprintln(w, "PEER\tSERVICE\tLOCAL NAME\tINSTANCE\tPROTOCOL\tEGRESS\tSTALE SINCE")
+	for _, imp := range v {
+		stale := "-"
+		if imp.StaleSince != nil {
+			stale = imp.StaleSince.Format(time.RFC3339)
+		}
+		for _, in := range imp.Instances {
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s:%d\t%s\n", imp.Peer, imp.Name, imp.LocalFQDN, in.Instance, in.Protocol, in.Address, in.Port, stale)
+		}
+	}
+	rejectedTable(w, peers)
+}
+
+// catalogImportsCmd is catalog imports: the imports, and in the table the
+// services this agent refused, which only the status knows.
+func catalogImportsCmd() *cobra.Command {
 	var f agentFlags
 	imports := &cobra.Command{
 		Use:   "imports [PEER]",
@@ -177,21 +237,26 @@ func catalogCmd() *cobra.Command {
 			if len(args) == 1 {
 				v = slices.DeleteFunc(v, func(imp agent.ImportView) bool { return imp.Peer != args[0] })
 			}
-			return f.print(c.OutOrStdout(), v, func(w *tabwriter.Writer) {
-				fmt.Fprintln(w, "PEER\tSERVICE\tLOCAL NAME\tINSTANCE\tPROTOCOL\tEGRESS\tSTALE SINCE")
-				for _, imp := range v {
-					stale := "-"
-					if imp.StaleSince != nil {
-						stale = imp.StaleSince.Format(time.RFC3339)
-					}
-					for _, in := range imp.Instances {
-						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s:%d\t%s\n", imp.Peer, imp.Name, imp.LocalFQDN, in.Instance, in.Protocol, in.Address, in.Port, stale)
-					}
-				}
-			})
+			if f.output != "table" && f.output != "" {
+				return f.print(c.OutOrStdout(), v, nil)
+			}
+			var s agent.Status
+			if err := f.get(c.Context(), "/api/v1/status", &s); err != nil {
+				return err
+			}
+			if len(args) == 1 {
+				s.Peers = slices.DeleteFunc(s.Peers, func(p agent.PeerStatus) bool { return p.Name != args[0] })
+			}
+			return f.print(c.OutOrStdout(), v, func(w *tabwriter.Writer) { importsTable(w, v, s.Peers) })
 		},
 	}
 	f.add(imports, true)
+	return imports
+}
+
+func catalogCmd() *cobra.Command {
+	c := &cobra.Command{Use: "catalog", Short: "List imported and exported services"}
+	imports := catalogImportsCmd()
 	var g agentFlags
 	exports := &cobra.Command{
 		Use:   "exports [SERVICE]",
@@ -235,6 +300,13 @@ func catalogCmd() *cobra.Command {
 	g.add(exports, true)
 	c.AddCommand(imports, exports)
 	return c
+}
+
+func agoPtr(t *time.Time) string {
+	if t == nil {
+		return "-"
+	}
+	return ago(*t)
 }
 
 func ago(t time.Time) string {

@@ -18,7 +18,7 @@ import (
 
 // startAgent runs one agent from a configuration written like a user would,
 // with a peer that never connects.
-func startAgent(t *testing.T) *agent.Agent {
+func startAgent(t *testing.T) (*agent.Agent, string) {
 	t.Helper()
 	dir := t.TempDir()
 	_, err := run(t, "certs", "init", "--trust-domain", "mesh-a.example", "--out", filepath.Join(dir, "certs"))
@@ -34,7 +34,7 @@ trustBundles:
   mesh-a.example: {file: certs/bundle.pem}
   mesh-b.example: {file: b/bundle.pem}
 federation: {listen: 127.0.0.1:0}
-peers: [{name: mesh-b, trustDomain: mesh-b.example}]
+peers: [{name: mesh-b, trustDomain: mesh-b.example, spiffeIds: [spiffe://mesh-b.example/meshfed/agent]}]
 xds: {listen: 127.0.0.1:0}
 admin: {listen: 127.0.0.1:0}
 exports: {file: services.yaml}
@@ -64,17 +64,18 @@ exports: {file: services.yaml}
 	case err := <-done:
 		t.Fatalf("agent stopped: %v", err)
 	}
-	return a
+	return a, dir
 }
 
 func TestStatusAndCatalogAgainstARunningAgent(t *testing.T) {
-	a := startAgent(t)
+	a, _ := startAgent(t)
 	url := "http://" + a.AdminAddr().String()
 
 	out, err := run(t, "status", "--agent", url)
 	require.NoError(t, err)
 	require.Contains(t, out, "mesh mesh-a.example (ready)")
-	require.Regexp(t, `mesh-b +mesh-b\.example +waiting +\S+ ago +0 +1 +-`, out)
+	require.Regexp(t, `PEER +TRUST DOMAIN +STATE +SINCE +IMPORTED +EXPORTED +NEGOTIATED +LAST SENT +LAST RECEIVED +LAST ERROR\n`+
+		`mesh-b +mesh-b\.example +waiting +\S+ ago +0 +1 +- +- +- +-\n`, out)
 
 	out, err = run(t, "catalog", "exports", "--agent", url)
 	require.NoError(t, err)
@@ -102,7 +103,7 @@ func TestStatusWithoutAnAgent(t *testing.T) {
 
 // Peer and service names complete from the running agent, and filter.
 func TestNamesCompleteFromTheAgent(t *testing.T) {
-	a := startAgent(t)
+	a, _ := startAgent(t)
 	url := "http://" + a.AdminAddr().String()
 	out, err := run(t, "__complete", "catalog", "imports", "--agent", url, "")
 	require.NoError(t, err)

@@ -65,6 +65,7 @@ type Catalog struct {
 	exports     map[string]model.Export             // name
 	exportFQDNs map[string]string                   // fqdn → export name
 	delivered   map[string]map[string]Delivery      // peer → export name
+	rejected    map[string]map[string]Rejection     // peer → resource id
 	subs        map[*Subscription]struct{}
 }
 
@@ -81,6 +82,7 @@ func New(st Store, log *zap.Logger) *Catalog {
 		exports:     map[string]model.Export{},
 		exportFQDNs: map[string]string{},
 		delivered:   map[string]map[string]Delivery{},
+		rejected:    map[string]map[string]Rejection{},
 		subs:        map[*Subscription]struct{}{},
 	}
 }
@@ -111,6 +113,11 @@ func (c *Catalog) SetPeers(peers []Peer) error {
 	for name := range c.delivered {
 		if _, ok := next[name]; !ok {
 			delete(c.delivered, name)
+		}
+	}
+	for name := range c.rejected {
+		if _, ok := next[name]; !ok {
+			delete(c.rejected, name)
 		}
 	}
 	c.peers = next
@@ -165,6 +172,7 @@ func (c *Catalog) Upsert(peer, id string, svc model.Service, raw []byte) error {
 	}
 	c.imports[peer][id] = imp
 	c.owners[local] = importKey{peer, id}
+	c.clearRejectionLocked(peer, id)
 	c.notifyLocked(Key{Kind: KindImport, Peer: peer, ID: id})
 	return nil
 }
@@ -174,6 +182,7 @@ func (c *Catalog) Upsert(peer, id string, svc model.Service, raw []byte) error {
 func (c *Catalog) Delete(peer, id string) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.clearRejectionLocked(peer, id)
 	if _, ok := c.imports[peer][id]; !ok {
 		return nil
 	}
@@ -199,6 +208,11 @@ func (c *Catalog) dropLocked(peer, id string) {
 func (c *Catalog) Reconcile(peer string, keep map[string]struct{}) (removed int, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	for id := range c.rejected[peer] {
+		if _, ok := keep[id]; !ok {
+			c.clearRejectionLocked(peer, id)
+		}
+	}
 	for id := range c.imports[peer] {
 		if _, ok := keep[id]; ok {
 			continue

@@ -43,9 +43,15 @@ func (m *Manager) dialLoop(ctx context.Context, p *peerRun) {
 	for {
 		m.setState(p, Connecting, nil)
 		exchanged := false
+		before := p.activity.LastReceived()
 		err := m.dialOnce(ctx, conn, p, func() { exchanged = true })
 		if ctx.Err() != nil {
 			return
+		}
+		if p.activity.LastReceived().Equal(before) {
+			// Nothing came from the peer: the connection failed
+			// before it was one.
+			err = m.explain(p, err)
 		}
 		if code := status.Code(err); code == codes.Unauthenticated || code == codes.PermissionDenied {
 			m.setState(p, Failed, err)
@@ -58,7 +64,8 @@ func (m *Manager) dialLoop(ctx context.Context, p *peerRun) {
 		wait := b.NextBackOff()
 		m.mu.Lock()
 		p.status.Reconnects++
-		p.status.NextRetry = time.Now().Add(wait)
+		next := time.Now().Add(wait)
+		p.status.NextRetry = &next
 		m.mu.Unlock()
 		m.setState(p, Backoff, err)
 		m.log.Warn("peer stream failed; retrying", zap.String("peer", p.spec.Name), zap.Duration("in", wait), zap.Error(err))

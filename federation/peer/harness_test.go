@@ -40,9 +40,14 @@ type agent struct {
 }
 
 func newAgent(t *testing.T, name string, p *pki, specs []peer.Spec, cfg func(*peer.Config)) *agent {
-	a := &agent{t: t, name: name, pki: p, dir: t.TempDir(), specs: specs, cfg: cfg}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
+	return newAgentOn(t, lis, name, p, specs, cfg)
+}
+
+// newAgentOn is newAgent on a listener of the test's choosing.
+func newAgentOn(t *testing.T, lis net.Listener, name string, p *pki, specs []peer.Spec, cfg func(*peer.Config)) *agent {
+	a := &agent{t: t, name: name, pki: p, dir: t.TempDir(), specs: specs, cfg: cfg}
 	a.addr = lis.Addr().String()
 	a.start(lis)
 	t.Cleanup(a.stop)
@@ -195,8 +200,21 @@ func (a *agent) counter(name string, labels map[string]string) float64 {
 					continue metrics
 				}
 			}
-			return m.GetCounter().GetValue()
+			if m.GetCounter() != nil {
+				return m.GetCounter().GetValue()
+			}
+			return m.GetGauge().GetValue()
 		}
 	}
 	return 0
 }
+
+func newCatalog(t *testing.T) *catalog.Catalog {
+	st, err := store.Open(filepath.Join(t.TempDir(), "meshfed.db"))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = st.Close() })
+	return catalog.New(st, zaptest.NewLogger(t))
+}
+
+// gauge is counter for const metrics, whatever their type.
+func (a *agent) gauge(name string, labels map[string]string) float64 { return a.counter(name, labels) }

@@ -143,9 +143,11 @@ func TestSpecPeerWithoutExtensions(t *testing.T) {
 	b.eventuallyImports("mesh-x", "alpha.mesh-x.example")
 }
 
+// The window is an extension: this agent allows 64 responses in flight, but
+// a peer that did not advertise a window gets one at a time.
 func TestSpecPeerReceivesCatalogOneAtATime(t *testing.T) {
 	p := newPKI(t, "mesh-b", "mesh-x")
-	b := newAgent(t, "mesh-b", p, []peer.Spec{spec("mesh-x", p.td("mesh-x"), "")}, nil)
+	b := newAgent(t, "mesh-b", p, []peer.Spec{spec("mesh-x", p.td("mesh-x"), "")}, func(c *peer.Config) { c.Window = 64 })
 	b.export([]string{"payments", "ledger", "fraud"}, "mesh-x")
 	x := dialSpecPeer(t, p, "mesh-x", b.addr)
 	var got []string

@@ -12,6 +12,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"go.uber.org/zap"
+	"google.golang.org/grpc/keepalive"
 
 	"github.com/meshfed/meshfed/federation/catalog"
 	"github.com/meshfed/meshfed/federation/session"
@@ -44,8 +45,11 @@ type Config struct {
 	// MinBackoff and MaxBackoff bound the redial delay: 1 s and 2 min by
 	// default. Hamlet asks for at least 1 s.
 	MinBackoff, MaxBackoff time.Duration
-	Log                    *zap.Logger
-	Registerer             prometheus.Registerer
+	// KeepaliveEnforcement is how often peers may ping the listener; zero
+	// means DefaultKeepaliveEnforcement.
+	KeepaliveEnforcement keepalive.EnforcementPolicy
+	Log                  *zap.Logger
+	Registerer           prometheus.Registerer
 }
 
 // Manager runs the connections of all configured peers.
@@ -59,12 +63,20 @@ type Manager struct {
 	order  []string
 	closed bool
 	wg     sync.WaitGroup
+	// unattributed are refused connections of no configured peer's trust
+	// domain.
+	unattributed      []Refusal
+	unattributedTotal int
 }
 
 type peerRun struct {
 	spec      Spec
 	authorize tlsconfig.Authorizer
 	status    Status
+	activity  session.Activity
+	// refusedTotal counts the refused connections of the peer's trust
+	// domain, for the metric.
+	refusedTotal int
 	// stream cancels the peer's current stream, if any, and done is closed
 	// when that stream's session has ended.
 	cancel context.CancelFunc
@@ -88,6 +100,9 @@ func NewManager(cfg Config, specs []Spec) (*Manager, error) {
 	}
 	if cfg.MaxBackoff == 0 {
 		cfg.MaxBackoff = 2 * time.Minute
+	}
+	if cfg.KeepaliveEnforcement == (keepalive.EnforcementPolicy{}) {
+		cfg.KeepaliveEnforcement = DefaultKeepaliveEnforcement()
 	}
 	if cfg.Registerer == nil {
 		cfg.Registerer = prometheus.NewRegistry()
@@ -125,14 +140,25 @@ func NewManager(cfg Config, specs []Spec) (*Manager, error) {
 // accepted stream must map to exactly one peer.
 func ambiguous(specs []Spec) error {
 	byTD := map[string]string{}
+	byID := map[spiffeid.ID]string{}
 	for _, s := range specs {
-		if len(s.SPIFFEIDs) > 0 {
+		if s.AnyIDInTrustDomain {
+			if other, ok := byTD[s.TrustDomain]; ok {
+				return fmt.Errorf("peers %q and %q share trust domain %q: list spiffeIds for each", other, s.Name, s.TrustDomain)
+			}
+			byTD[s.TrustDomain] = s.Name
 			continue
 		}
-		if other, ok := byTD[s.TrustDomain]; ok {
-			return fmt.Errorf("peers %q and %q share trust domain %q: list spiffeIds for each", other, s.Name, s.TrustDomain)
+		ids, err := s.agentIDs()
+		if err != nil {
+			return err
 		}
-		byTD[s.TrustDomain] = s.Name
+		for _, id := range ids {
+			if other, ok := byID[id]; ok {
+				return fmt.Errorf("peers %q and %q both accept %s as their agent", other, s.Name, id)
+			}
+			byID[id] = s.Name
+		}
 	}
 	return nil
 }
@@ -195,7 +221,15 @@ func (m *Manager) Status() []Status {
 	m.mu.Lock()
 	out := make([]Status, 0, len(m.order))
 	for _, name := range m.order {
-		out = append(out, m.peers[name].status)
+		p := m.peers[name]
+		st := p.status
+		st.Refused = append([]Refusal(nil), st.Refused...)
+		st.LastSent = timeOrNil(p.activity.LastSent())
+		st.LastReceived = timeOrNil(p.activity.LastReceived())
+		if c, ok := p.activity.Negotiated(); ok {
+			st.Capabilities = &c
+		}
+		out = append(out, st)
 	}
 	m.mu.Unlock()
 	for i := range out {
@@ -205,6 +239,13 @@ func (m *Manager) Status() []Status {
 	return out
 }
 
+func timeOrNil(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
+
 func (m *Manager) setState(p *peerRun, st State, err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -212,9 +253,17 @@ func (m *Manager) setState(p *peerRun, st State, err error) {
 		p.status.Since = time.Now()
 	}
 	p.status.State = st
-	if err != nil {
-		p.status.LastError = err.Error()
+	setErrorLocked(p, err)
+}
+
+// setErrorLocked records why the peer's stream failed; a nil err leaves
+// the last one.
+func setErrorLocked(p *peerRun, err error) {
+	if err == nil {
+		return
 	}
+	now := time.Now()
+	p.status.LastError, p.status.LastErrorAt = err.Error(), &now
 }
 
 // begin makes s the peer's one stream: a second concurrent stream from the
@@ -244,7 +293,9 @@ func (m *Manager) begin(ctx context.Context, p *peerRun, identity spiffeid.ID) (
 	}
 	p.status.State = Connected
 	p.status.Identity = identity.String()
-	p.status.NextRetry = time.Time{}
+	p.status.NextRetry = nil
+	// Recovered: what made the last stream fail is over.
+	p.status.LastError, p.status.LastErrorAt = "", nil
 	m.mu.Unlock()
 	m.log.Info("peer connected", zap.String("peer", p.spec.Name), zap.Stringer("identity", identity))
 	end := func(err error) {
@@ -257,9 +308,7 @@ func (m *Manager) begin(ctx context.Context, p *peerRun, identity spiffeid.ID) (
 			if p.spec.Dial != "" {
 				p.status.State = Backoff
 			}
-			if err != nil {
-				p.status.LastError = err.Error()
-			}
+			setErrorLocked(p, err)
 		}
 		m.mu.Unlock()
 		if serr := m.cfg.Catalog.MarkStale(p.spec.Name, time.Now()); serr != nil {
@@ -281,6 +330,7 @@ func (m *Manager) sessionOptions(p *peerRun, ctxToken string, local session.Capa
 		Remote:    remote,
 		Grace:     m.cfg.Grace,
 		Exchanged: exchanged,
+		Activity:  &p.activity,
 		Log:       m.log,
 		Metrics:   m.smx,
 	}

@@ -20,6 +20,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- reconnectDesc
 	ch <- importedDesc
 	ch <- exportedDesc
+	ch <- refusedDesc
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
@@ -35,4 +36,10 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(importedDesc, prometheus.GaugeValue, float64(s.Imported), s.Name)
 		ch <- prometheus.MustNewConstMetric(exportedDesc, prometheus.GaugeValue, float64(s.Exported), s.Name)
 	}
+	c.m.mu.Lock()
+	defer c.m.mu.Unlock()
+	for _, name := range c.m.order {
+		ch <- prometheus.MustNewConstMetric(refusedDesc, prometheus.CounterValue, float64(c.m.peers[name].refusedTotal), name)
+	}
+	ch <- prometheus.MustNewConstMetric(refusedDesc, prometheus.CounterValue, float64(c.m.unattributedTotal), "")
 }

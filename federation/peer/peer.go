@@ -5,18 +5,29 @@
 package peer
 
 import (
+	"crypto/x509"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 
+	"github.com/meshfed/meshfed/certs"
 	"github.com/meshfed/meshfed/federation/catalog"
+	"github.com/meshfed/meshfed/federation/session"
 )
 
 // Spec is one configured peer.
 type Spec struct {
 	catalog.Peer
+	// AnyIDInTrustDomain accepts any SPIFFE ID of the peer's trust domain
+	// as its agent, a workload's too: only for a peer whose agent's ID is
+	// not known. Without it (and without SPIFFEIDs) the peer's agent must
+	// present spiffe://<trust domain>/meshfed/agent, the ID meshfed certs
+	// init gives it; the configuration requires one of the two.
+	AnyIDInTrustDomain bool
 	// Dial is the peer's host:port when this agent connects to it; empty
 	// when the peer connects to this agent.
 	Dial string
@@ -26,15 +37,22 @@ type Spec struct {
 	RequireContext bool
 }
 
-// authorizer accepts exactly the identities the peer may present: its
-// listed SPIFFE IDs, or else any ID of its trust domain.
-func (s *Spec) authorizer() (tlsconfig.Authorizer, error) {
+// agentIDs are the exact identities the peer's agent may present; nil for
+// AnyIDInTrustDomain.
+func (s *Spec) agentIDs() ([]spiffeid.ID, error) {
 	td, err := spiffeid.TrustDomainFromString(s.TrustDomain)
 	if err != nil {
 		return nil, fmt.Errorf("peer %q: trust domain %q: %w", s.Name, s.TrustDomain, err)
 	}
+	if s.AnyIDInTrustDomain {
+		if len(s.SPIFFEIDs) > 0 {
+			return nil, fmt.Errorf("peer %q: spiffeIds and anyIdInTrustDomain exclude each other", s.Name)
+		}
+		return nil, nil
+	}
 	if len(s.SPIFFEIDs) == 0 {
-		return tlsconfig.AuthorizeMemberOf(td), nil
+		id, err := certs.RoleID(td, certs.RoleAgent)
+		return []spiffeid.ID{id}, err
 	}
 	ids := make([]spiffeid.ID, 0, len(s.SPIFFEIDs))
 	for _, v := range s.SPIFFEIDs {
@@ -47,7 +65,37 @@ func (s *Spec) authorizer() (tlsconfig.Authorizer, error) {
 		}
 		ids = append(ids, id)
 	}
-	return tlsconfig.AuthorizeOneOf(ids...), nil
+	return ids, nil
+}
+
+// authorizer accepts exactly the identities the peer's agent may present.
+// Its errors say why, for the log of a refused handshake.
+func (s *Spec) authorizer() (tlsconfig.Authorizer, error) {
+	ids, err := s.agentIDs()
+	if err != nil {
+		return nil, err
+	}
+	name := s.Name
+	if ids == nil {
+		td := spiffeid.RequireTrustDomainFromString(s.TrustDomain)
+		return func(id spiffeid.ID, _ [][]*x509.Certificate) error {
+			if id.MemberOf(td) {
+				return nil
+			}
+			return fmt.Errorf("%s is not in trust domain %q of peer %q", id, td.Name(), name)
+		}, nil
+	}
+	list := make([]string, len(ids))
+	for i, id := range ids {
+		list[i] = id.String()
+	}
+	allowed := strings.Join(list, ", ")
+	return func(id spiffeid.ID, _ [][]*x509.Certificate) error {
+		if slices.Contains(ids, id) {
+			return nil
+		}
+		return fmt.Errorf("%s is not an agent identity of peer %q (spiffeIds: %s)", id, name, allowed)
+	}, nil
 }
 
 // State is where a peer's connection stands.
@@ -75,12 +123,25 @@ type Status struct {
 	Dial        string    `json:"dial,omitempty"`
 	State       State     `json:"state"`
 	Since       time.Time `json:"since"`
-	LastError   string    `json:"lastError,omitempty"`
-	Reconnects  int       `json:"reconnects"`
+	// LastError is why the last stream failed, and LastErrorAt when; both
+	// are cleared once a stream is up again.
+	LastError   string     `json:"lastError,omitempty"`
+	LastErrorAt *time.Time `json:"lastErrorAt,omitempty"`
+	Reconnects  int        `json:"reconnects"`
 	// Identity is the SPIFFE ID the peer presented on its current stream.
 	Identity string `json:"identity,omitempty"`
 	// NextRetry is when a peer in Backoff is dialed again.
-	NextRetry time.Time `json:"nextRetry,omitempty"`
-	Imported  int       `json:"imported"`
-	Exported  int       `json:"exported"`
+	NextRetry *time.Time `json:"nextRetry,omitempty"`
+	// LastSent and LastReceived are when a frame last went to and came
+	// from the peer, on any stream.
+	LastSent     *time.Time `json:"lastSent,omitempty"`
+	LastReceived *time.Time `json:"lastReceived,omitempty"`
+	// Capabilities is what both sides of the current stream negotiated;
+	// nil while no stream is up.
+	Capabilities *session.Capabilities `json:"capabilities,omitempty"`
+	// Refused are the latest connections refused from clients presenting
+	// an identity of the peer's trust domain.
+	Refused  []Refusal `json:"refused,omitempty"`
+	Imported int       `json:"imported"`
+	Exported int       `json:"exported"`
 }

@@ -34,8 +34,13 @@ func (p *pki) td(mesh string) string { return mesh + ".example" }
 // tls is the mesh's agent identity, trusting every mesh of the pki but
 // evil, which trusts all yet is trusted by none.
 func (p *pki) tls(t *testing.T, mesh string) peer.SPIFFETLS {
+	return p.tlsAs(t, mesh, "/meshfed/agent")
+}
+
+// tlsAs is tls with another identity of the mesh, such as a workload's.
+func (p *pki) tlsAs(t *testing.T, mesh, path string) peer.SPIFFETLS {
 	ca := p.cas[mesh]
-	svid, err := ca.IssueX509SVID(spiffeid.RequireFromPath(ca.TrustDomain(), "/meshfed/agent"), time.Hour)
+	svid, err := ca.IssueX509SVID(spiffeid.RequireFromPath(ca.TrustDomain(), path), time.Hour)
 	require.NoError(t, err)
 	set := x509bundle.NewSet()
 	for name, other := range p.cas {

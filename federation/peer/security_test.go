@@ -129,3 +129,61 @@ func TestContextTokenRequired(t *testing.T) {
 	c := newAgent(t, "mesh-a", p, []peer.Spec{right}, nil)
 	c.eventuallyImports("mesh-b", "payments")
 }
+
+// A workload's valid SVID of the peer's trust domain is not the peer's
+// agent: it is refused in the handshake, gets nothing, and leaves the
+// agent's stream in place. Only anyIdInTrustDomain lets it in.
+func TestRefusesWorkloadOfPeersTrustDomainAsItsAgent(t *testing.T) {
+	const workload = "/ns/default/sa/random-workload"
+	t.Run("exact agent id", func(t *testing.T) {
+		p := newPKI(t, "mesh-a", "mesh-b")
+		b := newAgent(t, "mesh-b", p, []peer.Spec{spec("mesh-a", p.td("mesh-a"), "")}, nil)
+		b.export([]string{"payments"}, "mesh-a")
+		a := newAgent(t, "mesh-a", p, []peer.Spec{spec("mesh-b", p.td("mesh-b"), b.addr)}, nil)
+		a.eventuallyImports("mesh-b", "payments")
+
+		_, err := openStream(t, b.addr, credentials.NewTLS(p.tlsAs(t, "mesh-a", workload).ClientConfig(tlsconfig.AuthorizeAny())))
+		require.Error(t, err)
+		assert.Equal(t, codes.Unavailable, status.Code(err))
+		st := b.status("mesh-a")
+		assert.Equal(t, peer.Connected, st.State)
+		assert.Equal(t, "spiffe://mesh-a.example/meshfed/agent", st.Identity, "the agent's stream is still the one in place")
+	})
+	t.Run("anyIdInTrustDomain", func(t *testing.T) {
+		p := newPKI(t, "mesh-a", "mesh-b")
+		s := spec("mesh-a", p.td("mesh-a"), "")
+		s.AnyIDInTrustDomain = true
+		b := newAgent(t, "mesh-b", p, []peer.Spec{s}, nil)
+		b.export([]string{"payments"}, "mesh-a")
+		m, err := openStream(t, b.addr, credentials.NewTLS(p.tlsAs(t, "mesh-a", workload).ClientConfig(tlsconfig.AuthorizeAny())))
+		require.NoError(t, err)
+		assert.Equal(t, "payments", m.GetResponse().GetResourceId())
+	})
+}
+
+func TestManagerRefusesPeersItCannotTellApart(t *testing.T) {
+	p := newPKI(t, "mesh-a", "mesh-b")
+	anyID := func(s peer.Spec) peer.Spec { s.AnyIDInTrustDomain = true; return s }
+	ids := func(s peer.Spec, ids ...string) peer.Spec { s.SPIFFEIDs = ids; return s }
+	for _, tc := range []struct {
+		name  string
+		specs []peer.Spec
+		want  string
+	}{
+		{"same agent id", []peer.Spec{spec("one", "mesh-a.example", ""), spec("two", "mesh-a.example", "")},
+			`peers "one" and "two" both accept spiffe://mesh-a.example/meshfed/agent as their agent`},
+		{"same trust domain, any id", []peer.Spec{anyID(spec("one", "mesh-a.example", "")), anyID(spec("two", "mesh-a.example", ""))},
+			`peers "one" and "two" share trust domain "mesh-a.example": list spiffeIds for each`},
+		{"both rules", []peer.Spec{ids(anyID(spec("one", "mesh-a.example", "")), "spiffe://mesh-a.example/x")},
+			`peer "one": spiffeIds and anyIdInTrustDomain exclude each other`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := peer.NewManager(peer.Config{Catalog: newCatalog(t), TLS: p.tls(t, "mesh-b")}, tc.specs)
+			require.EqualError(t, err, tc.want)
+		})
+	}
+	// Exact ids tell two peers of one trust domain apart.
+	_, err := peer.NewManager(peer.Config{Catalog: newCatalog(t), TLS: p.tls(t, "mesh-b")},
+		[]peer.Spec{ids(spec("one", "mesh-a.example", ""), "spiffe://mesh-a.example/one"), ids(spec("two", "mesh-a.example", ""), "spiffe://mesh-a.example/two")})
+	require.NoError(t, err)
+}

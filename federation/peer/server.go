@@ -4,11 +4,12 @@ import (
 	"context"
 	"crypto/subtle"
 	"crypto/x509"
+	"fmt"
+	"net"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
-	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -22,15 +23,21 @@ import (
 	"github.com/meshfed/meshfed/federation/wire"
 )
 
+// DefaultKeepaliveEnforcement is how often a peer may ping this agent. At
+// least one known Hamlet client pings every 20 s, also without a stream,
+// and does not reconnect after a GOAWAY; gRPC clients cannot ping more
+// often than every 10 s. Half that leaves room for timer jitter.
+func DefaultKeepaliveEnforcement() keepalive.EnforcementPolicy {
+	return keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}
+}
+
 // NewServer is the gRPC server that accepts Hamlet streams. Only mutual TLS
 // is offered: the handshake already refuses a client whose certificate no
 // configured peer may present.
 func (m *Manager) NewServer() *grpc.Server {
 	s := grpc.NewServer(
-		grpc.Creds(credentials.NewTLS(m.cfg.TLS.ServerConfig(m.authorizeAny))),
-		// Peers ping no more often than every 40 s; allow a little slack
-		// below, so a peer's timer jitter never gets it disconnected.
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 30 * time.Second}),
+		grpc.Creds(newRecordingCreds(m.cfg.TLS.ServerConfig(m.authorizeAny), m.refusedConn)),
+		grpc.KeepaliveEnforcementPolicy(m.cfg.KeepaliveEnforcement),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Minute, Timeout: 20 * time.Second}),
 	)
 	discoverypb.RegisterDiscoveryServiceServer(s, &server{m: m})
@@ -38,33 +45,38 @@ func (m *Manager) NewServer() *grpc.Server {
 }
 
 // authorizeAny accepts the identities of the peers that connect to this
-// agent.
+// agent. Its error says why, for the log of the refused handshake.
 func (m *Manager) authorizeAny(id spiffeid.ID, chains [][]*x509.Certificate) error {
-	if _, err := m.peerFor(id, chains); err != nil {
-		return err
-	}
-	return nil
+	_, err := m.peerFor(id, chains)
+	return err
 }
 
+// peerFor is the peer that id authenticates, or why there is none.
 func (m *Manager) peerFor(id spiffeid.ID, chains [][]*x509.Certificate) (*peerRun, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var match *peerRun
+	var refusal error
 	for _, name := range m.order {
 		p := m.peers[name]
-		if p.authorize(id, chains) != nil {
+		if err := p.authorize(id, chains); err != nil {
+			if refusal == nil && id.TrustDomain().Name() == p.spec.TrustDomain {
+				refusal = err
+			}
 			continue
 		}
 		// An exact SPIFFE ID beats a trust domain match.
-		if match == nil || len(p.spec.SPIFFEIDs) > 0 {
+		if match == nil || !p.spec.AnyIDInTrustDomain {
 			match = p
 		}
 	}
-	if match == nil {
-		return nil, status.Errorf(codes.PermissionDenied, "%s is not a configured peer", id)
-	}
-	if match.spec.Dial != "" {
-		return nil, status.Errorf(codes.PermissionDenied, "peer %q is dialed by this agent, not accepted", match.spec.Name)
+	switch {
+	case match == nil && refusal != nil:
+		return nil, refusal
+	case match == nil:
+		return nil, fmt.Errorf("%s is in no configured peer's trust domain", id)
+	case match.spec.Dial != "":
+		return nil, fmt.Errorf("peer %q is dialed by this agent, not accepted", match.spec.Name)
 	}
 	return match, nil
 }
@@ -82,8 +94,8 @@ func (s *server) EstablishStream(stream discoverypb.DiscoveryService_EstablishSt
 	}
 	p, err := s.m.peerFor(id, chains)
 	if err != nil {
-		s.m.log.Warn("refused a stream", zap.Stringer("identity", id), zap.Error(err))
-		return err
+		s.m.refusedConn(remoteAddr(ctx), id, err.Error())
+		return status.Error(codes.PermissionDenied, err.Error())
 	}
 	local := s.m.capabilities()
 	if err := stream.SendHeader(local.MD()); err != nil {
@@ -101,8 +113,9 @@ func (s *server) EstablishStream(stream discoverypb.DiscoveryService_EstablishSt
 		return status.Errorf(codes.InvalidArgument, "resource_url: %q is not %q", req.GetResourceUrl(), wire.TypeURL)
 	}
 	if p.spec.RequireContext && subtle.ConstantTimeCompare([]byte(req.GetContext()), []byte(p.spec.Context)) != 1 {
-		s.m.log.Warn("refused a stream: wrong context token", zap.String("peer", p.spec.Name))
-		return status.Error(codes.Unauthenticated, "context: the opening request does not carry this peer's token")
+		const why = "context: the opening request does not carry this peer's token"
+		s.m.refusedConn(remoteAddr(ctx), id, why)
+		return status.Error(codes.Unauthenticated, why)
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
 	remote := session.ParseCapabilities(md)
@@ -118,6 +131,18 @@ func (s *server) EstablishStream(stream discoverypb.DiscoveryService_EstablishSt
 	}
 	return err
 }
+
+func remoteAddr(ctx context.Context) net.Addr {
+	if pr, ok := peer.FromContext(ctx); ok && pr.Addr != nil {
+		return pr.Addr
+	}
+	return unknownAddr{}
+}
+
+type unknownAddr struct{}
+
+func (unknownAddr) Network() string { return "tcp" }
+func (unknownAddr) String() string  { return "unknown" }
 
 func callerID(ctx context.Context) (spiffeid.ID, [][]*x509.Certificate, error) {
 	pr, ok := peer.FromContext(ctx)

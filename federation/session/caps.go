@@ -15,14 +15,23 @@ const CapabilitiesKey = "meshfed-capabilities"
 // Capabilities are the extensions one side of a stream understands.
 type Capabilities struct {
 	// SyncComplete: the side understands the end-of-initial-catalog marker.
-	SyncComplete bool
+	SyncComplete bool `json:"syncComplete"`
 	// Window is how many responses the side accepts unacknowledged; 0 and 1
 	// both mean the specification's one in flight.
-	Window int
+	Window int `json:"window"`
 }
 
 // MD is the metadata that advertises c.
 func (c Capabilities) MD() metadata.MD {
+	if s := c.String(); s != "" {
+		return metadata.Pairs(CapabilitiesKey, s)
+	}
+	return metadata.MD{}
+}
+
+// String is c as advertised: "sync-complete,window=64", or "" for plain
+// specification behaviour.
+func (c Capabilities) String() string {
 	var parts []string
 	if c.SyncComplete {
 		parts = append(parts, "sync-complete")
@@ -30,10 +39,7 @@ func (c Capabilities) MD() metadata.MD {
 	if c.Window > 1 {
 		parts = append(parts, "window="+strconv.Itoa(c.Window))
 	}
-	if len(parts) == 0 {
-		return metadata.MD{}
-	}
-	return metadata.Pairs(CapabilitiesKey, strings.Join(parts, ","))
+	return strings.Join(parts, ",")
 }
 
 // ParseCapabilities reads what a peer advertised. Unknown extensions and

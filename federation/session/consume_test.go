@@ -7,12 +7,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap/zaptest"
+	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/meshfed/meshfed/federation/catalog"
@@ -46,10 +50,29 @@ type fixture struct {
 	store *store.Store
 	cat   *catalog.Catalog
 	pipe  *pipe
+	reg   *prometheus.Registry
+	act   *session.Activity
 	nonce int
 }
 
+// fixtureOpts vary the session under test; the zero value is a plain
+// specification stream without grace period.
+type fixtureOpts struct {
+	max           int
+	alias         string
+	local, remote session.Capabilities
+	grace         time.Duration
+	clock         *session.FakeClock
+	// imports are mesh-b's services this agent holds from an earlier
+	// stream, as after a restart.
+	imports []string
+}
+
 func newFixture(t *testing.T, maxServices int, alias string) *fixture {
+	return newFixtureWith(t, fixtureOpts{max: maxServices, alias: alias})
+}
+
+func newFixtureWith(t *testing.T, fo fixtureOpts) *fixture {
 	st, err := store.Open(filepath.Join(t.TempDir(), "meshfed.db"))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = st.Close() })
@@ -57,7 +80,7 @@ func newFixture(t *testing.T, maxServices int, alias string) *fixture {
 	cat := catalog.New(st, log)
 	td := spiffeid.RequireTrustDomainFromString("mesh-b.example")
 	require.NoError(t, cat.SetPeers([]catalog.Peer{
-		{Peer: model.Peer{Name: "mesh-b", TrustDomain: td.Name()}, MaxServices: maxServices, Alias: alias, Policy: validate.Policy{TrustDomain: td}},
+		{Peer: model.Peer{Name: "mesh-b", TrustDomain: td.Name()}, MaxServices: fo.max, Alias: fo.alias, Policy: validate.Policy{TrustDomain: td}},
 		{Peer: model.Peer{Name: "mesh-c", TrustDomain: "mesh-c.example"}, Policy: validate.Policy{TrustDomain: spiffeid.RequireTrustDomainFromString("mesh-c.example")}},
 	}))
 	cat.SetExports([]model.Export{{Name: "local", FQDN: "local.mesh-a.example", Mode: model.Terminate,
@@ -66,19 +89,32 @@ func newFixture(t *testing.T, maxServices int, alias string) *fixture {
 	raw, err := proto.Marshal(wire.FromModel(search))
 	require.NoError(t, err)
 	require.NoError(t, cat.Upsert("mesh-c", "search", search, raw))
+	for _, name := range fo.imports {
+		s := svc(name, name+".mesh-b.example")
+		raw, err := proto.Marshal(wire.FromModel(s))
+		require.NoError(t, err)
+		require.NoError(t, cat.Upsert("mesh-b", name, s, raw))
+	}
 
+	reg := prometheus.NewRegistry()
+	act := &session.Activity{}
 	p := &pipe{in: make(chan *discoverypb.BidirectionalStream), out: make(chan *discoverypb.BidirectionalStream, 16)}
+	o := session.Options{
+		Peer: "mesh-b", Catalog: cat, Ingress: func() wire.Ingress { return wire.Ingress{} }, Log: log,
+		Local: fo.local, Remote: func() (session.Capabilities, error) { return fo.remote, nil },
+		Grace: fo.grace, Activity: act, Metrics: session.NewMetrics(reg),
+	}
+	if fo.clock != nil {
+		o = session.WithClock(o, fo.clock)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_ = session.Run(ctx, p, session.Options{
-			Peer: "mesh-b", Catalog: cat, Ingress: func() wire.Ingress { return wire.Ingress{} }, Log: log,
-			Remote: func() (session.Capabilities, error) { return session.Capabilities{}, nil },
-		})
+		_ = session.Run(ctx, p, o)
 	}()
 	t.Cleanup(func() { cancel(); close(p.in); <-done })
-	return &fixture{t: t, store: st, cat: cat, pipe: p}
+	return &fixture{t: t, store: st, cat: cat, pipe: p, reg: reg, act: act}
 }
 
 func svc(name, fqdn string) model.Service {
@@ -164,6 +200,11 @@ func TestRejectedUpdateLeavesStoreAndCatalogUnchanged(t *testing.T) {
 			fs.Fqdn = "search.mesh-c.example"
 			return upsert(t, "payments", fs)
 		}, code: codes.AlreadyExists, msg: `fqdn: "search.mesh-c.example" is already imported from peer "mesh-c" as "search"`},
+		{name: "fqdn of another peer's import in other case", response: func(t *testing.T) *discoverypb.StreamResponse {
+			fs := good("payments")
+			fs.Fqdn = "SEARCH.Mesh-C.example"
+			return upsert(t, "payments", fs)
+		}, code: codes.AlreadyExists, msg: `fqdn: "search.mesh-c.example" is already imported from peer "mesh-c" as "search"`},
 		{name: "fqdn of a local export", response: func(t *testing.T) *discoverypb.StreamResponse {
 			fs := good("payments")
 			fs.Fqdn = "local.mesh-a.example"
@@ -232,4 +273,24 @@ func TestDeleteIsIdempotent(t *testing.T) {
 	for _, r := range recs {
 		assert.NotEqual(t, "payments", r.ResourceID)
 	}
+}
+
+// requireStatus checks an answer's status message exactly, field by field:
+// an ACK must carry status{code: 0}, not leave it out.
+func requireStatus(t *testing.T, want *spb.Status, req *discoverypb.StreamRequest) {
+	t.Helper()
+	require.NotNil(t, req.GetStatus(), "the answer carries no status")
+	if d := cmp.Diff(want, req.GetStatus(), protocmp.Transform()); d != "" {
+		t.Fatalf("status (-want +got):\n%s", d)
+	}
+}
+
+func TestAckCarriesStatusOK(t *testing.T) {
+	f := newFixture(t, 0, "")
+	requireStatus(t, &spb.Status{Code: int32(codes.OK)}, f.send(upsert(t, "payments", good("payments"))))
+	del := &discoverypb.StreamResponse{ResourceUrl: wire.TypeURL, ResourceId: "payments", Operation: discoverypb.StreamResponse_DELETE}
+	requireStatus(t, &spb.Status{Code: int32(codes.OK)}, f.send(del))
+	bad := good("ledger")
+	bad.Endpoints[0].Port = 0
+	requireStatus(t, &spb.Status{Code: int32(codes.InvalidArgument), Message: "endpoints[0].port: 0 is out of range 1-65535"}, f.send(upsert(t, "ledger", bad)))
 }

@@ -12,6 +12,9 @@ type Metrics struct {
 	sentTotal     *prometheus.CounterVec
 	answersTotal  *prometheus.CounterVec
 	receivedTotal *prometheus.CounterVec
+	unnegotiated  *prometheus.CounterVec
+	reconciles    *prometheus.CounterVec
+	reconciledOut *prometheus.CounterVec
 }
 
 // NewMetrics registers the stream counters on reg.
@@ -29,8 +32,20 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "meshfed_hamlet_responses_received_total",
 			Help: "Responses peers published to this agent, by peer, operation and the gRPC code this agent answered.",
 		}, []string{"peer", "operation", "code"}),
+		unnegotiated: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshfed_hamlet_unnegotiated_extension_total",
+			Help: "Extension messages peers sent on streams that did not negotiate the extension; they are ignored.",
+		}, []string{"peer", "extension"}),
+		reconciles: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshfed_hamlet_reconciliations_total",
+			Help: "Times the imports of a peer were reconciled with the full catalog it sent on a new stream.",
+		}, []string{"peer"}),
+		reconciledOut: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshfed_hamlet_reconciled_removed_total",
+			Help: "Imports removed by reconciliations because the peer's full catalog no longer held them.",
+		}, []string{"peer"}),
 	}
-	reg.MustRegister(m.sentTotal, m.answersTotal, m.receivedTotal)
+	reg.MustRegister(m.sentTotal, m.answersTotal, m.receivedTotal, m.unnegotiated, m.reconciles, m.reconciledOut)
 	return m
 }
 
@@ -49,5 +64,18 @@ func (m *Metrics) answered(peer string, code codes.Code) {
 func (m *Metrics) received(peer string, op discoverypb.StreamResponse_Operation, code codes.Code) {
 	if m != nil {
 		m.receivedTotal.WithLabelValues(peer, op.String(), code.String()).Inc()
+	}
+}
+
+func (m *Metrics) unnegotiatedExt(peer, extension string) {
+	if m != nil {
+		m.unnegotiated.WithLabelValues(peer, extension).Inc()
+	}
+}
+
+func (m *Metrics) reconciled(peer string, removed int) {
+	if m != nil {
+		m.reconciles.WithLabelValues(peer).Inc()
+		m.reconciledOut.WithLabelValues(peer).Add(float64(removed))
 	}
 }

@@ -22,6 +22,8 @@ type publisher struct {
 	out     chan *discoverypb.BidirectionalStream // ACKs from the consumer
 	answers chan *discoverypb.StreamRequest       // the peer's ACKs of ours
 	caps    chan Capabilities
+	// answerSent is told each time one of the consumer's answers went out.
+	answerSent func()
 
 	window int
 	// syncComplete is nil until the peer's capabilities are known.
@@ -72,6 +74,10 @@ func (p *publisher) run(ctx context.Context, s Stream) error {
 		case m := <-p.out:
 			if err := s.Send(m); err != nil {
 				return err
+			}
+			p.o.Activity.sentFrame()
+			if p.answerSent != nil {
+				p.answerSent()
 			}
 		case a := <-p.answers:
 			if name, again := p.answered(a); again {
@@ -163,6 +169,7 @@ func (p *publisher) send(s Stream, what sent, r *discoverypb.StreamResponse) err
 		return err
 	}
 	p.inflight[r.Nonce] = what
+	p.o.Activity.sentFrame()
 	p.o.Metrics.sent(p.o.Peer, r.Operation)
 	return nil
 }

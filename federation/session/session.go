@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -43,16 +44,25 @@ type Options struct {
 	// Remote blocks until the peer's advertisement is known. A dialing side
 	// learns it from the response headers, which a peer may send late.
 	Remote func() (Capabilities, error)
-	// Grace is how long after the stream starts a peer without sync-complete
-	// has to send its full catalog before what it did not send is deleted.
+	// Grace is how long a peer without a negotiated sync-complete must have
+	// been quiet (nothing received, nothing of ours unanswered), counted from
+	// its last response or the stream's start, before its catalog is taken
+	// as complete and what it did not resend is deleted. With sync-complete
+	// negotiated only the peer's marker ends the catalog; 0 never deletes.
 	Grace time.Duration
 	// RetryNack is how long to wait before resending a service the peer
 	// NACKed with Unavailable.
 	RetryNack time.Duration
 	// Exchanged is called once, after the first ACK in either direction.
 	Exchanged func()
-	Log       *zap.Logger
-	Metrics   *Metrics
+	// Activity records the session's last frames and negotiation; may be
+	// nil.
+	Activity *Activity
+	Log      *zap.Logger
+	Metrics  *Metrics
+
+	// clock replaces the real one in tests.
+	clock *clock
 }
 
 // Run runs the session until the stream or ctx ends. The opening request
@@ -73,8 +83,11 @@ func Run(ctx context.Context, s Stream, o Options) error {
 	if err := o.Catalog.MarkStale(o.Peer, time.Time{}); err != nil {
 		return status.Errorf(codes.Unavailable, "store: %v", err)
 	}
+	// Both directions read the peer's advertisement: once.
+	remote := sync.OnceValues(o.Remote)
 	p := newPublisher(o)
-	c := newConsumer(o, p.out)
+	c := newConsumer(o, p.out, remote)
+	p.answerSent = c.answered
 	// The receive goroutine is not waited for: it ends with the stream,
 	// which the caller ends after Run returns. c.stop makes sure it no
 	// longer touches the catalog by then.
@@ -87,18 +100,21 @@ func Run(ctx context.Context, s Stream, o Options) error {
 	}()
 	go func() {
 		defer wg.Done()
-		caps, err := o.Remote()
+		caps, err := remote()
 		if err != nil {
 			return
 		}
+		neg := Negotiate(o.Local, caps)
+		c.negotiated(neg)
 		select {
-		case p.caps <- Negotiate(o.Local, caps):
+		case p.caps <- neg:
 		case <-ctx.Done():
 		}
 	}()
 	<-ctx.Done()
 	c.stop()
 	wg.Wait()
+	o.Activity.Ended()
 	err := context.Cause(ctx)
 	if errors.Is(err, io.EOF) {
 		return status.Error(codes.Unavailable, "peer closed the stream")
@@ -106,8 +122,15 @@ func Run(ctx context.Context, s Stream, o Options) error {
 	return err
 }
 
+// ackOf is this side's answer to r: an ACK when err is nil, else a NACK
+// with err's code and message. An ACK's status is present with code OK:
+// status.Convert(nil) is a nil *Status, and other implementations read
+// status.code without a nil check.
 func ackOf(r *discoverypb.StreamResponse, err error, ctxToken string) *discoverypb.BidirectionalStream {
-	st := status.Convert(err).Proto()
+	st := &spb.Status{Code: int32(codes.OK)}
+	if err != nil {
+		st = status.Convert(err).Proto()
+	}
 	return &discoverypb.BidirectionalStream{Request: &discoverypb.StreamRequest{
 		ResourceUrl:   r.GetResourceUrl(),
 		ResponseNonce: r.GetNonce(),

@@ -124,10 +124,11 @@ func (m *metaPass) entry(k, v string) error {
 		if err := m.once(&m.sni, k, metaSNI); err != nil {
 			return err
 		}
-		if why := checkName(v, sniRule); why != "" {
+		sni := lowerASCII(v)
+		if why := checkName(sni, sniRule); why != "" {
 			return invalid("instances[%d].metadata[%s]: %s is not a valid SNI host name (%s)", i, quote(k), quote(v), why)
 		}
-		m.in.SNI = v
+		m.in.SNI = sni
 	case strings.EqualFold(k, metaHostname):
 		if err := m.once(&m.host, k, metaHostname); err != nil {
 			return err

@@ -1,5 +1,7 @@
 package validate
 
+import "strings"
+
 // nameRule says which host names a field takes. The rules differ on
 // purpose: an fqdn becomes a local DNS name and so is strict, while an SNI
 // is whatever the owner's gateway routes on, and Istio's routes on
@@ -14,7 +16,8 @@ var (
 	fqdnRule     = nameRule{minLabels: 2}
 	addressRule  = nameRule{upper: true, minLabels: 2}
 	hostnameRule = nameRule{upper: true, minLabels: 1}
-	sniRule      = nameRule{upper: true, underscore: true, minLabels: 1}
+	// An SNI is checked once lower-cased.
+	sniRule = nameRule{underscore: true, minLabels: 1}
 )
 
 const (
@@ -99,4 +102,22 @@ func DNSName(field, value string) error {
 // admit those characters; minLabels is the least number of labels.
 func NameProblem(s string, upper, underscore bool, minLabels int) string {
 	return checkName(s, nameRule{upper: upper, underscore: underscore, minLabels: minLabels})
+}
+
+// lowerASCII lower-cases the ASCII letters of s only: strings.ToLower would
+// also fold some non-ASCII runes into ASCII (U+212A KELVIN SIGN becomes
+// 'k'), turning a name that must be refused into a valid one. s is returned
+// as is, without allocating, when it has no upper-case letter.
+func lowerASCII(s string) string {
+	i := strings.IndexFunc(s, func(r rune) bool { return r >= 'A' && r <= 'Z' })
+	if i < 0 {
+		return s
+	}
+	b := []byte(s)
+	for j := i; j < len(b); j++ {
+		if c := b[j]; c >= 'A' && c <= 'Z' {
+			b[j] = c + ('a' - 'A')
+		}
+	}
+	return string(b)
 }

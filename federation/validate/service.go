@@ -22,9 +22,10 @@ import (
 // Normalisation, so that equal services compare equal downstream:
 // protocols are upper-cased (Hamlet spells them upper case, but accepting
 // any case costs nothing and interoperates best); endpoint IPs take their
-// canonical form and IPv4-mapped IPv6 becomes IPv4; endpoint DNS names and
-// the HOSTNAME metadata are lower-cased; SNI is kept exactly as sent because
-// the owner's gateway may match it byte for byte. No default SNI is filled
+// canonical form and IPv4-mapped IPv6 becomes IPv4; the fqdn, endpoint DNS
+// names, the SNI and the HOSTNAME metadata are lower-cased, since DNS names
+// and SNI are case-insensitive and some publishers use upper case: only
+// what stays invalid once lower-cased is refused. No default SNI is filled
 // in: that is the consumer's decision, made where clusters are built.
 // Empty repeated fields and maps become nil. The result shares no slice or
 // map with fs.
@@ -36,8 +37,9 @@ func Service(fs *typespb.FederatedService, p Policy) (model.Service, error) {
 	if err := serviceName(fs.GetName(), l.NameLen); err != nil {
 		return model.Service{}, err
 	}
-	if err := DNSName("fqdn", fs.GetFqdn()); err != nil {
-		return model.Service{}, err
+	fqdn := lowerASCII(fs.GetFqdn())
+	if why := checkName(fqdn, fqdnRule); why != "" {
+		return model.Service{}, invalid("fqdn: %s is not a DNS name (%s)", quote(fs.GetFqdn()), why)
 	}
 	if err := maxLen("description", fs.GetDescription(), l.DescriptionLen); err != nil {
 		return model.Service{}, err
@@ -61,7 +63,7 @@ func Service(fs *typespb.FederatedService, p Policy) (model.Service, error) {
 	}
 	return model.Service{
 		Name:        fs.GetName(),
-		FQDN:        fs.GetFqdn(),
+		FQDN:        fqdn,
 		Description: fs.GetDescription(),
 		Tags:        clone(fs.GetTags()),
 		Labels:      cloneMap(fs.GetLabels()),

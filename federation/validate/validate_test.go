@@ -79,16 +79,16 @@ func TestInvalid(t *testing.T) {
 		{"empty name", func(fs *typespb.FederatedService) { fs.Name = "" }, "name: is empty"},
 		{"long name", func(fs *typespb.FederatedService) { fs.Name = long }, `name: "` + long[:64] + `"... (300 bytes) is longer than 253 bytes`},
 		{"control in name", func(fs *typespb.FederatedService) { fs.Name = "pay\nments" }, `name: "pay\nments" contains a control character`},
-		{"upper fqdn", func(fs *typespb.FederatedService) { fs.Fqdn = "Payments.Example" }, `fqdn: "Payments.Example" is not a lowercase DNS name (contains an upper-case letter)`},
-		{"empty fqdn", func(fs *typespb.FederatedService) { fs.Fqdn = "" }, `fqdn: "" is not a lowercase DNS name (empty)`},
-		{"single label fqdn", func(fs *typespb.FederatedService) { fs.Fqdn = "payments" }, `fqdn: "payments" is not a lowercase DNS name (has fewer than two labels)`},
-		{"wildcard fqdn", func(fs *typespb.FederatedService) { fs.Fqdn = "*.mesh-b.example" }, `fqdn: "*.mesh-b.example" is not a lowercase DNS name (contains a wildcard)`},
+		{"upper fqdn that stays invalid", func(fs *typespb.FederatedService) { fs.Fqdn = "PAY_MENTS.Example" }, `fqdn: "PAY_MENTS.Example" is not a DNS name (contains a character other than a letter, digit, '-' or '.')`},
+		{"empty fqdn", func(fs *typespb.FederatedService) { fs.Fqdn = "" }, `fqdn: "" is not a DNS name (empty)`},
+		{"single label fqdn", func(fs *typespb.FederatedService) { fs.Fqdn = "payments" }, `fqdn: "payments" is not a DNS name (has fewer than two labels)`},
+		{"wildcard fqdn", func(fs *typespb.FederatedService) { fs.Fqdn = "*.mesh-b.example" }, `fqdn: "*.mesh-b.example" is not a DNS name (contains a wildcard)`},
 		{"fqdn long label", func(fs *typespb.FederatedService) { fs.Fqdn = strings.Repeat("a", 64) + ".example" }, "(has a label longer than 63 bytes)"},
 		{"fqdn too long", func(fs *typespb.FederatedService) { fs.Fqdn = strings.Repeat("abc.", 64) + "example" }, "(longer than 253 bytes)"},
-		{"fqdn hyphen", func(fs *typespb.FederatedService) { fs.Fqdn = "-pay.example" }, `fqdn: "-pay.example" is not a lowercase DNS name (has a label that starts or ends with '-')`},
+		{"fqdn hyphen", func(fs *typespb.FederatedService) { fs.Fqdn = "-pay.example" }, `fqdn: "-pay.example" is not a DNS name (has a label that starts or ends with '-')`},
 		{"fqdn empty label", func(fs *typespb.FederatedService) { fs.Fqdn = "pay..example" }, "(has an empty label)"},
 		{"fqdn trailing dot", func(fs *typespb.FederatedService) { fs.Fqdn = "pay.example." }, "(ends with a dot)"},
-		{"fqdn is an ip", func(fs *typespb.FederatedService) { fs.Fqdn = "10.0.0.1" }, `fqdn: "10.0.0.1" is not a lowercase DNS name (has an all-numeric top-level label)`},
+		{"fqdn is an ip", func(fs *typespb.FederatedService) { fs.Fqdn = "10.0.0.1" }, `fqdn: "10.0.0.1" is not a DNS name (has an all-numeric top-level label)`},
 		{"fqdn underscore", func(fs *typespb.FederatedService) { fs.Fqdn = "pay_ments.example" }, "(contains a character other than"},
 		{"long description", func(fs *typespb.FederatedService) { fs.Description = strings.Repeat("d", 1025) }, "description: \"dddd"},
 		{"too many tags", func(fs *typespb.FederatedService) { fs.Tags = make([]string, 65) }, "tags: 65 entries exceed the limit of 64"},
@@ -271,4 +271,26 @@ func TestAllowLoopback(t *testing.T) {
 	fs.Endpoints[0].Address = "169.254.0.1"
 	_, err := Service(fs, p)
 	require.ErrorContains(t, err, `endpoints[0].address: "169.254.0.1" is link-local`)
+}
+
+// DNS names and SNI are case-insensitive, and some publishers use upper
+// case: they are lower-cased on receipt, not refused.
+func TestUpperCaseNamesAreLowerCased(t *testing.T) {
+	fs := validService()
+	fs.Fqdn = "Payments.MESH-B.example"
+	fs.Instances[0].Metadata["sni"] = "Outbound_.8080_._.Payments.MESH-B.example"
+	got, err := Service(fs, testPolicy())
+	require.NoError(t, err)
+	require.Equal(t, "payments.mesh-b.example", got.FQDN)
+	require.Equal(t, "outbound_.8080_._.payments.mesh-b.example", got.Instances[0].SNI)
+	require.Equal(t, "Payments.MESH-B.example", fs.GetFqdn(), "the input is not changed")
+}
+
+// Only ASCII letters are folded: a non-ASCII rune that strings.ToLower
+// would turn into an ASCII letter stays and is refused.
+func TestLowerCasingFoldsOnlyASCII(t *testing.T) {
+	fs := validService()
+	fs.Fqdn = "\u212Aey.mesh-b.example" // KELVIN SIGN, ToLower gives 'k'
+	_, err := Service(fs, testPolicy())
+	require.ErrorContains(t, err, "fqdn: \"\u212Aey.mesh-b.example\" is not a DNS name (contains a character other than a letter, digit, '-' or '.')")
 }

@@ -4,6 +4,7 @@ package wire
 import (
 	"sort"
 	"strconv"
+	"strings"
 
 	"github.com/meshfed/meshfed/federation/hamlet/typespb"
 	"github.com/meshfed/meshfed/model"
@@ -61,6 +62,12 @@ type Ingress struct {
 	SANs      []string
 }
 
+// IngressLabel labels every endpoint this agent publishes, and every
+// instance selects it. The proto marks endpoint labels, endpoint_selector
+// and instance id REQUIRED, so they are always sent, although every ingress
+// endpoint serves every instance (it routes by SNI).
+const IngressLabel = "ingress"
+
 // Advertise is the service a peer sees for a local export: reachable at the
 // ingress gateway, one instance per port, each with its SNI stated so that
 // consumers of any vendor route on it.
@@ -71,15 +78,24 @@ func Advertise(e model.Export, in Ingress) model.Service {
 		Description: e.Description,
 		Tags:        e.Tags,
 		Labels:      e.Labels,
-		Endpoints:   in.Endpoints,
 		SANs:        in.SANs,
+	}
+	for _, ep := range in.Endpoints {
+		ep.Labels = []string{IngressLabel}
+		s.Endpoints = append(s.Endpoints, ep)
 	}
 	for _, p := range e.Ports {
 		sni := p.SNI
 		if sni == "" {
 			sni = model.DefaultSNI(p.Port, e.FQDN)
 		}
-		s.Instances = append(s.Instances, model.Instance{ID: p.Name, Protocol: p.Protocol, SNI: sni, Port: p.Port})
+		id := p.Name
+		if id == "" {
+			// Registries require port names; an export set another way
+			// still gets the REQUIRED, unique instance id.
+			id = strings.ToLower(string(p.Protocol)) + "-" + strconv.FormatUint(uint64(p.Port), 10)
+		}
+		s.Instances = append(s.Instances, model.Instance{ID: id, Protocol: p.Protocol, SNI: sni, Port: p.Port, Selector: []string{IngressLabel}})
 	}
 	sort.Slice(s.Instances, func(i, j int) bool { return s.Instances[i].ID < s.Instances[j].ID })
 	return s
