@@ -170,3 +170,21 @@ func (m *metaPass) once(seen *string, k, name string) error {
 	*seen = k
 	return nil
 }
+
+// maxSNILen is the longest server name Envoy sends or matches.
+const maxSNILen = 255
+
+// defaultSNIs refuses an instance without an SNI whose default one, derived
+// from the fqdn, is too long to be sent: refused here, with a reason the
+// owner can act on, rather than as a cluster Envoy drops later.
+func defaultSNIs(ins []model.Instance, fqdn string) error {
+	for i, in := range ins {
+		if in.SNI != "" {
+			continue
+		}
+		if sni := model.DefaultSNI(in.Port, fqdn); len(sni) > maxSNILen {
+			return invalid("instances[%d]: no SNI metadata, and the default %s is %d bytes, over the %d a TLS server name may have: state a shorter SNI", i, quote(sni[:40]+"..."), len(sni), maxSNILen)
+		}
+	}
+	return nil
+}

@@ -61,6 +61,9 @@ func Service(fs *typespb.FederatedService, p Policy) (model.Service, error) {
 	if err != nil {
 		return model.Service{}, err
 	}
+	if err := defaultSNIs(ins, fqdn); err != nil {
+		return model.Service{}, err
+	}
 	return model.Service{
 		Name:        fs.GetName(),
 		FQDN:        fqdn,

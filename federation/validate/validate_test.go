@@ -137,6 +137,9 @@ func TestInvalid(t *testing.T) {
 		{"port not a number", func(fs *typespb.FederatedService) { fs.Instances[0].Metadata["Port"] = "http" }, `instances[0].metadata["Port"]: "http" is not a port number 1-65535`},
 		{"port zero meta", func(fs *typespb.FederatedService) { fs.Instances[0].Metadata["Port"] = "0" }, `instances[0].metadata["Port"]: "0" is not a port number 1-65535`},
 		{"port too big meta", func(fs *typespb.FederatedService) { fs.Instances[0].Metadata["Port"] = "65536" }, `"65536" is not a port number 1-65535`},
+		{"default sni too long", func(fs *typespb.FederatedService) {
+			fs.Fqdn = strings.Repeat("abcdefghij.", 21) + "mesh-b.example" // 245 bytes
+		}, `instances[1]: no SNI metadata, and the default "outbound_.0_._.abcdefghij.abcdefghij.abc..." is 260 bytes, over the 255 a TLS server name may have: state a shorter SNI`},
 		{"port signed", func(fs *typespb.FederatedService) { fs.Instances[0].Metadata["Port"] = "+80" }, `"+80" is not a port number 1-65535`},
 		{"too much metadata", func(fs *typespb.FederatedService) {
 			fs.Instances[2].Metadata = map[string]string{}
