@@ -116,6 +116,7 @@ const registryFile = `services:
 const secondService = `  - name: ledger
     fqdn: ledger.mesh-a.example
     mode: passthrough
+    backendSpiffeIds: [spiffe://mesh-a.example/ns/db/sa/ledger]
     consumers: [mesh-b]
     ports:
       - name: postgres

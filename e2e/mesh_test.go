@@ -73,6 +73,9 @@ type options struct {
 	// xdsTLS serves the gateways over TCP with mutual TLS instead of a
 	// Unix socket, and gives them prometheus listeners.
 	xdsTLS bool
+	// prepare runs on each mesh before its files are written, with its
+	// peer known: to start more upstreams and export more services.
+	prepare func(*mesh)
 }
 
 // federate sets up mesh-a and mesh-b, federated (mesh-b dials mesh-a), each
@@ -94,6 +97,10 @@ func federate(t *testing.T, opts options) (a, b *mesh) {
 	if opts.tlsFamily {
 		a.startTLSUpstreams()
 		b.startTLSUpstreams()
+	}
+	if opts.prepare != nil {
+		opts.prepare(a)
+		opts.prepare(b)
 	}
 	for _, m := range []*mesh{a, b} {
 		m.writeServices(true)

@@ -184,3 +184,19 @@ func dialWebSocket(t *testing.T, m *mesh) *websocket.Conn {
 	require.NoError(t, c.SetReadDeadline(time.Now().Add(30*time.Second)))
 	return c
 }
+
+// echoPlain sends a few bytes to addr and checks that they come back.
+func echoPlain(t *testing.T, addr string) {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	require.NoError(t, err)
+	defer conn.Close()
+	require.NoError(t, conn.SetDeadline(time.Now().Add(10*time.Second)))
+	msg := "hello in plain text"
+	_, err = io.WriteString(conn, msg)
+	require.NoError(t, err)
+	got := make([]byte, len(msg))
+	_, err = io.ReadFull(conn, got)
+	require.NoError(t, err)
+	require.Equal(t, msg, string(got))
+}

@@ -96,7 +96,9 @@ const (
 	// Terminate ends the consumer's mTLS at the ingress gateway, checks the
 	// caller's SPIFFE ID, then proxies to the local endpoints.
 	Terminate IngressMode = "terminate"
-	// Passthrough routes the raw TLS stream by SNI to the local service.
+	// Passthrough routes the raw TLS stream by SNI to the local service,
+	// which terminates the consumers' SPIFFE mutual TLS itself: it, not the
+	// gateway, authenticates them (Export.BackendIDs).
 	Passthrough IngressMode = "passthrough"
 )
 
@@ -126,6 +128,10 @@ type Export struct {
 	Labels      map[string]string `json:"labels,omitempty"`
 	Ports       []ExportPort      `json:"ports"`
 	Mode        IngressMode       `json:"mode"`
+	// BackendIDs are the SPIFFE IDs the service presents in passthrough
+	// mode, where it terminates the consumers' mutual TLS itself: peers are
+	// told to verify these instead of the ingress gateway's.
+	BackendIDs []string `json:"backendSpiffeIds,omitempty"`
 	// Consumers are the names of the peers allowed to import the service.
 	Consumers []string `json:"consumers"`
 }

@@ -2,8 +2,11 @@ package registry
 
 import (
 	"fmt"
+
 	"net/netip"
 	"strings"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/meshfed/meshfed/federation/validate"
 	"github.com/meshfed/meshfed/model"
@@ -48,8 +51,8 @@ func CheckExport(e *model.Export) error {
 	if why := hostname(e.FQDN, fqdnRule); why != "" {
 		return fieldErr("fqdn", "%q is not a lowercase DNS name (%s)", e.FQDN, why)
 	}
-	if e.Mode != model.Terminate && e.Mode != model.Passthrough {
-		return fieldErr("mode", "%q is not one of terminate passthrough", e.Mode)
+	if err := checkMode(e); err != nil {
+		return err
 	}
 	if len(e.Consumers) == 0 {
 		return fieldErr("consumers", "required: at least one peer")
@@ -176,4 +179,29 @@ var (
 // validator's own check, so that a peer accepts what we export.
 func hostname(s string, r nameRule) string {
 	return validate.NameProblem(s, r.upper, r.underscore, r.minLabels)
+}
+
+// checkMode refuses a passthrough export whose backend does not say which
+// SPIFFE IDs it presents: the ingress gateway forwards the consumers' TLS
+// untouched there, so nobody would authenticate them unless the backend
+// terminates SPIFFE mutual TLS itself, and peers must know what to verify.
+func checkMode(e *model.Export) error {
+	switch e.Mode {
+	case model.Terminate:
+		if len(e.BackendIDs) > 0 {
+			return fieldErr("backendSpiffeIds", "only for mode passthrough: in mode terminate the ingress gateway authenticates the consumers and presents its own SVID")
+		}
+		return nil
+	case model.Passthrough:
+		if len(e.BackendIDs) == 0 {
+			return fieldErr("backendSpiffeIds", "required with mode passthrough: the SPIFFE IDs the service presents, as it terminates the consumers' mutual TLS itself")
+		}
+		for i, id := range e.BackendIDs {
+			if _, err := spiffeid.FromString(id); err != nil {
+				return fieldErr(fmt.Sprintf("backendSpiffeIds[%d]", i), "%q: %v", id, err)
+			}
+		}
+		return nil
+	}
+	return fieldErr("mode", "%q is not one of terminate passthrough", e.Mode)
 }

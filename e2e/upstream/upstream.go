@@ -119,25 +119,45 @@ func TCPEcho(name, addr string) (*Server, error) {
 	return s, nil
 }
 
-// TLSEcho starts a server that completes a TLS handshake with cfg (which
-// may require and verify a client certificate), records the URI SANs of
-// the client's certificate, and echoes every byte.
-func TLSEcho(name, addr string, cfg *tls.Config) (*TLSServer, error) {
+// TLSEcho starts a server that completes a TLS handshake with each of
+// layers in turn (one inside the other: a backend that terminates a
+// gateway's mutual TLS and then its client's own TLS inside), records what
+// each layer saw, and echoes every byte, on addr (127.0.0.1:0 when empty).
+func TLSEcho(name, addr string, layers ...*tls.Config) (*TLSServer, error) {
 	l, err := listen(addr)
 	if err != nil {
 		return nil, err
 	}
 	s := &TLSServer{Server: Server{Name: name, listener: l}}
 	s.close = serveConns(l, func(c net.Conn) {
-		tc := tls.Server(c, cfg)
-		if err := tc.Handshake(); err != nil {
-			s.handshakeErrors.Add(1)
-			return
+		var seen []Layer
+		for _, cfg := range layers {
+			tc := tls.Server(c, cfg)
+			if err := tc.Handshake(); err != nil {
+				s.handshakeErrors.Add(1)
+				return
+			}
+			seen = append(seen, layerOf(tc.ConnectionState()))
+			c = tc
 		}
-		s.record(tc.ConnectionState())
-		echo(tc)
+		s.record(seen)
+		echo(c)
 	})
 	return s, nil
+}
+
+// Layer is what one TLS layer of a connection saw: the SNI the client sent
+// and the URI SAN of its certificate ("" without one).
+type Layer struct {
+	ServerName, Peer string
+}
+
+func layerOf(st tls.ConnectionState) Layer {
+	l := Layer{ServerName: st.ServerName}
+	if len(st.PeerCertificates) > 0 && len(st.PeerCertificates[0].URIs) > 0 {
+		l.Peer = st.PeerCertificates[0].URIs[0].String()
+	}
+	return l
 }
 
 // TLSServer is a TLSEcho server.
@@ -145,34 +165,41 @@ type TLSServer struct {
 	Server
 	handshakeErrors atomic.Int64
 	mu              sync.Mutex
-	peers           []string
-	serverNames     []string
+	conns           [][]Layer
 }
 
-func (s *TLSServer) record(st tls.ConnectionState) {
+func (s *TLSServer) record(layers []Layer) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.serverNames = append(s.serverNames, st.ServerName)
-	peer := ""
-	if len(st.PeerCertificates) > 0 && len(st.PeerCertificates[0].URIs) > 0 {
-		peer = st.PeerCertificates[0].URIs[0].String()
-	}
-	s.peers = append(s.peers, peer)
+	s.conns = append(s.conns, layers)
 }
 
-// Peers are the URI SANs the clients presented, one per completed
-// handshake ("" for a client without a certificate).
+// Connections are, per connection that completed every handshake, what
+// each layer saw, outermost first.
+func (s *TLSServer) Connections() [][]Layer {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([][]Layer(nil), s.conns...)
+}
+
+// Peers are the URI SANs the clients presented to the outermost layer,
+// one per connection.
 func (s *TLSServer) Peers() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]string(nil), s.peers...)
+	var out []string
+	for _, c := range s.Connections() {
+		out = append(out, c[0].Peer)
+	}
+	return out
 }
 
-// ServerNames are the SNIs the clients sent, one per completed handshake.
+// ServerNames are the SNIs the clients sent to the outermost layer, one
+// per connection.
 func (s *TLSServer) ServerNames() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]string(nil), s.serverNames...)
+	var out []string
+	for _, c := range s.Connections() {
+		out = append(out, c[0].ServerName)
+	}
+	return out
 }
 
 // HandshakeErrors counts the handshakes that failed.

@@ -65,6 +65,9 @@ type Mesh struct {
 	// StreamIdleTimeout is gateways.egress.streamIdleTimeout ("" for the
 	// default).
 	StreamIdleTimeout string
+	// ExtraServices are appended to the registry file's services list
+	// (YAML list entries, indented by two spaces).
+	ExtraServices string
 	// AllowedSources is gateways.egress.allowedSources.
 	AllowedSources []string
 	// OtherPeers are further meshes (trust domains <name>.example, with a
@@ -120,6 +123,7 @@ func (m *Mesh) WriteServices(exported bool) error {
 				y += fmt.Sprintf("      - {name: %s, port: %d, protocol: %s, endpoints: [{address: 127.0.0.1, port: %d}]}\n", p.name, p.port, p.protocol, p.upstream)
 			}
 		}
+		y += m.ExtraServices
 	}
 	return writeAtomic(filepath.Join(m.Dir, "services.yaml"), y)
 }

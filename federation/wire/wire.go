@@ -80,6 +80,11 @@ func Advertise(e model.Export, in Ingress) model.Service {
 		Labels:      e.Labels,
 		SANs:        in.SANs,
 	}
+	if e.Mode == model.Passthrough {
+		// The backend terminates the consumers' mTLS: its IDs are what
+		// they see.
+		s.SANs = e.BackendIDs
+	}
 	for _, ep := range in.Endpoints {
 		ep.Labels = []string{IngressLabel}
 		s.Endpoints = append(s.Endpoints, ep)

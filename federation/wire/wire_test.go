@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/testing/protocmp"
 
 	"github.com/meshfed/meshfed/federation/hamlet/typespb"
@@ -50,4 +51,16 @@ func TestAdvertisePublishesRequiredFields(t *testing.T) {
 	if in.Endpoints[0].Labels != nil {
 		t.Fatal("Advertise changed the ingress it was given")
 	}
+}
+
+// A passthrough export's backend terminates the consumers' mTLS: peers are
+// told to verify its SPIFFE IDs, not the ingress gateway's.
+func TestAdvertisePassthroughNamesTheBackend(t *testing.T) {
+	e := model.Export{
+		Name: "ledger", FQDN: "ledger.mesh-b.example", Mode: model.Passthrough,
+		BackendIDs: []string{"spiffe://mesh-b.example/ns/db/sa/ledger"},
+		Ports:      []model.ExportPort{{Name: "pg", Port: 5432, Protocol: model.TLS}},
+	}
+	in := wire.Ingress{SANs: []string{"spiffe://mesh-b.example/meshfed/gateway/ingress"}}
+	require.Equal(t, []string{"spiffe://mesh-b.example/ns/db/sa/ledger"}, wire.Advertise(e, in).SANs)
 }

@@ -17,6 +17,9 @@ const (
 	MetaProtocol  = "meshfed-protocol"  // HTTP, GRPC, TCP, ...; default TCP
 	MetaPortName  = "meshfed-port-name" // the export port's name; default "default"
 	MetaConsumers = "meshfed-consumers" // a,b: overrides export.consumers
+	// MetaBackendIDs are the SPIFFE IDs (a,b) the service presents, for
+	// export.mode passthrough.
+	MetaBackendIDs = "meshfed-backend-spiffe-ids"
 )
 
 // The tag on every import the sink registers, so that the source leaves
@@ -94,6 +97,12 @@ func (src *Source) export(name string, entries []*api.ServiceEntry) (e model.Exp
 	for _, en := range picked {
 		if c, ok := en.Service.Meta[MetaConsumers]; ok {
 			e.Consumers = splitList(c)
+			break
+		}
+	}
+	for _, en := range picked {
+		if ids, ok := en.Service.Meta[MetaBackendIDs]; ok {
+			e.BackendIDs = splitList(ids)
 			break
 		}
 	}

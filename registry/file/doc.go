@@ -7,6 +7,8 @@
 //	  - name: inventory                 # required, DNS label
 //	    fqdn: inventory.mesh-a.example  # required, lowercase DNS name, no wildcard
 //	    mode: terminate                 # terminate (default) | passthrough
+//	    backendSpiffeIds: []            # passthrough only, and then required: the SPIFFE IDs
+//	                                    # the service presents, as it terminates mTLS itself
 //	    consumers: [mesh-b]             # peers allowed to import it; at least one
 //	    description: optional
 //	    tags: [optional]

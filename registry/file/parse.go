@@ -25,6 +25,7 @@ type (
 		Name        string            `yaml:"name"`
 		FQDN        string            `yaml:"fqdn"`
 		Mode        string            `yaml:"mode"`
+		BackendIDs  []string          `yaml:"backendSpiffeIds"`
 		Consumers   []string          `yaml:"consumers"`
 		Description string            `yaml:"description"`
 		Tags        []string          `yaml:"tags"`
@@ -132,6 +133,7 @@ func (s *service) export(at string) (model.Export, error) {
 		Tags:        s.Tags,
 		Labels:      s.Labels,
 		Mode:        model.IngressMode(s.Mode),
+		BackendIDs:  s.BackendIDs,
 		Consumers:   s.Consumers,
 	}
 	if e.Mode == "" {
