@@ -35,7 +35,7 @@ func (a *Agent) gateways() error {
 	var peers []model.Peer
 	for _, p := range a.cfg.Peers {
 		// The ingress admits the peer's callers, not its agent's IDs.
-		peers = append(peers, model.Peer{Name: p.Name, TrustDomain: p.TrustDomain, SPIFFEIDs: p.Callers})
+		peers = append(peers, model.Peer{Name: p.Name, TrustDomain: p.TrustDomain, SPIFFEIDs: p.Callers, IstioALPN: p.IstioALPN})
 	}
 	changed, cancel := a.Identity.Subscribe()
 	a.closers = append(a.closers, func() error { cancel(); return nil })

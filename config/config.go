@@ -283,6 +283,11 @@ type Peer struct {
 	// AllowLoopback accepts loopback endpoints from the peer: only for a
 	// peer on the same host (development, the local demo).
 	AllowLoopback bool `yaml:"allowLoopback"`
+	// IstioALPN makes the egress gateway's TLS toward the peer offer the
+	// ALPN an Istio sidecar does (istio-peer-exchange, istio), which an
+	// Istio ingress in PERMISSIVE mode looks for to treat the connection
+	// as mutual TLS rather than plain TCP.
+	IstioALPN bool `yaml:"istioALPN"`
 }
 
 // Store is the embedded store of imports.

@@ -142,6 +142,9 @@ type Peer struct {
 	TrustDomain string `json:"trustDomain"`
 	// SPIFFEIDs, when set, are the only identities the peer may present.
 	SPIFFEIDs []string `json:"spiffeIds,omitempty"`
+	// IstioALPN offers, in the egress gateway's TLS toward the peer, the
+	// ALPN of an Istio sidecar.
+	IstioALPN bool `json:"istioALPN,omitempty"`
 }
 
 // DefaultSNI is the SNI an exported service's port is reached on when the

@@ -5,6 +5,8 @@ import (
 	tls "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	matcher "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
+
+	"github.com/meshfed/meshfed/model"
 )
 
 // spiffeValidator is the name of Envoy's SPIFFE certificate validator.
@@ -82,12 +84,18 @@ func validatorSecret(in *Input, trustDomains []string) *tls.Secret {
 	}
 }
 
+// istioALPN is what an Istio sidecar offers in its mutual TLS: an Istio
+// gateway in PERMISSIVE mode looks for it to tell mTLS from plain TCP.
+var istioALPN = []string{"istio-peer-exchange", "istio"}
+
 // upstreamTLS originates mutual TLS to an owner's ingress: SNI as the owner
 // advertised it, the egress SVID as client certificate, the owner's trust
 // bundle as roots and the service's sans as exact URI SAN matchers; with no
 // sans, any SVID of the owner's trust domain, and none of another that the
-// same bundle might have signed. TLS 1.2 at least.
-func upstreamTLS(sni, trustDomain string, sans []string) *core.TransportSocket {
+// same bundle might have signed. TLS 1.2 at least; Istio's ALPN when the
+// owner asks for it.
+func upstreamTLS(sni string, owner model.Peer, sans []string) *core.TransportSocket {
+	trustDomain := owner.TrustDomain
 	dvc := &tls.CertificateValidationContext{}
 	for _, san := range sans {
 		dvc.MatchTypedSubjectAltNames = append(dvc.MatchTypedSubjectAltNames, uriSAN(san, false))
@@ -100,6 +108,7 @@ func upstreamTLS(sni, trustDomain string, sans []string) *core.TransportSocket {
 		CommonTlsContext: &tls.CommonTlsContext{
 			TlsParams:                      tlsParams(),
 			TlsCertificateSdsSecretConfigs: []*tls.SdsSecretConfig{sdsSecret(SVIDSecretName(Egress))},
+			AlpnProtocols:                  alpn(owner),
 			ValidationContextType: &tls.CommonTlsContext_CombinedValidationContext{
 				CombinedValidationContext: &tls.CommonTlsContext_CombinedCertificateValidationContext{
 					DefaultValidationContext:         dvc,
@@ -160,3 +169,10 @@ func uriSAN(value string, prefix bool) *tls.SubjectAltNameMatcher {
 
 // trustDomainPrefix is what every SPIFFE ID of trustDomain starts with.
 func trustDomainPrefix(trustDomain string) string { return "spiffe://" + trustDomain + "/" }
+
+func alpn(owner model.Peer) []string {
+	if owner.IstioALPN {
+		return istioALPN
+	}
+	return nil
+}

@@ -57,10 +57,7 @@ const DefaultHTTPPort = 80
 // catalog keys on it).
 func EgressResources(in *Input, imp model.Import) ServiceResources {
 	var out ServiceResources
-	var trustDomain string
-	if p, ok := in.peer(imp.Peer); ok {
-		trustDomain = p.TrustDomain
-	}
+	peer, _ := in.peer(imp.Peer)
 	insts := slices.Clone(imp.Service.Instances)
 	slices.SortFunc(insts, func(a, b model.Instance) int { return cmp.Compare(a.ID, b.ID) })
 	host := strings.ToLower(imp.LocalFQDN)
@@ -76,7 +73,7 @@ func EgressResources(in *Input, imp model.Import) ServiceResources {
 		if sni == "" {
 			sni = model.DefaultSNI(inst.Port, imp.Service.FQDN)
 		}
-		c.TransportSocket = upstreamTLS(sni, trustDomain, imp.Service.SANs)
+		c.TransportSocket = upstreamTLS(sni, peer, imp.Service.SANs)
 		c.OutlierDetection = outlierDetection()
 		streaming := inst.Protocol == model.HTTP2 || inst.Protocol == model.GRPC
 		if streaming {
