@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -328,4 +329,24 @@ func TestRestartServesTheLastConfigurationFirst(t *testing.T) {
 	if d := cmp.Diff(want, after.view, protocmp.Transform()); d != "" {
 		t.Fatalf("first push after restart differs (-before +after):\n%s", d)
 	}
+}
+
+// On a plaintext xDS listener (loopback only) a gateway is served no
+// secret that holds a private key: nobody vouched for it. The same agent
+// on its Unix socket serves its SVID.
+func TestPlaintextXDSServesNoPrivateKey(t *testing.T) {
+	root := t.TempDir()
+	ma, mb := newMesh(t, root, "mesh-a"), newMesh(t, root, "mesh-b")
+	cfg := ma.config(t, mb, "")
+	cfg.XDS.Listen = "127.0.0.1:0"
+	a := start(t, cfg)
+	g := connect(t, a.Agent, adsclient.Options{NodeID: "egress-gateway", Delta: true})
+	g.until(t, "the egress gateway's bundle", has(resource.SecretType, "meshfed/bundle/mesh-b_2eexample"))
+	for name, res := range g.view[resource.SecretType] {
+		s := &tlsv3.Secret{}
+		require.NoError(t, res.UnmarshalTo(s))
+		require.Nil(t, s.GetTlsCertificate().GetPrivateKey(), "secret %s holds a private key", name)
+	}
+	require.NotContains(t, g.view[resource.SecretType], "meshfed/svid/egress")
+	require.Equal(t, "plaintext", a.XDS.Clients()[0].Channel)
 }

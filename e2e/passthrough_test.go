@@ -1,7 +1,11 @@
 package e2e
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
+	"net"
+	"net/http"
 	"testing"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -19,7 +23,7 @@ import (
 // and the backend sees the consumer's egress gateway as its caller. A
 // workload's own TLS travels inside, to the backend's TLS layer.
 func TestPassthroughBackendTerminatesTheMTLS(t *testing.T) {
-	var vaultTCP, vaultTLS *upstream.TLSServer
+	var vaultTCP, vaultTLS, vaultMTLS, vaultHTTPS *upstream.TLSServer
 	prepare := func(m *mesh) {
 		if m.Name != "mesh-b" {
 			return
@@ -32,7 +36,16 @@ func TestPassthroughBackendTerminatesTheMTLS(t *testing.T) {
 		require.NoError(t, err)
 		vaultTLS, err = upstream.TLSEcho("vault-tls", "", outer, tlsconfig.TLSServerConfig(svid))
 		require.NoError(t, err)
-		t.Cleanup(func() { require.NoError(t, vaultTCP.Close()); require.NoError(t, vaultTLS.Close()) })
+		workloads := tlsconfig.AuthorizeMemberOf(spiffeid.RequireTrustDomainFromString(m.peer.TrustDomain()))
+		vaultMTLS, err = upstream.TLSEcho("vault-mtls", "", outer, tlsconfig.MTLSServerConfig(svid, m.peer.bundle(t), workloads))
+		require.NoError(t, err)
+		vaultHTTPS, err = upstream.TLSHTTP("vault-https", "", outer, tlsconfig.TLSServerConfig(svid))
+		require.NoError(t, err)
+		t.Cleanup(func() {
+			for _, s := range []*upstream.TLSServer{vaultTCP, vaultTLS, vaultMTLS, vaultHTTPS} {
+				require.NoError(t, s.Close())
+			}
+		})
 		m.ExtraServices = fmt.Sprintf(`  - name: vault
     fqdn: vault.mesh-b.example
     mode: passthrough
@@ -41,7 +54,9 @@ func TestPassthroughBackendTerminatesTheMTLS(t *testing.T) {
     ports:
       - {name: tcp, port: 8200, protocol: TCP, endpoints: [{address: 127.0.0.1, port: %d}]}
       - {name: tls, port: 8201, protocol: TLS, endpoints: [{address: 127.0.0.1, port: %d}]}
-`, svid.ID, vaultTCP.Port(), vaultTLS.Port())
+      - {name: mtls, port: 8202, protocol: MTLS, endpoints: [{address: 127.0.0.1, port: %d}]}
+      - {name: https, port: 8203, protocol: HTTPS, endpoints: [{address: 127.0.0.1, port: %d}]}
+`, svid.ID, vaultTCP.Port(), vaultTLS.Port(), vaultMTLS.Port(), vaultHTTPS.Port())
 	}
 	a, b := federate(t, options{prepare: prepare})
 	vault := spiffeid.RequireFromPath(spiffeid.RequireTrustDomainFromString(b.TrustDomain()), "/ns/default/sa/vault")
@@ -69,4 +84,25 @@ func TestPassthroughBackendTerminatesTheMTLS(t *testing.T) {
 		{ServerName: model.DefaultSNI(8201, "vault.mesh-b.example"), Peer: "spiffe://mesh-a.example/meshfed/gateway/egress"},
 		{ServerName: "vault.mesh-b.example"},
 	}, vaultTLS.Connections()[0], "the workload's TLS inside the gateway's")
+
+	client := a.workloadSVID(t, "/ns/default/sa/client")
+	cfg = tlsconfig.MTLSClientConfig(client, b.bundle(t), tlsconfig.AuthorizeID(vault))
+	cfg.ServerName = "vault.mesh-b.example"
+	echoOverTLS(t, addr("mtls"), cfg)
+	require.Equal(t, client.ID.String(), vaultMTLS.Connections()[0][1].Peer, "the workload's own certificate, inside")
+
+	cfg = tlsconfig.TLSClientConfig(b.bundle(t), tlsconfig.AuthorizeID(vault))
+	c := &http.Client{Transport: &http.Transport{
+		TLSClientConfig: cfg,
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, addr("https"))
+		},
+	}}
+	resp, err := c.Get("https://vault.mesh-b.example:8203/secret")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	var r upstream.Reply
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&r))
+	require.Equal(t, "vault-https", r.Service)
+	require.Equal(t, "/secret", r.Path)
 }

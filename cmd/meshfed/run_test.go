@@ -90,6 +90,12 @@ func TestRunRefusesToStartAndSaysWhy(t *testing.T) {
 			require.NoError(t, err)
 			t.Cleanup(func() { require.NoError(t, db.Close()) })
 		}, `meshfed: store.path: store: open "{dir}/meshfed.db": locked by another process (gave up after 2s; is another meshfed running on it?)`},
+		{"plaintext xDS beyond loopback", func(t *testing.T, dir string) {
+			cfg, err := os.ReadFile(filepath.Join(dir, "meshfed.yaml"))
+			require.NoError(t, err)
+			cfg = bytes.Replace(cfg, []byte("xds: {listen: 127.0.0.1:0}"), []byte("xds: {listen: 0.0.0.0:18000}"), 1)
+			require.NoError(t, os.WriteFile(filepath.Join(dir, "meshfed.yaml"), cfg, 0o600))
+		}, `meshfed: {dir}/meshfed.yaml:11: error: xds.listen: "0.0.0.0:18000" is not loopback, and gateways get their SVID private keys over xDS: set xds.tls (mutual TLS) or use a unix:// socket`},
 		{"empty configuration", func(t *testing.T, dir string) {
 			require.NoError(t, os.WriteFile(filepath.Join(dir, "meshfed.yaml"), nil, 0o600))
 		}, "meshfed: {dir}/meshfed.yaml: error: the file is empty; a configuration needs at least trustDomain, identity and trustBundles (examples/meshfed.yaml has every field)"},

@@ -1,11 +1,14 @@
 package upstream
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"sort"
 	"strconv"
 	"strings"
@@ -139,4 +142,17 @@ func HTTPS(name, addr string, cfg *tls.Config) (*Server, error) {
 		return err
 	}
 	return s, nil
+}
+
+// serveOneRequest reads one HTTP/1.1 request from c and answers it with h.
+func serveOneRequest(c net.Conn, h http.Handler) {
+	req, err := http.ReadRequest(bufio.NewReader(c))
+	if err != nil {
+		return
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	resp := rec.Result()
+	resp.Close = true
+	_ = resp.Write(c)
 }

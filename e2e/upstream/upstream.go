@@ -124,6 +124,17 @@ func TCPEcho(name, addr string) (*Server, error) {
 // gateway's mutual TLS and then its client's own TLS inside), records what
 // each layer saw, and echoes every byte, on addr (127.0.0.1:0 when empty).
 func TLSEcho(name, addr string, layers ...*tls.Config) (*TLSServer, error) {
+	return layered(name, addr, echo, layers)
+}
+
+// TLSHTTP is TLSEcho answering one HTTP/1.1 request per connection, as
+// HTTP does, inside its layers.
+func TLSHTTP(name, addr string, layers ...*tls.Config) (*TLSServer, error) {
+	h := httpHandler(name)
+	return layered(name, addr, func(c net.Conn) { serveOneRequest(c, h) }, layers)
+}
+
+func layered(name, addr string, serve func(net.Conn), layers []*tls.Config) (*TLSServer, error) {
 	l, err := listen(addr)
 	if err != nil {
 		return nil, err
@@ -141,7 +152,7 @@ func TLSEcho(name, addr string, layers ...*tls.Config) (*TLSServer, error) {
 			c = tc
 		}
 		s.record(seen)
-		echo(c)
+		serve(c)
 	})
 	return s, nil
 }
