@@ -78,7 +78,11 @@ func TestRejectingGatewayIsAnsweredOncePerChange(t *testing.T) {
 			}
 			require.NotNil(t, nack)
 			require.Equal(t, "refusing every cluster", nack.Message)
-			require.Equal(t, e.cache.Version(cache.RoleEgress, resource.ClusterType), nack.Version)
+			want := e.cache.Version(cache.RoleEgress, resource.ClusterType)
+			if delta {
+				want = e.cache.DeltaVersion(cache.RoleEgress, resource.ClusterType)
+			}
+			require.Equal(t, want, nack.Version)
 		})
 	}
 }

@@ -148,7 +148,7 @@ func (c *Cache) commit(rs *roleState, t *typeState, batch []prepared, now time.T
 	if len(t.log) == start {
 		return
 	}
-	t.stamp(now)
+	t.stamp(changeVersion(c.epoch, c.seq), now)
 	if rs.ready {
 		c.notify(t, t.log[start:])
 	}
@@ -260,16 +260,20 @@ func (c *Cache) Ready(role Role) bool {
 }
 
 // Version returns the content version of a role's resources of a type, the
-// version_info state-of-the-world clients ACK.
+// version_info state-of-the-world clients ACK. It costs O(resources) after
+// a change.
 func (c *Cache) Version(role Role, typeURL string) string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if rs, ok := c.roles[role]; ok {
-		if t, ok := rs.types[typeURL]; ok {
-			return t.version
-		}
-	}
-	return typeVersion(0)
+	return c.role(role).typ(typeURL).contentVersion()
+}
+
+// DeltaVersion returns the system_version_info of the latest delta
+// response of a role's resources of a type, the version delta clients ACK.
+func (c *Cache) DeltaVersion(role Role, typeURL string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.role(role).typ(typeURL).version
 }
 
 // Len returns the number of a role's resources of a type.

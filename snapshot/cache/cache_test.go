@@ -401,3 +401,28 @@ func TestDeltaWildcardUnsubscribeResends(t *testing.T) {
 	s.request(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.ClusterType, ResourceNamesUnsubscribe: []string{"a"}})
 	assert.Equal(t, []string{"a"}, names(s.next().Resources))
 }
+
+// Versions cannot be made to collide: a resource's is its whole sha256,
+// and a type's a hash over its sorted (name, version) pairs, not a sum of
+// shares that entries a peer controls could cancel out.
+func TestVersionsAreWholeHashes(t *testing.T) {
+	c := newTestCache(t)
+	require.NoError(t, c.Apply(RoleEgress, []Change{clusterChange("x", 1)}))
+	v := c.Resources(RoleEgress, resource.ClusterType)[0].Version
+	require.Len(t, v, 43, "base64 of 32 bytes")
+
+	versions := map[string][]string{}
+	for name, changes := range map[string][]Change{
+		"x1":    {clusterChange("x", 1)},
+		"x1 y1": {clusterChange("x", 1), clusterChange("y", 1)},
+		"x1 y2": {clusterChange("x", 1), clusterChange("y", 2)},
+		"x2 y1": {clusterChange("x", 2), clusterChange("y", 1)},
+		"xy1":   {clusterChange("xy", 1)},
+	} {
+		c := newTestCache(t)
+		require.NoError(t, c.Apply(RoleEgress, changes))
+		v := c.Version(RoleEgress, resource.ClusterType)
+		versions[v] = append(versions[v], name)
+	}
+	require.Len(t, versions, 5, "every content its own version: %v", versions)
+}

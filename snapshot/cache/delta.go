@@ -2,6 +2,7 @@ package cache
 
 import (
 	"errors"
+	"maps"
 	"slices"
 	"strings"
 
@@ -25,9 +26,9 @@ type deltaWatch struct {
 	sub     gcache.Subscription
 	out     chan gcache.DeltaResponse
 
-	// known is the stream's version map (sub.ReturnedResources()). While the
-	// cache holds the watch the server does not touch it, so the cache
-	// updates it in place and hands the same map back in the response.
+	// known is a copy of the stream's version map (sub.ReturnedResources(),
+	// which the cache must not alter): the cache updates the copy and hands
+	// it back as the response's next version map, which the server keeps.
 	//
 	// Once synced, the map holds only the sync marker: a stream synced at seq
 	// has every subscribed resource as it was at seq, and what changed since
@@ -54,7 +55,9 @@ func (c *Cache) createDeltaWatch(req *gcache.DeltaRequest, sub gcache.Subscripti
 	if !ok {
 		return func() {}, nil
 	}
-	known := sub.ReturnedResources()
+	// Once synced the map holds only the marker, so the copy is small; a
+	// reconnecting client's initial versions are copied once.
+	known := maps.Clone(sub.ReturnedResources())
 	if known == nil {
 		known = make(map[string]string)
 	}
@@ -75,21 +78,20 @@ func (c *Cache) createDeltaWatch(req *gcache.DeltaRequest, sub gcache.Subscripti
 		}
 	}
 	t.delta[w] = struct{}{}
-	return func() { c.cancelDelta(rs, t, w) }, nil
+	return func() { c.cancelDelta(t, w) }, nil
 }
 
-func (c *Cache) cancelDelta(rs *roleState, t *typeState, w *deltaWatch) {
+// cancelDelta forgets a watch the server cancels, because a new request of
+// the stream replaces it. The stream's marker stays that of its last
+// response: the cache tells go-control-plane what a stream holds only
+// through its responses' next version maps, which the server keeps and
+// hands to the next watch (TestDeltaResumeContract). A stream that nothing
+// concerned for so long that the log no longer reaches its marker is
+// closed with ErrStreamBehind, and resyncs exactly on reconnect.
+func (c *Cache) cancelDelta(t *typeState, w *deltaWatch) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if _, ok := t.delta[w]; !ok {
-		return
-	}
 	delete(t.delta, w)
-	if rs.ready {
-		// An open watch saw every change of its type, so the stream is
-		// synced to now.
-		w.known[syncKey] = c.syncMarker()
-	}
 }
 
 // catchUpDelta answers a new watch with what the stream misses, if anything,

@@ -67,12 +67,12 @@ func (c *Cache) answerSotw(t *typeState, w *sotwWatch, changed []logEntry) bool 
 	force := w.req.GetVersionInfo() == "" && !nack
 	if w.sub.IsWildcard() {
 		switch {
-		case nack && w.sub.ReturnedResources()[sentKey] == t.version:
+		case nack && w.sub.ReturnedResources()[sentKey] == t.contentVersion():
 			return false
-		case !nack && !force && w.req.GetVersionInfo() == t.version:
+		case !nack && !force && w.req.GetVersionInfo() == t.contentVersion():
 			return false
 		}
-		c.sendSotw(t, w, t.wildcardAnys(w.keyless), map[string]string{sentKey: t.version})
+		c.sendSotw(t, w, t.wildcardAnys(w.keyless), map[string]string{sentKey: t.contentVersion()})
 		return true
 	}
 
@@ -129,7 +129,7 @@ func (c *Cache) sendSotw(t *typeState, w *sotwWatch, anys []*anypb.Any, returned
 		req:      w.req,
 		returned: returned,
 		resp: &discovery.DiscoveryResponse{
-			VersionInfo: t.version,
+			VersionInfo: t.contentVersion(),
 			Resources:   anys,
 			TypeUrl:     t.typeURL,
 		},

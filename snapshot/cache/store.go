@@ -14,8 +14,11 @@ type typeState struct {
 	entries map[string]*discovery.Resource
 	// private names the entries that hold a private key.
 	private map[string]bool
-	hash    uint64 // XOR of entryHash over entries; see entryHash
-	version string // typeVersion(hash), kept to share one string
+	// version is the changeVersion of the last change; content is the
+	// typeContentVersion of the entries, computed when first needed after
+	// a change (a state-of-the-world response costs O(entries) anyway).
+	version string
+	content string
 
 	// log holds the names changed after floor, oldest first, so that a
 	// stream synced at a known sequence catches up in O(changes).
@@ -26,6 +29,7 @@ type typeState struct {
 	// first use after a change and shared by every such response; public
 	// is the same without the entries that hold private keys.
 	all, public []*anypb.Any
+	names       []string
 
 	delta map[*deltaWatch]struct{}
 	sotw  map[*sotwWatch]struct{}
@@ -40,8 +44,8 @@ type logEntry struct {
 }
 
 type appliedAt struct {
-	version string
-	at      time.Time
+	version, content string
+	at               time.Time
 }
 
 // appliedRing bounds how many recent type versions remember when they were
@@ -57,7 +61,7 @@ func newTypeState(typeURL string) *typeState {
 		typeURL: typeURL,
 		entries: make(map[string]*discovery.Resource),
 		private: make(map[string]bool),
-		version: typeVersion(0),
+		version: "0",
 		delta:   make(map[*deltaWatch]struct{}),
 		sotw:    make(map[*sotwWatch]struct{}),
 	}
@@ -73,30 +77,52 @@ func (t *typeState) set(p prepared, seq uint64) bool {
 	case p.res != nil && had && old.Version == p.res.Version:
 		return false
 	}
-	if had {
-		t.hash ^= entryHash(old.Name, old.Version)
-	}
 	delete(t.private, p.name)
 	if p.res == nil {
 		delete(t.entries, p.name)
 	} else {
 		t.entries[p.name] = p.res
-		t.hash ^= entryHash(p.res.Name, p.res.Version)
 		if p.private {
 			t.private[p.name] = true
 		}
 	}
-	t.all, t.public = nil, nil
+	t.all, t.public, t.names, t.content = nil, nil, nil, ""
 	t.log = append(t.log, logEntry{seq: seq, name: p.name})
 	return true
 }
 
 // stamp names the version after a batch of changes to this type and
 // remembers when it was applied.
-func (t *typeState) stamp(now time.Time) {
-	t.version = typeVersion(t.hash)
-	t.applied[t.next] = appliedAt{version: t.version, at: now}
+func (t *typeState) stamp(version string, now time.Time) {
+	t.version = version
+	t.applied[t.next] = appliedAt{version: version, at: now}
 	t.next = (t.next + 1) % appliedRing
+}
+
+// contentVersion is the typeContentVersion of the entries; the latest
+// applied version learns it, so that a state-of-the-world ACK of it is
+// measured too.
+func (t *typeState) contentVersion() string {
+	if t.content == "" {
+		t.content = typeContentVersion(t.sortedNames(), func(n string) string { return t.entries[n].Version })
+		last := &t.applied[(t.next+appliedRing-1)%appliedRing]
+		if last.version == t.version {
+			last.content = t.content
+		}
+	}
+	return t.content
+}
+
+// sortedNames are the entries' names in order, kept until a change.
+func (t *typeState) sortedNames() []string {
+	if t.names == nil {
+		t.names = make([]string, 0, len(t.entries))
+		for n := range t.entries {
+			t.names = append(t.names, n)
+		}
+		sort.Strings(t.names)
+	}
+	return t.names
 }
 
 // compact bounds the log to a multiple of the entries, amortized O(1) per
@@ -135,16 +161,11 @@ func (t *typeState) wildcardAnys(keyless bool) []*anypb.Any {
 }
 
 func (t *typeState) sortedAnys(keep func(name string) bool) []*anypb.Any {
-	names := make([]string, 0, len(t.entries))
-	for n := range t.entries {
+	out := make([]*anypb.Any, 0, len(t.entries))
+	for _, n := range t.sortedNames() {
 		if keep(n) {
-			names = append(names, n)
+			out = append(out, t.entries[n].Resource)
 		}
-	}
-	sort.Strings(names)
-	out := make([]*anypb.Any, len(names))
-	for i, n := range names {
-		out[i] = t.entries[n].Resource
 	}
 	return out
 }
@@ -161,7 +182,7 @@ func (t *typeState) visible(name string, keyless bool) (*discovery.Resource, boo
 
 func (t *typeState) appliedAt(version string) (time.Time, bool) {
 	for _, a := range t.applied {
-		if a.version == version && !a.at.IsZero() {
+		if (a.version == version || a.content == version) && !a.at.IsZero() {
 			return a.at, true
 		}
 	}
