@@ -125,6 +125,8 @@ func federate(t *testing.T, opts options) (a, b *mesh) {
 
 func newMesh(t *testing.T, root, name, service, ip string, opts options) *mesh {
 	t.Helper()
+	free := &freePorts{t: t, ip: ip}
+	defer free.release()
 	m := &mesh{t: t, sotw: opts.sotw, Mesh: &twomesh.Mesh{
 		Name: name, Service: service, Dir: filepath.Join(root, name), IP: ip, OtherPeers: opts.otherPeers, Holdoff: "1ms",
 		HTTPRouteTimeout: opts.httpRouteTimeout, StreamIdleTimeout: opts.streamIdleTimeout, AllowedSources: opts.allowedSources,
@@ -132,16 +134,16 @@ func newMesh(t *testing.T, root, name, service, ip string, opts options) *mesh {
 		// where nothing else binds: a port picked on 127.0.0.1 could be
 		// taken by another process's ephemeral port before the agent
 		// binds it.
-		Federation: freeAddr(t, ip), XDS: "unix://" + filepath.Join(root, name, "xds.sock"), Admin: freeAddr(t, ip), DNS: freeAddr(t, ip),
-		IngressPort: freePort(t, ip),
+		Federation: free.addr(), XDS: "unix://" + filepath.Join(root, name, "xds.sock"), Admin: free.addr(), DNS: free.addr(),
+		IngressPort: free.port(),
 	}}
 	// Nothing else binds the mesh's address, and ephemeral ports are above
 	// this range.
 	m.PortsFrom, m.PortsTo = 21000, 21009
 	if opts.xdsTLS {
-		m.XDS, m.XDSTLS = freeAddr(t, ip), true
-		m.GatewayAdmin = map[string]string{"egress": freeAddr(t, ip), "ingress": freeAddr(t, ip)}
-		m.GatewayStats = map[string]string{"egress": freeAddr(t, ip), "ingress": freeAddr(t, ip)}
+		m.XDS, m.XDSTLS = free.addr(), true
+		m.GatewayAdmin = map[string]string{"egress": free.addr(), "ingress": free.addr()}
+		m.GatewayStats = map[string]string{"egress": free.addr(), "ingress": free.addr()}
 	}
 	var err error
 	m.up.http, err = upstream.HTTP(service+"-http", "")
@@ -275,17 +277,31 @@ func loopbackPair() (string, string) {
 	return addr(2 * n % (64 << 8)), addr((2*n + 1) % (64 << 8))
 }
 
-// freePort returns a TCP port free on ip at the time of the call.
-func freePort(t *testing.T, ip string) uint32 {
-	t.Helper()
-	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
-	require.NoError(t, err)
-	defer l.Close()
+// freePorts picks distinct TCP ports free on ip. Each stays bound until
+// release: a port closed at once may be the kernel's next pick, and two
+// gateways' admin and stats listeners would then meet on one port.
+type freePorts struct {
+	t    *testing.T
+	ip   string
+	held []net.Listener
+}
+
+func (f *freePorts) port() uint32 {
+	f.t.Helper()
+	l, err := net.Listen("tcp", net.JoinHostPort(f.ip, "0"))
+	require.NoError(f.t, err)
+	f.held = append(f.held, l)
 	return uint32(l.Addr().(*net.TCPAddr).Port)
 }
 
-func freeAddr(t *testing.T, ip string) string {
-	return net.JoinHostPort(ip, strconv.FormatUint(uint64(freePort(t, ip)), 10))
+func (f *freePorts) addr() string {
+	return net.JoinHostPort(f.ip, strconv.FormatUint(uint64(f.port()), 10))
+}
+
+func (f *freePorts) release() {
+	for _, l := range f.held {
+		require.NoError(f.t, l.Close())
+	}
 }
 
 // eventually retries check until it passes, failing the test with the last
