@@ -1,6 +1,10 @@
 package catalog
 
-import "sync"
+import (
+	"cmp"
+	"slices"
+	"sync"
+)
 
 // Kind says which side of the catalog a key names.
 type Kind uint8
@@ -17,6 +21,13 @@ type Key struct {
 	Kind Kind
 	Peer string
 	ID   string
+}
+
+// CompareKeys orders keys: imports before exports, then by peer, then by
+// id. Every order of keys that reaches an output is this one: Go maps
+// iterate at random.
+func CompareKeys(a, b Key) int {
+	return cmp.Or(cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.Peer, b.Peer), cmp.Compare(a.ID, b.ID))
 }
 
 // Subscription collects the keys that changed since it was last drained.
@@ -42,7 +53,8 @@ func (c *Catalog) Subscribe() *Subscription {
 // C receives a value whenever keys are waiting to be drained.
 func (s *Subscription) C() <-chan struct{} { return s.ch }
 
-// Drain returns the keys changed since the last call and forgets them.
+// Drain returns the keys changed since the last call, sorted, and forgets
+// them.
 func (s *Subscription) Drain() []Key {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -51,6 +63,7 @@ func (s *Subscription) Drain() []Key {
 		out = append(out, k)
 	}
 	clear(s.dirty)
+	slices.SortFunc(out, CompareKeys)
 	return out
 }
 
