@@ -180,3 +180,22 @@ func (s *Store) Apply(bucket string, puts map[string][]byte, deletes []string) e
 	}
 	return nil
 }
+
+// Bucket is one bucket of the store, for a component that owns it.
+type Bucket struct {
+	s    *Store
+	name string
+}
+
+// Bucket returns the bucket name.
+func (s *Store) Bucket(name string) Bucket { return Bucket{s: s, name: name} }
+
+// ForEach is Store.ForEach on the bucket.
+func (b Bucket) ForEach(fn func(key string, value []byte) error) error {
+	return b.s.ForEach(b.name, fn)
+}
+
+// Apply is Store.Apply on the bucket.
+func (b Bucket) Apply(puts map[string][]byte, deletes []string) error {
+	return b.s.Apply(b.name, puts, deletes)
+}
