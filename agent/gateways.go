@@ -18,6 +18,10 @@ import (
 	"github.com/meshfed/meshfed/xds"
 )
 
+// egressPortBucket is the store bucket of the egress listener ports, by
+// snapshot.EgressKey: the ports must survive restarts.
+const egressPortBucket = "egress-ports"
+
 // gateways builds the cache, the runner that fills it (and builds the
 // first configuration), and the xDS server.
 func (a *Agent) gateways() error {
@@ -39,11 +43,14 @@ func (a *Agent) gateways() error {
 	}
 	changed, cancel := a.Identity.Subscribe()
 	a.closers = append(a.closers, func() error { cancel(); return nil })
-	var err error
+	ports, err := runner.NewAllocator(a.store.Bucket(egressPortBucket), runner.PortRange{From: g.Egress.Ports.From, To: g.Egress.Ports.To})
+	if err != nil {
+		return err
+	}
 	a.Runner, err = runner.New(runner.Config{
-		Catalog: a.Catalog,
-		Store:   a.store,
-		Cache:   a.Cache,
+		Source: runner.CatalogSource(a.Catalog),
+		Ports:  ports,
+		Sink:   a.Cache,
 		Input: snapshot.Input{
 			TrustDomain:       a.cfg.TrustDomain,
 			HTTPRouteTimeout:  time.Duration(*g.Egress.HTTPRouteTimeout),
@@ -55,7 +62,6 @@ func (a *Agent) gateways() error {
 				Ingress: snapshot.SocketAddress{Address: g.Ingress.Listen.Address, Port: g.Ingress.Listen.Port},
 			},
 		},
-		Ports:          runner.PortRange{From: g.Egress.Ports.From, To: g.Egress.Ports.To},
 		Secrets:        a.secrets,
 		SecretsChanged: changed,
 		Holdoff:        time.Duration(a.cfg.XDS.Holdoff),

@@ -166,12 +166,16 @@ type imported struct {
 }
 
 // imported lists every imported instance with the egress address and port
-// it is reached on. Instances of TCP-like protocols without a port yet (the
-// range is full) are left out: there is nothing to dial.
+// it is reached on. Imports the gateways do not serve (their translation
+// failed the checks) and instances of TCP-like protocols without a port
+// yet (the range is full) are left out: there is nothing to dial.
 func (a *Agent) imported() []imported {
 	eg := a.cfg.Gateways.Egress
 	var out []imported
 	for _, imp := range a.Catalog.Imports() {
+		if !a.Runner.Served(imp.Peer, imp.ResourceID) {
+			continue
+		}
 		for _, inst := range imp.Service.Instances {
 			port := snapshot.HTTPPort(inst)
 			if !inst.Protocol.RoutedByHost() {

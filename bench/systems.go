@@ -100,12 +100,15 @@ type meshfedSystem struct {
 func newMeshfed(env systemEnv) (*meshfedSystem, error) {
 	s := &meshfedSystem{c: cache.New(egressRole, nil), done: make(chan struct{})}
 	secrets := env.input.Secrets
+	ports, err := runner.NewAllocator(env.store.Bucket("egress-ports"), egressPorts)
+	if err != nil {
+		return nil, err
+	}
 	r, err := runner.New(runner.Config{
-		Catalog: env.catalog,
-		Store:   env.store,
-		Cache:   s.c,
+		Source:  runner.CatalogSource(env.catalog),
+		Ports:   ports,
+		Sink:    s.c,
 		Input:   env.input,
-		Ports:   egressPorts,
 		Secrets: func() (snapshot.Secrets, error) { return secrets, nil },
 		Holdoff: env.holdoff,
 		Applied: func() { s.batches.Add(1) },

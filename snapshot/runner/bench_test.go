@@ -51,8 +51,8 @@ func BenchmarkChange(b *testing.B) {
 						b.Fatal(err)
 					}
 					b.StartTimer()
-					batch := e.runner.translate(key, false)
-					for role, changes := range batch.changes {
+					batch := e.runner.translate(key, nil)
+					for role, changes := range batch.Changes {
 						if err := e.cache.Apply(role, changes); err != nil {
 							b.Fatal(err)
 						}
@@ -117,8 +117,12 @@ func benchEnv(b *testing.B, n int) *benchRunner {
 	}
 	c := cache.New(func(string) (cache.Role, bool) { return cache.RoleEgress, true }, nil)
 	secrets := testSecrets(b)
+	ports, err := NewAllocator(st.Bucket("egress-ports"), PortRange{From: 20000, To: 60000})
+	if err != nil {
+		b.Fatal(err)
+	}
 	r, err := New(Config{
-		Catalog: cat, Store: st, Cache: c,
+		Source: CatalogSource(cat), Ports: ports, Sink: c,
 		Input: snapshot.Input{
 			TrustDomain: "mesh-a.example",
 			Peers:       []model.Peer{{Name: "mesh-b", TrustDomain: "mesh-b.example"}},
@@ -127,7 +131,6 @@ func benchEnv(b *testing.B, n int) *benchRunner {
 				Ingress: snapshot.SocketAddress{Address: "127.0.0.1", Port: 15444},
 			},
 		},
-		Ports:   PortRange{From: 20000, To: 60000},
 		Secrets: func() (snapshot.Secrets, error) { return secrets, nil },
 		Holdoff: time.Millisecond,
 	})

@@ -1,6 +1,9 @@
-// Package runner keeps the xDS cache in step with the catalog: each change
-// to an import or an export is translated, checked and handed to the cache
-// on its own, so the work for one change does not grow with the catalog.
+// Package runner keeps the xDS cache in step with the catalog. It is a loop
+// over small parts: a Source of changes (the catalog), the pure Translator
+// (changes of services into changes of resources), the port Allocator, and
+// the cache. Each change to an import or an export is translated, checked
+// and handed to the cache on its own, so the work for one change does not
+// grow with the catalog.
 package runner
 
 import (
@@ -14,29 +17,49 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/meshfed/meshfed/federation/catalog"
-	"github.com/meshfed/meshfed/federation/store"
+	"github.com/meshfed/meshfed/model"
 	"github.com/meshfed/meshfed/snapshot"
 	"github.com/meshfed/meshfed/snapshot/cache"
 )
 
-// Config configures a Runner. Catalog, Store and Cache are required.
+// Source is where the runner reads imports and exports, and learns which
+// changed: the catalog (CatalogSource).
+type Source interface {
+	Subscribe() Subscription
+	Import(peer, id string) (model.Import, bool)
+	Export(name string) (model.Export, bool)
+	Imports() []model.Import
+	Exports() []model.Export
+}
+
+// Subscription tells which keys changed since it was last drained.
+type Subscription interface {
+	C() <-chan struct{}
+	Drain() []catalog.Key
+	Close()
+}
+
+// Sink receives the resources of each role: the xDS cache.
+type Sink interface {
+	Apply(role cache.Role, changes []cache.Change) error
+	Replace(role cache.Role, changes []cache.Change) error
+}
+
+// Config configures a Runner. Source, Ports and Sink are required.
 type Config struct {
-	Catalog *catalog.Catalog
-	// Store keeps the egress port allocations.
-	Store *store.Store
-	Cache *cache.Cache
+	Source Source
+	Ports  *Allocator
+	Sink   Sink
 	// Input gives the trust domain, the peers and the gateway addresses;
 	// its imports, exports, ports and secrets are the runner's.
 	Input snapshot.Input
-	// Ports is the range of dedicated egress listener ports.
-	Ports PortRange
 	// Secrets returns the gateways' current certificates; SecretsChanged
 	// signals when they changed. Both optional.
 	Secrets        func() (snapshot.Secrets, error)
 	SecretsChanged <-chan struct{}
 	// Holdoff is how long the runner waits after a change for more before
-	// it translates them together (default 10ms); bursts are translated at
-	// least every MaxDelay (default 100ms).
+	// it translates them together (default DefaultHoldoff); bursts are
+	// translated at least every MaxDelay (default DefaultMaxDelay).
 	Holdoff, MaxDelay time.Duration
 	// Applied, when set, is called after each batch reached the cache.
 	Applied    func()
@@ -44,51 +67,35 @@ type Config struct {
 	Registerer prometheus.Registerer
 }
 
+// The defaults of Config.Holdoff and Config.MaxDelay.
+const (
+	DefaultHoldoff  = 10 * time.Millisecond
+	DefaultMaxDelay = 100 * time.Millisecond
+)
+
 // Runner translates catalog changes into cache changes.
 type Runner struct {
 	cfg Config
 	log *zap.Logger
 	m   *metrics
-	sub *catalog.Subscription
+	sub Subscription
 
-	// mu guards what other goroutines read: the ports. Everything else
-	// belongs to the goroutine running Start and then Run.
-	mu    sync.RWMutex
-	ports *ports
-
-	in      snapshot.Input
-	imports map[catalog.Key]*entry
-	exports map[string]*entry
-	secrets map[string]int // service-owned secret names, by number of owners
-	gateway map[cache.Role][]string
-	// httpPorts are the ports that have an egress HTTP listener.
-	httpPorts map[uint32]bool
-	ready     bool
+	// mu guards tr for readers on other goroutines (Served); the loop is
+	// its only writer.
+	mu sync.RWMutex
+	tr *Translator
 }
 
-// entry is what one service contributes to its gateway.
-type entry struct {
-	res   snapshot.ServiceResources
-	names []typedName
-	// portKeys are the egress port keys the import holds.
-	portKeys []string
-}
-
-type typedName struct{ typeURL, name string }
-
-// New loads the port allocations and subscribes to the catalog; call Start.
+// New returns a runner; Start builds the first configuration.
 func New(cfg Config) (*Runner, error) {
-	if cfg.Catalog == nil || cfg.Store == nil || cfg.Cache == nil {
-		return nil, errors.New("runner: Catalog, Store and Cache are required")
-	}
-	if cfg.Ports.From == 0 || cfg.Ports.To < cfg.Ports.From {
-		return nil, fmt.Errorf("gateways.egress.ports: %d-%d is not a port range", cfg.Ports.From, cfg.Ports.To)
+	if cfg.Source == nil || cfg.Ports == nil || cfg.Sink == nil {
+		return nil, errors.New("runner: Source, Ports and Sink are required")
 	}
 	if cfg.Holdoff <= 0 {
-		cfg.Holdoff = 10 * time.Millisecond
+		cfg.Holdoff = DefaultHoldoff
 	}
 	if cfg.MaxDelay <= 0 {
-		cfg.MaxDelay = 100 * time.Millisecond
+		cfg.MaxDelay = DefaultMaxDelay
 	}
 	if cfg.Log == nil {
 		cfg.Log = zap.NewNop()
@@ -97,59 +104,44 @@ func New(cfg Config) (*Runner, error) {
 	if err != nil {
 		return nil, err
 	}
-	p, err := loadPorts(cfg.Store, cfg.Ports)
-	if err != nil {
-		return nil, err
-	}
-	r := &Runner{
-		cfg:     cfg,
-		log:     cfg.Log,
-		m:       m,
-		ports:   p,
-		in:      cfg.Input,
-		imports: map[catalog.Key]*entry{},
-		exports: map[string]*entry{},
-		secrets: map[string]int{},
-		gateway: map[cache.Role][]string{},
-
-		httpPorts: map[uint32]bool{},
-	}
-	r.in.Imports, r.in.Exports = nil, nil
-	r.in.EgressPorts = p.byKey
-	return r, nil
+	return &Runner{cfg: cfg, log: cfg.Log, m: m, tr: NewTranslator(cfg.Input)}, nil
 }
 
 // Start translates the whole catalog and makes it the cache's state for
-// both roles, which makes the cache answer gateways. The xDS server should
-// serve only after it returned.
+// both roles, which makes the cache answer gateways; ports no import holds
+// any more are freed. The xDS server should serve only after it returned.
 func (r *Runner) Start() error {
 	if r.sub != nil {
 		return errors.New("runner: Start called twice")
 	}
 	// Subscribe first: a change racing with the full read is then
 	// translated again, never missed.
-	r.sub = r.cfg.Catalog.Subscribe()
+	r.sub = r.cfg.Source.Subscribe()
 	start := time.Now()
-	r.loadSecrets()
 	var keys []catalog.Key
-	for _, imp := range r.cfg.Catalog.Imports() {
+	var live []string
+	for _, imp := range r.cfg.Source.Imports() {
 		keys = append(keys, catalog.Key{Kind: catalog.KindImport, Peer: imp.Peer, ID: imp.ResourceID})
+		live = append(live, snapshot.EgressPortKeys([]model.Import{imp})...)
 	}
-	for _, exp := range r.cfg.Catalog.Exports() {
+	for _, exp := range r.cfg.Source.Exports() {
 		keys = append(keys, catalog.Key{Kind: catalog.KindExport, ID: exp.Name})
 	}
-	b := r.translate(keys, true)
+	if err := r.cfg.Ports.Prune(live); err != nil {
+		return fmt.Errorf("runner: freeing the ports of gone imports: %w", err)
+	}
+	secrets, _ := r.secrets(true)
+	res := r.translate(keys, secrets)
 	for _, role := range []cache.Role{cache.RoleEgress, cache.RoleIngress} {
-		if err := r.cfg.Cache.Replace(role, b.changes[role]); err != nil {
+		if err := r.cfg.Sink.Replace(role, res.Changes[role]); err != nil {
 			return fmt.Errorf("runner: first %s configuration: %w", role, err)
 		}
 	}
-	r.ready = true
 	r.m.build.Observe(time.Since(start).Seconds())
 	r.log.Info("first gateway configuration built",
-		zap.Int("imports", len(r.imports)), zap.Int("exports", len(r.exports)),
-		zap.Int("egress_resources", b.count(cache.RoleEgress)),
-		zap.Int("ingress_resources", b.count(cache.RoleIngress)),
+		zap.Int("services", len(keys)), zap.Int("rejected", len(res.Rejected)),
+		zap.Int("egress_resources", len(res.Changes[cache.RoleEgress])),
+		zap.Int("ingress_resources", len(res.Changes[cache.RoleIngress])),
 		zap.Duration("took", time.Since(start)))
 	if r.cfg.Applied != nil {
 		r.cfg.Applied()
@@ -173,30 +165,36 @@ func (r *Runner) Run(ctx context.Context) error {
 		case <-r.cfg.SecretsChanged:
 			secrets = true
 		}
-		// Hold off for more, but not past MaxDelay.
-		deadline := time.NewTimer(r.cfg.MaxDelay)
-	hold:
-		for {
-			hold := time.NewTimer(r.cfg.Holdoff)
-			select {
-			case <-ctx.Done():
-				hold.Stop()
-				deadline.Stop()
-				return nil
-			case <-r.sub.C():
-				hold.Stop()
-			case <-r.cfg.SecretsChanged:
-				secrets = true
-				hold.Stop()
-			case <-hold.C:
-				break hold
-			case <-deadline.C:
-				hold.Stop()
-				break hold
-			}
+		more, ok := r.holdOff(ctx)
+		if !ok {
+			return nil
 		}
-		deadline.Stop()
-		r.step(secrets)
+		r.step(secrets || more)
+	}
+}
+
+// holdOff waits for more changes, up to MaxDelay, and reports whether the
+// certificates changed meanwhile; ok is false when ctx ended.
+func (r *Runner) holdOff(ctx context.Context) (secrets, ok bool) {
+	deadline := time.NewTimer(r.cfg.MaxDelay)
+	defer deadline.Stop()
+	for {
+		hold := time.NewTimer(r.cfg.Holdoff)
+		select {
+		case <-ctx.Done():
+			hold.Stop()
+			return secrets, false
+		case <-r.sub.C():
+			hold.Stop()
+		case <-r.cfg.SecretsChanged:
+			secrets = true
+			hold.Stop()
+		case <-hold.C:
+			return secrets, true
+		case <-deadline.C:
+			hold.Stop()
+			return secrets, true
+		}
 	}
 }
 
@@ -204,19 +202,18 @@ func (r *Runner) Run(ctx context.Context) error {
 func (r *Runner) step(secretsChanged bool) {
 	start := time.Now()
 	keys := r.sub.Drain()
-	if secretsChanged {
-		r.loadSecrets()
-		// Exports carry validation contexts built from the bundles.
-		for name := range r.exports {
-			keys = append(keys, catalog.Key{Kind: catalog.KindExport, ID: name})
-		}
+	secrets, ok := r.secrets(secretsChanged)
+	if ok {
+		r.mu.RLock()
+		keys = append(keys, r.tr.Retry()...)
+		r.mu.RUnlock()
 	}
-	b := r.translate(keys, secretsChanged)
+	res := r.translate(keys, secrets)
 	for _, role := range []cache.Role{cache.RoleEgress, cache.RoleIngress} {
-		if len(b.changes[role]) == 0 {
+		if len(res.Changes[role]) == 0 {
 			continue
 		}
-		if err := r.cfg.Cache.Apply(role, b.changes[role]); err != nil {
+		if err := r.cfg.Sink.Apply(role, res.Changes[role]); err != nil {
 			r.m.rejected.Add(1)
 			r.log.Error("cache rejected resources", zap.String("role", string(role)), zap.Error(err))
 		}
@@ -228,31 +225,103 @@ func (r *Runner) step(secretsChanged bool) {
 	}
 }
 
-func (r *Runner) loadSecrets() {
-	if r.cfg.Secrets == nil {
-		return
+// secrets reads the certificates when asked to; ok is false when there is
+// nothing new to use (the gateways keep what they have: SDS never goes
+// backwards).
+func (r *Runner) secrets(load bool) (*snapshot.Secrets, bool) {
+	if !load || r.cfg.Secrets == nil {
+		return nil, false
 	}
 	s, err := r.cfg.Secrets()
 	if err != nil {
-		// The gateways keep what they have; SDS never goes backwards.
 		r.log.Warn("gateway certificates unavailable; keeping the current ones", zap.Error(err))
-		return
+		return nil, false
 	}
-	r.in.Secrets = s
+	return &s, true
+}
+
+// translate reads the services of keys, proposes their ports, translates
+// them and settles the ports on the outcome.
+func (r *Runner) translate(keys []catalog.Key, secrets *snapshot.Secrets) Result {
+	ch, portKeys := r.read(keys)
+	ch.Secrets = secrets
+	var err error
+	if ch.Ports, err = r.cfg.Ports.Propose(portKeys); err != nil {
+		r.m.portErrors.Inc()
+		r.log.Error("egress ports not allocated", zap.Error(err))
+	}
+	r.mu.Lock()
+	res := r.tr.Apply(ch)
+	r.mu.Unlock()
+	if err := r.cfg.Ports.Settle(res.Held, res.Freed); err != nil {
+		r.m.portErrors.Inc()
+		r.log.Error("egress ports not stored", zap.Error(err))
+	}
+	for _, rej := range res.Rejected {
+		r.m.invalid.WithLabelValues(kindLabel(rej.Key.Kind)).Inc()
+		r.log.Warn("service translation failed the Envoy checks; its last good configuration stays",
+			zap.String("kind", kindLabel(rej.Key.Kind)), zap.String("peer", rej.Key.Peer), zap.String("id", rej.Key.ID), zap.Error(rej.Err))
+	}
+	return res
+}
+
+// read gets the current value of each changed key, in order, and the
+// egress port keys of the imports.
+func (r *Runner) read(keys []catalog.Key) (Changes, []string) {
+	sortKeys(keys)
+	var ch Changes
+	var ports []string
+	for i, k := range keys {
+		if i > 0 && keys[i-1] == k {
+			continue
+		}
+		switch k.Kind {
+		case catalog.KindImport:
+			c := ImportChange{Key: k}
+			if imp, ok := r.cfg.Source.Import(k.Peer, k.ID); ok {
+				c.Import = &imp
+				ports = append(ports, snapshot.EgressPortKeys([]model.Import{imp})...)
+			}
+			ch.Imports = append(ch.Imports, c)
+		case catalog.KindExport:
+			c := ExportChange{Name: k.ID}
+			if exp, ok := r.cfg.Source.Export(k.ID); ok {
+				c.Export = &exp
+			}
+			ch.Exports = append(ch.Exports, c)
+		}
+	}
+	return ch, ports
+}
+
+func kindLabel(k catalog.Kind) string {
+	if k == catalog.KindImport {
+		return "import"
+	}
+	return "export"
+}
+
+// Served reports whether an import is in the gateways' configuration: a
+// service whose translation was rejected is not, and must not be
+// advertised to workloads.
+func (r *Runner) Served(peer, resourceID string) bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.tr.Served(catalog.Key{Kind: catalog.KindImport, Peer: peer, ID: resourceID})
 }
 
 // EgressPort returns the dedicated egress listener port of an imported
 // instance, if it has one.
 func (r *Runner) EgressPort(peer, resourceID, instanceID string) (uint32, bool) {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	p, ok := r.ports.byKey[snapshot.EgressKey(peer, resourceID, instanceID)]
-	return p, ok
+	return r.cfg.Ports.Port(snapshot.EgressKey(peer, resourceID, instanceID))
 }
 
-// Ports returns every allocated egress port by snapshot.EgressKey.
-func (r *Runner) Ports() map[string]uint32 {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	return r.ports.snapshot()
-}
+// Ports returns every kept egress port by snapshot.EgressKey.
+func (r *Runner) Ports() map[string]uint32 { return r.cfg.Ports.Ports() }
+
+// CatalogSource is a catalog as a Source.
+func CatalogSource(c *catalog.Catalog) Source { return catalogSource{c} }
+
+type catalogSource struct{ *catalog.Catalog }
+
+func (s catalogSource) Subscribe() Subscription { return s.Catalog.Subscribe() }

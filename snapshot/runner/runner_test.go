@@ -2,8 +2,9 @@ package runner
 
 import (
 	"context"
-	"path/filepath"
+	"maps"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -14,13 +15,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap/zaptest"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/meshfed/meshfed/certs"
-	"github.com/meshfed/meshfed/federation/catalog"
-	"github.com/meshfed/meshfed/federation/store"
-	"github.com/meshfed/meshfed/federation/validate"
-	"github.com/meshfed/meshfed/federation/wire"
 	"github.com/meshfed/meshfed/model"
 	"github.com/meshfed/meshfed/snapshot"
 	"github.com/meshfed/meshfed/snapshot/cache"
@@ -28,9 +24,8 @@ import (
 
 type env struct {
 	t       *testing.T
-	path    string
-	store   *store.Store
-	catalog *catalog.Catalog
+	src     *memSource
+	kv      *memKV
 	cache   *cache.Cache
 	runner  *Runner
 	secrets snapshot.Secrets
@@ -68,36 +63,33 @@ func testSecrets(t testing.TB) snapshot.Secrets {
 	return s
 }
 
-// newEnv opens the store at path (a fresh one when empty) and starts a
-// runner over it with ports 21000-21002.
-func newEnv(t *testing.T, path string, secrets snapshot.Secrets) *env {
-	t.Helper()
-	if path == "" {
-		path = filepath.Join(t.TempDir(), "meshfed.db")
-	}
-	st, err := store.Open(path)
-	require.NoError(t, err)
-	log := zaptest.NewLogger(t)
-	cat := catalog.New(st, log)
-	require.NoError(t, cat.SetPeers([]catalog.Peer{{
-		Peer:   model.Peer{Name: "mesh-b", TrustDomain: "mesh-b.example"},
-		Policy: validate.Policy{TrustDomain: spiffeid.RequireTrustDomainFromString("mesh-b.example")},
-	}}))
-	recs, err := st.Imports()
-	require.NoError(t, err)
-	require.NoError(t, cat.Restore(recs))
-	e := &env{t: t, path: path, store: st, catalog: cat, cache: cache.New(roles, log), secrets: secrets, applied: make(chan struct{}, 100), secretsChanged: make(chan struct{})}
-	e.runner, err = New(Config{
-		Catalog: cat, Store: st, Cache: e.cache,
-		Input: snapshot.Input{
-			TrustDomain: "mesh-a.example",
-			Peers:       []model.Peer{{Name: "mesh-b", TrustDomain: "mesh-b.example"}},
-			Gateways: snapshot.Gateways{
-				Egress:  snapshot.Address{Address: "127.0.0.1"},
-				Ingress: snapshot.SocketAddress{Address: "127.0.0.1", Port: 15444},
-			},
+func testInput() snapshot.Input {
+	return snapshot.Input{
+		TrustDomain: "mesh-a.example",
+		Peers:       []model.Peer{{Name: "mesh-b", TrustDomain: "mesh-b.example"}},
+		Gateways: snapshot.Gateways{
+			Egress:  snapshot.Address{Address: "127.0.0.1"},
+			Ingress: snapshot.SocketAddress{Address: "127.0.0.1", Port: 15444},
 		},
-		Ports:          PortRange{From: 21000, To: 21002},
+	}
+}
+
+// newEnv builds a runner over src and kv (fresh ones when nil) with ports
+// 21000-21002.
+func newEnv(t *testing.T, src *memSource, kv *memKV, secrets snapshot.Secrets) *env {
+	t.Helper()
+	if src == nil {
+		src = newMemSource()
+	}
+	if kv == nil {
+		kv = newMemKV()
+	}
+	log := zaptest.NewLogger(t)
+	e := &env{t: t, src: src, kv: kv, cache: cache.New(roles, log), secrets: secrets, applied: make(chan struct{}, 100), secretsChanged: make(chan struct{})}
+	ports, err := NewAllocator(kv, PortRange{From: 21000, To: 21002})
+	require.NoError(t, err)
+	e.runner, err = New(Config{
+		Source: src, Ports: ports, Sink: e.cache, Input: testInput(),
 		Secrets:        func() (snapshot.Secrets, error) { return e.secrets, nil },
 		SecretsChanged: e.secretsChanged,
 		Applied:        func() { e.applied <- struct{}{} },
@@ -120,7 +112,6 @@ func (e *env) start() {
 	e.t.Cleanup(func() {
 		cancel()
 		<-done
-		_ = e.store.Close()
 	})
 }
 
@@ -155,14 +146,11 @@ func service(name string, proto model.Protocol, port uint32, addrs ...string) mo
 }
 
 func (e *env) upsert(svc model.Service) {
-	e.t.Helper()
-	raw, err := proto.Marshal(wire.FromModel(svc))
-	require.NoError(e.t, err)
-	require.NoError(e.t, e.catalog.Upsert("mesh-b", svc.Name, svc, raw))
+	e.src.putImport(model.Import{Peer: "mesh-b", ResourceID: svc.Name, LocalFQDN: svc.FQDN, Service: svc})
 }
 
 func TestRunnerFollowsTheCatalog(t *testing.T) {
-	e := newEnv(t, "", testSecrets(t))
+	e := newEnv(t, nil, nil, testSecrets(t))
 	e.upsert(service("web", model.HTTP, 8080, "10.0.0.1"))
 	e.start()
 
@@ -203,8 +191,8 @@ func TestRunnerFollowsTheCatalog(t *testing.T) {
 
 	// Deleting removes every resource of the service, and the listener of
 	// a port nobody serves any more.
-	require.NoError(t, e.catalog.Delete("mesh-b", "web"))
-	require.NoError(t, e.catalog.Delete("mesh-b", "admin"))
+	e.src.deleteImport("mesh-b", "web")
+	e.src.deleteImport("mesh-b", "admin")
 	e.wait()
 	require.Equal(t, []string{"egress/mesh-b/api/p", "egress/mesh-b/db/p"}, e.names(cache.RoleEgress, resource.ClusterType))
 	require.Equal(t, []string{"egress/http/8080", "egress/mesh-b/db/p"}, e.names(cache.RoleEgress, resource.ListenerType))
@@ -214,7 +202,7 @@ func TestRunnerFollowsTheCatalog(t *testing.T) {
 }
 
 func TestRunnerExports(t *testing.T) {
-	e := newEnv(t, "", testSecrets(t))
+	e := newEnv(t, nil, nil, testSecrets(t))
 	e.start()
 	require.Empty(t, e.names(cache.RoleIngress, resource.ListenerType), "no export, no ingress listener")
 
@@ -222,7 +210,7 @@ func TestRunnerExports(t *testing.T) {
 		Name: "inventory", FQDN: "inventory.mesh-a.example", Mode: model.Terminate, Consumers: []string{"mesh-b"},
 		Ports: []model.ExportPort{{Name: "http", Port: 8080, Protocol: model.HTTP, Endpoints: []model.LocalEndpoint{{Address: "127.0.0.1", Port: 9080}}}},
 	}
-	e.catalog.SetExports([]model.Export{exp})
+	e.src.setExports([]model.Export{exp})
 	e.wait()
 	require.Equal(t, []string{"ingress/tls"}, e.names(cache.RoleIngress, resource.ListenerType))
 	l := &listener.Listener{}
@@ -232,7 +220,7 @@ func TestRunnerExports(t *testing.T) {
 	secrets := e.names(cache.RoleIngress, resource.SecretType)
 	require.Len(t, secrets, 2, "the ingress SVID and the validator of mesh-b: %v", secrets)
 
-	e.catalog.SetExports(nil)
+	e.src.setExports(nil)
 	e.wait()
 	require.Empty(t, e.names(cache.RoleIngress, resource.ListenerType))
 	require.Empty(t, e.names(cache.RoleIngress, resource.ClusterType))
@@ -240,7 +228,7 @@ func TestRunnerExports(t *testing.T) {
 }
 
 func TestRunnerKeepsLastGoodService(t *testing.T) {
-	e := newEnv(t, "", testSecrets(t))
+	e := newEnv(t, nil, nil, testSecrets(t))
 	e.upsert(service("web", model.HTTP, 8080, "10.0.0.1"))
 	e.start()
 	before := e.cache.Resources(cache.RoleEgress, resource.ClusterType)
@@ -261,8 +249,7 @@ func TestRunnerKeepsLastGoodService(t *testing.T) {
 }
 
 func TestPortsSurviveRestartAndRangeFull(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "meshfed.db")
-	e := newEnv(t, path, testSecrets(t))
+	e := newEnv(t, nil, nil, testSecrets(t))
 	for _, n := range []string{"a", "b", "c", "d"} {
 		e.upsert(service(n, model.TCP, 5432, "10.0.0.1"))
 	}
@@ -273,7 +260,7 @@ func TestPortsSurviveRestartAndRangeFull(t *testing.T) {
 	require.Len(t, listeners, 3, "three dedicated: %v", listeners)
 
 	// Freeing a port gives it to the waiting service on its next change.
-	require.NoError(t, e.catalog.Delete("mesh-b", "a"))
+	e.src.deleteImport("mesh-b", "a")
 	e.wait()
 	e.upsert(service("d", model.TCP, 5433, "10.0.0.1"))
 	e.wait()
@@ -283,17 +270,10 @@ func TestPortsSurviveRestartAndRangeFull(t *testing.T) {
 	want := e.cache.Resources(cache.RoleEgress, resource.ListenerType)
 
 	// A restart with the same store keeps every port and every listener.
-	require.NoError(t, e.store.Close())
-	e2 := restart(t, path, e.secrets)
+	e2 := newEnv(t, e.src, e.kv, e.secrets)
+	e2.start()
 	require.Equal(t, got, e2.runner.Ports())
 	requireSameResources(t, want, e2.cache.Resources(cache.RoleEgress, resource.ListenerType))
-}
-
-func restart(t *testing.T, path string, secrets snapshot.Secrets) *env {
-	t.Helper()
-	e := newEnv(t, path, secrets)
-	e.start()
-	return e
 }
 
 func requireSameResources(t *testing.T, want, got []*discovery.Resource) {
@@ -310,4 +290,58 @@ func mapped[T, U any](s []T, f func(T) U) func(func(U) bool) {
 			}
 		}
 	}
+}
+
+// Imports restored before their peer's bundle arrived (from a bundle
+// endpoint, after start) fail the checks and are not served: one that had
+// a port keeps it, a new one holds none, and the bundle's arrival
+// translates both.
+func TestRejectedImportsWaitForTheirBundle(t *testing.T) {
+	secrets := testSecrets(t)
+	bundle := secrets.Bundles["mesh-b.example"]
+	delete(secrets.Bundles, "mesh-b.example")
+	kv := newMemKV()
+	restored, fresh := snapshot.EgressKey("mesh-b", "db", "p"), snapshot.EgressKey("mesh-b", "queue", "p")
+	kv.m[restored] = "21002"
+	e := newEnv(t, nil, kv, secrets)
+	e.upsert(service("db", model.TCP, 5432, "10.0.0.1"))
+	e.upsert(service("queue", model.TCP, 5672, "10.0.0.2"))
+	e.start()
+
+	require.Empty(t, e.names(cache.RoleEgress, resource.ClusterType))
+	require.False(t, e.runner.Served("mesh-b", "db"))
+	require.False(t, e.runner.Served("mesh-b", "queue"))
+	require.Equal(t, map[string]uint32{restored: 21002}, e.runner.Ports(), "a new rejected service holds no port")
+	require.Equal(t, map[string]string{restored: "21002"}, kv.content())
+
+	e.secrets.Bundles["mesh-b.example"] = bundle
+	e.secretsChanged <- struct{}{}
+	e.wait()
+	require.Equal(t, []string{"egress/mesh-b/db/p", "egress/mesh-b/queue/p"}, e.names(cache.RoleEgress, resource.ClusterType))
+	require.Equal(t, []string{"egress/mesh-b/db/p", "egress/mesh-b/queue/p"}, e.names(cache.RoleEgress, resource.ListenerType))
+	require.True(t, e.runner.Served("mesh-b", "db"))
+	require.True(t, e.runner.Served("mesh-b", "queue"))
+	port, ok := e.runner.EgressPort("mesh-b", "queue", "p")
+	require.True(t, ok)
+	require.Equal(t, map[string]string{restored: "21002", fresh: strconv.FormatUint(uint64(port), 10)}, kv.content())
+
+	// Deleting one frees its port in the store too.
+	e.src.deleteImport("mesh-b", "db")
+	e.wait()
+	require.Equal(t, []string{fresh}, slices.Collect(maps.Keys(kv.content())))
+	require.False(t, e.runner.Served("mesh-b", "db"))
+}
+
+// A restart drops the ports of imports deleted while the agent was down.
+func TestStartPrunesOrphanPorts(t *testing.T) {
+	kv := newMemKV()
+	kv.m[snapshot.EgressKey("mesh-b", "gone", "p")] = "21000"
+	kv.m[snapshot.EgressKey("mesh-b", "db", "p")] = "21001"
+	e := newEnv(t, nil, kv, testSecrets(t))
+	e.upsert(service("db", model.TCP, 5432, "10.0.0.1"))
+	e.start()
+	require.Equal(t, map[string]string{snapshot.EgressKey("mesh-b", "db", "p"): "21001"}, kv.content())
+	port, ok := e.runner.EgressPort("mesh-b", "db", "p")
+	require.True(t, ok)
+	require.Equal(t, uint32(21001), port, "the port it had")
 }

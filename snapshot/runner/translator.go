@@ -1,0 +1,324 @@
+package runner
+
+import (
+	"fmt"
+	"slices"
+
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/meshfed/meshfed/federation/catalog"
+	"github.com/meshfed/meshfed/model"
+	"github.com/meshfed/meshfed/snapshot"
+	"github.com/meshfed/meshfed/snapshot/cache"
+)
+
+// Translator turns changes of imports, exports and certificates into
+// changes of the gateways' resources, one service at a time, so that the
+// work for a change does not grow with the catalog. It is pure: no I/O, no
+// clock, no logging; the same changes in the same order give the same
+// result. A service whose translation fails the Envoy checks is rejected
+// and keeps its last good resources.
+type Translator struct {
+	in      snapshot.Input
+	imports map[catalog.Key]*entry
+	exports map[string]*entry
+	refs    secretRefs
+	http    egressHTTP
+	ready   bool
+	// rejected are the services whose last translation failed the checks,
+	// with the egress port keys of the version that failed: a port kept
+	// from before a restart stays reserved while the service waits (for a
+	// peer's bundle, say), and is freed if it is deleted instead.
+	rejected map[catalog.Key][]string
+}
+
+// entry is what one service contributes to its gateway.
+type entry struct {
+	res   snapshot.ServiceResources
+	names []typedName
+	// ports are the egress port keys the import holds.
+	ports []string
+}
+
+type typedName struct{ typeURL, name string }
+
+// Changes are what changed since the last Apply.
+type Changes struct {
+	// Imports and Exports changed, each with its new value or nil when it
+	// is gone. Apply takes them in this order.
+	Imports []ImportChange
+	Exports []ExportChange
+	// Secrets, when set, are the gateways' new certificates.
+	Secrets *snapshot.Secrets
+	// Ports are the egress ports proposed to the changed imports, by
+	// snapshot.EgressKey; a key without a port gets no listener.
+	Ports map[string]uint32
+}
+
+// ImportChange is an import's new value, nil when deleted.
+type ImportChange struct {
+	Key    catalog.Key
+	Import *model.Import
+}
+
+// ExportChange is an export's new value, nil when withdrawn.
+type ExportChange struct {
+	Name   string
+	Export *model.Export
+}
+
+// Result is what an Apply produced.
+type Result struct {
+	// Changes are the cache changes of each role.
+	Changes map[cache.Role][]cache.Change
+	// Rejected are the services whose translation failed the checks, in
+	// the order they were given.
+	Rejected []Rejection
+	// Held are the egress port keys the accepted imports hold, Freed the
+	// ones no accepted translation holds any more (rejected proposals,
+	// deleted imports, instances gone).
+	Held, Freed []string
+}
+
+// Rejection is a service left out of the gateways.
+type Rejection struct {
+	Key catalog.Key
+	Err error
+}
+
+func (r *Result) set(role cache.Role, typeURL, name string, m proto.Message) {
+	r.Changes[role] = append(r.Changes[role], cache.Change{TypeURL: typeURL, Name: name, Resource: m})
+}
+
+func (r *Result) del(role cache.Role, typeURL, name string) {
+	r.Changes[role] = append(r.Changes[role], cache.Change{TypeURL: typeURL, Name: name})
+}
+
+// NewTranslator returns a translator of in (its imports, exports, ports and
+// secrets are ignored: they come through Apply).
+func NewTranslator(in snapshot.Input) *Translator {
+	in.Imports, in.Exports, in.EgressPorts, in.Secrets = nil, nil, nil, snapshot.Secrets{}
+	return &Translator{
+		in:      in,
+		imports: map[catalog.Key]*entry{},
+		exports: map[string]*entry{},
+		refs:    newSecretRefs(),
+		http:    egressHTTP{ports: map[uint32]bool{}},
+
+		rejected: map[catalog.Key][]string{},
+	}
+}
+
+// Apply translates changes. The first Apply builds the whole state: the
+// gateway-wide resources (listeners, secrets) come with it.
+func (t *Translator) Apply(ch Changes) Result {
+	res := Result{Changes: map[cache.Role][]cache.Change{}}
+	secrets := ch.Secrets != nil
+	if secrets {
+		t.in.Secrets = *ch.Secrets
+	}
+	t.in.EgressPorts = ch.Ports
+	routes := map[uint32]bool{}
+	for _, c := range ch.Imports {
+		t.applyImport(&res, c, routes)
+	}
+	ingress := false
+	for _, c := range ch.Exports {
+		ingress = t.applyExport(&res, c) || ingress
+	}
+	t.in.EgressPorts = nil
+	first := !t.ready
+	if first {
+		for _, e := range t.imports {
+			markPorts(routes, e.res.HostRoutes)
+		}
+	}
+	t.http.rebuild(&res, &t.in, t.imports, routes)
+	if ingress || first {
+		t.ingressListener(&res)
+	}
+	if secrets || first {
+		t.gatewaySecrets(&res)
+	}
+	t.ready = true
+	slices.Sort(res.Held)
+	res.Freed = minus(sortedUnique(res.Freed), res.Held)
+	return res
+}
+
+// Retry lists, sorted, what to translate again when the certificates
+// changed: every export (their validation contexts hold the bundles) and
+// every service that was rejected (a bundle that was missing may be there
+// now).
+func (t *Translator) Retry() []catalog.Key {
+	keys := make([]catalog.Key, 0, len(t.exports)+len(t.rejected))
+	for name := range t.exports {
+		keys = append(keys, catalog.Key{Kind: catalog.KindExport, ID: name})
+	}
+	for k := range t.rejected {
+		if k.Kind != catalog.KindExport || t.exports[k.ID] == nil {
+			keys = append(keys, k)
+		}
+	}
+	sortKeys(keys)
+	return keys
+}
+
+func (t *Translator) applyImport(res *Result, c ImportChange, routes map[uint32]bool) {
+	old := t.imports[c.Key]
+	waiting := t.rejected[c.Key]
+	delete(t.rejected, c.Key)
+	if c.Import == nil {
+		res.Freed = append(res.Freed, waiting...)
+		if old != nil {
+			res.Freed = append(res.Freed, old.ports...)
+			markPorts(routes, old.res.HostRoutes)
+			t.remove(res, cache.RoleEgress, old)
+			delete(t.imports, c.Key)
+		}
+		return
+	}
+	imp := *c.Import
+	sr := snapshot.EgressResources(&t.in, imp)
+	ports := snapshot.EgressPortKeys([]model.Import{imp})
+	if err := snapshot.CheckService(&t.in, snapshot.Egress, sr); err != nil {
+		// Ports only proposed for it are released by the allocator, as
+		// every proposal not held; kept ones stay while it waits.
+		res.Rejected = append(res.Rejected, Rejection{Key: c.Key, Err: err})
+		res.Freed = append(res.Freed, minus(minus(waiting, ports), heldBy(old))...)
+		t.rejected[c.Key] = ports
+		return
+	}
+	e := t.put(res, cache.RoleEgress, old, sr)
+	e.ports = ports
+	res.Held = append(res.Held, ports...)
+	res.Freed = append(res.Freed, minus(slices.Concat(heldBy(old), waiting), ports)...)
+	t.imports[c.Key] = e
+	if old == nil || !equalRoutes(old.res.HostRoutes, sr.HostRoutes) {
+		markPorts(routes, sr.HostRoutes)
+		if old != nil {
+			markPorts(routes, old.res.HostRoutes)
+		}
+	}
+}
+
+// applyExport reports whether the ingress listener must be rebuilt.
+func (t *Translator) applyExport(res *Result, c ExportChange) bool {
+	old := t.exports[c.Name]
+	key := catalog.Key{Kind: catalog.KindExport, ID: c.Name}
+	delete(t.rejected, key)
+	if c.Export == nil {
+		if old != nil {
+			t.remove(res, cache.RoleIngress, old)
+			delete(t.exports, c.Name)
+			return true
+		}
+		return false
+	}
+	sr := snapshot.IngressResources(&t.in, *c.Export)
+	if err := snapshot.CheckService(&t.in, snapshot.Ingress, sr); err != nil {
+		res.Rejected = append(res.Rejected, Rejection{Key: key, Err: err})
+		t.rejected[key] = nil
+		return false
+	}
+	t.exports[c.Name] = t.put(res, cache.RoleIngress, old, sr)
+	return old == nil || !equalAll(old.res.FilterChains, sr.FilterChains)
+}
+
+// put replaces old (nil for a new service) by the resources of sr.
+func (t *Translator) put(res *Result, role cache.Role, old *entry, sr snapshot.ServiceResources) *entry {
+	e := &entry{res: sr}
+	add := func(typeURL, name string, m proto.Message) {
+		e.names = append(e.names, typedName{typeURL, name})
+		res.set(role, typeURL, name, m)
+	}
+	for _, c := range sr.Clusters {
+		add(resource.ClusterType, c.GetName(), c)
+	}
+	for _, cla := range sr.Endpoints {
+		add(resource.EndpointType, cla.GetClusterName(), cla)
+	}
+	for _, l := range sr.Listeners {
+		add(resource.ListenerType, l.GetName(), l)
+	}
+	for _, s := range sr.Secrets {
+		t.refs.hold(role, s.GetName())
+		add(resource.SecretType, s.GetName(), s)
+	}
+	if old != nil {
+		t.drop(res, role, old, e.names)
+	}
+	return e
+}
+
+// remove deletes every resource of old.
+func (t *Translator) remove(res *Result, role cache.Role, old *entry) { t.drop(res, role, old, nil) }
+
+// drop deletes the resources of old not in keep; a secret goes with the
+// last service (or the gateway) that holds it.
+func (t *Translator) drop(res *Result, role cache.Role, old *entry, keep []typedName) {
+	for _, n := range old.names {
+		if n.typeURL == resource.SecretType && !t.refs.release(role, n.name) {
+			continue
+		}
+		if !slices.Contains(keep, n) {
+			res.del(role, n.typeURL, n.name)
+		}
+	}
+}
+
+// ingressListener rebuilds the ingress listener from every export's filter
+// chains, checked together for overlapping matches.
+func (t *Translator) ingressListener(res *Result) {
+	var all snapshot.ServiceResources
+	for _, name := range sortedKeys(t.exports) {
+		e := t.exports[name]
+		all.Clusters = append(all.Clusters, e.res.Clusters...)
+		all.Endpoints = append(all.Endpoints, e.res.Endpoints...)
+		all.FilterChains = append(all.FilterChains, e.res.FilterChains...)
+		all.Secrets = append(all.Secrets, e.res.Secrets...)
+	}
+	l := snapshot.IngressListener(&t.in, all.FilterChains)
+	if l == nil {
+		res.del(cache.RoleIngress, resource.ListenerType, snapshot.IngressTLSName)
+		return
+	}
+	if err := snapshot.CheckService(&t.in, snapshot.Ingress, all); err != nil {
+		res.Rejected = append(res.Rejected, Rejection{Key: catalog.Key{Kind: catalog.KindExport, ID: snapshot.IngressTLSName}, Err: fmt.Errorf("ingress listener: %w", err)})
+		return
+	}
+	res.set(cache.RoleIngress, resource.ListenerType, l.GetName(), l)
+}
+
+// gatewaySecrets sets the secrets no service owns, under names that never
+// change, and removes those no longer configured.
+func (t *Translator) gatewaySecrets(res *Result) {
+	for _, role := range []cache.Role{cache.RoleEgress, cache.RoleIngress} {
+		var names []string
+		for _, s := range snapshot.GatewaySecrets(&t.in, snapshot.Role(role)) {
+			names = append(names, s.GetName())
+			res.set(role, resource.SecretType, s.GetName(), s)
+		}
+		for _, n := range t.refs.setGateway(role, names) {
+			res.del(role, resource.SecretType, n)
+		}
+	}
+}
+
+// Served reports whether the import's resources are in the gateways.
+func (t *Translator) Served(k catalog.Key) bool {
+	_, ok := t.imports[k]
+	return ok
+}
+
+func heldBy(e *entry) []string {
+	if e == nil {
+		return nil
+	}
+	return e.ports
+}
+
+func equalAll[M proto.Message](a, b []M) bool {
+	return slices.EqualFunc(a, b, func(x, y M) bool { return proto.Equal(x, y) })
+}

@@ -1,0 +1,69 @@
+package runner
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/testing/protocmp"
+
+	"github.com/meshfed/meshfed/federation/catalog"
+	"github.com/meshfed/meshfed/model"
+	"github.com/meshfed/meshfed/snapshot"
+)
+
+func importChange(svc model.Service) ImportChange {
+	return ImportChange{
+		Key:    catalog.Key{Kind: catalog.KindImport, Peer: "mesh-b", ID: svc.Name},
+		Import: &model.Import{Peer: "mesh-b", ResourceID: svc.Name, LocalFQDN: svc.FQDN, Service: svc},
+	}
+}
+
+// The same changes give the same result, byte for byte and in the same
+// order: what reaches the cache (and the restart test's versions) does not
+// depend on map order.
+func TestTranslatorIsDeterministic(t *testing.T) {
+	secrets := testSecrets(t)
+	var ch Changes
+	ch.Secrets = &secrets
+	ch.Ports = map[string]uint32{}
+	for i := range 40 {
+		proto := []model.Protocol{model.HTTP, model.TCP, model.GRPC, model.HTTP2}[i%4]
+		svc := service(fmt.Sprintf("svc-%02d", i), proto, uint32(8000+i%3), fmt.Sprintf("10.0.0.%d", i))
+		ch.Imports = append(ch.Imports, importChange(svc))
+		ch.Ports[snapshot.EgressKey("mesh-b", svc.Name, "p")] = uint32(21000 + i)
+	}
+	first := NewTranslator(testInput()).Apply(ch)
+	for range 5 {
+		again := NewTranslator(testInput()).Apply(ch)
+		require.Empty(t, cmp.Diff(first, again, protocmp.Transform()))
+	}
+}
+
+func TestTranslatorPortsOfRejectedVersions(t *testing.T) {
+	secrets := testSecrets(t)
+	tr := NewTranslator(testInput())
+	p, q := snapshot.EgressKey("mesh-b", "db", "p"), snapshot.EgressKey("mesh-b", "db", "q")
+	db := service("db", model.TCP, 5432, "10.0.0.1")
+	res := tr.Apply(Changes{Secrets: &secrets, Imports: []ImportChange{importChange(db)}, Ports: map[string]uint32{p: 21000}})
+	require.Empty(t, res.Rejected)
+	require.Equal(t, []string{p}, res.Held)
+
+	// A second instance, while mesh-b's bundle is gone: the new version
+	// fails, the old one keeps its port and nothing is freed.
+	noBundle := testSecrets(t)
+	delete(noBundle.Bundles, "mesh-b.example")
+	db.Instances = append(db.Instances, model.Instance{ID: "q", Protocol: model.TCP, Port: 5433})
+	res = tr.Apply(Changes{Secrets: &noBundle, Imports: []ImportChange{importChange(db)}, Ports: map[string]uint32{p: 21000, q: 21001}})
+	require.Len(t, res.Rejected, 1)
+	require.Empty(t, res.Held)
+	require.Empty(t, res.Freed)
+	require.True(t, tr.Served(importChange(db).Key), "the last good version stays")
+
+	// Deleted while waiting: both the port it held and the one kept for
+	// the rejected version are freed.
+	res = tr.Apply(Changes{Imports: []ImportChange{{Key: importChange(db).Key}}})
+	require.Equal(t, []string{p, q}, res.Freed)
+	require.False(t, tr.Served(importChange(db).Key))
+}
