@@ -14,6 +14,7 @@ import (
 
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	gcache "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"go.uber.org/zap"
 )
 
@@ -47,6 +48,7 @@ type Cache struct {
 type roleState struct {
 	ready bool
 	types map[string]*typeState
+	eds   edsLinks
 }
 
 // maxWarned bounds the memory spent remembering which unknown nodes were
@@ -94,6 +96,7 @@ func (c *Cache) Apply(role Role, changes []Change) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	rs := c.role(role)
+	batch = append(batch, rs.eds.link(batch, rs.types[resource.EndpointType])...)
 	now := c.now()
 	for _, phase := range phases(batch) {
 		for len(phase) > 0 {
@@ -195,7 +198,7 @@ func (c *Cache) answerAll(rs *roleState) {
 func (c *Cache) role(r Role) *roleState {
 	rs, ok := c.roles[r]
 	if !ok {
-		rs = &roleState{types: make(map[string]*typeState)}
+		rs = &roleState{types: make(map[string]*typeState), eds: newEDSLinks()}
 		c.roles[r] = rs
 	}
 	return rs

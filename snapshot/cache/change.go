@@ -30,6 +30,9 @@ type prepared struct {
 	res     *discovery.Resource // nil for a deletion
 	// private is set for a secret that holds a private key.
 	private bool
+	// own is the content version of an assignment before it is linked to
+	// its cluster's; eds the assignment an EDS cluster loads.
+	own, eds string
 }
 
 // prepare validates and marshals changes outside the cache lock. A change that
@@ -75,9 +78,11 @@ func (c *Cache) prepareOne(ch Change) (prepared, error) {
 	}
 	c.marshals.Add(1)
 	p.private = holdsKey(ch.Resource)
+	p.eds = edsName(ch.Resource)
+	p.own = contentVersion(b)
 	p.res = &discovery.Resource{
 		Name:     ch.Name,
-		Version:  contentVersion(b),
+		Version:  p.own,
 		Resource: &anypb.Any{TypeUrl: ch.TypeURL, Value: b},
 	}
 	return p, nil
