@@ -7,6 +7,9 @@ import (
 	"testing"
 	"time"
 
+	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/stretchr/testify/require"
 )
 
@@ -92,4 +95,62 @@ func gatewayChurn(ctx context.Context, t *testing.T, m *mesh) map[string]uint64 
 		}
 	}
 	return out
+}
+
+// A changed cluster is warmed by Envoy as a new cluster that waits for its
+// endpoints; the agent sends them with it, so the change applies at once
+// and nothing waits for the EDS initial_fetch_timeout (checkGateways).
+func TestChangedClusterAppliesAtOnceDelta(t *testing.T) { testChangedCluster(t, options{}) }
+
+func TestChangedClusterAppliesAtOnceSotW(t *testing.T) {
+	testChangedCluster(t, options{sotw: true})
+}
+
+func testChangedCluster(t *testing.T, opts options) {
+	a, b := federate(t, opts)
+	cluster := "egress/mesh-b/payments/http"
+	sni := "http.payments.mesh-b.example"
+	before, err := a.egress.Stats(context.Background(), "cluster_manager.cds.update_success")
+	require.NoError(t, err)
+
+	b.HTTPSNI = sni
+	b.writeServices(true)
+	eventually(t, "mesh-a's egress cluster names the new SNI", func(ctx context.Context) error {
+		got := egressClusterSNI(ctx, t, a, cluster)
+		if got != sni {
+			return fmt.Errorf("cluster %s has SNI %q", cluster, got)
+		}
+		return nil
+	})
+	eventually(t, "requests cross with the new SNI", func(ctx context.Context) error {
+		_, err := a.importedHTTP(ctx, "/after-sni-change")
+		return err
+	})
+	after, err := a.egress.Stats(context.Background(), "cluster_manager.cds.update_success")
+	require.NoError(t, err)
+	require.Greater(t, after["cluster_manager.cds.update_success"], before["cluster_manager.cds.update_success"])
+	warming, err := a.egress.Stats(context.Background(), "cluster_manager.warming_clusters")
+	require.NoError(t, err)
+	require.Zero(t, warming["cluster_manager.warming_clusters"])
+}
+
+// egressClusterSNI is the SNI of the named active cluster of m's egress
+// Envoy, "" when it has none.
+func egressClusterSNI(ctx context.Context, t *testing.T, m *mesh, name string) string {
+	t.Helper()
+	dump, err := m.egress.ConfigDump(ctx, "resource=dynamic_active_clusters")
+	require.NoError(t, err)
+	for _, c := range dump.GetConfigs() {
+		d := &adminv3.ClustersConfigDump_DynamicCluster{}
+		require.NoError(t, c.UnmarshalTo(d))
+		cl := &clusterv3.Cluster{}
+		require.NoError(t, d.GetCluster().UnmarshalTo(cl))
+		if cl.GetName() != name {
+			continue
+		}
+		tc := &tlsv3.UpstreamTlsContext{}
+		require.NoError(t, cl.GetTransportSocket().GetTypedConfig().UnmarshalTo(tc))
+		return tc.GetSni()
+	}
+	return ""
 }

@@ -65,6 +65,9 @@ type Mesh struct {
 	// StreamIdleTimeout is gateways.egress.streamIdleTimeout ("" for the
 	// default).
 	StreamIdleTimeout string
+	// HTTPSNI, when set, is the SNI of the exported service's HTTP port
+	// (the owner's choice; outbound_.<port>_._.<fqdn> by default).
+	HTTPSNI string
 	// ExtraServices are appended to the registry file's services list
 	// (YAML list entries, indented by two spaces).
 	ExtraServices string
@@ -111,10 +114,10 @@ func (m *Mesh) WriteServices(exported bool) error {
     fqdn: %[2]s
     consumers: [%[3]s]
     ports:
-      - {name: http, port: %[4]d, protocol: HTTP, endpoints: [{address: 127.0.0.1, port: %[5]d}]}
+      - {name: http, port: %[4]d, protocol: HTTP, sni: "%[10]s", endpoints: [{address: 127.0.0.1, port: %[5]d}]}
       - {name: grpc, port: %[6]d, protocol: GRPC, endpoints: [{address: 127.0.0.1, port: %[7]d}]}
       - {name: tcp, port: %[8]d, protocol: TCP, endpoints: [{address: 127.0.0.1, port: %[9]d}]}
-`, m.Service, m.FQDN(), m.Peer.Name, HTTPPort, m.Upstreams.HTTP, GRPCPort, m.Upstreams.GRPC, TCPPort, m.Upstreams.TCP)
+`, m.Service, m.FQDN(), m.Peer.Name, HTTPPort, m.Upstreams.HTTP, GRPCPort, m.Upstreams.GRPC, TCPPort, m.Upstreams.TCP, m.HTTPSNI)
 		for _, p := range []struct {
 			name, protocol string
 			port, upstream uint32
