@@ -1,186 +1,39 @@
-package snapshot
+package snapshot_test
 
 import (
-	"fmt"
-	"strconv"
 	"testing"
 
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/stretchr/testify/require"
 
-	"github.com/meshfed/meshfed/model"
+	"github.com/meshfed/meshfed/snapshot"
+	"github.com/meshfed/meshfed/snapshot/snapshottest"
 )
-
-// source reads choices from fuzz bytes; past the end every choice is 0.
-type source struct {
-	b []byte
-	i int
-}
-
-func (s *source) next() int {
-	if s.i >= len(s.b) {
-		return 0
-	}
-	c := s.b[s.i]
-	s.i++
-	return int(c)
-}
-
-func (s *source) intn(n int) int { return s.next() % n }
-
-func (s *source) bool() bool { return s.intn(2) == 1 }
-
-// word is 0 to 4 bytes of an alphabet full of what names must escape.
-func (s *source) word() string {
-	const alphabet = "ab-._/%:A\xff~ "
-	b := make([]byte, s.intn(5))
-	for i := range b {
-		b[i] = alphabet[s.intn(len(alphabet))]
-	}
-	return string(b)
-}
-
-func (s *source) host(i int) string {
-	if s.intn(4) == 0 {
-		return fmt.Sprintf("gw%d-%d.example", i, s.intn(3))
-	}
-	return fmt.Sprintf("10.%d.%d.%d", i%256, s.next(), s.next())
-}
-
-var fuzzProtocols = model.Protocols
-
-// fuzzInput is a valid catalog drawn from data: names as hostile as a peer
-// may send (they are escaped), everything else as validation leaves it.
-// Uniqueness the catalog guarantees (peer names, (peer, resource id), local
-// fqdn, instance ids, export names, port names and numbers) is kept by
-// suffixing an index.
-func fuzzInput(data []byte) *Input {
-	s := &source{b: data}
-	in := &Input{
-		TrustDomain: "mesh-a.example",
-		Gateways: Gateways{
-			Egress:  Address{Address: "0.0.0.0"},
-			Ingress: SocketAddress{Address: "0.0.0.0", Port: 15443},
-		},
-		Secrets: Secrets{
-			SVIDs: map[Role]SVID{
-				Egress:  {CertChain: "EGRESS", PrivateKey: "KEY"},
-				Ingress: {CertChain: "INGRESS", PrivateKey: "KEY"},
-			},
-			Bundles: map[string]string{},
-		},
-	}
-	for i := range 1 + s.intn(3) {
-		p := model.Peer{Name: s.word() + strconv.Itoa(i), TrustDomain: fmt.Sprintf("td%d.example", s.intn(2)+2*i)}
-		if s.bool() {
-			p.SPIFFEIDs = []string{"spiffe://" + p.TrustDomain + "/gw", "spiffe://" + p.TrustDomain + "/gw"}
-		}
-		in.Peers = append(in.Peers, p)
-		in.Secrets.Bundles[p.TrustDomain] = "BUNDLE " + p.TrustDomain
-	}
-	labels := []string{"a", "b", "c"}
-	for i := range s.intn(7) {
-		peer := in.Peers[s.intn(len(in.Peers))]
-		svc := model.Service{
-			Name: "svc",
-			FQDN: fmt.Sprintf("svc%d.%s", i, peer.TrustDomain),
-		}
-		if s.bool() {
-			svc.SANs = []string{"spiffe://" + peer.TrustDomain + "/gw"}
-		}
-		for range 1 + s.intn(3) {
-			e := model.Endpoint{Address: s.host(i), Port: uint32(1 + (s.next()*256+s.next())%65535)}
-			if s.bool() {
-				e.Labels = []string{labels[s.intn(3)]}
-			}
-			svc.Endpoints = append(svc.Endpoints, e)
-		}
-		for j := range 1 + s.intn(4) {
-			inst := model.Instance{
-				ID:       s.word() + strconv.Itoa(j),
-				Protocol: fuzzProtocols[s.intn(len(fuzzProtocols))],
-				Port:     uint32(s.intn(3) * 8080),
-			}
-			if s.bool() {
-				inst.SNI = fmt.Sprintf("sni%d.%s", j, svc.FQDN)
-			}
-			if s.bool() {
-				inst.Selector = []string{labels[s.intn(3)], "z"}
-			}
-			if s.bool() {
-				inst.Hostname = "h." + svc.FQDN
-			}
-			svc.Instances = append(svc.Instances, inst)
-		}
-		local := svc.FQDN
-		if s.bool() {
-			local = fmt.Sprintf("Alias%d.local", i)
-		}
-		in.Imports = append(in.Imports, model.Import{Peer: peer.Name, ResourceID: s.word() + strconv.Itoa(i), LocalFQDN: local, Service: svc})
-	}
-	in.EgressPorts = map[string]uint32{}
-	for i, k := range EgressPortKeys(in.Imports) {
-		if s.intn(8) != 0 { // some not allocated yet
-			in.EgressPorts[k] = 20000 + uint32(i)
-		}
-	}
-	for i := range s.intn(5) {
-		exp := model.Export{
-			Name: s.word() + strconv.Itoa(i),
-			FQDN: fmt.Sprintf("exp%d.mesh-a.example", i),
-			Mode: []model.IngressMode{"", model.Terminate, model.Passthrough}[s.intn(3)],
-		}
-		for _, p := range in.Peers {
-			if s.bool() {
-				exp.Consumers = append(exp.Consumers, p.Name)
-			}
-		}
-		if s.bool() {
-			exp.Consumers = append(exp.Consumers, "unknown")
-		}
-		for j := range 1 + s.intn(3) {
-			p := model.ExportPort{
-				Name:     s.word() + strconv.Itoa(j),
-				Port:     uint32(8000 + j),
-				Protocol: fuzzProtocols[s.intn(len(fuzzProtocols))],
-			}
-			if s.bool() {
-				p.SNI = fmt.Sprintf("sni-%d-%d.mesh-a.example", i, j)
-			}
-			for range s.intn(3) {
-				p.Endpoints = append(p.Endpoints, model.LocalEndpoint{Address: s.host(100 + j), Port: uint32(1 + s.next())})
-			}
-			exp.Ports = append(exp.Ports, p)
-		}
-		in.Exports = append(in.Exports, exp)
-	}
-	return in
-}
 
 func FuzzBuild(f *testing.F) {
 	f.Add([]byte{})
 	f.Add([]byte("meshfed federates service meshes over the Hamlet protocol"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		in := fuzzInput(data)
-		res := Build(in)
-		require.NoError(t, Check(res))
+		in := snapshottest.RandomInput(data)
+		res := snapshot.Build(in)
+		require.NoError(t, snapshot.Check(res))
 
 		// Every imported instance has its own cluster, every exported port
 		// of a served export too: no two tuples met on one name.
-		want := map[Role]int{}
+		want := map[snapshot.Role]int{}
 		for _, imp := range in.Imports {
-			want[Egress] += len(imp.Service.Instances)
+			want[snapshot.Egress] += len(imp.Service.Instances)
 		}
 		for _, exp := range in.Exports {
-			if len(consumers(in, exp)) > 0 {
-				want[Ingress] += len(exp.Ports)
+			if len(snapshot.Consumers(in, exp)) > 0 {
+				want[snapshot.Ingress] += len(exp.Ports)
 			}
 		}
-		for _, role := range Roles {
+		for _, role := range snapshot.Roles {
 			seen := map[string]bool{}
-			for _, typ := range Types {
+			for _, typ := range snapshot.Types {
 				for _, r := range res.ByRole[role][typ] {
-					key := typ + " " + Name(r)
+					key := typ + " " + snapshot.Name(r)
 					require.False(t, seen[key], "duplicate %s", key)
 					seen[key] = true
 				}

@@ -1,7 +1,6 @@
-package snapshot
+package snapshot_test
 
 import (
-	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -16,51 +15,33 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/meshfed/meshfed/model"
+	"github.com/meshfed/meshfed/snapshot"
 )
 
-var update = flag.Bool("update", false, "rewrite testdata/out from testdata/in and delete stale golden files")
-
-func TestGolden(t *testing.T) {
+// The golden files are written by the production path (go test
+// ./snapshot/runner -run TestGolden -update); Build, the reference
+// translation the fuzzers and the bench compare with, must agree.
+func TestBuildMatchesGolden(t *testing.T) {
 	ins, err := filepath.Glob("testdata/in/*.yaml")
 	require.NoError(t, err)
 	require.GreaterOrEqual(t, len(ins), 10)
-	want := map[string]bool{}
 	for _, in := range ins {
 		name := filepath.Base(in)
-		want[name] = true
 		t.Run(strings.TrimSuffix(name, ".yaml"), func(t *testing.T) {
-			res := Build(loadInput(t, in))
+			res := snapshot.Build(loadInput(t, in))
 			mustCheck(t, res)
-			got := render(t, res)
-			out := filepath.Join("testdata/out", name)
-			if *update {
-				require.NoError(t, os.WriteFile(out, got, 0o644))
-				return
-			}
-			golden, err := os.ReadFile(out)
-			require.NoError(t, err, "run go test ./snapshot -run TestGolden -update")
-			require.Equal(t, string(golden), string(got))
+			golden, err := os.ReadFile(filepath.Join("testdata/out", name))
+			require.NoError(t, err, "run go test ./snapshot/runner -run TestGolden -update")
+			require.Equal(t, string(golden), string(render(t, res)))
 		})
-	}
-	outs, err := filepath.Glob("testdata/out/*.yaml")
-	require.NoError(t, err)
-	for _, out := range outs {
-		if want[filepath.Base(out)] {
-			continue
-		}
-		if *update {
-			require.NoError(t, os.Remove(out))
-			continue
-		}
-		t.Errorf("stale golden file %s: run with -update", out)
 	}
 }
 
 func TestBuildIsDeterministic(t *testing.T) {
 	in := loadInput(t, "testdata/in/rotation.yaml")
-	first := render(t, Build(in))
+	first := render(t, snapshot.Build(in))
 	for range 5 {
-		require.Equal(t, string(first), string(render(t, Build(in))))
+		require.Equal(t, string(first), string(render(t, snapshot.Build(in))))
 	}
 }
 
@@ -77,22 +58,22 @@ func TestRotation(t *testing.T) {
 	for td, pem := range after.Secrets.Bundles {
 		after.Secrets.Bundles[td] = pem + "-----BEGIN CERTIFICATE-----\nNEXT CA\n-----END CERTIFICATE-----\n"
 	}
-	old, cur := Build(before), Build(after)
+	old, cur := snapshot.Build(before), snapshot.Build(after)
 	mustCheck(t, old)
 	mustCheck(t, cur)
 
 	secretsChanged := 0
-	for _, role := range Roles {
-		for _, typ := range Types {
+	for _, role := range snapshot.Roles {
+		for _, typ := range snapshot.Types {
 			o, c := old.ByRole[role][typ], cur.ByRole[role][typ]
 			require.Equal(t, len(o), len(c), "%s %s", role, typ)
 			for i := range o {
-				require.Equal(t, Name(o[i]), Name(c[i]), "%s %s", role, typ)
+				require.Equal(t, snapshot.Name(o[i]), snapshot.Name(c[i]), "%s %s", role, typ)
 				if typ != resource.SecretType {
 					assertProtoEqual(t, o[i], c[i])
 					continue
 				}
-				assert.False(t, proto.Equal(o[i], c[i]), "secret %s did not change", Name(o[i]))
+				assert.False(t, proto.Equal(o[i], c[i]), "secret %s did not change", snapshot.Name(o[i]))
 				secretsChanged++
 			}
 		}
@@ -103,23 +84,23 @@ func TestRotation(t *testing.T) {
 
 func TestEgressResourcesOneService(t *testing.T) {
 	in := loadInput(t, "testdata/in/http2-grpc.yaml")
-	sr := EgressResources(in, in.Imports[0])
+	sr := snapshot.EgressResources(in, in.Imports[0])
 	require.Len(t, sr.Clusters, 3)
 	require.Len(t, sr.Endpoints, 3)
 	require.Empty(t, sr.Listeners)
 
-	want := []HostRoute{
-		{8080, virtualHost("egress/mesh-b/inventory/api", []string{"inventory.mesh-b.example", "inventory.mesh-b.example:8080"}, "", false, 0)},
-		{80, virtualHost("egress/mesh-b/inventory/grpc", []string{"inventory.mesh-b.example", "inventory.mesh-b.example:80"}, "", true, 0)},
+	want := []snapshot.HostRoute{
+		{8080, snapshot.VirtualHost("egress/mesh-b/inventory/api", []string{"inventory.mesh-b.example", "inventory.mesh-b.example:8080"}, "", false, 0)},
+		{80, snapshot.VirtualHost("egress/mesh-b/inventory/grpc", []string{"inventory.mesh-b.example", "inventory.mesh-b.example:80"}, "", true, 0)},
 	}
 	assertProtoEqual(t, want, sr.HostRoutes)
 
 	// The same service inside Build: identical resources.
-	res := Build(in)
+	res := snapshot.Build(in)
 	for _, c := range sr.Clusters {
 		found := false
-		for _, r := range res.ByRole[Egress][resource.ClusterType] {
-			if Name(r) == c.GetName() {
+		for _, r := range res.ByRole[snapshot.Egress][resource.ClusterType] {
+			if snapshot.Name(r) == c.GetName() {
 				assertProtoEqual(t, c, r)
 				found = true
 			}
@@ -130,7 +111,7 @@ func TestEgressResourcesOneService(t *testing.T) {
 
 func TestEgressClusterTLS(t *testing.T) {
 	in := loadInput(t, "testdata/in/sni.yaml")
-	sr := EgressResources(in, in.Imports[0])
+	sr := snapshot.EgressResources(in, in.Imports[0])
 	require.Len(t, sr.Clusters, 2)
 	sni := map[string]string{}
 	for _, c := range sr.Clusters {
@@ -152,7 +133,7 @@ func TestEgressClusterTLS(t *testing.T) {
 // gateway's mTLS, with the SNI the owner advertised.
 func TestTLSInstancesAreTunnelledInMTLS(t *testing.T) {
 	in := loadInput(t, "testdata/in/passthrough.yaml")
-	sr := EgressResources(in, in.Imports[0])
+	sr := snapshot.EgressResources(in, in.Imports[0])
 	require.Len(t, sr.Clusters, 3)
 	require.Len(t, sr.Listeners, 3)
 	for _, c := range sr.Clusters {
@@ -165,7 +146,7 @@ func TestTLSInstancesAreTunnelledInMTLS(t *testing.T) {
 
 func TestHostnameEndpointsUseStrictDNS(t *testing.T) {
 	in := loadInput(t, "testdata/in/hostnames.yaml")
-	sr := EgressResources(in, in.Imports[0])
+	sr := snapshot.EgressResources(in, in.Imports[0])
 	require.Empty(t, sr.Endpoints)
 	for _, c := range sr.Clusters {
 		require.Equal(t, cluster.Cluster_STRICT_DNS, c.GetType())
@@ -176,7 +157,7 @@ func TestHostnameEndpointsUseStrictDNS(t *testing.T) {
 // An instance is served on its own port, the first by id of a port has
 // it, and one without a port is served on HTTP's.
 func TestEgressHTTPPorts(t *testing.T) {
-	in := &Input{Imports: []model.Import{{Peer: "p", ResourceID: "s", LocalFQDN: "s.example", Service: model.Service{
+	in := &snapshot.Input{Imports: []model.Import{{Peer: "p", ResourceID: "s", LocalFQDN: "s.example", Service: model.Service{
 		FQDN: "s.example",
 		Instances: []model.Instance{
 			{ID: "a", Protocol: model.HTTP, Port: 8080},
@@ -185,7 +166,7 @@ func TestEgressHTTPPorts(t *testing.T) {
 			{ID: "d", Protocol: model.TCP, Port: 80},
 		},
 	}}}}
-	sr := EgressResources(in, in.Imports[0])
+	sr := snapshot.EgressResources(in, in.Imports[0])
 	var got []string
 	for _, r := range sr.HostRoutes {
 		got = append(got, fmt.Sprintf("%d %s %v", r.Port, r.VirtualHost.GetName(), r.VirtualHost.GetDomains()))
@@ -194,7 +175,7 @@ func TestEgressHTTPPorts(t *testing.T) {
 		"8080 egress/p/s/a [s.example s.example:8080]",
 		"80 egress/p/s/c [s.example s.example:80]",
 	}, got)
-	listeners, routes := EgressHTTP(in, sr.HostRoutes)
+	listeners, routes := snapshot.EgressHTTP(in, sr.HostRoutes)
 	require.Len(t, listeners, 2)
 	require.Equal(t, "egress/http/80", listeners[0].GetName())
 	require.Equal(t, "egress/http/8080", routes[1].GetName())
@@ -206,14 +187,14 @@ func TestSelectEndpoints(t *testing.T) {
 		{Address: "10.0.0.1", Port: 1, Labels: []string{"b", "a"}},
 		{Address: "10.0.0.3", Port: 1, Labels: []string{"c"}},
 	}
-	all := []hostPort{{"10.0.0.1", 1}, {"10.0.0.2", 1}, {"10.0.0.3", 1}}
-	require.Equal(t, all, selectEndpoints(eps, nil))
-	require.Equal(t, all, selectEndpoints(eps, []string{"z"}))
-	require.Equal(t, []hostPort{{"10.0.0.1", 1}, {"10.0.0.2", 1}}, selectEndpoints(eps, []string{"a"}))
-	require.Equal(t, []hostPort{{"10.0.0.1", 1}, {"10.0.0.3", 1}}, selectEndpoints(eps, []string{"b", "c"}))
+	all := []snapshot.HostPort{{"10.0.0.1", 1}, {"10.0.0.2", 1}, {"10.0.0.3", 1}}
+	require.Equal(t, all, snapshot.SelectEndpoints(eps, nil))
+	require.Equal(t, all, snapshot.SelectEndpoints(eps, []string{"z"}))
+	require.Equal(t, []snapshot.HostPort{{"10.0.0.1", 1}, {"10.0.0.2", 1}}, snapshot.SelectEndpoints(eps, []string{"a"}))
+	require.Equal(t, []snapshot.HostPort{{"10.0.0.1", 1}, {"10.0.0.3", 1}}, snapshot.SelectEndpoints(eps, []string{"b", "c"}))
 }
 
 func TestEgressPortKeys(t *testing.T) {
 	in := loadInput(t, "testdata/in/rotation.yaml")
-	require.Equal(t, []string{"mesh-b/payments/tcp", "mesh-b/payments/tls"}, EgressPortKeys(in.Imports))
+	require.Equal(t, []string{"mesh-b/payments/tcp", "mesh-b/payments/tls"}, snapshot.EgressPortKeys(in.Imports))
 }
