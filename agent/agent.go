@@ -133,14 +133,14 @@ func (a *Agent) identity(ctx context.Context, cm *certs.Metrics) error {
 	id := a.cfg.Identity
 	switch {
 	case id.WorkloadAPI != "":
-		src, err := certs.NewWorkloadSVIDSource(ctx, certs.WorkloadSVIDConfig{Role: certs.RoleAgent, Addr: id.WorkloadAPI}, a.log, cm)
+		src, err := certs.NewWorkloadSVIDSource(ctx, certs.WorkloadSVIDConfig{Role: model.Agent, Addr: id.WorkloadAPI}, a.log, cm)
 		if err != nil {
 			return err
 		}
 		a.svid = src
 		a.closers = append(a.closers, src.Close)
 	default:
-		src, err := certs.NewFileSVIDSource(certs.FileSVIDConfig{Role: certs.RoleAgent, CertFile: id.Agent.Cert, KeyFile: id.Agent.Key}, a.log, cm)
+		src, err := certs.NewFileSVIDSource(certs.FileSVIDConfig{Role: model.Agent, CertFile: id.Agent.Cert, KeyFile: id.Agent.Key}, a.log, cm)
 		if err != nil {
 			return fmt.Errorf("identity.agent: %w", err)
 		}
@@ -149,9 +149,9 @@ func (a *Agent) identity(ctx context.Context, cm *certs.Metrics) error {
 	}
 	svids := []certs.SVIDSource{a.svid}
 	for _, g := range []struct {
-		role certs.Role
+		role model.Role
 		f    *config.Files
-	}{{certs.RoleEgress, id.Egress}, {certs.RoleIngress, id.Ingress}} {
+	}{{model.Egress, id.Egress}, {model.Ingress, id.Ingress}} {
 		src, err := certs.NewFileSVIDSource(certs.FileSVIDConfig{Role: g.role, CertFile: g.f.Cert, KeyFile: g.f.Key}, a.log, cm)
 		if err != nil {
 			return fmt.Errorf("identity.%s: %w", g.role, err)
@@ -280,7 +280,7 @@ func (a *Agent) checkAgentSVID() error {
 	if svid.ID.TrustDomain() != a.td {
 		return fmt.Errorf("identity.agent: the SVID's SPIFFE ID %s is not in trustDomain %q", svid.ID, a.td.Name())
 	}
-	for _, r := range []certs.Role{certs.RoleEgress, certs.RoleIngress} {
+	for _, r := range model.GatewayRoles {
 		if id, err := certs.RoleID(a.td, r); err == nil && id == svid.ID {
 			return fmt.Errorf("identity.agent: the SVID's SPIFFE ID %s is the %s gateway's identity, not the agent's", svid.ID, r)
 		}
@@ -317,7 +317,7 @@ func (a *Agent) ingress() wire.Ingress {
 	for _, e := range a.cfg.Federation.Ingress {
 		in.Endpoints = append(in.Endpoints, model.Endpoint{Address: e.Address, Port: e.Port})
 	}
-	if id, err := certs.RoleID(a.td, certs.RoleIngress); err == nil {
+	if id, err := certs.RoleID(a.td, model.Ingress); err == nil {
 		in.SANs = []string{id.String()}
 	}
 	return in

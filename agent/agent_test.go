@@ -26,7 +26,6 @@ import (
 	"github.com/meshfed/meshfed/certs"
 	"github.com/meshfed/meshfed/config"
 	"github.com/meshfed/meshfed/model"
-	"github.com/meshfed/meshfed/snapshot/cache"
 	"github.com/meshfed/meshfed/xds"
 	"github.com/meshfed/meshfed/xds/adsclient"
 )
@@ -196,7 +195,7 @@ func names(state map[string]map[string]*anypb.Any) map[string][]string {
 }
 
 // inSync holds when the gateway has exactly what the agent serves its role.
-func inSync(a *Agent, role cache.Role) func(map[string]map[string]*anypb.Any) bool {
+func inSync(a *Agent, role model.Role) func(map[string]map[string]*anypb.Any) bool {
 	return func(s map[string]map[string]*anypb.Any) bool {
 		for _, typ := range adsclient.Types {
 			served := a.Cache.Resources(role, typ)
@@ -236,7 +235,7 @@ func TestTwoAgentsConfigureTheirGateways(t *testing.T) {
 			return has(resource.ClusterType, cluster)(s) && has(resource.ListenerType, tcp)(s) &&
 				has(resource.ClusterType, "egress/mesh-a/orders/http")(s)
 		})
-		g.until(t, "all the agent serves", inSync(b.Agent, cache.RoleEgress))
+		g.until(t, "all the agent serves", inSync(b.Agent, model.Egress))
 	}
 	port, ok := b.Runner.EgressPort("mesh-a", "inventory", "db")
 	require.True(t, ok)
@@ -307,7 +306,7 @@ func TestRestartServesTheLastConfigurationFirst(t *testing.T) {
 	b := start(t, cb)
 	before := connect(t, b.Agent, adsclient.Options{NodeID: "egress-gateway", Delta: true})
 	before.until(t, "the import", has(resource.ListenerType, "egress/mesh-a/inventory/db"))
-	before.until(t, "all the agent serves", inSync(b.Agent, cache.RoleEgress))
+	before.until(t, "all the agent serves", inSync(b.Agent, model.Egress))
 	want := before.view
 
 	// Kill mesh-b's agent and the owner too, so nothing can be resynced:

@@ -26,12 +26,12 @@ const egressPortBucket = "egress-ports"
 // first configuration), and the xDS server.
 func (a *Agent) gateways() error {
 	g := a.cfg.Gateways
-	nodeRole := func(id string) (cache.Role, bool) {
+	nodeRole := func(id string) (model.Role, bool) {
 		switch {
 		case slices.Contains(g.Egress.NodeIDs, id):
-			return cache.RoleEgress, true
+			return model.Egress, true
 		case slices.Contains(g.Ingress.NodeIDs, id):
-			return cache.RoleIngress, true
+			return model.Ingress, true
 		}
 		return "", false
 	}
@@ -113,13 +113,13 @@ func gatewayNodes(gateways []config.XDSGateway) func(spiffeid.ID, string) error 
 
 // secrets reads the gateways' certificates for SDS.
 func (a *Agent) secrets() (snapshot.Secrets, error) {
-	out := snapshot.Secrets{SVIDs: map[snapshot.Role]snapshot.SVID{}, Bundles: map[string]string{}}
-	for _, role := range []certs.Role{certs.RoleEgress, certs.RoleIngress} {
+	out := snapshot.Secrets{SVIDs: map[model.Role]snapshot.SVID{}, Bundles: map[string]string{}}
+	for _, role := range model.GatewayRoles {
 		m, err := a.Identity.SVID(role)
 		if err != nil {
 			return snapshot.Secrets{}, err
 		}
-		out.SVIDs[snapshot.Role(role)] = snapshot.SVID{CertChain: string(m.ChainPEM), PrivateKey: string(m.KeyPEM)}
+		out.SVIDs[role] = snapshot.SVID{CertChain: string(m.ChainPEM), PrivateKey: string(m.KeyPEM)}
 	}
 	for _, td := range a.Identity.TrustDomains() {
 		b, err := a.Identity.Bundle(td)

@@ -253,7 +253,7 @@ type pki struct {
 }
 
 func newPKI() (*pki, error) {
-	p := &pki{cas: map[string]*certs.CA{}, secrets: snapshot.Secrets{SVIDs: map[snapshot.Role]snapshot.SVID{}, Bundles: map[string]string{}}}
+	p := &pki{cas: map[string]*certs.CA{}, secrets: snapshot.Secrets{SVIDs: map[model.Role]snapshot.SVID{}, Bundles: map[string]string{}}}
 	for _, td := range []string{localTD, peerTD} {
 		ca, err := certs.NewTestCA(spiffeid.RequireTrustDomainFromString(td))
 		if err != nil {
@@ -263,7 +263,7 @@ func newPKI() (*pki, error) {
 		p.secrets.Bundles[td] = string(ca.CertPEM())
 	}
 	ca := p.cas[localTD]
-	for _, role := range snapshot.Roles {
+	for _, role := range model.GatewayRoles {
 		chain, key, err := ca.Issue(spiffeid.RequireFromPath(ca.TrustDomain(), "/meshfed/gateway/"+string(role)), 24*time.Hour)
 		if err != nil {
 			return nil, err

@@ -13,6 +13,7 @@ import (
 
 	"github.com/meshfed/meshfed/federation/catalog"
 	"github.com/meshfed/meshfed/federation/store"
+	"github.com/meshfed/meshfed/model"
 	"github.com/meshfed/meshfed/snapshot"
 	"github.com/meshfed/meshfed/xds"
 )
@@ -340,7 +341,7 @@ func (e *env) expected() checkWant {
 	in := e.input
 	in.Imports = e.cat.Imports()
 	in.EgressPorts = e.sys.ports()
-	built := snapshot.Build(&in).ByRole[snapshot.Egress]
+	built := snapshot.Build(&in).ByRole[model.Egress]
 	w := checkWant{Digests: map[string]map[string]uint64{}, PartialSotw: e.partialSotw()}
 	delta := e.mode == ModeDelta
 	for _, t := range snapshot.Types {

@@ -86,7 +86,7 @@ func newSystem(name string, env systemEnv) (system, error) {
 // info level by default).
 var quiet = log.LoggerFuncs{}
 
-func egressRole(string) (cache.Role, bool) { return cache.RoleEgress, true }
+func egressRole(string) (model.Role, bool) { return model.Egress, true }
 
 // meshfedSystem is the real thing: the runner translating catalog changes
 // per service into meshfed's incremental cache.
@@ -142,10 +142,10 @@ func (s *meshfedSystem) ports() map[string]uint32 { return s.r.Ports() }
 
 func (s *meshfedSystem) served(typeURL string, _ bool) (map[string]string, string) {
 	out := map[string]string{}
-	for _, r := range s.c.Resources(cache.RoleEgress, typeURL) {
+	for _, r := range s.c.Resources(model.Egress, typeURL) {
 		out[r.Name] = r.Version
 	}
-	return out, s.c.Version(cache.RoleEgress, typeURL)
+	return out, s.c.Version(model.Egress, typeURL)
 }
 
 func (s *meshfedSystem) applied() uint64 { return s.batches.Load() }
@@ -222,7 +222,7 @@ func (s *snapshotSystem) rebuild(ctx context.Context) error {
 	s.alloc.assign(&in)
 	res := snapshot.Build(&in)
 	s.ver++
-	snap, err := gcache.NewSnapshot(strconv.Itoa(s.ver), res.ByRole[snapshot.Egress])
+	snap, err := gcache.NewSnapshot(strconv.Itoa(s.ver), res.ByRole[model.Egress])
 	if err != nil {
 		return err
 	}
@@ -365,7 +365,7 @@ func (s *linearSystem) start(ctx context.Context) error {
 		all[resource.RouteType][rcs[i].GetName()] = rcs[i]
 		s.http[l.GetName()] = true
 	}
-	for _, sec := range snapshot.GatewaySecrets(&s.in, snapshot.Egress) {
+	for _, sec := range snapshot.GatewaySecrets(&s.in, model.Egress) {
 		all[resource.SecretType][sec.GetName()] = sec
 	}
 	for _, t := range snapshot.Types {

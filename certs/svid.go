@@ -40,7 +40,7 @@ type svidState struct {
 
 func newSVIDState(role Role, want spiffeid.ID, log *zap.Logger, m *Metrics) (*svidState, error) {
 	if err := role.Validate(); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("certs: %w", err)
 	}
 	if log == nil {
 		log = zap.NewNop()

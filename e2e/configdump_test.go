@@ -19,12 +19,13 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/meshfed/meshfed/envoyrun"
+	"github.com/meshfed/meshfed/model"
 	"github.com/meshfed/meshfed/snapshot/cache"
 )
 
 const (
-	egressRole  = cache.RoleEgress
-	ingressRole = cache.RoleIngress
+	egressRole  = model.Egress
+	ingressRole = model.Ingress
 )
 
 // dumped is one resource as Envoy reports it in config_dump.
@@ -37,7 +38,7 @@ type dumped struct {
 // the cache serves the role: the same names, and the same contents (private
 // keys aside: Envoy redacts them); with delta ADS the same versions too. A
 // listener still warming, or a secret, is not yet in sync.
-func configMatches(ctx context.Context, e *envoyrun.Envoy, c *cache.Cache, role cache.Role, sotw bool) error {
+func configMatches(ctx context.Context, e *envoyrun.Envoy, c *cache.Cache, role model.Role, sotw bool) error {
 	dump, err := e.ConfigDump(ctx, "include_eds")
 	if err != nil {
 		return err

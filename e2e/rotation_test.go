@@ -19,6 +19,7 @@ import (
 
 	"github.com/meshfed/meshfed/certs"
 	"github.com/meshfed/meshfed/envoyrun"
+	"github.com/meshfed/meshfed/model"
 )
 
 // Rotating every gateway SVID of both meshes while a gRPC stream crosses
@@ -48,7 +49,7 @@ func TestSVIDRotationKeepsStreamsAndListeners(t *testing.T) {
 	}
 	serials := map[string]string{}
 	for _, m := range meshes {
-		for _, role := range []certs.Role{certs.RoleEgress, certs.RoleIngress} {
+		for _, role := range model.GatewayRoles {
 			old := m.serial(t, role)
 			id, err := certs.RoleID(spiffeid.RequireTrustDomainFromString(m.TrustDomain()), role)
 			require.NoError(t, err)
@@ -60,9 +61,9 @@ func TestSVIDRotationKeepsStreamsAndListeners(t *testing.T) {
 	}
 	for _, m := range meshes {
 		for _, e := range []struct {
-			role  certs.Role
+			role  model.Role
 			envoy *envoyrun.Envoy
-		}{{certs.RoleEgress, m.egress}, {certs.RoleIngress, m.ingress}} {
+		}{{model.Egress, m.egress}, {model.Ingress, m.ingress}} {
 			want := serials[m.Name+"/"+string(e.role)]
 			eventually(t, fmt.Sprintf("%s loads serial %s", e.envoy.Name(), want), func(ctx context.Context) error {
 				return hasSerial(ctx, e.envoy, want)
@@ -93,7 +94,7 @@ func TestSVIDRotationKeepsStreamsAndListeners(t *testing.T) {
 }
 
 // serial is the serial number, in hex, of the SVID of role in m's files.
-func (m *mesh) serial(t *testing.T, role certs.Role) string {
+func (m *mesh) serial(t *testing.T, role model.Role) string {
 	t.Helper()
 	raw, err := os.ReadFile(filepath.Join(m.Dir, "certs", string(role)+".pem"))
 	require.NoError(t, err)

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/meshfed/meshfed/model"
 	"github.com/meshfed/meshfed/snapshot"
 )
 
@@ -23,7 +24,7 @@ func checkBase(t *testing.T) *snapshot.Resources {
 	return res
 }
 
-func find(t *testing.T, res *snapshot.Resources, role snapshot.Role, typ resource.Type, name string) types.Resource {
+func find(t *testing.T, res *snapshot.Resources, role model.Role, typ resource.Type, name string) types.Resource {
 	t.Helper()
 	for _, r := range res.ByRole[role][typ] {
 		if snapshot.Name(r) == name {
@@ -34,7 +35,7 @@ func find(t *testing.T, res *snapshot.Resources, role snapshot.Role, typ resourc
 	return nil
 }
 
-func remove(t *testing.T, res *snapshot.Resources, role snapshot.Role, typ resource.Type, name string) {
+func remove(t *testing.T, res *snapshot.Resources, role model.Role, typ resource.Type, name string) {
 	t.Helper()
 	find(t, res, role, typ, name)
 	res.ByRole[role][typ] = slices.DeleteFunc(res.ByRole[role][typ], func(r types.Resource) bool { return snapshot.Name(r) == name })
@@ -42,14 +43,14 @@ func remove(t *testing.T, res *snapshot.Resources, role snapshot.Role, typ resou
 
 func TestCheckValidates(t *testing.T) {
 	res := checkBase(t)
-	l := find(t, res, snapshot.Egress, resource.ListenerType, snapshot.EgressHTTPName(8080)).(*listener.Listener)
+	l := find(t, res, model.Egress, resource.ListenerType, snapshot.EgressHTTPName(8080)).(*listener.Listener)
 	l.Address.GetSocketAddress().PortSpecifier = &core.SocketAddress_PortValue{PortValue: 70000}
 	require.ErrorContains(t, snapshot.Check(res), `egress: listener "egress/http/8080": invalid: invalid Listener.Address: embedded message failed validation | caused by: invalid Address.SocketAddress: embedded message failed validation | caused by: invalid SocketAddress.PortValue: value must be less than or equal to 65535`)
 }
 
 func TestCheckValidatesTypedConfigs(t *testing.T) {
 	res := checkBase(t)
-	l := find(t, res, snapshot.Egress, resource.ListenerType, "egress/mesh-b/payments/tcp").(*listener.Listener)
+	l := find(t, res, model.Egress, resource.ListenerType, "egress/mesh-b/payments/tcp").(*listener.Listener)
 	l.FilterChains[0].Filters[0] = snapshot.TCPProxy("")
 	err := snapshot.Check(res)
 	require.ErrorContains(t, err, `egress: listener "egress/mesh-b/payments/tcp" filter chain "": invalid envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy: invalid TcpProxy.StatPrefix: value length must be at least 1 runes`)
@@ -57,62 +58,62 @@ func TestCheckValidatesTypedConfigs(t *testing.T) {
 
 func TestCheckDuplicateName(t *testing.T) {
 	res := checkBase(t)
-	c := find(t, res, snapshot.Egress, resource.ClusterType, "egress/mesh-b/payments/http")
-	res.ByRole[snapshot.Egress][resource.ClusterType] = append(res.ByRole[snapshot.Egress][resource.ClusterType], proto.Clone(c))
+	c := find(t, res, model.Egress, resource.ClusterType, "egress/mesh-b/payments/http")
+	res.ByRole[model.Egress][resource.ClusterType] = append(res.ByRole[model.Egress][resource.ClusterType], proto.Clone(c))
 	require.EqualError(t, snapshot.Check(res), `egress: duplicate cluster "egress/mesh-b/payments/http"`)
 }
 
 func TestCheckRouteToUnknownCluster(t *testing.T) {
 	res := checkBase(t)
-	remove(t, res, snapshot.Egress, resource.ClusterType, "egress/mesh-b/payments/http")
+	remove(t, res, model.Egress, resource.ClusterType, "egress/mesh-b/payments/http")
 	require.EqualError(t, snapshot.Check(res), `egress: route configuration "egress/http/8080" virtual host "egress/mesh-b/payments/http" routes to cluster "egress/mesh-b/payments/http" which does not exist`)
 }
 
 func TestCheckTCPProxyToUnknownCluster(t *testing.T) {
 	res := checkBase(t)
-	remove(t, res, snapshot.Ingress, resource.ClusterType, "ingress/kafka/tls")
+	remove(t, res, model.Ingress, resource.ClusterType, "ingress/kafka/tls")
 	require.EqualError(t, snapshot.Check(res), `ingress: listener "ingress/tls" filter chain "ingress/kafka/tls" routes to cluster "ingress/kafka/tls" which does not exist`)
 }
 
 func TestCheckEDSWithoutLoadAssignment(t *testing.T) {
 	res := checkBase(t)
-	remove(t, res, snapshot.Egress, resource.EndpointType, "egress/mesh-b/payments/grpc")
+	remove(t, res, model.Egress, resource.EndpointType, "egress/mesh-b/payments/grpc")
 	require.EqualError(t, snapshot.Check(res), `egress: cluster "egress/mesh-b/payments/grpc" is EDS but ClusterLoadAssignment "egress/mesh-b/payments/grpc" does not exist`)
 }
 
 func TestCheckUnknownSecret(t *testing.T) {
 	res := checkBase(t)
-	remove(t, res, snapshot.Ingress, resource.SecretType, "meshfed/validator/mesh-b_2eexample/mesh-c_2eexample")
+	remove(t, res, model.Ingress, resource.SecretType, "meshfed/validator/mesh-b_2eexample/mesh-c_2eexample")
 	require.EqualError(t, snapshot.Check(res), `ingress: listener "ingress/tls" filter chain "ingress/orders/http" references secret "meshfed/validator/mesh-b_2eexample/mesh-c_2eexample" which does not exist`)
 
 	res = checkBase(t)
-	remove(t, res, snapshot.Egress, resource.SecretType, "meshfed/bundle/mesh-c_2eexample")
+	remove(t, res, model.Egress, resource.SecretType, "meshfed/bundle/mesh-c_2eexample")
 	require.EqualError(t, snapshot.Check(res), `egress: cluster "egress/_4desh_2e_43/shipping/http" references secret "meshfed/bundle/mesh-c_2eexample" which does not exist`)
 }
 
 func TestCheckUnknownRouteConfiguration(t *testing.T) {
 	res := checkBase(t)
-	remove(t, res, snapshot.Egress, resource.RouteType, snapshot.EgressHTTPName(8080))
+	remove(t, res, model.Egress, resource.RouteType, snapshot.EgressHTTPName(8080))
 	require.EqualError(t, snapshot.Check(res), `egress: listener "egress/http/8080" filter chain "" fetches route configuration "egress/http/8080" which does not exist`)
 }
 
 func TestCheckDuplicateDomain(t *testing.T) {
 	res := checkBase(t)
-	rc := find(t, res, snapshot.Egress, resource.RouteType, snapshot.EgressHTTPName(8080)).(*route.RouteConfiguration)
+	rc := find(t, res, model.Egress, resource.RouteType, snapshot.EgressHTTPName(8080)).(*route.RouteConfiguration)
 	rc.VirtualHosts[1].Domains = append(rc.VirtualHosts[1].Domains, rc.VirtualHosts[0].Domains[0])
 	require.EqualError(t, snapshot.Check(res), `egress: route configuration "egress/http/8080": domain "shipping.mesh-c.example" is in virtual hosts "egress/_4desh_2e_43/shipping/http" and "egress/mesh-b/payments/http"`)
 }
 
 func TestCheckDuplicateVirtualHost(t *testing.T) {
 	res := checkBase(t)
-	rc := find(t, res, snapshot.Egress, resource.RouteType, snapshot.EgressHTTPName(8080)).(*route.RouteConfiguration)
+	rc := find(t, res, model.Egress, resource.RouteType, snapshot.EgressHTTPName(8080)).(*route.RouteConfiguration)
 	rc.VirtualHosts[1].Name = rc.VirtualHosts[0].Name
 	require.EqualError(t, snapshot.Check(res), `egress: route configuration "egress/http/8080": duplicate virtual host "egress/_4desh_2e_43/shipping/http"`)
 }
 
 func TestCheckFilterChainOverlap(t *testing.T) {
 	res := checkBase(t)
-	l := find(t, res, snapshot.Ingress, resource.ListenerType, snapshot.IngressTLSName).(*listener.Listener)
+	l := find(t, res, model.Ingress, resource.ListenerType, snapshot.IngressTLSName).(*listener.Listener)
 	require.Len(t, l.FilterChains, 2)
 	l.FilterChains[1].FilterChainMatch.ServerNames = append(l.FilterChains[1].FilterChainMatch.ServerNames, l.FilterChains[0].FilterChainMatch.ServerNames[0])
 	require.EqualError(t, snapshot.Check(res), `ingress: listener "ingress/tls": filter chains "ingress/kafka/tls" and "ingress/orders/http" overlap on server name "outbound_.9093_._.kafka.mesh-a.example"`)
@@ -120,20 +121,20 @@ func TestCheckFilterChainOverlap(t *testing.T) {
 
 func TestCheckSameAddress(t *testing.T) {
 	res := checkBase(t)
-	l := find(t, res, snapshot.Egress, resource.ListenerType, "egress/mesh-b/payments/tls").(*listener.Listener)
+	l := find(t, res, model.Egress, resource.ListenerType, "egress/mesh-b/payments/tls").(*listener.Listener)
 	l.Address = snapshot.SocketAddress_("0.0.0.0", 8080)
 	require.EqualError(t, snapshot.Check(res), `egress: listeners "egress/http/8080" and "egress/mesh-b/payments/tls" both bind 0.0.0.0:8080`)
 }
 
 func TestCheckListenerWithoutFilterChains(t *testing.T) {
 	res := checkBase(t)
-	l := find(t, res, snapshot.Egress, resource.ListenerType, "egress/mesh-b/payments/tcp").(*listener.Listener)
+	l := find(t, res, model.Egress, resource.ListenerType, "egress/mesh-b/payments/tcp").(*listener.Listener)
 	l.FilterChains = nil
 	require.EqualError(t, snapshot.Check(res), `egress: listener "egress/mesh-b/payments/tcp" has no filter chains`)
 }
 
 func TestCheckWrongType(t *testing.T) {
 	res := checkBase(t)
-	res.ByRole[snapshot.Ingress][resource.ClusterType] = append(res.ByRole[snapshot.Ingress][resource.ClusterType], &route.RouteConfiguration{Name: "x"})
+	res.ByRole[model.Ingress][resource.ClusterType] = append(res.ByRole[model.Ingress][resource.ClusterType], &route.RouteConfiguration{Name: "x"})
 	require.ErrorContains(t, snapshot.Check(res), `ingress: cluster type holds a *routev3.RouteConfiguration`)
 }

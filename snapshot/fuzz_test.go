@@ -6,6 +6,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/stretchr/testify/require"
 
+	"github.com/meshfed/meshfed/model"
 	"github.com/meshfed/meshfed/snapshot"
 	"github.com/meshfed/meshfed/snapshot/snapshottest"
 )
@@ -20,16 +21,16 @@ func FuzzBuild(f *testing.F) {
 
 		// Every imported instance has its own cluster, every exported port
 		// of a served export too: no two tuples met on one name.
-		want := map[snapshot.Role]int{}
+		want := map[model.Role]int{}
 		for _, imp := range in.Imports {
-			want[snapshot.Egress] += len(imp.Service.Instances)
+			want[model.Egress] += len(imp.Service.Instances)
 		}
 		for _, exp := range in.Exports {
 			if len(snapshot.Consumers(in, exp)) > 0 {
-				want[snapshot.Ingress] += len(exp.Ports)
+				want[model.Ingress] += len(exp.Ports)
 			}
 		}
-		for _, role := range snapshot.Roles {
+		for _, role := range model.GatewayRoles {
 			seen := map[string]bool{}
 			for _, typ := range snapshot.Types {
 				for _, r := range res.ByRole[role][typ] {

@@ -11,19 +11,17 @@ import (
 	"github.com/meshfed/meshfed/model"
 )
 
-// Role is a gateway of this mesh; each role is a separate Envoy node.
-type Role string
+// Role is a gateway of this mesh.
+type Role = model.Role
 
-// The gateway roles.
+// The gateway roles, under the names this package used.
 const (
-	// Egress carries local workloads' calls to imported services.
-	Egress Role = "egress"
-	// Ingress accepts peers' calls to exported services.
-	Ingress Role = "ingress"
+	Egress  = model.Egress
+	Ingress = model.Ingress
 )
 
-// Roles lists every role, in output order.
-var Roles = []Role{Egress, Ingress}
+// Roles lists every gateway role, in output order.
+var Roles = model.GatewayRoles
 
 // Input is everything the translation reads.
 type Input struct {

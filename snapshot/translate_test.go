@@ -63,7 +63,7 @@ func TestRotation(t *testing.T) {
 	mustCheck(t, cur)
 
 	secretsChanged := 0
-	for _, role := range snapshot.Roles {
+	for _, role := range model.GatewayRoles {
 		for _, typ := range snapshot.Types {
 			o, c := old.ByRole[role][typ], cur.ByRole[role][typ]
 			require.Equal(t, len(o), len(c), "%s %s", role, typ)
@@ -99,7 +99,7 @@ func TestEgressResourcesOneService(t *testing.T) {
 	res := snapshot.Build(in)
 	for _, c := range sr.Clusters {
 		found := false
-		for _, r := range res.ByRole[snapshot.Egress][resource.ClusterType] {
+		for _, r := range res.ByRole[model.Egress][resource.ClusterType] {
 			if snapshot.Name(r) == c.GetName() {
 				assertProtoEqual(t, c, r)
 				found = true

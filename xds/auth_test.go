@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/meshfed/meshfed/certs"
+	"github.com/meshfed/meshfed/model"
 	"github.com/meshfed/meshfed/snapshot/cache"
 	"github.com/meshfed/meshfed/xds/adsclient"
 )
@@ -43,7 +44,7 @@ func secretChanges() []cache.Change {
 func serveOn(t *testing.T, lis net.Listener, cfg Config) {
 	t.Helper()
 	c := cache.New(roles, zaptest.NewLogger(t))
-	require.NoError(t, c.Apply(cache.RoleEgress, secretChanges()))
+	require.NoError(t, c.Apply(model.Egress, secretChanges()))
 	cfg.Cache, cfg.NodeRole, cfg.Logger, cfg.Registerer = c, roles, zaptest.NewLogger(t), prometheus.NewRegistry()
 	s, err := New(cfg)
 	require.NoError(t, err)

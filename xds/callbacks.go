@@ -17,12 +17,13 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/meshfed/meshfed/model"
 	"github.com/meshfed/meshfed/snapshot/cache"
 )
 
 // appliedAter is implemented by *cache.Cache.
 type appliedAter interface {
-	AppliedAt(role cache.Role, typeURL, version string) (time.Time, bool)
+	AppliedAt(role model.Role, typeURL, version string) (time.Time, bool)
 }
 
 // tracker implements the server callbacks: it follows each stream's
@@ -51,7 +52,7 @@ type streamKey struct {
 
 type client struct {
 	status ClientStatus
-	role   cache.Role // "" while unknown
+	role   model.Role // "" while unknown
 	types  map[string]*typeTrack
 	// id is the SPIFFE ID of a stream over mutual TLS, addr its address.
 	id   spiffeid.ID

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/meshfed/meshfed/model"
 	"github.com/meshfed/meshfed/snapshot/cache"
 )
 
@@ -23,7 +24,7 @@ func TestServeUnixSocket(t *testing.T) {
 	first.Close()
 
 	c := cache.New(roles, zaptest.NewLogger(t))
-	require.NoError(t, c.Apply(cache.RoleEgress, []cache.Change{change(testCluster("a", 1), "a")}))
+	require.NoError(t, c.Apply(model.Egress, []cache.Change{change(testCluster("a", 1), "a")}))
 	s, err := New(Config{Cache: c, NodeRole: roles, Address: "unix://" + path})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/meshfed/meshfed/model"
 	"github.com/meshfed/meshfed/snapshot/cache"
 	"github.com/meshfed/meshfed/xds/adsclient"
 )
@@ -59,7 +60,7 @@ func TestRejectingGatewayIsAnsweredOncePerChange(t *testing.T) {
 			waitNacks(1)
 			const changes = 5
 			for i := 1; i <= changes; i++ {
-				require.NoError(t, e.cache.Apply(cache.RoleEgress, []cache.Change{change(testCluster("c0", int64(i+1)), "c0")}))
+				require.NoError(t, e.cache.Apply(model.Egress, []cache.Change{change(testCluster("c0", int64(i+1)), "c0")}))
 				waitNacks(1 + i)
 			}
 			// Quiet now: a gateway caught in a NACK loop would keep
@@ -78,9 +79,9 @@ func TestRejectingGatewayIsAnsweredOncePerChange(t *testing.T) {
 			}
 			require.NotNil(t, nack)
 			require.Equal(t, "refusing every cluster", nack.Message)
-			want := e.cache.Version(cache.RoleEgress, resource.ClusterType)
+			want := e.cache.Version(model.Egress, resource.ClusterType)
 			if delta {
-				want = e.cache.DeltaVersion(cache.RoleEgress, resource.ClusterType)
+				want = e.cache.DeltaVersion(model.Egress, resource.ClusterType)
 			}
 			require.Equal(t, want, nack.Version)
 		})

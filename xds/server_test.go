@@ -26,13 +26,14 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/meshfed/meshfed/model"
 	"github.com/meshfed/meshfed/snapshot/cache"
 )
 
-func roles(id string) (cache.Role, bool) {
+func roles(id string) (model.Role, bool) {
 	switch id {
 	case "egress-sotw", "egress-delta":
-		return cache.RoleEgress, true
+		return model.Egress, true
 	}
 	return "", false
 }
@@ -61,7 +62,7 @@ func start(t *testing.T, initial []cache.Change) *env {
 	t.Helper()
 	log := zaptest.NewLogger(t)
 	c := cache.New(roles, log)
-	require.NoError(t, c.Apply(cache.RoleEgress, initial))
+	require.NoError(t, c.Apply(model.Egress, initial))
 	reg := prometheus.NewRegistry()
 	s, err := New(Config{Cache: c, NodeRole: roles, Logger: log, Registerer: reg})
 	require.NoError(t, err)
@@ -187,7 +188,7 @@ func TestEndToEnd(t *testing.T) {
 	// One change: the delta client gets that resource only, the
 	// state-of-the-world one the whole type.
 	b2 := testCluster("b", 2)
-	require.NoError(t, e.cache.Apply(cache.RoleEgress, []cache.Change{change(a, "a"), change(b2, "b")}))
+	require.NoError(t, e.cache.Apply(model.Egress, []cache.Change{change(a, "a"), change(b2, "b")}))
 	r = d.recv(resource.ClusterType)
 	assertResources(t, []proto.Message{b2}, deltaAnys(r.Resources))
 	assert.Empty(t, r.RemovedResources)
@@ -198,7 +199,7 @@ func TestEndToEnd(t *testing.T) {
 	require.NoError(t, sotw.Send(&discovery.DiscoveryRequest{Node: sotwNode, TypeUrl: resource.ClusterType, VersionInfo: cds.VersionInfo, ResponseNonce: cds.Nonce}))
 
 	// A removal.
-	require.NoError(t, e.cache.Apply(cache.RoleEgress, []cache.Change{{TypeURL: resource.ClusterType, Name: "a"}}))
+	require.NoError(t, e.cache.Apply(model.Egress, []cache.Change{{TypeURL: resource.ClusterType, Name: "a"}}))
 	r = d.recv(resource.ClusterType)
 	assert.Empty(t, r.Resources)
 	assert.Equal(t, []string{"a"}, r.RemovedResources)
@@ -227,7 +228,7 @@ func TestEndToEnd(t *testing.T) {
 	require.Eventually(t, func() bool {
 		// The removal of a was sent since, and not ACKed by this client.
 		sotwCDS = findType(e.server.Clients(), "egress-sotw", resource.ClusterType)
-		return sotwCDS.LastSentVersion == e.cache.Version(cache.RoleEgress, resource.ClusterType)
+		return sotwCDS.LastSentVersion == e.cache.Version(model.Egress, resource.ClusterType)
 	}, 10*time.Second, 5*time.Millisecond)
 	assert.Equal(t, 2.0, metric(t, e.registry, "meshfed_xds_clients", "egress", "envoy.config.cluster.v3.Cluster"), "one sotw and one delta stream")
 	assert.Positive(t, metric(t, e.registry, "meshfed_xds_push_latency_seconds", "egress", "envoy.config.cluster.v3.Cluster"), "ACKs measured")
@@ -244,7 +245,7 @@ func TestUnknownNodeGetsNothing(t *testing.T) {
 	require.Eventually(t, func() bool {
 		return findType(e.server.Clients(), "stranger", resource.ClusterType).TypeURL != ""
 	}, 10*time.Second, 5*time.Millisecond)
-	require.NoError(t, e.cache.Apply(cache.RoleEgress, []cache.Change{change(testCluster("b", 1), "b")}))
+	require.NoError(t, e.cache.Apply(model.Egress, []cache.Change{change(testCluster("b", 1), "b")}))
 	known.recv(resource.ClusterType)
 
 	s := findType(e.server.Clients(), "stranger", resource.ClusterType)

@@ -17,6 +17,7 @@ import (
 	"github.com/meshfed/meshfed/certs"
 	"github.com/meshfed/meshfed/federation/catalog"
 	"github.com/meshfed/meshfed/federation/session"
+	"github.com/meshfed/meshfed/model"
 )
 
 // Spec is one configured peer.
@@ -51,7 +52,7 @@ func (s *Spec) agentIDs() ([]spiffeid.ID, error) {
 		return nil, nil
 	}
 	if len(s.SPIFFEIDs) == 0 {
-		id, err := certs.RoleID(td, certs.RoleAgent)
+		id, err := certs.RoleID(td, model.Agent)
 		return []spiffeid.ID{id}, err
 	}
 	ids := make([]spiffeid.ID, 0, len(s.SPIFFEIDs))

@@ -1,13 +1,14 @@
 package cache
 
-// Role is the kind of gateway a set of resources is for. Every gateway of a
-// role gets the same resources.
-type Role string
+import "github.com/meshfed/meshfed/model"
 
-// The roles of meshfed's gateways.
+// Role is the kind of gateway a set of resources is for.
+type Role = model.Role
+
+// The roles of meshfed's gateways, under the names this package used.
 const (
-	RoleEgress  Role = "egress"
-	RoleIngress Role = "ingress"
+	RoleEgress  = model.Egress
+	RoleIngress = model.Ingress
 )
 
 // NodeRole maps an Envoy node id to its role; ok is false for a node that is

@@ -115,7 +115,7 @@ func benchEnv(b *testing.B, n int) *benchRunner {
 	if err := cat.Restore(recs); err != nil {
 		b.Fatal(err)
 	}
-	c := cache.New(func(string) (cache.Role, bool) { return cache.RoleEgress, true }, nil)
+	c := cache.New(func(string) (model.Role, bool) { return model.Egress, true }, nil)
 	secrets := testSecrets(b)
 	ports, err := NewAllocator(st.Bucket("egress-ports"), PortRange{From: 20000, To: 60000})
 	if err != nil {

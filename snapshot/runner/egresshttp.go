@@ -7,8 +7,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/meshfed/meshfed/federation/catalog"
+	"github.com/meshfed/meshfed/model"
 	"github.com/meshfed/meshfed/snapshot"
-	"github.com/meshfed/meshfed/snapshot/cache"
 )
 
 // egressHTTP keeps the egress HTTP listener and route configuration of each
@@ -41,16 +41,16 @@ func (h *egressHTTP) rebuild(res *Result, in *snapshot.Input, imports map[catalo
 		port := l.GetAddress().GetSocketAddress().GetPortValue()
 		served[port] = true
 		if !h.ports[port] {
-			res.set(cache.RoleEgress, resource.ListenerType, l.GetName(), l)
+			res.set(model.Egress, resource.ListenerType, l.GetName(), l)
 			h.ports[port] = true
 		}
-		res.set(cache.RoleEgress, resource.RouteType, rcs[i].GetName(), rcs[i])
+		res.set(model.Egress, resource.RouteType, rcs[i].GetName(), rcs[i])
 	}
 	for _, port := range sortedKeys(dirty) {
 		if !served[port] && h.ports[port] {
 			delete(h.ports, port)
-			res.del(cache.RoleEgress, resource.ListenerType, snapshot.EgressHTTPName(port))
-			res.del(cache.RoleEgress, resource.RouteType, snapshot.EgressHTTPName(port))
+			res.del(model.Egress, resource.ListenerType, snapshot.EgressHTTPName(port))
+			res.del(model.Egress, resource.RouteType, snapshot.EgressHTTPName(port))
 		}
 	}
 }

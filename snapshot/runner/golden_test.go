@@ -16,7 +16,6 @@ import (
 	"github.com/meshfed/meshfed/federation/catalog"
 	"github.com/meshfed/meshfed/model"
 	"github.com/meshfed/meshfed/snapshot"
-	"github.com/meshfed/meshfed/snapshot/cache"
 	"github.com/meshfed/meshfed/snapshot/snapshottest"
 )
 
@@ -24,7 +23,7 @@ var update = flag.Bool("update", false, "rewrite ../testdata/out from ../testdat
 
 // gateways is what the translator's results add up to: the resources of
 // each role, by type and name, as the cache holds them.
-type gateways map[cache.Role]map[string]map[string]proto.Message
+type gateways map[model.Role]map[string]map[string]proto.Message
 
 func (g gateways) apply(t testing.TB, res Result) {
 	t.Helper()
@@ -49,12 +48,12 @@ func (g gateways) apply(t testing.TB, res Result) {
 // resources are the gateways as snapshot.Build returns them: every type
 // of every role, sorted by name.
 func (g gateways) resources() *snapshot.Resources {
-	out := &snapshot.Resources{ByRole: map[snapshot.Role]map[resource.Type][]types.Resource{}}
-	for _, role := range snapshot.Roles {
+	out := &snapshot.Resources{ByRole: map[model.Role]map[resource.Type][]types.Resource{}}
+	for _, role := range model.GatewayRoles {
 		byType := map[resource.Type][]types.Resource{}
 		for _, typ := range snapshot.Types {
 			list := []types.Resource{}
-			byName := g[cache.Role(role)][typ]
+			byName := g[role][typ]
 			for _, n := range sortedKeys(byName) {
 				list = append(list, byName[n])
 			}

@@ -41,8 +41,8 @@ type Subscription interface {
 
 // Sink receives the resources of each role: the xDS cache.
 type Sink interface {
-	Apply(role cache.Role, changes []cache.Change) error
-	Replace(role cache.Role, changes []cache.Change) error
+	Apply(role model.Role, changes []cache.Change) error
+	Replace(role model.Role, changes []cache.Change) error
 }
 
 // Config configures a Runner. Source, Ports and Sink are required.
@@ -132,7 +132,7 @@ func (r *Runner) Start() error {
 	}
 	secrets, _ := r.secrets(true)
 	res := r.translate(keys, secrets)
-	for _, role := range []cache.Role{cache.RoleEgress, cache.RoleIngress} {
+	for _, role := range model.GatewayRoles {
 		if err := r.cfg.Sink.Replace(role, res.Changes[role]); err != nil {
 			return fmt.Errorf("runner: first %s configuration: %w", role, err)
 		}
@@ -140,8 +140,8 @@ func (r *Runner) Start() error {
 	r.m.build.Observe(time.Since(start).Seconds())
 	r.log.Info("first gateway configuration built",
 		zap.Int("services", len(keys)), zap.Int("rejected", len(res.Rejected)),
-		zap.Int("egress_resources", len(res.Changes[cache.RoleEgress])),
-		zap.Int("ingress_resources", len(res.Changes[cache.RoleIngress])),
+		zap.Int("egress_resources", len(res.Changes[model.Egress])),
+		zap.Int("ingress_resources", len(res.Changes[model.Ingress])),
 		zap.Duration("took", time.Since(start)))
 	if r.cfg.Applied != nil {
 		r.cfg.Applied()
@@ -209,7 +209,7 @@ func (r *Runner) step(secretsChanged bool) {
 		r.mu.RUnlock()
 	}
 	res := r.translate(keys, secrets)
-	for _, role := range []cache.Role{cache.RoleEgress, cache.RoleIngress} {
+	for _, role := range model.GatewayRoles {
 		if len(res.Changes[role]) == 0 {
 			continue
 		}

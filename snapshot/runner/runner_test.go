@@ -34,19 +34,19 @@ type env struct {
 	secretsChanged chan struct{}
 }
 
-func roles(id string) (cache.Role, bool) {
+func roles(id string) (model.Role, bool) {
 	switch id {
 	case "egress":
-		return cache.RoleEgress, true
+		return model.Egress, true
 	case "ingress":
-		return cache.RoleIngress, true
+		return model.Ingress, true
 	}
 	return "", false
 }
 
 func testSecrets(t testing.TB) snapshot.Secrets {
 	t.Helper()
-	s := snapshot.Secrets{SVIDs: map[snapshot.Role]snapshot.SVID{}, Bundles: map[string]string{}}
+	s := snapshot.Secrets{SVIDs: map[model.Role]snapshot.SVID{}, Bundles: map[string]string{}}
 	for _, td := range []string{"mesh-a.example", "mesh-b.example"} {
 		ca, err := certs.NewTestCA(spiffeid.RequireTrustDomainFromString(td))
 		require.NoError(t, err)
@@ -54,7 +54,7 @@ func testSecrets(t testing.TB) snapshot.Secrets {
 		if td != "mesh-a.example" {
 			continue
 		}
-		for _, role := range snapshot.Roles {
+		for _, role := range model.GatewayRoles {
 			chain, key, err := ca.Issue(spiffeid.RequireFromPath(ca.TrustDomain(), "/meshfed/gateway/"+string(role)), time.Hour)
 			require.NoError(t, err)
 			s.SVIDs[role] = snapshot.SVID{CertChain: string(chain), PrivateKey: string(key)}
@@ -125,7 +125,7 @@ func (e *env) wait() {
 	}
 }
 
-func (e *env) names(role cache.Role, typeURL string) []string {
+func (e *env) names(role model.Role, typeURL string) []string {
 	var out []string
 	for _, r := range e.cache.Resources(role, typeURL) {
 		out = append(out, r.Name)
@@ -154,27 +154,27 @@ func TestRunnerFollowsTheCatalog(t *testing.T) {
 	e.upsert(service("web", model.HTTP, 8080, "10.0.0.1"))
 	e.start()
 
-	require.Equal(t, []string{"egress/mesh-b/web/p"}, e.names(cache.RoleEgress, resource.ClusterType))
-	require.Equal(t, []string{"egress/http/8080"}, e.names(cache.RoleEgress, resource.ListenerType))
-	require.Equal(t, []string{"egress/http/8080"}, e.names(cache.RoleEgress, resource.RouteType))
-	require.Len(t, e.names(cache.RoleEgress, resource.SecretType), 2, "the egress SVID and mesh-b's bundle")
-	require.True(t, e.cache.Ready(cache.RoleEgress))
-	require.True(t, e.cache.Ready(cache.RoleIngress))
+	require.Equal(t, []string{"egress/mesh-b/web/p"}, e.names(model.Egress, resource.ClusterType))
+	require.Equal(t, []string{"egress/http/8080"}, e.names(model.Egress, resource.ListenerType))
+	require.Equal(t, []string{"egress/http/8080"}, e.names(model.Egress, resource.RouteType))
+	require.Len(t, e.names(model.Egress, resource.SecretType), 2, "the egress SVID and mesh-b's bundle")
+	require.True(t, e.cache.Ready(model.Egress))
+	require.True(t, e.cache.Ready(model.Ingress))
 
 	// An endpoint change touches the endpoints only.
-	route0 := e.cache.Resources(cache.RoleEgress, resource.RouteType)[0].Version
-	cluster0 := e.cache.Resources(cache.RoleEgress, resource.ClusterType)[0].Version
-	cla0 := e.cache.Resources(cache.RoleEgress, resource.EndpointType)[0].Version
+	route0 := e.cache.Resources(model.Egress, resource.RouteType)[0].Version
+	cluster0 := e.cache.Resources(model.Egress, resource.ClusterType)[0].Version
+	cla0 := e.cache.Resources(model.Egress, resource.EndpointType)[0].Version
 	e.upsert(service("web", model.HTTP, 8080, "10.0.0.2"))
 	e.wait()
-	require.Equal(t, route0, e.cache.Resources(cache.RoleEgress, resource.RouteType)[0].Version)
-	require.Equal(t, cluster0, e.cache.Resources(cache.RoleEgress, resource.ClusterType)[0].Version)
-	require.NotEqual(t, cla0, e.cache.Resources(cache.RoleEgress, resource.EndpointType)[0].Version)
+	require.Equal(t, route0, e.cache.Resources(model.Egress, resource.RouteType)[0].Version)
+	require.Equal(t, cluster0, e.cache.Resources(model.Egress, resource.ClusterType)[0].Version)
+	require.NotEqual(t, cla0, e.cache.Resources(model.Egress, resource.EndpointType)[0].Version)
 
 	// A TCP service gets a dedicated listener on the first port of the range.
 	e.upsert(service("db", model.TCP, 5432, "10.0.0.3"))
 	e.wait()
-	require.Equal(t, []string{"egress/http/8080", "egress/mesh-b/db/p"}, e.names(cache.RoleEgress, resource.ListenerType))
+	require.Equal(t, []string{"egress/http/8080", "egress/mesh-b/db/p"}, e.names(model.Egress, resource.ListenerType))
 	port, ok := e.runner.EgressPort("mesh-b", "db", "p")
 	require.True(t, ok)
 	require.Equal(t, uint32(21000), port)
@@ -184,9 +184,9 @@ func TestRunnerFollowsTheCatalog(t *testing.T) {
 	e.upsert(service("api", model.HTTP, 8080, "10.0.0.4"))
 	e.upsert(service("admin", model.HTTP, 9901, "10.0.0.5"))
 	e.wait()
-	require.Equal(t, []string{"egress/http/8080", "egress/http/9901", "egress/mesh-b/db/p"}, e.names(cache.RoleEgress, resource.ListenerType))
+	require.Equal(t, []string{"egress/http/8080", "egress/http/9901", "egress/mesh-b/db/p"}, e.names(model.Egress, resource.ListenerType))
 	rc := &route.RouteConfiguration{}
-	require.NoError(t, e.cache.Resources(cache.RoleEgress, resource.RouteType)[0].Resource.UnmarshalTo(rc))
+	require.NoError(t, e.cache.Resources(model.Egress, resource.RouteType)[0].Resource.UnmarshalTo(rc))
 	require.Len(t, rc.GetVirtualHosts(), 2)
 
 	// Deleting removes every resource of the service, and the listener of
@@ -194,17 +194,17 @@ func TestRunnerFollowsTheCatalog(t *testing.T) {
 	e.src.deleteImport("mesh-b", "web")
 	e.src.deleteImport("mesh-b", "admin")
 	e.wait()
-	require.Equal(t, []string{"egress/mesh-b/api/p", "egress/mesh-b/db/p"}, e.names(cache.RoleEgress, resource.ClusterType))
-	require.Equal(t, []string{"egress/http/8080", "egress/mesh-b/db/p"}, e.names(cache.RoleEgress, resource.ListenerType))
-	require.Equal(t, []string{"egress/http/8080"}, e.names(cache.RoleEgress, resource.RouteType))
-	require.NoError(t, e.cache.Resources(cache.RoleEgress, resource.RouteType)[0].Resource.UnmarshalTo(rc))
+	require.Equal(t, []string{"egress/mesh-b/api/p", "egress/mesh-b/db/p"}, e.names(model.Egress, resource.ClusterType))
+	require.Equal(t, []string{"egress/http/8080", "egress/mesh-b/db/p"}, e.names(model.Egress, resource.ListenerType))
+	require.Equal(t, []string{"egress/http/8080"}, e.names(model.Egress, resource.RouteType))
+	require.NoError(t, e.cache.Resources(model.Egress, resource.RouteType)[0].Resource.UnmarshalTo(rc))
 	require.Len(t, rc.GetVirtualHosts(), 1)
 }
 
 func TestRunnerExports(t *testing.T) {
 	e := newEnv(t, nil, nil, testSecrets(t))
 	e.start()
-	require.Empty(t, e.names(cache.RoleIngress, resource.ListenerType), "no export, no ingress listener")
+	require.Empty(t, e.names(model.Ingress, resource.ListenerType), "no export, no ingress listener")
 
 	exp := model.Export{
 		Name: "inventory", FQDN: "inventory.mesh-a.example", Mode: model.Terminate, Consumers: []string{"mesh-b"},
@@ -212,26 +212,26 @@ func TestRunnerExports(t *testing.T) {
 	}
 	e.src.setExports([]model.Export{exp})
 	e.wait()
-	require.Equal(t, []string{"ingress/tls"}, e.names(cache.RoleIngress, resource.ListenerType))
+	require.Equal(t, []string{"ingress/tls"}, e.names(model.Ingress, resource.ListenerType))
 	l := &listener.Listener{}
-	require.NoError(t, e.cache.Resources(cache.RoleIngress, resource.ListenerType)[0].Resource.UnmarshalTo(l))
+	require.NoError(t, e.cache.Resources(model.Ingress, resource.ListenerType)[0].Resource.UnmarshalTo(l))
 	require.Len(t, l.GetFilterChains(), 1)
 	require.Equal(t, []string{model.DefaultSNI(8080, "inventory.mesh-a.example")}, l.GetFilterChains()[0].GetFilterChainMatch().GetServerNames())
-	secrets := e.names(cache.RoleIngress, resource.SecretType)
+	secrets := e.names(model.Ingress, resource.SecretType)
 	require.Len(t, secrets, 2, "the ingress SVID and the validator of mesh-b: %v", secrets)
 
 	e.src.setExports(nil)
 	e.wait()
-	require.Empty(t, e.names(cache.RoleIngress, resource.ListenerType))
-	require.Empty(t, e.names(cache.RoleIngress, resource.ClusterType))
-	require.Equal(t, []string{snapshot.SVIDSecretName(snapshot.Ingress)}, e.names(cache.RoleIngress, resource.SecretType))
+	require.Empty(t, e.names(model.Ingress, resource.ListenerType))
+	require.Empty(t, e.names(model.Ingress, resource.ClusterType))
+	require.Equal(t, []string{snapshot.SVIDSecretName(model.Ingress)}, e.names(model.Ingress, resource.SecretType))
 }
 
 func TestRunnerKeepsLastGoodService(t *testing.T) {
 	e := newEnv(t, nil, nil, testSecrets(t))
 	e.upsert(service("web", model.HTTP, 8080, "10.0.0.1"))
 	e.start()
-	before := e.cache.Resources(cache.RoleEgress, resource.ClusterType)
+	before := e.cache.Resources(model.Egress, resource.ClusterType)
 
 	// The SAN check needs mesh-b's bundle: without it the new version
 	// fails the checks (a secret it names does not exist) and the old one
@@ -239,11 +239,11 @@ func TestRunnerKeepsLastGoodService(t *testing.T) {
 	delete(e.secrets.Bundles, "mesh-b.example")
 	e.secretsChanged <- struct{}{}
 	e.wait()
-	require.Equal(t, []string{snapshot.SVIDSecretName(snapshot.Egress)}, e.names(cache.RoleEgress, resource.SecretType))
+	require.Equal(t, []string{snapshot.SVIDSecretName(model.Egress)}, e.names(model.Egress, resource.SecretType))
 	e.upsert(service("web", model.HTTP, 8080, "10.0.0.9"))
 	e.wait()
-	require.Equal(t, before, e.cache.Resources(cache.RoleEgress, resource.ClusterType))
-	cla := e.cache.Resources(cache.RoleEgress, resource.EndpointType)
+	require.Equal(t, before, e.cache.Resources(model.Egress, resource.ClusterType))
+	cla := e.cache.Resources(model.Egress, resource.EndpointType)
 	require.Len(t, cla, 1)
 	require.NotContains(t, string(cla[0].Resource.GetValue()), "10.0.0.9")
 }
@@ -256,7 +256,7 @@ func TestPortsSurviveRestartAndRangeFull(t *testing.T) {
 	e.start()
 	got := e.runner.Ports()
 	require.Len(t, got, 3, "the range holds three ports")
-	listeners := e.names(cache.RoleEgress, resource.ListenerType)
+	listeners := e.names(model.Egress, resource.ListenerType)
 	require.Len(t, listeners, 3, "three dedicated: %v", listeners)
 
 	// Freeing a port gives it to the waiting service on its next change.
@@ -267,13 +267,13 @@ func TestPortsSurviveRestartAndRangeFull(t *testing.T) {
 	got = e.runner.Ports()
 	require.Len(t, got, 3)
 	require.Equal(t, uint32(21000), got[snapshot.EgressKey("mesh-b", "d", "p")], "a's port, freed")
-	want := e.cache.Resources(cache.RoleEgress, resource.ListenerType)
+	want := e.cache.Resources(model.Egress, resource.ListenerType)
 
 	// A restart with the same store keeps every port and every listener.
 	e2 := newEnv(t, e.src, e.kv, e.secrets)
 	e2.start()
 	require.Equal(t, got, e2.runner.Ports())
-	requireSameResources(t, want, e2.cache.Resources(cache.RoleEgress, resource.ListenerType))
+	requireSameResources(t, want, e2.cache.Resources(model.Egress, resource.ListenerType))
 }
 
 func requireSameResources(t *testing.T, want, got []*discovery.Resource) {
@@ -308,7 +308,7 @@ func TestRejectedImportsWaitForTheirBundle(t *testing.T) {
 	e.upsert(service("queue", model.TCP, 5672, "10.0.0.2"))
 	e.start()
 
-	require.Empty(t, e.names(cache.RoleEgress, resource.ClusterType))
+	require.Empty(t, e.names(model.Egress, resource.ClusterType))
 	require.False(t, e.runner.Served("mesh-b", "db"))
 	require.False(t, e.runner.Served("mesh-b", "queue"))
 	require.Equal(t, map[string]uint32{restored: 21002}, e.runner.Ports(), "a new rejected service holds no port")
@@ -317,8 +317,8 @@ func TestRejectedImportsWaitForTheirBundle(t *testing.T) {
 	e.secrets.Bundles["mesh-b.example"] = bundle
 	e.secretsChanged <- struct{}{}
 	e.wait()
-	require.Equal(t, []string{"egress/mesh-b/db/p", "egress/mesh-b/queue/p"}, e.names(cache.RoleEgress, resource.ClusterType))
-	require.Equal(t, []string{"egress/mesh-b/db/p", "egress/mesh-b/queue/p"}, e.names(cache.RoleEgress, resource.ListenerType))
+	require.Equal(t, []string{"egress/mesh-b/db/p", "egress/mesh-b/queue/p"}, e.names(model.Egress, resource.ClusterType))
+	require.Equal(t, []string{"egress/mesh-b/db/p", "egress/mesh-b/queue/p"}, e.names(model.Egress, resource.ListenerType))
 	require.True(t, e.runner.Served("mesh-b", "db"))
 	require.True(t, e.runner.Served("mesh-b", "queue"))
 	port, ok := e.runner.EgressPort("mesh-b", "queue", "p")

@@ -3,7 +3,7 @@ package runner
 import (
 	"slices"
 
-	"github.com/meshfed/meshfed/snapshot/cache"
+	"github.com/meshfed/meshfed/model"
 )
 
 // secretRefs counts who holds each secret of a role: the services whose
@@ -11,16 +11,16 @@ import (
 // exports of the same trust domains) and the gateway itself (SVIDs,
 // bundles). A secret is deleted when its last holder lets go.
 type secretRefs struct {
-	services map[cache.Role]map[string]int
-	gateway  map[cache.Role][]string
+	services map[model.Role]map[string]int
+	gateway  map[model.Role][]string
 }
 
 func newSecretRefs() secretRefs {
-	return secretRefs{services: map[cache.Role]map[string]int{}, gateway: map[cache.Role][]string{}}
+	return secretRefs{services: map[model.Role]map[string]int{}, gateway: map[model.Role][]string{}}
 }
 
 // hold adds a service holding the secret.
-func (r secretRefs) hold(role cache.Role, name string) {
+func (r secretRefs) hold(role model.Role, name string) {
 	if r.services[role] == nil {
 		r.services[role] = map[string]int{}
 	}
@@ -29,7 +29,7 @@ func (r secretRefs) hold(role cache.Role, name string) {
 
 // release removes a service holding the secret, and reports whether nobody
 // holds it any more.
-func (r secretRefs) release(role cache.Role, name string) bool {
+func (r secretRefs) release(role model.Role, name string) bool {
 	n := r.services[role][name] - 1
 	if n > 0 {
 		r.services[role][name] = n
@@ -41,7 +41,7 @@ func (r secretRefs) release(role cache.Role, name string) bool {
 
 // setGateway makes names the secrets the gateway itself holds, and returns
 // those it held before that nobody holds now.
-func (r secretRefs) setGateway(role cache.Role, names []string) []string {
+func (r secretRefs) setGateway(role model.Role, names []string) []string {
 	var gone []string
 	for _, n := range r.gateway[role] {
 		if !slices.Contains(names, n) && r.services[role][n] == 0 {

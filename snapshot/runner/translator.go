@@ -71,7 +71,7 @@ type ExportChange struct {
 // Result is what an Apply produced.
 type Result struct {
 	// Changes are the cache changes of each role.
-	Changes map[cache.Role][]cache.Change
+	Changes map[model.Role][]cache.Change
 	// Rejected are the services whose translation failed the checks, in
 	// the order they were given.
 	Rejected []Rejection
@@ -87,11 +87,11 @@ type Rejection struct {
 	Err error
 }
 
-func (r *Result) set(role cache.Role, typeURL, name string, m proto.Message) {
+func (r *Result) set(role model.Role, typeURL, name string, m proto.Message) {
 	r.Changes[role] = append(r.Changes[role], cache.Change{TypeURL: typeURL, Name: name, Resource: m})
 }
 
-func (r *Result) del(role cache.Role, typeURL, name string) {
+func (r *Result) del(role model.Role, typeURL, name string) {
 	r.Changes[role] = append(r.Changes[role], cache.Change{TypeURL: typeURL, Name: name})
 }
 
@@ -113,7 +113,7 @@ func NewTranslator(in snapshot.Input) *Translator {
 // Apply translates changes. The first Apply builds the whole state: the
 // gateway-wide resources (listeners, secrets) come with it.
 func (t *Translator) Apply(ch Changes) Result {
-	res := Result{Changes: map[cache.Role][]cache.Change{}}
+	res := Result{Changes: map[model.Role][]cache.Change{}}
 	secrets := ch.Secrets != nil
 	if secrets {
 		t.in.Secrets = *ch.Secrets
@@ -174,7 +174,7 @@ func (t *Translator) applyImport(res *Result, c ImportChange, routes map[uint32]
 		if old != nil {
 			res.Freed = append(res.Freed, old.ports...)
 			markPorts(routes, old.res.HostRoutes)
-			t.remove(res, cache.RoleEgress, old)
+			t.remove(res, model.Egress, old)
 			delete(t.imports, c.Key)
 		}
 		return
@@ -182,7 +182,7 @@ func (t *Translator) applyImport(res *Result, c ImportChange, routes map[uint32]
 	imp := *c.Import
 	sr := snapshot.EgressResources(&t.in, imp)
 	ports := snapshot.EgressPortKeys([]model.Import{imp})
-	if err := snapshot.CheckService(&t.in, snapshot.Egress, sr); err != nil {
+	if err := snapshot.CheckService(&t.in, model.Egress, sr); err != nil {
 		// Ports only proposed for it are released by the allocator, as
 		// every proposal not held; kept ones stay while it waits.
 		res.Rejected = append(res.Rejected, Rejection{Key: c.Key, Err: err})
@@ -190,7 +190,7 @@ func (t *Translator) applyImport(res *Result, c ImportChange, routes map[uint32]
 		t.rejected[c.Key] = ports
 		return
 	}
-	e := t.put(res, cache.RoleEgress, old, sr)
+	e := t.put(res, model.Egress, old, sr)
 	e.ports = ports
 	res.Held = append(res.Held, ports...)
 	res.Freed = append(res.Freed, minus(slices.Concat(heldBy(old), waiting), ports)...)
@@ -210,24 +210,24 @@ func (t *Translator) applyExport(res *Result, c ExportChange) bool {
 	delete(t.rejected, key)
 	if c.Export == nil {
 		if old != nil {
-			t.remove(res, cache.RoleIngress, old)
+			t.remove(res, model.Ingress, old)
 			delete(t.exports, c.Name)
 			return true
 		}
 		return false
 	}
 	sr := snapshot.IngressResources(&t.in, *c.Export)
-	if err := snapshot.CheckService(&t.in, snapshot.Ingress, sr); err != nil {
+	if err := snapshot.CheckService(&t.in, model.Ingress, sr); err != nil {
 		res.Rejected = append(res.Rejected, Rejection{Key: key, Err: err})
 		t.rejected[key] = nil
 		return false
 	}
-	t.exports[c.Name] = t.put(res, cache.RoleIngress, old, sr)
+	t.exports[c.Name] = t.put(res, model.Ingress, old, sr)
 	return old == nil || !equalAll(old.res.FilterChains, sr.FilterChains)
 }
 
 // put replaces old (nil for a new service) by the resources of sr.
-func (t *Translator) put(res *Result, role cache.Role, old *entry, sr snapshot.ServiceResources) *entry {
+func (t *Translator) put(res *Result, role model.Role, old *entry, sr snapshot.ServiceResources) *entry {
 	e := &entry{res: sr}
 	add := func(typeURL, name string, m proto.Message) {
 		e.names = append(e.names, typedName{typeURL, name})
@@ -253,11 +253,11 @@ func (t *Translator) put(res *Result, role cache.Role, old *entry, sr snapshot.S
 }
 
 // remove deletes every resource of old.
-func (t *Translator) remove(res *Result, role cache.Role, old *entry) { t.drop(res, role, old, nil) }
+func (t *Translator) remove(res *Result, role model.Role, old *entry) { t.drop(res, role, old, nil) }
 
 // drop deletes the resources of old not in keep; a secret goes with the
 // last service (or the gateway) that holds it.
-func (t *Translator) drop(res *Result, role cache.Role, old *entry, keep []typedName) {
+func (t *Translator) drop(res *Result, role model.Role, old *entry, keep []typedName) {
 	for _, n := range old.names {
 		if n.typeURL == resource.SecretType && !t.refs.release(role, n.name) {
 			continue
@@ -281,22 +281,22 @@ func (t *Translator) ingressListener(res *Result) {
 	}
 	l := snapshot.IngressListener(&t.in, all.FilterChains)
 	if l == nil {
-		res.del(cache.RoleIngress, resource.ListenerType, snapshot.IngressTLSName)
+		res.del(model.Ingress, resource.ListenerType, snapshot.IngressTLSName)
 		return
 	}
-	if err := snapshot.CheckService(&t.in, snapshot.Ingress, all); err != nil {
+	if err := snapshot.CheckService(&t.in, model.Ingress, all); err != nil {
 		res.Rejected = append(res.Rejected, Rejection{Key: catalog.Key{Kind: catalog.KindExport, ID: snapshot.IngressTLSName}, Err: fmt.Errorf("ingress listener: %w", err)})
 		return
 	}
-	res.set(cache.RoleIngress, resource.ListenerType, l.GetName(), l)
+	res.set(model.Ingress, resource.ListenerType, l.GetName(), l)
 }
 
 // gatewaySecrets sets the secrets no service owns, under names that never
 // change, and removes those no longer configured.
 func (t *Translator) gatewaySecrets(res *Result) {
-	for _, role := range []cache.Role{cache.RoleEgress, cache.RoleIngress} {
+	for _, role := range model.GatewayRoles {
 		var names []string
-		for _, s := range snapshot.GatewaySecrets(&t.in, snapshot.Role(role)) {
+		for _, s := range snapshot.GatewaySecrets(&t.in, role) {
 			names = append(names, s.GetName())
 			res.set(role, resource.SecretType, s.GetName(), s)
 		}

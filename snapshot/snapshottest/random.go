@@ -63,9 +63,9 @@ func RandomInput(data []byte) *snapshot.Input {
 			Ingress: snapshot.SocketAddress{Address: "0.0.0.0", Port: 15443},
 		},
 		Secrets: snapshot.Secrets{
-			SVIDs: map[snapshot.Role]snapshot.SVID{
-				snapshot.Egress:  {CertChain: "EGRESS", PrivateKey: "KEY"},
-				snapshot.Ingress: {CertChain: "INGRESS", PrivateKey: "KEY"},
+			SVIDs: map[model.Role]snapshot.SVID{
+				model.Egress:  {CertChain: "EGRESS", PrivateKey: "KEY"},
+				model.Ingress: {CertChain: "INGRESS", PrivateKey: "KEY"},
 			},
 			Bundles: map[string]string{},
 		},

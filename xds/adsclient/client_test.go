@@ -22,12 +22,13 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/meshfed/meshfed/model"
 	"github.com/meshfed/meshfed/snapshot/cache"
 	"github.com/meshfed/meshfed/xds"
 	"github.com/meshfed/meshfed/xds/adsclient"
 )
 
-func egress(string) (cache.Role, bool) { return cache.RoleEgress, true }
+func egress(string) (model.Role, bool) { return model.Egress, true }
 
 func testCluster(name string, seconds int64) *cluster.Cluster {
 	return &cluster.Cluster{Name: name, ConnectTimeout: durationpb.New(time.Duration(seconds) * time.Second)}
@@ -108,7 +109,7 @@ func (r *running) next(t *testing.T, typeURL string) adsclient.Update {
 
 func TestStateDigestsAndCallback(t *testing.T) {
 	c := cache.New(egress, nil)
-	require.NoError(t, c.Apply(cache.RoleEgress, []cache.Change{set(testCluster("a", 1), "a"), set(testCluster("b", 2), "b")}))
+	require.NoError(t, c.Apply(model.Egress, []cache.Change{set(testCluster("a", 1), "a"), set(testCluster("b", 2), "b")}))
 	conn := serve(t, c)
 	for _, delta := range []bool{false, true} {
 		called := make(chan adsclient.Update, 100)
@@ -141,7 +142,7 @@ func TestStateDigestsAndCallback(t *testing.T) {
 		if delta {
 			assert.Len(t, cl.Versions()[resource.ClusterType], 2)
 		} else {
-			assert.Equal(t, c.Version(cache.RoleEgress, resource.ClusterType), cl.SotwVersion(resource.ClusterType))
+			assert.Equal(t, c.Version(model.Egress, resource.ClusterType), cl.SotwVersion(resource.ClusterType))
 		}
 		r.stop()
 	}
@@ -152,7 +153,7 @@ func TestStateDigestsAndCallback(t *testing.T) {
 // stream announces its version.
 func TestRunAgainResumes(t *testing.T) {
 	c := cache.New(egress, nil)
-	require.NoError(t, c.Apply(cache.RoleEgress, []cache.Change{set(testCluster("a", 1), "a"), set(testCluster("b", 2), "b")}))
+	require.NoError(t, c.Apply(model.Egress, []cache.Change{set(testCluster("a", 1), "a"), set(testCluster("b", 2), "b")}))
 	conn := serve(t, c)
 	for _, delta := range []bool{true, false} {
 		cl := adsclient.New(adsclient.Options{NodeID: "gw", Delta: delta})
@@ -160,7 +161,7 @@ func TestRunAgainResumes(t *testing.T) {
 		r.next(t, resource.ClusterType)
 		r.stop()
 
-		require.NoError(t, c.Apply(cache.RoleEgress, []cache.Change{set(testCluster("b", 3), "b")}))
+		require.NoError(t, c.Apply(model.Egress, []cache.Change{set(testCluster("b", 3), "b")}))
 		r = run(t, cl, conn)
 		u := r.next(t, resource.ClusterType)
 		if delta {
@@ -172,7 +173,7 @@ func TestRunAgainResumes(t *testing.T) {
 		require.NoError(t, err)
 		assert.True(t, proto.Equal(testCluster("b", 3), got))
 		r.stop()
-		require.NoError(t, c.Apply(cache.RoleEgress, []cache.Change{set(testCluster("b", 2), "b")}))
+		require.NoError(t, c.Apply(model.Egress, []cache.Change{set(testCluster("b", 2), "b")}))
 	}
 }
 
@@ -218,7 +219,7 @@ func TestPartialSotw(t *testing.T) {
 // failed.
 func TestRunReportsWhyTheServerEndedTheStream(t *testing.T) {
 	c := cache.New(egress, nil)
-	require.NoError(t, c.Apply(cache.RoleEgress, []cache.Change{set(testCluster("a", 1), "a")}))
+	require.NoError(t, c.Apply(model.Egress, []cache.Change{set(testCluster("a", 1), "a")}))
 	gs := grpc.NewServer(grpc.MaxRecvMsgSize(256))
 	discovery.RegisterAggregatedDiscoveryServiceServer(gs, serverv3.NewServer(context.Background(), c, nil))
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
