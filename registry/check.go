@@ -8,7 +8,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
-	"github.com/meshfed/meshfed/federation/validate"
+	"github.com/meshfed/meshfed/hostname"
 	"github.com/meshfed/meshfed/model"
 )
 
@@ -48,7 +48,7 @@ func CheckExport(e *model.Export) error {
 	case e.FQDN == "":
 		return fieldErr("fqdn", "required")
 	}
-	if why := hostname(e.FQDN, fqdnRule); why != "" {
+	if why := hostname.Problem(e.FQDN, hostname.FQDN); why != "" {
 		return fieldErr("fqdn", "%q is not a lowercase DNS name (%s)", e.FQDN, why)
 	}
 	if err := checkMode(e); err != nil {
@@ -105,7 +105,7 @@ func checkPort(ports []model.ExportPort, i int) error {
 	case p.SNI == "":
 		return fieldErr(at+".sni", "required")
 	}
-	if why := hostname(p.SNI, sniRule); why != "" {
+	if why := hostname.Problem(p.SNI, hostname.SNI); why != "" {
 		return fieldErr(at+".sni", "%q is not a host name (%s)", p.SNI, why)
 	}
 	for j := range i {
@@ -146,7 +146,7 @@ func CheckAddress(s string) string {
 		}
 		return ""
 	}
-	if why := hostname(s, addressRule); why != "" {
+	if why := hostname.Problem(s, hostname.LocalAddress); why != "" {
 		return "is neither an IP address nor a DNS name (" + why + ")"
 	}
 	return ""
@@ -155,31 +155,12 @@ func CheckAddress(s string) string {
 // IsLabel reports whether s is a lowercase RFC 1123 DNS label: the form of
 // service and port names, which end up in DNS names and resource ids.
 func IsLabel(s string) bool {
-	return len(s) <= 63 && !strings.Contains(s, ".") && hostname(s, nameRule{minLabels: 1}) == ""
+	return len(s) <= 63 && !strings.Contains(s, ".") && hostname.Problem(s, hostname.Label) == ""
 }
 
 // IsFQDN reports whether s is a lowercase DNS name of at least two labels,
 // without wildcard: what peers accept as a service fqdn.
-func IsFQDN(s string) bool { return hostname(s, fqdnRule) == "" }
-
-// nameRule says which host names a field takes, as the federation
-// validator does for what peers send, so that a peer accepts what we export.
-type nameRule struct {
-	upper, underscore bool
-	minLabels         int
-}
-
-var (
-	fqdnRule    = nameRule{minLabels: 2}
-	addressRule = nameRule{upper: true, minLabels: 1}
-	sniRule     = nameRule{upper: true, underscore: true, minLabels: 1}
-)
-
-// hostname returns why s is not a host name under r, or "": the federation
-// validator's own check, so that a peer accepts what we export.
-func hostname(s string, r nameRule) string {
-	return validate.NameProblem(s, r.upper, r.underscore, r.minLabels)
-}
+func IsFQDN(s string) bool { return hostname.Problem(s, hostname.FQDN) == "" }
 
 // checkMode refuses a passthrough export whose backend does not say which
 // SPIFFE IDs it presents: the ingress gateway forwards the consumers' TLS

@@ -3,6 +3,8 @@ package validate
 import (
 	"net/netip"
 	"strings"
+
+	"github.com/meshfed/meshfed/hostname"
 )
 
 // Ranges an owner never legitimately advertises to another mesh, and that
@@ -37,7 +39,7 @@ func address(s string, p *Policy) (norm string, why string) {
 		}
 		return a.String(), ""
 	}
-	if why := checkName(s, addressRule); why != "" {
+	if why := hostname.Problem(s, hostname.PeerAddress); why != "" {
 		return "", "is neither an IP address nor a DNS name (" + why + ")"
 	}
 	norm = strings.ToLower(s) // returns s itself when already lower case

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/meshfed/meshfed/federation/hamlet/typespb"
+	"github.com/meshfed/meshfed/hostname"
 	"github.com/meshfed/meshfed/model"
 )
 
@@ -125,7 +126,7 @@ func (m *metaPass) entry(k, v string) error {
 			return err
 		}
 		sni := lowerASCII(v)
-		if why := checkName(sni, sniRule); why != "" {
+		if why := hostname.Problem(sni, hostname.SNI); why != "" {
 			return invalid("instances[%d].metadata[%s]: %s is not a valid SNI host name (%s)", i, quote(k), quote(v), why)
 		}
 		m.in.SNI = sni
@@ -133,7 +134,7 @@ func (m *metaPass) entry(k, v string) error {
 		if err := m.once(&m.host, k, metaHostname); err != nil {
 			return err
 		}
-		if why := checkName(v, hostnameRule); why != "" {
+		if why := hostname.Problem(v, hostname.Hostname); why != "" {
 			return invalid("instances[%d].metadata[%s]: %s is not a DNS name (%s)", i, quote(k), quote(v), why)
 		}
 		m.in.Hostname = strings.ToLower(v)

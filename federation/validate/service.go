@@ -10,6 +10,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/meshfed/meshfed/federation/hamlet/typespb"
+	"github.com/meshfed/meshfed/hostname"
 	"github.com/meshfed/meshfed/model"
 )
 
@@ -38,7 +39,7 @@ func Service(fs *typespb.FederatedService, p Policy) (model.Service, error) {
 		return model.Service{}, err
 	}
 	fqdn := lowerASCII(fs.GetFqdn())
-	if why := checkName(fqdn, fqdnRule); why != "" {
+	if why := hostname.Problem(fqdn, hostname.FQDN); why != "" {
 		return model.Service{}, invalid("fqdn: %s is not a DNS name (%s)", quote(fs.GetFqdn()), why)
 	}
 	if err := maxLen("description", fs.GetDescription(), l.DescriptionLen); err != nil {
