@@ -14,20 +14,13 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
-	"github.com/meshfed/meshfed/registry"
+	"github.com/meshfed/meshfed/model"
 )
 
-// fieldError is a configuration error at a field path such as
-// peers[1].dial; Parse adds the line the field is on.
-type fieldError struct {
-	path string
-	msg  string
-}
-
-func (e *fieldError) Error() string { return e.path + ": " + e.msg }
-
+// fieldErr is a configuration error at a field path; Parse adds the line
+// the field is on.
 func fieldErr(path, format string, args ...any) error {
-	return &fieldError{path: path, msg: fmt.Sprintf(format, args...)}
+	return model.FieldErrorf(path, format, args...)
 }
 
 // check refuses what cannot run, naming the field and its value.
@@ -66,9 +59,8 @@ func (c *Config) check() error {
 	}
 	if c.Consul != nil {
 		if err := c.Consul.Check(); err != nil {
-			var fe *registry.FieldError
-			if errors.As(err, &fe) {
-				return fieldErr("consul."+fe.Path, "%s", fe.Msg)
+			if fe := (*model.FieldError)(nil); errors.As(err, &fe) {
+				return fe.Under("consul")
 			}
 			return fieldErr("consul", "%v", err)
 		}

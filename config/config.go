@@ -17,6 +17,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/meshfed/meshfed/model"
 	"github.com/meshfed/meshfed/registry/consul"
 )
 
@@ -359,9 +360,9 @@ func Parse(b []byte, dir string) (*Config, error) {
 	c.defaults(dir)
 	if err := c.check(); err != nil {
 		p := Problem{Msg: err.Error()}
-		var fe *fieldError
+		var fe *model.FieldError
 		if errors.As(err, &fe) {
-			p = Problem{Field: fe.path, Msg: fe.msg, Line: LineOf(&doc, fe.path)}
+			p = Problem{Field: fe.Path, Msg: fe.Msg, Line: LineOf(&doc, fe.Path)}
 		}
 		return nil, &Error{Problems: []Problem{p}}
 	}

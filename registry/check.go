@@ -12,18 +12,8 @@ import (
 	"github.com/meshfed/meshfed/model"
 )
 
-// FieldError is an invalid field of an export. Path is relative to the
-// export (ports[0].protocol), so that each source can say where the field
-// came from: a file adds its own path and line.
-type FieldError struct {
-	Path string
-	Msg  string
-}
-
-func (e *FieldError) Error() string { return e.Path + ": " + e.Msg }
-
 func fieldErr(path, format string, args ...any) error {
-	return &FieldError{Path: path, Msg: fmt.Sprintf(format, args...)}
+	return model.FieldErrorf(path, format, args...)
 }
 
 // ProtocolList is model.Protocols as error messages list them.
@@ -36,7 +26,7 @@ var ProtocolList = func() string {
 }()
 
 // CheckExport returns the first field of e that a peer would refuse or that
-// the ingress gateway could not serve, as a *FieldError; nil if none. Every
+// the ingress gateway could not serve, as a *model.FieldError; nil if none. Every
 // source checks what it hands on with it, so that a bad entry stops at the
 // edge it came in by. Defaults (mode, SNI) must already be set.
 func CheckExport(e *model.Export) error {

@@ -113,12 +113,12 @@ func (c *Config) Default() {
 
 var placeholder = regexp.MustCompile(`\{[^}]*\}`)
 
-// Check refuses what cannot work, as a *registry.FieldError whose path is
+// Check refuses what cannot work, as a *model.FieldError whose path is
 // relative to the Config (export.domainSuffix), for the embedding
 // configuration to prefix and place.
 func (c *Config) Check() error {
 	bad := func(path, format string, args ...any) error {
-		return &registry.FieldError{Path: path, Msg: fmt.Sprintf(format, args...)}
+		return &model.FieldError{Path: path, Msg: fmt.Sprintf(format, args...)}
 	}
 	if _, _, err := splitAddress(c.Address); err != nil {
 		return bad("address", "%q: %v", c.Address, err)

@@ -73,7 +73,7 @@ func Parse(b []byte, name string) ([]model.Export, error) {
 	}
 	out, err := doc.exports()
 	if err != nil {
-		var fe *registry.FieldError
+		var fe *model.FieldError
 		if errors.As(err, &fe) {
 			return nil, fmt.Errorf("%s:%d: %w", name, ix.line(fe.Path), err)
 		}
@@ -82,7 +82,7 @@ func Parse(b []byte, name string) ([]model.Export, error) {
 	return out, nil
 }
 
-// exports converts and checks the document; errors are *registry.FieldError
+// exports converts and checks the document; errors are *model.FieldError
 // with the path from the document's root.
 func (d *document) exports() ([]model.Export, error) {
 	out := make([]model.Export, 0, len(d.Services))
@@ -96,17 +96,17 @@ func (d *document) exports() ([]model.Export, error) {
 			return nil, err
 		}
 		if err := registry.CheckExport(&e); err != nil {
-			var fe *registry.FieldError
+			var fe *model.FieldError
 			if errors.As(err, &fe) {
-				return nil, &registry.FieldError{Path: at + "." + fe.Path, Msg: fe.Msg}
+				return nil, fe.Under(at)
 			}
 			return nil, err
 		}
 		if j, ok := names[e.Name]; ok {
-			return nil, &registry.FieldError{Path: at + ".name", Msg: fmt.Sprintf("%q is used by services[%d] too", e.Name, j)}
+			return nil, &model.FieldError{Path: at + ".name", Msg: fmt.Sprintf("%q is used by services[%d] too", e.Name, j)}
 		}
 		if j, ok := fqdns[e.FQDN]; ok {
-			return nil, &registry.FieldError{Path: at + ".fqdn", Msg: fmt.Sprintf("%q is used by services[%d] too", e.FQDN, j)}
+			return nil, &model.FieldError{Path: at + ".fqdn", Msg: fmt.Sprintf("%q is used by services[%d] too", e.FQDN, j)}
 		}
 		names[e.Name], fqdns[e.FQDN] = i, i
 		// The ingress routes on SNI across every service, so an SNI set by
@@ -114,7 +114,7 @@ func (d *document) exports() ([]model.Export, error) {
 		for j, p := range e.Ports {
 			pat := fmt.Sprintf("%s.ports[%d]", at, j)
 			if other, ok := snis[p.SNI]; ok {
-				return nil, &registry.FieldError{Path: pat + ".sni", Msg: fmt.Sprintf("%q is used by %s too", p.SNI, other)}
+				return nil, &model.FieldError{Path: pat + ".sni", Msg: fmt.Sprintf("%q is used by %s too", p.SNI, other)}
 			}
 			snis[p.SNI] = pat
 		}
@@ -164,9 +164,9 @@ func (s *service) export(at string) (model.Export, error) {
 func portNumber(p *int, path string) (uint32, error) {
 	switch {
 	case p == nil:
-		return 0, &registry.FieldError{Path: path, Msg: "required"}
+		return 0, &model.FieldError{Path: path, Msg: "required"}
 	case *p < 1 || *p > 65535:
-		return 0, &registry.FieldError{Path: path, Msg: fmt.Sprintf("%d is not a port 1..65535", *p)}
+		return 0, &model.FieldError{Path: path, Msg: fmt.Sprintf("%d is not a port 1..65535", *p)}
 	}
 	return uint32(*p), nil
 }
