@@ -260,9 +260,10 @@ func (a *Agent) ready() bool {
 		}
 	}
 	// The agent's own node is in the catalog once it has synced, which
-	// services registered through the agent API need.
-	_, ok := get("/v1/catalog/node/consultest")
-	return ok
+	// services registered through the agent API need. Consul answers 200
+	// with "null" for a node it does not know yet.
+	node, ok := get("/v1/catalog/node/consultest")
+	return ok && strings.TrimSpace(node) != "null"
 }
 
 // Stop stops the agent, as the end of the test also does; a test calls it
