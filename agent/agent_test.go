@@ -109,20 +109,24 @@ func start(t *testing.T, c *config.Config) *running {
 	return r
 }
 
-func orders() model.Export {
-	e := inventory()
-	e.Name, e.FQDN = "orders", "orders.mesh-a.example"
-	return e
-}
+func orders() model.Export { return export("orders") }
 
-func inventory() model.Export {
-	return model.Export{
-		Name: "inventory", FQDN: "inventory.mesh-a.example", Mode: model.Terminate, Consumers: []string{"mesh-b"},
+func inventory() model.Export { return export("inventory") }
+
+// export is a service as a registry exports it: with the default SNI of
+// each port.
+func export(name string) model.Export {
+	e := model.Export{
+		Name: name, FQDN: name + ".mesh-a.example", Mode: model.Terminate, Consumers: []string{"mesh-b"},
 		Ports: []model.ExportPort{
 			{Name: "http", Port: 8080, Protocol: model.HTTP, Endpoints: []model.LocalEndpoint{{Address: "127.0.0.1", Port: 9080}}},
 			{Name: "db", Port: 5432, Protocol: model.TCP, Endpoints: []model.LocalEndpoint{{Address: "127.0.0.1", Port: 9432}}},
 		},
 	}
+	for i := range e.Ports {
+		e.Ports[i].SNI = model.DefaultSNI(e.Ports[i].Port, e.FQDN)
+	}
+	return e
 }
 
 // gateway connects an ADS client to an agent and follows it.
@@ -245,7 +249,7 @@ func TestTwoAgentsConfigureTheirGateways(t *testing.T) {
 	// resources only (and the route configuration holding its virtual
 	// host).
 	exp := inventory()
-	exp.Ports = append(exp.Ports, model.ExportPort{Name: "grpc", Port: 9090, Protocol: model.GRPC, Endpoints: []model.LocalEndpoint{{Address: "127.0.0.1", Port: 9091}}})
+	exp.Ports = append(exp.Ports, model.ExportPort{Name: "grpc", Port: 9090, Protocol: model.GRPC, SNI: model.DefaultSNI(9090, exp.FQDN), Endpoints: []model.LocalEndpoint{{Address: "127.0.0.1", Port: 9091}}})
 	a.Catalog.SetExports([]model.Export{exp, orders()})
 	ups := delta.until(t, "the new port", has(resource.ClusterType, "egress/mesh-a/inventory/grpc"))
 	for _, u := range ups {

@@ -141,7 +141,7 @@ func startAgent(cfg agentConfig) (a *agent, err error) {
 			name := fmt.Sprintf("svc-%06d", i)
 			exps[i] = model.Export{
 				Name: name, FQDN: name + "." + peerTD, Mode: model.Terminate, Consumers: []string{other},
-				Ports: []model.ExportPort{{Name: "http", Port: 8080, Protocol: model.HTTP, Endpoints: []model.LocalEndpoint{{Address: "10.1.0.1", Port: 8080}}}},
+				Ports: []model.ExportPort{{Name: "http", Port: 8080, Protocol: model.HTTP, SNI: model.DefaultSNI(8080, name+"."+peerTD), Endpoints: []model.LocalEndpoint{{Address: "10.1.0.1", Port: 8080}}}},
 			}
 		}
 		cat.SetExports(exps)

@@ -69,11 +69,7 @@ func EgressResources(in *Input, imp model.Import) ServiceResources {
 		// inside this mTLS too: nothing crosses the boundary without this
 		// mesh's identity, and the owner's ingress routes on the SNI it
 		// advertised, not on the workload's.
-		sni := inst.SNI
-		if sni == "" {
-			sni = model.DefaultSNI(inst.Port, imp.Service.FQDN)
-		}
-		c.TransportSocket = upstreamTLS(sni, peer, imp.Service.SANs)
+		c.TransportSocket = upstreamTLS(inst.SNI, peer, imp.Service.SANs)
 		c.OutlierDetection = outlierDetection()
 		streaming := inst.Protocol == model.HTTP2 || inst.Protocol == model.GRPC
 		if streaming {
@@ -155,13 +151,9 @@ func IngressResources(in *Input, exp model.Export) ServiceResources {
 		if cla != nil {
 			out.Endpoints = append(out.Endpoints, cla)
 		}
-		sni := p.SNI
-		if sni == "" {
-			sni = model.DefaultSNI(p.Port, exp.FQDN)
-		}
 		chain := &listener.FilterChain{
 			Name:             name,
-			FilterChainMatch: &listener.FilterChainMatch{ServerNames: []string{sni}, TransportProtocol: tlsTransport},
+			FilterChainMatch: &listener.FilterChainMatch{ServerNames: []string{p.SNI}, TransportProtocol: tlsTransport},
 		}
 		if terminate {
 			chain.TransportSocket = downstreamTLS(validator, callerSANs(peers))

@@ -63,8 +63,8 @@ func wantService() model.Service {
 		SANs: []string{"spiffe://mesh-b.example/ns/istio-system/sa/ingress", "spiffe://gw.example/gw"},
 		Instances: []model.Instance{
 			{ID: "http", Protocol: model.HTTP, SNI: "outbound_.8080_._.payments.mesh-b.example", Port: 8080},
-			{ID: "grpc", Protocol: model.GRPC, Hostname: "payments.mesh-b.example", Selector: []string{"zone-a"}},
-			{ID: "db", Protocol: model.TCP},
+			{ID: "grpc", Protocol: model.GRPC, Hostname: "payments.mesh-b.example", Selector: []string{"zone-a"}, SNI: "outbound_.0_._.payments.mesh-b.example"},
+			{ID: "db", Protocol: model.TCP, SNI: "outbound_.0_._.payments.mesh-b.example"},
 		},
 	}
 }

@@ -175,17 +175,21 @@ func (m *metaPass) once(seen *string, k, name string) error {
 // maxSNILen is the longest server name Envoy sends or matches.
 const maxSNILen = 255
 
-// defaultSNIs refuses an instance without an SNI whose default one, derived
-// from the fqdn, is too long to be sent: refused here, with a reason the
-// owner can act on, rather than as a cluster Envoy drops later.
+// defaultSNIs gives each instance without an SNI the default one, derived
+// from the fqdn: this is the edge where what peers send enters, and nothing
+// past it applies the default again. An instance whose default is too long
+// to be sent is refused here, with a reason the owner can act on, rather
+// than as a cluster Envoy drops later.
 func defaultSNIs(ins []model.Instance, fqdn string) error {
-	for i, in := range ins {
-		if in.SNI != "" {
+	for i := range ins {
+		if ins[i].SNI != "" {
 			continue
 		}
-		if sni := model.DefaultSNI(in.Port, fqdn); len(sni) > maxSNILen {
+		sni := model.DefaultSNI(ins[i].Port, fqdn)
+		if len(sni) > maxSNILen {
 			return invalid("instances[%d]: no SNI metadata, and the default %s is %d bytes, over the %d a TLS server name may have: state a shorter SNI", i, quote(sni[:40]+"..."), len(sni), maxSNILen)
 		}
+		ins[i].SNI = sni
 	}
 	return nil
 }

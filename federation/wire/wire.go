@@ -90,17 +90,13 @@ func Advertise(e model.Export, in Ingress) model.Service {
 		s.Endpoints = append(s.Endpoints, ep)
 	}
 	for _, p := range e.Ports {
-		sni := p.SNI
-		if sni == "" {
-			sni = model.DefaultSNI(p.Port, e.FQDN)
-		}
 		id := p.Name
 		if id == "" {
 			// Registries require port names; an export set another way
 			// still gets the REQUIRED, unique instance id.
 			id = strings.ToLower(string(p.Protocol)) + "-" + strconv.FormatUint(uint64(p.Port), 10)
 		}
-		s.Instances = append(s.Instances, model.Instance{ID: id, Protocol: p.Protocol, SNI: sni, Port: p.Port, Selector: []string{IngressLabel}})
+		s.Instances = append(s.Instances, model.Instance{ID: id, Protocol: p.Protocol, SNI: p.SNI, Port: p.Port, Selector: []string{IngressLabel}})
 	}
 	sort.Slice(s.Instances, func(i, j int) bool { return s.Instances[i].ID < s.Instances[j].ID })
 	return s

@@ -25,7 +25,7 @@ func TestAdvertisePublishesRequiredFields(t *testing.T) {
 	e := model.Export{
 		Name: "payments", FQDN: "payments.mesh-b.example", Mode: model.Terminate,
 		Ports: []model.ExportPort{
-			{Name: "web", Port: 8080, Protocol: model.HTTP},
+			{Name: "web", Port: 8080, Protocol: model.HTTP, SNI: model.DefaultSNI(8080, "payments.mesh-b.example")},
 			{Port: 5432, Protocol: model.TCP, SNI: "db.payments.mesh-b.example"},
 		},
 	}

@@ -137,7 +137,7 @@ func service(name string, proto model.Protocol, port uint32, addrs ...string) mo
 	s := model.Service{
 		Name: name, FQDN: name + ".mesh-b.example",
 		SANs:      []string{"spiffe://mesh-b.example/meshfed/gateway/ingress"},
-		Instances: []model.Instance{{ID: "p", Protocol: proto, Port: port}},
+		Instances: []model.Instance{{ID: "p", Protocol: proto, Port: port, SNI: model.DefaultSNI(port, name+".mesh-b.example")}},
 	}
 	for _, a := range addrs {
 		s.Endpoints = append(s.Endpoints, model.Endpoint{Address: a, Port: 15444})
@@ -208,7 +208,7 @@ func TestRunnerExports(t *testing.T) {
 
 	exp := model.Export{
 		Name: "inventory", FQDN: "inventory.mesh-a.example", Mode: model.Terminate, Consumers: []string{"mesh-b"},
-		Ports: []model.ExportPort{{Name: "http", Port: 8080, Protocol: model.HTTP, Endpoints: []model.LocalEndpoint{{Address: "127.0.0.1", Port: 9080}}}},
+		Ports: []model.ExportPort{{Name: "http", Port: 8080, Protocol: model.HTTP, SNI: model.DefaultSNI(8080, "inventory.mesh-a.example"), Endpoints: []model.LocalEndpoint{{Address: "127.0.0.1", Port: 9080}}}},
 	}
 	e.src.setExports([]model.Export{exp})
 	e.wait()

@@ -54,7 +54,7 @@ func TestTranslatorPortsOfRejectedVersions(t *testing.T) {
 	// fails, the old one keeps its port and nothing is freed.
 	noBundle := testSecrets(t)
 	delete(noBundle.Bundles, "mesh-b.example")
-	db.Instances = append(db.Instances, model.Instance{ID: "q", Protocol: model.TCP, Port: 5433})
+	db.Instances = append(db.Instances, model.Instance{ID: "q", Protocol: model.TCP, Port: 5433, SNI: model.DefaultSNI(5433, db.FQDN)})
 	res = tr.Apply(Changes{Secrets: &noBundle, Imports: []ImportChange{importChange(db)}, Ports: map[string]uint32{p: 21000, q: 21001}})
 	require.Len(t, res.Rejected, 1)
 	require.Empty(t, res.Held)

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"sigs.k8s.io/yaml"
 
+	"github.com/meshfed/meshfed/model"
 	"github.com/meshfed/meshfed/snapshot"
 )
 
@@ -30,14 +31,14 @@ func LoadInput(path string) (*snapshot.Input, error) {
 	if err := yaml.UnmarshalStrict(b, &ti); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	in := ti.Input
+	in := WithEdgeDefaults(&ti.Input)
 	if ti.AllocatePortsFrom != 0 {
 		in.EgressPorts = map[string]uint32{}
 		for i, k := range snapshot.EgressPortKeys(in.Imports) {
 			in.EgressPorts[k] = ti.AllocatePortsFrom + uint32(i)
 		}
 	}
-	return &in, nil
+	return in, nil
 }
 
 // typeKeys are the short names of the resource types in golden files.
@@ -72,4 +73,27 @@ func Render(res *snapshot.Resources) ([]byte, error) {
 		}
 	}
 	return yaml.Marshal(out)
+}
+
+// WithEdgeDefaults gives in what the edges give every service before it
+// reaches the translation: the default SNI of each imported instance
+// (federation/validate) and exported port (the registries) without one.
+func WithEdgeDefaults(in *snapshot.Input) *snapshot.Input {
+	for i := range in.Imports {
+		svc := &in.Imports[i].Service
+		for j := range svc.Instances {
+			if inst := &svc.Instances[j]; inst.SNI == "" {
+				inst.SNI = model.DefaultSNI(inst.Port, svc.FQDN)
+			}
+		}
+	}
+	for i := range in.Exports {
+		exp := &in.Exports[i]
+		for j := range exp.Ports {
+			if p := &exp.Ports[j]; p.SNI == "" {
+				p.SNI = model.DefaultSNI(p.Port, exp.FQDN)
+			}
+		}
+	}
+	return in
 }

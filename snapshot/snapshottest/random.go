@@ -154,5 +154,5 @@ func RandomInput(data []byte) *snapshot.Input {
 		}
 		in.Exports = append(in.Exports, exp)
 	}
-	return in
+	return WithEdgeDefaults(in)
 }
