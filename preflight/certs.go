@@ -19,6 +19,7 @@ import (
 
 	"github.com/meshfed/meshfed/certs"
 	"github.com/meshfed/meshfed/config"
+	"github.com/meshfed/meshfed/model"
 )
 
 // identity checks each role's SVID files: they load, the key is the
@@ -28,10 +29,10 @@ func (r *Report) identity(now time.Time) {
 	id := r.Config.Identity
 	td := spiffeid.RequireTrustDomainFromString(r.Config.TrustDomain)
 	for _, g := range []struct {
-		role certs.Role
+		role model.Role
 		f    *config.Files
-	}{{certs.RoleAgent, id.Agent}, {certs.RoleEgress, id.Egress}, {certs.RoleIngress, id.Ingress}} {
-		if g.f == nil || (g.role == certs.RoleAgent && id.WorkloadAPI != "") {
+	}{{model.Agent, id.Agent}, {model.Egress, id.Egress}, {model.Ingress, id.Ingress}} {
+		if g.f == nil || (g.role == model.Agent && id.WorkloadAPI != "") {
 			continue // the Workload API is asked only when running
 		}
 		at := "identity." + string(g.role)
@@ -148,7 +149,7 @@ func pemKey(b []byte) (crypto.Signer, error) {
 // svidID checks the SPIFFE ID against the trust domain and the IDs the
 // roles are known by. Peers are told the ingress gateway's ID (the dev
 // CA's), and their egress gateways verify exactly it.
-func (r *Report) svidID(at string, td spiffeid.TrustDomain, role certs.Role, id spiffeid.ID, file string) {
+func (r *Report) svidID(at string, td spiffeid.TrustDomain, role model.Role, id spiffeid.ID, file string) {
 	if id.TrustDomain() != td {
 		r.add(Error, at+".cert", "%s holds %s, which is not in this mesh's trust domain %s", file, id, td.Name())
 		return
@@ -163,15 +164,15 @@ func (r *Report) svidID(at string, td spiffeid.TrustDomain, role certs.Role, id 
 			return
 		}
 	}
-	if role == certs.RoleIngress {
+	if role == model.Ingress {
 		r.add(Error, at+".cert", "%s holds %s, but peers are told that this mesh's ingress gateway presents %s and accept no other", file, id, want)
 		return
 	}
 	r.add(Warning, at+".cert", "%s holds %s, not %s: peers that list this mesh's SPIFFE IDs (spiffeIds, callers) must name it", file, id, want)
 }
 
-func roleName(r certs.Role) string {
-	if r == certs.RoleAgent {
+func roleName(r model.Role) string {
+	if r == model.Agent {
 		return "agent"
 	}
 	return string(r) + " gateway"
