@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 
 	"go.uber.org/zap"
@@ -14,17 +15,25 @@ import (
 // so that prose such as "no private key in file" is not refused.
 var pemKeyMarker = []byte("PRIVATE KEY")
 
+// ErrNotFound, wrapped in an answer's error, makes it a 404: the thing
+// asked for (a gateway's node id) is not there.
+var ErrNotFound = errors.New("not found")
+
 // errorBody is how every JSON endpoint reports a failure.
 type errorBody struct {
 	Error string `json:"error"`
 }
 
 // api answers with fn's value as JSON, or its error as {"error": ...}.
-func (s *Server) api(fn func(context.Context) (any, error)) http.HandlerFunc {
+func (s *Server) api(fn func(context.Context, *http.Request) (any, error)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		v, err := fn(r.Context())
+		v, err := fn(r.Context(), r)
 		if err != nil {
-			s.writeJSON(w, r, http.StatusInternalServerError, errorBody{Error: err.Error()})
+			code := http.StatusInternalServerError
+			if errors.Is(err, ErrNotFound) {
+				code = http.StatusNotFound
+			}
+			s.writeJSON(w, r, code, errorBody{Error: err.Error()})
 			return
 		}
 		s.writeJSON(w, r, http.StatusOK, v)

@@ -51,6 +51,12 @@ type Options struct {
 	Status  func(ctx context.Context) (any, error)
 	Imports func(ctx context.Context) (any, error)
 	Exports func(ctx context.Context) (any, error)
+	// Gateways answers /api/v1/gateways; nil leaves it out.
+	Gateways func(ctx context.Context) (any, error)
+	// ConfigDump answers /api/v1/gateways/{node}/config_dump with what
+	// the gateway of that node id is served, private keys redacted; an
+	// error that wraps ErrNotFound answers 404. nil leaves it out.
+	ConfigDump func(ctx context.Context, node string) (any, error)
 	// LogLevel, when set, serves GET and PUT /api/v1/loglevel to requests
 	// from loopback only ({"level": "debug"}; zap.AtomicLevel is one):
 	// the level says how much of the agent's work is written down, which
@@ -113,13 +119,19 @@ func (s *Server) routes(opts Options) http.Handler {
 	mux.Handle("GET /readyz", probe(opts.Ready, opts.Degraded))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(opts.Gatherer, promhttp.HandlerOpts{ErrorLog: zap.NewStdLog(s.log)}))
 	for path, fn := range map[string]func(context.Context) (any, error){
-		"/api/v1/status":  opts.Status,
-		"/api/v1/imports": opts.Imports,
-		"/api/v1/exports": opts.Exports,
+		"/api/v1/status":   opts.Status,
+		"/api/v1/imports":  opts.Imports,
+		"/api/v1/exports":  opts.Exports,
+		"/api/v1/gateways": opts.Gateways,
 	} {
 		if fn != nil {
-			mux.Handle("GET "+path, s.api(fn))
+			mux.Handle("GET "+path, s.api(func(ctx context.Context, _ *http.Request) (any, error) { return fn(ctx) }))
 		}
+	}
+	if fn := opts.ConfigDump; fn != nil {
+		mux.Handle("GET /api/v1/gateways/{node}/config_dump", s.api(func(ctx context.Context, r *http.Request) (any, error) {
+			return fn(ctx, r.PathValue("node"))
+		}))
 	}
 	if opts.LogLevel != nil {
 		mux.Handle("GET /api/v1/loglevel", loopbackOnly(opts.LogLevel))

@@ -125,6 +125,8 @@ func (a *Agent) adminServer() (*admin.Server, error) {
 		Status:           a.Status,
 		Imports:          a.Imports,
 		Exports:          a.Exports,
+		Gateways:         a.Gateways,
+		ConfigDump:       a.ConfigDump,
 		PProf:            a.cfg.Admin.PProf,
 		Log:              a.log.Named("admin"),
 	})

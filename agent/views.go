@@ -11,7 +11,6 @@ import (
 	"github.com/meshfed/meshfed/model"
 	"github.com/meshfed/meshfed/registry"
 	"github.com/meshfed/meshfed/snapshot"
-	"github.com/meshfed/meshfed/xds"
 )
 
 // The admin API's answers. They hold names, addresses and states, never
@@ -19,10 +18,10 @@ import (
 
 // Status is the answer of /api/v1/status.
 type Status struct {
-	Mesh     string             `json:"mesh"`
-	Ready    bool               `json:"ready"`
-	Peers    []PeerStatus       `json:"peers"`
-	Gateways []xds.ClientStatus `json:"gateways"`
+	Mesh     string        `json:"mesh"`
+	Ready    bool          `json:"ready"`
+	Peers    []PeerStatus  `json:"peers"`
+	Gateways []GatewayView `json:"gateways"`
 	// Refused are the latest Hamlet connections refused from clients of no
 	// configured peer's trust domain (or of none at all).
 	Refused []peer.Refusal `json:"refused,omitempty"`
@@ -79,7 +78,7 @@ type ExportView struct {
 
 // Status gathers the agent's state.
 func (a *Agent) Status(context.Context) (any, error) {
-	s := Status{Mesh: a.cfg.TrustDomain, Ready: a.Ready() == nil, Gateways: a.XDS.Clients(), Refused: a.Peers.Refused()}
+	s := Status{Mesh: a.cfg.TrustDomain, Ready: a.Ready() == nil, Gateways: a.gatewayViews(), Refused: a.Peers.Refused()}
 	for _, ps := range a.Peers.Status() {
 		v := PeerStatus{Status: ps}
 		for name, d := range a.Catalog.Deliveries(ps.Name) {

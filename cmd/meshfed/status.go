@@ -141,18 +141,8 @@ func statusTable(w *tabwriter.Writer, s agent.Status) {
 	}
 	rejectedTable(w, s.Peers)
 	refusedTable(w, s)
-	fmt.Fprintln(w, "\nGATEWAY\tROLE\tSTREAM\tACKED VERSIONS\tLAST NACK")
-	for _, g := range s.Gateways {
-		var acked []string
-		nack := "-"
-		for _, t := range g.Types {
-			acked = append(acked, shortType(t.TypeURL)+"="+dash(t.LastAckedVersion))
-			if t.LastNack != nil {
-				nack = shortType(t.TypeURL) + ": " + t.LastNack.Message
-			}
-		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", g.NodeID, g.Role, g.Stream, strings.Join(acked, " "), nack)
-	}
+	fmt.Fprintln(w)
+	gatewaysTable(w, s.Gateways)
 }
 
 func peersTable(w *tabwriter.Writer, peers []agent.PeerStatus) {

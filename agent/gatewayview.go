@@ -1,0 +1,265 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/meshfed/meshfed/admin"
+	"github.com/meshfed/meshfed/snapshot/cache"
+	"github.com/meshfed/meshfed/xds"
+)
+
+// The states of one type on a gateway's stream.
+const (
+	// Synced: the gateway ACKed what the agent wants it to hold.
+	Synced = "SYNCED"
+	// Stale: the gateway has not (yet) ACKed what the agent wants it to
+	// hold: a response is on its way, or unanswered.
+	Stale = "STALE"
+	// Nacked: the gateway's last answer was a NACK; it keeps what it held.
+	Nacked = "NACKED"
+	// Unserved: the node id is not one of this agent's gateways, so it is
+	// sent nothing.
+	Unserved = "UNSERVED"
+)
+
+// GatewayView is one connected gateway stream, as /api/v1/gateways and
+// the status show it.
+type GatewayView struct {
+	NodeID string `json:"nodeId"`
+	// Role is egress, ingress, or unknown for a node id that is not one of
+	// this agent's gateways.
+	Role string `json:"role"`
+	// Stream is sotw or delta.
+	Stream string `json:"stream"`
+	// Channel is unix, mtls or plaintext (which serves no private key).
+	Channel string `json:"channel,omitempty"`
+	// SPIFFEID is the gateway's identity, over mutual TLS.
+	SPIFFEID    string        `json:"spiffeId,omitempty"`
+	ConnectedAt time.Time     `json:"connectedAt"`
+	Types       []GatewayType `json:"types"`
+}
+
+// GatewayType is the state of one type URL on a gateway's stream.
+type GatewayType struct {
+	TypeURL string `json:"typeUrl"`
+	// State is SYNCED, STALE, NACKED or UNSERVED.
+	State string `json:"state"`
+	// WantedVersion is the version of the type the agent serves the
+	// gateway's role now: a state-of-the-world version_info, or a delta
+	// system_version_info.
+	WantedVersion string    `json:"wantedVersion,omitempty"`
+	SentVersion   string    `json:"sentVersion,omitempty"`
+	SentAt        time.Time `json:"sentAt,omitzero"`
+	AckedVersion  string    `json:"ackedVersion,omitempty"`
+	AckedAt       time.Time `json:"ackedAt,omitzero"`
+	// LastNack is the last response of the type the gateway rejected, also
+	// once a later one was ACKed.
+	LastNack *GatewayNack `json:"lastNack,omitempty"`
+}
+
+// GatewayNack is a response a gateway rejected, and why.
+type GatewayNack struct {
+	Version string    `json:"version,omitempty"`
+	Reason  string    `json:"reason"`
+	At      time.Time `json:"at"`
+}
+
+// Gateways answers /api/v1/gateways.
+func (a *Agent) Gateways(context.Context) (any, error) {
+	return a.gatewayViews(), nil
+}
+
+func (a *Agent) gatewayViews() []GatewayView {
+	clients := a.XDS.Clients()
+	out := make([]GatewayView, 0, len(clients))
+	for _, c := range clients {
+		out = append(out, a.gatewayView(c))
+	}
+	return out
+}
+
+func (a *Agent) gatewayView(c xds.ClientStatus) GatewayView {
+	v := GatewayView{
+		NodeID: c.NodeID, Role: c.Role, Stream: c.Stream, Channel: c.Channel, SPIFFEID: c.SPIFFEID,
+		ConnectedAt: c.ConnectedAt, Types: make([]GatewayType, 0, len(c.Types)),
+	}
+	role, served := a.nodeRole(c.NodeID)
+	for _, t := range c.Types {
+		gt := GatewayType{
+			TypeURL: t.TypeURL, SentVersion: t.LastSentVersion, SentAt: t.LastSentAt,
+			AckedVersion: t.LastAckedVersion, AckedAt: t.LastAckedAt,
+		}
+		if n := t.LastNack; n != nil {
+			gt.LastNack = &GatewayNack{Version: n.Version, Reason: n.Message, At: n.At}
+		}
+		if served {
+			if c.Stream == "delta" {
+				gt.WantedVersion = a.Cache.DeltaVersion(role, t.TypeURL)
+			} else {
+				gt.WantedVersion = a.Cache.Version(role, t.TypeURL)
+			}
+		}
+		gt.State = typeState(served, wildcard(t.TypeURL), gt)
+		v.Types = append(v.Types, gt)
+	}
+	return v
+}
+
+// wildcard reports whether a gateway subscribes to every resource of the
+// type (clusters, listeners), so that every new version is sent to it.
+func wildcard(typeURL string) bool {
+	return typeURL == resource.ClusterType || typeURL == resource.ListenerType
+}
+
+// typeState says where a type of a stream stands. A NACK newer than the
+// last ACK is NACKED. A type the gateway holds in full (clusters,
+// listeners) is SYNCED when its ACKed version is the wanted one. A type
+// it subscribes to by name (endpoints, routes, secrets) is sent a new
+// version only when a resource it named changed, so it is SYNCED when it
+// ACKed the last response it was sent: the wanted version may be newer
+// for resources it does not use.
+func typeState(served, all bool, t GatewayType) string {
+	switch {
+	case !served:
+		return Unserved
+	case t.LastNack != nil && !t.LastNack.At.Before(t.AckedAt):
+		return Nacked
+	case t.AckedVersion == "":
+		return Stale
+	case all && t.AckedVersion == t.WantedVersion:
+		return Synced
+	case !all && t.AckedVersion == t.SentVersion:
+		return Synced
+	}
+	return Stale
+}
+
+// nodeRole is the role of a node id, as the cache serves it.
+func (a *Agent) nodeRole(id string) (cache.Role, bool) {
+	for _, r := range []struct {
+		role cache.Role
+		ids  []string
+	}{{cache.RoleEgress, a.cfg.Gateways.Egress.NodeIDs}, {cache.RoleIngress, a.cfg.Gateways.Ingress.NodeIDs}} {
+		for _, n := range r.ids {
+			if n == id {
+				return r.role, true
+			}
+		}
+	}
+	return "", false
+}
+
+// dumpTypes are the types of a config dump, in the order of Envoy's.
+var dumpTypes = []string{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType, resource.SecretType}
+
+// ConfigDump answers /api/v1/gateways/{node}/config_dump: what the agent
+// serves the connected gateway of that node id, as Envoy's /config_dump
+// shows its dynamic resources (?include_eds), with proto field names as
+// Envoy writes them. Private keys are "[redacted]", as Envoy shows them; a
+// gateway on a plaintext channel is never sent one, so its dump holds no
+// such secret. On a delta stream each resource has its own version; on
+// state of the world, the version of its type.
+func (a *Agent) ConfigDump(_ context.Context, node string) (any, error) {
+	var conn *xds.ClientStatus
+	for _, c := range a.XDS.Clients() {
+		if c.NodeID == node {
+			conn = &c
+			break
+		}
+	}
+	if conn == nil {
+		return nil, fmt.Errorf("no gateway with node id %q is connected: %w", node, admin.ErrNotFound)
+	}
+	role, ok := a.nodeRole(node)
+	if !ok {
+		return nil, fmt.Errorf("node id %q is not in gateways.egress.nodeIds or gateways.ingress.nodeIds: it is served nothing: %w", node, admin.ErrNotFound)
+	}
+	dump, err := a.configDump(role, conn.Stream == "delta", conn.Channel == string(xds.ChannelPlaintext))
+	if err != nil {
+		return nil, fmt.Errorf("config dump of %q: %w", node, err)
+	}
+	return protoJSON{dump}, nil
+}
+
+func (a *Agent) configDump(role cache.Role, delta, keyless bool) (*adminv3.ConfigDump, error) {
+	var (
+		clusters  adminv3.ClustersConfigDump
+		endpoints adminv3.EndpointsConfigDump
+		listeners adminv3.ListenersConfigDump
+		routes    adminv3.RoutesConfigDump
+		secrets   adminv3.SecretsConfigDump
+	)
+	for _, typ := range dumpTypes {
+		typeVersion := a.Cache.Version(role, typ)
+		for _, r := range a.Cache.Resources(role, typ) {
+			version := typeVersion
+			if delta {
+				version = r.Version
+			}
+			switch typ {
+			case resource.ClusterType:
+				clusters.DynamicActiveClusters = append(clusters.DynamicActiveClusters, &adminv3.ClustersConfigDump_DynamicCluster{VersionInfo: version, Cluster: r.Resource})
+			case resource.EndpointType:
+				endpoints.DynamicEndpointConfigs = append(endpoints.DynamicEndpointConfigs, &adminv3.EndpointsConfigDump_DynamicEndpointConfig{VersionInfo: version, EndpointConfig: r.Resource})
+			case resource.ListenerType:
+				listeners.DynamicListeners = append(listeners.DynamicListeners, &adminv3.ListenersConfigDump_DynamicListener{
+					Name: r.Name, ActiveState: &adminv3.ListenersConfigDump_DynamicListenerState{VersionInfo: version, Listener: r.Resource},
+				})
+			case resource.RouteType:
+				routes.DynamicRouteConfigs = append(routes.DynamicRouteConfigs, &adminv3.RoutesConfigDump_DynamicRouteConfig{VersionInfo: version, RouteConfig: r.Resource})
+			case resource.SecretType:
+				s, hadKey, err := redacted(r.Resource)
+				if err != nil {
+					return nil, fmt.Errorf("secret %q: %w", r.Name, err)
+				}
+				if hadKey && keyless {
+					continue
+				}
+				secrets.DynamicActiveSecrets = append(secrets.DynamicActiveSecrets, &adminv3.SecretsConfigDump_DynamicSecret{Name: r.Name, VersionInfo: version, Secret: s})
+			}
+		}
+	}
+	out := &adminv3.ConfigDump{}
+	for _, m := range []proto.Message{&clusters, &endpoints, &listeners, &routes, &secrets} {
+		b, err := anypb.New(m)
+		if err != nil {
+			return nil, err
+		}
+		out.Configs = append(out.Configs, b)
+	}
+	return out, nil
+}
+
+// redacted is a secret with its private key replaced by "[redacted]", and
+// whether it had one. The cache's resource is shared and left alone.
+func redacted(a *anypb.Any) (*anypb.Any, bool, error) {
+	var s tlsv3.Secret
+	if err := a.UnmarshalTo(&s); err != nil {
+		return nil, false, err
+	}
+	c := s.GetTlsCertificate()
+	if c.GetPrivateKey() == nil {
+		return a, false, nil
+	}
+	c.PrivateKey = &core.DataSource{Specifier: &core.DataSource_InlineString{InlineString: "[redacted]"}}
+	out, err := anypb.New(&s)
+	return out, true, err
+}
+
+// protoJSON marshals a proto as Envoy writes it: proto field names, Any
+// with its @type.
+type protoJSON struct{ proto.Message }
+
+func (p protoJSON) MarshalJSON() ([]byte, error) {
+	return protojson.MarshalOptions{UseProtoNames: true}.Marshal(p.Message)
+}
