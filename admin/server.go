@@ -5,12 +5,14 @@ package admin
 
 import (
 	"context"
+	_ "embed"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"net/http/pprof"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -73,7 +75,15 @@ type Server struct {
 	listen  string
 	log     *zap.Logger
 	handler http.Handler
+	// patterns are the routes served, as "METHOD /path".
+	patterns []string
 }
+
+// OpenAPI documents every route of the admin API; a test checks it against
+// the handlers.
+//
+//go:embed openapi.yaml
+var OpenAPI []byte
 
 // New checks opts and builds the routes; nothing listens yet.
 func New(opts Options) (*Server, error) {
@@ -115,37 +125,49 @@ func CheckListen(listen string, allowNonLoopback bool) error {
 // other methods with 405 and an Allow header.
 func (s *Server) routes(opts Options) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("GET /healthz", probe(opts.Live, nil))
-	mux.Handle("GET /readyz", probe(opts.Ready, opts.Degraded))
-	mux.Handle("GET /metrics", promhttp.HandlerFor(opts.Gatherer, promhttp.HandlerOpts{ErrorLog: zap.NewStdLog(s.log)}))
-	for path, fn := range map[string]func(context.Context) (any, error){
-		"/api/v1/status":   opts.Status,
-		"/api/v1/imports":  opts.Imports,
-		"/api/v1/exports":  opts.Exports,
-		"/api/v1/gateways": opts.Gateways,
+	handle := func(pattern string, h http.Handler) {
+		s.patterns = append(s.patterns, pattern)
+		mux.Handle(pattern, h)
+	}
+	handle("GET /healthz", probe(opts.Live, nil))
+	handle("GET /readyz", probe(opts.Ready, opts.Degraded))
+	handle("GET /metrics", promhttp.HandlerFor(opts.Gatherer, promhttp.HandlerOpts{ErrorLog: zap.NewStdLog(s.log)}))
+	for _, r := range []struct {
+		path string
+		fn   func(context.Context) (any, error)
+	}{
+		{"/api/v1/status", opts.Status},
+		{"/api/v1/imports", opts.Imports},
+		{"/api/v1/exports", opts.Exports},
+		{"/api/v1/gateways", opts.Gateways},
 	} {
-		if fn != nil {
-			mux.Handle("GET "+path, s.api(func(ctx context.Context, _ *http.Request) (any, error) { return fn(ctx) }))
+		if fn := r.fn; fn != nil {
+			handle("GET "+r.path, s.api(func(ctx context.Context, _ *http.Request) (any, error) { return fn(ctx) }))
 		}
 	}
 	if fn := opts.ConfigDump; fn != nil {
-		mux.Handle("GET /api/v1/gateways/{node}/config_dump", s.api(func(ctx context.Context, r *http.Request) (any, error) {
+		handle("GET /api/v1/gateways/{node}/config_dump", s.api(func(ctx context.Context, r *http.Request) (any, error) {
 			return fn(ctx, r.PathValue("node"))
 		}))
 	}
 	if opts.LogLevel != nil {
-		mux.Handle("GET /api/v1/loglevel", loopbackOnly(opts.LogLevel))
-		mux.Handle("PUT /api/v1/loglevel", loopbackOnly(opts.LogLevel))
+		level := jsonAnswer(opts.LogLevel)
+		handle("GET /api/v1/loglevel", loopbackOnly(level))
+		handle("PUT /api/v1/loglevel", loopbackOnly(level))
 	}
 	if opts.PProf {
-		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
-		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+		handle("GET /debug/pprof/", http.HandlerFunc(pprof.Index))
+		handle("GET /debug/pprof/cmdline", http.HandlerFunc(pprof.Cmdline))
+		handle("GET /debug/pprof/profile", http.HandlerFunc(pprof.Profile))
+		handle("GET /debug/pprof/symbol", http.HandlerFunc(pprof.Symbol))
+		handle("GET /debug/pprof/trace", http.HandlerFunc(pprof.Trace))
 	}
 	return mux
 }
+
+// Patterns are the routes the server serves, as "METHOD /path", in the
+// order they were added.
+func (s *Server) Patterns() []string { return slices.Clone(s.patterns) }
 
 // Handler serves the routes, for callers that run their own http.Server.
 func (s *Server) Handler() http.Handler { return s.handler }
@@ -190,6 +212,16 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 		return fmt.Errorf("admin: serving on %s: %w", lis.Addr(), err)
 	}
 	return nil
+}
+
+// jsonAnswer says that h answers JSON, which zap.AtomicLevel does without
+// saying so.
+func jsonAnswer(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		h.ServeHTTP(w, r)
+	})
 }
 
 // loopbackOnly answers 403 to a request that does not come from this

@@ -89,6 +89,10 @@ func (a *Agent) XDSAddr() net.Addr { return a.addrs.xds.Addr() }
 // AdminAddr is the admin server's address; valid after Listening.
 func (a *Agent) AdminAddr() net.Addr { return a.addrs.adminLis.Addr() }
 
+// AdminPatterns are the routes the admin server serves, as "METHOD
+// /path"; valid after Listening.
+func (a *Agent) AdminPatterns() []string { return a.addrs.admin.Patterns() }
+
 // BundleEndpointAddr is the bundle endpoint's address, nil when it is off;
 // valid after Listening.
 func (a *Agent) BundleEndpointAddr() net.Addr {

@@ -25,6 +25,9 @@ type Status struct {
 	// Refused are the latest Hamlet connections refused from clients of no
 	// configured peer's trust domain (or of none at all).
 	Refused []peer.Refusal `json:"refused,omitempty"`
+	// Sinks are the registries the imports are published in (Consul),
+	// and whether they can be reached.
+	Sinks []SinkStatus `json:"sinks,omitempty"`
 }
 
 // PeerStatus is a peer's connection and what it made of our exports.
@@ -43,7 +46,7 @@ type Rejection struct {
 	ResourceID string    `json:"resourceId"`
 	Code       string    `json:"code"`
 	Message    string    `json:"message"`
-	At         time.Time `json:"at"`
+	At         time.Time `json:"at,omitzero"`
 }
 
 // Delivery is a peer's last answer about one exported service.
@@ -52,7 +55,7 @@ type Delivery struct {
 	Acked   bool      `json:"acked"`
 	Code    string    `json:"code,omitempty"`
 	Message string    `json:"message,omitempty"`
-	At      time.Time `json:"at"`
+	At      time.Time `json:"at,omitzero"`
 }
 
 // ImportView is one imported service, with where local workloads reach it.
@@ -78,7 +81,7 @@ type ExportView struct {
 
 // Status gathers the agent's state.
 func (a *Agent) Status(context.Context) (any, error) {
-	s := Status{Mesh: a.cfg.TrustDomain, Ready: a.Ready() == nil, Gateways: a.gatewayViews(), Refused: a.Peers.Refused()}
+	s := Status{Mesh: a.cfg.TrustDomain, Ready: a.Ready() == nil, Gateways: a.gatewayViews(), Refused: a.Peers.Refused(), Sinks: a.Sinks()}
 	for _, ps := range a.Peers.Status() {
 		v := PeerStatus{Status: ps}
 		for name, d := range a.Catalog.Deliveries(ps.Name) {

@@ -24,16 +24,16 @@ type Source interface {
 // Imported is one imported service instance as local workloads reach it
 // through the egress gateway.
 type Imported struct {
-	Peer      string // peer name
-	Name      string // the owner's service name
-	FQDN      string // owner's fqdn
-	LocalFQDN string // name in this mesh (alias or fqdn)
-	Instance  string // instance id
-	Protocol  model.Protocol
-	Address   string // egress gateway address local workloads dial
+	Peer      string         `json:"peer"`      // peer name
+	Name      string         `json:"name"`      // the owner's service name
+	FQDN      string         `json:"fqdn"`      // owner's fqdn
+	LocalFQDN string         `json:"localFqdn"` // name in this mesh (alias or fqdn)
+	Instance  string         `json:"instance"`  // instance id
+	Protocol  model.Protocol `json:"protocol"`
+	Address   string         `json:"address"` // egress gateway address local workloads dial
 	// Port is the egress port: the instance's dedicated listener port
 	// (TCP-like protocols) or the shared HTTP listener port.
-	Port uint32
+	Port uint32 `json:"port"`
 }
 
 // Sink mirrors the imports into another registry.
