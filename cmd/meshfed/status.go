@@ -16,6 +16,7 @@ import (
 	"github.com/meshfed/meshfed/admin"
 	"github.com/meshfed/meshfed/agent"
 	"github.com/meshfed/meshfed/config"
+	"github.com/meshfed/meshfed/federation/peer"
 )
 
 // agentFlags say which agent a command talks to: its admin address, given
@@ -109,17 +110,61 @@ func statusCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "status",
 		Short: "Show the agent's peers, what they answered, and its gateways",
+		Long:  statusLong,
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			var s agent.Status
 			if err := f.get(c.Context(), "/api/v1/status", &s); err != nil {
 				return err
 			}
-			return f.print(c.OutOrStdout(), s, func(w *tabwriter.Writer) { statusTable(w, s) })
+			if err := f.print(c.OutOrStdout(), s, func(w *tabwriter.Writer) { statusTable(w, s) }); err != nil {
+				return err
+			}
+			problems := statusProblems(s)
+			for _, p := range problems {
+				fmt.Fprintln(c.ErrOrStderr(), "meshfed status: "+p)
+			}
+			if len(problems) > 0 {
+				return &exitError{code: 2}
+			}
+			return nil
 		},
 	}
 	f.add(c, true)
 	return c
+}
+
+const statusLong = `Show the agent's peers, what they answered, its gateways and the
+registries it publishes the imports in.
+
+Exit status: 0 when all is well; 1 when the agent could not be asked; 2
+when the agent answered but something needs a look, each reason on a line
+of standard error: a peer is failing (in backoff after a failed stream, or
+failed: it refused this agent), the agent is not ready, or a registry
+cannot be written to. A peer that dials this agent and has not yet
+connected (waiting) is not failing.`
+
+// statusProblems are the reasons for exit status 2, in the status's order.
+func statusProblems(s agent.Status) []string {
+	var out []string
+	if !s.Ready {
+		out = append(out, "the agent is not ready")
+	}
+	for _, p := range s.Peers {
+		if p.State == peer.Backoff || p.State == peer.Failed {
+			msg := fmt.Sprintf("peer %s is failing (%s)", p.Name, p.State)
+			if p.LastError != "" {
+				msg += ": " + p.LastError
+			}
+			out = append(out, msg)
+		}
+	}
+	for _, k := range s.Sinks {
+		if !k.Healthy && !k.FailingSince.IsZero() {
+			out = append(out, fmt.Sprintf("registry %s is failing since %s: %s", k.Name, k.FailingSince.UTC().Format(time.RFC3339), k.LastError))
+		}
+	}
+	return out
 }
 
 func statusTable(w *tabwriter.Writer, s agent.Status) {
@@ -143,6 +188,12 @@ func statusTable(w *tabwriter.Writer, s agent.Status) {
 	refusedTable(w, s)
 	fmt.Fprintln(w)
 	gatewaysTable(w, s.Gateways)
+	if len(s.Sinks) > 0 {
+		fmt.Fprintln(w, "\nREGISTRY\tHEALTHY\tLAST SYNC\tFAILING SINCE\tLAST ERROR")
+		for _, k := range s.Sinks {
+			fmt.Fprintf(w, "%s\t%t\t%s\t%s\t%s\n", k.Name, k.Healthy, ago(k.LastSync), ago(k.FailingSince), dash(k.LastError))
+		}
+	}
 }
 
 func peersTable(w *tabwriter.Writer, peers []agent.PeerStatus) {

@@ -3,10 +3,13 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
@@ -19,6 +22,13 @@ import (
 // startAgent runs one agent from a configuration written like a user would,
 // with a peer that never connects.
 func startAgent(t *testing.T) (*agent.Agent, string) {
+	t.Helper()
+	return startAgentDialing(t, "")
+}
+
+// startAgentDialing is startAgent with a peer this agent dials at dial
+// (none when empty).
+func startAgentDialing(t *testing.T, dial string) (*agent.Agent, string) {
 	t.Helper()
 	dir := t.TempDir()
 	_, err := run(t, "certs", "init", "--trust-domain", "mesh-a.example", "--out", filepath.Join(dir, "certs"))
@@ -34,7 +44,7 @@ trustBundles:
   mesh-a.example: {file: certs/bundle.pem}
   mesh-b.example: {file: b/bundle.pem}
 federation: {listen: 127.0.0.1:0}
-peers: [{name: mesh-b, trustDomain: mesh-b.example, spiffeIds: [spiffe://mesh-b.example/meshfed/agent]}]
+peers: [{name: mesh-b, trustDomain: mesh-b.example, spiffeIds: [spiffe://mesh-b.example/meshfed/agent], dial: "` + dial + `"}]
 xds: {listen: 127.0.0.1:0}
 admin: {listen: 127.0.0.1:0}
 exports: {file: services.yaml}
@@ -94,6 +104,28 @@ func TestStatusAndCatalogAgainstARunningAgent(t *testing.T) {
 
 	_, err = run(t, "catalog", "imports", "--agent", url, "-o", "xml")
 	require.EqualError(t, err, `--output: "xml" is not table, json or yaml`)
+}
+
+// A peer that cannot be dialed makes meshfed status exit with 2, and say
+// which peer and why on standard error; the table is printed all the same.
+func TestStatusExitsTwoWhenAPeerFails(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	dead := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	a, _ := startAgentDialing(t, dead)
+	url := "http://" + a.AdminAddr().String()
+	var out string
+	require.Eventually(t, func() bool {
+		out, err = run(t, "status", "--agent", url, "-o", "json")
+		return err != nil
+	}, 20*time.Second, 20*time.Millisecond)
+	var ee *exitError
+	require.ErrorAs(t, err, &ee)
+	require.Equal(t, 2, ee.code)
+	require.Contains(t, out, "meshfed status: peer mesh-b is failing (backoff): ")
+	require.Contains(t, out, dead)
+	require.Equal(t, 2, execute([]string{"status", "--agent", url}, io.Discard, io.Discard))
 }
 
 func TestStatusWithoutAnAgent(t *testing.T) {
