@@ -2,15 +2,18 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
 	"google.golang.org/grpc/codes"
 
+	"github.com/meshfed/meshfed/admin"
 	"github.com/meshfed/meshfed/federation/catalog"
 	"github.com/meshfed/meshfed/federation/store"
 	"github.com/meshfed/meshfed/model"
@@ -62,5 +65,36 @@ func BenchmarkExportsView(b *testing.B) {
 		if _, err := a.Exports(ctx); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkExportsAPI measures the whole answer of GET /api/v1/exports
+// over HTTP, JSON included, at 1,000 and 10,000 exports: the cost grows
+// with the exports, linearly.
+// go test ./agent -run XXX -bench ExportsAPI -benchtime 5x
+func BenchmarkExportsAPI(b *testing.B) {
+	for _, n := range []int{1000, 10000} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			a := withExports(b, n)
+			srv, err := admin.New(admin.Options{Listen: "127.0.0.1:0", Gatherer: prometheus.NewRegistry(), Ready: func() error { return nil }, Exports: a.Exports})
+			require.NoError(b, err)
+			lis, err := srv.Listen()
+			require.NoError(b, err)
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- srv.Serve(ctx, lis) }()
+			b.Cleanup(func() { cancel(); require.NoError(b, <-done) })
+			c := &admin.Client{BaseURL: "http://" + lis.Addr().String()}
+			b.ResetTimer()
+			for b.Loop() {
+				var v []json.RawMessage
+				if err := c.Get(ctx, "/api/v1/exports", &v); err != nil {
+					b.Fatal(err)
+				}
+				if len(v) != n {
+					b.Fatalf("%d exports, want %d", len(v), n)
+				}
+			}
+		})
 	}
 }
