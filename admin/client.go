@@ -33,12 +33,22 @@ type Client struct {
 // Get fetches path (such as /api/v1/status) and decodes its JSON into out;
 // a nil out discards the answer.
 func (c *Client) Get(ctx context.Context, path string, out any) error {
+	return c.do(ctx, http.MethodGet, path, out)
+}
+
+// Post posts nothing to path (such as /api/v1/reload) and decodes the
+// JSON answer into out; a nil out discards it.
+func (c *Client) Post(ctx context.Context, path string, out any) error {
+	return c.do(ctx, http.MethodPost, path, out)
+}
+
+func (c *Client) do(ctx context.Context, method, path string, out any) error {
 	base := strings.TrimSuffix(c.BaseURL, "/")
 	if base == "" {
 		return errors.New("admin client: no agent address (BaseURL is empty)")
 	}
 	u := base + path
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	req, err := http.NewRequestWithContext(ctx, method, u, nil)
 	if err != nil {
 		return fmt.Errorf("admin client: %q is not a URL: %w", u, err)
 	}
@@ -50,7 +60,7 @@ func (c *Client) Get(ctx context.Context, path string, out any) error {
 	resp, err := hc.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
-			return fmt.Errorf("GET %s: %w", u, ctx.Err())
+			return fmt.Errorf("%s %s: %w", method, u, ctx.Err())
 		}
 		// url.Error repeats the method and URL that the message gives.
 		var ue *url.Error
@@ -65,7 +75,7 @@ func (c *Client) Get(ctx context.Context, path string, out any) error {
 		return fmt.Errorf("reading the answer of %s: %w", u, err)
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return fmt.Errorf("the meshfed agent at %s answered GET %s with %s: %s", base, path, resp.Status, reason(body))
+		return fmt.Errorf("the meshfed agent at %s answered %s %s with %s: %s", base, method, path, resp.Status, reason(body))
 	}
 	if out == nil {
 		return nil

@@ -19,6 +19,11 @@ var pemKeyMarker = []byte("PRIVATE KEY")
 // asked for (a gateway's node id) is not there.
 var ErrNotFound = errors.New("not found")
 
+// ErrInvalid, wrapped in an answer's error, makes it a 422: what was asked
+// for cannot be done with the input given (a configuration file that does
+// not pass the check).
+var ErrInvalid = errors.New("invalid")
+
 // errorBody is how every JSON endpoint reports a failure.
 type errorBody struct {
 	Error string `json:"error"`
@@ -30,8 +35,11 @@ func (s *Server) api(fn func(context.Context, *http.Request) (any, error)) http.
 		v, err := fn(r.Context(), r)
 		if err != nil {
 			code := http.StatusInternalServerError
-			if errors.Is(err, ErrNotFound) {
+			switch {
+			case errors.Is(err, ErrNotFound):
 				code = http.StatusNotFound
+			case errors.Is(err, ErrInvalid):
+				code = http.StatusUnprocessableEntity
 			}
 			s.writeJSON(w, r, code, errorBody{Error: err.Error()})
 			return

@@ -59,6 +59,10 @@ type Options struct {
 	// the gateway of that node id is served, private keys redacted; an
 	// error that wraps ErrNotFound answers 404. nil leaves it out.
 	ConfigDump func(ctx context.Context, node string) (any, error)
+	// Reload, when set, serves POST /api/v1/reload to requests from
+	// loopback only: it re-reads the configuration file. An error that
+	// wraps ErrInvalid (the file does not pass the check) answers 422.
+	Reload func(ctx context.Context) (any, error)
 	// LogLevel, when set, serves GET and PUT /api/v1/loglevel to requests
 	// from loopback only ({"level": "debug"}; zap.AtomicLevel is one):
 	// the level says how much of the agent's work is written down, which
@@ -149,6 +153,9 @@ func (s *Server) routes(opts Options) http.Handler {
 		handle("GET /api/v1/gateways/{node}/config_dump", s.api(func(ctx context.Context, r *http.Request) (any, error) {
 			return fn(ctx, r.PathValue("node"))
 		}))
+	}
+	if fn := opts.Reload; fn != nil {
+		handle("POST /api/v1/reload", loopbackOnly(s.api(func(ctx context.Context, _ *http.Request) (any, error) { return fn(ctx) })))
 	}
 	if opts.LogLevel != nil {
 		level := jsonAnswer(opts.LogLevel)

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -52,8 +53,9 @@ type Agent struct {
 	certMetrics *certs.Metrics
 	// bundleSrv serves this mesh's bundle when bundleEndpoint is set.
 	bundleSrv *certs.BundleServer
-	// sources yield local services to export; sinks receive the imports.
-	sources   map[string]registry.Source
+	// exportSrc yields the local services to export (nil when none is
+	// configured) until a reload replaces it; sinks receive the imports.
+	exportSrc registry.Source
 	sinks     []*sink
 	listening chan struct{}
 	// importsChanged wakes the loop that updates DNS and sinks.
@@ -63,13 +65,25 @@ type Agent struct {
 	// LogLevel, when set before Run, is the logger's level, which the
 	// admin API then reads and changes (from loopback only).
 	LogLevel *zap.AtomicLevel
+	// ConfigPath, when set before Run, is the configuration file that
+	// Reload re-reads (POST /api/v1/reload, from loopback only; SIGHUP).
+	ConfigPath string
+
+	// reloadMu serializes reloads; current is the configuration as
+	// reloaded (what applies live), swapExports hands a new source of the
+	// exports to the loop running it.
+	reloadMu    sync.Mutex
+	current     *config.Config
+	swapExports chan exportSwap
+	reloads     *prometheus.CounterVec
 }
 
 // New builds the agent and restores its imports; nothing listens yet.
 func New(ctx context.Context, cfg *config.Config, log *zap.Logger, reg *prometheus.Registry) (_ *Agent, err error) {
 	// The result is not named a: every "return nil, err" would set it to
 	// nil before the deferred close ran.
-	a := &Agent{cfg: cfg, log: log, td: spiffeid.RequireTrustDomainFromString(cfg.TrustDomain), reg: reg, listening: make(chan struct{}), importsChanged: make(chan struct{}, 1)}
+	a := &Agent{cfg: cfg, log: log, td: spiffeid.RequireTrustDomainFromString(cfg.TrustDomain), reg: reg, listening: make(chan struct{}), importsChanged: make(chan struct{}, 1),
+		current: cfg, swapExports: make(chan exportSwap)}
 	defer func() {
 		if err != nil {
 			a.close()
@@ -80,6 +94,9 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger, reg *promethe
 		return nil, err
 	}
 	a.certMetrics = cm
+	if err := a.reloadMetric(); err != nil {
+		return nil, err
+	}
 	if err := a.identity(ctx, cm); err != nil {
 		return nil, err
 	}
@@ -113,7 +130,6 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger, reg *promethe
 		return nil, err
 	}
 	log.Info("restored imports from the store", zap.Int("imports", len(a.Catalog.Imports())), zap.String("path", cfg.Store.Path))
-	a.sources = map[string]registry.Source{}
 	if err := a.loadExports(); err != nil {
 		return nil, err
 	}

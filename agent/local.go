@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
 	"slices"
 
 	"go.uber.org/zap"
@@ -16,9 +15,7 @@ import (
 	"github.com/meshfed/meshfed/config"
 	"github.com/meshfed/meshfed/dnsserver"
 	"github.com/meshfed/meshfed/model"
-	"github.com/meshfed/meshfed/registry"
 	"github.com/meshfed/meshfed/registry/consul"
-	"github.com/meshfed/meshfed/registry/file"
 )
 
 // Ready reports whether the agent serves: the store is restored, the first
@@ -32,64 +29,32 @@ func (a *Agent) Ready() error {
 	}
 }
 
-// loadExports reads the registry file, so that the first configuration
-// already holds the exports; Run then follows the file.
+// loadExports builds the source of the exports (the registry file, Consul)
+// and reads the registry file, so that the first configuration already
+// holds the exports; Run then follows the source.
 func (a *Agent) loadExports() error {
-	path := a.cfg.Exports.File
-	if path == "" {
-		return nil
-	}
-	b, err := os.ReadFile(path)
+	src, exports, err := a.exportSources(a.cfg.Exports.File, a.cfg.Consul)
 	if err != nil {
-		return fmt.Errorf("exports.file: %w", err)
+		return err
 	}
-	exports, err := file.Parse(b, path)
-	if err != nil {
-		return fmt.Errorf("exports.file: %w", err)
+	if a.cfg.Exports.File != "" {
+		a.setExports(exports)
 	}
-	a.setExports(exports)
-	a.sources["exports.file"] = file.New(path, a.log)
+	a.exportSrc = src
 	return nil
 }
 
-// consul adds Consul as a source of exports and a sink of imports, as
-// configured.
+// consul adds Consul as a sink of imports, as configured.
 func (a *Agent) consul() error {
 	c := a.cfg.Consul
-	if c == nil {
+	if c == nil || c.Import == nil {
 		return nil
 	}
-	log := a.log.Named("consul")
-	if c.Export != nil {
-		src, err := consul.NewSource(*c, log)
-		if err != nil {
-			return fmt.Errorf("consul: %w", err)
-		}
-		a.sources["consul"] = src
+	sink, err := consul.NewSink(*c, a.log.Named("consul"))
+	if err != nil {
+		return fmt.Errorf("consul: %w", err)
 	}
-	if c.Import != nil {
-		sink, err := consul.NewSink(*c, log)
-		if err != nil {
-			return fmt.Errorf("consul: %w", err)
-		}
-		if err := a.addSink("consul", sink, c.Import.AntiEntropy); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// exportSource is every configured source as one.
-func (a *Agent) exportSource() registry.Source {
-	switch len(a.sources) {
-	case 0:
-		return nil
-	case 1:
-		for _, s := range a.sources {
-			return s
-		}
-	}
-	return registry.Merge(a.log, a.sources)
+	return a.addSink("consul", sink, c.Import.AntiEntropy)
 }
 
 // setExports offers exports to peers, warning of consumers that are not
@@ -115,6 +80,10 @@ func (a *Agent) adminServer() (*admin.Server, error) {
 	if a.LogLevel != nil {
 		level = a.LogLevel
 	}
+	var reload func(context.Context) (any, error)
+	if a.ConfigPath != "" {
+		reload = func(ctx context.Context) (any, error) { return a.Reload(ctx) }
+	}
 	return admin.New(admin.Options{
 		LogLevel:         level,
 		Listen:           a.cfg.Admin.Listen,
@@ -127,6 +96,7 @@ func (a *Agent) adminServer() (*admin.Server, error) {
 		Exports:          a.Exports,
 		Gateways:         a.Gateways,
 		ConfigDump:       a.ConfigDump,
+		Reload:           reload,
 		PProf:            a.cfg.Admin.PProf,
 		Log:              a.log.Named("admin"),
 	})

@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -24,13 +25,15 @@ import (
 	"github.com/meshfed/meshfed/xds/adsclient"
 )
 
-// startWithLogLevel is start, with the log level served by the admin API.
-func startWithLogLevel(t *testing.T, c *config.Config) *Agent {
+// startOperable is start, with the log level and reloads of the
+// configuration file at path served by the admin API.
+func startOperable(t *testing.T, c *config.Config, path string) *Agent {
 	t.Helper()
 	a, err := New(context.Background(), c, zaptest.NewLogger(t).Named(c.TrustDomain), prometheus.NewRegistry())
 	require.NoError(t, err)
 	level := zap.NewAtomicLevel()
 	a.LogLevel = &level
+	a.ConfigPath = path
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
@@ -58,7 +61,7 @@ func TestOpenAPIMatchesTheHandlers(t *testing.T) {
 	ma, mb := newMesh(t, root, "mesh-a"), newMesh(t, root, "mesh-b")
 	a := start(t, ma.config(t, mb, ""))
 	a.Catalog.SetExports([]model.Export{inventory()})
-	b := startWithLogLevel(t, mb.config(t, ma, a.FederationAddr().String()))
+	b := startOperable(t, mb.config(t, ma, a.FederationAddr().String()), filepath.Join(mb.dir, "meshfed.yaml"))
 	connect(t, b, adsclient.Options{NodeID: "egress-gateway", Delta: true})
 	require.Eventually(t, func() bool {
 		var views []GatewayView
@@ -101,6 +104,7 @@ func TestOpenAPIMatchesTheHandlers(t *testing.T) {
 		{"GET", "/api/v1/loglevel", "", 200},
 		{"PUT", "/api/v1/loglevel", `{"level":"debug"}`, 200},
 		{"PUT", "/api/v1/loglevel", `{"level":"loud"}`, 400},
+		{"POST", "/api/v1/reload", "", 200},
 	})
 }
 

@@ -56,9 +56,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if listeners.dns != nil {
 		g.Go(func() error { return listeners.dns.Serve(ctx) })
 	}
-	if src := a.exportSource(); src != nil {
-		g.Go(func() error { return src.Run(ctx, a.setExports) })
-	}
+	g.Go(func() error { return a.runExports(ctx) })
 	g.Go(func() error { a.followImports(ctx, listeners.dns); return nil })
 	err = g.Wait()
 	if errors.Is(err, context.Canceled) {

@@ -2,8 +2,12 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"os/signal"
 	"syscall"
+	"text/tabwriter"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -51,10 +55,73 @@ line and field; warnings are logged.`,
 				return err
 			}
 			a.LogLevel = &level
+			a.ConfigPath = path
+			reloadOnHangup(ctx, a)
 			return a.Run(ctx)
 		},
 	}
 	c.Flags().StringVar(&path, "config", "meshfed.yaml", "configuration file")
 	logs.add(c)
+	return c
+}
+
+// reloadOnHangup reloads the configuration on each SIGHUP until ctx ends;
+// the agent logs what it applied, what needs a restart, or why it refused
+// the file.
+func reloadOnHangup(ctx context.Context, a *agent.Agent) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		defer signal.Stop(hup)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				_, _ = a.Reload(ctx)
+			}
+		}
+	}()
+}
+
+func reloadCmd() *cobra.Command {
+	var f agentFlags
+	c := &cobra.Command{
+		Use:   "reload",
+		Short: "Make the running agent re-read its configuration file (as SIGHUP does)",
+		Long: `Make the running agent re-read its configuration file, as SIGHUP does.
+What can change while it runs is applied: where the exports come from
+(exports, consul.export). Every other field that changed is listed as
+needing a restart. A file that does not pass meshfed check changes
+nothing: the agent keeps its configuration and says why (exit status 1).
+The admin API answers reloads from loopback only.`,
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			cl, err := f.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(c.Context(), 30*time.Second)
+			defer cancel()
+			var res agent.ReloadResult
+			if err := cl.Post(ctx, "/api/v1/reload", &res); err != nil {
+				return err
+			}
+			return f.print(c.OutOrStdout(), res, func(w *tabwriter.Writer) {
+				if len(res.Applied)+len(res.NeedsRestart) == 0 {
+					fmt.Fprintln(w, "reloaded: nothing changed")
+					return
+				}
+				fmt.Fprintln(w, "FIELD\tCHANGE")
+				for _, f := range res.Applied {
+					fmt.Fprintf(w, "%s\tapplied\n", f)
+				}
+				for _, f := range res.NeedsRestart {
+					fmt.Fprintf(w, "%s\tneeds a restart\n", f)
+				}
+			})
+		},
+	}
+	f.add(c, true)
 	return c
 }

@@ -1,0 +1,324 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"reflect"
+	"slices"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/meshfed/meshfed/admin"
+	"github.com/meshfed/meshfed/config"
+	"github.com/meshfed/meshfed/model"
+	"github.com/meshfed/meshfed/preflight"
+	"github.com/meshfed/meshfed/registry"
+	"github.com/meshfed/meshfed/registry/consul"
+	"github.com/meshfed/meshfed/registry/file"
+)
+
+// liveFields are the configuration fields a reload applies while the
+// agent runs: where the exports come from (the registry file, the Consul
+// services exported and to which consumers). Every other field is read at
+// start only.
+var liveFields = []string{"exports", "consul.export"}
+
+// ReloadResult is the answer of a reload: the fields that changed, by
+// name, split into those applied and those that take effect at the next
+// start.
+type ReloadResult struct {
+	Applied      []string `json:"applied"`
+	NeedsRestart []string `json:"needsRestart"`
+}
+
+// exportSwap replaces the source of the exports: the old one is stopped,
+// exports (the new source's first state) set, and the new one started.
+type exportSwap struct {
+	src     registry.Source
+	exports []model.Export
+	done    chan struct{}
+}
+
+// reloadMetric counts reloads by result: applied or refused.
+func (a *Agent) reloadMetric() error {
+	a.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "meshfed_config_reloads_total",
+		Help: "Reloads of the configuration file (SIGHUP, POST /api/v1/reload), by result: applied, or refused (the running configuration stays).",
+	}, []string{"result"})
+	for _, r := range []string{"applied", "refused"} {
+		a.reloads.WithLabelValues(r)
+	}
+	return a.reg.Register(a.reloads)
+}
+
+// Reload re-reads the configuration file (ConfigPath), checks it as meshfed
+// run does, and applies what can change while the agent runs (liveFields);
+// each other field that changed is reported by name, and logged, as taking
+// effect at the next start. A file that does not pass the check changes
+// nothing: the error names each finding's file, line and field, and wraps
+// admin.ErrInvalid.
+func (a *Agent) Reload(ctx context.Context) (ReloadResult, error) {
+	a.reloadMu.Lock()
+	defer a.reloadMu.Unlock()
+	res, err := a.reload(ctx)
+	if err != nil {
+		a.reloads.WithLabelValues("refused").Inc()
+		a.log.Error("configuration reload refused; the running configuration stays", zap.String("file", a.ConfigPath), zap.Error(err))
+		return ReloadResult{}, err
+	}
+	a.reloads.WithLabelValues("applied").Inc()
+	for _, f := range res.NeedsRestart {
+		a.log.Warn("configuration field changed; it takes effect when the agent restarts", zap.String("field", f))
+	}
+	a.log.Info("configuration reloaded", zap.String("file", a.ConfigPath), zap.Strings("applied", res.Applied), zap.Strings("needsRestart", res.NeedsRestart))
+	return res, nil
+}
+
+func (a *Agent) reload(ctx context.Context) (ReloadResult, error) {
+	if a.ConfigPath == "" {
+		return ReloadResult{}, errors.New("the agent was started without a configuration file to reload")
+	}
+	report := preflight.Check(a.ConfigPath, preflight.Options{SkipStore: true})
+	if err := report.Err(); err != nil {
+		return ReloadResult{}, refused{err}
+	}
+	next := report.Config
+	res := ReloadResult{Applied: []string{}, NeedsRestart: []string{}}
+	for _, f := range changedFields(a.current, next) {
+		if live(f) {
+			res.Applied = append(res.Applied, f)
+		} else {
+			res.NeedsRestart = append(res.NeedsRestart, f)
+		}
+	}
+	if len(res.Applied) == 0 {
+		return res, nil
+	}
+	// The running connection to Consul stays: only what is exported
+	// changes.
+	var cc *consul.Config
+	if a.current.Consul != nil && next.Consul != nil {
+		c := *a.current.Consul
+		c.Export = next.Consul.Export
+		cc = &c
+	}
+	src, exports, err := a.exportSources(next.Exports.File, cc)
+	if err != nil {
+		return ReloadResult{}, refused{err}
+	}
+	swap := exportSwap{src: src, exports: exports, done: make(chan struct{})}
+	select {
+	case a.swapExports <- swap:
+	case <-ctx.Done():
+		return ReloadResult{}, ctx.Err()
+	}
+	select {
+	case <-swap.done:
+	case <-ctx.Done():
+		return ReloadResult{}, ctx.Err()
+	}
+	cur := *a.current
+	cur.Exports = next.Exports
+	if cur.Consul != nil && next.Consul != nil {
+		c := *cur.Consul
+		c.Export = next.Consul.Export
+		cur.Consul = &c
+	}
+	a.current = &cur
+	return res, nil
+}
+
+// refused is a configuration the reload did not take; it is an
+// admin.ErrInvalid.
+type refused struct{ err error }
+
+func (r refused) Error() string {
+	return "configuration not reloaded; the running one stays: " + r.err.Error()
+}
+
+func (r refused) Unwrap() []error { return []error{admin.ErrInvalid, r.err} }
+
+func live(field string) bool {
+	return slices.ContainsFunc(liveFields, func(l string) bool { return field == l || strings.HasPrefix(field, l+".") })
+}
+
+// exportSources builds the source of the exports from the registry file
+// at path and Consul's export settings (either may be off), and reads the
+// file: its services are the first exports, as at start.
+func (a *Agent) exportSources(path string, cc *consul.Config) (registry.Source, []model.Export, error) {
+	sources := map[string]registry.Source{}
+	var exports []model.Export
+	if path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, nil, fmt.Errorf("exports.file: %w", err)
+		}
+		if exports, err = file.Parse(b, path); err != nil {
+			return nil, nil, fmt.Errorf("exports.file: %w", err)
+		}
+		sources["exports.file"] = file.New(path, a.log)
+	}
+	if cc != nil && cc.Export != nil {
+		src, err := consul.NewSource(*cc, a.log.Named("consul"))
+		if err != nil {
+			return nil, nil, fmt.Errorf("consul: %w", err)
+		}
+		sources["consul"] = src
+	}
+	switch len(sources) {
+	case 0:
+		return nil, exports, nil
+	case 1:
+		for _, s := range sources {
+			return s, exports, nil
+		}
+	}
+	return registry.Merge(a.log, sources), exports, nil
+}
+
+// runExports runs the source of the exports, and replaces it when a
+// reload says so. A source that fails stops the agent, as at start.
+func (a *Agent) runExports(ctx context.Context) error {
+	src := a.exportSrc
+	for {
+		sctx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		if src != nil {
+			go func() { done <- src.Run(sctx, a.setExports) }()
+		}
+		select {
+		case <-ctx.Done():
+			cancel()
+			if src != nil {
+				<-done
+			}
+			return nil
+		case err := <-done:
+			cancel()
+			return err
+		case swap := <-a.swapExports:
+			cancel()
+			if src != nil {
+				<-done
+			}
+			a.setExports(swap.exports)
+			src = swap.src
+			close(swap.done)
+		}
+	}
+}
+
+// changedFields lists the fields that differ between two configurations,
+// by their names in the file (yaml), in the order of the file's schema:
+// peers[mesh-b].dial, federation.grace, consul.export.consumers. Elements of
+// a list that have a name are told apart by it.
+func changedFields(old, next *config.Config) []string {
+	var out []string
+	diffValue("", reflect.ValueOf(*old), reflect.ValueOf(*next), &out)
+	return out
+}
+
+func diffValue(path string, a, b reflect.Value, out *[]string) {
+	if a.Kind() == reflect.Pointer {
+		switch {
+		case a.IsNil() && b.IsNil():
+			return
+		case a.IsNil() || b.IsNil():
+			*out = append(*out, path)
+			return
+		}
+		a, b = a.Elem(), b.Elem()
+	}
+	switch a.Kind() {
+	case reflect.Struct:
+		t := a.Type()
+		for i := range t.NumField() {
+			f := t.Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+			if !f.IsExported() || name == "-" {
+				continue
+			}
+			if name == "" {
+				name = f.Name
+			}
+			diffValue(join(path, name), a.Field(i), b.Field(i), out)
+		}
+	case reflect.Slice:
+		if named(a.Type().Elem()) {
+			diffNamed(path, a, b, out)
+			return
+		}
+		if !reflect.DeepEqual(a.Interface(), b.Interface()) {
+			*out = append(*out, path)
+		}
+	case reflect.Map:
+		keys := map[string]reflect.Value{}
+		for _, k := range append(a.MapKeys(), b.MapKeys()...) {
+			keys[fmt.Sprint(k.Interface())] = k
+		}
+		for _, ks := range slices.Sorted(maps.Keys(keys)) {
+			k := keys[ks]
+			av, bv := a.MapIndex(k), b.MapIndex(k)
+			switch {
+			case !av.IsValid() || !bv.IsValid():
+				*out = append(*out, join(path, ks))
+			default:
+				diffValue(join(path, ks), av, bv, out)
+			}
+		}
+	default:
+		if !reflect.DeepEqual(a.Interface(), b.Interface()) {
+			*out = append(*out, path)
+		}
+	}
+}
+
+// named reports whether t is a struct with a Name field, such as a peer.
+func named(t reflect.Type) bool {
+	if t.Kind() != reflect.Struct {
+		return false
+	}
+	f, ok := t.FieldByName("Name")
+	return ok && f.Type.Kind() == reflect.String
+}
+
+// diffNamed compares two lists of named elements by name: path[name] for
+// one added or removed, and its fields for one in both.
+func diffNamed(path string, a, b reflect.Value, out *[]string) {
+	index := func(v reflect.Value) (map[string]reflect.Value, []string) {
+		m := map[string]reflect.Value{}
+		var order []string
+		for i := range v.Len() {
+			n := v.Index(i).FieldByName("Name").String()
+			m[n] = v.Index(i)
+			order = append(order, n)
+		}
+		return m, order
+	}
+	am, aOrder := index(a)
+	bm, bOrder := index(b)
+	for _, n := range aOrder {
+		if bv, ok := bm[n]; ok {
+			diffValue(path+"["+n+"]", am[n], bv, out)
+		} else {
+			*out = append(*out, path+"["+n+"]")
+		}
+	}
+	for _, n := range bOrder {
+		if _, ok := am[n]; !ok {
+			*out = append(*out, path+"["+n+"]")
+		}
+	}
+}
+
+func join(path, name string) string {
+	if path == "" {
+		return name
+	}
+	return path + "." + name
+}

@@ -1,0 +1,103 @@
+package agent
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/meshfed/meshfed/model"
+)
+
+func exportNames(a *Agent) []string {
+	var out []string
+	for _, e := range a.Catalog.Exports() {
+		out = append(out, e.Name)
+	}
+	return out
+}
+
+func postReload(t *testing.T, a *Agent) (int, string) {
+	t.Helper()
+	resp, err := http.Post("http://"+a.AdminAddr().String()+"/api/v1/reload", "", nil)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return resp.StatusCode, string(b)
+}
+
+// A reload over the admin API applies a new source of exports at once,
+// names each other changed field as needing a restart, and refuses a file
+// that does not pass the check with its file, line and field, keeping the
+// running configuration.
+func TestReloadAppliesExportsAndNamesWhatNeedsARestart(t *testing.T) {
+	root := t.TempDir()
+	ma, mb := newMesh(t, root, "mesh-a"), newMesh(t, root, "mesh-b")
+	require.NoError(t, os.WriteFile(filepath.Join(ma.dir, "services.yaml"), []byte(registryFile), 0o600))
+	require.NoError(t, os.WriteFile(filepath.Join(ma.dir, "more.yaml"), []byte(registryFile+secondService), 0o600))
+	path := filepath.Join(ma.dir, "meshfed.yaml")
+	a := startOperable(t, ma.config(t, mb, "", "exports: {file: services.yaml}\n"), path)
+	b := start(t, mb.config(t, ma, a.FederationAddr().String()))
+	require.Eventually(t, func() bool { return len(b.Catalog.Imports()) == 1 }, 20*time.Second, 20*time.Millisecond)
+
+	// Nothing changed.
+	code, body := postReload(t, a)
+	require.Equal(t, http.StatusOK, code, body)
+	require.JSONEq(t, `{"applied": [], "needsRestart": []}`, body)
+
+	// Another registry file, a longer grace and a peer that is now dialed.
+	ma.config(t, mb, "127.0.0.1:1", "exports: {file: more.yaml}\n")
+	editFile(t, path, "listen: 127.0.0.1:0\n  ingress:", "listen: 127.0.0.1:0\n  grace: 45s\n  ingress:")
+	code, body = postReload(t, a)
+	require.Equal(t, http.StatusOK, code, body)
+	require.JSONEq(t, `{"applied": ["exports.file"], "needsRestart": ["federation.grace", "peers[mesh-b].dial"]}`, body)
+	require.Equal(t, []string{"inventory", "ledger"}, exportNames(a))
+	require.Eventually(t, func() bool { return len(b.Catalog.Imports()) == 2 }, 20*time.Second, 20*time.Millisecond)
+
+	// The new file is followed, the old one no longer.
+	require.NoError(t, os.WriteFile(filepath.Join(ma.dir, "services.yaml"), []byte("services: []\n"), 0o600))
+	require.NoError(t, os.WriteFile(filepath.Join(ma.dir, "more.yaml"), []byte(registryFile), 0o600))
+	require.Eventually(t, func() bool { return len(exportNames(a)) == 1 }, 20*time.Second, 20*time.Millisecond)
+	require.Equal(t, []string{"inventory"}, exportNames(a))
+
+	// A bad file: 422 naming the line and field; nothing changes.
+	editFile(t, path, "grace: 45s", "grace: soon")
+	code, body = postReload(t, a)
+	require.Equal(t, http.StatusUnprocessableEntity, code, body)
+	require.Contains(t, body, `configuration not reloaded; the running one stays: `+path+`:`)
+	require.Contains(t, body, `: error: federation.grace: `)
+	require.Equal(t, []string{"inventory"}, exportNames(a))
+
+	// Back to no exports file: the exports are withdrawn.
+	ma.config(t, mb, "")
+	code, body = postReload(t, a)
+	require.Equal(t, http.StatusOK, code, body)
+	require.JSONEq(t, `{"applied": ["exports.file"], "needsRestart": []}`, body)
+	require.Empty(t, exportNames(a))
+	a.Catalog.SetExports([]model.Export{inventory()})
+
+	metrics := httpGet(t, a, "/metrics")
+	require.Contains(t, metrics, `meshfed_config_reloads_total{result="applied"} 3`)
+	require.Contains(t, metrics, `meshfed_config_reloads_total{result="refused"} 1`)
+
+	// Through the client, as meshfed reload does.
+	var res ReloadResult
+	require.NoError(t, adminClient(a).Post(context.Background(), "/api/v1/reload", &res))
+	require.Equal(t, ReloadResult{Applied: []string{}, NeedsRestart: []string{}}, res)
+}
+
+// editFile replaces old, which must be there, with new in the file.
+func editFile(t *testing.T, path, old, new string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	require.Contains(t, string(b), old)
+	require.NoError(t, os.WriteFile(path, []byte(strings.Replace(string(b), old, new, 1)), 0o600))
+}
