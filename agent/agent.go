@@ -56,8 +56,10 @@ type Agent struct {
 	// exportSrc yields the local services to export (nil when none is
 	// configured) until a reload replaces it; sinks receive the imports.
 	exportSrc registry.Source
-	sinks     []*sink
-	listening chan struct{}
+	// exportHealth is how running exportSrc goes.
+	exportHealth *sink
+	sinks        []*sink
+	listening    chan struct{}
 	// importsChanged wakes the loop that updates DNS and sinks.
 	importsChanged chan struct{}
 	addrs          *listeners
@@ -83,7 +85,8 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger, reg *promethe
 	// The result is not named a: every "return nil, err" would set it to
 	// nil before the deferred close ran.
 	a := &Agent{cfg: cfg, log: log, td: spiffeid.RequireTrustDomainFromString(cfg.TrustDomain), reg: reg, listening: make(chan struct{}), importsChanged: make(chan struct{}, 1),
-		current: cfg, swapExports: make(chan exportSwap)}
+		current: cfg, swapExports: make(chan exportSwap),
+		exportHealth: &sink{name: "exports", state: SinkStatus{Name: "exports", Healthy: true}}}
 	defer func() {
 		if err != nil {
 			a.close()

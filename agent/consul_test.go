@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -127,4 +128,37 @@ func TestConsulAntiEntropy(t *testing.T) {
 	require.Equal(t, "ok", strings.TrimSpace(httpGet(t, b.Agent, "/readyz")))
 	require.True(t, b.Sinks()[0].Healthy)
 	require.Contains(t, httpGet(t, b.Agent, "/metrics"), `meshfed_registry_sink_up{sink="consul"} 1`)
+}
+
+// Consul unreachable as the source of the exports makes the agent
+// degraded, not dead: it starts, says why in /readyz and the status, and
+// takes the exports once Consul is back (restarted empty, then given the
+// service), without a restart of its own.
+func TestConsulSourceDownIsDegradedNotDead(t *testing.T) {
+	c := consultest.Start(t)
+	root := t.TempDir()
+	ma, mb := newMesh(t, root, "mesh-a"), newMesh(t, root, "mesh-b")
+	c.Stop()
+	a := start(t, ma.config(t, mb, "", fmt.Sprintf(`consul:
+  address: %s
+  export: {tag: meshfed-export, domainSuffix: mesh-a.example, consumers: [mesh-b]}
+`, c.HTTPAddr)))
+
+	require.Eventually(t, func() bool { return len(a.Degraded()) == 1 }, 30*time.Second, 50*time.Millisecond)
+	ready := httpGet(t, a.Agent, "/readyz")
+	require.True(t, strings.HasPrefix(ready, "ok\ndegraded: exports: reading the exports has failed since "), ready)
+	require.Contains(t, ready, "consul: listing services: ")
+	var s Status
+	require.NoError(t, adminClient(a.Agent).Get(context.Background(), "/api/v1/status", &s))
+	require.False(t, s.ExportSource.Healthy)
+	require.Contains(t, s.ExportSource.LastError, c.HTTPAddr)
+
+	c.Restart(t)
+	client := c.Client(t, "")
+	require.NoError(t, client.Agent().ServiceRegister(&api.AgentServiceRegistration{
+		ID: "billing-1", Name: "billing", Tags: []string{"meshfed-export"}, Address: "10.0.0.5", Port: 9000,
+	}))
+	require.Eventually(t, func() bool { return len(a.Catalog.Exports()) == 1 }, 90*time.Second, 50*time.Millisecond, "billing never exported")
+	require.Empty(t, a.Degraded())
+	require.Equal(t, "ok", strings.TrimSpace(httpGet(t, a.Agent, "/readyz")))
 }

@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -182,14 +183,24 @@ func (a *Agent) exportSources(path string, cc *consul.Config) (registry.Source, 
 }
 
 // runExports runs the source of the exports, and replaces it when a
-// reload says so. A source that fails stops the agent, as at start.
+// reload says so. A source that fails (Consul unreachable) leaves the
+// exports it gave last in place, makes the agent degraded, not dead, and
+// is run again after a backoff.
 func (a *Agent) runExports(ctx context.Context) error {
 	src := a.exportSrc
+	backoff := time.Second
+	update := func(exports []model.Export) {
+		if !a.exportHealth.status().Healthy {
+			a.log.Info("the source of the exports works again", zap.Int("exports", len(exports)))
+		}
+		a.exportHealth.record(nil, time.Now())
+		a.setExports(exports)
+	}
 	for {
 		sctx, cancel := context.WithCancel(ctx)
 		done := make(chan error, 1)
 		if src != nil {
-			go func() { done <- src.Run(sctx, a.setExports) }()
+			go func() { done <- src.Run(sctx, update) }()
 		}
 		select {
 		case <-ctx.Done():
@@ -200,17 +211,43 @@ func (a *Agent) runExports(ctx context.Context) error {
 			return nil
 		case err := <-done:
 			cancel()
-			return err
+			if ctx.Err() != nil {
+				return nil
+			}
+			if err == nil {
+				err = errors.New("it stopped")
+			}
+			a.exportHealth.record(err, time.Now())
+			a.log.Warn("the source of the exports failed; the exports stay as they were, retrying", zap.Duration("backoff", backoff), zap.Error(err))
+			t := time.NewTimer(backoff)
+			backoff = min(2*backoff, time.Minute)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil
+			case <-t.C:
+				continue
+			case swap := <-a.swapExports:
+				t.Stop()
+				src, backoff = a.swap(swap), time.Second
+			}
 		case swap := <-a.swapExports:
 			cancel()
 			if src != nil {
 				<-done
 			}
-			a.setExports(swap.exports)
-			src = swap.src
-			close(swap.done)
+			src, backoff = a.swap(swap), time.Second
 		}
 	}
+}
+
+// swap sets the first exports of a new source, once the old one stopped,
+// and returns the new source.
+func (a *Agent) swap(s exportSwap) registry.Source {
+	a.exportHealth.record(nil, time.Now())
+	a.setExports(s.exports)
+	close(s.done)
+	return s.src
 }
 
 // changedFields lists the fields that differ between two configurations,

@@ -24,9 +24,11 @@ type sink struct {
 	state SinkStatus
 }
 
-// SinkStatus is how publishing the imports in one registry goes.
+// SinkStatus is how publishing the imports in one registry goes, or
+// reading the exports from their source.
 type SinkStatus struct {
-	// Name is the registry: consul.
+	// Name is the registry: consul; or exports for the source of the
+	// exports.
 	Name string `json:"name"`
 	// Healthy is false while the last sync failed.
 	Healthy bool `json:"healthy"`
@@ -66,11 +68,27 @@ func (a *Agent) Sinks() []SinkStatus {
 	return out
 }
 
+// ExportSource reports how reading the exports from their source (the
+// registry file, Consul) goes; nil when there is none.
+func (a *Agent) ExportSource() *SinkStatus {
+	a.reloadMu.Lock()
+	defer a.reloadMu.Unlock()
+	if a.current.Exports.File == "" && (a.current.Consul == nil || a.current.Consul.Export == nil) {
+		return nil
+	}
+	s := a.exportHealth.status()
+	return &s
+}
+
 // Degraded lists what works less than it should while the agent still
-// serves: a registry that the imports cannot be published in. Readiness
+// serves: a registry that the imports cannot be published in, a source of
+// the exports that cannot be read (its last exports stay). Readiness
 // stays: the gateways and peers are served all the same.
 func (a *Agent) Degraded() []string {
 	var out []string
+	if s := a.exportHealth.status(); !s.Healthy {
+		out = append(out, fmt.Sprintf("exports: reading the exports has failed since %s: %s", s.FailingSince.UTC().Format(time.RFC3339), s.LastError))
+	}
 	for _, s := range a.Sinks() {
 		if !s.Healthy && !s.FailingSince.IsZero() {
 			out = append(out, fmt.Sprintf("%s: publishing the imports has failed since %s: %s", s.Name, s.FailingSince.UTC().Format(time.RFC3339), s.LastError))

@@ -28,6 +28,9 @@ type Status struct {
 	// Sinks are the registries the imports are published in (Consul),
 	// and whether they can be reached.
 	Sinks []SinkStatus `json:"sinks,omitempty"`
+	// ExportSource is how reading the exports from their source (the
+	// registry file, Consul) goes; absent when there is none.
+	ExportSource *SinkStatus `json:"exportSource,omitempty"`
 }
 
 // PeerStatus is a peer's connection and what it made of our exports.
@@ -81,7 +84,7 @@ type ExportView struct {
 
 // Status gathers the agent's state.
 func (a *Agent) Status(context.Context) (any, error) {
-	s := Status{Mesh: a.cfg.TrustDomain, Ready: a.Ready() == nil, Gateways: a.gatewayViews(), Refused: a.Peers.Refused(), Sinks: a.Sinks()}
+	s := Status{Mesh: a.cfg.TrustDomain, Ready: a.Ready() == nil, Gateways: a.gatewayViews(), Refused: a.Peers.Refused(), Sinks: a.Sinks(), ExportSource: a.ExportSource()}
 	for _, ps := range a.Peers.Status() {
 		v := PeerStatus{Status: ps}
 		for name, d := range a.Catalog.Deliveries(ps.Name) {

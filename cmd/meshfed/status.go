@@ -134,15 +134,15 @@ func statusCmd() *cobra.Command {
 	return c
 }
 
-const statusLong = `Show the agent's peers, what they answered, its gateways and the
-registries it publishes the imports in.
+const statusLong = `Show the agent's peers, what they answered, its gateways, the registries
+it publishes the imports in and the source of its exports.
 
 Exit status: 0 when all is well; 1 when the agent could not be asked; 2
 when the agent answered but something needs a look, each reason on a line
 of standard error: a peer is failing (in backoff after a failed stream, or
-failed: it refused this agent), the agent is not ready, or a registry
-cannot be written to. A peer that dials this agent and has not yet
-connected (waiting) is not failing.`
+failed: it refused this agent), the agent is not ready, a registry cannot
+be written to, or the source of the exports cannot be read. A peer that
+dials this agent and has not yet connected (waiting) is not failing.`
 
 // statusProblems are the reasons for exit status 2, in the status's order.
 func statusProblems(s agent.Status) []string {
@@ -159,7 +159,11 @@ func statusProblems(s agent.Status) []string {
 			out = append(out, msg)
 		}
 	}
-	for _, k := range s.Sinks {
+	regs := s.Sinks
+	if s.ExportSource != nil {
+		regs = append(regs, *s.ExportSource)
+	}
+	for _, k := range regs {
 		if !k.Healthy && !k.FailingSince.IsZero() {
 			out = append(out, fmt.Sprintf("registry %s is failing since %s: %s", k.Name, k.FailingSince.UTC().Format(time.RFC3339), k.LastError))
 		}
@@ -188,9 +192,13 @@ func statusTable(w *tabwriter.Writer, s agent.Status) {
 	refusedTable(w, s)
 	fmt.Fprintln(w)
 	gatewaysTable(w, s.Gateways)
-	if len(s.Sinks) > 0 {
+	regs := s.Sinks
+	if s.ExportSource != nil {
+		regs = append(regs, *s.ExportSource)
+	}
+	if len(regs) > 0 {
 		fmt.Fprintln(w, "\nREGISTRY\tHEALTHY\tLAST SYNC\tFAILING SINCE\tLAST ERROR")
-		for _, k := range s.Sinks {
+		for _, k := range regs {
 			fmt.Fprintf(w, "%s\t%t\t%s\t%s\t%s\n", k.Name, k.Healthy, ago(k.LastSync), ago(k.FailingSince), dash(k.LastError))
 		}
 	}
