@@ -52,11 +52,11 @@ func gatewaysTable(w *tabwriter.Writer, gateways []agent.GatewayView) {
 	}
 }
 
-// shortVersion keeps a table narrow: a content hash is told apart by its
-// first 12 characters.
+// shortVersion keeps a table narrow: the last 12 characters tell apart
+// content hashes and the change counters at the end of delta versions.
 func shortVersion(v string) string {
 	if len(v) > 12 {
-		return v[:12]
+		return v[len(v)-12:]
 	}
 	return dash(v)
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -40,11 +41,11 @@ func (f *agentFlags) client() (*admin.Client, error) {
 	}
 	listen := admin.DefaultListen
 	if f.config != "" {
-		cfg, err := config.Load(f.config)
+		l, err := adminListen(f.config)
 		if err != nil {
 			return nil, err
 		}
-		listen = cfg.Admin.Listen
+		listen = l
 	}
 	u, err := admin.AgentURL(listen)
 	if err != nil {
@@ -61,6 +62,33 @@ func (f *agentFlags) get(ctx context.Context, path string, out any) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	return c.Get(ctx, path, out)
+}
+
+// adminListen is admin.listen of the configuration file at path. A file
+// that does not pass the checks but still names its admin address is read
+// for that address alone: meshfed reload must reach the agent to hear
+// why it refuses the file, and status works while the file is edited.
+func adminListen(path string) (string, error) {
+	cfg, err := config.Load(path)
+	if err == nil {
+		return cfg.Admin.Listen, nil
+	}
+	b, rerr := os.ReadFile(path)
+	if rerr != nil {
+		return "", err
+	}
+	var partial struct {
+		Admin struct {
+			Listen string `yaml:"listen"`
+		} `yaml:"admin"`
+	}
+	if yaml.Unmarshal(b, &partial) != nil {
+		return "", err
+	}
+	if partial.Admin.Listen == "" {
+		return admin.DefaultListen, nil
+	}
+	return partial.Admin.Listen, nil
 }
 
 // complete asks the agent (at --agent or --config) for the names a

@@ -162,3 +162,23 @@ func firstLines(out string, n int) string {
 	lines := strings.SplitAfter(out, "\n")
 	return strings.Join(lines[:min(n, len(lines))], "")
 }
+
+// A configuration that fails its checks still gives its admin address, so
+// that meshfed reload reaches the agent and hears why it refuses the file.
+func TestAdminAddressOfAFileThatFailsItsChecks(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "meshfed.yaml")
+	require.NoError(t, os.WriteFile(path, []byte("admin: {listen: 127.0.0.1:1234}\nfederation: {grace: soon}\n"), 0o600))
+	listen, err := adminListen(path)
+	require.NoError(t, err)
+	require.Equal(t, "127.0.0.1:1234", listen)
+
+	require.NoError(t, os.WriteFile(path, []byte("federation: {grace: soon}\n"), 0o600))
+	listen, err = adminListen(path)
+	require.NoError(t, err)
+	require.Equal(t, "127.0.0.1:19100", listen)
+
+	require.NoError(t, os.WriteFile(path, []byte("admin: [\n"), 0o600))
+	_, err = adminListen(path)
+	require.ErrorContains(t, err, path+":")
+}
