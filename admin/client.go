@@ -70,9 +70,12 @@ func (c *Client) do(ctx context.Context, method, path string, out any) error {
 		return fmt.Errorf("cannot reach the meshfed agent at %s: %w (is `meshfed run` running, and is admin.listen this address?)", base, err)
 	}
 	defer func() { _ = resp.Body.Close() }()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer+1))
 	if err != nil {
 		return fmt.Errorf("reading the answer of %s: %w", u, err)
+	}
+	if len(body) > maxAnswer {
+		return fmt.Errorf("the answer of %s is larger than %d MiB; ask for less (a config dump takes ?type=clusters and the like)", u, maxAnswer>>20)
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return fmt.Errorf("the meshfed agent at %s answered %s %s with %s: %s", base, method, path, resp.Status, reason(body))

@@ -24,6 +24,10 @@ var ErrNotFound = errors.New("not found")
 // not pass the check).
 var ErrInvalid = errors.New("invalid")
 
+// ErrBadRequest, wrapped in an answer's error, makes it a 400: the request
+// itself is wrong (a query parameter's value).
+var ErrBadRequest = errors.New("bad request")
+
 // errorBody is how every JSON endpoint reports a failure.
 type errorBody struct {
 	Error string `json:"error"`
@@ -38,6 +42,8 @@ func (s *Server) api(fn func(context.Context, *http.Request) (any, error)) http.
 			switch {
 			case errors.Is(err, ErrNotFound):
 				code = http.StatusNotFound
+			case errors.Is(err, ErrBadRequest):
+				code = http.StatusBadRequest
 			case errors.Is(err, ErrInvalid):
 				code = http.StatusUnprocessableEntity
 			}

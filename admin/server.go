@@ -55,10 +55,12 @@ type Options struct {
 	Exports func(ctx context.Context) (any, error)
 	// Gateways answers /api/v1/gateways; nil leaves it out.
 	Gateways func(ctx context.Context) (any, error)
-	// ConfigDump answers /api/v1/gateways/{node}/config_dump with what
-	// the gateway of that node id is served, private keys redacted; an
-	// error that wraps ErrNotFound answers 404. nil leaves it out.
-	ConfigDump func(ctx context.Context, node string) (any, error)
+	// ConfigDump answers /api/v1/gateways/{node}/config_dump[?type=T]
+	// with what the gateway of that node id is served (of type T only:
+	// clusters, endpoints, listeners, routes or secrets), private keys
+	// redacted; an error that wraps ErrNotFound answers 404, one that
+	// wraps ErrBadRequest 400. nil leaves it out.
+	ConfigDump func(ctx context.Context, node, typ string) (any, error)
 	// Reload, when set, serves POST /api/v1/reload to requests from
 	// loopback only: it re-reads the configuration file. An error that
 	// wraps ErrInvalid (the file does not pass the check) answers 422.
@@ -151,7 +153,7 @@ func (s *Server) routes(opts Options) http.Handler {
 	}
 	if fn := opts.ConfigDump; fn != nil {
 		handle("GET /api/v1/gateways/{node}/config_dump", s.api(func(ctx context.Context, r *http.Request) (any, error) {
-			return fn(ctx, r.PathValue("node"))
+			return fn(ctx, r.PathValue("node"), r.URL.Query().Get("type"))
 		}))
 	}
 	if fn := opts.Reload; fn != nil {

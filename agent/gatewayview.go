@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
@@ -159,8 +160,15 @@ func (a *Agent) nodeRole(id string) (cache.Role, bool) {
 	return "", false
 }
 
-// dumpTypes are the types of a config dump, in the order of Envoy's.
-var dumpTypes = []string{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType, resource.SecretType}
+// dumpTypes are the types of a config dump, in the order of Envoy's, by
+// the name the type query parameter gives them.
+var dumpTypes = []struct{ name, typeURL string }{
+	{"clusters", resource.ClusterType},
+	{"endpoints", resource.EndpointType},
+	{"listeners", resource.ListenerType},
+	{"routes", resource.RouteType},
+	{"secrets", resource.SecretType},
+}
 
 // ConfigDump answers /api/v1/gateways/{node}/config_dump: what the agent
 // serves the connected gateway of that node id, as Envoy's /config_dump
@@ -168,8 +176,18 @@ var dumpTypes = []string{resource.ClusterType, resource.EndpointType, resource.L
 // Envoy writes them. Private keys are "[redacted]", as Envoy shows them; a
 // gateway on a plaintext channel is never sent one, so its dump holds no
 // such secret. On a delta stream each resource has its own version; on
-// state of the world, the version of its type.
-func (a *Agent) ConfigDump(_ context.Context, node string) (any, error) {
+// state of the world, the version of its type. typ, when set, keeps one
+// part: clusters, endpoints, listeners, routes or secrets.
+func (a *Agent) ConfigDump(_ context.Context, node, typ string) (any, error) {
+	var types []string
+	for _, t := range dumpTypes {
+		if typ == "" || typ == t.name {
+			types = append(types, t.typeURL)
+		}
+	}
+	if len(types) == 0 {
+		return nil, fmt.Errorf("type: %q is not clusters, endpoints, listeners, routes or secrets: %w", typ, admin.ErrBadRequest)
+	}
 	var conn *xds.ClientStatus
 	for _, c := range a.XDS.Clients() {
 		if c.NodeID == node {
@@ -184,14 +202,14 @@ func (a *Agent) ConfigDump(_ context.Context, node string) (any, error) {
 	if !ok {
 		return nil, fmt.Errorf("node id %q is not in gateways.egress.nodeIds or gateways.ingress.nodeIds: it is served nothing: %w", node, admin.ErrNotFound)
 	}
-	dump, err := a.configDump(role, conn.Stream == "delta", conn.Channel == string(xds.ChannelPlaintext))
+	dump, err := a.configDump(role, types, conn.Stream == "delta", conn.Channel == string(xds.ChannelPlaintext))
 	if err != nil {
 		return nil, fmt.Errorf("config dump of %q: %w", node, err)
 	}
 	return protoJSON{dump}, nil
 }
 
-func (a *Agent) configDump(role cache.Role, delta, keyless bool) (*adminv3.ConfigDump, error) {
+func (a *Agent) configDump(role cache.Role, types []string, delta, keyless bool) (*adminv3.ConfigDump, error) {
 	var (
 		clusters  adminv3.ClustersConfigDump
 		endpoints adminv3.EndpointsConfigDump
@@ -199,7 +217,7 @@ func (a *Agent) configDump(role cache.Role, delta, keyless bool) (*adminv3.Confi
 		routes    adminv3.RoutesConfigDump
 		secrets   adminv3.SecretsConfigDump
 	)
-	for _, typ := range dumpTypes {
+	for _, typ := range types {
 		typeVersion := a.Cache.Version(role, typ)
 		for _, r := range a.Cache.Resources(role, typ) {
 			version := typeVersion
@@ -230,7 +248,10 @@ func (a *Agent) configDump(role cache.Role, delta, keyless bool) (*adminv3.Confi
 		}
 	}
 	out := &adminv3.ConfigDump{}
-	for _, m := range []proto.Message{&clusters, &endpoints, &listeners, &routes, &secrets} {
+	for i, m := range []proto.Message{&clusters, &endpoints, &listeners, &routes, &secrets} {
+		if !slices.Contains(types, dumpTypes[i].typeURL) {
+			continue
+		}
 		b, err := anypb.New(m)
 		if err != nil {
 			return nil, err

@@ -137,6 +137,13 @@ func TestGatewaysAndConfigDump(t *testing.T) {
 	}
 	require.Equal(t, 1, redactedKeys, "the egress SVID")
 
+	// One part only; a part that does not exist is a bad request.
+	require.NoError(t, protojson.Unmarshal([]byte(httpGet(t, b.Agent, "/api/v1/gateways/egress-gateway/config_dump?type=clusters")), &dump))
+	require.Len(t, dump.Configs, 1)
+	require.Equal(t, "type.googleapis.com/envoy.admin.v3.ClustersConfigDump", dump.Configs[0].TypeUrl)
+	err := adminClient(b.Agent).Get(ctx, "/api/v1/gateways/egress-gateway/config_dump?type=clusterz", nil)
+	require.ErrorContains(t, err, `answered GET /api/v1/gateways/egress-gateway/config_dump?type=clusterz with 400 Bad Request: type: "clusterz" is not clusters, endpoints, listeners, routes or secrets: bad request`)
+
 	// A node id that is not connected: 404, and why.
 	resp, err := http.Get("http://" + b.AdminAddr().String() + "/api/v1/gateways/nobody/config_dump")
 	require.NoError(t, err)

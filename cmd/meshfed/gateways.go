@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"maps"
 	"net/url"
 	"slices"
 	"text/tabwriter"
@@ -61,15 +60,9 @@ func shortVersion(v string) string {
 	return dash(v)
 }
 
-// dumpSections are what meshfed gateway config NODE TYPE keeps of a
-// config dump, by the @type of its entries.
-var dumpSections = map[string]string{
-	"clusters":  "type.googleapis.com/envoy.admin.v3.ClustersConfigDump",
-	"endpoints": "type.googleapis.com/envoy.admin.v3.EndpointsConfigDump",
-	"listeners": "type.googleapis.com/envoy.admin.v3.ListenersConfigDump",
-	"routes":    "type.googleapis.com/envoy.admin.v3.RoutesConfigDump",
-	"secrets":   "type.googleapis.com/envoy.admin.v3.SecretsConfigDump",
-}
+// dumpSections are the parts of a config dump that meshfed gateway config
+// NODE TYPE asks for.
+var dumpSections = []string{"clusters", "endpoints", "listeners", "routes", "secrets"}
 
 func gatewayCmd() *cobra.Command {
 	c := &cobra.Command{Use: "gateway", Short: "Inspect one gateway"}
@@ -83,7 +76,7 @@ only the part of one type. Private keys are shown as "[redacted]".`,
 		Args: cobra.RangeArgs(1, 2),
 		ValidArgsFunction: func(c *cobra.Command, args []string, _ string) ([]cobra.Completion, cobra.ShellCompDirective) {
 			if len(args) == 1 {
-				return slices.Sorted(maps.Keys(dumpSections)), cobra.ShellCompDirectiveNoFileComp
+				return dumpSections, cobra.ShellCompDirectiveNoFileComp
 			}
 			return complete(&f, "/api/v1/gateways", func(v []agent.GatewayView) (names []string) {
 				for _, g := range v {
@@ -95,26 +88,19 @@ only the part of one type. Private keys are shown as "[redacted]".`,
 			})(c, args, "")
 		},
 		RunE: func(c *cobra.Command, args []string) error {
-			section := ""
+			path := "/api/v1/gateways/" + url.PathEscape(args[0]) + "/config_dump"
 			if len(args) == 2 {
-				var ok bool
-				if section, ok = dumpSections[args[1]]; !ok {
+				if !slices.Contains(dumpSections, args[1]) {
 					return fmt.Errorf("%q is not clusters, listeners, routes, endpoints or secrets", args[1])
 				}
+				path += "?type=" + args[1]
 			}
 			if f.output != "json" && f.output != "yaml" {
 				return fmt.Errorf("--output: %q is not json or yaml", f.output)
 			}
 			var dump map[string]any
-			if err := f.get(c.Context(), "/api/v1/gateways/"+url.PathEscape(args[0])+"/config_dump", &dump); err != nil {
+			if err := f.get(c.Context(), path, &dump); err != nil {
 				return err
-			}
-			if section != "" {
-				configs, _ := dump["configs"].([]any)
-				dump["configs"] = slices.DeleteFunc(configs, func(x any) bool {
-					m, _ := x.(map[string]any)
-					return m["@type"] != section
-				})
 			}
 			return printDump(c.OutOrStdout(), f.output, dump)
 		},
