@@ -26,7 +26,8 @@ func runCmd() *cobra.Command {
 		Short: "Run the agent",
 		Long: `Run the agent. It first checks what meshfed check checks (but the store,
 which it opens itself) and refuses to start on an error, naming the file,
-line and field; warnings are logged.`,
+line and field; warnings are logged. SIGHUP reloads the configuration, as
+meshfed reload does; SIGINT and SIGTERM stop the agent.`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			log, level, err := logs.logger(c.ErrOrStderr())
