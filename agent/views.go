@@ -84,7 +84,7 @@ type ExportView struct {
 
 // Status gathers the agent's state.
 func (a *Agent) Status(context.Context) (any, error) {
-	s := Status{Mesh: a.cfg.TrustDomain, Ready: a.Ready() == nil, Gateways: a.gatewayViews(), Refused: a.Peers.Refused(), Sinks: a.Sinks(), ExportSource: a.ExportSource()}
+	s := Status{Mesh: a.cfg.TrustDomain, Ready: a.Ready() == nil, Peers: []PeerStatus{}, Gateways: a.gatewayViews(), Refused: a.Peers.Refused(), Sinks: a.Sinks(), ExportSource: a.ExportSource()}
 	for _, ps := range a.Peers.Status() {
 		v := PeerStatus{Status: ps}
 		for name, d := range a.Catalog.Deliveries(ps.Name) {
@@ -116,6 +116,9 @@ func (a *Agent) Imports(context.Context) (any, error) {
 			Peer: imp.Peer, ResourceID: imp.ResourceID, Name: imp.Service.Name, FQDN: imp.Service.FQDN,
 			LocalFQDN: imp.LocalFQDN, Endpoints: imp.Service.Endpoints,
 			Instances: byKey[[2]string{imp.Peer, imp.ResourceID}],
+		}
+		if v.Instances == nil {
+			v.Instances = []registry.Imported{}
 		}
 		if !imp.StaleSince.IsZero() {
 			t := imp.StaleSince
