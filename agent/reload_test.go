@@ -101,3 +101,18 @@ func editFile(t *testing.T, path, old, new string) {
 	require.Contains(t, string(b), old)
 	require.NoError(t, os.WriteFile(path, []byte(strings.Replace(string(b), old, new, 1)), 0o600))
 }
+
+// Fields are named as in the file: peers and map entries by name, a block
+// that appears or goes by its own name.
+func TestChangedFieldsNamesFieldsAsTheFileDoes(t *testing.T) {
+	root := t.TempDir()
+	ma, mb := newMesh(t, root, "mesh-a"), newMesh(t, root, "mesh-b")
+	old := ma.config(t, mb, "")
+	next := ma.config(t, mb, "127.0.0.1:1", "consul: {address: 127.0.0.1:8500, import: {}}\n")
+	next.TrustBundles["mesh-c.example"] = next.TrustBundles["mesh-b.example"]
+	next.Peers = append(next.Peers, next.Peers[0])
+	next.Peers[1].Name = "mesh-c"
+	next.Federation.Window = 8
+	require.Equal(t, []string{"trustBundles.mesh-c.example", "federation.window", "peers[mesh-b].dial", "peers[mesh-c]", "consul"}, changedFields(old, next))
+	require.Empty(t, changedFields(old, ma.config(t, mb, "")))
+}
