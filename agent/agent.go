@@ -60,6 +60,11 @@ type Agent struct {
 	exportHealth *sink
 	sinks        []*sink
 	listening    chan struct{}
+	// configured is closed once the gateways' first configuration is
+	// built (startGateways).
+	configured chan struct{}
+	// bundleWait is how long that waits for missing trust bundles.
+	bundleWait time.Duration
 	// importsChanged wakes the loop that updates DNS and sinks.
 	importsChanged chan struct{}
 	addrs          *listeners
@@ -84,7 +89,7 @@ type Agent struct {
 func New(ctx context.Context, cfg *config.Config, log *zap.Logger, reg *prometheus.Registry) (_ *Agent, err error) {
 	// The result is not named a: every "return nil, err" would set it to
 	// nil before the deferred close ran.
-	a := &Agent{cfg: cfg, log: log, td: spiffeid.RequireTrustDomainFromString(cfg.TrustDomain), reg: reg, listening: make(chan struct{}), importsChanged: make(chan struct{}, 1),
+	a := &Agent{cfg: cfg, log: log, td: spiffeid.RequireTrustDomainFromString(cfg.TrustDomain), reg: reg, listening: make(chan struct{}), configured: make(chan struct{}), bundleWait: DefaultBundleWait, importsChanged: make(chan struct{}, 1),
 		current: cfg, swapExports: make(chan exportSwap),
 		exportHealth: &sink{name: "exports", state: SinkStatus{Name: "exports", Healthy: true}}}
 	defer func() {

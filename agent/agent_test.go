@@ -83,10 +83,13 @@ type running struct {
 	stop func()
 }
 
-func start(t *testing.T, c *config.Config) *running {
+func start(t *testing.T, c *config.Config, opts ...func(*Agent)) *running {
 	t.Helper()
 	a, err := New(context.Background(), c, zaptest.NewLogger(t).Named(c.TrustDomain), prometheus.NewRegistry())
 	require.NoError(t, err)
+	for _, o := range opts {
+		o(a)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()

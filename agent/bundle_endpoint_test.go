@@ -3,10 +3,12 @@ package agent
 import (
 	"crypto/x509"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -135,11 +137,10 @@ func TestPeerBundleFromHTTPSSPIFFEEndpoint(t *testing.T) {
 	require.Empty(t, b.bundles.Missing())
 }
 
-// mesh-a serves its bundle with https_web and a certificate from a test
-// CA; mesh-b verifies it with that CA as caFile and connects.
-func TestPeerBundleFromHTTPSWebEndpoint(t *testing.T) {
-	root := t.TempDir()
-	ma, mb := newMesh(t, root, "mesh-a"), newMesh(t, root, "mesh-b")
+// webEndpoint starts mesh-a with its bundle served with https_web and a
+// certificate from a test CA, and returns it with that CA's file.
+func webEndpoint(t *testing.T, root string, ma, mb mesh) (*running, string) {
+	t.Helper()
 	webDir := filepath.Join(root, "web")
 	require.NoError(t, certs.InitDevCA(certs.DevCAOptions{Dir: webDir, TrustDomain: spiffeid.RequireTrustDomainFromString("web.example")}))
 	webCA, err := certs.LoadCA(webDir)
@@ -157,15 +158,93 @@ func TestPeerBundleFromHTTPSWebEndpoint(t *testing.T) {
 	a := start(t, ma.config(t, mb, "", fmt.Sprintf("bundleEndpoint: {listen: 127.0.0.1:0, profile: https_web, webCertificate: {cert: %s, key: %s}}\n",
 		filepath.Join(webDir, "web.pem"), filepath.Join(webDir, "web-key.pem"))))
 	a.Catalog.SetExports([]model.Export{inventory()})
+	return a, filepath.Join(webDir, certs.CACertFile)
+}
+
+// mesh-a serves its bundle with https_web and a certificate from a test
+// CA; mesh-b verifies it with that CA as caFile and connects.
+func TestPeerBundleFromHTTPSWebEndpoint(t *testing.T) {
+	root := t.TempDir()
+	ma, mb := newMesh(t, root, "mesh-a"), newMesh(t, root, "mesh-b")
+	a, caFile := webEndpoint(t, root, ma, mb)
 	mb.config(t, ma, a.FederationAddr().String())
 	b := start(t, withBundleEndpoint(t, mb, "mesh-a.example", fmt.Sprintf("{url: 'https://%s/bundle', profile: https_web, caFile: %s}",
-		a.BundleEndpointAddr(), filepath.Join(webDir, certs.CACertFile))))
+		a.BundleEndpointAddr(), caFile)))
 
 	connected(t, b.Agent)
 	st := bundleState(b.Agent, "mesh-a.example")
 	require.Equal(t, certs.OriginEndpoint, st.Origin)
 	require.Equal(t, 1, st.Authorities)
 	require.Zero(t, counter(t, a.reg, "meshfed_certs_bundle_endpoint_refused_handshakes_total", nil))
+}
+
+// heldProxy forwards TCP connections to target once released: a bundle
+// endpoint that answers late.
+func heldProxy(t *testing.T, target string) (addr string, release func()) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = l.Close() })
+	released := make(chan struct{})
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				<-released
+				up, err := net.Dial("tcp", target)
+				if err != nil {
+					return
+				}
+				defer up.Close()
+				go func() { _, _ = io.Copy(up, c) }()
+				_, _ = io.Copy(c, up)
+			}()
+		}
+	}()
+	var once sync.Once
+	return l.Addr().String(), func() { once.Do(func() { close(released) }) }
+}
+
+// A peer bundle that has never loaded holds the gateways' first
+// configuration back, so that a gateway keeps what it has rather than
+// losing the peer's restored imports; the agent says which peer it waits
+// for, and configures the gateways as soon as the bundle arrives.
+func TestFirstConfigurationWaitsForPeerBundle(t *testing.T) {
+	root := t.TempDir()
+	ma, mb := newMesh(t, root, "mesh-a"), newMesh(t, root, "mesh-b")
+	a, caFile := webEndpoint(t, root, ma, mb)
+	late, release := heldProxy(t, a.BundleEndpointAddr().String())
+	defer release()
+	mb.config(t, ma, a.FederationAddr().String())
+	b := start(t, withBundleEndpoint(t, mb, "mesh-a.example", fmt.Sprintf("{url: 'https://%s/bundle', profile: https_web, caFile: %s}", late, caFile)))
+
+	require.EqualError(t, b.Ready(), "starting: waiting for the trust bundles of mesh-a (mesh-a.example)")
+	require.False(t, b.Cache.Ready(model.Egress), "no gateway is configured yet")
+
+	release()
+	require.Eventually(t, func() bool { return b.Ready() == nil }, waitFor, 10*time.Millisecond)
+	require.True(t, b.Cache.Ready(model.Egress))
+	connected(t, b.Agent)
+}
+
+// Past the wait, the gateways are configured with what the agent has.
+func TestFirstConfigurationStopsWaiting(t *testing.T) {
+	root := t.TempDir()
+	ma, mb := newMesh(t, root, "mesh-a"), newMesh(t, root, "mesh-b")
+	a, caFile := webEndpoint(t, root, ma, mb)
+	late, release := heldProxy(t, a.BundleEndpointAddr().String())
+	defer release()
+	mb.config(t, ma, a.FederationAddr().String())
+	b := start(t, withBundleEndpoint(t, mb, "mesh-a.example", fmt.Sprintf("{url: 'https://%s/bundle', profile: https_web, caFile: %s}", late, caFile)),
+		func(a *Agent) { a.bundleWait = 100 * time.Millisecond })
+
+	require.Eventually(t, func() bool { return b.Ready() == nil }, waitFor, 10*time.Millisecond)
+	require.True(t, b.Cache.Ready(model.Egress))
+	require.Equal(t, []string{"mesh-a (mesh-a.example)"}, b.missingPeers())
 }
 
 func writeAtomic(t *testing.T, path string, data []byte) {

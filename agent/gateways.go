@@ -22,8 +22,8 @@ import (
 // snapshot.EgressKey: the ports must survive restarts.
 const egressPortBucket = "egress-ports"
 
-// gateways builds the cache, the runner that fills it (and builds the
-// first configuration), and the xDS server.
+// gateways builds the cache, the runner that fills it and the xDS server;
+// Run builds the first configuration (startGateways).
 func (a *Agent) gateways() error {
 	g := a.cfg.Gateways
 	nodeRole := func(id string) (model.Role, bool) {
@@ -71,9 +71,6 @@ func (a *Agent) gateways() error {
 		Registerer:     a.reg,
 	})
 	if err != nil {
-		return err
-	}
-	if err := a.Runner.Start(); err != nil {
 		return err
 	}
 	xc := xds.Config{

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/netip"
 	"slices"
+	"strings"
 
 	"go.uber.org/zap"
 
@@ -18,14 +19,19 @@ import (
 	"github.com/meshfed/meshfed/registry/consul"
 )
 
-// Ready reports whether the agent serves: the store is restored, the first
-// configuration built, and every listener open.
+// Ready reports whether the agent serves: the store is restored, every
+// listener open and the gateways' first configuration built.
 func (a *Agent) Ready() error {
 	select {
 	case <-a.listening:
-		return nil
 	default:
 		return errors.New("starting: the listeners are not open yet")
+	}
+	select {
+	case <-a.configured:
+		return nil
+	default:
+		return fmt.Errorf("starting: waiting for the trust bundles of %s", strings.Join(a.missingPeers(), ", "))
 	}
 }
 

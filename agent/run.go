@@ -24,8 +24,23 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	a.addrs = listeners
-	close(a.listening)
 	g, ctx := errgroup.WithContext(ctx)
+	if len(a.bundles.Missing()) == 0 {
+		// Configured before Listening, as the first configuration needs
+		// nothing more.
+		if err := a.startGateways(ctx, 0); err != nil {
+			return err
+		}
+		g.Go(func() error { return a.Runner.Run(ctx) })
+	} else {
+		g.Go(func() error {
+			if err := a.startGateways(ctx, a.bundleWait); err != nil {
+				return err
+			}
+			return a.Runner.Run(ctx)
+		})
+	}
+	close(a.listening)
 	srv := a.Peers.NewServer()
 	g.Go(func() error {
 		a.log.Info("accepting Hamlet peers", zap.Stringer("address", listeners.federation.Addr()))
@@ -47,7 +62,6 @@ func (a *Agent) Run(ctx context.Context) error {
 	})
 	g.Go(func() error { a.Peers.Run(ctx); return nil })
 	g.Go(func() error { a.watchExpiry(ctx); return nil })
-	g.Go(func() error { return a.Runner.Run(ctx) })
 	g.Go(func() error { return a.XDS.Serve(ctx, listeners.xds) })
 	if listeners.bundle != nil {
 		a.serveBundle(ctx, g, listeners.bundle)
