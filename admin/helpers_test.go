@@ -19,6 +19,7 @@ import (
 // they are about.
 func options(t *testing.T) admin.Options {
 	return admin.Options{
+		Listen:   "127.0.0.1:0",
 		Gatherer: prometheus.NewRegistry(),
 		Ready:    func() error { return nil },
 		Status: func(context.Context) (any, error) {

@@ -20,10 +20,6 @@ import (
 	"go.uber.org/zap"
 )
 
-// DefaultListen is where the admin server listens unless told otherwise,
-// and where the commands look for it.
-const DefaultListen = "127.0.0.1:19100"
-
 // shutdownGrace bounds how long Serve waits for requests in flight once its
 // context is done; their contexts are cancelled at that moment.
 const shutdownGrace = 5 * time.Second
@@ -31,7 +27,7 @@ const shutdownGrace = 5 * time.Second
 // Options are what New needs. Errors name the agent configuration's fields
 // (admin.listen), since that is where the values come from.
 type Options struct {
-	// Listen is an IP literal and a port; default DefaultListen.
+	// Listen is an IP literal and a port.
 	Listen string
 	// AllowNonLoopback permits Listen to be other than a loopback address:
 	// the API shows the federation's topology, so exposing it is a
@@ -93,9 +89,6 @@ var OpenAPI []byte
 
 // New checks opts and builds the routes; nothing listens yet.
 func New(opts Options) (*Server, error) {
-	if opts.Listen == "" {
-		opts.Listen = DefaultListen
-	}
 	if err := CheckListen(opts.Listen, opts.AllowNonLoopback); err != nil {
 		return nil, err
 	}
@@ -119,7 +112,7 @@ func New(opts Options) (*Server, error) {
 func CheckListen(listen string, allowNonLoopback bool) error {
 	ap, err := netip.ParseAddrPort(listen)
 	if err != nil {
-		return fmt.Errorf("admin.listen: %q is not an IP address and port such as %s", listen, DefaultListen)
+		return fmt.Errorf("admin.listen: %q is not an IP address and port such as 127.0.0.1:19100", listen)
 	}
 	if !ap.Addr().Unmap().IsLoopback() && !allowNonLoopback {
 		return fmt.Errorf("admin.listen: %q is not a loopback address; set admin.allowNonLoopback to serve other hosts", listen)

@@ -170,6 +170,7 @@ func TestNewRefuses(t *testing.T) {
 		{name: "every interface", edit: func(o *admin.Options) { o.Listen = "0.0.0.0:19100" }, err: `admin.listen: "0.0.0.0:19100" is not a loopback address; set admin.allowNonLoopback to serve other hosts`},
 		{name: "a private address", edit: func(o *admin.Options) { o.Listen = "10.0.0.5:19100" }, err: `admin.listen: "10.0.0.5:19100" is not a loopback address; set admin.allowNonLoopback to serve other hosts`},
 		{name: "a host name", edit: func(o *admin.Options) { o.Listen = "localhost:19100" }, err: `admin.listen: "localhost:19100" is not an IP address and port such as 127.0.0.1:19100`},
+		{name: "no address", edit: func(o *admin.Options) { o.Listen = "" }, err: `admin.listen: "" is not an IP address and port such as 127.0.0.1:19100`},
 		{name: "no gatherer", edit: func(o *admin.Options) { o.Gatherer = nil }, err: "admin: Options.Gatherer is nil"},
 		{name: "no readiness", edit: func(o *admin.Options) { o.Ready = nil }, err: "admin: Options.Ready is nil"},
 	}
@@ -184,7 +185,7 @@ func TestNewRefuses(t *testing.T) {
 }
 
 func TestNewAccepts(t *testing.T) {
-	for _, listen := range []string{"", "[::1]:19100", "127.0.0.2:0"} {
+	for _, listen := range []string{"[::1]:19100", "127.0.0.2:0"} {
 		opts := options(t)
 		opts.Listen = listen
 		_, err := admin.New(opts)

@@ -17,6 +17,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/meshfed/meshfed/config"
 	"github.com/meshfed/meshfed/federation/catalog"
 	"github.com/meshfed/meshfed/federation/store"
 	"github.com/meshfed/meshfed/model"
@@ -110,7 +111,7 @@ func newMeshfed(env systemEnv) (*meshfedSystem, error) {
 		Sink:    s.c,
 		Input:   env.input,
 		Secrets: func() (snapshot.Secrets, error) { return secrets, nil },
-		Holdoff: env.holdoff,
+		Holdoff: env.holdoff, MaxDelay: config.DefaultMaxDelay,
 		Applied: func() { s.batches.Add(1) },
 	})
 	if err != nil {

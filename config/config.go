@@ -400,18 +400,42 @@ func syntaxProblem(err error) Problem {
 	return Problem{Msg: strings.TrimPrefix(err.Error(), "yaml: ")}
 }
 
+// The defaults, applied once, here, where the configuration enters: the
+// packages that use these values take them as given.
+const (
+	DefaultFederationListen = "127.0.0.1:15443"
+	// DefaultWindow is the Hamlet spec's: one response in flight.
+	DefaultWindow    = 1
+	DefaultGrace     = 30 * time.Second
+	DefaultStorePath = "meshfed.db"
+	DefaultHoldoff   = 10 * time.Millisecond
+	DefaultMaxDelay  = 100 * time.Millisecond
+	// DefaultAdminListen is where meshfed status and the other commands
+	// look for an agent not given.
+	DefaultAdminListen    = "127.0.0.1:19100"
+	DefaultEgressNodeID   = "egress-gateway"
+	DefaultIngressNodeID  = "ingress-gateway"
+	DefaultGatewayAddress = "127.0.0.1"
+	DefaultIngressPort    = 15444
+	DefaultMaxServices    = 10000
+)
+
+// DefaultEgressPorts is the range dedicated egress listeners take ports
+// from.
+var DefaultEgressPorts = PortRange{From: 21000, To: 21999}
+
 func (c *Config) defaults(dir string) {
 	if c.Federation.Listen == "" {
-		c.Federation.Listen = "127.0.0.1:15443"
+		c.Federation.Listen = DefaultFederationListen
 	}
 	if c.Federation.Window == 0 {
-		c.Federation.Window = 1
+		c.Federation.Window = DefaultWindow
 	}
 	if c.Federation.Grace == 0 {
-		c.Federation.Grace = Duration(30 * time.Second)
+		c.Federation.Grace = Duration(DefaultGrace)
 	}
 	if c.Store.Path == "" {
-		c.Store.Path = "meshfed.db"
+		c.Store.Path = DefaultStorePath
 	}
 	if c.Identity.ExpiryWarning == 0 {
 		c.Identity.ExpiryWarning = Duration(DefaultExpiryWarning)
@@ -420,23 +444,23 @@ func (c *Config) defaults(dir string) {
 		c.XDS.Listen = DefaultXDSListen
 	}
 	if c.XDS.Holdoff == 0 {
-		c.XDS.Holdoff = Duration(10 * time.Millisecond)
+		c.XDS.Holdoff = Duration(DefaultHoldoff)
 	}
 	if c.XDS.MaxDelay == 0 {
-		c.XDS.MaxDelay = Duration(100 * time.Millisecond)
+		c.XDS.MaxDelay = Duration(DefaultMaxDelay)
 	}
 	if c.Admin.Listen == "" {
-		c.Admin.Listen = "127.0.0.1:19100"
+		c.Admin.Listen = DefaultAdminListen
 	}
 	eg, ig := &c.Gateways.Egress, &c.Gateways.Ingress
 	if len(eg.NodeIDs) == 0 {
-		eg.NodeIDs = []string{"egress-gateway"}
+		eg.NodeIDs = []string{DefaultEgressNodeID}
 	}
 	if eg.Listen.Address == "" {
-		eg.Listen.Address = "127.0.0.1"
+		eg.Listen.Address = DefaultGatewayAddress
 	}
 	if eg.Ports == (PortRange{}) {
-		eg.Ports = PortRange{From: 21000, To: 21999}
+		eg.Ports = DefaultEgressPorts
 	}
 	if eg.Advertise == "" {
 		eg.Advertise = eg.Listen.Address
@@ -450,17 +474,17 @@ func (c *Config) defaults(dir string) {
 		eg.StreamIdleTimeout = &d
 	}
 	if len(ig.NodeIDs) == 0 {
-		ig.NodeIDs = []string{"ingress-gateway"}
+		ig.NodeIDs = []string{DefaultIngressNodeID}
 	}
 	if ig.Listen.Address == "" {
-		ig.Listen.Address = "127.0.0.1"
+		ig.Listen.Address = DefaultGatewayAddress
 	}
 	if ig.Listen.Port == 0 {
-		ig.Listen.Port = 15444
+		ig.Listen.Port = DefaultIngressPort
 	}
 	for i := range c.Peers {
 		if c.Peers[i].MaxServices == 0 {
-			c.Peers[i].MaxServices = 10000
+			c.Peers[i].MaxServices = DefaultMaxServices
 		}
 	}
 	rel := func(p *string) {

@@ -9,16 +9,12 @@ import (
 	"strings"
 )
 
-// DefaultAddress is loopback: gateways run beside the agent unless
-// configured otherwise.
-const DefaultAddress = "127.0.0.1:18000"
-
 // Listen listens on a TCP address, or on a Unix socket given as
 // "unix:///path", mode 0600. A socket file left by a previous run is
 // replaced.
 func Listen(address string) (net.Listener, error) {
 	if address == "" {
-		address = DefaultAddress
+		return nil, errors.New("xds: no address to listen on")
 	}
 	path, ok := strings.CutPrefix(address, "unix://")
 	if !ok {

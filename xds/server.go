@@ -35,8 +35,7 @@ type Config struct {
 	// NodeRole maps node ids to roles for status and metric labels; it
 	// should be the one the cache uses.
 	NodeRole cache.NodeRole
-	// Address for ListenAndServe: host:port or unix:///path; DefaultAddress
-	// when empty.
+	// Address for ListenAndServe: host:port or unix:///path.
 	Address string
 	// TLS, when set, is used for every TCP connection, and must require and
 	// verify a client certificate (mutual TLS): the gateway's SPIFFE ID is

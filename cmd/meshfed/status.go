@@ -27,7 +27,7 @@ type agentFlags struct {
 }
 
 func (f *agentFlags) add(c *cobra.Command, output bool) {
-	c.Flags().StringVar(&f.url, "agent", "", "the agent's admin URL (default: from --config, else http://"+admin.DefaultListen+")")
+	c.Flags().StringVar(&f.url, "agent", "", "the agent's admin URL (default: from --config, else http://"+config.DefaultAdminListen+")")
 	c.Flags().StringVar(&f.config, "config", "", "the agent's configuration file, to find its admin address")
 	if output {
 		c.Flags().StringVarP(&f.output, "output", "o", "table", "table, json or yaml")
@@ -39,7 +39,7 @@ func (f *agentFlags) client() (*admin.Client, error) {
 	if f.url != "" {
 		return &admin.Client{BaseURL: f.url}, nil
 	}
-	listen := admin.DefaultListen
+	listen := config.DefaultAdminListen
 	if f.config != "" {
 		l, err := adminListen(f.config)
 		if err != nil {
@@ -86,7 +86,7 @@ func adminListen(path string) (string, error) {
 		return "", err
 	}
 	if partial.Admin.Listen == "" {
-		return admin.DefaultListen, nil
+		return config.DefaultAdminListen, nil
 	}
 	return partial.Admin.Listen, nil
 }

@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/meshfed/meshfed/config"
 	"github.com/meshfed/meshfed/federation/catalog"
 	"github.com/meshfed/meshfed/federation/store"
 	"github.com/meshfed/meshfed/federation/validate"
@@ -132,7 +133,7 @@ func benchEnv(b *testing.B, n int) *benchRunner {
 			},
 		},
 		Secrets: func() (snapshot.Secrets, error) { return secrets, nil },
-		Holdoff: time.Millisecond,
+		Holdoff: time.Millisecond, MaxDelay: config.DefaultMaxDelay,
 	})
 	if err != nil {
 		b.Fatal(err)

@@ -58,20 +58,14 @@ type Config struct {
 	Secrets        func() (snapshot.Secrets, error)
 	SecretsChanged <-chan struct{}
 	// Holdoff is how long the runner waits after a change for more before
-	// it translates them together (default DefaultHoldoff); bursts are
-	// translated at least every MaxDelay (default DefaultMaxDelay).
+	// it translates them together; bursts are translated at least every
+	// MaxDelay. Zero translates each change at once.
 	Holdoff, MaxDelay time.Duration
 	// Applied, when set, is called after each batch reached the cache.
 	Applied    func()
 	Log        *zap.Logger
 	Registerer prometheus.Registerer
 }
-
-// The defaults of Config.Holdoff and Config.MaxDelay.
-const (
-	DefaultHoldoff  = 10 * time.Millisecond
-	DefaultMaxDelay = 100 * time.Millisecond
-)
 
 // Runner translates catalog changes into cache changes.
 type Runner struct {
@@ -90,12 +84,6 @@ type Runner struct {
 func New(cfg Config) (*Runner, error) {
 	if cfg.Source == nil || cfg.Ports == nil || cfg.Sink == nil {
 		return nil, errors.New("runner: Source, Ports and Sink are required")
-	}
-	if cfg.Holdoff <= 0 {
-		cfg.Holdoff = DefaultHoldoff
-	}
-	if cfg.MaxDelay <= 0 {
-		cfg.MaxDelay = DefaultMaxDelay
 	}
 	if cfg.Log == nil {
 		cfg.Log = zap.NewNop()

@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/meshfed/meshfed/certs"
+	"github.com/meshfed/meshfed/config"
 	"github.com/meshfed/meshfed/model"
 	"github.com/meshfed/meshfed/snapshot"
 	"github.com/meshfed/meshfed/snapshot/cache"
@@ -92,6 +93,8 @@ func newEnv(t *testing.T, src *memSource, kv *memKV, secrets snapshot.Secrets) *
 		Source: src, Ports: ports, Sink: e.cache, Input: testInput(),
 		Secrets:        func() (snapshot.Secrets, error) { return e.secrets, nil },
 		SecretsChanged: e.secretsChanged,
+		Holdoff:        config.DefaultHoldoff,
+		MaxDelay:       config.DefaultMaxDelay,
 		Applied:        func() { e.applied <- struct{}{} },
 		Log:            log,
 	})
