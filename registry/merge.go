@@ -19,13 +19,35 @@ import (
 // first set is handed on once every source has delivered its own. A service
 // name or fqdn that two sources both yield is an error: at start Run
 // returns it, later the conflict is logged and the last good union stays.
-func Merge(log *zap.Logger, sources map[string]Source) Source {
-	return &merged{log: log, sources: sources}
+func Merge(log *zap.Logger, sources map[string]Source) *Merged {
+	return &Merged{log: log, sources: sources}
 }
 
-type merged struct {
+// Merged is the Source Merge returns.
+type Merged struct {
 	log     *zap.Logger
 	sources map[string]Source
+
+	mu     sync.Mutex
+	status SourceStatus
+}
+
+// Status reports the conflict that keeps the last union, if any; the
+// sources' own problems are theirs to report.
+func (m *Merged) Status() SourceStatus {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.status
+}
+
+func (m *Merged) record(err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.status.Reads++
+	if err != nil && (m.status.Err == nil || m.status.Err.Error() != err.Error()) {
+		m.status.Reported++
+	}
+	m.status.Err = err
 }
 
 type delivery struct {
@@ -35,7 +57,8 @@ type delivery struct {
 	done   bool // Run returned
 }
 
-func (m *merged) Run(ctx context.Context, update func([]model.Export)) error {
+// Run implements Source.
+func (m *Merged) Run(ctx context.Context, update func([]model.Export)) error {
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	// Sources stop before Run returns, so none outlives its caller.
@@ -81,6 +104,9 @@ func (m *merged) Run(ctx context.Context, update func([]model.Export)) error {
 		set, err := union(latest)
 		if err != nil && !started {
 			return err
+		}
+		if started {
+			m.record(err)
 		}
 		if err != nil {
 			m.log.Warn("registry sources conflict; keeping the last set", zap.Error(err))

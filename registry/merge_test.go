@@ -9,10 +9,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
-	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/meshfed/meshfed/model"
 	"github.com/meshfed/meshfed/registry"
@@ -55,8 +52,7 @@ func TestMerge(t *testing.T) {
 	a, b := filepath.Join(dir, "a.yaml"), filepath.Join(dir, "b.yaml")
 	writeFile(t, a, services("zeta", "alpha"))
 	writeFile(t, b, services("mid"))
-	core, logs := observer.New(zapcore.WarnLevel)
-	log := zap.New(zapcore.NewTee(zaptest.NewLogger(t).Core(), core))
+	log := zaptest.NewLogger(t)
 	m := registry.Merge(log, map[string]registry.Source{"a": file.New(a, log), "b": file.New(b, log)})
 
 	updates := make(chan []model.Export, 16)
@@ -80,12 +76,13 @@ func TestMerge(t *testing.T) {
 
 	// A conflict while running keeps the last union and says why.
 	writeFile(t, b, services("alpha"))
-	require.Eventually(t, func() bool { return logs.FilterMessage("registry sources conflict; keeping the last set").Len() > 0 }, 20*time.Second, 5*time.Millisecond)
-	require.Contains(t, logs.All()[0].ContextMap()["error"], `service "alpha" comes from both source a and source b`)
+	require.Eventually(t, func() bool { return m.Status().Err != nil }, 20*time.Second, 5*time.Millisecond)
+	require.EqualError(t, m.Status().Err, `service "alpha" comes from both source a and source b`)
 	require.Empty(t, updates)
 
 	writeFile(t, b, services())
 	require.Equal(t, []string{"alpha", "zeta"}, next())
+	require.NoError(t, m.Status().Err)
 
 	cancel()
 	require.NoError(t, <-done)

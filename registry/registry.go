@@ -43,3 +43,16 @@ type Sink interface {
 	// was lost or left over.
 	Sync(ctx context.Context, imports []Imported) error
 }
+
+// SourceStatus is how a source's reading goes: what a status page shows,
+// and what tests check instead of log lines.
+type SourceStatus struct {
+	// Err is the problem that keeps the last good set, nil while the
+	// source reads well.
+	Err error
+	// Skipped are the services left out of the set, with why.
+	Skipped map[string]string
+	// Reads counts the reads after the first; Reported the problems
+	// reported, each once however often it is met again.
+	Reads, Reported int
+}

@@ -7,10 +7,8 @@ import (
 
 	"github.com/hashicorp/consul/api"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
-	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/meshfed/meshfed/model"
 )
@@ -19,30 +17,18 @@ import (
 // reaches it.
 const wait = 30 * time.Second
 
-// testLog is the test's logger, with its entries kept for assertions.
-func testLog(t *testing.T) (*zap.Logger, *observer.ObservedLogs) {
-	core, logs := observer.New(zapcore.DebugLevel)
-	return zap.New(zapcore.NewTee(zaptest.NewLogger(t, zaptest.Level(zapcore.InfoLevel)).Core(), core)), logs
-}
-
-func waitLog(t *testing.T, logs *observer.ObservedLogs, match func(observer.LoggedEntry) bool, what string) {
-	t.Helper()
-	require.Eventually(t, func() bool { return len(logs.Filter(match).All()) > 0 }, wait, 10*time.Millisecond, "no log: %s", what)
-}
-
 type runningSource struct {
 	t       *testing.T
 	updates chan []model.Export
-	logs    *observer.ObservedLogs
+	src     *Source
 }
 
 // runSource runs a Source until the test ends.
 func runSource(t *testing.T, cfg Config) *runningSource {
 	t.Helper()
-	log, logs := testLog(t)
-	src, err := NewSource(cfg, log)
+	src, err := NewSource(cfg, zaptest.NewLogger(t, zaptest.Level(zapcore.InfoLevel)))
 	require.NoError(t, err)
-	r := &runningSource{t: t, updates: make(chan []model.Export, 64), logs: logs}
+	r := &runningSource{t: t, updates: make(chan []model.Export, 64), src: src}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- src.Run(ctx, func(s []model.Export) { r.updates <- s }) }()

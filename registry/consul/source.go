@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/meshfed/meshfed/model"
+	"github.com/meshfed/meshfed/registry"
 )
 
 // Source is a registry.Source of the Consul services that Config.Export
@@ -22,6 +23,60 @@ type Source struct {
 	cfg    ExportConfig
 	sel    selection
 	log    *zap.Logger
+
+	mu      sync.Mutex
+	status  registry.SourceStatus
+	failing map[string]error // by query
+}
+
+// Status reports how reading Consul goes: failing queries, services left
+// out and why.
+func (s *Source) Status() registry.SourceStatus {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.status
+	st.Skipped = maps.Clone(st.Skipped)
+	return st
+}
+
+// reporter records the failures of one query, nil when it works again.
+func (s *Source) reporter(what string) func(error) {
+	return func(err error) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.failing == nil {
+			s.failing = map[string]error{}
+		}
+		if err == nil {
+			delete(s.failing, what)
+		} else {
+			if old := s.failing[what]; old == nil || old.Error() != err.Error() {
+				s.status.Reported++
+			}
+			s.failing[what] = err
+		}
+		var errs []error
+		for _, q := range slices.Sorted(maps.Keys(s.failing)) {
+			errs = append(errs, s.failing[q])
+		}
+		s.status.Err = errors.Join(errs...)
+	}
+}
+
+// built records a set built from what Consul said, and the services it
+// left out.
+func (s *Source) built(first bool, problems map[string]string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !first {
+		s.status.Reads++
+	}
+	s.status.Skipped = map[string]string{}
+	for name, p := range problems {
+		if p != "" {
+			s.status.Skipped[name] = p
+		}
+	}
 }
 
 // NewSource checks cfg, which must have Export, and connects nothing yet.
@@ -55,6 +110,7 @@ type sourceRun struct {
 	watching map[string]context.CancelFunc
 	kept     map[string]model.Export // last valid export of each service
 	problems map[string]string       // last problem logged per service
+	built    bool                    // the first set was built
 }
 
 // Run implements registry.Source.
@@ -89,7 +145,7 @@ func (s *Source) Run(ctx context.Context, update func([]model.Export)) error {
 
 	r.wg.Go(func() {
 		watch(ctx, s.log, "catalog services", nextIndex(0, meta.LastIndex), s.client.Catalog().Services,
-			func(services map[string][]string) { r.follow(services, nil) })
+			func(services map[string][]string) { r.follow(services, nil) }, s.reporter("catalog services"))
 	})
 	for {
 		select {
@@ -128,6 +184,7 @@ func (r *sourceRun) follow(services map[string][]string, indexes map[string]uint
 			stop()
 			delete(r.watching, name)
 			delete(r.entries, name)
+			r.src.reporter("health of service " + name)(nil)
 		}
 	}
 	for name := range want {
@@ -151,7 +208,7 @@ func (r *sourceRun) follow(services map[string][]string, indexes map[string]uint
 						r.entries[name] = entries
 						r.signal()
 					}
-				})
+				}, r.src.reporter("health of service "+name))
 		})
 	}
 	r.signal()
@@ -199,5 +256,7 @@ func (r *sourceRun) build() []model.Export {
 		}
 	}
 	r.problems = problems
+	r.src.built(!r.built, problems)
+	r.built = true
 	return out
 }

@@ -3,12 +3,11 @@ package consul
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/consul/api"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
-	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/meshfed/meshfed/model"
 	"github.com/meshfed/meshfed/registry/consul/consultest"
@@ -86,10 +85,9 @@ func TestSourceOnEmptyKeep(t *testing.T) {
 	r := runSource(t, exportConfig(a, ExportConfig{Tag: "meshfed-export", Consumers: []string{"mesh-b"}, DomainSuffix: "mesh-a.example", OnEmpty: OnEmptyKeep}))
 	r.until("inventory", func(s []model.Export) bool { return len(endpoints(s, "inventory")) == 1 })
 
+	reads := r.src.Status().Reads
 	require.NoError(t, c.Agent().UpdateTTL("service:inventory-1", "down", api.HealthCritical))
-	waitLog(t, r.logs, func(e observer.LoggedEntry) bool {
-		return e.Message == "consul service health changed" && e.ContextMap()["service"] == "inventory" && e.ContextMap()["passing"] == int64(0)
-	}, "inventory has no passing instance")
+	require.Eventually(t, func() bool { return r.src.Status().Reads > reads }, wait, 10*time.Millisecond, "inventory's health read")
 	r.noUpdate()
 
 	// Even gone from the catalog, it stays; a change elsewhere shows it.
@@ -133,13 +131,10 @@ func TestSourceLogsInvalidServices(t *testing.T) {
 	r := runSource(t, exportConfig(a, ExportConfig{Tag: "x", Consumers: []string{"mesh-b"}, DomainSuffix: "mesh-a.example"}))
 	set := r.until("inventory", func(s []model.Export) bool { return len(s) == 1 })
 	require.Equal(t, []string{"10.0.0.1"}, endpoints(set, "inventory"))
-	problem := func(service, want string) func(observer.LoggedEntry) bool {
-		return func(e observer.LoggedEntry) bool {
-			return e.Level == zapcore.WarnLevel && e.ContextMap()["service"] == service && e.ContextMap()["problem"] == want
-		}
-	}
-	waitLog(t, r.logs, problem("inventory", `instance bad-1: meshfed-protocol "FOO" is not one of HTTP HTTPS GRPC HTTP2 MONGO TCP TLS MTLS`), "bad protocol")
-	waitLog(t, r.logs, problem("Web_App", `name: "Web_App" is not a DNS label (lowercase letters, digits and '-', at most 63)`), "bad name")
+	require.Equal(t, map[string]string{
+		"inventory": `instance bad-1: meshfed-protocol "FOO" is not one of HTTP HTTPS GRPC HTTP2 MONGO TCP TLS MTLS`,
+		"Web_App":   `name: "Web_App" is not a DNS label (lowercase letters, digits and '-', at most 63)`,
+	}, r.src.Status().Skipped)
 }
 
 // Consul gone while running: the last set stays, and the watch retries.
@@ -149,9 +144,8 @@ func TestSourceKeepsLastSetWhileConsulIsDown(t *testing.T) {
 	r := runSource(t, exportConfig(a, ExportConfig{Tag: "x", Consumers: []string{"mesh-b"}, DomainSuffix: "mesh-a.example"}))
 	r.until("inventory", func(s []model.Export) bool { return len(s) == 1 })
 	a.Stop()
-	waitLog(t, r.logs, func(e observer.LoggedEntry) bool {
-		return e.Message == "consul query failed; the last result stays" && e.ContextMap()["query"] == "catalog services"
-	}, "a failed query")
+	require.Eventually(t, func() bool { return r.src.Status().Err != nil }, wait, 10*time.Millisecond, "a failed query")
+	require.ErrorContains(t, r.src.Status().Err, "consul query catalog services: ")
 	r.noUpdate()
 }
 

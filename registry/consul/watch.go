@@ -2,6 +2,7 @@ package consul
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -30,9 +31,10 @@ func newBackoff() backoff.BackOff {
 }
 
 // watch runs a blocking query from index until ctx is done, calling apply
-// with every result whose index moved. Errors are logged and retried.
+// with every result whose index moved. Errors are logged, reported (and
+// their end reported as nil) and retried.
 func watch[T any](ctx context.Context, log *zap.Logger, what string, index uint64,
-	query func(*api.QueryOptions) (T, *api.QueryMeta, error), apply func(T)) {
+	query func(*api.QueryOptions) (T, *api.QueryMeta, error), apply func(T), report func(error)) {
 	b := newBackoff()
 	failing := false
 	var last time.Time
@@ -49,6 +51,7 @@ func watch[T any](ctx context.Context, log *zap.Logger, what string, index uint6
 		if err != nil {
 			d := b.NextBackOff()
 			log.Warn("consul query failed; the last result stays", zap.String("query", what), zap.Duration("retryIn", d), zap.Error(err))
+			report(fmt.Errorf("consul query %s: %w", what, err))
 			failing = true
 			if !sleep(ctx, d) {
 				return
@@ -57,6 +60,7 @@ func watch[T any](ctx context.Context, log *zap.Logger, what string, index uint6
 		}
 		if failing {
 			log.Info("consul query works again", zap.String("query", what))
+			report(nil)
 			failing = false
 		}
 		b.Reset()

@@ -8,12 +8,14 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
 	"go.uber.org/zap"
 
 	"github.com/meshfed/meshfed/model"
+	"github.com/meshfed/meshfed/registry"
 )
 
 // Source is a registry.Source that reads a registry file and follows it.
@@ -24,6 +26,30 @@ type Source struct {
 	// again: an editor's save or a ConfigMap swap is a burst of events.
 	// maxDelay bounds the wait when events never stop.
 	holdOff, maxDelay time.Duration
+
+	mu     sync.Mutex
+	status registry.SourceStatus
+}
+
+// Status reports how reading the file goes.
+func (s *Source) Status() registry.SourceStatus {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.status
+}
+
+// record notes a read and its problem (nil for a good file), and reports
+// whether the problem is a new one.
+func (s *Source) record(err error) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.status.Reads++
+	fresh := err != nil && (s.status.Err == nil || s.status.Err.Error() != err.Error())
+	if fresh {
+		s.status.Reported++
+	}
+	s.status.Err = err
+	return fresh
 }
 
 // New returns a source for the registry file at path.
@@ -80,9 +106,8 @@ func (s *Source) Run(ctx context.Context, update func([]model.Export)) error {
 // state is what Run remembers between reads.
 type state struct {
 	last []model.Export
-	// problem is the last problem reported, "" while the file is good:
-	// each is reported once, however often the file is read meanwhile.
-	problem string
+	// failing is set while the file has a problem (Status says which).
+	failing bool
 }
 
 // ours says whether an event in the directory may change what the file
@@ -97,25 +122,25 @@ func (s *Source) ours(name string) bool {
 // last good set, and is reported once until the file changes again.
 func (s *Source) reload(st *state, update func([]model.Export)) {
 	set, err := s.read()
+	fresh := s.record(err)
+	st.failing = st.failing || err != nil
 	switch {
 	case errors.Is(err, errEmpty):
 		// Met mid-write far more often than meant: a writer that
 		// truncates first shows an empty file for a moment, and taking
 		// it would withdraw every export.
-		if st.problem != errEmpty.Error() {
-			st.problem = errEmpty.Error()
-			s.log.Warn("registry file is empty; the last good set stays (write \"services: []\" to export nothing)")
+		if fresh {
+			s.log.Warn(errEmpty.Error())
 		}
 		return
 	case err != nil:
-		if st.problem != err.Error() {
-			st.problem = err.Error()
+		if fresh {
 			s.log.Warn("registry file not reloaded; the last good set stays", zap.Error(err))
 		}
 		return
 	}
-	if st.problem != "" {
-		st.problem = ""
+	if st.failing {
+		st.failing = false
 		s.log.Info("registry file readable again")
 	}
 	if reflect.DeepEqual(set, st.last) {
@@ -138,7 +163,7 @@ func (s *Source) schedule(timer *time.Timer, first time.Time) time.Time {
 	return first
 }
 
-var errEmpty = errors.New("registry file is empty")
+var errEmpty = errors.New(`registry file is empty; the last good set stays (write "services: []" to export nothing)`)
 
 // read reads and parses the file. A zero-byte file is an empty set at start
 // but errEmpty after, when Run tells the two apart.

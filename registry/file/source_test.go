@@ -2,6 +2,7 @@ package file
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -9,12 +10,10 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
-	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/meshfed/meshfed/model"
+	"github.com/meshfed/meshfed/registry"
 )
 
 // Generous: a loaded CI machine may take its time, and nothing here waits
@@ -25,19 +24,17 @@ type running struct {
 	t       *testing.T
 	path    string
 	updates chan []model.Export
-	logs    *observer.ObservedLogs
+	src     *Source
 }
 
 // start runs a Source on path, whose file the caller has written, and
 // stops it when the test ends.
 func start(t *testing.T, path string) *running {
 	t.Helper()
-	core, logs := observer.New(zapcore.DebugLevel)
-	log := zap.New(zapcore.NewTee(zaptest.NewLogger(t).Core(), core))
-	r := &running{t: t, path: path, updates: make(chan []model.Export, 16), logs: logs}
+	r := &running{t: t, path: path, updates: make(chan []model.Export, 16), src: New(path, zaptest.NewLogger(t))}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- New(path, log).Run(ctx, func(s []model.Export) { r.updates <- s }) }()
+	go func() { done <- r.src.Run(ctx, func(s []model.Export) { r.updates <- s }) }()
 	t.Cleanup(func() {
 		cancel()
 		require.NoError(t, <-done)
@@ -57,8 +54,8 @@ func (r *running) next() []model.Export {
 	}
 }
 
-// noUpdate checks that no update is pending: callers first wait for the log
-// line that proves the source has read the file.
+// noUpdate checks that no update is pending: callers first wait for the
+// read that would have made one.
 func (r *running) noUpdate() {
 	r.t.Helper()
 	select {
@@ -68,10 +65,19 @@ func (r *running) noUpdate() {
 	}
 }
 
-// waitLog waits until more than n entries have message msg.
-func (r *running) waitLog(msg string, n int) {
+// waitStatus waits until the source's status passes ok, and returns it.
+func (r *running) waitStatus(what string, ok func(registry.SourceStatus) bool) registry.SourceStatus {
 	r.t.Helper()
-	require.Eventually(r.t, func() bool { return r.logs.FilterMessage(msg).Len() > n }, wait, 5*time.Millisecond, "no log %q", msg)
+	var st registry.SourceStatus
+	require.Eventually(r.t, func() bool { st = r.src.Status(); return ok(st) }, wait, 5*time.Millisecond, what)
+	return st
+}
+
+// failing waits for a read that keeps the last good set, and returns its
+// problem.
+func (r *running) failing() error {
+	r.t.Helper()
+	return r.waitStatus("a problem", func(st registry.SourceStatus) bool { return st.Err != nil }).Err
 }
 
 // endpointPort is the first endpoint port of the only service in s.
@@ -139,15 +145,12 @@ func TestSourceKeepsLastSetOnBadEdit(t *testing.T) {
 	r.next()
 
 	replace(t, path, strings.Replace(base, "protocol: HTTP", "protocol: FOO", 1))
-	r.waitLog("registry file not reloaded; the last good set stays", 0)
+	require.ErrorContains(t, r.failing(), `services.yaml:8: services[0].ports[0].protocol: "FOO" is not one of`)
 	r.noUpdate()
-	e := r.logs.FilterMessage("registry file not reloaded; the last good set stays").All()[0]
-	require.Equal(t, zapcore.WarnLevel, e.Level)
-	require.Contains(t, e.ContextMap()["error"], `services.yaml:8: services[0].ports[0].protocol: "FOO" is not one of`)
 
 	replace(t, path, withEndpointPort("9081"))
 	require.Equal(t, uint32(9081), endpointPort(t, r.next()))
-	r.waitLog("registry file readable again", 0)
+	require.NoError(t, r.src.Status().Err)
 }
 
 func TestSourceKeepsLastSetWhenFileGoes(t *testing.T) {
@@ -157,13 +160,13 @@ func TestSourceKeepsLastSetWhenFileGoes(t *testing.T) {
 	r.next()
 
 	require.NoError(t, os.Remove(path))
-	r.waitLog("registry file not reloaded; the last good set stays", 0)
+	require.ErrorContains(t, r.failing(), "no such file or directory")
 	r.noUpdate()
-	require.Contains(t, r.logs.FilterMessage("registry file not reloaded; the last good set stays").All()[0].ContextMap()["error"], "no such file")
 
 	// A truncated file is how an in-place write begins: not an empty set.
 	write(t, path, "")
-	r.waitLog(`registry file is empty; the last good set stays (write "services: []" to export nothing)`, 0)
+	st := r.waitStatus("the empty file met", func(st registry.SourceStatus) bool { return errors.Is(st.Err, errEmpty) })
+	require.EqualError(t, st.Err, `registry file is empty; the last good set stays (write "services: []" to export nothing)`)
 	r.noUpdate()
 
 	write(t, path, withEndpointPort("9081"))
@@ -178,7 +181,8 @@ func TestSourceSkipsUnchangedRewrite(t *testing.T) {
 
 	// Same services, other bytes: a comment changes nothing that is exported.
 	replace(t, path, "# touched\n"+base)
-	r.waitLog("registry file read, unchanged", 0)
+	st := r.waitStatus("a read", func(st registry.SourceStatus) bool { return st.Reads > 0 })
+	require.NoError(t, st.Err)
 	r.noUpdate()
 }
 
@@ -205,27 +209,27 @@ func TestSourceReportsEachProblemOnceAndIgnoresOtherFiles(t *testing.T) {
 	write(t, path, base)
 	r := start(t, path)
 	r.next()
-	warnings := func() int { return r.logs.FilterLevelExact(zapcore.WarnLevel).Len() }
-
 	broken := strings.Replace(base, "protocol: HTTP", "protocol: FOO", 1)
 	replace(t, path, broken)
-	require.Eventually(t, func() bool { return warnings() == 1 }, wait, 5*time.Millisecond)
+	r.failing()
+	reads := r.src.Status().Reads
 
 	logFile, err := os.Create(filepath.Join(dir, "agent.log"))
 	require.NoError(t, err)
 	defer logFile.Close()
-	for i := range 5 {
+	for range 5 {
 		_, err := logFile.WriteString("a line\n")
 		require.NoError(t, err)
 		time.Sleep(150 * time.Millisecond) // past the hold-off: each write would be a read of its own
-		if i == 2 {
-			write(t, path, broken) // the same problem again
-		}
 	}
-	// Another problem is reported; then nothing else was.
+	replace(t, path, broken) // the same problem again
+	st := r.waitStatus("the file read again", func(st registry.SourceStatus) bool { return st.Reads > reads })
+	require.Equal(t, reads+1, st.Reads, "the log file's writes were not reads of the registry file")
+	require.Equal(t, 1, st.Reported, "the same problem is reported once")
+
+	// Another problem is reported.
 	replace(t, path, strings.Replace(base, "protocol: HTTP", "protocol: BAR", 1))
-	require.Eventually(t, func() bool { return warnings() >= 2 }, wait, 5*time.Millisecond)
-	require.Equal(t, 2, warnings())
-	require.Contains(t, r.logs.FilterLevelExact(zapcore.WarnLevel).All()[1].ContextMap()["error"], `"BAR" is not one of`)
+	st = r.waitStatus("the second problem", func(st registry.SourceStatus) bool { return st.Reported == 2 })
+	require.ErrorContains(t, st.Err, `"BAR" is not one of`)
 	r.noUpdate()
 }
