@@ -16,6 +16,8 @@ import (
 	gcache "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // Cache holds the resources of every role and answers the xDS server's
@@ -60,6 +62,16 @@ var _ gcache.Cache = (*Cache)(nil)
 // ErrFetchNotSupported is returned by Fetch: meshfed serves gateways over
 // streams only.
 var ErrFetchNotSupported = errors.New("xDS fetch (REST) is not supported")
+
+// unknownType refuses a request for a type the cache does not serve; the
+// server ends the stream with it.
+func unknownType(typeURL string) error {
+	name := typeURL
+	if len(name) > 200 {
+		name = name[:200] + "..."
+	}
+	return status.Errorf(codes.InvalidArgument, "type URL %q is not served here", name)
+}
 
 // New returns an empty cache that serves nodes by the role nodeRole gives
 // them. A nil logger discards logs.

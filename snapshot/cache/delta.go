@@ -55,6 +55,9 @@ func (c *Cache) createDeltaWatch(req *gcache.DeltaRequest, sub gcache.Subscripti
 	if !ok {
 		return func() {}, nil
 	}
+	if !known(req.GetTypeUrl()) {
+		return nil, unknownType(req.GetTypeUrl())
+	}
 	// Once synced the map holds only the marker, so the copy is small; a
 	// reconnecting client's initial versions are copied once.
 	known := maps.Clone(sub.ReturnedResources())

@@ -29,6 +29,11 @@ func rank(typeURL string) int {
 	return 3
 }
 
+// known reports whether the cache serves the type: a gateway asking for
+// another is refused, so that no client makes the cache keep state for
+// type URLs of its choosing.
+func known(typeURL string) bool { return rank(typeURL) != 3 }
+
 // referenced reports whether resources of the type are used by listeners and
 // routes, so that removing them must wait until those stopped using them.
 func referenced(typeURL string) bool { return rank(typeURL) < 4 }

@@ -33,6 +33,9 @@ func (c *Cache) createWatch(req *gcache.Request, sub gcache.Subscription, out ch
 	if !ok {
 		return func() {}, nil
 	}
+	if !known(req.GetTypeUrl()) {
+		return nil, unknownType(req.GetTypeUrl())
+	}
 	w := &sotwWatch{keyless: keyless, req: req, sub: sub, out: out}
 
 	c.mu.Lock()

@@ -1,13 +1,19 @@
 package cache
 
 import (
+	"fmt"
 	"testing"
 
 	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	gcache "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/server/stream/v3"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
@@ -74,4 +80,22 @@ func versions(rs []*discovery.Resource) map[string]string {
 		out[r.Name] = r.Version
 	}
 	return out
+}
+
+// A gateway asking for a type the cache does not serve is refused, and the
+// cache keeps nothing for it however many it invents.
+func TestUnknownTypeURLsAreRefused(t *testing.T) {
+	c := newTestCache(t)
+	require.NoError(t, c.Apply(RoleEgress, []Change{clusterChange("a", 1)}))
+	before := len(c.roles[RoleEgress].types)
+	for i := range 1000 {
+		typeURL := fmt.Sprintf("type.googleapis.com/invented.T%d", i)
+		sub := stream.NewDeltaSubscription(nil, nil, nil, true)
+		_, err := c.CreateDeltaWatch(&discovery.DeltaDiscoveryRequest{Node: &core.Node{Id: "egress-1"}, TypeUrl: typeURL}, &sub, make(chan gcache.DeltaResponse, 1))
+		require.Equal(t, codes.InvalidArgument, status.Code(err))
+		ssub := stream.NewSotwSubscription(nil, true)
+		_, err = c.CreateWatch(&discovery.DiscoveryRequest{Node: &core.Node{Id: "egress-1"}, TypeUrl: typeURL}, &ssub, make(chan gcache.Response, 1))
+		require.EqualError(t, err, fmt.Sprintf("rpc error: code = InvalidArgument desc = type URL %q is not served here", typeURL))
+	}
+	require.Equal(t, before, len(c.roles[RoleEgress].types))
 }
