@@ -3,6 +3,7 @@ package store
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -38,6 +39,71 @@ func (s *Store) PutImports(rs []Record) error {
 		for i, r := range rs {
 			if err := putRecord(tx, r.Peer, r.ResourceID, vs[i]); err != nil {
 				return importErr("put", r.Peer, r.ResourceID, err)
+			}
+		}
+		return nil
+	})
+}
+
+// ImportWrite is one write of a batch: a put of Record, or with Delete the
+// removal of Record.Peer's Record.ResourceID (its Service is then unused).
+type ImportWrite struct {
+	Record
+	Delete bool
+}
+
+// WriteImports applies ws in order in one transaction, all or none, and
+// returns once it is on disk: one fsync for a run of responses. A later
+// write of a key wins over an earlier one, as if they had been applied one
+// by one. A peer left with no import loses its bucket, as with
+// DeleteImport. Invalid input anywhere changes nothing.
+func (s *Store) WriteImports(ws []ImportWrite) error {
+	if len(ws) == 0 {
+		return nil
+	}
+	vs := make([][]byte, len(ws))
+	for i, w := range ws {
+		if w.Delete {
+			if err := checkKeys(w.Peer, w.ResourceID); err != nil {
+				return importErr("delete", w.Peer, w.ResourceID, err)
+			}
+			continue
+		}
+		v, err := checkRecord(w.Record)
+		if err != nil {
+			return importErr("put", w.Peer, w.ResourceID, err)
+		}
+		vs[i] = v
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		imports := tx.Bucket(bucketImports)
+		// Peers with a delete in the batch, in order of first delete, so
+		// that an emptied bucket is dropped once the batch is applied.
+		var emptied []string
+		for i, w := range ws {
+			if !w.Delete {
+				if err := putRecord(tx, w.Peer, w.ResourceID, vs[i]); err != nil {
+					return importErr("put", w.Peer, w.ResourceID, err)
+				}
+				continue
+			}
+			b := imports.Bucket([]byte(w.Peer))
+			if b == nil {
+				continue
+			}
+			if err := b.Delete([]byte(w.ResourceID)); err != nil {
+				return importErr("delete", w.Peer, w.ResourceID, err)
+			}
+			if !slices.Contains(emptied, w.Peer) {
+				emptied = append(emptied, w.Peer)
+			}
+		}
+		for _, peer := range emptied {
+			b := imports.Bucket([]byte(peer))
+			if k, _ := b.Cursor().First(); k == nil {
+				if err := imports.DeleteBucket([]byte(peer)); err != nil {
+					return peerErr("delete", peer, err)
+				}
 			}
 		}
 		return nil

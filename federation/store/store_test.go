@@ -283,3 +283,51 @@ func TestKVApply(t *testing.T) {
 	require.NoError(t, err)
 	require.False(t, ok)
 }
+
+func TestWriteImportsAppliesInOrderInOneTransaction(t *testing.T) {
+	s, _ := open(t)
+	require.NoError(t, s.PutImport(rec("mesh-b", "gone", "g")))
+	require.NoError(t, s.PutImport(rec("mesh-c", "last", "l")))
+	require.NoError(t, s.WriteImports([]ImportWrite{
+		{Record: rec("mesh-b", "payments", "p1")},
+		{Record: rec("mesh-b", "payments", "p2")}, // the later put wins
+		{Record: rec("mesh-b", "orders", "o1")},
+		{Record: Record{Peer: "mesh-b", ResourceID: "orders"}, Delete: true}, // then a delete
+		{Record: rec("mesh-b", "carts", "c1")},
+		{Record: Record{Peer: "mesh-b", ResourceID: "carts"}, Delete: true},
+		{Record: rec("mesh-b", "carts", "c2")}, // and a put after the delete
+		{Record: Record{Peer: "mesh-b", ResourceID: "gone"}, Delete: true},
+		{Record: Record{Peer: "mesh-c", ResourceID: "last"}, Delete: true},    // empties mesh-c
+		{Record: Record{Peer: "mesh-d", ResourceID: "never"}, Delete: true},   // not there: no error
+		{Record: Record{Peer: "mesh-b", ResourceID: "missing"}, Delete: true}, // not there: no error
+	}))
+	got, err := s.Imports()
+	require.NoError(t, err)
+	diff(t, []Record{rec("mesh-b", "carts", "c2"), rec("mesh-b", "payments", "p2")}, got)
+	// The emptied peer left no bucket behind.
+	require.NoError(t, s.db.View(func(tx *bolt.Tx) error {
+		require.Nil(t, tx.Bucket(bucketImports).Bucket([]byte("mesh-c")))
+		return nil
+	}))
+}
+
+func TestWriteImportsInvalidChangesNothing(t *testing.T) {
+	s, _ := open(t)
+	require.NoError(t, s.PutImport(rec("mesh-b", "payments", "p1")))
+	err := s.WriteImports([]ImportWrite{
+		{Record: rec("mesh-b", "payments", "p2")},
+		{Record: Record{Peer: "mesh-b", ResourceID: "payments"}, Delete: true},
+		{Record: rec("mesh-b", "orders", "")},
+	})
+	require.ErrorIs(t, err, ErrEmptyService)
+	require.ErrorContains(t, err, `store: put import "orders" of peer "mesh-b": empty service`)
+	err = s.WriteImports([]ImportWrite{
+		{Record: rec("mesh-b", "payments", "p2")},
+		{Record: Record{Peer: "mesh-b"}, Delete: true},
+	})
+	require.ErrorContains(t, err, `store: delete import "" of peer "mesh-b": empty resource id`)
+	got, err := s.Imports()
+	require.NoError(t, err)
+	diff(t, []Record{rec("mesh-b", "payments", "p1")}, got)
+	require.NoError(t, s.WriteImports(nil))
+}
