@@ -20,7 +20,7 @@ import (
 
 // Store is what the catalog needs of the persistent store.
 type Store interface {
-	PutImport(store.Record) error
+	WriteImports([]store.ImportWrite) error
 	DeleteImport(peer, resourceID string) error
 	SetStale(peer string, since time.Time) error
 	DeletePeer(peer string) error
@@ -139,59 +139,178 @@ func (c *Catalog) Peer(name string) (Peer, bool) {
 // a gRPC status error when the service cannot be taken; the previous version
 // then stays.
 func (c *Catalog) Upsert(peer, id string, svc model.Service, raw []byte) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	p, ok := c.peers[peer]
-	if !ok {
-		return status.Errorf(codes.PermissionDenied, "peer %q is not configured", peer)
-	}
-	local := p.LocalName(svc)
-	if err := validate.DNSName("alias", local); err != nil {
-		return err
-	}
-	prev, exists := c.imports[peer][id]
-	if !exists && p.MaxServices > 0 && len(c.imports[peer]) >= p.MaxServices {
-		return status.Errorf(codes.ResourceExhausted, "peer %q is at its maximum of %d services; %q not imported", peer, p.MaxServices, id)
-	}
-	if owner, taken := c.owners[local]; taken && owner != (importKey{peer, id}) {
-		return status.Errorf(codes.AlreadyExists, "fqdn: %q is already imported from peer %q as %q", local, owner.peer, owner.id)
-	}
-	if name, taken := c.exportFQDNs[local]; taken {
-		return status.Errorf(codes.AlreadyExists, "fqdn: %q is already a local export (%q)", local, name)
-	}
-	imp := &model.Import{Peer: peer, ResourceID: id, LocalFQDN: local, Service: svc}
-	if err := c.store.PutImport(store.Record{Peer: peer, ResourceID: id, Service: raw}); err != nil {
-		c.log.Error("storing import failed", zap.String("peer", peer), zap.String("resourceId", id), zap.Error(err))
-		return status.Errorf(codes.Unavailable, "store: %q not imported, try again", id)
-	}
-	if exists && prev.LocalFQDN != local {
-		delete(c.owners, prev.LocalFQDN)
-	}
-	if c.imports[peer] == nil {
-		c.imports[peer] = map[string]*model.Import{}
-	}
-	c.imports[peer][id] = imp
-	c.owners[local] = importKey{peer, id}
-	c.clearRejectionLocked(peer, id)
-	c.notifyLocked(Key{Kind: KindImport, Peer: peer, ID: id})
-	return nil
+	return c.Apply(peer, []ImportChange{{ID: id, Service: svc, Raw: raw}})[0]
 }
 
 // Delete removes peer's resource id; deleting what is not there is no error,
 // since Hamlet operations are idempotent.
 func (c *Catalog) Delete(peer, id string) error {
+	return c.Apply(peer, []ImportChange{{ID: id, Delete: true}})[0]
+}
+
+// ImportChange is one operation of a peer on one of its services, as a
+// response carried it: an upsert of Service, whose bytes as received are
+// Raw (what is stored), or with Delete a removal.
+type ImportChange struct {
+	ID      string
+	Delete  bool
+	Service model.Service
+	Raw     []byte
+}
+
+// Apply applies peer's changes in order, each checked against the catalog
+// as the changes before it left it, as Upsert and Delete would one by one;
+// but every change it takes is stored in one transaction, before any of
+// them becomes visible. errs[i] is nil when change i was taken, else the
+// gRPC status error to NACK it with. When the store write fails, every
+// change is refused with Unavailable and nothing changes, in memory or in
+// the store.
+func (c *Catalog) Apply(peer string, changes []ImportChange) (errs []error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.clearRejectionLocked(peer, id)
-	if _, ok := c.imports[peer][id]; !ok {
-		return nil
+	errs = make([]error, len(changes))
+	j := journal{c: c, peer: peer}
+	writes := make([]store.ImportWrite, 0, len(changes))
+	for i, ch := range changes {
+		if ch.Delete {
+			if _, ok := c.imports[peer][ch.ID]; ok {
+				j.drop(ch.ID)
+				writes = append(writes, store.ImportWrite{Record: store.Record{Peer: peer, ResourceID: ch.ID}, Delete: true})
+			}
+			continue
+		}
+		imp, err := c.checkUpsertLocked(peer, ch)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		j.put(imp)
+		writes = append(writes, store.ImportWrite{Record: store.Record{Peer: peer, ResourceID: ch.ID, Service: ch.Raw}})
 	}
-	if err := c.store.DeleteImport(peer, id); err != nil {
-		c.log.Error("deleting import failed", zap.String("peer", peer), zap.String("resourceId", id), zap.Error(err))
-		return status.Errorf(codes.Unavailable, "store: %q not deleted, try again", id)
+	if err := c.store.WriteImports(writes); err != nil {
+		j.undo()
+		c.log.Error("storing imports failed", zap.String("peer", peer), zap.Int("writes", len(writes)), zap.Error(err))
+		for i, ch := range changes {
+			if ch.Delete {
+				errs[i] = status.Errorf(codes.Unavailable, "store: %q not deleted, try again", ch.ID)
+			} else {
+				errs[i] = status.Errorf(codes.Unavailable, "store: %q not imported, try again", ch.ID)
+			}
+		}
+		return errs
 	}
-	c.dropLocked(peer, id)
-	return nil
+	for i, ch := range changes {
+		if errs[i] == nil {
+			c.clearRejectionLocked(peer, ch.ID)
+		}
+	}
+	for _, id := range j.ids {
+		c.notifyLocked(Key{Kind: KindImport, Peer: peer, ID: id})
+	}
+	return errs
+}
+
+// checkUpsertLocked is the import ch would make, or why it cannot be taken.
+func (c *Catalog) checkUpsertLocked(peer string, ch ImportChange) (*model.Import, error) {
+	p, ok := c.peers[peer]
+	if !ok {
+		return nil, status.Errorf(codes.PermissionDenied, "peer %q is not configured", peer)
+	}
+	local := p.LocalName(ch.Service)
+	if err := validate.DNSName("alias", local); err != nil {
+		return nil, err
+	}
+	if _, exists := c.imports[peer][ch.ID]; !exists && p.MaxServices > 0 && len(c.imports[peer]) >= p.MaxServices {
+		return nil, status.Errorf(codes.ResourceExhausted, "peer %q is at its maximum of %d services; %q not imported", peer, p.MaxServices, ch.ID)
+	}
+	if owner, taken := c.owners[local]; taken && owner != (importKey{peer, ch.ID}) {
+		return nil, status.Errorf(codes.AlreadyExists, "fqdn: %q is already imported from peer %q as %q", local, owner.peer, owner.id)
+	}
+	if name, taken := c.exportFQDNs[local]; taken {
+		return nil, status.Errorf(codes.AlreadyExists, "fqdn: %q is already a local export (%q)", local, name)
+	}
+	return &model.Import{Peer: peer, ResourceID: ch.ID, LocalFQDN: local, Service: ch.Service}, nil
+}
+
+// journal changes one peer's imports in memory ahead of the store write
+// that makes them durable, keeping what each key held before the first
+// change, so that a failed write can put it all back.
+type journal struct {
+	c    *Catalog
+	peer string
+	// ids are the resource ids changed, in order of first change.
+	ids     []string
+	imports map[string]*model.Import // id → before; nil: absent
+	owners  map[string]ownerBefore   // local fqdn → before
+}
+
+type ownerBefore struct {
+	key importKey
+	ok  bool
+}
+
+func (j *journal) saveImport(id string) {
+	if j.imports == nil {
+		j.imports, j.owners = map[string]*model.Import{}, map[string]ownerBefore{}
+	}
+	if _, ok := j.imports[id]; ok {
+		return
+	}
+	j.imports[id] = j.c.imports[j.peer][id]
+	j.ids = append(j.ids, id)
+}
+
+func (j *journal) saveOwner(local string) {
+	if _, ok := j.owners[local]; ok {
+		return
+	}
+	key, ok := j.c.owners[local]
+	j.owners[local] = ownerBefore{key: key, ok: ok}
+}
+
+func (j *journal) put(imp *model.Import) {
+	c := j.c
+	j.saveImport(imp.ResourceID)
+	if prev, ok := c.imports[j.peer][imp.ResourceID]; ok && prev.LocalFQDN != imp.LocalFQDN {
+		j.saveOwner(prev.LocalFQDN)
+		delete(c.owners, prev.LocalFQDN)
+	}
+	if c.imports[j.peer] == nil {
+		c.imports[j.peer] = map[string]*model.Import{}
+	}
+	c.imports[j.peer][imp.ResourceID] = imp
+	j.saveOwner(imp.LocalFQDN)
+	c.owners[imp.LocalFQDN] = importKey{j.peer, imp.ResourceID}
+}
+
+func (j *journal) drop(id string) {
+	c := j.c
+	j.saveImport(id)
+	imp := c.imports[j.peer][id]
+	if owner := c.owners[imp.LocalFQDN]; owner == (importKey{j.peer, id}) {
+		j.saveOwner(imp.LocalFQDN)
+		delete(c.owners, imp.LocalFQDN)
+	}
+	delete(c.imports[j.peer], id)
+}
+
+// undo puts back what the journaled changes replaced.
+func (j *journal) undo() {
+	c := j.c
+	for id, prev := range j.imports {
+		if prev == nil {
+			delete(c.imports[j.peer], id)
+		} else {
+			c.imports[j.peer][id] = prev
+		}
+	}
+	for local, was := range j.owners {
+		if was.ok {
+			c.owners[local] = was.key
+		} else {
+			delete(c.owners, local)
+		}
+	}
 }
 
 func (c *Catalog) dropLocked(peer, id string) {
