@@ -66,6 +66,8 @@ type fixtureOpts struct {
 	// imports are mesh-b's services this agent holds from an earlier
 	// stream, as after a restart.
 	imports []string
+	// wrap, when set, stands between the catalog and the real store.
+	wrap func(*store.Store) catalog.Store
 }
 
 func newFixture(t *testing.T, maxServices int, alias string) *fixture {
@@ -77,7 +79,11 @@ func newFixtureWith(t *testing.T, fo fixtureOpts) *fixture {
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = st.Close() })
 	log := zaptest.NewLogger(t)
-	cat := catalog.New(st, log)
+	var cst catalog.Store = st
+	if fo.wrap != nil {
+		cst = fo.wrap(st)
+	}
+	cat := catalog.New(cst, log)
 	td := spiffeid.RequireTrustDomainFromString("mesh-b.example")
 	require.NoError(t, cat.SetPeers([]catalog.Peer{
 		{Peer: model.Peer{Name: "mesh-b", TrustDomain: td.Name()}, MaxServices: fo.max, Alias: fo.alias, Policy: validate.Policy{TrustDomain: td}},

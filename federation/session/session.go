@@ -24,6 +24,11 @@ import (
 // its initial catalog, to peers that advertised sync-complete.
 const SyncCompleteURL = "type.meshfed.io/meshfed.SyncComplete"
 
+// DefaultMaxBatch is how many consecutive responses of a peer are stored
+// in one transaction at most: a full window of the largest one an agent
+// is configured with in practice, while bounding the memory a batch holds.
+const DefaultMaxBatch = 256
+
 // Stream is one side of an EstablishStream call: the client and the server
 // stream types of the generated code both satisfy it.
 type Stream interface {
@@ -53,6 +58,9 @@ type Options struct {
 	// RetryNack is how long to wait before resending a service the peer
 	// NACKed with Unavailable.
 	RetryNack time.Duration
+	// MaxBatch is how many consecutive responses one store transaction
+	// holds at most (default DefaultMaxBatch).
+	MaxBatch int
 	// Exchanged is called once, after the first ACK in either direction.
 	Exchanged func()
 	// Activity records the session's last frames and negotiation; may be
@@ -73,6 +81,9 @@ func Run(ctx context.Context, s Stream, o Options) error {
 	if o.RetryNack == 0 {
 		o.RetryNack = time.Second
 	}
+	if o.MaxBatch <= 0 {
+		o.MaxBatch = DefaultMaxBatch
+	}
 	var once sync.Once
 	exchanged := o.Exchanged
 	o.Exchanged = func() {
@@ -88,10 +99,11 @@ func Run(ctx context.Context, s Stream, o Options) error {
 	p := newPublisher(o)
 	c := newConsumer(o, p.out, remote)
 	p.answerSent = c.answered
-	// The receive goroutine is not waited for: it ends with the stream,
-	// which the caller ends after Run returns. c.stop makes sure it no
-	// longer touches the catalog by then.
+	// The receive and commit goroutines are not waited for: they end with
+	// the stream, which the caller ends after Run returns, and with ctx.
+	// c.stop makes sure they no longer touch the catalog by then.
 	go func() { cancel(c.recv(ctx, s, p.answers)) }()
+	go c.commit(ctx)
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() {
