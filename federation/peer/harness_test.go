@@ -37,6 +37,9 @@ type agent struct {
 	done    chan struct{}
 	lis     net.Listener
 	reg     *prometheus.Registry
+	// wrapStore, when set before start, stands between the catalog and
+	// the real store.
+	wrapStore func(*store.Store) catalog.Store
 }
 
 func newAgent(t *testing.T, name string, p *pki, specs []peer.Spec, cfg func(*peer.Config)) *agent {
@@ -62,7 +65,11 @@ func (a *agent) start(lis net.Listener) {
 	a.store = st
 	log := zaptest.NewLogger(t).Named(a.name)
 	a.reg = prometheus.NewRegistry()
-	a.catalog = catalog.New(st, log)
+	var cst catalog.Store = st
+	if a.wrapStore != nil {
+		cst = a.wrapStore(st)
+	}
+	a.catalog = catalog.New(cst, log)
 	cfg := peer.Config{
 		Catalog:    a.catalog,
 		TLS:        a.pki.tls(t, a.name),
