@@ -39,10 +39,15 @@ type tracker struct {
 	channel   Channel
 	authorize func(id spiffeid.ID, nodeID string) error
 
+	// maxPerNode bounds the open streams that name one node id.
+	maxPerNode int
+
 	mu sync.Mutex
 	// streams is keyed by kind too: go-control-plane numbers state of the
 	// world and delta streams separately, both from 1.
 	streams map[streamKey]*client
+	// perNode counts the open streams admitted for each node id.
+	perNode map[string]int
 }
 
 type streamKey struct {
@@ -76,8 +81,9 @@ const unknownRole = "unknown"
 
 var _ serverv3.Callbacks = (*tracker)(nil)
 
-func newTracker(nodeRole cache.NodeRole, m *metrics, applied appliedAter, log *zap.Logger) *tracker {
-	return &tracker{nodeRole: nodeRole, metrics: m, applied: applied, log: log, now: time.Now, streams: make(map[streamKey]*client)}
+func newTracker(nodeRole cache.NodeRole, m *metrics, applied appliedAter, log *zap.Logger, maxPerNode int) *tracker {
+	return &tracker{nodeRole: nodeRole, metrics: m, applied: applied, log: log, now: time.Now, maxPerNode: maxPerNode,
+		streams: make(map[streamKey]*client), perNode: make(map[string]int)}
 }
 
 func (t *tracker) open(ctx context.Context, k streamKey) error {
@@ -113,6 +119,11 @@ func (t *tracker) closed(k streamKey) {
 		return
 	}
 	delete(t.streams, k)
+	if node := c.status.NodeID; node != "" {
+		if t.perNode[node]--; t.perNode[node] <= 0 {
+			delete(t.perNode, node)
+		}
+	}
 	for typeURL := range c.types {
 		t.metrics.clients.WithLabelValues(c.status.Role, typeLabel(typeURL)).Dec()
 	}
@@ -130,6 +141,9 @@ func (t *tracker) request(k streamKey, node *core.Node, typeURL, nonce, version 
 	}
 	if c.status.NodeID == "" && node.GetId() != "" {
 		if err := t.authorizeNode(c, node.GetId()); err != nil {
+			return err
+		}
+		if err := t.admitLocked(c, node.GetId()); err != nil {
 			return err
 		}
 		c.status.NodeID = node.GetId()
@@ -187,6 +201,19 @@ func (t *tracker) authorizeNode(c *client, nodeID string) error {
 	t.log.Warn("xDS client refused: its identity may not use the node id it asked for",
 		zap.String("spiffe_id", c.id.String()), zap.String("node_id", nodeID), zap.String("remote_addr", c.addr), zap.Error(err))
 	return status.Errorf(codes.PermissionDenied, "xds: %s may not use node id %q: %v", c.id, nodeID, err)
+}
+
+// admitLocked counts a stream for its node id, or refuses it when the node
+// has as many streams open as it may.
+func (t *tracker) admitLocked(c *client, nodeID string) error {
+	if n := t.perNode[nodeID]; t.maxPerNode > 0 && n >= t.maxPerNode {
+		t.metrics.overNode.Inc()
+		t.log.Warn("xDS stream refused: its node id has as many streams open as it may",
+			zap.String("node_id", nodeID), zap.Int("open", n), zap.String("remote_addr", c.addr), zap.String("spiffe_id", c.status.SPIFFEID))
+		return status.Errorf(codes.ResourceExhausted, "xds: node id %q has %d streams open, the most it may", nodeID, n)
+	}
+	t.perNode[nodeID]++
+	return nil
 }
 
 func (t *tracker) response(k streamKey, typeURL, nonce, version string) {

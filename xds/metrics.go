@@ -8,10 +8,11 @@ import (
 )
 
 type metrics struct {
-	refused prometheus.Counter
-	nacks   *prometheus.CounterVec
-	clients *prometheus.GaugeVec
-	latency *prometheus.HistogramVec
+	refused  prometheus.Counter
+	overNode prometheus.Counter
+	nacks    *prometheus.CounterVec
+	clients  *prometheus.GaugeVec
+	latency  *prometheus.HistogramVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -19,6 +20,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		refused: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "meshfed", Subsystem: "xds", Name: "refused_streams_total",
 			Help: "Streams over mutual TLS ended because the gateway's identity may not use the node id it asked for.",
+		}),
+		overNode: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "meshfed", Subsystem: "xds", Name: "refused_streams_over_node_limit_total",
+			Help: "Streams ended because their node id already had as many streams open as it may.",
 		}),
 		nacks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "meshfed", Subsystem: "xds", Name: "nacks_total",
@@ -37,7 +42,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.refused, m.nacks, m.clients, m.latency} {
+	for _, c := range []prometheus.Collector{m.refused, m.overNode, m.nacks, m.clients, m.latency} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

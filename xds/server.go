@@ -51,17 +51,43 @@ type Config struct {
 	// Registerer receives the metrics; none are registered when nil.
 	Registerer prometheus.Registerer
 	// KeepaliveMinTime is the shortest client keepalive interval accepted;
-	// default 15s, below Envoy's usual settings so it is never sent GOAWAY.
+	// DefaultKeepaliveMinTime when zero. A client that pings more often
+	// is sent GOAWAY.
 	KeepaliveMinTime time.Duration
-	// MaxRecvMsgSize bounds one request; default 64 MiB. A gateway that
-	// reconnects sends the version of every resource it holds
-	// (initial_resource_versions): about 5 MB at 100,000 services, over
-	// gRPC's 4 MiB default.
+	// MaxRecvMsgSize bounds one request; DefaultMaxRecvMsgSize when zero.
+	// A larger request ends its stream with ResourceExhausted.
 	MaxRecvMsgSize int
-	// MaxConcurrentStreams per connection; default 100000. Envoy opens one
-	// ADS stream, but other xDS clients may multiplex more.
+	// MaxConcurrentStreams bounds the streams of one connection;
+	// DefaultMaxConcurrentStreams when zero. A client waits for a stream
+	// to end before it may open another (gRPC's HTTP/2 limit); one that
+	// opens more anyway has them refused.
 	MaxConcurrentStreams uint32
+	// MaxStreamsPerNode bounds the open streams that name one node id,
+	// over all connections; DefaultMaxStreamsPerNode when zero. A further
+	// stream for that node ends with ResourceExhausted at its first
+	// request.
+	MaxStreamsPerNode int
 }
+
+// Transport bounds, sized for 100,000 resources of a type.
+const (
+	// DefaultKeepaliveMinTime is below Envoy's usual keepalive settings,
+	// so that a gateway is never sent GOAWAY for pinging.
+	DefaultKeepaliveMinTime = 15 * time.Second
+	// DefaultMaxRecvMsgSize holds the largest request a gateway sends: a
+	// delta reconnect that subscribes to 100,000 resources by name and
+	// gives the version of each it holds (initial_resource_versions,
+	// sha256 in hex), some 20 MB with meshfed's names; over gRPC's 4 MiB
+	// default, and short of what lets one request cost hundreds of MB.
+	DefaultMaxRecvMsgSize = 32 << 20
+	// DefaultMaxConcurrentStreams per connection: Envoy opens one ADS
+	// stream per connection, or one per type without ADS.
+	DefaultMaxConcurrentStreams = 100
+	// DefaultMaxStreamsPerNode leaves room for a gateway's streams of
+	// one kind of xDS each, and for the stream a reconnecting gateway left
+	// behind on a connection the server has not yet seen die.
+	DefaultMaxStreamsPerNode = 10
+)
 
 // Server is the ADS server of the mesh's gateways.
 type Server struct {
@@ -83,13 +109,16 @@ func New(cfg Config) (*Server, error) {
 		cfg.Logger = zap.NewNop()
 	}
 	if cfg.KeepaliveMinTime <= 0 {
-		cfg.KeepaliveMinTime = 15 * time.Second
+		cfg.KeepaliveMinTime = DefaultKeepaliveMinTime
 	}
 	if cfg.MaxRecvMsgSize <= 0 {
-		cfg.MaxRecvMsgSize = 64 << 20
+		cfg.MaxRecvMsgSize = DefaultMaxRecvMsgSize
 	}
 	if cfg.MaxConcurrentStreams == 0 {
-		cfg.MaxConcurrentStreams = 100_000
+		cfg.MaxConcurrentStreams = DefaultMaxConcurrentStreams
+	}
+	if cfg.MaxStreamsPerNode <= 0 {
+		cfg.MaxStreamsPerNode = DefaultMaxStreamsPerNode
 	}
 	m, err := newMetrics(cfg.Registerer)
 	if err != nil {
@@ -99,7 +128,7 @@ func New(cfg Config) (*Server, error) {
 	return &Server{
 		cfg:     cfg,
 		log:     cfg.Logger,
-		clients: newTracker(cfg.NodeRole, m, applied, cfg.Logger),
+		clients: newTracker(cfg.NodeRole, m, applied, cfg.Logger, cfg.MaxStreamsPerNode),
 	}, nil
 }
 

@@ -1,0 +1,266 @@
+package xds
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap/zaptest"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/meshfed/meshfed/certs"
+	"github.com/meshfed/meshfed/snapshot"
+	"github.com/meshfed/meshfed/snapshot/cache"
+)
+
+// mtlsEnv is a server over mutual TLS on loopback that lets its gateway
+// identity use any node id.
+type mtlsEnv struct {
+	addr      string
+	server    *Server
+	clientTLS *tls.Config
+}
+
+func serveMTLS(t *testing.T, cfg Config) *mtlsEnv {
+	t.Helper()
+	td := spiffeid.RequireTrustDomainFromString("mesh-a.example")
+	ca, err := certs.NewTestCA(td)
+	require.NoError(t, err)
+	agent, err := ca.IssueX509SVID(spiffeid.RequireFromPath(td, "/meshfed/agent"), time.Hour)
+	require.NoError(t, err)
+	gateway, err := ca.IssueX509SVID(spiffeid.RequireFromPath(td, "/meshfed/gateway/egress"), time.Hour)
+	require.NoError(t, err)
+
+	c := cache.New(roles, zaptest.NewLogger(t))
+	require.NoError(t, c.Apply(cache.RoleEgress, secretChanges()))
+	cfg.Cache, cfg.NodeRole, cfg.Logger, cfg.Registerer = c, roles, zaptest.NewLogger(t), prometheus.NewRegistry()
+	cfg.TLS = certs.ServerTLSConfig(agent, ca.X509Bundle(), tlsconfig.AuthorizeMemberOf(td))
+	cfg.AuthorizeNode = func(spiffeid.ID, string) error { return nil }
+	s, err := New(cfg)
+	require.NoError(t, err)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, lis) }()
+	t.Cleanup(func() { cancel(); require.NoError(t, <-done) })
+	return &mtlsEnv{addr: lis.Addr().String(), server: s,
+		clientTLS: certs.ClientTLSConfig(gateway, ca.X509Bundle(), tlsconfig.AuthorizeID(agent.ID))}
+}
+
+func (e *mtlsEnv) dial(t *testing.T) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient(e.addr, grpc.WithTransportCredentials(credentials.NewTLS(e.clientTLS.Clone())))
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// openDelta opens a delta stream on conn for node and sends its first
+// request; cancel ends the stream.
+func openDelta(t *testing.T, conn *grpc.ClientConn, node string, req *discovery.DeltaDiscoveryRequest) (discovery.AggregatedDiscoveryService_DeltaAggregatedResourcesClient, context.CancelFunc) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	st, err := discovery.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(ctx)
+	require.NoError(t, err)
+	req.Node = &core.Node{Id: node}
+	require.NoError(t, st.Send(req))
+	return st, cancel
+}
+
+// streamsOf counts the server's streams that named node.
+func (e *mtlsEnv) streamsOf(node string) int {
+	n := 0
+	for _, c := range e.server.Clients() {
+		if c.NodeID == node {
+			n++
+		}
+	}
+	return n
+}
+
+// TestStreamsPerNodeAreCapped: a node id gets DefaultMaxStreamsPerNode
+// streams, over any connections; the next one ends with
+// ResourceExhausted and is counted, while other nodes are still served,
+// and a stream that ends makes room.
+func TestStreamsPerNodeAreCapped(t *testing.T) {
+	e := serveMTLS(t, Config{})
+	conns := []*grpc.ClientConn{e.dial(t), e.dial(t)}
+	cds := func() *discovery.DeltaDiscoveryRequest {
+		return &discovery.DeltaDiscoveryRequest{TypeUrl: resource.ClusterType}
+	}
+	var cancels []context.CancelFunc
+	for i := range DefaultMaxStreamsPerNode {
+		st, cancel := openDelta(t, conns[i%2], "egress-delta", cds())
+		r, err := st.Recv()
+		require.NoError(t, err, "stream %d", i+1)
+		require.Equal(t, resource.ClusterType, r.GetTypeUrl())
+		cancels = append(cancels, cancel)
+	}
+
+	st, _ := openDelta(t, e.dial(t), "egress-delta", cds())
+	_, err := st.Recv()
+	require.Equal(t, codes.ResourceExhausted, status.Code(err), "%v", err)
+	require.ErrorContains(t, err, fmt.Sprintf(`xds: node id "egress-delta" has %d streams open, the most it may`, DefaultMaxStreamsPerNode))
+	require.Equal(t, 1.0, testutil.ToFloat64(e.server.clients.metrics.overNode))
+	require.Equal(t, DefaultMaxStreamsPerNode, e.streamsOf("egress-delta"))
+
+	other, _ := openDelta(t, conns[0], "egress-sotw", cds())
+	_, err = other.Recv()
+	require.NoError(t, err, "another node is served on the same connection")
+
+	cancels[0]()
+	require.Eventually(t, func() bool { return e.streamsOf("egress-delta") == DefaultMaxStreamsPerNode-1 }, 10*time.Second, time.Millisecond)
+	again, _ := openDelta(t, conns[1], "egress-delta", cds())
+	_, err = again.Recv()
+	require.NoError(t, err, "the stream that ended made room")
+	require.Equal(t, 1.0, testutil.ToFloat64(e.server.clients.metrics.overNode))
+}
+
+// reconnectRequest is the largest request a gateway sends at 100,000
+// resources of a type: a delta reconnect that subscribes to each by name
+// and gives the version it holds.
+func reconnectRequest(n int) *discovery.DeltaDiscoveryRequest {
+	req := &discovery.DeltaDiscoveryRequest{TypeUrl: resource.EndpointType, InitialResourceVersions: make(map[string]string, n)}
+	for i := range n {
+		name := snapshot.EgressName("mesh-b", fmt.Sprintf("service-%06d.mesh-b.example", i), "http")
+		req.ResourceNamesSubscribe = append(req.ResourceNamesSubscribe, name)
+		req.InitialResourceVersions[name] = strings.Repeat(fmt.Sprintf("%x", i%16), 64)
+	}
+	return req
+}
+
+// TestRequestSizeIsBounded: a reconnect of a gateway that holds 100,000
+// resources of a type is taken; a 60 MiB request ends its stream with
+// ResourceExhausted before it is acted on.
+func TestRequestSizeIsBounded(t *testing.T) {
+	e := serveMTLS(t, Config{})
+	conn := e.dial(t)
+
+	big := reconnectRequest(100_000)
+	size := proto.Size(big)
+	t.Logf("a reconnect with 100,000 resources is %d bytes", size)
+	require.Less(t, size, DefaultMaxRecvMsgSize)
+	openDelta(t, conn, "egress-delta", big)
+	require.Eventually(t, func() bool {
+		for _, c := range e.server.Clients() {
+			if c.NodeID == "egress-delta" && len(c.Types) == 1 && c.Types[0].TypeURL == resource.EndpointType {
+				return true
+			}
+		}
+		return false
+	}, time.Minute, time.Millisecond, "the server took the reconnect")
+
+	huge := &discovery.DeltaDiscoveryRequest{TypeUrl: resource.ClusterType, ResourceNamesSubscribe: []string{string(bytes.Repeat([]byte{'a'}, 60<<20))}}
+	st, _ := openDelta(t, conn, "egress-sotw", huge)
+	_, err := st.Recv()
+	require.Equal(t, codes.ResourceExhausted, status.Code(err), "%v", err)
+	require.ErrorContains(t, err, fmt.Sprintf("grpc: received message larger than max (%d vs. %d)", proto.Size(huge), DefaultMaxRecvMsgSize))
+	require.Zero(t, e.streamsOf("egress-sotw"), "the request was never acted on")
+}
+
+// rawH2 is a client that speaks HTTP/2 itself over mutual TLS, to open
+// streams a well-behaved gRPC client would hold back.
+type rawH2 struct {
+	t    *testing.T
+	conn *tls.Conn
+	fr   *http2.Framer
+	enc  *hpack.Encoder
+	hbuf bytes.Buffer
+	// maxStreams is what the server's SETTINGS allow.
+	maxStreams uint32
+}
+
+func dialRawH2(t *testing.T, e *mtlsEnv) *rawH2 {
+	t.Helper()
+	cfg := e.clientTLS.Clone()
+	cfg.NextProtos = []string{"h2"}
+	conn, err := tls.Dial("tcp", e.addr, cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close() })
+	c := &rawH2{t: t, conn: conn, fr: http2.NewFramer(conn, conn)}
+	c.enc = hpack.NewEncoder(&c.hbuf)
+	_, err = conn.Write([]byte(http2.ClientPreface))
+	require.NoError(t, err)
+	require.NoError(t, c.fr.WriteSettings())
+	for {
+		f, err := c.fr.ReadFrame()
+		require.NoError(t, err)
+		if s, ok := f.(*http2.SettingsFrame); ok && !s.IsAck() {
+			v, ok := s.Value(http2.SettingMaxConcurrentStreams)
+			require.True(t, ok, "the server announces its stream limit")
+			c.maxStreams = v
+			require.NoError(t, c.fr.WriteSettingsAck())
+			return c
+		}
+	}
+}
+
+// open starts the delta ADS call on stream id, without a message.
+func (c *rawH2) open(id uint32) {
+	c.hbuf.Reset()
+	for _, h := range [][2]string{
+		{":method", "POST"}, {":scheme", "https"}, {":authority", "xds"},
+		{":path", "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"},
+		{"content-type", "application/grpc"}, {"te", "trailers"},
+	} {
+		require.NoError(c.t, c.enc.WriteField(hpack.HeaderField{Name: h[0], Value: h[1]}))
+	}
+	require.NoError(c.t, c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: c.hbuf.Bytes(), EndHeaders: true}))
+}
+
+// refusedUntil reads frames until the server resets stream last, and
+// returns the streams it refused.
+func (c *rawH2) refusedUntil(last uint32) []uint32 {
+	require.NoError(c.t, c.conn.SetReadDeadline(time.Now().Add(time.Minute)))
+	var refused []uint32
+	for {
+		f, err := c.fr.ReadFrame()
+		require.NoError(c.t, err)
+		rst, ok := f.(*http2.RSTStreamFrame)
+		if !ok {
+			continue
+		}
+		require.Equal(c.t, http2.ErrCodeRefusedStream, rst.ErrCode, "stream %d", rst.StreamID)
+		refused = append(refused, rst.StreamID)
+		if rst.StreamID == last {
+			return refused
+		}
+	}
+}
+
+// TestStreamsPerConnectionAreBounded: a client that ignores the server's
+// stream limit and opens more streams on one connection has every one
+// beyond DefaultMaxConcurrentStreams refused.
+func TestStreamsPerConnectionAreBounded(t *testing.T) {
+	e := serveMTLS(t, Config{})
+	c := dialRawH2(t, e)
+	require.Equal(t, uint32(DefaultMaxConcurrentStreams), c.maxStreams)
+	const extra = 5
+	var ids []uint32
+	for i := range DefaultMaxConcurrentStreams + extra {
+		ids = append(ids, uint32(2*i+1))
+		c.open(ids[i])
+	}
+	require.Equal(t, ids[DefaultMaxConcurrentStreams:], c.refusedUntil(ids[len(ids)-1]))
+}
