@@ -4,8 +4,13 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/binary"
+	"flag"
 	"fmt"
 	"net"
+	"os"
+	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -263,4 +268,84 @@ func TestStreamsPerConnectionAreBounded(t *testing.T) {
 		c.open(ids[i])
 	}
 	require.Equal(t, ids[DefaultMaxConcurrentStreams:], c.refusedUntil(ids[len(ids)-1]))
+}
+
+// send sends one gRPC message on stream id.
+func (c *rawH2) send(id uint32, m proto.Message) {
+	b, err := proto.Marshal(m)
+	require.NoError(c.t, err)
+	msg := make([]byte, 5+len(b))
+	binary.BigEndian.PutUint32(msg[1:], uint32(len(b)))
+	copy(msg[5:], b)
+	require.NoError(c.t, c.fr.WriteData(id, false, msg))
+}
+
+// drain reads and drops the server's frames until the connection ends.
+func (c *rawH2) drain() {
+	for {
+		if _, err := c.fr.ReadFrame(); err != nil {
+			return
+		}
+	}
+}
+
+var measureStreams = flag.Int("xds.streams", 0, "measure the server's cost of this many streams on one connection, each with its own node id; 0 skips")
+
+// TestMeasureStreamsOnOneConnection reports what a client that opens many
+// streams on one connection, ignoring the server's limit, costs the
+// server, with the old limits beside the current ones:
+//
+//	go test ./xds -run 'TestMeasureStreamsOnOneConnection/unbounded' -v -args -xds.streams 10000
+//	go test ./xds -run 'TestMeasureStreamsOnOneConnection/defaults' -v -args -xds.streams 10000
+func TestMeasureStreamsOnOneConnection(t *testing.T) {
+	n := *measureStreams
+	if n == 0 {
+		t.Skip("-xds.streams not set")
+	}
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+	}{
+		{"unbounded (100,000 streams a connection, no node cap)", Config{MaxConcurrentStreams: 100_000, MaxStreamsPerNode: 1 << 30}},
+		{"defaults", Config{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := serveMTLS(t, tc.cfg)
+			runtime.GC()
+			g0, rss0, heap0 := runtime.NumGoroutine(), rssBytes(t), heapInuse()
+			c := dialRawH2(t, e)
+			go c.drain()
+			for i := range n {
+				id := uint32(2*i + 1)
+				c.open(id)
+				c.send(id, &discovery.DeltaDiscoveryRequest{Node: &core.Node{Id: fmt.Sprintf("gw-%d", i)}, TypeUrl: resource.ClusterType})
+			}
+			want := min(n, int(c.maxStreams))
+			require.Eventually(t, func() bool { return len(e.server.Clients()) == want }, 5*time.Minute, 10*time.Millisecond)
+			runtime.GC()
+			g1, rss1, heap1 := runtime.NumGoroutine(), rssBytes(t), heapInuse()
+			t.Logf("%d streams opened, %d served: %+d goroutines, %+.1f MB heap in use, %+.1f MB RSS (run one case a process for RSS)",
+				n, want, g1-g0, float64(heap1-heap0)/1e6, float64(rss1-rss0)/1e6)
+		})
+	}
+}
+
+func heapInuse() int64 {
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return int64(m.HeapInuse)
+}
+
+func rssBytes(t *testing.T) int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	require.NoError(t, err)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			require.NoError(t, err)
+			return kb << 10
+		}
+	}
+	t.Fatal("no VmRSS")
+	return 0
 }
