@@ -12,6 +12,7 @@ import (
 
 	"github.com/meshfed/meshfed/federation/catalog"
 	"github.com/meshfed/meshfed/federation/hamlet/discoverypb"
+	"github.com/meshfed/meshfed/federation/session"
 	"github.com/meshfed/meshfed/federation/store"
 	"github.com/meshfed/meshfed/federation/wire"
 )
@@ -220,4 +221,36 @@ func TestFailedTransactionAnswersNoResponseWithAnACK(t *testing.T) {
 		require.Equal(t, int32(codes.OK), f.send(r).GetStatus().GetCode())
 	}
 	require.Len(t, storedMeshB(t, f.store), n-1)
+}
+
+// TestBatchWaitsForTheWindow: with a window negotiated, a batch waits for
+// the responses the peer may still send, up to the window, and stores
+// them in one transaction. The delay is long enough never to end the
+// wait here.
+func TestBatchWaitsForTheWindow(t *testing.T) {
+	g := newGateStore()
+	caps := session.Capabilities{Window: 64}
+	f := newFixtureWith(t, fixtureOpts{wrap: g.wrap, local: caps, remote: caps, batchDelay: time.Hour})
+	require.Eventually(t, func() bool { _, ok := f.act.Negotiated(); return ok }, 10*time.Second, time.Millisecond)
+	before := g.count()
+	for i := range caps.Window {
+		f.push(upsert(t, fmt.Sprintf("svc-%d", i), good(fmt.Sprintf("svc-%d", i))))
+	}
+	for i, a := range f.answers(caps.Window) {
+		require.Equal(t, fmt.Sprint(i+1), a.GetResponseNonce())
+		require.Equal(t, int32(codes.OK), a.GetStatus().GetCode(), a.GetStatus().GetMessage())
+	}
+	require.Equal(t, 1, g.count()-before, "a window in one transaction")
+	require.Len(t, storedMeshB(t, f.store), caps.Window)
+}
+
+// TestBatchDelayIsBounded: a response the peer sends alone, within a
+// window it does not fill, is still stored and answered once the delay
+// has passed.
+func TestBatchDelayIsBounded(t *testing.T) {
+	caps := session.Capabilities{Window: 64}
+	f := newFixtureWith(t, fixtureOpts{local: caps, remote: caps, batchDelay: time.Millisecond})
+	require.Eventually(t, func() bool { _, ok := f.act.Negotiated(); return ok }, 10*time.Second, time.Millisecond)
+	a := f.send(upsert(t, "payments", good("payments")))
+	require.Equal(t, int32(codes.OK), a.GetStatus().GetCode(), a.GetStatus().GetMessage())
 }

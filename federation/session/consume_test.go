@@ -68,6 +68,8 @@ type fixtureOpts struct {
 	imports []string
 	// wrap, when set, stands between the catalog and the real store.
 	wrap func(*store.Store) catalog.Store
+	// batchDelay is the session's BatchDelay.
+	batchDelay time.Duration
 }
 
 func newFixture(t *testing.T, maxServices int, alias string) *fixture {
@@ -108,7 +110,7 @@ func newFixtureWith(t *testing.T, fo fixtureOpts) *fixture {
 	o := session.Options{
 		Peer: "mesh-b", Catalog: cat, Ingress: func() wire.Ingress { return wire.Ingress{} }, Log: log,
 		Local: fo.local, Remote: func() (session.Capabilities, error) { return fo.remote, nil },
-		Grace: fo.grace, Activity: act, Metrics: session.NewMetrics(reg),
+		Grace: fo.grace, Activity: act, Metrics: session.NewMetrics(reg), BatchDelay: fo.batchDelay,
 	}
 	if fo.clock != nil {
 		o = session.WithClock(o, fo.clock)

@@ -3,6 +3,7 @@ package session
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -49,6 +50,9 @@ type consumer struct {
 	// for it before it sends more).
 	clock clock
 	grace timer
+	// window is the negotiated window once known, else 0; the commit
+	// loop reads it without mu.
+	window atomic.Int64
 	// quiet guards last and pending apart from mu, so that the receive
 	// loop never waits for a store write. Lock order: mu, then quiet.
 	quiet   sync.Mutex
@@ -114,6 +118,7 @@ func (c *consumer) negotiatedLocked(caps Capabilities) {
 		return
 	}
 	c.caps, c.capsKnown = caps, true
+	c.window.Store(int64(caps.Window))
 	c.o.Activity.negotiated(caps)
 	if caps.SyncComplete || c.o.Grace <= 0 || c.reconciled || c.stopped {
 		return
@@ -166,6 +171,7 @@ func (c *consumer) commit(ctx context.Context) {
 				break more
 			}
 		}
+		batch = c.linger(ctx, batch)
 		for _, ack := range c.consume(batch) {
 			select {
 			case c.out <- ack:
@@ -174,6 +180,34 @@ func (c *consumer) commit(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// linger adds to batch the responses that arrive within BatchDelay, while
+// it is short of MaxBatch and of the negotiated window: up to a window,
+// the peer may still send some (those whose ACKs are on their way free
+// its window again). With the specification's one in flight it never
+// waits.
+func (c *consumer) linger(ctx context.Context, batch []*discoverypb.StreamResponse) []*discoverypb.StreamResponse {
+	if c.o.BatchDelay <= 0 || !c.mayGrow(len(batch)) {
+		return batch
+	}
+	t := time.NewTimer(c.o.BatchDelay)
+	defer t.Stop()
+	for c.mayGrow(len(batch)) {
+		select {
+		case r := <-c.queue:
+			batch = append(batch, r)
+		case <-t.C:
+			return batch
+		case <-ctx.Done():
+			return batch
+		}
+	}
+	return batch
+}
+
+func (c *consumer) mayGrow(n int) bool {
+	return n < c.o.MaxBatch && int64(n) < c.window.Load()
 }
 
 // consume acts on a batch of responses, in order, and returns their

@@ -29,6 +29,12 @@ const SyncCompleteURL = "type.meshfed.io/meshfed.SyncComplete"
 // is configured with in practice, while bounding the memory a batch holds.
 const DefaultMaxBatch = 256
 
+// DefaultBatchDelay is short of a round trip beyond the host, and of a
+// transaction on a disk that syncs: on loopback it lets the responses a
+// peer sends on one ACK join the batch that holds those sent on the ACK
+// before, so that a window is stored in one transaction, not two.
+const DefaultBatchDelay = time.Millisecond
+
 // Stream is one side of an EstablishStream call: the client and the server
 // stream types of the generated code both satisfy it.
 type Stream interface {
@@ -61,6 +67,11 @@ type Options struct {
 	// MaxBatch is how many consecutive responses one store transaction
 	// holds at most (default DefaultMaxBatch).
 	MaxBatch int
+	// BatchDelay is how long a batch may wait for more responses the
+	// peer may still send, within its window (default DefaultBatchDelay;
+	// negative never waits). A batch otherwise holds what arrived while
+	// the transaction before it was written.
+	BatchDelay time.Duration
 	// Exchanged is called once, after the first ACK in either direction.
 	Exchanged func()
 	// Activity records the session's last frames and negotiation; may be
@@ -83,6 +94,9 @@ func Run(ctx context.Context, s Stream, o Options) error {
 	}
 	if o.MaxBatch <= 0 {
 		o.MaxBatch = DefaultMaxBatch
+	}
+	if o.BatchDelay == 0 {
+		o.BatchDelay = DefaultBatchDelay
 	}
 	var once sync.Once
 	exchanged := o.Exchanged
