@@ -19,11 +19,12 @@ import (
 // acknowledged.
 //
 // Group commit: the receive loop only hands responses to the commit loop,
-// which takes every response that has arrived (up to MaxBatch) and stores
-// them in one transaction; their answers go out, in order, once it is on
-// disk. A response thus waits at most for the transaction in progress when
-// it arrived, and a peer with a window of n gets its n responses stored
-// with a few fsyncs instead of n.
+// which takes every response that has arrived (up to MaxBatch), waits up to
+// BatchDelay for the rest of a negotiated window, and stores them in one
+// transaction; their answers go out, in order, once it is on disk. A
+// response thus waits at most for the transaction in progress when it
+// arrived plus BatchDelay, and a peer with a window of n gets its n
+// responses stored with one fsync instead of n.
 type consumer struct {
 	o   Options
 	out chan<- *discoverypb.BidirectionalStream
