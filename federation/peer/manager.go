@@ -39,6 +39,11 @@ type Config struct {
 	DisableExtensions bool
 	// Grace: see session.Options.Grace. Default 30 s.
 	Grace time.Duration
+	// MaxBatch and BatchDelay bound the group commit of what peers
+	// publish: see session.Options; zero means session.DefaultMaxBatch
+	// and session.DefaultBatchDelay.
+	MaxBatch   int
+	BatchDelay time.Duration
 	// Retention is how long the imports of a disconnected peer are kept;
 	// 0 keeps them until the peer is removed from the configuration.
 	Retention time.Duration
@@ -322,17 +327,19 @@ func (m *Manager) begin(ctx context.Context, p *peerRun, identity spiffeid.ID) (
 
 func (m *Manager) sessionOptions(p *peerRun, ctxToken string, local session.Capabilities, remote func() (session.Capabilities, error), exchanged func()) session.Options {
 	return session.Options{
-		Peer:      p.spec.Name,
-		Catalog:   m.cfg.Catalog,
-		Ingress:   m.cfg.Ingress,
-		Context:   ctxToken,
-		Local:     local,
-		Remote:    remote,
-		Grace:     m.cfg.Grace,
-		Exchanged: exchanged,
-		Activity:  &p.activity,
-		Log:       m.log,
-		Metrics:   m.smx,
+		Peer:       p.spec.Name,
+		Catalog:    m.cfg.Catalog,
+		Ingress:    m.cfg.Ingress,
+		Context:    ctxToken,
+		Local:      local,
+		Remote:     remote,
+		Grace:      m.cfg.Grace,
+		MaxBatch:   m.cfg.MaxBatch,
+		BatchDelay: m.cfg.BatchDelay,
+		Exchanged:  exchanged,
+		Activity:   &p.activity,
+		Log:        m.log,
+		Metrics:    m.smx,
 	}
 }
 
