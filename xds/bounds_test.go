@@ -349,3 +349,24 @@ func rssBytes(t *testing.T) int64 {
 	t.Fatal("no VmRSS")
 	return 0
 }
+
+// TestKeepaliveIsEnforced: a client that pings more often than
+// DefaultKeepaliveMinTime is sent GOAWAY (too_many_pings) after gRPC's
+// few strikes, instead of costing the server a ping answer each time.
+func TestKeepaliveIsEnforced(t *testing.T) {
+	e := serveMTLS(t, Config{})
+	c := dialRawH2(t, e)
+	require.NoError(t, c.conn.SetReadDeadline(time.Now().Add(time.Minute)))
+	for i := range 10 {
+		require.NoError(t, c.fr.WritePing(false, [8]byte{byte(i)}))
+	}
+	for {
+		f, err := c.fr.ReadFrame()
+		require.NoError(t, err)
+		if g, ok := f.(*http2.GoAwayFrame); ok {
+			require.Equal(t, http2.ErrCodeEnhanceYourCalm, g.ErrCode)
+			require.Equal(t, "too_many_pings", string(g.DebugData()))
+			return
+		}
+	}
+}
