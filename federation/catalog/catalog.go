@@ -187,7 +187,7 @@ func (c *Catalog) Apply(peer string, changes []ImportChange) (errs []error) {
 		j.put(imp)
 		writes = append(writes, store.ImportWrite{Record: store.Record{Peer: peer, ResourceID: ch.ID, Service: ch.Raw}})
 	}
-	if err := c.store.WriteImports(writes); err != nil {
+	if err := c.write(writes); err != nil {
 		j.undo()
 		c.log.Error("storing imports failed", zap.String("peer", peer), zap.Int("writes", len(writes)), zap.Error(err))
 		for i, ch := range changes {
@@ -208,6 +208,14 @@ func (c *Catalog) Apply(peer string, changes []ImportChange) (errs []error) {
 		c.notifyLocked(Key{Kind: KindImport, Peer: peer, ID: id})
 	}
 	return errs
+}
+
+// write stores ws in one transaction; with nothing to store, it opens none.
+func (c *Catalog) write(ws []store.ImportWrite) error {
+	if len(ws) == 0 {
+		return nil
+	}
+	return c.store.WriteImports(ws)
 }
 
 // checkUpsertLocked is the import ch would make, or why it cannot be taken.
