@@ -1,6 +1,7 @@
 package peer_test
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"path/filepath"
@@ -9,20 +10,26 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc/codes"
 
 	"github.com/meshfed/meshfed/federation/catalog"
 	"github.com/meshfed/meshfed/federation/peer"
 	"github.com/meshfed/meshfed/federation/store"
 )
 
-// countingStore is the real store, counting the import transactions.
+// countingStore is the real store, counting the import transactions,
+// which fail without writing while fail is set.
 type countingStore struct {
 	*store.Store
 	writes atomic.Int64
+	fail   atomic.Bool
 }
 
 func (s *countingStore) WriteImports(ws []store.ImportWrite) error {
 	s.writes.Add(1)
+	if s.fail.Load() {
+		return errors.New("disk full")
+	}
 	return s.Store.WriteImports(ws)
 }
 
@@ -114,4 +121,48 @@ func TestCrashKeepsEveryAckedImport(t *testing.T) {
 		require.True(t, restored[name], "%s was ACKed but is not restored", name)
 	}
 	consumer.eventuallyImportsAll("mesh-b", names)
+}
+
+// TestFailedWritesAreNeverACKed: over mutual TLS, while the consumer's
+// store fails, the owner gets no ACK for any service, only Unavailable,
+// and nothing is stored; once the store works again, the owner's retries
+// bring every service in.
+func TestFailedWritesAreNeverACKed(t *testing.T) {
+	const n = 200
+	p := newPKI(t, "mesh-a", "mesh-b")
+	cfg := func(c *peer.Config) { c.Window = 64 }
+	owner := newAgent(t, "mesh-b", p, []peer.Spec{spec("mesh-a", p.td("mesh-a"), "")}, cfg)
+	names := serviceNames(n)
+	owner.export(names, "mesh-a")
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	consumer := &agent{t: t, name: "mesh-a", pki: p, dir: t.TempDir(), specs: []peer.Spec{spec("mesh-b", p.td("mesh-b"), owner.addr)}, cfg: cfg}
+	consumer.addr = lis.Addr().String()
+	var counted *countingStore
+	consumer.wrapStore = func(st *store.Store) catalog.Store {
+		counted = &countingStore{Store: st}
+		counted.fail.Store(true)
+		return counted
+	}
+	consumer.start(lis)
+	t.Cleanup(consumer.stop)
+
+	// Every service answered, each with Unavailable, while the store
+	// fails.
+	require.Eventually(t, func() bool { return len(owner.catalog.Deliveries("mesh-a")) == n }, time.Minute, time.Millisecond)
+	for name, d := range owner.catalog.Deliveries("mesh-a") {
+		require.False(t, d.Acked, name)
+		require.Equal(t, codes.Unavailable, d.Code, name)
+		require.Equal(t, fmt.Sprintf("store: %q not imported, try again", name), d.Message)
+	}
+	recs, err := counted.PeerImports("mesh-b")
+	require.NoError(t, err)
+	require.Empty(t, recs)
+	require.Zero(t, consumer.catalog.ImportCount("mesh-b"))
+
+	counted.fail.Store(false)
+	consumer.eventuallyImportsAll("mesh-b", names)
+	recs, err = consumer.store.PeerImports("mesh-b")
+	require.NoError(t, err)
+	require.Len(t, recs, n)
 }
