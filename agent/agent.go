@@ -20,13 +20,13 @@ import (
 	"github.com/meshfed/meshfed/config"
 	"github.com/meshfed/meshfed/federation/catalog"
 	"github.com/meshfed/meshfed/federation/peer"
-	"github.com/meshfed/meshfed/federation/store"
 	"github.com/meshfed/meshfed/federation/validate"
 	"github.com/meshfed/meshfed/federation/wire"
 	"github.com/meshfed/meshfed/model"
 	"github.com/meshfed/meshfed/registry"
 	"github.com/meshfed/meshfed/snapshot/cache"
 	"github.com/meshfed/meshfed/snapshot/runner"
+	"github.com/meshfed/meshfed/store"
 	"github.com/meshfed/meshfed/xds"
 )
 

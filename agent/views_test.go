@@ -15,8 +15,8 @@ import (
 
 	"github.com/meshfed/meshfed/admin"
 	"github.com/meshfed/meshfed/federation/catalog"
-	"github.com/meshfed/meshfed/federation/store"
 	"github.com/meshfed/meshfed/model"
+	"github.com/meshfed/meshfed/store"
 )
 
 // withExports is an agent that only has a catalog of n exports, each

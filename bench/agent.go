@@ -21,10 +21,10 @@ import (
 
 	"github.com/meshfed/meshfed/federation/catalog"
 	"github.com/meshfed/meshfed/federation/peer"
-	"github.com/meshfed/meshfed/federation/store"
 	"github.com/meshfed/meshfed/federation/validate"
 	"github.com/meshfed/meshfed/federation/wire"
 	"github.com/meshfed/meshfed/model"
+	"github.com/meshfed/meshfed/store"
 )
 
 // The two meshes of the sync benchmark: the owner (mesh-b) exports N

@@ -14,7 +14,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/meshfed/meshfed/federation/catalog"
-	"github.com/meshfed/meshfed/federation/store"
+	"github.com/meshfed/meshfed/store"
 	"github.com/meshfed/meshfed/xds/adsclient"
 )
 

@@ -12,11 +12,11 @@ import (
 
 	"github.com/meshfed/meshfed/certs"
 	"github.com/meshfed/meshfed/federation/catalog"
-	"github.com/meshfed/meshfed/federation/store"
 	"github.com/meshfed/meshfed/federation/validate"
 	"github.com/meshfed/meshfed/federation/wire"
 	"github.com/meshfed/meshfed/model"
 	"github.com/meshfed/meshfed/snapshot"
+	"github.com/meshfed/meshfed/store"
 )
 
 // The federation every run simulates: mesh-a (this agent, whose egress

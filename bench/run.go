@@ -12,9 +12,9 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/meshfed/meshfed/federation/catalog"
-	"github.com/meshfed/meshfed/federation/store"
 	"github.com/meshfed/meshfed/model"
 	"github.com/meshfed/meshfed/snapshot"
+	"github.com/meshfed/meshfed/store"
 	"github.com/meshfed/meshfed/xds"
 )
 

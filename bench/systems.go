@@ -19,11 +19,11 @@ import (
 
 	"github.com/meshfed/meshfed/config"
 	"github.com/meshfed/meshfed/federation/catalog"
-	"github.com/meshfed/meshfed/federation/store"
 	"github.com/meshfed/meshfed/model"
 	"github.com/meshfed/meshfed/snapshot"
 	"github.com/meshfed/meshfed/snapshot/cache"
 	"github.com/meshfed/meshfed/snapshot/runner"
+	"github.com/meshfed/meshfed/store"
 )
 
 // The systems compared.

@@ -11,8 +11,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/meshfed/meshfed/federation/catalog"
-	"github.com/meshfed/meshfed/federation/store"
 	"github.com/meshfed/meshfed/model"
+	"github.com/meshfed/meshfed/store"
 )
 
 // failingStore is the real store, counting the import transactions and

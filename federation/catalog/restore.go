@@ -5,9 +5,9 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/meshfed/meshfed/federation/hamlet/typespb"
-	"github.com/meshfed/meshfed/federation/store"
 	"github.com/meshfed/meshfed/federation/validate"
 	"github.com/meshfed/meshfed/model"
+	"github.com/meshfed/meshfed/store"
 )
 
 // Restore loads the imports kept in the store, as they were before a

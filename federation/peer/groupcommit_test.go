@@ -14,7 +14,7 @@ import (
 
 	"github.com/meshfed/meshfed/federation/catalog"
 	"github.com/meshfed/meshfed/federation/peer"
-	"github.com/meshfed/meshfed/federation/store"
+	"github.com/meshfed/meshfed/store"
 )
 
 // countingStore is the real store, counting the import transactions,

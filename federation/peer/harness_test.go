@@ -15,9 +15,9 @@ import (
 
 	"github.com/meshfed/meshfed/federation/catalog"
 	"github.com/meshfed/meshfed/federation/peer"
-	"github.com/meshfed/meshfed/federation/store"
 	"github.com/meshfed/meshfed/federation/wire"
 	"github.com/meshfed/meshfed/model"
+	"github.com/meshfed/meshfed/store"
 )
 
 // agent is one meshfed agent's federation side, with a real store on disk

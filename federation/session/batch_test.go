@@ -13,8 +13,8 @@ import (
 	"github.com/meshfed/meshfed/federation/catalog"
 	"github.com/meshfed/meshfed/federation/hamlet/discoverypb"
 	"github.com/meshfed/meshfed/federation/session"
-	"github.com/meshfed/meshfed/federation/store"
 	"github.com/meshfed/meshfed/federation/wire"
+	"github.com/meshfed/meshfed/store"
 )
 
 // gateStore is the real store, counting the import transactions. Once

@@ -23,10 +23,10 @@ import (
 	"github.com/meshfed/meshfed/federation/hamlet/discoverypb"
 	"github.com/meshfed/meshfed/federation/hamlet/typespb"
 	"github.com/meshfed/meshfed/federation/session"
-	"github.com/meshfed/meshfed/federation/store"
 	"github.com/meshfed/meshfed/federation/validate"
 	"github.com/meshfed/meshfed/federation/wire"
 	"github.com/meshfed/meshfed/model"
+	"github.com/meshfed/meshfed/store"
 )
 
 // pipe is one end of an in-process stream: what the session sends arrives

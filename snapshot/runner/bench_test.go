@@ -13,12 +13,12 @@ import (
 
 	"github.com/meshfed/meshfed/config"
 	"github.com/meshfed/meshfed/federation/catalog"
-	"github.com/meshfed/meshfed/federation/store"
 	"github.com/meshfed/meshfed/federation/validate"
 	"github.com/meshfed/meshfed/federation/wire"
 	"github.com/meshfed/meshfed/model"
 	"github.com/meshfed/meshfed/snapshot"
 	"github.com/meshfed/meshfed/snapshot/cache"
+	"github.com/meshfed/meshfed/store"
 )
 
 // BenchmarkChange measures one catalog change through the runner:

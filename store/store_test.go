@@ -180,11 +180,9 @@ func TestInvalidWritesChangeNothing(t *testing.T) {
 
 func TestSecondOpenTimesOut(t *testing.T) {
 	_, path := open(t)
-	start := time.Now()
 	_, err := Open(path, WithTimeout(100*time.Millisecond))
 	require.ErrorIs(t, err, ErrLocked)
 	require.EqualError(t, err, fmt.Sprintf("store: open %q: locked by another process (gave up after 100ms; is another meshfed running on it?)", path))
-	require.Less(t, time.Since(start), 2*time.Second)
 }
 
 func TestCorruptRecordIsNamed(t *testing.T) {
