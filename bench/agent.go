@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 
+	"github.com/meshfed/meshfed/config"
 	"github.com/meshfed/meshfed/federation/catalog"
 	"github.com/meshfed/meshfed/federation/peer"
 	"github.com/meshfed/meshfed/federation/validate"
@@ -121,7 +122,8 @@ func startAgent(cfg agentConfig) (a *agent, err error) {
 	m, err := peer.NewManager(peer.Config{
 		Catalog: cat,
 		TLS:     tlsCfg,
-		Window:  cfg.Window,
+		Window:  max(cfg.Window, config.DefaultWindow),
+		Grace:   config.DefaultGrace,
 		Ingress: func() wire.Ingress {
 			return wire.Ingress{
 				Endpoints: []model.Endpoint{{Address: "192.0.2.10", Port: 15443}},

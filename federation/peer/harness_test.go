@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/meshfed/meshfed/config"
 	"github.com/meshfed/meshfed/federation/catalog"
 	"github.com/meshfed/meshfed/federation/peer"
 	"github.com/meshfed/meshfed/federation/wire"
@@ -74,6 +75,8 @@ func (a *agent) start(lis net.Listener) {
 		Catalog:    a.catalog,
 		TLS:        a.pki.tls(t, a.name),
 		Ingress:    func() wire.Ingress { return a.ingress() },
+		Window:     config.DefaultWindow,
+		Grace:      config.DefaultGrace,
 		MinBackoff: 50 * time.Millisecond,
 		MaxBackoff: 200 * time.Millisecond,
 		Log:        log,

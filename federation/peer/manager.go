@@ -32,12 +32,13 @@ type Config struct {
 	TLS     TLS
 	Ingress func() wire.Ingress
 	// Window is how many responses this agent accepts unacknowledged, and
-	// sends when the peer accepts as many; 1 is the specification.
+	// sends when the peer accepts as many; 1 is the specification. At
+	// least 1.
 	Window int
 	// DisableExtensions advertises nothing beyond the specification, for a
 	// peer whose implementation trips over the capabilities metadata.
 	DisableExtensions bool
-	// Grace: see session.Options.Grace. Default 30 s.
+	// Grace: see session.Options.Grace; required.
 	Grace time.Duration
 	// MaxBatch and BatchDelay bound the group commit of what peers
 	// publish: see session.Options; zero means session.DefaultMaxBatch
@@ -94,11 +95,13 @@ func NewManager(cfg Config, specs []Spec) (*Manager, error) {
 	if cfg.TLS == nil {
 		return nil, errors.New("peer: no TLS material: Hamlet runs over mutual TLS only")
 	}
+	// The window and the grace come from the configuration, which gives
+	// them their defaults.
 	if cfg.Window < 1 {
-		cfg.Window = 1
+		return nil, fmt.Errorf("peer: window %d: at least one response must be in flight", cfg.Window)
 	}
-	if cfg.Grace == 0 {
-		cfg.Grace = 30 * time.Second
+	if cfg.Grace <= 0 {
+		return nil, fmt.Errorf("peer: grace %s is not a duration", cfg.Grace)
 	}
 	if cfg.MinBackoff == 0 {
 		cfg.MinBackoff = time.Second
