@@ -209,18 +209,27 @@ func heldProxy(t *testing.T, target string) (addr string, release func()) {
 	return l.Addr().String(), func() { once.Do(func() { close(released) }) }
 }
 
+// lateBundle starts mesh-b with mesh-a's bundle from an https_web
+// endpoint that answers once release is called (at the latest when the
+// test ends).
+func lateBundle(t *testing.T, opts ...func(*Agent)) (b *running, release func()) {
+	t.Helper()
+	root := t.TempDir()
+	ma, mb := newMesh(t, root, "mesh-a"), newMesh(t, root, "mesh-b")
+	a, caFile := webEndpoint(t, root, ma, mb)
+	late, release := heldProxy(t, a.BundleEndpointAddr().String())
+	t.Cleanup(release)
+	mb.config(t, ma, a.FederationAddr().String())
+	block := fmt.Sprintf("{url: 'https://%s/bundle', profile: https_web, caFile: %s}", late, caFile)
+	return start(t, withBundleEndpoint(t, mb, "mesh-a.example", block), opts...), release
+}
+
 // A peer bundle that has never loaded holds the gateways' first
 // configuration back, so that a gateway keeps what it has rather than
 // losing the peer's restored imports; the agent says which peer it waits
 // for, and configures the gateways as soon as the bundle arrives.
 func TestFirstConfigurationWaitsForPeerBundle(t *testing.T) {
-	root := t.TempDir()
-	ma, mb := newMesh(t, root, "mesh-a"), newMesh(t, root, "mesh-b")
-	a, caFile := webEndpoint(t, root, ma, mb)
-	late, release := heldProxy(t, a.BundleEndpointAddr().String())
-	defer release()
-	mb.config(t, ma, a.FederationAddr().String())
-	b := start(t, withBundleEndpoint(t, mb, "mesh-a.example", fmt.Sprintf("{url: 'https://%s/bundle', profile: https_web, caFile: %s}", late, caFile)))
+	b, release := lateBundle(t)
 
 	require.EqualError(t, b.Ready(), "starting: waiting for the trust bundles of mesh-a (mesh-a.example)")
 	require.False(t, b.Cache.Ready(model.Egress), "no gateway is configured yet")
@@ -233,14 +242,7 @@ func TestFirstConfigurationWaitsForPeerBundle(t *testing.T) {
 
 // Past the wait, the gateways are configured with what the agent has.
 func TestFirstConfigurationStopsWaiting(t *testing.T) {
-	root := t.TempDir()
-	ma, mb := newMesh(t, root, "mesh-a"), newMesh(t, root, "mesh-b")
-	a, caFile := webEndpoint(t, root, ma, mb)
-	late, release := heldProxy(t, a.BundleEndpointAddr().String())
-	defer release()
-	mb.config(t, ma, a.FederationAddr().String())
-	b := start(t, withBundleEndpoint(t, mb, "mesh-a.example", fmt.Sprintf("{url: 'https://%s/bundle', profile: https_web, caFile: %s}", late, caFile)),
-		func(a *Agent) { a.bundleWait = 100 * time.Millisecond })
+	b, _ := lateBundle(t, func(a *Agent) { a.bundleWait = 100 * time.Millisecond })
 
 	require.Eventually(t, func() bool { return b.Ready() == nil }, waitFor, 10*time.Millisecond)
 	require.True(t, b.Cache.Ready(model.Egress))
