@@ -452,6 +452,51 @@ func (c *Config) defaults(dir string) {
 	if c.Admin.Listen == "" {
 		c.Admin.Listen = DefaultAdminListen
 	}
+	c.gatewayDefaults()
+	for i := range c.Peers {
+		if c.Peers[i].MaxServices == 0 {
+			c.Peers[i].MaxServices = DefaultMaxServices
+		}
+	}
+	rel := func(p *string) {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(dir, *p)
+		}
+	}
+	rel(&c.Store.Path)
+	rel(&c.Exports.File)
+	if path, ok := strings.CutPrefix(c.XDS.Listen, "unix://"); ok {
+		rel(&path)
+		c.XDS.Listen = "unix://" + path
+	}
+	if t := c.XDS.TLS; t != nil && len(t.Gateways) == 0 {
+		for _, g := range []struct {
+			role string
+			ids  []string
+		}{{"egress", c.Gateways.Egress.NodeIDs}, {"ingress", c.Gateways.Ingress.NodeIDs}} {
+			t.Gateways = append(t.Gateways, XDSGateway{SPIFFEID: "spiffe://" + c.TrustDomain + "/meshfed/gateway/" + g.role, NodeIDs: g.ids})
+		}
+	}
+	if c.Consul != nil {
+		c.Consul.Default()
+		rel(&c.Consul.TokenFile)
+		if t := c.Consul.TLS; t != nil {
+			rel(&t.CAFile)
+			rel(&t.CertFile)
+			rel(&t.KeyFile)
+		}
+	}
+	for _, f := range []*Files{c.Identity.Agent, c.Identity.Egress, c.Identity.Ingress} {
+		if f != nil {
+			rel(&f.Cert)
+			rel(&f.Key)
+		}
+	}
+	c.bundleDefaults(rel)
+}
+
+// gatewayDefaults fills in gateways.egress and gateways.ingress.
+func (c *Config) gatewayDefaults() {
 	eg, ig := &c.Gateways.Egress, &c.Gateways.Ingress
 	if len(eg.NodeIDs) == 0 {
 		eg.NodeIDs = []string{DefaultEgressNodeID}
@@ -482,46 +527,6 @@ func (c *Config) defaults(dir string) {
 	if ig.Listen.Port == 0 {
 		ig.Listen.Port = DefaultIngressPort
 	}
-	for i := range c.Peers {
-		if c.Peers[i].MaxServices == 0 {
-			c.Peers[i].MaxServices = DefaultMaxServices
-		}
-	}
-	rel := func(p *string) {
-		if *p != "" && !filepath.IsAbs(*p) {
-			*p = filepath.Join(dir, *p)
-		}
-	}
-	rel(&c.Store.Path)
-	rel(&c.Exports.File)
-	if path, ok := strings.CutPrefix(c.XDS.Listen, "unix://"); ok {
-		rel(&path)
-		c.XDS.Listen = "unix://" + path
-	}
-	if t := c.XDS.TLS; t != nil && len(t.Gateways) == 0 {
-		for _, g := range []struct {
-			role string
-			ids  []string
-		}{{"egress", eg.NodeIDs}, {"ingress", ig.NodeIDs}} {
-			t.Gateways = append(t.Gateways, XDSGateway{SPIFFEID: "spiffe://" + c.TrustDomain + "/meshfed/gateway/" + g.role, NodeIDs: g.ids})
-		}
-	}
-	if c.Consul != nil {
-		c.Consul.Default()
-		rel(&c.Consul.TokenFile)
-		if t := c.Consul.TLS; t != nil {
-			rel(&t.CAFile)
-			rel(&t.CertFile)
-			rel(&t.KeyFile)
-		}
-	}
-	for _, f := range []*Files{c.Identity.Agent, c.Identity.Egress, c.Identity.Ingress} {
-		if f != nil {
-			rel(&f.Cert)
-			rel(&f.Key)
-		}
-	}
-	c.bundleDefaults(rel)
 }
 
 // bundleDefaults resolves the trust bundle paths and defaults the bundle

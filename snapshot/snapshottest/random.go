@@ -78,40 +78,9 @@ func RandomInput(data []byte) *snapshot.Input {
 		in.Peers = append(in.Peers, p)
 		in.Secrets.Bundles[p.TrustDomain] = "BUNDLE " + p.TrustDomain
 	}
-	labels := []string{"a", "b", "c"}
 	for i := range s.intn(7) {
 		peer := in.Peers[s.intn(len(in.Peers))]
-		svc := model.Service{
-			Name: "svc",
-			FQDN: fmt.Sprintf("svc%d.%s", i, peer.TrustDomain),
-		}
-		if s.bool() {
-			svc.SANs = []string{"spiffe://" + peer.TrustDomain + "/gw"}
-		}
-		for range 1 + s.intn(3) {
-			e := model.Endpoint{Address: s.host(i), Port: uint32(1 + (s.next()*256+s.next())%65535)}
-			if s.bool() {
-				e.Labels = []string{labels[s.intn(3)]}
-			}
-			svc.Endpoints = append(svc.Endpoints, e)
-		}
-		for j := range 1 + s.intn(4) {
-			inst := model.Instance{
-				ID:       s.word() + strconv.Itoa(j),
-				Protocol: model.Protocols[s.intn(len(model.Protocols))],
-				Port:     uint32(s.intn(3) * 8080),
-			}
-			if s.bool() {
-				inst.SNI = fmt.Sprintf("sni%d.%s", j, svc.FQDN)
-			}
-			if s.bool() {
-				inst.Selector = []string{labels[s.intn(3)], "z"}
-			}
-			if s.bool() {
-				inst.Hostname = "h." + svc.FQDN
-			}
-			svc.Instances = append(svc.Instances, inst)
-		}
+		svc := s.service(i, peer)
 		local := svc.FQDN
 		if s.bool() {
 			local = fmt.Sprintf("Alias%d.local", i)
@@ -125,34 +94,78 @@ func RandomInput(data []byte) *snapshot.Input {
 		}
 	}
 	for i := range s.intn(5) {
-		exp := model.Export{
-			Name: s.word() + strconv.Itoa(i),
-			FQDN: fmt.Sprintf("exp%d.mesh-a.example", i),
-			Mode: []model.IngressMode{"", model.Terminate, model.Passthrough}[s.intn(3)],
-		}
-		for _, p := range in.Peers {
-			if s.bool() {
-				exp.Consumers = append(exp.Consumers, p.Name)
-			}
-		}
-		if s.bool() {
-			exp.Consumers = append(exp.Consumers, "unknown")
-		}
-		for j := range 1 + s.intn(3) {
-			p := model.ExportPort{
-				Name:     s.word() + strconv.Itoa(j),
-				Port:     uint32(8000 + j),
-				Protocol: model.Protocols[s.intn(len(model.Protocols))],
-			}
-			if s.bool() {
-				p.SNI = fmt.Sprintf("sni-%d-%d.mesh-a.example", i, j)
-			}
-			for range s.intn(3) {
-				p.Endpoints = append(p.Endpoints, model.LocalEndpoint{Address: s.host(100 + j), Port: uint32(1 + s.next())})
-			}
-			exp.Ports = append(exp.Ports, p)
-		}
+		exp := s.export(i, in.Peers)
 		in.Exports = append(in.Exports, exp)
 	}
 	return WithEdgeDefaults(in)
+}
+
+var labels = []string{"a", "b", "c"}
+
+// service is the i-th imported service, from peer.
+func (s *source) service(i int, peer model.Peer) model.Service {
+	svc := model.Service{
+		Name: "svc",
+		FQDN: fmt.Sprintf("svc%d.%s", i, peer.TrustDomain),
+	}
+	if s.bool() {
+		svc.SANs = []string{"spiffe://" + peer.TrustDomain + "/gw"}
+	}
+	for range 1 + s.intn(3) {
+		e := model.Endpoint{Address: s.host(i), Port: uint32(1 + (s.next()*256+s.next())%65535)}
+		if s.bool() {
+			e.Labels = []string{labels[s.intn(3)]}
+		}
+		svc.Endpoints = append(svc.Endpoints, e)
+	}
+	for j := range 1 + s.intn(4) {
+		inst := model.Instance{
+			ID:       s.word() + strconv.Itoa(j),
+			Protocol: model.Protocols[s.intn(len(model.Protocols))],
+			Port:     uint32(s.intn(3) * 8080),
+		}
+		if s.bool() {
+			inst.SNI = fmt.Sprintf("sni%d.%s", j, svc.FQDN)
+		}
+		if s.bool() {
+			inst.Selector = []string{labels[s.intn(3)], "z"}
+		}
+		if s.bool() {
+			inst.Hostname = "h." + svc.FQDN
+		}
+		svc.Instances = append(svc.Instances, inst)
+	}
+	return svc
+}
+
+// export is the i-th exported service, for some of peers.
+func (s *source) export(i int, peers []model.Peer) model.Export {
+	exp := model.Export{
+		Name: s.word() + strconv.Itoa(i),
+		FQDN: fmt.Sprintf("exp%d.mesh-a.example", i),
+		Mode: []model.IngressMode{"", model.Terminate, model.Passthrough}[s.intn(3)],
+	}
+	for _, p := range peers {
+		if s.bool() {
+			exp.Consumers = append(exp.Consumers, p.Name)
+		}
+	}
+	if s.bool() {
+		exp.Consumers = append(exp.Consumers, "unknown")
+	}
+	for j := range 1 + s.intn(3) {
+		p := model.ExportPort{
+			Name:     s.word() + strconv.Itoa(j),
+			Port:     uint32(8000 + j),
+			Protocol: model.Protocols[s.intn(len(model.Protocols))],
+		}
+		if s.bool() {
+			p.SNI = fmt.Sprintf("sni-%d-%d.mesh-a.example", i, j)
+		}
+		for range s.intn(3) {
+			p.Endpoints = append(p.Endpoints, model.LocalEndpoint{Address: s.host(100 + j), Port: uint32(1 + s.next())})
+		}
+		exp.Ports = append(exp.Ports, p)
+	}
+	return exp
 }
