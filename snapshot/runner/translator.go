@@ -191,6 +191,9 @@ func (t *Translator) applyImport(res *Result, c ImportChange, routes map[uint32]
 		return
 	}
 	e := t.put(res, model.Egress, old, sr)
+	// Only the virtual hosts are needed again (the HTTP route
+	// configurations are rebuilt from them); the rest is in the cache.
+	e.res = snapshot.ServiceResources{HostRoutes: sr.HostRoutes}
 	e.ports = ports
 	res.Held = append(res.Held, ports...)
 	res.Freed = append(res.Freed, minus(slices.Concat(heldBy(old), waiting), ports)...)
