@@ -1,8 +1,11 @@
 package runner
 
 import (
+	"bytes"
+	"fmt"
 	"slices"
 
+	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/proto"
 
@@ -29,9 +32,9 @@ func (h *egressHTTP) rebuild(res *Result, in *snapshot.Input, imports map[catalo
 	}
 	var routes []snapshot.HostRoute
 	for _, k := range sortedImports(imports) {
-		for _, hr := range imports[k].res.HostRoutes {
-			if dirty[hr.Port] {
-				routes = append(routes, hr)
+		for _, hr := range imports[k].routes {
+			if dirty[hr.port] {
+				routes = append(routes, hr.expand())
 			}
 		}
 	}
@@ -55,14 +58,44 @@ func (h *egressHTTP) rebuild(res *Result, in *snapshot.Input, imports map[catalo
 	}
 }
 
-func markPorts(ports map[uint32]bool, routes []snapshot.HostRoute) {
+// hostRoute is a virtual host kept marshaled: an entry is kept for every
+// import, and the bytes take a fraction of the heap the proto takes.
+type hostRoute struct {
+	port  uint32
+	vhost []byte
+}
+
+func compactRoutes(hrs []snapshot.HostRoute) []hostRoute {
+	out := make([]hostRoute, len(hrs))
+	for i, hr := range hrs {
+		b, err := deterministic.Marshal(hr.VirtualHost)
+		if err != nil {
+			// A virtual host that passed the checks marshals.
+			panic(fmt.Sprintf("virtual host %q: %v", hr.VirtualHost.GetName(), err))
+		}
+		out[i] = hostRoute{port: hr.Port, vhost: b}
+	}
+	return out
+}
+
+func (h hostRoute) expand() snapshot.HostRoute {
+	vh := &route.VirtualHost{}
+	if err := proto.Unmarshal(h.vhost, vh); err != nil {
+		panic(fmt.Sprintf("virtual host kept by the translator: %v", err))
+	}
+	return snapshot.HostRoute{Port: h.port, VirtualHost: vh}
+}
+
+var deterministic = proto.MarshalOptions{Deterministic: true}
+
+func markPorts(ports map[uint32]bool, routes []hostRoute) {
 	for _, hr := range routes {
-		ports[hr.Port] = true
+		ports[hr.port] = true
 	}
 }
 
-func equalRoutes(a, b []snapshot.HostRoute) bool {
-	return slices.EqualFunc(a, b, func(x, y snapshot.HostRoute) bool {
-		return x.Port == y.Port && proto.Equal(x.VirtualHost, y.VirtualHost)
+func equalRoutes(a, b []hostRoute) bool {
+	return slices.EqualFunc(a, b, func(x, y hostRoute) bool {
+		return x.port == y.port && bytes.Equal(x.vhost, y.vhost)
 	})
 }

@@ -39,6 +39,8 @@ type entry struct {
 	names []typedName
 	// ports are the egress port keys the import holds.
 	ports []string
+	// routes are an import's virtual hosts.
+	routes []hostRoute
 }
 
 type typedName struct{ typeURL, name string }
@@ -131,7 +133,7 @@ func (t *Translator) Apply(ch Changes) Result {
 	first := !t.ready
 	if first {
 		for _, e := range t.imports {
-			markPorts(routes, e.res.HostRoutes)
+			markPorts(routes, e.routes)
 		}
 	}
 	t.http.rebuild(&res, &t.in, t.imports, routes)
@@ -173,7 +175,7 @@ func (t *Translator) applyImport(res *Result, c ImportChange, routes map[uint32]
 		res.Freed = append(res.Freed, waiting...)
 		if old != nil {
 			res.Freed = append(res.Freed, old.ports...)
-			markPorts(routes, old.res.HostRoutes)
+			markPorts(routes, old.routes)
 			t.remove(res, model.Egress, old)
 			delete(t.imports, c.Key)
 		}
@@ -192,16 +194,18 @@ func (t *Translator) applyImport(res *Result, c ImportChange, routes map[uint32]
 	}
 	e := t.put(res, model.Egress, old, sr)
 	// Only the virtual hosts are needed again (the HTTP route
-	// configurations are rebuilt from them); the rest is in the cache.
-	e.res = snapshot.ServiceResources{HostRoutes: sr.HostRoutes}
+	// configurations are rebuilt from them), and kept marshaled; the rest
+	// is in the cache.
+	e.res = snapshot.ServiceResources{}
+	e.routes = compactRoutes(sr.HostRoutes)
 	e.ports = ports
 	res.Held = append(res.Held, ports...)
 	res.Freed = append(res.Freed, minus(slices.Concat(heldBy(old), waiting), ports)...)
 	t.imports[c.Key] = e
-	if old == nil || !equalRoutes(old.res.HostRoutes, sr.HostRoutes) {
-		markPorts(routes, sr.HostRoutes)
+	if old == nil || !equalRoutes(old.routes, e.routes) {
+		markPorts(routes, e.routes)
 		if old != nil {
-			markPorts(routes, old.res.HostRoutes)
+			markPorts(routes, old.routes)
 		}
 	}
 }
