@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 
+	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/proto"
 
@@ -25,6 +26,7 @@ type Translator struct {
 	exports map[string]*entry
 	refs    secretRefs
 	http    egressHTTP
+	chains  chainIndex
 	ready   bool
 	// rejected are the services whose last translation failed the checks,
 	// with the egress port keys of the version that failed: a port kept
@@ -107,6 +109,7 @@ func NewTranslator(in snapshot.Input) *Translator {
 		exports: map[string]*entry{},
 		refs:    newSecretRefs(),
 		http:    egressHTTP{ports: map[uint32]bool{}},
+		chains:  chainIndex{owner: map[string]string{}, byExp: map[string][]string{}},
 
 		rejected: map[catalog.Key][]string{},
 	}
@@ -218,18 +221,27 @@ func (t *Translator) applyExport(res *Result, c ExportChange) bool {
 	if c.Export == nil {
 		if old != nil {
 			t.remove(res, model.Ingress, old)
+			t.chains.set(c.Name, nil)
 			delete(t.exports, c.Name)
 			return true
 		}
 		return false
 	}
 	sr := snapshot.IngressResources(&t.in, *c.Export)
-	if err := snapshot.CheckService(&t.in, model.Ingress, sr); err != nil {
+	err := snapshot.CheckService(&t.in, model.Ingress, sr)
+	if err == nil {
+		err = t.chains.check(c.Name, sr.FilterChains)
+	}
+	if err != nil {
 		res.Rejected = append(res.Rejected, Rejection{Key: key, Err: err})
 		t.rejected[key] = nil
 		return false
 	}
-	t.exports[c.Name] = t.put(res, model.Ingress, old, sr)
+	e := t.put(res, model.Ingress, old, sr)
+	// Only the filter chains are needed again, for the listener.
+	e.res = snapshot.ServiceResources{FilterChains: sr.FilterChains}
+	t.chains.set(c.Name, sr.FilterChains)
+	t.exports[c.Name] = e
 	return old == nil || !equalAll(old.res.FilterChains, sr.FilterChains)
 }
 
@@ -276,26 +288,57 @@ func (t *Translator) drop(res *Result, role model.Role, old *entry, keep []typed
 }
 
 // ingressListener rebuilds the ingress listener from every export's filter
-// chains, checked together for overlapping matches.
+// chains, each checked when its export was (chainIndex keeps them from
+// overlapping): the rebuild assembles, it checks nothing again.
 func (t *Translator) ingressListener(res *Result) {
-	var all snapshot.ServiceResources
+	var chains []*listener.FilterChain
 	for _, name := range sortedKeys(t.exports) {
-		e := t.exports[name]
-		all.Clusters = append(all.Clusters, e.res.Clusters...)
-		all.Endpoints = append(all.Endpoints, e.res.Endpoints...)
-		all.FilterChains = append(all.FilterChains, e.res.FilterChains...)
-		all.Secrets = append(all.Secrets, e.res.Secrets...)
+		chains = append(chains, t.exports[name].res.FilterChains...)
 	}
-	l := snapshot.IngressListener(&t.in, all.FilterChains)
+	l := snapshot.IngressListener(&t.in, chains)
 	if l == nil {
 		res.del(model.Ingress, resource.ListenerType, snapshot.IngressTLSName)
 		return
 	}
-	if err := snapshot.CheckService(&t.in, model.Ingress, all); err != nil {
-		res.Rejected = append(res.Rejected, Rejection{Key: catalog.Key{Kind: catalog.KindExport, ID: snapshot.IngressTLSName}, Err: fmt.Errorf("ingress listener: %w", err)})
-		return
-	}
 	res.set(model.Ingress, resource.ListenerType, l.GetName(), l)
+}
+
+// chainIndex knows which export's filter chain takes each match of the
+// ingress listener, so that an export is checked against the others in
+// O(its chains).
+type chainIndex struct {
+	owner map[string]string // match key → filter chain
+	byExp map[string][]string
+}
+
+// check refuses chains that overlap another export's, as Check words it.
+func (x chainIndex) check(export string, chains []*listener.FilterChain) error {
+	mine := map[string]bool{}
+	for _, k := range x.byExp[export] {
+		mine[k] = true
+	}
+	for _, fc := range chains {
+		for _, k := range snapshot.MatchKeys(fc) {
+			if other, ok := x.owner[k.Key]; ok && !mine[k.Key] {
+				return fmt.Errorf("ingress: listener %q: filter chains %q and %q overlap on %s", snapshot.IngressTLSName, other, fc.GetName(), k.Desc)
+			}
+		}
+	}
+	return nil
+}
+
+// set makes chains the export's (none: it is gone).
+func (x chainIndex) set(export string, chains []*listener.FilterChain) {
+	for _, k := range x.byExp[export] {
+		delete(x.owner, k)
+	}
+	delete(x.byExp, export)
+	for _, fc := range chains {
+		for _, k := range snapshot.MatchKeys(fc) {
+			x.owner[k.Key] = fc.GetName()
+			x.byExp[export] = append(x.byExp[export], k.Key)
+		}
+	}
 }
 
 // gatewaySecrets sets the secrets no service owns, under names that never

@@ -2,6 +2,7 @@ package runner
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -11,6 +12,7 @@ import (
 	"github.com/meshfed/meshfed/federation/catalog"
 	"github.com/meshfed/meshfed/model"
 	"github.com/meshfed/meshfed/snapshot"
+	"github.com/meshfed/meshfed/snapshot/snapshottest"
 )
 
 func importChange(svc model.Service) ImportChange {
@@ -66,4 +68,23 @@ func TestTranslatorPortsOfRejectedVersions(t *testing.T) {
 	res = tr.Apply(Changes{Imports: []ImportChange{{Key: importChange(db).Key}}})
 	require.Equal(t, []string{p, q}, res.Freed)
 	require.False(t, tr.Served(importChange(db).Key))
+}
+
+// A server name is freed with its export: the export refused for it is
+// served once the other is gone, and an export's own update never clashes
+// with itself.
+func TestTranslatorServerNamesFollowTheirExport(t *testing.T) {
+	in, err := snapshottest.LoadInput("../testdata/bad/sni-clash.yaml")
+	require.NoError(t, err)
+	tr := NewTranslator(*in)
+	orders, shop := exports(in, false, func(i int) bool { return i == 0 }), exports(in, false, func(i int) bool { return i == 1 })
+	res := tr.Apply(Changes{Secrets: &in.Secrets, Exports: slices.Concat(orders, shop)})
+	require.Len(t, res.Rejected, 1)
+
+	res = tr.Apply(Changes{Exports: orders})
+	require.Empty(t, res.Rejected, "orders keeps its own name")
+	res = tr.Apply(Changes{Exports: exports(in, true, func(i int) bool { return i == 0 })})
+	require.Empty(t, res.Rejected)
+	res = tr.Apply(Changes{Exports: shop})
+	require.Empty(t, res.Rejected, "the name is free")
 }
