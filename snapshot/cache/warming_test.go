@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"testing"
 
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+
 	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -98,4 +100,40 @@ func TestUnknownTypeURLsAreRefused(t *testing.T) {
 		require.EqualError(t, err, fmt.Sprintf("rpc error: code = InvalidArgument desc = type URL %q is not served here", typeURL))
 	}
 	require.Equal(t, before, len(c.roles[RoleEgress].types))
+}
+
+// A gateway that rejects everything is not answered again until there is
+// something new to send: 100 NACKs of the same state cost no response
+// (state of the world resends nothing by itself; delta knows the gateway
+// was sent it), and the next change costs one.
+func TestNACKLoopIsBounded(t *testing.T) {
+	c := newTestCache(t)
+	require.NoError(t, c.Apply(RoleEgress, []Change{clusterChange("a", 1)}))
+
+	sotw := newSotwStream(t, c, "egress-1")
+	sotw.request(resource.ClusterType, "")
+	sent := sotw.next()
+	cancel := func() {}
+	nack := func() {
+		// As the server does, a stream's new request replaces its watch.
+		cancel()
+		req := &discovery.DiscoveryRequest{Node: sotw.node, TypeUrl: resource.ClusterType, ErrorDetail: &rpcstatus.Status{Code: int32(codes.InvalidArgument), Message: "rejected"}}
+		var err error
+		cancel, err = c.CreateWatch(req, sotw.subs[resource.ClusterType], sotw.out)
+		require.NoError(t, err)
+	}
+	delta := newDeltaStream(t, c, "egress-2")
+	delta.subscribe(resource.ClusterType)
+	delta.next()
+	for range 100 {
+		nack()
+		sotw.none()
+		delta.request(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.ClusterType, ResponseNonce: "n", ErrorDetail: &rpcstatus.Status{Code: int32(codes.InvalidArgument)}})
+		delta.none()
+	}
+	require.NoError(t, c.Apply(RoleEgress, []Change{clusterChange("a", 2)}))
+	assert.NotEqual(t, sent.VersionInfo, sotw.next().VersionInfo)
+	assert.Equal(t, []string{"a"}, names(delta.next().Resources))
+	sotw.none()
+	delta.none()
 }
