@@ -61,6 +61,9 @@ var Workloads = []string{WorkloadCold, WorkloadSingle, WorkloadChurn, WorkloadBu
 // Plan is a set of runs: every system in every mode at every N and M. Its
 // empty fields take those of Options.
 type Plan struct {
+	// Kind of gateways: KindSimulated (default) or KindEnvoy, real Envoy
+	// processes, which run the cold start and single changes only.
+	Kind      string   `json:"kind,omitempty"`
 	Services  []int    `json:"services"`
 	Gateways  []int    `json:"gateways"`
 	Systems   []string `json:"systems"`
@@ -107,6 +110,9 @@ type Options struct {
 	// that the catalog's fsync per change does not stand in front of the
 	// xDS path; else the system's temporary directory).
 	StoreDir string
+	// EnvoyLogs, when set, is a directory that receives the log of every
+	// real Envoy gateway.
+	EnvoyLogs string
 	// Seed makes the runs reproducible (default 1).
 	Seed uint64
 	// Sync configures the catalog sync benchmark.
@@ -192,6 +198,14 @@ func (o *Options) fill(p *Plan) error {
 		p.Gateways = o.Gateways
 	}
 	p.Systems, p.Modes, p.Workloads = or(p.Systems, o.Systems), or(p.Modes, o.Modes), or(p.Workloads, o.Workloads)
+	switch p.Kind {
+	case "", KindSimulated:
+		p.Kind = KindSimulated
+	case KindEnvoy:
+		p.Workloads = slices.DeleteFunc(slices.Clone(p.Workloads), func(w string) bool { return !slices.Contains(envoyWorkloads, w) })
+	default:
+		return fmt.Errorf("unknown kind %q (want %s, %s)", p.Kind, KindSimulated, KindEnvoy)
+	}
 	for _, s := range p.Systems {
 		if !slices.Contains(Systems, s) {
 			return fmt.Errorf("unknown system %q (want %s)", s, strings.Join(Systems, ", "))
@@ -314,7 +328,10 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 							return rep, err
 						}
 						prefix := fmt.Sprintf("[%d/%d] %s %s N=%d M=%d", i, total, sys, mode, n, m)
-						rep.Runs = append(rep.Runs, runOne(ctx, &opts, p, prefix, sys, mode, n, m, pl.Workloads))
+						if pl.Kind == KindEnvoy {
+							prefix += " envoy"
+						}
+						rep.Runs = append(rep.Runs, runOne(ctx, &opts, p, prefix, pl.Kind, sys, mode, n, m, pl.Workloads))
 					}
 				}
 			}

@@ -13,10 +13,17 @@ import (
 	"text/tabwriter"
 )
 
-// find returns the run of a system in a mode at N and M, if any.
+// find returns the run of a system in a mode at N and M with simulated
+// gateways, if any.
 func (r *Report) find(system, mode string, n, m int) *RunResult {
+	return r.findKind(KindSimulated, system, mode, n, m)
+}
+
+// findKind returns the run of a system in a mode at N and M with gateways
+// of a kind, if any.
+func (r *Report) findKind(kind, system, mode string, n, m int) *RunResult {
 	for _, run := range r.Runs {
-		if run.System == system && run.Mode == mode && run.Services == n && run.Gateways == m {
+		if kindOf(run) == kind && run.System == system && run.Mode == mode && run.Services == n && run.Gateways == m {
 			return run
 		}
 	}
@@ -94,6 +101,26 @@ func cpuMs(c Cost) float64  { return c.CPUMs }
 func allocs(c Cost) float64 { return c.Allocs }
 func wireB(c Cost) float64  { return c.WireBytes }
 
+// simulatedOnly drops a figure from real-Envoy runs, which do not read their
+// gateways' connections.
+func envoyFigure(f func(*EnvoyFigures) float64) func(*RunResult) (float64, bool) {
+	return func(r *RunResult) (float64, bool) {
+		if r.Envoy == nil || r.Failed != "" {
+			return 0, false
+		}
+		return f(r.Envoy), true
+	}
+}
+
+func simulatedOnly(get func(*RunResult) (float64, bool)) func(*RunResult) (float64, bool) {
+	return func(r *RunResult) (float64, bool) {
+		if r.Kind == KindEnvoy {
+			return 0, false
+		}
+		return get(r)
+	}
+}
+
 var figures = []figure{
 	{"single changes measured", func(r *RunResult) (float64, bool) {
 		if r.Single == nil {
@@ -144,15 +171,15 @@ var figures = []figure{
 	{"CPU per update, burst (ms)", spentOn(burstW, "", cpuMs), "%.3f"},
 	{"allocations per update, single", spentOn(single, "", allocs), "%.0f"},
 	{"  per endpoint change", spentOn(single, ScopeEndpoints, allocs), "%.0f"},
-	{"wire bytes per update per gateway", spentOn(single, "", wireB), "%.0f"},
-	{"  per endpoint change", spentOn(single, ScopeEndpoints, wireB), "%.0f"},
-	{"  per route configuration change", spentOn(single, ScopeRoute, wireB), "%.0f"},
-	{"cold start wire bytes per gateway", func(r *RunResult) (float64, bool) {
+	{"wire bytes per update per gateway", simulatedOnly(spentOn(single, "", wireB)), "%.0f"},
+	{"  per endpoint change", simulatedOnly(spentOn(single, ScopeEndpoints, wireB)), "%.0f"},
+	{"  per route configuration change", simulatedOnly(spentOn(single, ScopeRoute, wireB)), "%.0f"},
+	{"cold start wire bytes per gateway", simulatedOnly(func(r *RunResult) (float64, bool) {
 		if r.Cold == nil {
 			return 0, false
 		}
 		return r.Cold.WireBytesPerGateway, true
-	}, "%.0f"},
+	}), "%.0f"},
 	{"storm wire bytes per gateway", func(r *RunResult) (float64, bool) {
 		if r.Storm == nil || r.Storm.TimedOut {
 			return 0, false
@@ -164,10 +191,35 @@ var figures = []figure{
 		return r.HeapPerGatewayPerResource, r.Cold != nil
 	}, "%.1f"},
 	{"NACKs", func(r *RunResult) (float64, bool) { return float64(r.NACKs), r.Failed == "" }, "%.0f"},
+	{"envoy update_rejected (all xDS types)", envoyFigure(func(f *EnvoyFigures) float64 { return float64(f.UpdateRejected) }), "%.0f"},
+	{"envoy init_fetch_timeout (all xDS types)", envoyFigure(func(f *EnvoyFigures) float64 { return float64(f.InitFetchTimeout) }), "%.0f"},
+	{"envoy cds updates applied (stats)", envoyFigure(func(f *EnvoyFigures) float64 { return float64(f.CDSUpdates) }), "%.0f"},
+	{"  cluster changes ACKed x M", envoyFigure(func(f *EnvoyFigures) float64 { return float64(f.ClusterChanges) }), "%.0f"},
+	{"envoy lds updates applied (stats)", envoyFigure(func(f *EnvoyFigures) float64 { return float64(f.LDSUpdates) }), "%.0f"},
+	{"  listener changes ACKed x M", envoyFigure(func(f *EnvoyFigures) float64 { return float64(f.ListenerChanges) }), "%.0f"},
+	{"envoy RSS after cold start, largest (MB)", envoyFigure(func(f *EnvoyFigures) float64 { return float64(f.ColdRSSBytes) / 1e6 }), "%.1f"},
+	{"envoy RSS at the end, largest (MB)", envoyFigure(func(f *EnvoyFigures) float64 { return float64(f.EndRSSBytes) / 1e6 }), "%.1f"},
+	{"control plane RSS at the end (MB)", envoyFigure(func(f *EnvoyFigures) float64 { return float64(f.ControlPlaneRSSBytes) / 1e6 }), "%.1f"},
 }
 
 // WriteTable writes the figures of every N, M and mode, each system in a
 // column, with the ratio meshfed/baseline for each baseline.
+// simulated is the report with the runs of simulated gateways only.
+func (r *Report) simulated() *Report {
+	s := *r
+	s.Runs = slices.DeleteFunc(slices.Clone(r.Runs), func(run *RunResult) bool { return kindOf(run) != KindSimulated })
+	return &s
+}
+
+// kindOf is the kind of a run's gateways; reports written before runs had
+// a kind have simulated ones.
+func kindOf(run *RunResult) string {
+	if run.Kind == "" {
+		return KindSimulated
+	}
+	return run.Kind
+}
+
 func (r *Report) WriteTable(w io.Writer) error {
 	fmt.Fprintf(w, "meshfed-bench: %s\n", r.Command)
 	fmt.Fprintf(w, "host: %s, %d CPUs (GOMAXPROCS %d), %s %s/%s; %.0f s\n", r.Host.CPUModel, r.Host.CPUs, r.Host.GOMAXPROCS, r.Host.GoVersion, r.Host.OS, r.Host.Arch, r.Seconds)
@@ -175,13 +227,14 @@ func (r *Report) WriteTable(w io.Writer) error {
 		r.Settings.Role, r.Settings.HoldoffMs, r.Settings.StoreDir, r.Settings.Clients, r.Settings.ChurnRate, r.Settings.ChurnSeconds, 100*r.Settings.BurstFraction, 100*r.Settings.TCPShare)
 	fmt.Fprintln(w, "single changes follow the churn mix, one at a time, in the same order for every system; a system that takes longer measures fewer of them (see the count), so compare the per-scope rows")
 	type block struct {
+		kind string
 		n, m int
 		mode string
 	}
 	var blocks []block
 	var systems []string
 	for _, run := range r.Runs {
-		b := block{run.Services, run.Gateways, run.Mode}
+		b := block{kindOf(run), run.Services, run.Gateways, run.Mode}
 		if !slices.Contains(blocks, b) {
 			blocks = append(blocks, b)
 		}
@@ -195,7 +248,11 @@ func (r *Report) WriteTable(w io.Writer) error {
 	baselines := slices.DeleteFunc(slices.Clone(systems), func(s string) bool { return s == SystemMeshfed })
 	hasMeshfed := slices.Contains(systems, SystemMeshfed)
 	for _, b := range blocks {
-		fmt.Fprintf(w, "\nN=%d services, M=%d gateways, %s\n", b.n, b.m, b.mode)
+		gws := "gateways"
+		if b.kind == KindEnvoy {
+			gws = "real Envoy gateways (applied: ACKed on the ADS stream, cross-checked with Envoy's stats and config_dump)"
+		}
+		fmt.Fprintf(w, "\nN=%d services, M=%d %s, %s\n", b.n, b.m, gws, b.mode)
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		header := "figure\t"
 		for _, s := range systems {
@@ -209,7 +266,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 		fmt.Fprintln(tw, header)
 		runs := map[string]*RunResult{}
 		for _, s := range systems {
-			runs[s] = r.find(s, b.mode, b.n, b.m)
+			runs[s] = r.findKind(b.kind, s, b.mode, b.n, b.m)
 		}
 		for _, f := range figures {
 			if f.label == "single changes measured" {
@@ -354,7 +411,7 @@ func (r *Report) Write(dir string) ([]string, error) {
 		return files, err
 	}
 	files = append(files, txtPath)
-	plots, err := r.plots(dir)
+	plots, err := r.simulated().plots(dir)
 	return append(files, plots...), err
 }
 

@@ -20,6 +20,8 @@ import (
 
 // RunResult is one system in one mode at one N and M.
 type RunResult struct {
+	// Kind of gateways: KindSimulated or KindEnvoy.
+	Kind     string `json:"kind"`
 	System   string `json:"system"`
 	Mode     string `json:"mode"`
 	Services int    `json:"services"`
@@ -44,6 +46,9 @@ type RunResult struct {
 	Churn  *Workload `json:"churn,omitempty"`
 	Burst  *Workload `json:"burst,omitempty"`
 	Storm  *Phase    `json:"storm,omitempty"`
+
+	// Envoy is what real Envoy gateways reported (KindEnvoy).
+	Envoy *EnvoyFigures `json:"envoy,omitempty"`
 
 	NACKs int         `json:"nacks"`
 	Check CheckResult `json:"check"`
@@ -114,8 +119,8 @@ func (e *env) errorf(format string, args ...any) {
 	e.res.Errors = append(e.res.Errors, fmt.Sprintf(format, args...))
 }
 
-func runOne(ctx context.Context, opts *Options, p *pki, prefix, sysName, mode string, n, m int, workloads []string) *RunResult {
-	res := &RunResult{System: sysName, Mode: mode, Services: n, Gateways: m, HeapIncludesClients: opts.InProcessClients}
+func runOne(ctx context.Context, opts *Options, p *pki, prefix, kind, sysName, mode string, n, m int, workloads []string) *RunResult {
+	res := &RunResult{Kind: kind, System: sysName, Mode: mode, Services: n, Gateways: m, HeapIncludesClients: opts.InProcessClients}
 	start := time.Now()
 	err := runEnv(ctx, opts, p, prefix, res, workloads)
 	res.Seconds = time.Since(start).Seconds()
@@ -197,10 +202,28 @@ func runEnv(parent context.Context, opts *Options, p *pki, prefix string, res *R
 		_ = srv.Serve(ctx, lis)
 	}()
 
-	if opts.InProcessClients {
+	var envoys *envoyFleet
+	switch {
+	case res.Kind == KindEnvoy:
+		keep := ""
+		if opts.EnvoyLogs != "" {
+			if err := os.MkdirAll(opts.EnvoyLogs, 0o755); err != nil {
+				return err
+			}
+			keep = filepath.Join(opts.EnvoyLogs, fmt.Sprintf("%s-%s-%d-%d-", res.System, res.Mode, res.Services, res.Gateways))
+		}
+		if envoys, err = newEnvoyFleet(srv, sockDir, keep); err != nil {
+			return err
+		}
+		e.fleet = envoys
+		res.HeapIncludesClients = false
+		res.Envoy = &EnvoyFigures{}
+	case opts.InProcessClients:
 		e.fleet = newLocalFleet()
-	} else if e.fleet, err = startProcessFleet(); err != nil {
-		return err
+	default:
+		if e.fleet, err = startProcessFleet(); err != nil {
+			return err
+		}
 	}
 	defer func() {
 		if cerr := e.fleet.close(); cerr != nil && err == nil {
@@ -243,6 +266,13 @@ func runEnv(parent context.Context, opts *Options, p *pki, prefix string, res *R
 	res.HeapPerGateway = float64(int64(h3)-int64(hc)) / float64(res.Gateways)
 	res.HeapPerGatewayPerResource = res.HeapPerGateway / float64(max(res.Resources, 1))
 	progress("cold start of %d gateways %.0f ms; heap %.0f B/gateway (%.1f B/resource)", res.Gateways, res.Cold.Ms, res.HeapPerGateway, res.HeapPerGatewayPerResource)
+	if envoys != nil {
+		if err := envoys.figures(ctx, res.Envoy); err != nil {
+			return err
+		}
+		res.Envoy.ColdRSSBytes = res.Envoy.EndRSSBytes
+		progress("envoy RSS %.0f MB (largest of %d), control plane RSS %.0f MB", float64(res.Envoy.ColdRSSBytes)/1e6, res.Gateways, float64(res.Envoy.ControlPlaneRSSBytes)/1e6)
+	}
 
 	has := func(w string) bool {
 		if !slices.Contains(workloads, w) {
@@ -297,6 +327,22 @@ func runEnv(parent context.Context, opts *Options, p *pki, prefix string, res *R
 		verdict = fmt.Sprintf("%d of %d gateways differ: %v", res.Check.Mismatched, res.Check.Gateways, res.Check.Problems)
 	}
 	progress("%d NACKs; final state check %s", res.NACKs, verdict)
+	if envoys != nil {
+		cds, lds := res.Envoy.CDSUpdates, res.Envoy.LDSUpdates
+		if err := envoys.figures(ctx, res.Envoy); err != nil {
+			return err
+		}
+		res.Envoy.CDSUpdates -= cds
+		res.Envoy.LDSUpdates -= lds
+		res.Envoy.Checked = res.Check.OK()
+		if res.Envoy.CDSUpdates < res.Envoy.ClusterChanges || res.Envoy.LDSUpdates < res.Envoy.ListenerChanges {
+			e.errorf("envoy stats: %d cds and %d lds updates applied, fewer than the %d cluster and %d listener changes ACKed",
+				res.Envoy.CDSUpdates, res.Envoy.LDSUpdates, res.Envoy.ClusterChanges, res.Envoy.ListenerChanges)
+		}
+		progress("envoy: %d update_rejected, %d init_fetch_timeout; %d cds, %d lds updates applied for %d cluster, %d listener changes ACKed; RSS %.0f MB",
+			res.Envoy.UpdateRejected, res.Envoy.InitFetchTimeout, res.Envoy.CDSUpdates, res.Envoy.LDSUpdates,
+			res.Envoy.ClusterChanges, res.Envoy.ListenerChanges, float64(res.Envoy.EndRSSBytes)/1e6)
+	}
 	return nil
 }
 

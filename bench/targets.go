@@ -24,6 +24,12 @@ func verdictOf(ok bool) *bool { return &ok }
 // evaluate measures the report against the architecture's numbers, with
 // what it has: each target names the runs it needs.
 func (r *Report) evaluate() []Target {
+	out := r.simulated().evaluateSimulated()
+	return append(out, r.envoyTargets()...)
+}
+
+// evaluateSimulated measures the runs of simulated gateways.
+func (r *Report) evaluateSimulated() []Target {
 	var out []Target
 	maxN := func(pred func(*RunResult) bool) int {
 		n := 0
@@ -192,4 +198,85 @@ func (r *Report) WriteTargets(w io.Writer) error {
 		}
 	}
 	return tw.Flush()
+}
+
+// envoyTargets measures the runs of real Envoy gateways: at the largest N
+// (and then M) measured, meshfed's single changes until every Envoy
+// applied them, beside the baselines of the same run, and Envoy's own
+// rejection and initial fetch timeout counters.
+func (r *Report) envoyTargets() []Target {
+	var mf *RunResult
+	for _, run := range r.Runs {
+		if kindOf(run) != KindEnvoy || run.System != SystemMeshfed || run.Mode != ModeDelta || run.Failed != "" {
+			continue
+		}
+		if mf == nil || run.Services > mf.Services || run.Services == mf.Services && run.Gateways > mf.Gateways {
+			mf = run
+		}
+	}
+	if mf == nil {
+		return nil
+	}
+	var out []Target
+	name := fmt.Sprintf("real Envoy, N=%d, M=%d, delta: one change applied by every Envoy", mf.Services, mf.Gateways)
+	t := Target{Name: name, Want: "p99 < 50 ms", Measured: "not run"}
+	if mf.Single != nil && mf.Single.Latency.Count > 0 {
+		l := mf.Single.Latency
+		t.Measured = fmt.Sprintf("p99 %.1f ms (p50 %.1f ms, %d changes)%s", l.P99, l.P50, l.Count, missedBy(l.P99, 50, "ms"))
+		t.Met = verdictOf(l.P99 < 50)
+		var parts []string
+		for _, sc := range Scopes {
+			if sl, ok := mf.Single.ByScope[sc]; ok {
+				parts = append(parts, fmt.Sprintf("%s: p99 %.1f ms (%d)", sc, sl.P99, sl.Count))
+			}
+		}
+		for _, sys := range []string{SystemSnapshot, SystemLinear} {
+			if b := r.findKind(KindEnvoy, sys, ModeDelta, mf.Services, mf.Gateways); b != nil && b.Single != nil && b.Single.Latency.Count > 0 {
+				parts = append(parts, fmt.Sprintf("%s: p99 %.1f ms", sys, b.Single.Latency.P99))
+			}
+		}
+		t.Note = strings.Join(parts, "; ")
+	}
+	out = append(out, t)
+	for _, sc := range Scopes {
+		if mf.Single == nil {
+			break
+		}
+		sl, ok := mf.Single.ByScope[sc]
+		if !ok || sl.Count == 0 {
+			continue
+		}
+		st := Target{Name: fmt.Sprintf("  %s changes, real Envoy", sc), Want: "p99 < 50 ms",
+			Measured: fmt.Sprintf("p99 %.1f ms (%d)%s", sl.P99, sl.Count, missedBy(sl.P99, 50, "ms")), Met: verdictOf(sl.P99 < 50)}
+		if b := r.findKind(KindEnvoy, SystemLinear, ModeDelta, mf.Services, mf.Gateways); b != nil && b.Single != nil {
+			if bl, ok := b.Single.ByScope[sc]; ok && bl.Count > 0 && sl.P99 > 0 {
+				st.Note = fmt.Sprintf("linear: p99 %.1f ms (%.1fx)", bl.P99, bl.P99/sl.P99)
+			}
+		}
+		out = append(out, st)
+	}
+	for _, sys := range Systems {
+		run := r.findKind(KindEnvoy, sys, ModeDelta, mf.Services, mf.Gateways)
+		if run == nil || run.Envoy == nil || run.Failed != "" {
+			continue
+		}
+		for _, c := range []struct {
+			name string
+			v    uint64
+		}{{"update_rejected", run.Envoy.UpdateRejected}, {"init_fetch_timeout", run.Envoy.InitFetchTimeout}} {
+			out = append(out, Target{
+				Name: fmt.Sprintf("  Envoy %s, %s (sum over Envoys and xDS types)", c.name, sys), Want: "0",
+				Measured: fmt.Sprint(c.v), Met: verdictOf(c.v == 0),
+			})
+		}
+	}
+	return out
+}
+
+// missedBy says by how much a measure is over its limit, or nothing.
+func missedBy(v, limit float64, unit string) string {
+	if v < limit {
+		return ""
+	}
+	return fmt.Sprintf("; missed by %.1f %s (%.1fx the limit)", v-limit, unit, v/limit)
 }

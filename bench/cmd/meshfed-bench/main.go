@@ -36,7 +36,7 @@ func run() int {
 		waitTimeout, netemDelay, syncWait time.Duration
 	)
 	var plans planFlag
-	flag.Var(&plans, "plan", "a set of runs, repeatable: 'n=10000 m=100 systems=meshfed,linear modes=delta workloads=single'; what it leaves out comes from -n, -m, -systems, -modes and -workloads")
+	flag.Var(&plans, "plan", "a set of runs, repeatable: 'n=10000 m=100 systems=meshfed,linear modes=delta workloads=single'; 'kind=envoy' runs real Envoy gateways (cold start and single changes); what it leaves out comes from -n, -m, -systems, -modes and -workloads")
 	flag.StringVar(&n, "n", "1000,10000", "catalog sizes N, comma-separated")
 	flag.StringVar(&m, "m", "10,100", "numbers of gateways M, comma-separated")
 	flag.StringVar(&systems, "systems", strings.Join(bench.Systems, ","), "systems to measure")
@@ -50,6 +50,7 @@ func run() int {
 	flag.DurationVar(&holdoff, "holdoff", time.Millisecond, "meshfed runner holdoff")
 	flag.DurationVar(&waitTimeout, "wait", 2*time.Minute, "longest wait for one change to reach every gateway")
 	flag.BoolVar(&o.InProcessClients, "in-process", false, "run the gateways in this process (heap and CPU then include theirs)")
+	flag.StringVar(&o.EnvoyLogs, "envoy-logs", "", "directory that receives the log of every real Envoy gateway (kind=envoy plans)")
 	flag.StringVar(&o.StoreDir, "store-dir", "", "directory of the xDS runs' stores (default /dev/shm when present)")
 	flag.Uint64Var(&o.Seed, "seed", 1, "seed of the generated catalog and changes")
 	flag.BoolVar(&noSync, "no-sync", false, "skip the catalog sync benchmark")
@@ -164,8 +165,10 @@ func (p *planFlag) Set(v string) error {
 			pl.Modes = list(val)
 		case "workloads":
 			pl.Workloads = list(val)
+		case "kind":
+			pl.Kind = val
 		default:
-			return fmt.Errorf("%q: unknown key (want n, m, systems, modes, workloads)", k)
+			return fmt.Errorf("%q: unknown key (want kind, n, m, systems, modes, workloads)", k)
 		}
 		if err != nil {
 			return fmt.Errorf("%s: %w", k, err)
