@@ -47,19 +47,25 @@ envoy:
 		echo "WARNING: could not install Envoy into $(ENVOY_DIR); the end-to-end tests will skip"
 
 ## bench: meshfed against the go-control-plane baselines, up to 10,000
-## services and 100 gateways (about 3 minutes on 2 cores); results in bench/results.
+## services and 100 simulated gateways, 4 real Envoy gateways at 1,000
+## services, and the catalog sync on loopback and at 50 ms RTT (about 5
+## minutes on 2 cores); results in bench/results.
 bench: envoy
 	PATH=$(TEST_PATH) $(GO) run ./bench/cmd/meshfed-bench \
 		-plan 'n=1000,10000 m=10' \
 		-plan 'n=10000 m=100 modes=delta workloads=cold,single' \
 		-plan 'n=10000 m=100 systems=snapshot modes=sotw workloads=cold,single' \
+		-plan 'kind=envoy n=1000 m=4 modes=delta' \
 		-single-budget 3s -sync-n 10000 -out bench/results $(BENCH_FLAGS)
 
-## bench-full: the same up to 100,000 services.
+## bench-full: the same up to 100,000 services, 4 real Envoy gateways at
+## 10,000, and every sync through the latency proxy to its end (window 1
+## at 50 ms RTT takes minutes).
 bench-full: envoy
 	PATH=$(TEST_PATH) $(GO) run ./bench/cmd/meshfed-bench \
 		-plan 'n=1000,10000,100000 m=10' -plan 'n=10000 m=100' \
-		-sync-n 1000,10000 -out bench/results $(BENCH_FLAGS)
+		-plan 'kind=envoy n=1000,10000 m=4 modes=delta' \
+		-sync-n 1000,10000 -proxy-budget -1s -out bench/results $(BENCH_FLAGS)
 
 test-short:
 	$(GO) test -short ./...

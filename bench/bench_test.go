@@ -69,12 +69,18 @@ func TestRunEverySystemModeAndWorkload(t *testing.T) {
 		})
 	}
 	require.NotNil(t, rep.Sync)
-	require.Len(t, rep.Sync.Runs, 2)
+	// On loopback, then through the latency proxy, with windows 1 and 64.
+	require.Len(t, rep.Sync.Runs, 4)
+	var links []string
+	var windows []int
 	for _, s := range rep.Sync.Runs {
 		assert.Empty(t, s.Error)
+		assert.False(t, s.Extrapolated)
 		assert.Equal(t, 20, s.Services)
+		links, windows = append(links, s.Link), append(windows, s.Window)
 	}
-	assert.Equal(t, []int{1, 64}, []int{rep.Sync.Runs[0].Window, rep.Sync.Runs[1].Window})
+	assert.Equal(t, []int{1, 64, 1, 64}, windows)
+	assert.Equal(t, []string{"loopback", "loopback", "loopback+proxy 50ms RTT", "loopback+proxy 50ms RTT"}, links)
 
 	// The report renders: a table naming every system, the JSON and the
 	// plots.

@@ -334,6 +334,10 @@ func (r *Report) WriteTable(w io.Writer) error {
 				fmt.Fprintf(tw, "%s\t%d\t%d\tFAILED: %s\t\t\n", s.Link, s.Services, s.Window, s.Error)
 				continue
 			}
+			if s.Extrapolated {
+				fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f (extrapolated from %d)\t%.3f\t\n", s.Link, s.Services, s.Window, s.Ms, s.Imported, s.PerServiceMs)
+				continue
+			}
 			fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%.3f\t\n", s.Link, s.Services, s.Window, s.Ms, s.PerServiceMs)
 		}
 		if err := tw.Flush(); err != nil {

@@ -143,21 +143,50 @@ func (r *Report) evaluateSimulated() []Target {
 		out = append(out, t)
 	}
 
-	// Catalog sync.
-	if r.Sync != nil {
-		for _, s := range r.Sync.Runs {
-			if s.Services != 10000 || s.Link != "loopback" {
-				continue
-			}
-			t := Target{Name: fmt.Sprintf("sync of 10,000 services on loopback, window %d", s.Window), Want: "under 1 s"}
-			if s.Error != "" {
-				t.Measured = "failed: " + s.Error
-			} else {
-				t.Measured = fmt.Sprintf("%.2f s", s.Ms/1000)
-				t.Met = verdictOf(s.Ms < 1000)
-			}
-			out = append(out, t)
+	return append(out, r.syncTargets()...)
+}
+
+// syncTargets are the catalog sync at 10,000 services: under 1 s on
+// loopback and under 5 s at 50 ms RTT with a window (the specification's
+// window 1 is reported beside it, with no target).
+func (r *Report) syncTargets() []Target {
+	if r.Sync == nil {
+		return nil
+	}
+	var out []Target
+	for _, s := range r.Sync.Runs {
+		if s.Services != 10000 {
+			continue
 		}
+		var t Target
+		limit := 0.0
+		switch {
+		case s.Link == "loopback":
+			limit = 1
+			t = Target{Name: fmt.Sprintf("sync of 10,000 services on loopback, window %d", s.Window), Want: "under 1 s"}
+		case strings.HasPrefix(s.Link, "loopback+proxy") || strings.HasPrefix(s.Link, "veth + netem"):
+			t = Target{Name: fmt.Sprintf("sync of 10,000 services, %s, window %d", s.Link, s.Window), Want: "reported (the specification's window)"}
+			if s.Window > 1 {
+				limit = 5
+				t.Want = "under 5 s"
+			}
+		default:
+			continue
+		}
+		switch {
+		case s.Error != "":
+			t.Measured = "failed: " + s.Error
+		default:
+			t.Measured = fmt.Sprintf("%.2f s", s.Ms/1000)
+			if s.Extrapolated {
+				t.Measured += fmt.Sprintf(" (extrapolated from %d services)", s.Imported)
+			}
+			if limit > 0 {
+				t.Measured += missedBy(s.Ms/1000, limit, "s")
+				t.Met = verdictOf(s.Ms < limit*1000)
+			}
+		}
+		out = append(out, t)
 	}
 	return out
 }

@@ -61,6 +61,9 @@ func run() int {
 	flag.BoolVar(&noNetem, "no-netem", false, "skip the sync over a link with netem latency (root only)")
 	flag.DurationVar(&netemDelay, "netem-delay", 25*time.Millisecond, "netem delay each way; negative: the namespace without netem")
 	flag.DurationVar(&syncWait, "sync-wait", 5*time.Minute, "longest wait for one sync")
+	flag.BoolVar(&o.Sync.NoProxy, "no-proxy", false, "skip the sync through the userspace latency proxy")
+	flag.DurationVar(&o.Sync.ProxyRTT, "proxy-rtt", 50*time.Millisecond, "round trip the latency proxy adds (half each way)")
+	flag.DurationVar(&o.Sync.ProxyBudget, "proxy-budget", 30*time.Second, "longest sync through the proxy before its time is extrapolated from the services imported (negative: none)")
 	flag.StringVar(&out, "out", "bench/results", "directory of the JSON report and the plots")
 	var from string
 	flag.StringVar(&from, "report", "", "render the table and plots of a saved JSON report instead of running")
