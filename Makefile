@@ -49,7 +49,8 @@ envoy:
 ## bench: meshfed against the go-control-plane baselines, up to 10,000
 ## services and 100 simulated gateways, 4 real Envoy gateways at 1,000
 ## services, and the catalog sync on loopback and at 50 ms RTT (about 5
-## minutes on 2 cores); results in bench/results.
+## minutes on 2 cores); results in bench/results, plots drawn by bench/plot
+## (a module of its own: the plotting stack stays out of meshfed's modules).
 bench: envoy
 	PATH=$(TEST_PATH) $(GO) run ./bench/cmd/meshfed-bench \
 		-plan 'n=1000,10000 m=10' \
@@ -57,6 +58,7 @@ bench: envoy
 		-plan 'n=10000 m=100 systems=snapshot modes=sotw workloads=cold,single' \
 		-plan 'kind=envoy n=1000 m=4 modes=delta' \
 		-single-budget 3s -sync-n 10000 -out bench/results $(BENCH_FLAGS)
+	$(GO) -C bench/plot run . -in ../results/meshfed-bench.json
 
 ## bench-full: the same up to 100,000 services, 4 real Envoy gateways at
 ## 10,000, and every sync through the latency proxy to its end (window 1
@@ -66,6 +68,7 @@ bench-full: envoy
 		-plan 'n=1000,10000,100000 m=10' -plan 'n=10000 m=100' \
 		-plan 'kind=envoy n=1000,10000 m=4 modes=delta' \
 		-sync-n 1000,10000 -proxy-budget -1s -out bench/results $(BENCH_FLAGS)
+	$(GO) -C bench/plot run . -in ../results/meshfed-bench.json
 
 test-short:
 	$(GO) test -short ./...

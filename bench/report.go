@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -414,10 +413,5 @@ func (r *Report) Write(dir string) ([]string, error) {
 	if err := os.WriteFile(txtPath, []byte(sb.String()), 0o644); err != nil {
 		return files, err
 	}
-	files = append(files, txtPath)
-	plots, err := r.simulated().plots(dir)
-	return append(files, plots...), err
+	return append(files, txtPath), nil
 }
-
-// finite drops values a log axis cannot show.
-func finite(v float64) bool { return v > 0 && !math.IsInf(v, 0) && !math.IsNaN(v) }

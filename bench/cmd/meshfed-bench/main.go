@@ -1,6 +1,7 @@
 // Command meshfed-bench measures meshfed's snapshot and xDS stack against
 // the plain go-control-plane baselines and writes a table to stdout, and a
-// JSON report and plots under -out. See package bench.
+// JSON report and the table under -out. See package bench; bench/plot draws
+// the plots from the JSON report.
 package main
 
 import (
@@ -64,9 +65,9 @@ func run() int {
 	flag.BoolVar(&o.Sync.NoProxy, "no-proxy", false, "skip the sync through the userspace latency proxy")
 	flag.DurationVar(&o.Sync.ProxyRTT, "proxy-rtt", 50*time.Millisecond, "round trip the latency proxy adds (half each way)")
 	flag.DurationVar(&o.Sync.ProxyBudget, "proxy-budget", 30*time.Second, "longest sync through the proxy before its time is extrapolated from the services imported (negative: none)")
-	flag.StringVar(&out, "out", "bench/results", "directory of the JSON report and the plots")
+	flag.StringVar(&out, "out", "bench/results", "directory of the JSON report and the table")
 	var from string
-	flag.StringVar(&from, "report", "", "render the table and plots of a saved JSON report instead of running")
+	flag.StringVar(&from, "report", "", "render the table of a saved JSON report instead of running")
 	flag.Parse()
 	if from != "" {
 		return render(from, out)
@@ -181,7 +182,7 @@ func (p *planFlag) Set(v string) error {
 	return nil
 }
 
-// render writes the table and plots of a saved report.
+// render writes the table of a saved report.
 func render(path, out string) int {
 	b, err := os.ReadFile(path)
 	if err != nil {
