@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"sort"
 	"strconv"
@@ -45,7 +46,8 @@ type EnvoyFigures struct {
 	ColdRSSBytes uint64 `json:"coldRssBytes"`
 	EndRSSBytes  uint64 `json:"endRssBytes"`
 	// ControlPlaneRSSBytes is the bench process's resident memory at the
-	// end of the run (catalog, system and server).
+	// end of the run (catalog, system and server), after returning freed
+	// memory to the system.
 	ControlPlaneRSSBytes uint64 `json:"controlPlaneRssBytes"`
 	// UpdateRejected and InitFetchTimeout are the sums over every Envoy
 	// and every xDS subscription (cds, lds, eds, rds, sds) of Envoy's own
@@ -389,6 +391,9 @@ func (f *envoyFleet) figures(ctx context.Context, into *EnvoyFigures) error {
 	into.ClusterChanges = f.typeChanges[resource.ClusterType] * uint64(len(f.envoys))
 	into.ListenerChanges = f.typeChanges[resource.ListenerType] * uint64(len(f.envoys))
 	f.mu.Unlock()
+	// The bench process may hold memory freed by earlier runs: return it
+	// first, so that the figure is this run's.
+	debug.FreeOSMemory()
 	_, into.ControlPlaneRSSBytes, _ = procUsage(os.Getpid())
 	return nil
 }
