@@ -54,6 +54,14 @@ type EnvoyFigures struct {
 	// counters; both should be 0.
 	UpdateRejected   uint64 `json:"updateRejected"`
 	InitFetchTimeout uint64 `json:"initFetchTimeout"`
+	// ColdInitFetchTimeout is InitFetchTimeout after the cold start.
+	ColdInitFetchTimeout uint64 `json:"coldInitFetchTimeout"`
+	// Overloaded counts the Envoys whose overload manager, at the end of
+	// the run, refuses new requests (the bootstrap's
+	// stop_accepting_requests, on its fixed heap limit); HeapBytes is the
+	// largest server.memory_allocated.
+	Overloaded int    `json:"overloaded"`
+	HeapBytes  uint64 `json:"heapBytes"`
 	// CDSUpdates and LDSUpdates are Envoy's cluster_manager.cds and
 	// listener_manager.lds update_success counters, summed over the
 	// Envoys, since the cold start; ClusterChanges and ListenerChanges are
@@ -372,11 +380,16 @@ func (f *envoyFleet) stats() (fleetStats, error) {
 // figures reads what the Envoys report of themselves.
 func (f *envoyFleet) figures(ctx context.Context, into *EnvoyFigures) error {
 	into.UpdateRejected, into.InitFetchTimeout, into.CDSUpdates, into.LDSUpdates = 0, 0, 0, 0
+	into.Overloaded, into.HeapBytes = 0, 0
 	for _, e := range f.envoys {
-		s, err := e.Stats(ctx, `(update_rejected|init_fetch_timeout|update_success)$`)
+		s, err := e.Stats(ctx, `(update_rejected|init_fetch_timeout|update_success|stop_accepting_requests\.active|^server\.memory_allocated)$`)
 		if err != nil {
 			return err
 		}
+		if s["overload.envoy.overload_actions.stop_accepting_requests.active"] > 0 {
+			into.Overloaded++
+		}
+		into.HeapBytes = max(into.HeapBytes, s["server.memory_allocated"])
 		into.UpdateRejected += s.Sum("", ".update_rejected")
 		into.InitFetchTimeout += s.Sum("", ".init_fetch_timeout")
 		into.CDSUpdates += s["cluster_manager.cds.update_success"]

@@ -45,6 +45,7 @@ func TestRealEnvoyGateways(t *testing.T) {
 			assert.GreaterOrEqual(t, r.Envoy.CDSUpdates, r.Envoy.ClusterChanges)
 			assert.GreaterOrEqual(t, r.Envoy.LDSUpdates, r.Envoy.ListenerChanges)
 			assert.Positive(t, r.Envoy.EndRSSBytes)
+			assert.Zero(t, r.Envoy.Overloaded, "Envoys refusing requests")
 			if r.Envoy.InitFetchTimeout > 0 {
 				t.Logf("Envoy's init_fetch_timeout: %d (a warming cluster waited for endpoints that were not sent again)", r.Envoy.InitFetchTimeout)
 			}

@@ -192,12 +192,15 @@ var figures = []figure{
 	{"NACKs", func(r *RunResult) (float64, bool) { return float64(r.NACKs), r.Failed == "" }, "%.0f"},
 	{"envoy update_rejected (all xDS types)", envoyFigure(func(f *EnvoyFigures) float64 { return float64(f.UpdateRejected) }), "%.0f"},
 	{"envoy init_fetch_timeout (all xDS types)", envoyFigure(func(f *EnvoyFigures) float64 { return float64(f.InitFetchTimeout) }), "%.0f"},
+	{"  of which in the cold start", envoyFigure(func(f *EnvoyFigures) float64 { return float64(f.ColdInitFetchTimeout) }), "%.0f"},
 	{"envoy cds updates applied (stats)", envoyFigure(func(f *EnvoyFigures) float64 { return float64(f.CDSUpdates) }), "%.0f"},
 	{"  cluster changes ACKed x M", envoyFigure(func(f *EnvoyFigures) float64 { return float64(f.ClusterChanges) }), "%.0f"},
 	{"envoy lds updates applied (stats)", envoyFigure(func(f *EnvoyFigures) float64 { return float64(f.LDSUpdates) }), "%.0f"},
 	{"  listener changes ACKed x M", envoyFigure(func(f *EnvoyFigures) float64 { return float64(f.ListenerChanges) }), "%.0f"},
 	{"envoy RSS after cold start, largest (MB)", envoyFigure(func(f *EnvoyFigures) float64 { return float64(f.ColdRSSBytes) / 1e6 }), "%.1f"},
 	{"envoy RSS at the end, largest (MB)", envoyFigure(func(f *EnvoyFigures) float64 { return float64(f.EndRSSBytes) / 1e6 }), "%.1f"},
+	{"envoy heap allocated at the end, largest (MB)", envoyFigure(func(f *EnvoyFigures) float64 { return float64(f.HeapBytes) / 1e6 }), "%.1f"},
+	{"envoys refusing requests (overload manager)", envoyFigure(func(f *EnvoyFigures) float64 { return float64(f.Overloaded) }), "%.0f"},
 	{"control plane RSS at the end (MB)", envoyFigure(func(f *EnvoyFigures) float64 { return float64(f.ControlPlaneRSSBytes) / 1e6 }), "%.1f"},
 }
 

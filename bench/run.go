@@ -271,6 +271,7 @@ func runEnv(parent context.Context, opts *Options, p *pki, prefix string, res *R
 			return err
 		}
 		res.Envoy.ColdRSSBytes = res.Envoy.EndRSSBytes
+		res.Envoy.ColdInitFetchTimeout = res.Envoy.InitFetchTimeout
 		progress("envoy RSS %.0f MB (largest of %d), control plane RSS %.0f MB", float64(res.Envoy.ColdRSSBytes)/1e6, res.Gateways, float64(res.Envoy.ControlPlaneRSSBytes)/1e6)
 	}
 

@@ -328,10 +328,16 @@ func (r *Report) envoyTargets() []Target {
 		for _, c := range []struct {
 			name string
 			v    uint64
-		}{{"update_rejected", run.Envoy.UpdateRejected}, {"init_fetch_timeout", run.Envoy.InitFetchTimeout}} {
+			note string
+		}{
+			{"Envoy update_rejected (sum over Envoys and xDS types)", run.Envoy.UpdateRejected, ""},
+			{"Envoy init_fetch_timeout (sum over Envoys and xDS types)", run.Envoy.InitFetchTimeout,
+				fmt.Sprintf("%d in the cold start, %d after changes", run.Envoy.ColdInitFetchTimeout, run.Envoy.InitFetchTimeout-run.Envoy.ColdInitFetchTimeout)},
+			{"Envoys refusing requests (overload manager)", uint64(run.Envoy.Overloaded), fmt.Sprintf("largest Envoy heap %.0f MB", float64(run.Envoy.HeapBytes)/1e6)},
+		} {
 			out = append(out, Target{
-				Name: fmt.Sprintf("  Envoy %s, %s (sum over Envoys and xDS types)", c.name, sys), Want: "0",
-				Measured: fmt.Sprint(c.v), Met: verdictOf(c.v == 0),
+				Name: fmt.Sprintf("  %s, %s", c.name, sys), Want: "0",
+				Measured: fmt.Sprint(c.v), Met: verdictOf(c.v == 0), Note: c.note,
 			})
 		}
 	}
