@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -16,6 +18,7 @@ import (
 
 	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/encoding/protojson"
 
 	envoyconfigs "github.com/meshfed/meshfed/envoy-configs"
 	"github.com/meshfed/meshfed/envoyrun"
@@ -420,10 +423,10 @@ func (f *envoyFleet) check(want checkWant) (CheckResult, error) {
 			res.Problems = append(res.Problems, fmt.Sprintf(format, args...))
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
 	for _, e := range f.envoys {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		held, err := dumped(ctx, e)
+		cancel()
 		if err != nil {
 			return res, err
 		}
@@ -472,7 +475,7 @@ var dumpTypes = []string{resource.ClusterType, resource.EndpointType, resource.L
 // dumped returns the dynamic resources an Envoy applied, with their
 // versions, by type and name.
 func dumped(ctx context.Context, e *envoyrun.Envoy) (map[string]map[string]string, error) {
-	cd, err := e.ConfigDump(ctx, "include_eds")
+	cd, err := configDump(ctx, e)
 	if err != nil {
 		return nil, err
 	}
@@ -511,6 +514,33 @@ func dumped(ctx context.Context, e *envoyrun.Envoy) (map[string]map[string]strin
 		}
 	}
 	return out, nil
+}
+
+// configDump reads an Envoy's config_dump with its endpoints. At 10,000
+// services it takes Envoy longer than envoyrun's admin timeout of 10 s on
+// a busy machine: ctx bounds it instead.
+func configDump(ctx context.Context, e *envoyrun.Envoy) (*adminv3.ConfigDump, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+e.Admin()+"/config_dump?include_eds", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("envoy %s config_dump: %w", e.Name(), err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("envoy %s config_dump: %w", e.Name(), err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("envoy %s config_dump: %s", e.Name(), resp.Status)
+	}
+	cd := &adminv3.ConfigDump{}
+	if err := protojson.Unmarshal(body, cd); err != nil {
+		return nil, fmt.Errorf("envoy %s config_dump: %w", e.Name(), err)
+	}
+	return cd, nil
 }
 
 // resourceName reads field 1 (name, or cluster_name of a load assignment)
