@@ -33,6 +33,7 @@ demo: build envoy
 ## tests.
 test: vet consul envoy
 	PATH=$(TEST_PATH) $(GO) test -race -timeout $(TEST_TIMEOUT) ./...
+	$(GO) -C bench/plot test ./...
 
 ## consul: Consul 1.8 from Debian bullseye into tools/consul, unless on PATH.
 ## A failed install is reported; the Consul tests then skip (and CI fails).

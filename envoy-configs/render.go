@@ -2,12 +2,16 @@ package envoyconfigs
 
 import (
 	"embed"
+	"errors"
 	"fmt"
 	"net"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+
+	overloadv3 "github.com/envoyproxy/go-control-plane/envoy/config/overload/v3"
+	fixedheapv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/resource_monitors/fixed_heap/v3"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -51,6 +55,8 @@ type Params struct {
 	XDSTLS *ClientTLS
 	// SotW uses state-of-the-world ADS instead of the files' delta ADS.
 	SotW bool
+	// MaxHeapBytes replaces the overload manager's heap limit when set.
+	MaxHeapBytes uint64
 }
 
 // ClientTLS is a gateway's mutual TLS toward the agent: its SVID (files,
@@ -98,6 +104,11 @@ func Apply(b *bootstrapv3.Bootstrap, p Params) error {
 	}
 	if p.SotW {
 		b.GetDynamicResources().GetAdsConfig().ApiType = core.ApiConfigSource_GRPC
+	}
+	if p.MaxHeapBytes != 0 {
+		if err := setMaxHeap(b, p.MaxHeapBytes); err != nil {
+			return err
+		}
 	}
 	if p.XDS != "" {
 		c := xdsCluster(b)
@@ -219,4 +230,25 @@ func tcpAddress(hostPort string) (*core.Address, error) {
 		Address:       host,
 		PortSpecifier: &core.SocketAddress_PortValue{PortValue: uint32(n)},
 	}}}, nil
+}
+
+// setMaxHeap sets the fixed heap monitor's limit.
+func setMaxHeap(b *bootstrapv3.Bootstrap, bytes uint64) error {
+	for _, m := range b.GetOverloadManager().GetResourceMonitors() {
+		if m.GetName() != "envoy.resource_monitors.fixed_heap" {
+			continue
+		}
+		cfg := &fixedheapv3.FixedHeapConfig{}
+		if err := m.GetTypedConfig().UnmarshalTo(cfg); err != nil {
+			return fmt.Errorf("fixed heap monitor: %w", err)
+		}
+		cfg.MaxHeapSizeBytes = bytes
+		a, err := anypb.New(cfg)
+		if err != nil {
+			return err
+		}
+		m.ConfigType = &overloadv3.ResourceMonitor_TypedConfig{TypedConfig: a}
+		return nil
+	}
+	return errors.New("no fixed heap resource monitor to set the limit of")
 }

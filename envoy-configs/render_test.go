@@ -3,6 +3,8 @@ package envoyconfigs
 import (
 	"testing"
 
+	fixedheapv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/resource_monitors/fixed_heap/v3"
+
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/stretchr/testify/require"
@@ -90,4 +92,14 @@ func TestRenderPrometheusFollowsTheAdmin(t *testing.T) {
 func TestParseBootstrapRefusesDuplicateKeys(t *testing.T) {
 	_, err := ParseBootstrap([]byte("node: {id: a}\nnode: {id: b}\n"))
 	require.ErrorContains(t, err, "bootstrap YAML: yaml: unmarshal errors:\n  line 2: key \"node\" already set in map")
+}
+
+func TestRenderSetsTheHeapLimit(t *testing.T) {
+	out, err := Render("egress.yaml", Params{MaxHeapBytes: 4 << 30})
+	require.NoError(t, err)
+	b, err := ParseBootstrap(out)
+	require.NoError(t, err)
+	cfg := &fixedheapv3.FixedHeapConfig{}
+	require.NoError(t, b.GetOverloadManager().GetResourceMonitors()[0].GetTypedConfig().UnmarshalTo(cfg))
+	require.Equal(t, uint64(4<<30), cfg.GetMaxHeapSizeBytes())
 }
