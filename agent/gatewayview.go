@@ -15,7 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/meshfed/meshfed/admin"
-	"github.com/meshfed/meshfed/snapshot/cache"
+	"github.com/meshfed/meshfed/model"
 	"github.com/meshfed/meshfed/xds"
 )
 
@@ -146,11 +146,11 @@ func typeState(served, all bool, t GatewayType) string {
 }
 
 // nodeRole is the role of a node id, as the cache serves it.
-func (a *Agent) nodeRole(id string) (cache.Role, bool) {
+func (a *Agent) nodeRole(id string) (model.Role, bool) {
 	for _, r := range []struct {
-		role cache.Role
+		role model.Role
 		ids  []string
-	}{{cache.RoleEgress, a.cfg.Gateways.Egress.NodeIDs}, {cache.RoleIngress, a.cfg.Gateways.Ingress.NodeIDs}} {
+	}{{model.Egress, a.cfg.Gateways.Egress.NodeIDs}, {model.Ingress, a.cfg.Gateways.Ingress.NodeIDs}} {
 		for _, n := range r.ids {
 			if n == id {
 				return r.role, true
@@ -209,7 +209,7 @@ func (a *Agent) ConfigDump(_ context.Context, node, typ string) (any, error) {
 	return protoJSON{dump}, nil
 }
 
-func (a *Agent) configDump(role cache.Role, types []string, delta, keyless bool) (*adminv3.ConfigDump, error) {
+func (a *Agent) configDump(role model.Role, types []string, delta, keyless bool) (*adminv3.ConfigDump, error) {
 	var (
 		clusters  adminv3.ClustersConfigDump
 		endpoints adminv3.EndpointsConfigDump

@@ -23,7 +23,7 @@ func BenchmarkConfigDump(b *testing.B) {
 				Gateways:    snapshot.Gateways{Egress: snapshot.Address{Address: "0.0.0.0"}, Ingress: snapshot.SocketAddress{Address: "0.0.0.0", Port: 15443}},
 				Peers:       []model.Peer{{Name: "mesh-b", TrustDomain: "mesh-b.example"}},
 				Secrets: snapshot.Secrets{
-					SVIDs:   map[snapshot.Role]snapshot.SVID{snapshot.Egress: {CertChain: "C", PrivateKey: "K"}, snapshot.Ingress: {CertChain: "C", PrivateKey: "K"}},
+					SVIDs:   map[model.Role]snapshot.SVID{model.Egress: {CertChain: "C", PrivateKey: "K"}, model.Ingress: {CertChain: "C", PrivateKey: "K"}},
 					Bundles: map[string]string{"mesh-b.example": "BUNDLE"},
 				},
 			}
@@ -37,14 +37,14 @@ func BenchmarkConfigDump(b *testing.B) {
 			a := &Agent{Cache: cache.New(nil, nil)}
 			var changes []cache.Change
 			for _, typ := range snapshot.Types {
-				for _, r := range snapshot.Build(in).ByRole[snapshot.Egress][typ] {
+				for _, r := range snapshot.Build(in).ByRole[model.Egress][typ] {
 					changes = append(changes, cache.Change{TypeURL: typ, Name: snapshot.Name(r), Resource: r})
 				}
 			}
-			require.NoError(b, a.Cache.Apply(cache.RoleEgress, changes))
+			require.NoError(b, a.Cache.Apply(model.Egress, changes))
 			var size int
 			for b.Loop() {
-				dump, err := a.configDump(cache.RoleEgress, snapshot.Types, true, false)
+				dump, err := a.configDump(model.Egress, snapshot.Types, true, false)
 				require.NoError(b, err)
 				body, err := json.MarshalIndent(protoJSON{dump}, "", "  ")
 				require.NoError(b, err)

@@ -19,7 +19,6 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/meshfed/meshfed/model"
-	"github.com/meshfed/meshfed/snapshot/cache"
 	"github.com/meshfed/meshfed/xds/adsclient"
 )
 
@@ -53,7 +52,7 @@ func TestGatewaysAndConfigDump(t *testing.T) {
 
 	delta := connect(t, b.Agent, adsclient.Options{NodeID: "egress-gateway", Delta: true})
 	delta.until(t, "all the agent serves", func(s map[string]map[string]*anypb.Any) bool {
-		return has(resource.ClusterType, "egress/mesh-a/inventory/http")(s) && inSync(b.Agent, cache.RoleEgress)(s)
+		return has(resource.ClusterType, "egress/mesh-a/inventory/http")(s) && inSync(b.Agent, model.Egress)(s)
 	})
 	connect(t, b.Agent, adsclient.Options{NodeID: "egress-gateway", Reject: func(typeURL string, _ []*anypb.Any) error {
 		if typeURL == resource.ListenerType {
@@ -85,18 +84,18 @@ func TestGatewaysAndConfigDump(t *testing.T) {
 	require.Equal(t, "unix", d.Channel)
 	require.Len(t, d.Types, len(adsclient.Types))
 	clusters := typeOf(d, resource.ClusterType)
-	require.Equal(t, b.Cache.DeltaVersion(cache.RoleEgress, resource.ClusterType), clusters.WantedVersion)
+	require.Equal(t, b.Cache.DeltaVersion(model.Egress, resource.ClusterType), clusters.WantedVersion)
 	require.Equal(t, clusters.WantedVersion, clusters.AckedVersion)
 	require.Nil(t, clusters.LastNack)
 
 	s := findGateway(t, views, "egress-gateway", "sotw")
 	listeners := typeOf(s, resource.ListenerType)
-	require.Equal(t, b.Cache.Version(cache.RoleEgress, resource.ListenerType), listeners.WantedVersion)
+	require.Equal(t, b.Cache.Version(model.Egress, resource.ListenerType), listeners.WantedVersion)
 	require.Empty(t, listeners.AckedVersion)
 	require.Equal(t, "listener egress/8080: address already in use", listeners.LastNack.Reason)
 	require.Equal(t, listeners.WantedVersion, listeners.LastNack.Version)
 	sc := typeOf(s, resource.ClusterType)
-	require.Equal(t, b.Cache.Version(cache.RoleEgress, resource.ClusterType), sc.AckedVersion)
+	require.Equal(t, b.Cache.Version(model.Egress, resource.ClusterType), sc.AckedVersion)
 
 	stranger := findGateway(t, views, "stranger", "delta")
 	require.Equal(t, "unknown", stranger.Role)
@@ -115,7 +114,7 @@ func TestGatewaysAndConfigDump(t *testing.T) {
 	require.Len(t, dump.Configs, 5)
 	var cds adminv3.ClustersConfigDump
 	require.NoError(t, dump.Configs[0].UnmarshalTo(&cds))
-	served := b.Cache.Resources(cache.RoleEgress, resource.ClusterType)
+	served := b.Cache.Resources(model.Egress, resource.ClusterType)
 	require.Len(t, cds.DynamicActiveClusters, len(served))
 	for i, r := range served {
 		got := cds.DynamicActiveClusters[i]

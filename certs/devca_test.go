@@ -16,6 +16,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/stretchr/testify/require"
+
+	"github.com/meshfed/meshfed/model"
 )
 
 func readCert(t *testing.T, path string) *x509.Certificate {
@@ -129,10 +131,10 @@ func TestTestCAFixedFields(t *testing.T) {
 }
 
 func TestRoleID(t *testing.T) {
-	id, err := RoleID(tdA, RoleIngress)
+	id, err := RoleID(tdA, model.Ingress)
 	require.NoError(t, err)
 	require.Equal(t, "spiffe://a.example/meshfed/gateway/ingress", id.String())
-	_, err = RoleID(tdA, Role("sidecar"))
+	_, err = RoleID(tdA, model.Role("sidecar"))
 	require.ErrorContains(t, err, `certs: unknown role "sidecar", want agent, egress or ingress`)
 }
 

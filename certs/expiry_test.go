@@ -10,17 +10,19 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap/zaptest"
+
+	"github.com/meshfed/meshfed/model"
 )
 
 func TestExpiriesOfSVIDsAndBundles(t *testing.T) {
 	ca := newCA(t, tdA)
 	dir := t.TempDir()
-	egressID, err := RoleID(tdA, RoleEgress)
+	egressID, err := RoleID(tdA, model.Egress)
 	require.NoError(t, err)
 	notAfter := time.Now().Add(48 * time.Hour).Truncate(time.Second)
 	require.NoError(t, ca.writeSVID(egressID, 0, dir, "egress", WithValidity(time.Now().Add(-time.Minute), notAfter)))
 	src, err := NewFileSVIDSource(FileSVIDConfig{
-		Role: RoleEgress, CertFile: filepath.Join(dir, "egress.pem"), KeyFile: filepath.Join(dir, "egress-key.pem"),
+		Role: model.Egress, CertFile: filepath.Join(dir, "egress.pem"), KeyFile: filepath.Join(dir, "egress-key.pem"),
 	}, zaptest.NewLogger(t), nil)
 	require.NoError(t, err)
 	defer src.Close()

@@ -5,6 +5,8 @@ import (
 	"sync"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/meshfed/meshfed/model"
 )
 
 // Identity gathers every configured role's SVID and the bundle set behind
@@ -12,7 +14,7 @@ import (
 // secrets: on a signal it re-reads all material and pushes it under the
 // same secret names. It does not own the sources; their creator closes them.
 type Identity struct {
-	svids   map[Role]SVIDSource
+	svids   map[model.Role]SVIDSource
 	bundles *BundleSet
 	notifier
 
@@ -26,7 +28,7 @@ func NewIdentity(bundles *BundleSet, svids ...SVIDSource) (*Identity, error) {
 	if bundles == nil {
 		return nil, fmt.Errorf("certs: identity needs a bundle set")
 	}
-	id := &Identity{svids: map[Role]SVIDSource{}, bundles: bundles, stop: make(chan struct{})}
+	id := &Identity{svids: map[model.Role]SVIDSource{}, bundles: bundles, stop: make(chan struct{})}
 	for _, s := range svids {
 		if _, dup := id.svids[s.Role()]; dup {
 			return nil, fmt.Errorf("certs: two SVID sources for role %s", s.Role())
@@ -57,13 +59,13 @@ func (id *Identity) forward(ch <-chan struct{}, cancel func()) {
 }
 
 // Source returns a role's SVID source, for TLS configs.
-func (id *Identity) Source(r Role) (SVIDSource, bool) {
+func (id *Identity) Source(r model.Role) (SVIDSource, bool) {
 	s, ok := id.svids[r]
 	return s, ok
 }
 
 // SVID returns a role's current SVID as PEM.
-func (id *Identity) SVID(r Role) (SVIDMaterial, error) {
+func (id *Identity) SVID(r model.Role) (SVIDMaterial, error) {
 	s, ok := id.svids[r]
 	if !ok {
 		return SVIDMaterial{}, fmt.Errorf("certs: no SVID configured for role %s", r)

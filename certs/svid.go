@@ -10,6 +10,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"go.uber.org/zap"
+
+	"github.com/meshfed/meshfed/model"
 )
 
 // SVIDSource is one role's X.509 SVID, kept current as it rotates. It is an
@@ -19,7 +21,7 @@ import (
 type SVIDSource interface {
 	x509svid.Source
 	// Role is the role this SVID identifies.
-	Role() Role
+	Role() model.Role
 	// Subscribe announces each change of the SVID; see notifier.
 	Subscribe() (<-chan struct{}, func())
 	// Material returns the current SVID as PEM for SDS.
@@ -30,7 +32,7 @@ type SVIDSource interface {
 
 // svidState holds the last good SVID of one role and announces changes.
 type svidState struct {
-	role    Role
+	role    model.Role
 	want    spiffeid.ID // zero when any ID is accepted
 	log     *zap.Logger
 	metrics *Metrics
@@ -38,7 +40,7 @@ type svidState struct {
 	notifier
 }
 
-func newSVIDState(role Role, want spiffeid.ID, log *zap.Logger, m *Metrics) (*svidState, error) {
+func newSVIDState(role model.Role, want spiffeid.ID, log *zap.Logger, m *Metrics) (*svidState, error) {
 	if err := role.Validate(); err != nil {
 		return nil, fmt.Errorf("certs: %w", err)
 	}
@@ -48,7 +50,7 @@ func newSVIDState(role Role, want spiffeid.ID, log *zap.Logger, m *Metrics) (*sv
 	return &svidState{role: role, want: want, log: log.With(zap.String("role", string(role))), metrics: m}, nil
 }
 
-func (s *svidState) Role() Role { return s.role }
+func (s *svidState) Role() model.Role { return s.role }
 
 func (s *svidState) GetX509SVID() (*x509svid.SVID, error) {
 	if v := s.cur.Load(); v != nil {
@@ -120,7 +122,7 @@ func sameChain(a, b *x509svid.SVID) bool {
 
 // FileSVIDConfig names the PEM files of one role's SVID.
 type FileSVIDConfig struct {
-	Role     Role
+	Role     model.Role
 	CertFile string // leaf first, then intermediates
 	KeyFile  string // PKCS#8, or SEC 1 / PKCS#1
 	// ID, when set, is the SPIFFE ID the certificate must carry; a file with

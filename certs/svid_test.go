@@ -17,6 +17,8 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/meshfed/meshfed/model"
 )
 
 func newMetrics(t *testing.T) *Metrics {
@@ -43,7 +45,7 @@ func TestFileSVIDRotationKeepsOpenConnections(t *testing.T) {
 	require.NoError(t, ca.writeSVID(agentID, time.Hour, dir, "agent"))
 	m := newMetrics(t)
 	src, err := NewFileSVIDSource(FileSVIDConfig{
-		Role: RoleAgent, CertFile: filepath.Join(dir, "agent.pem"), KeyFile: filepath.Join(dir, "agent-key.pem"), ID: agentID,
+		Role: model.Agent, CertFile: filepath.Join(dir, "agent.pem"), KeyFile: filepath.Join(dir, "agent-key.pem"), ID: agentID,
 	}, zaptest.NewLogger(t), m)
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, src.Close()) })
@@ -90,7 +92,7 @@ func TestFileSVIDKeepsLastGoodOnBadFiles(t *testing.T) {
 	require.NoError(t, ca.writeSVID(agentID, time.Hour, dir, "agent"))
 	m := newMetrics(t)
 	src, err := NewFileSVIDSource(FileSVIDConfig{
-		Role: RoleAgent, CertFile: filepath.Join(dir, "agent.pem"), KeyFile: filepath.Join(dir, "agent-key.pem"), ID: agentID,
+		Role: model.Agent, CertFile: filepath.Join(dir, "agent.pem"), KeyFile: filepath.Join(dir, "agent-key.pem"), ID: agentID,
 	}, zaptest.NewLogger(t), m)
 	require.NoError(t, err)
 	defer src.Close()
@@ -112,7 +114,7 @@ func TestFileSVIDKeepsLastGoodOnBadFiles(t *testing.T) {
 	require.Same(t, good, cur)
 
 	_, err = NewFileSVIDSource(FileSVIDConfig{
-		Role: RoleEgress, CertFile: filepath.Join(dir, "agent.pem"), KeyFile: filepath.Join(dir, "agent-key.pem"), ID: agentID,
+		Role: model.Egress, CertFile: filepath.Join(dir, "agent.pem"), KeyFile: filepath.Join(dir, "agent-key.pem"), ID: agentID,
 	}, nil, nil)
 	require.ErrorContains(t, err, `certs: SVID for role egress has SPIFFE ID "spiffe://a.example/someone/else", want "spiffe://a.example/meshfed/agent"`)
 }
@@ -136,7 +138,7 @@ func TestFileSVIDFollowsSymlinkSwap(t *testing.T) {
 	require.NoError(t, os.Symlink("..data/tls-key.pem", filepath.Join(dir, "tls.key")))
 
 	src, err := NewFileSVIDSource(FileSVIDConfig{
-		Role: RoleEgress, CertFile: filepath.Join(dir, "tls.crt"), KeyFile: filepath.Join(dir, "tls.key"),
+		Role: model.Egress, CertFile: filepath.Join(dir, "tls.crt"), KeyFile: filepath.Join(dir, "tls.key"),
 	}, zaptest.NewLogger(t), nil)
 	require.NoError(t, err)
 	defer src.Close()
@@ -200,11 +202,11 @@ func TestSubscribeCoalescesAndCancels(t *testing.T) {
 func TestIdentityForwardsChanges(t *testing.T) {
 	ca := newCA(t, tdA)
 	dir := t.TempDir()
-	egressID, err := RoleID(tdA, RoleEgress)
+	egressID, err := RoleID(tdA, model.Egress)
 	require.NoError(t, err)
 	require.NoError(t, ca.writeSVID(egressID, time.Hour, dir, "egress"))
 	src, err := NewFileSVIDSource(FileSVIDConfig{
-		Role: RoleEgress, CertFile: filepath.Join(dir, "egress.pem"), KeyFile: filepath.Join(dir, "egress-key.pem"),
+		Role: model.Egress, CertFile: filepath.Join(dir, "egress.pem"), KeyFile: filepath.Join(dir, "egress-key.pem"),
 	}, zaptest.NewLogger(t), nil)
 	require.NoError(t, err)
 	defer src.Close()
@@ -226,9 +228,9 @@ func TestIdentityForwardsChanges(t *testing.T) {
 
 	require.NoError(t, ca.writeSVID(egressID, time.Hour, dir, "egress"))
 	waitSignal(t, changed)
-	mat, err := id.SVID(RoleEgress)
+	mat, err := id.SVID(model.Egress)
 	require.NoError(t, err)
 	require.Equal(t, readCert(t, filepath.Join(dir, "egress.pem")).SerialNumber, parseLeaf(t, mat.ChainPEM).SerialNumber)
-	_, err = id.SVID(RoleIngress)
+	_, err = id.SVID(model.Ingress)
 	require.ErrorContains(t, err, "certs: no SVID configured for role ingress")
 }

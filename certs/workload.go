@@ -9,11 +9,13 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 	"go.uber.org/zap"
+
+	"github.com/meshfed/meshfed/model"
 )
 
 // WorkloadSVIDConfig selects one role's SVID from a SPIFFE Workload API.
 type WorkloadSVIDConfig struct {
-	Role Role
+	Role model.Role
 	// Addr is the Workload API address, e.g. "unix:///run/spire/agent.sock".
 	// Empty means the SPIFFE_ENDPOINT_SOCKET environment variable.
 	Addr string

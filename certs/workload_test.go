@@ -13,6 +13,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap/zaptest"
 	"google.golang.org/grpc"
+
+	"github.com/meshfed/meshfed/model"
 )
 
 // fakeWorkloadAPI streams whatever X.509 responses the test queues.
@@ -75,9 +77,9 @@ func workloadResponse(t *testing.T, ca *CA, ids ...spiffeid.ID) *workload.X509SV
 
 func TestWorkloadSVIDSourcePicksRoleAndRotates(t *testing.T) {
 	ca := newCA(t, tdA)
-	agentID, err := RoleID(tdA, RoleAgent)
+	agentID, err := RoleID(tdA, model.Agent)
 	require.NoError(t, err)
-	egressID, err := RoleID(tdA, RoleEgress)
+	egressID, err := RoleID(tdA, model.Egress)
 	require.NoError(t, err)
 	fake, addr := startFakeWorkloadAPI(t)
 	fake.updates <- workloadResponse(t, ca, agentID, egressID)
@@ -85,7 +87,7 @@ func TestWorkloadSVIDSourcePicksRoleAndRotates(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
 	m := newMetrics(t)
-	src, err := NewWorkloadSVIDSource(ctx, WorkloadSVIDConfig{Role: RoleEgress, Addr: addr, ID: egressID}, zaptest.NewLogger(t), m)
+	src, err := NewWorkloadSVIDSource(ctx, WorkloadSVIDConfig{Role: model.Egress, Addr: addr, ID: egressID}, zaptest.NewLogger(t), m)
 	require.NoError(t, err)
 	defer src.Close()
 	first, err := src.GetX509SVID()

@@ -6,6 +6,8 @@ import (
 	accesslogdata "github.com/envoyproxy/go-control-plane/envoy/data/accesslog/v3"
 	stream "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
 	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/meshfed/meshfed/model"
 )
 
 // stdoutLogger is Envoy's access logger to its standard output, where the
@@ -63,7 +65,7 @@ var (
 // accessLogs is the one access log of a listener, tcp_proxy or HTTP
 // connection manager of gateway role with the given fields; with types,
 // only records of those types are logged.
-func accessLogs(role Role, fields map[string]string, types ...accesslogdata.AccessLogType) []*accesslog.AccessLog {
+func accessLogs(role model.Role, fields map[string]string, types ...accesslogdata.AccessLogType) []*accesslog.AccessLog {
 	s := &structpb.Struct{Fields: make(map[string]*structpb.Value, len(fields))}
 	for k, v := range fields {
 		if k == "gateway" {

@@ -17,7 +17,7 @@ func benchInput(n int) *Input {
 			Ingress: SocketAddress{Address: "0.0.0.0", Port: 15443},
 		},
 		Secrets: Secrets{
-			SVIDs:   map[Role]SVID{Egress: {CertChain: "C", PrivateKey: "K"}, Ingress: {CertChain: "C", PrivateKey: "K"}},
+			SVIDs:   map[model.Role]SVID{model.Egress: {CertChain: "C", PrivateKey: "K"}, model.Ingress: {CertChain: "C", PrivateKey: "K"}},
 			Bundles: map[string]string{},
 		},
 		EgressPorts: map[string]uint32{},

@@ -19,6 +19,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/meshfed/meshfed/model"
 )
 
 // Check verifies res as Envoy would when loading it, role by role, and
@@ -38,7 +40,7 @@ import (
 //     address and port.
 func Check(res *Resources) error {
 	var errs []error
-	for _, role := range Roles {
+	for _, role := range model.GatewayRoles {
 		c := &checker{role: role}
 		c.run(res.ByRole[role])
 		errs = append(errs, c.errs...)
@@ -47,7 +49,7 @@ func Check(res *Resources) error {
 }
 
 type checker struct {
-	role Role
+	role model.Role
 	errs []error
 
 	clusters, endpoints, routes, secrets map[string]bool

@@ -5,6 +5,8 @@ import (
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+
+	"github.com/meshfed/meshfed/model"
 )
 
 // CheckService verifies the resources of one or more services of a role as
@@ -14,19 +16,19 @@ import (
 // distinct keys) and ports are allocated uniquely, so what Check would add by
 // looking at the whole role is the overlap of ingress filter chains: pass
 // every export's resources at once for that.
-func CheckService(in *Input, role Role, sr ServiceResources) error {
+func CheckService(in *Input, role model.Role, sr ServiceResources) error {
 	sr.Secrets = append(slices.Clip(sr.Secrets), GatewaySecrets(in, role)...)
-	byRole := map[Role]map[resource.Type][]types.Resource{}
+	byRole := map[model.Role]map[resource.Type][]types.Resource{}
 	switch role {
-	case Egress:
+	case model.Egress:
 		listeners, routes := EgressHTTP(in, sr.HostRoutes)
 		sr.Listeners = append(slices.Clip(sr.Listeners), listeners...)
-		byRole[Egress] = sr.byType(routes)
-	case Ingress:
+		byRole[model.Egress] = sr.byType(routes)
+	case model.Ingress:
 		if l := IngressListener(in, sr.FilterChains); l != nil {
 			sr.Listeners = append(slices.Clip(sr.Listeners), l)
 		}
-		byRole[Ingress] = sr.byType(nil)
+		byRole[model.Ingress] = sr.byType(nil)
 	}
 	return Check(&Resources{ByRole: byRole})
 }

@@ -11,18 +11,6 @@ import (
 	"github.com/meshfed/meshfed/model"
 )
 
-// Role is a gateway of this mesh.
-type Role = model.Role
-
-// The gateway roles, under the names this package used.
-const (
-	Egress  = model.Egress
-	Ingress = model.Ingress
-)
-
-// Roles lists every gateway role, in output order.
-var Roles = model.GatewayRoles
-
 // Input is everything the translation reads.
 type Input struct {
 	// TrustDomain is this mesh's SPIFFE trust domain.
@@ -77,7 +65,7 @@ type SocketAddress struct {
 // Secrets are the PEM material of the gateways.
 type Secrets struct {
 	// SVIDs is the X.509-SVID of each gateway role.
-	SVIDs map[Role]SVID `json:"svids,omitempty"`
+	SVIDs map[model.Role]SVID `json:"svids,omitempty"`
 	// Bundles is the X.509 trust bundle (PEM, one or more CA certificates)
 	// of each peer trust domain.
 	Bundles map[string]string `json:"bundles,omitempty"`

@@ -18,6 +18,8 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/meshfed/meshfed/model"
 )
 
 // tlsTransport is the transport protocol tls_inspector reports for TLS.
@@ -45,7 +47,7 @@ func EgressHTTPListener(in *Input, port uint32) *listener.Listener {
 		UpgradeConfigs: []*hcm.HttpConnectionManager_UpgradeConfig{{UpgradeType: "websocket"}},
 		// Streams disable it on their routes (route.go).
 		StreamIdleTimeout: optionalDuration(in.StreamIdleTimeout),
-		AccessLog:         accessLogs(Egress, requestLogFields),
+		AccessLog:         accessLogs(model.Egress, requestLogFields),
 	}
 	return &listener.Listener{
 		Name:                          name,
@@ -85,7 +87,7 @@ func tcpListener(in *Input, name string, port uint32) *listener.Listener {
 		Address:                       socketAddress(in.Gateways.Egress.Address, port),
 		PerConnectionBufferLimitBytes: wrapperspb.UInt32(connectionBufferLimit),
 		FilterChains:                  []*listener.FilterChain{{Filters: withSources(name, in.EgressSources, egressTCPProxy(name))}},
-		AccessLog:                     accessLogs(Egress, connectionLogFields),
+		AccessLog:                     accessLogs(model.Egress, connectionLogFields),
 	}
 }
 
@@ -122,7 +124,7 @@ func tlsTerminatingProxy(name string) *listener.Filter {
 		// A line when the caller is connected upstream, not only when the
 		// connection ends (the listener logs that): a gRPC stream lives
 		// for hours.
-		AccessLog:        accessLogs(Ingress, connectionLogFields, accesslogdata.AccessLogType_TcpUpstreamConnected),
+		AccessLog:        accessLogs(model.Ingress, connectionLogFields, accesslogdata.AccessLogType_TcpUpstreamConnected),
 		AccessLogOptions: &tcpproxy.TcpProxy_TcpAccessLogOptions{FlushAccessLogOnConnected: true},
 	})
 }
@@ -153,7 +155,7 @@ func IngressListener(in *Input, chains []*listener.FilterChain) *listener.Listen
 		// A listener's access log has a line for every connection when it
 		// ends, whichever filter chain took it, if any: refused callers
 		// and SNIs nobody exports included.
-		AccessLog: accessLogs(Ingress, connectionLogFields),
+		AccessLog: accessLogs(model.Ingress, connectionLogFields),
 	}
 }
 

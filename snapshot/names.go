@@ -105,7 +105,7 @@ func IngressName(export, port string) string {
 }
 
 // SVIDSecretName names the SDS secret holding role's SVID.
-func SVIDSecretName(role Role) string {
+func SVIDSecretName(role model.Role) string {
 	return join("meshfed", "svid", escape(string(role)))
 }
 

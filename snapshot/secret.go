@@ -26,7 +26,7 @@ func sdsSecret(name string) *tls.SdsSecretConfig {
 }
 
 // svidSecret is role's certificate and key; nil while Secrets has none.
-func svidSecret(in *Input, role Role) *tls.Secret {
+func svidSecret(in *Input, role model.Role) *tls.Secret {
 	svid, ok := in.Secrets.SVIDs[role]
 	if !ok {
 		return nil
@@ -107,7 +107,7 @@ func upstreamTLS(sni string, owner model.Peer, sans []string) *core.TransportSoc
 		Sni: sni,
 		CommonTlsContext: &tls.CommonTlsContext{
 			TlsParams:                      tlsParams(),
-			TlsCertificateSdsSecretConfigs: []*tls.SdsSecretConfig{sdsSecret(SVIDSecretName(Egress))},
+			TlsCertificateSdsSecretConfigs: []*tls.SdsSecretConfig{sdsSecret(SVIDSecretName(model.Egress))},
 			AlpnProtocols:                  alpn(owner),
 			ValidationContextType: &tls.CommonTlsContext_CombinedValidationContext{
 				CombinedValidationContext: &tls.CommonTlsContext_CombinedCertificateValidationContext{
@@ -134,7 +134,7 @@ func downstreamTLS(validator string, callers []*tls.SubjectAltNameMatcher) *core
 		RequireClientCertificate: wrapBool(true),
 		CommonTlsContext: &tls.CommonTlsContext{
 			TlsParams:                      tlsParams(),
-			TlsCertificateSdsSecretConfigs: []*tls.SdsSecretConfig{sdsSecret(SVIDSecretName(Ingress))},
+			TlsCertificateSdsSecretConfigs: []*tls.SdsSecretConfig{sdsSecret(SVIDSecretName(model.Ingress))},
 			ValidationContextType: &tls.CommonTlsContext_CombinedValidationContext{
 				CombinedValidationContext: &tls.CommonTlsContext_CombinedCertificateValidationContext{
 					DefaultValidationContext:         &tls.CertificateValidationContext{MatchTypedSubjectAltNames: callers},

@@ -169,12 +169,12 @@ func IngressResources(in *Input, exp model.Export) ServiceResources {
 // GatewaySecrets are the secrets of role that no one service owns: the
 // role's SVID, and for the egress gateway the trust bundle of every peer
 // trust domain that has one. Missing material yields no secret.
-func GatewaySecrets(in *Input, role Role) []*tls.Secret {
+func GatewaySecrets(in *Input, role model.Role) []*tls.Secret {
 	var out []*tls.Secret
 	if s := svidSecret(in, role); s != nil {
 		out = append(out, s)
 	}
-	if role != Egress {
+	if role != model.Egress {
 		return out
 	}
 	seen := map[string]bool{}
@@ -193,7 +193,7 @@ func GatewaySecrets(in *Input, role Role) []*tls.Secret {
 // Resources are the resources of every gateway role by type URL, each list
 // sorted by name. Every role has every type of Types, possibly empty.
 type Resources struct {
-	ByRole map[Role]map[resource.Type][]types.Resource
+	ByRole map[model.Role]map[resource.Type][]types.Resource
 }
 
 // Types lists the resource types a gateway receives.
@@ -216,15 +216,15 @@ func Build(in *Input) *Resources {
 	}
 	listeners, routes := EgressHTTP(in, egress.HostRoutes)
 	egress.Listeners = append(egress.Listeners, listeners...)
-	egress.Secrets = append(egress.Secrets, GatewaySecrets(in, Egress)...)
+	egress.Secrets = append(egress.Secrets, GatewaySecrets(in, model.Egress)...)
 	if l := IngressListener(in, ingress.FilterChains); l != nil {
 		ingress.Listeners = append(ingress.Listeners, l)
 	}
-	ingress.Secrets = append(ingress.Secrets, GatewaySecrets(in, Ingress)...)
+	ingress.Secrets = append(ingress.Secrets, GatewaySecrets(in, model.Ingress)...)
 
-	return &Resources{ByRole: map[Role]map[resource.Type][]types.Resource{
-		Egress:  egress.byType(routes),
-		Ingress: ingress.byType(nil),
+	return &Resources{ByRole: map[model.Role]map[resource.Type][]types.Resource{
+		model.Egress:  egress.byType(routes),
+		model.Ingress: ingress.byType(nil),
 	}}
 }
 

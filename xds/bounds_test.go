@@ -33,6 +33,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/meshfed/meshfed/certs"
+	"github.com/meshfed/meshfed/model"
 	"github.com/meshfed/meshfed/snapshot"
 	"github.com/meshfed/meshfed/snapshot/cache"
 )
@@ -56,7 +57,7 @@ func serveMTLS(t *testing.T, cfg Config) *mtlsEnv {
 	require.NoError(t, err)
 
 	c := cache.New(roles, zaptest.NewLogger(t))
-	require.NoError(t, c.Apply(cache.RoleEgress, secretChanges()))
+	require.NoError(t, c.Apply(model.Egress, secretChanges()))
 	cfg.Cache, cfg.NodeRole, cfg.Logger, cfg.Registerer = c, roles, zaptest.NewLogger(t), prometheus.NewRegistry()
 	cfg.TLS = certs.ServerTLSConfig(agent, ca.X509Bundle(), tlsconfig.AuthorizeMemberOf(td))
 	cfg.AuthorizeNode = func(spiffeid.ID, string) error { return nil }

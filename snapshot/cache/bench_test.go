@@ -10,6 +10,8 @@ import (
 	gcache "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/meshfed/meshfed/model"
 )
 
 // BenchmarkDeltaChange measures one cluster change delivered to, and ACKed
@@ -34,14 +36,14 @@ func BenchmarkDeltaChange(b *testing.B) {
 					changes[i] = Change{TypeURL: resource.ClusterType, Name: cl.Name, Resource: cl}
 				}
 				before := heap()
-				c := New(func(string) (Role, bool) { return RoleEgress, true }, nil)
-				if err := c.Apply(RoleEgress, changes); err != nil {
+				c := New(func(string) (model.Role, bool) { return model.Egress, true }, nil)
+				if err := c.Apply(model.Egress, changes); err != nil {
 					b.Fatal(err)
 				}
 				perResource := float64(heap()-before) / float64(n)
 				benchDelta(b, c, n, watchers, perResource, func(i int) {
 					cl := changedCluster(clusters, i)
-					if err := c.Apply(RoleEgress, []Change{{TypeURL: resource.ClusterType, Name: cl.Name, Resource: cl}}); err != nil {
+					if err := c.Apply(model.Egress, []Change{{TypeURL: resource.ClusterType, Name: cl.Name, Resource: cl}}); err != nil {
 						b.Fatal(err)
 					}
 				})

@@ -18,6 +18,8 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/meshfed/meshfed/model"
 )
 
 // Cache holds the resources of every role and answers the xDS server's
@@ -35,7 +37,7 @@ type Cache struct {
 	epoch string
 
 	mu    sync.Mutex
-	roles map[Role]*roleState
+	roles map[model.Role]*roleState
 	seq   uint64 // of the last change, across all roles and types
 	// marker is syncMarker(markerSeq), shared by all responses at that seq.
 	marker    string
@@ -86,7 +88,7 @@ func New(nodeRole NodeRole, log *zap.Logger) *Cache {
 		log:      log,
 		now:      time.Now,
 		epoch:    hex.EncodeToString(b[:]) + ":",
-		roles:    make(map[Role]*roleState),
+		roles:    make(map[model.Role]*roleState),
 		warned:   make(map[string]struct{}),
 	}
 }
@@ -102,7 +104,7 @@ func New(nodeRole NodeRole, log *zap.Logger) *Cache {
 //
 // The first Apply of a role makes it ready: watches of its gateways are
 // answered from then on.
-func (c *Cache) Apply(role Role, changes []Change) error {
+func (c *Cache) Apply(role model.Role, changes []Change) error {
 	batch, err := c.prepare(changes)
 
 	c.mu.Lock()
@@ -130,7 +132,7 @@ func (c *Cache) Apply(role Role, changes []Change) error {
 // Replace makes resources the whole state of the role: anything of the role
 // not among them is deleted. It costs O(catalog); use it for the first state
 // and resyncs, Apply for changes.
-func (c *Cache) Replace(role Role, resources []Change) error {
+func (c *Cache) Replace(role model.Role, resources []Change) error {
 	keep := make(map[resourceKey]struct{}, len(resources))
 	for _, r := range resources {
 		keep[resourceKey{r.TypeURL, r.Name}] = struct{}{}
@@ -207,7 +209,7 @@ func (c *Cache) answerAll(rs *roleState) {
 	}
 }
 
-func (c *Cache) role(r Role) *roleState {
+func (c *Cache) role(r model.Role) *roleState {
 	rs, ok := c.roles[r]
 	if !ok {
 		rs = &roleState{types: make(map[string]*typeState), eds: newEDSLinks()}
@@ -226,7 +228,7 @@ func (rs *roleState) typ(typeURL string) *typeState {
 }
 
 // roleOf maps a node to its role, logging each unknown node once.
-func (c *Cache) roleOf(nodeID string) (Role, bool) {
+func (c *Cache) roleOf(nodeID string) (model.Role, bool) {
 	if role, ok := c.nodeRole(nodeID); ok {
 		return role, true
 	}
@@ -267,7 +269,7 @@ func (c *Cache) Fetch(context.Context, *gcache.Request) (gcache.Response, error)
 }
 
 // Ready reports whether the role had its first Apply.
-func (c *Cache) Ready(role Role) bool {
+func (c *Cache) Ready(role model.Role) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	rs, ok := c.roles[role]
@@ -277,7 +279,7 @@ func (c *Cache) Ready(role Role) bool {
 // Version returns the content version of a role's resources of a type, the
 // version_info state-of-the-world clients ACK. It costs O(resources) after
 // a change.
-func (c *Cache) Version(role Role, typeURL string) string {
+func (c *Cache) Version(role model.Role, typeURL string) string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.role(role).typ(typeURL).contentVersion()
@@ -285,14 +287,14 @@ func (c *Cache) Version(role Role, typeURL string) string {
 
 // DeltaVersion returns the system_version_info of the latest delta
 // response of a role's resources of a type, the version delta clients ACK.
-func (c *Cache) DeltaVersion(role Role, typeURL string) string {
+func (c *Cache) DeltaVersion(role model.Role, typeURL string) string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.role(role).typ(typeURL).version
 }
 
 // Len returns the number of a role's resources of a type.
-func (c *Cache) Len(role Role, typeURL string) int {
+func (c *Cache) Len(role model.Role, typeURL string) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if rs, ok := c.roles[role]; ok {
@@ -305,7 +307,7 @@ func (c *Cache) Len(role Role, typeURL string) int {
 
 // AppliedAt returns when the given version of a role's type was applied, for
 // recent versions; the xDS server measures push latency with it.
-func (c *Cache) AppliedAt(role Role, typeURL, version string) (time.Time, bool) {
+func (c *Cache) AppliedAt(role model.Role, typeURL, version string) (time.Time, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if rs, ok := c.roles[role]; ok {
@@ -318,7 +320,7 @@ func (c *Cache) AppliedAt(role Role, typeURL, version string) (time.Time, bool) 
 
 // Resources returns a role's resources of a type, sorted by name, as they
 // are served. They are shared: callers must not modify them.
-func (c *Cache) Resources(role Role, typeURL string) []*discovery.Resource {
+func (c *Cache) Resources(role model.Role, typeURL string) []*discovery.Resource {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	rs, ok := c.roles[role]

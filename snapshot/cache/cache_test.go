@@ -10,23 +10,25 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/server/stream/v3"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/meshfed/meshfed/model"
 )
 
 func TestDeltaSendsOnlyChanges(t *testing.T) {
 	c := newTestCache(t)
-	require.NoError(t, c.Apply(RoleEgress, []Change{clusterChange("a", 1), clusterChange("b", 1), clusterChange("c", 1)}))
+	require.NoError(t, c.Apply(model.Egress, []Change{clusterChange("a", 1), clusterChange("b", 1), clusterChange("c", 1)}))
 
 	s := newDeltaStream(t, c, "egress-1")
 	s.subscribe(resource.ClusterType)
 	assert.Equal(t, []string{"a", "b", "c"}, names(s.nextAck().Resources))
 	s.none()
 
-	require.NoError(t, c.Apply(RoleEgress, []Change{clusterChange("a", 1), clusterChange("b", 2)}))
+	require.NoError(t, c.Apply(model.Egress, []Change{clusterChange("a", 1), clusterChange("b", 2)}))
 	r := s.nextAck()
 	assert.Equal(t, []string{"b"}, names(r.Resources))
 	assert.Empty(t, r.RemovedResources)
 
-	require.NoError(t, c.Apply(RoleEgress, []Change{deleted(resource.ClusterType, "c"), deleted(resource.ClusterType, "never")}))
+	require.NoError(t, c.Apply(model.Egress, []Change{deleted(resource.ClusterType, "c"), deleted(resource.ClusterType, "never")}))
 	r = s.nextAck()
 	assert.Empty(t, r.Resources)
 	assert.Equal(t, []string{"c"}, r.RemovedResources)
@@ -37,13 +39,13 @@ func TestDeltaSendsOnlyChanges(t *testing.T) {
 // watch, are sent with the next watch, and only they.
 func TestDeltaCatchesUpAfterAck(t *testing.T) {
 	c := newTestCache(t)
-	require.NoError(t, c.Apply(RoleEgress, []Change{clusterChange("a", 1), clusterChange("b", 1)}))
+	require.NoError(t, c.Apply(model.Egress, []Change{clusterChange("a", 1), clusterChange("b", 1)}))
 	s := newDeltaStream(t, c, "egress-1")
 	s.subscribe(resource.ClusterType)
 	s.next() // not ACKed yet
 
-	require.NoError(t, c.Apply(RoleEgress, []Change{clusterChange("b", 2), clusterChange("d", 1)}))
-	require.NoError(t, c.Apply(RoleEgress, []Change{deleted(resource.ClusterType, "a")}))
+	require.NoError(t, c.Apply(model.Egress, []Change{clusterChange("b", 2), clusterChange("d", 1)}))
+	require.NoError(t, c.Apply(model.Egress, []Change{deleted(resource.ClusterType, "a")}))
 	s.none()
 	s.ack(resource.ClusterType)
 	r := s.nextAck()
@@ -54,17 +56,17 @@ func TestDeltaCatchesUpAfterAck(t *testing.T) {
 
 func TestDeltaNamedSubscription(t *testing.T) {
 	c := newTestCache(t)
-	require.NoError(t, c.Apply(RoleEgress, []Change{cla("a", 1), cla("b", 1)}))
+	require.NoError(t, c.Apply(model.Egress, []Change{cla("a", 1), cla("b", 1)}))
 	s := newDeltaStream(t, c, "egress-1")
 	s.subscribe(resource.EndpointType, "a")
 	assert.Equal(t, []string{"a"}, names(s.nextAck().Resources))
 
-	require.NoError(t, c.Apply(RoleEgress, []Change{cla("b", 2)}))
+	require.NoError(t, c.Apply(model.Egress, []Change{cla("b", 2)}))
 	s.none()
 
 	s.subscribe(resource.EndpointType, "b")
 	assert.Equal(t, []string{"b"}, names(s.nextAck().Resources))
-	require.NoError(t, c.Apply(RoleEgress, []Change{cla("a", 2), cla("b", 3)}))
+	require.NoError(t, c.Apply(model.Egress, []Change{cla("a", 2), cla("b", 3)}))
 	assert.Equal(t, []string{"a", "b"}, names(s.nextAck().Resources))
 }
 
@@ -72,13 +74,13 @@ func TestDeltaNamedSubscription(t *testing.T) {
 // whichever process it talked to before: versions derive from content.
 func TestDeltaReconnectWithInitialVersions(t *testing.T) {
 	c := newTestCache(t)
-	require.NoError(t, c.Apply(RoleEgress, []Change{clusterChange("a", 1), clusterChange("b", 1)}))
+	require.NoError(t, c.Apply(model.Egress, []Change{clusterChange("a", 1), clusterChange("b", 1)}))
 	s := newDeltaStream(t, c, "egress-1")
 	s.subscribe(resource.ClusterType)
 	first := s.next()
 
 	restarted := newTestCache(t)
-	require.NoError(t, restarted.Apply(RoleEgress, []Change{clusterChange("a", 1), clusterChange("b", 2)}))
+	require.NoError(t, restarted.Apply(model.Egress, []Change{clusterChange("a", 1), clusterChange("b", 2)}))
 	s2 := newDeltaStream(t, restarted, "egress-1")
 	initial := map[string]string{}
 	for _, r := range first.Resources {
@@ -93,7 +95,7 @@ func TestDeltaReconnectWithInitialVersions(t *testing.T) {
 
 func TestMarshalOncePerChangedResource(t *testing.T) {
 	c := newTestCache(t)
-	require.NoError(t, c.Apply(RoleEgress, []Change{clusterChange("a", 1), clusterChange("b", 1)}))
+	require.NoError(t, c.Apply(model.Egress, []Change{clusterChange("a", 1), clusterChange("b", 1)}))
 	require.EqualValues(t, 2, c.marshals.Load())
 
 	streams := make([]*deltaStream, 50)
@@ -110,7 +112,7 @@ func TestMarshalOncePerChangedResource(t *testing.T) {
 	}
 	require.EqualValues(t, 2, c.marshals.Load(), "answering watches marshals nothing")
 
-	require.NoError(t, c.Apply(RoleEgress, []Change{clusterChange("b", 2)}))
+	require.NoError(t, c.Apply(model.Egress, []Change{clusterChange("b", 2)}))
 	require.EqualValues(t, 3, c.marshals.Load())
 	var shared *discovery.Resource
 	for _, s := range streams {
@@ -131,15 +133,15 @@ func TestMarshalOncePerChangedResource(t *testing.T) {
 func TestUnchangedResourcesAreSkipped(t *testing.T) {
 	c := newTestCache(t)
 	batch := []Change{clusterChange("a", 1), cla("a", 1)}
-	require.NoError(t, c.Apply(RoleEgress, batch))
-	version := c.Version(RoleEgress, resource.ClusterType)
+	require.NoError(t, c.Apply(model.Egress, batch))
+	version := c.Version(model.Egress, resource.ClusterType)
 
 	s := newDeltaStream(t, c, "egress-1")
 	s.subscribe(resource.ClusterType)
 	s.nextAck()
-	require.NoError(t, c.Apply(RoleEgress, batch))
+	require.NoError(t, c.Apply(model.Egress, batch))
 	s.none()
-	assert.Equal(t, version, c.Version(RoleEgress, resource.ClusterType))
+	assert.Equal(t, version, c.Version(model.Egress, resource.ClusterType))
 }
 
 // In one batch, new clusters and endpoints reach a stream before the listener
@@ -147,7 +149,7 @@ func TestUnchangedResourcesAreSkipped(t *testing.T) {
 // it.
 func TestMakeBeforeBreak(t *testing.T) {
 	c := newTestCache(t)
-	require.NoError(t, c.Apply(RoleEgress, []Change{clusterChange("old", 1), cla("old", 1), listenerChange("l")}))
+	require.NoError(t, c.Apply(model.Egress, []Change{clusterChange("old", 1), cla("old", 1), listenerChange("l")}))
 	s := newDeltaStream(t, c, "egress-1")
 	for _, typ := range []string{resource.ListenerType, resource.ClusterType} {
 		s.subscribe(typ)
@@ -156,7 +158,7 @@ func TestMakeBeforeBreak(t *testing.T) {
 	s.subscribe(resource.EndpointType, "old", "new")
 	s.nextAck()
 
-	require.NoError(t, c.Apply(RoleEgress, []Change{
+	require.NoError(t, c.Apply(model.Egress, []Change{
 		listenerChange("l2"),
 		deleted(resource.ClusterType, "old"),
 		deleted(resource.EndpointType, "old"),
@@ -193,10 +195,10 @@ func TestNothingBeforeFirstApply(t *testing.T) {
 	s.subscribe(resource.ClusterType)
 	s.none()
 
-	require.NoError(t, c.Apply(RoleEgress, []Change{clusterChange("egress-only", 1)}))
+	require.NoError(t, c.Apply(model.Egress, []Change{clusterChange("egress-only", 1)}))
 	s.none()
 
-	require.NoError(t, c.Apply(RoleIngress, []Change{clusterChange("in", 1)}))
+	require.NoError(t, c.Apply(model.Ingress, []Change{clusterChange("in", 1)}))
 	r := s.nextAck()
 	assert.Equal(t, resource.ClusterType, r.TypeUrl)
 	assert.Equal(t, []string{"in"}, names(r.Resources))
@@ -207,10 +209,10 @@ func TestNothingBeforeFirstApply(t *testing.T) {
 
 func TestUnknownNodeGetsNothing(t *testing.T) {
 	c := newTestCache(t)
-	require.NoError(t, c.Apply(RoleEgress, []Change{clusterChange("a", 1)}))
+	require.NoError(t, c.Apply(model.Egress, []Change{clusterChange("a", 1)}))
 	s := newDeltaStream(t, c, "stranger")
 	s.subscribe(resource.ClusterType)
-	require.NoError(t, c.Apply(RoleEgress, []Change{clusterChange("b", 1)}))
+	require.NoError(t, c.Apply(model.Egress, []Change{clusterChange("b", 1)}))
 	s.none()
 
 	ss := newSotwStream(t, c, "stranger")
@@ -220,24 +222,24 @@ func TestUnknownNodeGetsNothing(t *testing.T) {
 
 func TestApplyRejectsBadChangesKeepsTheRest(t *testing.T) {
 	c := newTestCache(t)
-	err := c.Apply(RoleEgress, []Change{
+	err := c.Apply(model.Egress, []Change{
 		clusterChange("good", 1),
 		{TypeURL: resource.ListenerType, Name: "wrong-type", Resource: clusterChange("x", 1).Resource},
 		{TypeURL: resource.ClusterType, Name: ""},
 	})
 	require.ErrorContains(t, err, `resource is a type.googleapis.com/envoy.config.cluster.v3.Cluster`)
 	require.ErrorContains(t, err, `invalid resource name ""`)
-	assert.Equal(t, 1, c.Len(RoleEgress, resource.ClusterType))
-	assert.Equal(t, 0, c.Len(RoleEgress, resource.ListenerType))
+	assert.Equal(t, 1, c.Len(model.Egress, resource.ClusterType))
+	assert.Equal(t, 0, c.Len(model.Egress, resource.ListenerType))
 }
 
 func TestReplace(t *testing.T) {
 	c := newTestCache(t)
-	require.NoError(t, c.Apply(RoleEgress, []Change{clusterChange("a", 1), clusterChange("b", 1)}))
+	require.NoError(t, c.Apply(model.Egress, []Change{clusterChange("a", 1), clusterChange("b", 1)}))
 	s := newDeltaStream(t, c, "egress-1")
 	s.subscribe(resource.ClusterType)
 	s.nextAck()
-	require.NoError(t, c.Replace(RoleEgress, []Change{clusterChange("b", 1), clusterChange("c", 1)}))
+	require.NoError(t, c.Replace(model.Egress, []Change{clusterChange("b", 1), clusterChange("c", 1)}))
 	r := s.nextAck()
 	assert.Equal(t, []string{"c"}, names(r.Resources))
 	assert.Empty(t, r.RemovedResources, "removals come after additions")
@@ -246,13 +248,13 @@ func TestReplace(t *testing.T) {
 
 func TestSotwWildcardAndNamed(t *testing.T) {
 	c := newTestCache(t)
-	require.NoError(t, c.Apply(RoleEgress, []Change{clusterChange("a", 1), clusterChange("b", 1), cla("a", 1), cla("b", 1)}))
+	require.NoError(t, c.Apply(model.Egress, []Change{clusterChange("a", 1), clusterChange("b", 1), cla("a", 1), cla("b", 1)}))
 
 	s := newSotwStream(t, c, "egress-1")
 	s.request(resource.ClusterType, "")
 	cds := s.next()
 	assert.Len(t, cds.Resources, 2)
-	assert.Equal(t, c.Version(RoleEgress, resource.ClusterType), cds.VersionInfo)
+	assert.Equal(t, c.Version(model.Egress, resource.ClusterType), cds.VersionInfo)
 	s.ack(cds)
 
 	s.request(resource.EndpointType, "", "a")
@@ -260,9 +262,9 @@ func TestSotwWildcardAndNamed(t *testing.T) {
 	assert.Len(t, eds.Resources, 1)
 	s.ack(eds)
 
-	require.NoError(t, c.Apply(RoleEgress, []Change{cla("b", 2)}))
+	require.NoError(t, c.Apply(model.Egress, []Change{cla("b", 2)}))
 	s.none()
-	require.NoError(t, c.Apply(RoleEgress, []Change{cla("a", 2), clusterChange("c", 1)}))
+	require.NoError(t, c.Apply(model.Egress, []Change{cla("a", 2), clusterChange("c", 1)}))
 	assert.Len(t, s.next().Resources, 3)
 	assert.Len(t, s.next().Resources, 1)
 }
@@ -271,12 +273,12 @@ func TestSotwWildcardAndNamed(t *testing.T) {
 // sent the same state again.
 func TestSotwVersionIsContent(t *testing.T) {
 	a, b := newTestCache(t), newTestCache(t)
-	require.NoError(t, a.Apply(RoleEgress, []Change{clusterChange("x", 1), clusterChange("y", 1)}))
-	require.NoError(t, b.Apply(RoleEgress, []Change{clusterChange("y", 1), clusterChange("x", 1)}))
-	assert.Equal(t, a.Version(RoleEgress, resource.ClusterType), b.Version(RoleEgress, resource.ClusterType))
+	require.NoError(t, a.Apply(model.Egress, []Change{clusterChange("x", 1), clusterChange("y", 1)}))
+	require.NoError(t, b.Apply(model.Egress, []Change{clusterChange("y", 1), clusterChange("x", 1)}))
+	assert.Equal(t, a.Version(model.Egress, resource.ClusterType), b.Version(model.Egress, resource.ClusterType))
 
 	s := newSotwStream(t, b, "egress-1")
-	s.request(resource.ClusterType, a.Version(RoleEgress, resource.ClusterType))
+	s.request(resource.ClusterType, a.Version(model.Egress, resource.ClusterType))
 	s.none()
 }
 
@@ -349,13 +351,13 @@ func TestDeltaStreamStateIsConstant(t *testing.T) {
 	for _, n := range seq("c", 100) {
 		batch = append(batch, clusterChange(n, 1))
 	}
-	require.NoError(t, c.Apply(RoleEgress, batch))
+	require.NoError(t, c.Apply(model.Egress, batch))
 	s := newDeltaStream(t, c, "egress-1")
 	s.subscribe(resource.ClusterType)
 	assert.Len(t, s.nextAck().Resources, 100)
 	assert.Len(t, s.subs[resource.ClusterType].ReturnedResources(), 1)
 
-	require.NoError(t, c.Apply(RoleEgress, []Change{clusterChange("c7", 2), deleted(resource.ClusterType, "c8")}))
+	require.NoError(t, c.Apply(model.Egress, []Change{clusterChange("c7", 2), deleted(resource.ClusterType, "c8")}))
 	assert.Equal(t, []string{"c7"}, names(s.nextAck().Resources))
 	assert.Equal(t, []string{"c8"}, s.nextAck().RemovedResources)
 	assert.Len(t, s.subs[resource.ClusterType].ReturnedResources(), 1)
@@ -365,15 +367,15 @@ func TestDeltaStreamStateIsConstant(t *testing.T) {
 // told to reconnect, and then synced from the versions it reports.
 func TestDeltaStreamBehindReconnects(t *testing.T) {
 	c := newTestCache(t)
-	require.NoError(t, c.Apply(RoleEgress, []Change{clusterChange("keep", 1), clusterChange("gone", 1)}))
+	require.NoError(t, c.Apply(model.Egress, []Change{clusterChange("keep", 1), clusterChange("gone", 1)}))
 	s := newDeltaStream(t, c, "egress-1")
 	s.subscribe(resource.ClusterType)
 	first := s.next()
 
 	for i := range minLog + 1 {
-		require.NoError(t, c.Apply(RoleEgress, []Change{clusterChange("churn", int64(i))}))
+		require.NoError(t, c.Apply(model.Egress, []Change{clusterChange("churn", int64(i))}))
 	}
-	require.NoError(t, c.Apply(RoleEgress, []Change{deleted(resource.ClusterType, "gone")}))
+	require.NoError(t, c.Apply(model.Egress, []Change{deleted(resource.ClusterType, "gone")}))
 	_, err := c.CreateDeltaWatch(&discovery.DeltaDiscoveryRequest{
 		Node: s.node, TypeUrl: resource.ClusterType, ResponseNonce: "1",
 	}, s.subs[resource.ClusterType], s.out)
@@ -394,7 +396,7 @@ func TestDeltaStreamBehindReconnects(t *testing.T) {
 // state again.
 func TestDeltaWildcardUnsubscribeResends(t *testing.T) {
 	c := newTestCache(t)
-	require.NoError(t, c.Apply(RoleEgress, []Change{clusterChange("a", 1), clusterChange("b", 1)}))
+	require.NoError(t, c.Apply(model.Egress, []Change{clusterChange("a", 1), clusterChange("b", 1)}))
 	s := newDeltaStream(t, c, "egress-1")
 	s.request(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.ClusterType, ResourceNamesSubscribe: []string{"*", "a"}})
 	s.nextAck()
@@ -407,8 +409,8 @@ func TestDeltaWildcardUnsubscribeResends(t *testing.T) {
 // shares that entries a peer controls could cancel out.
 func TestVersionsAreWholeHashes(t *testing.T) {
 	c := newTestCache(t)
-	require.NoError(t, c.Apply(RoleEgress, []Change{clusterChange("x", 1)}))
-	v := c.Resources(RoleEgress, resource.ClusterType)[0].Version
+	require.NoError(t, c.Apply(model.Egress, []Change{clusterChange("x", 1)}))
+	v := c.Resources(model.Egress, resource.ClusterType)[0].Version
 	require.Len(t, v, 43, "base64 of 32 bytes")
 
 	versions := map[string][]string{}
@@ -420,8 +422,8 @@ func TestVersionsAreWholeHashes(t *testing.T) {
 		"xy1":   {clusterChange("xy", 1)},
 	} {
 		c := newTestCache(t)
-		require.NoError(t, c.Apply(RoleEgress, changes))
-		v := c.Version(RoleEgress, resource.ClusterType)
+		require.NoError(t, c.Apply(model.Egress, changes))
+		v := c.Version(model.Egress, resource.ClusterType)
 		versions[v] = append(versions[v], name)
 	}
 	require.Len(t, versions, 5, "every content its own version: %v", versions)

@@ -14,6 +14,8 @@ import (
 	"golang.org/x/mod/modfile"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/meshfed/meshfed/model"
 )
 
 // contractVersion is the go-control-plane release whose delta server the
@@ -41,7 +43,7 @@ func TestDeltaResumeContract(t *testing.T) {
 	require.True(t, found, "go.mod requires go-control-plane")
 
 	c := newTestCache(t)
-	require.NoError(t, c.Apply(RoleEgress, []Change{clusterChange("a", 1), clusterChange("b", 1)}))
+	require.NoError(t, c.Apply(model.Egress, []Change{clusterChange("a", 1), clusterChange("b", 1)}))
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -64,7 +66,7 @@ func TestDeltaResumeContract(t *testing.T) {
 
 	// Only what changed comes next: the watch after the ACK resumed from
 	// the first response's marker.
-	require.NoError(t, c.Apply(RoleEgress, []Change{clusterChange("b", 2)}))
+	require.NoError(t, c.Apply(model.Egress, []Change{clusterChange("b", 2)}))
 	next, err := st.Recv()
 	require.NoError(t, err)
 	require.Equal(t, []string{"b"}, names(next.Resources))

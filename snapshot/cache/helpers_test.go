@@ -15,14 +15,16 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap/zaptest"
 	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/meshfed/meshfed/model"
 )
 
-func testRoles(id string) (Role, bool) {
+func testRoles(id string) (model.Role, bool) {
 	switch id {
 	case "egress-1", "egress-2":
-		return RoleEgress, true
+		return model.Egress, true
 	case "ingress-1":
-		return RoleIngress, true
+		return model.Ingress, true
 	}
 	return "", false
 }

@@ -8,6 +8,8 @@ import (
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/stretchr/testify/require"
+
+	"github.com/meshfed/meshfed/model"
 )
 
 func svidSecret(name string) Change {
@@ -27,7 +29,7 @@ func bundleSecret(name string) Change {
 // wildcard or by name, in both protocols, and the full view sees them all.
 func TestKeylessViewHasNoPrivateKeys(t *testing.T) {
 	c := newTestCache(t)
-	require.NoError(t, c.Apply(RoleEgress, []Change{svidSecret("svid"), bundleSecret("bundle")}))
+	require.NoError(t, c.Apply(model.Egress, []Change{svidSecret("svid"), bundleSecret("bundle")}))
 
 	d := newDeltaStream(t, c.Keyless(), "egress-1")
 	d.subscribe(resource.SecretType)
@@ -42,7 +44,7 @@ func TestKeylessViewHasNoPrivateKeys(t *testing.T) {
 	require.Len(t, s.next().Resources, 1)
 
 	// A rotation is no news to a keyless stream.
-	require.NoError(t, c.Apply(RoleEgress, []Change{svidSecret("svid2")}))
+	require.NoError(t, c.Apply(model.Egress, []Change{svidSecret("svid2")}))
 	d.none()
 
 	full := newDeltaStream(t, c, "egress-1")

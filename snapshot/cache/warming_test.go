@@ -17,6 +17,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/meshfed/meshfed/model"
 )
 
 func edsCluster(name, serviceName string, timeoutSeconds int64) Change {
@@ -33,14 +35,14 @@ func edsCluster(name, serviceName string, timeoutSeconds int64) Change {
 // though its endpoints did not change.
 func TestClusterChangeResendsItsAssignment(t *testing.T) {
 	c := newTestCache(t)
-	require.NoError(t, c.Apply(RoleEgress, []Change{edsCluster("a", "", 1), edsCluster("b", "b-eds", 1), cla("a", 1), cla("b-eds", 1), clusterChange("static", 1)}))
+	require.NoError(t, c.Apply(model.Egress, []Change{edsCluster("a", "", 1), edsCluster("b", "b-eds", 1), cla("a", 1), cla("b-eds", 1), clusterChange("static", 1)}))
 	s := newDeltaStream(t, c, "egress-1")
 	s.subscribe(resource.ClusterType)
 	require.Equal(t, []string{"a", "b", "static"}, names(s.nextAck().Resources))
 	s.subscribe(resource.EndpointType, "a", "b-eds")
 	require.Equal(t, []string{"a", "b-eds"}, names(s.nextAck().Resources))
 
-	require.NoError(t, c.Apply(RoleEgress, []Change{edsCluster("b", "b-eds", 2)}))
+	require.NoError(t, c.Apply(model.Egress, []Change{edsCluster("b", "b-eds", 2)}))
 	assert.Equal(t, []string{"b"}, names(s.nextAck().Resources))
 	assert.Equal(t, []string{"b-eds"}, names(s.nextAck().Resources), "b's assignment, after b")
 	s.none()
@@ -48,29 +50,29 @@ func TestClusterChangeResendsItsAssignment(t *testing.T) {
 	// Neither a cluster of another discovery type nor an unchanged one
 	// touches assignments; a new assignment version for the same content
 	// and cluster is never made.
-	require.NoError(t, c.Apply(RoleEgress, []Change{clusterChange("static", 2), edsCluster("a", "", 1), cla("a", 1)}))
+	require.NoError(t, c.Apply(model.Egress, []Change{clusterChange("static", 2), edsCluster("a", "", 1), cla("a", 1)}))
 	assert.Equal(t, []string{"static"}, names(s.nextAck().Resources))
 	s.none()
 
 	// The version covers the cluster whatever the order things arrived
 	// in: a restarted agent gives the same versions.
 	other := newTestCache(t)
-	require.NoError(t, other.Apply(RoleEgress, []Change{cla("b-eds", 1), cla("a", 1)}))
-	require.NoError(t, other.Apply(RoleEgress, []Change{edsCluster("b", "b-eds", 2), edsCluster("a", "", 1)}))
-	assert.Equal(t, versions(c.Resources(RoleEgress, resource.EndpointType)), versions(other.Resources(RoleEgress, resource.EndpointType)))
+	require.NoError(t, other.Apply(model.Egress, []Change{cla("b-eds", 1), cla("a", 1)}))
+	require.NoError(t, other.Apply(model.Egress, []Change{edsCluster("b", "b-eds", 2), edsCluster("a", "", 1)}))
+	assert.Equal(t, versions(c.Resources(model.Egress, resource.EndpointType)), versions(other.Resources(model.Egress, resource.EndpointType)))
 }
 
 // State of the world: the repeated EDS request Envoy sends after a cluster
 // change is answered, since the type's version changed.
 func TestClusterChangeAnswersSotwEndpoints(t *testing.T) {
 	c := newTestCache(t)
-	require.NoError(t, c.Apply(RoleEgress, []Change{edsCluster("a", "", 1), cla("a", 1)}))
+	require.NoError(t, c.Apply(model.Egress, []Change{edsCluster("a", "", 1), cla("a", 1)}))
 	s := newSotwStream(t, c, "egress-1")
 	s.request(resource.EndpointType, "", "a")
 	eds := s.next()
 	s.ack(eds)
 
-	require.NoError(t, c.Apply(RoleEgress, []Change{edsCluster("a", "", 2)}))
+	require.NoError(t, c.Apply(model.Egress, []Change{edsCluster("a", "", 2)}))
 	again := s.next()
 	assert.NotEqual(t, eds.VersionInfo, again.VersionInfo)
 	assert.Len(t, again.Resources, 1)
@@ -88,8 +90,8 @@ func versions(rs []*discovery.Resource) map[string]string {
 // cache keeps nothing for it however many it invents.
 func TestUnknownTypeURLsAreRefused(t *testing.T) {
 	c := newTestCache(t)
-	require.NoError(t, c.Apply(RoleEgress, []Change{clusterChange("a", 1)}))
-	before := len(c.roles[RoleEgress].types)
+	require.NoError(t, c.Apply(model.Egress, []Change{clusterChange("a", 1)}))
+	before := len(c.roles[model.Egress].types)
 	for i := range 1000 {
 		typeURL := fmt.Sprintf("type.googleapis.com/invented.T%d", i)
 		sub := stream.NewDeltaSubscription(nil, nil, nil, true)
@@ -99,7 +101,7 @@ func TestUnknownTypeURLsAreRefused(t *testing.T) {
 		_, err = c.CreateWatch(&discovery.DiscoveryRequest{Node: &core.Node{Id: "egress-1"}, TypeUrl: typeURL}, &ssub, make(chan gcache.Response, 1))
 		require.EqualError(t, err, fmt.Sprintf("rpc error: code = InvalidArgument desc = type URL %q is not served here", typeURL))
 	}
-	require.Equal(t, before, len(c.roles[RoleEgress].types))
+	require.Equal(t, before, len(c.roles[model.Egress].types))
 }
 
 // A gateway that rejects everything is not answered again until there is
@@ -108,7 +110,7 @@ func TestUnknownTypeURLsAreRefused(t *testing.T) {
 // was sent it), and the next change costs one.
 func TestNACKLoopIsBounded(t *testing.T) {
 	c := newTestCache(t)
-	require.NoError(t, c.Apply(RoleEgress, []Change{clusterChange("a", 1)}))
+	require.NoError(t, c.Apply(model.Egress, []Change{clusterChange("a", 1)}))
 
 	sotw := newSotwStream(t, c, "egress-1")
 	sotw.request(resource.ClusterType, "")
@@ -131,7 +133,7 @@ func TestNACKLoopIsBounded(t *testing.T) {
 		delta.request(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.ClusterType, ResponseNonce: "n", ErrorDetail: &rpcstatus.Status{Code: int32(codes.InvalidArgument)}})
 		delta.none()
 	}
-	require.NoError(t, c.Apply(RoleEgress, []Change{clusterChange("a", 2)}))
+	require.NoError(t, c.Apply(model.Egress, []Change{clusterChange("a", 2)}))
 	assert.NotEqual(t, sent.VersionInfo, sotw.next().VersionInfo)
 	assert.Equal(t, []string{"a"}, names(delta.next().Resources))
 	sotw.none()
