@@ -7,11 +7,13 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/stretchr/testify/require"
@@ -178,23 +180,33 @@ func TestPeerBundleFromHTTPSWebEndpoint(t *testing.T) {
 	require.Zero(t, counter(t, a.reg, "meshfed_certs_bundle_endpoint_refused_handshakes_total", nil))
 }
 
-// heldProxy forwards TCP connections to target once released: a bundle
-// endpoint that answers late.
-func heldProxy(t *testing.T, target string) (addr string, release func()) {
+// gatedProxy forwards TCP connections to target while open; a connection
+// made while it is shut waits for it to open: a bundle endpoint that
+// answers late.
+type gatedProxy struct {
+	addr   string
+	mu     sync.Mutex
+	opened chan struct{}
+}
+
+func newGatedProxy(t *testing.T, target string) *gatedProxy {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	t.Cleanup(func() { _ = l.Close() })
-	released := make(chan struct{})
+	p := &gatedProxy{addr: l.Addr().String(), opened: make(chan struct{})}
+	t.Cleanup(func() { _ = l.Close(); p.open() })
 	go func() {
 		for {
 			c, err := l.Accept()
 			if err != nil {
 				return
 			}
+			p.mu.Lock()
+			opened := p.opened
+			p.mu.Unlock()
 			go func() {
 				defer c.Close()
-				<-released
+				<-opened
 				up, err := net.Dial("tcp", target)
 				if err != nil {
 					return
@@ -205,8 +217,27 @@ func heldProxy(t *testing.T, target string) (addr string, release func()) {
 			}()
 		}
 	}()
-	var once sync.Once
-	return l.Addr().String(), func() { once.Do(func() { close(released) }) }
+	return p
+}
+
+func (p *gatedProxy) open() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	select {
+	case <-p.opened:
+	default:
+		close(p.opened)
+	}
+}
+
+func (p *gatedProxy) shut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	select {
+	case <-p.opened:
+		p.opened = make(chan struct{})
+	default:
+	}
 }
 
 // lateBundle starts mesh-b with mesh-a's bundle from an https_web
@@ -217,11 +248,10 @@ func lateBundle(t *testing.T, opts ...func(*Agent)) (b *running, release func())
 	root := t.TempDir()
 	ma, mb := newMesh(t, root, "mesh-a"), newMesh(t, root, "mesh-b")
 	a, caFile := webEndpoint(t, root, ma, mb)
-	late, release := heldProxy(t, a.BundleEndpointAddr().String())
-	t.Cleanup(release)
+	late := newGatedProxy(t, a.BundleEndpointAddr().String())
 	mb.config(t, ma, a.FederationAddr().String())
-	block := fmt.Sprintf("{url: 'https://%s/bundle', profile: https_web, caFile: %s}", late, caFile)
-	return start(t, withBundleEndpoint(t, mb, "mesh-a.example", block), opts...), release
+	block := fmt.Sprintf("{url: 'https://%s/bundle', profile: https_web, caFile: %s}", late.addr, caFile)
+	return start(t, withBundleEndpoint(t, mb, "mesh-a.example", block), opts...), late.open
 }
 
 // A peer bundle that has never loaded holds the gateways' first
@@ -241,6 +271,44 @@ func TestFirstConfigurationWaitsForPeerBundle(t *testing.T) {
 }
 
 // Past the wait, the gateways are configured with what the agent has.
+// A consumer restarted while its peer's bundle endpoint answers late (and
+// no bundle was saved) serves its gateways nothing until the bundle is in,
+// and then the imports restored from its store at once: the egress
+// gateway is never given a configuration without the restored cluster.
+func TestRestartedConsumerKeepsRestoredImports(t *testing.T) {
+	root := t.TempDir()
+	ma, mb := newMesh(t, root, "mesh-a"), newMesh(t, root, "mesh-b")
+	a, caFile := webEndpoint(t, root, ma, mb)
+	late := newGatedProxy(t, a.BundleEndpointAddr().String())
+	late.open()
+	mb.config(t, ma, a.FederationAddr().String())
+	cfg := withBundleEndpoint(t, mb, "mesh-a.example", fmt.Sprintf("{url: 'https://%s/bundle', profile: https_web, caFile: %s}", late.addr, caFile))
+	b := start(t, cfg)
+	connected(t, b.Agent)
+	const cluster = "egress/mesh-a/inventory/http"
+	require.Eventually(t, func() bool {
+		return slices.Contains(clusterNames(b.Agent), cluster)
+	}, waitFor, 10*time.Millisecond)
+	b.stop()
+
+	late.shut()
+	require.NoError(t, os.Remove(cfg.SavedBundlePath("mesh-a.example")))
+	b = start(t, cfg)
+	require.EqualError(t, b.Ready(), "starting: waiting for the trust bundles of mesh-a (mesh-a.example)")
+	require.False(t, b.Cache.Ready(model.Egress))
+	late.open()
+	require.Eventually(t, func() bool { return b.Cache.Ready(model.Egress) }, waitFor, time.Millisecond)
+	require.Contains(t, clusterNames(b.Agent), cluster, "the first configuration holds the restored import")
+}
+
+func clusterNames(a *Agent) []string {
+	var out []string
+	for _, r := range a.Cache.Resources(model.Egress, resource.ClusterType) {
+		out = append(out, r.Name)
+	}
+	return out
+}
+
 func TestFirstConfigurationStopsWaiting(t *testing.T) {
 	b, _ := lateBundle(t, func(a *Agent) { a.bundleWait = 100 * time.Millisecond })
 
