@@ -318,9 +318,7 @@ func runEnv(parent context.Context, opts *Options, p *pki, prefix string, res *R
 	for _, s := range st2.StreamErrors {
 		e.errorf("stream: %s", s)
 	}
-	want = e.expected()
-	res.Check, err = e.fleet.check(want)
-	if err != nil {
+	if res.Check, err = e.settled(); err != nil {
 		return err
 	}
 	verdict := "ok"
@@ -380,6 +378,21 @@ func (e *env) gateways() fleetStats {
 		e.errorf("gateway stats: %v", err)
 	}
 	return s
+}
+
+// settled checks the gateways against what the system serves until they
+// agree, or WaitTimeout passes: the workloads wait for the types a change
+// touched, and a system that sends other types anew (SnapshotCache bumps
+// every type's version) may still have those responses in flight.
+func (e *env) settled() (CheckResult, error) {
+	deadline := time.Now().Add(e.opts.WaitTimeout)
+	for {
+		got, err := e.fleet.check(e.expected())
+		if err != nil || got.OK() || time.Now().After(deadline) {
+			return got, err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // expected is what every gateway must hold: the translation of the whole
