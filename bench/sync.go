@@ -12,6 +12,8 @@ import (
 	"os/exec"
 	"strings"
 	"time"
+
+	"github.com/meshfed/meshfed/internal/delayproxy"
 )
 
 // SyncOptions configure the catalog sync benchmark: an owner agent exports
@@ -138,16 +140,16 @@ func runSync(ctx context.Context, o *SyncOptions, progress io.Writer) *SyncRepor
 		}
 		if !o.NoProxy {
 			link := proxyLink(o.ProxyRTT)
-			proxy, err := newLatencyProxy(owner.addr, o.ProxyRTT/2)
+			proxy, err := delayproxy.New(owner.addr, o.ProxyRTT/2)
 			if err != nil {
 				rep.Runs = append(rep.Runs, SyncRun{Link: link, Services: n, Error: err.Error()})
 			} else {
 				for _, w := range o.Windows {
-					r := syncOnce(ctx, o, ids[localTD], proxy.addr(), n, w, link, max(o.ProxyBudget, 0))
+					r := syncOnce(ctx, o, ids[localTD], proxy.Addr(), n, w, link, max(o.ProxyBudget, 0))
 					report(progress, r)
 					rep.Runs = append(rep.Runs, r)
 				}
-				proxy.close()
+				proxy.Close()
 			}
 		}
 		_ = owner.stop()

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/meshfed/meshfed/federation/peer"
+	"github.com/meshfed/meshfed/internal/delayproxy"
 )
 
 // The long form of the restart property test, e.g.
@@ -134,12 +135,10 @@ func runRestartCase(t *testing.T, c restartCase) (removed float64, restarts int)
 	var owner, consumer *agent
 	if c.ownerDials {
 		consumer = newAgent(t, "mesh-a", p, []peer.Spec{spec("mesh-b", p.td("mesh-b"), "")}, cfg)
-		proxy := newDelayProxy(t, consumer.addr, c.latency)
-		owner = newAgent(t, "mesh-b", p, []peer.Spec{spec("mesh-a", p.td("mesh-a"), proxy.addr())}, cfg)
+		owner = newAgent(t, "mesh-b", p, []peer.Spec{spec("mesh-a", p.td("mesh-a"), delayed(t, consumer.addr, c.latency))}, cfg)
 	} else {
 		owner = newAgent(t, "mesh-b", p, []peer.Spec{spec("mesh-a", p.td("mesh-a"), "")}, cfg)
-		proxy := newDelayProxy(t, owner.addr, c.latency)
-		consumer = newAgent(t, "mesh-a", p, []peer.Spec{spec("mesh-b", p.td("mesh-b"), proxy.addr())}, cfg)
+		consumer = newAgent(t, "mesh-a", p, []peer.Spec{spec("mesh-b", p.td("mesh-b"), delayed(t, owner.addr, c.latency))}, cfg)
 	}
 	owner.export(names, "mesh-a")
 	// Before any restart: the first full sync, then one reconciliation.
@@ -204,4 +203,13 @@ func (a *agent) eventuallyImportsAll(peerName string, want []string) {
 		return true
 	}, 10*time.Minute, 10*time.Millisecond, "%s imports from %s", a.name, peerName)
 	assert.ElementsMatch(a.t, want, a.importedIDs(peerName))
+}
+
+// delayed is an address that reaches target with delay added each way.
+func delayed(t *testing.T, target string, delay time.Duration) string {
+	t.Helper()
+	p, err := delayproxy.New(target, delay)
+	require.NoError(t, err)
+	t.Cleanup(p.Close)
+	return p.Addr()
 }

@@ -1,4 +1,4 @@
-package bench
+package delayproxy
 
 import (
 	"bytes"
@@ -11,9 +11,9 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// TestLatencyProxyCarriesBytes: every byte crosses the proxy both ways, in
+// Every byte crosses the proxy both ways, in
 // order, and the end of a stream reaches the other side.
-func TestLatencyProxyCarriesBytes(t *testing.T) {
+func TestProxyCarriesBytes(t *testing.T) {
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	defer lis.Close()
@@ -25,11 +25,11 @@ func TestLatencyProxyCarriesBytes(t *testing.T) {
 		defer c.Close()
 		_, _ = io.Copy(c, c) // echo until the client's end
 	}()
-	p, err := newLatencyProxy(lis.Addr().String(), 5*time.Millisecond)
+	p, err := New(lis.Addr().String(), 5*time.Millisecond)
 	require.NoError(t, err)
-	defer p.close()
+	defer p.Close()
 
-	c, err := net.Dial("tcp", p.addr())
+	c, err := net.Dial("tcp", p.Addr())
 	require.NoError(t, err)
 	defer c.Close()
 	sent := make([]byte, 1<<20)

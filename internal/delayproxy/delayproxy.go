@@ -1,4 +1,7 @@
-package bench
+// Package delayproxy is a TCP proxy that adds a fixed delay each way: a WAN
+// link on loopback, where the kernel has no netem. The bench and the
+// federation tests measure and check sync over it.
+package delayproxy
 
 import (
 	"errors"
@@ -8,12 +11,12 @@ import (
 	"time"
 )
 
-// latencyProxy is a TCP proxy that delays every byte by a fixed one-way
+// Proxy is a TCP proxy that delays every byte by a fixed one-way
 // delay in each direction, so that a connection through it sees a round
 // trip of twice that on top of loopback's. It stands in for a WAN link
 // where the kernel has no netem. Bytes are delayed, not throttled: a
 // chunk read at t is written at t+delay, whatever else is in flight.
-type latencyProxy struct {
+type Proxy struct {
 	lis    net.Listener
 	target string
 	delay  time.Duration
@@ -24,23 +27,23 @@ type latencyProxy struct {
 	wg     sync.WaitGroup
 }
 
-// newLatencyProxy listens on loopback and forwards each connection to
-// target with delay added each way.
-func newLatencyProxy(target string, delay time.Duration) (*latencyProxy, error) {
+// New listens on loopback and forwards each connection to target with
+// delay added each way.
+func New(target string, delay time.Duration) (*Proxy, error) {
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
-	p := &latencyProxy{lis: lis, target: target, delay: delay}
+	p := &Proxy{lis: lis, target: target, delay: delay}
 	p.wg.Add(1)
 	go p.serve()
 	return p, nil
 }
 
-// addr is where to connect to reach target through the delay.
-func (p *latencyProxy) addr() string { return p.lis.Addr().String() }
+// Addr is where to connect to reach target through the delay.
+func (p *Proxy) Addr() string { return p.lis.Addr().String() }
 
-func (p *latencyProxy) serve() {
+func (p *Proxy) serve() {
 	defer p.wg.Done()
 	for {
 		c, err := p.lis.Accept()
@@ -62,7 +65,7 @@ func (p *latencyProxy) serve() {
 }
 
 // track remembers the connections for close, unless closed.
-func (p *latencyProxy) track(cs ...net.Conn) bool {
+func (p *Proxy) track(cs ...net.Conn) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
@@ -83,7 +86,7 @@ type chunk struct {
 
 // pipe copies src to dst, each chunk delayed; at the end of src it closes
 // dst's write side once the delayed bytes are written.
-func (p *latencyProxy) pipe(dst, src net.Conn) {
+func (p *Proxy) pipe(dst, src net.Conn) {
 	defer p.wg.Done()
 	q := make(chan chunk, 1024)
 	var wg sync.WaitGroup
@@ -122,8 +125,8 @@ func (p *latencyProxy) pipe(dst, src net.Conn) {
 	wg.Wait()
 }
 
-// close stops accepting, ends every connection and waits for the pipes.
-func (p *latencyProxy) close() {
+// Close stops accepting, ends every connection and waits for the pipes.
+func (p *Proxy) Close() {
 	p.mu.Lock()
 	p.closed = true
 	conns := p.conns
