@@ -26,16 +26,7 @@ const egressPortBucket = "egress-ports"
 // Run builds the first configuration (startGateways).
 func (a *Agent) gateways() error {
 	g := a.cfg.Gateways
-	nodeRole := func(id string) (model.Role, bool) {
-		switch {
-		case slices.Contains(g.Egress.NodeIDs, id):
-			return model.Egress, true
-		case slices.Contains(g.Ingress.NodeIDs, id):
-			return model.Ingress, true
-		}
-		return "", false
-	}
-	a.Cache = cache.New(nodeRole, a.log)
+	a.Cache = cache.New(a.nodeRole, a.log)
 	var peers []model.Peer
 	for _, p := range a.cfg.Peers {
 		// The ingress admits the peer's callers, not its agent's IDs.
@@ -75,7 +66,7 @@ func (a *Agent) gateways() error {
 	}
 	xc := xds.Config{
 		Cache:      a.Cache,
-		NodeRole:   nodeRole,
+		NodeRole:   a.nodeRole,
 		Address:    a.cfg.XDS.Listen,
 		Logger:     a.log,
 		Registerer: a.reg,

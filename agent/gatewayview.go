@@ -145,17 +145,15 @@ func typeState(served, all bool, t GatewayType) string {
 	return Stale
 }
 
-// nodeRole is the role of a node id, as the cache serves it.
+// nodeRole is the role of a node id: the cache serves it that role's
+// resources, and the gateway views show them.
 func (a *Agent) nodeRole(id string) (model.Role, bool) {
-	for _, r := range []struct {
-		role model.Role
-		ids  []string
-	}{{model.Egress, a.cfg.Gateways.Egress.NodeIDs}, {model.Ingress, a.cfg.Gateways.Ingress.NodeIDs}} {
-		for _, n := range r.ids {
-			if n == id {
-				return r.role, true
-			}
-		}
+	g := a.cfg.Gateways
+	switch {
+	case slices.Contains(g.Egress.NodeIDs, id):
+		return model.Egress, true
+	case slices.Contains(g.Ingress.NodeIDs, id):
+		return model.Ingress, true
 	}
 	return "", false
 }
