@@ -10,6 +10,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -56,6 +57,9 @@ type Agent struct {
 	// exportSrc yields the local services to export (nil when none is
 	// configured) until a reload replaces it; sinks receive the imports.
 	exportSrc registry.Source
+	// liveExports is the source of the exports running now (a reload
+	// replaces it), for its own status.
+	liveExports atomic.Pointer[registry.Source]
 	// exportHealth is how running exportSrc goes.
 	exportHealth *sink
 	sinks        []*sink

@@ -188,6 +188,7 @@ func (a *Agent) exportSources(path string, cc *consul.Config) (registry.Source, 
 // is run again after a backoff.
 func (a *Agent) runExports(ctx context.Context) error {
 	src := a.exportSrc
+	a.liveExports.Store(&src)
 	backoff := time.Second
 	update := func(exports []model.Export) {
 		if !a.exportHealth.status().Healthy {
@@ -246,6 +247,7 @@ func (a *Agent) runExports(ctx context.Context) error {
 func (a *Agent) swap(s exportSwap) registry.Source {
 	a.exportHealth.record(nil, time.Now())
 	a.setExports(s.exports)
+	a.liveExports.Store(&s.src)
 	close(s.done)
 	return s.src
 }

@@ -116,3 +116,28 @@ func TestChangedFieldsNamesFieldsAsTheFileDoes(t *testing.T) {
 	require.Equal(t, []string{"trustBundles.mesh-c.example", "federation.window", "peers[mesh-b].dial", "peers[mesh-c]", "consul"}, changedFields(old, next))
 	require.Empty(t, changedFields(old, ma.config(t, mb, "")))
 }
+
+// A registry file broken while the agent runs keeps the last exports and
+// shows in the status and the readiness as degraded, with the problem;
+// mended, it is healthy again.
+func TestBrokenRegistryFileShowsInTheStatus(t *testing.T) {
+	root := t.TempDir()
+	ma, mb := newMesh(t, root, "mesh-a"), newMesh(t, root, "mesh-b")
+	services := filepath.Join(ma.dir, "services.yaml")
+	require.NoError(t, os.WriteFile(services, []byte(registryFile), 0o600))
+	a := start(t, ma.config(t, mb, "", "exports: {file: services.yaml}\n"))
+	// The file is followed once the source gave its first set.
+	require.Eventually(t, func() bool { return !a.ExportSource().LastSync.IsZero() }, waitFor, 10*time.Millisecond)
+	require.True(t, a.ExportSource().Healthy)
+
+	writeAtomic(t, services, []byte(strings.Replace(registryFile, "protocol: HTTP", "protocol: FOO", 1)))
+	require.Eventually(t, func() bool { return !a.ExportSource().Healthy }, waitFor, 10*time.Millisecond)
+	require.Contains(t, a.ExportSource().LastError, `services[0].ports[0].protocol: "FOO" is not one of`)
+	require.Len(t, a.Degraded(), 1)
+	require.Contains(t, a.Degraded()[0], "exports: reading the exports has failed: ")
+	require.Len(t, a.Catalog.Exports(), 1, "the last exports stay")
+
+	writeAtomic(t, services, []byte(registryFile))
+	require.Eventually(t, func() bool { return a.ExportSource().Healthy }, waitFor, 10*time.Millisecond)
+	require.Empty(t, a.Degraded())
+}

@@ -76,8 +76,24 @@ func (a *Agent) ExportSource() *SinkStatus {
 	if a.current.Exports.File == "" && (a.current.Consul == nil || a.current.Consul.Export == nil) {
 		return nil
 	}
-	s := a.exportHealth.status()
+	s := a.exportStatus()
 	return &s
+}
+
+// exportStatus is how reading the exports goes: the source's runs, and a
+// problem it keeps its last exports through (a broken registry file).
+func (a *Agent) exportStatus() SinkStatus {
+	s := a.exportHealth.status()
+	p := a.liveExports.Load()
+	if p == nil {
+		return s
+	}
+	if src, ok := (*p).(interface{ Status() registry.SourceStatus }); ok {
+		if err := src.Status().Err; err != nil && s.Healthy {
+			s.Healthy, s.LastError = false, err.Error()
+		}
+	}
+	return s
 }
 
 // Degraded lists what works less than it should while the agent still
@@ -86,8 +102,12 @@ func (a *Agent) ExportSource() *SinkStatus {
 // stays: the gateways and peers are served all the same.
 func (a *Agent) Degraded() []string {
 	var out []string
-	if s := a.exportHealth.status(); !s.Healthy {
-		out = append(out, fmt.Sprintf("exports: reading the exports has failed since %s: %s", s.FailingSince.UTC().Format(time.RFC3339), s.LastError))
+	if s := a.exportStatus(); !s.Healthy {
+		since := ""
+		if !s.FailingSince.IsZero() {
+			since = " since " + s.FailingSince.UTC().Format(time.RFC3339)
+		}
+		out = append(out, fmt.Sprintf("exports: reading the exports has failed%s: %s", since, s.LastError))
 	}
 	for _, s := range a.Sinks() {
 		if !s.Healthy && !s.FailingSince.IsZero() {
