@@ -3,11 +3,14 @@ package bench
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"sync"
 	"time"
+
+	gcache "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 
 	"go.uber.org/zap"
 
@@ -147,20 +150,13 @@ func runEnv(parent context.Context, opts *Options, p *pki, prefix string, res *R
 		return err
 	}
 	defer st.Close()
-	cat := catalog.New(st, zap.NewNop())
-	if err := cat.SetPeers(catalogPeers()); err != nil {
-		return err
-	}
-	gen := newGenerator(opts.Seed, cat)
-	if err := load(st, cat, gen, res.Services); err != nil {
+	cat, gen, err := loadCatalog(st, opts.Seed, res.Services)
+	if err != nil {
 		return err
 	}
 	h1 := heap()
 
-	nodes := make([]string, res.Gateways)
-	for i := range nodes {
-		nodes[i] = fmt.Sprintf("egress-%03d", i)
-	}
+	nodes := nodeIDs(res.Gateways)
 	e := &env{opts: opts, cat: cat, st: st, gen: gen, input: p.input(), mode: res.Mode, m: res.Gateways, res: res}
 	sys, err := newSystem(res.System, systemEnv{catalog: cat, store: st, input: e.input, holdoff: opts.Holdoff, nodes: nodes})
 	if err != nil {
@@ -181,10 +177,6 @@ func runEnv(parent context.Context, opts *Options, p *pki, prefix string, res *R
 	res.HeapPerService = float64(int64(h2)-int64(h0)) / float64(res.Services)
 	res.CatalogHeapPerService = float64(int64(h1)-int64(h0)) / float64(res.Services)
 
-	srv, err := xds.New(xds.Config{Cache: sys.cache(), NodeRole: egressRole})
-	if err != nil {
-		return err
-	}
 	// A Unix socket, as the agent's default: gateways on plaintext TCP
 	// would be served no SVID key.
 	sockDir, err := os.MkdirTemp("", "meshfed-bench-xds-")
@@ -192,38 +184,14 @@ func runEnv(parent context.Context, opts *Options, p *pki, prefix string, res *R
 		return err
 	}
 	defer os.RemoveAll(sockDir)
-	lis, err := xds.Listen("unix://" + filepath.Join(sockDir, "xds.sock"))
+	srv, lis, err := serveXDS(ctx, &wg, sys.cache(), sockDir)
 	if err != nil {
 		return err
 	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		_ = srv.Serve(ctx, lis)
-	}()
 
-	var envoys *envoyFleet
-	switch {
-	case res.Kind == KindEnvoy:
-		keep := ""
-		if opts.EnvoyLogs != "" {
-			if err := os.MkdirAll(opts.EnvoyLogs, 0o755); err != nil {
-				return err
-			}
-			keep = filepath.Join(opts.EnvoyLogs, fmt.Sprintf("%s-%s-%d-%d-", res.System, res.Mode, res.Services, res.Gateways))
-		}
-		if envoys, err = newEnvoyFleet(srv, sockDir, keep); err != nil {
-			return err
-		}
-		e.fleet = envoys
-		res.HeapIncludesClients = false
-		res.Envoy = &EnvoyFigures{}
-	case opts.InProcessClients:
-		e.fleet = newLocalFleet()
-	default:
-		if e.fleet, err = startProcessFleet(); err != nil {
-			return err
-		}
+	envoys, err := e.startFleet(srv, sockDir)
+	if err != nil {
+		return err
 	}
 	defer func() {
 		if cerr := e.fleet.close(); cerr != nil && err == nil {
@@ -239,6 +207,87 @@ func runEnv(parent context.Context, opts *Options, p *pki, prefix string, res *R
 	}
 	progress("%d services (%d egress resources) loaded; heap %.0f B/service", res.Services, res.Resources, res.HeapPerService)
 
+	if err := e.coldStart(ctx, want, lis, nodes, envoys, progress); err != nil {
+		return err
+	}
+
+	e.runWorkloads(workloads, progress)
+
+	return e.finalCheck(ctx, envoys, progress)
+}
+
+// nodeIDs are the node ids of m egress gateways.
+func nodeIDs(m int) []string {
+	nodes := make([]string, m)
+	for i := range nodes {
+		nodes[i] = fmt.Sprintf("egress-%03d", i)
+	}
+	return nodes
+}
+
+// serveXDS serves c to the gateways on a Unix socket in dir until ctx ends.
+func serveXDS(ctx context.Context, wg *sync.WaitGroup, c gcache.Cache, dir string) (*xds.Server, net.Listener, error) {
+	srv, err := xds.New(xds.Config{Cache: c, NodeRole: egressRole})
+	if err != nil {
+		return nil, nil, err
+	}
+	lis, err := xds.Listen("unix://" + filepath.Join(dir, "xds.sock"))
+	if err != nil {
+		return nil, nil, err
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		_ = srv.Serve(ctx, lis)
+	}()
+	return srv, lis, nil
+}
+
+// loadCatalog fills the catalog of a run with n services.
+func loadCatalog(st *store.Store, seed uint64, n int) (*catalog.Catalog, *generator, error) {
+	cat := catalog.New(st, zap.NewNop())
+	if err := cat.SetPeers(catalogPeers()); err != nil {
+		return nil, nil, err
+	}
+	gen := newGenerator(seed, cat)
+	if err := load(st, cat, gen, n); err != nil {
+		return nil, nil, err
+	}
+	return cat, gen, nil
+}
+
+// startFleet starts the gateways of the run: real Envoys, or simulated
+// ones in this process or a child.
+func (e *env) startFleet(srv *xds.Server, sockDir string) (envoys *envoyFleet, err error) {
+	res, opts := e.res, e.opts
+	switch {
+	case res.Kind == KindEnvoy:
+		keep := ""
+		if opts.EnvoyLogs != "" {
+			if err := os.MkdirAll(opts.EnvoyLogs, 0o755); err != nil {
+				return nil, err
+			}
+			keep = filepath.Join(opts.EnvoyLogs, fmt.Sprintf("%s-%s-%d-%d-", res.System, res.Mode, res.Services, res.Gateways))
+		}
+		if envoys, err = newEnvoyFleet(srv, sockDir, keep); err != nil {
+			return nil, err
+		}
+		e.fleet = envoys
+		res.HeapIncludesClients = false
+		res.Envoy = &EnvoyFigures{}
+	case opts.InProcessClients:
+		e.fleet = newLocalFleet()
+	default:
+		if e.fleet, err = startProcessFleet(); err != nil {
+			return nil, err
+		}
+	}
+	return envoys, nil
+}
+
+// coldStart connects every gateway at once and measures until all synced.
+func (e *env) coldStart(ctx context.Context, want checkWant, lis net.Listener, nodes []string, envoys *envoyFleet, progress func(string, ...any)) error {
+	res, opts := e.res, e.opts
 	// Cold start: every gateway connects at once.
 	counts := map[string]int{}
 	for t, ds := range want.Digests {
@@ -274,7 +323,12 @@ func runEnv(parent context.Context, opts *Options, p *pki, prefix string, res *R
 		res.Envoy.ColdInitFetchTimeout = res.Envoy.InitFetchTimeout
 		progress("envoy RSS %.0f MB (largest of %d), control plane RSS %.0f MB", float64(res.Envoy.ColdRSSBytes)/1e6, res.Gateways, float64(res.Envoy.ControlPlaneRSSBytes)/1e6)
 	}
+	return nil
+}
 
+// runWorkloads runs the workloads asked for, unless gateway streams failed.
+func (e *env) runWorkloads(workloads []string, progress func(string, ...any)) {
+	res := e.res
 	has := func(w string) bool {
 		if !slices.Contains(workloads, w) {
 			return false
@@ -307,9 +361,12 @@ func runEnv(parent context.Context, opts *Options, p *pki, prefix string, res *R
 			progress("reconnect storm of %d gateways: FAILED: %s", res.Gateways, res.Errors[len(res.Errors)-1])
 		}
 	}
+}
 
-	// The final check: every gateway holds exactly what the system serves,
-	// which is the translation of the catalog.
+// finalCheck checks that every gateway holds exactly what the system
+// serves, which is the translation of the catalog.
+func (e *env) finalCheck(ctx context.Context, envoys *envoyFleet, progress func(string, ...any)) error {
+	res := e.res
 	st2, err := e.fleet.stats()
 	if err != nil {
 		return err
