@@ -228,15 +228,10 @@ func (r *Report) WriteTable(w io.Writer) error {
 	fmt.Fprintf(w, "%s gateways only; meshfed runner holdoff %.0f ms; catalog store in %s; gateways in a %s; churn %.0f/s for %g s (80%% endpoints, 15%% edits, 5%% adds/removes); burst %.0f%% of N in 1 s; %.0f%% TCP services\n",
 		r.Settings.Role, r.Settings.HoldoffMs, r.Settings.StoreDir, r.Settings.Clients, r.Settings.ChurnRate, r.Settings.ChurnSeconds, 100*r.Settings.BurstFraction, 100*r.Settings.TCPShare)
 	fmt.Fprintln(w, "single changes follow the churn mix, one at a time, in the same order for every system; a system that takes longer measures fewer of them (see the count), so compare the per-scope rows")
-	type block struct {
-		kind string
-		n, m int
-		mode string
-	}
-	var blocks []block
+	var blocks []tableBlock
 	var systems []string
 	for _, run := range r.Runs {
-		b := block{kindOf(run), run.Services, run.Gateways, run.Mode}
+		b := tableBlock{kindOf(run), run.Services, run.Gateways, run.Mode}
 		if !slices.Contains(blocks, b) {
 			blocks = append(blocks, b)
 		}
@@ -250,106 +245,130 @@ func (r *Report) WriteTable(w io.Writer) error {
 	baselines := slices.DeleteFunc(slices.Clone(systems), func(s string) bool { return s == SystemMeshfed })
 	hasMeshfed := slices.Contains(systems, SystemMeshfed)
 	for _, b := range blocks {
-		gws := "gateways"
-		if b.kind == KindEnvoy {
-			gws = "real Envoy gateways (applied: ACKed on the ADS stream, cross-checked with Envoy's stats and config_dump)"
-		}
-		fmt.Fprintf(w, "\nN=%d services, M=%d %s, %s\n", b.n, b.m, gws, b.mode)
-		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		header := "figure\t"
-		for _, s := range systems {
-			header += s + "\t"
-		}
-		if hasMeshfed {
-			for _, s := range baselines {
-				header += "meshfed/" + s + "\t"
-			}
-		}
-		fmt.Fprintln(tw, header)
-		runs := map[string]*RunResult{}
-		for _, s := range systems {
-			runs[s] = r.findKind(b.kind, s, b.mode, b.n, b.m)
-		}
-		for _, f := range figures {
-			if f.label == "single changes measured" {
-				// A count, not a figure to compare: no ratio.
-				line := f.label + "\t"
-				for _, s := range systems {
-					if v, ok := get(f, runs[s]); ok {
-						line += fmt.Sprintf(f.format, v) + "\t"
-					} else {
-						line += "-\t"
-					}
-				}
-				fmt.Fprintln(tw, line)
-				continue
-			}
-			line := f.label + "\t"
-			vals := map[string]float64{}
-			for _, s := range systems {
-				v, ok := get(f, runs[s])
-				if !ok {
-					line += "-\t"
-					continue
-				}
-				vals[s] = v
-				line += fmt.Sprintf(f.format, v) + "\t"
-			}
-			if len(vals) == 0 {
-				continue // not measured in this block
-			}
-			if hasMeshfed {
-				for _, s := range baselines {
-					line += ratio(vals, SystemMeshfed, s) + "\t"
-				}
-			}
-			fmt.Fprintln(tw, line)
-		}
-		line := "final state check\t"
-		for _, s := range systems {
-			line += verdict(runs[s]) + "\t"
-		}
-		fmt.Fprintln(tw, line)
-		if err := tw.Flush(); err != nil {
+		if err := r.writeBlock(w, b, systems, baselines, hasMeshfed); err != nil {
 			return err
-		}
-		for _, s := range systems {
-			if run := runs[s]; run != nil {
-				for _, e := range run.Errors {
-					fmt.Fprintf(w, "  %s: %s\n", s, e)
-				}
-				if run.Failed != "" {
-					fmt.Fprintf(w, "  %s FAILED: %s\n", s, run.Failed)
-				}
-				if len(run.Check.Problems) > 0 {
-					fmt.Fprintf(w, "  %s final state: %s\n", s, strings.Join(run.Check.Problems, "; "))
-				}
-			}
 		}
 	}
 	if r.Sync != nil {
-		fmt.Fprintf(w, "\ncatalog sync between two agents (mutual TLS, consumer store in %s)\n", r.Sync.StoreDir)
-		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "link\tservices\twindow\tms\tms/service\t")
-		for _, s := range r.Sync.Runs {
-			if s.Error != "" {
-				fmt.Fprintf(tw, "%s\t%d\t%d\tFAILED: %s\t\t\n", s.Link, s.Services, s.Window, s.Error)
-				continue
-			}
-			if s.Extrapolated {
-				fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f (extrapolated from %d)\t%.3f\t\n", s.Link, s.Services, s.Window, s.Ms, s.Imported, s.PerServiceMs)
-				continue
-			}
-			fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%.3f\t\n", s.Link, s.Services, s.Window, s.Ms, s.PerServiceMs)
-		}
-		if err := tw.Flush(); err != nil {
+		if err := r.writeSync(w); err != nil {
 			return err
-		}
-		if r.Sync.NetemSkipped != "" {
-			fmt.Fprintf(w, "over a link with added latency: skipped: %s\n", r.Sync.NetemSkipped)
 		}
 	}
 	return r.WriteTargets(w)
+}
+
+// tableBlock is one table of the report: the runs of one kind, size and
+// mode, one column per system.
+type tableBlock struct {
+	kind string
+	n, m int
+	mode string
+}
+
+// writeBlock writes the table of one block, then what went wrong in it.
+func (r *Report) writeBlock(w io.Writer, b tableBlock, systems, baselines []string, hasMeshfed bool) error {
+	gws := "gateways"
+	if b.kind == KindEnvoy {
+		gws = "real Envoy gateways (applied: ACKed on the ADS stream, cross-checked with Envoy's stats and config_dump)"
+	}
+	fmt.Fprintf(w, "\nN=%d services, M=%d %s, %s\n", b.n, b.m, gws, b.mode)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	header := "figure\t"
+	for _, s := range systems {
+		header += s + "\t"
+	}
+	if hasMeshfed {
+		for _, s := range baselines {
+			header += "meshfed/" + s + "\t"
+		}
+	}
+	fmt.Fprintln(tw, header)
+	runs := map[string]*RunResult{}
+	for _, s := range systems {
+		runs[s] = r.findKind(b.kind, s, b.mode, b.n, b.m)
+	}
+	for _, f := range figures {
+		if f.label == "single changes measured" {
+			// A count, not a figure to compare: no ratio.
+			line := f.label + "\t"
+			for _, s := range systems {
+				if v, ok := get(f, runs[s]); ok {
+					line += fmt.Sprintf(f.format, v) + "\t"
+				} else {
+					line += "-\t"
+				}
+			}
+			fmt.Fprintln(tw, line)
+			continue
+		}
+		line := f.label + "\t"
+		vals := map[string]float64{}
+		for _, s := range systems {
+			v, ok := get(f, runs[s])
+			if !ok {
+				line += "-\t"
+				continue
+			}
+			vals[s] = v
+			line += fmt.Sprintf(f.format, v) + "\t"
+		}
+		if len(vals) == 0 {
+			continue // not measured in this block
+		}
+		if hasMeshfed {
+			for _, s := range baselines {
+				line += ratio(vals, SystemMeshfed, s) + "\t"
+			}
+		}
+		fmt.Fprintln(tw, line)
+	}
+	line := "final state check\t"
+	for _, s := range systems {
+		line += verdict(runs[s]) + "\t"
+	}
+	fmt.Fprintln(tw, line)
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, s := range systems {
+		if run := runs[s]; run != nil {
+			for _, e := range run.Errors {
+				fmt.Fprintf(w, "  %s: %s\n", s, e)
+			}
+			if run.Failed != "" {
+				fmt.Fprintf(w, "  %s FAILED: %s\n", s, run.Failed)
+			}
+			if len(run.Check.Problems) > 0 {
+				fmt.Fprintf(w, "  %s final state: %s\n", s, strings.Join(run.Check.Problems, "; "))
+			}
+		}
+	}
+	return nil
+}
+
+// writeSync writes the table of the catalog syncs.
+func (r *Report) writeSync(w io.Writer) error {
+	fmt.Fprintf(w, "\ncatalog sync between two agents (mutual TLS, consumer store in %s)\n", r.Sync.StoreDir)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "link\tservices\twindow\tms\tms/service\t")
+	for _, s := range r.Sync.Runs {
+		if s.Error != "" {
+			fmt.Fprintf(tw, "%s\t%d\t%d\tFAILED: %s\t\t\n", s.Link, s.Services, s.Window, s.Error)
+			continue
+		}
+		if s.Extrapolated {
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f (extrapolated from %d)\t%.3f\t\n", s.Link, s.Services, s.Window, s.Ms, s.Imported, s.PerServiceMs)
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%.3f\t\n", s.Link, s.Services, s.Window, s.Ms, s.PerServiceMs)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if r.Sync.NetemSkipped != "" {
+		fmt.Fprintf(w, "over a link with added latency: skipped: %s\n", r.Sync.NetemSkipped)
+	}
+	return nil
 }
 
 func get(f figure, run *RunResult) (float64, bool) {

@@ -210,9 +210,7 @@ func runEnv(parent context.Context, opts *Options, p *pki, prefix string, res *R
 	if err := e.coldStart(ctx, want, lis, nodes, envoys, progress); err != nil {
 		return err
 	}
-
 	e.runWorkloads(workloads, progress)
-
 	return e.finalCheck(ctx, envoys, progress)
 }
 

@@ -33,26 +33,38 @@ func (r *Report) evaluateSimulated() []Target {
 	if len(r.Runs) == 0 {
 		return r.syncTargets()
 	}
-	var out []Target
-	maxN := func(pred func(*RunResult) bool) int {
-		n := 0
-		for _, run := range r.Runs {
-			if pred(run) && run.Failed == "" {
-				n = max(n, run.Services)
-			}
-		}
-		return n
-	}
 	maxM := 0
 	for _, run := range r.Runs {
 		maxM = max(maxM, run.Gateways)
 	}
 
+	out := r.changeTargets(maxM)
+	out = append(out, r.workTargets()...)
+	out = append(out, r.memoryTargets()...)
+	return append(out, r.syncTargets()...)
+}
+
+// maxServices is the most services of a run pred holds for that did not
+// fail.
+func (r *Report) maxServices(pred func(*RunResult) bool) int {
+	n := 0
+	for _, run := range r.Runs {
+		if pred(run) && run.Failed == "" {
+			n = max(n, run.Services)
+		}
+	}
+	return n
+}
+
+// changeTargets are the rows of one change at 10,000 services and the
+// most gateways, each kind of change beside the baselines.
+func (r *Report) changeTargets(maxM int) []Target {
+	var out []Target
 	// One change at 10,000 services and 100 gateways (or the largest
 	// measured), delta.
 	n := 10000
 	if r.find(SystemMeshfed, ModeDelta, n, maxM) == nil {
-		n = maxN(func(run *RunResult) bool {
+		n = r.maxServices(func(run *RunResult) bool {
 			return run.System == SystemMeshfed && run.Mode == ModeDelta && run.Gateways == maxM
 		})
 	}
@@ -112,7 +124,12 @@ func (r *Report) evaluateSimulated() []Target {
 			out = append(out, t)
 		}
 	}
+	return out
+}
 
+// workTargets say whether the work of one change grows with the catalog.
+func (r *Report) workTargets() []Target {
+	var out []Target
 	// The work of one change does not grow with the catalog.
 	for _, m := range gatewayCounts(r) {
 		lo, hi := 0, 0
@@ -143,9 +160,14 @@ func (r *Report) evaluateSimulated() []Target {
 			out = append(out, t)
 		}
 	}
+	return out
+}
 
+// memoryTargets are the heap rows.
+func (r *Report) memoryTargets() []Target {
+	var out []Target
 	// Memory.
-	if n := maxN(func(run *RunResult) bool { return run.System == SystemMeshfed }); n > 0 {
+	if n := r.maxServices(func(run *RunResult) bool { return run.System == SystemMeshfed }); n > 0 {
 		var run *RunResult
 		for _, x := range r.Runs {
 			if x.System == SystemMeshfed && x.Services == n && x.Failed == "" && (run == nil || x.Gateways > run.Gateways) {
@@ -167,8 +189,7 @@ func (r *Report) evaluateSimulated() []Target {
 		}
 		out = append(out, t)
 	}
-
-	return append(out, r.syncTargets()...)
+	return out
 }
 
 // syncTargets are the catalog sync at 10,000 services (or the largest N
