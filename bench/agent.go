@@ -96,6 +96,19 @@ type agent struct {
 	done    chan struct{}
 }
 
+// benchExports are n exported services, for consumer.
+func benchExports(n int, consumer string) []model.Export {
+	exps := make([]model.Export, n)
+	for i := range exps {
+		name := fmt.Sprintf("svc-%06d", i)
+		exps[i] = model.Export{
+			Name: name, FQDN: name + "." + peerTD, Mode: model.Terminate, Consumers: []string{consumer},
+			Ports: []model.ExportPort{{Name: "http", Port: 8080, Protocol: model.HTTP, SNI: model.DefaultSNI(8080, name+"."+peerTD), Endpoints: []model.LocalEndpoint{{Address: "10.1.0.1", Port: 8080}}}},
+		}
+	}
+	return exps
+}
+
 func startAgent(cfg agentConfig) (a *agent, err error) {
 	tlsCfg, err := cfg.Identity.tls()
 	if err != nil {
@@ -138,15 +151,7 @@ func startAgent(cfg agentConfig) (a *agent, err error) {
 		return nil, err
 	}
 	if cfg.Owner {
-		exps := make([]model.Export, cfg.Exports)
-		for i := range exps {
-			name := fmt.Sprintf("svc-%06d", i)
-			exps[i] = model.Export{
-				Name: name, FQDN: name + "." + peerTD, Mode: model.Terminate, Consumers: []string{other},
-				Ports: []model.ExportPort{{Name: "http", Port: 8080, Protocol: model.HTTP, SNI: model.DefaultSNI(8080, name+"."+peerTD), Endpoints: []model.LocalEndpoint{{Address: "10.1.0.1", Port: 8080}}}},
-			}
-		}
-		cat.SetExports(exps)
+		cat.SetExports(benchExports(cfg.Exports, other))
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	a = &agent{store: st, catalog: cat, manager: m, cancel: cancel, done: make(chan struct{})}

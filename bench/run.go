@@ -524,6 +524,33 @@ type spent struct {
 }
 
 // finish waits for the changes and summarizes them.
+// spentCost is the cost of changes measured one by one, in all and by
+// scope.
+func (e *env) spentCost(changes []timed) (Cost, map[string]Cost) {
+	var total spent
+	byScope := map[string]*spent{}
+	counts := map[string]int{}
+	for _, tc := range changes {
+		sp := byScope[tc.c.scope]
+		if sp == nil {
+			sp = &spent{}
+			byScope[tc.c.scope] = sp
+		}
+		for _, acc := range []*spent{sp, &total} {
+			acc.cpu += tc.spent.cpu
+			acc.allocs += tc.spent.allocs
+			acc.wire += tc.spent.wire
+			acc.gatewaysCPU += tc.spent.gatewaysCPU
+		}
+		counts[tc.c.scope]++
+	}
+	out := map[string]Cost{}
+	for sc, sp := range byScope {
+		out[sc] = sp.cost(counts[sc], e.m)
+	}
+	return total.cost(len(changes), e.m), out
+}
+
 func (e *env) finish(changes []timed, before usage, g0 fleetStats) *Workload {
 	ids := make([]uint64, len(changes))
 	for i, tc := range changes {
@@ -580,29 +607,7 @@ func (e *env) finish(changes []timed, before usage, g0 fleetStats) *Workload {
 	if len(changes) > 0 && changes[0].spent != nil {
 		// Measured change by change: without the harness's drawing and
 		// registering of expectations, and split by scope.
-		w.Cost = Cost{}
-		w.CostByScope = map[string]Cost{}
-		var total spent
-		byScope := map[string]*spent{}
-		counts := map[string]int{}
-		for _, tc := range changes {
-			sp := byScope[tc.c.scope]
-			if sp == nil {
-				sp = &spent{}
-				byScope[tc.c.scope] = sp
-			}
-			for _, acc := range []*spent{sp, &total} {
-				acc.cpu += tc.spent.cpu
-				acc.allocs += tc.spent.allocs
-				acc.wire += tc.spent.wire
-				acc.gatewaysCPU += tc.spent.gatewaysCPU
-			}
-			counts[tc.c.scope]++
-		}
-		w.Cost = total.cost(len(changes), e.m)
-		for sc, sp := range byScope {
-			w.CostByScope[sc] = sp.cost(counts[sc], e.m)
-		}
+		w.Cost, w.CostByScope = e.spentCost(changes)
 	}
 	w.HarnessMs = ms(e.harness) / float64(max(len(changes), 1))
 	if !last.IsZero() {

@@ -26,6 +26,35 @@ func main() {
 	os.Exit(run())
 }
 
+// execute runs the benchmark, prints its table and writes its report in
+// out.
+func execute(o bench.Options, out string) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	rep, err := bench.Run(ctx, o)
+	if rep == nil {
+		fmt.Fprintln(os.Stderr, "meshfed-bench:", err)
+		return 1
+	}
+	if werr := rep.WriteTable(os.Stdout); werr != nil {
+		fmt.Fprintln(os.Stderr, "meshfed-bench:", werr)
+		return 1
+	}
+	files, werr := rep.Write(out)
+	for _, f := range files {
+		fmt.Fprintln(os.Stderr, "wrote", f)
+	}
+	if werr != nil {
+		fmt.Fprintln(os.Stderr, "meshfed-bench:", werr)
+		return 1
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "meshfed-bench:", err)
+		return 1
+	}
+	return 0
+}
+
 func run() int {
 	var (
 		o                                 bench.Options
@@ -92,30 +121,7 @@ func run() int {
 	o.Sync.Skip, o.Sync.NoNetem, o.Sync.NetemDelay, o.Sync.Timeout = noSync, noNetem, netemDelay, syncWait
 	o.Command = strings.Join(os.Args, " ")
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	rep, err := bench.Run(ctx, o)
-	if rep == nil {
-		fmt.Fprintln(os.Stderr, "meshfed-bench:", err)
-		return 1
-	}
-	if werr := rep.WriteTable(os.Stdout); werr != nil {
-		fmt.Fprintln(os.Stderr, "meshfed-bench:", werr)
-		return 1
-	}
-	files, werr := rep.Write(out)
-	for _, f := range files {
-		fmt.Fprintln(os.Stderr, "wrote", f)
-	}
-	if werr != nil {
-		fmt.Fprintln(os.Stderr, "meshfed-bench:", werr)
-		return 1
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "meshfed-bench:", err)
-		return 1
-	}
-	return 0
+	return execute(o, out)
 }
 
 func usage(flagName string, err error) int {
