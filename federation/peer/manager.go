@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"reflect"
 	"sync"
 	"time"
 
@@ -68,6 +69,8 @@ type Manager struct {
 	peers  map[string]*peerRun
 	order  []string
 	closed bool
+	// runCtx is Run's, for the peers SetPeers starts.
+	runCtx context.Context
 	wg     sync.WaitGroup
 	// unattributed are refused connections of no configured peer's trust
 	// domain.
@@ -83,6 +86,8 @@ type peerRun struct {
 	// refusedTotal counts the refused connections of the peer's trust
 	// domain, for the metric.
 	refusedTotal int
+	// stop ends the peer's dialing, once started.
+	stop context.CancelFunc
 	// stream cancels the peer's current stream, if any, and done is closed
 	// when that stream's session has ended.
 	cancel context.CancelFunc
@@ -115,25 +120,10 @@ func NewManager(cfg Config, specs []Spec) (*Manager, error) {
 	if cfg.Registerer == nil {
 		cfg.Registerer = prometheus.NewRegistry()
 	}
-	m := &Manager{cfg: cfg, log: cfg.Log, peers: map[string]*peerRun{}}
+	m := &Manager{cfg: cfg, log: cfg.Log}
 	var catPeers []catalog.Peer
-	for _, s := range specs {
-		if _, dup := m.peers[s.Name]; dup {
-			return nil, fmt.Errorf("peer %q is configured twice", s.Name)
-		}
-		a, err := s.authorizer()
-		if err != nil {
-			return nil, err
-		}
-		st := Waiting
-		if s.Dial != "" {
-			st = Connecting
-		}
-		m.peers[s.Name] = &peerRun{spec: s, authorize: a, status: Status{Name: s.Name, TrustDomain: s.TrustDomain, Dial: s.Dial, State: st, Since: time.Now()}}
-		m.order = append(m.order, s.Name)
-		catPeers = append(catPeers, s.Peer)
-	}
-	if err := ambiguous(specs); err != nil {
+	var err error
+	if m.peers, m.order, catPeers, err = prepare(specs); err != nil {
 		return nil, err
 	}
 	if err := cfg.Catalog.SetPeers(catPeers); err != nil {
@@ -142,6 +132,89 @@ func NewManager(cfg Config, specs []Spec) (*Manager, error) {
 	cfg.Registerer.MustRegister(&collector{m: m})
 	m.smx = session.NewMetrics(cfg.Registerer)
 	return m, nil
+}
+
+// prepare checks specs and makes a run of each, not started.
+func prepare(specs []Spec) (map[string]*peerRun, []string, []catalog.Peer, error) {
+	runs := map[string]*peerRun{}
+	var order []string
+	var catPeers []catalog.Peer
+	for _, s := range specs {
+		if _, dup := runs[s.Name]; dup {
+			return nil, nil, nil, fmt.Errorf("peer %q is configured twice", s.Name)
+		}
+		a, err := s.authorizer()
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		st := Waiting
+		if s.Dial != "" {
+			st = Connecting
+		}
+		runs[s.Name] = &peerRun{spec: s, authorize: a, status: Status{Name: s.Name, TrustDomain: s.TrustDomain, Dial: s.Dial, State: st, Since: time.Now()}}
+		order = append(order, s.Name)
+		catPeers = append(catPeers, s.Peer)
+	}
+	if err := ambiguous(specs); err != nil {
+		return nil, nil, nil, err
+	}
+	return runs, order, catPeers, nil
+}
+
+// SetPeers replaces the configured peers while the manager runs: a peer
+// removed or changed has its stream ended and its dialing stopped (a
+// removed peer's imports are deleted with it), a new or changed one starts
+// as at start, and one that did not change keeps its stream.
+func (m *Manager) SetPeers(specs []Spec) error {
+	runs, order, catPeers, err := prepare(specs)
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return errors.New("peer: the manager has stopped")
+	}
+	for name, old := range m.peers {
+		if next, ok := runs[name]; ok && reflect.DeepEqual(old.spec, next.spec) {
+			runs[name] = old
+			continue
+		}
+		if old.stop != nil {
+			old.stop()
+		}
+		if old.cancel != nil {
+			old.cancel()
+		}
+		m.log.Info("peer removed or changed by the configuration; its stream ends", zap.String("peer", name))
+	}
+	// The catalog drops the imports of removed peers, and accepts those
+	// of new ones, once no stream of a removed peer is left to add any.
+	if err := m.cfg.Catalog.SetPeers(catPeers); err != nil {
+		return err
+	}
+	old := m.peers
+	m.peers, m.order = runs, order
+	for _, name := range order {
+		if p := runs[name]; old[name] != p {
+			m.startLocked(p)
+		}
+	}
+	return nil
+}
+
+// startLocked dials p when it has an address and the manager runs.
+func (m *Manager) startLocked(p *peerRun) {
+	if m.runCtx == nil || p.spec.Dial == "" {
+		return
+	}
+	ctx, stop := context.WithCancel(m.runCtx)
+	p.stop = stop
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		m.dialLoop(ctx, p)
+	}()
 }
 
 // ambiguous refuses two peers that could present the same identity: an
@@ -175,14 +248,9 @@ func ambiguous(specs []Spec) error {
 // returns when ctx ends and every stream has stopped.
 func (m *Manager) Run(ctx context.Context) {
 	m.mu.Lock()
+	m.runCtx = ctx
 	for _, name := range m.order {
-		if p := m.peers[name]; p.spec.Dial != "" {
-			m.wg.Add(1)
-			go func() {
-				defer m.wg.Done()
-				m.dialLoop(ctx, p)
-			}()
-		}
+		m.startLocked(m.peers[name])
 	}
 	m.mu.Unlock()
 	if m.cfg.Retention > 0 {
