@@ -78,6 +78,8 @@ type Runner struct {
 	// its only writer.
 	mu sync.RWMutex
 	tr *Translator
+	// peers brings the loop new peers (SetPeers).
+	peers chan []model.Peer
 }
 
 // New returns a runner; Start builds the first configuration.
@@ -92,7 +94,7 @@ func New(cfg Config) (*Runner, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Runner{cfg: cfg, log: cfg.Log, m: m, tr: NewTranslator(cfg.Input)}, nil
+	return &Runner{cfg: cfg, log: cfg.Log, m: m, tr: NewTranslator(cfg.Input), peers: make(chan []model.Peer)}, nil
 }
 
 // Start translates the whole catalog and makes it the cache's state for
@@ -106,15 +108,7 @@ func (r *Runner) Start() error {
 	// translated again, never missed.
 	r.sub = r.cfg.Source.Subscribe()
 	start := time.Now()
-	var keys []catalog.Key
-	var live []string
-	for _, imp := range r.cfg.Source.Imports() {
-		keys = append(keys, catalog.Key{Kind: catalog.KindImport, Peer: imp.Peer, ID: imp.ResourceID})
-		live = append(live, snapshot.EgressPortKeys([]model.Import{imp})...)
-	}
-	for _, exp := range r.cfg.Source.Exports() {
-		keys = append(keys, catalog.Key{Kind: catalog.KindExport, ID: exp.Name})
-	}
+	keys, live := r.everything()
 	if err := r.cfg.Ports.Prune(live); err != nil {
 		return fmt.Errorf("runner: freeing the ports of gone imports: %w", err)
 	}
@@ -137,6 +131,31 @@ func (r *Runner) Start() error {
 	return nil
 }
 
+// everything is the key of every service, and the egress port keys of
+// the imports.
+func (r *Runner) everything() (keys []catalog.Key, ports []string) {
+	for _, imp := range r.cfg.Source.Imports() {
+		keys = append(keys, catalog.Key{Kind: catalog.KindImport, Peer: imp.Peer, ID: imp.ResourceID})
+		ports = append(ports, snapshot.EgressPortKeys([]model.Import{imp})...)
+	}
+	for _, exp := range r.cfg.Source.Exports() {
+		keys = append(keys, catalog.Key{Kind: catalog.KindExport, ID: exp.Name})
+	}
+	return keys, ports
+}
+
+// SetPeers gives the translation new peers (a reload changed them): every
+// service is translated again with them. It returns once the loop has
+// taken them, or ctx ended.
+func (r *Runner) SetPeers(ctx context.Context, peers []model.Peer) error {
+	select {
+	case r.peers <- peers:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // Run follows the catalog and the certificates until ctx is done. Start
 // must have returned first.
 func (r *Runner) Run(ctx context.Context) error {
@@ -152,6 +171,13 @@ func (r *Runner) Run(ctx context.Context) error {
 		case <-r.sub.C():
 		case <-r.cfg.SecretsChanged:
 			secrets = true
+		case peers := <-r.peers:
+			r.mu.Lock()
+			r.tr.SetPeers(peers)
+			r.mu.Unlock()
+			all, _ := r.everything()
+			r.step(false, all...)
+			continue
 		}
 		more, ok := r.holdOff(ctx)
 		if !ok {
@@ -186,10 +212,10 @@ func (r *Runner) holdOff(ctx context.Context) (secrets, ok bool) {
 	}
 }
 
-// step translates what changed and applies it.
-func (r *Runner) step(secretsChanged bool) {
+// step translates what changed, and also, and applies it.
+func (r *Runner) step(secretsChanged bool, also ...catalog.Key) {
 	start := time.Now()
-	keys := r.sub.Drain()
+	keys := append(r.sub.Drain(), also...)
 	secrets, ok := r.secrets(secretsChanged)
 	if ok {
 		r.mu.RLock()

@@ -348,3 +348,29 @@ func TestStartPrunesOrphanPorts(t *testing.T) {
 	require.True(t, ok)
 	require.Equal(t, uint32(21001), port, "the port it had")
 }
+
+// Peers changed by a reload reach the translation: an export's consumer
+// that becomes a peer is let through the ingress.
+func TestRunnerFollowsPeers(t *testing.T) {
+	secrets := testSecrets(t)
+	ca, err := certs.NewTestCA(spiffeid.RequireTrustDomainFromString("mesh-c.example"))
+	require.NoError(t, err)
+	secrets.Bundles["mesh-c.example"] = string(ca.CertPEM())
+	e := newEnv(t, nil, nil, secrets)
+	e.src.setExports([]model.Export{{
+		Name: "inventory", FQDN: "inventory.mesh-a.example", Mode: model.Terminate, Consumers: []string{"mesh-b", "mesh-c"},
+		Ports: []model.ExportPort{{Name: "http", Port: 8080, Protocol: model.HTTP, SNI: model.DefaultSNI(8080, "inventory.mesh-a.example"), Endpoints: []model.LocalEndpoint{{Address: "127.0.0.1", Port: 9080}}}},
+	}})
+	e.start()
+	listener := func() string {
+		ls := e.cache.Resources(model.Ingress, resource.ListenerType)
+		require.Len(t, ls, 1)
+		return string(ls[0].Resource.GetValue())
+	}
+	require.NotContains(t, listener(), "mesh-c.example", "mesh-c is not a peer yet")
+
+	peers := append(testInput().Peers, model.Peer{Name: "mesh-c", TrustDomain: "mesh-c.example"})
+	require.NoError(t, e.runner.SetPeers(context.Background(), peers))
+	e.wait()
+	require.Contains(t, listener(), "mesh-c.example")
+}

@@ -152,6 +152,10 @@ func (t *Translator) Apply(ch Changes) Result {
 	return res
 }
 
+// SetPeers replaces the peers the translation reads; every service must
+// then be applied again.
+func (t *Translator) SetPeers(peers []model.Peer) { t.in.Peers = peers }
+
 // Retry lists, sorted, what to translate again when the certificates
 // changed: every export (their validation contexts hold the bundles) and
 // every service that was rejected (a bundle that was missing may be there
