@@ -120,7 +120,7 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger, reg *promethe
 	}
 	a.closers = append(a.closers, a.store.Close)
 	a.Catalog = catalog.New(a.store, log)
-	specs := a.peerSpecs()
+	specs := a.peerSpecs(cfg)
 	a.Peers, err = peer.NewManager(peer.Config{
 		Catalog:    a.Catalog,
 		TLS:        peer.SPIFFETLS{SVID: a.svid, Bundles: a.bundles},
@@ -269,14 +269,14 @@ func (a *Agent) trustBundles() error {
 	return nil
 }
 
-func (a *Agent) peerSpecs() []peer.Spec {
+func (a *Agent) peerSpecs(cfg *config.Config) []peer.Spec {
 	var out []peer.Spec
-	for _, p := range a.cfg.Peers {
+	for _, p := range cfg.Peers {
 		if p.AnyIDInTrustDomain {
 			a.log.Warn("peer accepts any SPIFFE ID of its trust domain as its agent, a workload's too; list its agent's spiffeIds instead",
 				zap.String("peer", p.Name), zap.String("trustDomain", p.TrustDomain))
 		}
-		pol := validate.Policy{TrustDomain: spiffeid.RequireTrustDomainFromString(p.TrustDomain), DeniedCIDRs: a.cfg.DeniedPrefixes(), AllowLoopback: p.AllowLoopback}
+		pol := validate.Policy{TrustDomain: spiffeid.RequireTrustDomainFromString(p.TrustDomain), DeniedCIDRs: cfg.DeniedPrefixes(), AllowLoopback: p.AllowLoopback}
 		for _, s := range p.SANTrustDomains {
 			pol.SANTrustDomains = append(pol.SANTrustDomains, spiffeid.RequireTrustDomainFromString(s))
 		}

@@ -27,11 +27,7 @@ const egressPortBucket = "egress-ports"
 func (a *Agent) gateways() error {
 	g := a.cfg.Gateways
 	a.Cache = cache.New(a.nodeRole, a.log)
-	var peers []model.Peer
-	for _, p := range a.cfg.Peers {
-		// The ingress admits the peer's callers, not its agent's IDs.
-		peers = append(peers, model.Peer{Name: p.Name, TrustDomain: p.TrustDomain, SPIFFEIDs: p.Callers, IstioALPN: p.IstioALPN})
-	}
+	peers := gatewayPeers(a.cfg)
 	changed, cancel := a.Identity.Subscribe()
 	a.closers = append(a.closers, func() error { cancel(); return nil })
 	ports, err := runner.NewAllocator(a.store.Bucket(egressPortBucket), runner.PortRange{From: g.Egress.Ports.From, To: g.Egress.Ports.To})
@@ -78,6 +74,16 @@ func (a *Agent) gateways() error {
 	}
 	a.XDS, err = xds.New(xc)
 	return err
+}
+
+// gatewayPeers are the peers as the gateways know them: the ingress admits
+// a peer's callers, not its agent's IDs.
+func gatewayPeers(cfg *config.Config) []model.Peer {
+	var peers []model.Peer
+	for _, p := range cfg.Peers {
+		peers = append(peers, model.Peer{Name: p.Name, TrustDomain: p.TrustDomain, SPIFFEIDs: p.Callers, IstioALPN: p.IstioALPN})
+	}
+	return peers
 }
 
 // gatewayNodes authorizes a gateway identity to the node ids configured

@@ -25,9 +25,10 @@ import (
 
 // liveFields are the configuration fields a reload applies while the
 // agent runs: where the exports come from (the registry file, the Consul
-// services exported and to which consumers). Every other field is read at
-// start only.
-var liveFields = []string{"exports", "consul.export"}
+// services exported and to which consumers), and the peers (added,
+// removed or changed; their trust bundles must be configured already).
+// Every other field is read at start only.
+var liveFields = []string{"exports", "consul.export", "peers"}
 
 // ReloadResult is the answer of a reload: the fields that changed, by
 // name, split into those applied and those that take effect at the next
@@ -90,16 +91,44 @@ func (a *Agent) reload(ctx context.Context) (ReloadResult, error) {
 	}
 	next := report.Config
 	res := ReloadResult{Applied: []string{}, NeedsRestart: []string{}}
-	for _, f := range changedFields(a.current, next) {
-		if live(f) {
-			res.Applied = append(res.Applied, f)
-		} else {
+	changed := changedFields(a.current, next)
+	// A peer's trust bundle is loaded at start: peers wait for the
+	// restart that brings changed bundles.
+	bundles := slices.ContainsFunc(changed, func(f string) bool { return under(f, "trustBundles") })
+	var peers, exports bool
+	for _, f := range changed {
+		switch {
+		case !live(f) || (bundles && under(f, "peers")):
 			res.NeedsRestart = append(res.NeedsRestart, f)
+		case under(f, "peers"):
+			peers = true
+			res.Applied = append(res.Applied, f)
+		default:
+			exports = true
+			res.Applied = append(res.Applied, f)
 		}
 	}
-	if len(res.Applied) == 0 {
-		return res, nil
+	cur := *a.current
+	if peers {
+		if err := a.Peers.SetPeers(a.peerSpecs(next)); err != nil {
+			return ReloadResult{}, refused{fmt.Errorf("peers: %w", err)}
+		}
+		if err := a.Runner.SetPeers(ctx, gatewayPeers(next)); err != nil {
+			return ReloadResult{}, err
+		}
+		cur.Peers = next.Peers
 	}
+	if exports {
+		if err := a.reloadExports(ctx, next, &cur); err != nil {
+			return ReloadResult{}, err
+		}
+	}
+	a.current = &cur
+	return res, nil
+}
+
+// reloadExports replaces the source of the exports by next's.
+func (a *Agent) reloadExports(ctx context.Context, next *config.Config, cur *config.Config) error {
 	// The running connection to Consul stays: only what is exported
 	// changes.
 	var cc *consul.Config
@@ -110,28 +139,26 @@ func (a *Agent) reload(ctx context.Context) (ReloadResult, error) {
 	}
 	src, exports, err := a.exportSources(next.Exports.File, cc)
 	if err != nil {
-		return ReloadResult{}, refused{err}
+		return refused{err}
 	}
 	swap := exportSwap{src: src, exports: exports, done: make(chan struct{})}
 	select {
 	case a.swapExports <- swap:
 	case <-ctx.Done():
-		return ReloadResult{}, ctx.Err()
+		return ctx.Err()
 	}
 	select {
 	case <-swap.done:
 	case <-ctx.Done():
-		return ReloadResult{}, ctx.Err()
+		return ctx.Err()
 	}
-	cur := *a.current
 	cur.Exports = next.Exports
 	if cur.Consul != nil && next.Consul != nil {
 		c := *cur.Consul
 		c.Export = next.Consul.Export
 		cur.Consul = &c
 	}
-	a.current = &cur
-	return res, nil
+	return nil
 }
 
 // refused is a configuration the reload did not take; it is an
@@ -145,7 +172,12 @@ func (r refused) Error() string {
 func (r refused) Unwrap() []error { return []error{admin.ErrInvalid, r.err} }
 
 func live(field string) bool {
-	return slices.ContainsFunc(liveFields, func(l string) bool { return field == l || strings.HasPrefix(field, l+".") })
+	return slices.ContainsFunc(liveFields, func(l string) bool { return under(field, l) })
+}
+
+// under reports whether field is top or one of its fields or elements.
+func under(field, top string) bool {
+	return field == top || strings.HasPrefix(field, top+".") || strings.HasPrefix(field, top+"[")
 }
 
 // exportSources builds the source of the exports from the registry file

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -52,12 +53,15 @@ func TestReloadAppliesExportsAndNamesWhatNeedsARestart(t *testing.T) {
 	require.Equal(t, http.StatusOK, code, body)
 	require.JSONEq(t, `{"applied": [], "needsRestart": []}`, body)
 
-	// Another registry file, a longer grace and a peer that is now dialed.
-	ma.config(t, mb, "127.0.0.1:1", "exports: {file: more.yaml}\n")
+	// Another registry file, a longer grace and a changed peer: the peer
+	// and the file apply at once, and mesh-b, whose stream the change of
+	// its peer ended, connects again.
+	ma.config(t, mb, "", "exports: {file: more.yaml}\n")
 	editFile(t, path, "listen: 127.0.0.1:0\n  ingress:", "listen: 127.0.0.1:0\n  grace: 45s\n  ingress:")
+	editFile(t, path, "    allowLoopback: true\n", "    allowLoopback: true\n    maxServices: 5000\n")
 	code, body = postReload(t, a)
 	require.Equal(t, http.StatusOK, code, body)
-	require.JSONEq(t, `{"applied": ["exports.file"], "needsRestart": ["federation.grace", "peers[mesh-b].dial"]}`, body)
+	require.JSONEq(t, `{"applied": ["peers[mesh-b].maxServices", "exports.file"], "needsRestart": ["federation.grace"]}`, body)
 	require.Equal(t, []string{"inventory", "ledger"}, exportNames(a))
 	require.Eventually(t, func() bool { return len(b.Catalog.Imports()) == 2 }, 20*time.Second, 20*time.Millisecond)
 
@@ -75,11 +79,12 @@ func TestReloadAppliesExportsAndNamesWhatNeedsARestart(t *testing.T) {
 	require.Contains(t, body, `: error: federation.grace: `)
 	require.Equal(t, []string{"inventory"}, exportNames(a))
 
-	// Back to no exports file: the exports are withdrawn.
+	// Back to no exports file and the peer as it was: the exports are
+	// withdrawn.
 	ma.config(t, mb, "")
 	code, body = postReload(t, a)
 	require.Equal(t, http.StatusOK, code, body)
-	require.JSONEq(t, `{"applied": ["exports.file"], "needsRestart": []}`, body)
+	require.JSONEq(t, `{"applied": ["peers[mesh-b].maxServices", "exports.file"], "needsRestart": []}`, body)
 	require.Empty(t, exportNames(a))
 	a.Catalog.SetExports([]model.Export{inventory()})
 
@@ -140,4 +145,41 @@ func TestBrokenRegistryFileShowsInTheStatus(t *testing.T) {
 	writeAtomic(t, services, []byte(registryFile))
 	require.Eventually(t, func() bool { return a.ExportSource().Healthy }, waitFor, 10*time.Millisecond)
 	require.Empty(t, a.Degraded())
+}
+
+// A reload removes a peer and adds it back while the agent runs: its
+// stream ends and its imports go, and once it is back it is dialed again
+// and imported from; the egress gateway follows.
+func TestReloadRemovesAndAddsAPeer(t *testing.T) {
+	root := t.TempDir()
+	ma, mb := newMesh(t, root, "mesh-a"), newMesh(t, root, "mesh-b")
+	b := start(t, mb.config(t, ma, ""))
+	b.Catalog.SetExports([]model.Export{{
+		Name: "payments", FQDN: "payments.mesh-b.example", Mode: model.Terminate, Consumers: []string{"mesh-a"},
+		Ports: []model.ExportPort{{Name: "http", Port: 8080, Protocol: model.HTTP, SNI: model.DefaultSNI(8080, "payments.mesh-b.example"),
+			Endpoints: []model.LocalEndpoint{{Address: "127.0.0.1", Port: 9080}}}},
+	}})
+	path := filepath.Join(ma.dir, "meshfed.yaml")
+	a := startOperable(t, ma.config(t, mb, b.FederationAddr().String()), path)
+	imported := func() int { return len(a.Catalog.Imports()) }
+	const cluster = "egress/mesh-b/payments/http"
+	require.Eventually(t, func() bool { return imported() == 1 && slices.Contains(clusterNames(a), cluster) }, waitFor, 10*time.Millisecond)
+
+	withPeer, err := os.ReadFile(path)
+	require.NoError(t, err)
+	i := strings.Index(string(withPeer), "peers:\n")
+	j := strings.Index(string(withPeer), "xds:\n")
+	require.Positive(t, i)
+	require.NoError(t, os.WriteFile(path, []byte(string(withPeer[:i])+"peers: []\n"+string(withPeer[j:])), 0o600))
+	code, body := postReload(t, a)
+	require.Equal(t, http.StatusOK, code, body)
+	require.JSONEq(t, `{"applied": ["peers[mesh-b]"], "needsRestart": []}`, body)
+	require.Empty(t, a.Peers.Status())
+	require.Eventually(t, func() bool { return imported() == 0 && !slices.Contains(clusterNames(a), cluster) }, waitFor, 10*time.Millisecond)
+
+	require.NoError(t, os.WriteFile(path, withPeer, 0o600))
+	code, body = postReload(t, a)
+	require.Equal(t, http.StatusOK, code, body)
+	require.JSONEq(t, `{"applied": ["peers[mesh-b]"], "needsRestart": []}`, body)
+	require.Eventually(t, func() bool { return imported() == 1 && slices.Contains(clusterNames(a), cluster) }, waitFor, 10*time.Millisecond)
 }
