@@ -27,7 +27,6 @@ const egressPortBucket = "egress-ports"
 func (a *Agent) gateways() error {
 	g := a.cfg.Gateways
 	a.Cache = cache.New(a.nodeRole, a.log)
-	peers := gatewayPeers(a.cfg)
 	changed, cancel := a.Identity.Subscribe()
 	a.closers = append(a.closers, func() error { cancel(); return nil })
 	ports, err := runner.NewAllocator(a.store.Bucket(egressPortBucket), runner.PortRange{From: g.Egress.Ports.From, To: g.Egress.Ports.To})
@@ -35,20 +34,10 @@ func (a *Agent) gateways() error {
 		return err
 	}
 	a.Runner, err = runner.New(runner.Config{
-		Source: runner.CatalogSource(a.Catalog),
-		Ports:  ports,
-		Sink:   a.Cache,
-		Input: snapshot.Input{
-			TrustDomain:       a.cfg.TrustDomain,
-			HTTPRouteTimeout:  time.Duration(*g.Egress.HTTPRouteTimeout),
-			StreamIdleTimeout: time.Duration(*g.Egress.StreamIdleTimeout),
-			EgressSources:     g.Egress.AllowedSources,
-			Peers:             peers,
-			Gateways: snapshot.Gateways{
-				Egress:  snapshot.Address{Address: g.Egress.Listen.Address},
-				Ingress: snapshot.SocketAddress{Address: g.Ingress.Listen.Address, Port: g.Ingress.Listen.Port},
-			},
-		},
+		Source:         runner.CatalogSource(a.Catalog),
+		Ports:          ports,
+		Sink:           a.Cache,
+		Input:          gatewayInput(a.cfg),
 		Secrets:        a.secrets,
 		SecretsChanged: changed,
 		Holdoff:        time.Duration(a.cfg.XDS.Holdoff),
@@ -76,14 +65,26 @@ func (a *Agent) gateways() error {
 	return err
 }
 
-// gatewayPeers are the peers as the gateways know them: the ingress admits
-// a peer's callers, not its agent's IDs.
-func gatewayPeers(cfg *config.Config) []model.Peer {
+// gatewayInput is what the translation of the gateways' resources reads
+// from the configuration. The ingress admits a peer's callers, not its
+// agent's IDs.
+func gatewayInput(cfg *config.Config) snapshot.Input {
+	g := cfg.Gateways
 	var peers []model.Peer
 	for _, p := range cfg.Peers {
 		peers = append(peers, model.Peer{Name: p.Name, TrustDomain: p.TrustDomain, SPIFFEIDs: p.Callers, IstioALPN: p.IstioALPN})
 	}
-	return peers
+	return snapshot.Input{
+		TrustDomain:       cfg.TrustDomain,
+		HTTPRouteTimeout:  time.Duration(*g.Egress.HTTPRouteTimeout),
+		StreamIdleTimeout: time.Duration(*g.Egress.StreamIdleTimeout),
+		EgressSources:     g.Egress.AllowedSources,
+		Peers:             peers,
+		Gateways: snapshot.Gateways{
+			Egress:  snapshot.Address{Address: g.Egress.Listen.Address},
+			Ingress: snapshot.SocketAddress{Address: g.Ingress.Listen.Address, Port: g.Ingress.Listen.Port},
+		},
+	}
 }
 
 // gatewayNodes authorizes a gateway identity to the node ids configured

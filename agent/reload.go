@@ -25,10 +25,11 @@ import (
 
 // liveFields are the configuration fields a reload applies while the
 // agent runs: where the exports come from (the registry file, the Consul
-// services exported and to which consumers), and the peers (added,
-// removed or changed; their trust bundles must be configured already).
+// services exported and to which consumers), the peers (added, removed
+// or changed; their trust bundles must be configured already), the grace
+// of the streams that start after, and the egress gateway's timeouts.
 // Every other field is read at start only.
-var liveFields = []string{"exports", "consul.export", "peers"}
+var liveFields = []string{"exports", "consul.export", "peers", "federation.grace", "gateways.egress.httpRouteTimeout", "gateways.egress.streamIdleTimeout"}
 
 // ReloadResult is the answer of a reload: the fields that changed, by
 // name, split into those applied and those that take effect at the next
@@ -95,17 +96,22 @@ func (a *Agent) reload(ctx context.Context) (ReloadResult, error) {
 	// A peer's trust bundle is loaded at start: peers wait for the
 	// restart that brings changed bundles.
 	bundles := slices.ContainsFunc(changed, func(f string) bool { return under(f, "trustBundles") })
-	var peers, exports bool
+	var peers, grace, gateways, exports bool
 	for _, f := range changed {
-		switch {
-		case !live(f) || (bundles && under(f, "peers")):
+		if !live(f) || (bundles && under(f, "peers")) {
 			res.NeedsRestart = append(res.NeedsRestart, f)
+			continue
+		}
+		res.Applied = append(res.Applied, f)
+		switch {
 		case under(f, "peers"):
 			peers = true
-			res.Applied = append(res.Applied, f)
+		case under(f, "federation.grace"):
+			grace = true
+		case under(f, "gateways"):
+			gateways = true
 		default:
 			exports = true
-			res.Applied = append(res.Applied, f)
 		}
 	}
 	cur := *a.current
@@ -113,10 +119,22 @@ func (a *Agent) reload(ctx context.Context) (ReloadResult, error) {
 		if err := a.Peers.SetPeers(a.peerSpecs(next)); err != nil {
 			return ReloadResult{}, refused{fmt.Errorf("peers: %w", err)}
 		}
-		if err := a.Runner.SetPeers(ctx, gatewayPeers(next)); err != nil {
+		cur.Peers = next.Peers
+	}
+	if grace {
+		if err := a.Peers.SetGrace(time.Duration(next.Federation.Grace)); err != nil {
+			return ReloadResult{}, refused{err}
+		}
+		cur.Federation.Grace = next.Federation.Grace
+	}
+	if gateways {
+		cur.Gateways.Egress.HTTPRouteTimeout = next.Gateways.Egress.HTTPRouteTimeout
+		cur.Gateways.Egress.StreamIdleTimeout = next.Gateways.Egress.StreamIdleTimeout
+	}
+	if peers || gateways {
+		if err := a.Runner.SetInput(ctx, gatewayInput(&cur)); err != nil {
 			return ReloadResult{}, err
 		}
-		cur.Peers = next.Peers
 	}
 	if exports {
 		if err := a.reloadExports(ctx, next, &cur); err != nil {

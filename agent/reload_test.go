@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/stretchr/testify/require"
 
 	"github.com/meshfed/meshfed/model"
@@ -53,15 +56,16 @@ func TestReloadAppliesExportsAndNamesWhatNeedsARestart(t *testing.T) {
 	require.Equal(t, http.StatusOK, code, body)
 	require.JSONEq(t, `{"applied": [], "needsRestart": []}`, body)
 
-	// Another registry file, a longer grace and a changed peer: the peer
-	// and the file apply at once, and mesh-b, whose stream the change of
-	// its peer ended, connects again.
+	// Another registry file, a longer grace, a changed peer and another
+	// hold-off: all but the hold-off apply at once, and mesh-b, whose
+	// stream the change of its peer ended, connects again.
 	ma.config(t, mb, "", "exports: {file: more.yaml}\n")
 	editFile(t, path, "listen: 127.0.0.1:0\n  ingress:", "listen: 127.0.0.1:0\n  grace: 45s\n  ingress:")
 	editFile(t, path, "    allowLoopback: true\n", "    allowLoopback: true\n    maxServices: 5000\n")
+	editFile(t, path, "holdoff: 1ms", "holdoff: 2ms")
 	code, body = postReload(t, a)
 	require.Equal(t, http.StatusOK, code, body)
-	require.JSONEq(t, `{"applied": ["peers[mesh-b].maxServices", "exports.file"], "needsRestart": ["federation.grace"]}`, body)
+	require.JSONEq(t, `{"applied": ["federation.grace", "peers[mesh-b].maxServices", "exports.file"], "needsRestart": ["xds.holdoff"]}`, body)
 	require.Equal(t, []string{"inventory", "ledger"}, exportNames(a))
 	require.Eventually(t, func() bool { return len(b.Catalog.Imports()) == 2 }, 20*time.Second, 20*time.Millisecond)
 
@@ -84,7 +88,7 @@ func TestReloadAppliesExportsAndNamesWhatNeedsARestart(t *testing.T) {
 	ma.config(t, mb, "")
 	code, body = postReload(t, a)
 	require.Equal(t, http.StatusOK, code, body)
-	require.JSONEq(t, `{"applied": ["peers[mesh-b].maxServices", "exports.file"], "needsRestart": []}`, body)
+	require.JSONEq(t, `{"applied": ["federation.grace", "peers[mesh-b].maxServices", "exports.file"], "needsRestart": []}`, body)
 	require.Empty(t, exportNames(a))
 	a.Catalog.SetExports([]model.Export{inventory()})
 
@@ -149,7 +153,8 @@ func TestBrokenRegistryFileShowsInTheStatus(t *testing.T) {
 
 // A reload removes a peer and adds it back while the agent runs: its
 // stream ends and its imports go, and once it is back it is dialed again
-// and imported from; the egress gateway follows.
+// and imported from; the egress gateway follows, and takes a new route
+// timeout as soon as it is reloaded.
 func TestReloadRemovesAndAddsAPeer(t *testing.T) {
 	root := t.TempDir()
 	ma, mb := newMesh(t, root, "mesh-a"), newMesh(t, root, "mesh-b")
@@ -182,4 +187,23 @@ func TestReloadRemovesAndAddsAPeer(t *testing.T) {
 	require.Equal(t, http.StatusOK, code, body)
 	require.JSONEq(t, `{"applied": ["peers[mesh-b]"], "needsRestart": []}`, body)
 	require.Eventually(t, func() bool { return imported() == 1 && slices.Contains(clusterNames(a), cluster) }, waitFor, 10*time.Millisecond)
+
+	// The egress route timeout applies to the routes at once.
+	routeTimeout := func() string {
+		for _, r := range a.Cache.Resources(model.Egress, resource.RouteType) {
+			rc := &route.RouteConfiguration{}
+			require.NoError(t, r.Resource.UnmarshalTo(rc))
+			routes := rc.GetVirtualHosts()[0].GetRoutes()
+			// The last route is the plain one; those before carry
+			// upgraded streams, which have no timeout.
+			return routes[len(routes)-1].GetRoute().GetTimeout().AsDuration().String()
+		}
+		return ""
+	}
+	require.Equal(t, "15s", routeTimeout())
+	require.NoError(t, os.WriteFile(path, append(withPeer, "gateways:\n  egress: {httpRouteTimeout: 3s}\n"...), 0o600))
+	code, body = postReload(t, a)
+	require.Equal(t, http.StatusOK, code, body)
+	require.JSONEq(t, `{"applied": ["gateways.egress.httpRouteTimeout"], "needsRestart": []}`, body)
+	require.Eventually(t, func() bool { return routeTimeout() == "3s" }, waitFor, 10*time.Millisecond)
 }

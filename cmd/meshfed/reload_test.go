@@ -66,7 +66,7 @@ func TestRunBinaryReloadsOnSIGHUP(t *testing.T) {
 	b, err := os.ReadFile(cfgPath)
 	require.NoError(t, err)
 	edited := strings.Replace(string(b), "exports: {file: services.yaml}", "exports: {file: more.yaml}", 1)
-	edited = strings.Replace(edited, "federation: {listen: 127.0.0.1:0}", "federation: {listen: 127.0.0.1:0, grace: 45s}", 1)
+	edited = strings.Replace(edited, "federation: {listen: 127.0.0.1:0}", "federation: {listen: 127.0.0.1:0, retention: 1h}", 1)
 	require.NoError(t, os.WriteFile(cfgPath, []byte(edited), 0o600))
 
 	require.NoError(t, cmd.Process.Signal(syscall.SIGHUP))
@@ -79,11 +79,11 @@ func TestRunBinaryReloadsOnSIGHUP(t *testing.T) {
 
 	out, err := run(t, "reload", "--agent", url)
 	require.NoError(t, err)
-	require.Equal(t, "FIELD             CHANGE\nfederation.grace  needs a restart\n", out)
+	require.Equal(t, "FIELD                 CHANGE\nfederation.retention  needs a restart\n", out)
 
-	require.NoError(t, os.WriteFile(cfgPath, []byte(strings.Replace(edited, "grace: 45s", "grace: soon", 1)), 0o600))
+	require.NoError(t, os.WriteFile(cfgPath, []byte(strings.Replace(edited, "retention: 1h", "retention: soon", 1)), 0o600))
 	_, err = run(t, "reload", "--agent", url)
-	require.ErrorContains(t, err, "answered POST /api/v1/reload with 422 Unprocessable Entity: configuration not reloaded; the running one stays: "+cfgPath+":9: error: federation.grace: ")
+	require.ErrorContains(t, err, "answered POST /api/v1/reload with 422 Unprocessable Entity: configuration not reloaded; the running one stays: "+cfgPath+":9: error: federation.retention: ")
 
 	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
 	require.NoError(t, <-exited)

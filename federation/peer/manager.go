@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"reflect"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -71,7 +72,10 @@ type Manager struct {
 	closed bool
 	// runCtx is Run's, for the peers SetPeers starts.
 	runCtx context.Context
-	wg     sync.WaitGroup
+	// grace is Config.Grace, which SetGrace changes for the streams that
+	// start after.
+	grace atomic.Int64
+	wg    sync.WaitGroup
 	// unattributed are refused connections of no configured peer's trust
 	// domain.
 	unattributed      []Refusal
@@ -129,6 +133,7 @@ func NewManager(cfg Config, specs []Spec) (*Manager, error) {
 	if err := cfg.Catalog.SetPeers(catPeers); err != nil {
 		return nil, err
 	}
+	m.grace.Store(int64(cfg.Grace))
 	cfg.Registerer.MustRegister(&collector{m: m})
 	m.smx = session.NewMetrics(cfg.Registerer)
 	return m, nil
@@ -200,6 +205,15 @@ func (m *Manager) SetPeers(specs []Spec) error {
 			m.startLocked(p)
 		}
 	}
+	return nil
+}
+
+// SetGrace changes the grace of the streams that start from now on.
+func (m *Manager) SetGrace(d time.Duration) error {
+	if d <= 0 {
+		return fmt.Errorf("peer: grace %s is not a duration", d)
+	}
+	m.grace.Store(int64(d))
 	return nil
 }
 
@@ -404,7 +418,7 @@ func (m *Manager) sessionOptions(p *peerRun, ctxToken string, local session.Capa
 		Context:    ctxToken,
 		Local:      local,
 		Remote:     remote,
-		Grace:      m.cfg.Grace,
+		Grace:      time.Duration(m.grace.Load()),
 		MaxBatch:   m.cfg.MaxBatch,
 		BatchDelay: m.cfg.BatchDelay,
 		Exchanged:  exchanged,

@@ -78,8 +78,8 @@ type Runner struct {
 	// its only writer.
 	mu sync.RWMutex
 	tr *Translator
-	// peers brings the loop new peers (SetPeers).
-	peers chan []model.Peer
+	// inputs brings the loop a new input (SetInput).
+	inputs chan snapshot.Input
 }
 
 // New returns a runner; Start builds the first configuration.
@@ -94,7 +94,7 @@ func New(cfg Config) (*Runner, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Runner{cfg: cfg, log: cfg.Log, m: m, tr: NewTranslator(cfg.Input), peers: make(chan []model.Peer)}, nil
+	return &Runner{cfg: cfg, log: cfg.Log, m: m, tr: NewTranslator(cfg.Input), inputs: make(chan snapshot.Input)}, nil
 }
 
 // Start translates the whole catalog and makes it the cache's state for
@@ -144,12 +144,12 @@ func (r *Runner) everything() (keys []catalog.Key, ports []string) {
 	return keys, ports
 }
 
-// SetPeers gives the translation new peers (a reload changed them): every
-// service is translated again with them. It returns once the loop has
-// taken them, or ctx ended.
-func (r *Runner) SetPeers(ctx context.Context, peers []model.Peer) error {
+// SetInput gives the translation a new input (a reload changed the peers
+// or the gateways' timeouts): every service is translated again with it.
+// It returns once the loop has taken it, or ctx ended.
+func (r *Runner) SetInput(ctx context.Context, in snapshot.Input) error {
 	select {
-	case r.peers <- peers:
+	case r.inputs <- in:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
@@ -171,9 +171,9 @@ func (r *Runner) Run(ctx context.Context) error {
 		case <-r.sub.C():
 		case <-r.cfg.SecretsChanged:
 			secrets = true
-		case peers := <-r.peers:
+		case in := <-r.inputs:
 			r.mu.Lock()
-			r.tr.SetPeers(peers)
+			r.tr.SetInput(in)
 			r.mu.Unlock()
 			all, _ := r.everything()
 			r.step(false, all...)

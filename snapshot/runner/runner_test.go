@@ -369,8 +369,9 @@ func TestRunnerFollowsPeers(t *testing.T) {
 	}
 	require.NotContains(t, listener(), "mesh-c.example", "mesh-c is not a peer yet")
 
-	peers := append(testInput().Peers, model.Peer{Name: "mesh-c", TrustDomain: "mesh-c.example"})
-	require.NoError(t, e.runner.SetPeers(context.Background(), peers))
+	in := testInput()
+	in.Peers = append(in.Peers, model.Peer{Name: "mesh-c", TrustDomain: "mesh-c.example"})
+	require.NoError(t, e.runner.SetInput(context.Background(), in))
 	e.wait()
 	require.Contains(t, listener(), "mesh-c.example")
 }

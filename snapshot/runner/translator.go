@@ -152,9 +152,13 @@ func (t *Translator) Apply(ch Changes) Result {
 	return res
 }
 
-// SetPeers replaces the peers the translation reads; every service must
-// then be applied again.
-func (t *Translator) SetPeers(peers []model.Peer) { t.in.Peers = peers }
+// SetInput replaces what the translation reads of the configuration (as
+// NewTranslator, the certificates stay those Apply gave); every service
+// must then be applied again.
+func (t *Translator) SetInput(in snapshot.Input) {
+	in.Imports, in.Exports, in.EgressPorts, in.Secrets = nil, nil, nil, t.in.Secrets
+	t.in = in
+}
 
 // Retry lists, sorted, what to translate again when the certificates
 // changed: every export (their validation contexts hold the bundles) and
