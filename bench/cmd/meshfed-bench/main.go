@@ -26,6 +26,23 @@ func main() {
 	os.Exit(run())
 }
 
+// publish prints the report's table and writes its files in out.
+func publish(rep *bench.Report, out string) int {
+	if err := rep.WriteTable(os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "meshfed-bench:", err)
+		return 1
+	}
+	files, err := rep.Write(out)
+	for _, f := range files {
+		fmt.Fprintln(os.Stderr, "wrote", f)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "meshfed-bench:", err)
+		return 1
+	}
+	return 0
+}
+
 // execute runs the benchmark, prints its table and writes its report in
 // out.
 func execute(o bench.Options, out string) int {
@@ -36,17 +53,8 @@ func execute(o bench.Options, out string) int {
 		fmt.Fprintln(os.Stderr, "meshfed-bench:", err)
 		return 1
 	}
-	if werr := rep.WriteTable(os.Stdout); werr != nil {
-		fmt.Fprintln(os.Stderr, "meshfed-bench:", werr)
-		return 1
-	}
-	files, werr := rep.Write(out)
-	for _, f := range files {
-		fmt.Fprintln(os.Stderr, "wrote", f)
-	}
-	if werr != nil {
-		fmt.Fprintln(os.Stderr, "meshfed-bench:", werr)
-		return 1
+	if code := publish(rep, out); code != 0 {
+		return code
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "meshfed-bench:", err)
@@ -200,17 +208,5 @@ func render(path, out string) int {
 		fmt.Fprintf(os.Stderr, "meshfed-bench: %s: %v\n", path, err)
 		return 1
 	}
-	if err := rep.WriteTable(os.Stdout); err != nil {
-		fmt.Fprintln(os.Stderr, "meshfed-bench:", err)
-		return 1
-	}
-	files, err := rep.Write(out)
-	for _, f := range files {
-		fmt.Fprintln(os.Stderr, "wrote", f)
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "meshfed-bench:", err)
-		return 1
-	}
-	return 0
+	return publish(&rep, out)
 }
