@@ -53,7 +53,7 @@ type Options struct {
 	Gateways func(ctx context.Context) (any, error)
 	// ConfigDump answers /api/v1/gateways/{node}/config_dump[?type=T]
 	// with what the gateway of that node id is served (of type T only:
-	// clusters, endpoints, listeners, routes or secrets), private keys
+	// clusters, endpoints, listeners, scopedRoutes or secrets), private keys
 	// redacted; an error that wraps ErrNotFound answers 404, one that
 	// wraps ErrBadRequest 400. nil leaves it out.
 	ConfigDump func(ctx context.Context, node, typ string) (any, error)

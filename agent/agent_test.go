@@ -249,15 +249,14 @@ func TestTwoAgentsConfigureTheirGateways(t *testing.T) {
 	require.Equal(t, uint32(21000), port)
 
 	// A change to one service reaches the delta gateway as that service's
-	// resources only (and the route configuration holding its virtual
-	// host).
+	// resources only.
 	exp := inventory()
 	exp.Ports = append(exp.Ports, model.ExportPort{Name: "grpc", Port: 9090, Protocol: model.GRPC, SNI: model.DefaultSNI(9090, exp.FQDN), Endpoints: []model.LocalEndpoint{{Address: "127.0.0.1", Port: 9091}}})
 	a.Catalog.SetExports([]model.Export{exp, orders()})
 	ups := delta.until(t, "the new port", has(resource.ClusterType, "egress/mesh-a/inventory/grpc"))
 	for _, u := range ups {
 		for _, n := range append(u.Updated, u.Removed...) {
-			if u.TypeURL == resource.RouteType || u.TypeURL == resource.SecretType {
+			if u.TypeURL == resource.SecretType {
 				continue
 			}
 			require.NotContains(t, n, "orders", "an update carried another service's %s %q", u.TypeURL, n)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/meshfed/meshfed/admin"
 	"github.com/meshfed/meshfed/model"
+	"github.com/meshfed/meshfed/snapshot"
 	"github.com/meshfed/meshfed/xds"
 )
 
@@ -164,7 +165,7 @@ var dumpTypes = []struct{ name, typeURL string }{
 	{"clusters", resource.ClusterType},
 	{"endpoints", resource.EndpointType},
 	{"listeners", resource.ListenerType},
-	{"routes", resource.RouteType},
+	{"scopedRoutes", resource.ScopedRouteType},
 	{"secrets", resource.SecretType},
 }
 
@@ -175,7 +176,7 @@ var dumpTypes = []struct{ name, typeURL string }{
 // gateway on a plaintext channel is never sent one, so its dump holds no
 // such secret. On a delta stream each resource has its own version; on
 // state of the world, the version of its type. typ, when set, keeps one
-// part: clusters, endpoints, listeners, routes or secrets.
+// part: clusters, endpoints, listeners, scopedRoutes or secrets.
 func (a *Agent) ConfigDump(_ context.Context, node, typ string) (any, error) {
 	var types []string
 	for _, t := range dumpTypes {
@@ -184,7 +185,7 @@ func (a *Agent) ConfigDump(_ context.Context, node, typ string) (any, error) {
 		}
 	}
 	if len(types) == 0 {
-		return nil, fmt.Errorf("type: %q is not clusters, endpoints, listeners, routes or secrets: %w", typ, admin.ErrBadRequest)
+		return nil, fmt.Errorf("type: %q is not clusters, endpoints, listeners, scopedRoutes or secrets: %w", typ, admin.ErrBadRequest)
 	}
 	var conn *xds.ClientStatus
 	for _, c := range a.XDS.Clients() {
@@ -212,7 +213,7 @@ func (a *Agent) configDump(role model.Role, types []string, delta, keyless bool)
 		clusters  adminv3.ClustersConfigDump
 		endpoints adminv3.EndpointsConfigDump
 		listeners adminv3.ListenersConfigDump
-		routes    adminv3.RoutesConfigDump
+		scopes    adminv3.ScopedRoutesConfigDump_DynamicScopedRouteConfigs
 		secrets   adminv3.SecretsConfigDump
 	)
 	for _, typ := range types {
@@ -231,8 +232,11 @@ func (a *Agent) configDump(role model.Role, types []string, delta, keyless bool)
 				listeners.DynamicListeners = append(listeners.DynamicListeners, &adminv3.ListenersConfigDump_DynamicListener{
 					Name: r.Name, ActiveState: &adminv3.ListenersConfigDump_DynamicListenerState{VersionInfo: version, Listener: r.Resource},
 				})
-			case resource.RouteType:
-				routes.DynamicRouteConfigs = append(routes.DynamicRouteConfigs, &adminv3.RoutesConfigDump_DynamicRouteConfig{VersionInfo: version, RouteConfig: r.Resource})
+			case resource.ScopedRouteType:
+				// Envoy keeps the scopes of one scoped routes name
+				// together, with the version of their last update.
+				scopes.Name, scopes.VersionInfo = snapshot.EgressScopesName, typeVersion
+				scopes.ScopedRouteConfigs = append(scopes.ScopedRouteConfigs, r.Resource)
 			case resource.SecretType:
 				s, hadKey, err := redacted(r.Resource)
 				if err != nil {
@@ -246,7 +250,11 @@ func (a *Agent) configDump(role model.Role, types []string, delta, keyless bool)
 		}
 	}
 	out := &adminv3.ConfigDump{}
-	for i, m := range []proto.Message{&clusters, &endpoints, &listeners, &routes, &secrets} {
+	scoped := &adminv3.ScopedRoutesConfigDump{}
+	if len(scopes.ScopedRouteConfigs) > 0 {
+		scoped.DynamicScopedRouteConfigs = append(scoped.DynamicScopedRouteConfigs, &scopes)
+	}
+	for i, m := range []proto.Message{&clusters, &endpoints, &listeners, scoped, &secrets} {
 		if !slices.Contains(types, dumpTypes[i].typeURL) {
 			continue
 		}

@@ -141,7 +141,7 @@ func TestGatewaysAndConfigDump(t *testing.T) {
 	require.Len(t, dump.Configs, 1)
 	require.Equal(t, "type.googleapis.com/envoy.admin.v3.ClustersConfigDump", dump.Configs[0].TypeUrl)
 	err := adminClient(b.Agent).Get(ctx, "/api/v1/gateways/egress-gateway/config_dump?type=clusterz", nil)
-	require.ErrorContains(t, err, `answered GET /api/v1/gateways/egress-gateway/config_dump?type=clusterz with 400 Bad Request: type: "clusterz" is not clusters, endpoints, listeners, routes or secrets: bad request`)
+	require.ErrorContains(t, err, `answered GET /api/v1/gateways/egress-gateway/config_dump?type=clusterz with 400 Bad Request: type: "clusterz" is not clusters, endpoints, listeners, scopedRoutes or secrets: bad request`)
 
 	// A node id that is not connected: 404, and why.
 	resp, err := http.Get("http://" + b.AdminAddr().String() + "/api/v1/gateways/nobody/config_dump")

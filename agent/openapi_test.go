@@ -101,7 +101,7 @@ func TestOpenAPIMatchesTheHandlers(t *testing.T) {
 		{"GET", "/api/v1/gateways", "", 200},
 		{"GET", "/api/v1/gateways/egress-gateway/config_dump", "", 200},
 		{"GET", "/api/v1/gateways/nobody/config_dump", "", 404},
-		{"GET", "/api/v1/gateways/egress-gateway/config_dump?type=routes", "", 200},
+		{"GET", "/api/v1/gateways/egress-gateway/config_dump?type=scopedRoutes", "", 200},
 		{"GET", "/api/v1/gateways/egress-gateway/config_dump?type=clusterz", "", 400},
 		{"GET", "/api/v1/loglevel", "", 200},
 		{"PUT", "/api/v1/loglevel", `{"level":"debug"}`, 200},

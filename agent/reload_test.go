@@ -190,10 +190,10 @@ func TestReloadRemovesAndAddsAPeer(t *testing.T) {
 
 	// The egress route timeout applies to the routes at once.
 	routeTimeout := func() string {
-		for _, r := range a.Cache.Resources(model.Egress, resource.RouteType) {
-			rc := &route.RouteConfiguration{}
-			require.NoError(t, r.Resource.UnmarshalTo(rc))
-			routes := rc.GetVirtualHosts()[0].GetRoutes()
+		for _, r := range a.Cache.Resources(model.Egress, resource.ScopedRouteType) {
+			sc := &route.ScopedRouteConfiguration{}
+			require.NoError(t, r.Resource.UnmarshalTo(sc))
+			routes := sc.GetRouteConfiguration().GetVirtualHosts()[0].GetRoutes()
 			// The last route is the plain one; those before carry
 			// upgraded streams, which have no timeout.
 			return routes[len(routes)-1].GetRoute().GetTimeout().AsDuration().String()

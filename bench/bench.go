@@ -12,8 +12,8 @@
 //     translated again (snapshot.Build) on every change and the one new
 //     snapshot set for every gateway's node;
 //   - linear: one go-control-plane LinearCache per type behind a MuxCache,
-//     updated with the resources of the changed services and, when a
-//     virtual host changed, the route configuration.
+//     updated with the resources of the changed services (their routing
+//     scopes among them) and, when a service port appears, its listener.
 //
 // All three are served by the same xds.Server and get the same catalog
 // changes, in the same order, from the same seed.

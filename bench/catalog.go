@@ -28,8 +28,8 @@ const (
 )
 
 // tcpEvery makes every tcpEvery-th service TCP (a dedicated egress listener
-// on its own port); the others are HTTP (a virtual host of the shared
-// route configuration). Both have a cluster and an EDS load assignment.
+// on its own port); the others are HTTP (a routing scope on the shared
+// HTTP listener). Both have a cluster and an EDS load assignment.
 const tcpEvery = 4
 
 // endpointsPerService is how many owner ingress endpoints (IPs) each
@@ -41,7 +41,7 @@ type changeKind int
 
 const (
 	kindEndpoints changeKind = iota // the endpoints' IPs change: one load assignment
-	kindEdit                        // SANs change (the cluster), and for HTTP the host rewrite (the route configuration)
+	kindEdit                        // SANs change (the cluster), and for HTTP the host rewrite (the routing scope)
 	kindAdd                         // a new service
 	kindRemove                      // a service goes
 )

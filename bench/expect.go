@@ -1,6 +1,7 @@
 package bench
 
 import (
+	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/proto"
 
@@ -11,8 +12,7 @@ import (
 
 // Expect is one thing every gateway must come to hold for a change to
 // count as delivered: a resource with the given content (any content when
-// Digest is 0), or its absence. With VHost set, Name is a route
-// configuration and the expectation is about its virtual host VHost.
+// Digest is 0), or its absence.
 //
 // Expectations of one resource are met in order: a state that meets one
 // also meets, by superseding them, the older ones. A Moot expectation is
@@ -23,7 +23,6 @@ type Expect struct {
 	Change uint64 `json:"c"`
 	Type   string `json:"t"`
 	Name   string `json:"n"`
-	VHost  string `json:"v,omitempty"`
 	Absent bool   `json:"a,omitempty"`
 	Moot   bool   `json:"m,omitempty"`
 	Digest uint64 `json:"d,omitempty"`
@@ -102,29 +101,14 @@ func expectations(base *snapshot.Input, c *change, port portFunc, partialSotw bo
 		delete(oldL, name)
 	}
 	diff(resource.ListenerType, oldL, newL)
-	oldV, newV := routeDigests(before.HostRoutes), routeDigests(after.HostRoutes)
-	for k, d := range newV {
-		if od, ok := oldV[k]; !ok || od != d {
-			add(Expect{Type: resource.RouteType, Name: snapshot.EgressHTTPName(k.port), VHost: k.name, Digest: d})
-		}
-	}
-	for k := range oldV {
-		if _, ok := newV[k]; !ok {
-			add(Expect{Type: resource.RouteType, Name: snapshot.EgressHTTPName(k.port), VHost: k.name, Absent: true})
-		}
-	}
+	diff(resource.ScopedRouteType, digests(scopes(before.HostRoutes)), digests(scopes(after.HostRoutes)))
 	return out
 }
 
-type portHost struct {
-	port uint32
-	name string
-}
-
-func routeDigests(routes []snapshot.HostRoute) map[portHost]uint64 {
-	out := make(map[portHost]uint64, len(routes))
-	for _, r := range routes {
-		out[portHost{r.Port, r.VirtualHost.GetName()}] = digest(r.VirtualHost)
+func scopes(hrs []snapshot.HostRoute) []*route.ScopedRouteConfiguration {
+	out := make([]*route.ScopedRouteConfiguration, len(hrs))
+	for i, hr := range hrs {
+		out[i] = hr.Scope
 	}
 	return out
 }
@@ -141,11 +125,9 @@ func digests[M proto.Message](ms []M) map[string]uint64 {
 const (
 	// ScopeEndpoints: load assignments only.
 	ScopeEndpoints = "endpoints"
-	// ScopeCluster: clusters or dedicated listeners, not the route
-	// configuration.
+	// ScopeCluster: clusters or dedicated listeners, not the routing.
 	ScopeCluster = "cluster"
-	// ScopeRoute: the route configuration, which holds a virtual host per
-	// HTTP service and is sent whole.
+	// ScopeRoute: the service's routing scope (its virtual host).
 	ScopeRoute = "route"
 )
 
@@ -157,7 +139,7 @@ func scopeOf(exps []Expect) string {
 	for _, e := range exps {
 		switch {
 		case e.Moot:
-		case e.VHost != "":
+		case e.Type == resource.ScopedRouteType:
 			return ScopeRoute
 		case e.Type != resource.EndpointType:
 			scope = ScopeCluster

@@ -12,7 +12,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -147,11 +146,11 @@ type gateway struct {
 	counts  map[string]int           // of expectSync, nil when met
 }
 
-// pendingKey is the queue of expectations of one resource (or virtual
-// host), oldest change first.
+// pendingKey is the queue of expectations of one resource, oldest change
+// first.
 type pendingKey struct {
-	name, vhost string
-	queue       []Expect
+	name  string
+	queue []Expect
 }
 
 func (f *localFleet) connect(cfg fleetConfig) error {
@@ -274,7 +273,7 @@ func (f *localFleet) expect(exps []Expect) error {
 // add queues e, and returns met with what a moot e meets.
 func (g *gateway) add(e Expect, met []Expect) []Expect {
 	keys := g.pending[e.Type]
-	i := slices.IndexFunc(keys, func(k *pendingKey) bool { return k.name == e.Name && k.vhost == e.VHost })
+	i := slices.IndexFunc(keys, func(k *pendingKey) bool { return k.name == e.Name })
 	if e.Moot {
 		if i >= 0 {
 			met = append(met, keys[i].queue...)
@@ -286,7 +285,7 @@ func (g *gateway) add(e Expect, met []Expect) []Expect {
 		keys[i].queue = append(keys[i].queue, e)
 		return met
 	}
-	g.pending[e.Type] = append(keys, &pendingKey{name: e.Name, vhost: e.VHost, queue: []Expect{e}})
+	g.pending[e.Type] = append(keys, &pendingKey{name: e.Name, queue: []Expect{e}})
 	return met
 }
 
@@ -334,37 +333,19 @@ func (g *gateway) onUpdate(u adsclient.Update) {
 	}
 	var met []Expect
 	keys := g.pending[u.TypeURL]
-	// The digests of the awaited virtual hosts of the route configurations
-	// in u, by route configuration, built on first need.
-	var vhosts map[string]map[string]uint64
 	kept := keys[:0]
 	for _, k := range keys {
-		var d uint64
-		var held, known bool
-		if k.vhost == "" {
-			d, held = g.client.Held(u.TypeURL, k.name)
-			known = true
-		} else {
-			if vhosts == nil {
-				vhosts = g.vhostDigests(u, keys)
-			}
-			var m map[string]uint64
-			if m, known = vhosts[k.name]; known {
-				d, held = m[k.vhost]
+		d, held := g.client.Held(u.TypeURL, k.name)
+		// The newest expectation the state meets, and every older one
+		// (superseded by it), are met.
+		last := -1
+		for i, e := range k.queue {
+			if e.Absent && !held || !e.Absent && held && (e.Digest == 0 || e.Digest == d) {
+				last = i
 			}
 		}
-		if known {
-			// The newest expectation the state meets, and every older one
-			// (superseded by it), are met.
-			last := -1
-			for i, e := range k.queue {
-				if e.Absent && !held || !e.Absent && held && (e.Digest == 0 || e.Digest == d) {
-					last = i
-				}
-			}
-			met = append(met, k.queue[:last+1]...)
-			k.queue = k.queue[last+1:]
-		}
+		met = append(met, k.queue[:last+1]...)
+		k.queue = k.queue[last+1:]
 		if len(k.queue) > 0 {
 			kept = append(kept, k)
 		}
@@ -378,40 +359,6 @@ func (g *gateway) onUpdate(u adsclient.Update) {
 	if len(met) > 0 {
 		g.f.met(g.idx, met, u.Acked)
 	}
-}
-
-// vhostDigests returns, for each route configuration in u, the digests of
-// those of its virtual hosts that keys await. Only those are serialized
-// again: a route configuration holds a virtual host per HTTP service.
-func (g *gateway) vhostDigests(u adsclient.Update, keys []*pendingKey) map[string]map[string]uint64 {
-	awaited := map[string]map[string]bool{}
-	for _, k := range keys {
-		if k.vhost != "" {
-			if awaited[k.name] == nil {
-				awaited[k.name] = map[string]bool{}
-			}
-			awaited[k.name][k.vhost] = true
-		}
-	}
-	out := map[string]map[string]uint64{}
-	for i, name := range u.Updated {
-		want, ok := awaited[name]
-		if !ok {
-			continue
-		}
-		rc, ok := u.Decoded[i].(*route.RouteConfiguration)
-		if !ok {
-			continue
-		}
-		m := map[string]uint64{}
-		for _, vh := range rc.GetVirtualHosts() {
-			if want[vh.GetName()] {
-				m[vh.GetName()] = digest(vh)
-			}
-		}
-		out[name] = m
-	}
-	return out
 }
 
 func (f *localFleet) met(gw int, exps []Expect, at time.Time) {
@@ -534,7 +481,7 @@ func typeLabel(t string) string {
 		return "endpoints"
 	case resource.ListenerType:
 		return "listener"
-	case resource.RouteType:
+	case resource.RouteType, resource.ScopedRouteType:
 		return "route"
 	case resource.SecretType:
 		return "secret"

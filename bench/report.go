@@ -133,7 +133,7 @@ var figures = []figure{
 	{"  endpoint changes p50 (ms)", scoped(ScopeEndpoints, p50), "%.2f"},
 	{"  endpoint changes p99 (ms)", scoped(ScopeEndpoints, p99), "%.2f"},
 	{"  cluster/listener changes p99 (ms)", scoped(ScopeCluster, p99), "%.2f"},
-	{"  route configuration changes p99 (ms)", scoped(ScopeRoute, p99), "%.2f"},
+	{"  route changes p99 (ms)", scoped(ScopeRoute, p99), "%.2f"},
 	{"churn p50 (ms)", latency(churnW, p50), "%.2f"},
 	{"churn p99 (ms)", latency(churnW, p99), "%.2f"},
 	{"burst p99 (ms)", latency(burstW, p99), "%.1f"},
@@ -159,7 +159,7 @@ var figures = []figure{
 	}, "%.0f"},
 	{"CPU per update, single (ms)", spentOn(single, "", cpuMs), "%.3f"},
 	{"  per endpoint change (ms)", spentOn(single, ScopeEndpoints, cpuMs), "%.3f"},
-	{"  per route configuration change (ms)", spentOn(single, ScopeRoute, cpuMs), "%.3f"},
+	{"  per route change (ms)", spentOn(single, ScopeRoute, cpuMs), "%.3f"},
 	{"  of the gateways' process (ms)", func(r *RunResult) (float64, bool) {
 		if r.HeapIncludesClients {
 			return 0, false // one process: the figure above has it all
@@ -172,7 +172,7 @@ var figures = []figure{
 	{"  per endpoint change", spentOn(single, ScopeEndpoints, allocs), "%.0f"},
 	{"wire bytes per update per gateway", simulatedOnly(spentOn(single, "", wireB)), "%.0f"},
 	{"  per endpoint change", simulatedOnly(spentOn(single, ScopeEndpoints, wireB)), "%.0f"},
-	{"  per route configuration change", simulatedOnly(spentOn(single, ScopeRoute, wireB)), "%.0f"},
+	{"  per route change", simulatedOnly(spentOn(single, ScopeRoute, wireB)), "%.0f"},
 	{"cold start wire bytes per gateway", simulatedOnly(func(r *RunResult) (float64, bool) {
 		if r.Cold == nil {
 			return 0, false

@@ -10,12 +10,10 @@ import (
 	"time"
 
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
-	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	gcache "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/log"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/meshfed/meshfed/config"
 	"github.com/meshfed/meshfed/federation/catalog"
@@ -289,7 +287,7 @@ func (s *snapshotSystem) wait()           { <-s.done }
 
 // linearSystem keeps one go-control-plane LinearCache per type behind a
 // MuxCache, and on every change updates the resources of the changed
-// services (and the route configuration when a virtual host changed).
+// services (and the listener of a service port that appears).
 type linearSystem struct {
 	env    systemEnv
 	alloc  *portAlloc
@@ -333,9 +331,9 @@ func (s *linearSystem) translate(imp *model.Import) snapshot.ServiceResources {
 	return snapshot.EgressResources(&in, *imp)
 }
 
-// egressHTTP is every egress HTTP listener and route configuration, built
-// from every entry, as LinearCache users rebuild what they cannot patch.
-func (s *linearSystem) egressHTTP() ([]*listenerv3.Listener, []*route.RouteConfiguration) {
+// egressHTTP is every egress HTTP listener, built from every entry, as
+// LinearCache users rebuild what they cannot patch.
+func (s *linearSystem) egressHTTP() []*listenerv3.Listener {
 	var routes []snapshot.HostRoute
 	for _, e := range s.entries {
 		routes = append(routes, e.HostRoutes...)
@@ -360,10 +358,8 @@ func (s *linearSystem) start(ctx context.Context) error {
 			}
 		}
 	}
-	ls, rcs := s.egressHTTP()
-	for i, l := range ls {
+	for _, l := range s.egressHTTP() {
 		all[resource.ListenerType][l.GetName()] = l
-		all[resource.RouteType][rcs[i].GetName()] = rcs[i]
 		s.http[l.GetName()] = true
 	}
 	for _, sec := range snapshot.GatewaySecrets(&s.in, model.Egress) {
@@ -392,7 +388,7 @@ func (s *linearSystem) start(ctx context.Context) error {
 func (s *linearSystem) step(keys []catalog.Key) error {
 	updates := map[string]map[string]types.Resource{}
 	deletes := map[string][]string{}
-	routes := false
+	ports := false
 	for _, k := range keys {
 		if k.Kind != catalog.KindImport {
 			continue
@@ -422,17 +418,12 @@ func (s *linearSystem) step(keys []catalog.Key) error {
 				}
 			}
 		}
-		if !slices.EqualFunc(old.HostRoutes, sr.HostRoutes, func(a, b snapshot.HostRoute) bool {
-			return a.Port == b.Port && proto.Equal(a.VirtualHost, b.VirtualHost)
-		}) {
-			routes = true
+		if !slices.EqualFunc(old.HostRoutes, sr.HostRoutes, func(a, b snapshot.HostRoute) bool { return a.Port == b.Port }) {
+			ports = true
 		}
 	}
-	if routes {
-		ls, rcs := s.egressHTTP()
-		updates[resource.RouteType] = map[string]types.Resource{}
-		for i, l := range ls {
-			updates[resource.RouteType][rcs[i].GetName()] = rcs[i]
+	if ports {
+		for _, l := range s.egressHTTP() {
 			if s.http[l.GetName()] {
 				continue
 			}
@@ -465,6 +456,9 @@ func byType(sr snapshot.ServiceResources) map[string][]types.Resource {
 	}
 	for _, r := range sr.Listeners {
 		out[resource.ListenerType] = append(out[resource.ListenerType], r)
+	}
+	for _, r := range sr.HostRoutes {
+		out[resource.ScopedRouteType] = append(out[resource.ScopedRouteType], r.Scope)
 	}
 	return out
 }

@@ -59,7 +59,7 @@ func configMatches(ctx context.Context, e *envoyrun.Envoy, c *cache.Cache, role 
 		}
 	}
 	var errs []error
-	for _, typ := range []string{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType, resource.SecretType} {
+	for _, typ := range []string{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.ScopedRouteType, resource.SecretType} {
 		want := map[string]dumped{}
 		for _, r := range c.Resources(role, typ) {
 			if typ == resource.SecretType && !used[r.Name] {
@@ -98,10 +98,12 @@ func sameResources(typ string, want, got map[string]dumped, sotw bool) error {
 			errs = append(errs, fmt.Errorf("%s %q: served, not in Envoy", short, n))
 		case !inWant:
 			errs = append(errs, fmt.Errorf("%s %q: in Envoy, not served", short, n))
-		// Envoy keeps no version of an EDS resource, and a listener updated
-		// in place (only filter chains changed) keeps the version it was
-		// created with in config_dump (Envoy 1.40): its content is compared.
-		case !sotw && typ != resource.EndpointType && w.version != g.version &&
+		// Envoy keeps no version of an EDS resource, nor of a routing
+		// scope (only of the last update of all of them), and a listener
+		// updated in place (only filter chains changed) keeps the version
+		// it was created with in config_dump (Envoy 1.40): their content
+		// is compared.
+		case !sotw && typ != resource.EndpointType && typ != resource.ScopedRouteType && w.version != g.version &&
 			(typ != resource.ListenerType || diffResource(w.res, g.res) != ""):
 			errs = append(errs, fmt.Errorf("%s %q: Envoy has version %q, served %q", short, n, g.version, w.version))
 		default:
@@ -237,6 +239,17 @@ func dynamicResources(d *adminv3.ConfigDump) (map[string]map[string]dumped, erro
 		case *adminv3.RoutesConfigDump:
 			for _, x := range v.GetDynamicRouteConfigs() {
 				add(resource.RouteType, name(x.GetRouteConfig()), x.GetVersionInfo(), x.GetRouteConfig())
+			}
+		case *adminv3.ScopedRoutesConfigDump:
+			// Every egress HTTP listener names the same scoped routes:
+			// Envoy must keep one table of scopes, not one per listener.
+			if n := len(v.GetDynamicScopedRouteConfigs()); n > 1 {
+				errs = append(errs, fmt.Errorf("%d tables of routing scopes, not one", n))
+			}
+			for _, x := range v.GetDynamicScopedRouteConfigs() {
+				for _, sc := range x.GetScopedRouteConfigs() {
+					add(resource.ScopedRouteType, name(sc), x.GetVersionInfo(), sc)
+				}
 			}
 		case *adminv3.SecretsConfigDump:
 			for _, x := range v.GetDynamicActiveSecrets() {

@@ -64,26 +64,31 @@ func TestStreamsOutliveTheRouteTimeout(t *testing.T) {
 	require.Len(t, routes, 3, "the gRPC route, and the WebSocket and plain routes of HTTP: %v", routes)
 }
 
-// egressRoutes are the routes of m's egress gateway's route
-// configurations as Envoy holds them, by virtual host and whether they
-// match an upgrade.
+// egressRoutes are the routes of m's egress gateway's routing scopes as
+// Envoy holds them, by virtual host and whether they match an upgrade.
 func egressRoutes(ctx context.Context, t *testing.T, m *mesh) map[string]*route.Route {
 	t.Helper()
-	dump, err := m.egress.ConfigDump(ctx, "resource=dynamic_route_configs")
+	dump, err := m.egress.ConfigDump(ctx, "resource=dynamic_scoped_route_configs")
 	require.NoError(t, err)
 	out := map[string]*route.Route{}
 	for _, c := range dump.GetConfigs() {
-		d := &adminv3.RoutesConfigDump_DynamicRouteConfig{}
+		d := &adminv3.ScopedRoutesConfigDump_DynamicScopedRouteConfigs{}
 		require.NoError(t, c.UnmarshalTo(d))
-		rc := &route.RouteConfiguration{}
-		require.NoError(t, d.GetRouteConfig().UnmarshalTo(rc))
-		for _, vh := range rc.GetVirtualHosts() {
-			for i, r := range vh.GetRoutes() {
-				out[fmt.Sprintf("%s[%d]", vh.GetName(), i)] = r
-			}
+		for _, a := range d.GetScopedRouteConfigs() {
+			sc := &route.ScopedRouteConfiguration{}
+			require.NoError(t, a.UnmarshalTo(sc))
+			addRoutes(out, sc.GetRouteConfiguration())
 		}
 	}
 	return out
+}
+
+func addRoutes(out map[string]*route.Route, rc *route.RouteConfiguration) {
+	for _, vh := range rc.GetVirtualHosts() {
+		for i, r := range vh.GetRoutes() {
+			out[fmt.Sprintf("%s[%d]", vh.GetName(), i)] = r
+		}
+	}
 }
 
 // The egress gateway serves only the clients of gateways.egress.

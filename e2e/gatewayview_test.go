@@ -110,7 +110,7 @@ func dumpMatches(ctx context.Context, m *mesh, node string, e *envoyrun.Envoy) e
 		return fmt.Errorf("envoy %s: %w", e.Name(), err)
 	}
 	var errs []error
-	for _, typ := range []string{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType} {
+	for _, typ := range []string{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.ScopedRouteType} {
 		if err := sameResources(typ, want[typ], got[typ], m.sotw); err != nil {
 			errs = append(errs, err)
 		}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 
 	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -104,6 +105,15 @@ func (c *checker) run(m map[resource.Type][]types.Resource) {
 			c.fail("route type holds a %T", r)
 		}
 	}
+	c.names("scoped route configuration", m[resource.ScopedRouteType])
+	keys := map[string]string{}
+	for _, r := range m[resource.ScopedRouteType] {
+		if sc, ok := r.(*route.ScopedRouteConfiguration); ok {
+			c.scope(sc, keys)
+		} else {
+			c.fail("scoped route type holds a %T", r)
+		}
+	}
 	binds := map[string]string{}
 	for _, r := range m[resource.ListenerType] {
 		l, ok := r.(*listener.Listener)
@@ -142,6 +152,31 @@ func (c *checker) names(kind string, rs []types.Resource) map[string]bool {
 		set[n] = true
 	}
 	return set
+}
+
+// scope checks a routing scope against the others' keys (Envoy refuses
+// two scopes with one key) and its route configuration, inline or fetched.
+func (c *checker) scope(sc *route.ScopedRouteConfiguration, keys map[string]string) {
+	what := fmt.Sprintf("scoped route configuration %q", sc.GetName())
+	if err := sc.ValidateAll(); err != nil {
+		c.fail("%s: invalid: %v", what, err)
+	}
+	var key []string
+	for _, f := range sc.GetKey().GetFragments() {
+		key = append(key, f.GetStringKey())
+	}
+	k := strings.Join(key, "\x00")
+	if other, ok := keys[k]; ok {
+		c.fail("%s: key %q is the key of scoped route configuration %q too", what, strings.Join(key, ","), other)
+	} else {
+		keys[k] = sc.GetName()
+	}
+	switch {
+	case sc.GetRouteConfiguration() != nil:
+		c.routeConfiguration(sc.GetRouteConfiguration())
+	case !c.routes[sc.GetRouteConfigurationName()]:
+		c.fail("%s fetches route configuration %q which does not exist", what, sc.GetRouteConfigurationName())
+	}
 }
 
 func (c *checker) routeConfiguration(rc *route.RouteConfiguration) {

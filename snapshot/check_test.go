@@ -66,7 +66,7 @@ func TestCheckDuplicateName(t *testing.T) {
 func TestCheckRouteToUnknownCluster(t *testing.T) {
 	res := checkBase(t)
 	remove(t, res, model.Egress, resource.ClusterType, "egress/mesh-b/payments/http")
-	require.EqualError(t, snapshot.Check(res), `egress: route configuration "egress/http/8080" virtual host "egress/mesh-b/payments/http" routes to cluster "egress/mesh-b/payments/http" which does not exist`)
+	require.EqualError(t, snapshot.Check(res), `egress: route configuration "egress/mesh-b/payments/http" virtual host "egress/mesh-b/payments/http" routes to cluster "egress/mesh-b/payments/http" which does not exist`)
 }
 
 func TestCheckTCPProxyToUnknownCluster(t *testing.T) {
@@ -93,22 +93,32 @@ func TestCheckUnknownSecret(t *testing.T) {
 
 func TestCheckUnknownRouteConfiguration(t *testing.T) {
 	res := checkBase(t)
-	remove(t, res, model.Egress, resource.RouteType, snapshot.EgressHTTPName(8080))
-	require.EqualError(t, snapshot.Check(res), `egress: listener "egress/http/8080" filter chain "" fetches route configuration "egress/http/8080" which does not exist`)
+	sc := find(t, res, model.Egress, resource.ScopedRouteType, "egress/mesh-b/payments/http").(*route.ScopedRouteConfiguration)
+	sc.RouteConfiguration, sc.RouteConfigurationName = nil, "elsewhere"
+	require.EqualError(t, snapshot.Check(res), `egress: scoped route configuration "egress/mesh-b/payments/http" fetches route configuration "elsewhere" which does not exist`)
 }
 
-func TestCheckDuplicateDomain(t *testing.T) {
+// Envoy refuses two scopes with one key: two hosts, one listener each.
+func TestCheckDuplicateScopeKey(t *testing.T) {
 	res := checkBase(t)
-	rc := find(t, res, model.Egress, resource.RouteType, snapshot.EgressHTTPName(8080)).(*route.RouteConfiguration)
-	rc.VirtualHosts[1].Domains = append(rc.VirtualHosts[1].Domains, rc.VirtualHosts[0].Domains[0])
-	require.EqualError(t, snapshot.Check(res), `egress: route configuration "egress/http/8080": domain "shipping.mesh-c.example" is in virtual hosts "egress/_4desh_2e_43/shipping/http" and "egress/mesh-b/payments/http"`)
+	a := find(t, res, model.Egress, resource.ScopedRouteType, "egress/_4desh_2e_43/shipping/http").(*route.ScopedRouteConfiguration)
+	b := find(t, res, model.Egress, resource.ScopedRouteType, "egress/mesh-b/payments/http").(*route.ScopedRouteConfiguration)
+	b.Key = a.Key
+	require.EqualError(t, snapshot.Check(res), `egress: scoped route configuration "egress/mesh-b/payments/http": key "shipping.mesh-c.example:8080" is the key of scoped route configuration "egress/_4desh_2e_43/shipping/http" too`)
 }
 
 func TestCheckDuplicateVirtualHost(t *testing.T) {
 	res := checkBase(t)
-	rc := find(t, res, model.Egress, resource.RouteType, snapshot.EgressHTTPName(8080)).(*route.RouteConfiguration)
-	rc.VirtualHosts[1].Name = rc.VirtualHosts[0].Name
-	require.EqualError(t, snapshot.Check(res), `egress: route configuration "egress/http/8080": duplicate virtual host "egress/_4desh_2e_43/shipping/http"`)
+	sc := find(t, res, model.Egress, resource.ScopedRouteType, "egress/mesh-b/payments/http").(*route.ScopedRouteConfiguration)
+	rc := sc.RouteConfiguration
+	other := proto.Clone(rc.VirtualHosts[0]).(*route.VirtualHost)
+	other.Domains = []string{"elsewhere.example"}
+	rc.VirtualHosts = append(rc.VirtualHosts, other)
+	require.EqualError(t, snapshot.Check(res), `egress: route configuration "egress/mesh-b/payments/http": duplicate virtual host "egress/mesh-b/payments/http"`)
+
+	other.Name = "another"
+	other.Domains = rc.VirtualHosts[0].Domains[:1]
+	require.EqualError(t, snapshot.Check(res), `egress: route configuration "egress/mesh-b/payments/http": domain "payments.mesh-b.example" is in virtual hosts "egress/mesh-b/payments/http" and "another"`)
 }
 
 func TestCheckFilterChainOverlap(t *testing.T) {

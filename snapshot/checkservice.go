@@ -21,14 +21,13 @@ func CheckService(in *Input, role model.Role, sr ServiceResources) error {
 	byRole := map[model.Role]map[resource.Type][]types.Resource{}
 	switch role {
 	case model.Egress:
-		listeners, routes := EgressHTTP(in, sr.HostRoutes)
-		sr.Listeners = append(slices.Clip(sr.Listeners), listeners...)
-		byRole[model.Egress] = sr.byType(routes)
+		sr.Listeners = append(slices.Clip(sr.Listeners), EgressHTTP(in, sr.HostRoutes)...)
+		byRole[model.Egress] = sr.byType()
 	case model.Ingress:
 		if l := IngressListener(in, sr.FilterChains); l != nil {
 			sr.Listeners = append(slices.Clip(sr.Listeners), l)
 		}
-		byRole[model.Ingress] = sr.byType(nil)
+		byRole[model.Ingress] = sr.byType()
 	}
 	return Check(&Resources{ByRole: byRole})
 }

@@ -7,9 +7,11 @@ import (
 	"time"
 
 	mutation "github.com/envoyproxy/go-control-plane/envoy/config/common/mutation_rules/v3"
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	accesslogdata "github.com/envoyproxy/go-control-plane/envoy/data/accesslog/v3"
 	headermutation "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/header_mutation/v3"
+	lua "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/lua/v3"
 	router "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	upstreamcodec "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/upstream_codec/v3"
 	tlsinspector "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
@@ -29,18 +31,26 @@ const tlsTransport = "tls"
 // imports on one service port, as Istio serves them: it binds that port,
 // so that a workload calling http://<name>:<port>/ arrives at it once the
 // name resolves to the gateway, and an HTTP connection manager (HTTP/1.1
-// and h2c, detected) routes by Host with route configuration
-// EgressHTTPName(port), fetched over ADS.
+// and h2c, detected) routes by Host.
+//
+// Routing is scoped (SRDS): each instance is a scope of its own
+// (EgressScope), fetched over ADS, so a change to one service sends that
+// service's routing only. Every egress listener names the same scoped
+// routes, so Envoy keeps one table of scopes for all of them; a Lua filter
+// computes each request's key (ScopeKey), since Envoy matches scope keys
+// exactly while host names are case-insensitive, and adds the listener's
+// port. A request for a host no scope has gets a 404, as from a route
+// table without its virtual host.
 func EgressHTTPListener(in *Input, port uint32) *listener.Listener {
 	name := EgressHTTPName(port)
 	m := &hcm.HttpConnectionManager{
-		StatPrefix: "egress-http-" + strconv.FormatUint(uint64(port), 10),
-		CodecType:  hcm.HttpConnectionManager_AUTO,
-		RouteSpecifier: &hcm.HttpConnectionManager_Rds{Rds: &hcm.Rds{
-			ConfigSource:    ads(),
-			RouteConfigName: name,
-		}},
+		StatPrefix:     "egress-http-" + strconv.FormatUint(uint64(port), 10),
+		CodecType:      hcm.HttpConnectionManager_AUTO,
+		RouteSpecifier: &hcm.HttpConnectionManager_ScopedRoutes{ScopedRoutes: egressScopes()},
 		HttpFilters: []*hcm.HttpFilter{{
+			Name:       wellknown.Lua,
+			ConfigType: &hcm.HttpFilter_TypedConfig{TypedConfig: mustAny(scopeKeyFilter(port))},
+		}, {
 			Name:       wellknown.Router,
 			ConfigType: &hcm.HttpFilter_TypedConfig{TypedConfig: mustAny(egressRouter())},
 		}},
@@ -60,6 +70,39 @@ func EgressHTTPListener(in *Input, port uint32) *listener.Listener {
 			}),
 		}},
 	}
+}
+
+// EgressScopesName names the scoped routes of every egress HTTP listener.
+const EgressScopesName = "egress/http"
+
+func egressScopes() *hcm.ScopedRoutes {
+	return &hcm.ScopedRoutes{
+		Name: EgressScopesName,
+		ScopeKeyBuilder: &hcm.ScopedRoutes_ScopeKeyBuilder{Fragments: []*hcm.ScopedRoutes_ScopeKeyBuilder_FragmentBuilder{{
+			Type: &hcm.ScopedRoutes_ScopeKeyBuilder_FragmentBuilder_HeaderValueExtractor_{
+				HeaderValueExtractor: &hcm.ScopedRoutes_ScopeKeyBuilder_FragmentBuilder_HeaderValueExtractor{
+					Name:        scopeHeader,
+					ExtractType: &hcm.ScopedRoutes_ScopeKeyBuilder_FragmentBuilder_HeaderValueExtractor_Index{Index: 0},
+				},
+			},
+		}}},
+		RdsConfigSource: ads(),
+		ConfigSpecifier: &hcm.ScopedRoutes_ScopedRds{ScopedRds: &hcm.ScopedRds{ScopedRdsConfigSource: ads()}},
+	}
+}
+
+// scopeKeyFilter sets scopeHeader to the request's ScopeKey on the
+// listener of port, replacing any the workload sent. A filter that changes
+// headers clears the route cache, so the router selects the scope again
+// with the key.
+func scopeKeyFilter(port uint32) *lua.Lua {
+	script := `function envoy_on_request(handle)
+  local host = handle:headers():get(":authority") or ""
+  host = string.gsub(host, ":%d*$", "")
+  handle:headers():replace("` + scopeHeader + `", string.lower(host) .. ":` + strconv.FormatUint(uint64(port), 10) + `")
+end
+`
+	return &lua.Lua{DefaultSourceCode: &core.DataSource{Specifier: &core.DataSource_InlineString{InlineString: script}}}
 }
 
 // egressRouter sends no x-envoy-* header of this gateway's to the owner:

@@ -1,8 +1,9 @@
 package snapshot
 
 import (
-	"cmp"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
@@ -85,10 +86,35 @@ var envoyRequestHeaders = []string{
 	"x-envoy-upstream-stream-duration-ms",
 }
 
-// EgressRouteConfiguration is the route configuration of the egress HTTP
-// listener of port: vhosts sorted by name. It does not modify vhosts.
-func EgressRouteConfiguration(port uint32, vhosts []*route.VirtualHost) *route.RouteConfiguration {
-	sorted := slices.Clone(vhosts)
-	slices.SortFunc(sorted, func(a, b *route.VirtualHost) int { return cmp.Compare(a.GetName(), b.GetName()) })
-	return &route.RouteConfiguration{Name: EgressHTTPName(port), VirtualHosts: sorted, RequestHeadersToRemove: envoyRequestHeaders}
+// EgressScope is the routing scope of one host-routed instance: its
+// virtual host, in a route configuration of its own, under the key the
+// egress HTTP listener of port computes for a request to host (ScopeKey).
+// One scope per instance makes a change to one service a change to one
+// resource, whatever the size of the catalog.
+func EgressScope(host string, port uint32, vh *route.VirtualHost) *route.ScopedRouteConfiguration {
+	return &route.ScopedRouteConfiguration{
+		Name: vh.GetName(),
+		Key: &route.ScopedRouteConfiguration_Key{Fragments: []*route.ScopedRouteConfiguration_Key_Fragment{{
+			Type: &route.ScopedRouteConfiguration_Key_Fragment_StringKey{StringKey: ScopeKey(host, port)},
+		}}},
+		RouteConfiguration: &route.RouteConfiguration{
+			Name:                   vh.GetName(),
+			VirtualHosts:           []*route.VirtualHost{vh},
+			RequestHeadersToRemove: scopeRequestHeaders,
+		},
+	}
 }
+
+// ScopeKey is the scope key of requests for host on the egress HTTP
+// listener of port: the host lower-cased without a port, and the
+// listener's port, so that scopes, which Envoy shares between every
+// listener of one scoped routes name, stay apart per port.
+func ScopeKey(host string, port uint32) string {
+	return strings.ToLower(host) + ":" + strconv.FormatUint(uint64(port), 10)
+}
+
+// scopeHeader carries a request's scope key from the egress listener's
+// Lua filter to the scope selection; it does not leave the gateway.
+const scopeHeader = "x-meshfed-scope"
+
+var scopeRequestHeaders = append(slices.Clip(envoyRequestHeaders), scopeHeader)

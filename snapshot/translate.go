@@ -18,9 +18,9 @@ import (
 )
 
 // ServiceResources are the resources one service contributes to one gateway.
-// HostRoutes go into the route configuration of the egress HTTP listener of
-// their port and FilterChains into the ingress listener (EgressHTTP,
-// IngressListener); the rest are resources in their own right. Secrets may
+// HostRoutes are routing scopes, and make the egress HTTP listener of their
+// port exist (EgressHTTP); FilterChains go into the ingress listener
+// (IngressListener); the rest are resources in their own right. Secrets may
 // be shared by several services: equal names mean equal contents.
 type ServiceResources struct {
 	Clusters     []*cluster.Cluster
@@ -31,11 +31,11 @@ type ServiceResources struct {
 	Secrets      []*tls.Secret
 }
 
-// HostRoute is the virtual host of one imported instance, served by the
+// HostRoute is the routing scope of one imported instance, served by the
 // egress HTTP listener of the service port Port.
 type HostRoute struct {
-	Port        uint32
-	VirtualHost *route.VirtualHost
+	Port  uint32
+	Scope *route.ScopedRouteConfiguration
 }
 
 // DefaultHTTPPort is the port an HTTP, HTTP2 or GRPC instance is served on
@@ -98,7 +98,8 @@ func EgressResources(in *Input, imp model.Import) ServiceResources {
 		if rewrite == "" && imp.LocalFQDN != imp.Service.FQDN {
 			rewrite = imp.Service.FQDN
 		}
-		out.HostRoutes = append(out.HostRoutes, HostRoute{Port: port, VirtualHost: virtualHost(name, domains, rewrite, streaming, in.HTTPRouteTimeout)})
+		vh := virtualHost(name, domains, rewrite, streaming, in.HTTPRouteTimeout)
+		out.HostRoutes = append(out.HostRoutes, HostRoute{Port: port, Scope: EgressScope(host, port, vh)})
 	}
 	return out
 }
@@ -201,7 +202,7 @@ var Types = []resource.Type{
 	resource.ClusterType,
 	resource.EndpointType,
 	resource.ListenerType,
-	resource.RouteType,
+	resource.ScopedRouteType,
 	resource.SecretType,
 }
 
@@ -214,8 +215,7 @@ func Build(in *Input) *Resources {
 	for _, exp := range in.Exports {
 		ingress.add(IngressResources(in, exp))
 	}
-	listeners, routes := EgressHTTP(in, egress.HostRoutes)
-	egress.Listeners = append(egress.Listeners, listeners...)
+	egress.Listeners = append(egress.Listeners, EgressHTTP(in, egress.HostRoutes)...)
 	egress.Secrets = append(egress.Secrets, GatewaySecrets(in, model.Egress)...)
 	if l := IngressListener(in, ingress.FilterChains); l != nil {
 		ingress.Listeners = append(ingress.Listeners, l)
@@ -223,30 +223,24 @@ func Build(in *Input) *Resources {
 	ingress.Secrets = append(ingress.Secrets, GatewaySecrets(in, model.Ingress)...)
 
 	return &Resources{ByRole: map[model.Role]map[resource.Type][]types.Resource{
-		model.Egress:  egress.byType(routes),
-		model.Ingress: ingress.byType(nil),
+		model.Egress:  egress.byType(),
+		model.Ingress: ingress.byType(),
 	}}
 }
 
-// EgressHTTP is the egress HTTP listener and route configuration of every
-// port routes use, by port.
-func EgressHTTP(in *Input, routes []HostRoute) ([]*listener.Listener, []*route.RouteConfiguration) {
-	byPort := map[uint32][]*route.VirtualHost{}
-	var ports []uint32
+// EgressHTTP is the egress HTTP listener of every port routes use, by
+// port.
+func EgressHTTP(in *Input, routes []HostRoute) []*listener.Listener {
+	ports := make([]uint32, 0, len(routes))
 	for _, r := range routes {
-		if _, ok := byPort[r.Port]; !ok {
-			ports = append(ports, r.Port)
-		}
-		byPort[r.Port] = append(byPort[r.Port], r.VirtualHost)
+		ports = append(ports, r.Port)
 	}
 	slices.Sort(ports)
 	var ls []*listener.Listener
-	var rcs []*route.RouteConfiguration
-	for _, p := range ports {
+	for _, p := range slices.Compact(ports) {
 		ls = append(ls, EgressHTTPListener(in, p))
-		rcs = append(rcs, EgressRouteConfiguration(p, byPort[p]))
 	}
-	return ls, rcs
+	return ls
 }
 
 func (s *ServiceResources) add(o ServiceResources) {
@@ -260,7 +254,7 @@ func (s *ServiceResources) add(o ServiceResources) {
 
 // byType lays s out by type URL, sorted by name, with the one shared copy of
 // every secret that several services carry.
-func (s *ServiceResources) byType(rcs []*route.RouteConfiguration) map[resource.Type][]types.Resource {
+func (s *ServiceResources) byType() map[resource.Type][]types.Resource {
 	m := make(map[resource.Type][]types.Resource, len(Types))
 	for _, t := range Types {
 		m[t] = []types.Resource{}
@@ -274,8 +268,8 @@ func (s *ServiceResources) byType(rcs []*route.RouteConfiguration) map[resource.
 	for _, r := range s.Listeners {
 		m[resource.ListenerType] = append(m[resource.ListenerType], r)
 	}
-	for _, rc := range rcs {
-		m[resource.RouteType] = append(m[resource.RouteType], rc)
+	for _, r := range s.HostRoutes {
+		m[resource.ScopedRouteType] = append(m[resource.ScopedRouteType], r.Scope)
 	}
 	seen := map[string]bool{}
 	for _, r := range s.Secrets {

@@ -90,8 +90,8 @@ func TestEgressResourcesOneService(t *testing.T) {
 	require.Empty(t, sr.Listeners)
 
 	want := []snapshot.HostRoute{
-		{8080, snapshot.VirtualHost("egress/mesh-b/inventory/api", []string{"inventory.mesh-b.example", "inventory.mesh-b.example:8080"}, "", false, 0)},
-		{80, snapshot.VirtualHost("egress/mesh-b/inventory/grpc", []string{"inventory.mesh-b.example", "inventory.mesh-b.example:80"}, "", true, 0)},
+		{8080, snapshot.EgressScope("inventory.mesh-b.example", 8080, snapshot.VirtualHost("egress/mesh-b/inventory/api", []string{"inventory.mesh-b.example", "inventory.mesh-b.example:8080"}, "", false, 0))},
+		{80, snapshot.EgressScope("inventory.mesh-b.example", 80, snapshot.VirtualHost("egress/mesh-b/inventory/grpc", []string{"inventory.mesh-b.example", "inventory.mesh-b.example:80"}, "", true, 0))},
 	}
 	assertProtoEqual(t, want, sr.HostRoutes)
 
@@ -169,16 +169,17 @@ func TestEgressHTTPPorts(t *testing.T) {
 	sr := snapshot.EgressResources(in, in.Imports[0])
 	var got []string
 	for _, r := range sr.HostRoutes {
-		got = append(got, fmt.Sprintf("%d %s %v", r.Port, r.VirtualHost.GetName(), r.VirtualHost.GetDomains()))
+		vh := r.Scope.GetRouteConfiguration().GetVirtualHosts()[0]
+		got = append(got, fmt.Sprintf("%d %s %s %v", r.Port, r.Scope.GetKey().GetFragments()[0].GetStringKey(), vh.GetName(), vh.GetDomains()))
 	}
 	require.Equal(t, []string{
-		"8080 egress/p/s/a [s.example s.example:8080]",
-		"80 egress/p/s/c [s.example s.example:80]",
+		"8080 s.example:8080 egress/p/s/a [s.example s.example:8080]",
+		"80 s.example:80 egress/p/s/c [s.example s.example:80]",
 	}, got)
-	listeners, routes := snapshot.EgressHTTP(in, sr.HostRoutes)
+	listeners := snapshot.EgressHTTP(in, sr.HostRoutes)
 	require.Len(t, listeners, 2)
 	require.Equal(t, "egress/http/80", listeners[0].GetName())
-	require.Equal(t, "egress/http/8080", routes[1].GetName())
+	require.Equal(t, "egress/http/8080", listeners[1].GetName())
 }
 
 func TestSelectEndpoints(t *testing.T) {

@@ -1,5 +1,5 @@
 // Command plot draws the plots of a meshfed-bench JSON report: the p99 of
-// single endpoint changes and of route configuration changes until every
+// single endpoint changes and of route changes until every
 // gateway ACKed them, and the control plane's CPU per endpoint change,
 // against N, one line per system and mode, at the M measured at the most
 // sizes; simulated gateways only. SVG and PNG.
@@ -146,7 +146,7 @@ func (r *report) plots(dir string) ([]string, error) {
 	var files []string
 	for _, spec := range []series{
 		{"latency", fmt.Sprintf("endpoint change until all %d gateways ACKed (p99)", m), "ms", p99Of("endpoints")},
-		{"latency-route", fmt.Sprintf("route configuration change until all %d gateways ACKed (p99)", m), "ms", p99Of("route")},
+		{"latency-route", fmt.Sprintf("route change until all %d gateways ACKed (p99)", m), "ms", p99Of("route")},
 		{"cpu", fmt.Sprintf("control plane CPU per endpoint change (%d gateways)", m), "CPU ms per update", cpuOf("endpoints")},
 	} {
 		p := plot.New()

@@ -62,13 +62,13 @@ func shortVersion(v string) string {
 
 // dumpSections are the parts of a config dump that meshfed gateway config
 // NODE TYPE asks for.
-var dumpSections = []string{"clusters", "endpoints", "listeners", "routes", "secrets"}
+var dumpSections = []string{"clusters", "endpoints", "listeners", "scopedRoutes", "secrets"}
 
 func gatewayCmd() *cobra.Command {
 	c := &cobra.Command{Use: "gateway", Short: "Inspect one gateway"}
 	var f agentFlags
 	config := &cobra.Command{
-		Use:   "config NODE [clusters|listeners|routes|endpoints|secrets]",
+		Use:   "config NODE [clusters|listeners|scopedRoutes|endpoints|secrets]",
 		Short: "Print what the agent serves the gateway of node id NODE, as Envoy's config_dump shows it",
 		Long: `Print what the agent serves the connected gateway of node id NODE, in the
 shape of Envoy's /config_dump (dynamic resources, endpoints included), or
@@ -91,7 +91,7 @@ only the part of one type. Private keys are shown as "[redacted]".`,
 			path := "/api/v1/gateways/" + url.PathEscape(args[0]) + "/config_dump"
 			if len(args) == 2 {
 				if !slices.Contains(dumpSections, args[1]) {
-					return fmt.Errorf("%q is not clusters, listeners, routes, endpoints or secrets", args[1])
+					return fmt.Errorf("%q is not clusters, listeners, scopedRoutes, endpoints or secrets", args[1])
 				}
 				path += "?type=" + args[1]
 			}

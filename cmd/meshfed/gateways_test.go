@@ -76,7 +76,7 @@ func TestGatewaysAndGatewayConfig(t *testing.T) {
 	require.Contains(t, out, "dynamic_active_secrets")
 
 	_, err = run(t, "gateway", "config", "ingress-gateway", "clusterz", "--agent", url)
-	require.EqualError(t, err, `"clusterz" is not clusters, listeners, routes, endpoints or secrets`)
+	require.EqualError(t, err, `"clusterz" is not clusters, listeners, scopedRoutes, endpoints or secrets`)
 	_, err = run(t, "gateway", "config", "egress-9", "--agent", url)
 	require.EqualError(t, err, `the meshfed agent at `+url+` answered GET /api/v1/gateways/egress-9/config_dump with 404 Not Found: no gateway with node id "egress-9" is connected: not found`)
 	_, err = run(t, "gateway", "config", "ingress-gateway", "--agent", url, "-o", "table")

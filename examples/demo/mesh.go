@@ -166,8 +166,8 @@ func (m *mesh) describeGateways(ctx context.Context) error {
 		cancel()
 		<-done
 		st := c.State()
-		fmt.Printf("    %s %s: %d clusters, %d listeners, %d route configurations, %d secrets\n", m.Name, node,
-			len(st[resource.ClusterType]), len(st[resource.ListenerType]), len(st[resource.RouteType]), len(st[resource.SecretType]))
+		fmt.Printf("    %s %s: %d clusters, %d listeners, %d routing scopes, %d secrets\n", m.Name, node,
+			len(st[resource.ClusterType]), len(st[resource.ListenerType]), len(st[resource.ScopedRouteType]), len(st[resource.SecretType]))
 		for _, typ := range []string{resource.ClusterType, resource.ListenerType} {
 			names := make([]string, 0, len(st[typ]))
 			for n := range st[typ] {

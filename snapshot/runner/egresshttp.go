@@ -1,101 +1,63 @@
 package runner
 
 import (
-	"bytes"
-	"fmt"
-	"slices"
-
-	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	"google.golang.org/protobuf/proto"
 
-	"github.com/meshfed/meshfed/federation/catalog"
 	"github.com/meshfed/meshfed/model"
 	"github.com/meshfed/meshfed/snapshot"
 )
 
-// egressHTTP keeps the egress HTTP listener and route configuration of each
-// service port: they are the egress resources whose size follows the
-// catalog, rebuilt only when a virtual host on their port changed (an
-// endpoint change does not touch them).
+// egressHTTP counts the host-routed instances on each service port: the
+// port has its egress HTTP listener while one is left. The listener does
+// not change with the instances (each is a routing scope of its own), so
+// a service's change never touches it.
 type egressHTTP struct {
-	// ports are the ports that have a listener.
-	ports map[uint32]bool
+	count map[uint32]int
+	// stale is set when the input changed: every listener is set again.
+	stale bool
 }
 
-// rebuild sets the listener and route configuration of each port in dirty
-// from every import's virtual hosts on it, and removes both when none is
-// left.
-func (h *egressHTTP) rebuild(res *Result, in *snapshot.Input, imports map[catalog.Key]*entry, dirty map[uint32]bool) {
-	if len(dirty) == 0 {
+func newEgressHTTP() egressHTTP { return egressHTTP{count: map[uint32]int{}} }
+
+// add counts ports, creating the listeners of those that had none.
+func (h *egressHTTP) add(res *Result, in *snapshot.Input, ports []uint32) {
+	for _, p := range ports {
+		if h.count[p]++; h.count[p] == 1 {
+			h.set(res, in, p)
+		}
+	}
+}
+
+// remove uncounts ports, removing the listeners of those left with none.
+func (h *egressHTTP) remove(res *Result, ports []uint32) {
+	for _, p := range ports {
+		if h.count[p]--; h.count[p] <= 0 {
+			delete(h.count, p)
+			res.del(model.Egress, resource.ListenerType, snapshot.EgressHTTPName(p))
+		}
+	}
+}
+
+// refresh sets every listener again when the input changed.
+func (h *egressHTTP) refresh(res *Result, in *snapshot.Input) {
+	if !h.stale {
 		return
 	}
-	var routes []snapshot.HostRoute
-	for _, k := range sortedImports(imports) {
-		for _, hr := range imports[k].routes {
-			if dirty[hr.port] {
-				routes = append(routes, hr.expand())
-			}
-		}
-	}
-	listeners, rcs := snapshot.EgressHTTP(in, routes)
-	served := map[uint32]bool{}
-	for i, l := range listeners {
-		port := l.GetAddress().GetSocketAddress().GetPortValue()
-		served[port] = true
-		if !h.ports[port] {
-			res.set(model.Egress, resource.ListenerType, l.GetName(), l)
-			h.ports[port] = true
-		}
-		res.set(model.Egress, resource.RouteType, rcs[i].GetName(), rcs[i])
-	}
-	for _, port := range sortedKeys(dirty) {
-		if !served[port] && h.ports[port] {
-			delete(h.ports, port)
-			res.del(model.Egress, resource.ListenerType, snapshot.EgressHTTPName(port))
-			res.del(model.Egress, resource.RouteType, snapshot.EgressHTTPName(port))
-		}
+	h.stale = false
+	for _, p := range sortedKeys(h.count) {
+		h.set(res, in, p)
 	}
 }
 
-// hostRoute is a virtual host kept marshaled: an entry is kept for every
-// import, and the bytes take a fraction of the heap the proto takes.
-type hostRoute struct {
-	port  uint32
-	vhost []byte
+func (h *egressHTTP) set(res *Result, in *snapshot.Input, port uint32) {
+	l := snapshot.EgressHTTPListener(in, port)
+	res.set(model.Egress, resource.ListenerType, l.GetName(), l)
 }
 
-func compactRoutes(hrs []snapshot.HostRoute) []hostRoute {
-	out := make([]hostRoute, len(hrs))
+func routePorts(hrs []snapshot.HostRoute) []uint32 {
+	ports := make([]uint32, len(hrs))
 	for i, hr := range hrs {
-		b, err := deterministic.Marshal(hr.VirtualHost)
-		if err != nil {
-			// A virtual host that passed the checks marshals.
-			panic(fmt.Sprintf("virtual host %q: %v", hr.VirtualHost.GetName(), err))
-		}
-		out[i] = hostRoute{port: hr.Port, vhost: b}
+		ports[i] = hr.Port
 	}
-	return out
-}
-
-func (h hostRoute) expand() snapshot.HostRoute {
-	vh := &route.VirtualHost{}
-	if err := proto.Unmarshal(h.vhost, vh); err != nil {
-		panic(fmt.Sprintf("virtual host kept by the translator: %v", err))
-	}
-	return snapshot.HostRoute{Port: h.port, VirtualHost: vh}
-}
-
-var deterministic = proto.MarshalOptions{Deterministic: true}
-
-func markPorts(ports map[uint32]bool, routes []hostRoute) {
-	for _, hr := range routes {
-		ports[hr.port] = true
-	}
-}
-
-func equalRoutes(a, b []hostRoute) bool {
-	return slices.EqualFunc(a, b, func(x, y hostRoute) bool {
-		return x.port == y.port && bytes.Equal(x.vhost, y.vhost)
-	})
+	return ports
 }

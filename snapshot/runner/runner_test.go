@@ -159,18 +159,20 @@ func TestRunnerFollowsTheCatalog(t *testing.T) {
 
 	require.Equal(t, []string{"egress/mesh-b/web/p"}, e.names(model.Egress, resource.ClusterType))
 	require.Equal(t, []string{"egress/http/8080"}, e.names(model.Egress, resource.ListenerType))
-	require.Equal(t, []string{"egress/http/8080"}, e.names(model.Egress, resource.RouteType))
+	require.Equal(t, []string{"egress/mesh-b/web/p"}, e.names(model.Egress, resource.ScopedRouteType))
 	require.Len(t, e.names(model.Egress, resource.SecretType), 2, "the egress SVID and mesh-b's bundle")
 	require.True(t, e.cache.Ready(model.Egress))
 	require.True(t, e.cache.Ready(model.Ingress))
 
 	// An endpoint change touches the endpoints only.
-	route0 := e.cache.Resources(model.Egress, resource.RouteType)[0].Version
+	listener0 := e.cache.Resources(model.Egress, resource.ListenerType)[0].Version
+	route0 := e.cache.Resources(model.Egress, resource.ScopedRouteType)[0].Version
 	cluster0 := e.cache.Resources(model.Egress, resource.ClusterType)[0].Version
 	cla0 := e.cache.Resources(model.Egress, resource.EndpointType)[0].Version
 	e.upsert(service("web", model.HTTP, 8080, "10.0.0.2"))
 	e.wait()
-	require.Equal(t, route0, e.cache.Resources(model.Egress, resource.RouteType)[0].Version)
+	require.Equal(t, listener0, e.cache.Resources(model.Egress, resource.ListenerType)[0].Version)
+	require.Equal(t, route0, e.cache.Resources(model.Egress, resource.ScopedRouteType)[0].Version)
 	require.Equal(t, cluster0, e.cache.Resources(model.Egress, resource.ClusterType)[0].Version)
 	require.NotEqual(t, cla0, e.cache.Resources(model.Egress, resource.EndpointType)[0].Version)
 
@@ -182,15 +184,18 @@ func TestRunnerFollowsTheCatalog(t *testing.T) {
 	require.True(t, ok)
 	require.Equal(t, uint32(21000), port)
 
-	// A second HTTP service on the same port shares its listener and route
-	// configuration; one on another port gets its own.
+	// A second HTTP service on the same port shares its listener, which
+	// does not change; one on another port gets its own. Each has a
+	// routing scope of its own.
 	e.upsert(service("api", model.HTTP, 8080, "10.0.0.4"))
 	e.upsert(service("admin", model.HTTP, 9901, "10.0.0.5"))
 	e.wait()
 	require.Equal(t, []string{"egress/http/8080", "egress/http/9901", "egress/mesh-b/db/p"}, e.names(model.Egress, resource.ListenerType))
-	rc := &route.RouteConfiguration{}
-	require.NoError(t, e.cache.Resources(model.Egress, resource.RouteType)[0].Resource.UnmarshalTo(rc))
-	require.Len(t, rc.GetVirtualHosts(), 2)
+	require.Equal(t, listener0, e.cache.Resources(model.Egress, resource.ListenerType)[0].Version)
+	require.Equal(t, []string{"egress/mesh-b/admin/p", "egress/mesh-b/api/p", "egress/mesh-b/web/p"}, e.names(model.Egress, resource.ScopedRouteType))
+	sc := &route.ScopedRouteConfiguration{}
+	require.NoError(t, e.cache.Resources(model.Egress, resource.ScopedRouteType)[0].Resource.UnmarshalTo(sc))
+	require.Equal(t, "admin.mesh-b.example:9901", sc.GetKey().GetFragments()[0].GetStringKey())
 
 	// Deleting removes every resource of the service, and the listener of
 	// a port nobody serves any more.
@@ -199,9 +204,7 @@ func TestRunnerFollowsTheCatalog(t *testing.T) {
 	e.wait()
 	require.Equal(t, []string{"egress/mesh-b/api/p", "egress/mesh-b/db/p"}, e.names(model.Egress, resource.ClusterType))
 	require.Equal(t, []string{"egress/http/8080", "egress/mesh-b/db/p"}, e.names(model.Egress, resource.ListenerType))
-	require.Equal(t, []string{"egress/http/8080"}, e.names(model.Egress, resource.RouteType))
-	require.NoError(t, e.cache.Resources(model.Egress, resource.RouteType)[0].Resource.UnmarshalTo(rc))
-	require.Len(t, rc.GetVirtualHosts(), 1)
+	require.Equal(t, []string{"egress/mesh-b/api/p"}, e.names(model.Egress, resource.ScopedRouteType))
 }
 
 func TestRunnerExports(t *testing.T) {

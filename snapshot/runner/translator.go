@@ -41,8 +41,8 @@ type entry struct {
 	names []typedName
 	// ports are the egress port keys the import holds.
 	ports []string
-	// routes are an import's virtual hosts.
-	routes []hostRoute
+	// httpPorts are the service ports of an import's routing scopes.
+	httpPorts []uint32
 }
 
 type typedName struct{ typeURL, name string }
@@ -108,7 +108,7 @@ func NewTranslator(in snapshot.Input) *Translator {
 		imports: map[catalog.Key]*entry{},
 		exports: map[string]*entry{},
 		refs:    newSecretRefs(),
-		http:    egressHTTP{ports: map[uint32]bool{}},
+		http:    newEgressHTTP(),
 		chains:  chainIndex{owner: map[string]string{}, byExp: map[string][]string{}},
 
 		rejected: map[catalog.Key][]string{},
@@ -124,9 +124,8 @@ func (t *Translator) Apply(ch Changes) Result {
 		t.in.Secrets = *ch.Secrets
 	}
 	t.in.EgressPorts = ch.Ports
-	routes := map[uint32]bool{}
 	for _, c := range ch.Imports {
-		t.applyImport(&res, c, routes)
+		t.applyImport(&res, c)
 	}
 	ingress := false
 	for _, c := range ch.Exports {
@@ -134,12 +133,7 @@ func (t *Translator) Apply(ch Changes) Result {
 	}
 	t.in.EgressPorts = nil
 	first := !t.ready
-	if first {
-		for _, e := range t.imports {
-			markPorts(routes, e.routes)
-		}
-	}
-	t.http.rebuild(&res, &t.in, t.imports, routes)
+	t.http.refresh(&res, &t.in)
 	if ingress || first {
 		t.ingressListener(&res)
 	}
@@ -158,6 +152,7 @@ func (t *Translator) Apply(ch Changes) Result {
 func (t *Translator) SetInput(in snapshot.Input) {
 	in.Imports, in.Exports, in.EgressPorts, in.Secrets = nil, nil, nil, t.in.Secrets
 	t.in = in
+	t.http.stale = true
 }
 
 // Retry lists, sorted, what to translate again when the certificates
@@ -178,7 +173,7 @@ func (t *Translator) Retry() []catalog.Key {
 	return keys
 }
 
-func (t *Translator) applyImport(res *Result, c ImportChange, routes map[uint32]bool) {
+func (t *Translator) applyImport(res *Result, c ImportChange) {
 	old := t.imports[c.Key]
 	waiting := t.rejected[c.Key]
 	delete(t.rejected, c.Key)
@@ -186,7 +181,7 @@ func (t *Translator) applyImport(res *Result, c ImportChange, routes map[uint32]
 		res.Freed = append(res.Freed, waiting...)
 		if old != nil {
 			res.Freed = append(res.Freed, old.ports...)
-			markPorts(routes, old.routes)
+			t.http.remove(res, old.httpPorts)
 			t.remove(res, model.Egress, old)
 			delete(t.imports, c.Key)
 		}
@@ -204,20 +199,18 @@ func (t *Translator) applyImport(res *Result, c ImportChange, routes map[uint32]
 		return
 	}
 	e := t.put(res, model.Egress, old, sr)
-	// Only the virtual hosts are needed again (the HTTP route
-	// configurations are rebuilt from them), and kept marshaled; the rest
-	// is in the cache.
+	// Nothing is needed again: it is in the cache.
 	e.res = snapshot.ServiceResources{}
-	e.routes = compactRoutes(sr.HostRoutes)
+	e.httpPorts = routePorts(sr.HostRoutes)
 	e.ports = ports
 	res.Held = append(res.Held, ports...)
 	res.Freed = append(res.Freed, minus(slices.Concat(heldBy(old), waiting), ports)...)
 	t.imports[c.Key] = e
-	if old == nil || !equalRoutes(old.routes, e.routes) {
-		markPorts(routes, e.routes)
-		if old != nil {
-			markPorts(routes, old.routes)
-		}
+	// Counted before the old ones are uncounted: a listener the import
+	// keeps stays.
+	t.http.add(res, &t.in, e.httpPorts)
+	if old != nil {
+		t.http.remove(res, old.httpPorts)
 	}
 }
 
@@ -268,6 +261,9 @@ func (t *Translator) put(res *Result, role model.Role, old *entry, sr snapshot.S
 	}
 	for _, l := range sr.Listeners {
 		add(resource.ListenerType, l.GetName(), l)
+	}
+	for _, hr := range sr.HostRoutes {
+		add(resource.ScopedRouteType, hr.Scope.GetName(), hr.Scope)
 	}
 	for _, s := range sr.Secrets {
 		t.refs.hold(role, s.GetName())

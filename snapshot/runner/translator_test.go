@@ -3,7 +3,9 @@ package runner
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/stretchr/testify/require"
@@ -87,4 +89,52 @@ func TestTranslatorServerNamesFollowTheirExport(t *testing.T) {
 	require.Empty(t, res.Rejected)
 	res = tr.Apply(Changes{Exports: shop})
 	require.Empty(t, res.Rejected, "the name is free")
+}
+
+// A service's change touches its own routing scope only, never the HTTP
+// listener it shares with the others; the listener goes with the last
+// service on its port, and a new input (a stream idle timeout) sets it
+// again.
+func TestTranslatorHTTPListenerFollowsItsPort(t *testing.T) {
+	secrets := testSecrets(t)
+	tr := NewTranslator(testInput())
+	web, api := service("web", model.HTTP, 8080, "10.0.0.1"), service("api", model.HTTP, 8080, "10.0.0.2")
+	res := tr.Apply(Changes{Secrets: &secrets, Imports: []ImportChange{importChange(web), importChange(api)}})
+	require.Contains(t, changed(res, model.Egress), "set Listener egress/http/8080")
+
+	web.Endpoints[0].Address = "10.0.0.3"
+	web.SANs = []string{"spiffe://mesh-b.example/web"}
+	res = tr.Apply(Changes{Imports: []ImportChange{importChange(web)}})
+	require.Equal(t, []string{
+		"set Cluster egress/mesh-b/web/p",
+		"set ClusterLoadAssignment egress/mesh-b/web/p",
+		"set ScopedRouteConfiguration egress/mesh-b/web/p",
+	}, changed(res, model.Egress))
+
+	res = tr.Apply(Changes{Imports: []ImportChange{{Key: importChange(web).Key}}})
+	require.NotContains(t, changed(res, model.Egress), "del Listener egress/http/8080", "api is still on the port")
+	res = tr.Apply(Changes{Imports: []ImportChange{{Key: importChange(api).Key}}})
+	require.Contains(t, changed(res, model.Egress), "del Listener egress/http/8080")
+
+	res = tr.Apply(Changes{Imports: []ImportChange{importChange(api)}})
+	require.Contains(t, changed(res, model.Egress), "set Listener egress/http/8080")
+	in := testInput()
+	in.StreamIdleTimeout = 42 * time.Second
+	tr.SetInput(in)
+	res = tr.Apply(Changes{Imports: []ImportChange{importChange(api)}})
+	require.Contains(t, changed(res, model.Egress), "set Listener egress/http/8080")
+}
+
+// changed lists a result's changes of role as "set|del Type name", sorted.
+func changed(res Result, role model.Role) []string {
+	var out []string
+	for _, c := range res.Changes[role] {
+		op := "del"
+		if c.Resource != nil {
+			op = "set"
+		}
+		out = append(out, op+" "+c.TypeURL[strings.LastIndexByte(c.TypeURL, '.')+1:]+" "+c.Name)
+	}
+	slices.Sort(out)
+	return out
 }

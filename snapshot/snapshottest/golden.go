@@ -43,11 +43,11 @@ func LoadInput(path string) (*snapshot.Input, error) {
 
 // typeKeys are the short names of the resource types in golden files.
 var typeKeys = map[resource.Type]string{
-	resource.ClusterType:  "clusters",
-	resource.EndpointType: "endpoints",
-	resource.ListenerType: "listeners",
-	resource.RouteType:    "routes",
-	resource.SecretType:   "secrets",
+	resource.ClusterType:     "clusters",
+	resource.EndpointType:    "endpoints",
+	resource.ListenerType:    "listeners",
+	resource.ScopedRouteType: "scopedRoutes",
+	resource.SecretType:      "secrets",
 }
 
 // Render is res as YAML: role, type, then the resources in order, each as

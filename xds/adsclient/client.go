@@ -28,7 +28,7 @@ import (
 // Types are the types a gateway subscribes to, in the order Envoy asks for
 // them. All are wildcard subscriptions: meshfed's gateways receive every
 // resource of their role.
-var Types = []string{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType, resource.SecretType}
+var Types = []string{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.ScopedRouteType, resource.SecretType}
 
 // Options configure a Client.
 type Options struct {
