@@ -127,6 +127,10 @@ func TestNoEnvoyHeadersReachTheOwner(t *testing.T) {
 	req.Header.Set("X-Envoy-Retry-On", "5xx")
 	req.Header.Set("X-Envoy-Upstream-Rq-Timeout-Ms", "1")
 	req.Header.Set("X-Envoy-Max-Retries", "9")
+	// Envoy itself drops those of an external request; not these.
+	req.Header.Set("X-Envoy-Original-Dst-Host", "10.0.0.1:80")
+	req.Header.Set("X-Envoy-Upstream-Alt-Stat-Name", "mesh-a-internals")
+	req.Header.Set("X-Envoy-Hedge-On-Per-Try-Timeout", "true")
 	c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
 		return (&net.Dialer{}).DialContext(ctx, network, a.egressHTTPAddr())
 	}}}

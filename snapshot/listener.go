@@ -48,6 +48,9 @@ func EgressHTTPListener(in *Input, port uint32) *listener.Listener {
 		CodecType:      hcm.HttpConnectionManager_AUTO,
 		RouteSpecifier: &hcm.HttpConnectionManager_ScopedRoutes{ScopedRoutes: egressScopes()},
 		HttpFilters: []*hcm.HttpFilter{{
+			Name:       headerMutation,
+			ConfigType: &hcm.HttpFilter_TypedConfig{TypedConfig: mustAny(removeHeaders(envoyRequestHeaders...))},
+		}, {
 			Name:       wellknown.Lua,
 			ConfigType: &hcm.HttpFilter_TypedConfig{TypedConfig: mustAny(scopeKeyFilter(port))},
 		}, {
@@ -105,18 +108,27 @@ end
 	return &lua.Lua{DefaultSourceCode: &core.DataSource{Specifier: &core.DataSource_InlineString{InlineString: script}}}
 }
 
-// egressRouter sends no x-envoy-* header of this gateway's to the owner:
-// suppress_envoy_headers stops all but x-envoy-expected-rq-timeout-ms,
-// which the router adds to the upstream request after every route-level
-// header removal, so an upstream filter removes that one.
+const headerMutation = "envoy.filters.http.header_mutation"
+
+// removeHeaders is a header mutation filter removing names from requests.
+func removeHeaders(names ...string) *headermutation.HeaderMutation {
+	m := &headermutation.Mutations{}
+	for _, n := range names {
+		m.RequestMutations = append(m.RequestMutations, &mutation.HeaderMutation{Action: &mutation.HeaderMutation_Remove{Remove: n}})
+	}
+	return &headermutation.HeaderMutation{Mutations: m}
+}
+
+// egressRouter sends no x-envoy-* header of this gateway's to the owner,
+// nor the scope key: suppress_envoy_headers stops all but
+// x-envoy-expected-rq-timeout-ms, which the router adds to the upstream
+// request after every downstream filter ran, and the scope key must stay
+// until the router selected the route; an upstream filter removes both.
 func egressRouter() *router.Router {
-	strip := &headermutation.HeaderMutation{Mutations: &headermutation.Mutations{
-		RequestMutations: []*mutation.HeaderMutation{{Action: &mutation.HeaderMutation_Remove{Remove: "x-envoy-expected-rq-timeout-ms"}}},
-	}}
 	return &router.Router{
 		SuppressEnvoyHeaders: true,
 		UpstreamHttpFilters: []*hcm.HttpFilter{
-			{Name: "envoy.filters.http.header_mutation", ConfigType: &hcm.HttpFilter_TypedConfig{TypedConfig: mustAny(strip)}},
+			{Name: headerMutation, ConfigType: &hcm.HttpFilter_TypedConfig{TypedConfig: mustAny(removeHeaders("x-envoy-expected-rq-timeout-ms", scopeHeader))}},
 			{Name: "envoy.filters.http.upstream_codec", ConfigType: &hcm.HttpFilter_TypedConfig{TypedConfig: mustAny(&upstreamcodec.UpstreamCodec{})}},
 		},
 	}

@@ -1,7 +1,6 @@
 package snapshot
 
 import (
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -58,8 +57,9 @@ func virtualHost(name string, domains []string, hostRewrite string, streaming bo
 }
 
 // envoyRequestHeaders are the x-envoy-* request headers Envoy acts on or
-// adds. A workload may send them, and the egress gateway must not pass them
-// to another mesh's gateways, which would act on them too (retries,
+// adds. A workload may send them, and the egress gateway must neither act
+// on them (a filter removes them before the router reads them) nor pass
+// them to another mesh's gateways, which would act on them too (retries,
 // timeouts) or learn about this mesh from them. (The router adds none of
 // its own: suppress_envoy_headers.)
 var envoyRequestHeaders = []string{
@@ -98,9 +98,8 @@ func EgressScope(host string, port uint32, vh *route.VirtualHost) *route.ScopedR
 			Type: &route.ScopedRouteConfiguration_Key_Fragment_StringKey{StringKey: ScopeKey(host, port)},
 		}}},
 		RouteConfiguration: &route.RouteConfiguration{
-			Name:                   vh.GetName(),
-			VirtualHosts:           []*route.VirtualHost{vh},
-			RequestHeadersToRemove: scopeRequestHeaders,
+			Name:         vh.GetName(),
+			VirtualHosts: []*route.VirtualHost{vh},
 		},
 	}
 }
@@ -116,5 +115,3 @@ func ScopeKey(host string, port uint32) string {
 // scopeHeader carries a request's scope key from the egress listener's
 // Lua filter to the scope selection; it does not leave the gateway.
 const scopeHeader = "x-meshfed-scope"
-
-var scopeRequestHeaders = append(slices.Clip(envoyRequestHeaders), scopeHeader)

@@ -154,6 +154,9 @@ func ints(s string) ([]int, error) {
 		if err != nil {
 			return nil, err
 		}
+		if v < 1 {
+			return nil, fmt.Errorf("%d is not a positive count (-no-sync skips the sync benchmark)", v)
+		}
 		out = append(out, v)
 	}
 	return out, nil
