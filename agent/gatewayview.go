@@ -37,18 +37,8 @@ const (
 // GatewayView is one connected gateway stream, as /api/v1/gateways and
 // the status show it.
 type GatewayView struct {
-	NodeID string `json:"nodeId"`
-	// Role is egress, ingress, or unknown for a node id that is not one of
-	// this agent's gateways.
-	Role string `json:"role"`
-	// Stream is sotw or delta.
-	Stream string `json:"stream"`
-	// Channel is unix, mtls or plaintext (which serves no private key).
-	Channel string `json:"channel,omitempty"`
-	// SPIFFEID is the gateway's identity, over mutual TLS.
-	SPIFFEID    string        `json:"spiffeId,omitempty"`
-	ConnectedAt time.Time     `json:"connectedAt"`
-	Types       []GatewayType `json:"types"`
+	xds.Gateway
+	Types []GatewayType `json:"types"`
 }
 
 // GatewayType is the state of one type URL on a gateway's stream.
@@ -91,10 +81,7 @@ func (a *Agent) gatewayViews() []GatewayView {
 }
 
 func (a *Agent) gatewayView(c xds.ClientStatus) GatewayView {
-	v := GatewayView{
-		NodeID: c.NodeID, Role: c.Role, Stream: c.Stream, Channel: c.Channel, SPIFFEID: c.SPIFFEID,
-		ConnectedAt: c.ConnectedAt, Types: make([]GatewayType, 0, len(c.Types)),
-	}
+	v := GatewayView{Gateway: c.Gateway, Types: make([]GatewayType, 0, len(c.Types))}
 	role, served := a.nodeRole(c.NodeID)
 	for _, t := range c.Types {
 		gt := GatewayType{

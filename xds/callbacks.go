@@ -92,7 +92,7 @@ func (t *tracker) open(ctx context.Context, k streamKey) error {
 		kind = "delta"
 	}
 	c := &client{
-		status: ClientStatus{StreamID: k.id, Stream: kind, ConnectedAt: t.now(), Channel: string(t.channel)},
+		status: ClientStatus{StreamID: k.id, Gateway: Gateway{Stream: kind, ConnectedAt: t.now(), Channel: string(t.channel)}},
 		types:  make(map[string]*typeTrack),
 		addr:   remoteAddr(ctx),
 	}

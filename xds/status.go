@@ -4,16 +4,25 @@ import "time"
 
 // ClientStatus is what the server knows of one xDS stream.
 type ClientStatus struct {
-	StreamID int64  `json:"stream_id"` // unique per Stream kind
-	NodeID   string `json:"node_id"`
-	Role     string `json:"role"`   // "unknown" for a node that is not a gateway of ours
-	Stream   string `json:"stream"` // "sotw" or "delta"
+	StreamID int64 `json:"streamId"` // unique per Stream kind
+	Gateway
+	Types []TypeStatus `json:"types"`
+}
+
+// Gateway is who is at the other end of a stream, and how it came: what
+// every view of the gateways starts with.
+type Gateway struct {
+	NodeID string `json:"nodeId"`
+	// Role is egress, ingress, or unknown for a node id that is not one of
+	// this agent's gateways.
+	Role string `json:"role"`
+	// Stream is sotw or delta.
+	Stream string `json:"stream"`
 	// Channel is unix, mtls or plaintext (which serves no private key).
 	Channel string `json:"channel,omitempty"`
 	// SPIFFEID is the gateway's identity, over mutual TLS.
-	SPIFFEID    string       `json:"spiffe_id,omitempty"`
-	ConnectedAt time.Time    `json:"connected_at"`
-	Types       []TypeStatus `json:"types"`
+	SPIFFEID    string    `json:"spiffeId,omitempty"`
+	ConnectedAt time.Time `json:"connectedAt"`
 }
 
 // TypeStatus is the state of one type on a stream.
