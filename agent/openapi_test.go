@@ -14,10 +14,8 @@ import (
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
 	"github.com/getkin/kin-openapi/routers/legacy"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
-	"go.uber.org/zap/zaptest"
 
 	"github.com/meshfed/meshfed/admin"
 	"github.com/meshfed/meshfed/config"
@@ -29,21 +27,11 @@ import (
 // configuration file at path served by the admin API.
 func startOperable(t *testing.T, c *config.Config, path string) *Agent {
 	t.Helper()
-	a, err := New(context.Background(), c, zaptest.NewLogger(t).Named(c.TrustDomain), prometheus.NewRegistry())
-	require.NoError(t, err)
-	level := zap.NewAtomicLevel()
-	a.LogLevel = &level
-	a.ConfigPath = path
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() { cancel(); require.NoError(t, <-done) })
-	select {
-	case <-a.Listening():
-	case err := <-done:
-		t.Fatalf("agent stopped: %v", err)
-	}
-	return a
+	return start(t, c, func(a *Agent) {
+		level := zap.NewAtomicLevel()
+		a.LogLevel = &level
+		a.ConfigPath = path
+	}).Agent
 }
 
 // admin/openapi.yaml lists exactly the routes the agent serves, and every
