@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"testing"
 
@@ -13,6 +12,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/meshfed/meshfed/admin"
+	"github.com/meshfed/meshfed/internal/servetest"
 )
 
 // options are complete and answer from fixed values; tests change what
@@ -41,16 +41,7 @@ func start(t *testing.T, opts admin.Options) string {
 	t.Helper()
 	s, err := admin.New(opts)
 	require.NoError(t, err)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx, lis) }()
-	t.Cleanup(func() {
-		cancel()
-		require.NoError(t, <-done)
-	})
-	return "http://" + lis.Addr().String()
+	return "http://" + servetest.Serve(t, s.Serve)
 }
 
 type answer struct {

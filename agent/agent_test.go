@@ -25,6 +25,7 @@ import (
 
 	"github.com/meshfed/meshfed/certs"
 	"github.com/meshfed/meshfed/config"
+	"github.com/meshfed/meshfed/internal/servetest"
 	"github.com/meshfed/meshfed/model"
 	"github.com/meshfed/meshfed/xds"
 	"github.com/meshfed/meshfed/xds/adsclient"
@@ -90,26 +91,7 @@ func start(t *testing.T, c *config.Config, opts ...func(*Agent)) *running {
 	for _, o := range opts {
 		o(a)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	select {
-	case <-a.Listening():
-	case err := <-done:
-		t.Fatalf("agent stopped: %v", err)
-	}
-	r := &running{Agent: a}
-	stopped := false
-	r.stop = func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		require.NoError(t, <-done)
-	}
-	t.Cleanup(r.stop)
-	return r
+	return &running{Agent: a, stop: servetest.Start(t, a.Listening(), a.Run)}
 }
 
 func orders() model.Export { return export("orders") }

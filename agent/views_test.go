@@ -15,6 +15,7 @@ import (
 
 	"github.com/meshfed/meshfed/admin"
 	"github.com/meshfed/meshfed/federation/catalog"
+	"github.com/meshfed/meshfed/internal/servetest"
 	"github.com/meshfed/meshfed/model"
 	"github.com/meshfed/meshfed/store"
 )
@@ -78,17 +79,11 @@ func BenchmarkExportsAPI(b *testing.B) {
 			a := withExports(b, n)
 			srv, err := admin.New(admin.Options{Listen: "127.0.0.1:0", Gatherer: prometheus.NewRegistry(), Ready: func() error { return nil }, Exports: a.Exports})
 			require.NoError(b, err)
-			lis, err := srv.Listen()
-			require.NoError(b, err)
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- srv.Serve(ctx, lis) }()
-			b.Cleanup(func() { cancel(); require.NoError(b, <-done) })
-			c := &admin.Client{BaseURL: "http://" + lis.Addr().String()}
+			c := &admin.Client{BaseURL: "http://" + servetest.Serve(b, srv.Serve)}
 			b.ResetTimer()
 			for b.Loop() {
 				var v []json.RawMessage
-				if err := c.Get(ctx, "/api/v1/exports", &v); err != nil {
+				if err := c.Get(context.Background(), "/api/v1/exports", &v); err != nil {
 					b.Fatal(err)
 				}
 				if len(v) != n {

@@ -57,11 +57,7 @@ func BenchmarkRestore100k(b *testing.B) {
 // BenchmarkPutImport is the cost of one import before its ACK: one fsynced
 // transaction.
 func BenchmarkPutImport(b *testing.B) {
-	s, err := Open(filepath.Join(b.TempDir(), "meshfed.db"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
+	s, _ := open(b)
 	svc := make([]byte, serviceSize)
 	i := 0
 	for b.Loop() {
@@ -75,11 +71,7 @@ func BenchmarkPutImport(b *testing.B) {
 // BenchmarkSetStale100k marks 100,000 imports of one peer stale: what a
 // dropped stream of a large peer costs.
 func BenchmarkSetStale100k(b *testing.B) {
-	s, err := Open(filepath.Join(b.TempDir(), "meshfed.db"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
+	s, _ := open(b)
 	svc := make([]byte, serviceSize)
 	batch := make([]Record, 0, 100000)
 	for i := range 100000 {

@@ -125,15 +125,7 @@ func checkRecord(r Record) ([]byte, error) {
 }
 
 func checkKeys(peer, id string) error {
-	switch {
-	case peer == "":
-		return ErrEmptyPeer
-	case id == "":
-		return ErrEmptyID
-	case len(peer) > bolt.MaxKeySize || len(id) > bolt.MaxKeySize:
-		return ErrKeyTooLong
-	}
-	return nil
+	return checkPath(peer, id, ErrEmptyPeer, ErrEmptyID)
 }
 
 func putRecord(tx *bolt.Tx, peer, id string, v []byte) error {

@@ -13,20 +13,7 @@ import (
 // creating the bucket. Buckets are for small state other packages must keep
 // across restarts, such as the listener port allocated to an import.
 func (s *Store) Put(bucket, key string, value []byte) error {
-	if err := checkKV(bucket, key); err != nil {
-		return kvErr("put", bucket, key, err)
-	}
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		b, err := tx.Bucket(bucketKV).CreateBucketIfNotExists([]byte(bucket))
-		if err != nil {
-			return err
-		}
-		if value == nil {
-			value = []byte{} // bbolt tells a nil value from a nested bucket by it
-		}
-		return b.Put([]byte(key), value)
-	})
-	return kvErr("put", bucket, key, err)
+	return s.Apply(bucket, map[string][]byte{key: value}, nil)
 }
 
 // Get returns a copy of the value under key, and whether there is one.
@@ -121,15 +108,7 @@ func (s *Store) ForEach(bucket string, fn func(key string, value []byte) error) 
 }
 
 func checkKV(bucket, key string) error {
-	switch {
-	case bucket == "":
-		return ErrEmptyBucket
-	case key == "":
-		return ErrEmptyKey
-	case len(bucket) > bolt.MaxKeySize || len(key) > bolt.MaxKeySize:
-		return ErrKeyTooLong
-	}
-	return nil
+	return checkPath(bucket, key, ErrEmptyBucket, ErrEmptyKey)
 }
 
 func kvErr(op, bucket, key string, err error) error {
@@ -167,7 +146,7 @@ func (s *Store) Apply(bucket string, puts map[string][]byte, deletes []string) e
 		}
 		for k, v := range puts {
 			if v == nil {
-				v = []byte{}
+				v = []byte{} // bbolt tells a nil value from a nested bucket by it
 			}
 			if err := b.Put([]byte(k), v); err != nil {
 				return err

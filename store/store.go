@@ -121,3 +121,18 @@ func (s *Store) Close() error {
 
 // Path is the file the store is kept in.
 func (s *Store) Path() string { return s.path }
+
+// checkPath checks the two names that reach a value, a nested bucket's and
+// the key's in it (a peer's and a resource id, a KV bucket's and a key),
+// with the errors that say which one is empty.
+func checkPath(bucket, key string, emptyBucket, emptyKey error) error {
+	switch {
+	case bucket == "":
+		return emptyBucket
+	case key == "":
+		return emptyKey
+	case len(bucket) > bolt.MaxKeySize || len(key) > bolt.MaxKeySize:
+		return ErrKeyTooLong
+	}
+	return nil
+}

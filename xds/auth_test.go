@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/meshfed/meshfed/certs"
+	"github.com/meshfed/meshfed/internal/servetest"
 	"github.com/meshfed/meshfed/model"
 	"github.com/meshfed/meshfed/snapshot/cache"
 	"github.com/meshfed/meshfed/xds/adsclient"
@@ -39,19 +40,17 @@ func secretChanges() []cache.Change {
 	return []cache.Change{change(svid, "svid"), change(bundle, "bundle"), change(testCluster("c0", 1), "c0")}
 }
 
-// serveOn serves a cache with secrets on lis, with cfg's TLS and
-// authorization, and returns once it serves.
-func serveOn(t *testing.T, lis net.Listener, cfg Config) {
+// serveOn serves a cache with secrets on lis until the test ends, with
+// cfg's TLS and authorization.
+func serveOn(t *testing.T, lis net.Listener, cfg Config) *Server {
 	t.Helper()
 	c := cache.New(roles, zaptest.NewLogger(t))
 	require.NoError(t, c.Apply(model.Egress, secretChanges()))
 	cfg.Cache, cfg.NodeRole, cfg.Logger, cfg.Registerer = c, roles, zaptest.NewLogger(t), prometheus.NewRegistry()
 	s, err := New(cfg)
 	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx, lis) }()
-	t.Cleanup(func() { cancel(); require.NoError(t, <-done) })
+	servetest.Start(t, nil, func(ctx context.Context) error { return s.Serve(ctx, lis) })
+	return s
 }
 
 // secretsOf connects a delta gateway with node id and returns the names of

@@ -18,12 +18,10 @@ import (
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/zap/zaptest"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc"
@@ -33,9 +31,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/meshfed/meshfed/certs"
-	"github.com/meshfed/meshfed/model"
 	"github.com/meshfed/meshfed/snapshot"
-	"github.com/meshfed/meshfed/snapshot/cache"
 )
 
 // mtlsEnv is a server over mutual TLS on loopback that lets its gateway
@@ -56,19 +52,11 @@ func serveMTLS(t *testing.T, cfg Config) *mtlsEnv {
 	gateway, err := ca.IssueX509SVID(spiffeid.RequireFromPath(td, "/meshfed/gateway/egress"), time.Hour)
 	require.NoError(t, err)
 
-	c := cache.New(roles, zaptest.NewLogger(t))
-	require.NoError(t, c.Apply(model.Egress, secretChanges()))
-	cfg.Cache, cfg.NodeRole, cfg.Logger, cfg.Registerer = c, roles, zaptest.NewLogger(t), prometheus.NewRegistry()
 	cfg.TLS = certs.ServerTLSConfig(agent, ca.X509Bundle(), tlsconfig.AuthorizeMemberOf(td))
 	cfg.AuthorizeNode = func(spiffeid.ID, string) error { return nil }
-	s, err := New(cfg)
-	require.NoError(t, err)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx, lis) }()
-	t.Cleanup(func() { cancel(); require.NoError(t, <-done) })
+	s := serveOn(t, lis, cfg)
 	return &mtlsEnv{addr: lis.Addr().String(), server: s,
 		clientTLS: certs.ClientTLSConfig(gateway, ca.X509Bundle(), tlsconfig.AuthorizeID(agent.ID))}
 }

@@ -1,7 +1,6 @@
 package xds
 
 import (
-	"context"
 	"path/filepath"
 	"testing"
 
@@ -13,6 +12,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/meshfed/meshfed/internal/servetest"
 	"github.com/meshfed/meshfed/model"
 	"github.com/meshfed/meshfed/snapshot/cache"
 )
@@ -27,13 +27,7 @@ func TestServeUnixSocket(t *testing.T) {
 	require.NoError(t, c.Apply(model.Egress, []cache.Change{change(testCluster("a", 1), "a")}))
 	s, err := New(Config{Cache: c, NodeRole: roles, Address: "unix://" + path})
 	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.ListenAndServe(ctx) }()
-	defer func() {
-		cancel()
-		require.NoError(t, <-done)
-	}()
+	servetest.Start(t, nil, s.ListenAndServe)
 
 	conn, err := grpc.NewClient("unix://"+path, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	require.NoError(t, err)

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/meshfed/meshfed/internal/servetest"
 	"github.com/meshfed/meshfed/model"
 	"github.com/meshfed/meshfed/snapshot/cache"
 	"github.com/meshfed/meshfed/xds/adsclient"
@@ -35,10 +36,7 @@ func TestRejectingGatewayIsAnsweredOncePerChange(t *testing.T) {
 			}
 			c := adsclient.New(adsclient.Options{NodeID: node, Delta: delta, Reject: reject})
 			updates := make(chan adsclient.Update, 1024)
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- c.Run(ctx, e.conn, updates) }()
-			t.Cleanup(func() { cancel(); require.NoError(t, <-done) })
+			servetest.Start(t, nil, func(ctx context.Context) error { return c.Run(ctx, e.conn, updates) })
 
 			clusterResponses := func() (n int) {
 				for {

@@ -3,7 +3,6 @@ package xds
 import (
 	"context"
 	"fmt"
-	"net"
 	"testing"
 	"time"
 
@@ -26,6 +25,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/meshfed/meshfed/internal/servetest"
 	"github.com/meshfed/meshfed/model"
 	"github.com/meshfed/meshfed/snapshot/cache"
 )
@@ -67,19 +67,10 @@ func start(t *testing.T, initial []cache.Change) *env {
 	s, err := New(Config{Cache: c, NodeRole: roles, Logger: log, Registerer: reg})
 	require.NoError(t, err)
 
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx, lis) }()
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+	conn, err := grpc.NewClient(servetest.Serve(t, s.Serve), grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
 	require.NoError(t, err)
-	t.Cleanup(func() {
-		conn.Close()
-		cancel()
-		require.NoError(t, <-done)
-	})
+	t.Cleanup(func() { conn.Close() })
 	return &env{cache: c, server: s, registry: reg, conn: conn}
 }
 

@@ -19,10 +19,7 @@ import (
 // The binary reloads its configuration on SIGHUP instead of dying, and
 // meshfed reload does the same over the admin API and prints the fields.
 func TestRunBinaryReloadsOnSIGHUP(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "meshfed")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	built, err := build.CombinedOutput()
-	require.NoError(t, err, "%s", built)
+	bin := buildMeshfed(t)
 	dir := agentDir(t)
 	cfgPath := filepath.Join(dir, "meshfed.yaml")
 

@@ -121,17 +121,14 @@ func copyFile(t *testing.T, from, to string) {
 // The binary itself: the error is printed once, the exit status is 1, and
 // nothing panics.
 func TestRunBinaryExitsOneOnAStartupError(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "meshfed")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	out, err := build.CombinedOutput()
-	require.NoError(t, err, "%s", out)
+	bin := buildMeshfed(t)
 	dir := agentDir(t)
 	require.NoError(t, os.Remove(filepath.Join(dir, "certs", "egress.pem")))
 
 	cmd := exec.Command(bin, "run", "--config", filepath.Join(dir, "meshfed.yaml"))
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
-	err = cmd.Run()
+	err := cmd.Run()
 	var exit *exec.ExitError
 	require.ErrorAs(t, err, &exit)
 	require.Equal(t, 1, exit.ExitCode())

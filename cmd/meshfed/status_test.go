@@ -17,6 +17,7 @@ import (
 
 	"github.com/meshfed/meshfed/agent"
 	"github.com/meshfed/meshfed/config"
+	"github.com/meshfed/meshfed/internal/servetest"
 )
 
 // startAgent runs one agent from a configuration written like a user would,
@@ -65,15 +66,7 @@ exports: {file: services.yaml}
 	require.NoError(t, err)
 	a, err := agent.New(context.Background(), c, zaptest.NewLogger(t), prometheus.NewRegistry())
 	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() { cancel(); require.NoError(t, <-done) })
-	select {
-	case <-a.Listening():
-	case err := <-done:
-		t.Fatalf("agent stopped: %v", err)
-	}
+	servetest.Start(t, a.Listening(), a.Run)
 	return a, dir
 }
 

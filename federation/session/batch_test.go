@@ -108,6 +108,28 @@ func (f *fixture) noAnswerYet() {
 	}
 }
 
+// pushDuringATransaction pushes rs while the transaction of the first is
+// held on its way, checks that nothing is answered until it returns, and
+// returns the answers to rs, which come in the order of rs.
+func (f *fixture) pushDuringATransaction(g *gateStore, fail bool, rs []*discoverypb.StreamResponse) []*discoverypb.StreamRequest {
+	f.t.Helper()
+	g.set(true, fail)
+	f.push(rs[0])
+	<-g.entered
+	for _, r := range rs[1:] {
+		f.push(r)
+	}
+	f.received()
+	f.noAnswerYet()
+	g.release <- struct{}{}
+
+	answers := f.answers(len(rs))
+	for i, a := range answers {
+		require.Equal(f.t, rs[i].Nonce, a.GetResponseNonce(), "answers in the order of the responses")
+	}
+	return answers
+}
+
 // storedMeshB is mesh-b's imports as stored: resource id → description.
 func storedMeshB(t *testing.T, st *store.Store) map[string]string {
 	t.Helper()
@@ -143,19 +165,7 @@ func TestResponsesThatArriveTogetherShareATransaction(t *testing.T) {
 	rs = append(rs, changed("svc-1", "v2"), del("svc-2"), changed("svc-3", "v2"), del("svc-3"), changed("svc-3", "v3"))
 	before := g.count()
 
-	g.set(true, false)
-	f.push(rs[0])
-	<-g.entered // the first response's transaction is on its way
-	for _, r := range rs[1:] {
-		f.push(r)
-	}
-	f.received()
-	f.noAnswerYet()
-	g.release <- struct{}{}
-
-	answers := f.answers(n)
-	for i, a := range answers {
-		require.Equal(t, fmt.Sprint(i+1), a.GetResponseNonce(), "answers in the order of the responses")
+	for _, a := range f.pushDuringATransaction(g, false, rs) {
 		require.Equal(t, int32(codes.OK), a.GetStatus().GetCode(), a.GetStatus().GetMessage())
 	}
 	require.Equal(t, 2, g.count()-before, "%d responses in two transactions: the first, and all that arrived meanwhile", n)
@@ -194,19 +204,8 @@ func TestFailedTransactionAnswersNoResponseWithAnACK(t *testing.T) {
 	rs = append(rs, upsert(t, "payments", fs),
 		&discoverypb.StreamResponse{ResourceUrl: wire.TypeURL, ResourceId: "orders", Operation: discoverypb.StreamResponse_DELETE})
 
-	g.set(true, true)
-	f.push(rs[0])
-	<-g.entered
-	for _, r := range rs[1:] {
-		f.push(r)
-	}
-	f.received()
-	f.noAnswerYet()
-	g.release <- struct{}{}
-
-	answers := f.answers(n)
+	answers := f.pushDuringATransaction(g, true, rs)
 	for i, a := range answers {
-		require.Equal(t, fmt.Sprint(i+1), a.GetResponseNonce())
 		require.Equal(t, int32(codes.Unavailable), a.GetStatus().GetCode(), "response %d", i)
 	}
 	require.Equal(t, `store: "svc-0" not imported, try again`, answers[0].GetStatus().GetMessage())

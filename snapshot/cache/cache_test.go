@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"fmt"
 	"testing"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -10,6 +11,9 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/server/stream/v3"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/meshfed/meshfed/model"
 )
@@ -427,4 +431,58 @@ func TestVersionsAreWholeHashes(t *testing.T) {
 		versions[v] = append(versions[v], name)
 	}
 	require.Len(t, versions, 5, "every content its own version: %v", versions)
+}
+
+// A gateway asking for a type the cache does not serve is refused, and the
+// cache keeps nothing for it however many it invents.
+func TestUnknownTypeURLsAreRefused(t *testing.T) {
+	c := newTestCache(t)
+	require.NoError(t, c.Apply(model.Egress, []Change{clusterChange("a", 1)}))
+	before := len(c.roles[model.Egress].types)
+	for i := range 1000 {
+		typeURL := fmt.Sprintf("type.googleapis.com/invented.T%d", i)
+		sub := stream.NewDeltaSubscription(nil, nil, nil, true)
+		_, err := c.CreateDeltaWatch(&discovery.DeltaDiscoveryRequest{Node: &core.Node{Id: "egress-1"}, TypeUrl: typeURL}, &sub, make(chan gcache.DeltaResponse, 1))
+		require.Equal(t, codes.InvalidArgument, status.Code(err))
+		ssub := stream.NewSotwSubscription(nil, true)
+		_, err = c.CreateWatch(&discovery.DiscoveryRequest{Node: &core.Node{Id: "egress-1"}, TypeUrl: typeURL}, &ssub, make(chan gcache.Response, 1))
+		require.EqualError(t, err, fmt.Sprintf("rpc error: code = InvalidArgument desc = type URL %q is not served here", typeURL))
+	}
+	require.Equal(t, before, len(c.roles[model.Egress].types))
+}
+
+// A gateway that rejects everything is not answered again until there is
+// something new to send: 100 NACKs of the same state cost no response
+// (state of the world resends nothing by itself; delta knows the gateway
+// was sent it), and the next change costs one.
+func TestNACKLoopIsBounded(t *testing.T) {
+	c := newTestCache(t)
+	require.NoError(t, c.Apply(model.Egress, []Change{clusterChange("a", 1)}))
+
+	sotw := newSotwStream(t, c, "egress-1")
+	sotw.request(resource.ClusterType, "")
+	sent := sotw.next()
+	cancel := func() {}
+	nack := func() {
+		// As the server does, a stream's new request replaces its watch.
+		cancel()
+		req := &discovery.DiscoveryRequest{Node: sotw.node, TypeUrl: resource.ClusterType, ErrorDetail: &rpcstatus.Status{Code: int32(codes.InvalidArgument), Message: "rejected"}}
+		var err error
+		cancel, err = c.CreateWatch(req, sotw.subs[resource.ClusterType], sotw.out)
+		require.NoError(t, err)
+	}
+	delta := newDeltaStream(t, c, "egress-2")
+	delta.subscribe(resource.ClusterType)
+	delta.next()
+	for range 100 {
+		nack()
+		sotw.none()
+		delta.request(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.ClusterType, ResponseNonce: "n", ErrorDetail: &rpcstatus.Status{Code: int32(codes.InvalidArgument)}})
+		delta.none()
+	}
+	require.NoError(t, c.Apply(model.Egress, []Change{clusterChange("a", 2)}))
+	assert.NotEqual(t, sent.VersionInfo, sotw.next().VersionInfo)
+	assert.Equal(t, []string{"a"}, names(delta.next().Resources))
+	sotw.none()
+	delta.none()
 }

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/meshfed/meshfed/internal/servetest"
 	"github.com/meshfed/meshfed/model"
 	"github.com/meshfed/meshfed/snapshot/cache"
 	"github.com/meshfed/meshfed/xds"
@@ -43,18 +44,9 @@ func serve(t *testing.T, c gcache.Cache) *grpc.ClientConn {
 	t.Helper()
 	s, err := xds.New(xds.Config{Cache: c, NodeRole: egress})
 	require.NoError(t, err)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	conn, err := grpc.NewClient(servetest.Serve(t, s.Serve), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx, lis) }()
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		_ = conn.Close()
-		cancel()
-		require.NoError(t, <-done)
-	})
+	t.Cleanup(func() { _ = conn.Close() })
 	return conn
 }
 
