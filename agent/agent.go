@@ -121,16 +121,10 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger, reg *promethe
 	a.closers = append(a.closers, a.store.Close)
 	a.Catalog = catalog.New(a.store, log)
 	specs := a.peerSpecs(cfg)
-	a.Peers, err = peer.NewManager(peer.Config{
-		Catalog:    a.Catalog,
-		TLS:        peer.SPIFFETLS{SVID: a.svid, Bundles: a.bundles},
-		Ingress:    a.ingress,
-		Window:     cfg.Federation.Window,
-		Grace:      time.Duration(cfg.Federation.Grace),
-		Retention:  time.Duration(cfg.Federation.Retention),
-		Log:        log,
-		Registerer: reg,
-	}, specs)
+	pc := peerConfig(cfg)
+	pc.Catalog, pc.TLS, pc.Ingress = a.Catalog, peer.SPIFFETLS{SVID: a.svid, Bundles: a.bundles}, a.ingress
+	pc.Log, pc.Registerer = log, reg
+	a.Peers, err = peer.NewManager(pc, specs)
 	if err != nil {
 		return nil, err
 	}
@@ -294,6 +288,24 @@ func (a *Agent) peerSpecs(cfg *config.Config) []peer.Spec {
 		})
 	}
 	return out
+}
+
+// peerConfig is what the peer manager reads from the configuration, which
+// has given every field its default.
+func peerConfig(cfg *config.Config) peer.Config {
+	batchDelay := time.Duration(*cfg.Federation.BatchDelay)
+	if batchDelay == 0 {
+		// federation.batchDelay 0s is no wait; a session takes zero for
+		// its default and a negative delay for none.
+		batchDelay = -1
+	}
+	return peer.Config{
+		Window:     cfg.Federation.Window,
+		Grace:      time.Duration(cfg.Federation.Grace),
+		Retention:  time.Duration(cfg.Federation.Retention),
+		MaxBatch:   cfg.Federation.MaxBatch,
+		BatchDelay: batchDelay,
+	}
 }
 
 // checkAgentSVID refuses to start with an agent SVID that peers would

@@ -49,13 +49,8 @@ func (a *Agent) gateways() error {
 	if err != nil {
 		return err
 	}
-	xc := xds.Config{
-		Cache:      a.Cache,
-		NodeRole:   a.nodeRole,
-		Address:    a.cfg.XDS.Listen,
-		Logger:     a.log,
-		Registerer: a.reg,
-	}
+	xc := xdsConfig(a.cfg)
+	xc.Cache, xc.NodeRole, xc.Logger, xc.Registerer = a.Cache, a.nodeRole, a.log, a.reg
 	if t := a.cfg.XDS.TLS; t != nil {
 		// Gateways of this mesh only, each then held to its node ids.
 		xc.TLS = certs.ServerTLSConfig(a.svid, a.bundles, tlsconfig.AuthorizeMemberOf(a.td))
@@ -63,6 +58,17 @@ func (a *Agent) gateways() error {
 	}
 	a.XDS, err = xds.New(xc)
 	return err
+}
+
+// xdsConfig is what the xDS server reads from the configuration, which
+// has given every field its default and checked its range.
+func xdsConfig(cfg *config.Config) xds.Config {
+	return xds.Config{
+		Address:              cfg.XDS.Listen,
+		MaxRecvMsgSize:       cfg.XDS.MaxRequestBytes,
+		MaxConcurrentStreams: uint32(cfg.XDS.MaxStreamsPerConnection),
+		MaxStreamsPerNode:    cfg.XDS.MaxStreamsPerNode,
+	}
 }
 
 // gatewayInput is what the translation of the gateways' resources reads

@@ -43,8 +43,11 @@ func (c *Config) check() error {
 	if _, _, err := net.SplitHostPort(c.Federation.Listen); err != nil {
 		return fieldErr("federation.listen", "%q: %v", c.Federation.Listen, err)
 	}
-	if c.Federation.Window < 1 || c.Federation.Window > 4096 {
-		return fieldErr("federation.window", "%d is out of range 1-4096", c.Federation.Window)
+	if c.Federation.Window < 1 || c.Federation.Window > maxWindow {
+		return fieldErr("federation.window", "%d is out of range 1-%d", c.Federation.Window, maxWindow)
+	}
+	if err := c.checkBatch(); err != nil {
+		return err
 	}
 	for i, s := range c.Federation.DeniedCIDRs {
 		if _, err := netip.ParsePrefix(s); err != nil {
@@ -63,6 +66,51 @@ func (c *Config) check() error {
 				return fe.Under("consul")
 			}
 			return fieldErr("consul", "%v", err)
+		}
+	}
+	return nil
+}
+
+// Bounds of the tunables, each where a larger or smaller value stops
+// making sense.
+const (
+	maxWindow = 4096
+	// maxMaxBatch is the largest window: a batch never holds more than the
+	// peer may have unacknowledged.
+	maxMaxBatch   = maxWindow
+	maxBatchDelay = time.Second
+	// minRequestBytes still takes a delta reconnect naming some 5,900
+	// resources (about 176 bytes each with meshfed's names); a protobuf
+	// message is smaller than 2 GiB.
+	minRequestBytes = 1 << 20
+	maxRequestBytes = 1<<31 - 1
+	// maxStreams is 100 times the per-connection default: Envoy opens one
+	// stream per connection with ADS, one per kind of xDS without.
+	maxStreams = 10000
+)
+
+// checkBatch checks the group commit of what peers publish.
+func (c *Config) checkBatch() error {
+	if n := c.Federation.MaxBatch; n < 1 || n > maxMaxBatch {
+		return fieldErr("federation.maxBatch", "%d is out of range 1-%d", n, maxMaxBatch)
+	}
+	if d := time.Duration(*c.Federation.BatchDelay); d < 0 || d > maxBatchDelay {
+		return fieldErr("federation.batchDelay", "%s is out of range 0s-%s", d, maxBatchDelay)
+	}
+	return nil
+}
+
+// checkXDSBounds checks the xDS server's bounds.
+func (c *Config) checkXDSBounds() error {
+	if n := c.XDS.MaxRequestBytes; n < minRequestBytes || n > maxRequestBytes {
+		return fieldErr("xds.maxRequestBytes", "%d is out of range %d-%d (1 MiB to 2 GiB - 1)", n, minRequestBytes, maxRequestBytes)
+	}
+	for _, f := range []struct {
+		field string
+		n     int
+	}{{"xds.maxStreamsPerConnection", c.XDS.MaxStreamsPerConnection}, {"xds.maxStreamsPerNode", c.XDS.MaxStreamsPerNode}} {
+		if f.n < 1 || f.n > maxStreams {
+			return fieldErr(f.field, "%d is out of range 1-%d", f.n, maxStreams)
 		}
 	}
 	return nil
@@ -175,6 +223,9 @@ func (c *Config) checkServing() error {
 	}
 	if c.XDS.MaxDelay < c.XDS.Holdoff {
 		return fieldErr("xds.maxDelay", "%s is shorter than xds.holdoff %s", time.Duration(c.XDS.MaxDelay), time.Duration(c.XDS.Holdoff))
+	}
+	if err := c.checkXDSBounds(); err != nil {
+		return err
 	}
 	if err := hostPort(c.Admin.Listen); err != nil {
 		return fieldErr("admin.listen", "%q: %v", c.Admin.Listen, err)

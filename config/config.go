@@ -62,6 +62,19 @@ type XDS struct {
 	// (default 10ms); MaxDelay bounds that wait in a burst (default 100ms).
 	Holdoff  Duration `yaml:"holdoff"`
 	MaxDelay Duration `yaml:"maxDelay"`
+	// MaxRequestBytes bounds one request of a gateway (default 32 MiB, a
+	// delta reconnect naming some 190,000 resources); a larger one ends
+	// its stream with RESOURCE_EXHAUSTED. 1 MiB to 2 GiB - 1.
+	MaxRequestBytes int `yaml:"maxRequestBytes"`
+	// MaxStreamsPerConnection bounds the streams open at once on one
+	// connection (default 100; Envoy opens one ADS stream per
+	// connection). A client that opens more has them refused. 1 to 10000.
+	MaxStreamsPerConnection int `yaml:"maxStreamsPerConnection"`
+	// MaxStreamsPerNode bounds the open streams that name one node id,
+	// over all connections (default 10: one per kind of xDS, and the
+	// stream a reconnecting gateway left behind); a further one ends with
+	// RESOURCE_EXHAUSTED. 1 to 10000.
+	MaxStreamsPerNode int `yaml:"maxStreamsPerNode"`
 }
 
 // XDSTLS is mutual TLS toward the gateways.
@@ -243,6 +256,14 @@ type Federation struct {
 	// Retention is how long imports of a disconnected peer are kept;
 	// 0 (the default) keeps them.
 	Retention Duration `yaml:"retention"`
+	// MaxBatch is how many consecutive responses of a peer are stored in
+	// one transaction at most, before their ACKs are sent (default 256).
+	// 1 to 4096, the largest window: a peer never has more unacknowledged.
+	MaxBatch int `yaml:"maxBatch"`
+	// BatchDelay is how long a batch waits for more responses the peer may
+	// still send within its window (default 1ms; 0s: a batch holds only
+	// what has arrived). At most 1s.
+	BatchDelay *Duration `yaml:"batchDelay"`
 	// DeniedCIDRs are ranges no imported endpoint may point into.
 	DeniedCIDRs []string `yaml:"deniedCIDRs"`
 	// Ingress is what peers are told to connect to for exported services.
@@ -418,6 +439,16 @@ const (
 	DefaultGatewayAddress = "127.0.0.1"
 	DefaultIngressPort    = 15444
 	DefaultMaxServices    = 10000
+	// DefaultMaxBatch and DefaultBatchDelay are the group commit's of
+	// federation/session.
+	DefaultMaxBatch   = 256
+	DefaultBatchDelay = time.Millisecond
+	// DefaultMaxRequestBytes, DefaultMaxStreamsPerConnection and
+	// DefaultMaxStreamsPerNode are the xDS server's bounds (see package
+	// xds for their sizing).
+	DefaultMaxRequestBytes         = 32 << 20
+	DefaultMaxStreamsPerConnection = 100
+	DefaultMaxStreamsPerNode       = 10
 )
 
 // DefaultEgressPorts is the range dedicated egress listeners take ports
@@ -453,6 +484,7 @@ func (c *Config) defaults(dir string) {
 		c.Admin.Listen = DefaultAdminListen
 	}
 	c.gatewayDefaults()
+	c.boundDefaults()
 	for i := range c.Peers {
 		if c.Peers[i].MaxServices == 0 {
 			c.Peers[i].MaxServices = DefaultMaxServices
@@ -493,6 +525,27 @@ func (c *Config) defaults(dir string) {
 		}
 	}
 	c.bundleDefaults(rel)
+}
+
+// boundDefaults fills in the group commit of what peers publish and the
+// xDS server's bounds.
+func (c *Config) boundDefaults() {
+	if c.Federation.MaxBatch == 0 {
+		c.Federation.MaxBatch = DefaultMaxBatch
+	}
+	if c.Federation.BatchDelay == nil {
+		d := Duration(DefaultBatchDelay)
+		c.Federation.BatchDelay = &d
+	}
+	if c.XDS.MaxRequestBytes == 0 {
+		c.XDS.MaxRequestBytes = DefaultMaxRequestBytes
+	}
+	if c.XDS.MaxStreamsPerConnection == 0 {
+		c.XDS.MaxStreamsPerConnection = DefaultMaxStreamsPerConnection
+	}
+	if c.XDS.MaxStreamsPerNode == 0 {
+		c.XDS.MaxStreamsPerNode = DefaultMaxStreamsPerNode
+	}
 }
 
 // gatewayDefaults fills in gateways.egress and gateways.ingress.

@@ -65,6 +65,11 @@ func TestParseValidAppliesDefaultsAndRelativePaths(t *testing.T) {
 	assert.Equal(t, "/etc/meshfed/services.yaml", c.Exports.File)
 	assert.Equal(t, "127.0.0.1:19100", c.Admin.Listen)
 	assert.Equal(t, Duration(10*time.Millisecond), c.XDS.Holdoff)
+	assert.Equal(t, 256, c.Federation.MaxBatch)
+	assert.Equal(t, Duration(time.Millisecond), *c.Federation.BatchDelay)
+	assert.Equal(t, 32<<20, c.XDS.MaxRequestBytes)
+	assert.Equal(t, 100, c.XDS.MaxStreamsPerConnection)
+	assert.Equal(t, 10, c.XDS.MaxStreamsPerNode)
 	assert.Equal(t, []string{"egress-gateway"}, c.Gateways.Egress.NodeIDs)
 	assert.Equal(t, EgressListen{Address: "127.0.0.1"}, c.Gateways.Egress.Listen)
 	assert.Equal(t, "127.0.0.1", c.Gateways.Egress.Advertise)
@@ -83,7 +88,7 @@ func TestParseErrorsNameFieldValueAndLine(t *testing.T) {
 		want     string
 	}{
 		{"unknown field", "  listen: 127.0.0.1:15443", "  listn: 127.0.0.1:15443", "line 18: federation.listn: unknown field; did you mean listen?"},
-		{"unknown field far from any", "  listen: 127.0.0.1:15443", "  colour: blue", "line 18: federation.colour: unknown field; known here: deniedCIDRs, grace, ingress, listen, retention, window"},
+		{"unknown field far from any", "  listen: 127.0.0.1:15443", "  colour: blue", "line 18: federation.colour: unknown field; known here: batchDelay, deniedCIDRs, grace, ingress, listen, maxBatch, retention, window"},
 		{"string for a number", "{from: 21000, to: 21099}", "{from: 21000, to: abc}", `line 31: gateways.egress.ports.to: "abc" is not a whole number`},
 		{"list for a boolean", "    dial: 127.0.0.1:16443", "    dial: 127.0.0.1:16443\n    allowLoopback: [yes]", "line 24: peers[0].allowLoopback: a list is not true or false"},
 		{"mistyped field", "    dial: 127.0.0.1:16443", "    dial: [a, b]", "line 23: peers[0].dial: a list is not a string"},
@@ -94,6 +99,11 @@ func TestParseErrorsNameFieldValueAndLine(t *testing.T) {
 		{"peer without bundle", "trustDomain: mesh-b.example\n", "trustDomain: mesh-c.example\n", `line 22: peers[0].trustDomain: no trustBundles entry for "mesh-c.example"`},
 		{"bad duration", "  deniedCIDRs: [10.0.0.0/8]", "  deniedCIDRs: [10.0.0.0/8]\n  grace: soon", `line 20: federation.grace: "soon" is not a duration such as 30s, 2m or 1h30m`},
 		{"window out of range", "  deniedCIDRs: [10.0.0.0/8]", "  deniedCIDRs: [10.0.0.0/8]\n  window: 5000", "line 20: federation.window: 5000 is out of range 1-4096"},
+		{"batch of none", "  deniedCIDRs: [10.0.0.0/8]", "  deniedCIDRs: [10.0.0.0/8]\n  maxBatch: -1", "line 20: federation.maxBatch: -1 is out of range 1-4096"},
+		{"batch beyond the largest window", "  deniedCIDRs: [10.0.0.0/8]", "  deniedCIDRs: [10.0.0.0/8]\n  maxBatch: 4097", "line 20: federation.maxBatch: 4097 is out of range 1-4096"},
+		{"negative batch delay", "  deniedCIDRs: [10.0.0.0/8]", "  deniedCIDRs: [10.0.0.0/8]\n  batchDelay: -1ms", "line 20: federation.batchDelay: -1ms is out of range 0s-1s"},
+		{"batch delay over a second", "  deniedCIDRs: [10.0.0.0/8]", "  deniedCIDRs: [10.0.0.0/8]\n  batchDelay: 1.5s", "line 20: federation.batchDelay: 1.5s is out of range 0s-1s"},
+		{"batch size not a number", "  deniedCIDRs: [10.0.0.0/8]", "  deniedCIDRs: [10.0.0.0/8]\n  maxBatch: lots", `line 20: federation.maxBatch: "lots" is not a whole number`},
 		{"key without cert", "    cert: certs/agent.pem\n", "", "line 3: identity.agent: both cert and key are needed"},
 		{"gateway without SVID", "  egress: {cert: certs/egress.pem, key: certs/egress-key.pem}\n", "", "line 2: identity: no egress files: the egress gateway needs an SVID"},
 		{"caller of another trust domain", "    dial: 127.0.0.1:16443", "    dial: 127.0.0.1:16443\n    callers: [spiffe://mesh-c.example/egress]", `line 24: peers[0].callers[0]: "spiffe://mesh-c.example/egress" is not in trust domain "mesh-b.example"`},
@@ -103,6 +113,12 @@ func TestParseErrorsNameFieldValueAndLine(t *testing.T) {
 		{"xds tls on a unix socket", "  listen: 127.0.0.1:18000", "  listen: unix:///run/x.sock\n  tls: {}", `line 29: xds.tls: is for a host:port xds.listen, not the Unix socket "unix:///run/x.sock"`},
 		{"xds gateway of another trust domain", "  listen: 127.0.0.1:18000", "  listen: 10.0.0.1:18000\n  tls: {gateways: [{spiffeId: spiffe://mesh-b.example/gw, nodeIds: [egress-gateway]}]}", `line 29: xds.tls.gateways[0].spiffeId: "spiffe://mesh-b.example/gw" is not in this mesh's trust domain "mesh-a.example"`},
 		{"xds gateway of an unknown node", "  listen: 127.0.0.1:18000", "  listen: 10.0.0.1:18000\n  tls: {gateways: [{spiffeId: spiffe://mesh-a.example/gw, nodeIds: [gw-9]}]}", `line 29: xds.tls.gateways[0].nodeIds[0]: "gw-9" is not a node id of gateways.egress or gateways.ingress`},
+		{"xds request cap too small", "  listen: 127.0.0.1:18000", "  listen: 127.0.0.1:18000\n  maxRequestBytes: 65536", "line 29: xds.maxRequestBytes: 65536 is out of range 1048576-2147483647 (1 MiB to 2 GiB - 1)"},
+		{"xds request cap beyond protobuf's", "  listen: 127.0.0.1:18000", "  listen: 127.0.0.1:18000\n  maxRequestBytes: 2147483648", "line 29: xds.maxRequestBytes: 2147483648 is out of range 1048576-2147483647 (1 MiB to 2 GiB - 1)"},
+		{"no xds stream a connection", "  listen: 127.0.0.1:18000", "  listen: 127.0.0.1:18000\n  maxStreamsPerConnection: -5", "line 29: xds.maxStreamsPerConnection: -5 is out of range 1-10000"},
+		{"xds streams a connection unbounded", "  listen: 127.0.0.1:18000", "  listen: 127.0.0.1:18000\n  maxStreamsPerConnection: 100000", "line 29: xds.maxStreamsPerConnection: 100000 is out of range 1-10000"},
+		{"no xds stream a node", "  listen: 127.0.0.1:18000", "  listen: 127.0.0.1:18000\n  maxStreamsPerNode: -1", "line 29: xds.maxStreamsPerNode: -1 is out of range 1-10000"},
+		{"xds streams a node unbounded", "  listen: 127.0.0.1:18000", "  listen: 127.0.0.1:18000\n  maxStreamsPerNode: 10001", "line 29: xds.maxStreamsPerNode: 10001 is out of range 1-10000"},
 		{"port range reversed", "{from: 21000, to: 21099}", "{from: 21099, to: 21000}", "line 31: gateways.egress.ports: 21099-21000 is not a range of ports"},
 		{"port out of range", "{from: 21000, to: 21099}", "{from: 21000, to: 70000}", "line 31: gateways.egress.ports.to: 70000 is not a port"},
 		{"gateway address not an IP", "    ports: {from: 21000, to: 21099}", "    ports: {from: 21000, to: 21099}\n    listen: {address: egress.local}", `line 32: gateways.egress.listen.address: "egress.local" is not an IP address`},
@@ -222,6 +238,8 @@ func TestExampleFileIsValidAndStatesTheDefaults(t *testing.T) {
 	assert.Equal(t, d.Federation.Listen, c.Federation.Listen)
 	assert.Equal(t, d.Federation.Window, c.Federation.Window)
 	assert.Equal(t, d.Federation.Grace, c.Federation.Grace)
+	assert.Equal(t, d.Federation.MaxBatch, c.Federation.MaxBatch)
+	assert.Equal(t, d.Federation.BatchDelay, c.Federation.BatchDelay)
 	assert.Equal(t, "unix:///xds.sock", d.XDS.Listen, "the default socket is beside the configuration")
 	assert.Equal(t, "unix://"+filepath.Join("../examples", "xds.sock"), c.XDS.Listen)
 	d.XDS.Listen, c.XDS.Listen = "", ""
@@ -233,4 +251,32 @@ func TestExampleFileIsValidAndStatesTheDefaults(t *testing.T) {
 	withEndpoint, err := Parse([]byte(strings.Replace(minimal, "\n", "\nbundleEndpoint: {}\n", 1)), "/")
 	require.NoError(t, err)
 	assert.Equal(t, withEndpoint.BundleEndpoint, c.BundleEndpoint)
+}
+
+// The bounds themselves are taken, and a batch delay of 0s stays 0s: a
+// batch then holds only what has arrived.
+func TestBoundsTakeTheirLimits(t *testing.T) {
+	for _, tc := range []struct {
+		federation, xds string
+		check           func(*Config)
+	}{
+		{"maxBatch: 1\n  batchDelay: 0s", "maxRequestBytes: 1048576\n  maxStreamsPerConnection: 1\n  maxStreamsPerNode: 1", func(c *Config) {
+			assert.Equal(t, 1, c.Federation.MaxBatch)
+			assert.Equal(t, Duration(0), *c.Federation.BatchDelay)
+			assert.Equal(t, XDS{Listen: "127.0.0.1:18000", Holdoff: Duration(DefaultHoldoff), MaxDelay: Duration(DefaultMaxDelay),
+				MaxRequestBytes: 1 << 20, MaxStreamsPerConnection: 1, MaxStreamsPerNode: 1}, c.XDS)
+		}},
+		{"maxBatch: 4096\n  batchDelay: 1s", "maxRequestBytes: 2147483647\n  maxStreamsPerConnection: 10000\n  maxStreamsPerNode: 10000", func(c *Config) {
+			assert.Equal(t, 4096, c.Federation.MaxBatch)
+			assert.Equal(t, Duration(time.Second), *c.Federation.BatchDelay)
+			assert.Equal(t, XDS{Listen: "127.0.0.1:18000", Holdoff: Duration(DefaultHoldoff), MaxDelay: Duration(DefaultMaxDelay),
+				MaxRequestBytes: 1<<31 - 1, MaxStreamsPerConnection: 10000, MaxStreamsPerNode: 10000}, c.XDS)
+		}},
+	} {
+		in := strings.Replace(valid, "  deniedCIDRs: [10.0.0.0/8]", "  deniedCIDRs: [10.0.0.0/8]\n  "+tc.federation, 1)
+		in = strings.Replace(in, "  listen: 127.0.0.1:18000", "  listen: 127.0.0.1:18000\n  "+tc.xds, 1)
+		c, err := Parse([]byte(in), "/etc/meshfed")
+		require.NoError(t, err)
+		tc.check(c)
+	}
 }
