@@ -249,7 +249,7 @@ func TestTwoAgentsConfigureTheirGateways(t *testing.T) {
 	require.Eventually(t, func() bool {
 		for _, c := range b.XDS.Clients() {
 			for _, ty := range c.Types {
-				if c.Stream == "delta" && ty.TypeURL == resource.ClusterType && ty.LastAckedVersion != "" {
+				if c.Stream == "delta" && ty.TypeURL == resource.ClusterType && ty.AckedVersion != "" {
 					return true
 				}
 			}
@@ -276,7 +276,7 @@ func TestGatewayNackShowsInClientStatus(t *testing.T) {
 		for _, c := range a.XDS.Clients() {
 			for _, ty := range c.Types {
 				if ty.TypeURL == resource.ListenerType && ty.LastNack != nil {
-					return ty.LastNack.Message == "listener rejected for the test"
+					return ty.LastNack.Reason == "listener rejected for the test"
 				}
 			}
 		}

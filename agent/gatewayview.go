@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"time"
 
 	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -41,29 +40,16 @@ type GatewayView struct {
 	Types []GatewayType `json:"types"`
 }
 
-// GatewayType is the state of one type URL on a gateway's stream.
+// GatewayType is the state of one type URL on a gateway's stream: what the
+// xDS server saw, and what the agent wants the gateway to hold.
 type GatewayType struct {
-	TypeURL string `json:"typeUrl"`
+	xds.TypeStatus
 	// State is SYNCED, STALE, NACKED or UNSERVED.
 	State string `json:"state"`
 	// WantedVersion is the version of the type the agent serves the
 	// gateway's role now: a state-of-the-world version_info, or a delta
 	// system_version_info.
-	WantedVersion string    `json:"wantedVersion,omitempty"`
-	SentVersion   string    `json:"sentVersion,omitempty"`
-	SentAt        time.Time `json:"sentAt,omitzero"`
-	AckedVersion  string    `json:"ackedVersion,omitempty"`
-	AckedAt       time.Time `json:"ackedAt,omitzero"`
-	// LastNack is the last response of the type the gateway rejected, also
-	// once a later one was ACKed.
-	LastNack *GatewayNack `json:"lastNack,omitempty"`
-}
-
-// GatewayNack is a response a gateway rejected, and why.
-type GatewayNack struct {
-	Version string    `json:"version,omitempty"`
-	Reason  string    `json:"reason"`
-	At      time.Time `json:"at"`
+	WantedVersion string `json:"wantedVersion,omitempty"`
 }
 
 // Gateways answers /api/v1/gateways.
@@ -84,13 +70,7 @@ func (a *Agent) gatewayView(c xds.ClientStatus) GatewayView {
 	v := GatewayView{Gateway: c.Gateway, Types: make([]GatewayType, 0, len(c.Types))}
 	role, served := a.nodeRole(c.NodeID)
 	for _, t := range c.Types {
-		gt := GatewayType{
-			TypeURL: t.TypeURL, SentVersion: t.LastSentVersion, SentAt: t.LastSentAt,
-			AckedVersion: t.LastAckedVersion, AckedAt: t.LastAckedAt,
-		}
-		if n := t.LastNack; n != nil {
-			gt.LastNack = &GatewayNack{Version: n.Version, Reason: n.Message, At: n.At}
-		}
+		gt := GatewayType{TypeStatus: t}
 		if served {
 			if c.Stream == "delta" {
 				gt.WantedVersion = a.Cache.DeltaVersion(role, t.TypeURL)

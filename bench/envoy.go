@@ -274,10 +274,10 @@ func (f *envoyFleet) streams() map[string]map[string]xds.TypeStatus {
 // acked returns when the type's last response sent after since was ACKed,
 // and whether it was.
 func acked(ts xds.TypeStatus, since time.Time) (time.Time, bool) {
-	if ts.LastSentAt.Before(since) || ts.LastSentVersion == "" || ts.LastAckedVersion != ts.LastSentVersion || ts.LastAckedAt.Before(ts.LastSentAt) {
+	if ts.SentAt.Before(since) || ts.SentVersion == "" || ts.AckedVersion != ts.SentVersion || ts.AckedAt.Before(ts.SentAt) {
 		return time.Time{}, false
 	}
-	return ts.LastAckedAt, true
+	return ts.AckedAt, true
 }
 
 func (f *envoyFleet) poll() {
@@ -291,7 +291,7 @@ func (f *envoyFleet) poll() {
 		for t, ts := range st[node] {
 			if n := ts.LastNack; n != nil && !f.nacked[node+" "+t] {
 				f.nacked[node+" "+t] = true
-				msg := fmt.Sprintf("envoy %s rejected %s version %q: %s", node, typeLabel(t), n.Version, n.Message)
+				msg := fmt.Sprintf("envoy %s rejected %s version %q: %s", node, typeLabel(t), n.Version, n.Reason)
 				f.errs = append(f.errs, msg)
 				f.ev <- fleetEvent{At: n.At, Err: msg}
 			}

@@ -164,7 +164,7 @@ func (t *tracker) request(k streamKey, node *core.Node, typeURL, nonce, version 
 	sent := tt.forget(nonce)
 	now := t.now()
 	if errorDetail != nil {
-		tt.status.LastNack = &Nack{Version: sent, Nonce: nonce, Message: errorDetail.GetMessage(), At: now}
+		tt.status.LastNack = &Nack{Version: sent, Nonce: nonce, Reason: errorDetail.GetMessage(), At: now}
 		t.metrics.nacks.WithLabelValues(c.status.Role, typeLabel(typeURL)).Inc()
 		t.log.Warn("gateway rejected configuration",
 			zap.String("node_id", c.status.NodeID), zap.String("role", c.status.Role),
@@ -175,10 +175,10 @@ func (t *tracker) request(k streamKey, node *core.Node, typeURL, nonce, version 
 	if version == "" {
 		version = sent
 	}
-	if version == "" || version == tt.status.LastAckedVersion {
+	if version == "" || version == tt.status.AckedVersion {
 		return nil
 	}
-	tt.status.LastAckedVersion, tt.status.LastAckedAt = version, now
+	tt.status.AckedVersion, tt.status.AckedAt = version, now
 	if t.applied != nil && c.role != "" {
 		if at, ok := t.applied.AppliedAt(c.role, typeURL, version); ok {
 			t.metrics.latency.WithLabelValues(c.status.Role, typeLabel(typeURL)).Observe(now.Sub(at).Seconds())
@@ -227,7 +227,7 @@ func (t *tracker) response(k streamKey, typeURL, nonce, version string) {
 	if !ok {
 		return // the server answers only types the stream requested
 	}
-	tt.status.LastSentVersion, tt.status.LastSentNonce, tt.status.LastSentAt = version, nonce, t.now()
+	tt.status.SentVersion, tt.status.SentNonce, tt.status.SentAt = version, nonce, t.now()
 	if len(tt.sent) == sentMemory {
 		tt.sent = slices.Delete(tt.sent, 0, 1)
 	}

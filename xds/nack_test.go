@@ -76,7 +76,7 @@ func TestRejectingGatewayIsAnsweredOncePerChange(t *testing.T) {
 				}
 			}
 			require.NotNil(t, nack)
-			require.Equal(t, "refusing every cluster", nack.Message)
+			require.Equal(t, "refusing every cluster", nack.Reason)
 			want := e.cache.Version(model.Egress, resource.ClusterType)
 			if delta {
 				want = e.cache.DeltaVersion(model.Egress, resource.ClusterType)

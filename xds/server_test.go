@@ -205,7 +205,7 @@ func TestEndToEnd(t *testing.T) {
 		nack = findType(e.server.Clients(), "egress-delta", resource.ClusterType).LastNack
 		return nack != nil
 	}, 10*time.Second, 5*time.Millisecond)
-	assert.Equal(t, "cluster b: bad timeout", nack.Message)
+	assert.Equal(t, "cluster b: bad timeout", nack.Reason)
 	assert.Equal(t, r.Nonce, nack.Nonce)
 	assert.Equal(t, r.SystemVersionInfo, nack.Version)
 	assert.Equal(t, 1.0, metric(t, e.registry, "meshfed_xds_nacks_total", "egress", "envoy.config.cluster.v3.Cluster"))
@@ -214,12 +214,12 @@ func TestEndToEnd(t *testing.T) {
 	sotwCDS := findType(e.server.Clients(), "egress-sotw", resource.ClusterType)
 	require.Eventually(t, func() bool {
 		sotwCDS = findType(e.server.Clients(), "egress-sotw", resource.ClusterType)
-		return sotwCDS.LastAckedVersion == cds.VersionInfo
+		return sotwCDS.AckedVersion == cds.VersionInfo
 	}, 10*time.Second, 5*time.Millisecond)
 	require.Eventually(t, func() bool {
 		// The removal of a was sent since, and not ACKed by this client.
 		sotwCDS = findType(e.server.Clients(), "egress-sotw", resource.ClusterType)
-		return sotwCDS.LastSentVersion == e.cache.Version(model.Egress, resource.ClusterType)
+		return sotwCDS.SentVersion == e.cache.Version(model.Egress, resource.ClusterType)
 	}, 10*time.Second, 5*time.Millisecond)
 	assert.Equal(t, 2.0, metric(t, e.registry, "meshfed_xds_clients", "egress", "envoy.config.cluster.v3.Cluster"), "one sotw and one delta stream")
 	assert.Positive(t, metric(t, e.registry, "meshfed_xds_push_latency_seconds", "egress", "envoy.config.cluster.v3.Cluster"), "ACKs measured")
@@ -240,7 +240,7 @@ func TestUnknownNodeGetsNothing(t *testing.T) {
 	known.recv(resource.ClusterType)
 
 	s := findType(e.server.Clients(), "stranger", resource.ClusterType)
-	assert.Empty(t, s.LastSentVersion, "nothing was sent to the unknown node")
+	assert.Empty(t, s.SentVersion, "nothing was sent to the unknown node")
 	for _, c := range e.server.Clients() {
 		if c.NodeID == "stranger" {
 			assert.Equal(t, "unknown", c.Role)

@@ -27,21 +27,23 @@ type Gateway struct {
 
 // TypeStatus is the state of one type on a stream.
 type TypeStatus struct {
-	TypeURL          string    `json:"type_url"`
-	LastSentVersion  string    `json:"last_sent_version,omitempty"`
-	LastSentNonce    string    `json:"last_sent_nonce,omitempty"`
-	LastSentAt       time.Time `json:"last_sent_at,omitzero"`
-	LastAckedVersion string    `json:"last_acked_version,omitempty"`
-	LastAckedAt      time.Time `json:"last_acked_at,omitzero"`
-	LastNack         *Nack     `json:"last_nack,omitempty"`
+	TypeURL      string    `json:"typeUrl"`
+	SentVersion  string    `json:"sentVersion,omitempty"`
+	SentNonce    string    `json:"sentNonce,omitempty"`
+	SentAt       time.Time `json:"sentAt,omitzero"`
+	AckedVersion string    `json:"ackedVersion,omitempty"`
+	AckedAt      time.Time `json:"ackedAt,omitzero"`
+	// LastNack is the last response of the type the gateway rejected, also
+	// once a later one was ACKed.
+	LastNack *Nack `json:"lastNack,omitempty"`
 }
 
-// Nack is a response a gateway rejected.
+// Nack is a response a gateway rejected, and why.
 type Nack struct {
 	// Version is the rejected version, when the nonce was recent enough to
 	// be remembered.
 	Version string    `json:"version,omitempty"`
-	Nonce   string    `json:"nonce"`
-	Message string    `json:"message"`
+	Nonce   string    `json:"nonce,omitempty"`
+	Reason  string    `json:"reason"`
 	At      time.Time `json:"at"`
 }
