@@ -423,18 +423,13 @@ func (f *envoyFleet) figures(ctx context.Context, into *EnvoyFigures) error {
 // check compares each Envoy's config_dump with what the system serves:
 // the names of every type, and their versions where the system tells them.
 func (f *envoyFleet) check(want checkWant) (CheckResult, error) {
-	res := CheckResult{Gateways: len(f.envoys), VersionsChecked: want.Versions != nil || want.Sotw != nil}
-	problem := func(format string, args ...any) {
-		if len(res.Problems) < 10 {
-			res.Problems = append(res.Problems, fmt.Sprintf(format, args...))
-		}
-	}
+	res, problem := startCheck(len(f.envoys), want)
 	for _, e := range f.envoys {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		held, err := dumped(ctx, e)
 		cancel()
 		if err != nil {
-			return res, err
+			return *res, err
 		}
 		bad := false
 		for _, t := range dumpTypes {
@@ -474,7 +469,7 @@ func (f *envoyFleet) check(want checkWant) (CheckResult, error) {
 		}
 	}
 	sort.Strings(res.Problems)
-	return res, nil
+	return *res, nil
 }
 
 // dumpTypes are the types a config_dump shows.

@@ -84,6 +84,17 @@ type CheckResult struct {
 // OK reports whether every gateway held exactly what was expected.
 func (c CheckResult) OK() bool { return c.Mismatched == 0 && c.Gateways > 0 }
 
+// startCheck is the check of n gateways against want, before any is
+// looked at, and how the check records a problem (the first ten).
+func startCheck(n int, want checkWant) (*CheckResult, func(format string, args ...any)) {
+	res := &CheckResult{Gateways: n, VersionsChecked: want.Versions != nil || want.Sotw != nil}
+	return res, func(format string, args ...any) {
+		if len(res.Problems) < 10 {
+			res.Problems = append(res.Problems, fmt.Sprintf(format, args...))
+		}
+	}
+}
+
 // fleet is a set of simulated gateways, in this process or another.
 type fleet interface {
 	connect(cfg fleetConfig) error
@@ -413,12 +424,7 @@ func (f *localFleet) stats() (fleetStats, error) {
 }
 
 func (f *localFleet) check(want checkWant) (CheckResult, error) {
-	res := CheckResult{Gateways: len(f.gws), VersionsChecked: want.Versions != nil || want.Sotw != nil}
-	problem := func(format string, args ...any) {
-		if len(res.Problems) < 10 {
-			res.Problems = append(res.Problems, fmt.Sprintf(format, args...))
-		}
-	}
+	res, problem := startCheck(len(f.gws), want)
 	for i, g := range f.gws {
 		node := f.cfg.Nodes[i]
 		bad := false
@@ -461,7 +467,7 @@ func (f *localFleet) check(want checkWant) (CheckResult, error) {
 		}
 	}
 	sort.Strings(res.Problems)
-	return res, nil
+	return *res, nil
 }
 
 func (f *localFleet) close() error {

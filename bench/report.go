@@ -352,15 +352,8 @@ func (r *Report) writeSync(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "link\tservices\twindow\tms\tms/service\t")
 	for _, s := range r.Sync.Runs {
-		if s.Error != "" {
-			fmt.Fprintf(tw, "%s\t%d\t%d\tFAILED: %s\t\t\n", s.Link, s.Services, s.Window, s.Error)
-			continue
-		}
-		if s.Extrapolated {
-			fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f (extrapolated from %d)\t%.3f\t\n", s.Link, s.Services, s.Window, s.Ms, s.Imported, s.PerServiceMs)
-			continue
-		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%.3f\t\n", s.Link, s.Services, s.Window, s.Ms, s.PerServiceMs)
+		ms, perService := s.outcome()
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t\n", s.Link, s.Services, s.Window, ms, perService)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -172,15 +172,24 @@ func proxyLink(rtt time.Duration) string {
 }
 
 func report(progress io.Writer, r SyncRun) {
-	if r.Error != "" {
-		fmt.Fprintf(progress, "sync of %d services over %s, window %d: FAILED: %s\n", r.Services, r.Link, r.Window, r.Error)
-		return
+	ms, perService := r.outcome()
+	if r.Error == "" {
+		ms += " ms (" + perService + " ms/service)"
 	}
-	if r.Extrapolated {
-		fmt.Fprintf(progress, "sync of %d services over %s, window %d: stopped after %d; %.0f ms extrapolated (%.2f ms/service)\n", r.Services, r.Link, r.Window, r.Imported, r.Ms, r.PerServiceMs)
-		return
+	fmt.Fprintf(progress, "sync of %d services over %s, window %d: %s\n", r.Services, r.Link, r.Window, ms)
+}
+
+// outcome is how long the run took, in ms in all and per service, as the
+// report shows it: FAILED with the error, or extrapolated from the
+// services imported when the run was stopped.
+func (r SyncRun) outcome() (ms, perService string) {
+	switch {
+	case r.Error != "":
+		return "FAILED: " + r.Error, ""
+	case r.Extrapolated:
+		return fmt.Sprintf("%.0f (extrapolated from %d)", r.Ms, r.Imported), fmt.Sprintf("%.3f", r.PerServiceMs)
 	}
-	fmt.Fprintf(progress, "sync of %d services over %s, window %d: %.0f ms (%.2f ms/service)\n", r.Services, r.Link, r.Window, r.Ms, r.PerServiceMs)
+	return fmt.Sprintf("%.0f", r.Ms), fmt.Sprintf("%.3f", r.PerServiceMs)
 }
 
 // syncOnce starts a consumer with an empty store against the owner at addr
