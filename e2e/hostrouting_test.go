@@ -38,11 +38,14 @@ func testHostRouting(t *testing.T, opts options) {
 		name, host string
 		headers    []string
 		code       int
+		// saw is the Host the owner sees, when not host.
+		saw string
 	}{
 		{name: "host and port", host: fqdn + ":" + port, code: http.StatusOK},
 		{name: "host without port", host: fqdn, code: http.StatusOK},
 		{name: "upper-case host", host: strings.ToUpper(fqdn) + ":" + port, code: http.StatusOK},
 		{name: "mixed-case host without port", host: strings.ToUpper(fqdn[:1]) + fqdn[1:], code: http.StatusOK},
+		{name: "fully qualified host", host: fqdn + ".:" + port, code: http.StatusOK, saw: fqdn + ":" + port},
 		{name: "unknown host", host: "unknown." + fqdn + ":" + port, code: http.StatusNotFound},
 		{name: "another port", host: fqdn + ":" + strconv.Itoa(grpcPort), code: http.StatusNotFound},
 		// A workload cannot choose its scope: the filter replaces the
@@ -60,7 +63,11 @@ func testHostRouting(t *testing.T, opts options) {
 			var r upstream.Reply
 			require.NoError(t, json.Unmarshal(body, &r))
 			require.Equal(t, service, r.Service)
-			require.Equal(t, tc.host, r.Host, "the Host the owner saw")
+			saw := tc.host
+			if tc.saw != "" {
+				saw = tc.saw
+			}
+			require.Equal(t, saw, r.Host, "the Host the owner saw")
 			require.NotContains(t, r.Headers, "x-meshfed-scope", "the scope key stays in the gateway")
 		})
 	}

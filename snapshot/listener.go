@@ -58,6 +58,8 @@ func EgressHTTPListener(in *Input, port uint32) *listener.Listener {
 			ConfigType: &hcm.HttpFilter_TypedConfig{TypedConfig: mustAny(egressRouter())},
 		}},
 		UpgradeConfigs: []*hcm.HttpConnectionManager_UpgradeConfig{{UpgradeType: "websocket"}},
+		// A fully qualified name (payments.mesh-b.example.) is the name.
+		StripTrailingHostDot: true,
 		// Streams disable it on their routes (route.go).
 		StreamIdleTimeout: optionalDuration(in.StreamIdleTimeout),
 		AccessLog:         accessLogs(model.Egress, requestLogFields),
