@@ -15,7 +15,6 @@ import (
 
 	"github.com/meshfed/meshfed/admin"
 	"github.com/meshfed/meshfed/federation/peer"
-	"github.com/meshfed/meshfed/model"
 )
 
 func adminClient(a *Agent) *admin.Client {
@@ -23,11 +22,7 @@ func adminClient(a *Agent) *admin.Client {
 }
 
 func TestAdminAPIAndDNSAfterAnExchange(t *testing.T) {
-	root := t.TempDir()
-	ma, mb := newMesh(t, root, "mesh-a"), newMesh(t, root, "mesh-b")
-	a := start(t, ma.config(t, mb, ""))
-	a.Catalog.SetExports([]model.Export{inventory()})
-	b := start(t, mb.config(t, ma, a.FederationAddr().String()))
+	a, b := exchanging(t)
 	ctx := context.Background()
 
 	// The import shows with the egress address and the allocated port.

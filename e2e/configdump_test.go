@@ -39,14 +39,6 @@ type dumped struct {
 // keys aside: Envoy redacts them); with delta ADS the same versions too. A
 // listener still warming, or a secret, is not yet in sync.
 func configMatches(ctx context.Context, e *envoyrun.Envoy, c *cache.Cache, role model.Role, sotw bool) error {
-	dump, err := e.ConfigDump(ctx, "include_eds")
-	if err != nil {
-		return err
-	}
-	got, err := dynamicResources(dump)
-	if err != nil {
-		return fmt.Errorf("envoy %s: %w", e.Name(), err)
-	}
 	// Envoy asks for the secrets its clusters and listeners name, and only
 	// those: a secret nothing uses yet (the bundle of a peer nothing is
 	// imported from) is not served.
@@ -58,21 +50,39 @@ func configMatches(ctx context.Context, e *envoyrun.Envoy, c *cache.Cache, role 
 			}
 		}
 	}
-	var errs []error
-	for _, typ := range []string{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.ScopedRouteType, resource.SecretType} {
-		want := map[string]dumped{}
+	types := []string{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.ScopedRouteType, resource.SecretType}
+	want := map[string]map[string]dumped{}
+	for _, typ := range types {
+		want[typ] = map[string]dumped{}
 		for _, r := range c.Resources(role, typ) {
 			if typ == resource.SecretType && !used[r.Name] {
 				continue
 			}
-			want[r.Name] = dumped{version: r.Version, res: r.Resource}
+			want[typ][r.Name] = dumped{version: r.Version, res: r.Resource}
 		}
-		if err := sameResources(typ, want, got[typ], sotw); err != nil {
+	}
+	return envoyHolds(ctx, e, want, types, sotw, "what the agent serves")
+}
+
+// envoyHolds checks that Envoy's dynamic resources of the given types are
+// want's (see sameResources); served says where want comes from.
+func envoyHolds(ctx context.Context, e *envoyrun.Envoy, want map[string]map[string]dumped, types []string, sotw bool, served string) error {
+	dump, err := e.ConfigDump(ctx, "include_eds")
+	if err != nil {
+		return err
+	}
+	got, err := dynamicResources(dump)
+	if err != nil {
+		return fmt.Errorf("envoy %s: %w", e.Name(), err)
+	}
+	var errs []error
+	for _, typ := range types {
+		if err := sameResources(typ, want[typ], got[typ], sotw); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("envoy %s differs from what the agent serves: %w", e.Name(), err)
+		return fmt.Errorf("envoy %s differs from %s: %w", e.Name(), served, err)
 	}
 	return nil
 }

@@ -2,11 +2,9 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
-
 	"testing"
 
 	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
@@ -77,21 +75,9 @@ func allSynced(gateways []agent.GatewayView) error {
 // dumpMatches compares the agent's config dump of node with Envoy's, type
 // by type, secrets aside.
 func dumpMatches(ctx context.Context, m *mesh, node string, e *envoyrun.Envoy) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+m.agent.AdminAddr().String()+"/api/v1/gateways/"+node+"/config_dump", nil)
-	if err != nil {
+	var body json.RawMessage
+	if err := m.adminClient().Get(ctx, "/api/v1/gateways/"+node+"/config_dump", &body); err != nil {
 		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = resp.Body.Close() }()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("config_dump of %s: %s: %s", node, resp.Status, body)
 	}
 	var ours adminv3.ConfigDump
 	if err := protojson.Unmarshal(body, &ours); err != nil {
@@ -101,22 +87,6 @@ func dumpMatches(ctx context.Context, m *mesh, node string, e *envoyrun.Envoy) e
 	if err != nil {
 		return fmt.Errorf("the agent's dump of %s: %w", node, err)
 	}
-	envoys, err := e.ConfigDump(ctx, "include_eds")
-	if err != nil {
-		return err
-	}
-	got, err := dynamicResources(envoys)
-	if err != nil {
-		return fmt.Errorf("envoy %s: %w", e.Name(), err)
-	}
-	var errs []error
-	for _, typ := range []string{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.ScopedRouteType} {
-		if err := sameResources(typ, want[typ], got[typ], m.sotw); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("the agent's dump of %s differs from envoy %s's: %w", node, e.Name(), err)
-	}
-	return nil
+	types := []string{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.ScopedRouteType}
+	return envoyHolds(ctx, e, want, types, m.sotw, "the agent's dump of "+node)
 }

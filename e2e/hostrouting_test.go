@@ -14,9 +14,6 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	testpb "google.golang.org/grpc/interop/grpc_testing"
 
 	"github.com/meshfed/meshfed/e2e/upstream"
 )
@@ -75,14 +72,7 @@ func testHostRouting(t *testing.T, opts options) {
 	t.Run("upper-case gRPC authority", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		conn, err := grpc.NewClient(net.JoinHostPort(a.IP, strconv.Itoa(grpcPort)),
-			grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithAuthority(strings.ToUpper(fqdn)+":"+strconv.Itoa(grpcPort)))
-		require.NoError(t, err)
-		defer conn.Close()
-		resp, err := testpb.NewTestServiceClient(conn).UnaryCall(ctx, &testpb.SimpleRequest{Payload: &testpb.Payload{Body: []byte("ping")}})
-		require.NoError(t, err)
-		require.Equal(t, a.peer.Service+"-grpc", resp.GetServerId())
+		checkUnary(ctx, t, a, a.grpcClientAs(t, strings.ToUpper(fqdn)+":"+strconv.Itoa(grpcPort)))
 	})
 	a.checkGateways()
 }

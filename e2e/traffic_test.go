@@ -56,10 +56,7 @@ func checkGRPC(t *testing.T, m *mesh) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	c := m.grpcClient(t)
-	resp, err := c.UnaryCall(ctx, &testpb.SimpleRequest{Payload: &testpb.Payload{Body: []byte("ping")}})
-	require.NoError(t, err)
-	require.Equal(t, "ping", string(resp.GetPayload().GetBody()))
-	require.Equal(t, m.peer.Service+"-grpc", resp.GetServerId())
+	checkUnary(ctx, t, m, c)
 
 	const n = 100
 	params := make([]*testpb.ResponseParameters, n)
@@ -123,13 +120,30 @@ func (m *mesh) importedHTTP(ctx context.Context, path string) (upstream.Reply, e
 	return r, json.Unmarshal(body, &r)
 }
 
+// checkUnary makes a unary call on c, a client of the gRPC service m's
+// peer exports, and checks that the service echoed it.
+func checkUnary(ctx context.Context, t *testing.T, m *mesh, c testpb.TestServiceClient) {
+	t.Helper()
+	resp, err := c.UnaryCall(ctx, &testpb.SimpleRequest{Payload: &testpb.Payload{Body: []byte("ping")}})
+	require.NoError(t, err)
+	require.Equal(t, "ping", string(resp.GetPayload().GetBody()))
+	require.Equal(t, m.peer.Service+"-grpc", resp.GetServerId())
+}
+
 // grpcClient is a client of the gRPC service m's peer exports, through m's
 // egress gateway, which routes on the :authority.
 func (m *mesh) grpcClient(t *testing.T) testpb.TestServiceClient {
 	t.Helper()
+	return m.grpcClientAs(t, m.peer.FQDN()+":"+strconv.Itoa(grpcPort))
+}
+
+// grpcClientAs is a client of m's egress gateway's gRPC port that sends
+// authority as the :authority.
+func (m *mesh) grpcClientAs(t *testing.T, authority string) testpb.TestServiceClient {
+	t.Helper()
 	conn, err := grpc.NewClient(net.JoinHostPort(m.IP, strconv.Itoa(grpcPort)),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithAuthority(m.peer.FQDN()+":"+strconv.Itoa(grpcPort)))
+		grpc.WithAuthority(authority))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = conn.Close() })
 	return testpb.NewTestServiceClient(conn)

@@ -93,42 +93,58 @@ func (e *mtlsEnv) streamsOf(node string) int {
 	return n
 }
 
-// TestStreamsPerNodeAreCapped: a node id gets DefaultMaxStreamsPerNode
-// streams, over any connections; the next one ends with
-// ResourceExhausted and is counted, while other nodes are still served,
-// and a stream that ends makes room.
+// eachBound runs test on a server with a bound's default, def, and on one
+// given cfg, which sets the bound to configured.
+func eachBound(t *testing.T, def int, cfg Config, configured int, test func(t *testing.T, e *mtlsEnv, limit int)) {
+	for _, tc := range []struct {
+		name  string
+		cfg   Config
+		limit int
+	}{
+		{"default", Config{}, def},
+		{"configured", cfg, configured},
+	} {
+		t.Run(tc.name, func(t *testing.T) { test(t, serveMTLS(t, tc.cfg), tc.limit) })
+	}
+}
+
+// TestStreamsPerNodeAreCapped: a node id gets MaxStreamsPerNode streams
+// (DefaultMaxStreamsPerNode when Config leaves it zero), over any
+// connections; the next one ends with ResourceExhausted and is counted,
+// while other nodes are still served, and a stream that ends makes room.
 func TestStreamsPerNodeAreCapped(t *testing.T) {
-	e := serveMTLS(t, Config{})
-	conns := []*grpc.ClientConn{e.dial(t), e.dial(t)}
-	cds := func() *discovery.DeltaDiscoveryRequest {
-		return &discovery.DeltaDiscoveryRequest{TypeUrl: resource.ClusterType}
-	}
-	var cancels []context.CancelFunc
-	for i := range DefaultMaxStreamsPerNode {
-		st, cancel := openDelta(t, conns[i%2], "egress-delta", cds())
-		r, err := st.Recv()
-		require.NoError(t, err, "stream %d", i+1)
-		require.Equal(t, resource.ClusterType, r.GetTypeUrl())
-		cancels = append(cancels, cancel)
-	}
+	eachBound(t, DefaultMaxStreamsPerNode, Config{MaxStreamsPerNode: 2}, 2, func(t *testing.T, e *mtlsEnv, limit int) {
+		conns := []*grpc.ClientConn{e.dial(t), e.dial(t)}
+		cds := func() *discovery.DeltaDiscoveryRequest {
+			return &discovery.DeltaDiscoveryRequest{TypeUrl: resource.ClusterType}
+		}
+		var cancels []context.CancelFunc
+		for i := range limit {
+			st, cancel := openDelta(t, conns[i%2], "egress-delta", cds())
+			r, err := st.Recv()
+			require.NoError(t, err, "stream %d", i+1)
+			require.Equal(t, resource.ClusterType, r.GetTypeUrl())
+			cancels = append(cancels, cancel)
+		}
 
-	st, _ := openDelta(t, e.dial(t), "egress-delta", cds())
-	_, err := st.Recv()
-	require.Equal(t, codes.ResourceExhausted, status.Code(err), "%v", err)
-	require.ErrorContains(t, err, fmt.Sprintf(`xds: node id "egress-delta" has %d streams open, the most it may`, DefaultMaxStreamsPerNode))
-	require.Equal(t, 1.0, testutil.ToFloat64(e.server.clients.metrics.overNode))
-	require.Equal(t, DefaultMaxStreamsPerNode, e.streamsOf("egress-delta"))
+		st, _ := openDelta(t, e.dial(t), "egress-delta", cds())
+		_, err := st.Recv()
+		require.Equal(t, codes.ResourceExhausted, status.Code(err), "%v", err)
+		require.ErrorContains(t, err, fmt.Sprintf(`xds: node id "egress-delta" has %d streams open, the most it may`, limit))
+		require.Equal(t, 1.0, testutil.ToFloat64(e.server.clients.metrics.overNode))
+		require.Equal(t, limit, e.streamsOf("egress-delta"))
 
-	other, _ := openDelta(t, conns[0], "egress-sotw", cds())
-	_, err = other.Recv()
-	require.NoError(t, err, "another node is served on the same connection")
+		other, _ := openDelta(t, conns[0], "egress-sotw", cds())
+		_, err = other.Recv()
+		require.NoError(t, err, "another node is served on the same connection")
 
-	cancels[0]()
-	require.Eventually(t, func() bool { return e.streamsOf("egress-delta") == DefaultMaxStreamsPerNode-1 }, 10*time.Second, time.Millisecond)
-	again, _ := openDelta(t, conns[1], "egress-delta", cds())
-	_, err = again.Recv()
-	require.NoError(t, err, "the stream that ended made room")
-	require.Equal(t, 1.0, testutil.ToFloat64(e.server.clients.metrics.overNode))
+		cancels[0]()
+		require.Eventually(t, func() bool { return e.streamsOf("egress-delta") == limit-1 }, 10*time.Second, time.Millisecond)
+		again, _ := openDelta(t, conns[1], "egress-delta", cds())
+		_, err = again.Recv()
+		require.NoError(t, err, "the stream that ended made room")
+		require.Equal(t, 1.0, testutil.ToFloat64(e.server.clients.metrics.overNode))
+	})
 }
 
 // reconnectRequest is the largest request a gateway sends at 100,000
@@ -144,33 +160,63 @@ func reconnectRequest(n int) *discovery.DeltaDiscoveryRequest {
 	return req
 }
 
-// TestRequestSizeIsBounded: a reconnect of a gateway that holds 100,000
-// resources of a type is taken; a 60 MiB request ends its stream with
-// ResourceExhausted before it is acted on.
+// sizedRequest is a request of node that is size bytes on the wire.
+func sizedRequest(node string, size int) *discovery.DeltaDiscoveryRequest {
+	r := &discovery.DeltaDiscoveryRequest{Node: &core.Node{Id: node}, TypeUrl: resource.ClusterType, ResourceNamesSubscribe: []string{""}}
+	for n := size - proto.Size(r); proto.Size(r) != size; n -= proto.Size(r) - size {
+		r.ResourceNamesSubscribe[0] = strings.Repeat("a", n)
+	}
+	return r
+}
+
+// TestRequestSizeIsBounded: a request of at most MaxRecvMsgSize
+// (DefaultMaxRecvMsgSize when Config leaves it zero) is taken: by default
+// the reconnect of a gateway that holds 100,000 resources of a type, and
+// with 1 MiB a request of exactly 1 MiB. A larger one (60 MiB, or 1 MiB
+// and a byte) ends its stream with ResourceExhausted before it is acted
+// on.
 func TestRequestSizeIsBounded(t *testing.T) {
-	e := serveMTLS(t, Config{})
-	conn := e.dial(t)
+	for _, tc := range []struct {
+		name        string
+		cfg         Config
+		limit       int
+		taken, over func() *discovery.DeltaDiscoveryRequest
+	}{
+		{"default", Config{}, DefaultMaxRecvMsgSize,
+			func() *discovery.DeltaDiscoveryRequest { return reconnectRequest(100_000) },
+			func() *discovery.DeltaDiscoveryRequest {
+				return &discovery.DeltaDiscoveryRequest{TypeUrl: resource.ClusterType, ResourceNamesSubscribe: []string{string(bytes.Repeat([]byte{'a'}, 60<<20))}}
+			}},
+		{"configured", Config{MaxRecvMsgSize: 1 << 20}, 1 << 20,
+			func() *discovery.DeltaDiscoveryRequest { return sizedRequest("egress-delta", 1<<20) },
+			func() *discovery.DeltaDiscoveryRequest { return sizedRequest("egress-sotw", 1<<20+1) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := serveMTLS(t, tc.cfg)
+			conn := e.dial(t)
 
-	big := reconnectRequest(100_000)
-	size := proto.Size(big)
-	t.Logf("a reconnect with 100,000 resources is %d bytes", size)
-	require.Less(t, size, DefaultMaxRecvMsgSize)
-	openDelta(t, conn, "egress-delta", big)
-	require.Eventually(t, func() bool {
-		for _, c := range e.server.Clients() {
-			if c.NodeID == "egress-delta" && len(c.Types) == 1 && c.Types[0].TypeURL == resource.EndpointType {
-				return true
-			}
-		}
-		return false
-	}, time.Minute, time.Millisecond, "the server took the reconnect")
+			taken := tc.taken()
+			size := proto.Size(taken)
+			t.Logf("the request taken is %d bytes", size)
+			require.LessOrEqual(t, size, tc.limit)
+			openDelta(t, conn, "egress-delta", taken)
+			require.Eventually(t, func() bool {
+				for _, c := range e.server.Clients() {
+					if c.NodeID == "egress-delta" && len(c.Types) == 1 && c.Types[0].TypeURL == taken.TypeUrl {
+						return true
+					}
+				}
+				return false
+			}, time.Minute, time.Millisecond, "the server took the request")
 
-	huge := &discovery.DeltaDiscoveryRequest{TypeUrl: resource.ClusterType, ResourceNamesSubscribe: []string{string(bytes.Repeat([]byte{'a'}, 60<<20))}}
-	st, _ := openDelta(t, conn, "egress-sotw", huge)
-	_, err := st.Recv()
-	require.Equal(t, codes.ResourceExhausted, status.Code(err), "%v", err)
-	require.ErrorContains(t, err, fmt.Sprintf("grpc: received message larger than max (%d vs. %d)", proto.Size(huge), DefaultMaxRecvMsgSize))
-	require.Zero(t, e.streamsOf("egress-sotw"), "the request was never acted on")
+			over := tc.over()
+			st, _ := openDelta(t, conn, "egress-sotw", over)
+			_, err := st.Recv()
+			require.Equal(t, codes.ResourceExhausted, status.Code(err), "%v", err)
+			require.ErrorContains(t, err, fmt.Sprintf("grpc: received message larger than max (%d vs. %d)", proto.Size(over), tc.limit))
+			require.Zero(t, e.streamsOf("egress-sotw"), "the request was never acted on")
+		})
+	}
 }
 
 // rawH2 is a client that speaks HTTP/2 itself over mutual TLS, to open
@@ -243,20 +289,22 @@ func (c *rawH2) refusedUntil(last uint32) []uint32 {
 	}
 }
 
-// TestStreamsPerConnectionAreBounded: a client that ignores the server's
-// stream limit and opens more streams on one connection has every one
-// beyond DefaultMaxConcurrentStreams refused.
+// TestStreamsPerConnectionAreBounded: the server announces
+// MaxConcurrentStreams (DefaultMaxConcurrentStreams when Config leaves it
+// zero), and a client that ignores it and opens more streams on one
+// connection has every one beyond it refused.
 func TestStreamsPerConnectionAreBounded(t *testing.T) {
-	e := serveMTLS(t, Config{})
-	c := dialRawH2(t, e)
-	require.Equal(t, uint32(DefaultMaxConcurrentStreams), c.maxStreams)
-	const extra = 5
-	var ids []uint32
-	for i := range DefaultMaxConcurrentStreams + extra {
-		ids = append(ids, uint32(2*i+1))
-		c.open(ids[i])
-	}
-	require.Equal(t, ids[DefaultMaxConcurrentStreams:], c.refusedUntil(ids[len(ids)-1]))
+	eachBound(t, DefaultMaxConcurrentStreams, Config{MaxConcurrentStreams: 3}, 3, func(t *testing.T, e *mtlsEnv, limit int) {
+		c := dialRawH2(t, e)
+		require.Equal(t, uint32(limit), c.maxStreams)
+		const extra = 5
+		var ids []uint32
+		for i := range limit + extra {
+			ids = append(ids, uint32(2*i+1))
+			c.open(ids[i])
+		}
+		require.Equal(t, ids[limit:], c.refusedUntil(ids[len(ids)-1]))
+	})
 }
 
 // send sends one gRPC message on stream id.

@@ -98,24 +98,31 @@ type series struct {
 	get            func(run) (float64, bool)
 }
 
-func p99Of(scope string) func(run) (float64, bool) {
+// figure is what a run measured of a scope: the value plotted, and
+// whether there is one (the zero figure has none).
+type figure interface{ value() (float64, bool) }
+
+func (l latency) value() (float64, bool) { return l.P99, l.Count > 0 }
+
+func (c cost) value() (float64, bool) { return c.CPUMs, c.Updates > 0 }
+
+// ofScope gets the figure of scope among those of a run's single changes
+// that pick takes.
+func ofScope[F figure](scope string, pick func(*workload) map[string]F) func(run) (float64, bool) {
 	return func(r run) (float64, bool) {
 		if r.Single == nil {
 			return 0, false
 		}
-		l, ok := r.Single.ByScope[scope]
-		return l.P99, ok && l.Count > 0
+		return pick(r.Single)[scope].value()
 	}
 }
 
+func p99Of(scope string) func(run) (float64, bool) {
+	return ofScope(scope, func(w *workload) map[string]latency { return w.ByScope })
+}
+
 func cpuOf(scope string) func(run) (float64, bool) {
-	return func(r run) (float64, bool) {
-		if r.Single == nil {
-			return 0, false
-		}
-		c, ok := r.Single.CostByScope[scope]
-		return c.CPUMs, ok && c.Updates > 0
-	}
+	return ofScope(scope, func(w *workload) map[string]cost { return w.CostByScope })
 }
 
 // plots draws the plots of the runs of simulated gateways into dir.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -17,20 +18,33 @@ import (
 	"github.com/meshfed/meshfed/store"
 )
 
-// countingStore is the real store, counting the import transactions,
-// which fail without writing while fail is set.
+// countingStore is the real store, counting the import transactions and
+// recording how many imports each held; they fail without writing while
+// fail is set.
 type countingStore struct {
 	*store.Store
 	writes atomic.Int64
 	fail   atomic.Bool
+	mu     sync.Mutex
+	sizes  []int
 }
 
 func (s *countingStore) WriteImports(ws []store.ImportWrite) error {
 	s.writes.Add(1)
+	s.mu.Lock()
+	s.sizes = append(s.sizes, len(ws))
+	s.mu.Unlock()
 	if s.fail.Load() {
 		return errors.New("disk full")
 	}
 	return s.Store.WriteImports(ws)
+}
+
+// recorded is the number of imports of each transaction so far.
+func (s *countingStore) recorded() []int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]int(nil), s.sizes...)
 }
 
 func serviceNames(n int) []string {
@@ -41,19 +55,28 @@ func serviceNames(n int) []string {
 	return names
 }
 
+// syncOptions is what the consumer of a sync pair does otherwise.
+type syncOptions struct {
+	// maxBatch is the consumer's Config.MaxBatch; its default when zero.
+	maxBatch int
+	// failing starts the consumer with its store failing.
+	failing bool
+}
+
 // newSyncPair is an owner (mesh-b) exporting nothing yet and a consumer
-// (mesh-a) that dials it, both with the given window, the consumer's
-// store counted.
-func newSyncPair(t *testing.T, window int) (owner, consumer *agent, counted *countingStore) {
+// (mesh-a) that dials it, both with a window of 64, the consumer's store
+// counted.
+func newSyncPair(t *testing.T, opts syncOptions) (owner, consumer *agent, counted *countingStore) {
 	p := newPKI(t, "mesh-a", "mesh-b")
-	cfg := func(c *peer.Config) { c.Window = window }
-	owner = newAgent(t, "mesh-b", p, []peer.Spec{spec("mesh-a", p.td("mesh-a"), "")}, cfg)
+	owner = newAgent(t, "mesh-b", p, []peer.Spec{spec("mesh-a", p.td("mesh-a"), "")}, func(c *peer.Config) { c.Window = 64 })
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	consumer = &agent{t: t, name: "mesh-a", pki: p, dir: t.TempDir(), specs: []peer.Spec{spec("mesh-b", p.td("mesh-b"), owner.addr)}, cfg: cfg}
+	consumer = &agent{t: t, name: "mesh-a", pki: p, dir: t.TempDir(), specs: []peer.Spec{spec("mesh-b", p.td("mesh-b"), owner.addr)},
+		cfg: func(c *peer.Config) { c.Window, c.MaxBatch = 64, opts.maxBatch }}
 	consumer.addr = lis.Addr().String()
 	consumer.wrapStore = func(st *store.Store) catalog.Store {
 		counted = &countingStore{Store: st}
+		counted.fail.Store(opts.failing)
 		return counted
 	}
 	consumer.start(lis)
@@ -65,7 +88,7 @@ func newSyncPair(t *testing.T, window int) (owner, consumer *agent, counted *cou
 // sent with a window of 64 is stored in fewer transactions than services.
 func TestSyncStoresAWindowInFewTransactions(t *testing.T) {
 	const n = 1000
-	owner, consumer, counted := newSyncPair(t, 64)
+	owner, consumer, counted := newSyncPair(t, syncOptions{})
 	names := serviceNames(n)
 	owner.export(names, "mesh-a")
 	consumer.eventuallyImportsAll("mesh-b", names)
@@ -82,7 +105,7 @@ func TestSyncStoresAWindowInFewTransactions(t *testing.T) {
 // consumer's store file, and in its catalog once it is back.
 func TestCrashKeepsEveryAckedImport(t *testing.T) {
 	const n = 3000
-	owner, consumer, _ := newSyncPair(t, 64)
+	owner, consumer, _ := newSyncPair(t, syncOptions{})
 	names := serviceNames(n)
 	owner.export(names, "mesh-a")
 	acked := func() []string {
@@ -129,23 +152,9 @@ func TestCrashKeepsEveryAckedImport(t *testing.T) {
 // bring every service in.
 func TestFailedWritesAreNeverACKed(t *testing.T) {
 	const n = 200
-	p := newPKI(t, "mesh-a", "mesh-b")
-	cfg := func(c *peer.Config) { c.Window = 64 }
-	owner := newAgent(t, "mesh-b", p, []peer.Spec{spec("mesh-a", p.td("mesh-a"), "")}, cfg)
+	owner, consumer, counted := newSyncPair(t, syncOptions{failing: true})
 	names := serviceNames(n)
 	owner.export(names, "mesh-a")
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	consumer := &agent{t: t, name: "mesh-a", pki: p, dir: t.TempDir(), specs: []peer.Spec{spec("mesh-b", p.td("mesh-b"), owner.addr)}, cfg: cfg}
-	consumer.addr = lis.Addr().String()
-	var counted *countingStore
-	consumer.wrapStore = func(st *store.Store) catalog.Store {
-		counted = &countingStore{Store: st}
-		counted.fail.Store(true)
-		return counted
-	}
-	consumer.start(lis)
-	t.Cleanup(consumer.stop)
 
 	// Every service answered, each with Unavailable, while the store
 	// fails.
