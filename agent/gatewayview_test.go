@@ -43,11 +43,7 @@ func typeOf(v GatewayView, typeURL string) GatewayType {
 // ACKed and whether it is in sync, with the reason of a NACK; the config
 // dump is what the agent serves the node, its private keys redacted.
 func TestGatewaysAndConfigDump(t *testing.T) {
-	root := t.TempDir()
-	ma, mb := newMesh(t, root, "mesh-a"), newMesh(t, root, "mesh-b")
-	a := start(t, ma.config(t, mb, ""))
-	a.Catalog.SetExports([]model.Export{inventory()})
-	b := start(t, mb.config(t, ma, a.FederationAddr().String()))
+	_, b := exchanging(t)
 	ctx := context.Background()
 
 	delta := connect(t, b.Agent, adsclient.Options{NodeID: "egress-gateway", Delta: true})
