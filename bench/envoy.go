@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -16,9 +14,7 @@ import (
 	"sync"
 	"time"
 
-	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	"google.golang.org/protobuf/encoding/protojson"
 
 	envoyconfigs "github.com/meshfed/meshfed/envoy-configs"
 	"github.com/meshfed/meshfed/envoyrun"
@@ -476,126 +472,26 @@ func (f *envoyFleet) check(want checkWant) (CheckResult, error) {
 var dumpTypes = []string{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.ScopedRouteType, resource.SecretType}
 
 // dumped returns the dynamic resources an Envoy applied, with their
-// versions, by type and name.
+// versions, by type and name; those still warming are not applied. At
+// 10,000 services Envoy takes longer than envoyrun's default admin timeout
+// to answer on a busy machine: ctx bounds it instead.
 func dumped(ctx context.Context, e *envoyrun.Envoy) (map[string]map[string]string, error) {
-	cd, err := configDump(ctx, e)
+	cd, err := e.ConfigDump(ctx, "include_eds")
 	if err != nil {
+		return nil, err
+	}
+	applied, err := envoyrun.AppliedResources(cd)
+	if applied == nil {
 		return nil, err
 	}
 	out := map[string]map[string]string{}
 	for _, t := range dumpTypes {
 		out[t] = map[string]string{}
-	}
-	for _, a := range cd.GetConfigs() {
-		m, err := a.UnmarshalNew()
-		if err != nil {
-			return nil, err
-		}
-		switch d := m.(type) {
-		case *adminv3.ClustersConfigDump:
-			for _, c := range d.GetDynamicActiveClusters() {
-				out[resource.ClusterType][resourceName(c.GetCluster().GetValue())] = c.GetVersionInfo()
-			}
-		case *adminv3.EndpointsConfigDump:
-			for _, c := range d.GetDynamicEndpointConfigs() {
-				out[resource.EndpointType][resourceName(c.GetEndpointConfig().GetValue())] = c.GetVersionInfo()
-			}
-		case *adminv3.ListenersConfigDump:
-			for _, l := range d.GetDynamicListeners() {
-				if s := l.GetActiveState(); s != nil {
-					out[resource.ListenerType][l.GetName()] = s.GetVersionInfo()
-				}
-			}
-		case *adminv3.ScopedRoutesConfigDump:
-			// Envoy keeps the version of the last update of the scopes,
-			// not of each.
-			for _, t := range d.GetDynamicScopedRouteConfigs() {
-				for _, r := range t.GetScopedRouteConfigs() {
-					out[resource.ScopedRouteType][resourceName(r.GetValue())] = t.GetVersionInfo()
-				}
-			}
-		case *adminv3.SecretsConfigDump:
-			for _, s := range d.GetDynamicActiveSecrets() {
-				out[resource.SecretType][s.GetName()] = s.GetVersionInfo()
-			}
+		for name, a := range applied[t] {
+			out[t][name] = a.Version
 		}
 	}
 	return out, nil
-}
-
-// configDump reads an Envoy's config_dump with its endpoints. At 10,000
-// services it takes Envoy longer than envoyrun's admin timeout of 10 s on
-// a busy machine: ctx bounds it instead.
-func configDump(ctx context.Context, e *envoyrun.Envoy) (*adminv3.ConfigDump, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+e.Admin()+"/config_dump?include_eds", nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("envoy %s config_dump: %w", e.Name(), err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return nil, fmt.Errorf("envoy %s config_dump: %w", e.Name(), err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("envoy %s config_dump: %s", e.Name(), resp.Status)
-	}
-	cd := &adminv3.ConfigDump{}
-	if err := protojson.Unmarshal(body, cd); err != nil {
-		return nil, fmt.Errorf("envoy %s config_dump: %w", e.Name(), err)
-	}
-	return cd, nil
-}
-
-// resourceName reads field 1 (name, or cluster_name of a load assignment)
-// of a serialized cluster, load assignment, listener or routing scope.
-func resourceName(b []byte) string {
-	for len(b) > 0 {
-		key, n := uvarint(b)
-		if n <= 0 {
-			return ""
-		}
-		b = b[n:]
-		field, wire := key>>3, key&7
-		switch wire {
-		case 0:
-			_, n = uvarint(b)
-			b = b[n:]
-		case 1:
-			b = b[min(8, len(b)):]
-		case 5:
-			b = b[min(4, len(b)):]
-		case 2:
-			l, n := uvarint(b)
-			if n <= 0 || uint64(len(b)-n) < l {
-				return ""
-			}
-			if field == 1 {
-				return string(b[n : n+int(l)])
-			}
-			b = b[n+int(l):]
-		default:
-			return ""
-		}
-	}
-	return ""
-}
-
-func uvarint(b []byte) (uint64, int) {
-	var x uint64
-	for i, c := range b {
-		if i == 10 {
-			return 0, -1
-		}
-		x |= uint64(c&0x7f) << (7 * i)
-		if c < 0x80 {
-			return x, i + 1
-		}
-	}
-	return 0, -1
 }
 
 func (f *envoyFleet) close() error {

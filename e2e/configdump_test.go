@@ -28,12 +28,6 @@ const (
 	ingressRole = model.Ingress
 )
 
-// dumped is one resource as Envoy reports it in config_dump.
-type dumped struct {
-	version string
-	res     *anypb.Any
-}
-
 // configMatches checks that Envoy's dynamic configuration is exactly what
 // the cache serves the role: the same names, and the same contents (private
 // keys aside: Envoy redacts them); with delta ADS the same versions too. A
@@ -51,14 +45,14 @@ func configMatches(ctx context.Context, e *envoyrun.Envoy, c *cache.Cache, role 
 		}
 	}
 	types := []string{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.ScopedRouteType, resource.SecretType}
-	want := map[string]map[string]dumped{}
+	want := map[string]map[string]envoyrun.Applied{}
 	for _, typ := range types {
-		want[typ] = map[string]dumped{}
+		want[typ] = map[string]envoyrun.Applied{}
 		for _, r := range c.Resources(role, typ) {
 			if typ == resource.SecretType && !used[r.Name] {
 				continue
 			}
-			want[typ][r.Name] = dumped{version: r.Version, res: r.Resource}
+			want[typ][r.Name] = envoyrun.Applied{Version: r.Version, Resource: r.Resource}
 		}
 	}
 	return envoyHolds(ctx, e, want, types, sotw, "what the agent serves")
@@ -66,7 +60,7 @@ func configMatches(ctx context.Context, e *envoyrun.Envoy, c *cache.Cache, role 
 
 // envoyHolds checks that Envoy's dynamic resources of the given types are
 // want's (see sameResources); served says where want comes from.
-func envoyHolds(ctx context.Context, e *envoyrun.Envoy, want map[string]map[string]dumped, types []string, sotw bool, served string) error {
+func envoyHolds(ctx context.Context, e *envoyrun.Envoy, want map[string]map[string]envoyrun.Applied, types []string, sotw bool, served string) error {
 	dump, err := e.ConfigDump(ctx, "include_eds")
 	if err != nil {
 		return err
@@ -87,7 +81,7 @@ func envoyHolds(ctx context.Context, e *envoyrun.Envoy, want map[string]map[stri
 	return nil
 }
 
-func sameResources(typ string, want, got map[string]dumped, sotw bool) error {
+func sameResources(typ string, want, got map[string]envoyrun.Applied, sotw bool) error {
 	short := typ[strings.LastIndexByte(typ, '.')+1:]
 	var names []string
 	for n := range want {
@@ -113,11 +107,11 @@ func sameResources(typ string, want, got map[string]dumped, sotw bool) error {
 		// updated in place (only filter chains changed) keeps the version
 		// it was created with in config_dump (Envoy 1.40): their content
 		// is compared.
-		case !sotw && typ != resource.EndpointType && typ != resource.ScopedRouteType && w.version != g.version &&
-			(typ != resource.ListenerType || diffResource(w.res, g.res) != ""):
-			errs = append(errs, fmt.Errorf("%s %q: Envoy has version %q, served %q", short, n, g.version, w.version))
+		case !sotw && typ != resource.EndpointType && typ != resource.ScopedRouteType && w.Version != g.Version &&
+			(typ != resource.ListenerType || diffResource(w.Resource, g.Resource) != ""):
+			errs = append(errs, fmt.Errorf("%s %q: Envoy has version %q, served %q", short, n, g.Version, w.Version))
 		default:
-			if d := diffResource(w.res, g.res); d != "" {
+			if d := diffResource(w.Resource, g.Resource); d != "" {
 				errs = append(errs, fmt.Errorf("%s %q (-served +envoy):\n%s", short, n, d))
 			}
 		}
@@ -209,83 +203,19 @@ func redactKeys(m proto.Message) {
 	s.GetTlsCertificate().PrivateKey = &core.DataSource{Specifier: &core.DataSource_InlineString{InlineString: "[redacted]"}}
 }
 
-// dynamicResources extracts, by type URL and name, the dynamic resources of
-// a config dump that Envoy applied.
-func dynamicResources(d *adminv3.ConfigDump) (map[string]map[string]dumped, error) {
-	out := map[string]map[string]dumped{}
-	add := func(typ, name, version string, r *anypb.Any) {
-		if out[typ] == nil {
-			out[typ] = map[string]dumped{}
-		}
-		out[typ][name] = dumped{version: version, res: r}
-	}
-	var errs []error
+// dynamicResources are the dynamic resources Envoy applied, by type URL
+// and name; an error names those it does not use yet.
+func dynamicResources(d *adminv3.ConfigDump) (map[string]map[string]envoyrun.Applied, error) {
+	out, err := envoyrun.AppliedResources(d)
 	for _, c := range d.GetConfigs() {
-		m, err := c.UnmarshalNew()
-		if err != nil {
-			return nil, err
-		}
-		switch v := m.(type) {
-		case *adminv3.ClustersConfigDump:
-			for _, x := range v.GetDynamicActiveClusters() {
-				add(resource.ClusterType, name(x.GetCluster()), x.GetVersionInfo(), x.GetCluster())
-			}
-			for _, x := range v.GetDynamicWarmingClusters() {
-				errs = append(errs, fmt.Errorf("cluster %q is warming", name(x.GetCluster())))
-			}
-		case *adminv3.EndpointsConfigDump:
-			for _, x := range v.GetDynamicEndpointConfigs() {
-				add(resource.EndpointType, name(x.GetEndpointConfig()), x.GetVersionInfo(), x.GetEndpointConfig())
-			}
-		case *adminv3.ListenersConfigDump:
-			for _, x := range v.GetDynamicListeners() {
-				if x.GetWarmingState() != nil || x.GetErrorState() != nil {
-					errs = append(errs, fmt.Errorf("listener %q is warming or failed: %v", x.GetName(), x.GetErrorState()))
-				}
-				if a := x.GetActiveState(); a != nil {
-					add(resource.ListenerType, x.GetName(), a.GetVersionInfo(), a.GetListener())
-				}
-			}
-		case *adminv3.RoutesConfigDump:
-			for _, x := range v.GetDynamicRouteConfigs() {
-				add(resource.RouteType, name(x.GetRouteConfig()), x.GetVersionInfo(), x.GetRouteConfig())
-			}
-		case *adminv3.ScopedRoutesConfigDump:
-			// Every egress HTTP listener names the same scoped routes:
-			// Envoy must keep one table of scopes, not one per listener.
-			if n := len(v.GetDynamicScopedRouteConfigs()); n > 1 {
-				errs = append(errs, fmt.Errorf("%d tables of routing scopes, not one", n))
-			}
-			for _, x := range v.GetDynamicScopedRouteConfigs() {
-				for _, sc := range x.GetScopedRouteConfigs() {
-					add(resource.ScopedRouteType, name(sc), x.GetVersionInfo(), sc)
-				}
-			}
-		case *adminv3.SecretsConfigDump:
-			for _, x := range v.GetDynamicActiveSecrets() {
-				add(resource.SecretType, x.GetName(), x.GetVersionInfo(), x.GetSecret())
-			}
-			for _, x := range v.GetDynamicWarmingSecrets() {
-				errs = append(errs, fmt.Errorf("secret %q is warming", x.GetName()))
-			}
+		scoped := &adminv3.ScopedRoutesConfigDump{}
+		// Every egress HTTP listener names the same scoped routes: Envoy
+		// must keep one table of scopes, not one per listener.
+		if c.UnmarshalTo(scoped) == nil && len(scoped.GetDynamicScopedRouteConfigs()) > 1 {
+			err = errors.Join(err, fmt.Errorf("%d tables of routing scopes, not one", len(scoped.GetDynamicScopedRouteConfigs())))
 		}
 	}
-	return out, errors.Join(errs...)
-}
-
-// name is the name of a dumped resource.
-func name(a *anypb.Any) string {
-	m, err := a.UnmarshalNew()
-	if err != nil {
-		return "?" + err.Error()
-	}
-	switch v := m.(type) {
-	case interface{ GetName() string }:
-		return v.GetName()
-	case interface{ GetClusterName() string }:
-		return v.GetClusterName()
-	}
-	return "?"
+	return out, err
 }
 
 // churnStats are Envoy's counters of listener and cluster changes: a push
