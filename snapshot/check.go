@@ -33,8 +33,9 @@ import (
 //   - every cluster a route or a tcp_proxy names exists;
 //   - every EDS cluster has its ClusterLoadAssignment;
 //   - every SDS secret referenced exists;
-//   - every route configuration an HTTP connection manager fetches over RDS
-//     exists;
+//   - every route configuration an HTTP connection manager or a routing
+//     scope fetches over RDS exists;
+//   - no two routing scopes share a key;
 //   - no two virtual hosts of a route configuration share a name or a domain;
 //   - every listener has a filter chain, no two filter chains of a listener
 //     match the same connections, and no two listeners bind the same

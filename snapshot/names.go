@@ -86,14 +86,14 @@ func EgressPortKeys(imports []model.Import) []string {
 	return keys
 }
 
-// EgressHTTPName names the egress HTTP listener of a service port and its
-// route configuration. It has three fields where EgressName has four.
+// EgressHTTPName names the egress HTTP listener of a service port. It has
+// three fields where EgressName has four.
 func EgressHTTPName(port uint32) string {
 	return join("egress", "http", strconv.FormatUint(uint64(port), 10))
 }
 
-// EgressName names the cluster, its ClusterLoadAssignment, its virtual host
-// or dedicated listener, and its stat prefixes, of one imported instance.
+// EgressName names the cluster, its ClusterLoadAssignment, its routing
+// scope and virtual host or dedicated listener, and its stat prefixes, of one imported instance.
 func EgressName(peer, resourceID, instanceID string) string {
 	return "egress" + sep + EgressKey(peer, resourceID, instanceID)
 }

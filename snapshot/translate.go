@@ -45,15 +45,15 @@ const DefaultHTTPPort = 80
 // EgressResources are the egress gateway's resources for one import: per
 // instance, a cluster toward the owner's endpoints (with its
 // ClusterLoadAssignment when EDS) that originates mutual TLS to the owner's
-// ingress whatever the protocol, and either a virtual host on the
+// ingress whatever the protocol, and either a routing scope on the
 // service's own port (HTTP, HTTP2, GRPC) or a dedicated listener on the
 // instance's EgressPorts port (the others; none while the port is not
 // allocated).
 //
 // A host-routed instance serves LocalFQDN and LocalFQDN:port on the egress
 // HTTP listener of its port (DefaultHTTPPort when the owner gave none).
-// Envoy refuses a domain in two virtual hosts, so of instances sharing a
-// port the first by id has it. LocalFQDN is unique among imports (the
+// Two scopes cannot share a key (host and port), so of instances sharing
+// a port the first by id has it. LocalFQDN is unique among imports (the
 // catalog keys on it).
 func EgressResources(in *Input, imp model.Import) ServiceResources {
 	var out ServiceResources
