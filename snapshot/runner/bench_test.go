@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
@@ -144,4 +145,68 @@ func benchEnv(b *testing.B, n int) *benchRunner {
 	}
 	b.Logf("first configuration of %d services: %s", n, time.Since(start))
 	return &benchRunner{catalog: cat, cache: c, runner: r}
+}
+
+// BenchmarkExportChange measures one export's change through the
+// translator and the cache, at several numbers of exports: the
+// translation and checks of that export and, when its filter chain
+// changed (here its SNI), the ingress listener, which holds every
+// export's chain (Envoy 1.40 has no filter chain discovery), assembled
+// again and sent whole. B/listener is that listener's size.
+func BenchmarkExportChange(b *testing.B) {
+	secrets := testSecrets(b)
+	for _, n := range []int{1_000, 10_000, 100_000} {
+		tr := NewTranslator(testInput())
+		c := cache.New(func(string) (model.Role, bool) { return model.Ingress, true }, nil)
+		exps := make([]ExportChange, n)
+		for i := range exps {
+			exp := benchExport(i, 0)
+			exps[i] = ExportChange{Name: exp.Name, Export: &exp}
+		}
+		res := tr.Apply(Changes{Secrets: &secrets, Exports: exps})
+		if len(res.Rejected) > 0 {
+			b.Fatal(res.Rejected[0].Err)
+		}
+		if err := c.Apply(model.Ingress, res.Changes[model.Ingress]); err != nil {
+			b.Fatal(err)
+		}
+		for _, kind := range []struct {
+			name string
+			v    func(i int) int // the version of export 1
+		}{
+			{"endpoints", func(i int) int { return 2 * (i % 2) }},
+			{"filter-chain", func(i int) int { return i % 2 }},
+		} {
+			b.Run(fmt.Sprintf("exports=%d/change=%s", n, kind.name), func(b *testing.B) {
+				b.ReportAllocs()
+				i := 0
+				for b.Loop() {
+					i++
+					exp := benchExport(1, kind.v(i))
+					res := tr.Apply(Changes{Exports: []ExportChange{{Name: exp.Name, Export: &exp}}})
+					if err := c.Apply(model.Ingress, res.Changes[model.Ingress]); err != nil {
+						b.Fatal(err)
+					}
+				}
+				for _, r := range c.Resources(model.Ingress, resource.ListenerType) {
+					b.ReportMetric(float64(len(r.Resource.GetValue())), "B/listener")
+				}
+			})
+		}
+	}
+}
+
+// benchExport is export i at version v: an odd version changes its SNI
+// (its filter chain), and v/2 its endpoint's port.
+func benchExport(i, v int) model.Export {
+	fqdn := fmt.Sprintf("svc-%d.mesh-a.example", i)
+	sni := model.DefaultSNI(8080, fqdn)
+	if v%2 == 1 {
+		sni = "v1." + sni
+	}
+	return model.Export{
+		Name: fmt.Sprintf("svc-%d", i), FQDN: fqdn, Mode: model.Terminate, Consumers: []string{"mesh-b"},
+		Ports: []model.ExportPort{{Name: "http", Port: 8080, Protocol: model.HTTP, SNI: sni,
+			Endpoints: []model.LocalEndpoint{{Address: "10.2.0.1", Port: uint32(9080 + v/2)}}}},
+	}
 }
