@@ -15,9 +15,18 @@ import (
 
 // An export withdrawn by its owner stops being reachable from the consumer
 // with its next request, and works again once exported again; the
-// gateways follow without a restart.
-func TestWithdrawnExportStopsAndReturns(t *testing.T) {
-	a, b := federate(t, options{})
+// gateways follow without a restart: the routing scope and the listener
+// of its port go, and come back.
+func TestWithdrawnExportStopsAndReturnsDelta(t *testing.T) {
+	testWithdrawnExport(t, options{})
+}
+
+func TestWithdrawnExportStopsAndReturnsSotW(t *testing.T) {
+	testWithdrawnExport(t, options{sotw: true})
+}
+
+func testWithdrawnExport(t *testing.T, opts options) {
+	a, b := federate(t, opts)
 	pids := []int{a.egress.Pid(), b.ingress.Pid()}
 	call := func(ctx context.Context) error {
 		_, err := a.importedHTTP(ctx, "/")
