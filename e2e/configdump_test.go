@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
+	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpoint "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
@@ -69,6 +70,9 @@ func envoyHolds(ctx context.Context, e *envoyrun.Envoy, want map[string]map[stri
 	if err != nil {
 		return fmt.Errorf("envoy %s: %w", e.Name(), err)
 	}
+	if err := addInlineAssignments(want); err != nil {
+		return err
+	}
 	var errs []error
 	for _, typ := range types {
 		if err := sameResources(typ, want[typ], got[typ], sotw); err != nil {
@@ -77,6 +81,31 @@ func envoyHolds(ctx context.Context, e *envoyrun.Envoy, want map[string]map[stri
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("envoy %s differs from %s: %w", e.Name(), served, err)
+	}
+	return nil
+}
+
+// addInlineAssignments adds to want the load assignment of every cluster
+// that carries its own (a static cluster, as the ingress gateway's SNI
+// clusters are): Envoy's config_dump?include_eds shows them beside those
+// of EDS.
+func addInlineAssignments(want map[string]map[string]envoyrun.Applied) error {
+	for name, a := range want[resource.ClusterType] {
+		c := &cluster.Cluster{}
+		if err := a.Resource.UnmarshalTo(c); err != nil {
+			return err
+		}
+		if c.GetLoadAssignment() == nil {
+			continue
+		}
+		cla, err := anypb.New(c.GetLoadAssignment())
+		if err != nil {
+			return err
+		}
+		if want[resource.EndpointType] == nil {
+			want[resource.EndpointType] = map[string]envoyrun.Applied{}
+		}
+		want[resource.EndpointType][name] = envoyrun.Applied{Resource: cla}
 	}
 	return nil
 }
@@ -141,7 +170,12 @@ func addresses(cla *endpoint.ClusterLoadAssignment) []string {
 	var out []string
 	for _, l := range cla.GetEndpoints() {
 		for _, e := range l.GetLbEndpoints() {
-			sa := e.GetEndpoint().GetAddress().GetSocketAddress()
+			addr := e.GetEndpoint().GetAddress()
+			if in := addr.GetEnvoyInternalAddress(); in != nil {
+				out = append(out, "internal:"+in.GetServerListenerName())
+				continue
+			}
+			sa := addr.GetSocketAddress()
 			out = append(out, fmt.Sprintf("%s:%d", sa.GetAddress(), sa.GetPortValue()))
 		}
 	}

@@ -66,11 +66,61 @@ func TestIngressRefusesCallersOutsideConsumers(t *testing.T) {
 	}
 }
 
+// A connection to the ingress gateway for an SNI nobody exports, or with
+// none, or that is not TLS, is closed before any export sees it, and the
+// ingress access log says so.
+func TestIngressClosesWhatNoExportTakes(t *testing.T) {
+	_, b := federate(t, options{})
+	root := filepath.Dir(b.Dir)
+	for _, tc := range []struct{ name, sni, flag string }{
+		{"unknown server name", "outbound_.8080_._.elsewhere.mesh-b.example", "NC"},
+		{"no server name", "", "UH"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := b.up.http.Accepted()
+			require.Error(t, callIngress(t, b, root, "mesh-a", "/meshfed/gateway/egress", tc.sni))
+			require.Equal(t, before, b.up.http.Accepted())
+			eventually(t, "the ingress access log has the closed connection", func(context.Context) error {
+				for _, l := range accessLog(t, b.ingress) {
+					if l["listener"] == "ingress/tls" && l["flags"] == tc.flag && (tc.sni == "" || l["sni"] == tc.sni) {
+						return nil
+					}
+				}
+				return fmt.Errorf("no access log line of ingress/tls with flag %s", tc.flag)
+			})
+		})
+	}
+	t.Run("not TLS", func(t *testing.T) {
+		conn, err := net.Dial("tcp", net.JoinHostPort(b.IP, strconv.FormatUint(uint64(b.IngressPort), 10)))
+		require.NoError(t, err)
+		defer conn.Close()
+		_, err = io.WriteString(conn, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+		require.NoError(t, err)
+		require.NoError(t, conn.SetReadDeadline(time.Now().Add(10*time.Second)))
+		n, _ := conn.Read(make([]byte, 1))
+		require.Zero(t, n, "closed without an answer")
+		eventually(t, "the ingress access log has the closed connection", func(context.Context) error {
+			for _, l := range accessLog(t, b.ingress) {
+				if l["listener"] == "ingress/tls" && l["flags"] == "NR" {
+					return nil
+				}
+			}
+			return fmt.Errorf("no access log line of ingress/tls with flag NR")
+		})
+	})
+}
+
 // directCall calls, as the holder of an SVID of caller's CA with the given
 // path, the HTTP port of the service owner exports, straight at the
 // owner's ingress gateway (as a peer's egress gateway would), and reads the
 // answer. It returns nil once an HTTP answer arrived.
 func directCall(t *testing.T, owner *mesh, root, caller, path string) error {
+	t.Helper()
+	return callIngress(t, owner, root, caller, path, model.DefaultSNI(httpPort, owner.FQDN()))
+}
+
+// callIngress is directCall with the given SNI (none when empty).
+func callIngress(t *testing.T, owner *mesh, root, caller, path, sni string) error {
 	t.Helper()
 	ca, err := certs.LoadCA(filepath.Join(root, caller, "certs"))
 	require.NoError(t, err)
@@ -88,7 +138,7 @@ func directCall(t *testing.T, owner *mesh, root, caller, path string) error {
 
 	addr := net.JoinHostPort(owner.IP, strconv.FormatUint(uint64(owner.IngressPort), 10))
 	d := &tls.Dialer{Config: &tls.Config{
-		ServerName: model.DefaultSNI(httpPort, owner.FQDN()),
+		ServerName: sni,
 		// Present the certificate whatever CAs the server asks for, as a
 		// caller trying its luck would.
 		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &cert, nil },

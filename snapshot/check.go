@@ -33,6 +33,7 @@ import (
 //   - every cluster a route or a tcp_proxy names exists;
 //   - every EDS cluster has its ClusterLoadAssignment;
 //   - every SDS secret referenced exists;
+//   - every internal listener an endpoint leads to exists;
 //   - every route configuration an HTTP connection manager or a routing
 //     scope fetches over RDS exists;
 //   - no two routing scopes share a key;
@@ -54,7 +55,7 @@ type checker struct {
 	role model.Role
 	errs []error
 
-	clusters, endpoints, routes, secrets map[string]bool
+	clusters, endpoints, routes, secrets, listeners map[string]bool
 }
 
 func (c *checker) fail(format string, args ...any) {
@@ -63,14 +64,14 @@ func (c *checker) fail(format string, args ...any) {
 
 // refs are what a resource, or a part of one, refers to.
 type refs struct {
-	clusters, routes, secrets []string
+	clusters, routes, secrets, listeners []string
 }
 
 func (c *checker) run(m map[resource.Type][]types.Resource) {
 	c.clusters = c.names("cluster", m[resource.ClusterType])
 	c.endpoints = c.names("ClusterLoadAssignment", m[resource.EndpointType])
 	c.routes = c.names("route configuration", m[resource.RouteType])
-	c.names("listener", m[resource.ListenerType])
+	c.listeners = c.names("listener", m[resource.ListenerType])
 	c.secrets = c.names("secret", m[resource.SecretType])
 
 	for _, r := range m[resource.ClusterType] {
@@ -262,6 +263,9 @@ func matchKeys(m *listener.FilterChainMatch) []matchKey {
 	for _, n := range names {
 		for _, a := range alpns {
 			desc := fmt.Sprintf("server name %q", n)
+			if n == "" {
+				desc = "any server name"
+			}
 			if a != "" {
 				desc += fmt.Sprintf(" application protocol %q", a)
 			}
@@ -281,6 +285,11 @@ func (c *checker) resolve(what string, r refs) {
 	for _, n := range r.routes {
 		if !c.routes[n] {
 			c.fail("%s fetches route configuration %q which does not exist", what, n)
+		}
+	}
+	for _, n := range r.listeners {
+		if !c.listeners[n] {
+			c.fail("%s leads to listener %q which does not exist", what, n)
 		}
 	}
 	for _, n := range r.secrets {
@@ -309,6 +318,8 @@ func (c *checker) walk(what string, m proto.Message) refs {
 	slices.Sort(r.clusters)
 	slices.Sort(r.routes)
 	slices.Sort(r.secrets)
+	slices.Sort(r.listeners)
+	r.listeners = slices.Compact(r.listeners)
 	r.clusters = slices.Compact(r.clusters)
 	r.routes = slices.Compact(r.routes)
 	r.secrets = slices.Compact(r.secrets)
@@ -348,6 +359,8 @@ func (c *checker) visit(what string, m protoreflect.Message, r *refs) {
 		if rds := x.GetRds(); rds != nil {
 			r.routes = append(r.routes, rds.GetRouteConfigName())
 		}
+	case *core.EnvoyInternalAddress:
+		r.listeners = append(r.listeners, x.GetServerListenerName())
 	case *tls.SdsSecretConfig:
 		if x.GetSdsConfig() != nil {
 			r.secrets = append(r.secrets, x.GetName())

@@ -72,7 +72,7 @@ func TestCheckRouteToUnknownCluster(t *testing.T) {
 func TestCheckTCPProxyToUnknownCluster(t *testing.T) {
 	res := checkBase(t)
 	remove(t, res, model.Ingress, resource.ClusterType, "ingress/kafka/tls")
-	require.EqualError(t, snapshot.Check(res), `ingress: listener "ingress/tls" filter chain "ingress/kafka/tls" routes to cluster "ingress/kafka/tls" which does not exist`)
+	require.EqualError(t, snapshot.Check(res), `ingress: listener "ingress/kafka/tls" filter chain "ingress/kafka/tls" routes to cluster "ingress/kafka/tls" which does not exist`)
 }
 
 func TestCheckEDSWithoutLoadAssignment(t *testing.T) {
@@ -84,7 +84,7 @@ func TestCheckEDSWithoutLoadAssignment(t *testing.T) {
 func TestCheckUnknownSecret(t *testing.T) {
 	res := checkBase(t)
 	remove(t, res, model.Ingress, resource.SecretType, "meshfed/validator/mesh-b_2eexample/mesh-c_2eexample")
-	require.EqualError(t, snapshot.Check(res), `ingress: listener "ingress/tls" filter chain "ingress/orders/http" references secret "meshfed/validator/mesh-b_2eexample/mesh-c_2eexample" which does not exist`)
+	require.EqualError(t, snapshot.Check(res), `ingress: listener "ingress/orders/http" filter chain "ingress/orders/http" references secret "meshfed/validator/mesh-b_2eexample/mesh-c_2eexample" which does not exist`)
 
 	res = checkBase(t)
 	remove(t, res, model.Egress, resource.SecretType, "meshfed/bundle/mesh-c_2eexample")
@@ -124,9 +124,18 @@ func TestCheckDuplicateVirtualHost(t *testing.T) {
 func TestCheckFilterChainOverlap(t *testing.T) {
 	res := checkBase(t)
 	l := find(t, res, model.Ingress, resource.ListenerType, snapshot.IngressTLSName).(*listener.Listener)
-	require.Len(t, l.FilterChains, 2)
-	l.FilterChains[1].FilterChainMatch.ServerNames = append(l.FilterChains[1].FilterChainMatch.ServerNames, l.FilterChains[0].FilterChainMatch.ServerNames[0])
-	require.EqualError(t, snapshot.Check(res), `ingress: listener "ingress/tls": filter chains "ingress/kafka/tls" and "ingress/orders/http" overlap on server name "outbound_.9093_._.kafka.mesh-a.example"`)
+	require.Len(t, l.FilterChains, 1)
+	other := proto.Clone(l.FilterChains[0]).(*listener.FilterChain)
+	other.Name = "another"
+	l.FilterChains = append(l.FilterChains, other)
+	require.EqualError(t, snapshot.Check(res), `ingress: listener "ingress/tls": filter chains "ingress/tls" and "another" overlap on any server name`)
+}
+
+// An export's SNI cluster leads to the export port's internal listener.
+func TestCheckUnknownInternalListener(t *testing.T) {
+	res := checkBase(t)
+	remove(t, res, model.Ingress, resource.ListenerType, "ingress/kafka/tls")
+	require.EqualError(t, snapshot.Check(res), `ingress: cluster "outbound_.9093_._.kafka.mesh-a.example" leads to listener "ingress/kafka/tls" which does not exist`)
 }
 
 func TestCheckSameAddress(t *testing.T) {

@@ -20,15 +20,20 @@ func FuzzBuild(f *testing.F) {
 		require.NoError(t, snapshot.Check(res))
 
 		// Every imported instance has its own cluster, every exported port
-		// of a served export too: no two tuples met on one name.
+		// of a served export two (its local endpoints, and its SNI's), and
+		// the ingress one more when it serves any: no two tuples met on
+		// one name.
 		want := map[model.Role]int{}
 		for _, imp := range in.Imports {
 			want[model.Egress] += len(imp.Service.Instances)
 		}
 		for _, exp := range in.Exports {
 			if len(snapshot.Consumers(in, exp)) > 0 {
-				want[model.Ingress] += len(exp.Ports)
+				want[model.Ingress] += 2 * len(exp.Ports)
 			}
+		}
+		if want[model.Ingress] > 0 {
+			want[model.Ingress]++
 		}
 		for _, role := range model.GatewayRoles {
 			seen := map[string]bool{}

@@ -1,11 +1,10 @@
 package snapshot
 
 import (
-	"cmp"
-	"slices"
 	"strconv"
 	"time"
 
+	accesslog "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	mutation "github.com/envoyproxy/go-control-plane/envoy/config/common/mutation_rules/v3"
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -16,6 +15,7 @@ import (
 	upstreamcodec "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/upstream_codec/v3"
 	tlsinspector "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	snicluster "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/sni_cluster/v3"
 	tcpproxy "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -190,29 +190,60 @@ func tcpProxyFilter(cfg *tcpproxy.TcpProxy) *listener.Filter {
 	return &listener.Filter{Name: wellknown.TCPProxy, ConfigType: &listener.Filter_TypedConfig{TypedConfig: mustAny(cfg)}}
 }
 
-// IngressListener is the ingress TLS listener: a TLS inspector reads the
-// SNI, and the chain whose server_names hold it takes the connection; a
-// connection matching no chain is closed. nil without chains: Envoy refuses
-// a listener that has none. chains are sorted by name, not modified.
-func IngressListener(in *Input, chains []*listener.FilterChain) *listener.Listener {
-	if len(chains) == 0 {
-		return nil
-	}
-	sorted := slices.Clone(chains)
-	slices.SortFunc(sorted, func(a, b *listener.FilterChain) int { return cmp.Compare(a.GetName(), b.GetName()) })
+// IngressListener is the ingress TLS listener, the same whatever is
+// exported: a TLS inspector reads the SNI, and the connection goes to the
+// cluster of that name (sni_cluster), which leads to the internal listener
+// of the export port that has it (IngressResources). Envoy 1.40 cannot send
+// a listener one filter chain at a time, so a chain per export here would
+// make every export change resend every export's chain.
+//
+// A connection with an SNI nobody exports is closed (no such cluster),
+// one without an SNI too (unknownServerName has no endpoint), and one that
+// is not TLS matches no chain. This listener logs only those; the export
+// listeners log the rest, with the caller's identity.
+func IngressListener(in *Input) *listener.Listener {
+	log := accessLogs(model.Ingress, connectionLogFields)
+	log[0].Filter = &accesslog.AccessLogFilter{FilterSpecifier: &accesslog.AccessLogFilter_ResponseFlagFilter{
+		ResponseFlagFilter: &accesslog.ResponseFlagFilter{Flags: []string{"NC", "UH", "NR"}},
+	}}
 	return &listener.Listener{
 		Name:                          IngressTLSName,
 		Address:                       socketAddress(in.Gateways.Ingress.Address, in.Gateways.Ingress.Port),
 		PerConnectionBufferLimitBytes: wrapperspb.UInt32(connectionBufferLimit),
-		ListenerFilters: []*listener.ListenerFilter{{
-			Name:       wellknown.TLSInspector,
-			ConfigType: &listener.ListenerFilter_TypedConfig{TypedConfig: mustAny(&tlsinspector.TlsInspector{})},
+		ListenerFilters:               []*listener.ListenerFilter{tlsInspector()},
+		FilterChains: []*listener.FilterChain{{
+			Name:             IngressTLSName,
+			FilterChainMatch: &listener.FilterChainMatch{TransportProtocol: tlsTransport},
+			Filters: []*listener.Filter{
+				{Name: sniCluster, ConfigType: &listener.Filter_TypedConfig{TypedConfig: mustAny(&snicluster.SniCluster{})}},
+				tcpProxyFilter(&tcpproxy.TcpProxy{StatPrefix: IngressTLSName, ClusterSpecifier: &tcpproxy.TcpProxy_Cluster{Cluster: UnknownServerName}}),
+			},
 		}},
-		FilterChains: sorted,
-		// A listener's access log has a line for every connection when it
-		// ends, whichever filter chain took it, if any: refused callers
-		// and SNIs nobody exports included.
-		AccessLog: accessLogs(model.Ingress, connectionLogFields),
+		AccessLog: log,
+	}
+}
+
+const sniCluster = "envoy.filters.network.sni_cluster"
+
+func tlsInspector() *listener.ListenerFilter {
+	return &listener.ListenerFilter{
+		Name:       wellknown.TLSInspector,
+		ConfigType: &listener.ListenerFilter_TypedConfig{TypedConfig: mustAny(&tlsinspector.TlsInspector{})},
+	}
+}
+
+// exportListener is the internal listener of an export port, reached
+// through its SNI's cluster only: it holds chain, and logs every
+// connection when it ends, refused callers included, with the SNI (its own
+// TLS inspector reads it again) and the caller's identity.
+func exportListener(name string, chain *listener.FilterChain) *listener.Listener {
+	return &listener.Listener{
+		Name:                          name,
+		ListenerSpecifier:             &listener.Listener_InternalListener{InternalListener: &listener.Listener_InternalListenerConfig{}},
+		PerConnectionBufferLimitBytes: wrapperspb.UInt32(connectionBufferLimit),
+		ListenerFilters:               []*listener.ListenerFilter{tlsInspector()},
+		FilterChains:                  []*listener.FilterChain{chain},
+		AccessLog:                     accessLogs(model.Ingress, connectionLogFields),
 	}
 }
 

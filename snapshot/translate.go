@@ -19,16 +19,17 @@ import (
 
 // ServiceResources are the resources one service contributes to one gateway.
 // HostRoutes are routing scopes, and make the egress HTTP listener of their
-// port exist (EgressHTTP); FilterChains go into the ingress listener
-// (IngressListener); the rest are resources in their own right. Secrets may
+// port exist (EgressHTTP); ServerNames are the SNIs an export takes on the
+// ingress listener (IngressListener), each the name of one of its
+// clusters; the rest are resources in their own right. Secrets may
 // be shared by several services: equal names mean equal contents.
 type ServiceResources struct {
-	Clusters     []*cluster.Cluster
-	Endpoints    []*endpoint.ClusterLoadAssignment
-	Listeners    []*listener.Listener
-	HostRoutes   []HostRoute
-	FilterChains []*listener.FilterChain
-	Secrets      []*tls.Secret
+	Clusters    []*cluster.Cluster
+	Endpoints   []*endpoint.ClusterLoadAssignment
+	Listeners   []*listener.Listener
+	HostRoutes  []HostRoute
+	ServerNames []string
+	Secrets     []*tls.Secret
 }
 
 // HostRoute is the routing scope of one imported instance, served by the
@@ -115,8 +116,12 @@ func HTTPPort(inst model.Instance) uint32 {
 
 // IngressResources are the ingress gateway's resources for one export: per
 // port, a cluster of the local endpoints (with its ClusterLoadAssignment when
-// EDS) and a filter chain matching the port's SNI; in terminate mode (the
-// default) also the SPIFFE validator secret of the consumers' trust domains.
+// EDS), an internal listener whose filter chain serves the port, and a
+// cluster named by the port's SNI that leads to that listener, which is how
+// the ingress listener finds it (IngressListener); in terminate mode (the
+// default) also the SPIFFE validator secret of the consumers' trust
+// domains. Every export's resources are its own, so a change to one sends
+// that export's only.
 //
 // Terminate: the chain requires a client SVID of a consumer trust domain,
 // allows only the consumers' identities (RBAC), and proxies the decrypted
@@ -152,17 +157,16 @@ func IngressResources(in *Input, exp model.Export) ServiceResources {
 		if cla != nil {
 			out.Endpoints = append(out.Endpoints, cla)
 		}
-		chain := &listener.FilterChain{
-			Name:             name,
-			FilterChainMatch: &listener.FilterChainMatch{ServerNames: []string{p.SNI}, TransportProtocol: tlsTransport},
-		}
+		chain := &listener.FilterChain{Name: name}
 		if terminate {
 			chain.TransportSocket = downstreamTLS(validator, callerSANs(peers))
 			chain.Filters = []*listener.Filter{rbacFilter(name, peers), tlsTerminatingProxy(name)}
 		} else {
 			chain.Filters = []*listener.Filter{tcpProxy(name)}
 		}
-		out.FilterChains = append(out.FilterChains, chain)
+		out.Listeners = append(out.Listeners, exportListener(name, chain))
+		out.Clusters = append(out.Clusters, serverNameCluster(p.SNI, name))
+		out.ServerNames = append(out.ServerNames, p.SNI)
 	}
 	return out
 }
@@ -217,8 +221,9 @@ func Build(in *Input) *Resources {
 	}
 	egress.Listeners = append(egress.Listeners, EgressHTTP(in, egress.HostRoutes)...)
 	egress.Secrets = append(egress.Secrets, GatewaySecrets(in, model.Egress)...)
-	if l := IngressListener(in, ingress.FilterChains); l != nil {
-		ingress.Listeners = append(ingress.Listeners, l)
+	if len(ingress.ServerNames) > 0 {
+		ingress.Listeners = append(ingress.Listeners, IngressListener(in))
+		ingress.Clusters = append(ingress.Clusters, UnknownServerNameCluster())
 	}
 	ingress.Secrets = append(ingress.Secrets, GatewaySecrets(in, model.Ingress)...)
 
@@ -248,7 +253,7 @@ func (s *ServiceResources) add(o ServiceResources) {
 	s.Endpoints = append(s.Endpoints, o.Endpoints...)
 	s.Listeners = append(s.Listeners, o.Listeners...)
 	s.HostRoutes = append(s.HostRoutes, o.HostRoutes...)
-	s.FilterChains = append(s.FilterChains, o.FilterChains...)
+	s.ServerNames = append(s.ServerNames, o.ServerNames...)
 	s.Secrets = append(s.Secrets, o.Secrets...)
 }
 

@@ -64,7 +64,11 @@ func TestGatewaysAndGatewayConfig(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(out), &dump))
 	require.Len(t, dump.Configs, 1)
 	require.Equal(t, "type.googleapis.com/envoy.admin.v3.ListenersConfigDump", dump.Configs[0].Type)
-	require.Equal(t, "ingress/tls", dump.Configs[0].DynamicListeners[0].Name)
+	var names []string
+	for _, l := range dump.Configs[0].DynamicListeners {
+		names = append(names, l.Name)
+	}
+	require.Equal(t, []string{"ingress/inventory/http", "ingress/tls"}, names)
 
 	// YAML by default; over plaintext xDS the gateway gets no private key,
 	// and its dump shows none.

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -218,11 +217,24 @@ func TestRunnerExports(t *testing.T) {
 	}
 	e.src.setExports([]model.Export{exp})
 	e.wait()
-	require.Equal(t, []string{"ingress/tls"}, e.names(model.Ingress, resource.ListenerType))
-	l := &listener.Listener{}
-	require.NoError(t, e.cache.Resources(model.Ingress, resource.ListenerType)[0].Resource.UnmarshalTo(l))
-	require.Len(t, l.GetFilterChains(), 1)
-	require.Equal(t, []string{model.DefaultSNI(8080, "inventory.mesh-a.example")}, l.GetFilterChains()[0].GetFilterChainMatch().GetServerNames())
+	// The export's own listener, reached from the ingress listener by the
+	// cluster of its SNI.
+	require.Equal(t, []string{"ingress/inventory/http", "ingress/tls"}, e.names(model.Ingress, resource.ListenerType))
+	sni := model.DefaultSNI(8080, "inventory.mesh-a.example")
+	require.Equal(t, []string{"ingress/inventory/http", snapshot.UnknownServerName, sni}, e.names(model.Ingress, resource.ClusterType))
+	ingress0 := e.cache.Resources(model.Ingress, resource.ListenerType)[1].Version
+
+	// Another export changes none of the first one's resources, nor the
+	// ingress listener.
+	inventory0 := e.cache.Resources(model.Ingress, resource.ListenerType)[0].Version
+	other := exp
+	other.Name, other.FQDN = "orders", "orders.mesh-a.example"
+	other.Ports = []model.ExportPort{{Name: "http", Port: 8080, Protocol: model.HTTP, SNI: model.DefaultSNI(8080, other.FQDN), Endpoints: []model.LocalEndpoint{{Address: "127.0.0.1", Port: 9081}}}}
+	e.src.setExports([]model.Export{exp, other})
+	e.wait()
+	require.Equal(t, []string{"ingress/inventory/http", "ingress/orders/http", "ingress/tls"}, e.names(model.Ingress, resource.ListenerType))
+	require.Equal(t, inventory0, e.cache.Resources(model.Ingress, resource.ListenerType)[0].Version)
+	require.Equal(t, ingress0, e.cache.Resources(model.Ingress, resource.ListenerType)[2].Version)
 	secrets := e.names(model.Ingress, resource.SecretType)
 	require.Len(t, secrets, 2, "the ingress SVID and the validator of mesh-b: %v", secrets)
 
@@ -367,7 +379,7 @@ func TestRunnerFollowsPeers(t *testing.T) {
 	e.start()
 	listener := func() string {
 		ls := e.cache.Resources(model.Ingress, resource.ListenerType)
-		require.Len(t, ls, 1)
+		require.Len(t, ls, 2, "the export's listener and the ingress listener")
 		return string(ls[0].Resource.GetValue())
 	}
 	require.NotContains(t, listener(), "mesh-c.example", "mesh-c is not a peer yet")

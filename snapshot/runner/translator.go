@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"slices"
 
-	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/proto"
 
@@ -26,8 +25,11 @@ type Translator struct {
 	exports map[string]*entry
 	refs    secretRefs
 	http    egressHTTP
-	chains  chainIndex
-	ready   bool
+	names   serverNames
+	// ingress: the ingress listener is served; ingressStale: the input
+	// changed, so it is set again.
+	ingress, ingressStale bool
+	ready                 bool
 	// rejected are the services whose last translation failed the checks,
 	// with the egress port keys of the version that failed: a port kept
 	// from before a restart stays reserved while the service waits (for a
@@ -109,7 +111,7 @@ func NewTranslator(in snapshot.Input) *Translator {
 		exports: map[string]*entry{},
 		refs:    newSecretRefs(),
 		http:    newEgressHTTP(),
-		chains:  chainIndex{owner: map[string]string{}, byExp: map[string][]string{}},
+		names:   serverNames{owner: map[string]string{}, byExp: map[string][]string{}},
 
 		rejected: map[catalog.Key][]string{},
 	}
@@ -127,16 +129,13 @@ func (t *Translator) Apply(ch Changes) Result {
 	for _, c := range ch.Imports {
 		t.applyImport(&res, c)
 	}
-	ingress := false
 	for _, c := range ch.Exports {
-		ingress = t.applyExport(&res, c) || ingress
+		t.applyExport(&res, c)
 	}
 	t.in.EgressPorts = nil
 	first := !t.ready
 	t.http.refresh(&res, &t.in)
-	if ingress || first {
-		t.ingressListener(&res)
-	}
+	t.ingressListener(&res)
 	if secrets || first {
 		t.gatewaySecrets(&res)
 	}
@@ -152,7 +151,7 @@ func (t *Translator) Apply(ch Changes) Result {
 func (t *Translator) SetInput(in snapshot.Input) {
 	in.Imports, in.Exports, in.EgressPorts, in.Secrets = nil, nil, nil, t.in.Secrets
 	t.in = in
-	t.http.stale = true
+	t.http.stale, t.ingressStale = true, true
 }
 
 // Retry lists, sorted, what to translate again when the certificates
@@ -214,36 +213,33 @@ func (t *Translator) applyImport(res *Result, c ImportChange) {
 	}
 }
 
-// applyExport reports whether the ingress listener must be rebuilt.
-func (t *Translator) applyExport(res *Result, c ExportChange) bool {
+func (t *Translator) applyExport(res *Result, c ExportChange) {
 	old := t.exports[c.Name]
 	key := catalog.Key{Kind: catalog.KindExport, ID: c.Name}
 	delete(t.rejected, key)
 	if c.Export == nil {
 		if old != nil {
 			t.remove(res, model.Ingress, old)
-			t.chains.set(c.Name, nil)
+			t.names.set(c.Name, nil)
 			delete(t.exports, c.Name)
-			return true
 		}
-		return false
+		return
 	}
 	sr := snapshot.IngressResources(&t.in, *c.Export)
 	err := snapshot.CheckService(&t.in, model.Ingress, sr)
 	if err == nil {
-		err = t.chains.check(c.Name, sr.FilterChains)
+		err = t.names.check(c.Name, sr.ServerNames)
 	}
 	if err != nil {
 		res.Rejected = append(res.Rejected, Rejection{Key: key, Err: err})
 		t.rejected[key] = nil
-		return false
+		return
 	}
 	e := t.put(res, model.Ingress, old, sr)
-	// Only the filter chains are needed again, for the listener.
-	e.res = snapshot.ServiceResources{FilterChains: sr.FilterChains}
-	t.chains.set(c.Name, sr.FilterChains)
+	// Nothing is needed again: it is in the cache.
+	e.res = snapshot.ServiceResources{}
+	t.names.set(c.Name, sr.ServerNames)
 	t.exports[c.Name] = e
-	return old == nil || !equalAll(old.res.FilterChains, sr.FilterChains)
 }
 
 // put replaces old (nil for a new service) by the resources of sr.
@@ -291,57 +287,51 @@ func (t *Translator) drop(res *Result, role model.Role, old *entry, keep []typed
 	}
 }
 
-// ingressListener rebuilds the ingress listener from every export's filter
-// chains, each checked when its export was (chainIndex keeps them from
-// overlapping): the rebuild assembles, it checks nothing again.
+// ingressListener keeps the ingress listener, and the cluster it takes a
+// connection without an SNI to, while an export has a server name: they
+// do not change with the exports (each has its own listener, reached by
+// its SNI's cluster), only with the input.
 func (t *Translator) ingressListener(res *Result) {
-	var chains []*listener.FilterChain
-	for _, name := range sortedKeys(t.exports) {
-		chains = append(chains, t.exports[name].res.FilterChains...)
-	}
-	l := snapshot.IngressListener(&t.in, chains)
-	if l == nil {
+	serving := len(t.names.owner) > 0
+	switch {
+	case !serving && t.ingress:
 		res.del(model.Ingress, resource.ListenerType, snapshot.IngressTLSName)
-		return
+		res.del(model.Ingress, resource.ClusterType, snapshot.UnknownServerName)
+	case serving && (!t.ingress || t.ingressStale):
+		l := snapshot.IngressListener(&t.in)
+		res.set(model.Ingress, resource.ListenerType, l.GetName(), l)
+		c := snapshot.UnknownServerNameCluster()
+		res.set(model.Ingress, resource.ClusterType, c.GetName(), c)
 	}
-	res.set(model.Ingress, resource.ListenerType, l.GetName(), l)
+	t.ingress, t.ingressStale = serving, false
 }
 
-// chainIndex knows which export's filter chain takes each match of the
-// ingress listener, so that an export is checked against the others in
-// O(its chains).
-type chainIndex struct {
-	owner map[string]string // match key → filter chain
+// serverNames knows which export takes each SNI of the ingress listener,
+// so that an export is checked against the others in O(its ports).
+type serverNames struct {
+	owner map[string]string // SNI → export
 	byExp map[string][]string
 }
 
-// check refuses chains that overlap another export's, as Check words it.
-func (x chainIndex) check(export string, chains []*listener.FilterChain) error {
-	mine := map[string]bool{}
-	for _, k := range x.byExp[export] {
-		mine[k] = true
-	}
-	for _, fc := range chains {
-		for _, k := range snapshot.MatchKeys(fc) {
-			if other, ok := x.owner[k.Key]; ok && !mine[k.Key] {
-				return fmt.Errorf("ingress: listener %q: filter chains %q and %q overlap on %s", snapshot.IngressTLSName, other, fc.GetName(), k.Desc)
-			}
+// check refuses an SNI another export has.
+func (x serverNames) check(export string, names []string) error {
+	for _, n := range names {
+		if other, ok := x.owner[n]; ok && other != export {
+			return fmt.Errorf("ingress: exports %q and %q both have server name %q", other, export, n)
 		}
 	}
 	return nil
 }
 
-// set makes chains the export's (none: it is gone).
-func (x chainIndex) set(export string, chains []*listener.FilterChain) {
-	for _, k := range x.byExp[export] {
-		delete(x.owner, k)
+// set makes names the export's (none: it is gone).
+func (x serverNames) set(export string, names []string) {
+	for _, n := range x.byExp[export] {
+		delete(x.owner, n)
 	}
 	delete(x.byExp, export)
-	for _, fc := range chains {
-		for _, k := range snapshot.MatchKeys(fc) {
-			x.owner[k.Key] = fc.GetName()
-			x.byExp[export] = append(x.byExp[export], k.Key)
-		}
+	for _, n := range names {
+		x.owner[n] = export
+		x.byExp[export] = append(x.byExp[export], n)
 	}
 }
 
@@ -371,8 +361,4 @@ func heldBy(e *entry) []string {
 		return nil
 	}
 	return e.ports
-}
-
-func equalAll[M proto.Message](a, b []M) bool {
-	return slices.EqualFunc(a, b, func(x, y M) bool { return proto.Equal(x, y) })
 }
