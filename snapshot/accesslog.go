@@ -14,8 +14,9 @@ import (
 // gateway's own log goes: a container runtime collects both.
 const stdoutLogger = "envoy.access_loggers.stdout"
 
-// Access log lines are JSON objects, one per connection (tcp_proxy, and
-// the ingress listener for a connection no filter chain took) or per
+// Access log lines are JSON objects, one per connection (tcp_proxy, an
+// exported port's listener, and the ingress listener for a connection no
+// export took) or per
 // request (HTTP), with the fields an operator of a federation boundary
 // needs: who called (the peer's SPIFFE ID and certificate serial), for what
 // (SNI, filter chain, Host), what happened (response flags, TLS failure)

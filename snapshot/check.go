@@ -391,19 +391,3 @@ func (c *checker) visit(what string, m protoreflect.Message, r *refs) {
 		return true
 	})
 }
-
-// MatchKey is one way a connection matches a filter chain: two chains of a
-// listener that share a key overlap, which Envoy refuses. Desc says it for
-// an error message.
-type MatchKey struct{ Key, Desc string }
-
-// MatchKeys are the keys of a filter chain's match, for a caller that
-// checks overlaps one chain at a time instead of with Check.
-func MatchKeys(fc *listener.FilterChain) []MatchKey {
-	keys := matchKeys(fc.GetFilterChainMatch())
-	out := make([]MatchKey, len(keys))
-	for i, k := range keys {
-		out[i] = MatchKey{Key: k.key, Desc: k.desc}
-	}
-	return out
-}

@@ -98,8 +98,9 @@ func EgressName(peer, resourceID, instanceID string) string {
 	return "egress" + sep + EgressKey(peer, resourceID, instanceID)
 }
 
-// IngressName names the cluster, its ClusterLoadAssignment, its filter chain
-// and its stat prefixes, of one port of an exported service.
+// IngressName names the cluster, its ClusterLoadAssignment, its internal
+// listener and filter chain, and its stat prefixes, of one port of an
+// exported service.
 func IngressName(export, port string) string {
 	return join("ingress", escape(export), escape(port))
 }
