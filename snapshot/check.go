@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	xdsmatcher "github.com/cncf/xds/go/xds/type/matcher/v3"
 	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpoint "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -20,6 +21,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/meshfed/meshfed/model"
 )
@@ -39,8 +41,8 @@ import (
 //   - no two routing scopes share a key;
 //   - no two virtual hosts of a route configuration share a name or a domain;
 //   - every listener has a filter chain, no two filter chains of a listener
-//     match the same connections, and no two listeners bind the same
-//     address and port.
+//     share a name or match the same connections, every chain its matcher
+//     selects exists, and no two listeners bind the same address and port.
 func Check(res *Resources) error {
 	var errs []error
 	for _, role := range model.GatewayRoles {
@@ -217,9 +219,18 @@ func (c *checker) listener(l *listener.Listener) {
 		c.resolve(what, c.walk(what, lf))
 	}
 	matches := map[string]string{}
+	chains := map[string]bool{}
 	for _, fc := range l.GetFilterChains() {
 		part := fmt.Sprintf("%s filter chain %q", what, fc.GetName())
 		c.resolve(part, c.walk(part, fc))
+		if chains[fc.GetName()] {
+			c.fail("%s: duplicate filter chain %q", what, fc.GetName())
+		}
+		chains[fc.GetName()] = true
+		if l.GetFilterChainMatcher() != nil {
+			// Envoy ignores each chain's match: the matcher chooses.
+			continue
+		}
 		for _, key := range matchKeys(fc.GetFilterChainMatch()) {
 			if other, ok := matches[key.key]; ok {
 				c.fail("%s: filter chains %q and %q overlap on %s", what, other, fc.GetName(), key.desc)
@@ -231,6 +242,55 @@ func (c *checker) listener(l *listener.Listener) {
 	if fc := l.GetDefaultFilterChain(); fc != nil {
 		part := fmt.Sprintf("%s default filter chain", what)
 		c.resolve(part, c.walk(part, fc))
+	}
+	if m := l.GetFilterChainMatcher(); m != nil {
+		c.chainMatcher(what, m, chains)
+	}
+}
+
+// chainMatcher checks that every filter chain a listener's matcher selects
+// exists: Envoy refuses the listener otherwise.
+func (c *checker) chainMatcher(what string, m *xdsmatcher.Matcher, chains map[string]bool) {
+	if err := m.ValidateAll(); err != nil {
+		c.fail("%s: invalid filter chain matcher: %v", what, err)
+	}
+	var names []string
+	var each func(*xdsmatcher.Matcher)
+	onMatch := func(om *xdsmatcher.Matcher_OnMatch) {
+		if om == nil {
+			return
+		}
+		if a := om.GetAction(); a != nil {
+			var v wrapperspb.StringValue
+			if err := a.GetTypedConfig().UnmarshalTo(&v); err != nil {
+				c.fail("%s: filter chain matcher action %q: %v", what, a.GetName(), err)
+				return
+			}
+			names = append(names, v.GetValue())
+		}
+		if sub := om.GetMatcher(); sub != nil {
+			each(sub)
+		}
+	}
+	each = func(m *xdsmatcher.Matcher) {
+		onMatch(m.GetOnNoMatch())
+		for _, fm := range m.GetMatcherList().GetMatchers() {
+			onMatch(fm.GetOnMatch())
+		}
+		tree := m.GetMatcherTree()
+		for _, om := range tree.GetExactMatchMap().GetMap() {
+			onMatch(om)
+		}
+		for _, om := range tree.GetPrefixMatchMap().GetMap() {
+			onMatch(om)
+		}
+	}
+	each(m)
+	slices.Sort(names)
+	for _, n := range slices.Compact(names) {
+		if !chains[n] {
+			c.fail("%s: its filter chain matcher selects filter chain %q which does not exist", what, n)
+		}
 	}
 }
 

@@ -72,7 +72,7 @@ func TestCheckRouteToUnknownCluster(t *testing.T) {
 func TestCheckTCPProxyToUnknownCluster(t *testing.T) {
 	res := checkBase(t)
 	remove(t, res, model.Ingress, resource.ClusterType, "ingress/kafka/tls")
-	require.EqualError(t, snapshot.Check(res), `ingress: listener "ingress/kafka/tls" filter chain "ingress/kafka/tls" routes to cluster "ingress/kafka/tls" which does not exist`)
+	require.EqualError(t, snapshot.Check(res), `ingress: listener "ingress/tls" filter chain "ingress/kafka/tls" routes to cluster "ingress/kafka/tls" which does not exist`)
 }
 
 func TestCheckEDSWithoutLoadAssignment(t *testing.T) {
@@ -84,7 +84,7 @@ func TestCheckEDSWithoutLoadAssignment(t *testing.T) {
 func TestCheckUnknownSecret(t *testing.T) {
 	res := checkBase(t)
 	remove(t, res, model.Ingress, resource.SecretType, "meshfed/validator/mesh-b_2eexample/mesh-c_2eexample")
-	require.EqualError(t, snapshot.Check(res), `ingress: listener "ingress/orders/http" filter chain "ingress/orders/http" references secret "meshfed/validator/mesh-b_2eexample/mesh-c_2eexample" which does not exist`)
+	require.EqualError(t, snapshot.Check(res), `ingress: listener "ingress/tls" filter chain "consumers/_4desh_2e_43/mesh-b" references secret "meshfed/validator/mesh-b_2eexample/mesh-c_2eexample" which does not exist`)
 
 	res = checkBase(t)
 	remove(t, res, model.Egress, resource.SecretType, "meshfed/bundle/mesh-c_2eexample")
@@ -123,19 +123,36 @@ func TestCheckDuplicateVirtualHost(t *testing.T) {
 
 func TestCheckFilterChainOverlap(t *testing.T) {
 	res := checkBase(t)
-	l := find(t, res, model.Ingress, resource.ListenerType, snapshot.IngressTLSName).(*listener.Listener)
+	l := find(t, res, model.Egress, resource.ListenerType, "egress/mesh-b/payments/tcp").(*listener.Listener)
 	require.Len(t, l.FilterChains, 1)
 	other := proto.Clone(l.FilterChains[0]).(*listener.FilterChain)
 	other.Name = "another"
 	l.FilterChains = append(l.FilterChains, other)
-	require.EqualError(t, snapshot.Check(res), `ingress: listener "ingress/tls": filter chains "ingress/tls" and "another" overlap on any server name`)
+	require.EqualError(t, snapshot.Check(res), `egress: listener "egress/mesh-b/payments/tcp": filter chains "" and "another" overlap on any server name`)
 }
 
-// An export's SNI cluster leads to the export port's internal listener.
+// Envoy refuses a listener whose matcher selects a chain it lacks, or with
+// two chains of one name; the ingress listeners' chains have no match of
+// their own, so they never overlap.
+func TestCheckFilterChainMatcher(t *testing.T) {
+	res := checkBase(t)
+	l := find(t, res, model.Ingress, resource.ListenerType, snapshot.IngressRouterName).(*listener.Listener)
+	require.Len(t, l.FilterChains, 1)
+	l.FilterChains[0] = proto.Clone(l.FilterChains[0]).(*listener.FilterChain)
+	l.FilterChains[0].Name = "renamed"
+	require.EqualError(t, snapshot.Check(res), `ingress: listener "ingress/router": its filter chain matcher selects filter chain "ingress/orders/http" which does not exist`)
+
+	res = checkBase(t)
+	l = find(t, res, model.Ingress, resource.ListenerType, snapshot.IngressTLSName).(*listener.Listener)
+	l.FilterChains = append(l.FilterChains, proto.Clone(l.FilterChains[0]).(*listener.FilterChain))
+	require.EqualError(t, snapshot.Check(res), `ingress: listener "ingress/tls": duplicate filter chain "consumers/_4desh_2e_43/mesh-b"`)
+}
+
+// The router cluster leads to the router listener.
 func TestCheckUnknownInternalListener(t *testing.T) {
 	res := checkBase(t)
-	remove(t, res, model.Ingress, resource.ListenerType, "ingress/kafka/tls")
-	require.EqualError(t, snapshot.Check(res), `ingress: cluster "outbound_.9093_._.kafka.mesh-a.example" leads to listener "ingress/kafka/tls" which does not exist`)
+	remove(t, res, model.Ingress, resource.ListenerType, snapshot.IngressRouterName)
+	require.EqualError(t, snapshot.Check(res), `ingress: cluster "ingress/router" leads to listener "ingress/router" which does not exist`)
 }
 
 func TestCheckSameAddress(t *testing.T) {

@@ -14,8 +14,8 @@ import (
 // listeners and secrets), so that a change is verified without the rest of
 // the catalog. Across services, names cannot collide (they derive from
 // distinct keys) and ports are allocated uniquely, so what Check would add by
-// looking at the whole role is two exports with one SNI (the name of a
-// cluster of each): pass every export's resources at once for that.
+// looking at the whole role is two exports with one SNI: pass every
+// export's resources at once for that.
 func CheckService(in *Input, role model.Role, sr ServiceResources) error {
 	sr.Secrets = append(slices.Clip(sr.Secrets), GatewaySecrets(in, role)...)
 	byRole := map[model.Role]map[resource.Type][]types.Resource{}
@@ -24,10 +24,9 @@ func CheckService(in *Input, role model.Role, sr ServiceResources) error {
 		sr.Listeners = append(slices.Clip(sr.Listeners), EgressHTTP(in, sr.HostRoutes)...)
 		byRole[model.Egress] = sr.byType()
 	case model.Ingress:
-		if len(sr.ServerNames) > 0 {
-			sr.Listeners = append(slices.Clip(sr.Listeners), IngressListener(in))
-			sr.Clusters = append(slices.Clip(sr.Clusters), UnknownServerNameCluster())
-		}
+		ls, cs := IngressListeners(in, sr.IngressRoutes)
+		sr.Listeners = append(slices.Clip(sr.Listeners), ls...)
+		sr.Clusters = append(slices.Clip(sr.Clusters), cs...)
 		byRole[model.Ingress] = sr.byType()
 	}
 	return Check(&Resources{ByRole: byRole})

@@ -99,36 +99,3 @@ func outlierDetection() *cluster.OutlierDetection {
 		EnforcingConsecutiveGatewayFailure: wrapperspb.UInt32(100),
 	}
 }
-
-// serverNameCluster is the cluster named by an export port's SNI, which
-// the ingress listener's sni_cluster picks: it leads to the port's internal
-// listener.
-func serverNameCluster(sni, exportListener string) *cluster.Cluster {
-	return &cluster.Cluster{
-		Name:                 sni,
-		ConnectTimeout:       durationpb.New(connectTimeout),
-		ClusterDiscoveryType: &cluster.Cluster_Type{Type: cluster.Cluster_STATIC},
-		LoadAssignment: &endpoint.ClusterLoadAssignment{ClusterName: sni, Endpoints: []*endpoint.LocalityLbEndpoints{{
-			LbEndpoints: []*endpoint.LbEndpoint{{HostIdentifier: &endpoint.LbEndpoint_Endpoint{Endpoint: &endpoint.Endpoint{
-				Address: &core.Address{Address: &core.Address_EnvoyInternalAddress{EnvoyInternalAddress: &core.EnvoyInternalAddress{
-					AddressNameSpecifier: &core.EnvoyInternalAddress_ServerListenerName{ServerListenerName: exportListener},
-				}}},
-			}}}},
-		}}},
-	}
-}
-
-// UnknownServerName names the cluster the ingress listener takes a
-// connection without an SNI to: it has no endpoint, so the connection is
-// closed.
-const UnknownServerName = "ingress" + sep + "unknown-server-name"
-
-// UnknownServerNameCluster is the cluster named UnknownServerName.
-func UnknownServerNameCluster() *cluster.Cluster {
-	return &cluster.Cluster{
-		Name:                 UnknownServerName,
-		ConnectTimeout:       durationpb.New(connectTimeout),
-		ClusterDiscoveryType: &cluster.Cluster_Type{Type: cluster.Cluster_STATIC},
-		LoadAssignment:       &endpoint.ClusterLoadAssignment{ClusterName: UnknownServerName},
-	}
-}

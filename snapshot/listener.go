@@ -4,18 +4,15 @@ import (
 	"strconv"
 	"time"
 
-	accesslog "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	mutation "github.com/envoyproxy/go-control-plane/envoy/config/common/mutation_rules/v3"
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
-	accesslogdata "github.com/envoyproxy/go-control-plane/envoy/data/accesslog/v3"
 	headermutation "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/header_mutation/v3"
 	lua "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/lua/v3"
 	router "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	upstreamcodec "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/upstream_codec/v3"
 	tlsinspector "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
-	snicluster "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/sni_cluster/v3"
 	tcpproxy "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -163,87 +160,14 @@ func egressTCPProxy(name string) *listener.Filter {
 	})
 }
 
-// maxEarlyData bounds what a tcp_proxy that waits for the TLS handshake
-// holds of a caller's first bytes: a request's headers, not a flood.
-const maxEarlyData = 64 << 10
-
-// tlsTerminatingProxy proxies to cluster name once the caller's TLS
-// handshake completed, never before: Envoy's default opens the upstream
-// connection on the ClientHello, so a caller the handshake then refuses
-// would still have made the local service accept a connection (and hear
-// the greeting of a server-first protocol).
-func tlsTerminatingProxy(name string) *listener.Filter {
-	return tcpProxyFilter(&tcpproxy.TcpProxy{
-		StatPrefix:          name,
-		ClusterSpecifier:    &tcpproxy.TcpProxy_Cluster{Cluster: name},
-		UpstreamConnectMode: tcpproxy.UpstreamConnectMode_ON_DOWNSTREAM_TLS_HANDSHAKE,
-		MaxEarlyDataBytes:   wrapperspb.UInt32(maxEarlyData),
-		// A line when the caller is connected upstream, not only when the
-		// connection ends (the listener logs that): a gRPC stream lives
-		// for hours.
-		AccessLog:        accessLogs(model.Ingress, connectionLogFields, accesslogdata.AccessLogType_TcpUpstreamConnected),
-		AccessLogOptions: &tcpproxy.TcpProxy_TcpAccessLogOptions{FlushAccessLogOnConnected: true},
-	})
-}
-
 func tcpProxyFilter(cfg *tcpproxy.TcpProxy) *listener.Filter {
 	return &listener.Filter{Name: wellknown.TCPProxy, ConfigType: &listener.Filter_TypedConfig{TypedConfig: mustAny(cfg)}}
 }
-
-// IngressListener is the ingress TLS listener, the same whatever is
-// exported: a TLS inspector reads the SNI, and the connection goes to the
-// cluster of that name (sni_cluster), which leads to the internal listener
-// of the export port that has it (IngressResources). Envoy 1.40 cannot send
-// a listener one filter chain at a time, so a chain per export here would
-// make every export change resend every export's chain.
-//
-// A connection with an SNI nobody exports is closed (no such cluster),
-// one without an SNI too (unknownServerName has no endpoint), and one that
-// is not TLS matches no chain. This listener logs only those; the export
-// listeners log the rest, with the caller's identity.
-func IngressListener(in *Input) *listener.Listener {
-	log := accessLogs(model.Ingress, connectionLogFields)
-	log[0].Filter = &accesslog.AccessLogFilter{FilterSpecifier: &accesslog.AccessLogFilter_ResponseFlagFilter{
-		ResponseFlagFilter: &accesslog.ResponseFlagFilter{Flags: []string{"NC", "UH", "NR"}},
-	}}
-	return &listener.Listener{
-		Name:                          IngressTLSName,
-		Address:                       socketAddress(in.Gateways.Ingress.Address, in.Gateways.Ingress.Port),
-		PerConnectionBufferLimitBytes: wrapperspb.UInt32(connectionBufferLimit),
-		ListenerFilters:               []*listener.ListenerFilter{tlsInspector()},
-		FilterChains: []*listener.FilterChain{{
-			Name:             IngressTLSName,
-			FilterChainMatch: &listener.FilterChainMatch{TransportProtocol: tlsTransport},
-			Filters: []*listener.Filter{
-				{Name: sniCluster, ConfigType: &listener.Filter_TypedConfig{TypedConfig: mustAny(&snicluster.SniCluster{})}},
-				tcpProxyFilter(&tcpproxy.TcpProxy{StatPrefix: IngressTLSName, ClusterSpecifier: &tcpproxy.TcpProxy_Cluster{Cluster: UnknownServerName}}),
-			},
-		}},
-		AccessLog: log,
-	}
-}
-
-const sniCluster = "envoy.filters.network.sni_cluster"
 
 func tlsInspector() *listener.ListenerFilter {
 	return &listener.ListenerFilter{
 		Name:       wellknown.TLSInspector,
 		ConfigType: &listener.ListenerFilter_TypedConfig{TypedConfig: mustAny(&tlsinspector.TlsInspector{})},
-	}
-}
-
-// exportListener is the internal listener of an export port, reached
-// through its SNI's cluster only: it holds chain, and logs every
-// connection when it ends, refused callers included, with the SNI (its own
-// TLS inspector reads it again) and the caller's identity.
-func exportListener(name string, chain *listener.FilterChain) *listener.Listener {
-	return &listener.Listener{
-		Name:                          name,
-		ListenerSpecifier:             &listener.Listener_InternalListener{InternalListener: &listener.Listener_InternalListenerConfig{}},
-		PerConnectionBufferLimitBytes: wrapperspb.UInt32(connectionBufferLimit),
-		ListenerFilters:               []*listener.ListenerFilter{tlsInspector()},
-		FilterChains:                  []*listener.FilterChain{chain},
-		AccessLog:                     accessLogs(model.Ingress, connectionLogFields),
 	}
 }
 

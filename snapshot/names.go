@@ -25,6 +25,10 @@ const (
 
 	// IngressTLSName names the ingress TLS listener.
 	IngressTLSName = "ingress" + sep + "tls"
+	// IngressRouterName names the ingress router: the internal listener
+	// that takes each terminated connection to its export port's chain, and
+	// the cluster that leads to it. Two fields, where IngressName has three.
+	IngressRouterName = "ingress" + sep + "router"
 )
 
 const hexDigits = "0123456789abcdef"
@@ -103,6 +107,18 @@ func EgressName(peer, resourceID, instanceID string) string {
 // exported service.
 func IngressName(export, port string) string {
 	return join("ingress", escape(export), escape(port))
+}
+
+// ConsumersChainName names the ingress TLS listener's chain of the exports
+// whose consumers are peers (sorted by name, unique): its first field is
+// no other name's.
+func ConsumersChainName(peers []model.Peer) string {
+	fields := make([]string, 0, 1+len(peers))
+	fields = append(fields, "consumers")
+	for _, p := range peers {
+		fields = append(fields, escape(p.Name))
+	}
+	return join(fields...)
 }
 
 // SVIDSecretName names the SDS secret holding role's SVID.

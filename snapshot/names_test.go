@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/meshfed/meshfed/model"
 )
 
 // unescape inverts escape; ok is false for a string escape cannot produce.
@@ -64,9 +66,27 @@ func checkNames(t testing.TB, a, b [3]string) {
 	if a[0] != b[0] || a[1] != b[1] {
 		require.NotEqual(t, IngressName(a[0], a[1]), IngressName(b[0], b[1]))
 	}
-	// Names of different kinds never meet: their first fields differ.
+	// Names of different kinds never meet: their first fields differ, or
+	// their number of fields.
 	require.NotEqual(t, na, IngressName(b[0], b[1]))
 	require.NotEqual(t, na, EgressHTTPName(uint32(len(b[0]))))
+	peers := func(names ...string) []model.Peer {
+		var ps []model.Peer
+		for _, n := range names {
+			ps = append(ps, model.Peer{Name: n})
+		}
+		return ps
+	}
+	ca, cb := ConsumersChainName(peers(a[0], a[1])), ConsumersChainName(peers(b[0], b[1]))
+	require.Equal(t, []string{"consumers", a[0], a[1]}, decodeName(t, ca))
+	if a[0] != b[0] || a[1] != b[1] {
+		require.NotEqual(t, ca, cb)
+	}
+	for _, other := range []string{IngressName(b[0], b[1]), IngressTLSName, IngressRouterName, na} {
+		require.NotEqual(t, ca, other)
+		require.NotEqual(t, ConsumersChainName(peers(a[0])), other)
+	}
+	require.NotEqual(t, IngressRouterName, IngressName(b[0], b[1]))
 }
 
 func TestEscape(t *testing.T) {

@@ -9,15 +9,11 @@ import (
 	rbac "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	rbacnet "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
 	tls "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
-	matcher "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/meshfed/meshfed/model"
 )
-
-// consumersPolicy names the one RBAC policy of an exported service.
-const consumersPolicy = "consumers"
 
 // consumers is the configured peers among an export's consumers, sorted by
 // name, without duplicates; consumers not configured as peers are ignored.
@@ -62,38 +58,6 @@ func callerSANs(peers []model.Peer) []*tls.SubjectAltNameMatcher {
 	var out []*tls.SubjectAltNameMatcher
 	callerIDs(peers, func(id string, prefix bool) { out = append(out, uriSAN(id, prefix)) })
 	return out
-}
-
-// principals are the RBAC principals of callerIDs: Envoy's authenticated
-// principal_name is the URI SAN of the client certificate.
-func principals(peers []model.Peer) []*rbac.Principal {
-	var out []*rbac.Principal
-	callerIDs(peers, func(id string, prefix bool) {
-		m := &matcher.StringMatcher{MatchPattern: &matcher.StringMatcher_Exact{Exact: id}}
-		if prefix {
-			m.MatchPattern = &matcher.StringMatcher_Prefix{Prefix: id}
-		}
-		out = append(out, &rbac.Principal{Identifier: &rbac.Principal_Authenticated_{
-			Authenticated: &rbac.Principal_Authenticated{PrincipalName: m},
-		}})
-	})
-	return out
-}
-
-// rbacFilter allows connections only from the peers' principals: a second
-// layer behind the handshake's SAN matchers, which also counts and logs.
-func rbacFilter(statPrefix string, peers []model.Peer) *listener.Filter {
-	cfg := &rbacnet.RBAC{
-		StatPrefix: statPrefix,
-		Rules: &rbac.RBAC{
-			Action: rbac.RBAC_ALLOW,
-			Policies: map[string]*rbac.Policy{consumersPolicy: {
-				Permissions: []*rbac.Permission{{Rule: &rbac.Permission_Any{Any: true}}},
-				Principals:  principals(peers),
-			}},
-		},
-	}
-	return &listener.Filter{Name: wellknown.RoleBasedAccessControl, ConfigType: &listener.Filter_TypedConfig{TypedConfig: mustAny(cfg)}}
 }
 
 func wrapBool(b bool) *wrapperspb.BoolValue { return wrapperspb.Bool(b) }

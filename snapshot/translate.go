@@ -19,17 +19,17 @@ import (
 
 // ServiceResources are the resources one service contributes to one gateway.
 // HostRoutes are routing scopes, and make the egress HTTP listener of their
-// port exist (EgressHTTP); ServerNames are the SNIs an export takes on the
-// ingress listener (IngressListener), each the name of one of its
-// clusters; the rest are resources in their own right. Secrets may
-// be shared by several services: equal names mean equal contents.
+// port exist (EgressHTTP); IngressRoutes are how the ingress listeners
+// reach an export's ports (IngressListeners); the rest are resources in
+// their own right. Secrets may be shared by several services: equal names
+// mean equal contents.
 type ServiceResources struct {
-	Clusters    []*cluster.Cluster
-	Endpoints   []*endpoint.ClusterLoadAssignment
-	Listeners   []*listener.Listener
-	HostRoutes  []HostRoute
-	ServerNames []string
-	Secrets     []*tls.Secret
+	Clusters      []*cluster.Cluster
+	Endpoints     []*endpoint.ClusterLoadAssignment
+	Listeners     []*listener.Listener
+	HostRoutes    []HostRoute
+	IngressRoutes []IngressRoute
+	Secrets       []*tls.Secret
 }
 
 // HostRoute is the routing scope of one imported instance, served by the
@@ -115,19 +115,18 @@ func HTTPPort(inst model.Instance) uint32 {
 }
 
 // IngressResources are the ingress gateway's resources for one export: per
-// port, a cluster of the local endpoints (with its ClusterLoadAssignment when
-// EDS), an internal listener whose filter chain serves the port, and a
-// cluster named by the port's SNI that leads to that listener, which is how
-// the ingress listener finds it (IngressListener); in terminate mode (the
-// default) also the SPIFFE validator secret of the consumers' trust
-// domains. Every export's resources are its own, so a change to one sends
-// that export's only.
+// port, a cluster of the local endpoints (with its ClusterLoadAssignment
+// when EDS) and the route by which the ingress listeners reach it by its
+// SNI (IngressListeners); in terminate mode (the default) also the SPIFFE
+// validator secret of the consumers' trust domains. An export none of
+// whose consumers is a configured peer has nobody to serve and yields
+// nothing.
 //
-// Terminate: the chain requires a client SVID of a consumer trust domain,
-// allows only the consumers' identities (RBAC), and proxies the decrypted
-// stream. Passthrough: the chain proxies the raw TLS stream and the local
-// service authenticates the caller. An export none of whose consumers is a
-// configured peer has nobody to serve and yields nothing.
+// Terminate: the consumers' group chain requires a client SVID of a
+// consumer trust domain and one of the consumers' identities during the
+// handshake, and the port's chain proxies the decrypted stream.
+// Passthrough: the port's chain proxies the raw TLS stream and the local
+// service authenticates the caller.
 func IngressResources(in *Input, exp model.Export) ServiceResources {
 	var out ServiceResources
 	peers := consumers(in, exp)
@@ -135,16 +134,13 @@ func IngressResources(in *Input, exp model.Export) ServiceResources {
 		return out
 	}
 	terminate := exp.Mode != model.Passthrough
-	var validator string
 	if terminate {
 		tds := make([]string, 0, len(peers))
 		for _, p := range peers {
 			tds = append(tds, p.TrustDomain)
 		}
 		slices.Sort(tds)
-		tds = slices.Compact(tds)
-		validator = ValidatorSecretName(tds)
-		if s := validatorSecret(in, tds); s != nil {
+		if s := validatorSecret(in, slices.Compact(tds)); s != nil {
 			out.Secrets = append(out.Secrets, s)
 		}
 	}
@@ -157,16 +153,11 @@ func IngressResources(in *Input, exp model.Export) ServiceResources {
 		if cla != nil {
 			out.Endpoints = append(out.Endpoints, cla)
 		}
-		chain := &listener.FilterChain{Name: name}
+		r := IngressRoute{SNI: p.SNI, Chain: exportChain(name)}
 		if terminate {
-			chain.TransportSocket = downstreamTLS(validator, callerSANs(peers))
-			chain.Filters = []*listener.Filter{rbacFilter(name, peers), tlsTerminatingProxy(name)}
-		} else {
-			chain.Filters = []*listener.Filter{tcpProxy(name)}
+			r.Consumers = peers
 		}
-		out.Listeners = append(out.Listeners, exportListener(name, chain))
-		out.Clusters = append(out.Clusters, serverNameCluster(p.SNI, name))
-		out.ServerNames = append(out.ServerNames, p.SNI)
+		out.IngressRoutes = append(out.IngressRoutes, r)
 	}
 	return out
 }
@@ -221,10 +212,9 @@ func Build(in *Input) *Resources {
 	}
 	egress.Listeners = append(egress.Listeners, EgressHTTP(in, egress.HostRoutes)...)
 	egress.Secrets = append(egress.Secrets, GatewaySecrets(in, model.Egress)...)
-	if len(ingress.ServerNames) > 0 {
-		ingress.Listeners = append(ingress.Listeners, IngressListener(in))
-		ingress.Clusters = append(ingress.Clusters, UnknownServerNameCluster())
-	}
+	ls, cs := IngressListeners(in, ingress.IngressRoutes)
+	ingress.Listeners = append(ingress.Listeners, ls...)
+	ingress.Clusters = append(ingress.Clusters, cs...)
 	ingress.Secrets = append(ingress.Secrets, GatewaySecrets(in, model.Ingress)...)
 
 	return &Resources{ByRole: map[model.Role]map[resource.Type][]types.Resource{
@@ -253,7 +243,7 @@ func (s *ServiceResources) add(o ServiceResources) {
 	s.Endpoints = append(s.Endpoints, o.Endpoints...)
 	s.Listeners = append(s.Listeners, o.Listeners...)
 	s.HostRoutes = append(s.HostRoutes, o.HostRoutes...)
-	s.ServerNames = append(s.ServerNames, o.ServerNames...)
+	s.IngressRoutes = append(s.IngressRoutes, o.IngressRoutes...)
 	s.Secrets = append(s.Secrets, o.Secrets...)
 }
 

@@ -135,6 +135,19 @@ func (e *env) names(role model.Role, typeURL string) []string {
 	return out
 }
 
+// version is the version of the named resource; it fails the test when
+// there is none.
+func (e *env) version(role model.Role, typeURL, name string) string {
+	e.t.Helper()
+	for _, r := range e.cache.Resources(role, typeURL) {
+		if r.Name == name {
+			return r.Version
+		}
+	}
+	e.t.Fatalf("no %s %q", typeURL, name)
+	return ""
+}
+
 func service(name string, proto model.Protocol, port uint32, addrs ...string) model.Service {
 	s := model.Service{
 		Name: name, FQDN: name + ".mesh-b.example",
@@ -217,24 +230,25 @@ func TestRunnerExports(t *testing.T) {
 	}
 	e.src.setExports([]model.Export{exp})
 	e.wait()
-	// The export's own listener, reached from the ingress listener by the
-	// cluster of its SNI.
-	require.Equal(t, []string{"ingress/inventory/http", "ingress/tls"}, e.names(model.Ingress, resource.ListenerType))
-	sni := model.DefaultSNI(8080, "inventory.mesh-a.example")
-	require.Equal(t, []string{"ingress/inventory/http", snapshot.UnknownServerName, sni}, e.names(model.Ingress, resource.ClusterType))
-	ingress0 := e.cache.Resources(model.Ingress, resource.ListenerType)[1].Version
+	// The TLS listener takes the SNI to mesh-b's chain, the router to the
+	// export's.
+	require.Equal(t, []string{snapshot.IngressRouterName, snapshot.IngressTLSName}, e.names(model.Ingress, resource.ListenerType))
+	require.Equal(t, []string{"ingress/inventory/http", snapshot.IngressRouterName}, e.names(model.Ingress, resource.ClusterType))
+	inventory0 := e.version(model.Ingress, resource.ClusterType, "ingress/inventory/http")
+	router0 := e.version(model.Ingress, resource.ClusterType, snapshot.IngressRouterName)
 
-	// Another export changes none of the first one's resources, nor the
-	// ingress listener.
-	inventory0 := e.cache.Resources(model.Ingress, resource.ListenerType)[0].Version
+	// Another export changes none of the first one's own resources; the
+	// listeners take its SNI.
+	tls0 := e.version(model.Ingress, resource.ListenerType, snapshot.IngressTLSName)
 	other := exp
 	other.Name, other.FQDN = "orders", "orders.mesh-a.example"
 	other.Ports = []model.ExportPort{{Name: "http", Port: 8080, Protocol: model.HTTP, SNI: model.DefaultSNI(8080, other.FQDN), Endpoints: []model.LocalEndpoint{{Address: "127.0.0.1", Port: 9081}}}}
 	e.src.setExports([]model.Export{exp, other})
 	e.wait()
-	require.Equal(t, []string{"ingress/inventory/http", "ingress/orders/http", "ingress/tls"}, e.names(model.Ingress, resource.ListenerType))
-	require.Equal(t, inventory0, e.cache.Resources(model.Ingress, resource.ListenerType)[0].Version)
-	require.Equal(t, ingress0, e.cache.Resources(model.Ingress, resource.ListenerType)[2].Version)
+	require.Equal(t, []string{"ingress/inventory/http", "ingress/orders/http", snapshot.IngressRouterName}, e.names(model.Ingress, resource.ClusterType))
+	require.Equal(t, inventory0, e.version(model.Ingress, resource.ClusterType, "ingress/inventory/http"))
+	require.Equal(t, router0, e.version(model.Ingress, resource.ClusterType, snapshot.IngressRouterName))
+	require.NotEqual(t, tls0, e.version(model.Ingress, resource.ListenerType, snapshot.IngressTLSName))
 	secrets := e.names(model.Ingress, resource.SecretType)
 	require.Len(t, secrets, 2, "the ingress SVID and the validator of mesh-b: %v", secrets)
 
@@ -378,9 +392,13 @@ func TestRunnerFollowsPeers(t *testing.T) {
 	}})
 	e.start()
 	listener := func() string {
-		ls := e.cache.Resources(model.Ingress, resource.ListenerType)
-		require.Len(t, ls, 2, "the export's listener and the ingress listener")
-		return string(ls[0].Resource.GetValue())
+		for _, l := range e.cache.Resources(model.Ingress, resource.ListenerType) {
+			if l.Name == snapshot.IngressTLSName {
+				return string(l.Resource.GetValue())
+			}
+		}
+		t.Fatal("no ingress TLS listener")
+		return ""
 	}
 	require.NotContains(t, listener(), "mesh-c.example", "mesh-c is not a peer yet")
 

@@ -1,7 +1,6 @@
 package runner
 
 import (
-	"fmt"
 	"slices"
 
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -25,11 +24,8 @@ type Translator struct {
 	exports map[string]*entry
 	refs    secretRefs
 	http    egressHTTP
-	names   serverNames
-	// ingress: the ingress listener is served; ingressStale: the input
-	// changed, so it is set again.
-	ingress, ingressStale bool
-	ready                 bool
+	ingress ingressRoutes
+	ready   bool
 	// rejected are the services whose last translation failed the checks,
 	// with the egress port keys of the version that failed: a port kept
 	// from before a restart stays reserved while the service waits (for a
@@ -111,7 +107,7 @@ func NewTranslator(in snapshot.Input) *Translator {
 		exports: map[string]*entry{},
 		refs:    newSecretRefs(),
 		http:    newEgressHTTP(),
-		names:   serverNames{owner: map[string]string{}, byExp: map[string][]string{}},
+		ingress: newIngressRoutes(),
 
 		rejected: map[catalog.Key][]string{},
 	}
@@ -135,7 +131,7 @@ func (t *Translator) Apply(ch Changes) Result {
 	t.in.EgressPorts = nil
 	first := !t.ready
 	t.http.refresh(&res, &t.in)
-	t.ingressListener(&res)
+	t.ingress.refresh(&res, &t.in)
 	if secrets || first {
 		t.gatewaySecrets(&res)
 	}
@@ -151,7 +147,7 @@ func (t *Translator) Apply(ch Changes) Result {
 func (t *Translator) SetInput(in snapshot.Input) {
 	in.Imports, in.Exports, in.EgressPorts, in.Secrets = nil, nil, nil, t.in.Secrets
 	t.in = in
-	t.http.stale, t.ingressStale = true, true
+	t.http.stale, t.ingress.stale = true, true
 }
 
 // Retry lists, sorted, what to translate again when the certificates
@@ -220,7 +216,7 @@ func (t *Translator) applyExport(res *Result, c ExportChange) {
 	if c.Export == nil {
 		if old != nil {
 			t.remove(res, model.Ingress, old)
-			t.names.set(c.Name, nil)
+			t.ingress.set(c.Name, nil)
 			delete(t.exports, c.Name)
 		}
 		return
@@ -228,7 +224,7 @@ func (t *Translator) applyExport(res *Result, c ExportChange) {
 	sr := snapshot.IngressResources(&t.in, *c.Export)
 	err := snapshot.CheckService(&t.in, model.Ingress, sr)
 	if err == nil {
-		err = t.names.check(c.Name, sr.ServerNames)
+		err = t.ingress.check(c.Name, sr.IngressRoutes)
 	}
 	if err != nil {
 		res.Rejected = append(res.Rejected, Rejection{Key: key, Err: err})
@@ -238,7 +234,7 @@ func (t *Translator) applyExport(res *Result, c ExportChange) {
 	e := t.put(res, model.Ingress, old, sr)
 	// Nothing is needed again: it is in the cache.
 	e.res = snapshot.ServiceResources{}
-	t.names.set(c.Name, sr.ServerNames)
+	t.ingress.set(c.Name, sr.IngressRoutes)
 	t.exports[c.Name] = e
 }
 
@@ -284,54 +280,6 @@ func (t *Translator) drop(res *Result, role model.Role, old *entry, keep []typed
 		if !slices.Contains(keep, n) {
 			res.del(role, n.typeURL, n.name)
 		}
-	}
-}
-
-// ingressListener keeps the ingress listener, and the cluster it takes a
-// connection without an SNI to, while an export has a server name: they
-// do not change with the exports (each has its own listener, reached by
-// its SNI's cluster), only with the input.
-func (t *Translator) ingressListener(res *Result) {
-	serving := len(t.names.owner) > 0
-	switch {
-	case !serving && t.ingress:
-		res.del(model.Ingress, resource.ListenerType, snapshot.IngressTLSName)
-		res.del(model.Ingress, resource.ClusterType, snapshot.UnknownServerName)
-	case serving && (!t.ingress || t.ingressStale):
-		l := snapshot.IngressListener(&t.in)
-		res.set(model.Ingress, resource.ListenerType, l.GetName(), l)
-		c := snapshot.UnknownServerNameCluster()
-		res.set(model.Ingress, resource.ClusterType, c.GetName(), c)
-	}
-	t.ingress, t.ingressStale = serving, false
-}
-
-// serverNames knows which export takes each SNI of the ingress listener,
-// so that an export is checked against the others in O(its ports).
-type serverNames struct {
-	owner map[string]string // SNI → export
-	byExp map[string][]string
-}
-
-// check refuses an SNI another export has.
-func (x serverNames) check(export string, names []string) error {
-	for _, n := range names {
-		if other, ok := x.owner[n]; ok && other != export {
-			return fmt.Errorf("ingress: exports %q and %q both have server name %q", other, export, n)
-		}
-	}
-	return nil
-}
-
-// set makes names the export's (none: it is gone).
-func (x serverNames) set(export string, names []string) {
-	for _, n := range x.byExp[export] {
-		delete(x.owner, n)
-	}
-	delete(x.byExp, export)
-	for _, n := range names {
-		x.owner[n] = export
-		x.byExp[export] = append(x.byExp[export], n)
 	}
 }
 
