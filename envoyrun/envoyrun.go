@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -72,7 +73,16 @@ type Config struct {
 	// Concurrency is the number of worker threads; default 1, so that
 	// several gateways share a small machine.
 	Concurrency int
+	// DrainTime is how long Envoy lets the connections of a filter chain
+	// that changed or went away finish before it closes them;
+	// DefaultDrainTime when zero.
+	DrainTime time.Duration
 }
+
+// DefaultDrainTime bounds how long a caller the ingress no longer admits
+// (a peer removed, an export withdrawn from it) keeps a connection it
+// opened before: Envoy's own default is 10 minutes.
+const DefaultDrainTime = 5 * time.Second
 
 // Envoy is a running Envoy process.
 type Envoy struct {
@@ -101,6 +111,9 @@ func Start(ctx context.Context, cfg Config) (*Envoy, error) {
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = 1
 	}
+	if cfg.DrainTime <= 0 {
+		cfg.DrainTime = DefaultDrainTime
+	}
 	base := filepath.Join(cfg.Dir, cfg.Name)
 	bootstrap, adminPath := base+".bootstrap.json", base+".admin"
 	e := &Envoy{name: cfg.Name, logPath: base + ".log", exited: make(chan struct{})}
@@ -118,7 +131,8 @@ func Start(ctx context.Context, cfg Config) (*Envoy, error) {
 	// soon after its connection ended.
 	e.cmd = exec.Command(cfg.Binary, "-c", bootstrap, "--admin-address-path", adminPath,
 		"--disable-hot-restart", "--concurrency", fmt.Sprint(cfg.Concurrency), "-l", cfg.LogLevel,
-		"--file-flush-interval-msec", "200")
+		"--file-flush-interval-msec", "200",
+		"--drain-time-s", strconv.Itoa(max(1, int(cfg.DrainTime/time.Second))))
 	e.cmd.Stdout, e.cmd.Stderr = log, log
 	if err := e.cmd.Start(); err != nil {
 		log.Close()
