@@ -176,6 +176,7 @@ func (m *mesh) startAgent() {
 	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)).Named(m.Name)
 	a, err := agent.New(context.Background(), cfg, log, prometheus.NewRegistry())
 	require.NoError(t, err)
+	a.ConfigPath = m.ConfigPath()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()

@@ -36,10 +36,10 @@ func TestIngressRefusesCallersOutsideConsumers(t *testing.T) {
 	require.NoError(t, directCall(t, b, root, "mesh-a", "/meshfed/gateway/egress"))
 	require.Equal(t, before+1, b.up.http.Accepted())
 
-	for _, caller := range []struct{ mesh, path, why string }{
-		{"mesh-a", "/ns/default/sa/intruder", "a workload of the consumer mesh that is not one of its callers"},
-		{"mesh-c", "/meshfed/gateway/egress", "a peer the service is not exported to"},
-		{"mesh-d", "/meshfed/gateway/egress", "a trust domain the owner does not know"},
+	for _, caller := range []struct{ mesh, path, why, reason string }{
+		{"mesh-a", "/ns/default/sa/intruder", "a workload of the consumer mesh that is not one of its callers", "caller not authorized"},
+		{"mesh-c", "/meshfed/gateway/egress", "a peer the service is not exported to", "certificate not trusted"},
+		{"mesh-d", "/meshfed/gateway/egress", "a trust domain the owner does not know", "certificate not trusted"},
 	} {
 		t.Run(caller.mesh+caller.path, func(t *testing.T) {
 			before := b.up.http.Accepted()
@@ -56,11 +56,11 @@ func TestIngressRefusesCallersOutsideConsumers(t *testing.T) {
 			id := "spiffe://" + caller.mesh + ".example" + caller.path
 			eventually(t, "the ingress access log names the refused caller and why", func(context.Context) error {
 				for _, l := range accessLog(t, b.ingress) {
-					if l["peer"] == id && l["tls_failure"] != nil && l["upstream"] == nil {
+					if l["peer"] == id && l["tls_failure"] != nil && l["upstream"] == nil && l["reason"] == caller.reason {
 						return nil
 					}
 				}
-				return fmt.Errorf("no access log line of %s with a TLS failure", id)
+				return fmt.Errorf("no access log line of %s with a TLS failure and reason %q", id, caller.reason)
 			})
 		})
 	}
@@ -68,26 +68,19 @@ func TestIngressRefusesCallersOutsideConsumers(t *testing.T) {
 
 // A connection to the ingress gateway for an SNI nobody exports, or with
 // none, or that is not TLS, is closed before any export sees it, and the
-// ingress access log says so.
+// ingress access log says why.
 func TestIngressClosesWhatNoExportTakes(t *testing.T) {
 	_, b := federate(t, options{})
 	root := filepath.Dir(b.Dir)
-	for _, tc := range []struct{ name, sni, flag string }{
-		{"unknown server name", "outbound_.8080_._.elsewhere.mesh-b.example", "NC"},
-		{"no server name", "", "UH"},
+	for _, tc := range []struct{ name, sni, reason string }{
+		{"unknown server name", "outbound_.8080_._.elsewhere.mesh-b.example", "no export has this server name"},
+		{"no server name", "", "no server name"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := b.up.http.Accepted()
 			require.Error(t, callIngress(t, b, root, "mesh-a", "/meshfed/gateway/egress", tc.sni))
 			require.Equal(t, before, b.up.http.Accepted())
-			eventually(t, "the ingress access log has the closed connection", func(context.Context) error {
-				for _, l := range accessLog(t, b.ingress) {
-					if l["listener"] == "ingress/tls" && l["flags"] == tc.flag && (tc.sni == "" || l["sni"] == tc.sni) {
-						return nil
-					}
-				}
-				return fmt.Errorf("no access log line of ingress/tls with flag %s", tc.flag)
-			})
+			refusalLogged(t, b, tc.sni, tc.reason)
 		})
 	}
 	t.Run("not TLS", func(t *testing.T) {
@@ -99,14 +92,22 @@ func TestIngressClosesWhatNoExportTakes(t *testing.T) {
 		require.NoError(t, conn.SetReadDeadline(time.Now().Add(10*time.Second)))
 		n, _ := conn.Read(make([]byte, 1))
 		require.Zero(t, n, "closed without an answer")
-		eventually(t, "the ingress access log has the closed connection", func(context.Context) error {
-			for _, l := range accessLog(t, b.ingress) {
-				if l["listener"] == "ingress/tls" && l["flags"] == "NR" {
-					return nil
-				}
+		refusalLogged(t, b, "", "not TLS")
+	})
+}
+
+// refusalLogged waits for a line of m's ingress TLS listener that refused
+// a connection for sni (any, when empty) with reason, naming the caller's
+// address.
+func refusalLogged(t *testing.T, m *mesh, sni, reason string) {
+	t.Helper()
+	eventually(t, "the ingress access log has the refused connection", func(context.Context) error {
+		for _, l := range accessLog(t, m.ingress) {
+			if l["listener"] == "ingress/tls" && l["reason"] == reason && (sni == "" || l["sni"] == sni) && l["downstream"] != nil && l["upstream"] == nil {
+				return nil
 			}
-			return fmt.Errorf("no access log line of ingress/tls with flag NR")
-		})
+		}
+		return fmt.Errorf("no access log line of ingress/tls with reason %q", reason)
 	})
 }
 

@@ -68,7 +68,7 @@ func TestGatewaysAndGatewayConfig(t *testing.T) {
 	for _, l := range dump.Configs[0].DynamicListeners {
 		names = append(names, l.Name)
 	}
-	require.Equal(t, []string{"ingress/inventory/http", "ingress/tls"}, names)
+	require.Equal(t, []string{"ingress/router", "ingress/tls"}, names)
 
 	// YAML by default; over plaintext xDS the gateway gets no private key,
 	// and its dump shows none.

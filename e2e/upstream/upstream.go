@@ -7,8 +7,10 @@
 package upstream
 
 import (
+	"bytes"
 	"crypto/tls"
 	"errors"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -117,6 +119,34 @@ func TCPEcho(name, addr string) (*Server, error) {
 	s := &Server{Name: name, listener: l}
 	s.close = serveConns(l, func(c net.Conn) { echo(c) })
 	return s, nil
+}
+
+// TCPAtEOF starts a server that reads a connection to its end (the
+// client's half-close) before it writes back every byte it read, then
+// closes, on addr (127.0.0.1:0 when empty): its answer crosses a gateway
+// only if the gateway carried the half-close and kept the other
+// direction open.
+func TCPAtEOF(name, addr string) (*Server, error) {
+	l, err := listen(addr)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{Name: name, listener: l}
+	s.close = serveConns(l, answerAtEOF)
+	return s, nil
+}
+
+// TLSAtEOF is TCPAtEOF inside layers of TLS, as TLSEcho.
+func TLSAtEOF(name, addr string, layers ...*tls.Config) (*TLSServer, error) {
+	return layered(name, addr, answerAtEOF, layers)
+}
+
+func answerAtEOF(c net.Conn) {
+	var b bytes.Buffer
+	if _, err := io.Copy(&b, c); err != nil {
+		return
+	}
+	_, _ = c.Write(b.Bytes())
 }
 
 // TLSEcho starts a server that completes a TLS handshake with each of

@@ -173,10 +173,11 @@ func (m *mesh) showCaller(ctx context.Context) error {
 		sc := bufio.NewScanner(f)
 		for sc.Scan() {
 			var l map[string]any
-			if json.Unmarshal(sc.Bytes(), &l) != nil || l["peer"] == nil {
+			// A caller's line when the ingress let it in.
+			if json.Unmarshal(sc.Bytes(), &l) != nil || l["event"] != "accepted" {
 				continue
 			}
-			line := fmt.Sprintf("%v, SNI %v, to %v", l["peer"], l["sni"], l["chain"])
+			line := fmt.Sprintf("%v, SNI %v", l["peer"], l["sni"])
 			if !seen[line] {
 				seen[line] = true
 				lines = append(lines, line)

@@ -79,7 +79,10 @@ type Mesh struct {
 	OtherPeers []string
 	// Holdoff is xds.holdoff ("" for the default).
 	Holdoff string
-	Peer    *Mesh
+	// PeerRemoved leaves Peer out of the configuration, as an operator
+	// who ends the federation does.
+	PeerRemoved bool
+	Peer        *Mesh
 }
 
 // TrustDomain is the mesh's trust domain, <name>.example.
@@ -159,6 +162,16 @@ func (m *Mesh) WriteConfig() error {
 	if len(m.AllowedSources) > 0 {
 		fmt.Fprintf(&egress, "    allowedSources: [%s]\n", strings.Join(m.AllowedSources, ", "))
 	}
+	peer := fmt.Sprintf(`  - name: %[1]s
+    trustDomain: %[2]s
+    spiffeIds: [spiffe://%[2]s/meshfed/agent]
+    callers: [spiffe://%[2]s/meshfed/gateway/egress]
+    dial: "%[3]s"
+    allowLoopback: true   # both meshes run on this host
+`, m.Peer.Name, m.Peer.TrustDomain(), dial)
+	if m.PeerRemoved {
+		peer = ""
+	}
 	y := fmt.Sprintf(`# %[1]s, one of two meshes federated on this host.
 trustDomain: %[2]s
 identity:
@@ -172,13 +185,7 @@ trustBundles:
   listen: %[6]s
   ingress: [{address: %[7]s, port: %[8]d}]
 peers:
-  - name: %[4]s
-    trustDomain: %[3]s
-    spiffeIds: [spiffe://%[3]s/meshfed/agent]
-    callers: [spiffe://%[3]s/meshfed/gateway/egress]
-    dial: "%[9]s"
-    allowLoopback: true   # both meshes run on this host
-%[10]sxds:
+%[9]s%[10]sxds:
   listen: %[11]s
 %[12]sadmin:
   listen: %[13]s
@@ -195,7 +202,7 @@ exports:
 store:
   path: meshfed.db
 `, m.Name, m.TrustDomain(), m.Peer.TrustDomain(), m.Peer.Name, bundles.String(), m.Federation, m.IP, m.IngressPort,
-		dial, peers.String(), m.XDS, holdoff, m.Admin, m.DNS, m.PortsFrom, m.PortsTo, egress.String())
+		peer, peers.String(), m.XDS, holdoff, m.Admin, m.DNS, m.PortsFrom, m.PortsTo, egress.String())
 	return writeAtomic(m.ConfigPath(), y)
 }
 
