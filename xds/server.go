@@ -185,6 +185,7 @@ func (s *Server) Serve(parent context.Context, lis net.Listener) error {
 	endpointservice.RegisterEndpointDiscoveryServiceServer(gs, xs)
 	listenerservice.RegisterListenerDiscoveryServiceServer(gs, xs)
 	routeservice.RegisterRouteDiscoveryServiceServer(gs, xs)
+	routeservice.RegisterScopedRoutesDiscoveryServiceServer(gs, xs)
 	secretservice.RegisterSecretDiscoveryServiceServer(gs, xs)
 
 	stopped := make(chan struct{})
