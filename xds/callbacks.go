@@ -11,7 +11,6 @@ import (
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"go.uber.org/zap"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
@@ -27,7 +26,8 @@ type appliedAter interface {
 }
 
 // tracker implements the server callbacks: it follows each stream's
-// requests and responses to know what every gateway runs.
+// requests and responses to know what every gateway runs. The guard has
+// admitted a stream and bound its node before go-control-plane opens it.
 type tracker struct {
 	nodeRole cache.NodeRole
 	metrics  *metrics
@@ -35,19 +35,13 @@ type tracker struct {
 	log      *zap.Logger
 	now      func() time.Time
 
-	// channel and authorize are set before the server serves.
-	channel   Channel
-	authorize func(id spiffeid.ID, nodeID string) error
-
-	// maxPerNode bounds the open streams that name one node id.
-	maxPerNode int
+	// channel is set before the server serves.
+	channel Channel
 
 	mu sync.Mutex
 	// streams is keyed by kind too: go-control-plane numbers state of the
 	// world and delta streams separately, both from 1.
 	streams map[streamKey]*client
-	// perNode counts the open streams admitted for each node id.
-	perNode map[string]int
 }
 
 type streamKey struct {
@@ -57,11 +51,8 @@ type streamKey struct {
 
 type client struct {
 	status ClientStatus
-	role   model.Role // "" while unknown
+	role   model.Role // "" for a node that is none of the gateways
 	types  map[string]*typeTrack
-	// id is the SPIFFE ID of a stream over mutual TLS, addr its address.
-	id   spiffeid.ID
-	addr string
 }
 
 type typeTrack struct {
@@ -81,29 +72,31 @@ const unknownRole = "unknown"
 
 var _ serverv3.Callbacks = (*tracker)(nil)
 
-func newTracker(nodeRole cache.NodeRole, m *metrics, applied appliedAter, log *zap.Logger, maxPerNode int) *tracker {
-	return &tracker{nodeRole: nodeRole, metrics: m, applied: applied, log: log, now: time.Now, maxPerNode: maxPerNode,
-		streams: make(map[streamKey]*client), perNode: make(map[string]int)}
+func newTracker(nodeRole cache.NodeRole, m *metrics, applied appliedAter, log *zap.Logger) *tracker {
+	return &tracker{nodeRole: nodeRole, metrics: m, applied: applied, log: log, now: time.Now,
+		streams: make(map[streamKey]*client)}
 }
 
 func (t *tracker) open(ctx context.Context, k streamKey) error {
+	b, ok := bindingOf(ctx)
+	if !ok {
+		return status.Error(codes.Internal, "xds: a stream the guard did not admit")
+	}
 	kind := "sotw"
 	if k.delta {
 		kind = "delta"
 	}
 	c := &client{
-		status: ClientStatus{StreamID: k.id, Gateway: Gateway{Stream: kind, ConnectedAt: t.now(), Channel: string(t.channel)}},
-		types:  make(map[string]*typeTrack),
-		addr:   remoteAddr(ctx),
+		status: ClientStatus{StreamID: k.id, Gateway: Gateway{
+			NodeID: b.nodeID, Role: unknownRole, Stream: kind, ConnectedAt: t.now(), Channel: string(t.channel),
+		}},
+		types: make(map[string]*typeTrack),
 	}
-	if t.channel == ChannelMTLS {
-		id, ok := peerID(ctx)
-		if !ok {
-			// The TLS configuration requires an SVID: only a misconfigured
-			// server gets here.
-			return status.Error(codes.Unauthenticated, "xds: the client presented no SPIFFE ID")
-		}
-		c.id, c.status.SPIFFEID = id, id.String()
+	if !b.id.IsZero() {
+		c.status.SPIFFEID = b.id.String()
+	}
+	if role, ok := t.nodeRole(b.nodeID); ok {
+		c.role, c.status.Role = role, string(role)
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -119,38 +112,19 @@ func (t *tracker) closed(k streamKey) {
 		return
 	}
 	delete(t.streams, k)
-	if node := c.status.NodeID; node != "" {
-		if t.perNode[node]--; t.perNode[node] <= 0 {
-			delete(t.perNode, node)
-		}
-	}
 	for typeURL := range c.types {
 		t.metrics.clients.WithLabelValues(c.status.Role, typeLabel(typeURL)).Dec()
 	}
 }
 
 // request records a request; version is what an ACK acknowledges ("" to
-// look it up by nonce). A stream over mutual TLS whose gateway may not use
-// the node id it names ends with PermissionDenied.
-func (t *tracker) request(k streamKey, node *core.Node, typeURL, nonce, version string, errorDetail *rpcstatus.Status) error {
+// look it up by nonce).
+func (t *tracker) request(k streamKey, typeURL, nonce, version string, errorDetail *rpcstatus.Status) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	c, ok := t.streams[k]
 	if !ok {
 		return nil
-	}
-	if c.status.NodeID == "" && node.GetId() != "" {
-		if err := t.authorizeNode(c, node.GetId()); err != nil {
-			return err
-		}
-		if err := t.admitLocked(c, node.GetId()); err != nil {
-			return err
-		}
-		c.status.NodeID = node.GetId()
-		c.status.Role = unknownRole
-		if role, ok := t.nodeRole(node.GetId()); ok {
-			c.role, c.status.Role = role, string(role)
-		}
 	}
 	tt, ok := c.types[typeURL]
 	if !ok {
@@ -184,35 +158,6 @@ func (t *tracker) request(k streamKey, node *core.Node, typeURL, nonce, version 
 			t.metrics.latency.WithLabelValues(c.status.Role, typeLabel(typeURL)).Observe(now.Sub(at).Seconds())
 		}
 	}
-	return nil
-}
-
-// authorizeNode refuses a node id to a gateway over mutual TLS whose
-// identity may not use it.
-func (t *tracker) authorizeNode(c *client, nodeID string) error {
-	if t.channel != ChannelMTLS {
-		return nil
-	}
-	err := t.authorize(c.id, nodeID)
-	if err == nil {
-		return nil
-	}
-	t.metrics.refused.Inc()
-	t.log.Warn("xDS client refused: its identity may not use the node id it asked for",
-		zap.String("spiffe_id", c.id.String()), zap.String("node_id", nodeID), zap.String("remote_addr", c.addr), zap.Error(err))
-	return status.Errorf(codes.PermissionDenied, "xds: %s may not use node id %q: %v", c.id, nodeID, err)
-}
-
-// admitLocked counts a stream for its node id, or refuses it when the node
-// has as many streams open as it may.
-func (t *tracker) admitLocked(c *client, nodeID string) error {
-	if n := t.perNode[nodeID]; t.maxPerNode > 0 && n >= t.maxPerNode {
-		t.metrics.overNode.Inc()
-		t.log.Warn("xDS stream refused: its node id has as many streams open as it may",
-			zap.String("node_id", nodeID), zap.Int("open", n), zap.String("remote_addr", c.addr), zap.String("spiffe_id", c.status.SPIFFEID))
-		return status.Errorf(codes.ResourceExhausted, "xds: node id %q has %d streams open, the most it may", nodeID, n)
-	}
-	t.perNode[nodeID]++
 	return nil
 }
 
@@ -278,7 +223,7 @@ func (t *tracker) OnStreamClosed(id int64, _ *core.Node) { t.closed(streamKey{id
 
 func (t *tracker) OnStreamRequest(id int64, req *discovery.DiscoveryRequest) error {
 	// A state-of-the-world ACK carries the version it acknowledges.
-	return t.request(streamKey{id: id}, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), req.GetVersionInfo(), req.GetErrorDetail())
+	return t.request(streamKey{id: id}, req.GetTypeUrl(), req.GetResponseNonce(), req.GetVersionInfo(), req.GetErrorDetail())
 }
 
 func (t *tracker) OnStreamResponse(_ context.Context, id int64, req *discovery.DiscoveryRequest, resp *discovery.DiscoveryResponse) {
@@ -294,7 +239,7 @@ func (t *tracker) OnDeltaStreamClosed(id int64, _ *core.Node) {
 }
 
 func (t *tracker) OnStreamDeltaRequest(id int64, req *discovery.DeltaDiscoveryRequest) error {
-	return t.request(streamKey{delta: true, id: id}, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), "", req.GetErrorDetail())
+	return t.request(streamKey{delta: true, id: id}, req.GetTypeUrl(), req.GetResponseNonce(), "", req.GetErrorDetail())
 }
 
 func (t *tracker) OnStreamDeltaResponse(id int64, req *discovery.DeltaDiscoveryRequest, resp *discovery.DeltaDiscoveryResponse) {

@@ -8,23 +8,22 @@ import (
 )
 
 type metrics struct {
-	refused  prometheus.Counter
-	overNode prometheus.Counter
-	nacks    *prometheus.CounterVec
-	clients  *prometheus.GaugeVec
-	latency  *prometheus.HistogramVec
+	refused     prometheus.Counter
+	overNode    prometheus.Counter
+	nodeChanged prometheus.Counter
+	nacks       *prometheus.CounterVec
+	clients     *prometheus.GaugeVec
+	latency     *prometheus.HistogramVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	counter := func(name, help string) prometheus.Counter {
+		return prometheus.NewCounter(prometheus.CounterOpts{Namespace: "meshfed", Subsystem: "xds", Name: name, Help: help})
+	}
 	m := &metrics{
-		refused: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: "meshfed", Subsystem: "xds", Name: "refused_streams_total",
-			Help: "Streams over mutual TLS ended because the gateway's identity may not use the node id it asked for.",
-		}),
-		overNode: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: "meshfed", Subsystem: "xds", Name: "refused_streams_over_node_limit_total",
-			Help: "Streams ended because their node id already had as many streams open as it may.",
-		}),
+		refused:     counter("refused_streams_total", "Streams over mutual TLS ended because the gateway's identity may not use the node id it asked for."),
+		overNode:    counter("refused_streams_over_node_limit_total", "Streams ended because their node id already had as many streams open as it may."),
+		nodeChanged: counter("refused_node_changes_total", "Streams ended because a request named another node id than the one the stream was authorized with."),
 		nacks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "meshfed", Subsystem: "xds", Name: "nacks_total",
 			Help: "Responses rejected by gateways.",
@@ -42,7 +41,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.refused, m.overNode, m.nacks, m.clients, m.latency} {
+	for _, c := range []prometheus.Collector{m.refused, m.overNode, m.nodeChanged, m.nacks, m.clients, m.latency} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -94,6 +94,7 @@ type Server struct {
 	cfg     Config
 	log     *zap.Logger
 	clients *tracker
+	guard   *guard
 	served  atomic.Bool
 }
 
@@ -128,7 +129,8 @@ func New(cfg Config) (*Server, error) {
 	return &Server{
 		cfg:     cfg,
 		log:     cfg.Logger,
-		clients: newTracker(cfg.NodeRole, m, applied, cfg.Logger, cfg.MaxStreamsPerNode),
+		clients: newTracker(cfg.NodeRole, m, applied, cfg.Logger),
+		guard:   newGuard(limits{perNode: cfg.MaxStreamsPerNode}, m, cfg.Logger),
 	}, nil
 }
 
@@ -157,7 +159,7 @@ func (s *Server) Serve(parent context.Context, lis net.Listener) error {
 	if err != nil {
 		return err
 	}
-	s.clients.channel, s.clients.authorize = channel, s.cfg.AuthorizeNode
+	s.clients.channel = channel
 	cache := s.cfg.Cache
 	if kl, ok := cache.(interface{ Keyless() gcache.Cache }); ok && channel == ChannelPlaintext {
 		cache = kl.Keyless()
@@ -166,7 +168,9 @@ func (s *Server) Serve(parent context.Context, lis net.Listener) error {
 	}
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
+	s.guard.channel, s.guard.authorize, s.guard.done = channel, s.cfg.AuthorizeNode, ctx.Done()
 	opts := []grpc.ServerOption{
+		grpc.StreamInterceptor(s.guard.stream),
 		grpc.MaxConcurrentStreams(s.cfg.MaxConcurrentStreams),
 		grpc.MaxRecvMsgSize(s.cfg.MaxRecvMsgSize),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
