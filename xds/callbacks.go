@@ -12,6 +12,7 @@ import (
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"go.uber.org/zap"
+	"golang.org/x/time/rate"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -53,12 +54,16 @@ type client struct {
 	status ClientStatus
 	role   model.Role // "" for a node that is none of the gateways
 	types  map[string]*typeTrack
+	// nackLog bounds the NACK warnings of the stream, made on its first
+	// NACK; notLogged counts those it held back since the last one.
+	nackLog   *rate.Limiter
+	notLogged int
 }
 
 type typeTrack struct {
 	status TypeStatus
-	// sent remembers the versions of the last responses by nonce, to know
-	// which version a delta ACK or any NACK is about.
+	// sent remembers the versions of the responses not yet answered, by
+	// nonce, to know which version an ACK or a NACK is about.
 	sent []sentVersion
 }
 
@@ -67,6 +72,14 @@ type sentVersion struct{ nonce, version string }
 // sentMemory bounds sent: a gateway answers each response before the next
 // of its type is sent, so a few suffice.
 const sentMemory = 4
+
+// NACK warnings of a stream: the first few are logged, then one every
+// ten seconds, each saying how many were held back; nacks_total counts
+// every NACK and the status keeps the last.
+const (
+	nackLogBurst = 5
+	nackLogEvery = 10 * time.Second
+)
 
 const unknownRole = "unknown"
 
@@ -117,14 +130,15 @@ func (t *tracker) closed(k streamKey) {
 	}
 }
 
-// request records a request; version is what an ACK acknowledges ("" to
-// look it up by nonce).
-func (t *tracker) request(k streamKey, typeURL, nonce, version string, errorDetail *rpcstatus.Status) error {
+// request records a request. An ACK or a NACK counts only when its nonce
+// is one the server sent on the stream for that type and awaits an answer
+// to; the version it is about is the one sent with that nonce.
+func (t *tracker) request(k streamKey, typeURL, nonce string, errorDetail *rpcstatus.Status) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	c, ok := t.streams[k]
 	if !ok {
-		return nil
+		return
 	}
 	tt, ok := c.types[typeURL]
 	if !ok {
@@ -132,33 +146,48 @@ func (t *tracker) request(k streamKey, typeURL, nonce, version string, errorDeta
 		c.types[typeURL] = tt
 		t.metrics.clients.WithLabelValues(c.status.Role, typeLabel(typeURL)).Inc()
 	}
-	if nonce == "" {
-		return nil
-	}
-	sent := tt.forget(nonce)
-	now := t.now()
+	sent, answered := tt.forget(nonce)
 	if errorDetail != nil {
-		tt.status.LastNack = &Nack{Version: sent, Nonce: nonce, Reason: errorDetail.GetMessage(), At: now}
-		t.metrics.nacks.WithLabelValues(c.status.Role, typeLabel(typeURL)).Inc()
-		t.log.Warn("gateway rejected configuration",
-			zap.String("node_id", c.status.NodeID), zap.String("role", c.status.Role),
-			zap.String("type_url", typeURL), zap.String("version", sent),
-			zap.String("nonce", nonce), zap.String("error", errorDetail.GetMessage()))
-		return nil
+		if !answered {
+			t.metrics.ignoredNacks.WithLabelValues(c.status.Role, typeLabel(typeURL)).Inc()
+			return
+		}
+		t.nack(c, tt, sent, nonce, clip(errorDetail.GetMessage()))
+		return
 	}
-	if version == "" {
-		version = sent
+	if !answered || sent == tt.status.AckedVersion {
+		return
 	}
-	if version == "" || version == tt.status.AckedVersion {
-		return nil
-	}
-	tt.status.AckedVersion, tt.status.AckedAt = version, now
+	now := t.now()
+	tt.status.AckedVersion, tt.status.AckedAt = sent, now
 	if t.applied != nil && c.role != "" {
-		if at, ok := t.applied.AppliedAt(c.role, typeURL, version); ok {
+		if at, ok := t.applied.AppliedAt(c.role, typeURL, sent); ok {
 			t.metrics.latency.WithLabelValues(c.status.Role, typeLabel(typeURL)).Observe(now.Sub(at).Seconds())
 		}
 	}
-	return nil
+}
+
+// nack records a NACK of a response the server sent, and warns of it
+// unless the stream's warnings are held back.
+func (t *tracker) nack(c *client, tt *typeTrack, version, nonce, reason string) {
+	now := t.now()
+	tt.status.LastNack = &Nack{Version: version, Nonce: nonce, Reason: reason, At: now}
+	t.metrics.nacks.WithLabelValues(c.status.Role, typeLabel(tt.status.TypeURL)).Inc()
+	if c.nackLog == nil {
+		c.nackLog = rate.NewLimiter(rate.Every(nackLogEvery), nackLogBurst)
+	}
+	if !c.nackLog.AllowN(now, 1) {
+		c.notLogged++
+		return
+	}
+	fields := []zap.Field{zap.String("node_id", clip(c.status.NodeID)), zap.String("role", c.status.Role),
+		zap.String("type_url", tt.status.TypeURL), zap.String("version", version), zap.String("nonce", nonce),
+		zap.String("error", reason)}
+	if c.notLogged > 0 {
+		fields = append(fields, zap.Int("nacks_not_logged", c.notLogged))
+		c.notLogged = 0
+	}
+	t.log.Warn("gateway rejected configuration", fields...)
 }
 
 func (t *tracker) response(k streamKey, typeURL, nonce, version string) {
@@ -180,15 +209,19 @@ func (t *tracker) response(k streamKey, typeURL, nonce, version string) {
 }
 
 // forget returns the version sent with nonce and drops it and anything
-// older: the gateway answered it.
-func (tt *typeTrack) forget(nonce string) string {
+// older: the gateway answered it. ok is false for a nonce that awaits no
+// answer: never sent for the type, answered already, or none.
+func (tt *typeTrack) forget(nonce string) (version string, ok bool) {
+	if nonce == "" {
+		return "", false
+	}
 	for i, s := range tt.sent {
 		if s.nonce == nonce {
 			tt.sent = slices.Delete(tt.sent, 0, i+1)
-			return s.version
+			return s.version, true
 		}
 	}
-	return ""
+	return "", false
 }
 
 func (t *tracker) snapshot() []ClientStatus {
@@ -222,8 +255,8 @@ func (t *tracker) OnStreamOpen(ctx context.Context, id int64, _ string) error {
 func (t *tracker) OnStreamClosed(id int64, _ *core.Node) { t.closed(streamKey{id: id}) }
 
 func (t *tracker) OnStreamRequest(id int64, req *discovery.DiscoveryRequest) error {
-	// A state-of-the-world ACK carries the version it acknowledges.
-	return t.request(streamKey{id: id}, req.GetTypeUrl(), req.GetResponseNonce(), req.GetVersionInfo(), req.GetErrorDetail())
+	t.request(streamKey{id: id}, req.GetTypeUrl(), req.GetResponseNonce(), req.GetErrorDetail())
+	return nil
 }
 
 func (t *tracker) OnStreamResponse(_ context.Context, id int64, req *discovery.DiscoveryRequest, resp *discovery.DiscoveryResponse) {
@@ -239,7 +272,8 @@ func (t *tracker) OnDeltaStreamClosed(id int64, _ *core.Node) {
 }
 
 func (t *tracker) OnStreamDeltaRequest(id int64, req *discovery.DeltaDiscoveryRequest) error {
-	return t.request(streamKey{delta: true, id: id}, req.GetTypeUrl(), req.GetResponseNonce(), "", req.GetErrorDetail())
+	t.request(streamKey{delta: true, id: id}, req.GetTypeUrl(), req.GetResponseNonce(), req.GetErrorDetail())
+	return nil
 }
 
 func (t *tracker) OnStreamDeltaResponse(id int64, req *discovery.DeltaDiscoveryRequest, resp *discovery.DeltaDiscoveryResponse) {

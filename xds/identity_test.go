@@ -67,21 +67,24 @@ func roleSecrets(role model.Role) []cache.Change {
 // of its own, on one channel; over mutual TLS each gateway's SPIFFE ID may
 // use its own node id only, and the client presents the egress one.
 type gatewaysEnv struct {
-	target string
-	creds  credentials.TransportCredentials
-	server *Server
-	logs   *observer.ObservedLogs
+	target   string
+	creds    credentials.TransportCredentials
+	server   *Server
+	cache    *cache.Cache
+	registry *prometheus.Registry
+	logs     *observer.ObservedLogs
 }
 
-func serveGateways(t *testing.T, channel Channel, cfg Config) *gatewaysEnv {
+func serveGateways(t *testing.T, channel Channel, cfg Config, before ...func(*Server)) *gatewaysEnv {
 	t.Helper()
 	c := cache.New(gatewayRoles, zap.NewNop())
 	for _, role := range model.GatewayRoles {
 		require.NoError(t, c.Apply(role, roleSecrets(role)))
 	}
 	core, logs := observer.New(zapcore.InfoLevel)
-	cfg.Cache, cfg.NodeRole, cfg.Logger, cfg.Registerer = c, gatewayRoles, zap.New(core), prometheus.NewRegistry()
-	e := &gatewaysEnv{logs: logs, creds: insecure.NewCredentials()}
+	reg := prometheus.NewRegistry()
+	cfg.Cache, cfg.NodeRole, cfg.Logger, cfg.Registerer = c, gatewayRoles, zap.New(core), reg
+	e := &gatewaysEnv{cache: c, registry: reg, logs: logs, creds: insecure.NewCredentials()}
 	var lis net.Listener
 	var err error
 	switch channel {
@@ -111,6 +114,9 @@ func serveGateways(t *testing.T, channel Channel, cfg Config) *gatewaysEnv {
 	e.target = Target(lis.Addr())
 	e.server, err = New(cfg)
 	require.NoError(t, err)
+	for _, f := range before {
+		f(e.server)
+	}
 	servetest.Start(t, nil, func(ctx context.Context) error { return e.server.Serve(ctx, lis) })
 	return e
 }

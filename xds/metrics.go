@@ -8,12 +8,13 @@ import (
 )
 
 type metrics struct {
-	refused     prometheus.Counter
-	overNode    prometheus.Counter
-	nodeChanged prometheus.Counter
-	nacks       *prometheus.CounterVec
-	clients     *prometheus.GaugeVec
-	latency     *prometheus.HistogramVec
+	refused      prometheus.Counter
+	overNode     prometheus.Counter
+	nodeChanged  prometheus.Counter
+	nacks        *prometheus.CounterVec
+	ignoredNacks *prometheus.CounterVec
+	clients      *prometheus.GaugeVec
+	latency      *prometheus.HistogramVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -28,6 +29,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "meshfed", Subsystem: "xds", Name: "nacks_total",
 			Help: "Responses rejected by gateways.",
 		}, []string{"role", "type"}),
+		ignoredNacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "meshfed", Subsystem: "xds", Name: "ignored_nacks_total",
+			Help: "NACKs ignored because their nonce is none the server sent on that stream for that type and awaits an answer to.",
+		}, []string{"role", "type"}),
 		clients: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: "meshfed", Subsystem: "xds", Name: "clients",
 			Help: "Connected xDS streams subscribed to a type.",
@@ -41,7 +46,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.refused, m.overNode, m.nodeChanged, m.nacks, m.clients, m.latency} {
+	for _, c := range []prometheus.Collector{m.refused, m.overNode, m.nodeChanged, m.nacks, m.ignoredNacks, m.clients, m.latency} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
