@@ -171,6 +171,11 @@ func (s *Server) Serve(parent context.Context, lis net.Listener) error {
 	s.guard.channel, s.guard.authorize, s.guard.done = channel, s.cfg.AuthorizeNode, ctx.Done()
 	opts := []grpc.ServerOption{
 		grpc.StreamInterceptor(s.guard.stream),
+		// gRPC's 32 KiB read buffer is most of what an idle connection
+		// costs (49 KB of heap with it, 15 KB without): frames are read
+		// from the connection itself, which TLS buffers by the record
+		// anyway.
+		grpc.ReadBufferSize(0),
 		grpc.MaxConcurrentStreams(s.cfg.MaxConcurrentStreams),
 		grpc.MaxRecvMsgSize(s.cfg.MaxRecvMsgSize),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
