@@ -28,9 +28,10 @@ import (
 // state-of-the-world server takes the node of any request that carries
 // one as the stream's before the request callback runs, the delta server
 // after it, and both build the request's watch from that node after the
-// callback): go-control-plane sees nothing of a stream until its first
-// request arrived and its node id was authorized, and a later request
-// naming another node never reaches the cache.
+// callback): a stream counts toward the server's and its identity's
+// bounds from its start, go-control-plane sees nothing of a stream until
+// its first request arrived and its node id was authorized, and a later
+// request naming another node never reaches the cache.
 type guard struct {
 	limits  limits
 	metrics *metrics
@@ -42,8 +43,10 @@ type guard struct {
 	authorize func(id spiffeid.ID, nodeID string) error
 	done      <-chan struct{}
 
-	mu    sync.Mutex
-	nodes map[string]int
+	mu         sync.Mutex
+	open       int
+	identities map[spiffeid.ID]int
+	nodes      map[string]int
 
 	// warnings bounds the refusal warnings of all streams: a client makes
 	// refusals as fast as it opens streams. The metrics count every one.
@@ -54,7 +57,8 @@ type guard struct {
 
 // limits are the bounds a guard holds streams to, defaults applied.
 type limits struct {
-	perNode int
+	streams, perIdentity, perNode int
+	firstRequest                  time.Duration
 }
 
 // Refusal warnings: a burst of them is logged whole (a fleet of gateways
@@ -65,7 +69,8 @@ const (
 )
 
 func newGuard(l limits, m *metrics, log *zap.Logger) *guard {
-	return &guard{limits: l, metrics: m, log: log, nodes: make(map[string]int),
+	return &guard{limits: l, metrics: m, log: log,
+		identities: make(map[spiffeid.ID]int), nodes: make(map[string]int),
 		warnings: rate.NewLimiter(rate.Every(refusalLogEvery), refusalLogBurst)}
 }
 
@@ -101,8 +106,11 @@ func (g *guard) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInf
 		}
 		b.id = id
 	}
+	if err := g.admit(b); err != nil {
+		return err
+	}
 	defer g.release(b)
-	first, err := g.firstRequest(ss, info.FullMethod)
+	first, err := g.firstRequest(ss, info.FullMethod, b)
 	if first == nil || err != nil {
 		return err
 	}
@@ -119,9 +127,43 @@ func (g *guard) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInf
 	return err
 }
 
+// admit counts a stream toward the server's bound and its identity's, or
+// refuses it when either is reached.
+func (g *guard) admit(b *binding) error {
+	g.mu.Lock()
+	if n := g.open; n >= g.limits.streams {
+		g.mu.Unlock()
+		g.metrics.overServer.Inc()
+		g.warn("xDS stream refused: the server has as many streams open as it may",
+			zap.Int("open", n), zap.String("remote_addr", b.addr), zap.Stringer("spiffe_id", b.id))
+		return status.Errorf(codes.ResourceExhausted, "xds: the server has %d streams open, the most it may", n)
+	}
+	if !b.id.IsZero() {
+		if n := g.identities[b.id]; n >= g.limits.perIdentity {
+			g.mu.Unlock()
+			g.metrics.overIdentity.Inc()
+			g.warn("xDS stream refused: its identity has as many streams open as it may",
+				zap.Stringer("spiffe_id", b.id), zap.Int("open", n), zap.String("remote_addr", b.addr))
+			return status.Errorf(codes.ResourceExhausted, "xds: %s has %d streams open, the most it may", b.id, n)
+		}
+		g.identities[b.id]++
+	}
+	g.open++
+	g.metrics.streams.Set(float64(g.open))
+	g.mu.Unlock()
+	return nil
+}
+
 func (g *guard) release(b *binding) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	g.open--
+	g.metrics.streams.Set(float64(g.open))
+	if !b.id.IsZero() {
+		if g.identities[b.id]--; g.identities[b.id] <= 0 {
+			delete(g.identities, b.id)
+		}
+	}
 	if b.counted {
 		if g.nodes[b.nodeID]--; g.nodes[b.nodeID] <= 0 {
 			delete(g.nodes, b.nodeID)
@@ -129,9 +171,10 @@ func (g *guard) release(b *binding) {
 	}
 }
 
-// firstRequest waits for the first request of a stream. It returns nil
-// without an error when the stream or the server ended first.
-func (g *guard) firstRequest(ss grpc.ServerStream, method string) (proto.Message, error) {
+// firstRequest waits for the first request of a stream for as long as
+// limits.firstRequest allows. It returns nil without an error when the
+// stream or the server ended first.
+func (g *guard) firstRequest(ss grpc.ServerStream, method string, b *binding) (proto.Message, error) {
 	var req proto.Message = new(discovery.DiscoveryRequest)
 	if strings.HasPrefix(path.Base(method), "Delta") {
 		req = new(discovery.DeltaDiscoveryRequest)
@@ -140,6 +183,8 @@ func (g *guard) firstRequest(ss grpc.ServerStream, method string) (proto.Message
 	// returning does; the receiving goroutine then ends too.
 	got := make(chan error, 1)
 	go func() { got <- ss.RecvMsg(req) }()
+	timer := time.NewTimer(g.limits.firstRequest)
+	defer timer.Stop()
 	select {
 	case err := <-got:
 		if errors.Is(err, io.EOF) {
@@ -148,6 +193,11 @@ func (g *guard) firstRequest(ss grpc.ServerStream, method string) (proto.Message
 		return req, err
 	case <-g.done:
 		return nil, nil
+	case <-timer.C:
+		g.metrics.noRequest.Inc()
+		g.warn("xDS stream ended: it sent no request in time",
+			zap.Duration("timeout", g.limits.firstRequest), zap.String("remote_addr", b.addr), zap.Stringer("spiffe_id", b.id))
+		return nil, status.Errorf(codes.DeadlineExceeded, "xds: the stream sent no request within %s", g.limits.firstRequest)
 	}
 }
 

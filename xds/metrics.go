@@ -10,7 +10,11 @@ import (
 type metrics struct {
 	refused      prometheus.Counter
 	overNode     prometheus.Counter
+	overIdentity prometheus.Counter
+	overServer   prometheus.Counter
+	noRequest    prometheus.Counter
 	nodeChanged  prometheus.Counter
+	streams      prometheus.Gauge
 	nacks        *prometheus.CounterVec
 	ignoredNacks *prometheus.CounterVec
 	clients      *prometheus.GaugeVec
@@ -22,9 +26,16 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return prometheus.NewCounter(prometheus.CounterOpts{Namespace: "meshfed", Subsystem: "xds", Name: name, Help: help})
 	}
 	m := &metrics{
-		refused:     counter("refused_streams_total", "Streams over mutual TLS ended because the gateway's identity may not use the node id it asked for."),
-		overNode:    counter("refused_streams_over_node_limit_total", "Streams ended because their node id already had as many streams open as it may."),
-		nodeChanged: counter("refused_node_changes_total", "Streams ended because a request named another node id than the one the stream was authorized with."),
+		refused:      counter("refused_streams_total", "Streams over mutual TLS ended because the gateway's identity may not use the node id it asked for."),
+		overNode:     counter("refused_streams_over_node_limit_total", "Streams ended because their node id already had as many streams open as it may."),
+		overIdentity: counter("refused_streams_over_identity_limit_total", "Streams over mutual TLS refused because their SPIFFE ID already had as many streams open as it may."),
+		overServer:   counter("refused_streams_over_server_limit_total", "Streams refused because the server already had as many streams open as it may."),
+		noRequest:    counter("streams_without_request_total", "Streams ended because they sent no request within the first request timeout."),
+		nodeChanged:  counter("refused_node_changes_total", "Streams ended because a request named another node id than the one the stream was authorized with."),
+		streams: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "meshfed", Subsystem: "xds", Name: "open_streams",
+			Help: "Open xDS streams, those that have not sent their first request yet included.",
+		}),
 		nacks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "meshfed", Subsystem: "xds", Name: "nacks_total",
 			Help: "Responses rejected by gateways.",
@@ -46,7 +57,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.refused, m.overNode, m.nodeChanged, m.nacks, m.ignoredNacks, m.clients, m.latency} {
+	for _, c := range []prometheus.Collector{m.refused, m.overNode, m.overIdentity, m.overServer, m.noRequest, m.nodeChanged,
+		m.streams, m.nacks, m.ignoredNacks, m.clients, m.latency} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

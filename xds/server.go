@@ -67,6 +67,19 @@ type Config struct {
 	// stream for that node ends with ResourceExhausted at its first
 	// request.
 	MaxStreamsPerNode int
+	// MaxStreamsPerIdentity bounds the open streams of one SPIFFE ID over
+	// mutual TLS, over all connections, from their start;
+	// DefaultMaxStreamsPerIdentity when zero. A further stream ends with
+	// ResourceExhausted before it is read.
+	MaxStreamsPerIdentity int
+	// MaxStreams bounds the open streams of the server, from their start;
+	// DefaultMaxStreams when zero. A further stream ends with
+	// ResourceExhausted before it is read.
+	MaxStreams int
+	// FirstRequestTimeout ends a stream that sent no request that long
+	// after its start, with DeadlineExceeded; DefaultFirstRequestTimeout
+	// when zero.
+	FirstRequestTimeout time.Duration
 }
 
 // Transport bounds, sized for 100,000 resources of a type.
@@ -87,6 +100,27 @@ const (
 	// one kind of xDS each, and for the stream a reconnecting gateway left
 	// behind on a connection the server has not yet seen die.
 	DefaultMaxStreamsPerNode = 10
+)
+
+// Bounds on the streams clients hold, those that never send a request
+// included. Such a stream costs the server some 13 KB (two goroutines,
+// 4 KB of heap) until it ends, and a connection some 20 KB:
+// TestRequestlessStreamsAreBounded measures them.
+const (
+	// DefaultFirstRequestTimeout: Envoy sends its first request as soon
+	// as its stream is open; ten seconds leave room for a slow link and a
+	// first request of megabytes.
+	DefaultFirstRequestTimeout = 10 * time.Second
+	// DefaultMaxStreamsPerIdentity holds 100 gateways of one role that
+	// share a SPIFFE ID, each with a stream of each of the six kinds of
+	// xDS it uses without ADS, and 40 streams that gateways reconnecting
+	// left behind on connections the server has not yet seen die.
+	DefaultMaxStreamsPerIdentity = 640
+	// DefaultMaxStreams leaves the other identities 160 streams (the
+	// other role's gateways over ADS) when one is at its bound, and holds
+	// 10,000 streams that never send a request, from any number of
+	// identities on 100 connections, to under 20 MB.
+	DefaultMaxStreams = 800
 )
 
 // Server is the ADS server of the mesh's gateways.
@@ -121,6 +155,15 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxStreamsPerNode <= 0 {
 		cfg.MaxStreamsPerNode = DefaultMaxStreamsPerNode
 	}
+	if cfg.MaxStreamsPerIdentity <= 0 {
+		cfg.MaxStreamsPerIdentity = DefaultMaxStreamsPerIdentity
+	}
+	if cfg.MaxStreams <= 0 {
+		cfg.MaxStreams = DefaultMaxStreams
+	}
+	if cfg.FirstRequestTimeout <= 0 {
+		cfg.FirstRequestTimeout = DefaultFirstRequestTimeout
+	}
 	m, err := newMetrics(cfg.Registerer)
 	if err != nil {
 		return nil, err
@@ -130,7 +173,8 @@ func New(cfg Config) (*Server, error) {
 		cfg:     cfg,
 		log:     cfg.Logger,
 		clients: newTracker(cfg.NodeRole, m, applied, cfg.Logger),
-		guard:   newGuard(limits{perNode: cfg.MaxStreamsPerNode}, m, cfg.Logger),
+		guard: newGuard(limits{streams: cfg.MaxStreams, perIdentity: cfg.MaxStreamsPerIdentity, perNode: cfg.MaxStreamsPerNode,
+			firstRequest: cfg.FirstRequestTimeout}, m, cfg.Logger),
 	}, nil
 }
 
