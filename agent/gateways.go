@@ -68,6 +68,10 @@ func xdsConfig(cfg *config.Config) xds.Config {
 		MaxRecvMsgSize:       cfg.XDS.MaxRequestBytes,
 		MaxConcurrentStreams: uint32(cfg.XDS.MaxStreamsPerConnection),
 		MaxStreamsPerNode:    cfg.XDS.MaxStreamsPerNode,
+
+		MaxStreamsPerIdentity: cfg.XDS.MaxStreamsPerIdentity,
+		MaxStreams:            cfg.XDS.MaxStreams,
+		FirstRequestTimeout:   time.Duration(cfg.XDS.FirstRequestTimeout),
 	}
 }
 

@@ -43,6 +43,9 @@ func TestBoundsReachThePeerManagerAndTheXDSServer(t *testing.T) {
 	require.Equal(t, xds.DefaultMaxRecvMsgSize, config.DefaultMaxRequestBytes)
 	require.Equal(t, xds.DefaultMaxConcurrentStreams, config.DefaultMaxStreamsPerConnection)
 	require.Equal(t, xds.DefaultMaxStreamsPerNode, config.DefaultMaxStreamsPerNode)
+	require.Equal(t, xds.DefaultMaxStreamsPerIdentity, config.DefaultMaxStreamsPerIdentity)
+	require.Equal(t, xds.DefaultMaxStreams, config.DefaultMaxStreams)
+	require.Equal(t, xds.DefaultFirstRequestTimeout, config.DefaultFirstRequestTimeout)
 
 	root := t.TempDir()
 	ma, mb := newMesh(t, root, "mesh-a"), newMesh(t, root, "mesh-b")
@@ -51,15 +54,19 @@ func TestBoundsReachThePeerManagerAndTheXDSServer(t *testing.T) {
 	require.Equal(t, config.DefaultMaxBatch, pc.MaxBatch)
 	require.Equal(t, config.DefaultBatchDelay, pc.BatchDelay)
 	require.Equal(t, xds.Config{Address: d.XDS.Listen, MaxRecvMsgSize: config.DefaultMaxRequestBytes,
-		MaxConcurrentStreams: config.DefaultMaxStreamsPerConnection, MaxStreamsPerNode: config.DefaultMaxStreamsPerNode}, xc)
+		MaxConcurrentStreams: config.DefaultMaxStreamsPerConnection, MaxStreamsPerNode: config.DefaultMaxStreamsPerNode,
+		MaxStreamsPerIdentity: config.DefaultMaxStreamsPerIdentity, MaxStreams: config.DefaultMaxStreams,
+		FirstRequestTimeout: config.DefaultFirstRequestTimeout}, xc)
 
 	c, _ := withBounds(t, ma, mb, "", "  window: 8\n  maxBatch: 3\n  batchDelay: 250ms\n",
-		"  maxRequestBytes: 2097152\n  maxStreamsPerConnection: 7\n  maxStreamsPerNode: 2\n")
+		"  maxRequestBytes: 2097152\n  maxStreamsPerConnection: 7\n  maxStreamsPerNode: 2\n"+
+			"  maxStreamsPerIdentity: 30\n  maxStreams: 50\n  firstRequestTimeout: 3s\n")
 	pc, xc = peerConfig(c), xdsConfig(c)
 	require.Equal(t, 8, pc.Window)
 	require.Equal(t, 3, pc.MaxBatch)
 	require.Equal(t, 250*time.Millisecond, pc.BatchDelay)
-	require.Equal(t, xds.Config{Address: c.XDS.Listen, MaxRecvMsgSize: 2 << 20, MaxConcurrentStreams: 7, MaxStreamsPerNode: 2}, xc)
+	require.Equal(t, xds.Config{Address: c.XDS.Listen, MaxRecvMsgSize: 2 << 20, MaxConcurrentStreams: 7, MaxStreamsPerNode: 2,
+		MaxStreamsPerIdentity: 30, MaxStreams: 50, FirstRequestTimeout: 3 * time.Second}, xc)
 
 	// 0s is no wait, which a session takes as a negative delay (zero
 	// being its default).
@@ -115,12 +122,14 @@ func TestConfiguredStreamsPerNodeAndReload(t *testing.T) {
 	require.Equal(t, 2, streamsOf(a, "egress-gateway"))
 
 	editFile(t, path, "  listen: 127.0.0.1:0\n  ingress:", "  listen: 127.0.0.1:0\n  maxBatch: 1\n  batchDelay: 0s\n  ingress:")
-	editFile(t, path, "  maxStreamsPerNode: 2\n", "  maxStreamsPerNode: 5\n  maxRequestBytes: 2097152\n  maxStreamsPerConnection: 7\n")
+	editFile(t, path, "  maxStreamsPerNode: 2\n", "  maxStreamsPerNode: 5\n  maxRequestBytes: 2097152\n  maxStreamsPerConnection: 7\n"+
+		"  maxStreamsPerIdentity: 30\n  maxStreams: 50\n  firstRequestTimeout: 3s\n")
 	res, err := a.Reload(context.Background())
 	require.NoError(t, err)
 	require.Equal(t, ReloadResult{Applied: []string{}, NeedsRestart: []string{
 		"federation.maxBatch", "federation.batchDelay",
 		"xds.maxRequestBytes", "xds.maxStreamsPerConnection", "xds.maxStreamsPerNode",
+		"xds.maxStreamsPerIdentity", "xds.maxStreams", "xds.firstRequestTimeout",
 	}}, res)
 	refused()
 }

@@ -87,6 +87,14 @@ const (
 	// maxStreams is 100 times the per-connection default: Envoy opens one
 	// stream per connection with ADS, one per kind of xDS without.
 	maxStreams = 10000
+	// maxServerStreams: at some 13 KB a stream, more would let streams
+	// that never send a request hold over a GB.
+	maxServerStreams = 100000
+	// minFirstRequestTimeout leaves a gateway on a slow link time for a
+	// large first request; maxFirstRequestTimeout is as long as a stream
+	// that sends nothing should keep its place.
+	minFirstRequestTimeout = time.Second
+	maxFirstRequestTimeout = 10 * time.Minute
 )
 
 // checkBatch checks the group commit of what peers publish.
@@ -112,6 +120,22 @@ func (c *Config) checkXDSBounds() error {
 		if f.n < 1 || f.n > maxStreams {
 			return fieldErr(f.field, "%d is out of range 1-%d", f.n, maxStreams)
 		}
+	}
+	return nil
+}
+
+// checkXDSStreams checks the bounds on the streams a client holds.
+func (c *Config) checkXDSStreams() error {
+	for _, f := range []struct {
+		field string
+		n     int
+	}{{"xds.maxStreamsPerIdentity", c.XDS.MaxStreamsPerIdentity}, {"xds.maxStreams", c.XDS.MaxStreams}} {
+		if f.n < 1 || f.n > maxServerStreams {
+			return fieldErr(f.field, "%d is out of range 1-%d", f.n, maxServerStreams)
+		}
+	}
+	if d := time.Duration(c.XDS.FirstRequestTimeout); d < minFirstRequestTimeout || d > maxFirstRequestTimeout {
+		return fieldErr("xds.firstRequestTimeout", "%s is out of range %s-%s", d, minFirstRequestTimeout, maxFirstRequestTimeout)
 	}
 	return nil
 }
@@ -225,6 +249,9 @@ func (c *Config) checkServing() error {
 		return fieldErr("xds.maxDelay", "%s is shorter than xds.holdoff %s", time.Duration(c.XDS.MaxDelay), time.Duration(c.XDS.Holdoff))
 	}
 	if err := c.checkXDSBounds(); err != nil {
+		return err
+	}
+	if err := c.checkXDSStreams(); err != nil {
 		return err
 	}
 	if err := hostPort(c.Admin.Listen); err != nil {

@@ -75,6 +75,23 @@ type XDS struct {
 	// stream a reconnecting gateway left behind); a further one ends with
 	// RESOURCE_EXHAUSTED. 1 to 10000.
 	MaxStreamsPerNode int `yaml:"maxStreamsPerNode"`
+	// MaxStreamsPerIdentity bounds the streams open at once for one
+	// SPIFFE ID over mutual TLS, over all connections, from their start,
+	// before any request (default 640: 100 gateways of one role that
+	// share an ID, each with six streams without ADS, and 40 streams a
+	// reconnect leaves behind). A further one ends with
+	// RESOURCE_EXHAUSTED. 1 to 100000.
+	MaxStreamsPerIdentity int `yaml:"maxStreamsPerIdentity"`
+	// MaxStreams bounds the streams open at once on the xDS server, from
+	// their start (default 800: one identity at its bound leaves 160 to
+	// the others, and 10,000 streams that never send a request hold the
+	// agent to under 20 MB). A further one ends with RESOURCE_EXHAUSTED.
+	// 1 to 100000.
+	MaxStreams int `yaml:"maxStreams"`
+	// FirstRequestTimeout ends a stream that sends no request that long
+	// after it opened, with DEADLINE_EXCEEDED (default 10s; Envoy sends
+	// its first request at once). 1s to 10m.
+	FirstRequestTimeout Duration `yaml:"firstRequestTimeout"`
 }
 
 // XDSTLS is mutual TLS toward the gateways.
@@ -449,6 +466,13 @@ const (
 	DefaultMaxRequestBytes         = 32 << 20
 	DefaultMaxStreamsPerConnection = 100
 	DefaultMaxStreamsPerNode       = 10
+
+	// DefaultMaxStreamsPerIdentity, DefaultMaxStreams and
+	// DefaultFirstRequestTimeout bound the xDS streams a client holds,
+	// those that never send a request included (see package xds).
+	DefaultMaxStreamsPerIdentity = 640
+	DefaultMaxStreams            = 800
+	DefaultFirstRequestTimeout   = 10 * time.Second
 )
 
 // DefaultEgressPorts is the range dedicated egress listeners take ports
@@ -545,6 +569,15 @@ func (c *Config) boundDefaults() {
 	}
 	if c.XDS.MaxStreamsPerNode == 0 {
 		c.XDS.MaxStreamsPerNode = DefaultMaxStreamsPerNode
+	}
+	if c.XDS.MaxStreamsPerIdentity == 0 {
+		c.XDS.MaxStreamsPerIdentity = DefaultMaxStreamsPerIdentity
+	}
+	if c.XDS.MaxStreams == 0 {
+		c.XDS.MaxStreams = DefaultMaxStreams
+	}
+	if c.XDS.FirstRequestTimeout == 0 {
+		c.XDS.FirstRequestTimeout = Duration(DefaultFirstRequestTimeout)
 	}
 }
 

@@ -70,6 +70,9 @@ func TestParseValidAppliesDefaultsAndRelativePaths(t *testing.T) {
 	assert.Equal(t, 32<<20, c.XDS.MaxRequestBytes)
 	assert.Equal(t, 100, c.XDS.MaxStreamsPerConnection)
 	assert.Equal(t, 10, c.XDS.MaxStreamsPerNode)
+	assert.Equal(t, 640, c.XDS.MaxStreamsPerIdentity)
+	assert.Equal(t, 800, c.XDS.MaxStreams)
+	assert.Equal(t, Duration(10*time.Second), c.XDS.FirstRequestTimeout)
 	assert.Equal(t, []string{"egress-gateway"}, c.Gateways.Egress.NodeIDs)
 	assert.Equal(t, EgressListen{Address: "127.0.0.1"}, c.Gateways.Egress.Listen)
 	assert.Equal(t, "127.0.0.1", c.Gateways.Egress.Advertise)
@@ -119,6 +122,13 @@ func TestParseErrorsNameFieldValueAndLine(t *testing.T) {
 		{"xds streams a connection unbounded", "  listen: 127.0.0.1:18000", "  listen: 127.0.0.1:18000\n  maxStreamsPerConnection: 100000", "line 29: xds.maxStreamsPerConnection: 100000 is out of range 1-10000"},
 		{"no xds stream a node", "  listen: 127.0.0.1:18000", "  listen: 127.0.0.1:18000\n  maxStreamsPerNode: -1", "line 29: xds.maxStreamsPerNode: -1 is out of range 1-10000"},
 		{"xds streams a node unbounded", "  listen: 127.0.0.1:18000", "  listen: 127.0.0.1:18000\n  maxStreamsPerNode: 10001", "line 29: xds.maxStreamsPerNode: 10001 is out of range 1-10000"},
+		{"no xds stream an identity", "  listen: 127.0.0.1:18000", "  listen: 127.0.0.1:18000\n  maxStreamsPerIdentity: -1", "line 29: xds.maxStreamsPerIdentity: -1 is out of range 1-100000"},
+		{"xds streams an identity unbounded", "  listen: 127.0.0.1:18000", "  listen: 127.0.0.1:18000\n  maxStreamsPerIdentity: 100001", "line 29: xds.maxStreamsPerIdentity: 100001 is out of range 1-100000"},
+		{"no xds stream at all", "  listen: 127.0.0.1:18000", "  listen: 127.0.0.1:18000\n  maxStreams: -3", "line 29: xds.maxStreams: -3 is out of range 1-100000"},
+		{"xds streams unbounded", "  listen: 127.0.0.1:18000", "  listen: 127.0.0.1:18000\n  maxStreams: 100001", "line 29: xds.maxStreams: 100001 is out of range 1-100000"},
+		{"xds first request at once", "  listen: 127.0.0.1:18000", "  listen: 127.0.0.1:18000\n  firstRequestTimeout: 500ms", "line 29: xds.firstRequestTimeout: 500ms is out of range 1s-10m0s"},
+		{"xds first request never", "  listen: 127.0.0.1:18000", "  listen: 127.0.0.1:18000\n  firstRequestTimeout: 1h", "line 29: xds.firstRequestTimeout: 1h0m0s is out of range 1s-10m0s"},
+		{"xds first request timeout not a duration", "  listen: 127.0.0.1:18000", "  listen: 127.0.0.1:18000\n  firstRequestTimeout: 10", `line 29: xds.firstRequestTimeout: "10" is not a duration such as 30s, 2m or 1h30m`},
 		{"port range reversed", "{from: 21000, to: 21099}", "{from: 21099, to: 21000}", "line 31: gateways.egress.ports: 21099-21000 is not a range of ports"},
 		{"port out of range", "{from: 21000, to: 21099}", "{from: 21000, to: 70000}", "line 31: gateways.egress.ports.to: 70000 is not a port"},
 		{"gateway address not an IP", "    ports: {from: 21000, to: 21099}", "    ports: {from: 21000, to: 21099}\n    listen: {address: egress.local}", `line 32: gateways.egress.listen.address: "egress.local" is not an IP address`},
@@ -260,17 +270,19 @@ func TestBoundsTakeTheirLimits(t *testing.T) {
 		federation, xds string
 		check           func(*Config)
 	}{
-		{"maxBatch: 1\n  batchDelay: 0s", "maxRequestBytes: 1048576\n  maxStreamsPerConnection: 1\n  maxStreamsPerNode: 1", func(c *Config) {
+		{"maxBatch: 1\n  batchDelay: 0s", "maxRequestBytes: 1048576\n  maxStreamsPerConnection: 1\n  maxStreamsPerNode: 1\n  maxStreamsPerIdentity: 1\n  maxStreams: 1\n  firstRequestTimeout: 1s", func(c *Config) {
 			assert.Equal(t, 1, c.Federation.MaxBatch)
 			assert.Equal(t, Duration(0), *c.Federation.BatchDelay)
 			assert.Equal(t, XDS{Listen: "127.0.0.1:18000", Holdoff: Duration(DefaultHoldoff), MaxDelay: Duration(DefaultMaxDelay),
-				MaxRequestBytes: 1 << 20, MaxStreamsPerConnection: 1, MaxStreamsPerNode: 1}, c.XDS)
+				MaxRequestBytes: 1 << 20, MaxStreamsPerConnection: 1, MaxStreamsPerNode: 1,
+				MaxStreamsPerIdentity: 1, MaxStreams: 1, FirstRequestTimeout: Duration(time.Second)}, c.XDS)
 		}},
-		{"maxBatch: 4096\n  batchDelay: 1s", "maxRequestBytes: 2147483647\n  maxStreamsPerConnection: 10000\n  maxStreamsPerNode: 10000", func(c *Config) {
+		{"maxBatch: 4096\n  batchDelay: 1s", "maxRequestBytes: 2147483647\n  maxStreamsPerConnection: 10000\n  maxStreamsPerNode: 10000\n  maxStreamsPerIdentity: 100000\n  maxStreams: 100000\n  firstRequestTimeout: 10m", func(c *Config) {
 			assert.Equal(t, 4096, c.Federation.MaxBatch)
 			assert.Equal(t, Duration(time.Second), *c.Federation.BatchDelay)
 			assert.Equal(t, XDS{Listen: "127.0.0.1:18000", Holdoff: Duration(DefaultHoldoff), MaxDelay: Duration(DefaultMaxDelay),
-				MaxRequestBytes: 1<<31 - 1, MaxStreamsPerConnection: 10000, MaxStreamsPerNode: 10000}, c.XDS)
+				MaxRequestBytes: 1<<31 - 1, MaxStreamsPerConnection: 10000, MaxStreamsPerNode: 10000,
+				MaxStreamsPerIdentity: 100000, MaxStreams: 100000, FirstRequestTimeout: Duration(10 * time.Minute)}, c.XDS)
 		}},
 	} {
 		in := strings.Replace(valid, "  deniedCIDRs: [10.0.0.0/8]", "  deniedCIDRs: [10.0.0.0/8]\n  "+tc.federation, 1)

@@ -41,12 +41,16 @@ func secretChanges() []cache.Change {
 }
 
 // serveOn serves a cache with secrets on lis until the test ends, with
-// cfg's TLS and authorization.
+// cfg's TLS, authorization and bounds; its node roles are roles unless cfg
+// gives some.
 func serveOn(t *testing.T, lis net.Listener, cfg Config) *Server {
 	t.Helper()
-	c := cache.New(roles, zaptest.NewLogger(t))
+	if cfg.NodeRole == nil {
+		cfg.NodeRole = roles
+	}
+	c := cache.New(cfg.NodeRole, zaptest.NewLogger(t))
 	require.NoError(t, c.Apply(model.Egress, secretChanges()))
-	cfg.Cache, cfg.NodeRole, cfg.Logger, cfg.Registerer = c, roles, zaptest.NewLogger(t), prometheus.NewRegistry()
+	cfg.Cache, cfg.Logger, cfg.Registerer = c, zaptest.NewLogger(t), prometheus.NewRegistry()
 	s, err := New(cfg)
 	require.NoError(t, err)
 	servetest.Start(t, nil, func(ctx context.Context) error { return s.Serve(ctx, lis) })

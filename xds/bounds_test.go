@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -34,12 +35,14 @@ import (
 	"github.com/meshfed/meshfed/snapshot"
 )
 
-// mtlsEnv is a server over mutual TLS on loopback that lets its gateway
-// identity use any node id.
+// mtlsEnv is a server over mutual TLS on loopback that lets any identity
+// of its trust domain use any node id.
 type mtlsEnv struct {
 	addr      string
 	server    *Server
 	clientTLS *tls.Config
+	ca        *certs.CA
+	agent     spiffeid.ID
 }
 
 func serveMTLS(t *testing.T, cfg Config) *mtlsEnv {
@@ -57,8 +60,17 @@ func serveMTLS(t *testing.T, cfg Config) *mtlsEnv {
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	s := serveOn(t, lis, cfg)
-	return &mtlsEnv{addr: lis.Addr().String(), server: s,
+	return &mtlsEnv{addr: lis.Addr().String(), server: s, ca: ca, agent: agent.ID,
 		clientTLS: certs.ClientTLSConfig(gateway, ca.X509Bundle(), tlsconfig.AuthorizeID(agent.ID))}
+}
+
+// clientAs is the client configuration of another identity of the trust
+// domain, a workload's for instance.
+func (e *mtlsEnv) clientAs(t *testing.T, path string) *tls.Config {
+	t.Helper()
+	svid, err := e.ca.IssueX509SVID(spiffeid.RequireFromPath(e.agent.TrustDomain(), path), time.Hour)
+	require.NoError(t, err)
+	return certs.ClientTLSConfig(svid, e.ca.X509Bundle(), tlsconfig.AuthorizeID(e.agent))
 }
 
 func (e *mtlsEnv) dial(t *testing.T) *grpc.ClientConn {
@@ -222,9 +234,12 @@ func TestRequestSizeIsBounded(t *testing.T) {
 // rawH2 is a client that speaks HTTP/2 itself over mutual TLS, to open
 // streams a well-behaved gRPC client would hold back.
 type rawH2 struct {
-	t    *testing.T
+	t    require.TestingT
 	conn *tls.Conn
 	fr   *http2.Framer
+	// wmu orders the writes of the goroutine that opens streams and of
+	// the one that answers the server's pings (endings).
+	wmu  sync.Mutex
 	enc  *hpack.Encoder
 	hbuf bytes.Buffer
 	// maxStreams is what the server's SETTINGS allow.
@@ -233,11 +248,23 @@ type rawH2 struct {
 
 func dialRawH2(t *testing.T, e *mtlsEnv) *rawH2 {
 	t.Helper()
-	cfg := e.clientTLS.Clone()
+	return dialRawH2As(t, e.addr, e.clientTLS)
+}
+
+// dialRawH2As dials addr with the client configuration tlsCfg; the
+// connection ends with the test.
+func dialRawH2As(t *testing.T, addr string, tlsCfg *tls.Config) *rawH2 {
+	t.Helper()
+	c := newRawH2(t, addr, tlsCfg)
+	t.Cleanup(func() { c.conn.Close() })
+	return c
+}
+
+func newRawH2(t require.TestingT, addr string, tlsCfg *tls.Config) *rawH2 {
+	cfg := tlsCfg.Clone()
 	cfg.NextProtos = []string{"h2"}
-	conn, err := tls.Dial("tcp", e.addr, cfg)
+	conn, err := tls.Dial("tcp", addr, cfg)
 	require.NoError(t, err)
-	t.Cleanup(func() { conn.Close() })
 	c := &rawH2{t: t, conn: conn, fr: http2.NewFramer(conn, conn)}
 	c.enc = hpack.NewEncoder(&c.hbuf)
 	_, err = conn.Write([]byte(http2.ClientPreface))
@@ -256,12 +283,22 @@ func dialRawH2(t *testing.T, e *mtlsEnv) *rawH2 {
 	}
 }
 
+const (
+	deltaADS = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"
+	sotwADS  = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
+)
+
 // open starts the delta ADS call on stream id, without a message.
-func (c *rawH2) open(id uint32) {
+func (c *rawH2) open(id uint32) { c.openCall(id, deltaADS) }
+
+// openCall starts the call of method on stream id, without a message.
+func (c *rawH2) openCall(id uint32, method string) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
 	c.hbuf.Reset()
 	for _, h := range [][2]string{
 		{":method", "POST"}, {":scheme", "https"}, {":authority", "xds"},
-		{":path", "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"},
+		{":path", method},
 		{"content-type", "application/grpc"}, {"te", "trailers"},
 	} {
 		require.NoError(c.t, c.enc.WriteField(hpack.HeaderField{Name: h[0], Value: h[1]}))
@@ -314,6 +351,8 @@ func (c *rawH2) send(id uint32, m proto.Message) {
 	msg := make([]byte, 5+len(b))
 	binary.BigEndian.PutUint32(msg[1:], uint32(len(b)))
 	copy(msg[5:], b)
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
 	require.NoError(c.t, c.fr.WriteData(id, false, msg))
 }
 
@@ -343,7 +382,8 @@ func TestMeasureStreamsOnOneConnection(t *testing.T) {
 		name string
 		cfg  Config
 	}{
-		{"unbounded (100,000 streams a connection, no node cap)", Config{MaxConcurrentStreams: 100_000, MaxStreamsPerNode: 1 << 30}},
+		{"unbounded (100,000 streams a connection, no node, identity or server cap)", Config{MaxConcurrentStreams: 100_000, MaxStreamsPerNode: 1 << 30,
+			MaxStreamsPerIdentity: 1 << 30, MaxStreams: 1 << 30}},
 		{"defaults", Config{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

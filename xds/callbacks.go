@@ -11,8 +11,8 @@ import (
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"go.uber.org/zap"
+	"golang.org/x/time/rate"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -27,7 +27,8 @@ type appliedAter interface {
 }
 
 // tracker implements the server callbacks: it follows each stream's
-// requests and responses to know what every gateway runs.
+// requests and responses to know what every gateway runs. The guard has
+// admitted a stream and bound its node before go-control-plane opens it.
 type tracker struct {
 	nodeRole cache.NodeRole
 	metrics  *metrics
@@ -35,19 +36,13 @@ type tracker struct {
 	log      *zap.Logger
 	now      func() time.Time
 
-	// channel and authorize are set before the server serves.
-	channel   Channel
-	authorize func(id spiffeid.ID, nodeID string) error
-
-	// maxPerNode bounds the open streams that name one node id.
-	maxPerNode int
+	// channel is set before the server serves.
+	channel Channel
 
 	mu sync.Mutex
 	// streams is keyed by kind too: go-control-plane numbers state of the
 	// world and delta streams separately, both from 1.
 	streams map[streamKey]*client
-	// perNode counts the open streams admitted for each node id.
-	perNode map[string]int
 }
 
 type streamKey struct {
@@ -57,17 +52,18 @@ type streamKey struct {
 
 type client struct {
 	status ClientStatus
-	role   model.Role // "" while unknown
+	role   model.Role // "" for a node that is none of the gateways
 	types  map[string]*typeTrack
-	// id is the SPIFFE ID of a stream over mutual TLS, addr its address.
-	id   spiffeid.ID
-	addr string
+	// nackLog bounds the NACK warnings of the stream, made on its first
+	// NACK; notLogged counts those it held back since the last one.
+	nackLog   *rate.Limiter
+	notLogged int
 }
 
 type typeTrack struct {
 	status TypeStatus
-	// sent remembers the versions of the last responses by nonce, to know
-	// which version a delta ACK or any NACK is about.
+	// sent remembers the versions of the responses not yet answered, by
+	// nonce, to know which version an ACK or a NACK is about.
 	sent []sentVersion
 }
 
@@ -77,33 +73,43 @@ type sentVersion struct{ nonce, version string }
 // of its type is sent, so a few suffice.
 const sentMemory = 4
 
+// NACK warnings of a stream: the first few are logged, then one every
+// ten seconds, each saying how many were held back; nacks_total counts
+// every NACK and the status keeps the last.
+const (
+	nackLogBurst = 5
+	nackLogEvery = 10 * time.Second
+)
+
 const unknownRole = "unknown"
 
 var _ serverv3.Callbacks = (*tracker)(nil)
 
-func newTracker(nodeRole cache.NodeRole, m *metrics, applied appliedAter, log *zap.Logger, maxPerNode int) *tracker {
-	return &tracker{nodeRole: nodeRole, metrics: m, applied: applied, log: log, now: time.Now, maxPerNode: maxPerNode,
-		streams: make(map[streamKey]*client), perNode: make(map[string]int)}
+func newTracker(nodeRole cache.NodeRole, m *metrics, applied appliedAter, log *zap.Logger) *tracker {
+	return &tracker{nodeRole: nodeRole, metrics: m, applied: applied, log: log, now: time.Now,
+		streams: make(map[streamKey]*client)}
 }
 
 func (t *tracker) open(ctx context.Context, k streamKey) error {
+	b, ok := bindingOf(ctx)
+	if !ok {
+		return status.Error(codes.Internal, "xds: a stream the guard did not admit")
+	}
 	kind := "sotw"
 	if k.delta {
 		kind = "delta"
 	}
 	c := &client{
-		status: ClientStatus{StreamID: k.id, Gateway: Gateway{Stream: kind, ConnectedAt: t.now(), Channel: string(t.channel)}},
-		types:  make(map[string]*typeTrack),
-		addr:   remoteAddr(ctx),
+		status: ClientStatus{StreamID: k.id, Gateway: Gateway{
+			NodeID: b.nodeID, Role: unknownRole, Stream: kind, ConnectedAt: t.now(), Channel: string(t.channel),
+		}},
+		types: make(map[string]*typeTrack),
 	}
-	if t.channel == ChannelMTLS {
-		id, ok := peerID(ctx)
-		if !ok {
-			// The TLS configuration requires an SVID: only a misconfigured
-			// server gets here.
-			return status.Error(codes.Unauthenticated, "xds: the client presented no SPIFFE ID")
-		}
-		c.id, c.status.SPIFFEID = id, id.String()
+	if !b.id.IsZero() {
+		c.status.SPIFFEID = b.id.String()
+	}
+	if role, ok := t.nodeRole(b.nodeID); ok {
+		c.role, c.status.Role = role, string(role)
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -119,38 +125,20 @@ func (t *tracker) closed(k streamKey) {
 		return
 	}
 	delete(t.streams, k)
-	if node := c.status.NodeID; node != "" {
-		if t.perNode[node]--; t.perNode[node] <= 0 {
-			delete(t.perNode, node)
-		}
-	}
 	for typeURL := range c.types {
 		t.metrics.clients.WithLabelValues(c.status.Role, typeLabel(typeURL)).Dec()
 	}
 }
 
-// request records a request; version is what an ACK acknowledges ("" to
-// look it up by nonce). A stream over mutual TLS whose gateway may not use
-// the node id it names ends with PermissionDenied.
-func (t *tracker) request(k streamKey, node *core.Node, typeURL, nonce, version string, errorDetail *rpcstatus.Status) error {
+// request records a request. An ACK or a NACK counts only when its nonce
+// is one the server sent on the stream for that type and awaits an answer
+// to; the version it is about is the one sent with that nonce.
+func (t *tracker) request(k streamKey, typeURL, nonce string, errorDetail *rpcstatus.Status) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	c, ok := t.streams[k]
 	if !ok {
-		return nil
-	}
-	if c.status.NodeID == "" && node.GetId() != "" {
-		if err := t.authorizeNode(c, node.GetId()); err != nil {
-			return err
-		}
-		if err := t.admitLocked(c, node.GetId()); err != nil {
-			return err
-		}
-		c.status.NodeID = node.GetId()
-		c.status.Role = unknownRole
-		if role, ok := t.nodeRole(node.GetId()); ok {
-			c.role, c.status.Role = role, string(role)
-		}
+		return
 	}
 	tt, ok := c.types[typeURL]
 	if !ok {
@@ -158,62 +146,48 @@ func (t *tracker) request(k streamKey, node *core.Node, typeURL, nonce, version 
 		c.types[typeURL] = tt
 		t.metrics.clients.WithLabelValues(c.status.Role, typeLabel(typeURL)).Inc()
 	}
-	if nonce == "" {
-		return nil
-	}
-	sent := tt.forget(nonce)
-	now := t.now()
+	sent, answered := tt.forget(nonce)
 	if errorDetail != nil {
-		tt.status.LastNack = &Nack{Version: sent, Nonce: nonce, Reason: errorDetail.GetMessage(), At: now}
-		t.metrics.nacks.WithLabelValues(c.status.Role, typeLabel(typeURL)).Inc()
-		t.log.Warn("gateway rejected configuration",
-			zap.String("node_id", c.status.NodeID), zap.String("role", c.status.Role),
-			zap.String("type_url", typeURL), zap.String("version", sent),
-			zap.String("nonce", nonce), zap.String("error", errorDetail.GetMessage()))
-		return nil
+		if !answered {
+			t.metrics.ignoredNacks.WithLabelValues(c.status.Role, typeLabel(typeURL)).Inc()
+			return
+		}
+		t.nack(c, tt, sent, nonce, clip(errorDetail.GetMessage()))
+		return
 	}
-	if version == "" {
-		version = sent
+	if !answered || sent == tt.status.AckedVersion {
+		return
 	}
-	if version == "" || version == tt.status.AckedVersion {
-		return nil
-	}
-	tt.status.AckedVersion, tt.status.AckedAt = version, now
+	now := t.now()
+	tt.status.AckedVersion, tt.status.AckedAt = sent, now
 	if t.applied != nil && c.role != "" {
-		if at, ok := t.applied.AppliedAt(c.role, typeURL, version); ok {
+		if at, ok := t.applied.AppliedAt(c.role, typeURL, sent); ok {
 			t.metrics.latency.WithLabelValues(c.status.Role, typeLabel(typeURL)).Observe(now.Sub(at).Seconds())
 		}
 	}
-	return nil
 }
 
-// authorizeNode refuses a node id to a gateway over mutual TLS whose
-// identity may not use it.
-func (t *tracker) authorizeNode(c *client, nodeID string) error {
-	if t.channel != ChannelMTLS {
-		return nil
+// nack records a NACK of a response the server sent, and warns of it
+// unless the stream's warnings are held back.
+func (t *tracker) nack(c *client, tt *typeTrack, version, nonce, reason string) {
+	now := t.now()
+	tt.status.LastNack = &Nack{Version: version, Nonce: nonce, Reason: reason, At: now}
+	t.metrics.nacks.WithLabelValues(c.status.Role, typeLabel(tt.status.TypeURL)).Inc()
+	if c.nackLog == nil {
+		c.nackLog = rate.NewLimiter(rate.Every(nackLogEvery), nackLogBurst)
 	}
-	err := t.authorize(c.id, nodeID)
-	if err == nil {
-		return nil
+	if !c.nackLog.AllowN(now, 1) {
+		c.notLogged++
+		return
 	}
-	t.metrics.refused.Inc()
-	t.log.Warn("xDS client refused: its identity may not use the node id it asked for",
-		zap.String("spiffe_id", c.id.String()), zap.String("node_id", nodeID), zap.String("remote_addr", c.addr), zap.Error(err))
-	return status.Errorf(codes.PermissionDenied, "xds: %s may not use node id %q: %v", c.id, nodeID, err)
-}
-
-// admitLocked counts a stream for its node id, or refuses it when the node
-// has as many streams open as it may.
-func (t *tracker) admitLocked(c *client, nodeID string) error {
-	if n := t.perNode[nodeID]; t.maxPerNode > 0 && n >= t.maxPerNode {
-		t.metrics.overNode.Inc()
-		t.log.Warn("xDS stream refused: its node id has as many streams open as it may",
-			zap.String("node_id", nodeID), zap.Int("open", n), zap.String("remote_addr", c.addr), zap.String("spiffe_id", c.status.SPIFFEID))
-		return status.Errorf(codes.ResourceExhausted, "xds: node id %q has %d streams open, the most it may", nodeID, n)
+	fields := []zap.Field{zap.String("node_id", clip(c.status.NodeID)), zap.String("role", c.status.Role),
+		zap.String("type_url", tt.status.TypeURL), zap.String("version", version), zap.String("nonce", nonce),
+		zap.String("error", reason)}
+	if c.notLogged > 0 {
+		fields = append(fields, zap.Int("nacks_not_logged", c.notLogged))
+		c.notLogged = 0
 	}
-	t.perNode[nodeID]++
-	return nil
+	t.log.Warn("gateway rejected configuration", fields...)
 }
 
 func (t *tracker) response(k streamKey, typeURL, nonce, version string) {
@@ -235,15 +209,19 @@ func (t *tracker) response(k streamKey, typeURL, nonce, version string) {
 }
 
 // forget returns the version sent with nonce and drops it and anything
-// older: the gateway answered it.
-func (tt *typeTrack) forget(nonce string) string {
+// older: the gateway answered it. ok is false for a nonce that awaits no
+// answer: never sent for the type, answered already, or none.
+func (tt *typeTrack) forget(nonce string) (version string, ok bool) {
+	if nonce == "" {
+		return "", false
+	}
 	for i, s := range tt.sent {
 		if s.nonce == nonce {
 			tt.sent = slices.Delete(tt.sent, 0, i+1)
-			return s.version
+			return s.version, true
 		}
 	}
-	return ""
+	return "", false
 }
 
 func (t *tracker) snapshot() []ClientStatus {
@@ -277,8 +255,8 @@ func (t *tracker) OnStreamOpen(ctx context.Context, id int64, _ string) error {
 func (t *tracker) OnStreamClosed(id int64, _ *core.Node) { t.closed(streamKey{id: id}) }
 
 func (t *tracker) OnStreamRequest(id int64, req *discovery.DiscoveryRequest) error {
-	// A state-of-the-world ACK carries the version it acknowledges.
-	return t.request(streamKey{id: id}, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), req.GetVersionInfo(), req.GetErrorDetail())
+	t.request(streamKey{id: id}, req.GetTypeUrl(), req.GetResponseNonce(), req.GetErrorDetail())
+	return nil
 }
 
 func (t *tracker) OnStreamResponse(_ context.Context, id int64, req *discovery.DiscoveryRequest, resp *discovery.DiscoveryResponse) {
@@ -294,7 +272,8 @@ func (t *tracker) OnDeltaStreamClosed(id int64, _ *core.Node) {
 }
 
 func (t *tracker) OnStreamDeltaRequest(id int64, req *discovery.DeltaDiscoveryRequest) error {
-	return t.request(streamKey{delta: true, id: id}, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), "", req.GetErrorDetail())
+	t.request(streamKey{delta: true, id: id}, req.GetTypeUrl(), req.GetResponseNonce(), req.GetErrorDetail())
+	return nil
 }
 
 func (t *tracker) OnStreamDeltaResponse(id int64, req *discovery.DeltaDiscoveryRequest, resp *discovery.DeltaDiscoveryResponse) {

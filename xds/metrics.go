@@ -8,26 +8,41 @@ import (
 )
 
 type metrics struct {
-	refused  prometheus.Counter
-	overNode prometheus.Counter
-	nacks    *prometheus.CounterVec
-	clients  *prometheus.GaugeVec
-	latency  *prometheus.HistogramVec
+	refused      prometheus.Counter
+	overNode     prometheus.Counter
+	overIdentity prometheus.Counter
+	overServer   prometheus.Counter
+	noRequest    prometheus.Counter
+	nodeChanged  prometheus.Counter
+	streams      prometheus.Gauge
+	nacks        *prometheus.CounterVec
+	ignoredNacks *prometheus.CounterVec
+	clients      *prometheus.GaugeVec
+	latency      *prometheus.HistogramVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	counter := func(name, help string) prometheus.Counter {
+		return prometheus.NewCounter(prometheus.CounterOpts{Namespace: "meshfed", Subsystem: "xds", Name: name, Help: help})
+	}
 	m := &metrics{
-		refused: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: "meshfed", Subsystem: "xds", Name: "refused_streams_total",
-			Help: "Streams over mutual TLS ended because the gateway's identity may not use the node id it asked for.",
-		}),
-		overNode: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: "meshfed", Subsystem: "xds", Name: "refused_streams_over_node_limit_total",
-			Help: "Streams ended because their node id already had as many streams open as it may.",
+		refused:      counter("refused_streams_total", "Streams over mutual TLS ended because the gateway's identity may not use the node id it asked for."),
+		overNode:     counter("refused_streams_over_node_limit_total", "Streams ended because their node id already had as many streams open as it may."),
+		overIdentity: counter("refused_streams_over_identity_limit_total", "Streams over mutual TLS refused because their SPIFFE ID already had as many streams open as it may."),
+		overServer:   counter("refused_streams_over_server_limit_total", "Streams refused because the server already had as many streams open as it may."),
+		noRequest:    counter("streams_without_request_total", "Streams ended because they sent no request within the first request timeout."),
+		nodeChanged:  counter("refused_node_changes_total", "Streams ended because a request named another node id than the one the stream was authorized with."),
+		streams: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "meshfed", Subsystem: "xds", Name: "open_streams",
+			Help: "Open xDS streams, those that have not sent their first request yet included.",
 		}),
 		nacks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "meshfed", Subsystem: "xds", Name: "nacks_total",
 			Help: "Responses rejected by gateways.",
+		}, []string{"role", "type"}),
+		ignoredNacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "meshfed", Subsystem: "xds", Name: "ignored_nacks_total",
+			Help: "NACKs ignored because their nonce is none the server sent on that stream for that type and awaits an answer to.",
 		}, []string{"role", "type"}),
 		clients: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: "meshfed", Subsystem: "xds", Name: "clients",
@@ -42,7 +57,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.refused, m.overNode, m.nacks, m.clients, m.latency} {
+	for _, c := range []prometheus.Collector{m.refused, m.overNode, m.overIdentity, m.overServer, m.noRequest, m.nodeChanged,
+		m.streams, m.nacks, m.ignoredNacks, m.clients, m.latency} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

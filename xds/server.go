@@ -67,6 +67,19 @@ type Config struct {
 	// stream for that node ends with ResourceExhausted at its first
 	// request.
 	MaxStreamsPerNode int
+	// MaxStreamsPerIdentity bounds the open streams of one SPIFFE ID over
+	// mutual TLS, over all connections, from their start;
+	// DefaultMaxStreamsPerIdentity when zero. A further stream ends with
+	// ResourceExhausted before it is read.
+	MaxStreamsPerIdentity int
+	// MaxStreams bounds the open streams of the server, from their start;
+	// DefaultMaxStreams when zero. A further stream ends with
+	// ResourceExhausted before it is read.
+	MaxStreams int
+	// FirstRequestTimeout ends a stream that sent no request that long
+	// after its start, with DeadlineExceeded; DefaultFirstRequestTimeout
+	// when zero.
+	FirstRequestTimeout time.Duration
 }
 
 // Transport bounds, sized for 100,000 resources of a type.
@@ -89,11 +102,33 @@ const (
 	DefaultMaxStreamsPerNode = 10
 )
 
+// Bounds on the streams clients hold, those that never send a request
+// included. Such a stream costs the server some 13 KB (two goroutines,
+// 4 KB of heap) until it ends, and a connection some 20 KB:
+// TestRequestlessStreamsAreBounded measures them.
+const (
+	// DefaultFirstRequestTimeout: Envoy sends its first request as soon
+	// as its stream is open; ten seconds leave room for a slow link and a
+	// first request of megabytes.
+	DefaultFirstRequestTimeout = 10 * time.Second
+	// DefaultMaxStreamsPerIdentity holds 100 gateways of one role that
+	// share a SPIFFE ID, each with a stream of each of the six kinds of
+	// xDS it uses without ADS, and 40 streams that gateways reconnecting
+	// left behind on connections the server has not yet seen die.
+	DefaultMaxStreamsPerIdentity = 640
+	// DefaultMaxStreams leaves the other identities 160 streams (the
+	// other role's gateways over ADS) when one is at its bound, and holds
+	// 10,000 streams that never send a request, from any number of
+	// identities on 100 connections, to under 20 MB.
+	DefaultMaxStreams = 800
+)
+
 // Server is the ADS server of the mesh's gateways.
 type Server struct {
 	cfg     Config
 	log     *zap.Logger
 	clients *tracker
+	guard   *guard
 	served  atomic.Bool
 }
 
@@ -120,6 +155,15 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxStreamsPerNode <= 0 {
 		cfg.MaxStreamsPerNode = DefaultMaxStreamsPerNode
 	}
+	if cfg.MaxStreamsPerIdentity <= 0 {
+		cfg.MaxStreamsPerIdentity = DefaultMaxStreamsPerIdentity
+	}
+	if cfg.MaxStreams <= 0 {
+		cfg.MaxStreams = DefaultMaxStreams
+	}
+	if cfg.FirstRequestTimeout <= 0 {
+		cfg.FirstRequestTimeout = DefaultFirstRequestTimeout
+	}
 	m, err := newMetrics(cfg.Registerer)
 	if err != nil {
 		return nil, err
@@ -128,7 +172,9 @@ func New(cfg Config) (*Server, error) {
 	return &Server{
 		cfg:     cfg,
 		log:     cfg.Logger,
-		clients: newTracker(cfg.NodeRole, m, applied, cfg.Logger, cfg.MaxStreamsPerNode),
+		clients: newTracker(cfg.NodeRole, m, applied, cfg.Logger),
+		guard: newGuard(limits{streams: cfg.MaxStreams, perIdentity: cfg.MaxStreamsPerIdentity, perNode: cfg.MaxStreamsPerNode,
+			firstRequest: cfg.FirstRequestTimeout}, m, cfg.Logger),
 	}, nil
 }
 
@@ -157,7 +203,7 @@ func (s *Server) Serve(parent context.Context, lis net.Listener) error {
 	if err != nil {
 		return err
 	}
-	s.clients.channel, s.clients.authorize = channel, s.cfg.AuthorizeNode
+	s.clients.channel = channel
 	cache := s.cfg.Cache
 	if kl, ok := cache.(interface{ Keyless() gcache.Cache }); ok && channel == ChannelPlaintext {
 		cache = kl.Keyless()
@@ -166,7 +212,14 @@ func (s *Server) Serve(parent context.Context, lis net.Listener) error {
 	}
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
+	s.guard.channel, s.guard.authorize, s.guard.done = channel, s.cfg.AuthorizeNode, ctx.Done()
 	opts := []grpc.ServerOption{
+		grpc.StreamInterceptor(s.guard.stream),
+		// gRPC's 32 KiB read buffer is most of what an idle connection
+		// costs (49 KB of heap with it, 15 KB without): frames are read
+		// from the connection itself, which TLS buffers by the record
+		// anyway.
+		grpc.ReadBufferSize(0),
 		grpc.MaxConcurrentStreams(s.cfg.MaxConcurrentStreams),
 		grpc.MaxRecvMsgSize(s.cfg.MaxRecvMsgSize),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
@@ -185,6 +238,7 @@ func (s *Server) Serve(parent context.Context, lis net.Listener) error {
 	endpointservice.RegisterEndpointDiscoveryServiceServer(gs, xs)
 	listenerservice.RegisterListenerDiscoveryServiceServer(gs, xs)
 	routeservice.RegisterRouteDiscoveryServiceServer(gs, xs)
+	routeservice.RegisterScopedRoutesDiscoveryServiceServer(gs, xs)
 	secretservice.RegisterSecretDiscoveryServiceServer(gs, xs)
 
 	stopped := make(chan struct{})

@@ -10,7 +10,9 @@ import (
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpoint "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	routeservice "github.com/envoyproxy/go-control-plane/envoy/service/route/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
@@ -307,4 +309,21 @@ func TestLargeReconnectRequest(t *testing.T) {
 	r := d.recv(resource.ClusterType)
 	require.Len(t, r.Resources, 1)
 	require.Len(t, r.RemovedResources, 120_000, "every resource the gateway had and the agent does not")
+}
+
+// Each kind of xDS is served on a stream of its own too, as an Envoy
+// without ADS asks for it: scoped routes as well.
+func TestScopedRoutesWithoutADS(t *testing.T) {
+	scope := &route.ScopedRouteConfiguration{Name: "s1", RouteConfigurationName: "r1",
+		Key: &route.ScopedRouteConfiguration_Key{Fragments: []*route.ScopedRouteConfiguration_Key_Fragment{
+			{Type: &route.ScopedRouteConfiguration_Key_Fragment_StringKey{StringKey: "a.example"}},
+		}}}
+	e := start(t, []cache.Change{change(scope, "s1")})
+	st, err := routeservice.NewScopedRoutesDiscoveryServiceClient(e.conn).StreamScopedRoutes(context.Background())
+	require.NoError(t, err)
+	require.NoError(t, st.Send(&discovery.DiscoveryRequest{Node: &core.Node{Id: "egress-sotw"}}))
+	r, err := st.Recv()
+	require.NoError(t, err)
+	require.Equal(t, resource.ScopedRouteType, r.GetTypeUrl())
+	assertResources(t, []proto.Message{scope}, r.GetResources())
 }

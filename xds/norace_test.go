@@ -1,0 +1,6 @@
+//go:build !race
+
+package xds
+
+// raceStackFactor: see race_test.go.
+const raceStackFactor = 1
