@@ -232,17 +232,27 @@ func (c *Cache) roleOf(nodeID string) (model.Role, bool) {
 	if role, ok := c.nodeRole(nodeID); ok {
 		return role, true
 	}
+	// A node id is the client's to choose, megabytes long if it likes:
+	// only its start is remembered and logged.
+	shown := nodeID
+	if len(shown) > maxShownNodeID {
+		shown = strings.ToValidUTF8(shown[:maxShownNodeID], "") + "… [cut from " + strconv.Itoa(len(nodeID)) + " bytes]"
+	}
 	c.warnMu.Lock()
-	_, seen := c.warned[nodeID]
+	_, seen := c.warned[shown]
 	if !seen && len(c.warned) < maxWarned {
-		c.warned[nodeID] = struct{}{}
+		c.warned[shown] = struct{}{}
 	}
 	c.warnMu.Unlock()
 	if !seen {
-		c.log.Warn("xDS client is not a known gateway; it gets no resources", zap.String("node_id", nodeID))
+		c.log.Warn("xDS client is not a known gateway; it gets no resources", zap.String("node_id", shown))
 	}
 	return "", false
 }
+
+// maxShownNodeID bounds what an unknown node id takes in the log and in
+// memory.
+const maxShownNodeID = 256
 
 // syncMarker is the value under syncKey in a stream's version map: the
 // sequence number up to which the map reflects the cache.

@@ -2,6 +2,7 @@ package cache
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -11,6 +12,8 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/server/stream/v3"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -222,6 +225,26 @@ func TestUnknownNodeGetsNothing(t *testing.T) {
 	ss := newSotwStream(t, c, "stranger")
 	ss.request(resource.ClusterType, "")
 	ss.none()
+}
+
+// A node id is the client's choice: one of a megabyte is logged, and
+// remembered, by its first 256 bytes and its length, once.
+func TestUnknownNodeIsLoggedCut(t *testing.T) {
+	core, logs := observer.New(zap.WarnLevel)
+	c := New(testRoles, zap.New(core))
+	require.NoError(t, c.Apply(model.Egress, []Change{clusterChange("a", 1)}))
+	huge := strings.Repeat("n", 1<<20)
+	for range 2 {
+		s := newDeltaStream(t, c, huge)
+		s.subscribe(resource.ClusterType)
+		s.none()
+	}
+	entries := logs.FilterMessage("xDS client is not a known gateway; it gets no resources").All()
+	require.Len(t, entries, 1)
+	require.Equal(t, strings.Repeat("n", 256)+"… [cut from 1048576 bytes]", entries[0].ContextMap()["node_id"])
+	for id := range c.warned {
+		require.Less(t, len(id), 300)
+	}
 }
 
 func TestApplyRejectsBadChangesKeepsTheRest(t *testing.T) {
