@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"os"
 	"reflect"
 	"slices"
 	"strings"
@@ -205,14 +204,11 @@ func (a *Agent) exportSources(path string, cc *consul.Config) (registry.Source, 
 	sources := map[string]registry.Source{}
 	var exports []model.Export
 	if path != "" {
-		b, err := os.ReadFile(path)
-		if err != nil {
+		var err error
+		if exports, err = file.Read(path, 0); err != nil {
 			return nil, nil, fmt.Errorf("exports.file: %w", err)
 		}
-		if exports, err = file.Parse(b, path); err != nil {
-			return nil, nil, fmt.Errorf("exports.file: %w", err)
-		}
-		sources["exports.file"] = file.New(path, a.log)
+		sources["exports.file"] = file.New(path, 0, a.log)
 	}
 	if cc != nil && cc.Export != nil {
 		src, err := consul.NewSource(*cc, a.log.Named("consul"))

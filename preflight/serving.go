@@ -113,10 +113,7 @@ func (r *Report) federation() {
 func (r *Report) exports() {
 	c := r.Config
 	if path := c.Exports.File; path != "" {
-		b, err := os.ReadFile(path)
-		if err != nil {
-			r.add(Error, "exports.file", "%v", err)
-		} else if exports, err := file.Parse(b, path); err != nil {
+		if exports, err := file.Read(path, 0); err != nil {
 			r.add(Error, "exports.file", "%v", err)
 		} else {
 			for _, e := range exports {

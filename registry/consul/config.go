@@ -10,6 +10,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/meshfed/meshfed/internal/untrusted"
 	"github.com/meshfed/meshfed/model"
 	"github.com/meshfed/meshfed/registry"
 )
@@ -121,7 +122,7 @@ func (c *Config) Check() error {
 		return &model.FieldError{Path: path, Msg: fmt.Sprintf(format, args...)}
 	}
 	if _, _, err := splitAddress(c.Address); err != nil {
-		return bad("address", "%q: %v", c.Address, err)
+		return bad("address", "%s: %v", untrusted.Quote(c.Address), err)
 	}
 	if t := c.TLS; t != nil && (t.CertFile == "") != (t.KeyFile == "") {
 		return bad("tls", "certFile and keyFile go together")
@@ -132,11 +133,11 @@ func (c *Config) Check() error {
 		}
 		for i, s := range e.Services {
 			if !registry.IsLabel(s) {
-				return bad(fmt.Sprintf("export.services[%d]", i), "%q is not a DNS label, which an exported service name must be", s)
+				return bad(fmt.Sprintf("export.services[%d]", i), "%s is not a DNS label, which an exported service name must be", untrusted.Quote(s))
 			}
 		}
 		if k, _, ok := strings.Cut(e.Meta, "="); e.Meta != "" && (!ok || k == "") {
-			return bad("export.meta", "%q is not key=value", e.Meta)
+			return bad("export.meta", "%s is not key=value", untrusted.Quote(e.Meta))
 		}
 		for i, p := range e.Consumers {
 			if p == "" {
@@ -144,29 +145,29 @@ func (c *Config) Check() error {
 			}
 		}
 		if e.Mode != string(model.Terminate) && e.Mode != string(model.Passthrough) {
-			return bad("export.mode", "%q is not one of terminate passthrough", e.Mode)
+			return bad("export.mode", "%s is not one of terminate passthrough", untrusted.Quote(e.Mode))
 		}
 		if e.DomainSuffix == "" {
 			return bad("export.domainSuffix", "required: fqdns are <service>.<domainSuffix>")
 		}
 		if !registry.IsFQDN("x." + e.DomainSuffix) {
-			return bad("export.domainSuffix", "%q is not a lowercase DNS name", e.DomainSuffix)
+			return bad("export.domainSuffix", "%s is not a lowercase DNS name", untrusted.Quote(e.DomainSuffix))
 		}
 		if e.OnEmpty != OnEmptyDelete && e.OnEmpty != OnEmptyKeep {
-			return bad("export.onEmpty", "%q is not one of delete keep", e.OnEmpty)
+			return bad("export.onEmpty", "%s is not one of delete keep", untrusted.Quote(e.OnEmpty))
 		}
 	}
 	if i := c.Import; i != nil {
 		if !strings.Contains(i.NameTemplate, "{name}") {
-			return bad("import.nameTemplate", "%q lacks {name}: every import would get one name", i.NameTemplate)
+			return bad("import.nameTemplate", "%s lacks {name}: every import would get one name", untrusted.Quote(i.NameTemplate))
 		}
 		for _, p := range placeholder.FindAllString(i.NameTemplate, -1) {
 			if p != "{name}" && p != "{peer}" {
-				return bad("import.nameTemplate", "%q: unknown placeholder %s; known: {name} {peer}", i.NameTemplate, p)
+				return bad("import.nameTemplate", "%s: unknown placeholder %s; known: {name} {peer}", untrusted.Quote(i.NameTemplate), p)
 			}
 		}
 		if !registry.IsLabel(i.NodePrefix + "x") {
-			return bad("import.nodePrefix", "%q does not make DNS labels", i.NodePrefix)
+			return bad("import.nodePrefix", "%s does not make DNS labels", untrusted.Quote(i.NodePrefix))
 		}
 		if i.AntiEntropy < time.Second {
 			return bad("import.antiEntropy", "%s is less than 1s", i.AntiEntropy)
@@ -180,7 +181,7 @@ func splitAddress(addr string) (scheme, hostPort string, err error) {
 	scheme, hostPort = "http", addr
 	if s, rest, ok := strings.Cut(addr, "://"); ok {
 		if s != "http" && s != "https" {
-			return "", "", fmt.Errorf("scheme %q is not http or https", s)
+			return "", "", fmt.Errorf("scheme %s is not http or https", untrusted.Quote(s))
 		}
 		scheme, hostPort = s, rest
 	}
