@@ -39,7 +39,7 @@ func (a *Agent) Ready() error {
 // and reads the registry file, so that the first configuration already
 // holds the exports; Run then follows the source.
 func (a *Agent) loadExports() error {
-	src, exports, err := a.exportSources(a.cfg.Exports.File, a.cfg.Consul)
+	src, exports, err := a.exportSources(a.cfg.Exports, a.cfg.Consul)
 	if err != nil {
 		return err
 	}

@@ -113,7 +113,7 @@ func (r *Report) federation() {
 func (r *Report) exports() {
 	c := r.Config
 	if path := c.Exports.File; path != "" {
-		if exports, err := file.Read(path, 0); err != nil {
+		if exports, err := file.Read(path, c.Exports.MaxFileBytes); err != nil {
 			r.add(Error, "exports.file", "%v", err)
 		} else {
 			for _, e := range exports {
