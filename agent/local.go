@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -103,8 +104,11 @@ func (a *Agent) adminServer() (*admin.Server, error) {
 		Gateways:         a.Gateways,
 		ConfigDump:       a.ConfigDump,
 		Reload:           reload,
-		PProf:            a.cfg.Admin.PProf,
-		Log:              a.log.Named("admin"),
+		StoreBackup: func(_ context.Context, open func(int64) io.Writer) error {
+			return a.store.Backup(func(size int64) (io.Writer, error) { return open(size), nil })
+		},
+		PProf: a.cfg.Admin.PProf,
+		Log:   a.log.Named("admin"),
 	})
 }
 
