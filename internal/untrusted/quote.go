@@ -39,9 +39,9 @@ func Quote(s string) string {
 	return strconv.Quote(cut) + "... (" + strconv.Itoa(len(s)) + " bytes)"
 }
 
-// MaxMessage is how many bytes of a message from elsewhere (a library's
-// error about what it read, a server's answer) are repeated in a log or an
-// error.
+// MaxMessage is how many bytes of text from elsewhere (a library's error
+// about what it read, a server's answer, a name a server gave) are
+// repeated in a log or an error.
 const MaxMessage = 240
 
 // Message is msg, from a source that may repeat what it read, made safe to
@@ -98,3 +98,21 @@ func IsName(s string) bool {
 }
 
 func isLetter(c byte) bool { return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' }
+
+// Error is err with its message made safe to repeat, as Message makes it:
+// an error that carries what a server answered is as long as the answer.
+// It wraps err, for errors.Is and errors.As.
+func Error(err error) error {
+	if err == nil {
+		return nil
+	}
+	return boundedError{msg: Message(err.Error()), err: err}
+}
+
+type boundedError struct {
+	msg string
+	err error
+}
+
+func (e boundedError) Error() string { return e.msg }
+func (e boundedError) Unwrap() error { return e.err }

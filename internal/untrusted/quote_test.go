@@ -1,6 +1,8 @@
 package untrusted
 
 import (
+	"fmt"
+	"io"
 	"strings"
 	"testing"
 
@@ -44,4 +46,12 @@ func TestIsName(t *testing.T) {
 	for _, s := range []string{"", "root:$6$salt$hash:19000:0:99999:7::", "daemon:*:19000", "2fa", "a b", "a.b", "é", strings.Repeat("a", 65)} {
 		require.False(t, IsName(s), s)
 	}
+}
+
+func TestError(t *testing.T) {
+	require.NoError(t, Error(nil))
+	inner := fmt.Errorf("consul said: %s: %w", strings.Repeat("x", 1<<20), io.ErrUnexpectedEOF)
+	err := Error(inner)
+	require.ErrorIs(t, err, io.ErrUnexpectedEOF)
+	require.Equal(t, "consul said: "+strings.Repeat("x", MaxMessage-len("consul said: "))+"... (1048605 bytes)", err.Error())
 }

@@ -59,6 +59,13 @@ type ExportConfig struct {
 	// instance, or leaves the catalog: delete (default) withdraws it; keep
 	// goes on exporting its last endpoints (see the package doc).
 	OnEmpty string `yaml:"onEmpty"`
+	// MaxAnswerBytes bounds each answer Consul gives the export: one
+	// service's passing instances with their checks, or the list of
+	// services (default 4 MiB: some 1,300 instances of 3.2 KB with two
+	// checks each, or 70,000 service names with a tag). A larger answer is
+	// refused as an unreachable Consul is: that service's last state
+	// stays, and its query is retried with a backoff. 64 KiB to 256 MiB.
+	MaxAnswerBytes int64 `yaml:"maxAnswerBytes"`
 }
 
 // ImportConfig says how imported services are named in Consul.
@@ -80,6 +87,16 @@ type ImportConfig struct {
 // DefaultAntiEntropy is ImportConfig.AntiEntropy's default.
 const DefaultAntiEntropy = 30 * time.Second
 
+// DefaultMaxAnswerBytes is ExportConfig.MaxAnswerBytes's default, and its
+// bounds: an answer about one instance takes about 3.2 KB (node, service
+// and two checks), so 64 KiB still holds twenty; decoding an answer takes
+// some 4.5 times its size, so past 256 MiB one would cost over a GB.
+const (
+	DefaultMaxAnswerBytes = 4 << 20
+	minAnswerBytes        = 64 << 10
+	maxAnswerBytes        = 256 << 20
+)
+
 // The OnEmpty values.
 const (
 	OnEmptyDelete = "delete"
@@ -97,6 +114,9 @@ func (c *Config) Default() {
 		}
 		if e.OnEmpty == "" {
 			e.OnEmpty = OnEmptyDelete
+		}
+		if e.MaxAnswerBytes == 0 {
+			e.MaxAnswerBytes = DefaultMaxAnswerBytes
 		}
 	}
 	if i := c.Import; i != nil {
@@ -156,6 +176,9 @@ func (c *Config) Check() error {
 		if e.OnEmpty != OnEmptyDelete && e.OnEmpty != OnEmptyKeep {
 			return bad("export.onEmpty", "%s is not one of delete keep", untrusted.Quote(e.OnEmpty))
 		}
+		if n := e.MaxAnswerBytes; n < minAnswerBytes || n > maxAnswerBytes {
+			return bad("export.maxAnswerBytes", "%d is out of range %d-%d (64 KiB to 256 MiB)", n, minAnswerBytes, maxAnswerBytes)
+		}
 	}
 	if i := c.Import; i != nil {
 		if !strings.Contains(i.NameTemplate, "{name}") {
@@ -191,8 +214,9 @@ func splitAddress(addr string) (scheme, hostPort string, err error) {
 	return scheme, hostPort, nil
 }
 
-// client builds the API client. c is defaulted and checked.
-func (c *Config) client() (*api.Client, error) {
+// client builds the API client. c is defaulted and checked. maxAnswer,
+// when positive, bounds each answer's body (see boundedTransport).
+func (c *Config) client(maxAnswer int64) (*api.Client, error) {
 	token, err := c.token()
 	if err != nil {
 		return nil, err
@@ -213,6 +237,14 @@ func (c *Config) client() (*api.Client, error) {
 			ac.Scheme = "https"
 		}
 		ac.TLSConfig = api.TLSConfig{Address: t.ServerName, CAFile: t.CAFile, CertFile: t.CertFile, KeyFile: t.KeyFile}
+	}
+	if maxAnswer > 0 {
+		hc, err := api.NewHttpClient(ac.Transport, ac.TLSConfig)
+		if err != nil {
+			return nil, fmt.Errorf("consul client: %w", err)
+		}
+		hc.Transport = boundedTransport{next: hc.Transport, max: maxAnswer}
+		ac.HttpClient = hc
 	}
 	cl, err := api.NewClient(ac)
 	if err != nil {
