@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -109,4 +110,29 @@ func TestLinkedSecretFilesNeverReachTheStatusOrTheLog(t *testing.T) {
 	require.Contains(t, body, "other.yaml leads to "+shadow+", outside its folder")
 	require.NotContains(t, body, "recognisable")
 	requireNowhere(t, a, logs, "recognisable")
+}
+
+// A reload (SIGHUP does the same) of a configuration that became a
+// billion laughs is refused before anything expands it, and the running
+// configuration stays.
+func TestReloadRefusesAnAliasBomb(t *testing.T) {
+	root := t.TempDir()
+	ma, mb := newMesh(t, root, "mesh-a"), newMesh(t, root, "mesh-b")
+	path := filepath.Join(ma.dir, "meshfed.yaml")
+	a := startOperable(t, ma.config(t, mb, ""), path)
+	var b strings.Builder
+	b.WriteString("trustDomain: mesh-a.example\nlaughs:\n  l0: &l0 [" + strings.Repeat(`"`+strings.Repeat("lol ", 26)+`", `, 8) + `"lol"]` + "\n")
+	for i := 1; i < 9; i++ {
+		fmt.Fprintf(&b, "  l%d: &l%d [%s*l%d]\n", i, i, strings.Repeat(fmt.Sprintf("*l%d,    ", i-1), 8), i-1)
+	}
+	require.NoError(t, os.WriteFile(path, []byte(b.String()), 0o600))
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	code, body := postReload(t, a)
+	runtime.ReadMemStats(&after)
+	require.Equal(t, http.StatusUnprocessableEntity, code, body)
+	require.Contains(t, body, path+":8: error: too many YAML aliases: they would add more than 250000 values to the document")
+	require.Less(t, after.TotalAlloc-before.TotalAlloc, uint64(100<<20))
+	require.Equal(t, "mesh-a.example", a.current.TrustDomain, "the running configuration stays")
 }

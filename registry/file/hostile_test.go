@@ -138,3 +138,20 @@ func TestReadRefusesAnAliasBomb(t *testing.T) {
 	require.EqualError(t, err, path+":9: too many YAML aliases: they would add more than 250000 values to the document (an alias of an alias multiplies them); repeat the values instead")
 	require.Less(t, after.TotalAlloc-before.TotalAlloc, uint64(1<<20), "bytes allocated refusing %d bytes", len(bomb))
 }
+
+// The report's 36 MB registry file took 2.8 GB before its error: it is
+// now refused by its size, before a byte is read.
+func TestReadRefusesALargeFileBeforeReadingIt(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "services.yaml")
+	f, err := os.Create(path)
+	require.NoError(t, err)
+	require.NoError(t, f.Truncate(36_000_000))
+	require.NoError(t, f.Close())
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	_, err = Read(path, 0)
+	runtime.ReadMemStats(&after)
+	require.EqualError(t, err, "registry file: "+path+" is 36000000 bytes, over the size limit of 16777216 bytes (exports.maxFileBytes); it is not read")
+	require.Less(t, after.TotalAlloc-before.TotalAlloc, uint64(64<<10))
+}
