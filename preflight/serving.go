@@ -181,7 +181,7 @@ func (r *Report) store() {
 		r.add(Warning, "store.path", "%s is locked by another process, most likely a running agent; an agent started now would stop with this error unless that process ends first", path)
 	case err != nil:
 		r.add(Error, "store.path", "%v", err)
-	case sum.New && sum.Reason != "no file":
-		r.add(Warning, "store.path", "%s is %s: the agent starts with a new, empty store; if it held imports, restore it from a backup", path, sum.Reason)
+	case sum.Empty:
+		r.add(Warning, "store.path", "%s is %s: the agent starts with a new, empty store; if it held imports, restore it from a backup", path, sum.Found())
 	}
 }

@@ -38,7 +38,7 @@ func BackupFile(path, out string, opts ...Option) (Summary, error) {
 		return Summary{}, err
 	}
 	if sum.New {
-		return Summary{}, fmt.Errorf("store: backup of %q: there is no store yet (%s)", path, sum.Reason)
+		return Summary{}, fmt.Errorf("store: backup of %q: there is no store yet (%s)", path, sum.Found())
 	}
 	o := options{timeout: DefaultTimeout}
 	for _, opt := range opts {

@@ -38,10 +38,10 @@ func (e *DamagedError) Unwrap() error { return ErrDamaged }
 
 // Summary is what a check found in a store that passed.
 type Summary struct {
-	// New is a store that does not exist yet, or is an empty file: the
-	// agent starts it empty. Reason says which.
-	New    bool
-	Reason string
+	// New is a store that does not exist yet, or is an empty file
+	// (Empty): the agent starts it empty. An empty file is worth a
+	// warning, as a store that held imports never is.
+	New, Empty bool
 	// Bytes is the file's size; Peers and Imports what it holds.
 	Bytes          int64
 	Peers, Imports int
@@ -59,6 +59,14 @@ func Check(path string, opts ...Option) (Summary, error) {
 	return checkAs("check", path, opts)
 }
 
+// Found says what a new store was found as: no file, or an empty one.
+func (s Summary) Found() string {
+	if s.Empty {
+		return "an empty file (0 bytes)"
+	}
+	return "no file"
+}
+
 // checkAs is Check, its errors naming op.
 func checkAs(op, path string, opts []Option) (Summary, error) {
 	o := options{timeout: DefaultTimeout}
@@ -68,13 +76,13 @@ func checkAs(op, path string, opts []Option) (Summary, error) {
 	fi, err := os.Stat(path)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
-		return Summary{New: true, Reason: "no file"}, nil
+		return Summary{New: true}, nil
 	case err != nil:
 		return Summary{}, fmt.Errorf("store: %s %q: %w", op, path, err)
 	case !fi.Mode().IsRegular():
 		return Summary{}, &DamagedError{Op: op, Path: path, Reason: "not a regular file"}
 	case fi.Size() == 0:
-		return Summary{New: true, Reason: "an empty file (0 bytes)"}, nil
+		return Summary{New: true, Empty: true}, nil
 	}
 	sum, err := check(path, fi.Size(), o.timeout)
 	if errors.Is(err, bolterrors.ErrTimeout) {

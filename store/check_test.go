@@ -102,14 +102,15 @@ func TestNewStoreIsLogged(t *testing.T) {
 	require.NoError(t, os.WriteFile(empty, nil, 0o600))
 	for _, tc := range []struct {
 		path, found string
+		empty       bool
 		level       zapcore.Level
 	}{
-		{filepath.Join(dir, "missing.db"), "no file", zapcore.InfoLevel},
-		{empty, "an empty file (0 bytes)", zapcore.WarnLevel},
+		{filepath.Join(dir, "missing.db"), "no file", false, zapcore.InfoLevel},
+		{empty, "an empty file (0 bytes)", true, zapcore.WarnLevel},
 	} {
 		sum, err := Check(tc.path)
 		require.NoError(t, err)
-		require.Equal(t, Summary{New: true, Reason: tc.found}, sum)
+		require.Equal(t, Summary{New: true, Empty: tc.empty}, sum)
 		core, logs := observer.New(zapcore.DebugLevel)
 		s, err := Open(tc.path, WithLog(zap.New(core)))
 		require.NoError(t, err)

@@ -96,11 +96,11 @@ func Open(path string, opts ...Option) (*Store, error) {
 		return nil, err
 	}
 	switch {
-	case sum.New && sum.Reason == "no file":
-		o.log.Info("new store", zap.String("path", path), zap.String("found", sum.Reason))
+	case sum.New && !sum.Empty:
+		o.log.Info("new store", zap.String("path", path), zap.String("found", sum.Found()))
 	case sum.New:
 		o.log.Warn("new store: the file was empty; if it held imports, they are lost (restore it from a backup, or peers send their services again when they reconnect)",
-			zap.String("path", path), zap.String("found", sum.Reason))
+			zap.String("path", path), zap.String("found", sum.Found()))
 	default:
 		o.log.Info("store checked", zap.String("path", path), zap.Int64("bytes", sum.Bytes), zap.Int("peers", sum.Peers), zap.Int("imports", sum.Imports))
 	}

@@ -105,10 +105,10 @@ is damaged or cannot be read, 2 when it is an empty file.`,
 			switch {
 			case err != nil:
 				return err
-			case sum.New && sum.Reason == "no file":
+			case sum.New && !sum.Empty:
 				fmt.Fprintf(w, "%s: no store yet; the agent makes a new one\n", path)
 			case sum.New:
-				fmt.Fprintf(w, "%s: warning: %s: the agent starts with a new, empty store; if it held imports, restore it from a backup\n", path, sum.Reason)
+				fmt.Fprintf(w, "%s: warning: %s: the agent starts with a new, empty store; if it held imports, restore it from a backup\n", path, sum.Found())
 				return &exitError{code: 2}
 			default:
 				fmt.Fprintf(w, "%s: ok: %s\n", path, storeSummary(sum))
