@@ -89,6 +89,47 @@ func (c *Client) do(ctx context.Context, method, path string, out any) error {
 	return nil
 }
 
+// Download fetches path (such as /api/v1/store/backup) into w, however
+// large, and fails unless the answer is 200 and as long as it said it
+// would be: a copy cut short is no copy.
+func (c *Client) Download(ctx context.Context, path string, w io.Writer) (int64, error) {
+	base := strings.TrimSuffix(c.BaseURL, "/")
+	if base == "" {
+		return 0, errors.New("admin client: no agent address (BaseURL is empty)")
+	}
+	u := base + path
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return 0, fmt.Errorf("admin client: %q is not a URL: %w", u, err)
+	}
+	hc := c.HTTP
+	if hc == nil {
+		// No overall timeout: a large copy takes its time; ctx bounds it.
+		hc = &http.Client{}
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return 0, fmt.Errorf("cannot reach the meshfed agent at %s: %w (is `meshfed run` running, and is admin.listen this address?)", base, err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		return 0, fmt.Errorf("the meshfed agent at %s answered GET %s with %s: %s", base, path, resp.Status, reason(body))
+	}
+	n, err := io.Copy(w, resp.Body)
+	if err != nil {
+		return n, fmt.Errorf("reading the answer of %s: %w", u, err)
+	}
+	if resp.ContentLength >= 0 && n != resp.ContentLength {
+		return n, fmt.Errorf("the answer of %s was cut short: %d of %d bytes", u, n, resp.ContentLength)
+	}
+	return n, nil
+}
+
 // reason is the {"error": ...} text of a failed answer, or its first line
 // when it is not ours (a 404 from the mux, a proxy's page).
 func reason(body []byte) string {

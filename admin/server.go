@@ -8,11 +8,13 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/pprof"
 	"net/netip"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -61,6 +63,12 @@ type Options struct {
 	// loopback only: it re-reads the configuration file. An error that
 	// wraps ErrInvalid (the file does not pass the check) answers 422.
 	Reload func(ctx context.Context) (any, error)
+	// StoreBackup, when set, serves GET /api/v1/store/backup to requests
+	// from loopback only: a consistent copy of the agent's store, taken
+	// while it runs. It calls open with the copy's size, then writes the
+	// copy to the writer open returns; an error before open answers 500,
+	// one after it cuts the answer short of its Content-Length.
+	StoreBackup func(ctx context.Context, open func(size int64) io.Writer) error
 	// LogLevel, when set, serves GET and PUT /api/v1/loglevel to requests
 	// from loopback only ({"level": "debug"}; zap.AtomicLevel is one):
 	// the level says how much of the agent's work is written down, which
@@ -152,6 +160,9 @@ func (s *Server) routes(opts Options) http.Handler {
 	if fn := opts.Reload; fn != nil {
 		handle("POST /api/v1/reload", loopbackOnly(s.api(func(ctx context.Context, _ *http.Request) (any, error) { return fn(ctx) })))
 	}
+	if fn := opts.StoreBackup; fn != nil {
+		handle("GET /api/v1/store/backup", loopbackOnly(s.storeBackup(fn)))
+	}
 	if opts.LogLevel != nil {
 		level := jsonAnswer(opts.LogLevel)
 		handle("GET /api/v1/loglevel", loopbackOnly(level))
@@ -165,6 +176,32 @@ func (s *Server) routes(opts Options) http.Handler {
 		handle("GET /debug/pprof/trace", http.HandlerFunc(pprof.Trace))
 	}
 	return mux
+}
+
+// storeBackup streams the copy fn writes, with its length, so that a
+// client tells a copy cut short from a whole one.
+func (s *Server) storeBackup(fn func(context.Context, func(int64) io.Writer) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		started := false
+		err := fn(r.Context(), func(size int64) io.Writer {
+			started = true
+			h := w.Header()
+			h.Set("Content-Type", "application/octet-stream")
+			h.Set("Content-Length", strconv.FormatInt(size, 10))
+			h.Set("Content-Disposition", `attachment; filename="meshfed.db"`)
+			h.Set("Cache-Control", "no-store")
+			w.WriteHeader(http.StatusOK)
+			return w
+		})
+		switch {
+		case err == nil:
+		case !started:
+			s.writeJSON(w, r, http.StatusInternalServerError, errorBody{Error: err.Error()})
+		default:
+			s.log.Error("store backup cut short", zap.Error(err))
+			panic(http.ErrAbortHandler) // the client sees the answer end early
+		}
+	}
 }
 
 // Patterns are the routes the server serves, as "METHOD /path", in the

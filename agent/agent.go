@@ -115,7 +115,7 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger, reg *promethe
 	if err := a.checkAgentSVID(); err != nil {
 		return nil, err
 	}
-	if a.store, err = store.Open(cfg.Store.Path); err != nil {
+	if a.store, err = store.Open(cfg.Store.Path, store.WithLog(log)); err != nil {
 		return nil, fmt.Errorf("store.path: %w", err)
 	}
 	a.closers = append(a.closers, a.store.Close)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -39,7 +40,7 @@ func (a *Agent) Ready() error {
 // and reads the registry file, so that the first configuration already
 // holds the exports; Run then follows the source.
 func (a *Agent) loadExports() error {
-	src, exports, err := a.exportSources(a.cfg.Exports.File, a.cfg.Consul)
+	src, exports, err := a.exportSources(a.cfg.Exports, a.cfg.Consul)
 	if err != nil {
 		return err
 	}
@@ -103,8 +104,11 @@ func (a *Agent) adminServer() (*admin.Server, error) {
 		Gateways:         a.Gateways,
 		ConfigDump:       a.ConfigDump,
 		Reload:           reload,
-		PProf:            a.cfg.Admin.PProf,
-		Log:              a.log.Named("admin"),
+		StoreBackup: func(_ context.Context, open func(int64) io.Writer) error {
+			return a.store.Backup(func(size int64) (io.Writer, error) { return open(size), nil })
+		},
+		PProf: a.cfg.Admin.PProf,
+		Log:   a.log.Named("admin"),
 	})
 }
 

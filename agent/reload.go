@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"os"
 	"reflect"
 	"slices"
 	"strings"
@@ -155,7 +154,7 @@ func (a *Agent) reloadExports(ctx context.Context, next *config.Config, cur *con
 		c.Export = next.Consul.Export
 		cc = &c
 	}
-	src, exports, err := a.exportSources(next.Exports.File, cc)
+	src, exports, err := a.exportSources(next.Exports, cc)
 	if err != nil {
 		return refused{err}
 	}
@@ -199,20 +198,17 @@ func under(field, top string) bool {
 }
 
 // exportSources builds the source of the exports from the registry file
-// at path and Consul's export settings (either may be off), and reads the
+// of ex and Consul's export settings (either may be off), and reads the
 // file: its services are the first exports, as at start.
-func (a *Agent) exportSources(path string, cc *consul.Config) (registry.Source, []model.Export, error) {
+func (a *Agent) exportSources(ex config.Exports, cc *consul.Config) (registry.Source, []model.Export, error) {
 	sources := map[string]registry.Source{}
 	var exports []model.Export
-	if path != "" {
-		b, err := os.ReadFile(path)
-		if err != nil {
+	if path := ex.File; path != "" {
+		var err error
+		if exports, err = file.Read(path, ex.MaxFileBytes); err != nil {
 			return nil, nil, fmt.Errorf("exports.file: %w", err)
 		}
-		if exports, err = file.Parse(b, path); err != nil {
-			return nil, nil, fmt.Errorf("exports.file: %w", err)
-		}
-		sources["exports.file"] = file.New(path, a.log)
+		sources["exports.file"] = file.New(path, ex.MaxFileBytes, a.log)
 	}
 	if cc != nil && cc.Export != nil {
 		src, err := consul.NewSource(*cc, a.log.Named("consul"))

@@ -223,7 +223,7 @@ func (s *BundleSet) AddFile(td spiffeid.TrustDomain, path string) error {
 		return err
 	}
 	load := func() error {
-		b, err := x509bundle.Load(td, path)
+		b, err := LoadX509Bundle(td, path)
 		if err != nil {
 			return fmt.Errorf("certs: load bundle for trust domain %q: %w", td.Name(), err)
 		}

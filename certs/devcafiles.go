@@ -125,11 +125,11 @@ func (ca *CA) writeSVID(id spiffeid.ID, ttl time.Duration, dir, name string, opt
 // from the CA certificate's SPIFFE ID URI SAN.
 func LoadCA(dir string) (*CA, error) {
 	certPath, keyPath := filepath.Join(dir, CACertFile), filepath.Join(dir, CAKeyFile)
-	certPEM, err := os.ReadFile(certPath)
+	certPEM, err := ReadFile(certPath)
 	if err != nil {
 		return nil, fmt.Errorf("certs: %w", err)
 	}
-	keyPEM, err := os.ReadFile(keyPath)
+	keyPEM, err := ReadFile(keyPath)
 	if err != nil {
 		return nil, fmt.Errorf("certs: %w", err)
 	}

@@ -129,7 +129,7 @@ func checkEndpointURL(raw string) error {
 // the SPIFFE bundle format (JSON, as `spire-server bundle show -format
 // spiffe` prints it), and checks it can be td's.
 func LoadBundleFile(td spiffeid.TrustDomain, path string) (*spiffebundle.Bundle, error) {
-	data, err := os.ReadFile(path)
+	data, err := ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("certs: %w", err)
 	}
@@ -223,7 +223,7 @@ func initialBundle(cfg EndpointConfig) (*spiffebundle.Bundle, string, error) {
 }
 
 func loadRoots(path string) (*x509.CertPool, error) {
-	data, err := os.ReadFile(path)
+	data, err := ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("certs: web CA file: %w", err)
 	}

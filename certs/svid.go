@@ -163,7 +163,7 @@ func NewFileSVIDSource(cfg FileSVIDConfig, log *zap.Logger, m *Metrics) (*FileSV
 }
 
 func (s *FileSVIDSource) load() error {
-	v, err := x509svid.Load(s.cfg.CertFile, s.cfg.KeyFile)
+	v, err := loadSVID(s.cfg.CertFile, s.cfg.KeyFile)
 	if err != nil {
 		return fmt.Errorf("certs: load SVID for role %s from %s: %w", s.role, s.cfg.CertFile, err)
 	}

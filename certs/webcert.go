@@ -44,7 +44,7 @@ func NewWebCertificate(certFile, keyFile string, log *zap.Logger, m *Metrics) (*
 }
 
 func (w *WebCertificate) load() error {
-	c, err := tls.LoadX509KeyPair(w.certFile, w.keyFile)
+	c, err := LoadKeyPair(w.certFile, w.keyFile)
 	if err != nil {
 		// crypto/tls names what is wrong with the pair, never key bytes.
 		return fmt.Errorf("certs: load web certificate %s with key %s: %w", w.certFile, w.keyFile, err)

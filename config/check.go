@@ -14,6 +14,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/meshfed/meshfed/internal/untrusted"
 	"github.com/meshfed/meshfed/model"
 )
 
@@ -26,13 +27,13 @@ func fieldErr(path, format string, args ...any) error {
 // check refuses what cannot run, naming the field and its value.
 func (c *Config) check() error {
 	if _, err := spiffeid.TrustDomainFromString(c.TrustDomain); err != nil {
-		return fieldErr("trustDomain", "%q: %v", c.TrustDomain, err)
+		return fieldErr("trustDomain", "%s: %v", untrusted.Quote(c.TrustDomain), err)
 	}
 	if err := c.checkIdentity(); err != nil {
 		return err
 	}
 	if _, ok := c.TrustBundles[c.TrustDomain]; !ok && c.Identity.WorkloadAPI == "" {
-		return fieldErr("trustBundles", "no bundle for this mesh's own trust domain %q", c.TrustDomain)
+		return fieldErr("trustBundles", "no bundle for this mesh's own trust domain %s", untrusted.Quote(c.TrustDomain))
 	}
 	if err := c.checkTrustBundles(); err != nil {
 		return err
@@ -40,8 +41,8 @@ func (c *Config) check() error {
 	if err := c.checkBundleEndpoint(); err != nil {
 		return err
 	}
-	if _, _, err := net.SplitHostPort(c.Federation.Listen); err != nil {
-		return fieldErr("federation.listen", "%q: %v", c.Federation.Listen, err)
+	if _, _, err := splitHostPort(c.Federation.Listen); err != nil {
+		return fieldErr("federation.listen", "%s: %v", untrusted.Quote(c.Federation.Listen), err)
 	}
 	if c.Federation.Window < 1 || c.Federation.Window > maxWindow {
 		return fieldErr("federation.window", "%d is out of range 1-%d", c.Federation.Window, maxWindow)
@@ -49,9 +50,12 @@ func (c *Config) check() error {
 	if err := c.checkBatch(); err != nil {
 		return err
 	}
+	if err := c.checkInputBounds(); err != nil {
+		return err
+	}
 	for i, s := range c.Federation.DeniedCIDRs {
 		if _, err := netip.ParsePrefix(s); err != nil {
-			return fieldErr(fmt.Sprintf("federation.deniedCIDRs[%d]", i), "%q is not a CIDR", s)
+			return fieldErr(fmt.Sprintf("federation.deniedCIDRs[%d]", i), "%s is not a CIDR", untrusted.Quote(s))
 		}
 	}
 	if err := c.checkPeers(); err != nil {
@@ -108,6 +112,22 @@ func (c *Config) checkBatch() error {
 	return nil
 }
 
+// The bounds of exports.maxFileBytes: a registry file of one service
+// takes some 300 bytes; one of 256 MiB, some 1.3 million services, would
+// take about 9 GB to parse.
+const (
+	minFileBytes = 1 << 10
+	maxFileBytes = 256 << 20
+)
+
+// checkInputBounds checks the bounds of what the agent reads from files.
+func (c *Config) checkInputBounds() error {
+	if n := c.Exports.MaxFileBytes; n < minFileBytes || n > maxFileBytes {
+		return fieldErr("exports.maxFileBytes", "%d is out of range %d-%d (1 KiB to 256 MiB)", n, minFileBytes, maxFileBytes)
+	}
+	return nil
+}
+
 // checkXDSBounds checks the xDS server's bounds.
 func (c *Config) checkXDSBounds() error {
 	if n := c.XDS.MaxRequestBytes; n < minRequestBytes || n > maxRequestBytes {
@@ -151,15 +171,15 @@ func (c *Config) checkPeers() error {
 			return fieldErr(fmt.Sprintf("%s.name", at), "empty")
 		}
 		if names[p.Name] {
-			return fieldErr(fmt.Sprintf("%s.name", at), "%q is configured twice", p.Name)
+			return fieldErr(fmt.Sprintf("%s.name", at), "%s is configured twice", untrusted.Quote(p.Name))
 		}
 		names[p.Name] = true
 		td, err := spiffeid.TrustDomainFromString(p.TrustDomain)
 		if err != nil {
-			return fieldErr(fmt.Sprintf("%s.trustDomain", at), "%q: %v", p.TrustDomain, err)
+			return fieldErr(fmt.Sprintf("%s.trustDomain", at), "%s: %v", untrusted.Quote(p.TrustDomain), err)
 		}
 		if _, ok := c.TrustBundles[p.TrustDomain]; !ok && c.Identity.WorkloadAPI == "" {
-			return fieldErr(fmt.Sprintf("%s.trustDomain", at), "no trustBundles entry for %q", p.TrustDomain)
+			return fieldErr(fmt.Sprintf("%s.trustDomain", at), "no trustBundles entry for %s", untrusted.Quote(p.TrustDomain))
 		}
 		if err := checkPeerIdentity(at, p, td); err != nil {
 			return err
@@ -167,20 +187,20 @@ func (c *Config) checkPeers() error {
 		for j, s := range p.Callers {
 			id, err := spiffeid.FromString(s)
 			if err != nil {
-				return fieldErr(fmt.Sprintf("%s.callers[%d]", at, j), "%q: %v", s, err)
+				return fieldErr(fmt.Sprintf("%s.callers[%d]", at, j), "%s: %v", untrusted.Quote(s), err)
 			}
 			if id.TrustDomain() != td {
-				return fieldErr(fmt.Sprintf("%s.callers[%d]", at, j), "%q is not in trust domain %q", s, p.TrustDomain)
+				return fieldErr(fmt.Sprintf("%s.callers[%d]", at, j), "%s is not in trust domain %s", untrusted.Quote(s), untrusted.Quote(p.TrustDomain))
 			}
 		}
 		for j, s := range p.SANTrustDomains {
 			if _, err := spiffeid.TrustDomainFromString(s); err != nil {
-				return fieldErr(fmt.Sprintf("%s.sanTrustDomains[%d]", at, j), "%q: %v", s, err)
+				return fieldErr(fmt.Sprintf("%s.sanTrustDomains[%d]", at, j), "%s: %v", untrusted.Quote(s), err)
 			}
 		}
 		if p.Dial != "" {
-			if _, _, err := net.SplitHostPort(p.Dial); err != nil {
-				return fieldErr(fmt.Sprintf("%s.dial", at), "%q: %v", p.Dial, err)
+			if _, _, err := splitHostPort(p.Dial); err != nil {
+				return fieldErr(fmt.Sprintf("%s.dial", at), "%s: %v", untrusted.Quote(p.Dial), err)
 			}
 		}
 		if p.RequireContext && p.Context == "" {
@@ -222,7 +242,7 @@ func (c *Config) checkIdentity() error {
 func checkPeerIdentity(at string, p Peer, td spiffeid.TrustDomain) error {
 	switch {
 	case p.AnyIDInTrustDomain && len(p.SPIFFEIDs) > 0:
-		return fieldErr(at+".anyIdInTrustDomain", "set together with spiffeIds: list the agent's SPIFFE IDs or accept any ID of %q, not both", p.TrustDomain)
+		return fieldErr(at+".anyIdInTrustDomain", "set together with spiffeIds: list the agent's SPIFFE IDs or accept any ID of %s, not both", untrusted.Quote(p.TrustDomain))
 	case !p.AnyIDInTrustDomain && len(p.SPIFFEIDs) == 0:
 		return fieldErr(at+".spiffeIds", "required: the SPIFFE IDs peer %q's agent presents (meshfed certs init gives it spiffe://%s/meshfed/agent); "+
 			"anyIdInTrustDomain: true accepts any ID of %q instead", p.Name, p.TrustDomain, p.TrustDomain)
@@ -230,10 +250,10 @@ func checkPeerIdentity(at string, p Peer, td spiffeid.TrustDomain) error {
 	for j, s := range p.SPIFFEIDs {
 		id, err := spiffeid.FromString(s)
 		if err != nil {
-			return fieldErr(fmt.Sprintf("%s.spiffeIds[%d]", at, j), "%q: %v", s, err)
+			return fieldErr(fmt.Sprintf("%s.spiffeIds[%d]", at, j), "%s: %v", untrusted.Quote(s), err)
 		}
 		if id.TrustDomain() != td {
-			return fieldErr(fmt.Sprintf("%s.spiffeIds[%d]", at, j), "%q is not in trust domain %q", s, p.TrustDomain)
+			return fieldErr(fmt.Sprintf("%s.spiffeIds[%d]", at, j), "%s is not in trust domain %s", untrusted.Quote(s), untrusted.Quote(p.TrustDomain))
 		}
 	}
 	return nil
@@ -255,24 +275,24 @@ func (c *Config) checkServing() error {
 		return err
 	}
 	if err := hostPort(c.Admin.Listen); err != nil {
-		return fieldErr("admin.listen", "%q: %v", c.Admin.Listen, err)
+		return fieldErr("admin.listen", "%s: %v", untrusted.Quote(c.Admin.Listen), err)
 	}
 	if c.DNS.Listen != "" {
 		if err := hostPort(c.DNS.Listen); err != nil {
-			return fieldErr("dns.listen", "%q: %v", c.DNS.Listen, err)
+			return fieldErr("dns.listen", "%s: %v", untrusted.Quote(c.DNS.Listen), err)
 		}
 	}
 	for i, f := range c.DNS.Forward {
 		if err := hostPort(f); err != nil {
-			return fieldErr(fmt.Sprintf("dns.forward[%d]", i), "%q: %v", f, err)
+			return fieldErr(fmt.Sprintf("dns.forward[%d]", i), "%s: %v", untrusted.Quote(f), err)
 		}
 	}
 	eg, ig := c.Gateways.Egress, c.Gateways.Ingress
 	if _, err := netip.ParseAddr(eg.Listen.Address); err != nil {
-		return fieldErr("gateways.egress.listen.address", "%q is not an IP address", eg.Listen.Address)
+		return fieldErr("gateways.egress.listen.address", "%s is not an IP address", untrusted.Quote(eg.Listen.Address))
 	}
 	if _, err := netip.ParseAddr(ig.Listen.Address); err != nil {
-		return fieldErr("gateways.ingress.listen.address", "%q is not an IP address", ig.Listen.Address)
+		return fieldErr("gateways.ingress.listen.address", "%s is not an IP address", untrusted.Quote(ig.Listen.Address))
 	}
 	for _, p := range []struct {
 		field string
@@ -296,7 +316,7 @@ func (c *Config) checkServing() error {
 	}
 	for i, cidr := range eg.AllowedSources {
 		if _, err := netip.ParsePrefix(cidr); err != nil {
-			return fieldErr(fmt.Sprintf("gateways.egress.allowedSources[%d]", i), "%q is not a CIDR such as 10.1.0.0/16", cidr)
+			return fieldErr(fmt.Sprintf("gateways.egress.allowedSources[%d]", i), "%s is not a CIDR such as 10.1.0.0/16", untrusted.Quote(cidr))
 		}
 	}
 	seen := map[string]string{}
@@ -310,7 +330,7 @@ func (c *Config) checkServing() error {
 				return fieldErr(field, "empty")
 			}
 			if other, ok := seen[id]; ok {
-				return fieldErr(field, "%q is already a node id of the %s gateway", id, other)
+				return fieldErr(field, "%s is already a node id of the %s gateway", untrusted.Quote(id), other)
 			}
 			seen[id] = g.role
 		}
@@ -318,13 +338,23 @@ func (c *Config) checkServing() error {
 	return nil
 }
 
+// splitHostPort is net.SplitHostPort with errors that say what is wrong
+// without repeating the address, which the message quotes already.
+func splitHostPort(s string) (host, port string, err error) {
+	host, port, err = net.SplitHostPort(s)
+	if ae := (*net.AddrError)(nil); errors.As(err, &ae) {
+		err = errors.New(ae.Err)
+	}
+	return host, port, err
+}
+
 func hostPort(s string) error {
-	_, port, err := net.SplitHostPort(s)
+	_, port, err := splitHostPort(s)
 	if err != nil {
 		return err
 	}
 	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 && port != "0" {
-		return fmt.Errorf("port %q is not a number from 0 to 65535", port)
+		return fmt.Errorf("port %s is not a number from 0 to 65535", untrusted.Quote(port))
 	}
 	return nil
 }
@@ -336,7 +366,7 @@ func (c *Config) checkTrustBundles() error {
 		b := c.TrustBundles[td]
 		at := "trustBundles." + td
 		if _, err := spiffeid.TrustDomainFromString(td); err != nil {
-			return fieldErr("trustBundles", "key %q: %v", td, err)
+			return fieldErr("trustBundles", "key %s: %v", untrusted.Quote(td), err)
 		}
 		if (b.File == "") == (b.Endpoint == nil) {
 			return fieldErr(at, "set exactly one of file and endpoint")
@@ -352,38 +382,38 @@ func (c *Config) checkTrustBundles() error {
 
 func (c *Config) checkBundleFetching(td, at string, e *BundleFetching) error {
 	if u, err := url.Parse(e.URL); err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil {
-		return fieldErr(at+".url", "%q is not an https URL with a host and without user information", e.URL)
+		return fieldErr(at+".url", "%s is not an https URL with a host and without user information", untrusted.Quote(e.URL))
 	}
 	switch e.Profile {
 	case "https_web":
 		for _, f := range [][2]string{{"spiffeId", e.SPIFFEID}, {"bootstrapBundle", e.BootstrapBundle}} {
 			if f[1] != "" {
-				return fieldErr(at+"."+f[0], "%q is for profile https_spiffe, not https_web", f[1])
+				return fieldErr(at+"."+f[0], "%s is for profile https_spiffe, not https_web", untrusted.Quote(f[1]))
 			}
 		}
 		return nil
 	case "https_spiffe":
 	default:
-		return fieldErr(at+".profile", "%q is not https_web or https_spiffe", e.Profile)
+		return fieldErr(at+".profile", "%s is not https_web or https_spiffe", untrusted.Quote(e.Profile))
 	}
 	if e.CAFile != "" {
-		return fieldErr(at+".caFile", "%q is for profile https_web, not https_spiffe", e.CAFile)
+		return fieldErr(at+".caFile", "%s is for profile https_web, not https_spiffe", untrusted.Quote(e.CAFile))
 	}
 	id, err := spiffeid.FromString(e.SPIFFEID)
 	if err != nil {
-		return fieldErr(at+".spiffeId", "%q: %v", e.SPIFFEID, err)
+		return fieldErr(at+".spiffeId", "%s: %v", untrusted.Quote(e.SPIFFEID), err)
 	}
 	// The federation spec: a self-serving endpoint is authenticated first
 	// with a bundle given out of band; any other with its own trust
 	// domain's bundle, which must then be configured.
 	switch endpointTD := id.TrustDomain().Name(); {
 	case endpointTD == td && e.BootstrapBundle == "":
-		return fieldErr(at+".bootstrapBundle", "not set: the endpoint's spiffeId %q is in trust domain %q itself, so the first fetch can only be authenticated with a bundle of %q obtained out of band", e.SPIFFEID, td, td)
+		return fieldErr(at+".bootstrapBundle", "not set: the endpoint's spiffeId %s is in trust domain %s itself, so the first fetch can only be authenticated with a bundle of %s obtained out of band", untrusted.Quote(e.SPIFFEID), untrusted.Quote(td), untrusted.Quote(td))
 	case endpointTD != td && e.BootstrapBundle != "":
-		return fieldErr(at+".bootstrapBundle", "%q is only for an endpoint whose spiffeId is in %q; %q is authenticated with trustBundles.%s", e.BootstrapBundle, td, e.SPIFFEID, endpointTD)
+		return fieldErr(at+".bootstrapBundle", "%s is only for an endpoint whose spiffeId is in %s; %s is authenticated with trustBundles.%s", untrusted.Quote(e.BootstrapBundle), untrusted.Quote(td), untrusted.Quote(e.SPIFFEID), endpointTD)
 	case endpointTD != td:
 		if _, ok := c.TrustBundles[endpointTD]; !ok {
-			return fieldErr(at+".spiffeId", "%q is in trust domain %q, which has no trustBundles entry to authenticate the endpoint", e.SPIFFEID, endpointTD)
+			return fieldErr(at+".spiffeId", "%s is in trust domain %s, which has no trustBundles entry to authenticate the endpoint", untrusted.Quote(e.SPIFFEID), untrusted.Quote(endpointTD))
 		}
 	}
 	return nil
@@ -396,7 +426,7 @@ func (c *Config) checkBundleEndpoint() error {
 		return nil
 	}
 	if err := hostPort(be.Listen); err != nil {
-		return fieldErr("bundleEndpoint.listen", "%q: %v", be.Listen, err)
+		return fieldErr("bundleEndpoint.listen", "%s: %v", untrusted.Quote(be.Listen), err)
 	}
 	switch be.Profile {
 	case "https_spiffe":
@@ -408,7 +438,7 @@ func (c *Config) checkBundleEndpoint() error {
 			return fieldErr("bundleEndpoint.webCertificate", "profile https_web needs a cert and key for the endpoint's host name")
 		}
 	default:
-		return fieldErr("bundleEndpoint.profile", "%q is not https_web or https_spiffe", be.Profile)
+		return fieldErr("bundleEndpoint.profile", "%s is not https_web or https_spiffe", untrusted.Quote(be.Profile))
 	}
 	if h := time.Duration(be.RefreshHint); h < 0 || h%time.Second != 0 {
 		return fieldErr("bundleEndpoint.refreshHint", "%s is not a whole number of seconds (spiffe_refresh_hint is in seconds)", h)
@@ -423,12 +453,12 @@ func (c *Config) checkXDS() error {
 	unix := strings.HasPrefix(c.XDS.Listen, "unix://")
 	if !unix {
 		if err := hostPort(c.XDS.Listen); err != nil {
-			return fieldErr("xds.listen", "%q: %v", c.XDS.Listen, err)
+			return fieldErr("xds.listen", "%s: %v", untrusted.Quote(c.XDS.Listen), err)
 		}
 		host, _, _ := net.SplitHostPort(c.XDS.Listen)
 		ip, err := netip.ParseAddr(host)
 		if c.XDS.TLS == nil && (err != nil || !ip.Unmap().IsLoopback()) {
-			return fieldErr("xds.listen", "%q is not loopback, and gateways get their SVID private keys over xDS: set xds.tls (mutual TLS) or use a unix:// socket", c.XDS.Listen)
+			return fieldErr("xds.listen", "%s is not loopback, and gateways get their SVID private keys over xDS: set xds.tls (mutual TLS) or use a unix:// socket", untrusted.Quote(c.XDS.Listen))
 		}
 	}
 	t := c.XDS.TLS
@@ -436,7 +466,7 @@ func (c *Config) checkXDS() error {
 		return nil
 	}
 	if unix {
-		return fieldErr("xds.tls", "is for a host:port xds.listen, not the Unix socket %q", c.XDS.Listen)
+		return fieldErr("xds.tls", "is for a host:port xds.listen, not the Unix socket %s", untrusted.Quote(c.XDS.Listen))
 	}
 	nodes := map[string]bool{}
 	for _, id := range append(slices.Clone(c.Gateways.Egress.NodeIDs), c.Gateways.Ingress.NodeIDs...) {
@@ -446,17 +476,17 @@ func (c *Config) checkXDS() error {
 		at := fmt.Sprintf("xds.tls.gateways[%d]", i)
 		id, err := spiffeid.FromString(g.SPIFFEID)
 		if err != nil {
-			return fieldErr(at+".spiffeId", "%q: %v", g.SPIFFEID, err)
+			return fieldErr(at+".spiffeId", "%s: %v", untrusted.Quote(g.SPIFFEID), err)
 		}
 		if id.TrustDomain().Name() != c.TrustDomain {
-			return fieldErr(at+".spiffeId", "%q is not in this mesh's trust domain %q", g.SPIFFEID, c.TrustDomain)
+			return fieldErr(at+".spiffeId", "%s is not in this mesh's trust domain %s", untrusted.Quote(g.SPIFFEID), untrusted.Quote(c.TrustDomain))
 		}
 		if len(g.NodeIDs) == 0 {
 			return fieldErr(at+".nodeIds", "required: the node ids this gateway may use")
 		}
 		for j, n := range g.NodeIDs {
 			if !nodes[n] {
-				return fieldErr(fmt.Sprintf("%s.nodeIds[%d]", at, j), "%q is not a node id of gateways.egress or gateways.ingress", n)
+				return fieldErr(fmt.Sprintf("%s.nodeIds[%d]", at, j), "%s is not a node id of gateways.egress or gateways.ingress", untrusted.Quote(n))
 			}
 		}
 	}

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -17,6 +16,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/meshfed/meshfed/internal/untrusted"
 	"github.com/meshfed/meshfed/model"
 	"github.com/meshfed/meshfed/registry/consul"
 )
@@ -189,8 +189,14 @@ type PortRange struct {
 
 // Exports names the sources of local services offered to peers.
 type Exports struct {
-	// File is a registry file, watched for changes.
+	// File is a registry file, watched for changes. It must be a regular
+	// file; a symbolic link to it must stay inside its folder, as a
+	// Kubernetes ConfigMap's do.
 	File string `yaml:"file"`
+	// MaxFileBytes bounds the registry file's size (default 16 MiB, some
+	// 80,000 services); a larger one is refused before it is parsed, as
+	// parsing costs some 35 times its size in memory. 1 KiB to 256 MiB.
+	MaxFileBytes int64 `yaml:"maxFileBytes"`
 }
 
 // Identity names the SVID source of each role.
@@ -361,11 +367,18 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 
 // Load reads, defaults and checks the configuration at path. Its errors
 // are an *Error naming the file, each problem with its line and field.
+// The file is read as ReadFile reads it.
 func Load(path string) (*Config, error) {
-	b, err := os.ReadFile(path)
+	b, err := ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
+	return ParseFile(b, path)
+}
+
+// ParseFile is Parse of the content b of the file at path: relative paths
+// are relative to its folder, and errors name it.
+func ParseFile(b []byte, path string) (*Config, error) {
 	c, err := Parse(b, filepath.Dir(path))
 	var ce *Error
 	if errors.As(err, &ce) {
@@ -374,17 +387,26 @@ func Load(path string) (*Config, error) {
 	return c, err
 }
 
+// ReadFile reads a configuration file: a regular file, reached through
+// symbolic links that stay inside its folder (as a Kubernetes ConfigMap's
+// do), of at most DefaultMaxFileBytes, which is checked before it is
+// parsed. The bound cannot come from the file it bounds.
+func ReadFile(path string) ([]byte, error) {
+	return untrusted.File{MaxBytes: DefaultMaxFileBytes, Limit: "the bound of a configuration file"}.Read(path)
+}
+
 // Parse reads a configuration whose relative paths are relative to dir.
-// Its errors are an *Error.
+// Its errors are an *Error. Its aliases are bounded before anything
+// expands them (untrusted.ParseYAML), and the file holds one document.
 func Parse(b []byte, dir string) (*Config, error) {
-	var doc yaml.Node
-	if err := yaml.Unmarshal(b, &doc); err != nil {
+	doc, err := untrusted.ParseYAML(b)
+	if err != nil {
 		return nil, &Error{Problems: []Problem{syntaxProblem(err)}}
 	}
 	if len(doc.Content) == 0 {
 		return nil, &Error{Problems: []Problem{{Msg: "the file is empty; a configuration needs at least trustDomain, identity and trustBundles (examples/meshfed.yaml has every field)"}}}
 	}
-	problems, err := checkShape(&doc)
+	problems, err := checkShape(doc)
 	if err != nil {
 		return nil, err
 	}
@@ -400,7 +422,7 @@ func Parse(b []byte, dir string) (*Config, error) {
 		p := Problem{Msg: err.Error()}
 		var fe *model.FieldError
 		if errors.As(err, &fe) {
-			p = Problem{Field: fe.Path, Msg: fe.Msg, Line: LineOf(&doc, fe.Path)}
+			p = Problem{Field: fe.Path, Msg: fe.Msg, Line: LineOf(doc, fe.Path)}
 		}
 		return nil, &Error{Problems: []Problem{p}}
 	}
@@ -422,10 +444,21 @@ func decodeStrict(b []byte, c *Config) error {
 	}
 	out := &Error{}
 	for _, msg := range te.Errors {
-		out.Problems = append(out.Problems, syntaxProblem(errors.New(msg)))
+		p := syntaxProblem(errors.New(msg))
+		// A key set to nothing passes the schema, which leaves it out:
+		// the decoder names it, and it may be a line of another file.
+		if m := unknownKeyRE.FindStringSubmatch(p.Msg); m != nil {
+			p.Msg = fmt.Sprintf("a key of %d bytes is no field", len(m[1]))
+			if untrusted.IsName(m[1]) {
+				p.Msg = m[1] + ": unknown field"
+			}
+		}
+		out.Problems = append(out.Problems, p)
 	}
 	return out
 }
+
+var unknownKeyRE = regexp.MustCompile(`^field (.*) not found in type \S+$`)
 
 var lineRE = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
 
@@ -433,9 +466,9 @@ var lineRE = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
 func syntaxProblem(err error) Problem {
 	if m := lineRE.FindStringSubmatch(err.Error()); m != nil {
 		line, _ := strconv.Atoi(m[1])
-		return Problem{Line: line, Msg: m[2]}
+		return Problem{Line: line, Msg: untrusted.Message(m[2])}
 	}
-	return Problem{Msg: strings.TrimPrefix(err.Error(), "yaml: ")}
+	return Problem{Msg: untrusted.Message(strings.TrimPrefix(err.Error(), "yaml: "))}
 }
 
 // The defaults, applied once, here, where the configuration enters: the
@@ -473,6 +506,10 @@ const (
 	DefaultMaxStreamsPerIdentity = 640
 	DefaultMaxStreams            = 800
 	DefaultFirstRequestTimeout   = 10 * time.Second
+
+	// DefaultMaxFileBytes bounds the registry file (exports.maxFileBytes)
+	// and, not configurable, the configuration file itself.
+	DefaultMaxFileBytes = untrusted.DefaultMaxFileBytes
 )
 
 // DefaultEgressPorts is the range dedicated egress listeners take ports
@@ -509,6 +546,7 @@ func (c *Config) defaults(dir string) {
 	}
 	c.gatewayDefaults()
 	c.boundDefaults()
+	c.inputDefaults()
 	for i := range c.Peers {
 		if c.Peers[i].MaxServices == 0 {
 			c.Peers[i].MaxServices = DefaultMaxServices
@@ -578,6 +616,13 @@ func (c *Config) boundDefaults() {
 	}
 	if c.XDS.FirstRequestTimeout == 0 {
 		c.XDS.FirstRequestTimeout = Duration(DefaultFirstRequestTimeout)
+	}
+}
+
+// inputDefaults fills in the bounds of what the agent reads from files.
+func (c *Config) inputDefaults() {
+	if c.Exports.MaxFileBytes == 0 {
+		c.Exports.MaxFileBytes = DefaultMaxFileBytes
 	}
 }
 

@@ -152,7 +152,7 @@ func TestParseErrorsNameFieldValueAndLine(t *testing.T) {
 		{"web bundle endpoint without certificate", "consul:\n", "bundleEndpoint: {profile: https_web}\nconsul:\n", "line 34: bundleEndpoint.webCertificate: profile https_web needs a cert and key for the endpoint's host name"},
 		{"web certificate with https_spiffe", "consul:\n", "bundleEndpoint:\n  webCertificate: {cert: w.pem, key: w-key.pem}\nconsul:\n", "line 35: bundleEndpoint.webCertificate: is for profile https_web; https_spiffe presents the agent's SVID"},
 		{"refresh hint in milliseconds", "consul:\n", "bundleEndpoint: {refreshHint: 1500ms}\nconsul:\n", "line 34: bundleEndpoint.refreshHint: 1.5s is not a whole number of seconds (spiffe_refresh_hint is in seconds)"},
-		{"bundle endpoint address", "consul:\n", "bundleEndpoint: {listen: 8443}\nconsul:\n", `line 34: bundleEndpoint.listen: "8443": address 8443: missing port in address`},
+		{"bundle endpoint address", "consul:\n", "bundleEndpoint: {listen: 8443}\nconsul:\n", `line 34: bundleEndpoint.listen: "8443": missing port in address`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -250,6 +250,7 @@ func TestExampleFileIsValidAndStatesTheDefaults(t *testing.T) {
 	assert.Equal(t, d.Federation.Grace, c.Federation.Grace)
 	assert.Equal(t, d.Federation.MaxBatch, c.Federation.MaxBatch)
 	assert.Equal(t, d.Federation.BatchDelay, c.Federation.BatchDelay)
+	assert.Equal(t, d.Exports.MaxFileBytes, c.Exports.MaxFileBytes)
 	assert.Equal(t, "unix:///xds.sock", d.XDS.Listen, "the default socket is beside the configuration")
 	assert.Equal(t, "unix://"+filepath.Join("../examples", "xds.sock"), c.XDS.Listen)
 	d.XDS.Listen, c.XDS.Listen = "", ""

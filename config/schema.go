@@ -14,9 +14,12 @@ import (
 	"github.com/agnivade/levenshtein"
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	"github.com/santhosh-tekuri/jsonschema/v6/kind"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"go.yaml.in/yaml/v3"
 	"golang.org/x/text/language"
 	"golang.org/x/text/message"
+
+	"github.com/meshfed/meshfed/internal/untrusted"
 )
 
 // SchemaJSON is the JSON Schema of the configuration, generated from the
@@ -94,6 +97,14 @@ func problemOf(root *jsonschema.Schema, doc *yaml.Node, e *jsonschema.Validation
 		known := slices.Sorted(maps.Keys(schemaAt(root, loc).Properties))
 		for _, name := range k.Properties {
 			p := Problem{Field: fieldPath(append(slices.Clone(loc), name)), Line: keyLine(node, name), Msg: "unknown field"}
+			if !untrusted.IsName(name) {
+				// Not a field's name: in a file that is not a
+				// configuration (a password file), it is a line.
+				p.Field = fieldPath(loc)
+				p.Msg = fmt.Sprintf("a key of %d bytes is no field; known here: %s", len(name), strings.Join(known, ", "))
+				out = append(out, p)
+				continue
+			}
 			if near := closest(name, known); near != "" {
 				p.Msg += "; did you mean " + near + "?"
 			} else {
@@ -188,7 +199,8 @@ func deref(s *jsonschema.Schema) *jsonschema.Schema {
 }
 
 // fieldPath writes an instance location as check names fields:
-// peers[0].dial, trustBundles.mesh-b.example.file.
+// peers[0].dial, trustBundles.mesh-b.example.file. A key that is neither
+// a field's name nor a trust domain's is shown by its length.
 func fieldPath(loc []string) string {
 	var b strings.Builder
 	for _, seg := range loc {
@@ -198,6 +210,9 @@ func fieldPath(loc []string) string {
 		}
 		if b.Len() > 0 {
 			b.WriteByte('.')
+		}
+		if _, err := spiffeid.TrustDomainFromString(seg); err != nil && !untrusted.IsName(seg) {
+			seg = fmt.Sprintf("(a key of %d bytes)", len(seg))
 		}
 		b.WriteString(seg)
 	}
@@ -261,7 +276,7 @@ func describe(n *yaml.Node) string {
 	case yaml.MappingNode:
 		return "a mapping"
 	}
-	return strconv.Quote(n.Value)
+	return untrusted.Quote(n.Value)
 }
 
 // yamlValue turns a YAML node into the values a JSON decoder makes, which

@@ -6,7 +6,10 @@ import (
 )
 
 // ednsSize is the UDP payload size we offer, the DNS Flag Day 2020 value
-// that avoids IP fragmentation.
+// that avoids IP fragmentation, and the most we send over UDP whatever a
+// client advertises: a UDP answer goes to an address nobody verified, so
+// a larger one would make this server an amplifier of spoofed queries.
+// A client that needs more asks again over TCP.
 const ednsSize = 1232
 
 // handler answers the queries of one transport; forwarding keeps the
@@ -69,20 +72,29 @@ func answer(m *dns.Msg, q dns.Question, n *node) *dns.Msg {
 	return m
 }
 
-// fit answers EDNS with EDNS and trims m to what the client can take,
-// setting TC so that a UDP client asks again over TCP.
+// fit answers EDNS with EDNS, compresses m, and trims it to what the
+// client can take over UDP: 512 bytes without EDNS, else its advertised
+// size up to ednsSize, setting TC so that it asks again over TCP, where
+// the answer is whole.
 func (h handler) fit(r, m *dns.Msg) *dns.Msg {
 	size := dns.MaxMsgSize
 	if h.net == "udp" {
 		size = dns.MinMsgSize
-	}
-	if opt := r.IsEdns0(); opt != nil {
-		if h.net == "udp" {
-			size = max(int(opt.UDPSize()), dns.MinMsgSize)
+		if opt := r.IsEdns0(); opt != nil {
+			size = min(max(int(opt.UDPSize()), dns.MinMsgSize), ednsSize)
 		}
-		m.SetEdns0(ednsSize, false)
+	}
+	if r.IsEdns0() != nil {
+		if opt := m.IsEdns0(); opt != nil {
+			opt.SetUDPSize(ednsSize) // an upstream's, forwarded
+		} else {
+			m.SetEdns0(ednsSize, false)
+		}
 	}
 	m.Truncate(size)
+	// Truncate leaves an answer that fits uncompressed uncompressed; a
+	// smaller one costs nothing more to send.
+	m.Compress = true
 	return m
 }
 
@@ -93,7 +105,9 @@ func (h handler) forward(r *dns.Msg) *dns.Msg {
 	for _, up := range h.s.cfg.Forward {
 		resp, _, err := c.Exchange(r, up)
 		if err == nil {
-			return resp
+			// Bounded as our own answers are: an upstream may answer a
+			// client's EDNS 65535 in full.
+			return h.fit(r, resp)
 		}
 		h.s.cfg.Log.Debug("forwarding a DNS query", zap.String("upstream", up), zap.String("net", h.net), zap.Error(err))
 	}

@@ -2,18 +2,15 @@ package preflight
 
 import (
 	"crypto"
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"maps"
-	"os"
 	"slices"
 	"strings"
 	"time"
 
-	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
@@ -48,11 +45,11 @@ func (r *Report) identity(now time.Time) {
 // loadSVID reads a certificate and its key the way the agent does, and
 // says which of the two files is wrong.
 func (r *Report) loadSVID(at string, f *config.Files) (*x509svid.SVID, bool) {
-	certPEM, err := os.ReadFile(f.Cert)
+	certPEM, err := certs.ReadFile(f.Cert)
 	if err != nil {
 		r.add(Error, at+".cert", "%v", err)
 	}
-	keyPEM, kerr := os.ReadFile(f.Key)
+	keyPEM, kerr := certs.ReadFile(f.Key)
 	if kerr != nil {
 		r.add(Error, at+".key", "%v", kerr)
 	}
@@ -212,7 +209,7 @@ func (r *Report) bundles(now time.Time) {
 		at := "trustBundles." + name
 		if src.File != "" {
 			// The agent reads a bundle file as PEM only.
-			if _, err := x509bundle.Load(td, src.File); err != nil {
+			if _, err := certs.LoadX509Bundle(td, src.File); err != nil {
 				r.add(Error, at+".file", "%s: %s", src.File, libError(err))
 			} else if b, err := certs.LoadBundleFile(td, src.File); err != nil {
 				r.add(Error, at+".file", "%s", libError(err))
@@ -228,7 +225,7 @@ func (r *Report) bundles(now time.Time) {
 			}
 		}
 		if e := src.Endpoint; e != nil && e.CAFile != "" {
-			if b, err := os.ReadFile(e.CAFile); err != nil {
+			if b, err := certs.ReadFile(e.CAFile); err != nil {
 				r.add(Error, at+".endpoint.caFile", "%v", err)
 			} else if _, err := pemCertificates(b); err != nil {
 				r.add(Error, at+".endpoint.caFile", "%s: %v", e.CAFile, err)
@@ -237,7 +234,7 @@ func (r *Report) bundles(now time.Time) {
 	}
 	if be := r.Config.BundleEndpoint; be != nil && be.WebCertificate != nil {
 		f := be.WebCertificate
-		if c, err := tls.LoadX509KeyPair(f.Cert, f.Key); err != nil {
+		if c, err := certs.LoadKeyPair(f.Cert, f.Key); err != nil {
 			r.add(Error, "bundleEndpoint.webCertificate", "%s with key %s: %v", f.Cert, f.Key, err)
 		} else if leaf, err := x509.ParseCertificate(c.Certificate[0]); err == nil {
 			r.expiry("bundleEndpoint.webCertificate", "the certificate in "+f.Cert, leaf, now)

@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"os"
 	"slices"
 	"strings"
 	"time"
@@ -19,6 +18,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/meshfed/meshfed/config"
+	"github.com/meshfed/meshfed/internal/untrusted"
 )
 
 // Severity says whether a finding stops the agent.
@@ -128,12 +128,13 @@ func Check(path string, opts Options) *Report {
 		opts.Now = time.Now()
 	}
 	r := &Report{path: path}
-	b, err := os.ReadFile(path)
+	// Read once: what is checked is what was read.
+	b, err := config.ReadFile(path)
 	if err != nil {
 		r.add(Error, "", "%v", err)
 		return r
 	}
-	cfg, err := config.Load(path)
+	cfg, err := config.ParseFile(b, path)
 	if err != nil {
 		var ce *config.Error
 		if !errors.As(err, &ce) {
@@ -146,9 +147,8 @@ func Check(path string, opts Options) *Report {
 		return r
 	}
 	r.Config = cfg
-	var doc yaml.Node
-	if yaml.Unmarshal(b, &doc) == nil {
-		r.doc = &doc
+	if doc, err := untrusted.ParseYAML(b); err == nil {
+		r.doc = doc
 	}
 	r.identity(opts.Now)
 	r.bundles(opts.Now)

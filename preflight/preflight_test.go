@@ -135,7 +135,8 @@ func TestCheckFindings(t *testing.T) {
 		}},
 		{name: "damaged store", prepare: func(t *testing.T, dir string) {
 			require.NoError(t, os.WriteFile(filepath.Join(dir, "meshfed.db"), []byte(strings.Repeat("x", 8192)), 0o600))
-		}, want: []string{"{dir}/meshfed.yaml: error: store.path: {dir}/meshfed.db: invalid database; it is not a meshfed store, or it is damaged"}},
+		}, want: []string{"{dir}/meshfed.yaml: error: store.path: {dir}/meshfed.db is damaged: invalid database; restore it from a backup (meshfed store backup makes one), " +
+			"or move it aside and start again with an empty store: peers send their services again when they reconnect, but the egress ports of the imports may change"}},
 		{name: "store in use", prepare: func(t *testing.T, dir string) {
 			db, err := bolt.Open(filepath.Join(dir, "meshfed.db"), 0o600, nil)
 			require.NoError(t, err)

@@ -10,13 +10,11 @@ import (
 	"strings"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-	bolterrors "go.etcd.io/bbolt/errors"
-
 	"github.com/meshfed/meshfed/admin"
 	"github.com/meshfed/meshfed/config"
 	"github.com/meshfed/meshfed/dnsserver"
 	"github.com/meshfed/meshfed/registry/file"
+	"github.com/meshfed/meshfed/store"
 )
 
 // listeners checks that each listener may bind where it is told, with the
@@ -113,10 +111,7 @@ func (r *Report) federation() {
 func (r *Report) exports() {
 	c := r.Config
 	if path := c.Exports.File; path != "" {
-		b, err := os.ReadFile(path)
-		if err != nil {
-			r.add(Error, "exports.file", "%v", err)
-		} else if exports, err := file.Parse(b, path); err != nil {
+		if exports, err := file.Read(path, c.Exports.MaxFileBytes); err != nil {
 			r.add(Error, "exports.file", "%v", err)
 		} else {
 			for _, e := range exports {
@@ -171,22 +166,22 @@ func (r *Report) consul() {
 // running agent holds it for as long as it runs.
 const storeLockWait = 200 * time.Millisecond
 
-// store opens an existing store read-only: a damaged one stops the agent.
-// A missing one is created at start.
+// store checks an existing store as the agent does before it opens it
+// (store.Check): a damaged one stops the agent, and the message says the
+// way out. A missing one is created at start; an empty one too, which is
+// worth a warning, as a store that held imports never is.
 func (r *Report) store() {
 	path := r.Config.Store.Path
-	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
-		return
-	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: storeLockWait})
+	sum, err := store.Check(path, store.WithTimeout(storeLockWait))
+	var damaged *store.DamagedError
 	switch {
-	case errors.Is(err, bolterrors.ErrTimeout):
+	case errors.As(err, &damaged):
+		r.add(Error, "store.path", "%s is damaged: %s; %s", path, damaged.Reason, store.WayOut)
+	case errors.Is(err, store.ErrLocked):
 		r.add(Warning, "store.path", "%s is locked by another process, most likely a running agent; an agent started now would stop with this error unless that process ends first", path)
 	case err != nil:
-		r.add(Error, "store.path", "%s: %v; it is not a meshfed store, or it is damaged", path, err)
-	default:
-		if err := db.Close(); err != nil {
-			r.add(Error, "store.path", "%s: %v", path, err)
-		}
+		r.add(Error, "store.path", "%v", err)
+	case sum.Empty:
+		r.add(Warning, "store.path", "%s is %s: the agent starts with a new, empty store; if it held imports, restore it from a backup", path, sum.Found())
 	}
 }

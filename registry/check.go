@@ -9,6 +9,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/meshfed/meshfed/hostname"
+	"github.com/meshfed/meshfed/internal/untrusted"
 	"github.com/meshfed/meshfed/model"
 )
 
@@ -34,12 +35,12 @@ func CheckExport(e *model.Export) error {
 	case e.Name == "":
 		return fieldErr("name", "required")
 	case !IsLabel(e.Name):
-		return fieldErr("name", "%q is not a DNS label (lowercase letters, digits and '-', at most 63)", e.Name)
+		return fieldErr("name", "%s is not a DNS label (lowercase letters, digits and '-', at most 63)", untrusted.Quote(e.Name))
 	case e.FQDN == "":
 		return fieldErr("fqdn", "required")
 	}
 	if why := hostname.Problem(e.FQDN, hostname.FQDN); why != "" {
-		return fieldErr("fqdn", "%q is not a lowercase DNS name (%s)", e.FQDN, why)
+		return fieldErr("fqdn", "%s is not a lowercase DNS name (%s)", untrusted.Quote(e.FQDN), why)
 	}
 	if err := checkMode(e); err != nil {
 		return err
@@ -53,7 +54,7 @@ func CheckExport(e *model.Export) error {
 		}
 		for j := range i {
 			if e.Consumers[j] == c {
-				return fieldErr(fmt.Sprintf("consumers[%d]", i), "%q is listed twice", c)
+				return fieldErr(fmt.Sprintf("consumers[%d]", i), "%s is listed twice", untrusted.Quote(c))
 			}
 		}
 	}
@@ -85,28 +86,28 @@ func checkPort(ports []model.ExportPort, i int) error {
 	case p.Name == "":
 		return fieldErr(at+".name", "required")
 	case !IsLabel(p.Name):
-		return fieldErr(at+".name", "%q is not a DNS label (lowercase letters, digits and '-', at most 63)", p.Name)
+		return fieldErr(at+".name", "%s is not a DNS label (lowercase letters, digits and '-', at most 63)", untrusted.Quote(p.Name))
 	case p.Port == 0 || p.Port > 65535:
 		return fieldErr(at+".port", "%d is not a port 1..65535", p.Port)
 	case p.Protocol == "":
 		return fieldErr(at+".protocol", "required")
 	case !p.Protocol.Valid():
-		return fieldErr(at+".protocol", "%q is not one of %s", p.Protocol, ProtocolList)
+		return fieldErr(at+".protocol", "%s is not one of %s", untrusted.Quote(string(p.Protocol)), ProtocolList)
 	case p.SNI == "":
 		return fieldErr(at+".sni", "required")
 	}
 	if why := hostname.Problem(p.SNI, hostname.SNI); why != "" {
-		return fieldErr(at+".sni", "%q is not a host name (%s)", p.SNI, why)
+		return fieldErr(at+".sni", "%s is not a host name (%s)", untrusted.Quote(p.SNI), why)
 	}
 	for j := range i {
 		q := &ports[j]
 		switch {
 		case q.Name == p.Name:
-			return fieldErr(at+".name", "%q is used by ports[%d] too", p.Name, j)
+			return fieldErr(at+".name", "%s is used by ports[%d] too", untrusted.Quote(p.Name), j)
 		case q.Port == p.Port:
 			return fieldErr(at+".port", "%d is used by ports[%d] too", p.Port, j)
 		case q.SNI == p.SNI:
-			return fieldErr(at+".sni", "%q is used by ports[%d] too", p.SNI, j)
+			return fieldErr(at+".sni", "%s is used by ports[%d] too", untrusted.Quote(p.SNI), j)
 		}
 	}
 	if len(p.Endpoints) == 0 {
@@ -118,7 +119,7 @@ func checkPort(ports []model.ExportPort, i int) error {
 			return fieldErr(eat+".address", "required")
 		}
 		if why := CheckAddress(ep.Address); why != "" {
-			return fieldErr(eat+".address", "%q %s", ep.Address, why)
+			return fieldErr(eat+".address", "%s %s", untrusted.Quote(ep.Address), why)
 		}
 		if ep.Port == 0 || ep.Port > 65535 {
 			return fieldErr(eat+".port", "%d is not a port 1..65535", ep.Port)
@@ -169,10 +170,10 @@ func checkMode(e *model.Export) error {
 		}
 		for i, id := range e.BackendIDs {
 			if _, err := spiffeid.FromString(id); err != nil {
-				return fieldErr(fmt.Sprintf("backendSpiffeIds[%d]", i), "%q: %v", id, err)
+				return fieldErr(fmt.Sprintf("backendSpiffeIds[%d]", i), "%s: %v", untrusted.Quote(id), err)
 			}
 		}
 		return nil
 	}
-	return fieldErr("mode", "%q is not one of terminate passthrough", e.Mode)
+	return fieldErr("mode", "%s is not one of terminate passthrough", untrusted.Quote(string(e.Mode)))
 }

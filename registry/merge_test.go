@@ -53,7 +53,7 @@ func TestMerge(t *testing.T) {
 	writeFile(t, a, services("zeta", "alpha"))
 	writeFile(t, b, services("mid"))
 	log := zaptest.NewLogger(t)
-	m := registry.Merge(log, map[string]registry.Source{"a": file.New(a, log), "b": file.New(b, log)})
+	m := registry.Merge(log, map[string]registry.Source{"a": file.New(a, 0, log), "b": file.New(b, 0, log)})
 
 	updates := make(chan []model.Export, 16)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -96,9 +96,9 @@ func TestMergeFirstStateErrors(t *testing.T) {
 	log := zaptest.NewLogger(t)
 	never := func([]model.Export) { t.Fatal("update") }
 
-	err := registry.Merge(log, map[string]registry.Source{"a": file.New(a, log), "b": file.New(b, log)}).Run(context.Background(), never)
+	err := registry.Merge(log, map[string]registry.Source{"a": file.New(a, 0, log), "b": file.New(b, 0, log)}).Run(context.Background(), never)
 	require.EqualError(t, err, `fqdn "alpha.mesh-a.example" comes from both source a and source b`)
 
-	err = registry.Merge(log, map[string]registry.Source{"a": file.New(a, log), "c": file.New(filepath.Join(dir, "c.yaml"), log)}).Run(context.Background(), never)
+	err = registry.Merge(log, map[string]registry.Source{"a": file.New(a, 0, log), "c": file.New(filepath.Join(dir, "c.yaml"), 0, log)}).Run(context.Background(), never)
 	require.ErrorContains(t, err, "source c: registry file: open "+filepath.Join(dir, "c.yaml"))
 }

@@ -22,6 +22,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
+	"go.uber.org/zap"
 )
 
 var (
@@ -48,6 +49,7 @@ type Store struct {
 
 type options struct {
 	timeout time.Duration
+	log     *zap.Logger
 }
 
 // Option configures Open.
@@ -65,17 +67,42 @@ func WithTimeout(d time.Duration) Option {
 	}
 }
 
+// WithLog logs what Open finds: a new store, and the check of an existing
+// one. Without it Open logs nothing.
+func WithLog(log *zap.Logger) Option {
+	return func(o *options) { o.log = log }
+}
+
 // Open opens the store at path, creating the file (mode 0600) and its parent
 // directory (0700) when missing: imports say which peers this mesh trusts
 // and how to reach them, which is no one else's business. It fails with an
 // error wrapping ErrLocked when another process holds the file.
+//
+// An existing file is checked first (Check): a damaged one fails with an
+// error wrapping ErrDamaged that says the way out, rather than a panic
+// inside bbolt later. A missing or empty file is a new store, logged as
+// such; an empty one as a warning, since a store that held imports is
+// never empty.
 func Open(path string, opts ...Option) (*Store, error) {
-	o := options{timeout: DefaultTimeout}
+	o := options{timeout: DefaultTimeout, log: zap.NewNop()}
 	for _, opt := range opts {
 		opt(&o)
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("store: open %q: %w", path, err)
+	}
+	sum, err := checkAs("open", path, opts)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case sum.New && !sum.Empty:
+		o.log.Info("new store", zap.String("path", path), zap.String("found", sum.Found()))
+	case sum.New:
+		o.log.Warn("new store: the file was empty; if it held imports, they are lost (restore it from a backup, or peers send their services again when they reconnect)",
+			zap.String("path", path), zap.String("found", sum.Found()))
+	default:
+		o.log.Info("store checked", zap.String("path", path), zap.Int64("bytes", sum.Bytes), zap.Int("peers", sum.Peers), zap.Int("imports", sum.Imports))
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: o.timeout})
 	if errors.Is(err, bolterrors.ErrTimeout) {

@@ -84,7 +84,8 @@ func TestRunRefusesToStartAndSaysWhy(t *testing.T) {
 		}, "meshfed: {dir}/meshfed.yaml:13: error: exports.file: {dir}/services.yaml:3: services[0].ports[0].port: got \"abc\", want a number"},
 		{"damaged store", func(t *testing.T, dir string) {
 			require.NoError(t, os.WriteFile(filepath.Join(dir, "meshfed.db"), bytes.Repeat([]byte("x"), 8192), 0o600))
-		}, `meshfed: store.path: store: open "{dir}/meshfed.db": invalid database`},
+		}, `meshfed: store.path: store: open "{dir}/meshfed.db": damaged: invalid database; restore it from a backup (meshfed store backup makes one), ` +
+			`or move it aside and start again with an empty store: peers send their services again when they reconnect, but the egress ports of the imports may change`},
 		{"store held by another process", func(t *testing.T, dir string) {
 			db, err := bolt.Open(filepath.Join(dir, "meshfed.db"), 0o600, nil)
 			require.NoError(t, err)

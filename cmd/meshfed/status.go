@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -18,6 +17,7 @@ import (
 	"github.com/meshfed/meshfed/agent"
 	"github.com/meshfed/meshfed/config"
 	"github.com/meshfed/meshfed/federation/peer"
+	"github.com/meshfed/meshfed/internal/untrusted"
 )
 
 // agentFlags say which agent a command talks to: its admin address, given
@@ -73,7 +73,7 @@ func adminListen(path string) (string, error) {
 	if err == nil {
 		return cfg.Admin.Listen, nil
 	}
-	b, rerr := os.ReadFile(path)
+	b, rerr := config.ReadFile(path)
 	if rerr != nil {
 		return "", err
 	}
@@ -82,7 +82,9 @@ func adminListen(path string) (string, error) {
 			Listen string `yaml:"listen"`
 		} `yaml:"admin"`
 	}
-	if yaml.Unmarshal(b, &partial) != nil {
+	// Bounded as the configuration is: this reads a file that failed.
+	doc, perr := untrusted.ParseYAML(b)
+	if perr != nil || doc.Kind != 0 && doc.Decode(&partial) != nil {
 		return "", err
 	}
 	if partial.Admin.Listen == "" {

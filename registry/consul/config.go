@@ -10,6 +10,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/meshfed/meshfed/internal/untrusted"
 	"github.com/meshfed/meshfed/model"
 	"github.com/meshfed/meshfed/registry"
 )
@@ -58,6 +59,13 @@ type ExportConfig struct {
 	// instance, or leaves the catalog: delete (default) withdraws it; keep
 	// goes on exporting its last endpoints (see the package doc).
 	OnEmpty string `yaml:"onEmpty"`
+	// MaxAnswerBytes bounds each answer Consul gives the export: one
+	// service's passing instances with their checks, or the list of
+	// services (default 4 MiB: some 1,300 instances of 3.2 KB with two
+	// checks each, or 70,000 service names with a tag). A larger answer is
+	// refused as an unreachable Consul is: that service's last state
+	// stays, and its query is retried with a backoff. 64 KiB to 256 MiB.
+	MaxAnswerBytes int64 `yaml:"maxAnswerBytes"`
 }
 
 // ImportConfig says how imported services are named in Consul.
@@ -79,6 +87,16 @@ type ImportConfig struct {
 // DefaultAntiEntropy is ImportConfig.AntiEntropy's default.
 const DefaultAntiEntropy = 30 * time.Second
 
+// DefaultMaxAnswerBytes is ExportConfig.MaxAnswerBytes's default, and its
+// bounds: an answer about one instance takes about 3.2 KB (node, service
+// and two checks), so 64 KiB still holds twenty; decoding an answer takes
+// some 4.5 times its size, so past 256 MiB one would cost over a GB.
+const (
+	DefaultMaxAnswerBytes = 4 << 20
+	minAnswerBytes        = 64 << 10
+	maxAnswerBytes        = 256 << 20
+)
+
 // The OnEmpty values.
 const (
 	OnEmptyDelete = "delete"
@@ -96,6 +114,9 @@ func (c *Config) Default() {
 		}
 		if e.OnEmpty == "" {
 			e.OnEmpty = OnEmptyDelete
+		}
+		if e.MaxAnswerBytes == 0 {
+			e.MaxAnswerBytes = DefaultMaxAnswerBytes
 		}
 	}
 	if i := c.Import; i != nil {
@@ -121,7 +142,7 @@ func (c *Config) Check() error {
 		return &model.FieldError{Path: path, Msg: fmt.Sprintf(format, args...)}
 	}
 	if _, _, err := splitAddress(c.Address); err != nil {
-		return bad("address", "%q: %v", c.Address, err)
+		return bad("address", "%s: %v", untrusted.Quote(c.Address), err)
 	}
 	if t := c.TLS; t != nil && (t.CertFile == "") != (t.KeyFile == "") {
 		return bad("tls", "certFile and keyFile go together")
@@ -132,11 +153,11 @@ func (c *Config) Check() error {
 		}
 		for i, s := range e.Services {
 			if !registry.IsLabel(s) {
-				return bad(fmt.Sprintf("export.services[%d]", i), "%q is not a DNS label, which an exported service name must be", s)
+				return bad(fmt.Sprintf("export.services[%d]", i), "%s is not a DNS label, which an exported service name must be", untrusted.Quote(s))
 			}
 		}
 		if k, _, ok := strings.Cut(e.Meta, "="); e.Meta != "" && (!ok || k == "") {
-			return bad("export.meta", "%q is not key=value", e.Meta)
+			return bad("export.meta", "%s is not key=value", untrusted.Quote(e.Meta))
 		}
 		for i, p := range e.Consumers {
 			if p == "" {
@@ -144,29 +165,32 @@ func (c *Config) Check() error {
 			}
 		}
 		if e.Mode != string(model.Terminate) && e.Mode != string(model.Passthrough) {
-			return bad("export.mode", "%q is not one of terminate passthrough", e.Mode)
+			return bad("export.mode", "%s is not one of terminate passthrough", untrusted.Quote(e.Mode))
 		}
 		if e.DomainSuffix == "" {
 			return bad("export.domainSuffix", "required: fqdns are <service>.<domainSuffix>")
 		}
 		if !registry.IsFQDN("x." + e.DomainSuffix) {
-			return bad("export.domainSuffix", "%q is not a lowercase DNS name", e.DomainSuffix)
+			return bad("export.domainSuffix", "%s is not a lowercase DNS name", untrusted.Quote(e.DomainSuffix))
 		}
 		if e.OnEmpty != OnEmptyDelete && e.OnEmpty != OnEmptyKeep {
-			return bad("export.onEmpty", "%q is not one of delete keep", e.OnEmpty)
+			return bad("export.onEmpty", "%s is not one of delete keep", untrusted.Quote(e.OnEmpty))
+		}
+		if n := e.MaxAnswerBytes; n < minAnswerBytes || n > maxAnswerBytes {
+			return bad("export.maxAnswerBytes", "%d is out of range %d-%d (64 KiB to 256 MiB)", n, minAnswerBytes, maxAnswerBytes)
 		}
 	}
 	if i := c.Import; i != nil {
 		if !strings.Contains(i.NameTemplate, "{name}") {
-			return bad("import.nameTemplate", "%q lacks {name}: every import would get one name", i.NameTemplate)
+			return bad("import.nameTemplate", "%s lacks {name}: every import would get one name", untrusted.Quote(i.NameTemplate))
 		}
 		for _, p := range placeholder.FindAllString(i.NameTemplate, -1) {
 			if p != "{name}" && p != "{peer}" {
-				return bad("import.nameTemplate", "%q: unknown placeholder %s; known: {name} {peer}", i.NameTemplate, p)
+				return bad("import.nameTemplate", "%s: unknown placeholder %s; known: {name} {peer}", untrusted.Quote(i.NameTemplate), p)
 			}
 		}
 		if !registry.IsLabel(i.NodePrefix + "x") {
-			return bad("import.nodePrefix", "%q does not make DNS labels", i.NodePrefix)
+			return bad("import.nodePrefix", "%s does not make DNS labels", untrusted.Quote(i.NodePrefix))
 		}
 		if i.AntiEntropy < time.Second {
 			return bad("import.antiEntropy", "%s is less than 1s", i.AntiEntropy)
@@ -180,7 +204,7 @@ func splitAddress(addr string) (scheme, hostPort string, err error) {
 	scheme, hostPort = "http", addr
 	if s, rest, ok := strings.Cut(addr, "://"); ok {
 		if s != "http" && s != "https" {
-			return "", "", fmt.Errorf("scheme %q is not http or https", s)
+			return "", "", fmt.Errorf("scheme %s is not http or https", untrusted.Quote(s))
 		}
 		scheme, hostPort = s, rest
 	}
@@ -190,8 +214,9 @@ func splitAddress(addr string) (scheme, hostPort string, err error) {
 	return scheme, hostPort, nil
 }
 
-// client builds the API client. c is defaulted and checked.
-func (c *Config) client() (*api.Client, error) {
+// client builds the API client. c is defaulted and checked. maxAnswer,
+// when positive, bounds each answer's body (see boundedTransport).
+func (c *Config) client(maxAnswer int64) (*api.Client, error) {
 	token, err := c.token()
 	if err != nil {
 		return nil, err
@@ -213,6 +238,14 @@ func (c *Config) client() (*api.Client, error) {
 		}
 		ac.TLSConfig = api.TLSConfig{Address: t.ServerName, CAFile: t.CAFile, CertFile: t.CertFile, KeyFile: t.KeyFile}
 	}
+	if maxAnswer > 0 {
+		hc, err := api.NewHttpClient(ac.Transport, ac.TLSConfig)
+		if err != nil {
+			return nil, fmt.Errorf("consul client: %w", err)
+		}
+		hc.Transport = boundedTransport{next: hc.Transport, max: maxAnswer}
+		ac.HttpClient = hc
+	}
 	cl, err := api.NewClient(ac)
 	if err != nil {
 		return nil, fmt.Errorf("consul client: %w", err)
@@ -225,7 +258,9 @@ func (c *Config) token() (string, error) {
 	if c.TokenFile == "" {
 		return os.Getenv("CONSUL_HTTP_TOKEN"), nil
 	}
-	b, err := os.ReadFile(c.TokenFile)
+	// A regular file, wherever a link leads (a mounted secret), of a
+	// bounded size: a pipe or a device would hang the agent's start.
+	b, err := untrusted.File{AnyLink: true, Limit: "the bound of a token file"}.Read(c.TokenFile)
 	if err != nil {
 		return "", fmt.Errorf("consul token: %w", err)
 	}

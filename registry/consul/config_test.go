@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -33,6 +34,8 @@ func TestConfigCheck(t *testing.T) {
 		{"domain missing", export(func(e *ExportConfig) { e.DomainSuffix = "" }), "export.domainSuffix: required"},
 		{"domain", export(func(e *ExportConfig) { e.DomainSuffix = "Mesh.example" }), `export.domainSuffix: "Mesh.example" is not a lowercase DNS name`},
 		{"onEmpty", export(func(e *ExportConfig) { e.OnEmpty = "hold" }), `export.onEmpty: "hold" is not one of delete keep`},
+		{"answer bound too small", export(func(e *ExportConfig) { e.MaxAnswerBytes = 65535 }), `export.maxAnswerBytes: 65535 is out of range 65536-268435456 (64 KiB to 256 MiB)`},
+		{"answer bound too large", export(func(e *ExportConfig) { e.MaxAnswerBytes = 256<<20 + 1 }), `export.maxAnswerBytes: 268435457 is out of range 65536-268435456 (64 KiB to 256 MiB)`},
 		{"template name", Config{Import: &ImportConfig{NameTemplate: "{peer}"}}, `import.nameTemplate: "{peer}" lacks {name}`},
 		{"template placeholder", Config{Import: &ImportConfig{NameTemplate: "{name}-{fqdn}"}}, `import.nameTemplate: "{name}-{fqdn}": unknown placeholder {fqdn}; known: {name} {peer}`},
 		{"node prefix", Config{Import: &ImportConfig{NodePrefix: "mesh_"}}, `import.nodePrefix: "mesh_" does not make DNS labels`},
@@ -59,6 +62,7 @@ import: {}
 	require.NoError(t, c.Check())
 	require.Equal(t, "terminate", c.Export.Mode)
 	require.Equal(t, OnEmptyDelete, c.Export.OnEmpty)
+	require.Equal(t, int64(4<<20), c.Export.MaxAnswerBytes)
 	require.Equal(t, &ImportConfig{NameTemplate: "{name}-{peer}", NodePrefix: "meshfed-", AntiEntropy: 30 * time.Second}, c.Import)
 
 	var empty Config
@@ -86,6 +90,12 @@ func TestConfigToken(t *testing.T) {
 
 	_, err = NewSink(Config{TokenFile: filepath.Join(dir, "missing"), Import: &ImportConfig{}}, nil)
 	require.ErrorContains(t, err, "consul token: open "+filepath.Join(dir, "missing"))
+
+	// A pipe nobody writes to would hang the start.
+	fifo := filepath.Join(dir, "fifo")
+	require.NoError(t, syscall.Mkfifo(fifo, 0o600))
+	_, err = (&Config{TokenFile: fifo}).token()
+	require.EqualError(t, err, "consul token: "+fifo+" is a named pipe, not a regular file")
 }
 
 func TestNextIndex(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/meshfed/meshfed/internal/untrusted"
 	"github.com/meshfed/meshfed/model"
 	"github.com/meshfed/meshfed/registry"
 )
@@ -111,7 +112,7 @@ func (src *Source) export(name string, entries []*api.ServiceEntry) (e model.Exp
 	for _, en := range picked {
 		proto := model.Protocol(strings.ToUpper(cmp.Or(en.Service.Meta[MetaProtocol], string(model.TCP))))
 		if !proto.Valid() {
-			problems = append(problems, fmt.Sprintf("instance %s: %s %q is not one of %s", en.Service.ID, MetaProtocol, en.Service.Meta[MetaProtocol], registry.ProtocolList))
+			problems = append(problems, fmt.Sprintf("instance %s: %s %s is not one of %s", untrusted.Quote(en.Service.ID), MetaProtocol, untrusted.Quote(en.Service.Meta[MetaProtocol]), registry.ProtocolList))
 			continue
 		}
 		portName := cmp.Or(en.Service.Meta[MetaPortName], "default")
@@ -125,7 +126,7 @@ func (src *Source) export(name string, entries []*api.ServiceEntry) (e model.Exp
 		}
 		p := &e.Ports[i]
 		if p.Protocol != proto {
-			problems = append(problems, fmt.Sprintf("instance %s: protocol %s, but port %s is %s", en.Service.ID, proto, portName, p.Protocol))
+			problems = append(problems, fmt.Sprintf("instance %s: protocol %s, but port %s is %s", untrusted.Quote(en.Service.ID), proto, untrusted.Quote(portName), p.Protocol))
 			continue
 		}
 		// Instances normally share the port the service is known by;
@@ -144,9 +145,22 @@ func (src *Source) export(name string, entries []*api.ServiceEntry) (e model.Exp
 		})
 	}
 	if err := registry.CheckExport(&e); err != nil {
-		return e, false, strings.Join(append(problems, err.Error()), "; ")
+		return e, false, joinProblems(append(problems, err.Error()))
 	}
-	return e, true, strings.Join(problems, "; ")
+	return e, true, joinProblems(problems)
+}
+
+// maxProblems is how many problems of one service are told: thousands of
+// instances may share one, and the log line and the status would carry
+// each.
+const maxProblems = 3
+
+// joinProblems words a service's problems, the first few and how many more.
+func joinProblems(problems []string) string {
+	if len(problems) > maxProblems {
+		problems = append(problems[:maxProblems:maxProblems], fmt.Sprintf("and %d more", len(problems)-maxProblems))
+	}
+	return strings.Join(problems, "; ")
 }
 
 // splitList splits a,b into its trimmed, non-empty parts.

@@ -52,7 +52,9 @@ func NewSink(cfg Config, log *zap.Logger) (*Sink, error) {
 	if err := cfg.Check(); err != nil {
 		return nil, fmt.Errorf("consul: %w", err)
 	}
-	client, err := cfg.client()
+	// What the sink reads back is what it registered, some 1.5 KB an
+	// import; the bound only stops an answer that never ends.
+	client, err := cfg.client(maxAnswerBytes)
 	if err != nil {
 		return nil, err
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/consul/api"
 	"go.uber.org/zap"
 
+	"github.com/meshfed/meshfed/internal/untrusted"
 	"github.com/meshfed/meshfed/model"
 	"github.com/meshfed/meshfed/registry"
 )
@@ -90,7 +91,7 @@ func NewSource(cfg Config, log *zap.Logger) (*Source, error) {
 	if err := cfg.Check(); err != nil {
 		return nil, fmt.Errorf("consul: %w", err)
 	}
-	client, err := cfg.client()
+	client, err := cfg.client(export.MaxAnswerBytes)
 	if err != nil {
 		return nil, err
 	}
@@ -129,13 +130,13 @@ func (s *Source) Run(ctx context.Context, update func([]model.Export)) error {
 	// Consul or a refused token is Run's error rather than a log line.
 	services, meta, err := s.client.Catalog().Services((&api.QueryOptions{}).WithContext(ctx))
 	if err != nil {
-		return fmt.Errorf("consul: listing services: %w", err)
+		return fmt.Errorf("consul: listing services: %w", untrusted.Error(err))
 	}
 	indexes := map[string]uint64{}
 	for _, name := range r.candidates(services) {
 		entries, m, err := s.client.Health().Service(name, "", true, (&api.QueryOptions{}).WithContext(ctx))
 		if err != nil {
-			return fmt.Errorf("consul: reading the health of service %q: %w", name, err)
+			return fmt.Errorf("consul: reading the health of service %s: %w", untrusted.Quote(name), untrusted.Error(err))
 		}
 		r.entries[name], indexes[name] = entries, m.LastIndex
 	}
@@ -184,7 +185,7 @@ func (r *sourceRun) follow(services map[string][]string, indexes map[string]uint
 			stop()
 			delete(r.watching, name)
 			delete(r.entries, name)
-			r.src.reporter("health of service " + name)(nil)
+			r.src.reporter("health of service " + untrusted.Quote(name))(nil)
 		}
 	}
 	for name := range want {
@@ -194,7 +195,7 @@ func (r *sourceRun) follow(services map[string][]string, indexes map[string]uint
 		wctx, stop := context.WithCancel(r.ctx)
 		r.watching[name] = stop
 		r.wg.Go(func() {
-			watch(wctx, r.src.log, "health of service "+name, nextIndex(0, indexes[name]),
+			watch(wctx, r.src.log, "health of service "+untrusted.Quote(name), nextIndex(0, indexes[name]),
 				func(q *api.QueryOptions) ([]*api.ServiceEntry, *api.QueryMeta, error) {
 					return r.src.client.Health().Service(name, "", true, q)
 				},
@@ -204,11 +205,11 @@ func (r *sourceRun) follow(services map[string][]string, indexes map[string]uint
 					// A watch stopped by follow must not bring back what
 					// follow removed.
 					if wctx.Err() == nil {
-						r.src.log.Debug("consul service health changed", zap.String("service", name), zap.Int("passing", len(entries)))
+						r.src.log.Debug("consul service health changed", zap.String("service", untrusted.Message(name)), zap.Int("passing", len(entries)))
 						r.entries[name] = entries
 						r.signal()
 					}
-				}, r.src.reporter("health of service "+name))
+				}, r.src.reporter("health of service "+untrusted.Quote(name)))
 		})
 	}
 	r.signal()
@@ -242,7 +243,7 @@ func (r *sourceRun) build() []model.Export {
 		e, ok, problem := r.src.export(name, r.entries[name])
 		// Logged when it changes, not at every build.
 		if problem != "" && problem != r.problems[name] {
-			r.src.log.Warn("consul service not exported as it stands", zap.String("service", name), zap.String("problem", problem))
+			r.src.log.Warn("consul service not exported as it stands", zap.String("service", untrusted.Message(name)), zap.String("problem", problem))
 		}
 		problems[name] = problem
 		switch {

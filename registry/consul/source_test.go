@@ -132,7 +132,7 @@ func TestSourceLogsInvalidServices(t *testing.T) {
 	set := r.until("inventory", func(s []model.Export) bool { return len(s) == 1 })
 	require.Equal(t, []string{"10.0.0.1"}, endpoints(set, "inventory"))
 	require.Equal(t, map[string]string{
-		"inventory": `instance bad-1: meshfed-protocol "FOO" is not one of HTTP HTTPS GRPC HTTP2 MONGO TCP TLS MTLS`,
+		"inventory": `instance "bad-1": meshfed-protocol "FOO" is not one of HTTP HTTPS GRPC HTTP2 MONGO TCP TLS MTLS`,
 		"Web_App":   `name: "Web_App" is not a DNS label (lowercase letters, digits and '-', at most 63)`,
 	}, r.src.Status().Skipped)
 }

@@ -8,6 +8,8 @@ import (
 	"github.com/cenkalti/backoff/v4"
 	"github.com/hashicorp/consul/api"
 	"go.uber.org/zap"
+
+	"github.com/meshfed/meshfed/internal/untrusted"
 )
 
 const (
@@ -50,6 +52,9 @@ func watch[T any](ctx context.Context, log *zap.Logger, what string, index uint6
 		}
 		if err != nil {
 			d := b.NextBackOff()
+			// What Consul answered may be in the error, as long as
+			// the answer.
+			err = untrusted.Error(err)
 			log.Warn("consul query failed; the last result stays", zap.String("query", what), zap.Duration("retryIn", d), zap.Error(err))
 			report(fmt.Errorf("consul query %s: %w", what, err))
 			failing = true

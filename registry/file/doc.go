@@ -31,6 +31,15 @@
 // Two services with one name, fqdn or SNI are an error too. An empty file,
 // or one without services, is an empty set.
 //
+// The file is read as what it claims to be (internal/untrusted): a regular
+// file, not a pipe or a device; reached through symbolic links that stay
+// inside its folder, as a ConfigMap's do (one out of it, to /etc/shadow
+// say, is refused before the file is read); no larger than
+// exports.maxFileBytes, checked before it is parsed; with its YAML aliases
+// bounded before anything expands them. A message quotes at most a short,
+// escaped excerpt of the value at fault, and names a key that is not a
+// field's name by its length only.
+//
 // The Source watches the file's directory rather than the file, because
 // editors and Kubernetes ConfigMap volumes replace a file by renaming
 // another one (or swapping a symlink) over it, and a watch on the old file

@@ -1,15 +1,15 @@
 package file
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
+	"reflect"
 	"slices"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/meshfed/meshfed/internal/untrusted"
 	"github.com/meshfed/meshfed/model"
 	"github.com/meshfed/meshfed/registry"
 )
@@ -47,35 +47,35 @@ type (
 
 // Parse reads a registry file's content; name is what errors call the file.
 // The exports come sorted by name, with every default set.
+//
+// The document is parsed once, its aliases bounded before anything expands
+// them (untrusted.ParseYAML), and decoded from that tree. The index of
+// field paths that messages name is built only for a message: it costs
+// more than the tree itself.
 func Parse(b []byte, name string) ([]model.Export, error) {
-	var root yaml.Node
-	if err := yaml.Unmarshal(b, &root); err != nil {
+	root, err := untrusted.ParseYAML(b)
+	if err != nil {
 		return nil, syntaxError(name, err)
 	}
-	ix := newIndex(&root)
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
+	if root.Kind == 0 {
+		return []model.Export{}, nil
+	}
+	if bad := firstShapeProblem(root, reflect.TypeFor[document]()); bad != nil {
+		return nil, newIndex(root).shapeError(name, bad)
+	}
 	var doc document
-	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
+	if err := root.Decode(&doc); err != nil {
 		var te *yaml.TypeError
 		if errors.As(err, &te) && len(te.Errors) > 0 {
-			return nil, ix.decodeError(name, te.Errors[0])
+			return nil, newIndex(root).decodeError(name, te.Errors[0])
 		}
 		return nil, syntaxError(name, err)
-	}
-	var next yaml.Node
-	if err := dec.Decode(&next); !errors.Is(err, io.EOF) {
-		// A second document would be ignored silently: refuse it instead.
-		return nil, fmt.Errorf("%s:%d: a second YAML document; the file holds one", name, next.Line)
-	}
-	if e := ix.emptyItem(); e != nil {
-		return nil, fmt.Errorf("%s:%d: %s: empty list item", name, e.keyLine, e.path)
 	}
 	out, err := doc.exports()
 	if err != nil {
 		var fe *model.FieldError
 		if errors.As(err, &fe) {
-			return nil, fmt.Errorf("%s:%d: %w", name, ix.line(fe.Path), err)
+			return nil, fmt.Errorf("%s:%d: %w", name, newIndex(root).line(fe.Path), err)
 		}
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
@@ -103,10 +103,10 @@ func (d *document) exports() ([]model.Export, error) {
 			return nil, err
 		}
 		if j, ok := names[e.Name]; ok {
-			return nil, &model.FieldError{Path: at + ".name", Msg: fmt.Sprintf("%q is used by services[%d] too", e.Name, j)}
+			return nil, &model.FieldError{Path: at + ".name", Msg: fmt.Sprintf("%s is used by services[%d] too", untrusted.Quote(e.Name), j)}
 		}
 		if j, ok := fqdns[e.FQDN]; ok {
-			return nil, &model.FieldError{Path: at + ".fqdn", Msg: fmt.Sprintf("%q is used by services[%d] too", e.FQDN, j)}
+			return nil, &model.FieldError{Path: at + ".fqdn", Msg: fmt.Sprintf("%s is used by services[%d] too", untrusted.Quote(e.FQDN), j)}
 		}
 		names[e.Name], fqdns[e.FQDN] = i, i
 		// The ingress routes on SNI across every service, so an SNI set by
@@ -114,7 +114,7 @@ func (d *document) exports() ([]model.Export, error) {
 		for j, p := range e.Ports {
 			pat := fmt.Sprintf("%s.ports[%d]", at, j)
 			if other, ok := snis[p.SNI]; ok {
-				return nil, &model.FieldError{Path: pat + ".sni", Msg: fmt.Sprintf("%q is used by %s too", p.SNI, other)}
+				return nil, &model.FieldError{Path: pat + ".sni", Msg: fmt.Sprintf("%s is used by %s too", untrusted.Quote(p.SNI), other)}
 			}
 			snis[p.SNI] = pat
 		}

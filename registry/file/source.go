@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -14,14 +13,16 @@ import (
 	"github.com/fsnotify/fsnotify"
 	"go.uber.org/zap"
 
+	"github.com/meshfed/meshfed/internal/untrusted"
 	"github.com/meshfed/meshfed/model"
 	"github.com/meshfed/meshfed/registry"
 )
 
 // Source is a registry.Source that reads a registry file and follows it.
 type Source struct {
-	path string
-	log  *zap.Logger
+	path     string
+	maxBytes int64
+	log      *zap.Logger
 	// holdOff is how quiet the directory must be before the file is read
 	// again: an editor's save or a ConfigMap swap is a burst of events.
 	// maxDelay bounds the wait when events never stop.
@@ -52,9 +53,10 @@ func (s *Source) record(err error) bool {
 	return fresh
 }
 
-// New returns a source for the registry file at path.
-func New(path string, log *zap.Logger) *Source {
-	return &Source{path: path, log: log.With(zap.String("path", path)), holdOff: 100 * time.Millisecond, maxDelay: time.Second}
+// New returns a source for the registry file at path, which is read as
+// Read reads it.
+func New(path string, maxBytes int64, log *zap.Logger) *Source {
+	return &Source{path: path, maxBytes: maxBytes, log: log.With(zap.String("path", path)), holdOff: 100 * time.Millisecond, maxDelay: time.Second}
 }
 
 // Run implements registry.Source.
@@ -168,13 +170,35 @@ var errEmpty = errors.New(`registry file is empty; the last good set stays (writ
 // read reads and parses the file. A zero-byte file is an empty set at start
 // but errEmpty after, when Run tells the two apart.
 func (s *Source) read() ([]model.Export, error) {
-	b, err := os.ReadFile(s.path)
+	b, err := readFile(s.path, s.maxBytes)
 	if err != nil {
-		return nil, fmt.Errorf("registry file: %w", err)
+		return nil, err
 	}
 	set, err := Parse(b, s.path)
 	if err == nil && len(b) == 0 {
 		return set, errEmpty
 	}
 	return set, err
+}
+
+// Read reads and parses the registry file at path. It refuses, before
+// parsing, a file that is not a regular file, that a symbolic link leads
+// to out of its folder (a Kubernetes ConfigMap's links stay inside), or
+// that is larger than maxBytes (exports.maxFileBytes; 0 is
+// untrusted.DefaultMaxFileBytes). Its errors never hold more of the file
+// than a short excerpt of the value they are about.
+func Read(path string, maxBytes int64) ([]model.Export, error) {
+	b, err := readFile(path, maxBytes)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(b, path)
+}
+
+func readFile(path string, maxBytes int64) ([]byte, error) {
+	b, err := untrusted.File{MaxBytes: maxBytes, Limit: "exports.maxFileBytes"}.Read(path)
+	if err != nil {
+		return nil, fmt.Errorf("registry file: %w", err)
+	}
+	return b, nil
 }

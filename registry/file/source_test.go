@@ -31,7 +31,7 @@ type running struct {
 // stops it when the test ends.
 func start(t *testing.T, path string) *running {
 	t.Helper()
-	r := &running{t: t, path: path, updates: make(chan []model.Export, 16), src: New(path, zaptest.NewLogger(t))}
+	r := &running{t: t, path: path, updates: make(chan []model.Export, 16), src: New(path, 0, zaptest.NewLogger(t))}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- r.src.Run(ctx, func(s []model.Export) { r.updates <- s }) }()
@@ -188,15 +188,15 @@ func TestSourceSkipsUnchangedRewrite(t *testing.T) {
 
 func TestSourceFirstStateErrors(t *testing.T) {
 	dir := t.TempDir()
-	err := New(filepath.Join(dir, "missing.yaml"), zaptest.NewLogger(t)).Run(context.Background(), func([]model.Export) { t.Fatal("update") })
+	err := New(filepath.Join(dir, "missing.yaml"), 0, zaptest.NewLogger(t)).Run(context.Background(), func([]model.Export) { t.Fatal("update") })
 	require.ErrorContains(t, err, "registry file: open "+filepath.Join(dir, "missing.yaml")+": no such file or directory")
 
 	path := filepath.Join(dir, "services.yaml")
 	write(t, path, strings.Replace(base, "port: 8080", "port: -1", 1))
-	err = New(path, zaptest.NewLogger(t)).Run(context.Background(), func([]model.Export) { t.Fatal("update") })
+	err = New(path, 0, zaptest.NewLogger(t)).Run(context.Background(), func([]model.Export) { t.Fatal("update") })
 	require.ErrorContains(t, err, path+":7: services[0].ports[0].port: -1 is not a port 1..65535")
 
-	err = New(filepath.Join(dir, "nodir", "services.yaml"), zaptest.NewLogger(t)).Run(context.Background(), func([]model.Export) { t.Fatal("update") })
+	err = New(filepath.Join(dir, "nodir", "services.yaml"), 0, zaptest.NewLogger(t)).Run(context.Background(), func([]model.Export) { t.Fatal("update") })
 	require.ErrorContains(t, err, "watching its directory")
 }
 
