@@ -56,15 +56,29 @@ type Config struct {
 	// KeepaliveEnforcement is how often peers may ping the listener; zero
 	// means DefaultKeepaliveEnforcement.
 	KeepaliveEnforcement keepalive.EnforcementPolicy
-	Log                  *zap.Logger
-	Registerer           prometheus.Registerer
+	// HandshakeTimeout bounds how long a connection to the listener may
+	// take to finish its TLS and HTTP/2 handshakes, and a stream to bring
+	// its opening request; zero means DefaultHandshakeTimeout.
+	HandshakeTimeout time.Duration
+	// MaxHandshakes and MaxHandshakesPerSource bound the listener's
+	// connections still in their TLS handshake, in all and from one
+	// source (an IPv4 address or IPv6 /64); over either the oldest is
+	// shed. Zero means DefaultMaxHandshakes, DefaultMaxHandshakesPerSource.
+	MaxHandshakes, MaxHandshakesPerSource int
+	Log                                   *zap.Logger
+	Registerer                            prometheus.Registerer
 }
 
 // Manager runs the connections of all configured peers.
 type Manager struct {
 	cfg Config
 	log *zap.Logger
-	smx *session.Metrics
+	// sampled logs what any client can cause at will.
+	sampled *zap.Logger
+	smx     *session.Metrics
+	// handshakes bounds the listener's connections before they are
+	// authenticated.
+	handshakes *handshakes
 
 	mu     sync.Mutex
 	peers  map[string]*peerRun
@@ -121,10 +135,22 @@ func NewManager(cfg Config, specs []Spec) (*Manager, error) {
 	if cfg.KeepaliveEnforcement == (keepalive.EnforcementPolicy{}) {
 		cfg.KeepaliveEnforcement = DefaultKeepaliveEnforcement()
 	}
+	if cfg.HandshakeTimeout <= 0 {
+		cfg.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if cfg.MaxHandshakes <= 0 {
+		cfg.MaxHandshakes = DefaultMaxHandshakes
+	}
+	if cfg.MaxHandshakesPerSource <= 0 {
+		cfg.MaxHandshakesPerSource = DefaultMaxHandshakesPerSource
+	}
 	if cfg.Registerer == nil {
 		cfg.Registerer = prometheus.NewRegistry()
 	}
-	m := &Manager{cfg: cfg, log: cfg.Log}
+	if cfg.Log == nil {
+		cfg.Log = zap.NewNop()
+	}
+	m := &Manager{cfg: cfg, log: cfg.Log, sampled: sampledLogger(cfg.Log), handshakes: newHandshakes(cfg.MaxHandshakes, cfg.MaxHandshakesPerSource)}
 	var catPeers []catalog.Peer
 	var err error
 	if m.peers, m.order, catPeers, err = prepare(specs); err != nil {

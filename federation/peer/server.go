@@ -31,12 +31,36 @@ func DefaultKeepaliveEnforcement() keepalive.EnforcementPolicy {
 	return keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}
 }
 
+// The listener's bounds before authentication: each can be configured
+// (federation.handshakeTimeout, maxHandshakes, maxHandshakesPerSource).
+const (
+	// DefaultHandshakeTimeout is how long a connection has to finish its
+	// TLS and HTTP/2 handshakes, and then a stream to bring its opening
+	// request. Mutual TLS 1.3 and the HTTP/2 prefaces take about three
+	// round trips: under a second across continents, with room for a
+	// loaded host and a lost packet or two. gRPC's own default is 120 s,
+	// which let idle connections pile up by the thousand.
+	DefaultHandshakeTimeout = 10 * time.Second
+	// DefaultMaxHandshakes is how many connections may be in their TLS
+	// handshake at once, from all sources. A federation has tens of
+	// peers, each with one connection; even a hundred redialing at once
+	// after a restart fit, while the file descriptors and memory a flood
+	// can take stay small.
+	DefaultMaxHandshakes = 256
+	// DefaultMaxHandshakesPerSource is the same from one IPv4 address or
+	// IPv6 /64: room for peers behind one NAT, and an eighth of the
+	// listener for one attacker.
+	DefaultMaxHandshakesPerSource = 32
+)
+
 // NewServer is the gRPC server that accepts Hamlet streams. Only mutual TLS
 // is offered: the handshake already refuses a client whose certificate no
-// configured peer may present.
+// configured peer may present. Before that, connections are bounded in
+// time and number (handshakes).
 func (m *Manager) NewServer() *grpc.Server {
 	s := grpc.NewServer(
-		grpc.Creds(newRecordingCreds(m.cfg.TLS.ServerConfig(m.authorizeAny), m.refusedConn)),
+		grpc.Creds(newRecordingCreds(m.cfg.TLS.ServerConfig(m.authorizeAny), m.handshakes, m.refusedConn, m.cutConn)),
+		grpc.ConnectionTimeout(m.cfg.HandshakeTimeout),
 		grpc.KeepaliveEnforcementPolicy(m.cfg.KeepaliveEnforcement),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Minute, Timeout: 20 * time.Second}),
 	)
