@@ -10,6 +10,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -53,14 +54,38 @@ const (
 	DefaultMaxHandshakesPerSource = 32
 )
 
+// The listener's bounds on what an authenticated peer may ask.
+const (
+	// MaxStreamsPerConnection: a peer needs one stream; a redial on the
+	// same connection may open the next before this agent has seen the
+	// old one end, and a few more leave room without letting one
+	// connection hold thousands.
+	MaxStreamsPerConnection = 4
+	// MaxHeaderListBytes bounds the headers of a stream: an opening
+	// carries a dozen short ones. Twice the 8 KiB that grpc-java and
+	// gRPC-Go's coming default allow, which every Hamlet client must
+	// already fit; gRPC-Go's current default is 16 MiB.
+	MaxHeaderListBytes = 16 << 10
+	// MaxMessageBytes bounds one message, either way: the largest
+	// response validation accepts (every field of a FederatedService at
+	// its limit, validate.DefaultLimits) is about 5.8 MB, over gRPC's
+	// 4 MiB default; 8 MiB holds it with room for a longer nonce or
+	// context.
+	MaxMessageBytes = 8 << 20
+)
+
 // NewServer is the gRPC server that accepts Hamlet streams. Only mutual TLS
 // is offered: the handshake already refuses a client whose certificate no
 // configured peer may present. Before that, connections are bounded in
-// time and number (handshakes).
+// time and number (handshakes); after it, in streams, headers and message
+// size.
 func (m *Manager) NewServer() *grpc.Server {
 	s := grpc.NewServer(
 		grpc.Creds(newRecordingCreds(m.cfg.TLS.ServerConfig(m.authorizeAny), m.handshakes, m.refusedConn, m.cutConn)),
 		grpc.ConnectionTimeout(m.cfg.HandshakeTimeout),
+		grpc.MaxConcurrentStreams(MaxStreamsPerConnection),
+		grpc.MaxHeaderListSize(MaxHeaderListBytes),
+		grpc.MaxRecvMsgSize(MaxMessageBytes),
 		grpc.KeepaliveEnforcementPolicy(m.cfg.KeepaliveEnforcement),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Minute, Timeout: 20 * time.Second}),
 	)
@@ -125,7 +150,7 @@ func (s *server) EstablishStream(stream discoverypb.DiscoveryService_EstablishSt
 	if err := stream.SendHeader(local.MD()); err != nil {
 		return err
 	}
-	open, err := stream.Recv()
+	open, err := s.m.openingRequest(stream)
 	if err != nil {
 		return err
 	}
@@ -154,6 +179,33 @@ func (s *server) EstablishStream(stream discoverypb.DiscoveryService_EstablishSt
 		return status.Error(codes.Aborted, "replaced by a newer stream from the same peer")
 	}
 	return err
+}
+
+// openingRequest waits for a stream's first message for at most
+// HandshakeTimeout: until then the stream holds a goroutine and one of its
+// connection's streams without having said what it wants.
+func (m *Manager) openingRequest(stream discoverypb.DiscoveryService_EstablishStreamServer) (*discoverypb.BidirectionalStream, error) {
+	type received struct {
+		msg *discoverypb.BidirectionalStream
+		err error
+	}
+	got := make(chan received, 1)
+	// Once the handler has returned, gRPC cancels the stream and this
+	// Recv returns.
+	go func() {
+		msg, err := stream.Recv()
+		got <- received{msg, err}
+	}()
+	t := time.NewTimer(m.cfg.HandshakeTimeout)
+	defer t.Stop()
+	select {
+	case r := <-got:
+		return r.msg, r.err
+	case <-t.C:
+		m.sampled.Warn("a Hamlet stream brought no opening request in time; ended", zap.String("remote", remoteAddr(stream.Context()).String()),
+			zap.Duration("handshake_timeout", m.cfg.HandshakeTimeout))
+		return nil, status.Errorf(codes.DeadlineExceeded, "no opening request within %s (federation.handshakeTimeout) of the stream's start", m.cfg.HandshakeTimeout)
+	}
 }
 
 func remoteAddr(ctx context.Context) net.Addr {
