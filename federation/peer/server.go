@@ -170,14 +170,16 @@ func (s *server) EstablishStream(stream discoverypb.DiscoveryService_EstablishSt
 	remote := session.ParseCapabilities(md)
 	sctx, end, err := s.m.begin(ctx, p, id)
 	if err != nil {
-		return status.Error(codes.Unavailable, err.Error())
+		return err
 	}
 	err = session.Run(sctx, stream, s.m.sessionOptions(p, req.GetContext(), local,
 		func() (session.Capabilities, error) { return remote, nil }, nil))
-	end(err)
 	if ctx.Err() == nil && sctx.Err() != nil {
-		return status.Error(codes.Aborted, "replaced by a newer stream from the same peer")
+		// This side ended the stream (replaced, reconfigured, shutting
+		// down): the cause says why, with the code the peer acts on.
+		err = context.Cause(sctx)
 	}
+	end(err)
 	return err
 }
 
