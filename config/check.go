@@ -49,6 +49,9 @@ func (c *Config) check() error {
 	if err := c.checkBatch(); err != nil {
 		return err
 	}
+	if err := c.checkHandshakes(); err != nil {
+		return err
+	}
 	for i, s := range c.Federation.DeniedCIDRs {
 		if _, err := netip.ParsePrefix(s); err != nil {
 			return fieldErr(fmt.Sprintf("federation.deniedCIDRs[%d]", i), "%q is not a CIDR", s)
@@ -112,6 +115,32 @@ func (c *Config) checkXDSBounds() error {
 		if f.n < 1 || f.n > maxStreams {
 			return fieldErr(f.field, "%d is out of range 1-%d", f.n, maxStreams)
 		}
+	}
+	return nil
+}
+
+// Bounds of the Hamlet listener's handshakes.
+const (
+	// minHandshakeTimeout still lets a peer on loopback or a LAN in;
+	// maxHandshakeTimeout is gRPC's own default, which let idle
+	// connections pile up.
+	minHandshakeTimeout = 100 * time.Millisecond
+	maxHandshakeTimeout = 2 * time.Minute
+	maxHandshakes       = 65536
+)
+
+// checkHandshakes checks the Hamlet listener's bounds before
+// authentication.
+func (c *Config) checkHandshakes() error {
+	f := c.Federation
+	if d := time.Duration(f.HandshakeTimeout); d < minHandshakeTimeout || d > maxHandshakeTimeout {
+		return fieldErr("federation.handshakeTimeout", "%s is out of range %s-%s", d, minHandshakeTimeout, maxHandshakeTimeout)
+	}
+	if n := f.MaxHandshakes; n < 1 || n > maxHandshakes {
+		return fieldErr("federation.maxHandshakes", "%d is out of range 1-%d", n, maxHandshakes)
+	}
+	if n := f.MaxHandshakesPerSource; n < 1 || n > f.MaxHandshakes {
+		return fieldErr("federation.maxHandshakesPerSource", "%d is out of range 1-%d (federation.maxHandshakes)", n, f.MaxHandshakes)
 	}
 	return nil
 }

@@ -264,6 +264,18 @@ type Federation struct {
 	// still send within its window (default 1ms; 0s: a batch holds only
 	// what has arrived). At most 1s.
 	BatchDelay *Duration `yaml:"batchDelay"`
+	// HandshakeTimeout is how long a connection to Listen has to finish
+	// its TLS and HTTP/2 handshakes, and then a stream to bring its
+	// opening request (default 10s; 100ms to 2m).
+	HandshakeTimeout Duration `yaml:"handshakeTimeout"`
+	// MaxHandshakes bounds the connections to Listen that are in their
+	// TLS handshake at once, not yet authenticated (default 256; 1 to
+	// 65536). Over it, the oldest such connection is closed;
+	// authenticated peers are not counted.
+	MaxHandshakes int `yaml:"maxHandshakes"`
+	// MaxHandshakesPerSource is MaxHandshakes for the connections of one
+	// IPv4 address or IPv6 /64 (default 32; 1 to MaxHandshakes).
+	MaxHandshakesPerSource int `yaml:"maxHandshakesPerSource"`
 	// DeniedCIDRs are ranges no imported endpoint may point into.
 	DeniedCIDRs []string `yaml:"deniedCIDRs"`
 	// Ingress is what peers are told to connect to for exported services.
@@ -451,6 +463,14 @@ const (
 	DefaultMaxStreamsPerNode       = 10
 )
 
+// The Hamlet listener's bounds before authentication (see package
+// federation/peer for their sizing).
+const (
+	DefaultHandshakeTimeout       = 10 * time.Second
+	DefaultMaxHandshakes          = 256
+	DefaultMaxHandshakesPerSource = 32
+)
+
 // DefaultEgressPorts is the range dedicated egress listeners take ports
 // from.
 var DefaultEgressPorts = PortRange{From: 21000, To: 21999}
@@ -485,6 +505,7 @@ func (c *Config) defaults(dir string) {
 	}
 	c.gatewayDefaults()
 	c.boundDefaults()
+	c.listenerDefaults()
 	for i := range c.Peers {
 		if c.Peers[i].MaxServices == 0 {
 			c.Peers[i].MaxServices = DefaultMaxServices
@@ -545,6 +566,19 @@ func (c *Config) boundDefaults() {
 	}
 	if c.XDS.MaxStreamsPerNode == 0 {
 		c.XDS.MaxStreamsPerNode = DefaultMaxStreamsPerNode
+	}
+}
+
+// listenerDefaults fills in the Hamlet listener's bounds.
+func (c *Config) listenerDefaults() {
+	if c.Federation.HandshakeTimeout == 0 {
+		c.Federation.HandshakeTimeout = Duration(DefaultHandshakeTimeout)
+	}
+	if c.Federation.MaxHandshakes == 0 {
+		c.Federation.MaxHandshakes = DefaultMaxHandshakes
+	}
+	if c.Federation.MaxHandshakesPerSource == 0 {
+		c.Federation.MaxHandshakesPerSource = DefaultMaxHandshakesPerSource
 	}
 }
 
