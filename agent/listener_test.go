@@ -185,17 +185,18 @@ func TestIdleConnectionsCannotStarveThePeerListener(t *testing.T) {
 		"descriptors: %d, before the flood %d", openFDs(t), fds0)
 }
 
-// The listener's bounds are read at start: a reload that changes them
-// names each as needing a restart.
+// The listener's bounds and the admin API's names are read at start: a
+// reload that changes them names each as needing a restart.
 func TestReloadNamesListenerBoundsAsNeedingARestart(t *testing.T) {
 	root := t.TempDir()
 	ma, mb := newMesh(t, root, "mesh-a"), newMesh(t, root, "mesh-b")
 	c, path := withBounds(t, ma, mb, "", "", "")
 	a := startOperable(t, c, path)
 	editFile(t, path, "  listen: 127.0.0.1:0\n  ingress:", "  listen: 127.0.0.1:0\n  handshakeTimeout: 3s\n  maxHandshakes: 64\n  maxHandshakesPerSource: 8\n  ingress:")
+	editFile(t, path, "admin:\n  listen: 127.0.0.1:0\n", "admin:\n  listen: 127.0.0.1:0\n  hosts: [agent.internal]\n")
 	res, err := a.Reload(context.Background())
 	require.NoError(t, err)
 	require.Equal(t, ReloadResult{Applied: []string{}, NeedsRestart: []string{
-		"federation.handshakeTimeout", "federation.maxHandshakes", "federation.maxHandshakesPerSource",
+		"federation.handshakeTimeout", "federation.maxHandshakes", "federation.maxHandshakesPerSource", "admin.hosts",
 	}}, res)
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/meshfed/meshfed/hostname"
 	"github.com/meshfed/meshfed/model"
 )
 
@@ -145,6 +146,20 @@ func (c *Config) checkHandshakes() error {
 	return nil
 }
 
+// checkAdminAuth refuses an admin API that other hosts would reach
+// without a token, and host names it could not be asked by.
+func (c *Config) checkAdminAuth() error {
+	if c.Admin.AllowNonLoopback && c.Admin.TokenFile == "" {
+		return fieldErr("admin.tokenFile", "required with admin.allowNonLoopback: other hosts must present a bearer token, read from this file")
+	}
+	for i, h := range c.Admin.Hosts {
+		if why := hostname.Problem(h, hostname.Hostname); why != "" {
+			return fieldErr(fmt.Sprintf("admin.hosts[%d]", i), "%q is not a host name such as agent.internal (%s); localhost and IP addresses of admin.listen are always accepted", h, why)
+		}
+	}
+	return nil
+}
+
 // checkPeers checks each peer: its name, trust domain and bundle, which
 // identities authenticate its agent and may call through the ingress, and
 // how it is reached.
@@ -258,6 +273,9 @@ func (c *Config) checkServing() error {
 	}
 	if err := hostPort(c.Admin.Listen); err != nil {
 		return fieldErr("admin.listen", "%q: %v", c.Admin.Listen, err)
+	}
+	if err := c.checkAdminAuth(); err != nil {
+		return err
 	}
 	if c.DNS.Listen != "" {
 		if err := hostPort(c.DNS.Listen); err != nil {

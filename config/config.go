@@ -99,8 +99,18 @@ type Admin struct {
 	Listen string `yaml:"listen"`
 	// AllowNonLoopback lets Listen be an address other hosts reach.
 	AllowNonLoopback bool `yaml:"allowNonLoopback"`
-	// PProf serves /debug/pprof when set.
+	// PProf serves /debug/pprof when set: to loopback, or to a client
+	// that presents the token of TokenFile.
 	PProf bool `yaml:"pprof"`
+	// TokenFile holds the bearer token that a client beyond loopback must
+	// present (Authorization: Bearer <token>) for anything but /healthz
+	// and /readyz; at least 32 bytes, read at start. Required with
+	// AllowNonLoopback.
+	TokenFile string `yaml:"tokenFile"`
+	// Hosts are further names the API answers to in the Host header
+	// (such as agent.internal), besides localhost and IP addresses of
+	// Listen; any other Host is refused, which defeats DNS rebinding.
+	Hosts []string `yaml:"hosts"`
 }
 
 // DNS is the built-in DNS server answering for imported names.
@@ -518,6 +528,7 @@ func (c *Config) defaults(dir string) {
 	}
 	rel(&c.Store.Path)
 	rel(&c.Exports.File)
+	rel(&c.Admin.TokenFile)
 	if path, ok := strings.CutPrefix(c.XDS.Listen, "unix://"); ok {
 		rel(&path)
 		c.XDS.Listen = "unix://" + path
