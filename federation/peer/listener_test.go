@@ -17,17 +17,18 @@ import (
 )
 
 // flood opens idle connections to addr from the address from, at a
-// pace, until stop; it closes them when the test ends.
-func flood(t *testing.T, addr, from string, every time.Duration, stop <-chan struct{}) {
+// pace, until the stop it returns is called; it stops and closes them
+// when the test ends.
+func flood(t *testing.T, addr, from string, every time.Duration) (stop func()) {
 	var mu sync.Mutex
 	var conns []net.Conn
-	done := make(chan struct{})
+	quit, done := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(done)
 		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
 		for {
 			select {
-			case <-stop:
+			case <-quit:
 				return
 			case <-time.After(every):
 			}
@@ -38,12 +39,15 @@ func flood(t *testing.T, addr, from string, every time.Duration, stop <-chan str
 			}
 		}
 	}()
+	var once sync.Once
+	stop = func() { once.Do(func() { close(quit); <-done }) }
 	t.Cleanup(func() {
-		<-done
+		stop()
 		for _, c := range conns {
 			_ = c.Close()
 		}
 	})
+	return stop
 }
 
 // A peer whose connections are shed because the listener is saturated
@@ -58,8 +62,7 @@ func TestDialerIsToldTheListenerIsSaturated(t *testing.T) {
 		c.MaxHandshakes, c.MaxHandshakesPerSource = 1, 1
 	})
 	b.export([]string{"payments"}, "mesh-a")
-	stop := make(chan struct{})
-	flood(t, b.addr, "127.0.0.2", 20*time.Millisecond, stop)
+	stop := flood(t, b.addr, "127.0.0.2", 20*time.Millisecond)
 	proxy := delayed(t, b.addr, 250*time.Millisecond)
 	a := newAgent(t, "mesh-a", p, []peer.Spec{spec("mesh-b", p.td("mesh-b"), proxy)}, nil)
 
@@ -68,13 +71,12 @@ func TestDialerIsToldTheListenerIsSaturated(t *testing.T) {
 		last = a.status("mesh-b").LastError
 		return strings.Contains(last, "saturated")
 	}, time.Minute, time.Millisecond)
-	t.Log(last)
 	assert.Regexp(t, `^rpc error: code = Unavailable desc = peer "mesh-b" at 127\.0\.0\.1:\d+ (is saturated: its Hamlet listener has too many connections in their TLS handshake|closed the connection during the TLS handshake, before it checked this agent's certificate: its Hamlet listener may be saturated)`, last)
 	assert.NotContains(t, last, "refused")
 	assert.Positive(t, b.counter("meshfed_hamlet_handshakes_cut_total", map[string]string{"reason": "saturated"}))
 	assert.Empty(t, b.manager.Refused(), "a shed connection is not a refused client")
 
-	close(stop)
+	stop()
 	a.eventuallyImports("mesh-b", "payments")
 }
 
