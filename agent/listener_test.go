@@ -157,7 +157,7 @@ func TestIdleConnectionsCannotStarveThePeerListener(t *testing.T) {
 		}
 	}
 	require.Eventually(t, func() bool { return f.closed.Load() == total-max && inHandshake() == max },
-		time.Minute, 10*time.Millisecond, "closed %d, in handshake %v", f.closed.Load(), inHandshake())
+		time.Minute, 10*time.Millisecond, "all but maxHandshakes are closed at once")
 	agentFDs := openFDs(t) - fds0 - f.open()
 	agentGoroutines := runtime.NumGoroutine() - goroutines0 - f.open()
 	t.Logf("%d connections opened: %d closed at once, %d in their handshake; the agent holds %+d descriptors and %+d goroutines",
@@ -176,13 +176,13 @@ func TestIdleConnectionsCannotStarveThePeerListener(t *testing.T) {
 	require.Equal(t, peer.Connected, a.Peers.Status()[0].State)
 
 	require.Eventually(t, func() bool { return f.closed.Load() == total }, time.Minute, 10*time.Millisecond,
-		"the agent closes every idle connection; %d of %d so far", f.closed.Load(), total)
+		"the agent closes every idle connection")
 	require.Equal(t, float64(total), cut("source_saturated")+cut("saturated")+cut("timeout"))
 	require.Positive(t, cut("timeout"))
 	require.Zero(t, inHandshake())
 	b.stop()
 	require.Eventually(t, func() bool { return openFDs(t) <= fds0+4 }, time.Minute, 10*time.Millisecond,
-		"descriptors: %d, before the flood %d", openFDs(t), fds0)
+		"the process is back to its descriptors before the flood")
 }
 
 // The listener's bounds and the admin API's names are read at start: a
