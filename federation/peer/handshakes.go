@@ -54,6 +54,14 @@ func newHandshakes(max, perSource int) *handshakes {
 	return h
 }
 
+// The states of a handshakeConn: whichever of done and shed comes first
+// decides.
+const (
+	inHandshake int32 = iota
+	settled           // the handshake is over, whatever its outcome
+	shedding          // the listener cut it
+)
+
 // handshakeConn is a connection in its TLS handshake, and after it the
 // connection under TLS.
 type handshakeConn struct {
@@ -67,15 +75,14 @@ type handshakeConn struct {
 	// wrote says whether any byte went out.
 	mu    sync.Mutex
 	wrote bool
-	// settled is set once the handshake is over: writes no longer lock.
-	settled atomic.Bool
+	state atomic.Int32
 	// reason is why the listener cut the connection, empty when it did
 	// not.
 	reason atomic.Pointer[string]
 }
 
 func (c *handshakeConn) Write(b []byte) (int, error) {
-	if c.settled.Load() {
+	if c.state.Load() == settled {
 		return c.Conn.Write(b)
 	}
 	c.mu.Lock()
@@ -86,16 +93,20 @@ func (c *handshakeConn) Write(b []byte) (int, error) {
 
 // cutReason is why the listener cut c, or "".
 func (c *handshakeConn) cutReason() string {
-	if r := c.reason.Load(); r != nil {
+	if r := c.reason.Load(); r != nil && c.state.Load() == shedding {
 		return *r
 	}
 	return ""
 }
 
 // shed closes c, telling the client why when nothing else was sent to it
-// yet. It never waits on the handshake: the lock is only tried.
+// yet, unless its handshake has just ended. It never waits on the
+// handshake: the lock is only tried.
 func (c *handshakeConn) shed(reason string) {
 	c.reason.Store(&reason)
+	if !c.state.CompareAndSwap(inHandshake, shedding) {
+		return
+	}
 	if c.mu.TryLock() {
 		if !c.wrote {
 			c.wrote = true
@@ -139,12 +150,15 @@ func (h *handshakes) admit(raw net.Conn) *handshakeConn {
 	return c
 }
 
-// done ends c's handshake, whatever its outcome.
-func (h *handshakes) done(c *handshakeConn) {
-	c.settled.Store(true)
+// done ends c's handshake, whatever its outcome. It reports false when
+// the listener cut c first: a handshake that succeeded then must not be
+// used.
+func (h *handshakes) done(c *handshakeConn) bool {
+	ok := c.state.CompareAndSwap(inHandshake, settled)
 	h.mu.Lock()
 	h.removeLocked(c)
 	h.mu.Unlock()
+	return ok
 }
 
 func (h *handshakes) removeLocked(c *handshakeConn) {

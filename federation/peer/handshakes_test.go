@@ -25,7 +25,8 @@ func pair(t *testing.T, lis net.Listener, from string) (client, server net.Conn)
 // The oldest connection in its handshake is shed: of its own source when
 // that source is at its bound, else of all. One that was sent nothing yet
 // is sent a user_canceled alert first; one that was, is only closed. A
-// connection done with its handshake is no longer counted.
+// connection done with its handshake is no longer counted, nor closed by
+// a shed that comes after.
 func TestHandshakesShedTheOldest(t *testing.T) {
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -60,8 +61,15 @@ func TestHandshakesShedTheOldest(t *testing.T) {
 	require.Equal(t, userCanceled, got)
 	require.Equal(t, 3, h.inProgress())
 
-	h.done(b1.hc)
+	require.True(t, h.done(b1.hc))
 	require.Equal(t, 2, h.inProgress())
+	require.False(t, h.done(a2.hc), "a2 was cut first: its handshake must not be used")
+	// Once done, a connection is the peer's: a shed that comes late (its
+	// admission had already picked it) leaves it open.
+	b1.hc.shed(cutSaturated)
+	require.Empty(t, b1.hc.cutReason())
+	_, err = b1.hc.Write([]byte("still open"))
+	require.NoError(t, err)
 	admit("127.0.0.4")
 	require.Empty(t, a3.hc.cutReason(), "room was made by a finished handshake")
 	require.Empty(t, b2.hc.cutReason())

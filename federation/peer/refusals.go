@@ -68,7 +68,11 @@ func (c *recordingCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.Au
 	}
 	hc := c.gate.admit(raw)
 	conn, info, err := credentials.NewTLS(cfg).ServerHandshake(hc)
-	c.gate.done(hc)
+	if !c.gate.done(hc) && err == nil {
+		// Shed as it finished: the listener has closed it.
+		_ = conn.Close()
+		err = net.ErrClosed
+	}
 	if err == nil {
 		return conn, info, nil
 	}
