@@ -28,6 +28,9 @@ type Client struct {
 	// AgentURL makes it from admin.listen.
 	BaseURL string
 	HTTP    *http.Client
+	// Token, when set, is sent as a bearer token: an agent's admin API
+	// answers clients beyond loopback only with admin.tokenFile's.
+	Token string
 }
 
 // Get fetches path (such as /api/v1/status) and decodes its JSON into out;
@@ -36,8 +39,10 @@ func (c *Client) Get(ctx context.Context, path string, out any) error {
 	return c.do(ctx, http.MethodGet, path, out)
 }
 
-// Post posts nothing to path (such as /api/v1/reload) and decodes the
-// JSON answer into out; a nil out discards it.
+// Post posts an empty JSON object to path (such as /api/v1/reload) and
+// decodes the JSON answer into out; a nil out discards it. The agent
+// takes a request that changes its state only as JSON, which a browser
+// cannot send across sites.
 func (c *Client) Post(ctx context.Context, path string, out any) error {
 	return c.do(ctx, http.MethodPost, path, out)
 }
@@ -48,11 +53,21 @@ func (c *Client) do(ctx context.Context, method, path string, out any) error {
 		return errors.New("admin client: no agent address (BaseURL is empty)")
 	}
 	u := base + path
-	req, err := http.NewRequestWithContext(ctx, method, u, nil)
+	var payload io.Reader
+	if method != http.MethodGet {
+		payload = strings.NewReader("{}")
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, payload)
 	if err != nil {
 		return fmt.Errorf("admin client: %q is not a URL: %w", u, err)
 	}
 	req.Header.Set("Accept", "application/json")
+	if payload != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
 	hc := c.HTTP
 	if hc == nil {
 		hc = defaultHTTP

@@ -2,9 +2,13 @@ package admin_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -54,10 +58,42 @@ func do(t *testing.T, method, url string) answer {
 	t.Helper()
 	req, err := http.NewRequestWithContext(context.Background(), method, url, nil)
 	require.NoError(t, err)
+	return send(t, req)
+}
+
+// doJSON sends body as JSON, as the admin client does.
+func doJSON(t *testing.T, method, url, body string) answer {
+	t.Helper()
+	req, err := http.NewRequestWithContext(context.Background(), method, url, strings.NewReader(body))
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", "application/json")
+	return send(t, req)
+}
+
+func send(t *testing.T, req *http.Request) answer {
+	t.Helper()
 	resp, err := http.DefaultClient.Do(req)
 	require.NoError(t, err)
 	defer func() { _ = resp.Body.Close() }()
 	b, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
 	return answer{code: resp.StatusCode, header: resp.Header, body: string(b)}
+}
+
+// testToken is the bearer token of tokenFile.
+const testToken = "0123456789abcdef0123456789abcdef"
+
+// tokenFile writes testToken, with a newline as editors leave one, to a
+// file of its own.
+func tokenFile(t *testing.T) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "admin.token")
+	require.NoError(t, os.WriteFile(path, []byte(testToken+"\n"), 0o600))
+	return path
+}
+
+// errJSON is the answer {"error": msg}.
+func errJSON(msg string) string {
+	b, _ := json.Marshal(map[string]string{"error": msg})
+	return string(b)
 }

@@ -1,7 +1,6 @@
 package admin_test
 
 import (
-	"context"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -17,20 +16,26 @@ import (
 func TestLogLevelReadAndChangedFromLoopback(t *testing.T) {
 	level := zap.NewAtomicLevelAt(zapcore.InfoLevel)
 	opts := options(t)
-	opts.LogLevel = level
+	opts.LogLevel = &level
 	url := start(t, opts)
 
 	a := do(t, http.MethodGet, url+"/api/v1/loglevel")
 	require.Equal(t, http.StatusOK, a.code)
 	require.JSONEq(t, `{"level":"info"}`, a.body)
+	require.Equal(t, "application/json", a.header.Get("Content-Type"))
 
-	req, err := http.NewRequestWithContext(context.Background(), http.MethodPut, url+"/api/v1/loglevel", strings.NewReader(`{"level":"debug"}`))
-	require.NoError(t, err)
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	require.NoError(t, resp.Body.Close())
-	require.Equal(t, http.StatusOK, resp.StatusCode)
+	a = doJSON(t, http.MethodPut, url+"/api/v1/loglevel", `{"level":"debug"}`)
+	require.Equal(t, http.StatusOK, a.code)
+	require.JSONEq(t, `{"level":"debug"}`, a.body)
 	require.Equal(t, zapcore.DebugLevel, level.Level())
+
+	a = doJSON(t, http.MethodPut, url+"/api/v1/loglevel", `{"level":"`+strings.Repeat("loud", 100)+`"}`)
+	require.Equal(t, http.StatusBadRequest, a.code)
+	require.JSONEq(t, `{"error": "level: \"`+strings.Repeat("loud", 16)+`\"... (400 bytes) is not debug, info, warn, error, dpanic, panic or fatal"}`, a.body)
+	a = doJSON(t, http.MethodPut, url+"/api/v1/loglevel", `{"level":"info","colour":"blue"}`)
+	require.Equal(t, http.StatusBadRequest, a.code)
+	require.JSONEq(t, `{"error": "the body is not {\"level\": \"debug|info|warn|error\"}: json: unknown field \"colour\""}`, a.body)
+	require.Equal(t, zapcore.DebugLevel, level.Level(), "a refused change leaves the level")
 
 	require.Equal(t, http.StatusMethodNotAllowed, do(t, http.MethodPost, url+"/api/v1/loglevel").code)
 }
@@ -40,13 +45,15 @@ func TestLogLevelReadAndChangedFromLoopback(t *testing.T) {
 func TestLogLevelRefusedFromAnotherHost(t *testing.T) {
 	level := zap.NewAtomicLevelAt(zapcore.InfoLevel)
 	opts := options(t)
-	opts.LogLevel = level
-	opts.Listen, opts.AllowNonLoopback = "0.0.0.0:19100", true
+	opts.LogLevel = &level
+	opts.Listen, opts.AllowNonLoopback, opts.TokenFile = "0.0.0.0:19100", true, tokenFile(t)
 	s, err := admin.New(opts)
 	require.NoError(t, err)
 	for _, method := range []string{http.MethodGet, http.MethodPut} {
 		req := httptest.NewRequest(method, "/api/v1/loglevel", strings.NewReader(`{"level":"debug"}`))
-		req.RemoteAddr = "192.0.2.7:40000"
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+testToken)
+		req.RemoteAddr, req.Host = "192.0.2.7:40000", "192.0.2.1:19100"
 		w := httptest.NewRecorder()
 		s.Handler().ServeHTTP(w, req)
 		require.Equal(t, http.StatusForbidden, w.Code)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -13,7 +14,8 @@ import (
 )
 
 // POST /api/v1/reload answers the reload's result, 422 for a file it
-// refuses, and 403 to another host, which never reaches the reload.
+// refuses, and 403 to another host, even with the token, which never
+// reaches the reload.
 func TestReload(t *testing.T) {
 	calls := 0
 	var refuse error
@@ -27,23 +29,25 @@ func TestReload(t *testing.T) {
 	}
 	url := start(t, opts)
 
-	got := do(t, http.MethodPost, url+"/api/v1/reload")
+	got := doJSON(t, http.MethodPost, url+"/api/v1/reload", "{}")
 	require.Equal(t, http.StatusOK, got.code)
 	require.JSONEq(t, `{"applied": ["exports.file"]}`, got.body)
 
 	refuse = fmt.Errorf("meshfed.yaml:9: error: federation.grace: bad: %w", admin.ErrInvalid)
-	got = do(t, http.MethodPost, url+"/api/v1/reload")
+	got = doJSON(t, http.MethodPost, url+"/api/v1/reload", "")
 	require.Equal(t, http.StatusUnprocessableEntity, got.code)
 	require.JSONEq(t, `{"error": "meshfed.yaml:9: error: federation.grace: bad: invalid"}`, got.body)
 
 	got = do(t, http.MethodGet, url+"/api/v1/reload")
 	require.Equal(t, http.StatusMethodNotAllowed, got.code)
 
-	opts.Listen, opts.AllowNonLoopback = "0.0.0.0:19100", true
+	opts.Listen, opts.AllowNonLoopback, opts.TokenFile = "0.0.0.0:19100", true, tokenFile(t)
 	s, err := admin.New(opts)
 	require.NoError(t, err)
-	req := httptest.NewRequest(http.MethodPost, "/api/v1/reload", nil)
-	req.RemoteAddr = "192.0.2.7:40000"
+	req := httptest.NewRequest(http.MethodPost, "/api/v1/reload", strings.NewReader("{}"))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	req.RemoteAddr, req.Host = "192.0.2.7:40000", "192.0.2.1:19100"
 	w := httptest.NewRecorder()
 	s.Handler().ServeHTTP(w, req)
 	require.Equal(t, http.StatusForbidden, w.Code)

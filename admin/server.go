@@ -69,14 +69,22 @@ type Options struct {
 	// copy to the writer open returns; an error before open answers 500,
 	// one after it cuts the answer short of its Content-Length.
 	StoreBackup func(ctx context.Context, open func(size int64) io.Writer) error
-	// LogLevel, when set, serves GET and PUT /api/v1/loglevel to requests
-	// from loopback only ({"level": "debug"}; zap.AtomicLevel is one):
-	// the level says how much of the agent's work is written down, which
-	// is for the operator on the host to change.
-	LogLevel http.Handler
+	// LogLevel, when set, is read and changed by GET and PUT
+	// /api/v1/loglevel, from loopback only ({"level": "debug"}): the level
+	// says how much of the agent's work is written down, which is for the
+	// operator on the host to change.
+	LogLevel *zap.AtomicLevel
 	// PProf serves /debug/pprof/; off by default, as profiles reveal
-	// memory contents.
+	// memory contents. Like the rest of the API, only to loopback or to
+	// a client with the token.
 	PProf bool
+	// TokenFile (admin.tokenFile) holds the bearer token that a client
+	// beyond loopback must present for anything but the probes; required
+	// with AllowNonLoopback. Read once, by New.
+	TokenFile string
+	// Hosts (admin.hosts) are names accepted in the Host header besides
+	// localhost and the IP addresses of Listen.
+	Hosts []string
 	Log   *zap.Logger
 }
 
@@ -109,8 +117,19 @@ func New(opts Options) (*Server, error) {
 	if opts.Log == nil {
 		opts.Log = zap.NewNop()
 	}
+	var token string
+	switch {
+	case opts.TokenFile != "":
+		t, err := ReadToken(opts.TokenFile)
+		if err != nil {
+			return nil, err
+		}
+		token = t
+	case opts.AllowNonLoopback:
+		return nil, errors.New("admin.tokenFile: required with admin.allowNonLoopback: other hosts must present a bearer token, read from this file")
+	}
 	s := &Server{listen: opts.Listen, log: opts.Log}
-	s.handler = s.routes(opts)
+	s.handler = newGuard(opts, token).wrap(s.routes(opts))
 	return s, nil
 }
 
@@ -158,15 +177,15 @@ func (s *Server) routes(opts Options) http.Handler {
 		}))
 	}
 	if fn := opts.Reload; fn != nil {
-		handle("POST /api/v1/reload", loopbackOnly(s.api(func(ctx context.Context, _ *http.Request) (any, error) { return fn(ctx) })))
+		handle("POST /api/v1/reload", changesState(s.api(func(ctx context.Context, _ *http.Request) (any, error) { return fn(ctx) })))
 	}
 	if fn := opts.StoreBackup; fn != nil {
 		handle("GET /api/v1/store/backup", loopbackOnly(s.storeBackup(fn)))
 	}
 	if opts.LogLevel != nil {
-		level := jsonAnswer(opts.LogLevel)
+		level := s.levelHandler(opts.LogLevel)
 		handle("GET /api/v1/loglevel", loopbackOnly(level))
-		handle("PUT /api/v1/loglevel", loopbackOnly(level))
+		handle("PUT /api/v1/loglevel", changesState(level))
 	}
 	if opts.PProf {
 		handle("GET /debug/pprof/", http.HandlerFunc(pprof.Index))
@@ -227,9 +246,12 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	srv := &http.Server{
 		Handler:           s.handler,
 		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          zap.NewStdLog(s.log),
-		BaseContext:       func(net.Listener) context.Context { return ctx },
+		// A body is at most MaxBodyBytes: it is read well within this.
+		ReadTimeout:    30 * time.Second,
+		MaxHeaderBytes: maxHeaderBytes,
+		IdleTimeout:    2 * time.Minute,
+		ErrorLog:       zap.NewStdLog(s.log),
+		BaseContext:    func(net.Listener) context.Context { return ctx },
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(lis) }()
@@ -253,25 +275,16 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	return nil
 }
 
-// jsonAnswer says that h answers JSON, which zap.AtomicLevel does without
-// saying so.
-func jsonAnswer(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		w.Header().Set("Cache-Control", "no-store")
-		h.ServeHTTP(w, r)
-	})
-}
+// maxHeaderBytes bounds a request's headers, against net/http's 1 MB
+// default: an operator's requests carry a token at most.
+const maxHeaderBytes = 64 << 10
 
 // loopbackOnly answers 403 to a request that does not come from this
 // host's loopback, whatever address the server listens on.
 func loopbackOnly(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ap, err := netip.ParseAddrPort(r.RemoteAddr)
-		if err != nil || !ap.Addr().Unmap().IsLoopback() {
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusForbidden)
-			_, _ = w.Write(append(errorJSON(r.URL.Path+" answers requests from loopback only"), '\n'))
+		if !loopback(r) {
+			refuse(w, http.StatusForbidden, r.URL.Path+" answers requests from loopback only")
 			return
 		}
 		h.ServeHTTP(w, r)
@@ -282,20 +295,27 @@ func loopbackOnly(h http.Handler) http.Handler {
 // otherwise; a nil check always passes. What degraded lists follows "ok",
 // "degraded: " and one reason a line: a probe that only reads the status
 // sees a ready agent, an operator who reads the body sees why it is not
-// whole.
+// whole. A client beyond loopback without the token (a kubelet, a load
+// balancer) is told only "ok" or "not ready": the reasons name addresses
+// and peers.
 func probe(check func() error, degraded func() []string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-store")
+		detail := isTrusted(r)
 		if check != nil {
 			if err := check(); err != nil {
 				w.WriteHeader(http.StatusServiceUnavailable)
-				_, _ = fmt.Fprintln(w, err.Error())
+				msg := "not ready"
+				if detail {
+					msg = err.Error()
+				}
+				_, _ = fmt.Fprintln(w, msg)
 				return
 			}
 		}
 		_, _ = fmt.Fprintln(w, "ok")
-		if degraded != nil {
+		if degraded != nil && detail {
 			for _, why := range degraded() {
 				_, _ = fmt.Fprintln(w, "degraded: "+why)
 			}

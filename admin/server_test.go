@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 
@@ -162,6 +164,9 @@ func TestPrivateKeyIsNeverServed(t *testing.T) {
 }
 
 func TestNewRefuses(t *testing.T) {
+	shortToken := filepath.Join(t.TempDir(), "short.token")
+	require.NoError(t, os.WriteFile(shortToken, []byte("s3cret\n"), 0o600))
+	missing := filepath.Join(t.TempDir(), "none.token")
 	tests := []struct {
 		name string
 		edit func(*admin.Options)
@@ -171,6 +176,12 @@ func TestNewRefuses(t *testing.T) {
 		{name: "a private address", edit: func(o *admin.Options) { o.Listen = "10.0.0.5:19100" }, err: `admin.listen: "10.0.0.5:19100" is not a loopback address; set admin.allowNonLoopback to serve other hosts`},
 		{name: "a host name", edit: func(o *admin.Options) { o.Listen = "localhost:19100" }, err: `admin.listen: "localhost:19100" is not an IP address and port such as 127.0.0.1:19100`},
 		{name: "no address", edit: func(o *admin.Options) { o.Listen = "" }, err: `admin.listen: "" is not an IP address and port such as 127.0.0.1:19100`},
+		{name: "beyond loopback without a token", edit: func(o *admin.Options) { o.Listen, o.AllowNonLoopback = "0.0.0.0:19100", true },
+			err: "admin.tokenFile: required with admin.allowNonLoopback: other hosts must present a bearer token, read from this file"},
+		{name: "a short token", edit: func(o *admin.Options) { o.TokenFile = shortToken },
+			err: fmt.Sprintf("admin.tokenFile: %[1]s holds 6 bytes; a token needs at least 32 (openssl rand -hex 32 > %[1]s)", shortToken)},
+		{name: "no token file", edit: func(o *admin.Options) { o.TokenFile = missing },
+			err: fmt.Sprintf("admin.tokenFile: open %s: no such file or directory", missing)},
 		{name: "no gatherer", edit: func(o *admin.Options) { o.Gatherer = nil }, err: "admin: Options.Gatherer is nil"},
 		{name: "no readiness", edit: func(o *admin.Options) { o.Ready = nil }, err: "admin: Options.Ready is nil"},
 	}
@@ -192,7 +203,7 @@ func TestNewAccepts(t *testing.T) {
 		require.NoError(t, err, listen)
 	}
 	opts := options(t)
-	opts.Listen, opts.AllowNonLoopback = "0.0.0.0:19100", true
+	opts.Listen, opts.AllowNonLoopback, opts.TokenFile = "0.0.0.0:19100", true, tokenFile(t)
 	_, err := admin.New(opts)
 	require.NoError(t, err)
 }

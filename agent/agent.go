@@ -305,6 +305,10 @@ func peerConfig(cfg *config.Config) peer.Config {
 		Retention:  time.Duration(cfg.Federation.Retention),
 		MaxBatch:   cfg.Federation.MaxBatch,
 		BatchDelay: batchDelay,
+
+		HandshakeTimeout:       time.Duration(cfg.Federation.HandshakeTimeout),
+		MaxHandshakes:          cfg.Federation.MaxHandshakes,
+		MaxHandshakesPerSource: cfg.Federation.MaxHandshakesPerSource,
 	}
 }
 

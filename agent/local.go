@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"net/netip"
 	"slices"
 	"strings"
@@ -83,18 +82,16 @@ func (a *Agent) setExports(exports []model.Export) {
 
 // adminServer builds the admin server.
 func (a *Agent) adminServer() (*admin.Server, error) {
-	var level http.Handler
-	if a.LogLevel != nil {
-		level = a.LogLevel
-	}
 	var reload func(context.Context) (any, error)
 	if a.ConfigPath != "" {
 		reload = func(ctx context.Context) (any, error) { return a.Reload(ctx) }
 	}
 	return admin.New(admin.Options{
-		LogLevel:         level,
+		LogLevel:         a.LogLevel,
 		Listen:           a.cfg.Admin.Listen,
 		AllowNonLoopback: a.cfg.Admin.AllowNonLoopback,
+		TokenFile:        a.cfg.Admin.TokenFile,
+		Hosts:            a.cfg.Admin.Hosts,
 		Gatherer:         a.reg,
 		Ready:            a.Ready,
 		Degraded:         a.Degraded,

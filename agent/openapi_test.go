@@ -3,6 +3,7 @@ package agent
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"path/filepath"
@@ -97,7 +98,9 @@ func TestOpenAPIMatchesTheHandlers(t *testing.T) {
 		{"GET", "/api/v1/gateways/egress-gateway/config_dump?type=clusterz", "", 400},
 		{"PUT", "/api/v1/loglevel", `{"level":"debug"}`, 200},
 		{"PUT", "/api/v1/loglevel", `{"level":"loud"}`, 400},
-		{"POST", "/api/v1/reload", "", 200},
+		{"POST", "/api/v1/reload", "{}", 200},
+		{"PUT", "/api/v1/loglevel", "level=debug", 415},
+		{"PUT", "/api/v1/loglevel", `{"level":"` + strings.Repeat("a", 2<<20) + `"}`, 413},
 	}...))
 }
 
@@ -116,11 +119,14 @@ func checkAnswers(t *testing.T, doc *openapi3.T, a *Agent, cases []answerCase) {
 	router, err := legacy.NewRouter(doc)
 	require.NoError(t, err)
 	for _, c := range cases {
-		t.Run(a.cfg.TrustDomain+" "+c.method+" "+c.path, func(t *testing.T) {
+		t.Run(fmt.Sprintf("%s %s %s %d", a.cfg.TrustDomain, c.method, c.path, c.code), func(t *testing.T) {
 			req, err := http.NewRequestWithContext(ctx, c.method, base+c.path, strings.NewReader(c.body))
 			require.NoError(t, err)
 			if c.body != "" {
 				req.Header.Set("Content-Type", "application/json")
+				if !strings.HasPrefix(c.body, "{") {
+					req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+				}
 			}
 			resp, err := http.DefaultClient.Do(req)
 			require.NoError(t, err)

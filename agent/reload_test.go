@@ -29,7 +29,7 @@ func exportNames(a *Agent) []string {
 
 func postReload(t *testing.T, a *Agent) (int, string) {
 	t.Helper()
-	resp, err := http.Post("http://"+a.AdminAddr().String()+"/api/v1/reload", "", nil)
+	resp, err := http.Post("http://"+a.AdminAddr().String()+"/api/v1/reload", "application/json", strings.NewReader("{}"))
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)

@@ -53,6 +53,9 @@ func (c *Config) check() error {
 	if err := c.checkInputBounds(); err != nil {
 		return err
 	}
+	if err := c.checkHandshakes(); err != nil {
+		return err
+	}
 	for i, s := range c.Federation.DeniedCIDRs {
 		if _, err := netip.ParsePrefix(s); err != nil {
 			return fieldErr(fmt.Sprintf("federation.deniedCIDRs[%d]", i), "%s is not a CIDR", untrusted.Quote(s))
@@ -276,6 +279,9 @@ func (c *Config) checkServing() error {
 	}
 	if err := hostPort(c.Admin.Listen); err != nil {
 		return fieldErr("admin.listen", "%s: %v", untrusted.Quote(c.Admin.Listen), err)
+	}
+	if err := c.checkAdminAuth(); err != nil {
+		return err
 	}
 	if c.DNS.Listen != "" {
 		if err := hostPort(c.DNS.Listen); err != nil {

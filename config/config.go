@@ -116,8 +116,18 @@ type Admin struct {
 	Listen string `yaml:"listen"`
 	// AllowNonLoopback lets Listen be an address other hosts reach.
 	AllowNonLoopback bool `yaml:"allowNonLoopback"`
-	// PProf serves /debug/pprof when set.
+	// PProf serves /debug/pprof when set: to loopback, or to a client
+	// that presents the token of TokenFile.
 	PProf bool `yaml:"pprof"`
+	// TokenFile holds the bearer token that a client beyond loopback must
+	// present (Authorization: Bearer <token>) for anything but /healthz
+	// and /readyz; at least 32 bytes, read at start. Required with
+	// AllowNonLoopback.
+	TokenFile string `yaml:"tokenFile"`
+	// Hosts are further names the API answers to in the Host header
+	// (such as agent.internal), besides localhost and IP addresses of
+	// Listen; any other Host is refused, which defeats DNS rebinding.
+	Hosts []string `yaml:"hosts"`
 }
 
 // DNS is the built-in DNS server answering for imported names.
@@ -287,6 +297,18 @@ type Federation struct {
 	// still send within its window (default 1ms; 0s: a batch holds only
 	// what has arrived). At most 1s.
 	BatchDelay *Duration `yaml:"batchDelay"`
+	// HandshakeTimeout is how long a connection to Listen has to finish
+	// its TLS and HTTP/2 handshakes, and then a stream to bring its
+	// opening request (default 10s; 100ms to 2m).
+	HandshakeTimeout Duration `yaml:"handshakeTimeout"`
+	// MaxHandshakes bounds the connections to Listen that are in their
+	// TLS handshake at once, not yet authenticated (default 256; 1 to
+	// 65536). Over it, the oldest such connection is closed;
+	// authenticated peers are not counted.
+	MaxHandshakes int `yaml:"maxHandshakes"`
+	// MaxHandshakesPerSource is MaxHandshakes for the connections of one
+	// IPv4 address or IPv6 /64 (default 32; 1 to MaxHandshakes).
+	MaxHandshakesPerSource int `yaml:"maxHandshakesPerSource"`
 	// DeniedCIDRs are ranges no imported endpoint may point into.
 	DeniedCIDRs []string `yaml:"deniedCIDRs"`
 	// Ingress is what peers are told to connect to for exported services.
@@ -512,6 +534,14 @@ const (
 	DefaultMaxFileBytes = untrusted.DefaultMaxFileBytes
 )
 
+// The Hamlet listener's bounds before authentication (see package
+// federation/peer for their sizing).
+const (
+	DefaultHandshakeTimeout       = 10 * time.Second
+	DefaultMaxHandshakes          = 256
+	DefaultMaxHandshakesPerSource = 32
+)
+
 // DefaultEgressPorts is the range dedicated egress listeners take ports
 // from.
 var DefaultEgressPorts = PortRange{From: 21000, To: 21999}
@@ -547,6 +577,7 @@ func (c *Config) defaults(dir string) {
 	c.gatewayDefaults()
 	c.boundDefaults()
 	c.inputDefaults()
+	c.listenerDefaults()
 	for i := range c.Peers {
 		if c.Peers[i].MaxServices == 0 {
 			c.Peers[i].MaxServices = DefaultMaxServices
@@ -559,6 +590,7 @@ func (c *Config) defaults(dir string) {
 	}
 	rel(&c.Store.Path)
 	rel(&c.Exports.File)
+	rel(&c.Admin.TokenFile)
 	if path, ok := strings.CutPrefix(c.XDS.Listen, "unix://"); ok {
 		rel(&path)
 		c.XDS.Listen = "unix://" + path
@@ -623,6 +655,19 @@ func (c *Config) boundDefaults() {
 func (c *Config) inputDefaults() {
 	if c.Exports.MaxFileBytes == 0 {
 		c.Exports.MaxFileBytes = DefaultMaxFileBytes
+	}
+}
+
+// listenerDefaults fills in the Hamlet listener's bounds.
+func (c *Config) listenerDefaults() {
+	if c.Federation.HandshakeTimeout == 0 {
+		c.Federation.HandshakeTimeout = Duration(DefaultHandshakeTimeout)
+	}
+	if c.Federation.MaxHandshakes == 0 {
+		c.Federation.MaxHandshakes = DefaultMaxHandshakes
+	}
+	if c.Federation.MaxHandshakesPerSource == 0 {
+		c.Federation.MaxHandshakesPerSource = DefaultMaxHandshakesPerSource
 	}
 }
 

@@ -91,7 +91,7 @@ func TestParseErrorsNameFieldValueAndLine(t *testing.T) {
 		want     string
 	}{
 		{"unknown field", "  listen: 127.0.0.1:15443", "  listn: 127.0.0.1:15443", "line 18: federation.listn: unknown field; did you mean listen?"},
-		{"unknown field far from any", "  listen: 127.0.0.1:15443", "  colour: blue", "line 18: federation.colour: unknown field; known here: batchDelay, deniedCIDRs, grace, ingress, listen, maxBatch, retention, window"},
+		{"unknown field far from any", "  listen: 127.0.0.1:15443", "  colour: blue", "line 18: federation.colour: unknown field; known here: batchDelay, deniedCIDRs, grace, handshakeTimeout, ingress, listen, maxBatch, maxHandshakes, maxHandshakesPerSource, retention, window"},
 		{"string for a number", "{from: 21000, to: 21099}", "{from: 21000, to: abc}", `line 31: gateways.egress.ports.to: "abc" is not a whole number`},
 		{"list for a boolean", "    dial: 127.0.0.1:16443", "    dial: 127.0.0.1:16443\n    allowLoopback: [yes]", "line 24: peers[0].allowLoopback: a list is not true or false"},
 		{"mistyped field", "    dial: 127.0.0.1:16443", "    dial: [a, b]", "line 23: peers[0].dial: a list is not a string"},
@@ -251,6 +251,9 @@ func TestExampleFileIsValidAndStatesTheDefaults(t *testing.T) {
 	assert.Equal(t, d.Federation.MaxBatch, c.Federation.MaxBatch)
 	assert.Equal(t, d.Federation.BatchDelay, c.Federation.BatchDelay)
 	assert.Equal(t, d.Exports.MaxFileBytes, c.Exports.MaxFileBytes)
+	assert.Equal(t, d.Federation.HandshakeTimeout, c.Federation.HandshakeTimeout)
+	assert.Equal(t, d.Federation.MaxHandshakes, c.Federation.MaxHandshakes)
+	assert.Equal(t, d.Federation.MaxHandshakesPerSource, c.Federation.MaxHandshakesPerSource)
 	assert.Equal(t, "unix:///xds.sock", d.XDS.Listen, "the default socket is beside the configuration")
 	assert.Equal(t, "unix://"+filepath.Join("../examples", "xds.sock"), c.XDS.Listen)
 	d.XDS.Listen, c.XDS.Listen = "", ""

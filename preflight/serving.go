@@ -24,12 +24,29 @@ func (r *Report) listeners() {
 	if err := admin.CheckListen(c.Admin.Listen, c.Admin.AllowNonLoopback); err != nil {
 		r.addErr(Error, "admin.listen", err)
 	}
+	r.adminToken()
 	if c.DNS.Listen != "" {
 		if _, err := dnsserver.New(dnsserver.Config{Listen: c.DNS.Listen, AllowNonLoopback: c.DNS.AllowNonLoopback, Forward: c.DNS.Forward}); err != nil {
 			r.addErr(Error, "dns.listen", err)
 		}
 	}
 	r.distinct()
+}
+
+// adminToken checks the admin API's token file as the agent reads it,
+// and warns of one that other users may read.
+func (r *Report) adminToken() {
+	path := r.Config.Admin.TokenFile
+	if path == "" {
+		return
+	}
+	if _, err := admin.ReadToken(path); err != nil {
+		r.addErr(Error, "admin.tokenFile", err)
+		return
+	}
+	if info, err := os.Stat(path); err == nil && info.Mode().Perm()&0o077 != 0 {
+		r.add(Warning, "admin.tokenFile", "%s may be read by other users (mode %04o): chmod 600 it", path, info.Mode().Perm())
+	}
 }
 
 // addErr records err, whose text may start with the field it is about

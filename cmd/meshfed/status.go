@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"path/filepath"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -23,12 +24,13 @@ import (
 // agentFlags say which agent a command talks to: its admin address, given
 // directly or read from its configuration.
 type agentFlags struct {
-	url, config, output string
+	url, config, output, tokenFile string
 }
 
 func (f *agentFlags) add(c *cobra.Command, output bool) {
 	c.Flags().StringVar(&f.url, "agent", "", "the agent's admin URL (default: from --config, else http://"+config.DefaultAdminListen+")")
-	c.Flags().StringVar(&f.config, "config", "", "the agent's configuration file, to find its admin address")
+	c.Flags().StringVar(&f.config, "config", "", "the agent's configuration file, to find its admin address and admin.tokenFile")
+	c.Flags().StringVar(&f.tokenFile, "token-file", "", "a file holding the admin API's bearer token, for an agent beyond loopback (default: admin.tokenFile of --config)")
 	if output {
 		c.Flags().StringVarP(&f.output, "output", "o", "table", "table, json or yaml")
 		_ = c.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"table", "json", "yaml"}, cobra.ShellCompDirectiveNoFileComp))
@@ -36,22 +38,33 @@ func (f *agentFlags) add(c *cobra.Command, output bool) {
 }
 
 func (f *agentFlags) client() (*admin.Client, error) {
-	if f.url != "" {
-		return &admin.Client{BaseURL: f.url}, nil
-	}
-	listen := config.DefaultAdminListen
+	c := &admin.Client{BaseURL: f.url}
+	listen, tokenFile := config.DefaultAdminListen, f.tokenFile
 	if f.config != "" {
-		l, err := adminListen(f.config)
+		a, err := adminOf(f.config)
 		if err != nil {
 			return nil, err
 		}
-		listen = l
+		listen = a.Listen
+		if tokenFile == "" {
+			tokenFile = a.TokenFile
+		}
 	}
-	u, err := admin.AgentURL(listen)
-	if err != nil {
-		return nil, err
+	if tokenFile != "" {
+		token, err := admin.ReadToken(tokenFile)
+		if err != nil {
+			return nil, err
+		}
+		c.Token = token
 	}
-	return &admin.Client{BaseURL: u}, nil
+	if c.BaseURL == "" {
+		u, err := admin.AgentURL(listen)
+		if err != nil {
+			return nil, err
+		}
+		c.BaseURL = u
+	}
+	return c, nil
 }
 
 func (f *agentFlags) get(ctx context.Context, path string, out any) error {
@@ -64,33 +77,38 @@ func (f *agentFlags) get(ctx context.Context, path string, out any) error {
 	return c.Get(ctx, path, out)
 }
 
-// adminListen is admin.listen of the configuration file at path. A file
-// that does not pass the checks but still names its admin address is read
-// for that address alone: meshfed reload must reach the agent to hear
-// why it refuses the file, and status works while the file is edited.
-func adminListen(path string) (string, error) {
+// adminOf is admin.listen and admin.tokenFile of the configuration file
+// at path. A file that does not pass the checks but still names them is
+// read for them alone: meshfed reload must reach the agent to hear why it
+// refuses the file, and status works while the file is edited.
+func adminOf(path string) (config.Admin, error) {
 	cfg, err := config.Load(path)
 	if err == nil {
-		return cfg.Admin.Listen, nil
+		return cfg.Admin, nil
 	}
 	b, rerr := config.ReadFile(path)
 	if rerr != nil {
-		return "", err
+		return config.Admin{}, err
 	}
 	var partial struct {
 		Admin struct {
-			Listen string `yaml:"listen"`
+			Listen    string `yaml:"listen"`
+			TokenFile string `yaml:"tokenFile"`
 		} `yaml:"admin"`
 	}
 	// Bounded as the configuration is: this reads a file that failed.
 	doc, perr := untrusted.ParseYAML(b)
 	if perr != nil || doc.Kind != 0 && doc.Decode(&partial) != nil {
-		return "", err
+		return config.Admin{}, err
 	}
-	if partial.Admin.Listen == "" {
-		return config.DefaultAdminListen, nil
+	a := config.Admin{Listen: partial.Admin.Listen, TokenFile: partial.Admin.TokenFile}
+	if a.Listen == "" {
+		a.Listen = config.DefaultAdminListen
 	}
-	return partial.Admin.Listen, nil
+	if a.TokenFile != "" && !filepath.IsAbs(a.TokenFile) {
+		a.TokenFile = filepath.Join(filepath.Dir(path), a.TokenFile)
+	}
+	return a, nil
 }
 
 // complete asks the agent (at --agent or --config) for the names a

@@ -31,6 +31,12 @@ func startAgent(t *testing.T) (*agent.Agent, string) {
 // (none when empty).
 func startAgentDialing(t *testing.T, dial string) (*agent.Agent, string) {
 	t.Helper()
+	return startAgentWith(t, dial, "admin: {listen: 127.0.0.1:0}\n")
+}
+
+// startAgentWith is startAgentDialing with the given admin block.
+func startAgentWith(t *testing.T, dial, adminBlock string) (*agent.Agent, string) {
+	t.Helper()
 	dir := t.TempDir()
 	_, err := run(t, "certs", "init", "--trust-domain", "mesh-a.example", "--out", filepath.Join(dir, "certs"))
 	require.NoError(t, err)
@@ -47,8 +53,7 @@ trustBundles:
 federation: {listen: 127.0.0.1:0}
 peers: [{name: mesh-b, trustDomain: mesh-b.example, spiffeIds: [spiffe://mesh-b.example/meshfed/agent], dial: "` + dial + `"}]
 xds: {listen: 127.0.0.1:0}
-admin: {listen: 127.0.0.1:0}
-exports: {file: services.yaml}
+` + adminBlock + `exports: {file: services.yaml}
 `
 	services := `services:
   - name: inventory
@@ -58,6 +63,7 @@ exports: {file: services.yaml}
 `
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "meshfed.yaml"), []byte(cfg), 0o600))
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "services.yaml"), []byte(services), 0o600))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "admin.token"), []byte(strings.Repeat("t", 40)+"\n"), 0o600))
 	out, err := run(t, "config", "validate", filepath.Join(dir, "meshfed.yaml"))
 	require.NoError(t, err)
 	require.Contains(t, out, "meshfed.yaml: ok")
@@ -161,17 +167,51 @@ func firstLines(out string, n int) string {
 func TestAdminAddressOfAFileThatFailsItsChecks(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "meshfed.yaml")
-	require.NoError(t, os.WriteFile(path, []byte("admin: {listen: 127.0.0.1:1234}\nfederation: {grace: soon}\n"), 0o600))
-	listen, err := adminListen(path)
+	require.NoError(t, os.WriteFile(path, []byte("admin: {listen: 127.0.0.1:1234, tokenFile: admin.token}\nfederation: {grace: soon}\n"), 0o600))
+	a, err := adminOf(path)
 	require.NoError(t, err)
-	require.Equal(t, "127.0.0.1:1234", listen)
+	require.Equal(t, config.Admin{Listen: "127.0.0.1:1234", TokenFile: filepath.Join(dir, "admin.token")}, a)
 
 	require.NoError(t, os.WriteFile(path, []byte("federation: {grace: soon}\n"), 0o600))
-	listen, err = adminListen(path)
+	a, err = adminOf(path)
 	require.NoError(t, err)
-	require.Equal(t, "127.0.0.1:19100", listen)
+	require.Equal(t, config.Admin{Listen: "127.0.0.1:19100"}, a)
 
 	require.NoError(t, os.WriteFile(path, []byte("admin: [\n"), 0o600))
-	_, err = adminListen(path)
+	_, err = adminOf(path)
 	require.ErrorContains(t, err, path+":")
+}
+
+// nonLoopbackIP is an address of this host that is not loopback: a client
+// on this host that dials it comes from it, as another host would.
+func nonLoopbackIP(t *testing.T) string {
+	t.Helper()
+	addrs, err := net.InterfaceAddrs()
+	require.NoError(t, err)
+	for _, a := range addrs {
+		if ipn, ok := a.(*net.IPNet); ok && ipn.IP.To4() != nil && !ipn.IP.IsLoopback() && !ipn.IP.IsLinkLocalUnicast() {
+			return ipn.IP.String()
+		}
+	}
+	t.Skip("this host has no IPv4 address beyond loopback")
+	return ""
+}
+
+// An agent whose admin API serves other hosts answers them only with
+// admin.tokenFile's token, which the commands send: read from the agent's
+// configuration (--config), or from --token-file.
+func TestCommandsSendTheAdminToken(t *testing.T) {
+	ip := nonLoopbackIP(t)
+	a, dir := startAgentWith(t, "", "admin: {listen: \""+ip+":0\", allowNonLoopback: true, tokenFile: admin.token}\n")
+	url := "http://" + a.AdminAddr().String()
+
+	_, err := run(t, "status", "--agent", url)
+	require.ErrorContains(t, err, "answered GET /api/v1/status with 401 Unauthorized: /api/v1/status answers a client beyond loopback only with the bearer token of admin.tokenFile (Authorization: Bearer <token>)")
+
+	out, err := run(t, "status", "--agent", url, "--config", filepath.Join(dir, "meshfed.yaml"))
+	require.NoError(t, err)
+	require.Contains(t, out, "mesh mesh-a.example (ready)")
+	out, err = run(t, "catalog", "exports", "--agent", url, "--token-file", filepath.Join(dir, "admin.token"))
+	require.NoError(t, err)
+	require.Contains(t, out, "inventory.mesh-a.example")
 }

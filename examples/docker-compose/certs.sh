@@ -35,7 +35,19 @@ copy_bundle() { # from-mesh from-trust-domain to-mesh
 	echo "copied the trust bundle of $2 to $ROOT/$3/peers/$2.pem"
 }
 
+admin_token() { # mesh
+	# The bearer token of the agent's admin API (admin.tokenFile), made
+	# once: 32 random bytes in hex, readable by the agent's user only.
+	file=$ROOT/$1/admin.token
+	[ -f "$file" ] && return
+	(umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$file.tmp")
+	mv "$file.tmp" "$file"
+	echo "wrote the admin API token of $1 to $file"
+}
+
 svids mesh-a mesh-a.example
 svids mesh-b mesh-b.example
+admin_token mesh-a
+admin_token mesh-b
 copy_bundle mesh-a mesh-a.example mesh-b
 copy_bundle mesh-b mesh-b.example mesh-a

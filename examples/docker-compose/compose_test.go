@@ -27,6 +27,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/meshfed/meshfed/admin"
 	"github.com/meshfed/meshfed/config"
 	envoyconfigs "github.com/meshfed/meshfed/envoy-configs"
 	"github.com/meshfed/meshfed/federation/validate"
@@ -326,6 +327,7 @@ type agentConfig struct {
 	Admin struct {
 		Listen           string `yaml:"listen"`
 		AllowNonLoopback bool   `yaml:"allowNonLoopback"`
+		TokenFile        string `yaml:"tokenFile"`
 	} `yaml:"admin"`
 	DNS struct {
 		Listen           string `yaml:"listen"`
@@ -432,6 +434,7 @@ func TestAgentConfigs(t *testing.T) {
 			for td, b := range cfg.TrustBundles {
 				requireSameVolume(t, a.svc, certsSvc, b.File, "trustBundles."+td)
 			}
+			requireSameVolume(t, a.svc, certsSvc, cfg.Admin.TokenFile, "admin.tokenFile")
 			// Only the mesh's own certificates are mounted, read-only.
 			for _, v := range a.svc.Volumes {
 				mm := parseMount(t, v)
@@ -807,6 +810,11 @@ func TestCertsScript(t *testing.T) {
 			require.NoError(t, err)
 			require.Equal(t, string(want), string(got), "trustBundles.%s of mesh-%s is %s's bundle", btd, m, owner)
 		}
+		_, err := admin.ReadToken(inRoot(a.cfg.Admin.TokenFile))
+		require.NoError(t, err, "admin.tokenFile of mesh-%s", m)
+		info, err := os.Stat(inRoot(a.cfg.Admin.TokenFile))
+		require.NoError(t, err)
+		require.Equal(t, os.FileMode(0o600), info.Mode().Perm(), "admin.tokenFile of mesh-%s is the agent's user's only", m)
 	}
 
 	// A named volume starts out owned by the owner of the image's folder it

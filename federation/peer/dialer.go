@@ -30,9 +30,12 @@ func (m *Manager) dialLoop(ctx context.Context, p *peerRun) {
 	b.MaxElapsedTime = 0
 	b.RandomizationFactor = 0.5
 	b.Reset()
+	// A peer's answers are bounded as its requests are when it dials.
 	conn, err := grpc.NewClient(p.spec.Dial,
 		grpc.WithTransportCredentials(credentials.NewTLS(m.cfg.TLS.ClientConfig(p.authorize))),
 		grpc.WithKeepaliveParams(dialKeepalive),
+		grpc.WithMaxHeaderListSize(MaxHeaderListBytes),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageBytes)),
 	)
 	if err != nil {
 		m.setState(p, Failed, err)

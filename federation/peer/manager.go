@@ -14,7 +14,9 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
 
 	"github.com/meshfed/meshfed/federation/catalog"
 	"github.com/meshfed/meshfed/federation/session"
@@ -56,15 +58,29 @@ type Config struct {
 	// KeepaliveEnforcement is how often peers may ping the listener; zero
 	// means DefaultKeepaliveEnforcement.
 	KeepaliveEnforcement keepalive.EnforcementPolicy
-	Log                  *zap.Logger
-	Registerer           prometheus.Registerer
+	// HandshakeTimeout bounds how long a connection to the listener may
+	// take to finish its TLS and HTTP/2 handshakes, and a stream to bring
+	// its opening request; zero means DefaultHandshakeTimeout.
+	HandshakeTimeout time.Duration
+	// MaxHandshakes and MaxHandshakesPerSource bound the listener's
+	// connections still in their TLS handshake, in all and from one
+	// source (an IPv4 address or IPv6 /64); over either the oldest is
+	// shed. Zero means DefaultMaxHandshakes, DefaultMaxHandshakesPerSource.
+	MaxHandshakes, MaxHandshakesPerSource int
+	Log                                   *zap.Logger
+	Registerer                            prometheus.Registerer
 }
 
 // Manager runs the connections of all configured peers.
 type Manager struct {
 	cfg Config
 	log *zap.Logger
-	smx *session.Metrics
+	// sampled logs what any client can cause at will.
+	sampled *zap.Logger
+	smx     *session.Metrics
+	// handshakes bounds the listener's connections before they are
+	// authenticated.
+	handshakes *handshakes
 
 	mu     sync.Mutex
 	peers  map[string]*peerRun
@@ -92,10 +108,23 @@ type peerRun struct {
 	refusedTotal int
 	// stop ends the peer's dialing, once started.
 	stop context.CancelFunc
-	// stream cancels the peer's current stream, if any, and done is closed
-	// when that stream's session has ended.
-	cancel context.CancelFunc
+	// cancel ends the peer's current stream, if any, with the status the
+	// peer is told (errReplaced, errShuttingDown, errReconfigured), and
+	// done is closed when that stream's session has ended.
+	cancel context.CancelCauseFunc
 	done   chan struct{}
+}
+
+// Why this agent ends a peer's stream, as the peer is told when it dialed.
+var (
+	errReplaced     = status.Error(codes.Aborted, "replaced by a newer stream from the same peer")
+	errReconfigured = status.Error(codes.Unavailable, "the peer was removed or changed in this agent's configuration")
+)
+
+// errShuttingDown tells a peer that this agent stops: Unavailable, which
+// Hamlet peers retry with backoff.
+func (m *Manager) errShuttingDown() error {
+	return status.Errorf(codes.Unavailable, "meshfed agent%s is shutting down; reconnect with backoff", m.ownIdentity())
 }
 
 // NewManager checks the peer specs and prepares their connections; Run
@@ -121,10 +150,22 @@ func NewManager(cfg Config, specs []Spec) (*Manager, error) {
 	if cfg.KeepaliveEnforcement == (keepalive.EnforcementPolicy{}) {
 		cfg.KeepaliveEnforcement = DefaultKeepaliveEnforcement()
 	}
+	if cfg.HandshakeTimeout <= 0 {
+		cfg.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if cfg.MaxHandshakes <= 0 {
+		cfg.MaxHandshakes = DefaultMaxHandshakes
+	}
+	if cfg.MaxHandshakesPerSource <= 0 {
+		cfg.MaxHandshakesPerSource = DefaultMaxHandshakesPerSource
+	}
 	if cfg.Registerer == nil {
 		cfg.Registerer = prometheus.NewRegistry()
 	}
-	m := &Manager{cfg: cfg, log: cfg.Log}
+	if cfg.Log == nil {
+		cfg.Log = zap.NewNop()
+	}
+	m := &Manager{cfg: cfg, log: cfg.Log, sampled: sampledLogger(cfg.Log), handshakes: newHandshakes(cfg.MaxHandshakes, cfg.MaxHandshakesPerSource)}
 	var catPeers []catalog.Peer
 	var err error
 	if m.peers, m.order, catPeers, err = prepare(specs); err != nil {
@@ -189,7 +230,7 @@ func (m *Manager) SetPeers(specs []Spec) error {
 			old.stop()
 		}
 		if old.cancel != nil {
-			old.cancel()
+			old.cancel(errReconfigured)
 		}
 		m.log.Info("peer removed or changed by the configuration; its stream ends", zap.String("peer", name))
 	}
@@ -279,7 +320,7 @@ func (m *Manager) Run(ctx context.Context) {
 	m.closed = true
 	for _, p := range m.peers {
 		if p.cancel != nil {
-			p.cancel()
+			p.cancel(m.errShuttingDown())
 		}
 	}
 	m.mu.Unlock()
@@ -365,16 +406,16 @@ func (m *Manager) begin(ctx context.Context, p *peerRun, identity spiffeid.ID) (
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()
-		return nil, nil, errors.New("agent is shutting down")
+		return nil, nil, m.errShuttingDown()
 	}
 	oldCancel, oldDone := p.cancel, p.done
-	sctx, cancel := context.WithCancel(ctx)
+	sctx, cancel := context.WithCancelCause(ctx)
 	done := make(chan struct{})
 	p.cancel, p.done = cancel, done
 	m.mu.Unlock()
 	if oldCancel != nil {
 		m.log.Info("peer opened a new stream, replacing its old one", zap.String("peer", p.spec.Name))
-		oldCancel()
+		oldCancel(errReplaced)
 		<-oldDone
 	}
 	m.mu.Lock()
@@ -389,7 +430,7 @@ func (m *Manager) begin(ctx context.Context, p *peerRun, identity spiffeid.ID) (
 	m.mu.Unlock()
 	m.log.Info("peer connected", zap.String("peer", p.spec.Name), zap.Stringer("identity", identity))
 	end := func(err error) {
-		cancel()
+		cancel(nil)
 		m.mu.Lock()
 		if p.done == done {
 			p.cancel, p.done = nil, nil

@@ -5,10 +5,15 @@ import (
 )
 
 var (
-	peerStateDesc = prometheus.NewDesc("meshfed_peer_state", "1 for the state each configured peer is in.", []string{"peer", "state"}, nil)
-	reconnectDesc = prometheus.NewDesc("meshfed_peer_reconnects_total", "Times this agent dialed a peer again after a failed stream.", []string{"peer"}, nil)
-	importedDesc  = prometheus.NewDesc("meshfed_peer_imported_services", "Services imported from each peer.", []string{"peer"}, nil)
-	exportedDesc  = prometheus.NewDesc("meshfed_peer_exported_services", "Services exported to each peer.", []string{"peer"}, nil)
+	peerStateDesc  = prometheus.NewDesc("meshfed_peer_state", "1 for the state each configured peer is in.", []string{"peer", "state"}, nil)
+	reconnectDesc  = prometheus.NewDesc("meshfed_peer_reconnects_total", "Times this agent dialed a peer again after a failed stream.", []string{"peer"}, nil)
+	importedDesc   = prometheus.NewDesc("meshfed_peer_imported_services", "Services imported from each peer.", []string{"peer"}, nil)
+	exportedDesc   = prometheus.NewDesc("meshfed_peer_exported_services", "Services exported to each peer.", []string{"peer"}, nil)
+	handshakesDesc = prometheus.NewDesc("meshfed_hamlet_handshakes_in_progress",
+		"Connections to the Hamlet listener that have not finished their TLS handshake.", nil, nil)
+	cutDesc = prometheus.NewDesc("meshfed_hamlet_handshakes_cut_total",
+		"Connections the Hamlet listener closed before they finished their TLS handshake: shed as the oldest when federation.maxHandshakes (saturated) or maxHandshakesPerSource (source_saturated) were in their handshake, or not done within federation.handshakeTimeout (timeout).",
+		[]string{"reason"}, nil)
 )
 
 // collector reads peer states on scrape, so the numbers always match
@@ -21,6 +26,8 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- importedDesc
 	ch <- exportedDesc
 	ch <- refusedDesc
+	ch <- handshakesDesc
+	ch <- cutDesc
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
@@ -42,4 +49,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(refusedDesc, prometheus.CounterValue, float64(c.m.peers[name].refusedTotal), name)
 	}
 	ch <- prometheus.MustNewConstMetric(refusedDesc, prometheus.CounterValue, float64(c.m.unattributedTotal), "")
+	h := c.m.handshakes
+	ch <- prometheus.MustNewConstMetric(handshakesDesc, prometheus.GaugeValue, float64(h.inProgress()))
+	for _, r := range cutReasons {
+		ch <- prometheus.MustNewConstMetric(cutDesc, prometheus.CounterValue, float64(h.cut[r].Load()), r)
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"google.golang.org/grpc/credentials"
 )
 
@@ -36,21 +38,25 @@ var refusedDesc = prometheus.NewDesc("meshfed_hamlet_refused_connections_total",
 	"Connections the Hamlet listener refused, in the TLS handshake or when the stream opened, by the peer whose trust domain the client presented (empty when none).",
 	[]string{"peer"}, nil)
 
-// recordingCreds is the listener's TLS, which records every handshake it
-// refuses: gRPC drops the error, and TLS tells the client no more than an
+// recordingCreds is the listener's TLS, which bounds the connections in
+// their handshake (handshakes) and records every handshake it refuses or
+// cuts: gRPC drops the error, and TLS tells the client no more than an
 // alert.
 type recordingCreds struct {
 	credentials.TransportCredentials
 	cfg     *tls.Config
+	gate    *handshakes
 	refused func(remote net.Addr, presented spiffeid.ID, why string)
+	cut     func(remote net.Addr, reason string)
 }
 
-func newRecordingCreds(cfg *tls.Config, refused func(net.Addr, spiffeid.ID, string)) *recordingCreds {
-	return &recordingCreds{TransportCredentials: credentials.NewTLS(cfg), cfg: cfg, refused: refused}
+func newRecordingCreds(cfg *tls.Config, gate *handshakes, refused func(net.Addr, spiffeid.ID, string), cut func(net.Addr, string)) *recordingCreds {
+	return &recordingCreds{TransportCredentials: credentials.NewTLS(cfg), cfg: cfg, gate: gate, refused: refused, cut: cut}
 }
 
 // ServerHandshake is the TLS handshake of credentials.NewTLS, on a copy of
-// the configuration that notes the identity the client presents.
+// the configuration that notes the identity the client presents. gRPC has
+// set the connection's deadline (HandshakeTimeout) before.
 func (c *recordingCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
 	cfg := c.cfg.Clone()
 	var presented spiffeid.ID
@@ -60,17 +66,33 @@ func (c *recordingCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.Au
 			return verify(rawCerts, chains)
 		}
 	}
-	conn, info, err := credentials.NewTLS(cfg).ServerHandshake(raw)
-	// A connection closed before it said anything is a port probe, not a
-	// refused client.
-	if err != nil && !errors.Is(err, io.EOF) {
+	hc := c.gate.admit(raw)
+	conn, info, err := credentials.NewTLS(cfg).ServerHandshake(hc)
+	if !c.gate.done(hc) && err == nil {
+		// Shed as it finished: the listener has closed it.
+		_ = conn.Close()
+		err = net.ErrClosed
+	}
+	if err == nil {
+		return conn, info, nil
+	}
+	switch reason := hc.cutReason(); {
+	case reason != "":
+		c.cut(raw.RemoteAddr(), reason)
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		c.gate.timedOut()
+		c.cut(raw.RemoteAddr(), cutTimeout)
+	case errors.Is(err, io.EOF):
+		// A connection closed before it said anything is a port probe,
+		// not a refused client.
+	default:
 		c.refused(raw.RemoteAddr(), presented, handshakeReason(err))
 	}
-	return conn, info, err
+	return nil, nil, err
 }
 
 func (c *recordingCreds) Clone() credentials.TransportCredentials {
-	return newRecordingCreds(c.cfg, c.refused)
+	return newRecordingCreds(c.cfg, c.gate, c.refused, c.cut)
 }
 
 // leafID is the SPIFFE ID of the presented leaf, unverified; zero when it
@@ -124,8 +146,35 @@ func (m *Manager) refusedConn(remote net.Addr, presented spiffeid.ID, why string
 		m.unattributedTotal++
 	}
 	m.mu.Unlock()
-	m.log.Warn("refused a Hamlet connection", zap.Strings("peers", names), zap.String("remote", r.Remote),
+	m.sampled.Warn("refused a Hamlet connection", zap.Strings("peers", names), zap.String("remote", r.Remote),
 		zap.String("identity", r.Identity), zap.String("reason", why))
+}
+
+// cutConn logs a connection the listener closed before its TLS handshake
+// ended; handshakes counted it.
+func (m *Manager) cutConn(remote net.Addr, reason string) {
+	msg := "closed a Hamlet connection that did not finish its TLS handshake within federation.handshakeTimeout"
+	if reason != cutTimeout {
+		msg = "shed a Hamlet connection still in its TLS handshake: too many were (federation.maxHandshakes, maxHandshakesPerSource)"
+	}
+	m.sampled.Warn(msg, zap.String("remote", remote.String()), zap.String("reason", reason))
+}
+
+// The sampling of the warnings a client can cause at will (refused and
+// cut connections): the first few of each minute, then one in a thousand,
+// so that a flood writes a line a second or so instead of hundreds of KB;
+// the metrics count every one.
+const (
+	sampleTick       = time.Minute
+	sampleFirst      = 10
+	sampleThereafter = 1000
+)
+
+// sampledLogger is log, sampled for the warnings any client can cause.
+func sampledLogger(log *zap.Logger) *zap.Logger {
+	return log.WithOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core {
+		return zapcore.NewSamplerWithOptions(c, sampleTick, sampleFirst, sampleThereafter)
+	}))
 }
 
 func keepLatest(rs []Refusal, r Refusal) []Refusal {

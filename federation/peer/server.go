@@ -10,6 +10,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -31,12 +32,60 @@ func DefaultKeepaliveEnforcement() keepalive.EnforcementPolicy {
 	return keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}
 }
 
+// The listener's bounds before authentication: each can be configured
+// (federation.handshakeTimeout, maxHandshakes, maxHandshakesPerSource).
+const (
+	// DefaultHandshakeTimeout is how long a connection has to finish its
+	// TLS and HTTP/2 handshakes, and then a stream to bring its opening
+	// request. Mutual TLS 1.3 and the HTTP/2 prefaces take about three
+	// round trips: under a second across continents, with room for a
+	// loaded host and a lost packet or two. gRPC's own default is 120 s,
+	// which let idle connections pile up by the thousand.
+	DefaultHandshakeTimeout = 10 * time.Second
+	// DefaultMaxHandshakes is how many connections may be in their TLS
+	// handshake at once, from all sources. A federation has tens of
+	// peers, each with one connection; even a hundred redialing at once
+	// after a restart fit, while the file descriptors and memory a flood
+	// can take stay small.
+	DefaultMaxHandshakes = 256
+	// DefaultMaxHandshakesPerSource is the same from one IPv4 address or
+	// IPv6 /64: room for peers behind one NAT, and an eighth of the
+	// listener for one attacker.
+	DefaultMaxHandshakesPerSource = 32
+)
+
+// The listener's bounds on what an authenticated peer may ask.
+const (
+	// MaxStreamsPerConnection: a peer needs one stream; a redial on the
+	// same connection may open the next before this agent has seen the
+	// old one end, and a few more leave room without letting one
+	// connection hold thousands.
+	MaxStreamsPerConnection = 4
+	// MaxHeaderListBytes bounds the headers of a stream: an opening
+	// carries a dozen short ones. Twice the 8 KiB that grpc-java and
+	// gRPC-Go's coming default allow, which every Hamlet client must
+	// already fit; gRPC-Go's current default is 16 MiB.
+	MaxHeaderListBytes = 16 << 10
+	// MaxMessageBytes bounds one message, either way: the largest
+	// response validation accepts (every field of a FederatedService at
+	// its limit, validate.DefaultLimits) is about 5.8 MB, over gRPC's
+	// 4 MiB default; 8 MiB holds it with room for a longer nonce or
+	// context.
+	MaxMessageBytes = 8 << 20
+)
+
 // NewServer is the gRPC server that accepts Hamlet streams. Only mutual TLS
 // is offered: the handshake already refuses a client whose certificate no
-// configured peer may present.
+// configured peer may present. Before that, connections are bounded in
+// time and number (handshakes); after it, in streams, headers and message
+// size.
 func (m *Manager) NewServer() *grpc.Server {
 	s := grpc.NewServer(
-		grpc.Creds(newRecordingCreds(m.cfg.TLS.ServerConfig(m.authorizeAny), m.refusedConn)),
+		grpc.Creds(newRecordingCreds(m.cfg.TLS.ServerConfig(m.authorizeAny), m.handshakes, m.refusedConn, m.cutConn)),
+		grpc.ConnectionTimeout(m.cfg.HandshakeTimeout),
+		grpc.MaxConcurrentStreams(MaxStreamsPerConnection),
+		grpc.MaxHeaderListSize(MaxHeaderListBytes),
+		grpc.MaxRecvMsgSize(MaxMessageBytes),
 		grpc.KeepaliveEnforcementPolicy(m.cfg.KeepaliveEnforcement),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Minute, Timeout: 20 * time.Second}),
 	)
@@ -101,7 +150,7 @@ func (s *server) EstablishStream(stream discoverypb.DiscoveryService_EstablishSt
 	if err := stream.SendHeader(local.MD()); err != nil {
 		return err
 	}
-	open, err := stream.Recv()
+	open, err := s.m.openingRequest(stream)
 	if err != nil {
 		return err
 	}
@@ -121,15 +170,44 @@ func (s *server) EstablishStream(stream discoverypb.DiscoveryService_EstablishSt
 	remote := session.ParseCapabilities(md)
 	sctx, end, err := s.m.begin(ctx, p, id)
 	if err != nil {
-		return status.Error(codes.Unavailable, err.Error())
+		return err
 	}
 	err = session.Run(sctx, stream, s.m.sessionOptions(p, req.GetContext(), local,
 		func() (session.Capabilities, error) { return remote, nil }, nil))
-	end(err)
 	if ctx.Err() == nil && sctx.Err() != nil {
-		return status.Error(codes.Aborted, "replaced by a newer stream from the same peer")
+		// This side ended the stream (replaced, reconfigured, shutting
+		// down): the cause says why, with the code the peer acts on.
+		err = context.Cause(sctx)
 	}
+	end(err)
 	return err
+}
+
+// openingRequest waits for a stream's first message for at most
+// HandshakeTimeout: until then the stream holds a goroutine and one of its
+// connection's streams without having said what it wants.
+func (m *Manager) openingRequest(stream discoverypb.DiscoveryService_EstablishStreamServer) (*discoverypb.BidirectionalStream, error) {
+	type received struct {
+		msg *discoverypb.BidirectionalStream
+		err error
+	}
+	got := make(chan received, 1)
+	// Once the handler has returned, gRPC cancels the stream and this
+	// Recv returns.
+	go func() {
+		msg, err := stream.Recv()
+		got <- received{msg, err}
+	}()
+	t := time.NewTimer(m.cfg.HandshakeTimeout)
+	defer t.Stop()
+	select {
+	case r := <-got:
+		return r.msg, r.err
+	case <-t.C:
+		m.sampled.Warn("a Hamlet stream brought no opening request in time; ended", zap.String("remote", remoteAddr(stream.Context()).String()),
+			zap.Duration("handshake_timeout", m.cfg.HandshakeTimeout))
+		return nil, status.Errorf(codes.DeadlineExceeded, "no opening request within %s (federation.handshakeTimeout) of the stream's start", m.cfg.HandshakeTimeout)
+	}
 }
 
 func remoteAddr(ctx context.Context) net.Addr {

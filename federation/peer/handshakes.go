@@ -1,0 +1,207 @@
+package peer
+
+import (
+	"container/list"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+)
+
+// Why a connection was cut before it finished its TLS handshake, as the
+// reason label of meshfed_hamlet_handshakes_cut_total.
+const (
+	// cutSaturated: the listener had MaxHandshakes connections in their
+	// handshake, and this was the oldest.
+	cutSaturated = "saturated"
+	// cutSourceSaturated: its source address had MaxHandshakesPerSource
+	// connections in their handshake, and this was the oldest.
+	cutSourceSaturated = "source_saturated"
+	// cutTimeout: it did not finish within HandshakeTimeout.
+	cutTimeout = "timeout"
+)
+
+var cutReasons = []string{cutSaturated, cutSourceSaturated, cutTimeout}
+
+// userCanceled is a TLS alert record, fatal user_canceled: what a shed
+// connection is told when nothing of the handshake has been sent to it yet.
+// RFC 8446 has it for "canceling the handshake for some reason unrelated
+// to a protocol failure", and Go's TLS server never sends it otherwise, so
+// the dialer can tell a saturated listener from a refused certificate.
+var userCanceled = []byte{21, 3, 3, 0, 2, 2, 90}
+
+// handshakes bounds the Hamlet listener's connections that have not
+// finished their TLS handshake: the only ones anybody can open, without a
+// certificate. Over a bound the oldest such connection is shed rather than
+// the new one refused: a flood then displaces its own connections, while a
+// peer's, which finishes in a few round trips, is the newest and stays.
+// Authenticated connections are not counted.
+type handshakes struct {
+	max, perSource int
+
+	mu       sync.Mutex
+	all      list.List // of *handshakeConn, oldest first
+	bySource map[netip.Prefix]*list.List
+
+	cut map[string]*atomic.Int64
+}
+
+func newHandshakes(max, perSource int) *handshakes {
+	h := &handshakes{max: max, perSource: perSource, bySource: map[netip.Prefix]*list.List{}, cut: map[string]*atomic.Int64{}}
+	for _, r := range cutReasons {
+		h.cut[r] = new(atomic.Int64)
+	}
+	return h
+}
+
+// The states of a handshakeConn: whichever of done and shed comes first
+// decides.
+const (
+	inHandshake int32 = iota
+	settled           // the handshake is over, whatever its outcome
+	shedding          // the listener cut it
+)
+
+// handshakeConn is a connection in its TLS handshake, and after it the
+// connection under TLS.
+type handshakeConn struct {
+	net.Conn
+	source netip.Prefix
+	// inAll and inSource are its elements in handshakes' lists, nil once
+	// removed; guarded by handshakes.mu.
+	inAll, inSource *list.Element
+
+	// mu serialises the handshake's writes with the alert of a shed;
+	// wrote says whether any byte went out.
+	mu    sync.Mutex
+	wrote bool
+	state atomic.Int32
+	// reason is why the listener cut the connection, empty when it did
+	// not.
+	reason atomic.Pointer[string]
+}
+
+func (c *handshakeConn) Write(b []byte) (int, error) {
+	if c.state.Load() == settled {
+		return c.Conn.Write(b)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.wrote = true
+	return c.Conn.Write(b)
+}
+
+// cutReason is why the listener cut c, or "".
+func (c *handshakeConn) cutReason() string {
+	if r := c.reason.Load(); r != nil && c.state.Load() == shedding {
+		return *r
+	}
+	return ""
+}
+
+// shed closes c, telling the client why when nothing else was sent to it
+// yet, unless its handshake has just ended. It never waits on the
+// handshake: the lock is only tried.
+func (c *handshakeConn) shed(reason string) {
+	c.reason.Store(&reason)
+	if !c.state.CompareAndSwap(inHandshake, shedding) {
+		return
+	}
+	if c.mu.TryLock() {
+		if !c.wrote {
+			c.wrote = true
+			// A new connection's send buffer is empty: this does not
+			// block.
+			_, _ = c.Conn.Write(userCanceled)
+		}
+		c.mu.Unlock()
+	}
+	_ = c.Conn.Close()
+}
+
+// admit counts raw as in its handshake, first shedding the oldest
+// connection of its source, or of all, that it would put over a bound.
+func (h *handshakes) admit(raw net.Conn) *handshakeConn {
+	c := &handshakeConn{Conn: raw, source: sourceOf(raw.RemoteAddr())}
+	var shed []*handshakeConn
+	var reasons []string
+	h.mu.Lock()
+	if src := h.bySource[c.source]; src != nil && src.Len() >= h.perSource {
+		old := src.Front().Value.(*handshakeConn)
+		h.removeLocked(old)
+		shed, reasons = append(shed, old), append(reasons, cutSourceSaturated)
+	}
+	if h.all.Len() >= h.max {
+		old := h.all.Front().Value.(*handshakeConn)
+		h.removeLocked(old)
+		shed, reasons = append(shed, old), append(reasons, cutSaturated)
+	}
+	src := h.bySource[c.source]
+	if src == nil {
+		src = list.New()
+		h.bySource[c.source] = src
+	}
+	c.inAll, c.inSource = h.all.PushBack(c), src.PushBack(c)
+	h.mu.Unlock()
+	for i, old := range shed {
+		h.cut[reasons[i]].Add(1)
+		old.shed(reasons[i])
+	}
+	return c
+}
+
+// done ends c's handshake, whatever its outcome. It reports false when
+// the listener cut c first: a handshake that succeeded then must not be
+// used.
+func (h *handshakes) done(c *handshakeConn) bool {
+	ok := c.state.CompareAndSwap(inHandshake, settled)
+	h.mu.Lock()
+	h.removeLocked(c)
+	h.mu.Unlock()
+	return ok
+}
+
+func (h *handshakes) removeLocked(c *handshakeConn) {
+	if c.inAll == nil {
+		return
+	}
+	h.all.Remove(c.inAll)
+	src := h.bySource[c.source]
+	src.Remove(c.inSource)
+	if src.Len() == 0 {
+		delete(h.bySource, c.source)
+	}
+	c.inAll, c.inSource = nil, nil
+}
+
+// inProgress is how many connections are in their handshake now.
+func (h *handshakes) inProgress() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.all.Len()
+}
+
+// timedOut counts a connection that did not finish in time.
+func (h *handshakes) timedOut() { h.cut[cutTimeout].Add(1) }
+
+// sourceOf is the bucket of a client address: an IPv4 address, or an
+// IPv6 /64, which is what one subscriber is usually given. Addresses that
+// do not parse share one bucket.
+func sourceOf(a net.Addr) netip.Prefix {
+	var ap netip.AddrPort
+	if t, ok := a.(*net.TCPAddr); ok {
+		ap = t.AddrPort()
+	} else if p, err := netip.ParseAddrPort(a.String()); err == nil {
+		ap = p
+	}
+	ip := ap.Addr().Unmap()
+	if !ip.IsValid() {
+		return netip.Prefix{}
+	}
+	bits := 32
+	if ip.Is6() {
+		bits = 64
+	}
+	p, _ := ip.Prefix(bits)
+	return p
+}
