@@ -105,7 +105,7 @@ func TestLinkedSecretFilesNeverReachTheStatusOrTheLog(t *testing.T) {
 	// without the file.
 	require.NoError(t, os.Symlink(shadow, filepath.Join(ma.dir, "other.yaml")))
 	editFile(t, path, "exports: {file: services.yaml}", "exports: {file: other.yaml}")
-	code, body := get(t, a, http.MethodPost, "/api/v1/reload")
+	code, body := postReload(t, a)
 	require.Equal(t, http.StatusUnprocessableEntity, code, body)
 	require.Contains(t, body, "other.yaml leads to "+shadow+", outside its folder")
 	require.NotContains(t, body, "recognisable")
