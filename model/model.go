@@ -117,6 +117,11 @@ type ExportPort struct {
 	// SNI overrides the default outbound_.<port>_._.<fqdn>.
 	SNI       string          `json:"sni,omitempty"`
 	Endpoints []LocalEndpoint `json:"endpoints"`
+	// ConsulService, when set, is the Consul service whose Connect
+	// sidecars (or Connect-native instances) the endpoints are: the
+	// ingress reaches them with Consul Connect mutual TLS, as a sidecar
+	// of that datacenter would.
+	ConsulService string `json:"consulService,omitempty"`
 }
 
 // Export is a local service offered to some peers.
