@@ -99,6 +99,10 @@ func checkPort(ports []model.ExportPort, i int) error {
 	if why := hostname.Problem(p.SNI, hostname.SNI); why != "" {
 		return fieldErr(at+".sni", "%s is not a host name (%s)", untrusted.Quote(p.SNI), why)
 	}
+	// It goes into an SNI and a SPIFFE ID, as Consul's service names do.
+	if p.ConsulService != "" && !IsLabel(p.ConsulService) {
+		return fieldErr(at+".consulService", "%s is not a Consul service name (a DNS label)", untrusted.Quote(p.ConsulService))
+	}
 	for j := range i {
 		q := &ports[j]
 		switch {

@@ -6,6 +6,7 @@ package registry
 
 import (
 	"context"
+	"strings"
 
 	"github.com/meshfed/meshfed/model"
 )
@@ -34,6 +35,13 @@ type Imported struct {
 	// Port is the egress port: the instance's dedicated listener port
 	// (TCP-like protocols) or the shared HTTP listener port.
 	Port uint32 `json:"port"`
+}
+
+// ImportName is the name a registry gives an import: template with
+// {name} (the owner's service name) and {peer} replaced, lower-cased. It
+// is a name only when IsLabel holds for it.
+func ImportName(template, name, peer string) string {
+	return strings.ToLower(strings.NewReplacer("{name}", name, "{peer}", peer).Replace(template))
 }
 
 // Sink mirrors the imports into another registry.

@@ -38,6 +38,9 @@ type (
 		Protocol  string     `yaml:"protocol"`
 		SNI       string     `yaml:"sni"`
 		Endpoints []endpoint `yaml:"endpoints"`
+		// ConsulService names the Consul service whose Connect sidecars
+		// the endpoints are.
+		ConsulService string `yaml:"consulService"`
 	}
 	endpoint struct {
 		Address string `yaml:"address"`
@@ -145,7 +148,7 @@ func (s *service) export(at string) (model.Export, error) {
 		if err != nil {
 			return e, err
 		}
-		ep := model.ExportPort{Name: p.Name, Port: n, Protocol: model.Protocol(p.Protocol), SNI: p.SNI}
+		ep := model.ExportPort{Name: p.Name, Port: n, Protocol: model.Protocol(p.Protocol), SNI: p.SNI, ConsulService: p.ConsulService}
 		if ep.SNI == "" {
 			ep.SNI = model.DefaultSNI(n, s.FQDN)
 		}

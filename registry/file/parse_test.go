@@ -88,6 +88,8 @@ func TestParseErrors(t *testing.T) {
 			`services.yaml:10: services[0].ports[1].name: "http" is used by ports[0] too`},
 		{"sni", "        protocol: HTTP\n", "        protocol: HTTP\n        sni: a..b\n",
 			`services.yaml:9: services[0].ports[0].sni: "a..b" is not a host name (has an empty label)`},
+		{"consul service", "        protocol: HTTP\n", "        protocol: HTTP\n        consulService: Web.v1\n",
+			`services.yaml:9: services[0].ports[0].consulService: "Web.v1" is not a Consul service name (a DNS label)`},
 		{"name twice", "endpoints: [{address: 127.0.0.1, port: 9080}]\n",
 			"endpoints: [{address: 127.0.0.1, port: 9080}]\n" + strings.Replace(second, "ledger", "inventory", 1),
 			`services.yaml:10: services[1].name: "inventory" is used by services[0] too`},
