@@ -22,6 +22,10 @@ func CheckService(in *Input, role model.Role, sr ServiceResources) error {
 	switch role {
 	case model.Egress:
 		sr.Listeners = append(slices.Clip(sr.Listeners), EgressHTTP(in, sr.HostRoutes)...)
+		if l := EgressConnectListener(in, sr.ConnectRoutes); l != nil {
+			sr.Listeners = append(sr.Listeners, l)
+			sr.Secrets = append(sr.Secrets, ConsulLeafSecret(in, sr.ConsulName))
+		}
 		byRole[model.Egress] = sr.byType()
 	case model.Ingress:
 		ls, cs := IngressListeners(in, sr.IngressRoutes)

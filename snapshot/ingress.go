@@ -67,6 +67,12 @@ type IngressRoute struct {
 	Consumers []model.Peer
 }
 
+// SNIRoute is a filter chain a listener picks by the exact server name.
+type SNIRoute struct {
+	SNI   string
+	Chain *listener.FilterChain
+}
+
 // Filter state keys the TLS listener sets for the router, which sees
 // neither the caller's TLS nor its address.
 const (

@@ -39,6 +39,9 @@ type Input struct {
 	// EgressSources, when set, are the only client address ranges (CIDRs,
 	// valid) the egress gateway serves.
 	EgressSources []string `json:"egressSources,omitempty"`
+	// Consul, when set, is the Consul mesh beside the gateways: the names
+	// Consul gives imports, and Consul Connect both ways (consul.go).
+	Consul *Consul `json:"consul,omitempty"`
 }
 
 // Gateways are the listen addresses of the gateways.
@@ -69,6 +72,8 @@ type Secrets struct {
 	// Bundles is the X.509 trust bundle (PEM, one or more CA certificates)
 	// of each peer trust domain.
 	Bundles map[string]string `json:"bundles,omitempty"`
+	// Consul is Consul Connect's CA material, with Input.Consul.
+	Consul ConsulSecrets `json:"consul,omitempty"`
 }
 
 // SVID is a certificate chain and its private key, both PEM.

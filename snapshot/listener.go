@@ -49,7 +49,7 @@ func EgressHTTPListener(in *Input, port uint32) *listener.Listener {
 			ConfigType: &hcm.HttpFilter_TypedConfig{TypedConfig: mustAny(removeHeaders(envoyRequestHeaders...))},
 		}, {
 			Name:       wellknown.Lua,
-			ConfigType: &hcm.HttpFilter_TypedConfig{TypedConfig: mustAny(scopeKeyFilter(port))},
+			ConfigType: &hcm.HttpFilter_TypedConfig{TypedConfig: mustAny(scopeKeyFilter(in.Consul, port))},
 		}, {
 			Name:       wellknown.Router,
 			ConfigType: &hcm.HttpFilter_TypedConfig{TypedConfig: mustAny(egressRouter())},
@@ -94,14 +94,15 @@ func egressScopes() *hcm.ScopedRoutes {
 }
 
 // scopeKeyFilter sets scopeHeader to the request's ScopeKey on the
-// listener of port, replacing any the workload sent. A filter that changes
-// headers clears the route cache, so the router selects the scope again
-// with the key.
-func scopeKeyFilter(port uint32) *lua.Lua {
+// listener of port, replacing any the workload sent; with Consul, a
+// Consul name of an import keys the import's Consul scope. A filter that
+// changes headers clears the route cache, so the router selects the scope
+// again with the key.
+func scopeKeyFilter(consul *Consul, port uint32) *lua.Lua {
 	script := `function envoy_on_request(handle)
   local host = handle:headers():get(":authority") or ""
-  host = string.gsub(host, ":%d*$", "")
-  handle:headers():replace("` + scopeHeader + `", string.lower(host) .. ":` + strconv.FormatUint(uint64(port), 10) + `")
+  host = string.lower((string.gsub(host, ":%d*$", "")))
+` + consulLuaKey(consul) + `  handle:headers():replace("` + scopeHeader + `", host .. ":` + strconv.FormatUint(uint64(port), 10) + `")
 end
 `
 	return &lua.Lua{DefaultSourceCode: &core.DataSource{Specifier: &core.DataSource_InlineString{InlineString: script}}}

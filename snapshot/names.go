@@ -121,6 +121,31 @@ func ConsumersChainName(peers []model.Peer) string {
 	return join(fields...)
 }
 
+// EgressConnectName names the egress listener of Consul Connect sidecars.
+const EgressConnectName = "egress" + sep + "connect"
+
+// ConnectChainName names the chain of the egress Connect listener that
+// takes sidecars to the import of peer with resourceID.
+func ConnectChainName(peer, resourceID string) string {
+	return join("connect", escape(peer), escape(resourceID))
+}
+
+// ConsulScopeName names the routing scope of an imported instance's
+// Consul names: the fields of its EgressName after another first field.
+func ConsulScopeName(peer, resourceID, instanceID string) string {
+	return "consul" + sep + EgressKey(peer, resourceID, instanceID)
+}
+
+// ConsulLeafSecretName names the SDS secret holding the Consul leaf
+// certificate of a Consul service.
+func ConsulLeafSecretName(service string) string {
+	return join("meshfed", "consul-leaf", escape(service))
+}
+
+// ConsulRootsSecretName names the SDS validation context of Consul's CA
+// roots.
+const ConsulRootsSecretName = "meshfed" + sep + "consul-roots"
+
 // SVIDSecretName names the SDS secret holding role's SVID.
 func SVIDSecretName(role model.Role) string {
 	return join("meshfed", "svid", escape(string(role)))

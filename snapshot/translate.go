@@ -29,7 +29,14 @@ type ServiceResources struct {
 	Listeners     []*listener.Listener
 	HostRoutes    []HostRoute
 	IngressRoutes []IngressRoute
+	// ConnectRoutes are how Consul Connect sidecars reach an import on the
+	// egress Connect listener (EgressConnectListener).
+	ConnectRoutes []SNIRoute
 	Secrets       []*tls.Secret
+	// ConsulName is the Consul service name an import is routed by (its
+	// Consul scopes and Connect route), "" when none: no two imports may
+	// have one (WithoutConsulNames).
+	ConsulName string
 }
 
 // HostRoute is the routing scope of one imported instance, served by the
@@ -56,9 +63,17 @@ const DefaultHTTPPort = 80
 // Two scopes cannot share a key (host and port), so of instances sharing
 // a port the first by id has it. LocalFQDN is unique among imports (the
 // catalog keys on it).
+//
+// With Input.Consul, the import's Consul name routes there too, and
+// Connect sidecars reach its first instance by id on the egress Connect
+// listener once Consul's leaf certificate for the name is there (consul.go).
 func EgressResources(in *Input, imp model.Import) ServiceResources {
 	var out ServiceResources
 	peer, _ := in.peer(imp.Peer)
+	cname, consul := consulName(in, imp)
+	if consul {
+		out.ConsulName = cname
+	}
 	insts := slices.Clone(imp.Service.Instances)
 	slices.SortFunc(insts, func(a, b model.Instance) int { return cmp.Compare(a.ID, b.ID) })
 	host := strings.ToLower(imp.LocalFQDN)
@@ -81,6 +96,13 @@ func EgressResources(in *Input, imp model.Import) ServiceResources {
 			out.Endpoints = append(out.Endpoints, cla)
 		}
 
+		if consul && len(out.ConnectRoutes) == 0 {
+			if _, ok := in.Secrets.Consul.Leaves[cname]; ok {
+				if r := egressConnectRoute(in, imp, cname, name); r != nil {
+					out.ConnectRoutes = append(out.ConnectRoutes, *r)
+				}
+			}
+		}
 		if !inst.Protocol.RoutedByHost() {
 			if port, ok := in.EgressPorts[EgressKey(imp.Peer, imp.ResourceID, inst.ID)]; ok {
 				out.Listeners = append(out.Listeners, tcpListener(in, name, port))
@@ -101,8 +123,19 @@ func EgressResources(in *Input, imp model.Import) ServiceResources {
 		}
 		vh := virtualHost(name, domains, rewrite, streaming, in.HTTPRouteTimeout)
 		out.HostRoutes = append(out.HostRoutes, HostRoute{Port: port, Scope: EgressScope(host, port, vh)})
+		if consul {
+			out.HostRoutes = append(out.HostRoutes, HostRoute{Port: port, Scope: consulScope(ConsulScopeName(imp.Peer, imp.ResourceID, inst.ID), cname, port, vh)})
+		}
 	}
 	return out
+}
+
+// WithoutConsulNames is in without the names Consul gives imports, for an
+// import whose Consul name another import has.
+func WithoutConsulNames(in *Input) *Input {
+	c := *in
+	c.Consul = nil
+	return &c
 }
 
 // HTTPPort is the port of the egress HTTP listener that serves a
@@ -149,6 +182,11 @@ func IngressResources(in *Input, exp model.Export) ServiceResources {
 	for _, p := range ports {
 		name := IngressName(exp.Name, p.Name)
 		c, cla := upstreamCluster(name, localEndpoints(p.Endpoints))
+		if p.ConsulService != "" && in.Consul != nil {
+			// The endpoints are Connect sidecars: they take Consul's
+			// mutual TLS only.
+			c.TransportSocket = connectUpstreamTLS(in, p.ConsulService)
+		}
 		out.Clusters = append(out.Clusters, c)
 		if cla != nil {
 			out.Endpoints = append(out.Endpoints, cla)
@@ -170,7 +208,13 @@ func GatewaySecrets(in *Input, role model.Role) []*tls.Secret {
 	if s := svidSecret(in, role); s != nil {
 		out = append(out, s)
 	}
+	if s := consulRootsSecret(in); s != nil {
+		out = append(out, s)
+	}
 	if role != model.Egress {
+		if c, leaf := in.Consul, in.Secrets.Consul.Ingress; c != nil && c.IngressIdentity != "" && leaf != nil {
+			out = append(out, leafSecret(c.IngressIdentity, *leaf))
+		}
 		return out
 	}
 	seen := map[string]bool{}
@@ -204,13 +248,23 @@ var Types = []resource.Type{
 // Build translates the whole input.
 func Build(in *Input) *Resources {
 	var egress, ingress ServiceResources
+	consulNames := map[string]bool{}
 	for _, imp := range in.Imports {
-		egress.add(EgressResources(in, imp))
+		sr := EgressResources(in, imp)
+		if sr.ConsulName != "" && consulNames[sr.ConsulName] {
+			sr = EgressResources(WithoutConsulNames(in), imp)
+		}
+		consulNames[sr.ConsulName] = true
+		egress.add(sr)
 	}
+	egress.Secrets = append(egress.Secrets, ConsulLeafSecrets(in)...)
 	for _, exp := range in.Exports {
 		ingress.add(IngressResources(in, exp))
 	}
 	egress.Listeners = append(egress.Listeners, EgressHTTP(in, egress.HostRoutes)...)
+	if l := EgressConnectListener(in, egress.ConnectRoutes); l != nil {
+		egress.Listeners = append(egress.Listeners, l)
+	}
 	egress.Secrets = append(egress.Secrets, GatewaySecrets(in, model.Egress)...)
 	ls, cs := IngressListeners(in, ingress.IngressRoutes)
 	ingress.Listeners = append(ingress.Listeners, ls...)
@@ -244,6 +298,7 @@ func (s *ServiceResources) add(o ServiceResources) {
 	s.Listeners = append(s.Listeners, o.Listeners...)
 	s.HostRoutes = append(s.HostRoutes, o.HostRoutes...)
 	s.IngressRoutes = append(s.IngressRoutes, o.IngressRoutes...)
+	s.ConnectRoutes = append(s.ConnectRoutes, o.ConnectRoutes...)
 	s.Secrets = append(s.Secrets, o.Secrets...)
 }
 

@@ -219,7 +219,7 @@ func (r *Runner) step(secretsChanged bool, also ...catalog.Key) {
 	secrets, ok := r.secrets(secretsChanged)
 	if ok {
 		r.mu.RLock()
-		keys = append(keys, r.tr.Retry()...)
+		keys = append(keys, r.tr.Retry(*secrets)...)
 		r.mu.RUnlock()
 	}
 	res := r.translate(keys, secrets)

@@ -24,7 +24,9 @@ type Translator struct {
 	exports map[string]*entry
 	refs    secretRefs
 	http    egressHTTP
-	ingress ingressRoutes
+	ingress sniTable[snapshot.IngressRoute]
+	connect sniTable[snapshot.SNIRoute]
+	consul  consulNames
 	ready   bool
 	// rejected are the services whose last translation failed the checks,
 	// with the egress port keys of the version that failed: a port kept
@@ -108,6 +110,8 @@ func NewTranslator(in snapshot.Input) *Translator {
 		refs:    newSecretRefs(),
 		http:    newEgressHTTP(),
 		ingress: newIngressRoutes(),
+		connect: newConnectRoutes(),
+		consul:  newConsulNames(),
 
 		rejected: map[catalog.Key][]string{},
 	}
@@ -132,8 +136,10 @@ func (t *Translator) Apply(ch Changes) Result {
 	first := !t.ready
 	t.http.refresh(&res, &t.in)
 	t.ingress.refresh(&res, &t.in)
+	t.connect.refresh(&res, &t.in)
 	if secrets || first {
 		t.gatewaySecrets(&res)
+		t.consul.leaves(&res, &t.in)
 	}
 	t.ready = true
 	slices.Sort(res.Held)
@@ -147,20 +153,26 @@ func (t *Translator) Apply(ch Changes) Result {
 func (t *Translator) SetInput(in snapshot.Input) {
 	in.Imports, in.Exports, in.EgressPorts, in.Secrets = nil, nil, nil, t.in.Secrets
 	t.in = in
-	t.http.stale, t.ingress.stale = true, true
+	t.http.stale, t.ingress.stale, t.connect.stale = true, true, true
 }
 
 // Retry lists, sorted, what to translate again when the certificates
-// changed: every export (their validation contexts hold the bundles) and
+// changed: every export (their validation contexts hold the bundles),
 // every service that was rejected (a bundle that was missing may be there
-// now).
-func (t *Translator) Retry() []catalog.Key {
+// now), and the imports whose Connect route waited for a Consul leaf that
+// is in next, the certificates about to be applied.
+func (t *Translator) Retry(next snapshot.Secrets) []catalog.Key {
 	keys := make([]catalog.Key, 0, len(t.exports)+len(t.rejected))
 	for name := range t.exports {
 		keys = append(keys, catalog.Key{Kind: catalog.KindExport, ID: name})
 	}
 	for k := range t.rejected {
 		if k.Kind != catalog.KindExport || t.exports[k.ID] == nil {
+			keys = append(keys, k)
+		}
+	}
+	for _, k := range t.consul.retry(t.in.Consul, next.Consul) {
+		if _, rejected := t.rejected[k]; !rejected {
 			keys = append(keys, k)
 		}
 	}
@@ -178,14 +190,25 @@ func (t *Translator) applyImport(res *Result, c ImportChange) {
 			res.Freed = append(res.Freed, old.ports...)
 			t.http.remove(res, old.httpPorts)
 			t.remove(res, model.Egress, old)
+			t.connect.set(connectKey(c.Key), nil)
+			t.consul.set(c.Key, snapshot.ServiceResources{}, &t.in)
 			delete(t.imports, c.Key)
 		}
 		return
 	}
 	imp := *c.Import
-	sr := snapshot.EgressResources(&t.in, imp)
+	in := &t.in
+	sr := snapshot.EgressResources(in, imp)
+	if !t.consul.free(c.Key, sr.ConsulName) {
+		in = snapshot.WithoutConsulNames(in)
+		sr = snapshot.EgressResources(in, imp)
+	}
 	ports := snapshot.EgressPortKeys([]model.Import{imp})
-	if err := snapshot.CheckService(&t.in, model.Egress, sr); err != nil {
+	err := snapshot.CheckService(in, model.Egress, sr)
+	if err == nil {
+		err = t.connect.check("imports", connectKey(c.Key), sr.ConnectRoutes)
+	}
+	if err != nil {
 		// Ports only proposed for it are released by the allocator, as
 		// every proposal not held; kept ones stay while it waits.
 		res.Rejected = append(res.Rejected, Rejection{Key: c.Key, Err: err})
@@ -201,6 +224,8 @@ func (t *Translator) applyImport(res *Result, c ImportChange) {
 	res.Held = append(res.Held, ports...)
 	res.Freed = append(res.Freed, minus(slices.Concat(heldBy(old), waiting), ports)...)
 	t.imports[c.Key] = e
+	t.connect.set(connectKey(c.Key), sr.ConnectRoutes)
+	t.consul.set(c.Key, sr, &t.in)
 	// Counted before the old ones are uncounted: a listener the import
 	// keeps stays.
 	t.http.add(res, &t.in, e.httpPorts)
@@ -224,7 +249,7 @@ func (t *Translator) applyExport(res *Result, c ExportChange) {
 	sr := snapshot.IngressResources(&t.in, *c.Export)
 	err := snapshot.CheckService(&t.in, model.Ingress, sr)
 	if err == nil {
-		err = t.ingress.check(c.Name, sr.IngressRoutes)
+		err = t.ingress.check("exports", c.Name, sr.IngressRoutes)
 	}
 	if err != nil {
 		res.Rejected = append(res.Rejected, Rejection{Key: key, Err: err})

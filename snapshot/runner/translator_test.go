@@ -138,3 +138,79 @@ func changed(res Result, role model.Role) []string {
 	slices.Sort(out)
 	return out
 }
+
+// An export's endpoints are a resource of their own: changing them sends
+// that, and leaves the ingress listeners, which hold every exported SNI,
+// as they are; a new export sends both listeners.
+func TestTranslatorExportEndpointsLeaveTheIngressListeners(t *testing.T) {
+	secrets := testSecrets(t)
+	tr := NewTranslator(testInput())
+	exp := model.Export{Name: "inventory", FQDN: "inventory.mesh-a.example", Mode: model.Terminate, Consumers: []string{"mesh-b"},
+		Ports: []model.ExportPort{{Name: "tcp", Port: 7000, Protocol: model.TCP, SNI: "inventory.mesh-a.example", Endpoints: []model.LocalEndpoint{{Address: "10.0.0.1", Port: 7000}}}}}
+	res := tr.Apply(Changes{Secrets: &secrets, Exports: []ExportChange{{Name: exp.Name, Export: &exp}}})
+	require.Subset(t, changed(res, model.Ingress), []string{"set Listener ingress/router", "set Listener ingress/tls"})
+
+	// The export's own resources are set again (the cache sends only
+	// those whose bytes changed), the listeners not.
+	exp.Ports[0].Endpoints[0].Address = "10.0.0.2"
+	res = tr.Apply(Changes{Exports: []ExportChange{{Name: exp.Name, Export: &exp}}})
+	require.Contains(t, changed(res, model.Ingress), "set ClusterLoadAssignment ingress/inventory/tcp")
+	require.NotContains(t, changed(res, model.Ingress), "set Listener ingress/tls")
+	require.NotContains(t, changed(res, model.Ingress), "set Listener ingress/router")
+
+	other := exp
+	other.Name, other.Ports = "orders", []model.ExportPort{{Name: "tcp", Port: 7001, Protocol: model.TCP, SNI: "orders.mesh-a.example", Endpoints: exp.Ports[0].Endpoints}}
+	res = tr.Apply(Changes{Exports: []ExportChange{{Name: other.Name, Export: &other}}})
+	require.Subset(t, changed(res, model.Ingress), []string{"set Listener ingress/router", "set Listener ingress/tls"})
+}
+
+func consulInput() snapshot.Input {
+	in := testInput()
+	in.Consul = &snapshot.Consul{Datacenter: "dc1", Domain: "consul", NameTemplate: "{name}", ConnectPort: 20443, IngressIdentity: "meshfed-ingress"}
+	return in
+}
+
+// Two imports whose Consul name is one (the template leaves the peer
+// out): the first keeps it, the second is served by its FQDN alone, and
+// takes the name once the first is gone and it changes.
+func TestTranslatorConsulNameHasOneImport(t *testing.T) {
+	secrets := testSecrets(t)
+	tr := NewTranslator(consulInput())
+	web := service("web", model.HTTP, 8080, "10.0.0.1")
+	other := ImportChange{Key: catalog.Key{Kind: catalog.KindImport, Peer: "mesh-b", ID: "web-2"},
+		Import: &model.Import{Peer: "mesh-b", ResourceID: "web-2", LocalFQDN: "web2.mesh-b.example", Service: service("web", model.HTTP, 8080, "10.0.0.2")}}
+	other.Import.Service.FQDN = "web2.mesh-b.example"
+	res := tr.Apply(Changes{Secrets: &secrets, Imports: []ImportChange{importChange(web), other}})
+	require.Empty(t, res.Rejected)
+	scopes := changed(res, model.Egress)
+	require.Contains(t, scopes, "set ScopedRouteConfiguration consul/mesh-b/web/p")
+	require.Contains(t, scopes, "set ScopedRouteConfiguration egress/mesh-b/web-2/p")
+	require.NotContains(t, scopes, "set ScopedRouteConfiguration consul/mesh-b/web-2/p")
+
+	res = tr.Apply(Changes{Imports: []ImportChange{{Key: importChange(web).Key}}})
+	require.Contains(t, changed(res, model.Egress), "del ScopedRouteConfiguration consul/mesh-b/web/p")
+	res = tr.Apply(Changes{Imports: []ImportChange{other}})
+	require.Contains(t, changed(res, model.Egress), "set ScopedRouteConfiguration consul/mesh-b/web-2/p")
+}
+
+// An import waits for the Consul leaf of its name before Connect sidecars
+// may reach it: once the leaf is among the certificates, it is translated
+// again and the egress Connect listener takes its SNI.
+func TestTranslatorConnectRouteWaitsForItsLeaf(t *testing.T) {
+	secrets := testSecrets(t)
+	secrets.Consul = snapshot.ConsulSecrets{TrustDomain: "1111.consul", Roots: secrets.Bundles["mesh-a.example"]}
+	tr := NewTranslator(consulInput())
+	db := service("db", model.TCP, 5432, "10.0.0.1")
+	res := tr.Apply(Changes{Secrets: &secrets, Imports: []ImportChange{importChange(db)}, Ports: map[string]uint32{snapshot.EgressKey("mesh-b", "db", "p"): 21000}})
+	require.Empty(t, res.Rejected)
+	require.NotContains(t, changed(res, model.Egress), "set Listener egress/connect")
+
+	next := secrets
+	next.Consul.Leaves = map[string]snapshot.SVID{"db": secrets.SVIDs[model.Egress]}
+	retry := tr.Retry(next)
+	require.Contains(t, retry, importChange(db).Key)
+	res = tr.Apply(Changes{Secrets: &next, Imports: []ImportChange{importChange(db)}, Ports: map[string]uint32{snapshot.EgressKey("mesh-b", "db", "p"): 21000}})
+	require.Empty(t, res.Rejected)
+	require.Subset(t, changed(res, model.Egress), []string{"set Listener egress/connect", "set Secret meshfed/consul-leaf/db"})
+	require.NotContains(t, tr.Retry(next), importChange(db).Key, "it waits no more")
+}

@@ -1,0 +1,98 @@
+package runner
+
+import (
+	"maps"
+	"slices"
+
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+
+	"github.com/meshfed/meshfed/federation/catalog"
+	"github.com/meshfed/meshfed/model"
+	"github.com/meshfed/meshfed/snapshot"
+)
+
+// consulNames knows which import has each Consul name (the first to be
+// translated keeps it, as two scopes cannot share a key), which imports
+// wait for the Consul leaf of theirs before Connect sidecars may reach
+// them, and which leaves the egress holds.
+type consulNames struct {
+	owner   map[string]catalog.Key
+	byKey   map[catalog.Key]string
+	waiting map[catalog.Key]string
+	// trustDomain is Consul's, in the SNIs of the Connect routes served.
+	trustDomain string
+	applied     map[string]snapshot.SVID
+}
+
+func newConsulNames() consulNames {
+	return consulNames{owner: map[string]catalog.Key{}, byKey: map[catalog.Key]string{}, waiting: map[catalog.Key]string{}, applied: map[string]snapshot.SVID{}}
+}
+
+// free says whether the import k may have name ("" is no name).
+func (c *consulNames) free(k catalog.Key, name string) bool {
+	owner, taken := c.owner[name]
+	return name == "" || !taken || owner == k
+}
+
+// set records what the import k was translated into (nothing: it is
+// gone).
+func (c *consulNames) set(k catalog.Key, sr snapshot.ServiceResources, in *snapshot.Input) {
+	if old, ok := c.byKey[k]; ok && old != sr.ConsulName {
+		delete(c.owner, old)
+		delete(c.byKey, k)
+	}
+	delete(c.waiting, k)
+	if sr.ConsulName == "" {
+		return
+	}
+	c.owner[sr.ConsulName], c.byKey[k] = k, sr.ConsulName
+	if len(sr.ConnectRoutes) == 0 && in.Consul != nil && in.Consul.ConnectPort != 0 {
+		c.waiting[k] = sr.ConsulName
+	}
+	c.trustDomain = in.Secrets.Consul.TrustDomain
+}
+
+// retry lists the imports to translate again now that the certificates
+// changed: those whose leaf is there now, or every import with a Consul
+// name when Consul's trust domain, in their routes' SNIs, changed.
+func (c *consulNames) retry(consul *snapshot.Consul, next snapshot.ConsulSecrets) []catalog.Key {
+	if consul == nil {
+		return nil
+	}
+	if next.TrustDomain != c.trustDomain {
+		c.trustDomain = next.TrustDomain
+		return slices.Collect(maps.Keys(c.byKey))
+	}
+	var keys []catalog.Key
+	for k, name := range c.waiting {
+		if _, ok := next.Leaves[name]; ok && next.TrustDomain != "" {
+			keys = append(keys, k)
+		}
+	}
+	return keys
+}
+
+// leaves sets the egress's Consul leaves that changed, and removes those
+// gone: a leaf renews on its own, and most changes of the certificates
+// touch none.
+func (c *consulNames) leaves(res *Result, in *snapshot.Input) {
+	now := map[string]snapshot.SVID{}
+	if in.Consul != nil && in.Consul.ConnectPort != 0 {
+		now = maps.Clone(in.Secrets.Consul.Leaves)
+	}
+	for _, name := range sortedKeys(now) {
+		if old, ok := c.applied[name]; !ok || old != now[name] {
+			s := snapshot.ConsulLeafSecret(in, name)
+			res.set(model.Egress, resource.SecretType, s.GetName(), s)
+		}
+	}
+	for _, name := range sortedKeys(c.applied) {
+		if _, ok := now[name]; !ok {
+			res.del(model.Egress, resource.SecretType, snapshot.ConsulLeafSecretName(name))
+		}
+	}
+	c.applied = now
+}
+
+// connectKey names an import in the Connect routes' table.
+func connectKey(k catalog.Key) string { return k.Peer + "/" + k.ID }
