@@ -30,7 +30,28 @@ type Config struct {
 	// Import registers imported services in Consul; nil registers nothing
 	// (import: {} registers them with the defaults).
 	Import *ImportConfig `yaml:"import"`
+	// Domain is Consul's DNS domain, in the names Consul gives imports
+	// (<name>.service.<domain>); default consul.
+	Domain string `yaml:"domain"`
+	// Connect joins Consul Connect both ways; nil leaves it out.
+	Connect *ConnectConfig `yaml:"connect"`
 }
+
+// ConnectConfig says how the gateways join Consul Connect: its sidecars
+// reach the imports at the egress port Port, as the Connect proxy
+// meshfed registers for each import; the ingress reaches the Connect
+// sidecars of exported services as the Consul service Identity.
+type ConnectConfig struct {
+	// Port is the egress gateway's port for Connect sidecars; without
+	// it, only the ingress joins Connect.
+	Port uint32 `yaml:"port"`
+	// Identity is the Consul service the ingress is to Connect sidecars
+	// (default meshfed-ingress): intentions must allow it.
+	Identity string `yaml:"identity"`
+}
+
+// DefaultConnectIdentity is ConnectConfig.Identity's default.
+const DefaultConnectIdentity = "meshfed-ingress"
 
 // TLSConfig is the TLS of the Consul HTTP API.
 type TLSConfig struct {
@@ -108,6 +129,12 @@ func (c *Config) Default() {
 	if c.Address == "" {
 		c.Address = "127.0.0.1:8500"
 	}
+	if c.Domain == "" {
+		c.Domain = "consul"
+	}
+	if cc := c.Connect; cc != nil && cc.Identity == "" {
+		cc.Identity = DefaultConnectIdentity
+	}
 	if e := c.Export; e != nil {
 		if e.Mode == "" {
 			e.Mode = string(model.Terminate)
@@ -146,6 +173,23 @@ func (c *Config) Check() error {
 	}
 	if t := c.TLS; t != nil && (t.CertFile == "") != (t.KeyFile == "") {
 		return bad("tls", "certFile and keyFile go together")
+	}
+	if !registry.IsFQDN("x." + c.Domain) {
+		return bad("domain", "%s is not a lowercase DNS name", untrusted.Quote(c.Domain))
+	}
+	if c.Datacenter != "" && !registry.IsLabel(c.Datacenter) {
+		return bad("datacenter", "%s is not a DNS label", untrusted.Quote(c.Datacenter))
+	}
+	if cc := c.Connect; cc != nil {
+		if cc.Port > 65535 {
+			return bad("connect.port", "%d is not a port", cc.Port)
+		}
+		if !registry.IsLabel(cc.Identity) {
+			return bad("connect.identity", "%s is not a Consul service name (a DNS label)", untrusted.Quote(cc.Identity))
+		}
+		if cc.Port != 0 && c.Import == nil {
+			return bad("connect.port", "needs import: sidecars find the imports by the Connect proxies registered for them")
+		}
 	}
 	if e := c.Export; e != nil {
 		if len(e.Services) == 0 && e.Tag == "" && e.Meta == "" {

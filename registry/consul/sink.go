@@ -37,8 +37,11 @@ const (
 type Sink struct {
 	client *api.Client
 	cfg    ImportConfig
-	log    *zap.Logger
-	mu     sync.Mutex // one Sync at a time: each plans from what it reads
+	// connectPort, when set, is the egress port where Connect sidecars
+	// reach the imports: each import gets a Connect proxy there.
+	connectPort uint32
+	log         *zap.Logger
+	mu          sync.Mutex // one Sync at a time: each plans from what it reads
 }
 
 // NewSink checks cfg, which must have Import, and connects nothing yet.
@@ -58,7 +61,11 @@ func NewSink(cfg Config, log *zap.Logger) (*Sink, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Sink{client: client, cfg: imp, log: log}, nil
+	sink := &Sink{client: client, cfg: imp, log: log}
+	if cfg.Connect != nil {
+		sink.connectPort = cfg.Connect.Port
+	}
+	return sink, nil
 }
 
 // node is a synthetic node's services, by service id.
@@ -85,6 +92,9 @@ func (s *Sink) Sync(ctx context.Context, imports []registry.Imported) error {
 	if err := s.apply(ctx, ops); err != nil {
 		return err
 	}
+	if err := s.registerProxies(ctx, want, have); err != nil {
+		return err
+	}
 	return errors.Join(conflicts...)
 }
 
@@ -98,7 +108,7 @@ func (s *Sink) desired(imports []registry.Imported) map[string]*node {
 	want := map[string]*node{}
 	owner := map[string]string{} // Consul service name → peer/name that has it
 	for _, im := range sorted {
-		name := strings.ToLower(strings.NewReplacer("{name}", im.Name, "{peer}", im.Peer).Replace(s.cfg.NameTemplate))
+		name := registry.ImportName(s.cfg.NameTemplate, im.Name, im.Peer)
 		nodeName := s.cfg.NodePrefix + im.Peer
 		skip := func(why string) {
 			s.log.Warn("import not registered in consul", zap.String("peer", im.Peer), zap.String("service", im.Name),
@@ -119,6 +129,7 @@ func (s *Sink) desired(imports []registry.Imported) map[string]*node {
 			skip(fmt.Sprintf("service name %q is taken by %s; the name template should hold {peer}", name, o))
 			continue
 		}
+		first := owner[name] == ""
 		owner[name] = im.Peer + "/" + im.Name
 		n := want[nodeName]
 		if n == nil {
@@ -140,8 +151,48 @@ func (s *Sink) desired(imports []registry.Imported) map[string]*node {
 				metaLocalFQDN: im.LocalFQDN, metaInstance: im.Instance, MetaProtocol: string(im.Protocol),
 			},
 		}
+		// Connect sidecars find an import by its proxy, which the egress
+		// serves on the Connect port for the import's first instance.
+		proxy := name + connectProxySuffix
+		if s.connectPort != 0 && first && registry.IsLabel(proxy) {
+			n.services[proxy] = &api.AgentService{
+				Kind:    api.ServiceKindConnectProxy,
+				ID:      proxy,
+				Service: proxy,
+				Tags:    dedupe("peer-"+im.Peer, importTag),
+				Address: im.Address,
+				Port:    int(s.connectPort),
+				Proxy:   &api.AgentServiceConnectProxyConfig{DestinationServiceName: name},
+				Meta:    map[string]string{metaManaged: "true", metaPeer: im.Peer, metaName: im.Name, metaFQDN: im.FQDN, metaLocalFQDN: im.LocalFQDN},
+			}
+		}
 	}
 	return want
+}
+
+// connectProxySuffix makes the name of an import's Connect proxy, as
+// Consul names a service's sidecar. A service id of the sink otherwise
+// holds a ':', so the proxy's id, its name, is no other's.
+const connectProxySuffix = "-sidecar-proxy"
+
+// registerProxies registers the Connect proxies that want has and have
+// lacks, or has otherwise: one at a time with the catalog's register,
+// since Consul's transactions drop a service's kind and proxy settings.
+func (s *Sink) registerProxies(ctx context.Context, want, have map[string]*node) error {
+	for _, name := range slices.Sorted(maps.Keys(want)) {
+		w, h := want[name], have[name]
+		for _, id := range slices.Sorted(maps.Keys(w.services)) {
+			svc := w.services[id]
+			if svc.Kind != api.ServiceKindConnectProxy || h != nil && sameService(h.services[id], svc) {
+				continue
+			}
+			reg := &api.CatalogRegistration{Node: name, Address: w.address, NodeMeta: w.meta, Service: svc, SkipNodeUpdate: true}
+			if _, err := s.client.Catalog().Register(reg, (&api.WriteOptions{}).WithContext(ctx)); err != nil {
+				return fmt.Errorf("consul: registering the Connect proxy %s on node %s: %w", id, name, err)
+			}
+		}
+	}
+	return nil
 }
 
 func dedupe(tags ...string) []string {
@@ -198,6 +249,9 @@ func (s *Sink) plan(ctx context.Context, want, have map[string]*node) (ops api.T
 			ops = append(ops, &api.TxnOp{Node: &api.NodeTxnOp{Verb: api.NodeSet, Node: api.Node{Node: name, Address: w.address, Meta: w.meta}}})
 		}
 		for _, id := range slices.Sorted(maps.Keys(w.services)) {
+			if w.services[id].Kind == api.ServiceKindConnectProxy {
+				continue // registerProxies
+			}
 			if h == nil || !sameService(h.services[id], w.services[id]) {
 				sets = append(sets, &api.TxnOp{Service: &api.ServiceTxnOp{Verb: api.ServiceSet, Node: name, Service: *w.services[id]}})
 			}
@@ -230,7 +284,17 @@ func (s *Sink) plan(ctx context.Context, want, have map[string]*node) (ops api.T
 
 func sameService(a, b *api.AgentService) bool {
 	return a != nil && a.Service == b.Service && a.Address == b.Address && a.Port == b.Port &&
-		slices.Equal(a.Tags, b.Tags) && maps.Equal(a.Meta, b.Meta)
+		slices.Equal(a.Tags, b.Tags) && maps.Equal(a.Meta, b.Meta) && a.Kind == b.Kind &&
+		destination(a) == destination(b)
+}
+
+// destination is the service a Connect proxy stands for, "" for another
+// service.
+func destination(s *api.AgentService) string {
+	if s.Proxy == nil {
+		return ""
+	}
+	return s.Proxy.DestinationServiceName
 }
 
 // apply writes ops in transactions of at most maxTxnOps. Consul checks a
