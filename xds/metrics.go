@@ -14,11 +14,14 @@ type metrics struct {
 	overServer   prometheus.Counter
 	noRequest    prometheus.Counter
 	nodeChanged  prometheus.Counter
-	streams      prometheus.Gauge
-	nacks        *prometheus.CounterVec
-	ignoredNacks *prometheus.CounterVec
-	clients      *prometheus.GaugeVec
-	latency      *prometheus.HistogramVec
+	// connectAllowed and connectDenied count the Consul Connect callers
+	// the egress asked about.
+	connectAllowed, connectDenied prometheus.Counter
+	streams                       prometheus.Gauge
+	nacks                         *prometheus.CounterVec
+	ignoredNacks                  *prometheus.CounterVec
+	clients                       *prometheus.GaugeVec
+	latency                       *prometheus.HistogramVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -26,12 +29,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return prometheus.NewCounter(prometheus.CounterOpts{Namespace: "meshfed", Subsystem: "xds", Name: name, Help: help})
 	}
 	m := &metrics{
-		refused:      counter("refused_streams_total", "Streams over mutual TLS ended because the gateway's identity may not use the node id it asked for."),
-		overNode:     counter("refused_streams_over_node_limit_total", "Streams ended because their node id already had as many streams open as it may."),
-		overIdentity: counter("refused_streams_over_identity_limit_total", "Streams over mutual TLS refused because their SPIFFE ID already had as many streams open as it may."),
-		overServer:   counter("refused_streams_over_server_limit_total", "Streams refused because the server already had as many streams open as it may."),
-		noRequest:    counter("streams_without_request_total", "Streams ended because they sent no request within the first request timeout."),
-		nodeChanged:  counter("refused_node_changes_total", "Streams ended because a request named another node id than the one the stream was authorized with."),
+		refused:        counter("refused_streams_total", "Streams over mutual TLS ended because the gateway's identity may not use the node id it asked for."),
+		overNode:       counter("refused_streams_over_node_limit_total", "Streams ended because their node id already had as many streams open as it may."),
+		overIdentity:   counter("refused_streams_over_identity_limit_total", "Streams over mutual TLS refused because their SPIFFE ID already had as many streams open as it may."),
+		overServer:     counter("refused_streams_over_server_limit_total", "Streams refused because the server already had as many streams open as it may."),
+		noRequest:      counter("streams_without_request_total", "Streams ended because they sent no request within the first request timeout."),
+		nodeChanged:    counter("refused_node_changes_total", "Streams ended because a request named another node id than the one the stream was authorized with."),
+		connectAllowed: counter("connect_authorized_total", "Consul Connect callers of an import that Consul's intentions let through."),
+		connectDenied:  counter("connect_refused_total", "Consul Connect callers of an import refused: by Consul's intentions, or because Consul could not decide."),
 		streams: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: "meshfed", Subsystem: "xds", Name: "open_streams",
 			Help: "Open xDS streams, those that have not sent their first request yet included.",
@@ -57,7 +62,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.refused, m.overNode, m.overIdentity, m.overServer, m.noRequest, m.nodeChanged,
+	for _, c := range []prometheus.Collector{m.refused, m.overNode, m.overIdentity, m.overServer, m.noRequest, m.nodeChanged, m.connectAllowed, m.connectDenied,
 		m.streams, m.nacks, m.ignoredNacks, m.clients, m.latency} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	endpointservice "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
@@ -80,6 +81,9 @@ type Config struct {
 	// after its start, with DeadlineExceeded; DefaultFirstRequestTimeout
 	// when zero.
 	FirstRequestTimeout time.Duration
+	// ConnectAuthorize, when set, answers the gateways' authorization
+	// requests for Consul Connect callers (Envoy's ext_authz).
+	ConnectAuthorize ConnectAuthorizer
 }
 
 // Transport bounds, sized for 100,000 resources of a type.
@@ -129,6 +133,7 @@ type Server struct {
 	log     *zap.Logger
 	clients *tracker
 	guard   *guard
+	metrics *metrics
 	served  atomic.Bool
 }
 
@@ -173,6 +178,7 @@ func New(cfg Config) (*Server, error) {
 		cfg:     cfg,
 		log:     cfg.Logger,
 		clients: newTracker(cfg.NodeRole, m, applied, cfg.Logger),
+		metrics: m,
 		guard: newGuard(limits{streams: cfg.MaxStreams, perIdentity: cfg.MaxStreamsPerIdentity, perNode: cfg.MaxStreamsPerNode,
 			firstRequest: cfg.FirstRequestTimeout}, m, cfg.Logger),
 	}, nil
@@ -240,6 +246,9 @@ func (s *Server) Serve(parent context.Context, lis net.Listener) error {
 	routeservice.RegisterRouteDiscoveryServiceServer(gs, xs)
 	routeservice.RegisterScopedRoutesDiscoveryServiceServer(gs, xs)
 	secretservice.RegisterSecretDiscoveryServiceServer(gs, xs)
+	if a := s.cfg.ConnectAuthorize; a != nil {
+		authv3.RegisterAuthorizationServer(gs, newConnectAuthz(a, s.metrics, s.log))
+	}
 
 	stopped := make(chan struct{})
 	go func() {
