@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/x509"
 	"fmt"
+	"github.com/meshfed/meshfed/registry/consul"
 	"maps"
 	"slices"
 	"sync"
@@ -43,6 +44,10 @@ type Agent struct {
 	Peers   *peer.Manager
 	// Identity holds every role's SVID and the bundles, for SDS.
 	Identity *certs.Identity
+	// connect is Consul Connect's CA material, with consul.connect; consulDC
+	// is the datacenter Consul names things in.
+	connect  *consul.Connect
+	consulDC string
 	// Cache is what the gateways are served; Runner keeps it in step with
 	// the catalog; XDS serves it.
 	Cache  *cache.Cache
@@ -140,6 +145,9 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger, reg *promethe
 		return nil, err
 	}
 	if err := a.consul(); err != nil {
+		return nil, err
+	}
+	if err := a.consulConnect(ctx); err != nil {
 		return nil, err
 	}
 	// The first configuration is built from the restored state before

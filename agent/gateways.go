@@ -27,7 +27,7 @@ const egressPortBucket = "egress-ports"
 func (a *Agent) gateways() error {
 	g := a.cfg.Gateways
 	a.Cache = cache.New(a.nodeRole, a.log)
-	changed, cancel := a.Identity.Subscribe()
+	changed, cancel := a.secretsChanged()
 	a.closers = append(a.closers, func() error { cancel(); return nil })
 	ports, err := runner.NewAllocator(a.store.Bucket(egressPortBucket), runner.PortRange{From: g.Egress.Ports.From, To: g.Egress.Ports.To})
 	if err != nil {
@@ -37,7 +37,7 @@ func (a *Agent) gateways() error {
 		Source:         runner.CatalogSource(a.Catalog),
 		Ports:          ports,
 		Sink:           a.Cache,
-		Input:          gatewayInput(a.cfg),
+		Input:          a.gatewayInput(a.cfg),
 		Secrets:        a.secrets,
 		SecretsChanged: changed,
 		Holdoff:        time.Duration(a.cfg.XDS.Holdoff),
@@ -51,6 +51,9 @@ func (a *Agent) gateways() error {
 	}
 	xc := xdsConfig(a.cfg)
 	xc.Cache, xc.NodeRole, xc.Logger, xc.Registerer = a.Cache, a.nodeRole, a.log, a.reg
+	if a.connect != nil {
+		xc.ConnectAuthorize = a.connect.Authorize
+	}
 	if t := a.cfg.XDS.TLS; t != nil {
 		// Gateways of this mesh only, each then held to its node ids.
 		xc.TLS = certs.ServerTLSConfig(a.svid, a.bundles, tlsconfig.AuthorizeMemberOf(a.td))
@@ -73,6 +76,14 @@ func xdsConfig(cfg *config.Config) xds.Config {
 		MaxStreams:            cfg.XDS.MaxStreams,
 		FirstRequestTimeout:   time.Duration(cfg.XDS.FirstRequestTimeout),
 	}
+}
+
+// gatewayInput is gatewayInput of cfg, with the Consul mesh beside the
+// gateways.
+func (a *Agent) gatewayInput(cfg *config.Config) snapshot.Input {
+	in := gatewayInput(cfg)
+	in.Consul = a.consulInput(cfg)
+	return in
 }
 
 // gatewayInput is what the translation of the gateways' resources reads
@@ -132,6 +143,9 @@ func (a *Agent) secrets() (snapshot.Secrets, error) {
 			return snapshot.Secrets{}, fmt.Errorf("bundle of %s: %w", td, err)
 		}
 		out.Bundles[td.String()] = string(b.PEM)
+	}
+	if a.connect != nil {
+		out.Consul = a.connect.Material()
 	}
 	return out, nil
 }

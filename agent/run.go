@@ -71,6 +71,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		g.Go(func() error { return listeners.dns.Serve(ctx) })
 	}
 	g.Go(func() error { return a.runExports(ctx) })
+	if a.connect != nil {
+		g.Go(func() error { return a.connect.Run(ctx) })
+	}
 	g.Go(func() error { a.followImports(ctx, listeners.dns); return nil })
 	err = g.Wait()
 	if errors.Is(err, context.Canceled) {

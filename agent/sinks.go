@@ -149,6 +149,7 @@ func (a *Agent) antiEntropy() time.Duration {
 // publishImports sets the DNS table and syncs every sink; it reports
 // whether a sink failed.
 func (a *Agent) publishImports(ctx context.Context, dns *dnsserver.Server, last *int) (failed bool) {
+	a.connectServices()
 	if dns != nil {
 		dns.Set(a.dnsRecords())
 	}

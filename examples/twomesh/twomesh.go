@@ -82,7 +82,10 @@ type Mesh struct {
 	// PeerRemoved leaves Peer out of the configuration, as an operator
 	// who ends the federation does.
 	PeerRemoved bool
-	Peer        *Mesh
+	// Consul, when set, is the configuration's consul block (YAML,
+	// indented by two spaces, without the consul: line).
+	Consul string
+	Peer   *Mesh
 }
 
 // TrustDomain is the mesh's trust domain, <name>.example.
@@ -201,9 +204,16 @@ exports:
   file: services.yaml
 store:
   path: meshfed.db
-`, m.Name, m.TrustDomain(), m.Peer.TrustDomain(), m.Peer.Name, bundles.String(), m.Federation, m.IP, m.IngressPort,
-		peer, peers.String(), m.XDS, holdoff, m.Admin, m.DNS, m.PortsFrom, m.PortsTo, egress.String())
+%[18]s`, m.Name, m.TrustDomain(), m.Peer.TrustDomain(), m.Peer.Name, bundles.String(), m.Federation, m.IP, m.IngressPort,
+		peer, peers.String(), m.XDS, holdoff, m.Admin, m.DNS, m.PortsFrom, m.PortsTo, egress.String(), consulBlock(m.Consul))
 	return writeAtomic(m.ConfigPath(), y)
+}
+
+func consulBlock(y string) string {
+	if y == "" {
+		return ""
+	}
+	return "consul:\n" + y
 }
 
 // Bootstrap is the Envoy bootstrap of the mesh's gateway of role ("egress"
