@@ -80,13 +80,15 @@ type EnvoyFigures struct {
 // the version last sent and the version last ACKed per type, with their
 // times), and what each Envoy applied from its admin interface.
 type envoyFleet struct {
-	srv      *xds.Server
-	bin      string
-	dir      string
-	keepLogs string
-	cfg      fleetConfig
-	envoys   []*envoyrun.Envoy
-	ev       chan fleetEvent
+	srv *xds.Server
+	bin string
+	// bootstrap is the envoy-configs file the Envoys start from.
+	bootstrap string
+	dir       string
+	keepLogs  string
+	cfg       fleetConfig
+	envoys    []*envoyrun.Envoy
+	ev        chan fleetEvent
 	// The bootstrap's own clusters and listeners.
 	staticClusters, staticListeners int
 
@@ -114,15 +116,16 @@ type pendingChange struct {
 	since time.Time
 }
 
-// newEnvoyFleet runs Envoys with their files in dir; when keepLogs is
-// set, each Envoy's log is copied to keepLogs+node+".log" at close.
-func newEnvoyFleet(srv *xds.Server, dir, keepLogs string) (*envoyFleet, error) {
+// newEnvoyFleet runs Envoys from the bootstrap file of envoy-configs
+// ("egress.yaml", "ingress.yaml") with their files in dir; when keepLogs
+// is set, each Envoy's log is copied to keepLogs+node+".log" at close.
+func newEnvoyFleet(srv *xds.Server, dir, keepLogs, bootstrap string) (*envoyFleet, error) {
 	bin, err := envoyrun.Binary()
 	if err != nil {
 		return nil, err
 	}
 	f := &envoyFleet{
-		srv: srv, bin: bin, dir: dir, keepLogs: keepLogs, ev: make(chan fleetEvent, 1<<12),
+		srv: srv, bin: bin, bootstrap: bootstrap, dir: dir, keepLogs: keepLogs, ev: make(chan fleetEvent, 1<<12),
 		pending: map[uint64]*pendingChange{}, typeChanges: map[string]uint64{}, nacked: map[string]bool{},
 		wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{}),
 	}
@@ -142,7 +145,7 @@ func (f *envoyFleet) connect(cfg fleetConfig) error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	for _, node := range cfg.Nodes {
-		b, err := envoyconfigs.Load("egress.yaml")
+		b, err := envoyconfigs.Load(f.bootstrap)
 		if err != nil {
 			return err
 		}
@@ -414,6 +417,33 @@ func (f *envoyFleet) figures(ctx context.Context, into *EnvoyFigures) error {
 	debug.FreeOSMemory()
 	_, into.ControlPlaneRSSBytes, _ = procUsage(os.Getpid())
 	return nil
+}
+
+// endFigures reads the Envoys' figures at the end of a run into fig, which
+// holds those of the cold start: the cds and lds updates become those
+// since. checked is the verdict of the config_dump check. It returns what
+// is wrong with the figures: Envoy must count at least the cluster and
+// listener changes ACKed.
+func (f *envoyFleet) endFigures(ctx context.Context, fig *EnvoyFigures, checked bool) (string, error) {
+	cds, lds := fig.CDSUpdates, fig.LDSUpdates
+	if err := f.figures(ctx, fig); err != nil {
+		return "", err
+	}
+	fig.CDSUpdates -= cds
+	fig.LDSUpdates -= lds
+	fig.Checked = checked
+	if fig.CDSUpdates < fig.ClusterChanges || fig.LDSUpdates < fig.ListenerChanges {
+		return fmt.Sprintf("envoy stats: %d cds and %d lds updates applied, fewer than the %d cluster and %d listener changes ACKed",
+			fig.CDSUpdates, fig.LDSUpdates, fig.ClusterChanges, fig.ListenerChanges), nil
+	}
+	return "", nil
+}
+
+// summary is the progress line of the figures at the end of a run.
+func (fig *EnvoyFigures) summary() string {
+	return fmt.Sprintf("envoy: %d update_rejected, %d init_fetch_timeout; %d cds, %d lds updates applied for %d cluster, %d listener changes ACKed; RSS %.0f MB",
+		fig.UpdateRejected, fig.InitFetchTimeout, fig.CDSUpdates, fig.LDSUpdates,
+		fig.ClusterChanges, fig.ListenerChanges, float64(fig.EndRSSBytes)/1e6)
 }
 
 // check compares each Envoy's config_dump with what the system serves:
