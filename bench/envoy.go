@@ -58,7 +58,8 @@ type EnvoyFigures struct {
 	// Overloaded counts the Envoys whose overload manager, at the end of
 	// the run, refuses new requests (the bootstrap's
 	// stop_accepting_requests, on its fixed heap limit); HeapBytes is the
-	// largest server.memory_allocated.
+	// largest heap allocated (server.memory_allocated, read live from
+	// admin /memory: the gauge is refreshed every stats flush only).
 	Overloaded int    `json:"overloaded"`
 	HeapBytes  uint64 `json:"heapBytes"`
 	// CDSUpdates and LDSUpdates are Envoy's cluster_manager.cds and
@@ -342,13 +343,17 @@ func (f *envoyFleet) poll() {
 	}
 }
 
-// holdCounts reports whether every Envoy has the counted clusters and
-// listeners active, none warming; called with f.mu held, at the end of a
-// cold start only.
+// holdCounts reports whether every Envoy is initialized (its first
+// clusters and listeners received, also when there are none) and has the
+// counted clusters and listeners active, none warming; called with f.mu
+// held, at the end of a cold start only.
 func (f *envoyFleet) holdCounts() bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for _, e := range f.envoys {
+		if e.Ready(ctx) != nil {
+			return false
+		}
 		s, err := e.Stats(ctx, `^(cluster_manager\.(active|warming)_clusters|listener_manager\.total_listeners_(active|warming))$`)
 		if err != nil {
 			return false
@@ -390,14 +395,18 @@ func (f *envoyFleet) figures(ctx context.Context, into *EnvoyFigures) error {
 	into.UpdateRejected, into.InitFetchTimeout, into.CDSUpdates, into.LDSUpdates = 0, 0, 0, 0
 	into.Overloaded, into.HeapBytes = 0, 0
 	for _, e := range f.envoys {
-		s, err := e.Stats(ctx, `(update_rejected|init_fetch_timeout|update_success|stop_accepting_requests\.active|^server\.memory_allocated)$`)
+		s, err := e.Stats(ctx, `(update_rejected|init_fetch_timeout|update_success|stop_accepting_requests\.active)$`)
 		if err != nil {
 			return err
 		}
 		if s["overload.envoy.overload_actions.stop_accepting_requests.active"] > 0 {
 			into.Overloaded++
 		}
-		into.HeapBytes = max(into.HeapBytes, s["server.memory_allocated"])
+		mem, err := e.Memory(ctx)
+		if err != nil {
+			return err
+		}
+		into.HeapBytes = max(into.HeapBytes, mem.GetAllocated())
 		into.UpdateRejected += s.Sum("", ".update_rejected")
 		into.InitFetchTimeout += s.Sum("", ".init_fetch_timeout")
 		into.CDSUpdates += s["cluster_manager.cds.update_success"]
