@@ -49,25 +49,29 @@ envoy:
 
 ## bench: meshfed against the go-control-plane baselines, up to 10,000
 ## services and 100 simulated gateways, 4 real Envoy gateways at 1,000
-## services, and the catalog sync on loopback and at 50 ms RTT (about 5
-## minutes on 2 cores); results in bench/results, plots drawn by bench/plot
-## (a module of its own: the plotting stack stays out of meshfed's modules).
+## services, the real ingress Envoy at 1,000, 5,000 and 10,000 exports (its
+## heap per exported port, and single export changes: about a minute), and
+## the catalog sync on loopback and at 50 ms RTT (about 6 minutes on 2
+## cores); results in bench/results, plots drawn by bench/plot (a module of
+## its own: the plotting stack stays out of meshfed's modules).
 bench: envoy
 	PATH=$(TEST_PATH) $(GO) run ./bench/cmd/meshfed-bench \
 		-plan 'n=1000,10000 m=10' \
 		-plan 'n=10000 m=100 modes=delta workloads=cold,single' \
 		-plan 'n=10000 m=100 systems=snapshot modes=sotw workloads=cold,single' \
 		-plan 'kind=envoy n=1000 m=4 modes=delta' \
+		-ingress-n 1000,5000,10000 \
 		-single-budget 3s -sync-n 10000 -out bench/results $(BENCH_FLAGS)
 	$(GO) -C bench/plot run . -in ../results/meshfed-bench.json
 
 ## bench-full: the same up to 100,000 services, 4 real Envoy gateways at
-## 10,000, and every sync through the latency proxy to its end (window 1
-## at 50 ms RTT takes minutes).
+## 10,000, the ingress Envoy up to 20,000 exports, and every sync through
+## the latency proxy to its end (window 1 at 50 ms RTT takes minutes).
 bench-full: envoy
 	PATH=$(TEST_PATH) $(GO) run ./bench/cmd/meshfed-bench \
 		-plan 'n=1000,10000,100000 m=10' -plan 'n=10000 m=100' \
 		-plan 'kind=envoy n=1000,10000 m=4 modes=delta' \
+		-ingress-n 1000,5000,10000,20000 \
 		-sync-n 1000,10000 -proxy-budget -1s -out bench/results $(BENCH_FLAGS)
 	$(GO) -C bench/plot run . -in ../results/meshfed-bench.json
 

@@ -96,17 +96,24 @@ type agent struct {
 	done    chan struct{}
 }
 
-// benchExports are n exported services, for consumer.
+// benchExports are n exported services of mesh-b, for consumer.
 func benchExports(n int, consumer string) []model.Export {
 	exps := make([]model.Export, n)
 	for i := range exps {
-		name := fmt.Sprintf("svc-%06d", i)
-		exps[i] = model.Export{
-			Name: name, FQDN: name + "." + peerTD, Mode: model.Terminate, Consumers: []string{consumer},
-			Ports: []model.ExportPort{{Name: "http", Port: 8080, Protocol: model.HTTP, SNI: model.DefaultSNI(8080, name+"."+peerTD), Endpoints: []model.LocalEndpoint{{Address: "10.1.0.1", Port: 8080}}}},
-		}
+		exps[i] = benchExport(i, peerTD, consumer, model.LocalEndpoint{Address: "10.1.0.1", Port: 8080})
 	}
 	return exps
+}
+
+// benchExport is the i-th exported service of the mesh of trust domain td:
+// one HTTP port, whose mutual TLS the ingress gateway terminates for
+// consumer, proxied to ep.
+func benchExport(i int, td, consumer string, ep model.LocalEndpoint) model.Export {
+	name := fmt.Sprintf("svc-%06d", i)
+	return model.Export{
+		Name: name, FQDN: name + "." + td, Mode: model.Terminate, Consumers: []string{consumer},
+		Ports: []model.ExportPort{{Name: "http", Port: 8080, Protocol: model.HTTP, SNI: model.DefaultSNI(8080, name+"."+td), Endpoints: []model.LocalEndpoint{ep}}},
+	}
 }
 
 func startAgent(cfg agentConfig) (a *agent, err error) {

@@ -4,7 +4,9 @@
 // (real gRPC ADS clients on loopback that decode every resource and ACK it),
 // in state-of-the-world and in delta mode, under the workloads of
 // docs/architecture ("The numbers we build for"). It also measures the
-// catalog sync between two real agents over mutual TLS.
+// ingress gateway (a real Envoy with N exports: its heap per exported port
+// and single export changes) and the catalog sync between two real agents
+// over mutual TLS.
 //
 // Systems:
 //   - meshfed: the catalog → snapshot/runner → snapshot/cache → xds server;
@@ -85,8 +87,15 @@ type Options struct {
 	// Plans, when set, are run instead of the one plan of the fields
 	// above, which fill in what a plan leaves empty.
 	Plans []Plan
-	// NoXDS skips the xDS runs (to run the sync benchmark alone).
-	NoXDS bool
+	// NoXDS skips the xDS runs and the ingress measurement (to run the
+	// sync benchmark alone); NoEgress skips the xDS runs (the plans) only.
+	NoXDS, NoEgress bool
+	// Ingress are the numbers of exports N at which the ingress gateway
+	// is measured, after an ingress Envoy with no export: Envoy's heap
+	// per exported port after the cold start, and the cost of single
+	// export changes (SingleChanges and SingleBudget bound their rounds).
+	// None: not measured.
+	Ingress []int
 	// SingleChanges caps the single-change workload (default 40); it stops
 	// earlier after SingleBudget (default 5s), with at least 3 changes.
 	SingleChanges int
@@ -145,6 +154,11 @@ func (o *Options) defaults() error {
 	for i := range o.Plans {
 		if err := o.fill(&o.Plans[i]); err != nil {
 			return err
+		}
+	}
+	for _, n := range o.Ingress {
+		if n < 1 {
+			return fmt.Errorf("ingress: %d exports; at least 1", n)
 		}
 	}
 	if o.SingleChanges <= 0 {
@@ -244,6 +258,8 @@ type Report struct {
 	Plans    []Plan    `json:"plans"`
 	// Runs are the xDS runs, by N, M, system and mode.
 	Runs []*RunResult `json:"runs"`
+	// Ingress is the ingress gateway's measurement; nil when not run.
+	Ingress *IngressReport `json:"ingress,omitempty"`
 	// Sync is the catalog sync benchmark; nil when not run.
 	Sync *SyncReport `json:"sync,omitempty"`
 	// Targets are the architecture's numbers as measured by the runs.
@@ -309,8 +325,11 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	if opts.NoXDS {
+	if opts.NoXDS || opts.NoEgress {
 		opts.Plans = nil
+	}
+	if opts.NoXDS {
+		opts.Ingress = nil
 	}
 	rep.Plans = opts.Plans
 	total := 0
@@ -336,6 +355,12 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 				}
 			}
 		}
+	}
+	if len(opts.Ingress) > 0 {
+		if err := ctx.Err(); err != nil {
+			return rep, err
+		}
+		rep.Ingress = runIngress(ctx, &opts, p)
 	}
 	if !opts.Sync.Skip {
 		if err := ctx.Err(); err != nil {

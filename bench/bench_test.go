@@ -170,6 +170,7 @@ func TestOptionsRejectUnknownNames(t *testing.T) {
 		{Options{Workloads: []string{"flood"}}, `unknown workload "flood"`},
 		{Options{Plans: []Plan{{Services: []int{1}}}}, "services: 1; at least 2"},
 		{Options{Sync: SyncOptions{Windows: []int{0}}}, "sync window 0: at least 1"},
+		{Options{Ingress: []int{0}}, "ingress: 0 exports; at least 1"},
 	} {
 		_, err := Run(context.Background(), tc.opts)
 		assert.ErrorContains(t, err, tc.want)

@@ -58,7 +58,8 @@ type EnvoyFigures struct {
 	// Overloaded counts the Envoys whose overload manager, at the end of
 	// the run, refuses new requests (the bootstrap's
 	// stop_accepting_requests, on its fixed heap limit); HeapBytes is the
-	// largest server.memory_allocated.
+	// largest heap allocated (server.memory_allocated, read live from
+	// admin /memory: the gauge is refreshed every stats flush only).
 	Overloaded int    `json:"overloaded"`
 	HeapBytes  uint64 `json:"heapBytes"`
 	// CDSUpdates and LDSUpdates are Envoy's cluster_manager.cds and
@@ -80,13 +81,15 @@ type EnvoyFigures struct {
 // the version last sent and the version last ACKed per type, with their
 // times), and what each Envoy applied from its admin interface.
 type envoyFleet struct {
-	srv      *xds.Server
-	bin      string
-	dir      string
-	keepLogs string
-	cfg      fleetConfig
-	envoys   []*envoyrun.Envoy
-	ev       chan fleetEvent
+	srv *xds.Server
+	bin string
+	// bootstrap is the envoy-configs file the Envoys start from.
+	bootstrap string
+	dir       string
+	keepLogs  string
+	cfg       fleetConfig
+	envoys    []*envoyrun.Envoy
+	ev        chan fleetEvent
 	// The bootstrap's own clusters and listeners.
 	staticClusters, staticListeners int
 
@@ -114,15 +117,16 @@ type pendingChange struct {
 	since time.Time
 }
 
-// newEnvoyFleet runs Envoys with their files in dir; when keepLogs is
-// set, each Envoy's log is copied to keepLogs+node+".log" at close.
-func newEnvoyFleet(srv *xds.Server, dir, keepLogs string) (*envoyFleet, error) {
+// newEnvoyFleet runs Envoys from the bootstrap file of envoy-configs
+// ("egress.yaml", "ingress.yaml") with their files in dir; when keepLogs
+// is set, each Envoy's log is copied to keepLogs+node+".log" at close.
+func newEnvoyFleet(srv *xds.Server, dir, keepLogs, bootstrap string) (*envoyFleet, error) {
 	bin, err := envoyrun.Binary()
 	if err != nil {
 		return nil, err
 	}
 	f := &envoyFleet{
-		srv: srv, bin: bin, dir: dir, keepLogs: keepLogs, ev: make(chan fleetEvent, 1<<12),
+		srv: srv, bin: bin, bootstrap: bootstrap, dir: dir, keepLogs: keepLogs, ev: make(chan fleetEvent, 1<<12),
 		pending: map[uint64]*pendingChange{}, typeChanges: map[string]uint64{}, nacked: map[string]bool{},
 		wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{}),
 	}
@@ -142,7 +146,7 @@ func (f *envoyFleet) connect(cfg fleetConfig) error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	for _, node := range cfg.Nodes {
-		b, err := envoyconfigs.Load("egress.yaml")
+		b, err := envoyconfigs.Load(f.bootstrap)
 		if err != nil {
 			return err
 		}
@@ -339,13 +343,17 @@ func (f *envoyFleet) poll() {
 	}
 }
 
-// holdCounts reports whether every Envoy has the counted clusters and
-// listeners active, none warming; called with f.mu held, at the end of a
-// cold start only.
+// holdCounts reports whether every Envoy is initialized (its first
+// clusters and listeners received, also when there are none) and has the
+// counted clusters and listeners active, none warming; called with f.mu
+// held, at the end of a cold start only.
 func (f *envoyFleet) holdCounts() bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for _, e := range f.envoys {
+		if e.Ready(ctx) != nil {
+			return false
+		}
 		s, err := e.Stats(ctx, `^(cluster_manager\.(active|warming)_clusters|listener_manager\.total_listeners_(active|warming))$`)
 		if err != nil {
 			return false
@@ -387,14 +395,18 @@ func (f *envoyFleet) figures(ctx context.Context, into *EnvoyFigures) error {
 	into.UpdateRejected, into.InitFetchTimeout, into.CDSUpdates, into.LDSUpdates = 0, 0, 0, 0
 	into.Overloaded, into.HeapBytes = 0, 0
 	for _, e := range f.envoys {
-		s, err := e.Stats(ctx, `(update_rejected|init_fetch_timeout|update_success|stop_accepting_requests\.active|^server\.memory_allocated)$`)
+		s, err := e.Stats(ctx, `(update_rejected|init_fetch_timeout|update_success|stop_accepting_requests\.active)$`)
 		if err != nil {
 			return err
 		}
 		if s["overload.envoy.overload_actions.stop_accepting_requests.active"] > 0 {
 			into.Overloaded++
 		}
-		into.HeapBytes = max(into.HeapBytes, s["server.memory_allocated"])
+		mem, err := e.Memory(ctx)
+		if err != nil {
+			return err
+		}
+		into.HeapBytes = max(into.HeapBytes, mem.GetAllocated())
 		into.UpdateRejected += s.Sum("", ".update_rejected")
 		into.InitFetchTimeout += s.Sum("", ".init_fetch_timeout")
 		into.CDSUpdates += s["cluster_manager.cds.update_success"]
@@ -414,6 +426,33 @@ func (f *envoyFleet) figures(ctx context.Context, into *EnvoyFigures) error {
 	debug.FreeOSMemory()
 	_, into.ControlPlaneRSSBytes, _ = procUsage(os.Getpid())
 	return nil
+}
+
+// endFigures reads the Envoys' figures at the end of a run into fig, which
+// holds those of the cold start: the cds and lds updates become those
+// since. checked is the verdict of the config_dump check. It returns what
+// is wrong with the figures: Envoy must count at least the cluster and
+// listener changes ACKed.
+func (f *envoyFleet) endFigures(ctx context.Context, fig *EnvoyFigures, checked bool) (string, error) {
+	cds, lds := fig.CDSUpdates, fig.LDSUpdates
+	if err := f.figures(ctx, fig); err != nil {
+		return "", err
+	}
+	fig.CDSUpdates -= cds
+	fig.LDSUpdates -= lds
+	fig.Checked = checked
+	if fig.CDSUpdates < fig.ClusterChanges || fig.LDSUpdates < fig.ListenerChanges {
+		return fmt.Sprintf("envoy stats: %d cds and %d lds updates applied, fewer than the %d cluster and %d listener changes ACKed",
+			fig.CDSUpdates, fig.LDSUpdates, fig.ClusterChanges, fig.ListenerChanges), nil
+	}
+	return "", nil
+}
+
+// summary is the progress line of the figures at the end of a run.
+func (fig *EnvoyFigures) summary() string {
+	return fmt.Sprintf("envoy: %d update_rejected, %d init_fetch_timeout; %d cds, %d lds updates applied for %d cluster, %d listener changes ACKed; RSS %.0f MB",
+		fig.UpdateRejected, fig.InitFetchTimeout, fig.CDSUpdates, fig.LDSUpdates,
+		fig.ClusterChanges, fig.ListenerChanges, float64(fig.EndRSSBytes)/1e6)
 }
 
 // check compares each Envoy's config_dump with what the system serves:

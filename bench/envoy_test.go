@@ -2,6 +2,8 @@ package bench
 
 import (
 	"context"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -11,20 +13,26 @@ import (
 	"github.com/meshfed/meshfed/envoyrun/envoytest"
 )
 
-// TestRealEnvoyGateways runs a tiny plan with real Envoy gateways for every
-// system: every Envoy ACKs every change, Envoy's own counters show it
-// applied them and rejected nothing, and its config_dump holds exactly
-// what the system serves. It checks no timing.
-func TestRealEnvoyGateways(t *testing.T) {
+// realEnvoy are the options of a tiny run with real Envoy: a few single
+// changes, no sync; it skips the test without Envoy.
+func realEnvoy(t *testing.T, changes int) Options {
 	envoytest.Binary(t)
-	opts := Options{
-		Plans:         []Plan{{Kind: KindEnvoy, Services: []int{40}, Gateways: []int{2}, Modes: []string{ModeDelta}}},
-		SingleChanges: 3,
+	return Options{
+		SingleChanges: changes,
 		SingleBudget:  time.Millisecond,
 		WaitTimeout:   time.Minute,
 		Sync:          SyncOptions{Skip: true},
 		Progress:      testWriter{t},
 	}
+}
+
+// TestRealEnvoyGateways runs a tiny plan with real Envoy gateways for every
+// system: every Envoy ACKs every change, Envoy's own counters show it
+// applied them and rejected nothing, and its config_dump holds exactly
+// what the system serves. It checks no timing.
+func TestRealEnvoyGateways(t *testing.T) {
+	opts := realEnvoy(t, 3)
+	opts.Plans = []Plan{{Kind: KindEnvoy, Services: []int{40}, Gateways: []int{2}, Modes: []string{ModeDelta}}}
 	rep, err := Run(context.Background(), opts)
 	require.NoError(t, err)
 	require.Len(t, rep.Runs, len(Systems))
@@ -51,4 +59,44 @@ func TestRealEnvoyGateways(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestIngressGateway measures the ingress gateway at a tiny N against a
+// real Envoy: the report has every figure, Envoy rejected nothing and holds
+// what the cache serves. It checks no value.
+func TestIngressGateway(t *testing.T) {
+	opts := realEnvoy(t, 2)
+	opts.NoEgress, opts.Ingress = true, []int{20}
+	rep, err := Run(context.Background(), opts)
+	require.NoError(t, err)
+	assert.Empty(t, rep.Runs)
+	require.NotNil(t, rep.Ingress)
+	require.NotNil(t, rep.Ingress.Empty)
+	require.Len(t, rep.Ingress.Runs, 1)
+	for _, run := range rep.Ingress.all() {
+		require.Empty(t, run.Failed, "N=%d", run.Exports)
+		assert.Empty(t, run.Errors, "N=%d", run.Exports)
+		assert.True(t, run.Check.OK(), "N=%d config_dump: %v", run.Exports, run.Check.Problems)
+		assert.Positive(t, run.HeapBytes, "N=%d", run.Exports)
+		require.NotNil(t, run.Envoy)
+		assert.Zero(t, run.Envoy.UpdateRejected, "N=%d: Envoy's update_rejected", run.Exports)
+	}
+	run := rep.Ingress.Runs[0]
+	assert.Equal(t, 20, run.Exports)
+	assert.Positive(t, run.HeapPerExport)
+	assert.NotZero(t, run.GrowthPerExport)
+	assert.Positive(t, run.ListenerBytes)
+	for _, k := range exportKinds {
+		c := run.Changes[k.name]
+		require.NotNil(t, c, k.name)
+		assert.Equal(t, 2, c.Latency.Count, "%s changes applied by Envoy", k.name)
+		assert.Zero(t, c.Latency.TimedOut, k.name)
+		assert.Positive(t, c.WireBytes.P50, "%s: bytes to Envoy", k.name)
+	}
+
+	var sb strings.Builder
+	require.NoError(t, rep.WriteTable(&sb))
+	assert.Contains(t, sb.String(), "ingress gateway: one real Envoy")
+	heap := rep.Targets[slices.IndexFunc(rep.Targets, func(t Target) bool { return strings.HasPrefix(t.Name, "ingress Envoy heap per exported port, N=20") })]
+	assert.NotNil(t, heap.Met, "the heap target has its figure: %+v", heap)
 }

@@ -186,16 +186,29 @@ func (f *localFleet) connect(cfg fleetConfig) error {
 	return f.reconnect()
 }
 
-// countingConn counts the bytes read from a gateway's connection.
+// countingConn counts the bytes read from a connection in read, and those
+// written to it in written, each when set.
 type countingConn struct {
 	net.Conn
-	n *atomic.Int64
+	read, written *atomic.Int64
 }
 
 func (c countingConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
-	c.n.Add(int64(n))
+	count(c.read, n)
 	return n, err
+}
+
+func (c countingConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	count(c.written, n)
+	return n, err
+}
+
+func count(into *atomic.Int64, n int) {
+	if into != nil {
+		into.Add(int64(n))
+	}
 }
 
 func (f *localFleet) dial(ctx context.Context, addr string) (net.Conn, error) {
@@ -208,7 +221,7 @@ func (f *localFleet) dial(ctx context.Context, addr string) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return countingConn{Conn: c, n: &f.wire}, nil
+	return countingConn{Conn: c, read: &f.wire}, nil
 }
 
 func (f *localFleet) reconnect() error {

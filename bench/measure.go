@@ -49,20 +49,34 @@ type Latency struct {
 
 func summarize(ds []time.Duration, timedOut int) Latency {
 	l := Latency{Count: len(ds), TimedOut: timedOut}
-	if len(ds) == 0 {
-		return l
+	msOf := make([]float64, len(ds))
+	for i, d := range ds {
+		msOf[i] = ms(d)
 	}
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
-	l.P50 = ms(quantile(s, 0.50))
-	l.P99 = ms(quantile(s, 0.99))
-	l.Max = ms(s[len(s)-1])
+	s := spreadOf(msOf)
+	l.P50, l.P99, l.Max = s.P50, s.P99, s.Max
 	return l
 }
 
+// Spread is the median, the 99th percentile (nearest rank) and the largest
+// of a series of figures.
+type Spread struct {
+	P50 float64 `json:"p50"`
+	P99 float64 `json:"p99"`
+	Max float64 `json:"max"`
+}
+
+func spreadOf(vs []float64) Spread {
+	if len(vs) == 0 {
+		return Spread{}
+	}
+	s := slices.Clone(vs)
+	slices.Sort(s)
+	return Spread{P50: quantile(s, 0.50), P99: quantile(s, 0.99), Max: s[len(s)-1]}
+}
+
 // quantile of sorted s, nearest rank.
-func quantile(s []time.Duration, q float64) time.Duration {
+func quantile(s []float64, q float64) float64 {
 	i := int(math.Ceil(q*float64(len(s)))) - 1
 	return s[max(0, min(i, len(s)-1))]
 }

@@ -225,7 +225,7 @@ func kindOf(run *RunResult) string {
 func (r *Report) WriteTable(w io.Writer) error {
 	fmt.Fprintf(w, "meshfed-bench: %s\n", r.Command)
 	fmt.Fprintf(w, "host: %s, %d CPUs (GOMAXPROCS %d), %s %s/%s; %.0f s\n", r.Host.CPUModel, r.Host.CPUs, r.Host.GOMAXPROCS, r.Host.GoVersion, r.Host.OS, r.Host.Arch, r.Seconds)
-	fmt.Fprintf(w, "%s gateways only; meshfed runner holdoff %.0f ms; catalog store in %s; gateways in a %s; churn %.0f/s for %g s (80%% endpoints, 15%% edits, 5%% adds/removes); burst %.0f%% of N in 1 s; %.0f%% TCP services\n",
+	fmt.Fprintf(w, "plans: %s gateways (the ingress gateway, when measured, has a table of its own); meshfed runner holdoff %.0f ms; catalog store in %s; gateways in a %s; churn %.0f/s for %g s (80%% endpoints, 15%% edits, 5%% adds/removes); burst %.0f%% of N in 1 s; %.0f%% TCP services\n",
 		r.Settings.Role, r.Settings.HoldoffMs, r.Settings.StoreDir, r.Settings.Clients, r.Settings.ChurnRate, r.Settings.ChurnSeconds, 100*r.Settings.BurstFraction, 100*r.Settings.TCPShare)
 	fmt.Fprintln(w, "single changes follow the churn mix, one at a time, in the same order for every system; a system that takes longer measures fewer of them (see the count), so compare the per-scope rows")
 	var blocks []tableBlock
@@ -246,6 +246,11 @@ func (r *Report) WriteTable(w io.Writer) error {
 	hasMeshfed := slices.Contains(systems, SystemMeshfed)
 	for _, b := range blocks {
 		if err := r.writeBlock(w, b, systems, baselines, hasMeshfed); err != nil {
+			return err
+		}
+	}
+	if r.Ingress != nil {
+		if err := r.writeIngress(w); err != nil {
 			return err
 		}
 	}

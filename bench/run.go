@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	gcache "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
@@ -138,18 +139,12 @@ func runEnv(parent context.Context, opts *Options, p *pki, prefix string, res *R
 	progress := func(format string, args ...any) {
 		fmt.Fprintf(opts.Progress, "%s: %s\n", prefix, fmt.Sprintf(format, args...))
 	}
-	dir, err := os.MkdirTemp(opts.StoreDir, "meshfed-bench-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-
 	h0 := heap()
-	st, err := store.Open(filepath.Join(dir, "meshfed.db"))
+	st, closeStore, err := openStore(opts.StoreDir)
 	if err != nil {
 		return err
 	}
-	defer st.Close()
+	defer closeStore()
 	cat, gen, err := loadCatalog(st, opts.Seed, res.Services)
 	if err != nil {
 		return err
@@ -163,41 +158,27 @@ func runEnv(parent context.Context, opts *Options, p *pki, prefix string, res *R
 		return err
 	}
 	e.sys = sys
-	ctx, cancel := context.WithCancel(parent)
 	var wg sync.WaitGroup
-	defer func() {
-		cancel()
-		wg.Wait()
-		sys.wait()
-	}()
-	if err := sys.start(ctx); err != nil {
+	ctx, stop, err := startSystem(parent, sys, &wg)
+	if err != nil {
 		return err
 	}
+	defer stop()
 	h2 := heap()
 	res.HeapPerService = float64(int64(h2)-int64(h0)) / float64(res.Services)
 	res.CatalogHeapPerService = float64(int64(h1)-int64(h0)) / float64(res.Services)
 
-	// A Unix socket, as the agent's default: gateways on plaintext TCP
-	// would be served no SVID key.
-	sockDir, err := os.MkdirTemp("", "meshfed-bench-xds-")
+	xr, err := startXDS(ctx, &wg, sys.cache(), model.Egress)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(sockDir)
-	srv, lis, err := serveXDS(ctx, &wg, sys.cache(), sockDir)
-	if err != nil {
-		return err
-	}
+	defer xr.close()
 
-	envoys, err := e.startFleet(srv, sockDir)
+	envoys, err := e.startFleet(xr.srv, xr.dir)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if cerr := e.fleet.close(); cerr != nil && err == nil {
-			err = fmt.Errorf("gateways: %w", cerr)
-		}
-	}()
+	defer closeFleet(e.fleet, "gateways", &err)
 	e.events = newCollector(e.fleet.events())
 	defer e.events.stop()
 
@@ -207,11 +188,56 @@ func runEnv(parent context.Context, opts *Options, p *pki, prefix string, res *R
 	}
 	progress("%d services (%d egress resources) loaded; heap %.0f B/service", res.Services, res.Resources, res.HeapPerService)
 
-	if err := e.coldStart(ctx, want, lis, nodes, envoys, progress); err != nil {
+	if err := e.coldStart(ctx, want, xr.lis, nodes, envoys, progress); err != nil {
 		return err
 	}
 	e.runWorkloads(workloads, progress)
 	return e.finalCheck(ctx, envoys, progress)
+}
+
+// startSystem starts sys; stop ends it, once the goroutines of wg (the
+// server's) also ended.
+func startSystem(parent context.Context, sys system, wg *sync.WaitGroup) (ctx context.Context, stop func(), err error) {
+	ctx, cancel := context.WithCancel(parent)
+	stop = func() {
+		cancel()
+		wg.Wait()
+		sys.wait()
+	}
+	if err := sys.start(ctx); err != nil {
+		stop()
+		return nil, nil, err
+	}
+	return ctx, stop, nil
+}
+
+// envoyLogs is the prefix of the log files of a run's Envoys in dir (see
+// newEnvoyFleet), which it makes: dir + run; none without dir.
+func envoyLogs(dir, run string) (string, error) {
+	if dir == "" {
+		return "", nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	return filepath.Join(dir, run), nil
+}
+
+// openStore opens a store in a new directory under dir; closeStore closes
+// it and removes the directory.
+func openStore(dir string) (st *store.Store, closeStore func(), err error) {
+	d, err := os.MkdirTemp(dir, "meshfed-bench-")
+	if err != nil {
+		return nil, nil, err
+	}
+	if st, err = store.Open(filepath.Join(d, "meshfed.db")); err != nil {
+		_ = os.RemoveAll(d)
+		return nil, nil, err
+	}
+	return st, func() {
+		_ = st.Close()
+		_ = os.RemoveAll(d)
+	}, nil
 }
 
 // nodeIDs are the node ids of m egress gateways.
@@ -223,22 +249,61 @@ func nodeIDs(m int) []string {
 	return nodes
 }
 
-// serveXDS serves c to the gateways on a Unix socket in dir until ctx ends.
-func serveXDS(ctx context.Context, wg *sync.WaitGroup, c gcache.Cache, dir string) (*xds.Server, net.Listener, error) {
-	srv, err := xds.New(xds.Config{Cache: c, NodeRole: egressRole})
-	if err != nil {
-		return nil, nil, err
+// xdsRun is the xDS server of a run, on a Unix socket (the agent's
+// default: gateways on plaintext TCP would be served no SVID key) in a
+// directory of its own, which real Envoys keep their files in.
+type xdsRun struct {
+	srv *xds.Server
+	lis net.Listener
+	dir string
+	// written counts the bytes written to the gateways' connections.
+	written *atomic.Int64
+}
+
+// startXDS serves c to the gateways, all of role, until ctx ends.
+func startXDS(ctx context.Context, wg *sync.WaitGroup, c gcache.Cache, role model.Role) (_ *xdsRun, err error) {
+	x := &xdsRun{written: &atomic.Int64{}}
+	if x.dir, err = os.MkdirTemp("", "meshfed-bench-xds-"); err != nil {
+		return nil, err
 	}
-	lis, err := xds.Listen("unix://" + filepath.Join(dir, "xds.sock"))
+	if x.srv, err = xds.New(xds.Config{Cache: c, NodeRole: servesAs(role)}); err == nil {
+		x.lis, err = xds.Listen("unix://" + filepath.Join(x.dir, "xds.sock"))
+	}
 	if err != nil {
-		return nil, nil, err
+		x.close()
+		return nil, err
 	}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		_ = srv.Serve(ctx, lis)
+		_ = x.srv.Serve(ctx, countingListener{Listener: x.lis, written: x.written})
 	}()
-	return srv, lis, nil
+	return x, nil
+}
+
+// close removes the directory, once the server stopped.
+func (x *xdsRun) close() { _ = os.RemoveAll(x.dir) }
+
+// closeFleet closes f, and makes its error *err unless there is one.
+func closeFleet(f fleet, what string, err *error) {
+	if cerr := f.close(); cerr != nil && *err == nil {
+		*err = fmt.Errorf("%s: %w", what, cerr)
+	}
+}
+
+// countingListener counts the bytes written to the connections it
+// accepts.
+type countingListener struct {
+	net.Listener
+	written *atomic.Int64
+}
+
+func (l countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return countingConn{Conn: c, written: l.written}, nil
 }
 
 // loadCatalog fills the catalog of a run with n services.
@@ -260,14 +325,11 @@ func (e *env) startFleet(srv *xds.Server, sockDir string) (envoys *envoyFleet, e
 	res, opts := e.res, e.opts
 	switch {
 	case res.Kind == KindEnvoy:
-		keep := ""
-		if opts.EnvoyLogs != "" {
-			if err := os.MkdirAll(opts.EnvoyLogs, 0o755); err != nil {
-				return nil, err
-			}
-			keep = filepath.Join(opts.EnvoyLogs, fmt.Sprintf("%s-%s-%d-%d-", res.System, res.Mode, res.Services, res.Gateways))
+		keep, err := envoyLogs(opts.EnvoyLogs, fmt.Sprintf("%s-%s-%d-%d-", res.System, res.Mode, res.Services, res.Gateways))
+		if err != nil {
+			return nil, err
 		}
-		if envoys, err = newEnvoyFleet(srv, sockDir, keep); err != nil {
+		if envoys, err = newEnvoyFleet(srv, sockDir, keep, "egress.yaml"); err != nil {
 			return nil, err
 		}
 		e.fleet = envoys
@@ -298,15 +360,9 @@ func (e *env) coldStart(ctx context.Context, want checkWant, lis net.Listener, n
 	g0 := e.gateways()
 	u0 := readUsage()
 	t0 := time.Now()
-	if err := e.fleet.connect(fleetConfig{Addr: xds.Target(lis.Addr()), Delta: res.Mode == ModeDelta, PartialSotw: e.partialSotw(), Nodes: nodes}); err != nil {
+	at, err := connectAll(e.fleet, e.events, fleetConfig{Addr: xds.Target(lis.Addr()), Delta: res.Mode == ModeDelta, PartialSotw: e.partialSotw(), Nodes: nodes}, opts.WaitTimeout)
+	if err != nil {
 		return err
-	}
-	at, ok := e.events.waitSync(opts.WaitTimeout)
-	if !ok {
-		if f := e.events.failures(); len(f) > 0 {
-			return fmt.Errorf("cold start: %d gateway streams failed, first: %s", len(f), f[0])
-		}
-		return fmt.Errorf("cold start: the gateways did not all sync within %s", opts.WaitTimeout)
 	}
 	res.Cold = e.phase(at.Sub(t0), u0, g0)
 	h3 := heap()
@@ -322,6 +378,22 @@ func (e *env) coldStart(ctx context.Context, want checkWant, lis net.Listener, n
 		progress("envoy RSS %.0f MB (largest of %d), control plane RSS %.0f MB", float64(res.Envoy.ColdRSSBytes)/1e6, res.Gateways, float64(res.Envoy.ControlPlaneRSSBytes)/1e6)
 	}
 	return nil
+}
+
+// connectAll connects every gateway of f at once, and returns when the
+// last one held the counts of its expectSync.
+func connectAll(f fleet, events *collector, cfg fleetConfig, timeout time.Duration) (time.Time, error) {
+	if err := f.connect(cfg); err != nil {
+		return time.Time{}, err
+	}
+	at, ok := events.waitSync(timeout)
+	if !ok {
+		if failed := events.failures(); len(failed) > 0 {
+			return at, fmt.Errorf("cold start: %d gateway streams failed, first: %s", len(failed), failed[0])
+		}
+		return at, fmt.Errorf("cold start: the gateways did not all sync within %s", timeout)
+	}
+	return at, nil
 }
 
 // runWorkloads runs the workloads asked for, unless gateway streams failed.
@@ -382,20 +454,14 @@ func (e *env) finalCheck(ctx context.Context, envoys *envoyFleet, progress func(
 	}
 	progress("%d NACKs; final state check %s", res.NACKs, verdict)
 	if envoys != nil {
-		cds, lds := res.Envoy.CDSUpdates, res.Envoy.LDSUpdates
-		if err := envoys.figures(ctx, res.Envoy); err != nil {
+		problem, err := envoys.endFigures(ctx, res.Envoy, res.Check.OK())
+		if err != nil {
 			return err
 		}
-		res.Envoy.CDSUpdates -= cds
-		res.Envoy.LDSUpdates -= lds
-		res.Envoy.Checked = res.Check.OK()
-		if res.Envoy.CDSUpdates < res.Envoy.ClusterChanges || res.Envoy.LDSUpdates < res.Envoy.ListenerChanges {
-			e.errorf("envoy stats: %d cds and %d lds updates applied, fewer than the %d cluster and %d listener changes ACKed",
-				res.Envoy.CDSUpdates, res.Envoy.LDSUpdates, res.Envoy.ClusterChanges, res.Envoy.ListenerChanges)
+		if problem != "" {
+			e.errorf("%s", problem)
 		}
-		progress("envoy: %d update_rejected, %d init_fetch_timeout; %d cds, %d lds updates applied for %d cluster, %d listener changes ACKed; RSS %.0f MB",
-			res.Envoy.UpdateRejected, res.Envoy.InitFetchTimeout, res.Envoy.CDSUpdates, res.Envoy.LDSUpdates,
-			res.Envoy.ClusterChanges, res.Envoy.ListenerChanges, float64(res.Envoy.EndRSSBytes)/1e6)
+		progress("%s", res.Envoy.summary())
 	}
 	return nil
 }
@@ -439,10 +505,13 @@ func (e *env) gateways() fleetStats {
 // agree, or WaitTimeout passes: the workloads wait for the types a change
 // touched, and a system that sends other types anew (SnapshotCache bumps
 // every type's version) may still have those responses in flight.
-func (e *env) settled() (CheckResult, error) {
-	deadline := time.Now().Add(e.opts.WaitTimeout)
+func (e *env) settled() (CheckResult, error) { return settle(e.fleet, e.expected, e.opts.WaitTimeout) }
+
+// settle checks f against want until they agree, or timeout passes.
+func settle(f fleet, want func() checkWant, timeout time.Duration) (CheckResult, error) {
+	deadline := time.Now().Add(timeout)
 	for {
-		got, err := e.fleet.check(e.expected())
+		got, err := f.check(want())
 		if err != nil || got.OK() || time.Now().After(deadline) {
 			return got, err
 		}

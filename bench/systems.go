@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -67,6 +68,9 @@ type systemEnv struct {
 	input   snapshot.Input
 	holdoff time.Duration
 	nodes   []string
+	// role is that of every gateway served: egress unless set (only the
+	// meshfed system serves another).
+	role model.Role
 }
 
 func newSystem(name string, env systemEnv) (system, error) {
@@ -85,11 +89,16 @@ func newSystem(name string, env systemEnv) (system, error) {
 // info level by default).
 var quiet = log.LoggerFuncs{}
 
-func egressRole(string) (model.Role, bool) { return model.Egress, true }
+// servesAs gives every gateway role, as the xDS server and meshfed's
+// cache see it.
+func servesAs(role model.Role) cache.NodeRole {
+	return func(string) (model.Role, bool) { return role, true }
+}
 
 // meshfedSystem is the real thing: the runner translating catalog changes
 // per service into meshfed's incremental cache.
 type meshfedSystem struct {
+	role    model.Role
 	c       *cache.Cache
 	r       *runner.Runner
 	done    chan struct{}
@@ -97,7 +106,8 @@ type meshfedSystem struct {
 }
 
 func newMeshfed(env systemEnv) (*meshfedSystem, error) {
-	s := &meshfedSystem{c: cache.New(egressRole, nil), done: make(chan struct{})}
+	role := cmp.Or(env.role, model.Egress)
+	s := &meshfedSystem{role: role, c: cache.New(servesAs(role), nil), done: make(chan struct{})}
 	secrets := env.input.Secrets
 	ports, err := runner.NewAllocator(env.store.Bucket("egress-ports"), egressPorts)
 	if err != nil {
@@ -141,10 +151,10 @@ func (s *meshfedSystem) ports() map[string]uint32 { return s.r.Ports() }
 
 func (s *meshfedSystem) served(typeURL string, _ bool) (map[string]string, string) {
 	out := map[string]string{}
-	for _, r := range s.c.Resources(model.Egress, typeURL) {
+	for _, r := range s.c.Resources(s.role, typeURL) {
 		out[r.Name] = r.Version
 	}
-	return out, s.c.Version(model.Egress, typeURL)
+	return out, s.c.Version(s.role, typeURL)
 }
 
 func (s *meshfedSystem) applied() uint64 { return s.batches.Load() }

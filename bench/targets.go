@@ -25,7 +25,8 @@ func verdictOf(ok bool) *bool { return &ok }
 // what it has: each target names the runs it needs.
 func (r *Report) evaluate() []Target {
 	out := r.simulated().evaluateSimulated()
-	return append(out, r.envoyTargets()...)
+	out = append(out, r.envoyTargets()...)
+	return append(out, r.ingressTargets()...)
 }
 
 // evaluateSimulated measures the runs of simulated gateways.

@@ -142,6 +142,14 @@ func (e *Envoy) Certs(ctx context.Context) (*adminv3.Certificates, error) {
 	return out, e.getProto(ctx, "/certs", out)
 }
 
+// Memory reads admin /memory: tcmalloc's figures now, where the
+// server.memory_* gauges are those of the last stats flush (every 5 s by
+// default).
+func (e *Envoy) Memory(ctx context.Context) (*adminv3.Memory, error) {
+	out := &adminv3.Memory{}
+	return out, e.getProto(ctx, "/memory", out)
+}
+
 func (e *Envoy) getProto(ctx context.Context, path string, m proto.Message) error {
 	body, err := e.Get(ctx, path)
 	if err != nil {

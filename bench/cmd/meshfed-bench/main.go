@@ -67,7 +67,7 @@ func run() int {
 	var (
 		o                                 bench.Options
 		n, m, systems, modes, workloads   string
-		syncN, syncWindows                string
+		syncN, syncWindows, ingressN      string
 		out                               string
 		noSync, noNetem                   bool
 		singleBudget, churnDur, holdoff   time.Duration
@@ -91,8 +91,10 @@ func run() int {
 	flag.StringVar(&o.EnvoyLogs, "envoy-logs", "", "directory that receives the log of every real Envoy gateway (kind=envoy plans)")
 	flag.StringVar(&o.StoreDir, "store-dir", "", "directory of the xDS runs' stores (default /dev/shm when present)")
 	flag.Uint64Var(&o.Seed, "seed", 1, "seed of the generated catalog and changes")
+	flag.StringVar(&ingressN, "ingress-n", "", "numbers of exports of the ingress gateway's measurement, comma-separated: one real Envoy from ingress.yaml, its heap per exported port after the cold start, and single export changes (add, remove, endpoints; bounded by -single and -single-budget, at least 10 rounds); none by default")
 	flag.BoolVar(&noSync, "no-sync", false, "skip the catalog sync benchmark")
 	flag.BoolVar(&o.NoXDS, "sync-only", false, "run the catalog sync benchmark only")
+	flag.BoolVar(&o.NoEgress, "no-egress", false, "skip the runs of egress gateways (every -plan), e.g. to run the ingress measurement alone")
 	flag.StringVar(&syncN, "sync-n", "1000", "catalog sizes of the sync benchmark")
 	flag.StringVar(&syncWindows, "sync-windows", "1,64", "consumer windows of the sync benchmark (1 is the specification)")
 	flag.StringVar(&o.Sync.StoreDir, "sync-store-dir", "", "directory of the sync consumer's store (default the temporary directory)")
@@ -116,6 +118,9 @@ func run() int {
 	}
 	if o.Gateways, err = ints(m); err != nil {
 		return usage("-m", err)
+	}
+	if o.Ingress, err = ints(ingressN); err != nil {
+		return usage("-ingress-n", err)
 	}
 	if o.Sync.Services, err = ints(syncN); err != nil {
 		return usage("-sync-n", err)
