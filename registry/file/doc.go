@@ -18,6 +18,8 @@
 //	        port: 8080                  # 1..65535, the port the service is known by
 //	        protocol: HTTP              # HTTP HTTPS GRPC HTTP2 MONGO TCP TLS MTLS
 //	        sni: optional               # default outbound_.<port>_._.<fqdn>
+//	        consulService: optional     # the Consul service whose Connect sidecars the
+//	                                    # endpoints are: the ingress speaks Consul's mTLS to them
 //	        endpoints:                  # at least one
 //	          - address: 127.0.0.1      # IP or DNS name
 //	            port: 9080

@@ -149,10 +149,10 @@ func benchEnv(b *testing.B, n int) *benchRunner {
 
 // BenchmarkExportChange measures one export's change through the
 // translator and the cache, at several numbers of exports: of its
-// endpoints, and of its filter chain (here its SNI). Each export has a
-// listener of its own, so neither touches the others' nor the ingress
-// listener; B/listener is the ingress listener's size, which does not grow
-// with the exports.
+// endpoints, which touches its own resources only, and of its SNI, which
+// sends the two ingress listeners, whose maps hold every exported SNI;
+// B/listener is the ingress TLS listener's size, which grows with the
+// exports.
 func BenchmarkExportChange(b *testing.B) {
 	secrets := testSecrets(b)
 	for _, n := range []int{1_000, 10_000, 100_000} {
