@@ -102,7 +102,7 @@ func consulScope(scope, cname string, port uint32, vh *route.VirtualHost) *route
 		Key: &route.ScopedRouteConfiguration_Key{Fragments: []*route.ScopedRouteConfiguration_Key_Fragment{{
 			Type: &route.ScopedRouteConfiguration_Key_Fragment_StringKey{StringKey: consulScopeKey(cname, port)},
 		}}},
-		RouteConfiguration: &route.RouteConfiguration{Name: scope, VirtualHosts: []*route.VirtualHost{alias}},
+		RouteConfiguration: scopeRoutes(scope, alias),
 	}
 }
 

@@ -97,11 +97,16 @@ func EgressScope(host string, port uint32, vh *route.VirtualHost) *route.ScopedR
 		Key: &route.ScopedRouteConfiguration_Key{Fragments: []*route.ScopedRouteConfiguration_Key_Fragment{{
 			Type: &route.ScopedRouteConfiguration_Key_Fragment_StringKey{StringKey: ScopeKey(host, port)},
 		}}},
-		RouteConfiguration: &route.RouteConfiguration{
-			Name:         vh.GetName(),
-			VirtualHosts: []*route.VirtualHost{vh},
-		},
+		RouteConfiguration: scopeRoutes(vh.GetName(), vh),
 	}
+}
+
+// scopeRoutes is the route configuration of a scope, named name. Envoy
+// does not check that its cluster exists: a scope and its cluster arrive
+// in one update, and Envoy would refuse the scope while the cluster still
+// warms (waiting for its endpoints). A request in that moment gets a 503.
+func scopeRoutes(name string, vh *route.VirtualHost) *route.RouteConfiguration {
+	return &route.RouteConfiguration{Name: name, VirtualHosts: []*route.VirtualHost{vh}, ValidateClusters: wrapperspb.Bool(false)}
 }
 
 // ScopeKey is the scope key of requests for host on the egress HTTP
