@@ -44,6 +44,7 @@ func (a *Agent) consulConnect(ctx context.Context) error {
 		}
 		a.consulDC = dc
 	}
+	cc.UseDatacenter(a.consulDC)
 	return nil
 }
 

@@ -38,7 +38,7 @@ import (
 // /v1/health/connect, and dials it with Consul's mutual TLS and the SNI
 // Consul gives the service. The egress ends that TLS as the import's
 // Consul name and carries the call to the owner; an intention that denies
-// the caller closes its connection before a byte reaches the owner, and
+// the caller fails its handshake, so that nothing is opened for it, and
 // the egress logs it.
 func TestConnectSidecarReachesAnImport(t *testing.T) {
 	cons := consultest.Start(t)
@@ -77,21 +77,34 @@ func TestConnectSidecarReachesAnImport(t *testing.T) {
 		}
 		return nil
 	})
-	eventually(t, "the egress counts and logs the refusal", func(ctx context.Context) error {
-		st, err := a.egress.Stats(ctx, "ext_authz")
+	// Consul's intentions are in the handshake: the caller fails it.
+	bar := "spiffe://" + proxyTrustDomain(t, cc) + "/ns/default/dc/" + consultest.Datacenter + "/svc/bar"
+	eventually(t, "the egress refuses bar's handshake, and logs it", func(ctx context.Context) error {
+		if err := echoed(); err == nil {
+			return errors.New("bar still reaches the import")
+		}
+		st, err := a.egress.Stats(ctx, "ssl.fail_verify_san")
 		if err != nil {
 			return err
 		}
-		if st.Sum("ext_authz.connect-ledger-mesh-b.", "denied") == 0 {
-			return errors.New("no denial counted")
+		if st.Sum("listener.", "ssl.fail_verify_san") == 0 {
+			return errors.New("no handshake refused for its SAN")
 		}
 		for _, l := range accessLog(t, a.egress) {
-			if l["listener"] == snapshot.EgressConnectName && strings.Contains(fmt.Sprint(l["flags"]), "UAEX") {
+			if l["listener"] == snapshot.EgressConnectName && l["peer"] == bar && l["tls_failure"] != nil && l["upstream"] == nil {
 				return nil
 			}
 		}
-		return errors.New("no access log line of the refused caller")
+		return errors.New("no access log line of bar's refused handshake")
 	})
+}
+
+// proxyTrustDomain is Consul's trust domain.
+func proxyTrustDomain(t *testing.T, cc *api.Client) string {
+	t.Helper()
+	roots, _, err := cc.Agent().ConnectCARoots(nil)
+	require.NoError(t, err)
+	return roots.TrustDomain
 }
 
 // A Connect-native service of the owner's Consul mesh is exported: the

@@ -24,7 +24,7 @@ func CheckService(in *Input, role model.Role, sr ServiceResources) error {
 		sr.Listeners = append(slices.Clip(sr.Listeners), EgressHTTP(in, sr.HostRoutes)...)
 		if l := EgressConnectListener(in, sr.ConnectRoutes); l != nil {
 			sr.Listeners = append(sr.Listeners, l)
-			sr.Secrets = append(sr.Secrets, ConsulLeafSecret(in, sr.ConsulName))
+			sr.Secrets = append(sr.Secrets, ConsulLeafSecret(in, sr.ConsulName), ConsulCallersSecret(in, sr.ConsulName))
 		}
 		byRole[model.Egress] = sr.byType()
 	case model.Ingress:

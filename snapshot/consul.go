@@ -73,6 +73,9 @@ type ConsulSecrets struct {
 	Leaves map[string]SVID `json:"leaves,omitempty"`
 	// Ingress is the ingress's leaf certificate, of Consul.IngressIdentity.
 	Ingress *SVID `json:"ingress,omitempty"`
+	// Callers are, by the Consul name of an import, the services Consul's
+	// intentions let call it.
+	Callers map[string]ConsulCallers `json:"callers,omitempty"`
 }
 
 // consulName is the Consul service name of imp, when Consul names it.
@@ -120,7 +123,7 @@ func consulSPIFFEID(in *Input, service string) string {
 // instance's cluster is cluster: nil while the Connect listener is off or
 // Consul's trust domain is not known yet.
 func egressConnectRoute(in *Input, imp model.Import, name, cluster string) *SNIRoute {
-	if in.Consul.ConnectPort == 0 || in.Secrets.Consul.TrustDomain == "" {
+	if in.Consul.ConnectPort == 0 || ConsulLeafSecret(in, name) == nil || ConsulCallersSecret(in, name) == nil {
 		return nil
 	}
 	chain := &listener.FilterChain{
@@ -132,7 +135,9 @@ func egressConnectRoute(in *Input, imp model.Import, name, cluster string) *SNIR
 }
 
 // connectServerTLS ends a Connect sidecar's mutual TLS with the leaf of
-// Consul service name, requiring a client certificate of Consul's CA.
+// Consul service name, requiring a client certificate of Consul's CA of
+// a service Consul's intentions let call it (ConsulCallersSecret): a
+// caller they refuse fails the handshake.
 func connectServerTLS(name string) *core.TransportSocket {
 	ctx := &tls.DownstreamTlsContext{
 		RequireClientCertificate: wrapBool(true),
@@ -140,7 +145,7 @@ func connectServerTLS(name string) *core.TransportSocket {
 			TlsParams:                      tlsParams(),
 			TlsCertificateSdsSecretConfigs: []*tls.SdsSecretConfig{sdsSecret(ConsulLeafSecretName(name))},
 			ValidationContextType: &tls.CommonTlsContext_ValidationContextSdsSecretConfig{
-				ValidationContextSdsSecretConfig: sdsSecret(ConsulRootsSecretName),
+				ValidationContextSdsSecretConfig: sdsSecret(ConsulCallersSecretName(name)),
 			},
 		},
 	}
@@ -234,17 +239,22 @@ func leafSecret(name string, leaf SVID) *tls.Secret {
 	}}}
 }
 
-// ConsulLeafSecrets are the egress's Consul leaf certificates, one per
-// Consul name of an import that Connect sidecars may reach, sorted by
-// name; none without a Connect listener. The ingress's own leaf is among
-// its GatewaySecrets.
-func ConsulLeafSecrets(in *Input) []*tls.Secret {
+// ConsulEgressSecrets are the egress's Consul secrets of each Consul name
+// of an import that Connect sidecars may reach: its leaf certificate and
+// its callers, sorted by name; none without a Connect listener. The
+// ingress's own leaf is among its GatewaySecrets.
+func ConsulEgressSecrets(in *Input) []*tls.Secret {
 	if in.Consul == nil || in.Consul.ConnectPort == 0 {
 		return nil
 	}
 	var out []*tls.Secret
 	for _, name := range slices.Sorted(maps.Keys(in.Secrets.Consul.Leaves)) {
 		out = append(out, ConsulLeafSecret(in, name))
+	}
+	for _, name := range slices.Sorted(maps.Keys(in.Secrets.Consul.Callers)) {
+		if s := ConsulCallersSecret(in, name); s != nil {
+			out = append(out, s)
+		}
 	}
 	return out
 }

@@ -142,6 +142,12 @@ func ConsulLeafSecretName(service string) string {
 	return join("meshfed", "consul-leaf", escape(service))
 }
 
+// ConsulCallersSecretName names the SDS validation context of the
+// callers of the import whose Consul name is service.
+func ConsulCallersSecretName(service string) string {
+	return join("meshfed", "consul-callers", escape(service))
+}
+
 // ConsulRootsSecretName names the SDS validation context of Consul's CA
 // roots.
 const ConsulRootsSecretName = "meshfed" + sep + "consul-roots"

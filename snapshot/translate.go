@@ -97,10 +97,8 @@ func EgressResources(in *Input, imp model.Import) ServiceResources {
 		}
 
 		if consul && len(out.ConnectRoutes) == 0 {
-			if _, ok := in.Secrets.Consul.Leaves[cname]; ok {
-				if r := egressConnectRoute(in, imp, cname, name); r != nil {
-					out.ConnectRoutes = append(out.ConnectRoutes, *r)
-				}
+			if r := egressConnectRoute(in, imp, cname, name); r != nil {
+				out.ConnectRoutes = append(out.ConnectRoutes, *r)
 			}
 		}
 		if !inst.Protocol.RoutedByHost() {
@@ -208,10 +206,11 @@ func GatewaySecrets(in *Input, role model.Role) []*tls.Secret {
 	if s := svidSecret(in, role); s != nil {
 		out = append(out, s)
 	}
-	if s := consulRootsSecret(in); s != nil {
-		out = append(out, s)
-	}
 	if role != model.Egress {
+		// The egress's are in its callers' validation contexts.
+		if s := consulRootsSecret(in); s != nil {
+			out = append(out, s)
+		}
 		if c, leaf := in.Consul, in.Secrets.Consul.Ingress; c != nil && c.IngressIdentity != "" && leaf != nil {
 			out = append(out, leafSecret(c.IngressIdentity, *leaf))
 		}
@@ -257,7 +256,7 @@ func Build(in *Input) *Resources {
 		consulNames[sr.ConsulName] = true
 		egress.add(sr)
 	}
-	egress.Secrets = append(egress.Secrets, ConsulLeafSecrets(in)...)
+	egress.Secrets = append(egress.Secrets, ConsulEgressSecrets(in)...)
 	for _, exp := range in.Exports {
 		ingress.add(IngressResources(in, exp))
 	}

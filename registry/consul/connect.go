@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -36,12 +37,20 @@ type Connect struct {
 	log      *zap.Logger
 	now      func() time.Time
 
-	mu      sync.Mutex
-	roots   *api.CARootList
-	want    map[string]bool
-	leaves  map[string]leaf
-	changed chan struct{}
-	wake    chan struct{}
+	mu         sync.Mutex
+	roots      *api.CARootList
+	dc         string
+	want       map[string]bool
+	leaves     map[string]leaf
+	intentions []*api.Intention
+	callers    map[string]snapshot.ConsulCallers
+	changed    chan struct{}
+	wake       chan struct{}
+	// rethink wakes the computing of the callers.
+	rethink chan struct{}
+	// stranger is a service no intention names: what Consul decides for
+	// it is what it decides for every service no intention names.
+	stranger string
 }
 
 type leaf struct {
@@ -76,9 +85,10 @@ func NewConnect(cfg Config, log *zap.Logger) (*Connect, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Connect{client: client, identity: cfg.Connect.Identity, log: log, now: time.Now,
-		want: map[string]bool{cfg.Connect.Identity: true}, leaves: map[string]leaf{},
-		changed: make(chan struct{}, 1), wake: make(chan struct{}, 1)}, nil
+	return &Connect{client: client, identity: cfg.Connect.Identity, log: log, now: time.Now, dc: cfg.Datacenter,
+		want: map[string]bool{cfg.Connect.Identity: true}, leaves: map[string]leaf{}, callers: map[string]snapshot.ConsulCallers{},
+		changed: make(chan struct{}, 1), wake: make(chan struct{}, 1), rethink: make(chan struct{}, 1),
+		stranger: "meshfed-stranger-" + strconv.FormatInt(time.Now().UnixNano(), 36)}, nil
 }
 
 // Changed receives a value when the material changed.
@@ -101,12 +111,19 @@ func (c *Connect) SetServices(names []string) {
 			gone = true
 		}
 	}
+	for n := range c.callers {
+		if !want[n] {
+			delete(c.callers, n)
+			gone = true
+		}
+	}
 	c.mu.Unlock()
 	if gone {
 		notify(c.changed)
 	}
 	if !same {
 		notify(c.wake)
+		notify(c.rethink)
 	}
 }
 
@@ -134,6 +151,9 @@ func (c *Connect) Material() snapshot.ConsulSecrets {
 		}
 		out.Leaves[name] = l.svid
 	}
+	if len(c.callers) > 0 {
+		out.Callers = maps.Clone(c.callers)
+	}
 	return out
 }
 
@@ -148,6 +168,14 @@ func (c *Connect) Datacenter(ctx context.Context) (string, error) {
 		return "", errors.New("consul: the agent named no datacenter")
 	}
 	return dc, ctx.Err()
+}
+
+// UseDatacenter sets the datacenter Consul names services in.
+func (c *Connect) UseDatacenter(dc string) {
+	c.mu.Lock()
+	c.dc = dc
+	c.mu.Unlock()
+	notify(c.rethink)
 }
 
 // Authorize asks the agent whether Consul's intentions let the caller
@@ -169,8 +197,22 @@ func (c *Connect) Run(ctx context.Context) error {
 		}, c.setRoots, func(error) {})
 		return nil
 	})
+	g.Go(func() error {
+		watch(ctx, c.log, "connect/intentions", 0, func(q *api.QueryOptions) ([]*api.Intention, *api.QueryMeta, error) {
+			return c.client.Connect().Intentions(q)
+		}, c.setIntentions, func(error) {})
+		return nil
+	})
 	g.Go(func() error { c.keepLeaves(ctx); return nil })
+	g.Go(func() error { c.keepCallers(ctx); return nil })
 	return g.Wait()
+}
+
+func (c *Connect) setIntentions(in []*api.Intention) {
+	c.mu.Lock()
+	c.intentions = in
+	c.mu.Unlock()
+	notify(c.rethink)
 }
 
 func (c *Connect) setRoots(roots *api.CARootList) {
@@ -189,6 +231,7 @@ func (c *Connect) setRoots(roots *api.CARootList) {
 	c.log.Info("consul connect roots", zap.String("trust_domain", roots.TrustDomain), zap.String("active_root", roots.ActiveRootID), zap.Int("roots", len(roots.Roots)))
 	notify(c.changed)
 	notify(c.wake)
+	notify(c.rethink)
 }
 
 // keepLeaves fetches the leaves that are missing or due, a few at a time,
@@ -334,4 +377,101 @@ func notify(ch chan struct{}) {
 	case ch <- struct{}{}:
 	default:
 	}
+}
+
+// keepCallers works out, for every import's Consul name, which services
+// Consul's intentions let call it, again whenever the intentions or the
+// names change; what it cannot work out now is kept as it was and tried
+// again soon.
+func (c *Connect) keepCallers(ctx context.Context) {
+	retry := time.NewTimer(time.Hour)
+	defer retry.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.rethink:
+		case <-retry.C:
+		}
+		if err := c.computeCallers(ctx); err != nil && ctx.Err() == nil {
+			c.log.Warn("consul: the callers of the imports could not be worked out; the last ones stay", zap.Error(err))
+			retry.Reset(5 * time.Second)
+		}
+	}
+}
+
+// computeCallers asks the agent, for each name, what Consul decides for a
+// service no intention names, and for each service an intention names
+// that could concern it: those decided otherwise are its exceptions. The
+// agent decides by precedence and by the ACLs' default, exactly.
+func (c *Connect) computeCallers(ctx context.Context) error {
+	c.mu.Lock()
+	if c.roots == nil || c.dc == "" {
+		c.mu.Unlock()
+		return nil
+	}
+	td, dc := c.roots.TrustDomain, c.dc
+	var names []string
+	for n := range c.want {
+		if n != c.identity {
+			names = append(names, n)
+		}
+	}
+	intentions := slices.Clone(c.intentions)
+	c.mu.Unlock()
+	id := func(svc string) string { return "spiffe://" + td + "/ns/default/dc/" + dc + "/svc/" + svc }
+	out := make(map[string]snapshot.ConsulCallers, len(names))
+	var mu sync.Mutex
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(leafWorkers)
+	for _, name := range names {
+		g.Go(func() error {
+			allow, _, err := c.Authorize(gctx, name, id(c.stranger), "")
+			if err != nil {
+				return err
+			}
+			cs := snapshot.ConsulCallers{Allow: allow}
+			for _, src := range sources(intentions, name) {
+				ok, _, err := c.Authorize(gctx, name, id(src), "")
+				if err != nil {
+					return err
+				}
+				if ok != allow {
+					cs.Except = append(cs.Except, src)
+				}
+			}
+			mu.Lock()
+			out[name] = cs
+			mu.Unlock()
+			return nil
+		})
+	}
+	err := g.Wait()
+	c.mu.Lock()
+	changed := false
+	for name, cs := range out {
+		old, had := c.callers[name]
+		if c.want[name] && (!had || old.Allow != cs.Allow || !slices.Equal(old.Except, cs.Except)) {
+			c.callers[name] = cs
+			changed = true
+		}
+	}
+	c.mu.Unlock()
+	if changed {
+		notify(c.changed)
+	}
+	return err
+}
+
+// sources are the services named as the source of an intention whose
+// destination is name or every service, sorted.
+func sources(intentions []*api.Intention, name string) []string {
+	var out []string
+	for _, in := range intentions {
+		if in.SourceName != "*" && (in.DestinationName == name || in.DestinationName == "*") {
+			out = append(out, in.SourceName)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
 }

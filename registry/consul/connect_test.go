@@ -115,6 +115,49 @@ func TestConnectAuthorize(t *testing.T) {
 	}, 30*time.Second, 50*time.Millisecond)
 }
 
+// The callers of each name follow Consul's intentions: every service by
+// default here (no ACLs) but those denied; only those allowed once a
+// wildcard denies the rest.
+func TestConnectCallersFollowIntentions(t *testing.T) {
+	a := consultest.Start(t)
+	c := a.Client(t, "")
+	cc := runConnect(t, a)
+	cc.UseDatacenter("dc1")
+	cc.SetServices([]string{"web-mesh-b", "db-mesh-b"})
+	material(t, cc, "everyone calls both", func(m snapshot.ConsulSecrets) bool {
+		return equalCallers(m.Callers, map[string]snapshot.ConsulCallers{"web-mesh-b": {Allow: true}, "db-mesh-b": {Allow: true}})
+	})
+	for _, in := range []*api.Intention{
+		{SourceName: "bar", DestinationName: "web-mesh-b", Action: api.IntentionActionDeny},
+		{SourceName: "*", DestinationName: "db-mesh-b", Action: api.IntentionActionDeny},
+		{SourceName: "api", DestinationName: "db-mesh-b", Action: api.IntentionActionAllow},
+	} {
+		_, _, err := c.Connect().IntentionCreate(in, nil)
+		require.NoError(t, err)
+	}
+	material(t, cc, "the intentions' callers", func(m snapshot.ConsulSecrets) bool {
+		return equalCallers(m.Callers, map[string]snapshot.ConsulCallers{
+			"web-mesh-b": {Allow: true, Except: []string{"bar"}},
+			"db-mesh-b":  {Allow: false, Except: []string{"api"}},
+		})
+	})
+	cc.SetServices([]string{"db-mesh-b"})
+	require.Equal(t, []string{"db-mesh-b"}, keys(cc.Material().Callers))
+}
+
+func equalCallers(a, b map[string]snapshot.ConsulCallers) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		w, ok := b[k]
+		if !ok || v.Allow != w.Allow || strings.Join(v.Except, ",") != strings.Join(w.Except, ",") {
+			return false
+		}
+	}
+	return true
+}
+
 func leafURI(t *testing.T, s snapshot.SVID) string {
 	t.Helper()
 	b, _ := pem.Decode([]byte(s.CertChain))

@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"fmt"
 	"maps"
 	"slices"
 
@@ -21,11 +22,13 @@ type consulNames struct {
 	waiting map[catalog.Key]string
 	// trustDomain is Consul's, in the SNIs of the Connect routes served.
 	trustDomain string
-	applied     map[string]snapshot.SVID
+	// applied are the egress's Consul secrets in the cache, by name, as
+	// the material they were made of.
+	applied map[string]string
 }
 
 func newConsulNames() consulNames {
-	return consulNames{owner: map[string]catalog.Key{}, byKey: map[catalog.Key]string{}, waiting: map[catalog.Key]string{}, applied: map[string]snapshot.SVID{}}
+	return consulNames{owner: map[string]catalog.Key{}, byKey: map[catalog.Key]string{}, waiting: map[catalog.Key]string{}, applied: map[string]string{}}
 }
 
 // free says whether the import k may have name ("" is no name).
@@ -65,30 +68,47 @@ func (c *consulNames) retry(consul *snapshot.Consul, next snapshot.ConsulSecrets
 	}
 	var keys []catalog.Key
 	for k, name := range c.waiting {
-		if _, ok := next.Leaves[name]; ok && next.TrustDomain != "" {
+		_, leaf := next.Leaves[name]
+		_, callers := next.Callers[name]
+		if leaf && callers && next.TrustDomain != "" && next.Roots != "" {
 			keys = append(keys, k)
 		}
 	}
 	return keys
 }
 
-// leaves sets the egress's Consul leaves that changed, and removes those
-// gone: a leaf renews on its own, and most changes of the certificates
-// touch none.
+// leaves sets the egress's Consul secrets (leaves and callers) that
+// changed, and removes those gone: a leaf renews on its own, and most
+// changes of the certificates touch none.
 func (c *consulNames) leaves(res *Result, in *snapshot.Input) {
-	now := map[string]snapshot.SVID{}
+	now := map[string]string{}
 	if in.Consul != nil && in.Consul.ConnectPort != 0 {
-		now = maps.Clone(in.Secrets.Consul.Leaves)
+		cs := in.Secrets.Consul
+		for name, l := range cs.Leaves {
+			now[snapshot.ConsulLeafSecretName(name)] = l.CertChain + "\x00" + l.PrivateKey
+		}
+		for name, cl := range cs.Callers {
+			if cs.Roots != "" && cs.TrustDomain != "" {
+				now[snapshot.ConsulCallersSecretName(name)] = fmt.Sprintf("%s\x00%s\x00%v\x00%q", cs.Roots, cs.TrustDomain, cl.Allow, cl.Except)
+			}
+		}
 	}
-	for _, name := range sortedKeys(now) {
-		if old, ok := c.applied[name]; !ok || old != now[name] {
-			s := snapshot.ConsulLeafSecret(in, name)
-			res.set(model.Egress, resource.SecretType, s.GetName(), s)
+	changed := map[string]bool{}
+	for name, v := range now {
+		if old, ok := c.applied[name]; !ok || old != v {
+			changed[name] = true
+		}
+	}
+	if len(changed) > 0 {
+		for _, s := range snapshot.ConsulEgressSecrets(in) {
+			if changed[s.GetName()] {
+				res.set(model.Egress, resource.SecretType, s.GetName(), s)
+			}
 		}
 	}
 	for _, name := range sortedKeys(c.applied) {
 		if _, ok := now[name]; !ok {
-			res.del(model.Egress, resource.SecretType, snapshot.ConsulLeafSecretName(name))
+			res.del(model.Egress, resource.SecretType, name)
 		}
 	}
 	c.applied = now

@@ -207,10 +207,12 @@ func TestTranslatorConnectRouteWaitsForItsLeaf(t *testing.T) {
 
 	next := secrets
 	next.Consul.Leaves = map[string]snapshot.SVID{"db": secrets.SVIDs[model.Egress]}
+	require.NotContains(t, tr.Retry(next), importChange(db).Key, "its callers are not known yet")
+	next.Consul.Callers = map[string]snapshot.ConsulCallers{"db": {Allow: true}}
 	retry := tr.Retry(next)
 	require.Contains(t, retry, importChange(db).Key)
 	res = tr.Apply(Changes{Secrets: &next, Imports: []ImportChange{importChange(db)}, Ports: map[string]uint32{snapshot.EgressKey("mesh-b", "db", "p"): 21000}})
 	require.Empty(t, res.Rejected)
-	require.Subset(t, changed(res, model.Egress), []string{"set Listener egress/connect", "set Secret meshfed/consul-leaf/db"})
+	require.Subset(t, changed(res, model.Egress), []string{"set Listener egress/connect", "set Secret meshfed/consul-leaf/db", "set Secret meshfed/consul-callers/db"})
 	require.NotContains(t, tr.Retry(next), importChange(db).Key, "it waits no more")
 }
