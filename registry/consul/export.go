@@ -72,12 +72,16 @@ func (s selection) instance(e *api.ServiceEntry) bool {
 		(s.metaKey != "" && e.Service.Meta[s.metaKey] == s.metaWant)
 }
 
-// export builds a service's export from its passing instances. ok is false
-// when none is selected. A problem is why the instances give no valid
-// export, or why some of them were left out; it is logged.
-func (src *Source) export(name string, entries []*api.ServiceEntry) (e model.Export, ok bool, problem string) {
+// export builds a service's export from what was read of it (nil: not
+// read). ok is false when no selected instance passes. A problem is why
+// the instances give no valid export, or why some of them were left out;
+// it is logged.
+func (src *Source) export(name string, s *service) (e model.Export, ok bool, problem string) {
+	if s == nil {
+		return e, false, ""
+	}
 	var picked []*api.ServiceEntry
-	for _, en := range entries {
+	for _, en := range s.entries {
 		if en.Service != nil && src.sel.instance(en) {
 			picked = append(picked, en)
 		}
