@@ -14,6 +14,22 @@
 // invalid is left out, and a service that makes no valid export is not
 // exported; both are logged.
 //
+// A service with Connect sidecars (connect-proxy services whose
+// Proxy.DestinationServiceName is the service) or Connect-native
+// instances is reached with Consul's mutual TLS, as a sidecar would: its
+// endpoints are the passing sidecars of its selected passing instances
+// (a sidecar fronts the instance its Proxy.DestinationServiceID names on
+// its node, or without one the first there) and its passing native
+// instances, read from /v1/health/connect; its ports keep the instances'
+// port numbers and meta, and each names the service
+// (model.ExportPort.ConsulService). An instance behind no passing sidecar
+// is left out, as one failing its checks: such a service is never
+// exported at its instances' own addresses. It needs mode terminate: in
+// passthrough the ingress would not originate Consul's TLS. A Connect
+// proxy or a gateway is never exported as a service of its own, though
+// the agent gives a sidecar its service's tags and meta: only a
+// service's own instances (kind typical) are selected.
+//
 // The source costs Consul a bounded number of connections, six, however
 // many services it follows: Consul refuses a client's connections past
 // limits.http_max_conns_per_client (200), to every process of its host.

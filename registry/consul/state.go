@@ -27,7 +27,11 @@ type indexes struct{ catalog, checks uint64 }
 // service is what was last read of a candidate service.
 type service struct {
 	entries []*api.ServiceEntry // its passing instances
-	index   uint64              // of the read
+	// connect are its Connect proxies and native instances, whatever
+	// their health; read while an instance is selected.
+	connect []*api.ServiceEntry
+	proxies []string // the names of those proxies
+	index   uint64   // of the read
 }
 
 type checkKey struct{ node, id string }
@@ -48,16 +52,17 @@ type sourceRun struct {
 	mu       sync.Mutex
 	services map[string]*service // by candidate name
 	checks   map[checkKey]checkSeen
-	stale    map[string]bool         // services to build again
-	outcomes map[string]outcome      // what each service gave the last set
-	kept     map[string]model.Export // last valid export of each service
-	built    bool                    // the first set was built
+	fronts   map[string]map[string]bool // proxy service name → the candidates it fronts
+	stale    map[string]bool            // services to build again
+	outcomes map[string]outcome         // what each service gave the last set
+	kept     map[string]model.Export    // last valid export of each service
+	built    bool                       // the first set was built
 }
 
 func newRun(s *Source) *sourceRun {
 	return &sourceRun{
 		src: s, changed: make(chan struct{}, 1), reset: make(chan struct{}, 1), queue: newQueue(), retries: newRetries(),
-		services: map[string]*service{}, checks: map[checkKey]checkSeen{},
+		services: map[string]*service{}, checks: map[checkKey]checkSeen{}, fronts: map[string]map[string]bool{},
 		stale: map[string]bool{}, outcomes: map[string]outcome{}, kept: map[string]model.Export{},
 	}
 }
@@ -215,8 +220,9 @@ func (r *sourceRun) applyList(list map[string][]string) []string {
 			r.services[name] = &service{}
 		}
 	}
-	for name := range r.services {
+	for name, s := range r.services {
 		if !keep[name] {
+			r.setProxies(name, s, nil)
 			delete(r.services, name)
 			r.stale[name] = true
 			r.retries.done(name)
@@ -267,21 +273,34 @@ func (r *sourceRun) applyChecks(checks api.HealthChecks) (names []string, sweep 
 		if r.services[name] != nil {
 			names = append(names, name)
 		}
+		for front := range r.fronts[name] {
+			names = append(names, front)
+		}
 	}
 	return names, false
 }
 
-// read reads one service's passing instances.
+// read reads one service: its passing instances and, when one is
+// selected, its Connect proxies and native instances.
 func (r *sourceRun) read(ctx context.Context, name string) error {
-	entries, meta, err := r.src.client.Health().Service(name, "", true, (&api.QueryOptions{}).WithContext(ctx))
+	q := (&api.QueryOptions{}).WithContext(ctx)
+	entries, meta, err := r.src.client.Health().Service(name, "", true, q)
 	if err != nil {
 		return untrusted.Error(err)
 	}
-	r.store(name, entries, meta.LastIndex)
+	var connect []*api.ServiceEntry
+	if slices.ContainsFunc(entries, r.src.sel.instance) {
+		// Whatever their health: a service with sidecars is reached
+		// through them, or not at all.
+		if connect, _, err = r.src.client.Health().Connect(name, "", false, q); err != nil {
+			return fmt.Errorf("its Connect proxies: %w", untrusted.Error(err))
+		}
+	}
+	r.store(name, entries, connect, meta.LastIndex)
 	return nil
 }
 
-func (r *sourceRun) store(name string, entries []*api.ServiceEntry, index uint64) {
+func (r *sourceRun) store(name string, entries, connect []*api.ServiceEntry, index uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	s := r.services[name]
@@ -292,10 +311,35 @@ func (r *sourceRun) store(name string, entries []*api.ServiceEntry, index uint64
 		r.backwards(indexBackwards{query: "health of service " + untrusted.Quote(name), from: s.index, to: index})
 		return
 	}
-	r.src.log.Debug("consul service read", zap.String("service", untrusted.Message(name)), zap.Int("passing", len(entries)))
-	s.entries, s.index = entries, index
+	r.src.log.Debug("consul service read", zap.String("service", untrusted.Message(name)), zap.Int("passing", len(entries)), zap.Int("connect", len(connect)))
+	s.entries, s.connect, s.index = entries, connect, index
+	var proxies []string
+	for _, en := range connect {
+		if en.Service != nil && en.Service.Kind == api.ServiceKindConnectProxy && !slices.Contains(proxies, en.Service.Service) {
+			proxies = append(proxies, en.Service.Service)
+		}
+	}
+	r.setProxies(name, s, proxies)
 	r.stale[name] = true
 	r.signal()
+}
+
+// setProxies records which proxies front a candidate, so that a change
+// of their checks reads it again.
+func (r *sourceRun) setProxies(name string, s *service, proxies []string) {
+	for _, p := range s.proxies {
+		delete(r.fronts[p], name)
+		if len(r.fronts[p]) == 0 {
+			delete(r.fronts, p)
+		}
+	}
+	s.proxies = proxies
+	for _, p := range proxies {
+		if r.fronts[p] == nil {
+			r.fronts[p] = map[string]bool{}
+		}
+		r.fronts[p][name] = true
+	}
 }
 
 // readLoop reads what is queued until gen is done. A failed read keeps
