@@ -61,11 +61,13 @@ type ExportConfig struct {
 	// goes on exporting its last endpoints (see the package doc).
 	OnEmpty string `yaml:"onEmpty"`
 	// MaxAnswerBytes bounds each answer Consul gives the export: one
-	// service's passing instances with their checks, or the list of
-	// services (default 4 MiB: some 1,300 instances of 3.2 KB with two
-	// checks each, or 70,000 service names with a tag). A larger answer is
-	// refused as an unreachable Consul is: that service's last state
-	// stays, and its query is retried with a backoff. 64 KiB to 256 MiB.
+	// service's passing instances with their checks, or its Connect
+	// proxies, the list of services, or the list of every check of the
+	// datacenter (default 4 MiB: some 1,300 instances of 3.2 KB with two
+	// checks each, 70,000 service names with a tag, or 10,000 checks of
+	// 410 bytes). A larger answer is refused as an unreachable Consul is:
+	// the last state stays (of that service, or of every check), and its
+	// query is retried with a backoff. 64 KiB to 256 MiB.
 	MaxAnswerBytes int64 `yaml:"maxAnswerBytes"`
 }
 
