@@ -56,6 +56,13 @@ func connectEndpoints(picked, connect []*api.ServiceEntry) map[instanceKey][]mod
 	return out
 }
 
+// connectInstance says whether an entry of /v1/health/connect is a
+// Connect proxy or a Connect-native instance.
+func connectInstance(en *api.ServiceEntry) bool {
+	return en.Service != nil && (en.Service.Kind == api.ServiceKindConnectProxy ||
+		(en.Service.Kind == api.ServiceKindTypical && en.Service.Connect != nil && en.Service.Connect.Native))
+}
+
 // passing is Consul's ?passing: every check passes, node checks included.
 func passing(checks api.HealthChecks) bool {
 	for _, c := range checks {

@@ -51,8 +51,18 @@ func TestSourceExportsConnectServices(t *testing.T) {
 		require.NoError(t, err)
 	}
 
+	// Consul lists a terminating gateway among the Connect instances of
+	// the services it fronts: they are plain services all the same.
+	register(t, c, &api.AgentServiceRegistration{ID: "legacy-1", Name: "legacy", Address: "10.0.5.1", Port: 3306, Tags: []string{"x"}})
+	register(t, c, &api.AgentServiceRegistration{ID: "tgw-1", Name: "tgw", Kind: api.ServiceKindTerminatingGateway, Address: "10.0.6.1", Port: 8443, Tags: []string{"x"}})
+	_, err := c.Raw().Write("/v1/config", map[string]any{"Kind": "terminating-gateway", "Name": "tgw", "Services": []any{map[string]any{"Name": "legacy"}}}, nil, nil)
+	require.NoError(t, err)
+	gw, _, err := c.Health().Connect("legacy", "", false, nil)
+	require.NoError(t, err)
+	require.Len(t, gw, 1)
+
 	r := runSource(t, exportConfig(a, ExportConfig{Tag: "x", Consumers: []string{"mesh-b"}, DomainSuffix: "mesh-a.example"}))
-	set := r.until("web's two sidecars", func(s []model.Export) bool { return len(s) == 4 && len(endpoints(s, "web")) == 2 })
+	set := r.until("web's two sidecars", func(s []model.Export) bool { return len(s) == 5 && len(endpoints(s, "web")) == 2 })
 	export := func(name string, p model.ExportPort) model.Export {
 		return model.Export{Name: name, FQDN: name + ".mesh-a.example", Mode: model.Terminate, Consumers: []string{"mesh-b"}, Ports: []model.ExportPort{p}}
 	}
@@ -60,22 +70,24 @@ func TestSourceExportsConnectServices(t *testing.T) {
 		export("db", model.ExportPort{Name: "default", Port: 5432, Protocol: model.TCP, SNI: "outbound_.5432_._.db.mesh-a.example",
 			Endpoints: []model.LocalEndpoint{{Address: "10.0.2.1", Port: 5432}}}),
 		export("ledger", connectPort("ledger", 7000, model.TCP, model.LocalEndpoint{Address: "10.0.4.1", Port: 21100})),
+		export("legacy", model.ExportPort{Name: "default", Port: 3306, Protocol: model.TCP, SNI: "outbound_.3306_._.legacy.mesh-a.example",
+			Endpoints: []model.LocalEndpoint{{Address: "10.0.5.1", Port: 3306}}}),
 		export("pay", connectPort("pay", 9090, model.TCP, model.LocalEndpoint{Address: "10.0.1.1", Port: 9090})),
 		export("web", connectPort("web", 8080, model.HTTP, model.LocalEndpoint{Address: "10.0.0.1", Port: 21000}, model.LocalEndpoint{Address: "10.0.0.2", Port: 21001})),
 	}, set)
-	require.Empty(t, r.src.Status().Skipped, "a sidecar is no service of its own, nor a problem")
+	require.Empty(t, r.src.Status().Skipped, "a sidecar or a gateway is no service of its own, nor a problem")
 
 	// A failing sidecar takes its instance out; with none passing, the
 	// service is withdrawn, never exported at its instances' own
 	// addresses, which pass all the while.
 	require.NoError(t, c.Agent().UpdateTTL("service:web-2-sidecar-proxy", "down", api.HealthCritical))
 	set = r.until("one sidecar", func(s []model.Export) bool { return len(endpoints(s, "web")) == 1 })
-	require.Equal(t, export("web", connectPort("web", 8080, model.HTTP, model.LocalEndpoint{Address: "10.0.0.1", Port: 21000})), set[3])
+	require.Equal(t, export("web", connectPort("web", 8080, model.HTTP, model.LocalEndpoint{Address: "10.0.0.1", Port: 21000})), set[4])
 	require.NoError(t, c.Agent().UpdateTTL("service:web-1-sidecar-proxy", "down", api.HealthCritical))
 	r.until("web withdrawn", func(s []model.Export) bool { _, ok := find(s, "web"); return !ok })
 	require.NoError(t, c.Agent().UpdateTTL("service:web-1-sidecar-proxy", "up", api.HealthPassing))
 	set = r.until("web back", func(s []model.Export) bool { return len(endpoints(s, "web")) == 1 })
-	require.Equal(t, export("web", connectPort("web", 8080, model.HTTP, model.LocalEndpoint{Address: "10.0.0.1", Port: 21000})), set[3])
+	require.Equal(t, export("web", connectPort("web", 8080, model.HTTP, model.LocalEndpoint{Address: "10.0.0.1", Port: 21000})), set[4])
 
 	// Named, or selected by the meta it carries from web, a sidecar is
 	// still no service of its own.

@@ -24,7 +24,9 @@
 // port numbers and meta, and each names the service
 // (model.ExportPort.ConsulService). An instance behind no passing sidecar
 // is left out, as one failing its checks: such a service is never
-// exported at its instances' own addresses. It needs mode terminate: in
+// exported at its instances' own addresses. A terminating gateway, which
+// Consul lists among the Connect instances of the services it fronts,
+// leaves them plain services. It needs mode terminate: in
 // passthrough the ingress would not originate Consul's TLS. A Connect
 // proxy or a gateway is never exported as a service of its own, though
 // the agent gives a sidecar its service's tags and meta: only a

@@ -28,7 +28,9 @@ type indexes struct{ catalog, checks uint64 }
 type service struct {
 	entries []*api.ServiceEntry // its passing instances
 	// connect are its Connect proxies and native instances, whatever
-	// their health; read while an instance is selected.
+	// their health; read while an instance is selected. A terminating
+	// gateway, which Consul lists there too, does not make a service one
+	// of Connect's: it fronts services that are not.
 	connect []*api.ServiceEntry
 	proxies []string // the names of those proxies
 	index   uint64   // of the read
@@ -295,6 +297,7 @@ func (r *sourceRun) read(ctx context.Context, name string) error {
 		if connect, _, err = r.src.client.Health().Connect(name, "", false, q); err != nil {
 			return fmt.Errorf("its Connect proxies: %w", untrusted.Error(err))
 		}
+		connect = slices.DeleteFunc(connect, func(en *api.ServiceEntry) bool { return !connectInstance(en) })
 	}
 	r.store(name, entries, connect, meta.LastIndex)
 	return nil
