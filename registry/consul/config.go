@@ -3,6 +3,7 @@ package consul
 import (
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"regexp"
 	"strings"
@@ -81,11 +82,13 @@ type ExportConfig struct {
 	// goes on exporting its last endpoints (see the package doc).
 	OnEmpty string `yaml:"onEmpty"`
 	// MaxAnswerBytes bounds each answer Consul gives the export: one
-	// service's passing instances with their checks, or the list of
-	// services (default 4 MiB: some 1,300 instances of 3.2 KB with two
-	// checks each, or 70,000 service names with a tag). A larger answer is
-	// refused as an unreachable Consul is: that service's last state
-	// stays, and its query is retried with a backoff. 64 KiB to 256 MiB.
+	// service's passing instances with their checks, or its Connect
+	// proxies, the list of services, or the list of every check of the
+	// datacenter (default 4 MiB: some 1,300 instances of 3.2 KB with two
+	// checks each, 70,000 service names with a tag, or 10,000 checks of
+	// 410 bytes). A larger answer is refused as an unreachable Consul is:
+	// the last state stays (of that service, or of every check), and its
+	// query is retried with a backoff. 64 KiB to 256 MiB.
 	MaxAnswerBytes int64 `yaml:"maxAnswerBytes"`
 }
 
@@ -261,13 +264,22 @@ func splitAddress(addr string) (scheme, hostPort string, err error) {
 // client builds the API client. c is defaulted and checked. maxAnswer,
 // when positive, bounds each answer's body (see boundedTransport).
 func (c *Config) client(maxAnswer int64) (*api.Client, error) {
+	cl, _, err := c.boundedClient(maxAnswer, 0)
+	return cl, err
+}
+
+// boundedClient is client with at most maxConns connections to Consul
+// when positive, idle ones included and kept for reuse: a request past
+// them waits for one to be free. It returns the client's transport too,
+// whose idle connections its owner closes when done.
+func (c *Config) boundedClient(maxAnswer int64, maxConns int) (*api.Client, *http.Transport, error) {
 	token, err := c.token()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	scheme, hostPort, err := splitAddress(c.Address)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	// DefaultConfig brings the usual CONSUL_* environment where this
 	// configuration is silent.
@@ -282,19 +294,25 @@ func (c *Config) client(maxAnswer int64) (*api.Client, error) {
 		}
 		ac.TLSConfig = api.TLSConfig{Address: t.ServerName, CAFile: t.CAFile, CertFile: t.CertFile, KeyFile: t.KeyFile}
 	}
+	if maxConns > 0 {
+		ac.Transport.MaxConnsPerHost = maxConns
+		// Idle connections are reused rather than closed past the
+		// default (the cores + 1) and opened again at the next burst.
+		ac.Transport.MaxIdleConnsPerHost = maxConns
+	}
 	if maxAnswer > 0 {
 		hc, err := api.NewHttpClient(ac.Transport, ac.TLSConfig)
 		if err != nil {
-			return nil, fmt.Errorf("consul client: %w", err)
+			return nil, nil, fmt.Errorf("consul client: %w", err)
 		}
 		hc.Transport = boundedTransport{next: hc.Transport, max: maxAnswer}
 		ac.HttpClient = hc
 	}
 	cl, err := api.NewClient(ac)
 	if err != nil {
-		return nil, fmt.Errorf("consul client: %w", err)
+		return nil, nil, fmt.Errorf("consul client: %w", err)
 	}
-	return cl, nil
+	return cl, ac.Transport, nil
 }
 
 // token reads the ACL token. Its errors name the file, never the content.

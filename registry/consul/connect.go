@@ -192,15 +192,15 @@ func (c *Connect) Authorize(ctx context.Context, target, clientURI, serial strin
 func (c *Connect) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		watch(ctx, c.log, "connect/ca/roots", 0, func(q *api.QueryOptions) (*api.CARootList, *api.QueryMeta, error) {
+		watchAll(ctx, c.log, "connect/ca/roots", func(q *api.QueryOptions) (*api.CARootList, *api.QueryMeta, error) {
 			return c.client.Agent().ConnectCARoots(q)
-		}, c.setRoots, func(error) {})
+		}, c.setRoots)
 		return nil
 	})
 	g.Go(func() error {
-		watch(ctx, c.log, "connect/intentions", 0, func(q *api.QueryOptions) ([]*api.Intention, *api.QueryMeta, error) {
+		watchAll(ctx, c.log, "connect/intentions", func(q *api.QueryOptions) ([]*api.Intention, *api.QueryMeta, error) {
 			return c.client.Connect().Intentions(q)
-		}, c.setIntentions, func(error) {})
+		}, c.setIntentions)
 		return nil
 	})
 	g.Go(func() error { c.keepLeaves(ctx); return nil })
@@ -474,4 +474,30 @@ func sources(intentions []*api.Intention, name string) []string {
 	}
 	slices.Sort(out)
 	return slices.Compact(out)
+}
+
+// watchAll follows a blocking query, applying every answer that moved,
+// and starts over from 0 when Consul's index went back (Consul lost its
+// data) until ctx is done.
+func watchAll[T any](ctx context.Context, log *zap.Logger, what string, fetch func(*api.QueryOptions) (T, *api.QueryMeta, error), apply func(T)) {
+	failing := false
+	q := func(opts *api.QueryOptions) (func(context.Context) error, *api.QueryMeta, error) {
+		v, meta, err := fetch(opts)
+		if err != nil {
+			return nil, nil, err
+		}
+		return func(context.Context) error { apply(v); return nil }, meta, nil
+	}
+	report := func(err error) bool {
+		fresh := err != nil && !failing
+		failing = err != nil
+		return fresh
+	}
+	for {
+		err := follow(ctx, log, what, 0, minGap, q, report)
+		if err == nil {
+			return
+		}
+		log.Info("consul's index went back; the query starts over", zap.String("query", what), zap.Error(err))
+	}
 }

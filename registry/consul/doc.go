@@ -2,11 +2,8 @@
 //
 // Source exports Consul services: those that Config.Export selects by
 // name, by tag or by service meta, with their instances that pass all
-// their checks as local endpoints. It follows the catalog with blocking
-// queries (one for the service list, one per candidate service), backing
-// off with jitter when Consul fails and keeping the last good set
-// meanwhile. Each service is one export, <service>.<domainSuffix>; its
-// instances' service meta say how:
+// their checks as local endpoints. Each service is one export,
+// <service>.<domainSuffix>; its instances' service meta say how:
 //
 //	meshfed-protocol   HTTP HTTPS GRPC HTTP2 MONGO TCP TLS MTLS (default TCP)
 //	meshfed-port-name  the export port the instance serves (default "default")
@@ -16,6 +13,47 @@
 // service port (the lowest, if they differ). An instance whose meta is
 // invalid is left out, and a service that makes no valid export is not
 // exported; both are logged.
+//
+// A service with Connect sidecars (connect-proxy services whose
+// Proxy.DestinationServiceName is the service) or Connect-native
+// instances is reached with Consul's mutual TLS, as a sidecar would: its
+// endpoints are the passing sidecars of its selected passing instances
+// (a sidecar fronts the instance its Proxy.DestinationServiceID names on
+// its node, or without one the first there) and its passing native
+// instances, read from /v1/health/connect; its ports keep the instances'
+// port numbers and meta, and each names the service
+// (model.ExportPort.ConsulService). An instance behind no passing sidecar
+// is left out, as one failing its checks: such a service is never
+// exported at its instances' own addresses. A terminating gateway, which
+// Consul lists among the Connect instances of the services it fronts,
+// leaves them plain services. It needs mode terminate: in
+// passthrough the ingress would not originate Consul's TLS. A Connect
+// proxy or a gateway is never exported as a service of its own, though
+// the agent gives a sidecar its service's tags and meta: only a
+// service's own instances (kind typical) are selected.
+//
+// The source costs Consul a bounded number of connections, six, however
+// many services it follows: Consul refuses a client's connections past
+// limits.http_max_conns_per_client (200), to every process of its host.
+// One blocking query follows the list of services, whose index moves with
+// every registration in the datacenter; as the list does not tell which
+// registration changed, each move reads every candidate service again (a
+// sweep: 2,000 services in about 0.4 s on loopback). A probe follows the
+// checks (a filter no check passes: an empty answer and the checks'
+// index); when it moves, the checks are read once in full, and only the
+// services whose checks changed are read, before a sweep's (a change of
+// a node's check is a sweep). Four readers read the services, without
+// blocking; a read that fails keeps the service's last state and is
+// retried with a backoff. Idle connections are kept for the next read,
+// and closed when Run returns.
+//
+// Consul may hold a blocking query for 5 s: an index that went backwards
+// (Consul restarted without its data, and 1.8 holds a query whose index
+// is ahead of its own for its whole wait) is seen within that, or at once
+// when a query failed meanwhile (the next is asked without an index), and
+// at the answer of any read. Then every query starts over from 0, and
+// what was read stays until it is read again. While Consul fails, the last
+// good set stays, and every query is retried with a backoff.
 //
 // An export without endpoints is not valid in Hamlet, so a service with no
 // passing instance left cannot be exported as such. OnEmpty "delete" (the

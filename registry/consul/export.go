@@ -62,9 +62,14 @@ func (s selection) candidate(name string, tags []string) bool {
 }
 
 // instance says whether one instance is exported. What meshfed registered
-// itself never is: that would export imports back.
+// itself never is: that would export imports back. Nor is a Connect proxy
+// or a gateway, which carries its service's tags and meta when the agent
+// registered it as a sidecar: a proxy is reached as the service it fronts.
 func (s selection) instance(e *api.ServiceEntry) bool {
-	if e.Service.Meta[metaManaged] == "true" || (e.Node != nil && e.Node.Meta[metaManaged] == "true") {
+	switch {
+	case e.Service == nil || e.Service.Kind != api.ServiceKindTypical:
+		return false
+	case e.Service.Meta[metaManaged] == "true" || (e.Node != nil && e.Node.Meta[metaManaged] == "true"):
 		return false
 	}
 	return s.names[e.Service.Service] ||
@@ -72,13 +77,22 @@ func (s selection) instance(e *api.ServiceEntry) bool {
 		(s.metaKey != "" && e.Service.Meta[s.metaKey] == s.metaWant)
 }
 
-// export builds a service's export from its passing instances. ok is false
-// when none is selected. A problem is why the instances give no valid
-// export, or why some of them were left out; it is logged.
-func (src *Source) export(name string, entries []*api.ServiceEntry) (e model.Export, ok bool, problem string) {
+// export builds a service's export from what was read of it (nil: not
+// read). ok is false when no selected instance passes. A problem is why
+// the instances give no valid export, or why some of them were left out;
+// it is logged.
+//
+// A service with Connect proxies or native instances is reached with
+// Consul's mutual TLS: its endpoints are its passing sidecars and native
+// instances, and each port names the service (ConsulService). An instance
+// behind no passing sidecar is left out, as one that fails its checks.
+func (src *Source) export(name string, s *service) (e model.Export, ok bool, problem string) {
+	if s == nil {
+		return e, false, ""
+	}
 	var picked []*api.ServiceEntry
-	for _, en := range entries {
-		if en.Service != nil && src.sel.instance(en) {
+	for _, en := range s.entries {
+		if src.sel.instance(en) {
 			picked = append(picked, en)
 		}
 	}
@@ -95,6 +109,10 @@ func (src *Source) export(name string, entries []*api.ServiceEntry) (e model.Exp
 		Mode:      model.IngressMode(src.cfg.Mode),
 		Consumers: src.cfg.Consumers,
 	}
+	connect := len(s.connect) > 0
+	if connect && e.Mode == model.Passthrough {
+		return e, false, fmt.Sprintf("export.mode %s: a Connect service is reached with Consul's mutual TLS, which the ingress originates in mode %s only", untrusted.Quote(string(e.Mode)), model.Terminate)
+	}
 	for _, en := range picked {
 		if c, ok := en.Service.Meta[MetaConsumers]; ok {
 			e.Consumers = splitList(c)
@@ -107,6 +125,10 @@ func (src *Source) export(name string, entries []*api.ServiceEntry) (e model.Exp
 			break
 		}
 	}
+	var behind map[instanceKey][]model.LocalEndpoint
+	if connect {
+		behind = connectEndpoints(picked, s.connect)
+	}
 	var problems []string
 	byName := map[string]int{} // port name → index in e.Ports
 	for _, en := range picked {
@@ -115,13 +137,17 @@ func (src *Source) export(name string, entries []*api.ServiceEntry) (e model.Exp
 			problems = append(problems, fmt.Sprintf("instance %s: %s %s is not one of %s", untrusted.Quote(en.Service.ID), MetaProtocol, untrusted.Quote(en.Service.Meta[MetaProtocol]), registry.ProtocolList))
 			continue
 		}
+		eps := []model.LocalEndpoint{{Address: cmp.Or(en.Service.Address, en.Node.Address), Port: uint32(en.Service.Port)}}
+		if connect {
+			if eps = behind[keyOf(en)]; len(eps) == 0 {
+				continue
+			}
+		}
 		portName := cmp.Or(en.Service.Meta[MetaPortName], "default")
-		addr := cmp.Or(en.Service.Address, en.Node.Address)
-		ep := model.LocalEndpoint{Address: addr, Port: uint32(en.Service.Port)}
 		i, seen := byName[portName]
 		if !seen {
 			byName[portName] = len(e.Ports)
-			e.Ports = append(e.Ports, model.ExportPort{Name: portName, Port: ep.Port, Protocol: proto})
+			e.Ports = append(e.Ports, model.ExportPort{Name: portName, Port: uint32(en.Service.Port), Protocol: proto})
 			i = len(e.Ports) - 1
 		}
 		p := &e.Ports[i]
@@ -131,15 +157,23 @@ func (src *Source) export(name string, entries []*api.ServiceEntry) (e model.Exp
 		}
 		// Instances normally share the port the service is known by;
 		// when they differ, the lowest stands for all.
-		p.Port = min(p.Port, ep.Port)
-		if !slices.Contains(p.Endpoints, ep) {
-			p.Endpoints = append(p.Endpoints, ep)
+		p.Port = min(p.Port, uint32(en.Service.Port))
+		for _, ep := range eps {
+			if !slices.Contains(p.Endpoints, ep) {
+				p.Endpoints = append(p.Endpoints, ep)
+			}
 		}
+	}
+	if connect && len(e.Ports) == 0 && len(problems) == 0 {
+		return e, false, "" // no sidecar passes: as no instance passing
 	}
 	slices.SortFunc(e.Ports, func(a, b model.ExportPort) int { return strings.Compare(a.Name, b.Name) })
 	for i := range e.Ports {
 		p := &e.Ports[i]
 		p.SNI = model.DefaultSNI(p.Port, e.FQDN)
+		if connect {
+			p.ConsulService = name
+		}
 		slices.SortFunc(p.Endpoints, func(a, b model.LocalEndpoint) int {
 			return cmp.Or(strings.Compare(a.Address, b.Address), cmp.Compare(a.Port, b.Port))
 		})

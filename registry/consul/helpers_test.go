@@ -2,6 +2,7 @@ package consul
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -21,6 +22,7 @@ type runningSource struct {
 	t       *testing.T
 	updates chan []model.Export
 	src     *Source
+	stop    func() // ends Run and waits for it
 }
 
 // runSource runs a Source until the test ends.
@@ -31,11 +33,22 @@ func runSource(t *testing.T, cfg Config) *runningSource {
 	r := &runningSource{t: t, updates: make(chan []model.Export, 64), src: src}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- src.Run(ctx, func(s []model.Export) { r.updates <- s }) }()
-	t.Cleanup(func() {
-		cancel()
-		require.NoError(t, <-done)
-	})
+	go func() {
+		done <- src.Run(ctx, func(s []model.Export) {
+			select {
+			case r.updates <- s:
+			case <-ctx.Done():
+			}
+		})
+	}()
+	var once sync.Once
+	r.stop = func() {
+		once.Do(func() {
+			cancel()
+			require.NoError(t, <-done)
+		})
+	}
+	t.Cleanup(r.stop)
 	return r
 }
 

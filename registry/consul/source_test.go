@@ -2,6 +2,8 @@ package consul
 
 import (
 	"context"
+	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -166,4 +168,37 @@ func TestSourceFirstStateErrors(t *testing.T) {
 	err = src.Run(context.Background(), never)
 	require.ErrorContains(t, err, "consul: listing services: Unexpected response code: 403 (ACL not found)")
 	require.NotContains(t, err.Error(), secret)
+}
+
+// A registration changed in place (another address, the same tags, no
+// check) changes neither the list of services nor a check: the sweep of
+// every candidate sees it.
+func TestSourceFollowsARegistrationChangedInPlace(t *testing.T) {
+	a := consultest.Start(t)
+	c := a.Client(t, "")
+	register(t, c, &api.AgentServiceRegistration{ID: "inventory-1", Name: "inventory", Address: "10.0.0.1", Port: 8080, Tags: []string{"x"}})
+	register(t, c, &api.AgentServiceRegistration{ID: "billing-1", Name: "billing", Address: "10.0.1.1", Port: 9000, Tags: []string{"x"}})
+	r := runSource(t, exportConfig(a, ExportConfig{Tag: "x", Consumers: []string{"mesh-b"}, DomainSuffix: "mesh-a.example"}))
+	r.until("both", func(s []model.Export) bool { return len(s) == 2 })
+
+	register(t, c, &api.AgentServiceRegistration{ID: "inventory-1", Name: "inventory", Address: "10.0.0.9", Port: 8081, Tags: []string{"x"}})
+	set := r.until("inventory moved", func(s []model.Export) bool { return slices.Equal(endpoints(s, "inventory"), []string{"10.0.0.9"}) })
+	e, _ := find(set, "inventory")
+	require.Equal(t, uint32(8081), e.Ports[0].Port)
+	require.Equal(t, []string{"10.0.1.1"}, endpoints(set, "billing"))
+}
+
+// Thousands of reads may fail together: the status tells the first few
+// and how many more.
+func TestSourceStatusTellsAFewFailures(t *testing.T) {
+	var s Source
+	for _, q := range []string{"e", "d", "c", "b", "a"} {
+		require.True(t, s.reporter(q)(errors.New(q+" failed")))
+	}
+	require.False(t, s.reporter("a")(errors.New("a failed")), "the same failure again is no news")
+	require.EqualError(t, s.Status().Err, "a failed\nb failed\nc failed\nand 2 more queries failing")
+	require.True(t, s.reporter("a")(nil))
+	require.False(t, s.reporter("a")(nil))
+	require.EqualError(t, s.Status().Err, "b failed\nc failed\nd failed\nand 1 more query failing")
+	require.Equal(t, 5, s.Status().Reported)
 }
