@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net/http"
 	"slices"
 	"strconv"
 	"strings"
@@ -33,6 +34,7 @@ import (
 // let a caller reach a service (Authorize).
 type Connect struct {
 	client   *api.Client
+	conns    *http.Transport
 	identity string
 	log      *zap.Logger
 	now      func() time.Time
@@ -76,16 +78,22 @@ const (
 	leafMinRefresh = 30 * time.Second
 )
 
+// connectConns bounds the connections to Consul: the two watches and the
+// leaf workers hold theirs for a blocking query, the callers' workers and
+// the connection checks (ext_authz) take one briefly. A check past the
+// bound waits for one rather than opening more.
+const connectConns = 2 + leafWorkers + leafWorkers + 2
+
 // NewConnect returns the Connect material of cfg.Connect.
 func NewConnect(cfg Config, log *zap.Logger) (*Connect, error) {
 	if cfg.Connect == nil {
 		return nil, errors.New("consul: connect is not configured")
 	}
-	client, err := cfg.client(0)
+	client, conns, err := cfg.boundedClient(0, connectConns)
 	if err != nil {
 		return nil, err
 	}
-	return &Connect{client: client, identity: cfg.Connect.Identity, log: log, now: time.Now, dc: cfg.Datacenter,
+	return &Connect{client: client, conns: conns, identity: cfg.Connect.Identity, log: log, now: time.Now, dc: cfg.Datacenter,
 		want: map[string]bool{cfg.Connect.Identity: true}, leaves: map[string]leaf{}, callers: map[string]snapshot.ConsulCallers{},
 		changed: make(chan struct{}, 1), wake: make(chan struct{}, 1), rethink: make(chan struct{}, 1),
 		stranger: "meshfed-stranger-" + strconv.FormatInt(time.Now().UnixNano(), 36)}, nil
@@ -190,6 +198,7 @@ func (c *Connect) Authorize(ctx context.Context, target, clientURI, serial strin
 
 // Run follows the roots and keeps the leaves until ctx is done.
 func (c *Connect) Run(ctx context.Context) error {
+	defer c.conns.CloseIdleConnections()
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		watchAll(ctx, c.log, "connect/ca/roots", func(q *api.QueryOptions) (*api.CARootList, *api.QueryMeta, error) {

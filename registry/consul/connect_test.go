@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/pem"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/hashicorp/consul/api"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap/zaptest"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/meshfed/meshfed/registry/consul/consultest"
 	"github.com/meshfed/meshfed/snapshot"
@@ -49,7 +51,12 @@ func TestSinkRegistersAConnectProxyPerImport(t *testing.T) {
 
 func runConnect(t *testing.T, a *consultest.Agent) *Connect {
 	t.Helper()
-	cfg := Config{Address: a.HTTPAddr, Connect: &ConnectConfig{}}
+	return runConnectAt(t, a.HTTPAddr)
+}
+
+func runConnectAt(t *testing.T, addr string) *Connect {
+	t.Helper()
+	cfg := Config{Address: addr, Connect: &ConnectConfig{}}
 	cfg.Default()
 	cc, err := NewConnect(cfg, zaptest.NewLogger(t))
 	require.NoError(t, err)
@@ -94,6 +101,33 @@ func TestConnectHoldsRootsAndLeaves(t *testing.T) {
 	dc, err := cc.Datacenter(context.Background())
 	require.NoError(t, err)
 	require.Equal(t, "dc1", dc)
+}
+
+// Leaves of many services and a burst of connection checks share a
+// few connections to the agent: Consul refuses a client past 200, and
+// every other local client of the agent would starve first.
+func TestConnectBoundsItsConnections(t *testing.T) {
+	a := consultest.Start(t)
+	px := countConns(t, a.HTTPAddr)
+	cc := runConnectAt(t, px.Addr())
+	var names []string
+	for i := range 60 {
+		names = append(names, fmt.Sprintf("svc-%02d", i))
+	}
+	cc.SetServices(names)
+	m := material(t, cc, "roots", func(m snapshot.ConsulSecrets) bool { return m.TrustDomain != "" })
+	caller := "spiffe://" + m.TrustDomain + "/ns/default/dc/dc1/svc/bar"
+	var g errgroup.Group
+	for i := range 300 {
+		g.Go(func() error {
+			_, _, err := cc.Authorize(context.Background(), names[i%len(names)], caller, "01")
+			return err
+		})
+	}
+	require.NoError(t, g.Wait())
+	material(t, cc, "60 leaves", func(m snapshot.ConsulSecrets) bool { return len(m.Leaves) == 60 })
+	t.Logf("connections to consul: %d opened, at most %d at once", px.opened.Load(), px.most.Load())
+	require.LessOrEqual(t, px.most.Load(), int64(connectConns), "connections open at once")
 }
 
 // The agent decides by Consul's intentions: allowed by default here (no
