@@ -86,7 +86,7 @@ var bootstrapTemplate string
 var tmpl = template.Must(template.New("bootstrap").Funcs(template.FuncMap{
 	"upper": strings.ToUpper,
 	"dir":   path.Dir,
-	"json": yamlString,
+	"json":  yamlString,
 	"bytes": humanBytes,
 }).Parse(bootstrapTemplate))
 
