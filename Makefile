@@ -12,9 +12,10 @@ PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 TEST_TIMEOUT ?= 9m
 CONSUL_DIR := $(TOOLS)/consul
 ENVOY_DIR  := $(TOOLS)/envoy
+PROMTOOL_DIR := $(TOOLS)/promtool
 # Tests, the demo and the bench find the binaries installed under tools/
 # (after any envoy or consul already on PATH).
-TEST_PATH  := $(PATH):$(CONSUL_DIR)/usr/bin:$(ENVOY_DIR)/bin
+TEST_PATH  := $(PATH):$(CONSUL_DIR)/usr/bin:$(ENVOY_DIR)/bin:$(PROMTOOL_DIR)/usr/bin
 
 # A release's version and revision, stamped into the binary (meshfed
 # version, meshfed_build_info) and the image's labels.
@@ -60,9 +61,10 @@ demo: build envoy
 	PATH=$(TEST_PATH) $(GO) run ./examples/demo -meshfed bin/meshfed $(DEMO_FLAGS)
 
 ## test: vet, Consul for the registry tests, Envoy for the end-to-end tests,
-## then every test with the race detector; fuzz seed corpora are replayed as
-## tests.
-test: vet consul envoy image
+## promtool for the alerting rules, the image, then every test with the race
+## detector (fuzz seed corpora are replayed as tests), and the modules of
+## bench/plot, deploy/image (the image make image wrote) and deploy/helm.
+test: vet consul envoy promtool image
 	PATH=$(TEST_PATH) $(GO) test -race -timeout $(TEST_TIMEOUT) ./...
 	$(GO) -C bench/plot test ./...
 	MESHFED_IMAGE=$(CURDIR)/$(IMAGE) MESHFED_IMAGE_VERSION=$(VERSION) MESHFED_IMAGE_REVISION=$(REVISION) \
@@ -79,6 +81,13 @@ consul:
 envoy:
 	@command -v envoy >/dev/null || scripts/install-envoy.sh $(ENVOY_DIR) || \
 		echo "WARNING: could not install Envoy into $(ENVOY_DIR); the end-to-end tests will skip"
+
+## promtool: Prometheus' promtool from Debian bookworm into tools/promtool,
+## unless on PATH, for the alerting rules' checks and unit tests. A failed
+## install is reported; those tests then skip (and CI fails).
+promtool:
+	@command -v promtool >/dev/null || scripts/install-promtool.sh $(PROMTOOL_DIR) || \
+		echo "WARNING: could not install promtool into $(PROMTOOL_DIR); the alerting rules' tests will skip"
 
 ## bench: meshfed against the go-control-plane baselines, up to 10,000
 ## services and 100 simulated gateways, 4 real Envoy gateways at 1,000
