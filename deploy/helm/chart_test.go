@@ -509,4 +509,3 @@ func envoyBinary(t *testing.T) string {
 	t.Skip(msg)
 	return ""
 }
-
