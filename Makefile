@@ -12,16 +12,48 @@ PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 TEST_TIMEOUT ?= 9m
 CONSUL_DIR := $(TOOLS)/consul
 ENVOY_DIR  := $(TOOLS)/envoy
+PROMTOOL_DIR := $(TOOLS)/promtool
 # Tests, the demo and the bench find the binaries installed under tools/
 # (after any envoy or consul already on PATH).
-TEST_PATH  := $(PATH):$(CONSUL_DIR)/usr/bin:$(ENVOY_DIR)/bin
+TEST_PATH  := $(PATH):$(CONSUL_DIR)/usr/bin:$(ENVOY_DIR)/bin:$(PROMTOOL_DIR)/usr/bin
 
-.PHONY: all build test test-short proto vet fmt clean demo demo-consul consul envoy bench bench-full
+# A release's version and revision, stamped into the binary (meshfed
+# version, meshfed_build_info) and the image's labels.
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+LDFLAGS  := -s -w -X main.version=$(VERSION) -X main.revision=$(REVISION)
+# Static: the image has no C library, and a release runs on any Linux.
+STATIC   := CGO_ENABLED=0 GOOS=linux
+DIST_ARCHES := amd64 arm64
+IMAGE_ARCH  ?= $(shell $(GO) env GOARCH)
+IMAGE       := dist/meshfed-$(VERSION)-linux-$(IMAGE_ARCH).oci.tar
+
+.PHONY: all build test test-short proto vet fmt clean demo demo-consul consul envoy promtool bench bench-full dist image
 
 all: build
 
 build:
 	$(GO) build -o bin/meshfed ./cmd/meshfed
+
+## dist: static meshfed binaries for linux/amd64 and linux/arm64, version
+## stamped, with their SHA-256 checksums in dist/SHA256SUMS.
+dist:
+	@mkdir -p dist
+	for arch in $(DIST_ARCHES); do \
+		$(STATIC) GOARCH=$$arch $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o dist/meshfed-$(VERSION)-linux-$$arch ./cmd/meshfed || exit 1; \
+	done
+	cd dist && sha256sum meshfed-$(VERSION)-linux-* > SHA256SUMS && cat SHA256SUMS
+
+## image: the OCI image of a static meshfed for IMAGE_ARCH (this machine's
+## by default), built without a Docker engine by deploy/image (a module of
+## its own): dist/meshfed-VERSION-linux-ARCH.oci.tar, for docker load or
+## podman load, tagged meshfed:VERSION.
+image:
+	@mkdir -p dist
+	$(STATIC) GOARCH=$(IMAGE_ARCH) $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o dist/meshfed-$(VERSION)-linux-$(IMAGE_ARCH) ./cmd/meshfed
+	$(GO) -C deploy/image run . -binary ../../dist/meshfed-$(VERSION)-linux-$(IMAGE_ARCH) -arch $(IMAGE_ARCH) \
+		-version $(VERSION) -revision $(REVISION) -out ../../$(IMAGE)
+	@echo "wrote $(IMAGE): docker load -i $(IMAGE) (or podman load), then tag and push meshfed:$$(echo '$(VERSION)' | tr -c 'A-Za-z0-9_.\n-' -)"
 
 ## demo: two federated meshes on loopback with real Envoy gateways, requests
 ## crossing them both ways.
@@ -29,11 +61,15 @@ demo: build envoy
 	PATH=$(TEST_PATH) $(GO) run ./examples/demo -meshfed bin/meshfed $(DEMO_FLAGS)
 
 ## test: vet, Consul for the registry tests, Envoy for the end-to-end tests,
-## then every test with the race detector; fuzz seed corpora are replayed as
-## tests.
-test: vet consul envoy
+## promtool for the alerting rules, the image, then every test with the race
+## detector (fuzz seed corpora are replayed as tests), and the modules of
+## bench/plot, deploy/image (the image make image wrote) and deploy/helm.
+test: vet consul envoy promtool image
 	PATH=$(TEST_PATH) $(GO) test -race -timeout $(TEST_TIMEOUT) ./...
 	$(GO) -C bench/plot test ./...
+	MESHFED_IMAGE=$(CURDIR)/$(IMAGE) MESHFED_IMAGE_VERSION=$(VERSION) MESHFED_IMAGE_REVISION=$(REVISION) \
+		$(GO) -C deploy/image test ./...
+	PATH=$(TEST_PATH) $(GO) -C deploy/helm test ./...
 
 ## consul: Consul 1.8 from Debian bullseye into tools/consul, unless on PATH.
 ## A failed install is reported; the Consul tests then skip (and CI fails).
@@ -46,6 +82,13 @@ consul:
 envoy:
 	@command -v envoy >/dev/null || scripts/install-envoy.sh $(ENVOY_DIR) || \
 		echo "WARNING: could not install Envoy into $(ENVOY_DIR); the end-to-end tests will skip"
+
+## promtool: Prometheus' promtool from Debian bookworm into tools/promtool,
+## unless on PATH, for the alerting rules' checks and unit tests. A failed
+## install is reported; those tests then skip (and CI fails).
+promtool:
+	@command -v promtool >/dev/null || scripts/install-promtool.sh $(PROMTOOL_DIR) || \
+		echo "WARNING: could not install promtool into $(PROMTOOL_DIR); the alerting rules' tests will skip"
 
 ## bench: meshfed against the go-control-plane baselines, up to 10,000
 ## services and 100 simulated gateways, 4 real Envoy gateways at 1,000
@@ -98,4 +141,4 @@ $(GOBIN_DIR)/protoc-gen-go-grpc:
 	GOBIN=$(GOBIN_DIR) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
 
 clean:
-	rm -rf bin tools
+	rm -rf bin dist tools

@@ -55,6 +55,7 @@ meshfed reload does; SIGINT and SIGTERM stop the agent.`,
 			if err != nil {
 				return err
 			}
+			reg.MustRegister(agentCollector{a})
 			a.LogLevel = &level
 			a.ConfigPath = path
 			reloadOnHangup(ctx, a)

@@ -8,15 +8,17 @@ import (
 	"github.com/spf13/cobra"
 )
 
-// version, when set at build time with -ldflags "-X main.version=...",
-// overrides the module version the Go toolchain records.
-var version string
+// version and revision, when set at build time with -ldflags "-X
+// main.version=... -X main.revision=...", override what the Go toolchain
+// records: a release is built with -trimpath and often outside a VCS
+// checkout (or with -buildvcs=false), where it records neither.
+var version, revision string
 
 // buildInfo is the module version and VCS revision the binary was built
 // from, as the Go toolchain recorded them; "unknown" where it did not
 // (a build outside a VCS checkout has no revision).
-func buildInfo() (ver, revision string) {
-	ver, revision = "unknown", "unknown"
+func buildInfo() (ver, rev string) {
+	ver, rev = "unknown", "unknown"
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		if bi.Main.Version != "" {
 			ver = bi.Main.Version
@@ -25,19 +27,22 @@ func buildInfo() (ver, revision string) {
 		for _, s := range bi.Settings {
 			switch s.Key {
 			case "vcs.revision":
-				revision = s.Value
+				rev = s.Value
 			case "vcs.modified":
 				modified = s.Value == "true"
 			}
 		}
-		if modified && revision != "unknown" {
-			revision += "-dirty"
+		if modified && rev != "unknown" {
+			rev += "-dirty"
 		}
 	}
 	if version != "" {
 		ver = version
 	}
-	return ver, revision
+	if revision != "" {
+		rev = revision
+	}
+	return ver, rev
 }
 
 // buildInfoMetric is meshfed_build_info{version,revision} 1, the usual

@@ -25,8 +25,9 @@ meshfed_build_info{revision=%q,version=%q} 1
 	require.NoError(t, testutil.CollectAndCompare(buildInfoMetric(), strings.NewReader(want)))
 
 	// -ldflags "-X main.version=..." wins over what the toolchain recorded.
-	version = "v9.9.9"
-	t.Cleanup(func() { version = "" })
-	ver, _ = buildInfo()
+	version, revision = "v9.9.9", "0123abc"
+	t.Cleanup(func() { version, revision = "", "" })
+	ver, rev = buildInfo()
 	require.Equal(t, "v9.9.9", ver)
+	require.Equal(t, "0123abc", rev)
 }
