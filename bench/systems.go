@@ -395,12 +395,12 @@ func (s *linearSystem) start(ctx context.Context) error {
 	return nil
 }
 
-func (s *linearSystem) step(keys []catalog.Key) error {
+func (s *linearSystem) step(keys []model.Key) error {
 	updates := map[string]map[string]types.Resource{}
 	deletes := map[string][]string{}
 	ports := false
 	for _, k := range keys {
-		if k.Kind != catalog.KindImport {
+		if k.Kind != model.KindImport {
 			continue
 		}
 		old := s.entries[k.ID]

@@ -10,9 +10,9 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
-	"github.com/meshfed/meshfed/federation/catalog"
 	"github.com/meshfed/meshfed/federation/hamlet/discoverypb"
 	"github.com/meshfed/meshfed/federation/wire"
+	"github.com/meshfed/meshfed/model"
 )
 
 // publisher sends the services exported to the peer. It is the only writer
@@ -91,7 +91,7 @@ func (p *publisher) run(ctx context.Context, s Stream) error {
 			p.syncComplete = &c.SyncComplete
 		case <-sub.C():
 			for _, k := range sub.Drain() {
-				if k.Kind == catalog.KindExport {
+				if k.Kind == model.KindExport {
 					p.queue.push(k.ID)
 				}
 			}

@@ -42,7 +42,7 @@ func BenchmarkChange(b *testing.B) {
 		} {
 			b.Run(fmt.Sprintf("services=%d/change=%s", n, kind.name), func(b *testing.B) {
 				svc := benchService(kind.i)
-				key := []catalog.Key{{Kind: catalog.KindImport, Peer: "mesh-b", ID: svc.Name}}
+				key := []model.Key{{Kind: model.KindImport, Peer: "mesh-b", ID: svc.Name}}
 				b.ReportAllocs()
 				b.ResetTimer()
 				for i := range b.N {

@@ -7,7 +7,6 @@ import (
 
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
-	"github.com/meshfed/meshfed/federation/catalog"
 	"github.com/meshfed/meshfed/model"
 	"github.com/meshfed/meshfed/snapshot"
 )
@@ -17,9 +16,9 @@ import (
 // wait for the Consul leaf of theirs before Connect sidecars may reach
 // them, and which leaves the egress holds.
 type consulNames struct {
-	owner   map[string]catalog.Key
-	byKey   map[catalog.Key]string
-	waiting map[catalog.Key]string
+	owner   map[string]model.Key
+	byKey   map[model.Key]string
+	waiting map[model.Key]string
 	// trustDomain is Consul's, in the SNIs of the Connect routes served.
 	trustDomain string
 	// applied are the egress's Consul secrets in the cache, by name, as
@@ -28,18 +27,18 @@ type consulNames struct {
 }
 
 func newConsulNames() consulNames {
-	return consulNames{owner: map[string]catalog.Key{}, byKey: map[catalog.Key]string{}, waiting: map[catalog.Key]string{}, applied: map[string]string{}}
+	return consulNames{owner: map[string]model.Key{}, byKey: map[model.Key]string{}, waiting: map[model.Key]string{}, applied: map[string]string{}}
 }
 
 // free says whether the import k may have name ("" is no name).
-func (c *consulNames) free(k catalog.Key, name string) bool {
+func (c *consulNames) free(k model.Key, name string) bool {
 	owner, taken := c.owner[name]
 	return name == "" || !taken || owner == k
 }
 
 // set records what the import k was translated into (nothing: it is
 // gone).
-func (c *consulNames) set(k catalog.Key, sr snapshot.ServiceResources, in *snapshot.Input) {
+func (c *consulNames) set(k model.Key, sr snapshot.ServiceResources, in *snapshot.Input) {
 	if old, ok := c.byKey[k]; ok && old != sr.ConsulName {
 		delete(c.owner, old)
 		delete(c.byKey, k)
@@ -58,7 +57,7 @@ func (c *consulNames) set(k catalog.Key, sr snapshot.ServiceResources, in *snaps
 // retry lists the imports to translate again now that the certificates
 // changed: those whose leaf is there now, or every import with a Consul
 // name when Consul's trust domain, in their routes' SNIs, changed.
-func (c *consulNames) retry(consul *snapshot.Consul, next snapshot.ConsulSecrets) []catalog.Key {
+func (c *consulNames) retry(consul *snapshot.Consul, next snapshot.ConsulSecrets) []model.Key {
 	if consul == nil {
 		return nil
 	}
@@ -66,7 +65,7 @@ func (c *consulNames) retry(consul *snapshot.Consul, next snapshot.ConsulSecrets
 		c.trustDomain = next.TrustDomain
 		return slices.Collect(maps.Keys(c.byKey))
 	}
-	var keys []catalog.Key
+	var keys []model.Key
 	for k, name := range c.waiting {
 		_, leaf := next.Leaves[name]
 		_, callers := next.Callers[name]
@@ -115,4 +114,4 @@ func (c *consulNames) leaves(res *Result, in *snapshot.Input) {
 }
 
 // connectKey names an import in the Connect routes' table.
-func connectKey(k catalog.Key) string { return k.Peer + "/" + k.ID }
+func connectKey(k model.Key) string { return k.Peer + "/" + k.ID }

@@ -13,7 +13,6 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/meshfed/meshfed/federation/catalog"
 	"github.com/meshfed/meshfed/model"
 	"github.com/meshfed/meshfed/snapshot"
 	"github.com/meshfed/meshfed/snapshot/snapshottest"
@@ -64,8 +63,8 @@ func (g gateways) resources() *snapshot.Resources {
 	return out
 }
 
-func keyOf(imp model.Import) catalog.Key {
-	return catalog.Key{Kind: catalog.KindImport, Peer: imp.Peer, ID: imp.ResourceID}
+func keyOf(imp model.Import) model.Key {
+	return model.Key{Kind: model.KindImport, Peer: imp.Peer, ID: imp.ResourceID}
 }
 
 func imports(in *snapshot.Input, del bool, pick func(i int) bool) []ImportChange {
@@ -214,7 +213,7 @@ func TestGoldenRejections(t *testing.T) {
 				if r.Key.Peer != "" {
 					id = r.Key.Peer + "/" + id
 				}
-				lines = append(lines, fmt.Sprintf("%s %s: %v", kindLabel(r.Key.Kind), id, r.Err))
+				lines = append(lines, fmt.Sprintf("%s %s: %v", r.Key.Kind.String(), id, r.Err))
 			}
 			got := strings.Join(lines, "\n") + "\n"
 			errPath := strings.TrimSuffix(path, ".yaml") + ".err"

@@ -5,13 +5,13 @@ import (
 	"maps"
 	"slices"
 
-	"github.com/meshfed/meshfed/federation/catalog"
+	"github.com/meshfed/meshfed/model"
 )
 
 // Every order that reaches an output (resources, ports handed out, logs) is
 // a sorted one: Go maps iterate at random.
 
-func sortKeys(keys []catalog.Key) { slices.SortFunc(keys, catalog.CompareKeys) }
+func sortKeys(keys []model.Key) { slices.SortFunc(keys, model.CompareKeys) }
 
 // sortedKeys are m's keys in order.
 func sortedKeys[K cmp.Ordered, V any](m map[K]V) []K {
@@ -19,7 +19,7 @@ func sortedKeys[K cmp.Ordered, V any](m map[K]V) []K {
 }
 
 // sortedImports are the keys of the imports in order.
-func sortedImports(m map[catalog.Key]*entry) []catalog.Key {
+func sortedImports(m map[model.Key]*entry) []model.Key {
 	keys := slices.Collect(maps.Keys(m))
 	sortKeys(keys)
 	return keys

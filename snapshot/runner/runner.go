@@ -35,7 +35,7 @@ type Source interface {
 // Subscription tells which keys changed since it was last drained.
 type Subscription interface {
 	C() <-chan struct{}
-	Drain() []catalog.Key
+	Drain() []model.Key
 	Close()
 }
 
@@ -133,13 +133,13 @@ func (r *Runner) Start() error {
 
 // everything is the key of every service, and the egress port keys of
 // the imports.
-func (r *Runner) everything() (keys []catalog.Key, ports []string) {
+func (r *Runner) everything() (keys []model.Key, ports []string) {
 	for _, imp := range r.cfg.Source.Imports() {
-		keys = append(keys, catalog.Key{Kind: catalog.KindImport, Peer: imp.Peer, ID: imp.ResourceID})
+		keys = append(keys, model.Key{Kind: model.KindImport, Peer: imp.Peer, ID: imp.ResourceID})
 		ports = append(ports, snapshot.EgressPortKeys([]model.Import{imp})...)
 	}
 	for _, exp := range r.cfg.Source.Exports() {
-		keys = append(keys, catalog.Key{Kind: catalog.KindExport, ID: exp.Name})
+		keys = append(keys, model.Key{Kind: model.KindExport, ID: exp.Name})
 	}
 	return keys, ports
 }
@@ -213,7 +213,7 @@ func (r *Runner) holdOff(ctx context.Context) (secrets, ok bool) {
 }
 
 // step translates what changed, and also, and applies it.
-func (r *Runner) step(secretsChanged bool, also ...catalog.Key) {
+func (r *Runner) step(secretsChanged bool, also ...model.Key) {
 	start := time.Now()
 	keys := append(r.sub.Drain(), also...)
 	secrets, ok := r.secrets(secretsChanged)
@@ -256,7 +256,7 @@ func (r *Runner) secrets(load bool) (*snapshot.Secrets, bool) {
 
 // translate reads the services of keys, proposes their ports, translates
 // them and settles the ports on the outcome.
-func (r *Runner) translate(keys []catalog.Key, secrets *snapshot.Secrets) Result {
+func (r *Runner) translate(keys []model.Key, secrets *snapshot.Secrets) Result {
 	ch, portKeys := r.read(keys)
 	ch.Secrets = secrets
 	var err error
@@ -272,16 +272,16 @@ func (r *Runner) translate(keys []catalog.Key, secrets *snapshot.Secrets) Result
 		r.log.Error("egress ports not stored", zap.Error(err))
 	}
 	for _, rej := range res.Rejected {
-		r.m.invalid.WithLabelValues(kindLabel(rej.Key.Kind)).Inc()
+		r.m.invalid.WithLabelValues(rej.Key.Kind.String()).Inc()
 		r.log.Warn("service translation failed the Envoy checks; its last good configuration stays",
-			zap.String("kind", kindLabel(rej.Key.Kind)), zap.String("peer", rej.Key.Peer), zap.String("id", rej.Key.ID), zap.Error(rej.Err))
+			zap.String("kind", rej.Key.Kind.String()), zap.String("peer", rej.Key.Peer), zap.String("id", rej.Key.ID), zap.Error(rej.Err))
 	}
 	return res
 }
 
 // read gets the current value of each changed key, in order, and the
 // egress port keys of the imports.
-func (r *Runner) read(keys []catalog.Key) (Changes, []string) {
+func (r *Runner) read(keys []model.Key) (Changes, []string) {
 	sortKeys(keys)
 	var ch Changes
 	var ports []string
@@ -290,14 +290,14 @@ func (r *Runner) read(keys []catalog.Key) (Changes, []string) {
 			continue
 		}
 		switch k.Kind {
-		case catalog.KindImport:
+		case model.KindImport:
 			c := ImportChange{Key: k}
 			if imp, ok := r.cfg.Source.Import(k.Peer, k.ID); ok {
 				c.Import = &imp
 				ports = append(ports, snapshot.EgressPortKeys([]model.Import{imp})...)
 			}
 			ch.Imports = append(ch.Imports, c)
-		case catalog.KindExport:
+		case model.KindExport:
 			c := ExportChange{Name: k.ID}
 			if exp, ok := r.cfg.Source.Export(k.ID); ok {
 				c.Export = &exp
@@ -308,20 +308,13 @@ func (r *Runner) read(keys []catalog.Key) (Changes, []string) {
 	return ch, ports
 }
 
-func kindLabel(k catalog.Kind) string {
-	if k == catalog.KindImport {
-		return "import"
-	}
-	return "export"
-}
-
 // Served reports whether an import is in the gateways' configuration: a
 // service whose translation was rejected is not, and must not be
 // advertised to workloads.
 func (r *Runner) Served(peer, resourceID string) bool {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return r.tr.Served(catalog.Key{Kind: catalog.KindImport, Peer: peer, ID: resourceID})
+	return r.tr.Served(model.Key{Kind: model.KindImport, Peer: peer, ID: resourceID})
 }
 
 // EgressPort returns the dedicated egress listener port of an imported

@@ -6,7 +6,6 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/meshfed/meshfed/federation/catalog"
 	"github.com/meshfed/meshfed/model"
 	"github.com/meshfed/meshfed/snapshot"
 	"github.com/meshfed/meshfed/snapshot/cache"
@@ -20,7 +19,7 @@ import (
 // and keeps its last good resources.
 type Translator struct {
 	in      snapshot.Input
-	imports map[catalog.Key]*entry
+	imports map[model.Key]*entry
 	exports map[string]*entry
 	refs    secretRefs
 	http    egressHTTP
@@ -32,7 +31,7 @@ type Translator struct {
 	// with the egress port keys of the version that failed: a port kept
 	// from before a restart stays reserved while the service waits (for a
 	// peer's bundle, say), and is freed if it is deleted instead.
-	rejected map[catalog.Key][]string
+	rejected map[model.Key][]string
 }
 
 // entry is what one service contributes to its gateway.
@@ -62,7 +61,7 @@ type Changes struct {
 
 // ImportChange is an import's new value, nil when deleted.
 type ImportChange struct {
-	Key    catalog.Key
+	Key    model.Key
 	Import *model.Import
 }
 
@@ -87,7 +86,7 @@ type Result struct {
 
 // Rejection is a service left out of the gateways.
 type Rejection struct {
-	Key catalog.Key
+	Key model.Key
 	Err error
 }
 
@@ -105,7 +104,7 @@ func NewTranslator(in snapshot.Input) *Translator {
 	in.Imports, in.Exports, in.EgressPorts, in.Secrets = nil, nil, nil, snapshot.Secrets{}
 	return &Translator{
 		in:      in,
-		imports: map[catalog.Key]*entry{},
+		imports: map[model.Key]*entry{},
 		exports: map[string]*entry{},
 		refs:    newSecretRefs(),
 		http:    newEgressHTTP(),
@@ -113,7 +112,7 @@ func NewTranslator(in snapshot.Input) *Translator {
 		connect: newConnectRoutes(),
 		consul:  newConsulNames(),
 
-		rejected: map[catalog.Key][]string{},
+		rejected: map[model.Key][]string{},
 	}
 }
 
@@ -161,13 +160,13 @@ func (t *Translator) SetInput(in snapshot.Input) {
 // every service that was rejected (a bundle that was missing may be there
 // now), and the imports whose Connect route waited for a Consul leaf that
 // is in next, the certificates about to be applied.
-func (t *Translator) Retry(next snapshot.Secrets) []catalog.Key {
-	keys := make([]catalog.Key, 0, len(t.exports)+len(t.rejected))
+func (t *Translator) Retry(next snapshot.Secrets) []model.Key {
+	keys := make([]model.Key, 0, len(t.exports)+len(t.rejected))
 	for name := range t.exports {
-		keys = append(keys, catalog.Key{Kind: catalog.KindExport, ID: name})
+		keys = append(keys, model.Key{Kind: model.KindExport, ID: name})
 	}
 	for k := range t.rejected {
-		if k.Kind != catalog.KindExport || t.exports[k.ID] == nil {
+		if k.Kind != model.KindExport || t.exports[k.ID] == nil {
 			keys = append(keys, k)
 		}
 	}
@@ -236,7 +235,7 @@ func (t *Translator) applyImport(res *Result, c ImportChange) {
 
 func (t *Translator) applyExport(res *Result, c ExportChange) {
 	old := t.exports[c.Name]
-	key := catalog.Key{Kind: catalog.KindExport, ID: c.Name}
+	key := model.Key{Kind: model.KindExport, ID: c.Name}
 	delete(t.rejected, key)
 	if c.Export == nil {
 		if old != nil {
@@ -324,7 +323,7 @@ func (t *Translator) gatewaySecrets(res *Result) {
 }
 
 // Served reports whether the import's resources are in the gateways.
-func (t *Translator) Served(k catalog.Key) bool {
+func (t *Translator) Served(k model.Key) bool {
 	_, ok := t.imports[k]
 	return ok
 }

@@ -11,7 +11,6 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/testing/protocmp"
 
-	"github.com/meshfed/meshfed/federation/catalog"
 	"github.com/meshfed/meshfed/model"
 	"github.com/meshfed/meshfed/snapshot"
 	"github.com/meshfed/meshfed/snapshot/snapshottest"
@@ -19,7 +18,7 @@ import (
 
 func importChange(svc model.Service) ImportChange {
 	return ImportChange{
-		Key:    catalog.Key{Kind: catalog.KindImport, Peer: "mesh-b", ID: svc.Name},
+		Key:    model.Key{Kind: model.KindImport, Peer: "mesh-b", ID: svc.Name},
 		Import: &model.Import{Peer: "mesh-b", ResourceID: svc.Name, LocalFQDN: svc.FQDN, Service: svc},
 	}
 }
@@ -177,7 +176,7 @@ func TestTranslatorConsulNameHasOneImport(t *testing.T) {
 	secrets := testSecrets(t)
 	tr := NewTranslator(consulInput())
 	web := service("web", model.HTTP, 8080, "10.0.0.1")
-	other := ImportChange{Key: catalog.Key{Kind: catalog.KindImport, Peer: "mesh-b", ID: "web-2"},
+	other := ImportChange{Key: model.Key{Kind: model.KindImport, Peer: "mesh-b", ID: "web-2"},
 		Import: &model.Import{Peer: "mesh-b", ResourceID: "web-2", LocalFQDN: "web2.mesh-b.example", Service: service("web", model.HTTP, 8080, "10.0.0.2")}}
 	other.Import.Service.FQDN = "web2.mesh-b.example"
 	res := tr.Apply(Changes{Secrets: &secrets, Imports: []ImportChange{importChange(web), other}})
