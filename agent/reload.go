@@ -131,7 +131,7 @@ func (a *Agent) reload(ctx context.Context) (ReloadResult, error) {
 		cur.Gateways.Egress.StreamIdleTimeout = next.Gateways.Egress.StreamIdleTimeout
 	}
 	if peers || gateways {
-		if err := a.Runner.SetInput(ctx, a.gatewayInput(&cur)); err != nil {
+		if err := a.Runner.SetSettings(ctx, a.gatewaySettings(&cur)); err != nil {
 			return ReloadResult{}, err
 		}
 	}

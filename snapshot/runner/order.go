@@ -18,29 +18,7 @@ func sortedKeys[K cmp.Ordered, V any](m map[K]V) []K {
 	return slices.Sorted(maps.Keys(m))
 }
 
-// sortedImports are the keys of the imports in order.
-func sortedImports(m map[model.Key]*entry) []model.Key {
-	keys := slices.Collect(maps.Keys(m))
-	sortKeys(keys)
-	return keys
-}
-
 func sortedUnique(s []string) []string {
 	slices.Sort(s)
 	return slices.Compact(s)
-}
-
-// minus is a without the elements of b.
-func minus(a, b []string) []string {
-	if len(b) == 0 {
-		return a
-	}
-	drop := set(b)
-	var out []string
-	for _, s := range a {
-		if !drop[s] {
-			out = append(out, s)
-		}
-	}
-	return out
 }

@@ -1,5 +1,5 @@
 // Package runner keeps the xDS cache in step with the catalog. It is a loop
-// over small parts: a Source of changes (the catalog), the pure Translator
+// over small parts: a Source of changes (the catalog), snapshot.Translator
 // (changes of services into changes of resources), the port Allocator, and
 // the cache. Each change to an import or an export is translated, checked
 // and handed to the cache on its own, so the work for one change does not
@@ -50,9 +50,9 @@ type Config struct {
 	Source Source
 	Ports  *Allocator
 	Sink   Sink
-	// Input gives the trust domain, the peers and the gateway addresses;
-	// its imports, exports, ports and secrets are the runner's.
-	Input snapshot.Input
+	// Settings give the trust domain, the peers and the gateway
+	// addresses.
+	Settings snapshot.Settings
 	// Secrets returns the gateways' current certificates; SecretsChanged
 	// signals when they changed. Both optional.
 	Secrets        func() (snapshot.Secrets, error)
@@ -77,9 +77,9 @@ type Runner struct {
 	// mu guards tr for readers on other goroutines (Served); the loop is
 	// its only writer.
 	mu sync.RWMutex
-	tr *Translator
-	// inputs brings the loop a new input (SetInput).
-	inputs chan snapshot.Input
+	tr *snapshot.Translator
+	// settings brings the loop new settings (SetSettings).
+	settings chan snapshot.Settings
 }
 
 // New returns a runner; Start builds the first configuration.
@@ -94,7 +94,7 @@ func New(cfg Config) (*Runner, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Runner{cfg: cfg, log: cfg.Log, m: m, tr: NewTranslator(cfg.Input), inputs: make(chan snapshot.Input)}, nil
+	return &Runner{cfg: cfg, log: cfg.Log, m: m, tr: snapshot.NewTranslator(cfg.Settings), settings: make(chan snapshot.Settings)}, nil
 }
 
 // Start translates the whole catalog and makes it the cache's state for
@@ -135,21 +135,21 @@ func (r *Runner) Start() error {
 // the imports.
 func (r *Runner) everything() (keys []model.Key, ports []string) {
 	for _, imp := range r.cfg.Source.Imports() {
-		keys = append(keys, model.Key{Kind: model.KindImport, Peer: imp.Peer, ID: imp.ResourceID})
+		keys = append(keys, model.ImportKey(imp))
 		ports = append(ports, snapshot.EgressPortKeys([]model.Import{imp})...)
 	}
 	for _, exp := range r.cfg.Source.Exports() {
-		keys = append(keys, model.Key{Kind: model.KindExport, ID: exp.Name})
+		keys = append(keys, model.ExportKey(exp.Name))
 	}
 	return keys, ports
 }
 
-// SetInput gives the translation a new input (a reload changed the peers
-// or the gateways' timeouts): every service is translated again with it.
-// It returns once the loop has taken it, or ctx ended.
-func (r *Runner) SetInput(ctx context.Context, in snapshot.Input) error {
+// SetSettings gives the translation new settings (a reload changed the
+// peers or the gateways' timeouts): every service is translated again
+// with them. It returns once the loop has taken them, or ctx ended.
+func (r *Runner) SetSettings(ctx context.Context, s snapshot.Settings) error {
 	select {
-	case r.inputs <- in:
+	case r.settings <- s:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
@@ -171,9 +171,9 @@ func (r *Runner) Run(ctx context.Context) error {
 		case <-r.sub.C():
 		case <-r.cfg.SecretsChanged:
 			secrets = true
-		case in := <-r.inputs:
+		case s := <-r.settings:
 			r.mu.Lock()
-			r.tr.SetInput(in)
+			r.tr.SetSettings(s)
 			r.mu.Unlock()
 			all, _ := r.everything()
 			r.step(false, all...)
@@ -256,7 +256,7 @@ func (r *Runner) secrets(load bool) (*snapshot.Secrets, bool) {
 
 // translate reads the services of keys, proposes their ports, translates
 // them and settles the ports on the outcome.
-func (r *Runner) translate(keys []model.Key, secrets *snapshot.Secrets) Result {
+func (r *Runner) translate(keys []model.Key, secrets *snapshot.Secrets) snapshot.Result {
 	ch, portKeys := r.read(keys)
 	ch.Secrets = secrets
 	var err error
@@ -281,9 +281,9 @@ func (r *Runner) translate(keys []model.Key, secrets *snapshot.Secrets) Result {
 
 // read gets the current value of each changed key, in order, and the
 // egress port keys of the imports.
-func (r *Runner) read(keys []model.Key) (Changes, []string) {
+func (r *Runner) read(keys []model.Key) (snapshot.Changes, []string) {
 	sortKeys(keys)
-	var ch Changes
+	var ch snapshot.Changes
 	var ports []string
 	for i, k := range keys {
 		if i > 0 && keys[i-1] == k {
@@ -291,14 +291,14 @@ func (r *Runner) read(keys []model.Key) (Changes, []string) {
 		}
 		switch k.Kind {
 		case model.KindImport:
-			c := ImportChange{Key: k}
+			c := snapshot.ImportChange{Key: k}
 			if imp, ok := r.cfg.Source.Import(k.Peer, k.ID); ok {
 				c.Import = &imp
 				ports = append(ports, snapshot.EgressPortKeys([]model.Import{imp})...)
 			}
 			ch.Imports = append(ch.Imports, c)
 		case model.KindExport:
-			c := ExportChange{Name: k.ID}
+			c := snapshot.ExportChange{Key: k}
 			if exp, ok := r.cfg.Source.Export(k.ID); ok {
 				c.Export = &exp
 			}

@@ -1,4 +1,4 @@
-package runner
+package snapshot
 
 import (
 	"fmt"
@@ -8,7 +8,6 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
 	"github.com/meshfed/meshfed/model"
-	"github.com/meshfed/meshfed/snapshot"
 )
 
 // consulNames knows which import has each Consul name (the first to be
@@ -38,7 +37,7 @@ func (c *consulNames) free(k model.Key, name string) bool {
 
 // set records what the import k was translated into (nothing: it is
 // gone).
-func (c *consulNames) set(k model.Key, sr snapshot.ServiceResources, in *snapshot.Input) {
+func (c *consulNames) set(k model.Key, sr ServiceResources, in *view) {
 	if old, ok := c.byKey[k]; ok && old != sr.ConsulName {
 		delete(c.owner, old)
 		delete(c.byKey, k)
@@ -57,7 +56,7 @@ func (c *consulNames) set(k model.Key, sr snapshot.ServiceResources, in *snapsho
 // retry lists the imports to translate again now that the certificates
 // changed: those whose leaf is there now, or every import with a Consul
 // name when Consul's trust domain, in their routes' SNIs, changed.
-func (c *consulNames) retry(consul *snapshot.Consul, next snapshot.ConsulSecrets) []model.Key {
+func (c *consulNames) retry(consul *Consul, next ConsulSecrets) []model.Key {
 	if consul == nil {
 		return nil
 	}
@@ -79,16 +78,16 @@ func (c *consulNames) retry(consul *snapshot.Consul, next snapshot.ConsulSecrets
 // leaves sets the egress's Consul secrets (leaves and callers) that
 // changed, and removes those gone: a leaf renews on its own, and most
 // changes of the certificates touch none.
-func (c *consulNames) leaves(res *Result, in *snapshot.Input) {
+func (c *consulNames) leaves(res *Result, in *view) {
 	now := map[string]string{}
 	if in.Consul != nil && in.Consul.ConnectPort != 0 {
 		cs := in.Secrets.Consul
 		for name, l := range cs.Leaves {
-			now[snapshot.ConsulLeafSecretName(name)] = l.CertChain + "\x00" + l.PrivateKey
+			now[ConsulLeafSecretName(name)] = l.CertChain + "\x00" + l.PrivateKey
 		}
 		for name, cl := range cs.Callers {
 			if cs.Roots != "" && cs.TrustDomain != "" {
-				now[snapshot.ConsulCallersSecretName(name)] = fmt.Sprintf("%s\x00%s\x00%v\x00%q", cs.Roots, cs.TrustDomain, cl.Allow, cl.Except)
+				now[ConsulCallersSecretName(name)] = fmt.Sprintf("%s\x00%s\x00%v\x00%q", cs.Roots, cs.TrustDomain, cl.Allow, cl.Except)
 			}
 		}
 	}
@@ -99,13 +98,13 @@ func (c *consulNames) leaves(res *Result, in *snapshot.Input) {
 		}
 	}
 	if len(changed) > 0 {
-		for _, s := range snapshot.ConsulEgressSecrets(in) {
+		for _, s := range consulEgressSecrets(in) {
 			if changed[s.GetName()] {
 				res.set(model.Egress, resource.SecretType, s.GetName(), s)
 			}
 		}
 	}
-	for _, name := range sortedKeys(c.applied) {
+	for _, name := range slices.Sorted(maps.Keys(c.applied)) {
 		if _, ok := now[name]; !ok {
 			res.del(model.Egress, resource.SecretType, name)
 		}
