@@ -129,7 +129,7 @@ func egressConnectRoute(in *view, imp model.Import, name, cluster string) *SNIRo
 	chain := &listener.FilterChain{
 		Name:            ConnectChainName(imp.Peer, imp.ResourceID),
 		TransportSocket: connectServerTLS(name),
-		Filters:         []*listener.Filter{connectAuthz(name), tcpProxy(cluster)},
+		Filters:         []*listener.Filter{connectAuthz(name, ConnectChainName(imp.Peer, imp.ResourceID)), tcpProxy(cluster)},
 	}
 	return &SNIRoute{SNI: consulSNI(in, name), Chain: chain}
 }
@@ -159,10 +159,10 @@ const ConnectAuthzTarget = "x-meshfed-consul-target"
 // connectAuthz asks the agent, over the gateway's xDS cluster, whether
 // Consul's intentions let the caller reach Consul service name; a caller
 // refused, or an agent that does not answer, is closed before a byte is
-// forwarded.
-func connectAuthz(name string) *listener.Filter {
+// forwarded. Its stats are under the chain's name.
+func connectAuthz(name, chain string) *listener.Filter {
 	cfg := &extauthz.ExtAuthz{
-		StatPrefix: "connect-" + name,
+		StatPrefix: chain,
 		GrpcService: &core.GrpcService{
 			TargetSpecifier: &core.GrpcService_EnvoyGrpc_{EnvoyGrpc: &core.GrpcService_EnvoyGrpc{ClusterName: XDSClusterName}},
 			Timeout:         durationpb.New(5 * time.Second),

@@ -41,7 +41,7 @@ const tlsTransport = "tls"
 func egressHTTPListener(in *view, port uint32) *listener.Listener {
 	name := EgressHTTPName(port)
 	m := &hcm.HttpConnectionManager{
-		StatPrefix:     "egress-http-" + strconv.FormatUint(uint64(port), 10),
+		StatPrefix:     name,
 		CodecType:      hcm.HttpConnectionManager_AUTO,
 		RouteSpecifier: &hcm.HttpConnectionManager_ScopedRoutes{ScopedRoutes: egressScopes()},
 		HttpFilters: []*hcm.HttpFilter{{
