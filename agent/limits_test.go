@@ -34,18 +34,12 @@ func withBounds(t *testing.T, m, other mesh, dial, federation, xdsLines string) 
 	return c, path
 }
 
-// The configuration's defaults are the ones the session and the xDS server
-// were sized with, and what the file says reaches the peer manager and
-// the xDS server as it is.
+// The configuration's defaults are the ones the session was sized with,
+// and what the file says reaches the peer manager and the xDS server as
+// it is.
 func TestBoundsReachThePeerManagerAndTheXDSServer(t *testing.T) {
 	require.Equal(t, session.DefaultMaxBatch, config.DefaultMaxBatch)
 	require.Equal(t, session.DefaultBatchDelay, config.DefaultBatchDelay)
-	require.Equal(t, xds.DefaultMaxRecvMsgSize, config.DefaultMaxRequestBytes)
-	require.Equal(t, xds.DefaultMaxConcurrentStreams, config.DefaultMaxStreamsPerConnection)
-	require.Equal(t, xds.DefaultMaxStreamsPerNode, config.DefaultMaxStreamsPerNode)
-	require.Equal(t, xds.DefaultMaxStreamsPerIdentity, config.DefaultMaxStreamsPerIdentity)
-	require.Equal(t, xds.DefaultMaxStreams, config.DefaultMaxStreams)
-	require.Equal(t, xds.DefaultFirstRequestTimeout, config.DefaultFirstRequestTimeout)
 
 	root := t.TempDir()
 	ma, mb := newMesh(t, root, "mesh-a"), newMesh(t, root, "mesh-b")

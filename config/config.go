@@ -515,19 +515,41 @@ const (
 	// federation/session.
 	DefaultMaxBatch   = 256
 	DefaultBatchDelay = time.Millisecond
-	// DefaultMaxRequestBytes, DefaultMaxStreamsPerConnection and
-	// DefaultMaxStreamsPerNode are the xDS server's bounds (see package
-	// xds for their sizing).
-	DefaultMaxRequestBytes         = 32 << 20
+	// The xDS server's bounds, sized for 100,000 resources of a type.
+	//
+	// DefaultMaxRequestBytes holds the largest request a gateway sends: a
+	// delta reconnect that subscribes to 100,000 resources by name and
+	// gives the version of each it holds (initial_resource_versions,
+	// sha256 in hex), some 20 MB with meshfed's names; over gRPC's 4 MiB
+	// default, and short of what lets one request cost hundreds of MB.
+	DefaultMaxRequestBytes = 32 << 20
+	// DefaultMaxStreamsPerConnection: Envoy opens one ADS stream per
+	// connection, or one per type without ADS.
 	DefaultMaxStreamsPerConnection = 100
-	DefaultMaxStreamsPerNode       = 10
+	// DefaultMaxStreamsPerNode leaves room for a gateway's streams of one
+	// kind of xDS each, and for the stream a reconnecting gateway left
+	// behind on a connection the server has not yet seen die.
+	DefaultMaxStreamsPerNode = 10
 
-	// DefaultMaxStreamsPerIdentity, DefaultMaxStreams and
-	// DefaultFirstRequestTimeout bound the xDS streams a client holds,
-	// those that never send a request included (see package xds).
+	// Bounds on the xDS streams clients hold, those that never send a
+	// request included. Such a stream costs the server some 13 KB (two
+	// goroutines, 4 KB of heap) until it ends, and a connection some 20
+	// KB: xds's TestRequestlessStreamsAreBounded measures them.
+	//
+	// DefaultMaxStreamsPerIdentity holds 100 gateways of one role that
+	// share a SPIFFE ID, each with a stream of each of the six kinds of
+	// xDS it uses without ADS, and 40 streams that gateways reconnecting
+	// left behind on connections the server has not yet seen die.
 	DefaultMaxStreamsPerIdentity = 640
-	DefaultMaxStreams            = 800
-	DefaultFirstRequestTimeout   = 10 * time.Second
+	// DefaultMaxStreams leaves the other identities 160 streams (the
+	// other role's gateways over ADS) when one is at its bound, and holds
+	// 10,000 streams that never send a request, from any number of
+	// identities on 100 connections, to under 20 MB.
+	DefaultMaxStreams = 800
+	// DefaultFirstRequestTimeout: Envoy sends its first request as soon
+	// as its stream is open; ten seconds leave room for a slow link and a
+	// first request of megabytes.
+	DefaultFirstRequestTimeout = 10 * time.Second
 
 	// DefaultMaxFileBytes bounds the registry file (exports.maxFileBytes)
 	// and, not configurable, the configuration file itself.

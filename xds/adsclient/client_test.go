@@ -22,6 +22,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/meshfed/meshfed/config"
 	"github.com/meshfed/meshfed/internal/servetest"
 	"github.com/meshfed/meshfed/model"
 	"github.com/meshfed/meshfed/snapshot/cache"
@@ -42,7 +43,11 @@ func set(m proto.Message, name string) cache.Change {
 // serve serves c on loopback and returns a connection to it.
 func serve(t *testing.T, c gcache.Cache) *grpc.ClientConn {
 	t.Helper()
-	s, err := xds.New(xds.Config{Cache: c, NodeRole: egress})
+	s, err := xds.New(xds.Config{Cache: c, NodeRole: egress,
+		MaxRecvMsgSize: config.DefaultMaxRequestBytes, MaxConcurrentStreams: config.DefaultMaxStreamsPerConnection,
+		MaxStreamsPerNode: config.DefaultMaxStreamsPerNode, MaxStreamsPerIdentity: config.DefaultMaxStreamsPerIdentity,
+		MaxStreams: config.DefaultMaxStreams, FirstRequestTimeout: config.DefaultFirstRequestTimeout,
+	})
 	require.NoError(t, err)
 	conn, err := grpc.NewClient(servetest.Serve(t, s.Serve), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	require.NoError(t, err)
