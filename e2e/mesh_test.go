@@ -3,9 +3,11 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -249,6 +251,7 @@ func (m *mesh) checkGateways() {
 	t := m.t
 	t.Helper()
 	if m.egress == nil || m.ingress == nil || m.agent == nil {
+		t.Errorf("%s: nothing to check: a gateway or the agent was never started", m.Name)
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -260,6 +263,13 @@ func (m *mesh) checkGateways() {
 		if err != nil {
 			t.Errorf("%v", err)
 			continue
+		}
+		// Every xDS subscription has both counters: a filter that matched
+		// none of them would check nothing.
+		for _, counter := range []string{"cds.update_rejected", "lds.update_rejected", "cds.init_fetch_timeout", "lds.init_fetch_timeout"} {
+			if !slices.ContainsFunc(slices.Collect(maps.Keys(stats)), func(n string) bool { return strings.HasSuffix(n, counter) }) {
+				t.Errorf("envoy %s: no %s counter among %v", e.Name(), counter, slices.Sorted(maps.Keys(stats)))
+			}
 		}
 		for name, v := range stats {
 			if v != 0 {
