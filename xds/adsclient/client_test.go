@@ -15,11 +15,13 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/log"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"github.com/google/go-cmp/cmp"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/meshfed/meshfed/config"
@@ -116,7 +118,7 @@ func TestStateDigestsAndCallback(t *testing.T) {
 		assert.ElementsMatch(t, []string{"a", "b"}, u.Updated)
 		require.Len(t, u.Decoded, 2)
 		for i, name := range u.Updated {
-			assert.True(t, proto.Equal(testCluster(name, map[string]int64{"a": 1, "b": 2}[name]), u.Decoded[i]))
+			assert.Empty(t, cmp.Diff(testCluster(name, map[string]int64{"a": 1, "b": 2}[name]), u.Decoded[i], protocmp.Transform()))
 		}
 		assert.False(t, u.Acked.IsZero())
 		// The callback saw the update first, after its ACK.
@@ -168,7 +170,7 @@ func TestRunAgainResumes(t *testing.T) {
 		}
 		got, err := cl.State()[resource.ClusterType]["b"].UnmarshalNew()
 		require.NoError(t, err)
-		assert.True(t, proto.Equal(testCluster("b", 3), got))
+		assert.Empty(t, cmp.Diff(testCluster("b", 3), got, protocmp.Transform()))
 		r.stop()
 		require.NoError(t, c.Apply(model.Egress, []cache.Change{set(testCluster("b", 2), "b")}))
 	}
