@@ -306,6 +306,7 @@ func peerConfig(cfg *config.Config) peer.Config {
 		MaxBatch:   cfg.Federation.MaxBatch,
 		BatchDelay: batchDelay,
 
+		MaxBackoff:             time.Duration(cfg.Federation.MaxBackoff),
 		HandshakeTimeout:       time.Duration(cfg.Federation.HandshakeTimeout),
 		MaxHandshakes:          cfg.Federation.MaxHandshakes,
 		MaxHandshakesPerSource: cfg.Federation.MaxHandshakesPerSource,

@@ -279,6 +279,9 @@ func (m *Manager) SetMaxBackoff(d time.Duration) error {
 	return nil
 }
 
+// MaxBackoff is the longest wait before a peer is dialed again.
+func (m *Manager) MaxBackoff() time.Duration { return time.Duration(m.maxBackoff.Load()) }
+
 // startLocked dials p when it has an address and the manager runs.
 func (m *Manager) startLocked(p *peerRun) {
 	if m.runCtx == nil || p.spec.Dial == "" {
