@@ -79,6 +79,8 @@ type Mesh struct {
 	OtherPeers []string
 	// Holdoff is xds.holdoff ("" for the default).
 	Holdoff string
+	// MaxBackoff is federation.maxBackoff ("" for the default).
+	MaxBackoff string
 	// PeerRemoved leaves Peer out of the configuration, as an operator
 	// who ends the federation does.
 	PeerRemoved bool
@@ -152,6 +154,10 @@ func (m *Mesh) WriteConfig() error {
 	if m.XDSTLS {
 		holdoff += "  tls: {}\n"
 	}
+	federation := ""
+	if m.MaxBackoff != "" {
+		federation = "  maxBackoff: " + m.MaxBackoff + "\n"
+	}
 	var egress strings.Builder
 	if m.HTTPRouteTimeout != "" {
 		fmt.Fprintf(&egress, "    httpRouteTimeout: %s\n", m.HTTPRouteTimeout)
@@ -184,7 +190,7 @@ trustBundles:
 %[5]sfederation:
   listen: %[6]s
   ingress: [{address: %[7]s, port: %[8]d}]
-peers:
+%[18]speers:
 %[9]s%[10]sxds:
   listen: %[11]s
 %[12]sadmin:
@@ -202,7 +208,7 @@ exports:
 store:
   path: meshfed.db
 `, m.Name, m.TrustDomain(), m.Peer.TrustDomain(), m.Peer.Name, bundles.String(), m.Federation, m.IP, m.IngressPort,
-		peer, peers.String(), m.XDS, holdoff, m.Admin, m.DNS, m.PortsFrom, m.PortsTo, egress.String())
+		peer, peers.String(), m.XDS, holdoff, m.Admin, m.DNS, m.PortsFrom, m.PortsTo, egress.String(), federation)
 	return writeAtomic(m.ConfigPath(), y)
 }
 
