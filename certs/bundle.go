@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
@@ -27,6 +28,8 @@ type BundleSet struct {
 	log     *zap.Logger
 	metrics *Metrics
 	notifier
+	// settle is SetSettleTime's.
+	settle atomic.Int64
 
 	mu      sync.RWMutex
 	bundles map[spiffeid.TrustDomain]bundleEntry
@@ -73,6 +76,13 @@ func NewBundleSet(log *zap.Logger, m *Metrics) *BundleSet {
 		stop:    make(chan struct{}),
 	}
 }
+
+// SetSettleTime is how long a bundle file added after it may stay
+// unusable after a change before that is an error (FileSVIDConfig.Settle);
+// zero, the default, makes it one at once.
+func (s *BundleSet) SetSettleTime(d time.Duration) { s.settle.Store(int64(d)) }
+
+func (s *BundleSet) settleTime() time.Duration { return time.Duration(s.settle.Load()) }
 
 func errNoBundle(td spiffeid.TrustDomain) error {
 	return fmt.Errorf("certs: no trust bundle for trust domain %q", td.Name())
@@ -237,10 +247,27 @@ func (s *BundleSet) AddFile(td spiffeid.TrustDomain, path string) error {
 		s.unclaim(td)
 		return err
 	}
-	w, err := watchFiles([]string{path}, s.log, func() {
-		if err := load(); err != nil {
-			s.failed(td, err)
+	// A file written in place is read cut short now and then: that is an
+	// error only once it has lasted the settle time, and a file that stays
+	// broken is reported once, not at every resync.
+	settling := settler{settle: s.settleTime()}
+	w, err := watchFiles([]string{path}, s.log, func(event bool) time.Duration {
+		if event {
+			settling.changed()
 		}
+		err := load()
+		if err == nil {
+			settling.ok()
+			return 0
+		}
+		if wait := settling.fail(time.Now()); wait > 0 {
+			s.log.Debug("bundle file not usable yet; waiting for it to be written whole", zap.String("trust_domain", td.Name()), zap.Error(err))
+			return wait
+		}
+		if settling.report(err) {
+			s.failed(td, err, zap.String("file", path))
+		}
+		return 0
 	})
 	if err != nil {
 		s.unclaim(td)
