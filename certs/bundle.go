@@ -61,6 +61,10 @@ type sourceState struct {
 	lastFetch   time.Time
 	lastErr     string
 	lastErrTime time.Time
+	// nextFetch is when an endpoint is fetched from next; failures counts
+	// the fetches that failed since the last that did not.
+	nextFetch time.Time
+	failures  int
 }
 
 // NewBundleSet returns an empty set. Close it to stop its watchers.
@@ -159,6 +163,23 @@ func (s *BundleSet) claim(td spiffeid.TrustDomain, src string, poller bool) erro
 		s.wg.Add(1)
 	}
 	return nil
+}
+
+// scheduled notes when td's endpoint is fetched from next, after a fetch
+// that failed or not.
+func (s *BundleSet) scheduled(td spiffeid.TrustDomain, in time.Duration, failed bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.sources[td]
+	if st == nil {
+		return
+	}
+	st.nextFetch = time.Now().Add(in)
+	if failed {
+		st.failures++
+	} else {
+		st.failures = 0
+	}
 }
 
 func (s *BundleSet) unclaim(td spiffeid.TrustDomain) {
@@ -345,6 +366,11 @@ type BundleState struct {
 	Authorities int `json:"authorities"`
 	// LastFetch is the last successful fetch from an endpoint in this run.
 	LastFetch time.Time `json:"lastFetch,omitzero"`
+	// NextFetch is when the endpoint is fetched from next: at its refresh
+	// interval, or sooner after failed fetches (Failures of them in a
+	// row), with a backoff from 1 s up to that interval.
+	NextFetch time.Time `json:"nextFetch,omitzero"`
+	Failures  int       `json:"failures,omitempty"`
 	// LastError is the last failed load or fetch, kept until the next
 	// success.
 	LastError     string    `json:"lastError,omitempty"`
@@ -356,7 +382,7 @@ func (s *BundleSet) States() []BundleState {
 	s.mu.RLock()
 	byName := map[string]BundleState{}
 	for td, st := range s.sources {
-		bs := BundleState{TrustDomain: td.Name(), Source: st.desc, LastFetch: st.lastFetch}
+		bs := BundleState{TrustDomain: td.Name(), Source: st.desc, LastFetch: st.lastFetch, NextFetch: st.nextFetch, Failures: st.failures}
 		if st.lastErr != "" {
 			bs.LastError, bs.LastErrorTime = st.lastErr, st.lastErrTime
 		}
