@@ -66,8 +66,13 @@ type Agent struct {
 	// configured is closed once the gateways' first configuration is
 	// built (startGateways).
 	configured chan struct{}
-	// bundleWait is how long that waits for missing trust bundles.
-	bundleWait time.Duration
+	// BundleWait, when set before Run, is how long the gateways' first
+	// configuration waits for peers' trust bundles that have never loaded;
+	// zero is DefaultBundleWait.
+	BundleWait time.Duration
+	// held serves the gateways, past that wait, the bundles they were
+	// last served for the peers whose bundle has still not loaded.
+	held *heldBundles
 	// importsChanged wakes the loop that updates DNS and sinks.
 	importsChanged chan struct{}
 	addrs          *listeners
@@ -92,7 +97,7 @@ type Agent struct {
 func New(ctx context.Context, cfg *config.Config, log *zap.Logger, reg *prometheus.Registry) (_ *Agent, err error) {
 	// The result is not named a: every "return nil, err" would set it to
 	// nil before the deferred close ran.
-	a := &Agent{cfg: cfg, log: log, td: spiffeid.RequireTrustDomainFromString(cfg.TrustDomain), reg: reg, listening: make(chan struct{}), configured: make(chan struct{}), bundleWait: DefaultBundleWait, importsChanged: make(chan struct{}, 1),
+	a := &Agent{cfg: cfg, log: log, td: spiffeid.RequireTrustDomainFromString(cfg.TrustDomain), reg: reg, listening: make(chan struct{}), configured: make(chan struct{}), importsChanged: make(chan struct{}, 1),
 		current: cfg, swapExports: make(chan exportSwap),
 		exportHealth: &sink{name: "exports", state: SinkStatus{Name: "exports", Healthy: true}}}
 	defer func() {
@@ -115,6 +120,9 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger, reg *promethe
 		return nil, fmt.Errorf("store.path: %w", err)
 	}
 	a.closers = append(a.closers, a.store.Close)
+	if a.held, err = loadHeldBundles(a.store, log); err != nil {
+		return nil, err
+	}
 	a.Catalog = catalog.New(a.store, log)
 	specs := a.peerSpecs(cfg)
 	pc := peerConfig(cfg)

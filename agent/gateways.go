@@ -133,5 +133,6 @@ func (a *Agent) secrets() (snapshot.Secrets, error) {
 		}
 		out.Bundles[td.String()] = string(b.PEM)
 	}
+	a.held.apply(out.Bundles)
 	return out, nil
 }
