@@ -46,6 +46,8 @@ type mesh struct {
 	ingress   *envoyrun.Envoy
 	up        upstreams
 	peer      *mesh
+	// bundleWait, when set, is the agent's BundleWait.
+	bundleWait time.Duration
 }
 
 type upstreams struct {
@@ -180,6 +182,7 @@ func (m *mesh) startAgent() {
 	a, err := agent.New(context.Background(), cfg, log, prometheus.NewRegistry())
 	require.NoError(t, err)
 	a.ConfigPath = m.ConfigPath()
+	a.BundleWait = m.bundleWait
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
