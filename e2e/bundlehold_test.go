@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -57,10 +58,13 @@ func testBundleEndpointDown(t *testing.T, saved bool) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
+	// The egress ports are kept across restarts: read once, before the
+	// agent that knows them is replaced.
+	toB, toA := a.importedTCPAddr(t), b.importedTCPAddr(t)
 	loops := []*requestLoop{
 		startLoop(t, "mesh-a to payments over HTTP", func(ctx context.Context) error { _, err := a.importedHTTP(ctx, "/held"); return err }),
-		startLoop(t, "mesh-a to payments over TCP", func(ctx context.Context) error { return echoTCP(ctx, a.importedTCPAddr(t)) }),
-		startLoop(t, "mesh-b to inventory over TCP", func(ctx context.Context) error { return echoTCP(ctx, b.importedTCPAddr(t)) }),
+		startLoop(t, "mesh-a to payments over TCP", func(ctx context.Context) error { return echoTCP(ctx, toB) }),
+		startLoop(t, "mesh-b to inventory over TCP", func(ctx context.Context) error { return echoTCP(ctx, toA) }),
 	}
 	for _, l := range loops {
 		l.waitOK(t, 5)
@@ -178,9 +182,19 @@ func serveBundleThrough(t *testing.T, owner, consumer *mesh) *switchProxy {
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(filepath.Join(web, "web.pem"), chain, 0o644))
 	require.NoError(t, os.WriteFile(filepath.Join(web, "web-key.pem"), key, 0o600))
+	// On owner's address, where its agent's ports were picked and let go:
+	// none of those.
 	free := &freePorts{t: t, ip: owner.IP}
-	listen := free.addr()
-	proxy := free.addr()
+	taken := []string{owner.Federation, owner.Admin, owner.DNS}
+	pick := func() string {
+		for {
+			if addr := free.addr(); !slices.Contains(taken, addr) {
+				return addr
+			}
+		}
+	}
+	listen := pick()
+	proxy := pick()
 	free.release()
 	owner.BundleEndpoint = fmt.Sprintf("{listen: '%s', profile: https_web, webCertificate: {cert: %s, key: %s}, refreshHint: 2s}",
 		listen, filepath.Join(web, "web.pem"), filepath.Join(web, "web-key.pem"))
