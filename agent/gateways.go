@@ -147,5 +147,6 @@ func (a *Agent) secrets() (snapshot.Secrets, error) {
 	if a.connect != nil {
 		out.Consul = a.connect.Material()
 	}
+	a.held.apply(out.Bundles)
 	return out, nil
 }

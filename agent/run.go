@@ -33,8 +33,12 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		g.Go(func() error { return a.Runner.Run(ctx) })
 	} else {
+		wait := a.BundleWait
+		if wait <= 0 {
+			wait = DefaultBundleWait
+		}
 		g.Go(func() error {
-			if err := a.startGateways(ctx, a.bundleWait); err != nil {
+			if err := a.startGateways(ctx, wait); err != nil {
 				return err
 			}
 			return a.Runner.Run(ctx)

@@ -98,10 +98,13 @@ func (a *Agent) exportStatus() SinkStatus {
 
 // Degraded lists what works less than it should while the agent still
 // serves: a registry that the imports cannot be published in, a source of
-// the exports that cannot be read (its last exports stay). Readiness
-// stays: the gateways and peers are served all the same.
+// the exports that cannot be read (its last exports stay), an SVID or a
+// trust bundle refused or failing (the last good one stays), an SVID in
+// use that expired, imports held on a peer's bundle that has not loaded.
+// Readiness stays: the gateways and peers are served all the same.
 func (a *Agent) Degraded() []string {
-	var out []string
+	out := a.certProblems(time.Now())
+	out = append(out, holdProblems(a.bundleHolds())...)
 	if s := a.exportStatus(); !s.Healthy {
 		since := ""
 		if !s.FailingSince.IsZero() {

@@ -221,7 +221,18 @@ type Identity struct {
 	// expires that the agent and meshfed check warn of it; default 168h
 	// (7 days).
 	ExpiryWarning Duration `yaml:"expiryWarning"`
+	// SettleTime is how long a certificate and its key (or a bundle file)
+	// that change on disk may stay unusable before the agent calls it an
+	// error: a rotation that writes the two files one after the other
+	// passes through a pair that does not match. Default 2s; 100ms to 1m.
+	SettleTime Duration `yaml:"settleTime"`
 }
+
+// DefaultSettleTime is Identity.SettleTime's default: a rotation by a
+// tool (cert-manager, an ACME client, a script of two renames) writes the
+// second file within milliseconds; 2 s leaves room for a loaded host
+// without hiding a broken pair for long.
+const DefaultSettleTime = 2 * time.Second
 
 // DefaultExpiryWarning is Identity.ExpiryWarning's default.
 const DefaultExpiryWarning = 7 * 24 * time.Hour
@@ -309,6 +320,10 @@ type Federation struct {
 	// MaxHandshakesPerSource is MaxHandshakes for the connections of one
 	// IPv4 address or IPv6 /64 (default 32; 1 to MaxHandshakes).
 	MaxHandshakesPerSource int `yaml:"maxHandshakesPerSource"`
+	// MaxBackoff is the longest wait before a dialed peer is dialed again
+	// after a failed stream or a refusal (default 2m; 1s to 1h). The waits
+	// start at 1 s and double, with jitter, up to it.
+	MaxBackoff Duration `yaml:"maxBackoff"`
 	// DeniedCIDRs are ranges no imported endpoint may point into.
 	DeniedCIDRs []string `yaml:"deniedCIDRs"`
 	// Ingress is what peers are told to connect to for exported services.
@@ -564,6 +579,11 @@ const (
 	DefaultMaxHandshakesPerSource = 32
 )
 
+// DefaultMaxBackoff is federation.maxBackoff's default: a peer that comes
+// back, or that adds this mesh again after a mistake, is found within
+// 2 minutes, while a peer down for a day costs a dial every minute or so.
+const DefaultMaxBackoff = 2 * time.Minute
+
 // DefaultEgressPorts is the range dedicated egress listeners take ports
 // from.
 var DefaultEgressPorts = PortRange{From: 21000, To: 21999}
@@ -583,6 +603,9 @@ func (c *Config) defaults(dir string) {
 	}
 	if c.Identity.ExpiryWarning == 0 {
 		c.Identity.ExpiryWarning = Duration(DefaultExpiryWarning)
+	}
+	if c.Identity.SettleTime == 0 {
+		c.Identity.SettleTime = Duration(DefaultSettleTime)
 	}
 	if c.XDS.Listen == "" {
 		c.XDS.Listen = DefaultXDSListen
@@ -690,6 +713,9 @@ func (c *Config) listenerDefaults() {
 	}
 	if c.Federation.MaxHandshakesPerSource == 0 {
 		c.Federation.MaxHandshakesPerSource = DefaultMaxHandshakesPerSource
+	}
+	if c.Federation.MaxBackoff == 0 {
+		c.Federation.MaxBackoff = Duration(DefaultMaxBackoff)
 	}
 }
 

@@ -48,6 +48,8 @@ type mesh struct {
 	ingress   *envoyrun.Envoy
 	up        upstreams
 	peer      *mesh
+	// bundleWait, when set, is the agent's BundleWait.
+	bundleWait time.Duration
 }
 
 type upstreams struct {
@@ -75,6 +77,8 @@ type options struct {
 	// xdsTLS serves the gateways over TCP with mutual TLS instead of a
 	// Unix socket, and gives them prometheus listeners.
 	xdsTLS bool
+	// maxBackoff is federation.maxBackoff of both meshes.
+	maxBackoff string
 	// prepare runs on each mesh before its files are written, with its
 	// peer known: to start more upstreams and export more services.
 	prepare func(*mesh)
@@ -132,6 +136,7 @@ func newMesh(t *testing.T, root, name, service, ip string, opts options) *mesh {
 	m := &mesh{t: t, sotw: opts.sotw, Mesh: &twomesh.Mesh{
 		Name: name, Service: service, Dir: filepath.Join(root, name), IP: ip, OtherPeers: opts.otherPeers, Holdoff: "1ms",
 		HTTPRouteTimeout: opts.httpRouteTimeout, StreamIdleTimeout: opts.streamIdleTimeout, AllowedSources: opts.allowedSources,
+		MaxBackoff: opts.maxBackoff,
 		// Every port is picked free on the mesh's own loopback address,
 		// where nothing else binds: a port picked on 127.0.0.1 could be
 		// taken by another process's ephemeral port before the agent
@@ -179,6 +184,7 @@ func (m *mesh) startAgent() {
 	a, err := agent.New(context.Background(), cfg, log, prometheus.NewRegistry())
 	require.NoError(t, err)
 	a.ConfigPath = m.ConfigPath()
+	a.BundleWait = m.bundleWait
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
