@@ -61,8 +61,10 @@ type Config struct {
 	// it translates them together; bursts are translated at least every
 	// MaxDelay. Zero translates each change at once.
 	Holdoff, MaxDelay time.Duration
-	// Applied, when set, is called after each batch reached the cache.
-	Applied    func()
+	// Applied, when set, is called after each batch reached the cache,
+	// with what changed of the imports the gateways serve (at Start,
+	// every one served), on the runner's goroutine.
+	Applied    func(served []snapshot.ServedImport)
 	Log        *zap.Logger
 	Registerer prometheus.Registerer
 }
@@ -126,7 +128,7 @@ func (r *Runner) Start() error {
 		zap.Int("ingress_resources", len(res.Changes[model.Ingress])),
 		zap.Duration("took", time.Since(start)))
 	if r.cfg.Applied != nil {
-		r.cfg.Applied()
+		r.cfg.Applied(res.Served)
 	}
 	return nil
 }
@@ -235,7 +237,7 @@ func (r *Runner) step(secretsChanged bool, also ...model.Key) {
 	r.m.build.Observe(time.Since(start).Seconds())
 	r.m.changes.Add(float64(len(keys)))
 	if r.cfg.Applied != nil {
-		r.cfg.Applied()
+		r.cfg.Applied(res.Served)
 	}
 }
 
