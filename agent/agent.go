@@ -112,10 +112,7 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger, reg *promethe
 			a.close()
 		}
 	}()
-	cm, err := certs.NewMetrics(reg)
-	if err != nil {
-		return nil, err
-	}
+	cm := certs.NewMetrics(reg)
 	a.certMetrics = cm
 	if err := a.reloadMetric(); err != nil {
 		return nil, err

@@ -92,11 +92,7 @@ func New(cfg Config) (*Runner, error) {
 	if cfg.Log == nil {
 		cfg.Log = zap.NewNop()
 	}
-	m, err := newMetrics(cfg.Registerer)
-	if err != nil {
-		return nil, err
-	}
-	return &Runner{cfg: cfg, log: cfg.Log, m: m, tr: snapshot.NewTranslator(cfg.Settings), settings: make(chan snapshot.Settings)}, nil
+	return &Runner{cfg: cfg, log: cfg.Log, m: newMetrics(cfg.Registerer), tr: snapshot.NewTranslator(cfg.Settings), settings: make(chan snapshot.Settings)}, nil
 }
 
 // Start translates the whole catalog and makes it the cache's state for
