@@ -140,10 +140,12 @@ func startAgent(cfg agentConfig) (a *agent, err error) {
 		Policy: validate.Policy{TrustDomain: spiffeid.RequireTrustDomainFromString(otherTD)},
 	}, Dial: cfg.Dial}
 	m, err := peer.NewManager(peer.Config{
-		Catalog: cat,
-		TLS:     tlsCfg,
-		Window:  max(cfg.Window, config.DefaultWindow),
-		Grace:   config.DefaultGrace,
+		Catalog:    cat,
+		TLS:        tlsCfg,
+		Window:     max(cfg.Window, config.DefaultWindow),
+		Grace:      config.DefaultGrace,
+		MaxBatch:   config.DefaultMaxBatch,
+		BatchDelay: config.DefaultBatchDelay,
 		Ingress: func() wire.Ingress {
 			return wire.Ingress{
 				Endpoints: []model.Endpoint{{Address: "192.0.2.10", Port: 15443}},

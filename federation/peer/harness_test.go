@@ -77,6 +77,8 @@ func (a *agent) start(lis net.Listener) {
 		Ingress:    func() wire.Ingress { return a.ingress() },
 		Window:     config.DefaultWindow,
 		Grace:      config.DefaultGrace,
+		MaxBatch:   config.DefaultMaxBatch,
+		BatchDelay: config.DefaultBatchDelay,
 		MinBackoff: 50 * time.Millisecond,
 		MaxBackoff: 200 * time.Millisecond,
 		Log:        log,

@@ -45,8 +45,8 @@ type Config struct {
 	// Grace: see session.Options.Grace; required.
 	Grace time.Duration
 	// MaxBatch and BatchDelay bound the group commit of what peers
-	// publish: see session.Options; zero means session.DefaultMaxBatch
-	// and session.DefaultBatchDelay.
+	// publish: see session.Options. MaxBatch is required; a BatchDelay
+	// of 0 never waits.
 	MaxBatch   int
 	BatchDelay time.Duration
 	// Retention is how long the imports of a disconnected peer are kept;
@@ -140,6 +140,9 @@ func NewManager(cfg Config, specs []Spec) (*Manager, error) {
 	}
 	if cfg.Grace <= 0 {
 		return nil, fmt.Errorf("peer: grace %s is not a duration", cfg.Grace)
+	}
+	if err := session.CheckLimits(cfg.MaxBatch, cfg.BatchDelay); err != nil {
+		return nil, fmt.Errorf("peer: %w", err)
 	}
 	if cfg.MinBackoff == 0 {
 		cfg.MinBackoff = time.Second

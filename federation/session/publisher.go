@@ -82,7 +82,7 @@ func (p *publisher) run(ctx context.Context, s Stream) error {
 		case a := <-p.answers:
 			if name, again := p.answered(a); again {
 				if len(retrying) == 0 {
-					retry.Reset(p.o.RetryNack)
+					retry.Reset(retryAfter)
 				}
 				retrying = append(retrying, name)
 			}

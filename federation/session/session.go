@@ -6,6 +6,7 @@ package session
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"sync"
 	"time"
@@ -24,16 +25,9 @@ import (
 // its initial catalog, to peers that advertised sync-complete.
 const SyncCompleteURL = "type.meshfed.io/meshfed.SyncComplete"
 
-// DefaultMaxBatch is how many consecutive responses of a peer are stored
-// in one transaction at most: a full window of the largest one an agent
-// is configured with in practice, while bounding the memory a batch holds.
-const DefaultMaxBatch = 256
-
-// DefaultBatchDelay is short of a round trip beyond the host, and of a
-// transaction on a disk that syncs: on loopback it lets the responses a
-// peer sends on one ACK join the batch that holds those sent on the ACK
-// before, so that a window is stored in one transaction, not two.
-const DefaultBatchDelay = time.Millisecond
+// retryAfter is how long a service the peer NACKed with Unavailable waits
+// before it is sent again: Hamlet's least backoff.
+const retryAfter = time.Second
 
 // Stream is one side of an EstablishStream call: the client and the server
 // stream types of the generated code both satisfy it.
@@ -61,16 +55,13 @@ type Options struct {
 	// as complete and what it did not resend is deleted. With sync-complete
 	// negotiated only the peer's marker ends the catalog; 0 never deletes.
 	Grace time.Duration
-	// RetryNack is how long to wait before resending a service the peer
-	// NACKed with Unavailable.
-	RetryNack time.Duration
 	// MaxBatch is how many consecutive responses one store transaction
-	// holds at most (default DefaultMaxBatch).
+	// holds at most, at least 1.
 	MaxBatch int
 	// BatchDelay is how long a batch may wait for more responses the
-	// peer may still send, within its window (default DefaultBatchDelay;
-	// negative never waits). A batch otherwise holds what arrived while
-	// the transaction before it was written.
+	// peer may still send, within its window; 0 never waits. A batch
+	// otherwise holds what arrived while the transaction before it was
+	// written.
 	BatchDelay time.Duration
 	// Exchanged is called once, after the first ACK in either direction.
 	Exchanged func()
@@ -84,20 +75,47 @@ type Options struct {
 	clock *clock
 }
 
+// CheckLimits refuses the bounds a session cannot run with. The caller
+// gives every value (package config holds their defaults): maxBatch and
+// batchDelay are Options.MaxBatch and Options.BatchDelay.
+func CheckLimits(maxBatch int, batchDelay time.Duration) error {
+	switch {
+	case maxBatch < 1:
+		return fmt.Errorf("session: maxBatch %d: a transaction holds at least one response", maxBatch)
+	case batchDelay < 0:
+		return fmt.Errorf("session: batchDelay %s is negative (0 never waits)", batchDelay)
+	}
+	return nil
+}
+
+// check refuses options a session cannot run with.
+func (o Options) check() error {
+	switch {
+	case o.Catalog == nil:
+		return errors.New("session: no catalog")
+	case o.Ingress == nil:
+		return errors.New("session: no ingress")
+	case o.Remote == nil:
+		return errors.New("session: no way to read the peer's capabilities (Remote)")
+	case o.Log == nil:
+		return errors.New("session: no logger")
+	case o.Grace < 0:
+		return fmt.Errorf("session: grace %s is negative", o.Grace)
+	case o.Local.Window < 0 || o.Local.Window > maxWindow:
+		return fmt.Errorf("session: window %d is out of range 0-%d", o.Local.Window, maxWindow)
+	}
+	return CheckLimits(o.MaxBatch, o.BatchDelay)
+}
+
 // Run runs the session until the stream or ctx ends. The opening request
-// has already been exchanged. It returns the error that ended the stream.
+// has already been exchanged. It returns the error that ended the stream,
+// or why o cannot run one.
 func Run(ctx context.Context, s Stream, o Options) error {
+	if err := o.check(); err != nil {
+		return err
+	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	if o.RetryNack == 0 {
-		o.RetryNack = time.Second
-	}
-	if o.MaxBatch <= 0 {
-		o.MaxBatch = DefaultMaxBatch
-	}
-	if o.BatchDelay == 0 {
-		o.BatchDelay = DefaultBatchDelay
-	}
 	var once sync.Once
 	exchanged := o.Exchanged
 	o.Exchanged = func() {
