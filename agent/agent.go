@@ -307,6 +307,9 @@ func peerConfig(cfg *config.Config) peer.Config {
 		Retention:  time.Duration(cfg.Federation.Retention),
 		MaxBatch:   cfg.Federation.MaxBatch,
 		BatchDelay: time.Duration(*cfg.Federation.BatchDelay),
+		// A peer may send as many services in one response as a
+		// transaction here stores.
+		ServicesPerResponse: cfg.Federation.MaxBatch,
 
 		HandshakeTimeout:       time.Duration(cfg.Federation.HandshakeTimeout),
 		MaxHandshakes:          cfg.Federation.MaxHandshakes,

@@ -61,6 +61,7 @@ func TestBoundsReachThePeerManagerAndTheXDSServer(t *testing.T) {
 	pc, xc = peerConfig(c), xdsConfig(c)
 	require.Equal(t, 8, pc.Window)
 	require.Equal(t, 3, pc.MaxBatch)
+	require.Equal(t, 3, pc.ServicesPerResponse, "a peer's response holds no more than a transaction")
 	require.Equal(t, 250*time.Millisecond, pc.BatchDelay)
 	require.Equal(t, xds.Config{Address: c.XDS.Listen, MaxRecvMsgSize: 2 << 20, MaxConcurrentStreams: 7, MaxStreamsPerNode: 2,
 		MaxStreamsPerIdentity: 30, MaxStreams: 50, FirstRequestTimeout: 3 * time.Second}, xc)

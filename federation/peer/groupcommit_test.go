@@ -75,7 +75,7 @@ func newSyncPair(t *testing.T, opts syncOptions) (owner, consumer *agent, counte
 		cfg: func(c *peer.Config) {
 			c.Window = 64
 			if opts.maxBatch > 0 {
-				c.MaxBatch = opts.maxBatch
+				c.MaxBatch, c.ServicesPerResponse = opts.maxBatch, opts.maxBatch
 			}
 		}}
 	consumer.addr = lis.Addr().String()

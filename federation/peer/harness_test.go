@@ -83,6 +83,9 @@ func (a *agent) start(lis net.Listener) {
 		MaxBackoff: 200 * time.Millisecond,
 		Log:        log,
 		Registerer: a.reg,
+
+		// As the agent sets it (peerConfig).
+		ServicesPerResponse: config.DefaultMaxBatch,
 	}
 	if a.cfg != nil {
 		a.cfg(&cfg)

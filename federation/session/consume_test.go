@@ -74,6 +74,8 @@ type fixtureOpts struct {
 	batchDelay time.Duration
 	// maxBatch is the session's MaxBatch; config's default when zero.
 	maxBatch int
+	// exports are this side's, besides one exported to nobody.
+	exports []model.Export
 }
 
 func newFixture(t *testing.T, maxServices int, alias string) *fixture {
@@ -95,8 +97,8 @@ func newFixtureWith(t *testing.T, fo fixtureOpts) *fixture {
 		{Peer: model.Peer{Name: "mesh-b", TrustDomain: td.Name()}, MaxServices: fo.max, Alias: fo.alias, Policy: validate.Policy{TrustDomain: td}},
 		{Peer: model.Peer{Name: "mesh-c", TrustDomain: "mesh-c.example"}, Policy: validate.Policy{TrustDomain: spiffeid.RequireTrustDomainFromString("mesh-c.example")}},
 	}))
-	cat.SetExports([]model.Export{{Name: "local", FQDN: "local.mesh-a.example", Mode: model.Terminate,
-		Ports: []model.ExportPort{{Name: "http", Port: 80, Protocol: model.HTTP}}}})
+	cat.SetExports(append([]model.Export{{Name: "local", FQDN: "local.mesh-a.example", Mode: model.Terminate,
+		Ports: []model.ExportPort{{Name: "http", Port: 80, Protocol: model.HTTP}}}}, fo.exports...))
 	search := svc("search", "search.mesh-c.example")
 	raw, err := proto.Marshal(wire.FromModel(search))
 	require.NoError(t, err)

@@ -20,7 +20,7 @@ func TestRunRefusesWhatItCannotRunWith(t *testing.T) {
 		return session.Options{
 			Peer: "mesh-b", Catalog: catalog.New(nil, zap.NewNop()), Ingress: func() wire.Ingress { return wire.Ingress{} },
 			Remote: func() (session.Capabilities, error) { return session.Capabilities{}, nil }, Log: zap.NewNop(),
-			MaxBatch: 256,
+			MaxBatch: 256, Local: session.Capabilities{ServicesPerResponse: 256},
 		}
 	}
 	for _, tc := range []struct {
@@ -28,8 +28,10 @@ func TestRunRefusesWhatItCannotRunWith(t *testing.T) {
 		change func(*session.Options)
 		want   string
 	}{
-		{"no MaxBatch", func(o *session.Options) { o.MaxBatch = 0 }, "session: maxBatch 0: a transaction holds at least one response"},
+		{"no MaxBatch", func(o *session.Options) { o.MaxBatch = 0 }, "session: maxBatch 0: a transaction holds at least one service"},
 		{"negative BatchDelay", func(o *session.Options) { o.BatchDelay = -time.Millisecond }, "session: batchDelay -1ms is negative (0 never waits)"},
+		{"more services per response than a transaction", func(o *session.Options) { o.MaxBatch = 100 },
+			"session: servicesPerResponse 256 is out of range 0-100 (maxBatch): a response's services are stored in one transaction"},
 		{"negative grace", func(o *session.Options) { o.Grace = -time.Second }, "session: grace -1s is negative"},
 		{"window over the bound", func(o *session.Options) { o.Local.Window = 5000 }, "session: window 5000 is out of range 0-4096"},
 		{"no catalog", func(o *session.Options) { o.Catalog = nil }, "session: no catalog"},
@@ -42,5 +44,5 @@ func TestRunRefusesWhatItCannotRunWith(t *testing.T) {
 			require.ErrorContains(t, err, tc.want)
 		})
 	}
-	require.NoError(t, session.CheckLimits(256, 0), "0 never waits")
+	require.NoError(t, session.CheckLimits(256, 0, 256), "0 never waits")
 }

@@ -15,10 +15,12 @@ import (
 	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/meshfed/meshfed/federation/catalog"
 	"github.com/meshfed/meshfed/federation/hamlet/discoverypb"
 	"github.com/meshfed/meshfed/federation/wire"
+	"github.com/meshfed/meshfed/internal/untrusted"
 )
 
 // SyncCompleteURL is the resource_url of the marker a publisher sends after
@@ -55,8 +57,9 @@ type Options struct {
 	// as complete and what it did not resend is deleted. With sync-complete
 	// negotiated only the peer's marker ends the catalog; 0 never deletes.
 	Grace time.Duration
-	// MaxBatch is how many consecutive responses one store transaction
-	// holds at most, at least 1.
+	// MaxBatch is how many services one store transaction holds at most,
+	// at least 1. A response's services are stored together, so
+	// Local.ServicesPerResponse is at most MaxBatch.
 	MaxBatch int
 	// BatchDelay is how long a batch may wait for more responses the
 	// peer may still send, within its window; 0 never waits. A batch
@@ -75,15 +78,17 @@ type Options struct {
 	clock *clock
 }
 
-// CheckLimits refuses the bounds a session cannot run with. The caller
-// gives every value (package config holds their defaults): maxBatch and
-// batchDelay are Options.MaxBatch and Options.BatchDelay.
-func CheckLimits(maxBatch int, batchDelay time.Duration) error {
+// CheckLimits refuses the bounds a session cannot run with: Options.MaxBatch,
+// Options.BatchDelay and Local.ServicesPerResponse. The caller gives every
+// value (package config holds their defaults).
+func CheckLimits(maxBatch int, batchDelay time.Duration, servicesPerResponse int) error {
 	switch {
 	case maxBatch < 1:
-		return fmt.Errorf("session: maxBatch %d: a transaction holds at least one response", maxBatch)
+		return fmt.Errorf("session: maxBatch %d: a transaction holds at least one service", maxBatch)
 	case batchDelay < 0:
 		return fmt.Errorf("session: batchDelay %s is negative (0 never waits)", batchDelay)
+	case servicesPerResponse < 0 || servicesPerResponse > maxBatch:
+		return fmt.Errorf("session: servicesPerResponse %d is out of range 0-%d (maxBatch): a response's services are stored in one transaction", servicesPerResponse, maxBatch)
 	}
 	return nil
 }
@@ -104,7 +109,7 @@ func (o Options) check() error {
 	case o.Local.Window < 0 || o.Local.Window > maxWindow:
 		return fmt.Errorf("session: window %d is out of range 0-%d", o.Local.Window, maxWindow)
 	}
-	return CheckLimits(o.MaxBatch, o.BatchDelay)
+	return CheckLimits(o.MaxBatch, o.BatchDelay, o.Local.ServicesPerResponse)
 }
 
 // Run runs the session until the stream or ctx ends. The opening request
@@ -167,18 +172,60 @@ func Run(ctx context.Context, s Stream, o Options) error {
 }
 
 // ackOf is this side's answer to r: an ACK when err is nil, else a NACK
-// with err's code and message. An ACK's status is present with code OK:
-// status.Convert(nil) is a nil *Status, and other implementations read
-// status.code without a nil check.
+// with err's code and message.
 func ackOf(r *discoverypb.StreamResponse, err error, ctxToken string) *discoverypb.BidirectionalStream {
-	st := &spb.Status{Code: int32(codes.OK)}
-	if err != nil {
-		st = status.Convert(err).Proto()
+	return answer(r, statusOf(err), ctxToken)
+}
+
+// statusOf is err as the status of an answer. For nil it is present with
+// code OK: status.Convert(nil) is a nil *Status, and other implementations
+// read status.code without a nil check.
+func statusOf(err error) *spb.Status {
+	if err == nil {
+		return &spb.Status{Code: int32(codes.OK)}
 	}
+	return status.Convert(err).Proto()
+}
+
+func answer(r *discoverypb.StreamResponse, st *spb.Status, ctxToken string) *discoverypb.BidirectionalStream {
 	return &discoverypb.BidirectionalStream{Request: &discoverypb.StreamRequest{
 		ResourceUrl:   r.GetResourceUrl(),
 		ResponseNonce: r.GetNonce(),
 		Status:        st,
 		Context:       ctxToken,
 	}}
+}
+
+// batchAnswer is the answer to batch r, whose services entries had the
+// outcomes errs: an ACK when every one is stored. Otherwise it has the
+// code of the first refused, names it, and holds the status of each
+// service, in order, in its details, so that the publisher learns which
+// were stored.
+func batchAnswer(r *discoverypb.StreamResponse, entries []*discoverypb.StreamResponse, errs []error, ctxToken string) *discoverypb.BidirectionalStream {
+	first, refused := -1, 0
+	for i, err := range errs {
+		if err != nil {
+			refused++
+			if first < 0 {
+				first = i
+			}
+		}
+	}
+	if refused == 0 {
+		return ackOf(r, nil, ctxToken)
+	}
+	st := statusOf(errs[first])
+	st.Message = fmt.Sprintf("%d of %d services refused; the first, %s: %s", refused, len(errs),
+		untrusted.Quote(entries[first].GetResourceId()), st.GetMessage())
+	st.Details = make([]*anypb.Any, len(errs))
+	for i, err := range errs {
+		one := statusOf(err)
+		d, aerr := anypb.New(one)
+		if aerr != nil {
+			// A message that does not marshal still leaves its code.
+			d, _ = anypb.New(&spb.Status{Code: one.GetCode()})
+		}
+		st.Details[i] = d
+	}
+	return answer(r, st, ctxToken)
 }
