@@ -83,6 +83,11 @@ type agentConfig struct {
 	Window   int           `json:"window"`
 	StoreDir string        `json:"storeDir"`
 	Identity agentIdentity `json:"identity"`
+	// ServicesPerResponse is what the agent offers (at most
+	// config.DefaultMaxBatch, its transactions' bound); Plain advertises
+	// no extension at all.
+	ServicesPerResponse int  `json:"servicesPerResponse"`
+	Plain               bool `json:"plain"`
 }
 
 // agent is a running agent's federation side, with a store on disk.
@@ -155,6 +160,9 @@ func startAgent(cfg agentConfig) (a *agent, err error) {
 		MinBackoff: 50 * time.Millisecond,
 		MaxBackoff: 200 * time.Millisecond,
 		Log:        zap.NewNop(),
+
+		ServicesPerResponse: cfg.ServicesPerResponse,
+		DisableExtensions:   cfg.Plain,
 	}, []peer.Spec{spec})
 	if err != nil {
 		return nil, err
@@ -193,6 +201,17 @@ func startAgent(cfg agentConfig) (a *agent, err error) {
 		close(a.done)
 	}()
 	return a, nil
+}
+
+// negotiated is what the stream with the one peer negotiated, as
+// advertised; "" for plain Hamlet or no stream.
+func (a *agent) negotiated() string {
+	for _, st := range a.manager.Status() {
+		if st.Capabilities != nil {
+			return st.Capabilities.String()
+		}
+	}
+	return ""
 }
 
 func (a *agent) stop() error {
