@@ -311,18 +311,15 @@ func (a *Agent) peerSpecs(cfg *config.Config) []peer.Spec {
 // peerConfig is what the peer manager reads from the configuration, which
 // has given every field its default.
 func peerConfig(cfg *config.Config) peer.Config {
-	batchDelay := time.Duration(*cfg.Federation.BatchDelay)
-	if batchDelay == 0 {
-		// federation.batchDelay 0s is no wait; a session takes zero for
-		// its default and a negative delay for none.
-		batchDelay = -1
-	}
 	return peer.Config{
 		Window:     cfg.Federation.Window,
 		Grace:      time.Duration(cfg.Federation.Grace),
 		Retention:  time.Duration(cfg.Federation.Retention),
 		MaxBatch:   cfg.Federation.MaxBatch,
-		BatchDelay: batchDelay,
+		BatchDelay: time.Duration(*cfg.Federation.BatchDelay),
+		// A peer may send as many services in one response as a
+		// transaction here stores.
+		ServicesPerResponse: cfg.Federation.MaxBatch,
 
 		MaxBackoff:             time.Duration(cfg.Federation.MaxBackoff),
 		HandshakeTimeout:       time.Duration(cfg.Federation.HandshakeTimeout),

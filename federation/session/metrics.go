@@ -22,15 +22,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		sentTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshfed_hamlet_responses_sent_total",
-			Help: "Responses this agent published, by peer and operation.",
+			Help: "Services this agent published, by peer and operation; each of a response of several counts.",
 		}, []string{"peer", "operation"}),
 		answersTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshfed_hamlet_answers_received_total",
-			Help: "ACKs (code OK) and NACKs peers sent for what this agent published, by peer and gRPC code.",
+			Help: "Answers peers sent for the services this agent published, by peer and gRPC code (OK for an ACK); each service of a response of several counts.",
 		}, []string{"peer", "code"}),
 		receivedTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshfed_hamlet_responses_received_total",
-			Help: "Responses peers published to this agent, by peer, operation and the gRPC code this agent answered.",
+			Help: "Services peers published to this agent, by peer, operation and the gRPC code this agent answered; each of a response of several counts.",
 		}, []string{"peer", "operation", "code"}),
 		unnegotiated: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshfed_hamlet_unnegotiated_extension_total",
