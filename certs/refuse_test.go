@@ -200,13 +200,13 @@ func TestFileSVIDNotYetValidIsTakenWhenValid(t *testing.T) {
 	f.write(chain, key)
 	// A loaded machine may read the file only once it is valid: the
 	// refusal is checked when it is seen, the taking always.
-	for time.Now().Before(from) && src.State().Refused == "" {
+	serial := fmt.Sprintf("%x", parseLeaf(t, chain).SerialNumber)
+	for time.Now().Before(from) && src.State().Refused == "" && src.State().Serial != serial {
 		time.Sleep(10 * time.Millisecond)
 	}
 	if refused := src.State().Refused; refused != "" {
 		require.Contains(t, refused, "is not valid before")
 	}
-	serial := fmt.Sprintf("%x", parseLeaf(t, chain).SerialNumber)
 	require.Eventually(t, func() bool { return src.State().Serial == serial }, time.Until(from)+waitTimeout, 10*time.Millisecond)
 	// Certificates hold whole seconds: from, cut.
 	require.False(t, time.Now().Before(parseLeaf(t, chain).NotBefore), "an SVID is taken once valid, not before")
