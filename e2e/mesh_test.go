@@ -283,7 +283,10 @@ func (m *mesh) checkGateways() {
 			}
 		}
 	}
-	eventually(t, m.Name+" gateways hold what the agent serves", m.inSync)
+	// At thousands of services one gateway's dump takes seconds to fetch,
+	// decode and compare under -race (7 s for 2,000 imports on an idle
+	// machine): a try of 5 s would never end.
+	eventuallyTrying(t, m.Name+" gateways hold what the agent serves", 60*time.Second, m.inSync)
 }
 
 // loopbackPair returns two loopback addresses of their own for the gateways
@@ -329,10 +332,16 @@ func (f *freePorts) release() {
 // broken system reaches it.
 func eventually(t *testing.T, what string, check func(ctx context.Context) error) {
 	t.Helper()
+	eventuallyTrying(t, what, 5*time.Second, check)
+}
+
+// eventuallyTrying is eventually with tries of up to perTry each.
+func eventuallyTrying(t *testing.T, what string, perTry time.Duration, check func(ctx context.Context) error) {
+	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	var err error
 	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), perTry)
 		err = check(ctx)
 		cancel()
 		if err == nil {
