@@ -96,7 +96,7 @@ type ExportView struct {
 func (a *Agent) Status(context.Context) (any, error) {
 	now := time.Now()
 	s := Status{Mesh: a.cfg.TrustDomain, Ready: a.Ready() == nil, Peers: []PeerStatus{}, Gateways: a.gatewayViews(), Refused: a.Peers.Refused(), Sinks: a.Sinks(), ExportSource: a.ExportSource(),
-		SVIDs: a.svidStatus(now), Bundles: a.bundles.States(), Held: a.bundleHolds(), Degraded: a.Degraded()}
+		SVIDs: a.creds.svidStatus(now), Bundles: a.creds.bundles.States(), Held: a.bundleHolds(), Degraded: a.Degraded()}
 	for _, ps := range a.Peers.Status() {
 		v := PeerStatus{Status: ps}
 		for name, d := range a.Catalog.Deliveries(ps.Name) {
