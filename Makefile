@@ -132,6 +132,12 @@ vet:
 	if [ -n "$$large" ]; then echo "tracked files over 1 MiB outside testdata (bytes, path); build outputs belong in .gitignore:"; echo "$$large"; exit 1; fi
 	$(GO) vet ./...
 
+## schema: regenerate the committed JSON Schemas of the configuration and
+## the registry file from their Go types (their tests fail while stale).
+.PHONY: schema
+schema:
+	$(GO) test ./config ./registry/file -run TestSchemaIsGeneratedFromTheTypes -count=1 -update
+
 ## proto: regenerate the committed Go code of the Hamlet protos.
 proto: $(GOBIN_DIR)/protoc-gen-go $(GOBIN_DIR)/protoc-gen-go-grpc
 	@command -v protoc >/dev/null || { apt-get update -qq && apt-get install -y -qq protobuf-compiler; }
