@@ -137,10 +137,10 @@ func portError(ip string, port int, what string, err error) error {
 	return fmt.Errorf("%s (%s): %w", net.JoinHostPort(ip, fmt.Sprint(port)), what, err)
 }
 
-// layout draws the two meshes' loopback addresses, claims them, assigns
-// every port on them (held until the picker's release) and starts the
-// upstream servers behind their exported services. Addresses that another
-// demo claimed, or on which a port is taken, are drawn again.
+// layout draws the two meshes' loopback addresses, claims them, and
+// assigns every port on them (held until the picker's release; the claim
+// until its close). Addresses that another demo claimed, or on which a
+// port that cannot move is taken, are drawn again.
 func layout(root string, basePort int, draw addressPair) ([]*mesh, *portPicker, error) {
 	var last error
 	for range pairTries {
