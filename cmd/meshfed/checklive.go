@@ -84,7 +84,7 @@ type LiveImport struct {
 // liveCheck is check, then a handshake with each peer's agent (this
 // agent's SVID) and with each import's ingress (the egress SVID and the
 // import's server name). A peer or an import that fails is an error.
-func liveCheck(ctx context.Context, w io.Writer, path, output string, timeout time.Duration) error {
+func liveCheck(ctx context.Context, w io.Writer, path, agentURL, output string, timeout time.Duration) error {
 	if err := checkOutput(output, "text", "json"); err != nil {
 		return err
 	}
@@ -100,7 +100,7 @@ func liveCheck(ctx context.Context, w io.Writer, path, output string, timeout ti
 		l := live{cfg: cfg, timeout: timeout}
 		res.Peers = l.peers(ctx)
 		var imports []agent.ImportView
-		if err := (&agentFlags{config: path}).get(ctx, "/api/v1/imports", &imports); err != nil {
+		if err := (&agentFlags{config: path, url: agentURL}).get(ctx, "/api/v1/imports", &imports); err != nil {
 			res.ImportsError = err.Error()
 		} else {
 			res.Imports = l.imports(ctx, imports)
