@@ -193,7 +193,13 @@ func (a *Agent) planPaths(req admin.PlanRequest) (cfgPath, registryPath string, 
 	if req.Registry != "" {
 		folders := []string{filepath.Dir(own)}
 		if f := a.current.Exports.File; f != "" {
-			folders = append(folders, filepath.Dir(f))
+			abs, err := filepath.Abs(f)
+			if err != nil {
+				return "", "", err
+			}
+			if d := filepath.Dir(abs); d != folders[0] {
+				folders = append(folders, d)
+			}
 		}
 		if registryPath, err = inFolder("registry", req.Registry, folders...); err != nil {
 			return "", "", err
