@@ -47,7 +47,22 @@ func (c *Client) Post(ctx context.Context, path string, out any) error {
 	return c.do(ctx, http.MethodPost, path, out)
 }
 
+// PostJSON posts in, as JSON, to path and decodes the JSON answer into
+// out; a nil out discards it.
+func (c *Client) PostJSON(ctx context.Context, path string, in, out any) error {
+	body, err := json.Marshal(in)
+	if err != nil {
+		return fmt.Errorf("admin client: %w", err)
+	}
+	return c.send(ctx, http.MethodPost, path, string(body), out)
+}
+
 func (c *Client) do(ctx context.Context, method, path string, out any) error {
+	return c.send(ctx, method, path, "{}", out)
+}
+
+// send makes a request, with body for any method but GET.
+func (c *Client) send(ctx context.Context, method, path, body string, out any) error {
 	base := strings.TrimSuffix(c.BaseURL, "/")
 	if base == "" {
 		return errors.New("admin client: no agent address (BaseURL is empty)")
@@ -55,7 +70,7 @@ func (c *Client) do(ctx context.Context, method, path string, out any) error {
 	u := base + path
 	var payload io.Reader
 	if method != http.MethodGet {
-		payload = strings.NewReader("{}")
+		payload = strings.NewReader(body)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, u, payload)
 	if err != nil {
@@ -85,20 +100,20 @@ func (c *Client) do(ctx context.Context, method, path string, out any) error {
 		return fmt.Errorf("cannot reach the meshfed agent at %s: %w (is `meshfed run` running, and is admin.listen this address?)", base, err)
 	}
 	defer func() { _ = resp.Body.Close() }()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer+1))
+	answer, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer+1))
 	if err != nil {
 		return fmt.Errorf("reading the answer of %s: %w", u, err)
 	}
-	if len(body) > maxAnswer {
+	if len(answer) > maxAnswer {
 		return fmt.Errorf("the answer of %s is larger than %d MiB; ask for less (a config dump takes ?type=clusters and the like)", u, maxAnswer>>20)
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return fmt.Errorf("the meshfed agent at %s answered %s %s with %s: %s", base, method, path, resp.Status, reason(body))
+		return fmt.Errorf("the meshfed agent at %s answered %s %s with %s: %s", base, method, path, resp.Status, reason(answer))
 	}
 	if out == nil {
 		return nil
 	}
-	if err := json.Unmarshal(body, out); err != nil {
+	if err := json.Unmarshal(answer, out); err != nil {
 		return fmt.Errorf("decoding the answer of %s: %w", u, err)
 	}
 	return nil

@@ -63,6 +63,11 @@ type Options struct {
 	// loopback only: it re-reads the configuration file. An error that
 	// wraps ErrInvalid (the file does not pass the check) answers 422.
 	Reload func(ctx context.Context) (any, error)
+	// Plan, when set, serves POST /api/v1/plan, guarded as Reload is:
+	// what a reload of the configuration the request names (the agent's
+	// own when it names none) would change, computed without applying
+	// anything. Its errors map as Reload's do, ErrBadRequest to 400.
+	Plan func(ctx context.Context, req PlanRequest) (any, error)
 	// StoreBackup, when set, serves GET /api/v1/store/backup to requests
 	// from loopback only: a consistent copy of the agent's store, taken
 	// while it runs. It calls open with the copy's size, then writes the
@@ -178,6 +183,9 @@ func (s *Server) routes(opts Options) http.Handler {
 	}
 	if fn := opts.Reload; fn != nil {
 		handle("POST /api/v1/reload", changesState(s.api(func(ctx context.Context, _ *http.Request) (any, error) { return fn(ctx) })))
+	}
+	if fn := opts.Plan; fn != nil {
+		handle("POST /api/v1/plan", s.plan(fn))
 	}
 	if fn := opts.StoreBackup; fn != nil {
 		handle("GET /api/v1/store/backup", loopbackOnly(s.storeBackup(fn)))

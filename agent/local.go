@@ -44,8 +44,10 @@ func (a *Agent) consul() error {
 // adminServer builds the admin server.
 func (a *Agent) adminServer() (*admin.Server, error) {
 	var reload func(context.Context) (any, error)
+	var plan func(context.Context, admin.PlanRequest) (any, error)
 	if a.ConfigPath != "" {
 		reload = func(ctx context.Context) (any, error) { return a.Reload(ctx) }
+		plan = func(ctx context.Context, req admin.PlanRequest) (any, error) { return a.Plan(ctx, req) }
 	}
 	return admin.New(admin.Options{
 		LogLevel:         a.LogLevel,
@@ -62,6 +64,7 @@ func (a *Agent) adminServer() (*admin.Server, error) {
 		Gateways:         a.Gateways,
 		ConfigDump:       a.ConfigDump,
 		Reload:           reload,
+		Plan:             plan,
 		StoreBackup: func(_ context.Context, open func(int64) io.Writer) error {
 			return a.store.Backup(func(size int64) (io.Writer, error) { return open(size), nil })
 		},

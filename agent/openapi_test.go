@@ -99,6 +99,8 @@ func TestOpenAPIMatchesTheHandlers(t *testing.T) {
 		{"PUT", "/api/v1/loglevel", `{"level":"debug"}`, 200},
 		{"PUT", "/api/v1/loglevel", `{"level":"loud"}`, 400},
 		{"POST", "/api/v1/reload", "{}", 200},
+		{"POST", "/api/v1/plan", "{}", 200},
+		{"POST", "/api/v1/plan", `{"config":"meshfed.yaml"}`, 400},
 		{"PUT", "/api/v1/loglevel", "level=debug", 415},
 		{"PUT", "/api/v1/loglevel", `{"level":"` + strings.Repeat("a", 2<<20) + `"}`, 413},
 	}...))

@@ -81,31 +81,8 @@ func (a *Agent) reload(ctx context.Context) (ReloadResult, error) {
 		return ReloadResult{}, refused{err}
 	}
 	next := report.Config
-	res := ReloadResult{Applied: []string{}, NeedsRestart: []string{}}
-	changed := changedFields(a.current, next)
-	// A peer's trust bundle is loaded at start: peers wait for the
-	// restart that brings changed bundles.
-	bundles := slices.ContainsFunc(changed, func(f string) bool { return under(f, "trustBundles") })
-	var peers, grace, backoff, gateways, exports bool
-	for _, f := range changed {
-		if !live(f) || (bundles && under(f, "peers")) {
-			res.NeedsRestart = append(res.NeedsRestart, f)
-			continue
-		}
-		res.Applied = append(res.Applied, f)
-		switch {
-		case under(f, "peers"):
-			peers = true
-		case under(f, "federation.grace"):
-			grace = true
-		case under(f, "federation.maxBackoff"):
-			backoff = true
-		case under(f, "gateways"):
-			gateways = true
-		default:
-			exports = true
-		}
-	}
+	sc := scopeOf(a.current, next)
+	res, peers, grace, backoff, gateways, exports := sc.res, sc.peers, sc.grace, sc.backoff, sc.gateways, sc.exports
 	cur := *a.current
 	if peers {
 		if err := a.Peers.SetPeers(a.peerSpecs(next)); err != nil {
@@ -142,6 +119,42 @@ func (a *Agent) reload(ctx context.Context) (ReloadResult, error) {
 	}
 	a.current = &cur
 	return res, nil
+}
+
+// reloadScope is what a reload from one configuration to the next does:
+// the fields it applies and those that wait for a restart, and the parts
+// of the agent the applied ones touch. A reload and a plan both follow it.
+type reloadScope struct {
+	res                                      ReloadResult
+	peers, grace, backoff, gateways, exports bool
+}
+
+func scopeOf(cur, next *config.Config) reloadScope {
+	s := reloadScope{res: ReloadResult{Applied: []string{}, NeedsRestart: []string{}}}
+	changed := changedFields(cur, next)
+	// A peer's trust bundle is loaded at start: peers wait for the
+	// restart that brings changed bundles.
+	bundles := slices.ContainsFunc(changed, func(f string) bool { return under(f, "trustBundles") })
+	for _, f := range changed {
+		if !live(f) || (bundles && under(f, "peers")) {
+			s.res.NeedsRestart = append(s.res.NeedsRestart, f)
+			continue
+		}
+		s.res.Applied = append(s.res.Applied, f)
+		switch {
+		case under(f, "peers"):
+			s.peers = true
+		case under(f, "federation.grace"):
+			s.grace = true
+		case under(f, "federation.maxBackoff"):
+			s.backoff = true
+		case under(f, "gateways"):
+			s.gateways = true
+		default:
+			s.exports = true
+		}
+	}
+	return s
 }
 
 // reloadExports replaces the source of the exports by next's.

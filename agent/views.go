@@ -81,9 +81,45 @@ type ImportView struct {
 	StaleSince *time.Time          `json:"staleSince,omitempty"`
 	Endpoints  []model.Endpoint    `json:"endpoints"`
 	Instances  []registry.Imported `json:"instances"`
+	// SANs are the identities the owner's ingress may present for the
+	// service; none is any of the owner's trust domain. Routes are, per
+	// instance, the server name and the endpoints the egress gateway
+	// reaches it by: what meshfed check --live tries.
+	SANs   []string      `json:"sans,omitempty"`
+	Routes []ImportRoute `json:"routes"`
 	// Rejected is the NACK this agent sent for a later version of the
 	// service; the version shown is the last one it took.
 	Rejected *Rejection `json:"rejected,omitempty"`
+}
+
+// ImportRoute is how the egress gateway reaches one instance of an
+// import at the owner's ingress.
+type ImportRoute struct {
+	Instance  string           `json:"instance"`
+	Protocol  model.Protocol   `json:"protocol"`
+	SNI       string           `json:"sni,omitempty"`
+	Endpoints []model.Endpoint `json:"endpoints"`
+}
+
+// importRoutes are the routes of imp's instances, by instance id, each
+// with the endpoints its selector picks, as the translation picks them.
+func importRoutes(imp model.Import) []ImportRoute {
+	out := []ImportRoute{}
+	for _, inst := range imp.Service.Instances {
+		r := ImportRoute{Instance: inst.ID, Protocol: inst.Protocol, SNI: inst.SNI, Endpoints: []model.Endpoint{}}
+		for _, e := range imp.Service.Endpoints {
+			if slices.ContainsFunc(inst.Selector, func(l string) bool { return slices.Contains(e.Labels, l) }) {
+				r.Endpoints = append(r.Endpoints, e)
+			}
+		}
+		// An instance whose selector picks none is reached on them all.
+		if len(r.Endpoints) == 0 {
+			r.Endpoints = append(r.Endpoints, imp.Service.Endpoints...)
+		}
+		out = append(out, r)
+	}
+	slices.SortFunc(out, func(a, b ImportRoute) int { return strings.Compare(a.Instance, b.Instance) })
+	return out
 }
 
 // ExportView is one exported service and what its consumers answered.
@@ -124,6 +160,7 @@ func (a *Agent) Imports(context.Context) (any, error) {
 			Peer: imp.Peer, ResourceID: imp.ResourceID, Name: imp.Service.Name, FQDN: imp.Service.FQDN,
 			LocalFQDN: imp.LocalFQDN, Endpoints: imp.Service.Endpoints,
 			Instances: served[model.ImportKey(imp)],
+			SANs:      imp.Service.SANs, Routes: importRoutes(imp),
 		}
 		if v.Instances == nil {
 			v.Instances = []registry.Imported{}

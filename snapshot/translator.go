@@ -24,6 +24,9 @@ type Translator struct {
 	exports map[model.Key]*entry
 	shared  sharedParts
 	ready   bool
+	// resettled is set by SetSettings: the gateway-wide secrets (a
+	// bundle per peer) follow the settings too.
+	resettled bool
 	// rejected are the services whose last translation failed the checks,
 	// with the egress port keys of the version that failed: a port kept
 	// from before a restart stays reserved while the service waits (for a
@@ -136,8 +139,8 @@ func (t *Translator) Apply(ch Changes) Result {
 	for _, c := range ch.Exports {
 		t.applyExport(&res, c)
 	}
-	t.shared.refresh(&res, &t.v, secrets || !t.ready)
-	t.ready = true
+	t.shared.refresh(&res, &t.v, secrets || !t.ready || t.resettled)
+	t.ready, t.resettled = true, false
 	slices.Sort(res.Held)
 	res.Freed = minus(sortedUnique(res.Freed), res.Held)
 	return res
@@ -148,6 +151,7 @@ func (t *Translator) Apply(ch Changes) Result {
 func (t *Translator) SetSettings(s Settings) {
 	t.v.Settings = s
 	t.shared.stale()
+	t.resettled = true
 }
 
 // Retry lists, sorted, what to translate again when the certificates

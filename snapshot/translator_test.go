@@ -250,3 +250,25 @@ func TestTranslatorTellsWhatItServes(t *testing.T) {
 	res = tr.Apply(snapshot.Changes{Imports: []snapshot.ImportChange{{Key: importChange(db).Key}}})
 	require.Empty(t, res.Served, "it was served no more already")
 }
+
+// The egress holds a peer's bundle while the settings name the peer: a
+// reload that removes the peer removes its bundle, one that adds it back
+// sets it, without waiting for the certificates to change.
+func TestTranslatorPeerBundlesFollowTheSettings(t *testing.T) {
+	secrets := testSecrets(t)
+	tr := snapshot.NewTranslator(testSettings())
+	res := tr.Apply(snapshot.Changes{Secrets: &secrets})
+	require.Contains(t, changed(res, model.Egress), "set Secret meshfed/bundle/mesh-b_2eexample")
+
+	without := testSettings()
+	without.Peers = nil
+	tr.SetSettings(without)
+	res = tr.Apply(snapshot.Changes{})
+	require.Contains(t, changed(res, model.Egress), "del Secret meshfed/bundle/mesh-b_2eexample")
+
+	tr.SetSettings(testSettings())
+	res = tr.Apply(snapshot.Changes{})
+	require.Contains(t, changed(res, model.Egress), "set Secret meshfed/bundle/mesh-b_2eexample")
+	res = tr.Apply(snapshot.Changes{})
+	require.Empty(t, changed(res, model.Egress), "the secrets are set once per change of the settings")
+}

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -23,15 +24,24 @@ refuse to start), 2 when there are warnings only.`
 
 func checkCmd() *cobra.Command {
 	var path, output string
+	var isLive bool
+	var agentURL string
+	var timeout time.Duration
 	c := &cobra.Command{
 		Use:   "check",
 		Short: "Check a configuration and the files it names without starting anything",
-		Long:  checkLong,
+		Long:  checkLong + "\n\n" + liveLong,
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
+			if isLive {
+				return liveCheck(c.Context(), c.OutOrStdout(), path, agentURL, output, timeout)
+			}
 			return check(c.OutOrStdout(), path, output)
 		},
 	}
+	c.Flags().BoolVar(&isLive, "live", false, "also shake hands with each peer's agent and each import's ingress")
+	c.Flags().DurationVar(&timeout, "timeout", 5*time.Second, "with --live, how long each handshake may take")
+	c.Flags().StringVar(&agentURL, "agent", "", "with --live, the running agent's admin URL, asked for its imports (default: admin.listen of --config)")
 	c.Flags().StringVar(&path, "config", defaultConfig, "configuration file")
 	addOutput(c, &output, "text", "json")
 	return c

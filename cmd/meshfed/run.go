@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
+	"github.com/meshfed/meshfed/admin"
 	"github.com/meshfed/meshfed/agent"
 	"github.com/meshfed/meshfed/preflight"
 )
@@ -88,6 +89,7 @@ func reloadOnHangup(ctx context.Context, a *agent.Agent) {
 
 func reloadCmd() *cobra.Command {
 	var f agentFlags
+	var dryRun bool
 	c := &cobra.Command{
 		Use:   "reload",
 		Short: "Make the running agent re-read its configuration file (as SIGHUP does)",
@@ -96,9 +98,18 @@ What can change while it runs is applied: where the exports come from
 (exports, consul.export). Every other field that changed is listed as
 needing a restart. A file that does not pass meshfed check changes
 nothing: the agent keeps its configuration and says why (exit status 1).
-The admin API answers reloads from loopback only.`,
+The admin API answers reloads from loopback only. With --dry-run, the
+agent says what the reload would change and applies nothing, as
+meshfed plan does for its own configuration file (exit status 2 when
+something would change).`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
+			if dryRun {
+				if err := checkOutput(f.output, "table", "json", "yaml"); err != nil {
+					return err
+				}
+				return plan(c.Context(), c.OutOrStdout(), &f, admin.PlanRequest{})
+			}
 			cl, err := f.client()
 			if err != nil {
 				return err
@@ -125,5 +136,6 @@ The admin API answers reloads from loopback only.`,
 		},
 	}
 	f.add(c, true)
+	c.Flags().BoolVar(&dryRun, "dry-run", false, "say what the reload would change, and apply nothing")
 	return c
 }

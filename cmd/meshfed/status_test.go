@@ -89,6 +89,7 @@ xds: {listen: 127.0.0.1:0}
 	require.NoError(t, err)
 	a, err := agent.New(context.Background(), c, zaptest.NewLogger(t), prometheus.NewRegistry())
 	require.NoError(t, err)
+	a.ConfigPath = filepath.Join(dir, "meshfed.yaml")
 	servetest.Start(t, a.Listening(), a.Run)
 	return a, dir
 }
