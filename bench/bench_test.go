@@ -132,7 +132,9 @@ func TestExpectationsOfEachKind(t *testing.T) {
 		port  portFunc
 		scope string
 	}{
-		{kindEndpoints, port, ScopeEndpoints},
+		// An import's cluster carries its endpoints (the owner's ingress
+		// addresses): their change replaces the cluster.
+		{kindEndpoints, port, ScopeCluster},
 		{kindAdd, noPort, ""},
 		{kindRemove, port, ""},
 		{kindEdit, port, ""},

@@ -40,7 +40,7 @@ const endpointsPerService = 2
 type changeKind int
 
 const (
-	kindEndpoints changeKind = iota // the endpoints' IPs change: one load assignment
+	kindEndpoints changeKind = iota // the endpoints' IPs change: the cluster that carries them
 	kindEdit                        // SANs change (the cluster), and for HTTP the host rewrite (the routing scope)
 	kindAdd                         // a new service
 	kindRemove                      // a service goes

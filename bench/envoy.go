@@ -14,6 +14,8 @@ import (
 	"sync"
 	"time"
 
+	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
 	envoyconfigs "github.com/meshfed/meshfed/envoy-configs"
@@ -461,7 +463,7 @@ func (f *envoyFleet) check(want checkWant) (CheckResult, error) {
 	res, problem := startCheck(len(f.envoys), want)
 	for _, e := range f.envoys {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		held, err := dumped(ctx, e)
+		held, inlined, err := dumped(ctx, e)
 		cancel()
 		if err != nil {
 			return *res, err
@@ -488,7 +490,7 @@ func (f *envoyFleet) check(want checkWant) (CheckResult, error) {
 				}
 			}
 			for name := range held[t] {
-				if _, ok := want.Digests[t][name]; ok {
+				if _, ok := want.Digests[t][name]; ok || t == resource.EndpointType && inlined[name] {
 					continue
 				}
 				if want.PartialSotw && t != resource.ClusterType && t != resource.ListenerType {
@@ -514,14 +516,14 @@ var dumpTypes = []string{resource.ClusterType, resource.EndpointType, resource.L
 // versions, by type and name; those still warming are not applied. At
 // 10,000 services Envoy takes longer than envoyrun's default admin timeout
 // to answer on a busy machine: ctx bounds it instead.
-func dumped(ctx context.Context, e *envoyrun.Envoy) (map[string]map[string]string, error) {
+func dumped(ctx context.Context, e *envoyrun.Envoy) (map[string]map[string]string, map[string]bool, error) {
 	cd, err := e.ConfigDump(ctx, "include_eds")
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	applied, err := envoyrun.AppliedResources(cd)
 	if applied == nil {
-		return nil, err
+		return nil, nil, err
 	}
 	out := map[string]map[string]string{}
 	for _, t := range dumpTypes {
@@ -530,7 +532,21 @@ func dumped(ctx context.Context, e *envoyrun.Envoy) (map[string]map[string]strin
 			out[t][name] = a.Version
 		}
 	}
-	return out, nil
+	return out, inline(applied), nil
+}
+
+// inline names the clusters that carry their load assignment (STATIC,
+// STRICT_DNS): config_dump?include_eds shows it beside those of EDS, though
+// it was not served on its own.
+func inline(applied map[string]map[string]envoyrun.Applied) map[string]bool {
+	out := map[string]bool{}
+	for name, a := range applied[resource.ClusterType] {
+		c := &cluster.Cluster{}
+		if a.Resource.UnmarshalTo(c) == nil && c.GetType() != cluster.Cluster_EDS {
+			out[name] = true
+		}
+	}
+	return out
 }
 
 func (f *envoyFleet) close() error {

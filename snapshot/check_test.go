@@ -77,8 +77,8 @@ func TestCheckTCPProxyToUnknownCluster(t *testing.T) {
 
 func TestCheckEDSWithoutLoadAssignment(t *testing.T) {
 	res := checkBase(t)
-	remove(t, res, model.Egress, resource.EndpointType, "egress/mesh-b/payments/grpc")
-	require.EqualError(t, snapshot.Check(res), `egress: cluster "egress/mesh-b/payments/grpc" is EDS but ClusterLoadAssignment "egress/mesh-b/payments/grpc" does not exist`)
+	remove(t, res, model.Ingress, resource.EndpointType, "ingress/orders/http")
+	require.EqualError(t, snapshot.Check(res), `ingress: cluster "ingress/orders/http" is EDS but ClusterLoadAssignment "ingress/orders/http" does not exist`)
 }
 
 func TestCheckUnknownSecret(t *testing.T) {

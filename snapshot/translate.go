@@ -80,7 +80,7 @@ func egressResources(in *view, imp model.Import, ports map[string]uint32) Servic
 	claimed := map[uint32]bool{}
 	for _, inst := range insts {
 		name := EgressName(imp.Peer, imp.ResourceID, inst.ID)
-		c, cla := upstreamCluster(name, selectEndpoints(imp.Service.Endpoints, inst.Selector))
+		c, cla := upstreamCluster(name, selectEndpoints(imp.Service.Endpoints, inst.Selector), true)
 		// A workload that speaks TLS itself (TLS, MTLS, HTTPS) is tunnelled
 		// inside this mTLS too: nothing crosses the boundary without this
 		// mesh's identity, and the owner's ingress routes on the SNI it
@@ -179,7 +179,7 @@ func ingressResources(in *view, exp model.Export) ServiceResources {
 	slices.SortFunc(ports, func(a, b model.ExportPort) int { return cmp.Compare(a.Name, b.Name) })
 	for _, p := range ports {
 		name := IngressName(exp.Name, p.Name)
-		c, cla := upstreamCluster(name, localEndpoints(p.Endpoints))
+		c, cla := upstreamCluster(name, localEndpoints(p.Endpoints), false)
 		if p.ConsulService != "" && in.Consul != nil {
 			// The endpoints are Connect sidecars: they take Consul's
 			// mutual TLS only.

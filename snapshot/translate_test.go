@@ -66,7 +66,12 @@ func TestEgressResourcesOneService(t *testing.T) {
 	in := loadInput(t, "testdata/in/http2-grpc.yaml")
 	sr := egressOf(in, 0)
 	require.Len(t, sr.Clusters, 3)
-	require.Len(t, sr.Endpoints, 3)
+	// An import's cluster carries its endpoints, the owner's ingress.
+	require.Empty(t, sr.Endpoints)
+	for _, c := range sr.Clusters {
+		require.Equal(t, cluster.Cluster_STATIC, c.GetType(), c.GetName())
+		require.NotEmpty(t, c.GetLoadAssignment().GetEndpoints(), c.GetName())
+	}
 	require.Empty(t, sr.Listeners)
 
 	want := []snapshot.HostRoute{

@@ -114,7 +114,6 @@ func TestTranslatorHTTPListenerFollowsItsPort(t *testing.T) {
 	res = tr.Apply(snapshot.Changes{Imports: []snapshot.ImportChange{importChange(web)}})
 	require.Equal(t, []string{
 		"set Cluster egress/mesh-b/web/p",
-		"set ClusterLoadAssignment egress/mesh-b/web/p",
 		"set ScopedRouteConfiguration egress/mesh-b/web/p",
 	}, changed(res, model.Egress))
 

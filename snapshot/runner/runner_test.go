@@ -141,17 +141,17 @@ func TestRunnerFollowsTheCatalog(t *testing.T) {
 	require.True(t, e.cache.Ready(model.Egress))
 	require.True(t, e.cache.Ready(model.Ingress))
 
-	// An endpoint change touches the endpoints only.
+	// An endpoint change touches the cluster that carries the endpoints
+	// only.
 	listener0 := e.cache.Resources(model.Egress, resource.ListenerType)[0].Version
 	route0 := e.cache.Resources(model.Egress, resource.ScopedRouteType)[0].Version
 	cluster0 := e.cache.Resources(model.Egress, resource.ClusterType)[0].Version
-	cla0 := e.cache.Resources(model.Egress, resource.EndpointType)[0].Version
+	require.Empty(t, e.names(model.Egress, resource.EndpointType))
 	e.upsert(service("web", model.HTTP, 8080, "10.0.0.2"))
 	e.wait()
 	require.Equal(t, listener0, e.cache.Resources(model.Egress, resource.ListenerType)[0].Version)
 	require.Equal(t, route0, e.cache.Resources(model.Egress, resource.ScopedRouteType)[0].Version)
-	require.Equal(t, cluster0, e.cache.Resources(model.Egress, resource.ClusterType)[0].Version)
-	require.NotEqual(t, cla0, e.cache.Resources(model.Egress, resource.EndpointType)[0].Version)
+	require.NotEqual(t, cluster0, e.cache.Resources(model.Egress, resource.ClusterType)[0].Version)
 
 	// A TCP service gets a dedicated listener on the first port of the range.
 	e.upsert(service("db", model.TCP, 5432, "10.0.0.3"))
@@ -239,10 +239,10 @@ func TestRunnerKeepsLastGoodService(t *testing.T) {
 	require.Equal(t, []string{snapshot.SVIDSecretName(model.Egress)}, e.names(model.Egress, resource.SecretType))
 	e.upsert(service("web", model.HTTP, 8080, "10.0.0.9"))
 	e.wait()
-	require.Equal(t, before, e.cache.Resources(model.Egress, resource.ClusterType))
-	cla := e.cache.Resources(model.Egress, resource.EndpointType)
-	require.Len(t, cla, 1)
-	require.NotContains(t, string(cla[0].Resource.GetValue()), "10.0.0.9")
+	// The cluster carries its endpoints: the old ones stay with it.
+	after := e.cache.Resources(model.Egress, resource.ClusterType)
+	require.Equal(t, before, after)
+	require.NotContains(t, string(after[0].Resource.GetValue()), "10.0.0.9")
 }
 
 func TestPortsSurviveRestartAndRangeFull(t *testing.T) {
