@@ -3,7 +3,6 @@ package preflight
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"slices"
@@ -59,45 +58,18 @@ func (r *Report) addErr(sev Severity, field string, err error) {
 	r.add(sev, field, "%s", msg)
 }
 
-// distinct refuses two listeners on one port of one address: the second
-// bind would fail at start.
+// distinct refuses two listeners on one port of one address, the
+// gateways' included: the second bind would fail at start.
 func (r *Report) distinct() {
-	c := r.Config
-	type lis struct{ field, addr string }
-	all := []lis{{"federation.listen", c.Federation.Listen}, {"admin.listen", c.Admin.Listen}}
-	if !strings.HasPrefix(c.XDS.Listen, "unix://") {
-		all = append(all, lis{"xds.listen", c.XDS.Listen})
-	}
-	if c.DNS.Listen != "" {
-		all = append(all, lis{"dns.listen", c.DNS.Listen})
-	}
-	if be := c.BundleEndpoint; be != nil {
-		all = append(all, lis{"bundleEndpoint.listen", be.Listen})
-	}
+	all := r.Config.Listeners()
 	for i, a := range all {
 		for _, b := range all[:i] {
-			if overlap(a.addr, b.addr) {
-				r.add(Error, a.field, "%q takes the port of %s %q; each listener needs a port of its own", a.addr, b.field, b.addr)
+			if a.Overlaps(b) {
+				r.add(Error, a.Field, "%q takes the port of %s %q; each listener needs a port of its own", a, b.Field, b)
 				break
 			}
 		}
 	}
-}
-
-// overlap says whether two listen addresses cannot both be bound: one
-// port, and one host or a host that is every address. Port 0 is a new
-// port each time.
-func overlap(a, b string) bool {
-	ha, pa, err1 := net.SplitHostPort(a)
-	hb, pb, err2 := net.SplitHostPort(b)
-	if err1 != nil || err2 != nil || pa != pb || pa == "0" {
-		return false
-	}
-	every := func(h string) bool {
-		ip, err := netip.ParseAddr(h)
-		return h == "" || err == nil && ip.IsUnspecified()
-	}
-	return ha == hb || every(ha) || every(hb)
 }
 
 // federation warns of a loopback ingress that peers will refuse.
