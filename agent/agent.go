@@ -6,12 +6,13 @@ package agent
 import (
 	"context"
 	"fmt"
-	"github.com/meshfed/meshfed/registry/consul"
 	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/meshfed/meshfed/registry/consul"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -66,8 +67,10 @@ type Agent struct {
 	liveExports atomic.Pointer[registry.Source]
 	// exportHealth is how running exportSrc goes.
 	exportHealth *sink
-	sinks        []*sink
-	listening    chan struct{}
+	// published is what this mesh's workloads see of the imports: DNS
+	// names, registries, Consul names.
+	published *published
+	listening chan struct{}
 	// configured is closed once the gateways' first configuration is
 	// built (startGateways).
 	configured chan struct{}
@@ -77,11 +80,9 @@ type Agent struct {
 	BundleWait time.Duration
 	// held serves the gateways, past that wait, the bundles they were
 	// last served for the peers whose bundle has still not loaded.
-	held *heldBundles
-	// importsChanged wakes the loop that updates DNS and sinks.
-	importsChanged chan struct{}
-	addrs          *listeners
-	closers        []func() error
+	held    *heldBundles
+	addrs   *listeners
+	closers []func() error
 	// LogLevel, when set before Run, is the logger's level, which the
 	// admin API then reads and changes (from loopback only).
 	LogLevel *zap.AtomicLevel
@@ -102,18 +103,16 @@ type Agent struct {
 func New(ctx context.Context, cfg *config.Config, log *zap.Logger, reg *prometheus.Registry) (_ *Agent, err error) {
 	// The result is not named a: every "return nil, err" would set it to
 	// nil before the deferred close ran.
-	a := &Agent{cfg: cfg, log: log, td: spiffeid.RequireTrustDomainFromString(cfg.TrustDomain), reg: reg, listening: make(chan struct{}), configured: make(chan struct{}), importsChanged: make(chan struct{}, 1),
+	a := &Agent{cfg: cfg, log: log, td: spiffeid.RequireTrustDomainFromString(cfg.TrustDomain), reg: reg, listening: make(chan struct{}), configured: make(chan struct{}),
 		current: cfg, swapExports: make(chan exportSwap),
-		exportHealth: &sink{name: "exports", state: SinkStatus{Name: "exports", Healthy: true}}}
+		exportHealth: &sink{name: "exports", state: SinkStatus{Name: "exports", Healthy: true}},
+		published:    newPublished(cfg.Gateways.Egress.Advertise, log)}
 	defer func() {
 		if err != nil {
 			a.close()
 		}
 	}()
-	cm, err := certs.NewMetrics(reg)
-	if err != nil {
-		return nil, err
-	}
+	cm := certs.NewMetrics(reg)
 	a.certMetrics = cm
 	if err := a.reloadMetric(); err != nil {
 		return nil, err
@@ -312,18 +311,15 @@ func (a *Agent) peerSpecs(cfg *config.Config) []peer.Spec {
 // peerConfig is what the peer manager reads from the configuration, which
 // has given every field its default.
 func peerConfig(cfg *config.Config) peer.Config {
-	batchDelay := time.Duration(*cfg.Federation.BatchDelay)
-	if batchDelay == 0 {
-		// federation.batchDelay 0s is no wait; a session takes zero for
-		// its default and a negative delay for none.
-		batchDelay = -1
-	}
 	return peer.Config{
 		Window:     cfg.Federation.Window,
 		Grace:      time.Duration(cfg.Federation.Grace),
 		Retention:  time.Duration(cfg.Federation.Retention),
 		MaxBatch:   cfg.Federation.MaxBatch,
-		BatchDelay: batchDelay,
+		BatchDelay: time.Duration(*cfg.Federation.BatchDelay),
+		// A peer may send as many services in one response as a
+		// transaction here stores.
+		ServicesPerResponse: cfg.Federation.MaxBatch,
 
 		MaxBackoff:             time.Duration(cfg.Federation.MaxBackoff),
 		HandshakeTimeout:       time.Duration(cfg.Federation.HandshakeTimeout),
@@ -352,13 +348,4 @@ func (a *Agent) close() {
 		}
 	}
 	a.closers = nil
-}
-
-// applied is called after each batch of changes reached the gateways'
-// configuration: the registries of this mesh follow.
-func (a *Agent) applied() {
-	select {
-	case a.importsChanged <- struct{}{}:
-	default:
-	}
 }

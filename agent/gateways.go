@@ -42,7 +42,7 @@ func (a *Agent) gateways() error {
 		SecretsChanged: changed,
 		Holdoff:        time.Duration(a.cfg.XDS.Holdoff),
 		MaxDelay:       time.Duration(a.cfg.XDS.MaxDelay),
-		Applied:        a.applied,
+		Applied:        a.published.apply,
 		Log:            a.log,
 		Registerer:     a.reg,
 	})

@@ -12,7 +12,6 @@ import (
 	"github.com/meshfed/meshfed/federation/peer"
 	"github.com/meshfed/meshfed/model"
 	"github.com/meshfed/meshfed/registry"
-	"github.com/meshfed/meshfed/snapshot"
 )
 
 // The admin API's answers. They hold names, addresses and states, never
@@ -118,17 +117,13 @@ func rejection(r catalog.Rejection) Rejection {
 
 // Imports lists what the peers publish to this mesh.
 func (a *Agent) Imports(context.Context) (any, error) {
-	byKey := map[[2]string][]registry.Imported{}
-	for _, in := range a.imported() {
-		k := [2]string{in.Peer, in.resourceID}
-		byKey[k] = append(byKey[k], in.Imported)
-	}
+	served := a.published.instances()
 	out := []ImportView{}
 	for _, imp := range a.Catalog.Imports() {
 		v := ImportView{
 			Peer: imp.Peer, ResourceID: imp.ResourceID, Name: imp.Service.Name, FQDN: imp.Service.FQDN,
 			LocalFQDN: imp.LocalFQDN, Endpoints: imp.Service.Endpoints,
-			Instances: byKey[[2]string{imp.Peer, imp.ResourceID}],
+			Instances: served[model.ImportKey(imp)],
 		}
 		if v.Instances == nil {
 			v.Instances = []registry.Imported{}
@@ -176,41 +171,6 @@ func delivery(name string, d catalog.Delivery) Delivery {
 	out := Delivery{Service: name, Acked: d.Acked, Message: d.Message, At: d.At}
 	if !d.Acked {
 		out.Code = d.Code.String()
-	}
-	return out
-}
-
-// imported is an instance of an import as local workloads reach it.
-type imported struct {
-	registry.Imported
-	resourceID string
-}
-
-// imported lists every imported instance with the egress address and port
-// it is reached on. Imports the gateways do not serve (their translation
-// failed the checks) and instances of TCP-like protocols without a port
-// yet (the range is full) are left out: there is nothing to dial.
-func (a *Agent) imported() []imported {
-	eg := a.cfg.Gateways.Egress
-	var out []imported
-	for _, imp := range a.Catalog.Imports() {
-		if !a.Runner.Served(imp.Peer, imp.ResourceID) {
-			continue
-		}
-		for _, inst := range imp.Service.Instances {
-			port := snapshot.HTTPPort(inst)
-			if !inst.Protocol.RoutedByHost() {
-				p, ok := a.Runner.EgressPort(imp.Peer, imp.ResourceID, inst.ID)
-				if !ok {
-					continue
-				}
-				port = p
-			}
-			out = append(out, imported{resourceID: imp.ResourceID, Imported: registry.Imported{
-				Peer: imp.Peer, Name: imp.Service.Name, FQDN: imp.Service.FQDN, LocalFQDN: imp.LocalFQDN,
-				Instance: inst.ID, Protocol: inst.Protocol, Address: eg.Advertise, Port: port,
-			}})
-		}
 	}
 	return out
 }

@@ -117,7 +117,7 @@ func newMeshfed(env systemEnv) (*meshfedSystem, error) {
 		Settings: env.input.Settings,
 		Secrets:  func() (snapshot.Secrets, error) { return secrets, nil },
 		Holdoff:  env.holdoff, MaxDelay: config.DefaultMaxDelay,
-		Applied: func() { s.batches.Add(1) },
+		Applied: func([]snapshot.ServedImport) { s.batches.Add(1) },
 	})
 	if err != nil {
 		return nil, err

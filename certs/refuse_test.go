@@ -195,14 +195,23 @@ func TestFileSVIDNotYetValidIsTakenWhenValid(t *testing.T) {
 	defer src.Close()
 	changed, cancel := src.Subscribe()
 	defer cancel()
-	from := time.Now().Add(time.Second)
+	from := time.Now().Add(2 * time.Second)
 	chain, key := f.issue("/meshfed/gateway/egress", WithValidity(from, from.Add(time.Hour)))
 	f.write(chain, key)
-	require.Eventually(t, func() bool { return src.State().Refused != "" }, waitTimeout, 10*time.Millisecond)
-	require.Contains(t, src.State().Refused, "is not valid before")
-	waitSignal(t, changed)
-	require.Equal(t, fmt.Sprintf("%x", parseLeaf(t, chain).SerialNumber), src.State().Serial)
+	// A loaded machine may read the file only once it is valid: the
+	// refusal is checked when it is seen, the taking always.
+	serial := fmt.Sprintf("%x", parseLeaf(t, chain).SerialNumber)
+	for time.Now().Before(from) && src.State().Refused == "" && src.State().Serial != serial {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if refused := src.State().Refused; refused != "" {
+		require.Contains(t, refused, "is not valid before")
+	}
+	require.Eventually(t, func() bool { return src.State().Serial == serial }, time.Until(from)+waitTimeout, 10*time.Millisecond)
+	// Certificates hold whole seconds: from, cut.
+	require.False(t, time.Now().Before(parseLeaf(t, chain).NotBefore), "an SVID is taken once valid, not before")
 	require.Empty(t, src.State().Refused)
+	waitSignal(t, changed)
 }
 
 // A bundle file that does not parse, or holds no CA, is refused once it

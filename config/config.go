@@ -300,9 +300,11 @@ type Federation struct {
 	// Retention is how long imports of a disconnected peer are kept;
 	// 0 (the default) keeps them.
 	Retention Duration `yaml:"retention"`
-	// MaxBatch is how many consecutive responses of a peer are stored in
-	// one transaction at most, before their ACKs are sent (default 256).
+	// MaxBatch is how many services of a peer are stored in one
+	// transaction at most, before their ACKs are sent (default 256).
 	// 1 to 4096, the largest window: a peer never has more unacknowledged.
+	// It is also how many services a peer may send in one response, when
+	// both agents speak services-per-response: a response is stored whole.
 	MaxBatch int `yaml:"maxBatch"`
 	// BatchDelay is how long a batch waits for more responses the peer may
 	// still send within its window (default 1ms; 0s: a batch holds only

@@ -78,6 +78,22 @@ type Result struct {
 	// ones no accepted translation holds any more (rejected proposals,
 	// deleted imports, instances gone).
 	Held, Freed []string
+	// Served are the imports whose version in the gateways changed, in
+	// the order given: what those who publish the imports (DNS, the
+	// registries) follow, without reading the catalog again.
+	Served []ServedImport
+}
+
+// ServedImport is an import as the gateways now serve it: Import is nil
+// when they serve it no more. A rejected version changes nothing: the
+// last good one stays served.
+type ServedImport struct {
+	Key    model.Key
+	Import *model.Import
+	// Ports are the egress ports its instances are reached on, by
+	// instance id: an instance's dedicated port, or the HTTP listener's
+	// port it is routed on. An instance without a port is not served.
+	Ports map[string]uint32
 }
 
 // Rejection is a service left out of the gateways.
@@ -169,6 +185,7 @@ func (t *Translator) applyImport(res *Result, c ImportChange, proposed map[strin
 			t.shared.removeImport(res, c.Key, old.httpPorts, &t.v)
 			t.remove(res, model.Egress, old)
 			delete(t.imports, c.Key)
+			res.Served = append(res.Served, ServedImport{Key: c.Key})
 		}
 		return
 	}
@@ -200,6 +217,21 @@ func (t *Translator) applyImport(res *Result, c ImportChange, proposed map[strin
 		oldPorts = old.httpPorts
 	}
 	t.shared.putImport(res, c.Key, sr, e.httpPorts, oldPorts, &t.v)
+	res.Served = append(res.Served, ServedImport{Key: c.Key, Import: c.Import, Ports: servedPorts(imp, proposed)})
+}
+
+// servedPorts are the ports imp's instances are reached on, given the
+// dedicated ports proposed.
+func servedPorts(imp model.Import, proposed map[string]uint32) map[string]uint32 {
+	out := make(map[string]uint32, len(imp.Service.Instances))
+	for _, inst := range imp.Service.Instances {
+		if inst.Protocol.RoutedByHost() {
+			out[inst.ID] = HTTPPort(inst)
+		} else if p, ok := proposed[EgressKey(imp.Peer, imp.ResourceID, inst.ID)]; ok {
+			out[inst.ID] = p
+		}
+	}
+	return out
 }
 
 func (t *Translator) applyExport(res *Result, c ExportChange) {

@@ -223,3 +223,30 @@ func TestTranslatorConnectRouteWaitsForItsLeaf(t *testing.T) {
 	require.Subset(t, changed(res, model.Egress), []string{"set Listener egress/connect", "set Secret meshfed/consul-leaf/db", "set Secret meshfed/consul-callers/db"})
 	require.NotContains(t, tr.Retry(next), importChange(db).Key, "it waits no more")
 }
+
+// What the gateways serve of each import is in the result: a new version
+// with the ports its instances are reached on, nothing for a rejected one
+// (the last good one stays served), and its end when deleted.
+func TestTranslatorTellsWhatItServes(t *testing.T) {
+	secrets := testSecrets(t)
+	tr := snapshot.NewTranslator(testSettings())
+	db := service("db", model.TCP, 5432, "10.0.0.1")
+	db.Instances = append(db.Instances, model.Instance{ID: "web", Protocol: model.HTTP, Port: 8080})
+	p := snapshot.EgressKey("mesh-b", "db", "p")
+	res := tr.Apply(snapshot.Changes{Secrets: &secrets, Imports: []snapshot.ImportChange{importChange(db)}, Ports: map[string]uint32{p: 21000}})
+	require.Len(t, res.Served, 1)
+	require.Equal(t, importChange(db).Key, res.Served[0].Key)
+	require.Equal(t, "db.mesh-b.example", res.Served[0].Import.LocalFQDN)
+	require.Equal(t, map[string]uint32{"p": 21000, "web": 8080}, res.Served[0].Ports)
+
+	noBundle := testSecrets(t)
+	delete(noBundle.Bundles, "mesh-b.example")
+	res = tr.Apply(snapshot.Changes{Secrets: &noBundle, Imports: []snapshot.ImportChange{importChange(db)}, Ports: map[string]uint32{p: 21000}})
+	require.Len(t, res.Rejected, 1)
+	require.Empty(t, res.Served)
+
+	res = tr.Apply(snapshot.Changes{Imports: []snapshot.ImportChange{{Key: importChange(db).Key}}})
+	require.Equal(t, []snapshot.ServedImport{{Key: importChange(db).Key}}, res.Served)
+	res = tr.Apply(snapshot.Changes{Imports: []snapshot.ImportChange{{Key: importChange(db).Key}}})
+	require.Empty(t, res.Served, "it was served no more already")
+}

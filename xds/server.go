@@ -122,10 +122,7 @@ func New(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("xds: %s is %d; it must be positive", b.field, b.value)
 		}
 	}
-	m, err := newMetrics(cfg.Registerer)
-	if err != nil {
-		return nil, err
-	}
+	m := newMetrics(cfg.Registerer)
 	applied, _ := cfg.Cache.(appliedAter)
 	return &Server{
 		cfg:     cfg,

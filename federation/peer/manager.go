@@ -45,10 +45,14 @@ type Config struct {
 	// Grace: see session.Options.Grace; required.
 	Grace time.Duration
 	// MaxBatch and BatchDelay bound the group commit of what peers
-	// publish: see session.Options; zero means session.DefaultMaxBatch
-	// and session.DefaultBatchDelay.
+	// publish: see session.Options. MaxBatch is required; a BatchDelay
+	// of 0 never waits.
 	MaxBatch   int
 	BatchDelay time.Duration
+	// ServicesPerResponse is how many services one response may carry,
+	// either way, when the peer agrees: at most MaxBatch; 1 (or 0) is
+	// the specification's one.
+	ServicesPerResponse int
 	// Retention is how long the imports of a disconnected peer are kept;
 	// 0 keeps them until the peer is removed from the configuration.
 	Retention time.Duration
@@ -145,6 +149,9 @@ func NewManager(cfg Config, specs []Spec) (*Manager, error) {
 	}
 	if cfg.Grace <= 0 {
 		return nil, fmt.Errorf("peer: grace %s is not a duration", cfg.Grace)
+	}
+	if err := session.CheckLimits(cfg.MaxBatch, cfg.BatchDelay, cfg.ServicesPerResponse); err != nil {
+		return nil, fmt.Errorf("peer: %w", err)
 	}
 	if cfg.MinBackoff == 0 {
 		cfg.MinBackoff = time.Second
@@ -498,5 +505,5 @@ func (m *Manager) capabilities() session.Capabilities {
 	if m.cfg.DisableExtensions {
 		return session.Capabilities{}
 	}
-	return session.Capabilities{SyncComplete: true, Window: m.cfg.Window}
+	return session.Capabilities{SyncComplete: true, Window: m.cfg.Window, ServicesPerResponse: m.cfg.ServicesPerResponse}
 }

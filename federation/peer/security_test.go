@@ -187,12 +187,12 @@ func TestManagerRefusesPeersItCannotTellApart(t *testing.T) {
 			`peer "one": spiffeIds and anyIdInTrustDomain exclude each other`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := peer.NewManager(peer.Config{Catalog: newCatalog(t), TLS: p.tls(t, "mesh-b"), Window: config.DefaultWindow, Grace: config.DefaultGrace}, tc.specs)
+			_, err := peer.NewManager(peer.Config{Catalog: newCatalog(t), TLS: p.tls(t, "mesh-b"), Window: config.DefaultWindow, Grace: config.DefaultGrace, MaxBatch: config.DefaultMaxBatch}, tc.specs)
 			require.EqualError(t, err, tc.want)
 		})
 	}
 	// Exact ids tell two peers of one trust domain apart.
-	_, err := peer.NewManager(peer.Config{Catalog: newCatalog(t), TLS: p.tls(t, "mesh-b"), Window: config.DefaultWindow, Grace: config.DefaultGrace},
+	_, err := peer.NewManager(peer.Config{Catalog: newCatalog(t), TLS: p.tls(t, "mesh-b"), Window: config.DefaultWindow, Grace: config.DefaultGrace, MaxBatch: config.DefaultMaxBatch},
 		[]peer.Spec{ids(spec("one", "mesh-a.example", ""), "spiffe://mesh-a.example/one"), ids(spec("two", "mesh-a.example", ""), "spiffe://mesh-a.example/two")})
 	require.NoError(t, err)
 }

@@ -61,8 +61,10 @@ type Config struct {
 	// it translates them together; bursts are translated at least every
 	// MaxDelay. Zero translates each change at once.
 	Holdoff, MaxDelay time.Duration
-	// Applied, when set, is called after each batch reached the cache.
-	Applied    func()
+	// Applied, when set, is called after each batch reached the cache,
+	// with what changed of the imports the gateways serve (at Start,
+	// every one served), on the runner's goroutine.
+	Applied    func(served []snapshot.ServedImport)
 	Log        *zap.Logger
 	Registerer prometheus.Registerer
 }
@@ -90,11 +92,7 @@ func New(cfg Config) (*Runner, error) {
 	if cfg.Log == nil {
 		cfg.Log = zap.NewNop()
 	}
-	m, err := newMetrics(cfg.Registerer)
-	if err != nil {
-		return nil, err
-	}
-	return &Runner{cfg: cfg, log: cfg.Log, m: m, tr: snapshot.NewTranslator(cfg.Settings), settings: make(chan snapshot.Settings)}, nil
+	return &Runner{cfg: cfg, log: cfg.Log, m: newMetrics(cfg.Registerer), tr: snapshot.NewTranslator(cfg.Settings), settings: make(chan snapshot.Settings)}, nil
 }
 
 // Start translates the whole catalog and makes it the cache's state for
@@ -126,7 +124,7 @@ func (r *Runner) Start() error {
 		zap.Int("ingress_resources", len(res.Changes[model.Ingress])),
 		zap.Duration("took", time.Since(start)))
 	if r.cfg.Applied != nil {
-		r.cfg.Applied()
+		r.cfg.Applied(res.Served)
 	}
 	return nil
 }
@@ -235,7 +233,7 @@ func (r *Runner) step(secretsChanged bool, also ...model.Key) {
 	r.m.build.Observe(time.Since(start).Seconds())
 	r.m.changes.Add(float64(len(keys)))
 	if r.cfg.Applied != nil {
-		r.cfg.Applied()
+		r.cfg.Applied(res.Served)
 	}
 }
 

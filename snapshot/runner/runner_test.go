@@ -71,7 +71,7 @@ func newEnv(t *testing.T, src *memSource, kv *memKV, secrets snapshot.Secrets) *
 		SecretsChanged: e.secretsChanged,
 		Holdoff:        config.DefaultHoldoff,
 		MaxDelay:       config.DefaultMaxDelay,
-		Applied:        func() { e.applied <- struct{}{} },
+		Applied:        func([]snapshot.ServedImport) { e.applied <- struct{}{} },
 		Log:            log,
 	})
 	require.NoError(t, err)
