@@ -97,6 +97,10 @@ type Agent struct {
 	current     *config.Config
 	swapExports chan exportSwap
 	reloads     *prometheus.CounterVec
+	// joinMu serializes joins; loadedBundles are the trust bundles a
+	// reload loaded, beyond those of the start (liveBundles).
+	joinMu        sync.Mutex
+	loadedBundles map[string]config.BundleSource
 }
 
 // New builds the agent and restores its imports; nothing listens yet.

@@ -94,11 +94,20 @@ func (a *Agent) reload(ctx context.Context) (ReloadResult, error) {
 	next := report.Config
 	res := ReloadResult{Applied: []string{}, NeedsRestart: []string{}}
 	changed := changedFields(a.current, next)
-	// A peer's trust bundle is loaded at start: peers wait for the
-	// restart that brings changed bundles.
-	bundles := slices.ContainsFunc(changed, func(f string) bool { return under(f, "trustBundles") })
+	liveBundles, err := a.liveBundles(next, changed)
+	if err != nil {
+		return ReloadResult{}, refused{err}
+	}
+	// A peer's trust bundle is loaded at start, but for a new trust
+	// domain's (liveBundles): peers wait for the restart that brings
+	// changed bundles.
+	bundles := slices.ContainsFunc(changed, func(f string) bool { return under(f, "trustBundles") && !slices.Contains(liveBundles, f) })
 	var peers, grace, backoff, gateways, exports bool
 	for _, f := range changed {
+		if slices.Contains(liveBundles, f) {
+			res.Applied = append(res.Applied, f)
+			continue
+		}
 		if !live(f) || (bundles && under(f, "peers")) {
 			res.NeedsRestart = append(res.NeedsRestart, f)
 			continue
@@ -118,6 +127,7 @@ func (a *Agent) reload(ctx context.Context) (ReloadResult, error) {
 		}
 	}
 	cur := *a.current
+	cur.TrustBundles = withBundles(a.current, next, liveBundles)
 	if peers {
 		if err := a.Peers.SetPeers(a.peerSpecs(next)); err != nil {
 			return ReloadResult{}, refused{fmt.Errorf("peers: %w", err)}
