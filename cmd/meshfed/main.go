@@ -48,6 +48,6 @@ func root() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	c.AddCommand(runCmd(), checkCmd(), storeCmd(), statusCmd(), gatewaysCmd(), gatewayCmd(), reloadCmd(), catalogCmd(), certsCmd(), configCmd(), bootstrapCmd(), versionCmd())
+	c.AddCommand(runCmd(), checkCmd(), storeCmd(), statusCmd(), gatewaysCmd(), gatewayCmd(), reloadCmd(), peerCmd(), catalogCmd(), certsCmd(), configCmd(), bootstrapCmd(), versionCmd())
 	return c
 }
