@@ -19,6 +19,7 @@ import (
 // then it stops every part and closes the store.
 func (a *Agent) Run(ctx context.Context) error {
 	defer a.close()
+	defer a.ownStore()()
 	listeners, err := a.listen()
 	if err != nil {
 		return err

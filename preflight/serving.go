@@ -58,15 +58,14 @@ func (r *Report) addErr(sev Severity, field string, err error) {
 	r.add(sev, field, "%s", msg)
 }
 
-// distinct refuses two listeners on one port of one address, the
-// gateways' included: the second bind would fail at start.
+// distinct refuses every pair of listeners on one port of one address,
+// the gateways' included: the second bind would fail at start.
 func (r *Report) distinct() {
 	all := r.Config.Listeners()
 	for i, a := range all {
 		for _, b := range all[:i] {
 			if a.Overlaps(b) {
 				r.add(Error, a.Field, "%q takes the port of %s %q; each listener needs a port of its own", a, b.Field, b)
-				break
 			}
 		}
 	}
@@ -167,7 +166,16 @@ func (r *Report) store() {
 	case errors.As(err, &damaged):
 		r.add(Error, "store.path", "%s is damaged: %s; %s", path, damaged.Reason, store.WayOut)
 	case errors.Is(err, store.ErrLocked):
-		r.add(Warning, "store.path", "%s is locked by another process, most likely a running agent; an agent started now would stop with this error unless that process ends first", path)
+		owner, known := storeOwner(path)
+		switch {
+		case known && owner.Config == canonical(r.path):
+			// The running agent of this very configuration: what
+			// meshfed reload after check expects.
+		case known:
+			r.add(Warning, "store.path", "%s is locked by the agent of %s (process %d); an agent started now would stop with this error unless that one ends first: two configurations cannot share a store", path, owner.Config, owner.PID)
+		default:
+			r.add(Warning, "store.path", "%s is locked by another process, most likely a running agent; an agent started now would stop with this error unless that process ends first", path)
+		}
 	case err != nil:
 		r.add(Error, "store.path", "%v", err)
 	case sum.Empty:
