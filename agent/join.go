@@ -7,7 +7,6 @@ import (
 	"maps"
 	"net"
 	"net/netip"
-	"os"
 	"reflect"
 	"slices"
 	"strings"
@@ -17,6 +16,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/meshfed/meshfed/certs"
 	"github.com/meshfed/meshfed/config"
 	"github.com/meshfed/meshfed/federation/peer"
 )
@@ -167,13 +167,8 @@ func (a *Agent) liveBundles(next *config.Config, changed []string) ([]string, er
 			}
 			continue
 		}
-		if _, err := os.Stat(src.File); src.Endpoint != nil || err != nil {
-			// Only a peer's bundle file is loaded live: an endpoint
-			// needs the checks of a start.
-			continue
-		}
-		if err := a.bundles.AddFile(spiffeid.RequireTrustDomainFromString(td), src.File); err != nil {
-			return nil, fmt.Errorf("trustBundles.%s.file: %w", td, err)
+		if err := a.addBundle(td, src); err != nil {
+			return nil, err
 		}
 		if a.loadedBundles == nil {
 			a.loadedBundles = map[string]config.BundleSource{}
@@ -182,6 +177,29 @@ func (a *Agent) liveBundles(next *config.Config, changed []string) ([]string, er
 		out = append(out, f)
 	}
 	return out, nil
+}
+
+// addBundle keeps the bundle of trust domain td current from src, as at
+// start (trustBundles).
+func (a *Agent) addBundle(td string, src config.BundleSource) error {
+	name := spiffeid.RequireTrustDomainFromString(td)
+	if e := src.Endpoint; e != nil {
+		ec := certs.EndpointConfig{
+			TrustDomain: name, URL: e.URL, Profile: certs.Profile(e.Profile),
+			BootstrapFile: e.BootstrapBundle, WebCAFile: e.CAFile, SavedFile: a.cfg.SavedBundlePath(td),
+		}
+		if e.SPIFFEID != "" {
+			ec.EndpointID = spiffeid.RequireFromString(e.SPIFFEID)
+		}
+		if err := a.bundles.AddEndpoint(ec); err != nil {
+			return fmt.Errorf("trustBundles.%s.endpoint: %w", td, err)
+		}
+		return nil
+	}
+	if err := a.bundles.AddFile(name, src.File); err != nil {
+		return fmt.Errorf("trustBundles.%s.file: %w", td, err)
+	}
+	return nil
 }
 
 // withBundles is cur with the trust bundles of next that liveBundles

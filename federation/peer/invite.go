@@ -85,6 +85,15 @@ func SelfInfo(cfg *config.Config, agentID spiffeid.ID, bundlePEM string) (MeshIn
 			m.Federation = []string{a}
 		}
 	}
+	// An https_spiffe bundle endpoint is followed by the other side, so
+	// that this mesh's CA can rotate. An https_web one is not offered:
+	// its URL is the web certificate's host name, which the
+	// configuration does not hold.
+	if be := cfg.BundleEndpoint; be != nil && be.Profile == "https_spiffe" {
+		if a, ok := config.AdvertisedAddr(be.Listen, ""); ok {
+			m.BundleEndpoint = &BundleEndpointInfo{URL: "https://" + a + "/", Profile: be.Profile, SPIFFEID: agentID.String()}
+		}
+	}
 	return m, nil
 }
 
@@ -237,11 +246,17 @@ func Join(ctx context.Context, o JoinOptions) (Joined, error) {
 // PeerFileOf is the peer file of mesh m, called name: it dials m at dial
 // unless empty (m dials this one). A mesh reached over loopback runs on
 // this host, so its ingress on loopback is allowed too.
+// Its bundle is the file the join wrote beside, or, when m serves its
+// bundle, fetched from there with that file as the bootstrap bundle.
 func PeerFileOf(name string, m MeshInfo, dial string, loopback bool) config.PeerFile {
+	// Relative to the folder of the peer file.
+	bundle := &config.BundleSource{File: name + config.BundleFileSuffix}
+	if e := m.BundleEndpoint; e != nil {
+		bundle = &config.BundleSource{Endpoint: &config.BundleFetching{URL: e.URL, Profile: e.Profile, SPIFFEID: e.SPIFFEID, BootstrapBundle: bundle.File}}
+	}
 	return config.PeerFile{
-		Peer: config.Peer{Name: name, TrustDomain: m.TrustDomain, SPIFFEIDs: m.AgentIDs, Callers: m.Callers, Dial: dial, AllowLoopback: loopback},
-		// Relative to the folder of the peer file.
-		TrustBundle: &config.BundleSource{File: name + config.BundleFileSuffix},
+		Peer:        config.Peer{Name: name, TrustDomain: m.TrustDomain, SPIFFEIDs: m.AgentIDs, Callers: m.Callers, Dial: dial, AllowLoopback: loopback},
+		TrustBundle: bundle,
 	}
 }
 
