@@ -76,6 +76,10 @@ type Agent struct {
 	reloadMu sync.Mutex
 	current  *config.Config
 	reloads  *prometheus.CounterVec
+	// joinMu serializes joins; loadedBundles are the trust bundles a
+	// reload loaded, beyond those of the start (liveBundles).
+	joinMu        sync.Mutex
+	loadedBundles map[string]config.BundleSource
 }
 
 // New builds the agent and restores its imports; nothing listens yet.

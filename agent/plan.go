@@ -118,7 +118,11 @@ func (a *Agent) Plan(_ context.Context, req admin.PlanRequest) (Plan, error) {
 		return Plan{}, fmt.Errorf("configuration not planned: %w", refusedPlan{err})
 	}
 	next := report.Config
-	sc := scopeOf(a.current, next)
+	live, err := a.liveBundles(next, changedFields(a.current, next), false)
+	if err != nil {
+		return Plan{}, err
+	}
+	sc := scopeOf(a.current, next, live)
 	p := Plan{Config: cfgPath, Registry: registryPath, Applied: sc.res.Applied, NeedsRestart: sc.res.NeedsRestart,
 		Exports: []ExportPlan{}, Gateways: []GatewayPlan{}, Rejected: []PlanRejection{}, Notes: []string{}}
 	p.Peers = peerPlan(a.current, next, slices.Concat(sc.res.Applied, sc.res.NeedsRestart))

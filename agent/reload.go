@@ -81,9 +81,14 @@ func (a *Agent) reload(ctx context.Context) (ReloadResult, error) {
 		return ReloadResult{}, refused{err}
 	}
 	next := report.Config
-	sc := scopeOf(a.current, next)
+	live, err := a.liveBundles(next, changedFields(a.current, next), true)
+	if err != nil {
+		return ReloadResult{}, refused{err}
+	}
+	sc := scopeOf(a.current, next, live)
 	res, peers, grace, backoff, gateways, exports := sc.res, sc.peers, sc.grace, sc.backoff, sc.gateways, sc.exports
 	cur := *a.current
+	cur.TrustBundles = withBundles(a.current, next, live)
 	if peers {
 		if err := a.Peers.SetPeers(a.peerSpecs(next)); err != nil {
 			return ReloadResult{}, refused{fmt.Errorf("peers: %w", err)}
@@ -129,13 +134,18 @@ type reloadScope struct {
 	peers, grace, backoff, gateways, exports bool
 }
 
-func scopeOf(cur, next *config.Config) reloadScope {
+func scopeOf(cur, next *config.Config, liveBundles []string) reloadScope {
 	s := reloadScope{res: ReloadResult{Applied: []string{}, NeedsRestart: []string{}}}
 	changed := changedFields(cur, next)
-	// A peer's trust bundle is loaded at start: peers wait for the
-	// restart that brings changed bundles.
-	bundles := slices.ContainsFunc(changed, func(f string) bool { return under(f, "trustBundles") })
+	// A peer's trust bundle is loaded at start, but for a new trust
+	// domain's (liveBundles): peers wait for the restart that brings
+	// changed bundles.
+	bundles := slices.ContainsFunc(changed, func(f string) bool { return under(f, "trustBundles") && !slices.Contains(liveBundles, f) })
 	for _, f := range changed {
+		if slices.Contains(liveBundles, f) {
+			s.res.Applied = append(s.res.Applied, f)
+			continue
+		}
 		if !live(f) || (bundles && under(f, "peers")) {
 			s.res.NeedsRestart = append(s.res.NeedsRestart, f)
 			continue

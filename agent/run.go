@@ -19,6 +19,7 @@ import (
 // then it stops every part and closes the store.
 func (a *Agent) Run(ctx context.Context) error {
 	defer a.close()
+	defer a.ownStore()()
 	listeners, err := a.listen()
 	if err != nil {
 		return err
@@ -71,6 +72,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	if listeners.bundle != nil {
 		a.serveBundle(ctx, g, listeners.bundle)
 	}
+	if listeners.join != nil {
+		if err := a.serveJoin(ctx, g, listeners.join); err != nil {
+			return err
+		}
+	}
 	g.Go(func() error { return listeners.admin.Serve(ctx, listeners.adminLis) })
 	if listeners.dns != nil {
 		g.Go(func() error { return listeners.dns.Serve(ctx) })
@@ -91,7 +97,9 @@ type listeners struct {
 	federation, xds net.Listener
 	// bundle is the bundle endpoint's TCP listener (its server does the
 	// TLS), nil when off.
-	bundle   net.Listener
+	bundle net.Listener
+	// join is the join endpoint's TCP listener, nil when off.
+	join     net.Listener
 	admin    *admin.Server
 	adminLis net.Listener
 	dns      *dnsserver.Server
@@ -140,7 +148,7 @@ func (a *Agent) listen() (*listeners, error) {
 		return nil, fmt.Errorf("federation.listen: %w", err)
 	}
 	closeAll := func() {
-		for _, c := range []net.Listener{l.federation, l.xds, l.adminLis, l.bundle} {
+		for _, c := range []net.Listener{l.federation, l.xds, l.adminLis, l.bundle, l.join} {
 			if c != nil {
 				_ = c.Close()
 			}
@@ -155,6 +163,10 @@ func (a *Agent) listen() (*listeners, error) {
 			closeAll()
 			return nil, fmt.Errorf("bundleEndpoint.listen: %w", err)
 		}
+	}
+	if l.join, err = a.listenJoin(); err != nil {
+		closeAll()
+		return nil, err
 	}
 	if l.admin, err = a.adminServer(); err == nil {
 		l.adminLis, err = l.admin.Listen()

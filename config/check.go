@@ -26,6 +26,9 @@ func fieldErr(path, format string, args ...any) error {
 
 // check refuses what cannot run, naming the field and its value.
 func (c *Config) check() error {
+	if err := c.checkNegativeDurations(); err != nil {
+		return err
+	}
 	if _, err := spiffeid.TrustDomainFromString(c.TrustDomain); err != nil {
 		return fieldErr("trustDomain", "%s: %v", untrusted.Quote(c.TrustDomain), err)
 	}
@@ -63,6 +66,9 @@ func (c *Config) check() error {
 		if _, err := netip.ParsePrefix(s); err != nil {
 			return fieldErr(fmt.Sprintf("federation.deniedCIDRs[%d]", i), "%s is not a CIDR", untrusted.Quote(s))
 		}
+	}
+	if err := c.checkFederationAddresses(); err != nil {
+		return err
 	}
 	if err := c.checkPeers(); err != nil {
 		return err

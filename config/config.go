@@ -330,6 +330,27 @@ type Federation struct {
 	DeniedCIDRs []string `yaml:"deniedCIDRs"`
 	// Ingress is what peers are told to connect to for exported services.
 	Ingress []Endpoint `yaml:"ingress"`
+	// Advertise are the addresses (host:port) at which peers reach
+	// Listen, written in invitations (meshfed peer invite); default
+	// Listen, unless it binds every address.
+	Advertise []string `yaml:"advertise"`
+	// Join is the join endpoint, where a mesh given an invitation of this
+	// agent comes to become its peer; off unless listen is set.
+	Join *Join `yaml:"join"`
+	// PeersDir holds the peers that meshfed peer invite and join added, a
+	// file each (NAME.yaml, and the peer's bundle in NAME.bundle.pem),
+	// read with this file; default peers.d beside it.
+	PeersDir string `yaml:"peersDir"`
+}
+
+// Join is the join endpoint: HTTPS with the agent's SVID.
+type Join struct {
+	// Listen is where joining meshes connect (host:port). Binding beyond
+	// loopback is a deliberate choice.
+	Listen string `yaml:"listen"`
+	// Advertise is the address (host:port) joining meshes dial, written
+	// in invitations; default Listen, unless it binds every address.
+	Advertise string `yaml:"advertise"`
 }
 
 // Endpoint is an address and port.
@@ -416,14 +437,22 @@ func Load(path string) (*Config, error) {
 }
 
 // ParseFile is Parse of the content b of the file at path: relative paths
-// are relative to its folder, and errors name it.
+// are relative to its folder, and errors name it. The peers of
+// federation.peersDir are added, with their bundles: an error in one of
+// their files names that file.
 func ParseFile(b []byte, path string) (*Config, error) {
 	c, err := Parse(b, filepath.Dir(path))
 	var ce *Error
 	if errors.As(err, &ce) {
 		ce.File = path
 	}
-	return c, err
+	if err != nil {
+		return c, err
+	}
+	if err := c.addPeerFiles(path); err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
 // ReadFile reads a configuration file: a regular file, reached through
@@ -455,6 +484,9 @@ func Parse(b []byte, dir string) (*Config, error) {
 	var c Config
 	if err := decodeStrict(b, &c); err != nil {
 		return nil, err
+	}
+	if p := explicitZeroDuration(doc); p != nil {
+		return nil, &Error{Problems: []Problem{*p}}
 	}
 	c.defaults(dir)
 	if err := c.check(); err != nil {
@@ -514,6 +546,8 @@ func syntaxProblem(err error) Problem {
 // packages that use these values take them as given.
 const (
 	DefaultFederationListen = "127.0.0.1:15443"
+	// DefaultPeersDir is beside the configuration file.
+	DefaultPeersDir = "peers.d"
 	// DefaultWindow is the Hamlet spec's: one response in flight.
 	DefaultWindow    = 1
 	DefaultGrace     = 30 * time.Second
@@ -635,7 +669,11 @@ func (c *Config) defaults(dir string) {
 			*p = filepath.Join(dir, *p)
 		}
 	}
+	if c.Federation.PeersDir == "" {
+		c.Federation.PeersDir = DefaultPeersDir
+	}
 	rel(&c.Store.Path)
+	rel(&c.Federation.PeersDir)
 	rel(&c.Exports.File)
 	rel(&c.Admin.TokenFile)
 	if path, ok := strings.CutPrefix(c.XDS.Listen, "unix://"); ok {

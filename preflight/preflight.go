@@ -142,7 +142,8 @@ func Check(path string, opts Options) *Report {
 			return r
 		}
 		for _, p := range ce.Problems {
-			r.Findings = append(r.Findings, Finding{Severity: Error, File: path, Line: p.Line, Field: p.Field, Msg: p.Msg})
+			// A problem of a peer file (federation.peersDir) names it.
+			r.Findings = append(r.Findings, Finding{Severity: Error, File: cmp.Or(ce.File, path), Line: p.Line, Field: p.Field, Msg: p.Msg})
 		}
 		return r
 	}

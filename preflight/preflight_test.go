@@ -1,6 +1,7 @@
 package preflight
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -120,6 +121,17 @@ func TestCheckFindings(t *testing.T) {
 			`{dir}/meshfed.yaml:16: error: admin.listen: "0.0.0.0:15443" is not a loopback address; set admin.allowNonLoopback to serve other hosts`,
 			`{dir}/meshfed.yaml:16: error: admin.listen: "0.0.0.0:15443" takes the port of federation.listen "127.0.0.1:15443"; each listener needs a port of its own`,
 		}},
+		{name: "gateways' and join endpoint's listeners on the agent's ports", replace: []string{
+			"  ingress: [{address: 192.0.2.10, port: 15444}]", "  ingress: [{address: 192.0.2.10, port: 15444}]\n  join: {listen: 127.0.0.1:19100}",
+			"exports: {file: services.yaml}", "exports: {file: services.yaml}\ngateways:\n  ingress: {listen: {address: 0.0.0.0, port: 15443}}\n  egress: {listen: {address: 127.0.0.1}, ports: {from: 17990, to: 18010}}",
+			"xds: {listen: 127.0.0.1:18000}", "xds: {listen: 127.0.0.1:18000}\ndns: {listen: \"127.0.0.1:15443\"}",
+		}, want: []string{
+			`{dir}/meshfed.yaml:16: error: dns.listen: "127.0.0.1:15443" takes the port of federation.listen "127.0.0.1:15443"; each listener needs a port of its own`,
+			`{dir}/meshfed.yaml:17: error: admin.listen: "127.0.0.1:19100" takes the port of federation.join.listen "127.0.0.1:19100"; each listener needs a port of its own`,
+			`{dir}/meshfed.yaml:20: error: gateways.ingress.listen: "0.0.0.0:15443" takes the port of federation.listen "127.0.0.1:15443"; each listener needs a port of its own`,
+			`{dir}/meshfed.yaml:20: error: gateways.ingress.listen: "0.0.0.0:15443" takes the port of dns.listen "127.0.0.1:15443"; each listener needs a port of its own`,
+			`{dir}/meshfed.yaml:21: error: gateways.egress.ports: "127.0.0.1:17990-18010" takes the port of xds.listen "127.0.0.1:18000"; each listener needs a port of its own`,
+		}},
 		{name: "consumers that are not peers, loopback ingress", replace: []string{
 			"{address: 192.0.2.10, port: 15444}", "{address: 127.0.0.1, port: 15444}",
 			"exports: {file: services.yaml}", "exports: {file: services.yaml}\nconsul: {export: {tag: x, domainSuffix: mesh-a.example, consumers: [mesh-b, mesh-c]}}",
@@ -142,6 +154,24 @@ func TestCheckFindings(t *testing.T) {
 			require.NoError(t, err)
 			t.Cleanup(func() { require.NoError(t, db.Close()) })
 		}, want: []string{"{dir}/meshfed.yaml: warning: store.path: {dir}/meshfed.db is locked by another process, most likely a running agent; an agent started now would stop with this error unless that process ends first"}},
+		{name: "store in use by the agent of this configuration", prepare: func(t *testing.T, dir string) {
+			db, err := bolt.Open(filepath.Join(dir, "meshfed.db"), 0o600, nil)
+			require.NoError(t, err)
+			t.Cleanup(func() { require.NoError(t, db.Close()) })
+			// Another name of the same file: the owner is compared by file.
+			remove, err := WriteStoreOwner(filepath.Join(dir, "meshfed.db"), filepath.Join(dir, ".", "meshfed.yaml"))
+			require.NoError(t, err)
+			t.Cleanup(remove)
+		}, want: []string{}},
+		{name: "store in use by the agent of another configuration", prepare: func(t *testing.T, dir string) {
+			db, err := bolt.Open(filepath.Join(dir, "meshfed.db"), 0o600, nil)
+			require.NoError(t, err)
+			t.Cleanup(func() { require.NoError(t, db.Close()) })
+			remove, err := WriteStoreOwner(filepath.Join(dir, "meshfed.db"), filepath.Join(dir, "other.yaml"))
+			require.NoError(t, err)
+			t.Cleanup(remove)
+		}, want: []string{fmt.Sprintf("{dir}/meshfed.yaml: warning: store.path: {dir}/meshfed.db is locked by the agent of {dir}/other.yaml (process %d); "+
+			"an agent started now would stop with this error unless that one ends first: two configurations cannot share a store", os.Getpid())}},
 		{name: "bad registry file", prepare: func(t *testing.T, dir string) {
 			require.NoError(t, os.WriteFile(filepath.Join(dir, "services.yaml"), []byte("services:\n  - name: Inventory\n"), 0o600))
 		}, want: []string{`{dir}/meshfed.yaml:16: error: exports.file: {dir}/services.yaml:2: services[0].name: "Inventory" is not a DNS label (lowercase letters, digits and '-', at most 63)`}},

@@ -3,7 +3,6 @@ package preflight
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"slices"
@@ -59,45 +58,17 @@ func (r *Report) addErr(sev Severity, field string, err error) {
 	r.add(sev, field, "%s", msg)
 }
 
-// distinct refuses two listeners on one port of one address: the second
-// bind would fail at start.
+// distinct refuses every pair of listeners on one port of one address,
+// the gateways' included: the second bind would fail at start.
 func (r *Report) distinct() {
-	c := r.Config
-	type lis struct{ field, addr string }
-	all := []lis{{"federation.listen", c.Federation.Listen}, {"admin.listen", c.Admin.Listen}}
-	if !strings.HasPrefix(c.XDS.Listen, "unix://") {
-		all = append(all, lis{"xds.listen", c.XDS.Listen})
-	}
-	if c.DNS.Listen != "" {
-		all = append(all, lis{"dns.listen", c.DNS.Listen})
-	}
-	if be := c.BundleEndpoint; be != nil {
-		all = append(all, lis{"bundleEndpoint.listen", be.Listen})
-	}
+	all := r.Config.Listeners()
 	for i, a := range all {
 		for _, b := range all[:i] {
-			if overlap(a.addr, b.addr) {
-				r.add(Error, a.field, "%q takes the port of %s %q; each listener needs a port of its own", a.addr, b.field, b.addr)
-				break
+			if a.Overlaps(b) {
+				r.add(Error, a.Field, "%q takes the port of %s %q; each listener needs a port of its own", a, b.Field, b)
 			}
 		}
 	}
-}
-
-// overlap says whether two listen addresses cannot both be bound: one
-// port, and one host or a host that is every address. Port 0 is a new
-// port each time.
-func overlap(a, b string) bool {
-	ha, pa, err1 := net.SplitHostPort(a)
-	hb, pb, err2 := net.SplitHostPort(b)
-	if err1 != nil || err2 != nil || pa != pb || pa == "0" {
-		return false
-	}
-	every := func(h string) bool {
-		ip, err := netip.ParseAddr(h)
-		return h == "" || err == nil && ip.IsUnspecified()
-	}
-	return ha == hb || every(ha) || every(hb)
 }
 
 // federation warns of a loopback ingress that peers will refuse.
@@ -195,7 +166,16 @@ func (r *Report) store() {
 	case errors.As(err, &damaged):
 		r.add(Error, "store.path", "%s is damaged: %s; %s", path, damaged.Reason, store.WayOut)
 	case errors.Is(err, store.ErrLocked):
-		r.add(Warning, "store.path", "%s is locked by another process, most likely a running agent; an agent started now would stop with this error unless that process ends first", path)
+		owner, known := storeOwner(path)
+		switch {
+		case known && owner.Config == canonical(r.path):
+			// The running agent of this very configuration: what
+			// meshfed reload after check expects.
+		case known:
+			r.add(Warning, "store.path", "%s is locked by the agent of %s (process %d); an agent started now would stop with this error unless that one ends first: two configurations cannot share a store", path, owner.Config, owner.PID)
+		default:
+			r.add(Warning, "store.path", "%s is locked by another process, most likely a running agent; an agent started now would stop with this error unless that process ends first", path)
+		}
 	case err != nil:
 		r.add(Error, "store.path", "%v", err)
 	case sum.Empty:

@@ -48,7 +48,7 @@ func root() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	c.AddCommand(runCmd(), checkCmd(), storeCmd(), statusCmd(), gatewaysCmd(), gatewayCmd(), reloadCmd(), planCmd(), catalogCmd(), certsCmd(), configCmd(), bootstrapCmd(), versionCmd())
+	c.AddCommand(runCmd(), checkCmd(), storeCmd(), statusCmd(), gatewaysCmd(), gatewayCmd(), reloadCmd(), planCmd(), peerCmd(), catalogCmd(), certsCmd(), configCmd(), bootstrapCmd(), versionCmd())
 	c.AddCommand(registryCmd())
 	return c
 }

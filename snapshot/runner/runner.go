@@ -174,7 +174,9 @@ func (r *Runner) Run(ctx context.Context) error {
 			r.tr.SetSettings(s)
 			r.mu.Unlock()
 			all, _ := r.everything()
-			r.step(false, all...)
+			// Read the certificates again: a reload may add a peer with
+			// its trust bundle, which the peer's secrets need at once.
+			r.step(true, all...)
 			continue
 		}
 		more, ok := r.holdOff(ctx)
