@@ -254,6 +254,11 @@ func (r *Report) WriteTable(w io.Writer) error {
 			return err
 		}
 	}
+	if r.DataPath != nil {
+		if err := r.writeDataPath(w); err != nil {
+			return err
+		}
+	}
 	if r.Sync != nil {
 		if err := r.writeSync(w); err != nil {
 			return err

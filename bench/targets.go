@@ -26,7 +26,8 @@ func verdictOf(ok bool) *bool { return &ok }
 func (r *Report) evaluate() []Target {
 	out := r.simulated().evaluateSimulated()
 	out = append(out, r.envoyTargets()...)
-	return append(out, r.ingressTargets()...)
+	out = append(out, r.ingressTargets()...)
+	return append(out, r.dataPathTargets()...)
 }
 
 // evaluateSimulated measures the runs of simulated gateways.
