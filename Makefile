@@ -6,7 +6,8 @@ TOOLS     := $(CURDIR)/tools
 GOBIN_DIR := $(TOOLS)/bin
 PROTO_DIR := federation/hamlet/proto
 PROTOS    := $(PROTO_DIR)/federation/types/v1alpha2/federated_service.proto \
-             $(PROTO_DIR)/federation/resourcediscovery/v1alpha2/discovery.proto
+             $(PROTO_DIR)/federation/resourcediscovery/v1alpha2/discovery.proto \
+             $(PROTO_DIR)/meshfed/hamlet/v1/batch.proto
 PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 TEST_TIMEOUT ?= 9m

@@ -5,14 +5,14 @@ package agent
 
 import (
 	"context"
-	"crypto/x509"
 	"fmt"
-	"github.com/meshfed/meshfed/registry/consul"
 	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/meshfed/meshfed/registry/consul"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -67,17 +67,22 @@ type Agent struct {
 	liveExports atomic.Pointer[registry.Source]
 	// exportHealth is how running exportSrc goes.
 	exportHealth *sink
-	sinks        []*sink
-	listening    chan struct{}
+	// published is what this mesh's workloads see of the imports: DNS
+	// names, registries, Consul names.
+	published *published
+	listening chan struct{}
 	// configured is closed once the gateways' first configuration is
 	// built (startGateways).
 	configured chan struct{}
-	// bundleWait is how long that waits for missing trust bundles.
-	bundleWait time.Duration
-	// importsChanged wakes the loop that updates DNS and sinks.
-	importsChanged chan struct{}
-	addrs          *listeners
-	closers        []func() error
+	// BundleWait, when set before Run, is how long the gateways' first
+	// configuration waits for peers' trust bundles that have never loaded;
+	// zero is DefaultBundleWait.
+	BundleWait time.Duration
+	// held serves the gateways, past that wait, the bundles they were
+	// last served for the peers whose bundle has still not loaded.
+	held    *heldBundles
+	addrs   *listeners
+	closers []func() error
 	// LogLevel, when set before Run, is the logger's level, which the
 	// admin API then reads and changes (from loopback only).
 	LogLevel *zap.AtomicLevel
@@ -98,18 +103,16 @@ type Agent struct {
 func New(ctx context.Context, cfg *config.Config, log *zap.Logger, reg *prometheus.Registry) (_ *Agent, err error) {
 	// The result is not named a: every "return nil, err" would set it to
 	// nil before the deferred close ran.
-	a := &Agent{cfg: cfg, log: log, td: spiffeid.RequireTrustDomainFromString(cfg.TrustDomain), reg: reg, listening: make(chan struct{}), configured: make(chan struct{}), bundleWait: DefaultBundleWait, importsChanged: make(chan struct{}, 1),
+	a := &Agent{cfg: cfg, log: log, td: spiffeid.RequireTrustDomainFromString(cfg.TrustDomain), reg: reg, listening: make(chan struct{}), configured: make(chan struct{}),
 		current: cfg, swapExports: make(chan exportSwap),
-		exportHealth: &sink{name: "exports", state: SinkStatus{Name: "exports", Healthy: true}}}
+		exportHealth: &sink{name: "exports", state: SinkStatus{Name: "exports", Healthy: true}},
+		published:    newPublished(cfg.Gateways.Egress.Advertise, log)}
 	defer func() {
 		if err != nil {
 			a.close()
 		}
 	}()
-	cm, err := certs.NewMetrics(reg)
-	if err != nil {
-		return nil, err
-	}
+	cm := certs.NewMetrics(reg)
 	a.certMetrics = cm
 	if err := a.reloadMetric(); err != nil {
 		return nil, err
@@ -117,13 +120,13 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger, reg *promethe
 	if err := a.identity(ctx, cm); err != nil {
 		return nil, err
 	}
-	if err := a.checkAgentSVID(); err != nil {
-		return nil, err
-	}
 	if a.store, err = store.Open(cfg.Store.Path, store.WithLog(log)); err != nil {
 		return nil, fmt.Errorf("store.path: %w", err)
 	}
 	a.closers = append(a.closers, a.store.Close)
+	if a.held, err = loadHeldBundles(a.store, log); err != nil {
+		return nil, err
+	}
 	a.Catalog = catalog.New(a.store, log)
 	specs := a.peerSpecs(cfg)
 	pc := peerConfig(cfg)
@@ -161,16 +164,21 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger, reg *promethe
 
 func (a *Agent) identity(ctx context.Context, cm *certs.Metrics) error {
 	id := a.cfg.Identity
+	// An SVID of another trust domain or role, or not valid now, is
+	// refused at start as meshfed check refuses it, and later never
+	// replaces a good one.
+	settle := time.Duration(id.SettleTime)
 	switch {
 	case id.WorkloadAPI != "":
-		src, err := certs.NewWorkloadSVIDSource(ctx, certs.WorkloadSVIDConfig{Role: model.Agent, Addr: id.WorkloadAPI}, a.log, cm)
+		src, err := certs.NewWorkloadSVIDSource(ctx, certs.WorkloadSVIDConfig{Role: model.Agent, Addr: id.WorkloadAPI, TrustDomain: a.td}, a.log, cm)
 		if err != nil {
 			return err
 		}
 		a.svid = src
 		a.closers = append(a.closers, src.Close)
 	default:
-		src, err := certs.NewFileSVIDSource(certs.FileSVIDConfig{Role: model.Agent, CertFile: id.Agent.Cert, KeyFile: id.Agent.Key}, a.log, cm)
+		src, err := certs.NewFileSVIDSource(certs.FileSVIDConfig{Role: model.Agent, CertFile: id.Agent.Cert, KeyFile: id.Agent.Key,
+			TrustDomain: a.td, Settle: settle}, a.log, cm)
 		if err != nil {
 			return fmt.Errorf("identity.agent: %w", err)
 		}
@@ -182,7 +190,8 @@ func (a *Agent) identity(ctx context.Context, cm *certs.Metrics) error {
 		role model.Role
 		f    *config.Files
 	}{{model.Egress, id.Egress}, {model.Ingress, id.Ingress}} {
-		src, err := certs.NewFileSVIDSource(certs.FileSVIDConfig{Role: g.role, CertFile: g.f.Cert, KeyFile: g.f.Key}, a.log, cm)
+		src, err := certs.NewFileSVIDSource(certs.FileSVIDConfig{Role: g.role, CertFile: g.f.Cert, KeyFile: g.f.Key,
+			TrustDomain: a.td, Settle: settle}, a.log, cm)
 		if err != nil {
 			return fmt.Errorf("identity.%s: %w", g.role, err)
 		}
@@ -190,6 +199,7 @@ func (a *Agent) identity(ctx context.Context, cm *certs.Metrics) error {
 		svids = append(svids, src)
 	}
 	a.bundles = certs.NewBundleSet(a.log, cm)
+	a.bundles.SetSettleTime(settle)
 	a.closers = append(a.closers, a.bundles.Close)
 	if err := a.trustBundles(); err != nil {
 		return err
@@ -216,7 +226,7 @@ func (a *Agent) bundleServer(cm *certs.Metrics) error {
 	}
 	cfg := certs.BundleServerConfig{TrustDomain: a.td, Bundles: a.bundles, RefreshHint: time.Duration(be.RefreshHint), SVID: a.svid, Metrics: cm}
 	if f := be.WebCertificate; f != nil {
-		w, err := certs.NewWebCertificate(f.Cert, f.Key, a.log, cm)
+		w, err := certs.NewWebCertificate(f.Cert, f.Key, time.Duration(a.cfg.Identity.SettleTime), a.log, cm)
 		if err != nil {
 			return fmt.Errorf("bundleEndpoint.webCertificate: %w", err)
 		}
@@ -301,65 +311,21 @@ func (a *Agent) peerSpecs(cfg *config.Config) []peer.Spec {
 // peerConfig is what the peer manager reads from the configuration, which
 // has given every field its default.
 func peerConfig(cfg *config.Config) peer.Config {
-	batchDelay := time.Duration(*cfg.Federation.BatchDelay)
-	if batchDelay == 0 {
-		// federation.batchDelay 0s is no wait; a session takes zero for
-		// its default and a negative delay for none.
-		batchDelay = -1
-	}
 	return peer.Config{
 		Window:     cfg.Federation.Window,
 		Grace:      time.Duration(cfg.Federation.Grace),
 		Retention:  time.Duration(cfg.Federation.Retention),
 		MaxBatch:   cfg.Federation.MaxBatch,
-		BatchDelay: batchDelay,
+		BatchDelay: time.Duration(*cfg.Federation.BatchDelay),
+		// A peer may send as many services in one response as a
+		// transaction here stores.
+		ServicesPerResponse: cfg.Federation.MaxBatch,
 
+		MaxBackoff:             time.Duration(cfg.Federation.MaxBackoff),
 		HandshakeTimeout:       time.Duration(cfg.Federation.HandshakeTimeout),
 		MaxHandshakes:          cfg.Federation.MaxHandshakes,
 		MaxHandshakesPerSource: cfg.Federation.MaxHandshakesPerSource,
 	}
-}
-
-// checkAgentSVID refuses to start with an agent SVID that peers would
-// refuse or take for something else: of another trust domain, a gateway's
-// identity, or one that cannot serve both as TLS server (peers dial this
-// agent) and client (it dials peers).
-func (a *Agent) checkAgentSVID() error {
-	svid, err := a.svid.GetX509SVID()
-	if err != nil {
-		return fmt.Errorf("identity.agent: %w", err)
-	}
-	if svid.ID.TrustDomain() != a.td {
-		return fmt.Errorf("identity.agent: the SVID's SPIFFE ID %s is not in trustDomain %q", svid.ID, a.td.Name())
-	}
-	for _, r := range model.GatewayRoles {
-		if id, err := certs.RoleID(a.td, r); err == nil && id == svid.ID {
-			return fmt.Errorf("identity.agent: the SVID's SPIFFE ID %s is the %s gateway's identity, not the agent's", svid.ID, r)
-		}
-	}
-	leaf := svid.Certificates[0]
-	for _, u := range []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth} {
-		if !allowsUsage(leaf, u) {
-			return fmt.Errorf("identity.agent: the SVID %s lacks the %s extended key usage the agent needs", svid.ID, usageName(u))
-		}
-	}
-	return nil
-}
-
-// allowsUsage follows RFC 5280: a certificate without the extension is not
-// restricted, and anyExtendedKeyUsage allows everything.
-func allowsUsage(c *x509.Certificate, u x509.ExtKeyUsage) bool {
-	if len(c.ExtKeyUsage) == 0 && len(c.UnknownExtKeyUsage) == 0 {
-		return true
-	}
-	return slices.Contains(c.ExtKeyUsage, u) || slices.Contains(c.ExtKeyUsage, x509.ExtKeyUsageAny)
-}
-
-func usageName(u x509.ExtKeyUsage) string {
-	if u == x509.ExtKeyUsageServerAuth {
-		return "serverAuth"
-	}
-	return "clientAuth"
 }
 
 // ingress is what peers are told: this mesh's ingress addresses, and the
@@ -382,13 +348,4 @@ func (a *Agent) close() {
 		}
 	}
 	a.closers = nil
-}
-
-// applied is called after each batch of changes reached the gateways'
-// configuration: the registries of this mesh follow.
-func (a *Agent) applied() {
-	select {
-	case a.importsChanged <- struct{}{}:
-	default:
-	}
 }

@@ -301,6 +301,63 @@ func TestRestartedConsumerKeepsRestoredImports(t *testing.T) {
 	require.Contains(t, clusterNames(b.Agent), cluster, "the first configuration holds the restored import")
 }
 
+// Past the bundle wait, a peer's bundle that still has not loaded (its
+// endpoint down, no bundle saved) does not take the restored import away:
+// the gateways are served the bundle they last had, the status says which
+// imports are held and why, and once the endpoint answers the bundle it
+// serves takes over.
+func TestHeldBundleKeepsRestoredImportsPastTheWait(t *testing.T) {
+	root := t.TempDir()
+	ma, mb := newMesh(t, root, "mesh-a"), newMesh(t, root, "mesh-b")
+	a, caFile := webEndpoint(t, root, ma, mb)
+	late := newGatedProxy(t, a.BundleEndpointAddr().String())
+	late.open()
+	mb.config(t, ma, a.FederationAddr().String())
+	cfg := withBundleEndpoint(t, mb, "mesh-a.example", fmt.Sprintf("{url: 'https://%s/bundle', profile: https_web, caFile: %s}", late.addr, caFile))
+	b := start(t, cfg)
+	connected(t, b.Agent)
+	const cluster = "egress/mesh-a/inventory/http"
+	const secret = "meshfed/bundle/mesh-a_2eexample"
+	require.Eventually(t, func() bool {
+		return slices.Contains(clusterNames(b.Agent), cluster)
+	}, waitFor, 10*time.Millisecond)
+	served := secretVersion(b.Agent, secret)
+	require.NotEmpty(t, served)
+	b.stop()
+
+	late.shut()
+	require.NoError(t, os.Remove(cfg.SavedBundlePath("mesh-a.example")))
+	b = start(t, cfg, func(a *Agent) { a.BundleWait = 100 * time.Millisecond })
+	require.Eventually(t, func() bool { return b.Ready() == nil }, waitFor, 10*time.Millisecond)
+	require.Contains(t, clusterNames(b.Agent), cluster, "the restored import is served past the wait")
+	require.Equal(t, served, secretVersion(b.Agent, secret), "with the bundle the gateways had")
+	require.Equal(t, []spiffeid.TrustDomain{spiffeid.RequireTrustDomainFromString("mesh-a.example")}, b.bundles.Missing(), "the agent itself does not take it")
+	holds := b.bundleHolds()
+	require.Len(t, holds, 1)
+	require.True(t, holds[0].Held)
+	require.Equal(t, []string{"mesh-a/inventory"}, holds[0].Imports)
+	require.Equal(t, []string{"mesh-a"}, holds[0].Peers)
+	require.Contains(t, holds[0].Reason, "the trust bundle of mesh-a.example has not loaded from endpoint https://"+late.addr+"/bundle")
+	require.Contains(t, holds[0].Reason, "the gateways keep the bundle they were last served")
+	require.Contains(t, strings.Join(b.Degraded(), "\n"), "trust bundle mesh-a.example: peers mesh-a (1 imports held: mesh-a/inventory): ")
+
+	late.open()
+	require.Eventually(t, func() bool { return len(b.bundleHolds()) == 0 }, waitFor, 10*time.Millisecond)
+	require.Equal(t, certs.OriginEndpoint, bundleState(b.Agent, "mesh-a.example").Origin)
+	require.Contains(t, clusterNames(b.Agent), cluster)
+	connected(t, b.Agent)
+}
+
+// secretVersion is the version of a secret the egress gateway is served.
+func secretVersion(a *Agent, name string) string {
+	for _, r := range a.Cache.Resources(model.Egress, resource.SecretType) {
+		if r.Name == name {
+			return r.Version
+		}
+	}
+	return ""
+}
+
 func clusterNames(a *Agent) []string {
 	var out []string
 	for _, r := range a.Cache.Resources(model.Egress, resource.ClusterType) {
@@ -310,7 +367,7 @@ func clusterNames(a *Agent) []string {
 }
 
 func TestFirstConfigurationStopsWaiting(t *testing.T) {
-	b, _ := lateBundle(t, func(a *Agent) { a.bundleWait = 100 * time.Millisecond })
+	b, _ := lateBundle(t, func(a *Agent) { a.BundleWait = 100 * time.Millisecond })
 
 	require.Eventually(t, func() bool { return b.Ready() == nil }, waitFor, 10*time.Millisecond)
 	require.True(t, b.Cache.Ready(model.Egress))

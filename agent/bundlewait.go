@@ -14,7 +14,8 @@ import (
 // never loaded (no bootstrap or saved bundle). Until then a gateway
 // reconnecting to a restarted agent keeps what it has, rather than losing
 // the clusters of imports restored from the store; past it, the agent
-// serves what it can.
+// serves every gateway, with the bundles they were last served for the
+// peers whose bundle is still missing (heldBundles).
 const DefaultBundleWait = 30 * time.Second
 
 // missingPeers names the peers whose trust bundle has never loaded, with
@@ -53,8 +54,7 @@ func (a *Agent) startGateways(ctx context.Context, wait time.Duration) error {
 				return nil
 			case <-changed:
 			case <-timer.C:
-				a.log.Warn("configuring the gateways without some peers' trust bundles; their imports and the exports they consume wait for them",
-					zap.Strings("peers", a.missingPeers()), zap.Duration("waited", wait))
+				a.holdMissing(wait)
 				break wait
 			}
 		}
@@ -64,4 +64,23 @@ func (a *Agent) startGateways(ctx context.Context, wait time.Duration) error {
 	}
 	close(a.configured)
 	return nil
+}
+
+// holdMissing serves the gateways, for each trust bundle still missing at
+// the end of the wait, the bundle they were last served: the imports and
+// exports that depend on it stay as they were.
+func (a *Agent) holdMissing(waited time.Duration) {
+	var tds []string
+	for _, td := range a.bundles.Missing() {
+		tds = append(tds, td.Name())
+	}
+	none := a.held.hold(tds)
+	if held := len(tds) - len(none); held > 0 {
+		a.log.Warn("configuring the gateways without some peers' trust bundles; the imports and exports that depend on them stay as the gateways last had them, with the bundles they were last served, until they load",
+			zap.Strings("peers", a.missingPeers()), zap.Duration("waited", waited))
+	}
+	if len(none) > 0 {
+		a.log.Warn("configuring the gateways without some peers' trust bundles, none of which was ever served to them; their imports and the exports they consume wait for them",
+			zap.Strings("trust_domains", none), zap.Duration("waited", waited))
+	}
 }

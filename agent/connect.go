@@ -7,6 +7,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/meshfed/meshfed/config"
+	"github.com/meshfed/meshfed/model"
 	"github.com/meshfed/meshfed/registry"
 	"github.com/meshfed/meshfed/registry/consul"
 	"github.com/meshfed/meshfed/snapshot"
@@ -33,6 +34,18 @@ func (a *Agent) consulConnect(ctx context.Context) error {
 		return err
 	}
 	a.connect = cc
+	if c.Import != nil && c.Connect.Port != 0 {
+		// The egress holds the leaves of the imports' Consul names,
+		// which sidecars reach.
+		template := c.Import.NameTemplate
+		a.published.connect = cc.SetServices
+		a.published.connectName = func(imp model.Import) string {
+			if n := registry.ImportName(template, imp.Service.Name, imp.Peer); registry.IsLabel(n) {
+				return n
+			}
+			return ""
+		}
+	}
 	if a.consulDC == "" {
 		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
@@ -65,22 +78,6 @@ func (a *Agent) consulInput(cfg *config.Config) *snapshot.Consul {
 		out.ConnectPort, out.IngressIdentity = cc.Port, cc.Identity
 	}
 	return out
-}
-
-// connectServices tells Connect which imports' leaves the egress needs:
-// every import's Consul name, when sidecars reach them.
-func (a *Agent) connectServices() {
-	c := a.cfg.Consul
-	if a.connect == nil || c.Import == nil || c.Connect.Port == 0 {
-		return
-	}
-	var names []string
-	for _, imp := range a.Catalog.Imports() {
-		if n := registry.ImportName(c.Import.NameTemplate, imp.Service.Name, imp.Peer); registry.IsLabel(n) {
-			names = append(names, n)
-		}
-	}
-	a.connect.SetServices(names)
 }
 
 // secretsChanged signals when the gateways' certificates changed: the

@@ -37,12 +37,12 @@ func (a *Agent) gateways() error {
 		Source:         runner.CatalogSource(a.Catalog),
 		Ports:          ports,
 		Sink:           a.Cache,
-		Input:          a.gatewayInput(a.cfg),
+		Settings:       a.gatewaySettings(a.cfg),
 		Secrets:        a.secrets,
 		SecretsChanged: changed,
 		Holdoff:        time.Duration(a.cfg.XDS.Holdoff),
 		MaxDelay:       time.Duration(a.cfg.XDS.MaxDelay),
-		Applied:        a.applied,
+		Applied:        a.published.apply,
 		Log:            a.log,
 		Registerer:     a.reg,
 	})
@@ -78,24 +78,24 @@ func xdsConfig(cfg *config.Config) xds.Config {
 	}
 }
 
-// gatewayInput is gatewayInput of cfg, with the Consul mesh beside the
-// gateways.
-func (a *Agent) gatewayInput(cfg *config.Config) snapshot.Input {
-	in := gatewayInput(cfg)
-	in.Consul = a.consulInput(cfg)
-	return in
+// gatewaySettings is gatewaySettings of cfg, with the Consul mesh beside
+// the gateways.
+func (a *Agent) gatewaySettings(cfg *config.Config) snapshot.Settings {
+	s := gatewaySettings(cfg)
+	s.Consul = a.consulInput(cfg)
+	return s
 }
 
-// gatewayInput is what the translation of the gateways' resources reads
-// from the configuration. The ingress admits a peer's callers, not its
-// agent's IDs.
-func gatewayInput(cfg *config.Config) snapshot.Input {
+// gatewaySettings is what the translation of the gateways' resources
+// reads from the configuration. The ingress admits a peer's callers, not
+// its agent's IDs.
+func gatewaySettings(cfg *config.Config) snapshot.Settings {
 	g := cfg.Gateways
 	var peers []model.Peer
 	for _, p := range cfg.Peers {
 		peers = append(peers, model.Peer{Name: p.Name, TrustDomain: p.TrustDomain, SPIFFEIDs: p.Callers, IstioALPN: p.IstioALPN})
 	}
-	return snapshot.Input{
+	return snapshot.Settings{
 		TrustDomain:       cfg.TrustDomain,
 		HTTPRouteTimeout:  time.Duration(*g.Egress.HTTPRouteTimeout),
 		StreamIdleTimeout: time.Duration(*g.Egress.StreamIdleTimeout),
@@ -147,5 +147,6 @@ func (a *Agent) secrets() (snapshot.Secrets, error) {
 	if a.connect != nil {
 		out.Consul = a.connect.Material()
 	}
+	a.held.apply(out.Bundles)
 	return out, nil
 }

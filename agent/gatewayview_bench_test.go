@@ -19,9 +19,11 @@ func BenchmarkConfigDump(b *testing.B) {
 	for _, n := range []int{1000, 10000} {
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
 			in := &snapshot.Input{
-				TrustDomain: "mesh-a.example",
-				Gateways:    snapshot.Gateways{Egress: snapshot.Address{Address: "0.0.0.0"}, Ingress: snapshot.SocketAddress{Address: "0.0.0.0", Port: 15443}},
-				Peers:       []model.Peer{{Name: "mesh-b", TrustDomain: "mesh-b.example"}},
+				Settings: snapshot.Settings{
+					TrustDomain: "mesh-a.example",
+					Gateways:    snapshot.Gateways{Egress: snapshot.Address{Address: "0.0.0.0"}, Ingress: snapshot.SocketAddress{Address: "0.0.0.0", Port: 15443}},
+					Peers:       []model.Peer{{Name: "mesh-b", TrustDomain: "mesh-b.example"}},
+				},
 				Secrets: snapshot.Secrets{
 					SVIDs:   map[model.Role]snapshot.SVID{model.Egress: {CertChain: "C", PrivateKey: "K"}, model.Ingress: {CertChain: "C", PrivateKey: "K"}},
 					Bundles: map[string]string{"mesh-b.example": "BUNDLE"},

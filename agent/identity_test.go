@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"crypto/x509"
+	"fmt"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -29,13 +30,13 @@ func TestAgentSVIDIsCheckedAtStart(t *testing.T) {
 	}{
 		{"another trust domain", func(t *testing.T, _, b mesh) (string, string) {
 			return filepath.Join(b.dir, "certs", "agent.pem"), filepath.Join(b.dir, "certs", "agent-key.pem")
-		}, `identity.agent: the SVID's SPIFFE ID spiffe://mesh-b.example/meshfed/agent is not in trustDomain "mesh-a.example"`},
+		}, `identity.agent: certs: SVID for role agent has SPIFFE ID spiffe://mesh-b.example/meshfed/agent, which is not in trust domain "mesh-a.example" (in %s)`},
 		{"a gateway's identity", func(t *testing.T, a, _ mesh) (string, string) {
 			return filepath.Join(a.dir, "certs", "egress.pem"), filepath.Join(a.dir, "certs", "egress-key.pem")
-		}, "identity.agent: the SVID's SPIFFE ID spiffe://mesh-a.example/meshfed/gateway/egress is the egress gateway's identity, not the agent's"},
+		}, "identity.agent: certs: SVID for role agent has SPIFFE ID spiffe://mesh-a.example/meshfed/gateway/egress, the egress gateway's identity (are two roles' files swapped?) (in %s)"},
 		{"a server-only certificate", func(t *testing.T, a, _ mesh) (string, string) {
 			return issueWithUsages(t, a, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth})
-		}, "identity.agent: the SVID spiffe://mesh-a.example/meshfed/agent lacks the clientAuth extended key usage the agent needs"},
+		}, "identity.agent: certs: SVID spiffe://mesh-a.example/meshfed/agent lacks the clientAuth extended key usage the agent needs (in %s)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			root := t.TempDir()
@@ -43,7 +44,7 @@ func TestAgentSVIDIsCheckedAtStart(t *testing.T) {
 			c := ma.config(t, mb, "")
 			c.Identity.Agent.Cert, c.Identity.Agent.Key = tc.svid(t, ma, mb)
 			_, err := New(context.Background(), c, zap.NewNop(), prometheus.NewRegistry())
-			require.EqualError(t, err, tc.want)
+			require.EqualError(t, err, fmt.Sprintf(tc.want, c.Identity.Agent.Cert))
 		})
 	}
 }

@@ -16,7 +16,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/meshfed/meshfed/config"
-	"github.com/meshfed/meshfed/federation/session"
 	"github.com/meshfed/meshfed/model"
 	"github.com/meshfed/meshfed/xds"
 )
@@ -34,18 +33,9 @@ func withBounds(t *testing.T, m, other mesh, dial, federation, xdsLines string) 
 	return c, path
 }
 
-// The configuration's defaults are the ones the session and the xDS server
-// were sized with, and what the file says reaches the peer manager and
-// the xDS server as it is.
+// What the file says reaches the peer manager and the xDS server as it
+// is.
 func TestBoundsReachThePeerManagerAndTheXDSServer(t *testing.T) {
-	require.Equal(t, session.DefaultMaxBatch, config.DefaultMaxBatch)
-	require.Equal(t, session.DefaultBatchDelay, config.DefaultBatchDelay)
-	require.Equal(t, xds.DefaultMaxRecvMsgSize, config.DefaultMaxRequestBytes)
-	require.Equal(t, xds.DefaultMaxConcurrentStreams, config.DefaultMaxStreamsPerConnection)
-	require.Equal(t, xds.DefaultMaxStreamsPerNode, config.DefaultMaxStreamsPerNode)
-	require.Equal(t, xds.DefaultMaxStreamsPerIdentity, config.DefaultMaxStreamsPerIdentity)
-	require.Equal(t, xds.DefaultMaxStreams, config.DefaultMaxStreams)
-	require.Equal(t, xds.DefaultFirstRequestTimeout, config.DefaultFirstRequestTimeout)
 
 	root := t.TempDir()
 	ma, mb := newMesh(t, root, "mesh-a"), newMesh(t, root, "mesh-b")
@@ -64,14 +54,14 @@ func TestBoundsReachThePeerManagerAndTheXDSServer(t *testing.T) {
 	pc, xc = peerConfig(c), xdsConfig(c)
 	require.Equal(t, 8, pc.Window)
 	require.Equal(t, 3, pc.MaxBatch)
+	require.Equal(t, 3, pc.ServicesPerResponse, "a peer's response holds no more than a transaction")
 	require.Equal(t, 250*time.Millisecond, pc.BatchDelay)
 	require.Equal(t, xds.Config{Address: c.XDS.Listen, MaxRecvMsgSize: 2 << 20, MaxConcurrentStreams: 7, MaxStreamsPerNode: 2,
 		MaxStreamsPerIdentity: 30, MaxStreams: 50, FirstRequestTimeout: 3 * time.Second}, xc)
 
-	// 0s is no wait, which a session takes as a negative delay (zero
-	// being its default).
+	// 0s is no wait, as a session takes it.
 	c, _ = withBounds(t, ma, mb, "", "  batchDelay: 0s\n", "")
-	require.Negative(t, peerConfig(c).BatchDelay)
+	require.Zero(t, peerConfig(c).BatchDelay)
 }
 
 // openStream opens a delta ADS stream for node on conn and sends its first

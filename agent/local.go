@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/netip"
 	"slices"
 	"strings"
 
@@ -121,40 +119,4 @@ func (a *Agent) dnsServer() (*dnsserver.Server, error) {
 		Log:              a.log.Named("dns"),
 		Registerer:       a.reg,
 	})
-}
-
-// dnsRecords are the names of the imports, answering with the egress
-// gateway's address.
-func (a *Agent) dnsRecords() []dnsserver.Record {
-	addrs := a.egressAddrs()
-	byName := map[string]*dnsserver.Record{}
-	var names []string
-	for _, in := range a.imported() {
-		r, ok := byName[in.LocalFQDN]
-		if !ok {
-			r = &dnsserver.Record{Name: in.LocalFQDN, Addresses: addrs}
-			byName[in.LocalFQDN] = r
-			names = append(names, in.LocalFQDN)
-		}
-		r.SRV = append(r.SRV, dnsserver.SRV{Service: in.Instance, Proto: "tcp", Port: in.Port})
-	}
-	out := make([]dnsserver.Record, 0, len(names))
-	for _, n := range names {
-		out = append(out, *byName[n])
-	}
-	return out
-}
-
-// egressAddrs is the advertised egress address as IPs: resolved when it is
-// a name (a container's, say).
-func (a *Agent) egressAddrs() []netip.Addr {
-	adv := a.cfg.Gateways.Egress.Advertise
-	if ip, err := netip.ParseAddr(adv); err == nil {
-		return []netip.Addr{ip}
-	}
-	ips, err := net.DefaultResolver.LookupNetIP(context.Background(), "ip", adv)
-	if err != nil {
-		a.log.Warn("cannot resolve gateways.egress.advertise for DNS answers", zap.String("advertise", adv), zap.Error(err))
-	}
-	return ips
 }

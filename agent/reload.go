@@ -26,9 +26,11 @@ import (
 // agent runs: where the exports come from (the registry file, the Consul
 // services exported and to which consumers), the peers (added, removed
 // or changed; their trust bundles must be configured already), the grace
-// of the streams that start after, and the egress gateway's timeouts.
-// Every other field is read at start only.
-var liveFields = []string{"exports", "consul.export", "peers", "federation.grace", "gateways.egress.httpRouteTimeout", "gateways.egress.streamIdleTimeout"}
+// of the streams that start after, the cap of the redial backoff (from
+// each peer's next wait), and the egress gateway's timeouts. Every other
+// field is read at start only: identity.settleTime among them, as the
+// watchers of the certificate files take it when they start.
+var liveFields = []string{"exports", "consul.export", "peers", "federation.grace", "federation.maxBackoff", "gateways.egress.httpRouteTimeout", "gateways.egress.streamIdleTimeout"}
 
 // ReloadResult is the answer of a reload: the fields that changed, by
 // name, split into those applied and those that take effect at the next
@@ -95,7 +97,7 @@ func (a *Agent) reload(ctx context.Context) (ReloadResult, error) {
 	// A peer's trust bundle is loaded at start: peers wait for the
 	// restart that brings changed bundles.
 	bundles := slices.ContainsFunc(changed, func(f string) bool { return under(f, "trustBundles") })
-	var peers, grace, gateways, exports bool
+	var peers, grace, backoff, gateways, exports bool
 	for _, f := range changed {
 		if !live(f) || (bundles && under(f, "peers")) {
 			res.NeedsRestart = append(res.NeedsRestart, f)
@@ -107,6 +109,8 @@ func (a *Agent) reload(ctx context.Context) (ReloadResult, error) {
 			peers = true
 		case under(f, "federation.grace"):
 			grace = true
+		case under(f, "federation.maxBackoff"):
+			backoff = true
 		case under(f, "gateways"):
 			gateways = true
 		default:
@@ -126,12 +130,18 @@ func (a *Agent) reload(ctx context.Context) (ReloadResult, error) {
 		}
 		cur.Federation.Grace = next.Federation.Grace
 	}
+	if backoff {
+		if err := a.Peers.SetMaxBackoff(time.Duration(next.Federation.MaxBackoff)); err != nil {
+			return ReloadResult{}, refused{err}
+		}
+		cur.Federation.MaxBackoff = next.Federation.MaxBackoff
+	}
 	if gateways {
 		cur.Gateways.Egress.HTTPRouteTimeout = next.Gateways.Egress.HTTPRouteTimeout
 		cur.Gateways.Egress.StreamIdleTimeout = next.Gateways.Egress.StreamIdleTimeout
 	}
 	if peers || gateways {
-		if err := a.Runner.SetInput(ctx, a.gatewayInput(&cur)); err != nil {
+		if err := a.Runner.SetSettings(ctx, a.gatewaySettings(&cur)); err != nil {
 			return ReloadResult{}, err
 		}
 	}

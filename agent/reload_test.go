@@ -56,16 +56,19 @@ func TestReloadAppliesExportsAndNamesWhatNeedsARestart(t *testing.T) {
 	require.Equal(t, http.StatusOK, code, body)
 	require.JSONEq(t, `{"applied": [], "needsRestart": []}`, body)
 
-	// Another registry file, a longer grace, a changed peer and another
-	// hold-off: all but the hold-off apply at once, and mesh-b, whose
+	// Another registry file, a longer grace, a shorter redial cap, a
+	// changed peer, another hold-off and settle time: all but the
+	// hold-off and the settle time apply at once, and mesh-b, whose
 	// stream the change of its peer ended, connects again.
 	ma.config(t, mb, "", "exports: {file: more.yaml}\n")
-	editFile(t, path, "listen: 127.0.0.1:0\n  ingress:", "listen: 127.0.0.1:0\n  grace: 45s\n  ingress:")
+	editFile(t, path, "listen: 127.0.0.1:0\n  ingress:", "listen: 127.0.0.1:0\n  grace: 45s\n  maxBackoff: 5s\n  ingress:")
 	editFile(t, path, "    allowLoopback: true\n", "    allowLoopback: true\n    maxServices: 5000\n")
 	editFile(t, path, "holdoff: 1ms", "holdoff: 2ms")
+	editFile(t, path, "identity:\n", "identity:\n  settleTime: 3s\n")
 	code, body = postReload(t, a)
 	require.Equal(t, http.StatusOK, code, body)
-	require.JSONEq(t, `{"applied": ["federation.grace", "peers[mesh-b].maxServices", "exports.file"], "needsRestart": ["xds.holdoff"]}`, body)
+	require.JSONEq(t, `{"applied": ["federation.grace", "federation.maxBackoff", "peers[mesh-b].maxServices", "exports.file"], "needsRestart": ["identity.settleTime", "xds.holdoff"]}`, body)
+	require.Equal(t, 5*time.Second, a.Peers.MaxBackoff())
 	require.Equal(t, []string{"inventory", "ledger"}, exportNames(a))
 	require.Eventually(t, func() bool { return len(b.Catalog.Imports()) == 2 }, 20*time.Second, 20*time.Millisecond)
 
@@ -88,7 +91,8 @@ func TestReloadAppliesExportsAndNamesWhatNeedsARestart(t *testing.T) {
 	ma.config(t, mb, "")
 	code, body = postReload(t, a)
 	require.Equal(t, http.StatusOK, code, body)
-	require.JSONEq(t, `{"applied": ["federation.grace", "peers[mesh-b].maxServices", "exports.file"], "needsRestart": []}`, body)
+	require.JSONEq(t, `{"applied": ["federation.grace", "federation.maxBackoff", "peers[mesh-b].maxServices", "exports.file"], "needsRestart": []}`, body)
+	require.Equal(t, 2*time.Minute, a.Peers.MaxBackoff())
 	require.Empty(t, exportNames(a))
 	a.Catalog.SetExports([]model.Export{inventory()})
 

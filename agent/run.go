@@ -24,6 +24,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	a.addrs = listeners
+	a.published.dns = listeners.dns
 	g, ctx := errgroup.WithContext(ctx)
 	if len(a.bundles.Missing()) == 0 {
 		// Configured before Listening, as the first configuration needs
@@ -33,8 +34,12 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		g.Go(func() error { return a.Runner.Run(ctx) })
 	} else {
+		wait := a.BundleWait
+		if wait <= 0 {
+			wait = DefaultBundleWait
+		}
 		g.Go(func() error {
-			if err := a.startGateways(ctx, a.bundleWait); err != nil {
+			if err := a.startGateways(ctx, wait); err != nil {
 				return err
 			}
 			return a.Runner.Run(ctx)
@@ -74,7 +79,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.connect != nil {
 		g.Go(func() error { return a.connect.Run(ctx) })
 	}
-	g.Go(func() error { a.followImports(ctx, listeners.dns); return nil })
+	g.Go(func() error { a.published.run(ctx); return nil })
 	err = g.Wait()
 	if errors.Is(err, context.Canceled) {
 		err = nil
@@ -184,40 +189,4 @@ func (a *Agent) serveBundle(ctx context.Context, g *errgroup.Group, ln net.Liste
 		<-ctx.Done()
 		return a.bundleSrv.Close()
 	})
-}
-
-// followImports keeps the DNS table and the registry sinks in step with the
-// imports, after the gateways' configuration: a name is published only
-// once the gateway serves it. Bursts collapse into one update. The sinks
-// are also synced every anti-entropy interval, which repairs what their
-// registry lost, and retried with backoff while they fail.
-func (a *Agent) followImports(ctx context.Context, dns *dnsserver.Server) {
-	last := -1
-	retry := time.NewTimer(0)
-	<-retry.C
-	var resync <-chan time.Time
-	if d := a.antiEntropy(); d > 0 {
-		t := time.NewTicker(d)
-		defer t.Stop()
-		resync = t.C
-	}
-	backoff := time.Second
-	for {
-		if a.publishImports(ctx, dns, &last) {
-			retry.Reset(backoff)
-			backoff = min(2*backoff, time.Minute)
-		} else {
-			backoff = time.Second
-		}
-		select {
-		case <-ctx.Done():
-			retry.Stop()
-			return
-		case <-a.importsChanged:
-			retry.Stop()
-		case <-retry.C:
-		case <-resync:
-			retry.Stop()
-		}
-	}
 }

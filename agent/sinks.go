@@ -1,15 +1,12 @@
 package agent
 
 import (
-	"context"
 	"fmt"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"go.uber.org/zap"
 
-	"github.com/meshfed/meshfed/dnsserver"
 	"github.com/meshfed/meshfed/registry"
 )
 
@@ -60,13 +57,7 @@ func (s *sink) record(err error, now time.Time) {
 
 // Sinks reports each registry the imports are published in, in the order
 // configured.
-func (a *Agent) Sinks() []SinkStatus {
-	out := make([]SinkStatus, 0, len(a.sinks))
-	for _, s := range a.sinks {
-		out = append(out, s.status())
-	}
-	return out
-}
+func (a *Agent) Sinks() []SinkStatus { return a.published.status() }
 
 // ExportSource reports how reading the exports from their source (the
 // registry file, Consul) goes; nil when there is none.
@@ -98,10 +89,13 @@ func (a *Agent) exportStatus() SinkStatus {
 
 // Degraded lists what works less than it should while the agent still
 // serves: a registry that the imports cannot be published in, a source of
-// the exports that cannot be read (its last exports stay). Readiness
-// stays: the gateways and peers are served all the same.
+// the exports that cannot be read (its last exports stay), an SVID or a
+// trust bundle refused or failing (the last good one stays), an SVID in
+// use that expired, imports held on a peer's bundle that has not loaded.
+// Readiness stays: the gateways and peers are served all the same.
 func (a *Agent) Degraded() []string {
-	var out []string
+	out := a.certProblems(time.Now())
+	out = append(out, holdProblems(a.bundleHolds())...)
 	if s := a.exportStatus(); !s.Healthy {
 		since := ""
 		if !s.FailingSince.IsZero() {
@@ -120,7 +114,7 @@ func (a *Agent) Degraded() []string {
 // addSink adds a registry to publish the imports in.
 func (a *Agent) addSink(name string, s registry.Sink, antiEntropy time.Duration) error {
 	sk := &sink{name: name, Sink: s, antiEntropy: antiEntropy, state: SinkStatus{Name: name}}
-	a.sinks = append(a.sinks, sk)
+	a.published.sinks = append(a.published.sinks, sk)
 	up := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name:        "meshfed_registry_sink_up",
 		Help:        "1 while the last sync of the imports into the registry succeeded, 0 while it failed (or before the first).",
@@ -132,50 +126,4 @@ func (a *Agent) addSink(name string, s registry.Sink, antiEntropy time.Duration)
 		return 0
 	})
 	return a.reg.Register(up)
-}
-
-// antiEntropy is the shortest anti-entropy interval of the sinks; 0 when
-// there is none.
-func (a *Agent) antiEntropy() time.Duration {
-	var d time.Duration
-	for _, s := range a.sinks {
-		if d == 0 || s.antiEntropy < d {
-			d = s.antiEntropy
-		}
-	}
-	return d
-}
-
-// publishImports sets the DNS table and syncs every sink; it reports
-// whether a sink failed.
-func (a *Agent) publishImports(ctx context.Context, dns *dnsserver.Server, last *int) (failed bool) {
-	a.connectServices()
-	if dns != nil {
-		dns.Set(a.dnsRecords())
-	}
-	imported := a.imported()
-	if n := len(a.Catalog.Imports()); n != *last {
-		a.log.Info("imported services", zap.Int("services", n), zap.Int("instances", len(imported)))
-		*last = n
-	}
-	in := make([]registry.Imported, len(imported))
-	for i, x := range imported {
-		in[i] = x.Imported
-	}
-	for _, s := range a.sinks {
-		err := s.Sync(ctx, in)
-		if ctx.Err() != nil {
-			return false
-		}
-		wasHealthy := s.status().Healthy
-		s.record(err, time.Now())
-		switch {
-		case err != nil:
-			failed = true
-			a.log.Warn("registry sink failed; retrying", zap.String("sink", s.name), zap.Error(err))
-		case !wasHealthy:
-			a.log.Info("registry sink synced", zap.String("sink", s.name))
-		}
-	}
-	return failed
 }

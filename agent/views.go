@@ -2,15 +2,16 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/meshfed/meshfed/certs"
 	"github.com/meshfed/meshfed/federation/catalog"
 	"github.com/meshfed/meshfed/federation/peer"
 	"github.com/meshfed/meshfed/model"
 	"github.com/meshfed/meshfed/registry"
-	"github.com/meshfed/meshfed/snapshot"
 )
 
 // The admin API's answers. They hold names, addresses and states, never
@@ -31,6 +32,15 @@ type Status struct {
 	// ExportSource is how reading the exports from their source (the
 	// registry file, Consul) goes; absent when there is none.
 	ExportSource *SinkStatus `json:"exportSource,omitempty"`
+	// SVIDs are the SVIDs in use, with the last one refused.
+	SVIDs []SVIDStatus `json:"svids"`
+	// Bundles are the trust bundles in use and their sources' schedules.
+	Bundles []certs.BundleState `json:"bundles"`
+	// Held are the peers' trust bundles that had not loaded by the end
+	// of the bundle wait and still have not, with what depends on them.
+	Held []BundleHold `json:"held,omitempty"`
+	// Degraded is what /readyz lists after "ok".
+	Degraded []string `json:"degraded,omitempty"`
 }
 
 // PeerStatus is a peer's connection and what it made of our exports.
@@ -84,7 +94,9 @@ type ExportView struct {
 
 // Status gathers the agent's state.
 func (a *Agent) Status(context.Context) (any, error) {
-	s := Status{Mesh: a.cfg.TrustDomain, Ready: a.Ready() == nil, Peers: []PeerStatus{}, Gateways: a.gatewayViews(), Refused: a.Peers.Refused(), Sinks: a.Sinks(), ExportSource: a.ExportSource()}
+	now := time.Now()
+	s := Status{Mesh: a.cfg.TrustDomain, Ready: a.Ready() == nil, Peers: []PeerStatus{}, Gateways: a.gatewayViews(), Refused: a.Peers.Refused(), Sinks: a.Sinks(), ExportSource: a.ExportSource(),
+		SVIDs: a.svidStatus(now), Bundles: a.bundles.States(), Held: a.bundleHolds(), Degraded: a.Degraded()}
 	for _, ps := range a.Peers.Status() {
 		v := PeerStatus{Status: ps}
 		for name, d := range a.Catalog.Deliveries(ps.Name) {
@@ -105,17 +117,13 @@ func rejection(r catalog.Rejection) Rejection {
 
 // Imports lists what the peers publish to this mesh.
 func (a *Agent) Imports(context.Context) (any, error) {
-	byKey := map[[2]string][]registry.Imported{}
-	for _, in := range a.imported() {
-		k := [2]string{in.Peer, in.resourceID}
-		byKey[k] = append(byKey[k], in.Imported)
-	}
+	served := a.published.instances()
 	out := []ImportView{}
 	for _, imp := range a.Catalog.Imports() {
 		v := ImportView{
 			Peer: imp.Peer, ResourceID: imp.ResourceID, Name: imp.Service.Name, FQDN: imp.Service.FQDN,
 			LocalFQDN: imp.LocalFQDN, Endpoints: imp.Service.Endpoints,
-			Instances: byKey[[2]string{imp.Peer, imp.ResourceID}],
+			Instances: served[model.ImportKey(imp)],
 		}
 		if v.Instances == nil {
 			v.Instances = []registry.Imported{}
@@ -167,36 +175,54 @@ func delivery(name string, d catalog.Delivery) Delivery {
 	return out
 }
 
-// imported is an instance of an import as local workloads reach it.
-type imported struct {
-	registry.Imported
-	resourceID string
-}
-
-// imported lists every imported instance with the egress address and port
-// it is reached on. Imports the gateways do not serve (their translation
-// failed the checks) and instances of TCP-like protocols without a port
-// yet (the range is full) are left out: there is nothing to dial.
-func (a *Agent) imported() []imported {
-	eg := a.cfg.Gateways.Egress
-	var out []imported
-	for _, imp := range a.Catalog.Imports() {
-		if !a.Runner.Served(imp.Peer, imp.ResourceID) {
-			continue
-		}
-		for _, inst := range imp.Service.Instances {
-			port := snapshot.HTTPPort(inst)
-			if !inst.Protocol.RoutedByHost() {
-				p, ok := a.Runner.EgressPort(imp.Peer, imp.ResourceID, inst.ID)
-				if !ok {
-					continue
-				}
-				port = p
+// Problems are what makes meshfed status exit with 2, one a line, in the
+// status's order: the agent not ready; a peer failing (in backoff after a
+// failed stream, refused, or failed for good); an SVID or trust bundle
+// refused or failing, an SVID in use expired or within
+// identity.expiryWarning, imports held on a peer's bundle (all the
+// degraded reasons of /readyz); a registry that cannot be written to or a
+// source of exports that cannot be read. A peer that dials this agent and
+// has not yet connected (waiting) is not failing.
+func (s Status) Problems() []string {
+	var out []string
+	if !s.Ready {
+		out = append(out, "the agent is not ready")
+	}
+	for _, p := range s.Peers {
+		if p.State == peer.Backoff || p.State == peer.Refused || p.State == peer.Failed {
+			msg := fmt.Sprintf("peer %s is failing (%s", p.Name, p.State)
+			if p.Refusal != nil {
+				msg += ": " + string(p.Refusal.Kind)
 			}
-			out = append(out, imported{resourceID: imp.ResourceID, Imported: registry.Imported{
-				Peer: imp.Peer, Name: imp.Service.Name, FQDN: imp.Service.FQDN, LocalFQDN: imp.LocalFQDN,
-				Instance: inst.ID, Protocol: inst.Protocol, Address: eg.Advertise, Port: port,
-			}})
+			msg += ")"
+			if p.LastError != "" {
+				msg += ": " + p.LastError
+			}
+			out = append(out, msg)
+		}
+	}
+	for _, v := range s.SVIDs {
+		if v.Expiring && v.NotAfter.After(time.Now()) {
+			out = append(out, fmt.Sprintf("identity.%s: the SVID in use (serial %s) expires at %s, within identity.expiryWarning; write a new one",
+				v.Role, v.Serial, v.NotAfter.UTC().Format(time.RFC3339)))
+		}
+	}
+	regs := s.Sinks
+	if s.ExportSource != nil {
+		regs = append(regs, *s.ExportSource)
+	}
+	skip := map[string]bool{}
+	for _, k := range regs {
+		skip[k.Name] = true
+		if !k.Healthy && !k.FailingSince.IsZero() {
+			out = append(out, fmt.Sprintf("registry %s is failing since %s: %s", k.Name, k.FailingSince.UTC().Format(time.RFC3339), k.LastError))
+		}
+	}
+	for _, d := range s.Degraded {
+		// The registries' reasons are told above, as they always were.
+		name, _, _ := strings.Cut(d, ":")
+		if !skip[name] {
+			out = append(out, d)
 		}
 	}
 	return out

@@ -83,6 +83,11 @@ type agentConfig struct {
 	Window   int           `json:"window"`
 	StoreDir string        `json:"storeDir"`
 	Identity agentIdentity `json:"identity"`
+	// ServicesPerResponse is what the agent offers (at most
+	// config.DefaultMaxBatch, its transactions' bound); Plain advertises
+	// no extension at all.
+	ServicesPerResponse int  `json:"servicesPerResponse"`
+	Plain               bool `json:"plain"`
 }
 
 // agent is a running agent's federation side, with a store on disk.
@@ -140,10 +145,12 @@ func startAgent(cfg agentConfig) (a *agent, err error) {
 		Policy: validate.Policy{TrustDomain: spiffeid.RequireTrustDomainFromString(otherTD)},
 	}, Dial: cfg.Dial}
 	m, err := peer.NewManager(peer.Config{
-		Catalog: cat,
-		TLS:     tlsCfg,
-		Window:  max(cfg.Window, config.DefaultWindow),
-		Grace:   config.DefaultGrace,
+		Catalog:    cat,
+		TLS:        tlsCfg,
+		Window:     max(cfg.Window, config.DefaultWindow),
+		Grace:      config.DefaultGrace,
+		MaxBatch:   config.DefaultMaxBatch,
+		BatchDelay: config.DefaultBatchDelay,
 		Ingress: func() wire.Ingress {
 			return wire.Ingress{
 				Endpoints: []model.Endpoint{{Address: "192.0.2.10", Port: 15443}},
@@ -153,6 +160,9 @@ func startAgent(cfg agentConfig) (a *agent, err error) {
 		MinBackoff: 50 * time.Millisecond,
 		MaxBackoff: 200 * time.Millisecond,
 		Log:        zap.NewNop(),
+
+		ServicesPerResponse: cfg.ServicesPerResponse,
+		DisableExtensions:   cfg.Plain,
 	}, []peer.Spec{spec})
 	if err != nil {
 		return nil, err
@@ -191,6 +201,17 @@ func startAgent(cfg agentConfig) (a *agent, err error) {
 		close(a.done)
 	}()
 	return a, nil
+}
+
+// negotiated is what the stream with the one peer negotiated, as
+// advertised; "" for plain Hamlet or no stream.
+func (a *agent) negotiated() string {
+	for _, st := range a.manager.Status() {
+		if st.Capabilities != nil {
+			return st.Capabilities.String()
+		}
+	}
+	return ""
 }
 
 func (a *agent) stop() error {

@@ -276,11 +276,13 @@ func newPKI() (*pki, error) {
 // input is the translation input of mesh-a without imports.
 func (p *pki) input() snapshot.Input {
 	return snapshot.Input{
-		TrustDomain: localTD,
-		Peers:       []model.Peer{{Name: peerName, TrustDomain: peerTD}},
-		Gateways: snapshot.Gateways{
-			Egress:  snapshot.Address{Address: "0.0.0.0"},
-			Ingress: snapshot.SocketAddress{Address: "0.0.0.0", Port: 15443},
+		Settings: snapshot.Settings{
+			TrustDomain: localTD,
+			Peers:       []model.Peer{{Name: peerName, TrustDomain: peerTD}},
+			Gateways: snapshot.Gateways{
+				Egress:  snapshot.Address{Address: "0.0.0.0"},
+				Ingress: snapshot.SocketAddress{Address: "0.0.0.0", Port: 15443},
+			},
 		},
 		Secrets: p.secrets,
 	}

@@ -513,11 +513,13 @@ func (p *pki) ownerInput(ip string, port uint32) (snapshot.Input, error) {
 		return snapshot.Input{}, err
 	}
 	return snapshot.Input{
-		TrustDomain: peerTD,
-		Peers:       []model.Peer{{Name: "mesh-a", TrustDomain: localTD}},
-		Gateways: snapshot.Gateways{
-			Egress:  snapshot.Address{Address: ip},
-			Ingress: snapshot.SocketAddress{Address: ip, Port: port},
+		Settings: snapshot.Settings{
+			TrustDomain: peerTD,
+			Peers:       []model.Peer{{Name: "mesh-a", TrustDomain: localTD}},
+			Gateways: snapshot.Gateways{
+				Egress:  snapshot.Address{Address: ip},
+				Ingress: snapshot.SocketAddress{Address: ip, Port: port},
+			},
 		},
 		Secrets: snapshot.Secrets{
 			SVIDs:   map[model.Role]snapshot.SVID{model.Ingress: {CertChain: string(chain), PrivateKey: string(key)}},

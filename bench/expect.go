@@ -51,20 +51,19 @@ func egressOf(base *snapshot.Input, imp *model.Import, port portFunc) (sr snapsh
 	if imp == nil {
 		return sr, nil
 	}
-	in := *base
-	in.EgressPorts = map[string]uint32{}
+	ports := map[string]uint32{}
 	for _, inst := range imp.Service.Instances {
 		if inst.Protocol.RoutedByHost() {
 			continue
 		}
 		key := snapshot.EgressKey(imp.Peer, imp.ResourceID, inst.ID)
 		if p, ok := port(imp.Peer, imp.ResourceID, inst.ID); ok {
-			in.EgressPorts[key] = p
+			ports[key] = p
 		} else {
 			missing = append(missing, snapshot.EgressName(imp.Peer, imp.ResourceID, inst.ID))
 		}
 	}
-	return snapshot.EgressResources(&in, *imp), missing
+	return snapshot.EgressResources(base.Settings, base.Secrets, *imp, ports), missing
 }
 
 // expectations lists what every gateway must hold once c is delivered: the

@@ -15,6 +15,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/meshfed/meshfed/config"
 	"github.com/meshfed/meshfed/federation/catalog"
 	"github.com/meshfed/meshfed/model"
 	"github.com/meshfed/meshfed/snapshot"
@@ -266,7 +267,11 @@ func startXDS(ctx context.Context, wg *sync.WaitGroup, c gcache.Cache, role mode
 	if x.dir, err = os.MkdirTemp("", "meshfed-bench-xds-"); err != nil {
 		return nil, err
 	}
-	if x.srv, err = xds.New(xds.Config{Cache: c, NodeRole: servesAs(role)}); err == nil {
+	if x.srv, err = xds.New(xds.Config{Cache: c, NodeRole: servesAs(role),
+		MaxRecvMsgSize: config.DefaultMaxRequestBytes, MaxConcurrentStreams: config.DefaultMaxStreamsPerConnection,
+		MaxStreamsPerNode: config.DefaultMaxStreamsPerNode, MaxStreamsPerIdentity: config.DefaultMaxStreamsPerIdentity,
+		MaxStreams: config.DefaultMaxStreams, FirstRequestTimeout: config.DefaultFirstRequestTimeout,
+	}); err == nil {
 		x.lis, err = xds.Listen("unix://" + filepath.Join(x.dir, "xds.sock"))
 	}
 	if err != nil {

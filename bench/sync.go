@@ -13,21 +13,29 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meshfed/meshfed/config"
 	"github.com/meshfed/meshfed/internal/delayproxy"
 )
 
 // SyncOptions configure the catalog sync benchmark: an owner agent exports
 // N services to a consumer agent, both real (peer.Manager, mutual TLS,
 // bbolt store); the consumer dials and the time until its catalog holds
-// all N imports is measured, with the specification's one response in
-// flight and with a negotiated window.
+// all N imports is measured, as plain Hamlet (one response of one service
+// in flight) and with the extensions negotiated.
 type SyncOptions struct {
 	Skip bool
 	// Services are the catalog sizes (default 1000).
 	Services []int
 	// Windows are the consumer's window settings (default 1 and 64); the
-	// owner offers 64, and the smaller one is negotiated.
+	// owner offers 64, and the smaller one is negotiated. 1 is the
+	// specification: the consumer then advertises no extension at all, as
+	// a peer of another implementation.
 	Windows []int
+	// ServicesPerResponse are what the consumer offers beside a window
+	// above 1, a run each (default config.DefaultMaxBatch, what an agent
+	// offers); the owner offers config.DefaultMaxBatch. 1 is one service
+	// per response, as agents before services-per-response.
+	ServicesPerResponse []int
 	// StoreDir holds the consumer's store, where every import is written
 	// before it is ACKed (default the system's temporary directory: a
 	// disk, so that the fsyncs cost what they cost).
@@ -64,6 +72,14 @@ func (o *SyncOptions) defaults() error {
 			return fmt.Errorf("sync window %d: at least 1", w)
 		}
 	}
+	if len(o.ServicesPerResponse) == 0 {
+		o.ServicesPerResponse = []int{config.DefaultMaxBatch}
+	}
+	for _, n := range o.ServicesPerResponse {
+		if n < 1 || n > config.DefaultMaxBatch {
+			return fmt.Errorf("sync services per response %d: out of range 1-%d (a transaction's services)", n, config.DefaultMaxBatch)
+		}
+	}
 	if o.StoreDir == "" {
 		o.StoreDir = os.TempDir()
 	}
@@ -85,6 +101,28 @@ func (o *SyncOptions) defaults() error {
 // ownerWindow is what the owner offers.
 const ownerWindow = 64
 
+// consumerSetting is what the consumer of one run advertises.
+type consumerSetting struct {
+	window, perResponse int
+	// plain: no extension at all.
+	plain bool
+}
+
+// settings are the consumers of o's runs, in order.
+func (o *SyncOptions) settings() []consumerSetting {
+	var out []consumerSetting
+	for _, w := range o.Windows {
+		if w == 1 {
+			out = append(out, consumerSetting{window: 1, perResponse: 1, plain: true})
+			continue
+		}
+		for _, n := range o.ServicesPerResponse {
+			out = append(out, consumerSetting{window: w, perResponse: n})
+		}
+	}
+	return out
+}
+
 // SyncReport is the catalog sync benchmark.
 type SyncReport struct {
 	StoreDir string    `json:"storeDir"`
@@ -98,8 +136,14 @@ type SyncRun struct {
 	Link     string `json:"link"`
 	Services int    `json:"services"`
 	// Window is the negotiated window: 1 is the specification.
-	Window int     `json:"window"`
-	Ms     float64 `json:"ms"`
+	Window int `json:"window"`
+	// ServicesPerResponse is the negotiated most services of a response:
+	// 1 is the specification.
+	ServicesPerResponse int `json:"servicesPerResponse"`
+	// Negotiated is every extension the stream negotiated, as advertised
+	// ("sync-complete,window=64,..."); empty for plain Hamlet.
+	Negotiated string  `json:"negotiated"`
+	Ms         float64 `json:"ms"`
 	// PerServiceMs is Ms / Services.
 	PerServiceMs float64 `json:"perServiceMs"`
 	// Extrapolated: the sync was stopped after Imported services, and Ms
@@ -127,14 +171,14 @@ func runSync(ctx context.Context, o *SyncOptions, progress io.Writer) *SyncRepor
 			rep.Runs = append(rep.Runs, SyncRun{Link: "loopback", Services: n, Error: err.Error()})
 			continue
 		}
-		owner, err := startAgent(agentConfig{Owner: true, Exports: n, Listen: "127.0.0.1:0", Window: ownerWindow, StoreDir: dir, Identity: ids[peerTD]})
+		owner, err := startAgent(agentConfig{Owner: true, Exports: n, Listen: "127.0.0.1:0", Window: ownerWindow, ServicesPerResponse: config.DefaultMaxBatch, StoreDir: dir, Identity: ids[peerTD]})
 		if err != nil {
 			os.RemoveAll(dir)
 			rep.Runs = append(rep.Runs, SyncRun{Link: "loopback", Services: n, Error: err.Error()})
 			continue
 		}
-		for _, w := range o.Windows {
-			r := syncOnce(ctx, o, ids[localTD], owner.addr, n, w, "loopback", 0)
+		for _, c := range o.settings() {
+			r := syncOnce(ctx, o, ids[localTD], owner.addr, n, c, "loopback", 0)
 			report(progress, r)
 			rep.Runs = append(rep.Runs, r)
 		}
@@ -144,8 +188,8 @@ func runSync(ctx context.Context, o *SyncOptions, progress io.Writer) *SyncRepor
 			if err != nil {
 				rep.Runs = append(rep.Runs, SyncRun{Link: link, Services: n, Error: err.Error()})
 			} else {
-				for _, w := range o.Windows {
-					r := syncOnce(ctx, o, ids[localTD], proxy.Addr(), n, w, link, max(o.ProxyBudget, 0))
+				for _, c := range o.settings() {
+					r := syncOnce(ctx, o, ids[localTD], proxy.Addr(), n, c, link, max(o.ProxyBudget, 0))
 					report(progress, r)
 					rep.Runs = append(rep.Runs, r)
 				}
@@ -176,7 +220,20 @@ func report(progress io.Writer, r SyncRun) {
 	if r.Error == "" {
 		ms += " ms (" + perService + " ms/service)"
 	}
-	fmt.Fprintf(progress, "sync of %d services over %s, window %d: %s\n", r.Services, r.Link, r.Window, ms)
+	how := "plain Hamlet"
+	if r.Negotiated != "" {
+		how = r.Negotiated
+	}
+	fmt.Fprintf(progress, "sync of %d services over %s, %s (%s): %s\n", r.Services, r.Link, r.setting(), how, ms)
+}
+
+// setting is the window and services per response the run negotiated, as
+// the reports name it.
+func (r SyncRun) setting() string {
+	if r.ServicesPerResponse > 1 {
+		return fmt.Sprintf("window %d, %d services per response", r.Window, r.ServicesPerResponse)
+	}
+	return fmt.Sprintf("window %d", r.Window)
 }
 
 // outcome is how long the run took, in ms in all and per service, as the
@@ -195,8 +252,8 @@ func (r SyncRun) outcome() (ms, perService string) {
 // syncOnce starts a consumer with an empty store against the owner at addr
 // and times its initial sync; with a budget, a sync still going after it
 // is stopped and its time extrapolated.
-func syncOnce(ctx context.Context, o *SyncOptions, id agentIdentity, addr string, n, window int, link string, budget time.Duration) SyncRun {
-	r := SyncRun{Link: link, Services: n, Window: min(window, ownerWindow)}
+func syncOnce(ctx context.Context, o *SyncOptions, id agentIdentity, addr string, n int, c consumerSetting, link string, budget time.Duration) (r SyncRun) {
+	r = SyncRun{Link: link, Services: n, Window: min(c.window, ownerWindow), ServicesPerResponse: min(c.perResponse, config.DefaultMaxBatch)}
 	dir, err := os.MkdirTemp(o.StoreDir, "meshfed-bench-consumer-")
 	if err != nil {
 		r.Error = err.Error()
@@ -204,12 +261,14 @@ func syncOnce(ctx context.Context, o *SyncOptions, id agentIdentity, addr string
 	}
 	defer os.RemoveAll(dir)
 	t0 := time.Now()
-	a, err := startAgent(agentConfig{Dial: addr, Window: window, StoreDir: dir, Identity: id})
+	a, err := startAgent(agentConfig{Dial: addr, Window: c.window, ServicesPerResponse: c.perResponse, Plain: c.plain, StoreDir: dir, Identity: id})
 	if err != nil {
 		r.Error = err.Error()
 		return r
 	}
 	defer a.stop()
+	// Read while the stream is up: what was negotiated, not configured.
+	defer func() { r.Negotiated = a.negotiated() }()
 	deadline := t0.Add(o.Timeout)
 	for a.catalog.ImportCount(peerName) < n {
 		if got := a.catalog.ImportCount(peerName); budget > 0 && time.Since(t0) > budget && got > 0 {
@@ -255,8 +314,8 @@ func netemRuns(ctx context.Context, o *SyncOptions, ids map[string]agentIdentity
 			*runs = append(*runs, SyncRun{Link: link, Services: n, Error: err.Error()})
 			continue
 		}
-		for _, w := range o.Windows {
-			r := syncOnce(ctx, o, ids[localTD], owner.addr, n, w, link, 0)
+		for _, c := range o.settings() {
+			r := syncOnce(ctx, o, ids[localTD], owner.addr, n, c, link, 0)
 			report(progress, r)
 			*runs = append(*runs, r)
 		}
@@ -346,7 +405,7 @@ func startRemoteOwner(nl *netLink, id agentIdentity, n int) (*remoteOwner, error
 		return nil, err
 	}
 	ro := &remoteOwner{cmd: cmd, stdin: stdin}
-	cfg, err := json.Marshal(agentConfig{Owner: true, Exports: n, Listen: nl.innerIP + ":0", Window: ownerWindow, Identity: id})
+	cfg, err := json.Marshal(agentConfig{Owner: true, Exports: n, Listen: nl.innerIP + ":0", Window: ownerWindow, ServicesPerResponse: config.DefaultMaxBatch, Identity: id})
 	if err != nil {
 		ro.stop()
 		return nil, err

@@ -4,17 +4,14 @@ import (
 	"cmp"
 	"context"
 	"fmt"
-	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	gcache "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/log"
-	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
 	"github.com/meshfed/meshfed/config"
 	"github.com/meshfed/meshfed/federation/catalog"
@@ -114,13 +111,13 @@ func newMeshfed(env systemEnv) (*meshfedSystem, error) {
 		return nil, err
 	}
 	r, err := runner.New(runner.Config{
-		Source:  runner.CatalogSource(env.catalog),
-		Ports:   ports,
-		Sink:    s.c,
-		Input:   env.input,
-		Secrets: func() (snapshot.Secrets, error) { return secrets, nil },
-		Holdoff: env.holdoff, MaxDelay: config.DefaultMaxDelay,
-		Applied: func() { s.batches.Add(1) },
+		Source:   runner.CatalogSource(env.catalog),
+		Ports:    ports,
+		Sink:     s.c,
+		Settings: env.input.Settings,
+		Secrets:  func() (snapshot.Secrets, error) { return secrets, nil },
+		Holdoff:  env.holdoff, MaxDelay: config.DefaultMaxDelay,
+		Applied: func([]snapshot.ServedImport) { s.batches.Add(1) },
 	})
 	if err != nil {
 		return nil, err
@@ -198,13 +195,18 @@ func (a *portAlloc) all() map[string]uint32 {
 
 // assign fills in.EgressPorts for every instance of the imports that needs
 // a dedicated listener.
-func (a *portAlloc) assign(in *snapshot.Input) {
-	in.EgressPorts = map[string]uint32{}
-	for _, k := range snapshot.EgressPortKeys(in.Imports) {
+func (a *portAlloc) assign(in *snapshot.Input) { in.EgressPorts = a.of(in.Imports) }
+
+// of gives the ports of every instance of imports that needs a dedicated
+// listener.
+func (a *portAlloc) of(imports []model.Import) map[string]uint32 {
+	out := map[string]uint32{}
+	for _, k := range snapshot.EgressPortKeys(imports) {
 		if p, ok := a.port(k); ok {
-			in.EgressPorts[k] = p
+			out[k] = p
 		}
 	}
+	return out
 }
 
 // snapshotSystem is the usual use of go-control-plane's SnapshotCache: on
@@ -296,8 +298,9 @@ func (s *snapshotSystem) applied() uint64 { return s.batches.Load() }
 func (s *snapshotSystem) wait()           { <-s.done }
 
 // linearSystem keeps one go-control-plane LinearCache per type behind a
-// MuxCache, and on every change updates the resources of the changed
-// services (and the listener of a service port that appears).
+// MuxCache, and on every change updates the resources the translator
+// changed for the changed services: the same translation as meshfed's,
+// another cache.
 type linearSystem struct {
 	env    systemEnv
 	alloc  *portAlloc
@@ -308,14 +311,11 @@ type linearSystem struct {
 	batches atomic.Uint64
 
 	// Owned by the goroutine following the catalog.
-	in      snapshot.Input
-	entries map[string]snapshot.ServiceResources
-	// http holds the names of the egress HTTP listeners served.
-	http map[string]bool
+	tr *snapshot.Translator
 }
 
 func newLinear(env systemEnv) *linearSystem {
-	s := &linearSystem{env: env, alloc: newPortAlloc(), caches: map[string]*gcache.LinearCache{}, entries: map[string]snapshot.ServiceResources{}, http: map[string]bool{}}
+	s := &linearSystem{env: env, alloc: newPortAlloc(), caches: map[string]*gcache.LinearCache{}}
 	caches := map[string]gcache.Cache{}
 	for _, t := range snapshot.Types {
 		lc := gcache.NewLinearCache(t, gcache.WithLogger(quiet))
@@ -331,52 +331,19 @@ func newLinear(env systemEnv) *linearSystem {
 
 func (s *linearSystem) cache() gcache.Cache { return s.mux }
 
-func (s *linearSystem) translate(imp *model.Import) snapshot.ServiceResources {
-	if imp == nil {
-		return snapshot.ServiceResources{}
-	}
-	in := s.in
-	in.Imports = []model.Import{*imp}
-	s.alloc.assign(&in)
-	return snapshot.EgressResources(&in, *imp)
-}
-
-// egressHTTP is every egress HTTP listener, built from every entry, as
-// LinearCache users rebuild what they cannot patch.
-func (s *linearSystem) egressHTTP() []*listenerv3.Listener {
-	var routes []snapshot.HostRoute
-	for _, e := range s.entries {
-		routes = append(routes, e.HostRoutes...)
-	}
-	return snapshot.EgressHTTP(&s.in, routes)
-}
-
 func (s *linearSystem) start(ctx context.Context) error {
 	s.done = make(chan struct{})
-	s.in = s.env.input
+	s.tr = snapshot.NewTranslator(s.env.input.Settings)
 	sub := s.env.catalog.Subscribe()
-	all := map[string]map[string]types.Resource{}
+	imports := s.env.catalog.Imports()
+	ch := snapshot.Changes{Secrets: &s.env.input.Secrets, Ports: s.alloc.of(imports)}
+	for i := range imports {
+		ch.Imports = append(ch.Imports, snapshot.ImportChange{Key: model.ImportKey(imports[i]), Import: &imports[i]})
+	}
+	state := snapshot.State{}
+	state.Add(s.tr.Apply(ch))
 	for _, t := range snapshot.Types {
-		all[t] = map[string]types.Resource{}
-	}
-	for _, imp := range s.env.catalog.Imports() {
-		sr := s.translate(&imp)
-		s.entries[imp.ResourceID] = sr
-		for t, rs := range byType(sr) {
-			for _, r := range rs {
-				all[t][snapshot.Name(r)] = r
-			}
-		}
-	}
-	for _, l := range s.egressHTTP() {
-		all[resource.ListenerType][l.GetName()] = l
-		s.http[l.GetName()] = true
-	}
-	for _, sec := range snapshot.GatewaySecrets(&s.in, model.Egress) {
-		all[resource.SecretType][sec.GetName()] = sec
-	}
-	for _, t := range snapshot.Types {
-		s.caches[t].SetResources(all[t])
+		s.caches[t].SetResources(state[model.Egress][t])
 	}
 	go func() {
 		defer close(s.done)
@@ -395,53 +362,42 @@ func (s *linearSystem) start(ctx context.Context) error {
 	return nil
 }
 
-func (s *linearSystem) step(keys []catalog.Key) error {
-	updates := map[string]map[string]types.Resource{}
-	deletes := map[string][]string{}
-	ports := false
+func (s *linearSystem) step(keys []model.Key) error {
+	var ch snapshot.Changes
+	var imports []model.Import
 	for _, k := range keys {
-		if k.Kind != catalog.KindImport {
+		if k.Kind != model.KindImport {
 			continue
 		}
-		old := s.entries[k.ID]
-		var sr snapshot.ServiceResources
+		c := snapshot.ImportChange{Key: k}
 		if imp, ok := s.env.catalog.Import(k.Peer, k.ID); ok {
-			sr = s.translate(&imp)
-			s.entries[k.ID] = sr
-		} else {
-			delete(s.entries, k.ID)
+			c.Import = &imp
+			imports = append(imports, imp)
 		}
-		cur := byType(sr)
-		for t, rs := range cur {
-			for _, r := range rs {
-				if updates[t] == nil {
-					updates[t] = map[string]types.Resource{}
-				}
-				updates[t][snapshot.Name(r)] = r
-			}
-		}
-		for t, rs := range byType(old) {
-			for _, r := range rs {
-				name := snapshot.Name(r)
-				if !slices.ContainsFunc(cur[t], func(x types.Resource) bool { return snapshot.Name(x) == name }) {
-					deletes[t] = append(deletes[t], name)
-				}
-			}
-		}
-		if !slices.EqualFunc(old.HostRoutes, sr.HostRoutes, func(a, b snapshot.HostRoute) bool { return a.Port == b.Port }) {
-			ports = true
-		}
+		ch.Imports = append(ch.Imports, c)
 	}
-	if ports {
-		for _, l := range s.egressHTTP() {
-			if s.http[l.GetName()] {
+	ch.Ports = s.alloc.of(imports)
+	// The last change of a name is its outcome (a listener can go with
+	// one service and come back with another in one batch).
+	last := map[string]map[string]types.Resource{}
+	for _, c := range s.tr.Apply(ch).Changes[model.Egress] {
+		if last[c.TypeURL] == nil {
+			last[c.TypeURL] = map[string]types.Resource{}
+		}
+		last[c.TypeURL][c.Name] = c.Resource
+	}
+	updates := map[string]map[string]types.Resource{}
+	deletes := map[string][]string{}
+	for t, byName := range last {
+		for name, r := range byName {
+			if r == nil {
+				deletes[t] = append(deletes[t], name)
 				continue
 			}
-			s.http[l.GetName()] = true
-			if updates[resource.ListenerType] == nil {
-				updates[resource.ListenerType] = map[string]types.Resource{}
+			if updates[t] == nil {
+				updates[t] = map[string]types.Resource{}
 			}
-			updates[resource.ListenerType][l.GetName()] = l
+			updates[t][name] = r
 		}
 	}
 	for _, t := range snapshot.Types {
@@ -454,23 +410,6 @@ func (s *linearSystem) step(keys []catalog.Key) error {
 	}
 	s.batches.Add(1)
 	return nil
-}
-
-func byType(sr snapshot.ServiceResources) map[string][]types.Resource {
-	out := map[string][]types.Resource{}
-	for _, r := range sr.Clusters {
-		out[resource.ClusterType] = append(out[resource.ClusterType], r)
-	}
-	for _, r := range sr.Endpoints {
-		out[resource.EndpointType] = append(out[resource.EndpointType], r)
-	}
-	for _, r := range sr.Listeners {
-		out[resource.ListenerType] = append(out[resource.ListenerType], r)
-	}
-	for _, r := range sr.HostRoutes {
-		out[resource.ScopedRouteType] = append(out[resource.ScopedRouteType], r.Scope)
-	}
-	return out
 }
 
 func (s *linearSystem) port(peer, resourceID, instanceID string) (uint32, bool) {

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
@@ -27,6 +28,8 @@ type BundleSet struct {
 	log     *zap.Logger
 	metrics *Metrics
 	notifier
+	// settle is SetSettleTime's.
+	settle atomic.Int64
 
 	mu      sync.RWMutex
 	bundles map[spiffeid.TrustDomain]bundleEntry
@@ -58,6 +61,10 @@ type sourceState struct {
 	lastFetch   time.Time
 	lastErr     string
 	lastErrTime time.Time
+	// nextFetch is when an endpoint is fetched from next; failures counts
+	// the fetches that failed since the last that did not.
+	nextFetch time.Time
+	failures  int
 }
 
 // NewBundleSet returns an empty set. Close it to stop its watchers.
@@ -73,6 +80,13 @@ func NewBundleSet(log *zap.Logger, m *Metrics) *BundleSet {
 		stop:    make(chan struct{}),
 	}
 }
+
+// SetSettleTime is how long a bundle file added after it may stay
+// unusable after a change before that is an error (FileSVIDConfig.Settle);
+// zero, the default, makes it one at once.
+func (s *BundleSet) SetSettleTime(d time.Duration) { s.settle.Store(int64(d)) }
+
+func (s *BundleSet) settleTime() time.Duration { return time.Duration(s.settle.Load()) }
 
 func errNoBundle(td spiffeid.TrustDomain) error {
 	return fmt.Errorf("certs: no trust bundle for trust domain %q", td.Name())
@@ -149,6 +163,23 @@ func (s *BundleSet) claim(td spiffeid.TrustDomain, src string, poller bool) erro
 		s.wg.Add(1)
 	}
 	return nil
+}
+
+// scheduled notes when td's endpoint is fetched from next, after a fetch
+// that failed or not.
+func (s *BundleSet) scheduled(td spiffeid.TrustDomain, in time.Duration, failed bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.sources[td]
+	if st == nil {
+		return
+	}
+	st.nextFetch = time.Now().Add(in)
+	if failed {
+		st.failures++
+	} else {
+		st.failures = 0
+	}
 }
 
 func (s *BundleSet) unclaim(td spiffeid.TrustDomain) {
@@ -237,10 +268,27 @@ func (s *BundleSet) AddFile(td spiffeid.TrustDomain, path string) error {
 		s.unclaim(td)
 		return err
 	}
-	w, err := watchFiles([]string{path}, s.log, func() {
-		if err := load(); err != nil {
-			s.failed(td, err)
+	// A file written in place is read cut short now and then: that is an
+	// error only once it has lasted the settle time, and a file that stays
+	// broken is reported once, not at every resync.
+	settling := settler{settle: s.settleTime()}
+	w, err := watchFiles([]string{path}, s.log, func(event bool) time.Duration {
+		if event {
+			settling.changed()
 		}
+		err := load()
+		if err == nil {
+			settling.ok()
+			return 0
+		}
+		if wait := settling.fail(time.Now()); wait > 0 {
+			s.log.Debug("bundle file not usable yet; waiting for it to be written whole", zap.String("trust_domain", td.Name()), zap.Error(err))
+			return wait
+		}
+		if settling.report(err) {
+			s.failed(td, err, zap.String("file", path))
+		}
+		return 0
 	})
 	if err != nil {
 		s.unclaim(td)
@@ -318,6 +366,11 @@ type BundleState struct {
 	Authorities int `json:"authorities"`
 	// LastFetch is the last successful fetch from an endpoint in this run.
 	LastFetch time.Time `json:"lastFetch,omitzero"`
+	// NextFetch is when the endpoint is fetched from next: at its refresh
+	// interval, or sooner after failed fetches (Failures of them in a
+	// row), with a backoff from 1 s up to that interval.
+	NextFetch time.Time `json:"nextFetch,omitzero"`
+	Failures  int       `json:"failures,omitempty"`
 	// LastError is the last failed load or fetch, kept until the next
 	// success.
 	LastError     string    `json:"lastError,omitempty"`
@@ -329,7 +382,7 @@ func (s *BundleSet) States() []BundleState {
 	s.mu.RLock()
 	byName := map[string]BundleState{}
 	for td, st := range s.sources {
-		bs := BundleState{TrustDomain: td.Name(), Source: st.desc, LastFetch: st.lastFetch}
+		bs := BundleState{TrustDomain: td.Name(), Source: st.desc, LastFetch: st.lastFetch, NextFetch: st.nextFetch, Failures: st.failures}
 		if st.lastErr != "" {
 			bs.LastError, bs.LastErrorTime = st.lastErr, st.lastErrTime
 		}

@@ -15,6 +15,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"go.uber.org/zap"
+
+	"github.com/meshfed/meshfed/internal/retry"
 )
 
 // Profile is a SPIFFE bundle endpoint profile.
@@ -29,12 +31,18 @@ const (
 )
 
 const (
-	defaultRefresh      = 5 * time.Minute
-	defaultRetry        = 30 * time.Second
+	defaultRefresh = 5 * time.Minute
+	// defaultMinRetry is the first wait after a failed fetch: a peer that
+	// is starting, or was down a moment, is fetched from again at once.
+	defaultMinRetry     = time.Second
 	defaultFetchTimeout = 30 * time.Second
-	// minRefresh is the fastest an endpoint's refresh hint can make us
-	// poll; spiffe_refresh_hint has a resolution of one second anyway.
+	// minRefresh and maxRefresh bound what an endpoint's refresh hint can
+	// make us do: poll every second at the most (the hint's resolution),
+	// and at least hourly, so that a peer's new CA reaches this mesh
+	// within the hour and a failed fetch is retried within it too,
+	// whatever hint a peer sends.
 	minRefresh = time.Second
+	maxRefresh = time.Hour
 )
 
 // EndpointConfig is one federated trust domain's bundle endpoint.
@@ -65,9 +73,9 @@ type EndpointConfig struct {
 	// DefaultRefresh applies when the bundle has no refresh hint; zero
 	// means 5 minutes.
 	DefaultRefresh time.Duration
-	// RetryInterval is the wait after a failed fetch, capped at the refresh
-	// interval; zero means 30 seconds.
-	RetryInterval time.Duration
+	// MinRetry is the first wait after a failed fetch; the waits double,
+	// with jitter, up to the refresh interval. Zero means 1 s.
+	MinRetry time.Duration
 	// FetchTimeout bounds one fetch; zero means 30 seconds.
 	FetchTimeout time.Duration
 }
@@ -238,10 +246,11 @@ func loadRoots(path string) (*x509.CertPool, error) {
 	return pool, nil
 }
 
-// pollEndpoint fetches until the set is closed: at the interval the last
-// good bundle's refresh hint asks for, and after a failure at the retry
-// interval, never later than that refresh interval (the spec's "retry at
-// the next polling interval").
+// pollEndpoint fetches until the set is closed: at the interval the
+// bundle's refresh hint asks for (within [minRefresh, maxRefresh]), and
+// after a failure with a backoff from cfg.MinRetry up to that interval
+// (the spec's "retry at the next polling interval" at the latest): an
+// endpoint that was down is fetched from again soon after it is back.
 func (s *BundleSet) pollEndpoint(cfg EndpointConfig) {
 	defer s.wg.Done()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -253,8 +262,10 @@ func (s *BundleSet) pollEndpoint(cfg EndpointConfig) {
 		case <-ctx.Done():
 		}
 	}()
-	interval := cmpOr(cfg.DefaultRefresh, defaultRefresh)
-	retry := cmpOr(cfg.RetryInterval, defaultRetry)
+	// The bundle in use (saved or bootstrap) brings the hint its
+	// endpoint gave last.
+	interval := s.refreshOf(cfg, nil)
+	b := retry.New(cmpOr(cfg.MinRetry, defaultMinRetry), interval)
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
@@ -263,21 +274,35 @@ func (s *BundleSet) pollEndpoint(cfg EndpointConfig) {
 			return
 		case <-timer.C:
 		}
-		b, fi, err := fetch(ctx, cfg, s)
+		bundle, fi, err := fetch(ctx, cfg, s)
 		if ctx.Err() != nil {
 			return
 		}
 		if err != nil {
-			timer.Reset(s.fetchFailed(cfg, fi, err, min(retry, interval)))
+			b.SetCap(interval)
+			timer.Reset(s.fetchFailed(cfg, fi, err, b.Next()))
 			continue
 		}
-		interval = cmpOr(cfg.DefaultRefresh, defaultRefresh)
-		if hint, ok := b.RefreshHint(); ok && hint > 0 {
-			interval = max(hint, minRefresh)
-		}
-		s.fetched(cfg, b, interval)
+		b.Reset()
+		interval = s.refreshOf(cfg, bundle)
+		s.fetched(cfg, bundle, interval)
 		timer.Reset(interval)
 	}
+}
+
+// refreshOf is the polling interval of cfg's endpoint after it served
+// b (nil: the bundle in use, if any): its refresh hint, within bounds,
+// or the configured default.
+func (s *BundleSet) refreshOf(cfg EndpointConfig, b *spiffebundle.Bundle) time.Duration {
+	if b == nil {
+		b, _ = s.GetBundleForTrustDomain(cfg.TrustDomain)
+	}
+	if b != nil {
+		if hint, ok := b.RefreshHint(); ok && hint > 0 {
+			return min(max(hint, minRefresh), maxRefresh)
+		}
+	}
+	return cmpOr(cfg.DefaultRefresh, defaultRefresh)
 }
 
 func cmpOr(d, def time.Duration) time.Duration {
@@ -294,6 +319,7 @@ func (s *BundleSet) fetchFailed(cfg EndpointConfig, fi fetchInfo, err error, nex
 		logRefused(s.log, s.metrics, SideClient, fi.remote, fi.handshake, zap.String("trust_domain", td), zap.String("url", cfg.URL))
 	}
 	s.failed(cfg.TrustDomain, err, zap.String("url", cfg.URL), zap.Duration("retry_in", next))
+	s.scheduled(cfg.TrustDomain, next, true)
 	return next
 }
 
@@ -309,6 +335,7 @@ func (s *BundleSet) fetched(cfg EndpointConfig, b *spiffebundle.Bundle, next tim
 		}
 	}
 	s.store(b, OriginEndpoint)
+	s.scheduled(cfg.TrustDomain, next, false)
 	s.log.Debug("bundle fetched", zap.String("trust_domain", td), zap.Duration("next_refresh", next))
 }
 

@@ -181,7 +181,7 @@ func TestEndpointBootstrapIsReplacedByTheFirstFetch(t *testing.T) {
 	require.NoError(t, local.AddEndpoint(EndpointConfig{
 		TrustDomain: tdB, URL: url, Profile: ProfileHTTPSSPIFFE, EndpointID: endpointID,
 		BootstrapFile:  writePEM(t, "b.pem", ca1.CertPEM()),
-		DefaultRefresh: 20 * time.Millisecond, RetryInterval: 20 * time.Millisecond,
+		DefaultRefresh: 20 * time.Millisecond, MinRetry: 20 * time.Millisecond,
 	}))
 	require.Eventually(t, func() bool {
 		return counterValue(m.bundleFetches.WithLabelValues("b.example", ResultFailure)) >= 1
@@ -221,7 +221,7 @@ func TestEndpointWithoutBundleSaysSo(t *testing.T) {
 	core, logs := observer.New(zap.InfoLevel)
 	local := NewBundleSet(zap.New(core), nil)
 	defer local.Close()
-	require.NoError(t, local.AddEndpoint(EndpointConfig{TrustDomain: tdB, URL: url, Profile: ProfileHTTPSWeb, RetryInterval: 20 * time.Millisecond}))
+	require.NoError(t, local.AddEndpoint(EndpointConfig{TrustDomain: tdB, URL: url, Profile: ProfileHTTPSWeb, MinRetry: 20 * time.Millisecond}))
 	require.Eventually(t, func() bool { return logs.FilterField(zap.String("trust_domain", "b.example")).Len() >= 2 }, waitTimeout, 10*time.Millisecond)
 	require.Equal(t, []spiffeid.TrustDomain{tdB}, local.Missing())
 	for _, e := range logs.All() {
@@ -244,7 +244,7 @@ func TestEndpointHTTPSWebKeepsLastGoodOnFailure(t *testing.T) {
 	defer local.Close()
 	require.NoError(t, local.AddEndpoint(EndpointConfig{
 		TrustDomain: tdB, URL: url, Profile: ProfileHTTPSWeb, WebCAFile: caFile,
-		DefaultRefresh: 20 * time.Millisecond, RetryInterval: 20 * time.Millisecond,
+		DefaultRefresh: 20 * time.Millisecond, MinRetry: 20 * time.Millisecond,
 	}))
 	require.Eventually(t, func() bool {
 		_, err := local.GetX509BundleForTrustDomain(tdB)
@@ -264,7 +264,7 @@ func TestEndpointRejectsBundleOfAnotherTrustDomain(t *testing.T) {
 	cert, caFile := webCert(t)
 	url, _ := startBundleServer(t, BundleServerConfig{TrustDomain: tdEvil, Bundles: servedSet(t, caEvil.Bundle()), Web: cert})
 	cfg := EndpointConfig{TrustDomain: tdB, URL: url, Profile: ProfileHTTPSWeb, WebCAFile: caFile,
-		DefaultRefresh: 20 * time.Millisecond, RetryInterval: 20 * time.Millisecond}
+		DefaultRefresh: 20 * time.Millisecond, MinRetry: 20 * time.Millisecond}
 
 	_, err := FetchBundle(context.Background(), cfg, nil)
 	require.ErrorContains(t, err, `certs: bundle from endpoint `+url+` is for trust domain "evil.example", want "b.example"`)
@@ -370,4 +370,80 @@ func TestDefaultRefreshHint(t *testing.T) {
 	require.Equal(t, 6*time.Minute, DefaultRefreshHint(time.Hour), "SPIRE's default 1h SVID")
 	require.Equal(t, time.Minute, DefaultRefreshHint(5*time.Minute), "short SVIDs poll at most every minute")
 	require.Equal(t, 7*time.Minute+33*time.Second, DefaultRefreshHint(75*time.Minute+35*time.Second), "whole seconds")
+}
+
+// A failed fetch is retried with a backoff from the floor up to the
+// refresh interval, each wait within its doubling band, and the schedule
+// shows in the state: the failures in a row, the last error, the next
+// fetch. At a cold start the first retry comes within seconds, not at
+// the refresh interval.
+func TestEndpointRetriesWithBackoffUpToTheRefreshInterval(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	url := "https://" + ln.Addr().String() + "/bundle"
+	require.NoError(t, ln.Close()) // nothing listens: every fetch fails
+
+	const floor, refresh = 50 * time.Millisecond, 400 * time.Millisecond
+	local := NewBundleSet(zap.NewNop(), nil)
+	defer local.Close()
+	require.NoError(t, local.AddEndpoint(EndpointConfig{TrustDomain: tdB, URL: url, Profile: ProfileHTTPSWeb, MinRetry: floor, DefaultRefresh: refresh}))
+	// The wait chosen after the n-th failure in a row, as the state shows
+	// it (the next fetch is scheduled just after the error is recorded).
+	waits := map[int]time.Duration{}
+	require.Eventually(t, func() bool {
+		st := stateOf(t, local, tdB)
+		if st.Failures > 0 && !st.NextFetch.IsZero() {
+			if _, ok := waits[st.Failures]; !ok {
+				waits[st.Failures] = st.NextFetch.Sub(st.LastErrorTime)
+			}
+		}
+		return st.Failures >= 8
+	}, waitTimeout, time.Millisecond)
+	require.GreaterOrEqual(t, len(waits), 4, "several failures seen: %v", waits)
+	for n, d := range waits {
+		lo := min(floor<<(n-1), refresh/3)
+		hi := min(3*floor<<(n-1), refresh)
+		require.GreaterOrEqual(t, d, lo, "wait after failure %d", n)
+		require.LessOrEqual(t, d, hi+20*time.Millisecond, "wait after failure %d", n)
+	}
+	st := stateOf(t, local, tdB)
+	require.Contains(t, st.LastError, "connection refused")
+	require.True(t, st.LastFetch.IsZero())
+
+	cold := NewBundleSet(zap.NewNop(), nil)
+	defer cold.Close()
+	require.NoError(t, cold.AddEndpoint(EndpointConfig{TrustDomain: tdB, URL: url, Profile: ProfileHTTPSWeb}))
+	require.Eventually(t, func() bool { return stateOf(t, cold, tdB).Failures == 1 }, waitTimeout, time.Millisecond)
+	st = stateOf(t, cold, tdB)
+	d := st.NextFetch.Sub(st.LastErrorTime)
+	require.GreaterOrEqual(t, d, time.Second, "the first retry of a cold start")
+	require.LessOrEqual(t, d, 3*time.Second+20*time.Millisecond, "the first retry of a cold start")
+}
+
+// An endpoint's refresh hint is followed between a second and an hour;
+// without one, the configured default applies.
+func TestRefreshHintIsHonouredWithinBounds(t *testing.T) {
+	ca := newCA(t, tdB)
+	s := NewBundleSet(zap.NewNop(), nil)
+	defer s.Close()
+	cfg := EndpointConfig{TrustDomain: tdB, DefaultRefresh: 7 * time.Minute}
+	for _, tc := range []struct {
+		hint, want time.Duration
+	}{
+		{0, 7 * time.Minute},
+		{time.Millisecond, time.Second},
+		{30 * time.Second, 30 * time.Second},
+		{3 * time.Hour, time.Hour},
+	} {
+		b := ca.Bundle()
+		if tc.hint > 0 {
+			b.SetRefreshHint(tc.hint)
+		}
+		require.Equal(t, tc.want, s.refreshOf(cfg, b), "hint %s", tc.hint)
+	}
+	require.Equal(t, 7*time.Minute, s.refreshOf(cfg, nil), "no bundle in use")
+	hinted := ca.Bundle()
+	hinted.SetRefreshHint(2 * time.Second)
+	require.NoError(t, s.Set(hinted))
+	require.Equal(t, 2*time.Second, s.refreshOf(cfg, nil), "the hint of the bundle in use")
 }

@@ -81,7 +81,7 @@ func TestSVIDFilesThatAreNotWhatTheyClaim(t *testing.T) {
 		require.Eventually(t, func() bool {
 			return counterValue(m.loadFailures.WithLabelValues(KindSVID, "agent")) >= float64(i+1)
 		}, waitTimeout, 10*time.Millisecond, tc.name)
-		failed := logs.FilterMessage("SVID load failed; keeping the last good SVID").All()
+		failed := logs.FilterMessage("SVID refused; keeping the last good SVID").All()
 		require.NotEmpty(t, failed, tc.name)
 		require.Contains(t, fmt.Sprint(failed[len(failed)-1].ContextMap()["error"]), tc.want, tc.name)
 		cur, err := src.GetX509SVID()

@@ -117,7 +117,7 @@ func TestEndpointClientCountsRefusedHandshakes(t *testing.T) {
 			core, logs := observer.New(zapcore.WarnLevel)
 			local := NewBundleSet(zap.New(core), m)
 			defer local.Close()
-			tc.cfg.TrustDomain, tc.cfg.RetryInterval = tdB, 20*time.Millisecond
+			tc.cfg.TrustDomain, tc.cfg.MinRetry = tdB, 20*time.Millisecond
 			require.NoError(t, local.AddEndpoint(tc.cfg))
 			require.Eventually(t, func() bool {
 				return counterValue(m.refused.WithLabelValues(SideClient, tc.reason)) >= 1

@@ -73,6 +73,18 @@ func (id *Identity) SVID(r model.Role) (SVIDMaterial, error) {
 	return s.Material()
 }
 
+// SVIDStates lists every role's SVID in use, and its last refusal, in
+// role order.
+func (id *Identity) SVIDStates() []SVIDState {
+	var out []SVIDState
+	for _, r := range Roles() {
+		if s, ok := id.svids[r]; ok {
+			out = append(out, s.State())
+		}
+	}
+	return out
+}
+
 // Bundles is the bundle set, for TLS configs.
 func (id *Identity) Bundles() *BundleSet { return id.bundles }
 

@@ -1,10 +1,10 @@
 package certs
 
 import (
-	"errors"
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 )
 
 // Metrics counts bundle fetches, rotations, failed reloads, refused bundle
@@ -38,38 +38,30 @@ const (
 
 // NewMetrics creates the certs counters and registers them on reg. The
 // caller owns the registry; nothing is registered globally.
-func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
-	if reg == nil {
-		return nil, errors.New("certs: NewMetrics needs a registerer")
-	}
-	m := &Metrics{
-		bundleFetches: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "meshfed", Subsystem: "certs", Name: "bundle_fetches_total",
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	f := promauto.With(prometheus.WrapRegistererWithPrefix("meshfed_certs_", reg))
+	return &Metrics{
+		bundleFetches: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "bundle_fetches_total",
 			Help: "Bundle endpoint fetches, by trust domain and result (success or failure).",
 		}, []string{"trust_domain", "result"}),
-		rotations: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "meshfed", Subsystem: "certs", Name: "rotations_total",
+		rotations: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "rotations_total",
 			Help: "New SVIDs or bundles taken into use, by kind (svid or bundle) and name (role or trust domain).",
 		}, []string{"kind", "name"}),
-		loadFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "meshfed", Subsystem: "certs", Name: "load_failures_total",
+		loadFailures: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "load_failures_total",
 			Help: "Failed loads of SVIDs or bundles (the last good one stays in use), by kind and name.",
 		}, []string{"kind", "name"}),
-		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "meshfed", Subsystem: "certs", Name: "bundle_endpoint_refused_handshakes_total",
+		refused: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "bundle_endpoint_refused_handshakes_total",
 			Help: "TLS handshakes refused on the bundle endpoint, by side (server: this agent's endpoint; client: fetching a peer's) and reason.",
 		}, []string{"side", "reason"}),
-		served: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "meshfed", Subsystem: "certs", Name: "bundle_endpoint_requests_total",
+		served: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "bundle_endpoint_requests_total",
 			Help: "Requests answered by this agent's bundle endpoint, by HTTP status code.",
 		}, []string{"code"}),
 	}
-	for _, c := range []prometheus.Collector{m.bundleFetches, m.rotations, m.loadFailures, m.refused, m.served} {
-		if err := reg.Register(c); err != nil {
-			return nil, err
-		}
-	}
-	return m, nil
 }
 
 func (m *Metrics) fetch(trustDomain, result string) {

@@ -23,9 +23,7 @@ import (
 
 func newMetrics(t *testing.T) *Metrics {
 	t.Helper()
-	m, err := NewMetrics(prometheus.NewRegistry())
-	require.NoError(t, err)
-	return m
+	return NewMetrics(prometheus.NewRegistry())
 }
 
 // counterValue reads a counter without prometheus/testutil, which would pull

@@ -22,14 +22,17 @@ const (
 // fileWatcher calls reload after files change on disk. It watches the
 // directories, not the files: cert-manager and the kubelet replace files by
 // renaming a new file (or a new "..data" symlink) over the old one, which a
-// watch on the old inode would never see.
+// watch on the old inode would never see. reload is told whether files
+// changed since it last ran (event), or it runs on a timer: the periodic
+// resync, or the positive duration it last returned (a pair of files
+// still settling, a certificate valid from then on).
 type fileWatcher struct {
 	w    *fsnotify.Watcher
 	done chan struct{}
 	wg   sync.WaitGroup
 }
 
-func watchFiles(paths []string, log *zap.Logger, reload func()) (*fileWatcher, error) {
+func watchFiles(paths []string, log *zap.Logger, reload func(event bool) time.Duration) (*fileWatcher, error) {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		return nil, err
@@ -54,16 +57,25 @@ func watchFiles(paths []string, log *zap.Logger, reload func()) (*fileWatcher, e
 	return fw, nil
 }
 
-func (fw *fileWatcher) run(log *zap.Logger, reload func()) {
+func (fw *fileWatcher) run(log *zap.Logger, reload func(event bool) time.Duration) {
 	defer fw.wg.Done()
 	holdoff := time.NewTimer(time.Hour)
 	holdoff.Stop()
+	recheck := time.NewTimer(time.Hour)
+	recheck.Stop()
 	resync := time.NewTicker(resyncInterval)
 	defer resync.Stop()
+	load := func(event bool) {
+		recheck.Stop()
+		if again := reload(event); again > 0 {
+			recheck.Reset(again)
+		}
+	}
 	for {
 		select {
 		case <-fw.done:
 			holdoff.Stop()
+			recheck.Stop()
 			return
 		case ev, ok := <-fw.w.Events:
 			if !ok {
@@ -79,9 +91,11 @@ func (fw *fileWatcher) run(log *zap.Logger, reload func()) {
 			}
 			log.Warn("file watch error", zap.Error(err))
 		case <-holdoff.C:
-			reload()
+			load(true)
+		case <-recheck.C:
+			load(false)
 		case <-resync.C:
-			reload()
+			load(false)
 		}
 	}
 }

@@ -23,16 +23,18 @@ type WebCertificate struct {
 	metrics           *Metrics
 	cur               atomic.Pointer[tls.Certificate]
 	watcher           *fileWatcher
+	settling          settler
 }
 
-// NewWebCertificate loads the pair once, failing if it cannot, then
-// watches the files; a later bad pair is logged and counted and the last
-// good one stays in use.
-func NewWebCertificate(certFile, keyFile string, log *zap.Logger, m *Metrics) (*WebCertificate, error) {
+// NewWebCertificate loads the pair once, failing if it cannot or if it is
+// not valid now, then watches the files; a later pair that cannot be used
+// (or is not valid) leaves the last good one in use, and once it has
+// lasted settle it is logged and counted.
+func NewWebCertificate(certFile, keyFile string, settle time.Duration, log *zap.Logger, m *Metrics) (*WebCertificate, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	w := &WebCertificate{certFile: certFile, keyFile: keyFile, log: log.With(zap.String("cert", certFile)), metrics: m}
+	w := &WebCertificate{certFile: certFile, keyFile: keyFile, log: log.With(zap.String("cert", certFile)), metrics: m, settling: settler{settle: settle}}
 	if err := w.load(); err != nil {
 		return nil, err
 	}
@@ -54,11 +56,11 @@ func (w *WebCertificate) load() error {
 		return fmt.Errorf("certs: parse web certificate %s: %w", w.certFile, err)
 	}
 	c.Leaf = leaf
+	if err := checkValidity("the web certificate in "+w.certFile, []*x509.Certificate{leaf}, time.Now()); err != nil {
+		return err
+	}
 	prev := w.cur.Swap(&c)
 	fields := []zap.Field{zap.Strings("dns_names", leaf.DNSNames), zap.Time("not_after", leaf.NotAfter)}
-	if time.Now().After(leaf.NotAfter) {
-		w.log.Warn("loaded an expired web certificate; peers will refuse the bundle endpoint until it is replaced", fields...)
-	}
 	switch {
 	case prev == nil:
 		w.log.Info("web certificate loaded", fields...)
@@ -69,11 +71,25 @@ func (w *WebCertificate) load() error {
 	return nil
 }
 
-func (w *WebCertificate) reload() {
-	if err := w.load(); err != nil {
-		w.metrics.loadFailed(KindWebCertificate, "bundle_endpoint")
-		w.log.Error("web certificate load failed; keeping the last good certificate", zap.Error(err))
+// reload runs on the watcher's goroutine only.
+func (w *WebCertificate) reload(event bool) time.Duration {
+	if event {
+		w.settling.changed()
 	}
+	err := w.load()
+	if err == nil {
+		w.settling.ok()
+		return 0
+	}
+	if wait := w.settling.fail(time.Now()); wait > 0 {
+		w.log.Debug("web certificate files not usable yet; waiting for the rest of the rotation", zap.Error(err))
+		return wait
+	}
+	if w.settling.report(err) {
+		w.metrics.loadFailed(KindWebCertificate, "bundle_endpoint")
+		w.log.Error("web certificate refused; keeping the last good certificate", zap.Error(err))
+	}
+	return 0
 }
 
 // GetCertificate implements CertificateSource.

@@ -24,14 +24,14 @@ func TestWebCertificateReloadsAndKeepsLastGood(t *testing.T) {
 	}
 	dir := t.TempDir()
 	certFile, keyFile := filepath.Join(dir, "web.pem"), filepath.Join(dir, "web-key.pem")
-	_, err := NewWebCertificate(certFile, keyFile, nil, nil)
+	_, err := NewWebCertificate(certFile, keyFile, 0, nil, nil)
 	require.ErrorContains(t, err, "certs: load web certificate "+certFile+" with key "+keyFile+": open "+certFile+": no such file or directory")
 
 	chain, key := issue("one.example")
 	require.NoError(t, writeFileAtomic(keyFile, key, keyMode))
 	require.NoError(t, writeFileAtomic(certFile, chain, certMode))
 	m := newMetrics(t)
-	w, err := NewWebCertificate(certFile, keyFile, zaptest.NewLogger(t), m)
+	w, err := NewWebCertificate(certFile, keyFile, 0, zaptest.NewLogger(t), m)
 	require.NoError(t, err)
 	defer w.Close()
 	host := func() string {

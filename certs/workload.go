@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
@@ -22,6 +23,9 @@ type WorkloadSVIDConfig struct {
 	// ID picks the SVID with this SPIFFE ID when the Workload API gives the
 	// agent several (one per role); zero takes the default (first) SVID.
 	ID spiffeid.ID
+	// TrustDomain, when set, is the trust domain the SVID must be of, as
+	// an SVID of Role.
+	TrustDomain spiffeid.TrustDomain
 }
 
 // WorkloadSVIDSource is an SVIDSource backed by a go-spiffe
@@ -38,7 +42,7 @@ type WorkloadSVIDSource struct {
 // NewWorkloadSVIDSource connects to the Workload API and blocks until the
 // first SVID arrives or ctx ends.
 func NewWorkloadSVIDSource(ctx context.Context, cfg WorkloadSVIDConfig, log *zap.Logger, m *Metrics) (*WorkloadSVIDSource, error) {
-	st, err := newSVIDState(cfg.Role, cfg.ID, log, m)
+	st, err := newSVIDState(cfg.Role, cfg.ID, cfg.TrustDomain, "the Workload API", log, m)
 	if err != nil {
 		return nil, err
 	}
@@ -84,7 +88,7 @@ func (s *WorkloadSVIDSource) refresh() error {
 	if err != nil {
 		return fmt.Errorf("certs: Workload API for role %s: %w", s.role, err)
 	}
-	if err := s.check(v); err != nil {
+	if err := s.check(v, time.Now()); err != nil {
 		return err
 	}
 	s.set(v)

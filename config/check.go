@@ -56,6 +56,9 @@ func (c *Config) check() error {
 	if err := c.checkHandshakes(); err != nil {
 		return err
 	}
+	if err := c.checkLifecycle(); err != nil {
+		return err
+	}
 	for i, s := range c.Federation.DeniedCIDRs {
 		if _, err := netip.ParsePrefix(s); err != nil {
 			return fieldErr(fmt.Sprintf("federation.deniedCIDRs[%d]", i), "%s is not a CIDR", untrusted.Quote(s))
@@ -495,6 +498,31 @@ func (c *Config) checkXDS() error {
 				return fieldErr(fmt.Sprintf("%s.nodeIds[%d]", at, j), "%s is not a node id of gateways.egress or gateways.ingress", untrusted.Quote(n))
 			}
 		}
+	}
+	return nil
+}
+
+// Bounds of how the agent waits for what comes and goes.
+const (
+	// minMaxBackoff is Hamlet's least wait before a redial; maxMaxBackoff
+	// keeps a peer that came back from waiting longer than an hour.
+	minMaxBackoff = time.Second
+	maxMaxBackoff = time.Hour
+	// minSettleTime is longer than the agent's own holdoff after a file
+	// event (100ms); maxSettleTime keeps a broken pair from going
+	// unreported for long.
+	minSettleTime = 100 * time.Millisecond
+	maxSettleTime = time.Minute
+)
+
+// checkLifecycle checks the redial backoff's cap and the settle time of
+// rotated files.
+func (c *Config) checkLifecycle() error {
+	if d := time.Duration(c.Federation.MaxBackoff); d < minMaxBackoff || d > maxMaxBackoff {
+		return fieldErr("federation.maxBackoff", "%s is out of range %s-%s", d, minMaxBackoff, maxMaxBackoff)
+	}
+	if d := time.Duration(c.Identity.SettleTime); d < minSettleTime || d > maxSettleTime {
+		return fieldErr("identity.settleTime", "%s is out of range %s-%s", d, minSettleTime, maxSettleTime)
 	}
 	return nil
 }

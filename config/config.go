@@ -221,7 +221,18 @@ type Identity struct {
 	// expires that the agent and meshfed check warn of it; default 168h
 	// (7 days).
 	ExpiryWarning Duration `yaml:"expiryWarning"`
+	// SettleTime is how long a certificate and its key (or a bundle file)
+	// that change on disk may stay unusable before the agent calls it an
+	// error: a rotation that writes the two files one after the other
+	// passes through a pair that does not match. Default 2s; 100ms to 1m.
+	SettleTime Duration `yaml:"settleTime"`
 }
+
+// DefaultSettleTime is Identity.SettleTime's default: a rotation by a
+// tool (cert-manager, an ACME client, a script of two renames) writes the
+// second file within milliseconds; 2 s leaves room for a loaded host
+// without hiding a broken pair for long.
+const DefaultSettleTime = 2 * time.Second
 
 // DefaultExpiryWarning is Identity.ExpiryWarning's default.
 const DefaultExpiryWarning = 7 * 24 * time.Hour
@@ -289,9 +300,11 @@ type Federation struct {
 	// Retention is how long imports of a disconnected peer are kept;
 	// 0 (the default) keeps them.
 	Retention Duration `yaml:"retention"`
-	// MaxBatch is how many consecutive responses of a peer are stored in
-	// one transaction at most, before their ACKs are sent (default 256).
+	// MaxBatch is how many services of a peer are stored in one
+	// transaction at most, before their ACKs are sent (default 256).
 	// 1 to 4096, the largest window: a peer never has more unacknowledged.
+	// It is also how many services a peer may send in one response, when
+	// both agents speak services-per-response: a response is stored whole.
 	MaxBatch int `yaml:"maxBatch"`
 	// BatchDelay is how long a batch waits for more responses the peer may
 	// still send within its window (default 1ms; 0s: a batch holds only
@@ -309,6 +322,10 @@ type Federation struct {
 	// MaxHandshakesPerSource is MaxHandshakes for the connections of one
 	// IPv4 address or IPv6 /64 (default 32; 1 to MaxHandshakes).
 	MaxHandshakesPerSource int `yaml:"maxHandshakesPerSource"`
+	// MaxBackoff is the longest wait before a dialed peer is dialed again
+	// after a failed stream or a refusal (default 2m; 1s to 1h). The waits
+	// start at 1 s and double, with jitter, up to it.
+	MaxBackoff Duration `yaml:"maxBackoff"`
 	// DeniedCIDRs are ranges no imported endpoint may point into.
 	DeniedCIDRs []string `yaml:"deniedCIDRs"`
 	// Ingress is what peers are told to connect to for exported services.
@@ -515,19 +532,41 @@ const (
 	// federation/session.
 	DefaultMaxBatch   = 256
 	DefaultBatchDelay = time.Millisecond
-	// DefaultMaxRequestBytes, DefaultMaxStreamsPerConnection and
-	// DefaultMaxStreamsPerNode are the xDS server's bounds (see package
-	// xds for their sizing).
-	DefaultMaxRequestBytes         = 32 << 20
+	// The xDS server's bounds, sized for 100,000 resources of a type.
+	//
+	// DefaultMaxRequestBytes holds the largest request a gateway sends: a
+	// delta reconnect that subscribes to 100,000 resources by name and
+	// gives the version of each it holds (initial_resource_versions,
+	// sha256 in hex), some 20 MB with meshfed's names; over gRPC's 4 MiB
+	// default, and short of what lets one request cost hundreds of MB.
+	DefaultMaxRequestBytes = 32 << 20
+	// DefaultMaxStreamsPerConnection: Envoy opens one ADS stream per
+	// connection, or one per type without ADS.
 	DefaultMaxStreamsPerConnection = 100
-	DefaultMaxStreamsPerNode       = 10
+	// DefaultMaxStreamsPerNode leaves room for a gateway's streams of one
+	// kind of xDS each, and for the stream a reconnecting gateway left
+	// behind on a connection the server has not yet seen die.
+	DefaultMaxStreamsPerNode = 10
 
-	// DefaultMaxStreamsPerIdentity, DefaultMaxStreams and
-	// DefaultFirstRequestTimeout bound the xDS streams a client holds,
-	// those that never send a request included (see package xds).
+	// Bounds on the xDS streams clients hold, those that never send a
+	// request included. Such a stream costs the server some 13 KB (two
+	// goroutines, 4 KB of heap) until it ends, and a connection some 20
+	// KB: xds's TestRequestlessStreamsAreBounded measures them.
+	//
+	// DefaultMaxStreamsPerIdentity holds 100 gateways of one role that
+	// share a SPIFFE ID, each with a stream of each of the six kinds of
+	// xDS it uses without ADS, and 40 streams that gateways reconnecting
+	// left behind on connections the server has not yet seen die.
 	DefaultMaxStreamsPerIdentity = 640
-	DefaultMaxStreams            = 800
-	DefaultFirstRequestTimeout   = 10 * time.Second
+	// DefaultMaxStreams leaves the other identities 160 streams (the
+	// other role's gateways over ADS) when one is at its bound, and holds
+	// 10,000 streams that never send a request, from any number of
+	// identities on 100 connections, to under 20 MB.
+	DefaultMaxStreams = 800
+	// DefaultFirstRequestTimeout: Envoy sends its first request as soon
+	// as its stream is open; ten seconds leave room for a slow link and a
+	// first request of megabytes.
+	DefaultFirstRequestTimeout = 10 * time.Second
 
 	// DefaultMaxFileBytes bounds the registry file (exports.maxFileBytes)
 	// and, not configurable, the configuration file itself.
@@ -541,6 +580,11 @@ const (
 	DefaultMaxHandshakes          = 256
 	DefaultMaxHandshakesPerSource = 32
 )
+
+// DefaultMaxBackoff is federation.maxBackoff's default: a peer that comes
+// back, or that adds this mesh again after a mistake, is found within
+// 2 minutes, while a peer down for a day costs a dial every minute or so.
+const DefaultMaxBackoff = 2 * time.Minute
 
 // DefaultEgressPorts is the range dedicated egress listeners take ports
 // from.
@@ -561,6 +605,9 @@ func (c *Config) defaults(dir string) {
 	}
 	if c.Identity.ExpiryWarning == 0 {
 		c.Identity.ExpiryWarning = Duration(DefaultExpiryWarning)
+	}
+	if c.Identity.SettleTime == 0 {
+		c.Identity.SettleTime = Duration(DefaultSettleTime)
 	}
 	if c.XDS.Listen == "" {
 		c.XDS.Listen = DefaultXDSListen
@@ -668,6 +715,9 @@ func (c *Config) listenerDefaults() {
 	}
 	if c.Federation.MaxHandshakesPerSource == 0 {
 		c.Federation.MaxHandshakesPerSource = DefaultMaxHandshakesPerSource
+	}
+	if c.Federation.MaxBackoff == 0 {
+		c.Federation.MaxBackoff = Duration(DefaultMaxBackoff)
 	}
 }
 

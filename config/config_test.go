@@ -67,6 +67,8 @@ func TestParseValidAppliesDefaultsAndRelativePaths(t *testing.T) {
 	assert.Equal(t, Duration(10*time.Millisecond), c.XDS.Holdoff)
 	assert.Equal(t, 256, c.Federation.MaxBatch)
 	assert.Equal(t, Duration(time.Millisecond), *c.Federation.BatchDelay)
+	assert.Equal(t, Duration(2*time.Minute), c.Federation.MaxBackoff)
+	assert.Equal(t, Duration(2*time.Second), c.Identity.SettleTime)
 	assert.Equal(t, 32<<20, c.XDS.MaxRequestBytes)
 	assert.Equal(t, 100, c.XDS.MaxStreamsPerConnection)
 	assert.Equal(t, 10, c.XDS.MaxStreamsPerNode)
@@ -91,7 +93,7 @@ func TestParseErrorsNameFieldValueAndLine(t *testing.T) {
 		want     string
 	}{
 		{"unknown field", "  listen: 127.0.0.1:15443", "  listn: 127.0.0.1:15443", "line 18: federation.listn: unknown field; did you mean listen?"},
-		{"unknown field far from any", "  listen: 127.0.0.1:15443", "  colour: blue", "line 18: federation.colour: unknown field; known here: batchDelay, deniedCIDRs, grace, handshakeTimeout, ingress, listen, maxBatch, maxHandshakes, maxHandshakesPerSource, retention, window"},
+		{"unknown field far from any", "  listen: 127.0.0.1:15443", "  colour: blue", "line 18: federation.colour: unknown field; known here: batchDelay, deniedCIDRs, grace, handshakeTimeout, ingress, listen, maxBackoff, maxBatch, maxHandshakes, maxHandshakesPerSource, retention, window"},
 		{"string for a number", "{from: 21000, to: 21099}", "{from: 21000, to: abc}", `line 31: gateways.egress.ports.to: "abc" is not a whole number`},
 		{"list for a boolean", "    dial: 127.0.0.1:16443", "    dial: 127.0.0.1:16443\n    allowLoopback: [yes]", "line 24: peers[0].allowLoopback: a list is not true or false"},
 		{"mistyped field", "    dial: 127.0.0.1:16443", "    dial: [a, b]", "line 23: peers[0].dial: a list is not a string"},
@@ -102,6 +104,10 @@ func TestParseErrorsNameFieldValueAndLine(t *testing.T) {
 		{"peer without bundle", "trustDomain: mesh-b.example\n", "trustDomain: mesh-c.example\n", `line 22: peers[0].trustDomain: no trustBundles entry for "mesh-c.example"`},
 		{"bad duration", "  deniedCIDRs: [10.0.0.0/8]", "  deniedCIDRs: [10.0.0.0/8]\n  grace: soon", `line 20: federation.grace: "soon" is not a duration such as 30s, 2m or 1h30m`},
 		{"window out of range", "  deniedCIDRs: [10.0.0.0/8]", "  deniedCIDRs: [10.0.0.0/8]\n  window: 5000", "line 20: federation.window: 5000 is out of range 1-4096"},
+		{"redial at once", "  deniedCIDRs: [10.0.0.0/8]", "  deniedCIDRs: [10.0.0.0/8]\n  maxBackoff: 500ms", "line 20: federation.maxBackoff: 500ms is out of range 1s-1h0m0s"},
+		{"redial once a day", "  deniedCIDRs: [10.0.0.0/8]", "  deniedCIDRs: [10.0.0.0/8]\n  maxBackoff: 24h", "line 20: federation.maxBackoff: 24h0m0s is out of range 1s-1h0m0s"},
+		{"no settle time", "  ingress: {cert: certs/ingress.pem", "  settleTime: 10ms\n  ingress: {cert: certs/ingress.pem", "line 7: identity.settleTime: 10ms is out of range 100ms-1m0s"},
+		{"settle for ever", "  ingress: {cert: certs/ingress.pem", "  settleTime: 2m\n  ingress: {cert: certs/ingress.pem", "line 7: identity.settleTime: 2m0s is out of range 100ms-1m0s"},
 		{"batch of none", "  deniedCIDRs: [10.0.0.0/8]", "  deniedCIDRs: [10.0.0.0/8]\n  maxBatch: -1", "line 20: federation.maxBatch: -1 is out of range 1-4096"},
 		{"batch beyond the largest window", "  deniedCIDRs: [10.0.0.0/8]", "  deniedCIDRs: [10.0.0.0/8]\n  maxBatch: 4097", "line 20: federation.maxBatch: 4097 is out of range 1-4096"},
 		{"negative batch delay", "  deniedCIDRs: [10.0.0.0/8]", "  deniedCIDRs: [10.0.0.0/8]\n  batchDelay: -1ms", "line 20: federation.batchDelay: -1ms is out of range 0s-1s"},
@@ -254,6 +260,9 @@ func TestExampleFileIsValidAndStatesTheDefaults(t *testing.T) {
 	assert.Equal(t, d.Federation.HandshakeTimeout, c.Federation.HandshakeTimeout)
 	assert.Equal(t, d.Federation.MaxHandshakes, c.Federation.MaxHandshakes)
 	assert.Equal(t, d.Federation.MaxHandshakesPerSource, c.Federation.MaxHandshakesPerSource)
+	assert.Equal(t, d.Federation.MaxBackoff, c.Federation.MaxBackoff)
+	assert.Equal(t, d.Identity.SettleTime, c.Identity.SettleTime)
+	assert.Equal(t, d.Identity.ExpiryWarning, c.Identity.ExpiryWarning)
 	assert.Equal(t, "unix:///xds.sock", d.XDS.Listen, "the default socket is beside the configuration")
 	assert.Equal(t, "unix://"+filepath.Join("../examples", "xds.sock"), c.XDS.Listen)
 	d.XDS.Listen, c.XDS.Listen = "", ""

@@ -2,6 +2,7 @@ package dnsserver_test
 
 import (
 	"fmt"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -91,6 +92,28 @@ func TestSetReplacesTheTable(t *testing.T) {
 
 	s.Set(nil)
 	require.Equal(t, "NXDOMAIN", dns.RcodeToString[exchange(t, "tcp", addr, "db.peer-b.meshfed.", dns.TypeA).Rcode])
+}
+
+// An update changes the names it is given and leaves the others; the
+// glue of an SRV answer follows its target's latest addresses, and a name
+// removed takes its named ports with it.
+func TestUpdateChangesOnlyItsNames(t *testing.T) {
+	s, addr := start(t, dnsserver.Config{}, web, db)
+	moved := web
+	moved.Addresses = []netip.Addr{netip.MustParseAddr("127.0.0.20")}
+	moved.SRV = []dnsserver.SRV{{Service: "http", Proto: "tcp", Port: 8080}}
+	s.Update([]dnsserver.Record{moved}, nil)
+	require.Equal(t, []string{"web.payments.peer-a.meshfed.\t5\tIN\tA\t127.0.0.20"}, texts(exchange(t, "udp", addr, webName, dns.TypeA).Answer))
+	resp := exchange(t, "udp", addr, "_grpc._tcp."+webName, dns.TypeSRV)
+	require.Equal(t, "NXDOMAIN", dns.RcodeToString[resp.Rcode], "the port it no longer has")
+	require.True(t, resp.Authoritative)
+	resp = exchange(t, "udp", addr, "db.peer-b.meshfed.", dns.TypeSRV)
+	require.Equal(t, []string{"web.payments.peer-a.meshfed.\t5\tIN\tA\t127.0.0.20"}, texts(resp.Extra), "the glue is its target's new address")
+
+	s.Update(nil, []string{"DB.peer-b.meshfed"})
+	require.Equal(t, "NXDOMAIN", dns.RcodeToString[exchange(t, "udp", addr, "db.peer-b.meshfed.", dns.TypeA).Rcode])
+	require.Equal(t, "NXDOMAIN", dns.RcodeToString[exchange(t, "udp", addr, "_pg._tcp.db.peer-b.meshfed.", dns.TypeSRV).Rcode])
+	require.Len(t, exchange(t, "udp", addr, webName, dns.TypeA).Answer, 1, "the other name stays")
 }
 
 func TestTTL(t *testing.T) {

@@ -36,14 +36,14 @@ func (h handler) reply(r *dns.Msg) *dns.Msg {
 		return h.fit(r, m.SetRcode(r, dns.RcodeNotImplemented))
 	}
 	q := r.Question[0]
-	var n *node
-	owned := false
+	var records, extra []dns.RR
+	owned, found := false, false
 	if q.Qclass == dns.ClassINET || q.Qclass == dns.ClassANY {
-		n, owned = h.s.table.Load().lookup(dns.CanonicalName(q.Name))
+		records, extra, owned, found = h.s.table.answer(dns.CanonicalName(q.Name), q.Qtype)
 	}
 	switch {
 	case owned:
-		return h.fit(r, answer(m, q, n))
+		return h.fit(r, answer(m, q, records, extra, found))
 	case len(h.s.cfg.Forward) > 0:
 		return h.forward(r)
 	default:
@@ -51,15 +51,14 @@ func (h handler) reply(r *dns.Msg) *dns.Msg {
 	}
 }
 
-// answer fills m for a name we own; n is nil for an unknown port below one
-// of our names.
-func answer(m *dns.Msg, q dns.Question, n *node) *dns.Msg {
+// answer fills m for a name we own with its records and their glue;
+// found is false for an unknown port below one of our names.
+func answer(m *dns.Msg, q dns.Question, records, extra []dns.RR, found bool) *dns.Msg {
 	m.Authoritative = true
-	if n == nil {
+	if !found {
 		m.Rcode = dns.RcodeNameError
 		return m
 	}
-	records, extra := n.answer(q.Qtype)
 	for _, rr := range records {
 		// The question's spelling, for resolvers that match it (0x20).
 		rr = dns.Copy(rr)

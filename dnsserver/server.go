@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/netip"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/miekg/dns"
@@ -23,7 +22,7 @@ type Server struct {
 	cfg     Config
 	listen  netip.AddrPort
 	ttl     uint32
-	table   atomic.Pointer[table]
+	table   *table
 	queries *prometheus.CounterVec
 
 	mu  sync.Mutex
@@ -50,15 +49,25 @@ func New(cfg Config) (*Server, error) {
 	if err := cfg.Registerer.Register(s.queries); err != nil {
 		return nil, fmt.Errorf("dnsserver: registering metrics: %w", err)
 	}
-	s.table.Store(&table{})
+	s.table = newTable()
 	return s, nil
 }
 
 // Set replaces the whole table; a query sees the old table or the new one,
 // never a mix.
 func (s *Server) Set(records []Record) {
-	t := build(records, s.ttl, s.cfg.Log)
-	s.table.Store(&t)
+	t := newTable()
+	t.update(records, nil, s.ttl, s.cfg.Log)
+	s.table.mu.Lock()
+	s.table.nodes, s.table.owned = t.nodes, t.owned
+	s.table.mu.Unlock()
+}
+
+// Update sets the records of set, replacing those of the same names, and
+// removes the records called remove; the rest of the table stays as it
+// is. A query sees the table before the update or after it, never a mix.
+func (s *Server) Update(set []Record, remove []string) {
+	s.table.update(set, remove, s.ttl, s.cfg.Log)
 }
 
 // Listen binds UDP and TCP on the configured address. Serve calls it when

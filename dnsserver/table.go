@@ -3,6 +3,7 @@ package dnsserver
 import (
 	"net/netip"
 	"strings"
+	"sync"
 
 	"github.com/miekg/dns"
 	"go.uber.org/zap"
@@ -32,82 +33,107 @@ type SRV struct {
 	Target string
 }
 
-// table is immutable once built, so that queries read it without locks.
-// Keys are canonical names (lowercase, with the trailing dot).
-type table map[string]*node
-
-// node holds the answers for one name. Owner names are canonical; answer
-// copies take the question's spelling.
-type node struct {
-	a, aaaa, srv []dns.RR
-	// glue is the addresses of SRV targets that the table holds, so a client
-	// need not ask again.
-	glue []dns.RR
+// table holds the answers, by canonical owner name (lowercase, with the
+// trailing dot). Queries read it under a read lock; Update changes only
+// the names of the records it is given, so that a change costs what it
+// touches, not the table's size.
+type table struct {
+	mu    sync.RWMutex
+	nodes map[string]*node
+	// owned are, by a record's canonical name, the owner names it put in
+	// nodes: its own and those of its named ports.
+	owned map[string][]string
 }
 
-// build makes the table. A record that cannot be served is skipped and
-// logged rather than failing the whole table: one bad import must not take
-// down the names of the others.
-func build(records []Record, ttl uint32, log *zap.Logger) table {
-	t := table{}
-	targets := map[*node][]string{}
-	for _, r := range records {
-		name, ok := canonical(r.Name)
+// node holds the answers for one name. Owner names are canonical; answer
+// copies take the question's spelling. A node never changes once in the
+// table: an update replaces it.
+type node struct {
+	a, aaaa, srv []dns.RR
+	// targets are the SRV targets, whose addresses the table holds, when
+	// it does, are glue: a client need not ask again.
+	targets []string
+}
+
+func newTable() *table {
+	return &table{nodes: map[string]*node{}, owned: map[string][]string{}}
+}
+
+// update removes the records called remove and those of set, then adds
+// set. A record that cannot be served is skipped and logged rather than
+// failing the others: one bad import must not take down the names of the
+// rest.
+func (t *table) update(set []Record, remove []string, ttl uint32, log *zap.Logger) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, r := range remove {
+		if name, ok := canonical(r); ok {
+			t.drop(name)
+		}
+	}
+	for _, r := range set {
+		if name, ok := canonical(r.Name); ok {
+			t.drop(name)
+		}
+	}
+	for _, r := range set {
+		t.add(r, ttl, log)
+	}
+}
+
+func (t *table) drop(name string) {
+	for _, owner := range t.owned[name] {
+		delete(t.nodes, owner)
+	}
+	delete(t.owned, name)
+}
+
+func (t *table) add(r Record, ttl uint32, log *zap.Logger) {
+	name, ok := canonical(r.Name)
+	if !ok {
+		log.Warn("skipping a DNS record with an invalid name", zap.String("name", r.Name))
+		return
+	}
+	if _, dup := t.nodes[name]; dup {
+		log.Warn("skipping a DNS record whose name is already served", zap.String("name", r.Name))
+		return
+	}
+	n := &node{}
+	t.nodes[name] = n
+	owned := []string{name}
+	for _, a := range r.Addresses {
+		a = a.Unmap()
+		hdr := dns.RR_Header{Name: name, Class: dns.ClassINET, Ttl: ttl}
+		switch {
+		case a.Is4():
+			hdr.Rrtype = dns.TypeA
+			n.a = append(n.a, &dns.A{Hdr: hdr, A: a.AsSlice()})
+		case a.Is6():
+			hdr.Rrtype = dns.TypeAAAA
+			n.aaaa = append(n.aaaa, &dns.AAAA{Hdr: hdr, AAAA: a.AsSlice()})
+		}
+	}
+	for _, s := range r.SRV {
+		rr, owner, ok := srvRR(name, s, ttl)
 		if !ok {
-			log.Warn("skipping a DNS record with an invalid name", zap.String("name", r.Name))
+			log.Warn("skipping a DNS SRV record that cannot be served", zap.String("name", r.Name), zap.String("service", s.Service), zap.String("proto", s.Proto), zap.String("target", s.Target), zap.Uint32("port", s.Port))
 			continue
 		}
-		if _, dup := t[name]; dup {
-			log.Warn("skipping a DNS record whose name is already served", zap.String("name", r.Name))
+		n.srv = append(n.srv, rr)
+		n.targets = append(n.targets, rr.Target)
+		if owner == "" {
 			continue
 		}
-		n := &node{}
-		t[name] = n
-		for _, a := range r.Addresses {
-			a = a.Unmap()
-			hdr := dns.RR_Header{Name: name, Class: dns.ClassINET, Ttl: ttl}
-			switch {
-			case a.Is4():
-				hdr.Rrtype = dns.TypeA
-				n.a = append(n.a, &dns.A{Hdr: hdr, A: a.AsSlice()})
-			case a.Is6():
-				hdr.Rrtype = dns.TypeAAAA
-				n.aaaa = append(n.aaaa, &dns.AAAA{Hdr: hdr, AAAA: a.AsSlice()})
-			}
+		if _, dup := t.nodes[owner]; dup {
+			log.Warn("skipping a DNS SRV record whose name is already served", zap.String("name", owner))
+			continue
 		}
-		for _, s := range r.SRV {
-			rr, owner, ok := srvRR(name, s, ttl)
-			if !ok {
-				log.Warn("skipping a DNS SRV record that cannot be served", zap.String("name", r.Name), zap.String("service", s.Service), zap.String("proto", s.Proto), zap.String("target", s.Target), zap.Uint32("port", s.Port))
-				continue
-			}
-			n.srv = append(n.srv, rr)
-			targets[n] = append(targets[n], rr.Target)
-			if owner == "" {
-				continue
-			}
-			if _, dup := t[owner]; dup {
-				log.Warn("skipping a DNS SRV record whose name is already served", zap.String("name", owner))
-				continue
-			}
-			one := *rr
-			one.Hdr.Name = owner
-			sn := &node{srv: []dns.RR{&one}}
-			t[owner] = sn
-			targets[sn] = []string{rr.Target}
-		}
+		one := *rr
+		one.Hdr.Name = owner
+		t.nodes[owner] = &node{srv: []dns.RR{&one}, targets: []string{rr.Target}}
+		owned = append(owned, owner)
 	}
-	// Glue comes second: a target may be a record listed later.
-	for n, names := range targets {
-		seen := map[string]bool{}
-		for _, target := range names {
-			if tn := t[target]; tn != nil && !seen[target] {
-				seen[target] = true
-				n.glue = append(append(n.glue, tn.a...), tn.aaaa...)
-			}
-		}
-	}
-	return t
+	t.owned[name] = owned
 }
 
 // srvRR returns the SRV record of one port and the _service._proto owner
@@ -157,33 +183,36 @@ func canonical(name string) (string, bool) {
 	return dns.CanonicalName(name), true
 }
 
-// lookup finds the node for a canonical name. owned reports a name we are
-// authoritative for even without a node: _service._proto under one of our
-// names, so that an unknown port is NXDOMAIN instead of being forwarded.
-func (t table) lookup(name string) (n *node, owned bool) {
-	if n := t[name]; n != nil {
-		return n, true
+// answer returns the records of type qtype of a canonical name and their
+// glue. owned reports a name we are authoritative for even without a
+// node: _service._proto under one of our names, so that an unknown port
+// is NXDOMAIN instead of being forwarded; found is false then.
+func (t *table) answer(name string, qtype uint16) (answer, extra []dns.RR, owned, found bool) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	n := t.nodes[name]
+	if n == nil {
+		labels := dns.SplitDomainName(name)
+		owned = len(labels) > 2 && strings.HasPrefix(labels[0], "_") && strings.HasPrefix(labels[1], "_") &&
+			t.nodes[strings.Join(labels[2:], ".")+"."] != nil
+		return nil, nil, owned, false
 	}
-	labels := dns.SplitDomainName(name)
-	if len(labels) > 2 && strings.HasPrefix(labels[0], "_") && strings.HasPrefix(labels[1], "_") {
-		if t[strings.Join(labels[2:], ".")+"."] != nil {
-			return nil, true
-		}
-	}
-	return nil, false
-}
-
-// answer returns the records of type qtype and their glue.
-func (n *node) answer(qtype uint16) (answer, extra []dns.RR) {
 	switch qtype {
 	case dns.TypeA:
-		return n.a, nil
+		return n.a, nil, true, true
 	case dns.TypeAAAA:
-		return n.aaaa, nil
+		return n.aaaa, nil, true, true
 	case dns.TypeSRV:
-		return n.srv, n.glue
+		seen := map[string]bool{}
+		for _, target := range n.targets {
+			if tn := t.nodes[target]; tn != nil && !seen[target] {
+				seen[target] = true
+				extra = append(append(extra, tn.a...), tn.aaaa...)
+			}
+		}
+		return n.srv, extra, true, true
 	case dns.TypeANY:
-		return append(append(append([]dns.RR(nil), n.a...), n.aaaa...), n.srv...), nil
+		return append(append(append([]dns.RR(nil), n.a...), n.aaaa...), n.srv...), nil, true, true
 	}
-	return nil, nil
+	return nil, nil, true, true
 }

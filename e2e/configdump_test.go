@@ -163,6 +163,12 @@ func diffResource(want, got *anypb.Any) string {
 		// in (weights, health, policy): compare the addresses.
 		return cmp.Diff(addresses(wc), addresses(g.(*endpoint.ClusterLoadAssignment)))
 	}
+	// cmp.Diff walks by reflection: 2,000 imports' resources took 20 s to
+	// compare under -race, 2 s with proto.Equal first. Only a difference
+	// is diffed.
+	if proto.Equal(w, g) {
+		return ""
+	}
 	return cmp.Diff(w, g, protocmp.Transform())
 }
 

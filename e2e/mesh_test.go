@@ -3,9 +3,11 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -46,6 +48,8 @@ type mesh struct {
 	ingress   *envoyrun.Envoy
 	up        upstreams
 	peer      *mesh
+	// bundleWait, when set, is the agent's BundleWait.
+	bundleWait time.Duration
 }
 
 type upstreams struct {
@@ -73,6 +77,8 @@ type options struct {
 	// xdsTLS serves the gateways over TCP with mutual TLS instead of a
 	// Unix socket, and gives them prometheus listeners.
 	xdsTLS bool
+	// maxBackoff is federation.maxBackoff of both meshes.
+	maxBackoff string
 	// prepare runs on each mesh before its files are written, with its
 	// peer known: to start more upstreams and export more services.
 	prepare func(*mesh)
@@ -130,6 +136,7 @@ func newMesh(t *testing.T, root, name, service, ip string, opts options) *mesh {
 	m := &mesh{t: t, sotw: opts.sotw, Mesh: &twomesh.Mesh{
 		Name: name, Service: service, Dir: filepath.Join(root, name), IP: ip, OtherPeers: opts.otherPeers, Holdoff: "1ms",
 		HTTPRouteTimeout: opts.httpRouteTimeout, StreamIdleTimeout: opts.streamIdleTimeout, AllowedSources: opts.allowedSources,
+		MaxBackoff: opts.maxBackoff,
 		// Every port is picked free on the mesh's own loopback address,
 		// where nothing else binds: a port picked on 127.0.0.1 could be
 		// taken by another process's ephemeral port before the agent
@@ -177,6 +184,7 @@ func (m *mesh) startAgent() {
 	a, err := agent.New(context.Background(), cfg, log, prometheus.NewRegistry())
 	require.NoError(t, err)
 	a.ConfigPath = m.ConfigPath()
+	a.BundleWait = m.bundleWait
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
@@ -249,6 +257,7 @@ func (m *mesh) checkGateways() {
 	t := m.t
 	t.Helper()
 	if m.egress == nil || m.ingress == nil || m.agent == nil {
+		t.Errorf("%s: nothing to check: a gateway or the agent was never started", m.Name)
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -261,13 +270,23 @@ func (m *mesh) checkGateways() {
 			t.Errorf("%v", err)
 			continue
 		}
+		// Every xDS subscription has both counters: a filter that matched
+		// none of them would check nothing.
+		for _, counter := range []string{"cds.update_rejected", "lds.update_rejected", "cds.init_fetch_timeout", "lds.init_fetch_timeout"} {
+			if !slices.ContainsFunc(slices.Collect(maps.Keys(stats)), func(n string) bool { return strings.HasSuffix(n, counter) }) {
+				t.Errorf("envoy %s: no %s counter among %v", e.Name(), counter, slices.Sorted(maps.Keys(stats)))
+			}
+		}
 		for name, v := range stats {
 			if v != 0 {
 				t.Errorf("envoy %s: %s = %d", e.Name(), name, v)
 			}
 		}
 	}
-	eventually(t, m.Name+" gateways hold what the agent serves", m.inSync)
+	// At thousands of services one gateway's dump takes seconds to fetch,
+	// decode and compare under -race (7 s for 2,000 imports on an idle
+	// machine): a try of 5 s would never end.
+	eventuallyTrying(t, m.Name+" gateways hold what the agent serves", 60*time.Second, m.inSync)
 }
 
 // loopbackPair returns two loopback addresses of their own for the gateways
@@ -313,10 +332,16 @@ func (f *freePorts) release() {
 // broken system reaches it.
 func eventually(t *testing.T, what string, check func(ctx context.Context) error) {
 	t.Helper()
+	eventuallyTrying(t, what, 5*time.Second, check)
+}
+
+// eventuallyTrying is eventually with tries of up to perTry each.
+func eventuallyTrying(t *testing.T, what string, perTry time.Duration, check func(ctx context.Context) error) {
+	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	var err error
 	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), perTry)
 		err = check(ctx)
 		cancel()
 		if err == nil {

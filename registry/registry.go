@@ -52,6 +52,16 @@ type Sink interface {
 	Sync(ctx context.Context, imports []Imported) error
 }
 
+// ChangeSink is a Sink that also takes one change at a time: the imports
+// set (new or changed) and those gone, as last given. An Apply costs what
+// it changes, where a Sync costs the whole set; Sync stays the repair, at
+// start, after a failure and every anti-entropy interval. An Apply that
+// fails leaves the registry to the next Sync.
+type ChangeSink interface {
+	Sink
+	Apply(ctx context.Context, set, gone []Imported) error
+}
+
 // SourceStatus is how a source's reading goes: what a status page shows,
 // and what tests check instead of log lines.
 type SourceStatus struct {

@@ -11,10 +11,12 @@ import (
 // catalog: most HTTP, some GRPC, some TCP with a dedicated port.
 func benchInput(n int) *Input {
 	in := &Input{
-		TrustDomain: "mesh-a.example",
-		Gateways: Gateways{
-			Egress:  Address{Address: "0.0.0.0"},
-			Ingress: SocketAddress{Address: "0.0.0.0", Port: 15443},
+		Settings: Settings{
+			TrustDomain: "mesh-a.example",
+			Gateways: Gateways{
+				Egress:  Address{Address: "0.0.0.0"},
+				Ingress: SocketAddress{Address: "0.0.0.0", Port: 15443},
+			},
 		},
 		Secrets: Secrets{
 			SVIDs:   map[model.Role]SVID{model.Egress: {CertChain: "C", PrivateKey: "K"}, model.Ingress: {CertChain: "C", PrivateKey: "K"}},
@@ -67,7 +69,7 @@ func BenchmarkEgressResources(b *testing.B) {
 			imp := in.Imports[n/2]
 			b.ReportAllocs()
 			for b.Loop() {
-				EgressResources(in, imp)
+				egressResources(&view{Settings: in.Settings, Secrets: in.Secrets}, imp, in.EgressPorts)
 			}
 		})
 	}

@@ -79,7 +79,7 @@ type ConsulSecrets struct {
 }
 
 // consulName is the Consul service name of imp, when Consul names it.
-func consulName(in *Input, imp model.Import) (string, bool) {
+func consulName(in *view, imp model.Import) (string, bool) {
 	if in.Consul == nil || in.Consul.NameTemplate == "" {
 		return "", false
 	}
@@ -110,33 +110,33 @@ func consulScope(scope, cname string, port uint32, vh *route.VirtualHost) *route
 }
 
 // consulSNI is the server name Consul's sidecars send to reach service.
-func consulSNI(in *Input, service string) string {
+func consulSNI(in *view, service string) string {
 	return service + ".default." + in.Consul.Datacenter + ".internal." + in.Secrets.Consul.TrustDomain
 }
 
 // consulSPIFFEID is the identity Consul gives service's certificates.
-func consulSPIFFEID(in *Input, service string) string {
+func consulSPIFFEID(in *view, service string) string {
 	return "spiffe://" + in.Secrets.Consul.TrustDomain + "/ns/default/dc/" + in.Consul.Datacenter + "/svc/" + service
 }
 
 // egressConnectRoute is how Connect sidecars reach imp, named name, whose
 // instance's cluster is cluster: nil while the Connect listener is off or
 // Consul's trust domain is not known yet.
-func egressConnectRoute(in *Input, imp model.Import, name, cluster string) *SNIRoute {
-	if in.Consul.ConnectPort == 0 || ConsulLeafSecret(in, name) == nil || ConsulCallersSecret(in, name) == nil {
+func egressConnectRoute(in *view, imp model.Import, name, cluster string) *SNIRoute {
+	if in.Consul.ConnectPort == 0 || consulLeafSecret(in, name) == nil || consulCallersSecret(in, name) == nil {
 		return nil
 	}
 	chain := &listener.FilterChain{
 		Name:            ConnectChainName(imp.Peer, imp.ResourceID),
 		TransportSocket: connectServerTLS(name),
-		Filters:         []*listener.Filter{connectAuthz(name), tcpProxy(cluster)},
+		Filters:         []*listener.Filter{connectAuthz(name, ConnectChainName(imp.Peer, imp.ResourceID)), tcpProxy(cluster)},
 	}
 	return &SNIRoute{SNI: consulSNI(in, name), Chain: chain}
 }
 
 // connectServerTLS ends a Connect sidecar's mutual TLS with the leaf of
 // Consul service name, requiring a client certificate of Consul's CA of
-// a service Consul's intentions let call it (ConsulCallersSecret): a
+// a service Consul's intentions let call it (consulCallersSecret): a
 // caller they refuse fails the handshake.
 func connectServerTLS(name string) *core.TransportSocket {
 	ctx := &tls.DownstreamTlsContext{
@@ -159,10 +159,10 @@ const ConnectAuthzTarget = "x-meshfed-consul-target"
 // connectAuthz asks the agent, over the gateway's xDS cluster, whether
 // Consul's intentions let the caller reach Consul service name; a caller
 // refused, or an agent that does not answer, is closed before a byte is
-// forwarded.
-func connectAuthz(name string) *listener.Filter {
+// forwarded. Its stats are under the chain's name.
+func connectAuthz(name, chain string) *listener.Filter {
 	cfg := &extauthz.ExtAuthz{
-		StatPrefix: "connect-" + name,
+		StatPrefix: chain,
 		GrpcService: &core.GrpcService{
 			TargetSpecifier: &core.GrpcService_EnvoyGrpc_{EnvoyGrpc: &core.GrpcService_EnvoyGrpc{ClusterName: XDSClusterName}},
 			Timeout:         durationpb.New(5 * time.Second),
@@ -179,9 +179,9 @@ func connectAuthz(name string) *listener.Filter {
 // also answers their authorization requests.
 const XDSClusterName = "meshfed-xds"
 
-// EgressConnectListener is the egress listener of Connect sidecars, from
+// egressConnectListener is the egress listener of Connect sidecars, from
 // the routes of every import (SNIs unique); nil without routes.
-func EgressConnectListener(in *Input, routes []SNIRoute) *listener.Listener {
+func egressConnectListener(in *view, routes []SNIRoute) *listener.Listener {
 	if len(routes) == 0 {
 		return nil
 	}
@@ -205,7 +205,7 @@ func EgressConnectListener(in *Input, routes []SNIRoute) *listener.Listener {
 
 // connectUpstreamTLS is the ingress's Consul mutual TLS to the Connect
 // sidecars of service.
-func connectUpstreamTLS(in *Input, service string) *core.TransportSocket {
+func connectUpstreamTLS(in *view, service string) *core.TransportSocket {
 	ctx := &tls.UpstreamTlsContext{
 		Sni: consulSNI(in, service),
 		CommonTlsContext: &tls.CommonTlsContext{
@@ -222,9 +222,9 @@ func connectUpstreamTLS(in *Input, service string) *core.TransportSocket {
 	return &core.TransportSocket{Name: "envoy.transport_sockets.tls", ConfigType: &core.TransportSocket_TypedConfig{TypedConfig: mustAny(ctx)}}
 }
 
-// ConsulLeafSecret is the egress's leaf of the Consul name of an import;
+// consulLeafSecret is the egress's leaf of the Consul name of an import;
 // nil while there is none.
-func ConsulLeafSecret(in *Input, name string) *tls.Secret {
+func consulLeafSecret(in *view, name string) *tls.Secret {
 	leaf, ok := in.Secrets.Consul.Leaves[name]
 	if !ok {
 		return nil
@@ -239,20 +239,20 @@ func leafSecret(name string, leaf SVID) *tls.Secret {
 	}}}
 }
 
-// ConsulEgressSecrets are the egress's Consul secrets of each Consul name
+// consulEgressSecrets are the egress's Consul secrets of each Consul name
 // of an import that Connect sidecars may reach: its leaf certificate and
 // its callers, sorted by name; none without a Connect listener. The
-// ingress's own leaf is among its GatewaySecrets.
-func ConsulEgressSecrets(in *Input) []*tls.Secret {
+// ingress's own leaf is among its gatewaySecrets.
+func consulEgressSecrets(in *view) []*tls.Secret {
 	if in.Consul == nil || in.Consul.ConnectPort == 0 {
 		return nil
 	}
 	var out []*tls.Secret
 	for _, name := range slices.Sorted(maps.Keys(in.Secrets.Consul.Leaves)) {
-		out = append(out, ConsulLeafSecret(in, name))
+		out = append(out, consulLeafSecret(in, name))
 	}
 	for _, name := range slices.Sorted(maps.Keys(in.Secrets.Consul.Callers)) {
-		if s := ConsulCallersSecret(in, name); s != nil {
+		if s := consulCallersSecret(in, name); s != nil {
 			out = append(out, s)
 		}
 	}
@@ -260,7 +260,7 @@ func ConsulEgressSecrets(in *Input) []*tls.Secret {
 }
 
 // consulRootsSecret is Consul's CA roots; nil while they are unknown.
-func consulRootsSecret(in *Input) *tls.Secret {
+func consulRootsSecret(in *view) *tls.Secret {
 	if in.Consul == nil || in.Secrets.Consul.Roots == "" {
 		return nil
 	}

@@ -17,12 +17,12 @@ type ConsulCallers struct {
 	Except []string `json:"except,omitempty"`
 }
 
-// ConsulCallersSecret is the validation context of the callers of the
+// consulCallersSecret is the validation context of the callers of the
 // import whose Consul name is name: certificates of Consul's roots whose
 // SPIFFE ID is of a service Consul's intentions let call it, so that a
 // caller they refuse fails the handshake and nothing is opened for it;
 // nil while the roots or the callers are unknown.
-func ConsulCallersSecret(in *Input, name string) *tls.Secret {
+func consulCallersSecret(in *view, name string) *tls.Secret {
 	c, ok := in.Secrets.Consul.Callers[name]
 	if in.Consul == nil || !ok || in.Secrets.Consul.Roots == "" || in.Secrets.Consul.TrustDomain == "" {
 		return nil

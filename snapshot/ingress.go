@@ -81,10 +81,10 @@ const (
 	downstreamKey = "meshfed.downstream"
 )
 
-// IngressListeners are the ingress gateway's TLS listener and, when an
+// ingressListeners are the ingress gateway's TLS listener and, when an
 // export terminates TLS, the router listener and the cluster leading to
 // it, all from routes (whose SNIs are unique); none without routes.
-func IngressListeners(in *Input, routes []IngressRoute) ([]*listener.Listener, []*cluster.Cluster) {
+func ingressListeners(in *view, routes []IngressRoute) ([]*listener.Listener, []*cluster.Cluster) {
 	if len(routes) == 0 {
 		return nil, nil
 	}

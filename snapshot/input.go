@@ -11,24 +11,16 @@ import (
 	"github.com/meshfed/meshfed/model"
 )
 
-// Input is everything the translation reads.
-type Input struct {
+// Settings are what the translation reads that comes from the
+// configuration, not from a catalog: a Translator takes them once, and
+// again only when the configuration is reloaded.
+type Settings struct {
 	// TrustDomain is this mesh's SPIFFE trust domain.
 	TrustDomain string `json:"trustDomain"`
-	// Imports are the services imported from peers (egress gateway).
-	Imports []model.Import `json:"imports,omitempty"`
-	// Exports are the local services offered to peers (ingress gateway).
-	Exports []model.Export `json:"exports,omitempty"`
 	// Peers give each peer's trust domain and allowed SPIFFE IDs.
 	Peers []model.Peer `json:"peers,omitempty"`
 	// Gateways are the listen addresses of the two gateways.
 	Gateways Gateways `json:"gateways"`
-	// EgressPorts is the dedicated egress listener port per EgressKey, for
-	// every key EgressPortKeys lists. Allocation and persistence happen
-	// elsewhere; an instance without a port gets no listener.
-	EgressPorts map[string]uint32 `json:"egressPorts,omitempty"`
-	// Secrets are the certificates the gateways use.
-	Secrets Secrets `json:"secrets"`
 	// HTTPRouteTimeout bounds an HTTP request through the egress gateway,
 	// from its start to the end of the response; 0 is no bound. Streams
 	// (gRPC, HTTP/2, WebSocket) have none.
@@ -42,6 +34,29 @@ type Input struct {
 	// Consul, when set, is the Consul mesh beside the gateways: the names
 	// Consul gives imports, and Consul Connect both ways (consul.go).
 	Consul *Consul `json:"consul,omitempty"`
+}
+
+// Input is a whole catalog with its settings and certificates: what Build
+// translates at once.
+type Input struct {
+	Settings
+	// Imports are the services imported from peers (egress gateway).
+	Imports []model.Import `json:"imports,omitempty"`
+	// Exports are the local services offered to peers (ingress gateway).
+	Exports []model.Export `json:"exports,omitempty"`
+	// EgressPorts is the dedicated egress listener port per EgressKey, for
+	// every key EgressPortKeys lists. Allocation and persistence happen
+	// elsewhere; an instance without a port gets no listener.
+	EgressPorts map[string]uint32 `json:"egressPorts,omitempty"`
+	// Secrets are the certificates the gateways use.
+	Secrets Secrets `json:"secrets"`
+}
+
+// view is what the translation of one service reads besides the service:
+// the settings and the certificates in use.
+type view struct {
+	Settings
+	Secrets Secrets
 }
 
 // Gateways are the listen addresses of the gateways.
@@ -83,7 +98,7 @@ type SVID struct {
 }
 
 // peer is the configured peer called name; ok is false when there is none.
-func (in *Input) peer(name string) (model.Peer, bool) {
+func (in *view) peer(name string) (model.Peer, bool) {
 	for _, p := range in.Peers {
 		if p.Name == name {
 			return p, true

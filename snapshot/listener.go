@@ -24,7 +24,7 @@ import (
 // tlsTransport is the transport protocol tls_inspector reports for TLS.
 const tlsTransport = "tls"
 
-// EgressHTTPListener is the egress listener of the HTTP, HTTP2 and GRPC
+// egressHTTPListener is the egress listener of the HTTP, HTTP2 and GRPC
 // imports on one service port, as Istio serves them: it binds that port,
 // so that a workload calling http://<name>:<port>/ arrives at it once the
 // name resolves to the gateway, and an HTTP connection manager (HTTP/1.1
@@ -38,10 +38,10 @@ const tlsTransport = "tls"
 // exactly while host names are case-insensitive, and adds the listener's
 // port. A request for a host no scope has gets a 404, as from a route
 // table without its virtual host.
-func EgressHTTPListener(in *Input, port uint32) *listener.Listener {
+func egressHTTPListener(in *view, port uint32) *listener.Listener {
 	name := EgressHTTPName(port)
 	m := &hcm.HttpConnectionManager{
-		StatPrefix:     "egress-http-" + strconv.FormatUint(uint64(port), 10),
+		StatPrefix:     name,
 		CodecType:      hcm.HttpConnectionManager_AUTO,
 		RouteSpecifier: &hcm.HttpConnectionManager_ScopedRoutes{ScopedRoutes: egressScopes()},
 		HttpFilters: []*hcm.HttpFilter{{
@@ -136,7 +136,7 @@ func egressRouter() *router.Router {
 
 // tcpListener is a dedicated egress listener proxying every connection to
 // cluster name (the listener shares its name).
-func tcpListener(in *Input, name string, port uint32) *listener.Listener {
+func tcpListener(in *view, name string, port uint32) *listener.Listener {
 	return &listener.Listener{
 		Name:                          name,
 		Address:                       socketAddress(in.Gateways.Egress.Address, port),

@@ -10,7 +10,9 @@ import (
 
 // Resource names.
 //
-// Every name is a fixed prefix followed by fields joined by sep. Each field
+// Every name meshfed gives (a resource's, a filter chain's, a virtual
+// host's, a stat prefix, a reference to any of them) is a fixed prefix
+// followed by fields joined by sep; a test holds every golden file to it. Each field
 // that comes from configuration or from a peer goes through escape, which
 // keeps [a-z0-9-] and writes every other byte as '_' and two lower-case hex
 // digits. escape is injective and its output never holds sep, so splitting a

@@ -17,7 +17,7 @@ import (
 
 // consumers is the configured peers among an export's consumers, sorted by
 // name, without duplicates; consumers not configured as peers are ignored.
-func consumers(in *Input, exp model.Export) []model.Peer {
+func consumers(in *view, exp model.Export) []model.Peer {
 	var out []model.Peer
 	for _, name := range exp.Consumers {
 		if p, ok := in.peer(name); ok {

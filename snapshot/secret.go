@@ -26,7 +26,7 @@ func sdsSecret(name string) *tls.SdsSecretConfig {
 }
 
 // svidSecret is role's certificate and key; nil while Secrets has none.
-func svidSecret(in *Input, role model.Role) *tls.Secret {
+func svidSecret(in *view, role model.Role) *tls.Secret {
 	svid, ok := in.Secrets.SVIDs[role]
 	if !ok {
 		return nil
@@ -42,7 +42,7 @@ func svidSecret(in *Input, role model.Role) *tls.Secret {
 
 // bundleSecret is the validation context of trustDomain for upstream TLS;
 // nil while Secrets has no bundle for it.
-func bundleSecret(in *Input, trustDomain string) *tls.Secret {
+func bundleSecret(in *view, trustDomain string) *tls.Secret {
 	pem, ok := in.Secrets.Bundles[trustDomain]
 	if !ok {
 		return nil
@@ -63,7 +63,7 @@ func bundleSecret(in *Input, trustDomain string) *tls.Secret {
 // out of listeners. A trust domain without a bundle in Secrets is left out
 // (its callers are refused); nil when none is left, and Check then reports
 // the dangling reference.
-func validatorSecret(in *Input, trustDomains []string) *tls.Secret {
+func validatorSecret(in *view, trustDomains []string) *tls.Secret {
 	cfg := &tls.SPIFFECertValidatorConfig{}
 	for _, td := range trustDomains {
 		if pem, ok := in.Secrets.Bundles[td]; ok {

@@ -20,7 +20,7 @@ import (
 // ServiceResources are the resources one service contributes to one gateway.
 // HostRoutes are routing scopes, and make the egress HTTP listener of their
 // port exist (EgressHTTP); IngressRoutes are how the ingress listeners
-// reach an export's ports (IngressListeners); the rest are resources in
+// reach an export's ports (ingressListeners); the rest are resources in
 // their own right. Secrets may be shared by several services: equal names
 // mean equal contents.
 type ServiceResources struct {
@@ -30,7 +30,7 @@ type ServiceResources struct {
 	HostRoutes    []HostRoute
 	IngressRoutes []IngressRoute
 	// ConnectRoutes are how Consul Connect sidecars reach an import on the
-	// egress Connect listener (EgressConnectListener).
+	// egress Connect listener (egressConnectListener).
 	ConnectRoutes []SNIRoute
 	Secrets       []*tls.Secret
 	// ConsulName is the Consul service name an import is routed by (its
@@ -50,7 +50,7 @@ type HostRoute struct {
 // when the owner states none (no PORT metadata): HTTP's own.
 const DefaultHTTPPort = 80
 
-// EgressResources are the egress gateway's resources for one import: per
+// egressResources are the egress gateway's resources for one import: per
 // instance, a cluster toward the owner's endpoints (with its
 // ClusterLoadAssignment when EDS) that originates mutual TLS to the owner's
 // ingress whatever the protocol, and either a routing scope on the
@@ -67,7 +67,7 @@ const DefaultHTTPPort = 80
 // With Input.Consul, the import's Consul name routes there too, and
 // Connect sidecars reach its first instance by id on the egress Connect
 // listener once Consul's leaf certificate for the name is there (consul.go).
-func EgressResources(in *Input, imp model.Import) ServiceResources {
+func egressResources(in *view, imp model.Import, ports map[string]uint32) ServiceResources {
 	var out ServiceResources
 	peer, _ := in.peer(imp.Peer)
 	cname, consul := consulName(in, imp)
@@ -102,7 +102,7 @@ func EgressResources(in *Input, imp model.Import) ServiceResources {
 			}
 		}
 		if !inst.Protocol.RoutedByHost() {
-			if port, ok := in.EgressPorts[EgressKey(imp.Peer, imp.ResourceID, inst.ID)]; ok {
+			if port, ok := ports[EgressKey(imp.Peer, imp.ResourceID, inst.ID)]; ok {
 				out.Listeners = append(out.Listeners, tcpListener(in, name, port))
 			}
 			continue
@@ -128,9 +128,9 @@ func EgressResources(in *Input, imp model.Import) ServiceResources {
 	return out
 }
 
-// WithoutConsulNames is in without the names Consul gives imports, for an
+// withoutConsulNames is in without the names Consul gives imports, for an
 // import whose Consul name another import has.
-func WithoutConsulNames(in *Input) *Input {
+func (in *view) withoutConsulNames() *view {
 	c := *in
 	c.Consul = nil
 	return &c
@@ -145,10 +145,10 @@ func HTTPPort(inst model.Instance) uint32 {
 	return inst.Port
 }
 
-// IngressResources are the ingress gateway's resources for one export: per
+// ingressResources are the ingress gateway's resources for one export: per
 // port, a cluster of the local endpoints (with its ClusterLoadAssignment
 // when EDS) and the route by which the ingress listeners reach it by its
-// SNI (IngressListeners); in terminate mode (the default) also the SPIFFE
+// SNI (ingressListeners); in terminate mode (the default) also the SPIFFE
 // validator secret of the consumers' trust domains. An export none of
 // whose consumers is a configured peer has nobody to serve and yields
 // nothing.
@@ -158,7 +158,7 @@ func HTTPPort(inst model.Instance) uint32 {
 // handshake, and the port's chain proxies the decrypted stream.
 // Passthrough: the port's chain proxies the raw TLS stream and the local
 // service authenticates the caller.
-func IngressResources(in *Input, exp model.Export) ServiceResources {
+func ingressResources(in *view, exp model.Export) ServiceResources {
 	var out ServiceResources
 	peers := consumers(in, exp)
 	if len(peers) == 0 {
@@ -198,10 +198,10 @@ func IngressResources(in *Input, exp model.Export) ServiceResources {
 	return out
 }
 
-// GatewaySecrets are the secrets of role that no one service owns: the
+// gatewaySecrets are the secrets of role that no one service owns: the
 // role's SVID, and for the egress gateway the trust bundle of every peer
 // trust domain that has one. Missing material yields no secret.
-func GatewaySecrets(in *Input, role model.Role) []*tls.Secret {
+func gatewaySecrets(in *view, role model.Role) []*tls.Secret {
 	var out []*tls.Secret
 	if s := svidSecret(in, role); s != nil {
 		out = append(out, s)
@@ -233,6 +233,9 @@ func GatewaySecrets(in *Input, role model.Role) []*tls.Secret {
 // sorted by name. Every role has every type of Types, possibly empty.
 type Resources struct {
 	ByRole map[model.Role]map[resource.Type][]types.Resource
+	// Rejected are the services Build left out: their translation failed
+	// the checks.
+	Rejected []Rejection
 }
 
 // Types lists the resource types a gateway receives.
@@ -242,63 +245,6 @@ var Types = []resource.Type{
 	resource.ListenerType,
 	resource.ScopedRouteType,
 	resource.SecretType,
-}
-
-// Build translates the whole input.
-func Build(in *Input) *Resources {
-	var egress, ingress ServiceResources
-	consulNames := map[string]bool{}
-	for _, imp := range in.Imports {
-		sr := EgressResources(in, imp)
-		if sr.ConsulName != "" && consulNames[sr.ConsulName] {
-			sr = EgressResources(WithoutConsulNames(in), imp)
-		}
-		consulNames[sr.ConsulName] = true
-		egress.add(sr)
-	}
-	egress.Secrets = append(egress.Secrets, ConsulEgressSecrets(in)...)
-	for _, exp := range in.Exports {
-		ingress.add(IngressResources(in, exp))
-	}
-	egress.Listeners = append(egress.Listeners, EgressHTTP(in, egress.HostRoutes)...)
-	if l := EgressConnectListener(in, egress.ConnectRoutes); l != nil {
-		egress.Listeners = append(egress.Listeners, l)
-	}
-	egress.Secrets = append(egress.Secrets, GatewaySecrets(in, model.Egress)...)
-	ls, cs := IngressListeners(in, ingress.IngressRoutes)
-	ingress.Listeners = append(ingress.Listeners, ls...)
-	ingress.Clusters = append(ingress.Clusters, cs...)
-	ingress.Secrets = append(ingress.Secrets, GatewaySecrets(in, model.Ingress)...)
-
-	return &Resources{ByRole: map[model.Role]map[resource.Type][]types.Resource{
-		model.Egress:  egress.byType(),
-		model.Ingress: ingress.byType(),
-	}}
-}
-
-// EgressHTTP is the egress HTTP listener of every port routes use, by
-// port.
-func EgressHTTP(in *Input, routes []HostRoute) []*listener.Listener {
-	ports := make([]uint32, 0, len(routes))
-	for _, r := range routes {
-		ports = append(ports, r.Port)
-	}
-	slices.Sort(ports)
-	var ls []*listener.Listener
-	for _, p := range slices.Compact(ports) {
-		ls = append(ls, EgressHTTPListener(in, p))
-	}
-	return ls
-}
-
-func (s *ServiceResources) add(o ServiceResources) {
-	s.Clusters = append(s.Clusters, o.Clusters...)
-	s.Endpoints = append(s.Endpoints, o.Endpoints...)
-	s.Listeners = append(s.Listeners, o.Listeners...)
-	s.HostRoutes = append(s.HostRoutes, o.HostRoutes...)
-	s.IngressRoutes = append(s.IngressRoutes, o.IngressRoutes...)
-	s.ConnectRoutes = append(s.ConnectRoutes, o.ConnectRoutes...)
-	s.Secrets = append(s.Secrets, o.Secrets...)
 }
 
 // byType lays s out by type URL, sorted by name, with the one shared copy of

@@ -2,8 +2,6 @@ package snapshot_test
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -16,26 +14,8 @@ import (
 
 	"github.com/meshfed/meshfed/model"
 	"github.com/meshfed/meshfed/snapshot"
+	"github.com/meshfed/meshfed/snapshot/snapshottest"
 )
-
-// The golden files are written by the production path (go test
-// ./snapshot/runner -run TestGolden -update); Build, the reference
-// translation the fuzzers and the bench compare with, must agree.
-func TestBuildMatchesGolden(t *testing.T) {
-	ins, err := filepath.Glob("testdata/in/*.yaml")
-	require.NoError(t, err)
-	require.GreaterOrEqual(t, len(ins), 10)
-	for _, in := range ins {
-		name := filepath.Base(in)
-		t.Run(strings.TrimSuffix(name, ".yaml"), func(t *testing.T) {
-			res := snapshot.Build(loadInput(t, in))
-			mustCheck(t, res)
-			golden, err := os.ReadFile(filepath.Join("testdata/out", name))
-			require.NoError(t, err, "run go test ./snapshot/runner -run TestGolden -update")
-			require.Equal(t, string(golden), string(render(t, res)))
-		})
-	}
-}
 
 func TestBuildIsDeterministic(t *testing.T) {
 	in := loadInput(t, "testdata/in/rotation.yaml")
@@ -84,7 +64,7 @@ func TestRotation(t *testing.T) {
 
 func TestEgressResourcesOneService(t *testing.T) {
 	in := loadInput(t, "testdata/in/http2-grpc.yaml")
-	sr := snapshot.EgressResources(in, in.Imports[0])
+	sr := egressOf(in, 0)
 	require.Len(t, sr.Clusters, 3)
 	require.Len(t, sr.Endpoints, 3)
 	require.Empty(t, sr.Listeners)
@@ -111,7 +91,7 @@ func TestEgressResourcesOneService(t *testing.T) {
 
 func TestEgressClusterTLS(t *testing.T) {
 	in := loadInput(t, "testdata/in/sni.yaml")
-	sr := snapshot.EgressResources(in, in.Imports[0])
+	sr := egressOf(in, 0)
 	require.Len(t, sr.Clusters, 2)
 	sni := map[string]string{}
 	for _, c := range sr.Clusters {
@@ -133,7 +113,7 @@ func TestEgressClusterTLS(t *testing.T) {
 // gateway's mTLS, with the SNI the owner advertised.
 func TestTLSInstancesAreTunnelledInMTLS(t *testing.T) {
 	in := loadInput(t, "testdata/in/passthrough.yaml")
-	sr := snapshot.EgressResources(in, in.Imports[0])
+	sr := egressOf(in, 0)
 	require.Len(t, sr.Clusters, 3)
 	require.Len(t, sr.Listeners, 3)
 	for _, c := range sr.Clusters {
@@ -146,7 +126,7 @@ func TestTLSInstancesAreTunnelledInMTLS(t *testing.T) {
 
 func TestHostnameEndpointsUseStrictDNS(t *testing.T) {
 	in := loadInput(t, "testdata/in/hostnames.yaml")
-	sr := snapshot.EgressResources(in, in.Imports[0])
+	sr := egressOf(in, 0)
 	require.Empty(t, sr.Endpoints)
 	for _, c := range sr.Clusters {
 		require.Equal(t, cluster.Cluster_STRICT_DNS, c.GetType())
@@ -157,7 +137,7 @@ func TestHostnameEndpointsUseStrictDNS(t *testing.T) {
 // An instance is served on its own port, the first by id of a port has
 // it, and one without a port is served on HTTP's.
 func TestEgressHTTPPorts(t *testing.T) {
-	in := &snapshot.Input{Imports: []model.Import{{Peer: "p", ResourceID: "s", LocalFQDN: "s.example", Service: model.Service{
+	in := &snapshot.Input{Settings: snapshottest.Settings(), Secrets: snapshottest.Secrets(t), Imports: []model.Import{{Peer: "mesh-b", ResourceID: "s", LocalFQDN: "s.example", Service: model.Service{
 		FQDN: "s.example",
 		Instances: []model.Instance{
 			{ID: "a", Protocol: model.HTTP, Port: 8080},
@@ -166,20 +146,23 @@ func TestEgressHTTPPorts(t *testing.T) {
 			{ID: "d", Protocol: model.TCP, Port: 80},
 		},
 	}}}}
-	sr := snapshot.EgressResources(in, in.Imports[0])
+	sr := egressOf(in, 0)
 	var got []string
 	for _, r := range sr.HostRoutes {
 		vh := r.Scope.GetRouteConfiguration().GetVirtualHosts()[0]
 		got = append(got, fmt.Sprintf("%d %s %s %v", r.Port, r.Scope.GetKey().GetFragments()[0].GetStringKey(), vh.GetName(), vh.GetDomains()))
 	}
 	require.Equal(t, []string{
-		"8080 s.example:8080 egress/p/s/a [s.example s.example:8080]",
-		"80 s.example:80 egress/p/s/c [s.example s.example:80]",
+		"8080 s.example:8080 egress/mesh-b/s/a [s.example s.example:8080]",
+		"80 s.example:80 egress/mesh-b/s/c [s.example s.example:80]",
 	}, got)
-	listeners := snapshot.EgressHTTP(in, sr.HostRoutes)
-	require.Len(t, listeners, 2)
-	require.Equal(t, "egress/http/80", listeners[0].GetName())
-	require.Equal(t, "egress/http/8080", listeners[1].GetName())
+	res := snapshot.Build(in)
+	require.Empty(t, res.Rejected)
+	var listeners []string
+	for _, l := range res.ByRole[model.Egress][resource.ListenerType] {
+		listeners = append(listeners, snapshot.Name(l))
+	}
+	require.Equal(t, []string{"egress/http/80", "egress/http/8080"}, listeners, "d has no port yet: no listener")
 }
 
 func TestSelectEndpoints(t *testing.T) {
@@ -198,4 +181,9 @@ func TestSelectEndpoints(t *testing.T) {
 func TestEgressPortKeys(t *testing.T) {
 	in := loadInput(t, "testdata/in/rotation.yaml")
 	require.Equal(t, []string{"mesh-b/payments/tcp", "mesh-b/payments/tls"}, snapshot.EgressPortKeys(in.Imports))
+}
+
+// egressOf is the i-th import's own resources.
+func egressOf(in *snapshot.Input, i int) snapshot.ServiceResources {
+	return snapshot.EgressResources(in.Settings, in.Secrets, in.Imports[i], in.EgressPorts)
 }

@@ -51,7 +51,7 @@ func serveOn(t *testing.T, lis net.Listener, cfg Config) *Server {
 	c := cache.New(cfg.NodeRole, zaptest.NewLogger(t))
 	require.NoError(t, c.Apply(model.Egress, secretChanges()))
 	cfg.Cache, cfg.Logger, cfg.Registerer = c, zaptest.NewLogger(t), prometheus.NewRegistry()
-	s, err := New(cfg)
+	s, err := New(withBounds(cfg))
 	require.NoError(t, err)
 	servetest.Start(t, nil, func(ctx context.Context) error { return s.Serve(ctx, lis) })
 	return s
@@ -107,7 +107,7 @@ func TestPlaintextBeyondLoopbackIsRefused(t *testing.T) {
 	lis, err := net.Listen("tcp", "0.0.0.0:0")
 	require.NoError(t, err)
 	defer lis.Close()
-	s, err := New(Config{Cache: cache.New(roles, nil), NodeRole: roles})
+	s, err := New(withBounds(Config{Cache: cache.New(roles, nil), NodeRole: roles}))
 	require.NoError(t, err)
 	err = s.Serve(context.Background(), lis)
 	require.ErrorIs(t, err, ErrPlaintextBeyondLoopback)

@@ -41,8 +41,7 @@ func TestConnectAuthorization(t *testing.T) {
 		}
 	}
 	reg := prometheus.NewRegistry()
-	m, err := newMetrics(reg)
-	require.NoError(t, err)
+	m := newMetrics(reg)
 	core, logs := observer.New(zap.WarnLevel)
 	req := func(target, principal string) (context.Context, *authv3.CheckRequest) {
 		ctx := context.Background()

@@ -32,6 +32,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/meshfed/meshfed/certs"
+	"github.com/meshfed/meshfed/config"
 	"github.com/meshfed/meshfed/snapshot"
 )
 
@@ -121,11 +122,11 @@ func eachBound(t *testing.T, def int, cfg Config, configured int, test func(t *t
 }
 
 // TestStreamsPerNodeAreCapped: a node id gets MaxStreamsPerNode streams
-// (DefaultMaxStreamsPerNode when Config leaves it zero), over any
+// (config.DefaultMaxStreamsPerNode by default), over any
 // connections; the next one ends with ResourceExhausted and is counted,
 // while other nodes are still served, and a stream that ends makes room.
 func TestStreamsPerNodeAreCapped(t *testing.T) {
-	eachBound(t, DefaultMaxStreamsPerNode, Config{MaxStreamsPerNode: 2}, 2, func(t *testing.T, e *mtlsEnv, limit int) {
+	eachBound(t, config.DefaultMaxStreamsPerNode, Config{MaxStreamsPerNode: 2}, 2, func(t *testing.T, e *mtlsEnv, limit int) {
 		conns := []*grpc.ClientConn{e.dial(t), e.dial(t)}
 		cds := func() *discovery.DeltaDiscoveryRequest {
 			return &discovery.DeltaDiscoveryRequest{TypeUrl: resource.ClusterType}
@@ -182,7 +183,7 @@ func sizedRequest(node string, size int) *discovery.DeltaDiscoveryRequest {
 }
 
 // TestRequestSizeIsBounded: a request of at most MaxRecvMsgSize
-// (DefaultMaxRecvMsgSize when Config leaves it zero) is taken: by default
+// (config.DefaultMaxRequestBytes by default) is taken: by default
 // the reconnect of a gateway that holds 100,000 resources of a type, and
 // with 1 MiB a request of exactly 1 MiB. A larger one (60 MiB, or 1 MiB
 // and a byte) ends its stream with ResourceExhausted before it is acted
@@ -194,7 +195,7 @@ func TestRequestSizeIsBounded(t *testing.T) {
 		limit       int
 		taken, over func() *discovery.DeltaDiscoveryRequest
 	}{
-		{"default", Config{}, DefaultMaxRecvMsgSize,
+		{"default", Config{}, config.DefaultMaxRequestBytes,
 			func() *discovery.DeltaDiscoveryRequest { return reconnectRequest(100_000) },
 			func() *discovery.DeltaDiscoveryRequest {
 				return &discovery.DeltaDiscoveryRequest{TypeUrl: resource.ClusterType, ResourceNamesSubscribe: []string{string(bytes.Repeat([]byte{'a'}, 60<<20))}}
@@ -327,11 +328,11 @@ func (c *rawH2) refusedUntil(last uint32) []uint32 {
 }
 
 // TestStreamsPerConnectionAreBounded: the server announces
-// MaxConcurrentStreams (DefaultMaxConcurrentStreams when Config leaves it
-// zero), and a client that ignores it and opens more streams on one
+// MaxConcurrentStreams (config.DefaultMaxStreamsPerConnection by
+// default), and a client that ignores it and opens more streams on one
 // connection has every one beyond it refused.
 func TestStreamsPerConnectionAreBounded(t *testing.T) {
-	eachBound(t, DefaultMaxConcurrentStreams, Config{MaxConcurrentStreams: 3}, 3, func(t *testing.T, e *mtlsEnv, limit int) {
+	eachBound(t, config.DefaultMaxStreamsPerConnection, Config{MaxConcurrentStreams: 3}, 3, func(t *testing.T, e *mtlsEnv, limit int) {
 		c := dialRawH2(t, e)
 		require.Equal(t, uint32(limit), c.maxStreams)
 		const extra = 5
@@ -428,7 +429,7 @@ func rssBytes(t *testing.T) int64 {
 }
 
 // TestKeepaliveIsEnforced: a client that pings more often than
-// DefaultKeepaliveMinTime is sent GOAWAY (too_many_pings) after gRPC's
+// keepaliveMinTime is sent GOAWAY (too_many_pings) after gRPC's
 // few strikes, instead of costing the server a ping answer each time.
 func TestKeepaliveIsEnforced(t *testing.T) {
 	e := serveMTLS(t, Config{})

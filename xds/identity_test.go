@@ -112,7 +112,7 @@ func serveGateways(t *testing.T, channel Channel, cfg Config, before ...func(*Se
 	}
 	require.NoError(t, err)
 	e.target = Target(lis.Addr())
-	e.server, err = New(cfg)
+	e.server, err = New(withBounds(cfg))
 	require.NoError(t, err)
 	for _, f := range before {
 		f(e.server)

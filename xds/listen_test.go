@@ -25,7 +25,7 @@ func TestServeUnixSocket(t *testing.T) {
 
 	c := cache.New(roles, zaptest.NewLogger(t))
 	require.NoError(t, c.Apply(model.Egress, []cache.Change{change(testCluster("a", 1), "a")}))
-	s, err := New(Config{Cache: c, NodeRole: roles, Address: "unix://" + path})
+	s, err := New(withBounds(Config{Cache: c, NodeRole: roles, Address: "unix://" + path}))
 	require.NoError(t, err)
 	servetest.Start(t, nil, s.ListenAndServe)
 

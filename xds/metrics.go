@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"github.com/prometheus/client_golang/prometheus/promauto"
 	"strings"
 
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -24,11 +25,13 @@ type metrics struct {
 	latency                       *prometheus.HistogramVec
 }
 
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+// newMetrics registers the server's metrics on reg, none when it is nil.
+func newMetrics(reg prometheus.Registerer) *metrics {
+	f := promauto.With(prometheus.WrapRegistererWithPrefix("meshfed_xds_", reg))
 	counter := func(name, help string) prometheus.Counter {
-		return prometheus.NewCounter(prometheus.CounterOpts{Namespace: "meshfed", Subsystem: "xds", Name: name, Help: help})
+		return f.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
 	}
-	m := &metrics{
+	return &metrics{
 		refused:        counter("refused_streams_total", "Streams over mutual TLS ended because the gateway's identity may not use the node id it asked for."),
 		overNode:       counter("refused_streams_over_node_limit_total", "Streams ended because their node id already had as many streams open as it may."),
 		overIdentity:   counter("refused_streams_over_identity_limit_total", "Streams over mutual TLS refused because their SPIFFE ID already had as many streams open as it may."),
@@ -37,38 +40,28 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		nodeChanged:    counter("refused_node_changes_total", "Streams ended because a request named another node id than the one the stream was authorized with."),
 		connectAllowed: counter("connect_authorized_total", "Consul Connect callers of an import that Consul's intentions let through."),
 		connectDenied:  counter("connect_refused_total", "Consul Connect callers of an import refused: by Consul's intentions, or because Consul could not decide."),
-		streams: prometheus.NewGauge(prometheus.GaugeOpts{
-			Namespace: "meshfed", Subsystem: "xds", Name: "open_streams",
+		streams: f.NewGauge(prometheus.GaugeOpts{
+			Name: "open_streams",
 			Help: "Open xDS streams, those that have not sent their first request yet included.",
 		}),
-		nacks: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "meshfed", Subsystem: "xds", Name: "nacks_total",
+		nacks: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "nacks_total",
 			Help: "Responses rejected by gateways.",
 		}, []string{"role", "type"}),
-		ignoredNacks: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "meshfed", Subsystem: "xds", Name: "ignored_nacks_total",
+		ignoredNacks: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "ignored_nacks_total",
 			Help: "NACKs ignored because their nonce is none the server sent on that stream for that type and awaits an answer to.",
 		}, []string{"role", "type"}),
-		clients: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Namespace: "meshfed", Subsystem: "xds", Name: "clients",
+		clients: f.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "clients",
 			Help: "Connected xDS streams subscribed to a type.",
 		}, []string{"role", "type"}),
-		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Namespace: "meshfed", Subsystem: "xds", Name: "push_latency_seconds",
+		latency: f.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "push_latency_seconds",
 			Help:    "Time from applying a version to the cache to a gateway's ACK of it.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 		}, []string{"role", "type"}),
 	}
-	if reg == nil {
-		return m, nil
-	}
-	for _, c := range []prometheus.Collector{m.refused, m.overNode, m.overIdentity, m.overServer, m.noRequest, m.nodeChanged, m.connectAllowed, m.connectDenied,
-		m.streams, m.nacks, m.ignoredNacks, m.clients, m.latency} {
-		if err := reg.Register(c); err != nil {
-			return nil, err
-		}
-	}
-	return m, nil
 }
 
 // typeLabel shortens known type URLs and folds any other into "other": type

@@ -38,6 +38,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/meshfed/meshfed/certs"
+	"github.com/meshfed/meshfed/config"
 	"github.com/meshfed/meshfed/model"
 )
 
@@ -213,7 +214,7 @@ func (e *mtlsEnv) svidPEM(t *testing.T, path string) [2]string {
 // Streams count toward their identity's bound and the server's from
 // their start, before any request. With the defaults, 10,000 streams that
 // never send a request, from one workload identity or from ten, on 100
-// connections, hold DefaultMaxStreamsPerIdentity or DefaultMaxStreams
+// connections, hold config.DefaultMaxStreamsPerIdentity or config.DefaultMaxStreams
 // open; each further one ends at once with ResourceExhausted and is
 // counted. The server's process grows by under 20 MB and two goroutines
 // a held stream, and gets it all back once the connections end.
@@ -226,11 +227,11 @@ func TestRequestlessStreamsAreBounded(t *testing.T) {
 		refusal    string
 		refused    func(*metrics) float64
 	}{
-		{"one identity", 1, DefaultMaxStreamsPerIdentity,
-			fmt.Sprintf("xds: spiffe://mesh-a.example/ns/default/sa/w0 has %d streams open, the most it may", DefaultMaxStreamsPerIdentity),
+		{"one identity", 1, config.DefaultMaxStreamsPerIdentity,
+			fmt.Sprintf("xds: spiffe://mesh-a.example/ns/default/sa/w0 has %d streams open, the most it may", config.DefaultMaxStreamsPerIdentity),
 			func(m *metrics) float64 { return testutil.ToFloat64(m.overIdentity) }},
-		{"ten identities", 10, DefaultMaxStreams,
-			fmt.Sprintf("xds: the server has %d streams open, the most it may", DefaultMaxStreams),
+		{"ten identities", 10, config.DefaultMaxStreams,
+			fmt.Sprintf("xds: the server has %d streams open, the most it may", config.DefaultMaxStreams),
 			func(m *metrics) float64 { return testutil.ToFloat64(m.overServer) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -241,7 +242,7 @@ func TestRequestlessStreamsAreBounded(t *testing.T) {
 			bundle, err := e.ca.X509Bundle().Marshal()
 			require.NoError(t, err)
 			a := attack{Addr: e.addr, Bundle: string(bundle), Agent: e.agent.String(),
-				Streams: attempts, PerConn: DefaultMaxConcurrentStreams, Endings: attempts - tc.held}
+				Streams: attempts, PerConn: config.DefaultMaxStreamsPerConnection, Endings: attempts - tc.held}
 			for i := range tc.identities {
 				a.SVIDs = append(a.SVIDs, e.svidPEM(t, fmt.Sprintf("/ns/default/sa/w%d", i)))
 			}

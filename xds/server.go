@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net"
 	"sync/atomic"
 	"time"
@@ -51,81 +52,39 @@ type Config struct {
 	Logger *zap.Logger
 	// Registerer receives the metrics; none are registered when nil.
 	Registerer prometheus.Registerer
-	// KeepaliveMinTime is the shortest client keepalive interval accepted;
-	// DefaultKeepaliveMinTime when zero. A client that pings more often
-	// is sent GOAWAY.
-	KeepaliveMinTime time.Duration
-	// MaxRecvMsgSize bounds one request; DefaultMaxRecvMsgSize when zero.
-	// A larger request ends its stream with ResourceExhausted.
+	// The bounds below are required (package config sizes their
+	// defaults); New refuses a zero one.
+	//
+	// MaxRecvMsgSize bounds one request: a larger one ends its stream with
+	// ResourceExhausted.
 	MaxRecvMsgSize int
-	// MaxConcurrentStreams bounds the streams of one connection;
-	// DefaultMaxConcurrentStreams when zero. A client waits for a stream
-	// to end before it may open another (gRPC's HTTP/2 limit); one that
-	// opens more anyway has them refused.
+	// MaxConcurrentStreams bounds the streams of one connection. A client
+	// waits for a stream to end before it may open another (gRPC's HTTP/2
+	// limit); one that opens more anyway has them refused.
 	MaxConcurrentStreams uint32
 	// MaxStreamsPerNode bounds the open streams that name one node id,
-	// over all connections; DefaultMaxStreamsPerNode when zero. A further
-	// stream for that node ends with ResourceExhausted at its first
-	// request.
+	// over all connections. A further stream for that node ends with
+	// ResourceExhausted at its first request.
 	MaxStreamsPerNode int
 	// MaxStreamsPerIdentity bounds the open streams of one SPIFFE ID over
-	// mutual TLS, over all connections, from their start;
-	// DefaultMaxStreamsPerIdentity when zero. A further stream ends with
-	// ResourceExhausted before it is read.
+	// mutual TLS, over all connections, from their start. A further stream
+	// ends with ResourceExhausted before it is read.
 	MaxStreamsPerIdentity int
-	// MaxStreams bounds the open streams of the server, from their start;
-	// DefaultMaxStreams when zero. A further stream ends with
-	// ResourceExhausted before it is read.
+	// MaxStreams bounds the open streams of the server, from their start.
+	// A further stream ends with ResourceExhausted before it is read.
 	MaxStreams int
 	// FirstRequestTimeout ends a stream that sent no request that long
-	// after its start, with DeadlineExceeded; DefaultFirstRequestTimeout
-	// when zero.
+	// after its start, with DeadlineExceeded.
 	FirstRequestTimeout time.Duration
 	// ConnectAuthorize, when set, answers the gateways' authorization
 	// requests for Consul Connect callers (Envoy's ext_authz).
 	ConnectAuthorize ConnectAuthorizer
 }
 
-// Transport bounds, sized for 100,000 resources of a type.
-const (
-	// DefaultKeepaliveMinTime is below Envoy's usual keepalive settings,
-	// so that a gateway is never sent GOAWAY for pinging.
-	DefaultKeepaliveMinTime = 15 * time.Second
-	// DefaultMaxRecvMsgSize holds the largest request a gateway sends: a
-	// delta reconnect that subscribes to 100,000 resources by name and
-	// gives the version of each it holds (initial_resource_versions,
-	// sha256 in hex), some 20 MB with meshfed's names; over gRPC's 4 MiB
-	// default, and short of what lets one request cost hundreds of MB.
-	DefaultMaxRecvMsgSize = 32 << 20
-	// DefaultMaxConcurrentStreams per connection: Envoy opens one ADS
-	// stream per connection, or one per type without ADS.
-	DefaultMaxConcurrentStreams = 100
-	// DefaultMaxStreamsPerNode leaves room for a gateway's streams of
-	// one kind of xDS each, and for the stream a reconnecting gateway left
-	// behind on a connection the server has not yet seen die.
-	DefaultMaxStreamsPerNode = 10
-)
-
-// Bounds on the streams clients hold, those that never send a request
-// included. Such a stream costs the server some 13 KB (two goroutines,
-// 4 KB of heap) until it ends, and a connection some 20 KB:
-// TestRequestlessStreamsAreBounded measures them.
-const (
-	// DefaultFirstRequestTimeout: Envoy sends its first request as soon
-	// as its stream is open; ten seconds leave room for a slow link and a
-	// first request of megabytes.
-	DefaultFirstRequestTimeout = 10 * time.Second
-	// DefaultMaxStreamsPerIdentity holds 100 gateways of one role that
-	// share a SPIFFE ID, each with a stream of each of the six kinds of
-	// xDS it uses without ADS, and 40 streams that gateways reconnecting
-	// left behind on connections the server has not yet seen die.
-	DefaultMaxStreamsPerIdentity = 640
-	// DefaultMaxStreams leaves the other identities 160 streams (the
-	// other role's gateways over ADS) when one is at its bound, and holds
-	// 10,000 streams that never send a request, from any number of
-	// identities on 100 connections, to under 20 MB.
-	DefaultMaxStreams = 800
-)
+// keepaliveMinTime is the shortest client keepalive interval accepted, a
+// client that pings more often is sent GOAWAY: below Envoy's usual
+// keepalive settings, so that a gateway never is.
+const keepaliveMinTime = 15 * time.Second
 
 // Server is the ADS server of the mesh's gateways.
 type Server struct {
@@ -148,31 +107,22 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
-	if cfg.KeepaliveMinTime <= 0 {
-		cfg.KeepaliveMinTime = DefaultKeepaliveMinTime
+	for _, b := range []struct {
+		field string
+		value int64
+	}{
+		{"MaxRecvMsgSize", int64(cfg.MaxRecvMsgSize)},
+		{"MaxConcurrentStreams", int64(cfg.MaxConcurrentStreams)},
+		{"MaxStreamsPerNode", int64(cfg.MaxStreamsPerNode)},
+		{"MaxStreamsPerIdentity", int64(cfg.MaxStreamsPerIdentity)},
+		{"MaxStreams", int64(cfg.MaxStreams)},
+		{"FirstRequestTimeout", int64(cfg.FirstRequestTimeout)},
+	} {
+		if b.value <= 0 {
+			return nil, fmt.Errorf("xds: %s is %d; it must be positive", b.field, b.value)
+		}
 	}
-	if cfg.MaxRecvMsgSize <= 0 {
-		cfg.MaxRecvMsgSize = DefaultMaxRecvMsgSize
-	}
-	if cfg.MaxConcurrentStreams == 0 {
-		cfg.MaxConcurrentStreams = DefaultMaxConcurrentStreams
-	}
-	if cfg.MaxStreamsPerNode <= 0 {
-		cfg.MaxStreamsPerNode = DefaultMaxStreamsPerNode
-	}
-	if cfg.MaxStreamsPerIdentity <= 0 {
-		cfg.MaxStreamsPerIdentity = DefaultMaxStreamsPerIdentity
-	}
-	if cfg.MaxStreams <= 0 {
-		cfg.MaxStreams = DefaultMaxStreams
-	}
-	if cfg.FirstRequestTimeout <= 0 {
-		cfg.FirstRequestTimeout = DefaultFirstRequestTimeout
-	}
-	m, err := newMetrics(cfg.Registerer)
-	if err != nil {
-		return nil, err
-	}
+	m := newMetrics(cfg.Registerer)
 	applied, _ := cfg.Cache.(appliedAter)
 	return &Server{
 		cfg:     cfg,
@@ -229,7 +179,7 @@ func (s *Server) Serve(parent context.Context, lis net.Listener) error {
 		grpc.MaxConcurrentStreams(s.cfg.MaxConcurrentStreams),
 		grpc.MaxRecvMsgSize(s.cfg.MaxRecvMsgSize),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
-			MinTime:             s.cfg.KeepaliveMinTime,
+			MinTime:             keepaliveMinTime,
 			PermitWithoutStream: true,
 		}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),

@@ -27,6 +27,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/meshfed/meshfed/config"
 	"github.com/meshfed/meshfed/internal/servetest"
 	"github.com/meshfed/meshfed/model"
 	"github.com/meshfed/meshfed/snapshot/cache"
@@ -66,7 +67,7 @@ func start(t *testing.T, initial []cache.Change) *env {
 	c := cache.New(roles, log)
 	require.NoError(t, c.Apply(model.Egress, initial))
 	reg := prometheus.NewRegistry()
-	s, err := New(Config{Cache: c, NodeRole: roles, Logger: log, Registerer: reg})
+	s, err := New(withBounds(Config{Cache: c, NodeRole: roles, Logger: log, Registerer: reg}))
 	require.NoError(t, err)
 
 	conn, err := grpc.NewClient(servetest.Serve(t, s.Serve), grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -326,4 +327,42 @@ func TestScopedRoutesWithoutADS(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, resource.ScopedRouteType, r.GetTypeUrl())
 	assertResources(t, []proto.Message{scope}, r.GetResources())
+}
+
+// withBounds is c with the configuration's default for every bound c
+// leaves zero.
+func withBounds(c Config) Config {
+	if c.MaxRecvMsgSize == 0 {
+		c.MaxRecvMsgSize = config.DefaultMaxRequestBytes
+	}
+	if c.MaxConcurrentStreams == 0 {
+		c.MaxConcurrentStreams = config.DefaultMaxStreamsPerConnection
+	}
+	if c.MaxStreamsPerNode == 0 {
+		c.MaxStreamsPerNode = config.DefaultMaxStreamsPerNode
+	}
+	if c.MaxStreamsPerIdentity == 0 {
+		c.MaxStreamsPerIdentity = config.DefaultMaxStreamsPerIdentity
+	}
+	if c.MaxStreams == 0 {
+		c.MaxStreams = config.DefaultMaxStreams
+	}
+	if c.FirstRequestTimeout == 0 {
+		c.FirstRequestTimeout = config.DefaultFirstRequestTimeout
+	}
+	return c
+}
+
+// A bound left zero is refused, by name: the configuration gives every
+// one its default, and a zero would be no bound or no stream at all.
+func TestNewRefusesAZeroBound(t *testing.T) {
+	roles := func(string) (model.Role, bool) { return model.Egress, true }
+	c := withBounds(Config{Cache: cache.New(roles, nil), NodeRole: roles})
+	c.MaxStreams = 0
+	_, err := New(c)
+	require.EqualError(t, err, "xds: MaxStreams is 0; it must be positive")
+	c = withBounds(Config{Cache: cache.New(roles, nil), NodeRole: roles})
+	c.FirstRequestTimeout = -time.Second
+	_, err = New(c)
+	require.EqualError(t, err, "xds: FirstRequestTimeout is -1000000000; it must be positive")
 }

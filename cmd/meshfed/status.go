@@ -17,7 +17,6 @@ import (
 	"github.com/meshfed/meshfed/admin"
 	"github.com/meshfed/meshfed/agent"
 	"github.com/meshfed/meshfed/config"
-	"github.com/meshfed/meshfed/federation/peer"
 	"github.com/meshfed/meshfed/internal/untrusted"
 )
 
@@ -168,7 +167,7 @@ func statusCmd() *cobra.Command {
 			if err := f.print(c.OutOrStdout(), s, func(w *tabwriter.Writer) { statusTable(w, s) }); err != nil {
 				return err
 			}
-			problems := statusProblems(s)
+			problems := s.Problems()
 			for _, p := range problems {
 				fmt.Fprintln(c.ErrOrStderr(), "meshfed status: "+p)
 			}
@@ -183,41 +182,18 @@ func statusCmd() *cobra.Command {
 }
 
 const statusLong = `Show the agent's peers, what they answered, its gateways, the registries
-it publishes the imports in and the source of its exports.
+it publishes the imports in, the source of its exports, its SVIDs and the
+trust bundles with their fetch schedules.
 
 Exit status: 0 when all is well; 1 when the agent could not be asked; 2
 when the agent answered but something needs a look, each reason on a line
-of standard error: a peer is failing (in backoff after a failed stream, or
-failed: it refused this agent), the agent is not ready, a registry cannot
+of standard error: the agent is not ready; a peer is failing (in backoff
+after a failed stream, refused: retried, or failed: not retried); an SVID
+was refused (the last good one stays), the one in use expired or expires
+within identity.expiryWarning; a trust bundle failed to load or fetch, or
+imports are held on a peer's bundle that has not loaded; a registry cannot
 be written to, or the source of the exports cannot be read. A peer that
 dials this agent and has not yet connected (waiting) is not failing.`
-
-// statusProblems are the reasons for exit status 2, in the status's order.
-func statusProblems(s agent.Status) []string {
-	var out []string
-	if !s.Ready {
-		out = append(out, "the agent is not ready")
-	}
-	for _, p := range s.Peers {
-		if p.State == peer.Backoff || p.State == peer.Failed {
-			msg := fmt.Sprintf("peer %s is failing (%s)", p.Name, p.State)
-			if p.LastError != "" {
-				msg += ": " + p.LastError
-			}
-			out = append(out, msg)
-		}
-	}
-	regs := s.Sinks
-	if s.ExportSource != nil {
-		regs = append(regs, *s.ExportSource)
-	}
-	for _, k := range regs {
-		if !k.Healthy && !k.FailingSince.IsZero() {
-			out = append(out, fmt.Sprintf("registry %s is failing since %s: %s", k.Name, k.FailingSince.UTC().Format(time.RFC3339), k.LastError))
-		}
-	}
-	return out
-}
 
 func statusTable(w *tabwriter.Writer, s agent.Status) {
 	ready := "ready"
@@ -250,6 +226,48 @@ func statusTable(w *tabwriter.Writer, s agent.Status) {
 			fmt.Fprintf(w, "%s\t%t\t%s\t%s\t%s\n", k.Name, k.Healthy, ago(k.LastSync), ago(k.FailingSince), dash(k.LastError))
 		}
 	}
+	certsTable(w, s)
+}
+
+// certsTable lists the SVIDs in use and the trust bundles with their
+// fetch schedules, and the imports held on a bundle that has not loaded.
+func certsTable(w *tabwriter.Writer, s agent.Status) {
+	fmt.Fprintln(w, "\nROLE\tSPIFFE ID\tSERIAL\tEXPIRES\tREFUSED")
+	for _, v := range s.SVIDs {
+		expires := "-"
+		if !v.NotAfter.IsZero() {
+			expires = v.NotAfter.UTC().Format(time.RFC3339)
+			if v.Expiring {
+				expires += " (soon)"
+				if v.NotAfter.Before(time.Now()) {
+					expires = v.NotAfter.UTC().Format(time.RFC3339) + " (expired)"
+				}
+			}
+		}
+		refused := "-"
+		if v.Refused != "" {
+			refused = ago(v.RefusedAt) + ": " + v.Refused
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", v.Role, dash(v.ID), dash(v.Serial), expires, refused)
+	}
+	fmt.Fprintln(w, "\nTRUST DOMAIN\tSOURCE\tORIGIN\tCAS\tLAST FETCH\tNEXT FETCH\tLAST ERROR")
+	for _, b := range s.Bundles {
+		lastErr := "-"
+		if b.LastError != "" {
+			lastErr = ago(b.LastErrorTime) + ": " + b.LastError
+			if b.Failures > 1 {
+				lastErr = fmt.Sprintf("%s (%d failures in a row)", lastErr, b.Failures)
+			}
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", b.TrustDomain, dash(b.Source), dash(b.Origin), b.Authorities, ago(b.LastFetch), in(b.NextFetch), lastErr)
+	}
+	if len(s.Held) > 0 {
+		fmt.Fprintln(w, "\nHELD ON BUNDLE\tPEERS\tIMPORTS\tEXPORTS\tSINCE\tWHY")
+		for _, h := range s.Held {
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", h.TrustDomain, dash(strings.Join(h.Peers, ",")), dash(strings.Join(h.Imports, ",")),
+				dash(strings.Join(h.Exports, ",")), ago(h.Since), h.Reason)
+		}
+	}
 }
 
 func peersTable(w *tabwriter.Writer, peers []agent.PeerStatus) {
@@ -269,7 +287,11 @@ func peersTable(w *tabwriter.Writer, peers []agent.PeerStatus) {
 				lastErr = ago(*p.LastErrorAt) + ": " + lastErr
 			}
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\n", p.Name, p.TrustDomain, p.State, ago(p.Since),
+		state := string(p.State)
+		if p.Refusal != nil {
+			state += " (" + string(p.Refusal.Kind) + ")"
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\n", p.Name, p.TrustDomain, state, ago(p.Since),
 			p.Imported, p.Exported, negotiated, agoPtr(p.LastSent), agoPtr(p.LastReceived), lastErr)
 	}
 }
@@ -404,6 +426,17 @@ func agoPtr(t *time.Time) string {
 		return "-"
 	}
 	return ago(*t)
+}
+
+// in is how long until t, for a time to come.
+func in(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	if d := time.Until(t).Round(time.Second); d > 0 {
+		return "in " + d.String()
+	}
+	return "now"
 }
 
 func ago(t time.Time) string {

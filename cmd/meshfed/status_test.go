@@ -12,12 +12,15 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/meshfed/meshfed/agent"
+	"github.com/meshfed/meshfed/certs"
 	"github.com/meshfed/meshfed/config"
 	"github.com/meshfed/meshfed/internal/servetest"
+	"github.com/meshfed/meshfed/model"
 )
 
 // startAgent runs one agent from a configuration written like a user would,
@@ -214,4 +217,44 @@ func TestCommandsSendTheAdminToken(t *testing.T) {
 	out, err = run(t, "catalog", "exports", "--agent", url, "--token-file", filepath.Join(dir, "admin.token"))
 	require.NoError(t, err)
 	require.Contains(t, out, "inventory.mesh-a.example")
+}
+
+// An SVID written over a good one but refused (here: expired) makes
+// meshfed status exit with 2 and say which file and why, while the table
+// shows the SVID still in use; a good one written back ends it.
+func TestStatusExitsTwoOnARefusedSVID(t *testing.T) {
+	a, dir := startAgent(t)
+	url := "http://" + a.AdminAddr().String()
+	out, err := run(t, "status", "--agent", url)
+	require.NoError(t, err)
+	require.Regexp(t, `ROLE +SPIFFE ID +SERIAL +EXPIRES +REFUSED\n`+
+		`agent +spiffe://mesh-a\.example/meshfed/agent +[0-9a-f]+ +\S+ +-\n`+
+		`egress +spiffe://mesh-a\.example/meshfed/gateway/egress +[0-9a-f]+ +\S+ +-\n`+
+		`ingress +spiffe://mesh-a\.example/meshfed/gateway/ingress +[0-9a-f]+ +\S+ +-\n`, out)
+	require.Regexp(t, `TRUST DOMAIN +SOURCE +ORIGIN +CAS +LAST FETCH +NEXT FETCH +LAST ERROR\n`+
+		`mesh-a\.example +file \S+/certs/bundle\.pem +file +1 +- +- +-\n`, out)
+
+	td := spiffeid.RequireTrustDomainFromString("mesh-a.example")
+	id, err := certs.RoleID(td, model.Ingress)
+	require.NoError(t, err)
+	expired := time.Now().Add(-time.Hour)
+	ca := filepath.Join(dir, "certs")
+	require.NoError(t, certs.IssueSVID(ca, id, ca, "ingress", certs.WithValidity(expired.Add(-time.Hour), expired)))
+	require.Eventually(t, func() bool {
+		out, err = run(t, "status", "--agent", url)
+		return err != nil
+	}, 20*time.Second, 20*time.Millisecond)
+	var ee *exitError
+	require.ErrorAs(t, err, &ee)
+	require.Equal(t, 2, ee.code)
+	require.Contains(t, out, "meshfed status: identity.ingress: an SVID was refused since ")
+	require.Contains(t, out, "(serial ")
+	require.Contains(t, out, ") expired at "+expired.UTC().Format(time.RFC3339)+" (in "+filepath.Join(ca, "ingress.pem")+"); the last good one (serial ")
+	require.Regexp(t, `ingress +spiffe://mesh-a\.example/meshfed/gateway/ingress +[0-9a-f]+ +\S+ +\S+ ago: certs: the SVID`, out)
+
+	require.NoError(t, certs.IssueSVID(ca, id, ca, "ingress"))
+	require.Eventually(t, func() bool {
+		_, err = run(t, "status", "--agent", url)
+		return err == nil
+	}, 20*time.Second, 20*time.Millisecond)
 }

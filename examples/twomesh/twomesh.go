@@ -79,6 +79,14 @@ type Mesh struct {
 	OtherPeers []string
 	// Holdoff is xds.holdoff ("" for the default).
 	Holdoff string
+	// MaxBackoff is federation.maxBackoff ("" for the default).
+	MaxBackoff string
+	// BundleEndpoint, when set, is the bundleEndpoint block (a YAML flow
+	// mapping) that serves this mesh's bundle.
+	BundleEndpoint string
+	// PeerBundleEndpoint, when set, is the endpoint (a YAML flow mapping)
+	// the peer's trust bundle is fetched from, instead of its file.
+	PeerBundleEndpoint string
 	// PeerRemoved leaves Peer out of the configuration, as an operator
 	// who ends the federation does.
 	PeerRemoved bool
@@ -155,6 +163,17 @@ func (m *Mesh) WriteConfig() error {
 	if m.XDSTLS {
 		holdoff += "  tls: {}\n"
 	}
+	federation := ""
+	if m.MaxBackoff != "" {
+		federation = "  maxBackoff: " + m.MaxBackoff + "\n"
+	}
+	peerBundle := fmt.Sprintf("{file: ../%s/certs/bundle.pem}", m.Peer.Name)
+	if m.PeerBundleEndpoint != "" {
+		peerBundle = "{endpoint: " + m.PeerBundleEndpoint + "}"
+	}
+	if m.BundleEndpoint != "" {
+		bundles.WriteString("bundleEndpoint: " + m.BundleEndpoint + "\n")
+	}
 	var egress strings.Builder
 	if m.HTTPRouteTimeout != "" {
 		fmt.Fprintf(&egress, "    httpRouteTimeout: %s\n", m.HTTPRouteTimeout)
@@ -183,11 +202,11 @@ identity:
   ingress: {cert: certs/ingress.pem, key: certs/ingress-key.pem}
 trustBundles:
   %[2]s: {file: certs/bundle.pem}
-  %[3]s: {file: ../%[4]s/certs/bundle.pem}
+  %[3]s: %[4]s
 %[5]sfederation:
   listen: %[6]s
   ingress: [{address: %[7]s, port: %[8]d}]
-peers:
+%[19]speers:
 %[9]s%[10]sxds:
   listen: %[11]s
 %[12]sadmin:
@@ -204,8 +223,8 @@ exports:
   file: services.yaml
 store:
   path: meshfed.db
-%[18]s`, m.Name, m.TrustDomain(), m.Peer.TrustDomain(), m.Peer.Name, bundles.String(), m.Federation, m.IP, m.IngressPort,
-		peer, peers.String(), m.XDS, holdoff, m.Admin, m.DNS, m.PortsFrom, m.PortsTo, egress.String(), consulBlock(m.Consul))
+%[18]s`, m.Name, m.TrustDomain(), m.Peer.TrustDomain(), peerBundle, bundles.String(), m.Federation, m.IP, m.IngressPort,
+		peer, peers.String(), m.XDS, holdoff, m.Admin, m.DNS, m.PortsFrom, m.PortsTo, egress.String(), consulBlock(m.Consul), federation)
 	return writeAtomic(m.ConfigPath(), y)
 }
 

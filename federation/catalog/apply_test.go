@@ -108,12 +108,12 @@ func TestApplyChecksEachChangeAfterThoseBefore(t *testing.T) {
 	mem, disk := state(t, c, st)
 	require.Equal(t, want, mem)
 	require.Equal(t, want, disk)
-	require.Equal(t, []catalog.Key{
-		{Kind: catalog.KindImport, Peer: "mesh-b", ID: "a"},
-		{Kind: catalog.KindImport, Peer: "mesh-b", ID: "b"},
-		{Kind: catalog.KindImport, Peer: "mesh-b", ID: "c"},
-		{Kind: catalog.KindImport, Peer: "mesh-b", ID: "d"},
-		{Kind: catalog.KindImport, Peer: "mesh-b", ID: "e"},
+	require.Equal(t, []model.Key{
+		{Kind: model.KindImport, Peer: "mesh-b", ID: "a"},
+		{Kind: model.KindImport, Peer: "mesh-b", ID: "b"},
+		{Kind: model.KindImport, Peer: "mesh-b", ID: "c"},
+		{Kind: model.KindImport, Peer: "mesh-b", ID: "d"},
+		{Kind: model.KindImport, Peer: "mesh-b", ID: "e"},
 	}, sub.Drain())
 }
 

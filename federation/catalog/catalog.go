@@ -205,7 +205,7 @@ func (c *Catalog) Apply(peer string, changes []ImportChange) (errs []error) {
 		}
 	}
 	for _, id := range j.ids {
-		c.notifyLocked(Key{Kind: KindImport, Peer: peer, ID: id})
+		c.notifyLocked(model.Key{Kind: model.KindImport, Peer: peer, ID: id})
 	}
 	return errs
 }
@@ -327,7 +327,7 @@ func (c *Catalog) dropLocked(peer, id string) {
 		delete(c.owners, imp.LocalFQDN)
 	}
 	delete(c.imports[peer], id)
-	c.notifyLocked(Key{Kind: KindImport, Peer: peer, ID: id})
+	c.notifyLocked(model.Key{Kind: model.KindImport, Peer: peer, ID: id})
 }
 
 // Reconcile removes the imports of peer that keep does not hold: after a
@@ -368,7 +368,7 @@ func (c *Catalog) MarkStale(peer string, since time.Time) error {
 		cp := *imp
 		cp.StaleSince = since
 		c.imports[peer][id] = &cp
-		c.notifyLocked(Key{Kind: KindImport, Peer: peer, ID: id})
+		c.notifyLocked(model.Key{Kind: model.KindImport, Peer: peer, ID: id})
 	}
 	return nil
 }

@@ -23,7 +23,7 @@ func (c *Catalog) SetExports(exports []model.Export) {
 		if _, ok := next[name]; !ok {
 			delete(c.exportFQDNs, old.FQDN)
 			delete(c.exports, name)
-			c.notifyLocked(Key{Kind: KindExport, ID: name})
+			c.notifyLocked(model.ExportKey(name))
 		}
 	}
 	for name, e := range next {
@@ -35,7 +35,7 @@ func (c *Catalog) SetExports(exports []model.Export) {
 		}
 		c.exports[name] = e
 		c.exportFQDNs[e.FQDN] = name
-		c.notifyLocked(Key{Kind: KindExport, ID: name})
+		c.notifyLocked(model.ExportKey(name))
 	}
 }
 

@@ -50,7 +50,7 @@ func (c *Catalog) Restore(records []store.Record) error {
 		}
 		c.imports[r.Peer][r.ResourceID] = &model.Import{Peer: r.Peer, ResourceID: r.ResourceID, LocalFQDN: local, Service: svc, StaleSince: r.StaleSince}
 		c.owners[local] = importKey{r.Peer, r.ResourceID}
-		c.notifyLocked(Key{Kind: KindImport, Peer: r.Peer, ID: r.ResourceID})
+		c.notifyLocked(model.Key{Kind: model.KindImport, Peer: r.Peer, ID: r.ResourceID})
 	}
 	return nil
 }

@@ -1,34 +1,11 @@
 package catalog
 
 import (
-	"cmp"
 	"slices"
 	"sync"
+
+	"github.com/meshfed/meshfed/model"
 )
-
-// Kind says which side of the catalog a key names.
-type Kind uint8
-
-// The kinds of catalog entries.
-const (
-	KindImport Kind = iota + 1
-	KindExport
-)
-
-// Key names one catalog entry: an import (peer and resource id) or an export
-// (its name in ID, no peer).
-type Key struct {
-	Kind Kind
-	Peer string
-	ID   string
-}
-
-// CompareKeys orders keys: imports before exports, then by peer, then by
-// id. Every order of keys that reaches an output is this one: Go maps
-// iterate at random.
-func CompareKeys(a, b Key) int {
-	return cmp.Or(cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.Peer, b.Peer), cmp.Compare(a.ID, b.ID))
-}
 
 // Subscription collects the keys that changed since it was last drained.
 // It holds a set, not a log: a key that changes a hundred times between two
@@ -38,12 +15,12 @@ type Subscription struct {
 	c     *Catalog
 	ch    chan struct{}
 	mu    sync.Mutex
-	dirty map[Key]struct{}
+	dirty map[model.Key]struct{}
 }
 
 // Subscribe starts collecting changes.
 func (c *Catalog) Subscribe() *Subscription {
-	s := &Subscription{c: c, ch: make(chan struct{}, 1), dirty: map[Key]struct{}{}}
+	s := &Subscription{c: c, ch: make(chan struct{}, 1), dirty: map[model.Key]struct{}{}}
 	c.mu.Lock()
 	c.subs[s] = struct{}{}
 	c.mu.Unlock()
@@ -55,15 +32,15 @@ func (s *Subscription) C() <-chan struct{} { return s.ch }
 
 // Drain returns the keys changed since the last call, sorted, and forgets
 // them.
-func (s *Subscription) Drain() []Key {
+func (s *Subscription) Drain() []model.Key {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]Key, 0, len(s.dirty))
+	out := make([]model.Key, 0, len(s.dirty))
 	for k := range s.dirty {
 		out = append(out, k)
 	}
 	clear(s.dirty)
-	slices.SortFunc(out, CompareKeys)
+	slices.SortFunc(out, model.CompareKeys)
 	return out
 }
 
@@ -74,7 +51,7 @@ func (s *Subscription) Close() {
 	s.c.mu.Unlock()
 }
 
-func (c *Catalog) notifyLocked(k Key) {
+func (c *Catalog) notifyLocked(k model.Key) {
 	for s := range c.subs {
 		s.mu.Lock()
 		s.dirty[k] = struct{}{}

@@ -4,18 +4,16 @@ import (
 	"context"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/status"
 
 	"github.com/meshfed/meshfed/federation/hamlet/discoverypb"
 	"github.com/meshfed/meshfed/federation/session"
 	"github.com/meshfed/meshfed/federation/wire"
+	"github.com/meshfed/meshfed/internal/retry"
 )
 
 // dialKeepalive pings an idle connection every minute and never without a
@@ -24,12 +22,7 @@ import (
 var dialKeepalive = keepalive.ClientParameters{Time: time.Minute, Timeout: 20 * time.Second}
 
 func (m *Manager) dialLoop(ctx context.Context, p *peerRun) {
-	b := backoff.NewExponentialBackOff()
-	b.InitialInterval = m.cfg.MinBackoff
-	b.MaxInterval = m.cfg.MaxBackoff
-	b.MaxElapsedTime = 0
-	b.RandomizationFactor = 0.5
-	b.Reset()
+	b := retry.New(m.cfg.MinBackoff, time.Duration(m.maxBackoff.Load()))
 	// A peer's answers are bounded as its requests are when it dials.
 	conn, err := grpc.NewClient(p.spec.Dial,
 		grpc.WithTransportCredentials(credentials.NewTLS(m.cfg.TLS.ClientConfig(p.authorize))),
@@ -51,33 +44,55 @@ func (m *Manager) dialLoop(ctx context.Context, p *peerRun) {
 		if ctx.Err() != nil {
 			return
 		}
-		if p.activity.LastReceived().Equal(before) {
+		received := !p.activity.LastReceived().Equal(before)
+		if !received {
 			// Nothing came from the peer: the connection failed
 			// before it was one.
 			err = m.explain(p, err)
 		}
-		if code := status.Code(err); code == codes.Unauthenticated || code == codes.PermissionDenied {
-			m.setState(p, Failed, err)
-			m.log.Error("peer refused this agent; not retrying", zap.String("peer", p.spec.Name), zap.Error(err))
+		refused := classify(err, received, time.Now())
+		if refused != nil && refused.Final {
+			m.refused(p, Failed, refused, err)
+			m.log.Error("peer refused this agent in a way no change on its side cures; not retrying until this agent's configuration changes",
+				zap.String("peer", p.spec.Name), zap.String("kind", string(refused.Kind)), zap.Error(err))
 			return
 		}
 		if exchanged {
 			b.Reset()
 		}
-		wait := b.NextBackOff()
+		b.SetCap(time.Duration(m.maxBackoff.Load()))
+		wait := b.Next()
 		m.mu.Lock()
 		p.status.Reconnects++
 		next := time.Now().Add(wait)
 		p.status.NextRetry = &next
 		m.mu.Unlock()
-		m.setState(p, Backoff, err)
-		m.log.Warn("peer stream failed; retrying", zap.String("peer", p.spec.Name), zap.Duration("in", wait), zap.Error(err))
+		if refused != nil {
+			m.refused(p, Refused, refused, err)
+			m.log.Warn("peer refused this agent; retrying, as a change of its configuration may cure it", zap.String("peer", p.spec.Name),
+				zap.String("kind", string(refused.Kind)), zap.Duration("in", wait), zap.Error(err))
+		} else {
+			m.setState(p, Backoff, err)
+			m.log.Warn("peer stream failed; retrying", zap.String("peer", p.spec.Name), zap.Duration("in", wait), zap.Error(err))
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-time.After(wait):
 		}
 	}
+}
+
+// refused records a refusal of the peer: its state, kind and message.
+func (m *Manager) refused(p *peerRun, st State, r *DialRefusal, err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if p.status.State != st {
+		p.status.Since = time.Now()
+	}
+	p.status.State = st
+	p.status.Refusal = r
+	setErrorLocked(p, err)
 }
 
 func (m *Manager) dialOnce(ctx context.Context, conn *grpc.ClientConn, p *peerRun, exchanged func()) error {

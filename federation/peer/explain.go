@@ -19,15 +19,17 @@ import (
 // the peer had not seen this agent's certificate yet; a saturated meshfed
 // listener says so with a user_canceled alert. Other errors pass as they
 // are. The code stays, so retries go on: a refusal may end once the peer's
-// bundle or configuration catches up.
+// bundle or configuration catches up (a new connection of a peer this
+// side does not know is refused in its handshake, before a stream could
+// say so: see RefusalKind for what a stream says).
 func (m *Manager) explain(p *peerRun, err error) error {
 	st, ok := status.FromError(err)
 	if !ok || st.Code() != codes.Unavailable {
 		return err
 	}
 	msg := st.Message()
-	const hint = "(its trust bundle for this mesh, its spiffeIds for this agent, or the certificate's validity); " +
-		"its meshfed status lists the refused connection with the reason"
+	const hint = "(it may have no peer for this agent, or not accept it: its trust bundle for this mesh, its spiffeIds for this agent, " +
+		"or the certificate's validity); its meshfed status lists the refused connection with the reason; retrying with backoff"
 	during := strings.Contains(msg, "authentication handshake failed")
 	switch {
 	case strings.Contains(msg, "first record does not look like a TLS handshake"):

@@ -72,7 +72,12 @@ func newSyncPair(t *testing.T, opts syncOptions) (owner, consumer *agent, counte
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	consumer = &agent{t: t, name: "mesh-a", pki: p, dir: t.TempDir(), specs: []peer.Spec{spec("mesh-b", p.td("mesh-b"), owner.addr)},
-		cfg: func(c *peer.Config) { c.Window, c.MaxBatch = 64, opts.maxBatch }}
+		cfg: func(c *peer.Config) {
+			c.Window = 64
+			if opts.maxBatch > 0 {
+				c.MaxBatch, c.ServicesPerResponse = opts.maxBatch, opts.maxBatch
+			}
+		}}
 	consumer.addr = lis.Addr().String()
 	consumer.wrapStore = func(st *store.Store) catalog.Store {
 		counted = &countingStore{Store: st}

@@ -77,10 +77,15 @@ func (a *agent) start(lis net.Listener) {
 		Ingress:    func() wire.Ingress { return a.ingress() },
 		Window:     config.DefaultWindow,
 		Grace:      config.DefaultGrace,
+		MaxBatch:   config.DefaultMaxBatch,
+		BatchDelay: config.DefaultBatchDelay,
 		MinBackoff: 50 * time.Millisecond,
 		MaxBackoff: 200 * time.Millisecond,
 		Log:        log,
 		Registerer: a.reg,
+
+		// As the agent sets it (peerConfig).
+		ServicesPerResponse: config.DefaultMaxBatch,
 	}
 	if a.cfg != nil {
 		a.cfg(&cfg)

@@ -45,15 +45,20 @@ type Config struct {
 	// Grace: see session.Options.Grace; required.
 	Grace time.Duration
 	// MaxBatch and BatchDelay bound the group commit of what peers
-	// publish: see session.Options; zero means session.DefaultMaxBatch
-	// and session.DefaultBatchDelay.
+	// publish: see session.Options. MaxBatch is required; a BatchDelay
+	// of 0 never waits.
 	MaxBatch   int
 	BatchDelay time.Duration
+	// ServicesPerResponse is how many services one response may carry,
+	// either way, when the peer agrees: at most MaxBatch; 1 (or 0) is
+	// the specification's one.
+	ServicesPerResponse int
 	// Retention is how long the imports of a disconnected peer are kept;
 	// 0 keeps them until the peer is removed from the configuration.
 	Retention time.Duration
-	// MinBackoff and MaxBackoff bound the redial delay: 1 s and 2 min by
-	// default. Hamlet asks for at least 1 s.
+	// MinBackoff and MaxBackoff bound the redial delay, after a failed
+	// stream or a refusal: 1 s and 2 min by default. Hamlet asks for at
+	// least 1 s. SetMaxBackoff changes the cap while the manager runs.
 	MinBackoff, MaxBackoff time.Duration
 	// KeepaliveEnforcement is how often peers may ping the listener; zero
 	// means DefaultKeepaliveEnforcement.
@@ -89,9 +94,10 @@ type Manager struct {
 	// runCtx is Run's, for the peers SetPeers starts.
 	runCtx context.Context
 	// grace is Config.Grace, which SetGrace changes for the streams that
-	// start after.
-	grace atomic.Int64
-	wg    sync.WaitGroup
+	// start after; maxBackoff is Config.MaxBackoff, which SetMaxBackoff
+	// changes for the waits that start after.
+	grace, maxBackoff atomic.Int64
+	wg                sync.WaitGroup
 	// unattributed are refused connections of no configured peer's trust
 	// domain.
 	unattributed      []Refusal
@@ -109,16 +115,19 @@ type peerRun struct {
 	// stop ends the peer's dialing, once started.
 	stop context.CancelFunc
 	// cancel ends the peer's current stream, if any, with the status the
-	// peer is told (errReplaced, errShuttingDown, errReconfigured), and
-	// done is closed when that stream's session has ended.
+	// peer is told (errReplaced, errShuttingDown, errRemoved, errChanged),
+	// and done is closed when that stream's session has ended.
 	cancel context.CancelCauseFunc
 	done   chan struct{}
 }
 
-// Why this agent ends a peer's stream, as the peer is told when it dialed.
+// Why this agent ends a peer's stream, as the peer is told when it
+// dialed. A reload's are Unavailable, which a dialer retries: a peer
+// removed by mistake and added back finds it again.
 var (
-	errReplaced     = status.Error(codes.Aborted, "replaced by a newer stream from the same peer")
-	errReconfigured = status.Error(codes.Unavailable, "the peer was removed or changed in this agent's configuration")
+	errReplaced = status.Error(codes.Aborted, "replaced by a newer stream from the same peer")
+	errRemoved  = status.Error(codes.Unavailable, "peer removed from the configuration of this agent by a reload; its next streams are refused until it is added back")
+	errChanged  = status.Error(codes.Unavailable, "peer's settings changed in the configuration of this agent by a reload; reconnect")
 )
 
 // errShuttingDown tells a peer that this agent stops: Unavailable, which
@@ -140,6 +149,9 @@ func NewManager(cfg Config, specs []Spec) (*Manager, error) {
 	}
 	if cfg.Grace <= 0 {
 		return nil, fmt.Errorf("peer: grace %s is not a duration", cfg.Grace)
+	}
+	if err := session.CheckLimits(cfg.MaxBatch, cfg.BatchDelay, cfg.ServicesPerResponse); err != nil {
+		return nil, fmt.Errorf("peer: %w", err)
 	}
 	if cfg.MinBackoff == 0 {
 		cfg.MinBackoff = time.Second
@@ -175,6 +187,7 @@ func NewManager(cfg Config, specs []Spec) (*Manager, error) {
 		return nil, err
 	}
 	m.grace.Store(int64(cfg.Grace))
+	m.maxBackoff.Store(int64(cfg.MaxBackoff))
 	cfg.Registerer.MustRegister(&collector{m: m})
 	m.smx = session.NewMetrics(cfg.Registerer)
 	return m, nil
@@ -222,17 +235,22 @@ func (m *Manager) SetPeers(specs []Spec) error {
 		return errors.New("peer: the manager has stopped")
 	}
 	for name, old := range m.peers {
-		if next, ok := runs[name]; ok && reflect.DeepEqual(old.spec, next.spec) {
+		next, kept := runs[name]
+		if kept && reflect.DeepEqual(old.spec, next.spec) {
 			runs[name] = old
 			continue
 		}
 		if old.stop != nil {
 			old.stop()
 		}
-		if old.cancel != nil {
-			old.cancel(errReconfigured)
+		why, msg := errRemoved, "peer removed by the configuration; its stream ends"
+		if kept {
+			why, msg = errChanged, "peer changed by the configuration; its stream ends and starts over"
 		}
-		m.log.Info("peer removed or changed by the configuration; its stream ends", zap.String("peer", name))
+		if old.cancel != nil {
+			old.cancel(why)
+		}
+		m.log.Info(msg, zap.String("peer", name))
 	}
 	// The catalog drops the imports of removed peers, and accepts those
 	// of new ones, once no stream of a removed peer is left to add any.
@@ -257,6 +275,19 @@ func (m *Manager) SetGrace(d time.Duration) error {
 	m.grace.Store(int64(d))
 	return nil
 }
+
+// SetMaxBackoff changes the longest wait before a peer is dialed again,
+// from the next wait on; at least MinBackoff.
+func (m *Manager) SetMaxBackoff(d time.Duration) error {
+	if d < m.cfg.MinBackoff {
+		return fmt.Errorf("peer: max backoff %s is below the min backoff %s", d, m.cfg.MinBackoff)
+	}
+	m.maxBackoff.Store(int64(d))
+	return nil
+}
+
+// MaxBackoff is the longest wait before a peer is dialed again.
+func (m *Manager) MaxBackoff() time.Duration { return time.Duration(m.maxBackoff.Load()) }
 
 // startLocked dials p when it has an address and the manager runs.
 func (m *Manager) startLocked(p *peerRun) {
@@ -427,6 +458,7 @@ func (m *Manager) begin(ctx context.Context, p *peerRun, identity spiffeid.ID) (
 	p.status.NextRetry = nil
 	// Recovered: what made the last stream fail is over.
 	p.status.LastError, p.status.LastErrorAt = "", nil
+	p.status.Refusal = nil
 	m.mu.Unlock()
 	m.log.Info("peer connected", zap.String("peer", p.spec.Name), zap.Stringer("identity", identity))
 	end := func(err error) {
@@ -473,5 +505,5 @@ func (m *Manager) capabilities() session.Capabilities {
 	if m.cfg.DisableExtensions {
 		return session.Capabilities{}
 	}
-	return session.Capabilities{SyncComplete: true, Window: m.cfg.Window}
+	return session.Capabilities{SyncComplete: true, Window: m.cfg.Window, ServicesPerResponse: m.cfg.ServicesPerResponse}
 }

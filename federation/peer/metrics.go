@@ -32,7 +32,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for _, s := range c.m.Status() {
-		for _, st := range []State{Waiting, Connecting, Connected, Backoff, Failed} {
+		for _, st := range []State{Waiting, Connecting, Connected, Backoff, Refused, Failed} {
 			v := 0.0
 			if s.State == st {
 				v = 1

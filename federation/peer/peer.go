@@ -112,8 +112,13 @@ const (
 	Connected State = "connected"
 	// Backoff: the last stream failed; a retry is scheduled.
 	Backoff State = "backoff"
-	// Failed: the peer refused this agent (Unauthenticated or
-	// PermissionDenied); it is not retried until the configuration changes.
+	// Refused: the peer refused this agent's stream for a reason a change
+	// on its side can cure (Status.Refusal says which); a retry is
+	// scheduled.
+	Refused State = "refused"
+	// Failed: the peer refused this agent for a reason no change on its
+	// side cures (Status.Refusal), or its address is unusable; it is not
+	// dialed again until this agent's configuration changes.
 	Failed State = "failed"
 )
 
@@ -131,8 +136,11 @@ type Status struct {
 	Reconnects  int        `json:"reconnects"`
 	// Identity is the SPIFFE ID the peer presented on its current stream.
 	Identity string `json:"identity,omitempty"`
-	// NextRetry is when a peer in Backoff is dialed again.
+	// NextRetry is when a peer in Backoff or Refused is dialed again.
 	NextRetry *time.Time `json:"nextRetry,omitempty"`
+	// Refusal is the peer's last refusal of this agent's stream; cleared
+	// once a stream is up.
+	Refusal *DialRefusal `json:"refusal,omitempty"`
 	// LastSent and LastReceived are when a frame last went to and came
 	// from the peer, on any stream.
 	LastSent     *time.Time `json:"lastSent,omitempty"`

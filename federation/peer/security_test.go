@@ -117,18 +117,26 @@ func TestContextTokenRequired(t *testing.T) {
 	b := newAgent(t, "mesh-b", p, []peer.Spec{s}, nil)
 	b.export([]string{"payments"}, "mesh-a")
 
-	// A wrong token is Unauthenticated: the dialer gives up for good.
+	// A wrong token is refused, and the refusal says so; the dialer keeps
+	// trying, since the peer may change the token it requires.
 	wrong := spec("mesh-b", p.td("mesh-b"), b.addr)
 	wrong.Context = "guess"
 	a := newAgent(t, "mesh-a", p, []peer.Spec{wrong}, nil)
-	require.Eventually(t, func() bool { return a.status("mesh-b").State == peer.Failed }, 10*time.Second, 10*time.Millisecond)
-	assert.Contains(t, a.status("mesh-b").LastError, "does not carry this peer's token")
+	require.Eventually(t, func() bool {
+		st := a.status("mesh-b")
+		return st.State == peer.Refused && st.Reconnects >= 3
+	}, 10*time.Second, 10*time.Millisecond)
+	st := a.status("mesh-b")
+	require.Equal(t, peer.ContextRefused, st.Refusal.Kind)
+	require.False(t, st.Refusal.Final)
+	require.Contains(t, st.LastError, "code = Unauthenticated desc = context: the opening request does not carry this peer's token")
 	assert.Empty(t, a.importedIDs("mesh-b"))
 
-	right := spec("mesh-b", p.td("mesh-b"), b.addr)
-	right.Context = "s3cret"
-	c := newAgent(t, "mesh-a", p, []peer.Spec{right}, nil)
-	c.eventuallyImports("mesh-b", "payments")
+	// mesh-b takes the token mesh-a sends: the next retry gets in.
+	s.Context = "guess"
+	require.NoError(t, b.manager.SetPeers([]peer.Spec{s}))
+	a.eventuallyImports("mesh-b", "payments")
+	require.Nil(t, a.status("mesh-b").Refusal, "a stream is up: the refusal is over")
 }
 
 // A workload's valid SVID of the peer's trust domain is not the peer's
@@ -179,12 +187,12 @@ func TestManagerRefusesPeersItCannotTellApart(t *testing.T) {
 			`peer "one": spiffeIds and anyIdInTrustDomain exclude each other`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := peer.NewManager(peer.Config{Catalog: newCatalog(t), TLS: p.tls(t, "mesh-b"), Window: config.DefaultWindow, Grace: config.DefaultGrace}, tc.specs)
+			_, err := peer.NewManager(peer.Config{Catalog: newCatalog(t), TLS: p.tls(t, "mesh-b"), Window: config.DefaultWindow, Grace: config.DefaultGrace, MaxBatch: config.DefaultMaxBatch}, tc.specs)
 			require.EqualError(t, err, tc.want)
 		})
 	}
 	// Exact ids tell two peers of one trust domain apart.
-	_, err := peer.NewManager(peer.Config{Catalog: newCatalog(t), TLS: p.tls(t, "mesh-b"), Window: config.DefaultWindow, Grace: config.DefaultGrace},
+	_, err := peer.NewManager(peer.Config{Catalog: newCatalog(t), TLS: p.tls(t, "mesh-b"), Window: config.DefaultWindow, Grace: config.DefaultGrace, MaxBatch: config.DefaultMaxBatch},
 		[]peer.Spec{ids(spec("one", "mesh-a.example", ""), "spiffe://mesh-a.example/one"), ids(spec("two", "mesh-a.example", ""), "spiffe://mesh-a.example/two")})
 	require.NoError(t, err)
 }

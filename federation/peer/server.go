@@ -96,21 +96,23 @@ func (m *Manager) NewServer() *grpc.Server {
 // authorizeAny accepts the identities of the peers that connect to this
 // agent. Its error says why, for the log of the refused handshake.
 func (m *Manager) authorizeAny(id spiffeid.ID, chains [][]*x509.Certificate) error {
-	_, err := m.peerFor(id, chains)
-	return err
+	if _, r := m.peerFor(id, chains); r != nil {
+		return r
+	}
+	return nil
 }
 
 // peerFor is the peer that id authenticates, or why there is none.
-func (m *Manager) peerFor(id spiffeid.ID, chains [][]*x509.Certificate) (*peerRun, error) {
+func (m *Manager) peerFor(id spiffeid.ID, chains [][]*x509.Certificate) (*peerRun, *refusal) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var match *peerRun
-	var refusal error
+	var refused error
 	for _, name := range m.order {
 		p := m.peers[name]
 		if err := p.authorize(id, chains); err != nil {
-			if refusal == nil && id.TrustDomain().Name() == p.spec.TrustDomain {
-				refusal = err
+			if refused == nil && id.TrustDomain().Name() == p.spec.TrustDomain {
+				refused = err
 			}
 			continue
 		}
@@ -120,12 +122,13 @@ func (m *Manager) peerFor(id spiffeid.ID, chains [][]*x509.Certificate) (*peerRu
 		}
 	}
 	switch {
-	case match == nil && refusal != nil:
-		return nil, refusal
+	case match == nil && refused != nil:
+		return nil, &refusal{IdentityNotAccepted, refused.Error()}
 	case match == nil:
-		return nil, fmt.Errorf("%s is in no configured peer's trust domain", id)
+		return nil, &refusal{NotAPeer, fmt.Sprintf("%s is not a peer of this agent: no peer of trust domain %q is in its configuration (not added yet, or removed); the next stream after a reload that adds it is accepted",
+			id, id.TrustDomain().Name())}
 	case match.spec.Dial != "":
-		return nil, fmt.Errorf("peer %q is dialed by this agent, not accepted", match.spec.Name)
+		return nil, &refusal{DialsToo, fmt.Sprintf("peer %q is dialed by this agent, not accepted: one of the two must stop dialing (peers[].dial)", match.spec.Name)}
 	}
 	return match, nil
 }
@@ -141,10 +144,12 @@ func (s *server) EstablishStream(stream discoverypb.DiscoveryService_EstablishSt
 	if err != nil {
 		return err
 	}
-	p, err := s.m.peerFor(id, chains)
-	if err != nil {
-		s.m.refusedConn(remoteAddr(ctx), id, err.Error())
-		return status.Error(codes.PermissionDenied, err.Error())
+	p, r := s.m.peerFor(id, chains)
+	if r != nil {
+		// Reached on a connection authorized before a reload removed or
+		// changed the peer: a new one is refused in its handshake.
+		s.m.refusedConn(remoteAddr(ctx), id, r.Error())
+		return r.status()
 	}
 	local := s.m.capabilities()
 	if err := stream.SendHeader(local.MD()); err != nil {
@@ -162,9 +167,9 @@ func (s *server) EstablishStream(stream discoverypb.DiscoveryService_EstablishSt
 		return status.Errorf(codes.InvalidArgument, "resource_url: %q is not %q", req.GetResourceUrl(), wire.TypeURL)
 	}
 	if p.spec.RequireContext && subtle.ConstantTimeCompare([]byte(req.GetContext()), []byte(p.spec.Context)) != 1 {
-		const why = "context: the opening request does not carry this peer's token"
-		s.m.refusedConn(remoteAddr(ctx), id, why)
-		return status.Error(codes.Unauthenticated, why)
+		r := &refusal{ContextRefused, "context: the opening request does not carry this peer's token (peers[].context)"}
+		s.m.refusedConn(remoteAddr(ctx), id, r.Error())
+		return r.status()
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
 	remote := session.ParseCapabilities(md)

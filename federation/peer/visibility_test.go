@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/meshfed/meshfed/certs"
+	"github.com/meshfed/meshfed/config"
 	"github.com/meshfed/meshfed/federation/peer"
 	"github.com/meshfed/meshfed/federation/session"
 )
@@ -129,7 +130,7 @@ func TestStatusLastErrorClearsOnRecovery(t *testing.T) {
 	assert.Equal(t, peer.Connected, st.State)
 	assert.Empty(t, st.LastError)
 	assert.Nil(t, st.LastErrorAt)
-	assert.Equal(t, &session.Capabilities{SyncComplete: true, Window: 1}, st.Capabilities)
+	assert.Equal(t, &session.Capabilities{SyncComplete: true, Window: 1, ServicesPerResponse: config.DefaultMaxBatch}, st.Capabilities)
 	require.NotNil(t, st.LastReceived)
 	// The ACK of payments goes out after the import is taken.
 	require.Eventually(t, func() bool { return a.status("mesh-b").LastSent != nil }, 10*time.Second, time.Millisecond)

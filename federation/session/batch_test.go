@@ -26,8 +26,10 @@ type gateStore struct {
 
 	mu     sync.Mutex
 	writes int
-	armed  bool
-	fail   bool
+	// sizes are the services of each transaction, in order.
+	sizes []int
+	armed bool
+	fail  bool
 }
 
 func newGateStore() *gateStore {
@@ -39,6 +41,7 @@ func (g *gateStore) wrap(st *store.Store) catalog.Store { g.Store = st; return g
 func (g *gateStore) WriteImports(ws []store.ImportWrite) error {
 	g.mu.Lock()
 	g.writes++
+	g.sizes = append(g.sizes, len(ws))
 	armed, fail := g.armed, g.fail
 	g.armed = false
 	g.mu.Unlock()
@@ -62,6 +65,13 @@ func (g *gateStore) count() int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.writes
+}
+
+// sizesSince are the services of each transaction after the first n.
+func (g *gateStore) sizesSince(n int) []int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return append([]int(nil), g.sizes[n:]...)
 }
 
 // push sends r as the peer without waiting for the answer.

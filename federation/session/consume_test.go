@@ -2,6 +2,7 @@ package session_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"testing"
@@ -19,6 +20,7 @@ import (
 	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/meshfed/meshfed/config"
 	"github.com/meshfed/meshfed/federation/catalog"
 	"github.com/meshfed/meshfed/federation/hamlet/discoverypb"
 	"github.com/meshfed/meshfed/federation/hamlet/typespb"
@@ -70,6 +72,10 @@ type fixtureOpts struct {
 	wrap func(*store.Store) catalog.Store
 	// batchDelay is the session's BatchDelay.
 	batchDelay time.Duration
+	// maxBatch is the session's MaxBatch; config's default when zero.
+	maxBatch int
+	// exports are this side's, besides one exported to nobody.
+	exports []model.Export
 }
 
 func newFixture(t *testing.T, maxServices int, alias string) *fixture {
@@ -91,8 +97,8 @@ func newFixtureWith(t *testing.T, fo fixtureOpts) *fixture {
 		{Peer: model.Peer{Name: "mesh-b", TrustDomain: td.Name()}, MaxServices: fo.max, Alias: fo.alias, Policy: validate.Policy{TrustDomain: td}},
 		{Peer: model.Peer{Name: "mesh-c", TrustDomain: "mesh-c.example"}, Policy: validate.Policy{TrustDomain: spiffeid.RequireTrustDomainFromString("mesh-c.example")}},
 	}))
-	cat.SetExports([]model.Export{{Name: "local", FQDN: "local.mesh-a.example", Mode: model.Terminate,
-		Ports: []model.ExportPort{{Name: "http", Port: 80, Protocol: model.HTTP}}}})
+	cat.SetExports(append([]model.Export{{Name: "local", FQDN: "local.mesh-a.example", Mode: model.Terminate,
+		Ports: []model.ExportPort{{Name: "http", Port: 80, Protocol: model.HTTP}}}}, fo.exports...))
 	search := svc("search", "search.mesh-c.example")
 	raw, err := proto.Marshal(wire.FromModel(search))
 	require.NoError(t, err)
@@ -107,10 +113,13 @@ func newFixtureWith(t *testing.T, fo fixtureOpts) *fixture {
 	reg := prometheus.NewRegistry()
 	act := &session.Activity{}
 	p := &pipe{in: make(chan *discoverypb.BidirectionalStream), out: make(chan *discoverypb.BidirectionalStream, 16)}
+	if fo.maxBatch == 0 {
+		fo.maxBatch = config.DefaultMaxBatch
+	}
 	o := session.Options{
 		Peer: "mesh-b", Catalog: cat, Ingress: func() wire.Ingress { return wire.Ingress{} }, Log: log,
 		Local: fo.local, Remote: func() (session.Capabilities, error) { return fo.remote, nil },
-		Grace: fo.grace, Activity: act, Metrics: session.NewMetrics(reg), BatchDelay: fo.batchDelay,
+		Grace: fo.grace, Activity: act, Metrics: session.NewMetrics(reg), BatchDelay: fo.batchDelay, MaxBatch: fo.maxBatch,
 	}
 	if fo.clock != nil {
 		o = session.WithClock(o, fo.clock)
@@ -119,7 +128,9 @@ func newFixtureWith(t *testing.T, fo fixtureOpts) *fixture {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_ = session.Run(ctx, p, o)
+		if err := session.Run(ctx, p, o); !errors.Is(err, context.Canceled) {
+			t.Errorf("session ended: %v", err)
+		}
 	}()
 	t.Cleanup(func() { cancel(); close(p.in); <-done })
 	return &fixture{t: t, store: st, cat: cat, pipe: p, reg: reg, act: act}

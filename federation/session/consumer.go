@@ -13,18 +13,20 @@ import (
 	"github.com/meshfed/meshfed/federation/catalog"
 	"github.com/meshfed/meshfed/federation/hamlet/discoverypb"
 	"github.com/meshfed/meshfed/federation/validate"
+	"github.com/meshfed/meshfed/federation/wire"
 )
 
 // consumer takes in what the peer publishes: validated, stored, then
 // acknowledged.
 //
 // Group commit: the receive loop only hands responses to the commit loop,
-// which takes every response that has arrived (up to MaxBatch), waits up to
-// BatchDelay for the rest of a negotiated window, and stores them in one
-// transaction; their answers go out, in order, once it is on disk. A
-// response thus waits at most for the transaction in progress when it
-// arrived plus BatchDelay, and a peer with a window of n gets its n
-// responses stored with one fsync instead of n.
+// which takes every response that has arrived (up to MaxBatch services),
+// waits up to BatchDelay for the rest of a negotiated window, and stores
+// them in one transaction; their answers go out, in order, once it is on
+// disk. A response thus waits at most for the transaction in progress when
+// it arrived plus BatchDelay, and a peer with a window of n gets its n
+// responses stored with one fsync instead of n. A response of several
+// services (services-per-response) is never split across transactions.
 type consumer struct {
 	o   Options
 	out chan<- *discoverypb.BidirectionalStream
@@ -150,30 +152,69 @@ func (c *consumer) received() {
 	c.pending++
 }
 
+// txn is the responses one transaction stores: at most max services.
+type txn struct {
+	rs       []*discoverypb.StreamResponse
+	services int
+	max      int
+	// next is the response that did not fit, which opens the next one.
+	next *discoverypb.StreamResponse
+}
+
+// add takes r, unless it would bring the transaction over max services:
+// then r is kept as next.
+func (t *txn) add(r *discoverypb.StreamResponse) {
+	n := servicesIn(r, t.max)
+	if len(t.rs) > 0 && t.services+n > t.max {
+		t.next = r
+		return
+	}
+	t.rs = append(t.rs, r)
+	t.services += n
+}
+
+func (t *txn) full() bool { return t.next != nil || t.services >= t.max }
+
+// servicesIn is how many services r would store: a batch's count, or 1
+// for anything else and for a batch that will be refused whole (a
+// negotiated batch holds at most MaxBatch, see CheckLimits).
+func servicesIn(r *discoverypb.StreamResponse, most int) int {
+	if r.GetResourceUrl() != wire.BatchURL {
+		return 1
+	}
+	if n, err := wire.BatchLen(r); err == nil && n >= 1 && n <= most {
+		return n
+	}
+	return 1
+}
+
 // commit stores what the receive loop queued, a batch at a time, and sends
 // the answers once their batch is durable.
 func (c *consumer) commit(ctx context.Context) {
-	batch := make([]*discoverypb.StreamResponse, 0, c.o.MaxBatch)
+	t := txn{rs: make([]*discoverypb.StreamResponse, 0, c.o.MaxBatch), max: c.o.MaxBatch}
 	for {
-		clear(batch)
-		batch = batch[:0]
-		select {
-		case r := <-c.queue:
-			batch = append(batch, r)
-		case <-ctx.Done():
-			return
+		first := t.next
+		clear(t.rs)
+		t.rs, t.services, t.next = t.rs[:0], 0, nil
+		if first == nil {
+			select {
+			case first = <-c.queue:
+			case <-ctx.Done():
+				return
+			}
 		}
+		t.add(first)
 	more:
-		for len(batch) < c.o.MaxBatch {
+		for !t.full() {
 			select {
 			case r := <-c.queue:
-				batch = append(batch, r)
+				t.add(r)
 			default:
 				break more
 			}
 		}
-		batch = c.linger(ctx, batch)
-		for _, ack := range c.consume(batch) {
+		c.linger(ctx, &t)
+		for _, ack := range c.consume(t.rs) {
 			select {
 			case c.out <- ack:
 			case <-ctx.Done():
@@ -183,32 +224,31 @@ func (c *consumer) commit(ctx context.Context) {
 	}
 }
 
-// linger adds to batch the responses that arrive within BatchDelay, while
-// it is short of MaxBatch and of the negotiated window: up to a window,
-// the peer may still send some (those whose ACKs are on their way free
-// its window again). With the specification's one in flight it never
+// linger adds to t the responses that arrive within BatchDelay, while it
+// is short of MaxBatch services and of the negotiated window: up to a
+// window, the peer may still send some (those whose ACKs are on their way
+// free its window again). With the specification's one in flight it never
 // waits.
-func (c *consumer) linger(ctx context.Context, batch []*discoverypb.StreamResponse) []*discoverypb.StreamResponse {
-	if c.o.BatchDelay <= 0 || !c.mayGrow(len(batch)) {
-		return batch
+func (c *consumer) linger(ctx context.Context, t *txn) {
+	if c.o.BatchDelay <= 0 || !c.mayGrow(t) {
+		return
 	}
-	t := time.NewTimer(c.o.BatchDelay)
-	defer t.Stop()
-	for c.mayGrow(len(batch)) {
+	timer := time.NewTimer(c.o.BatchDelay)
+	defer timer.Stop()
+	for c.mayGrow(t) {
 		select {
 		case r := <-c.queue:
-			batch = append(batch, r)
-		case <-t.C:
-			return batch
+			t.add(r)
+		case <-timer.C:
+			return
 		case <-ctx.Done():
-			return batch
+			return
 		}
 	}
-	return batch
 }
 
-func (c *consumer) mayGrow(n int) bool {
-	return n < c.o.MaxBatch && int64(n) < c.window.Load()
+func (c *consumer) mayGrow(t *txn) bool {
+	return !t.full() && int64(len(t.rs)) < c.window.Load()
 }
 
 // consume acts on a batch of responses, in order, and returns their
@@ -238,12 +278,56 @@ func (c *consumer) consume(batch []*discoverypb.StreamResponse) []*discoverypb.B
 	return acks
 }
 
-// applyRun validates rs, stores what passes in one transaction, and puts
-// the answer to each rs[i] in acks[i].
+// applyRun stores the services of rs (responses of one service, and
+// batches of several) in one transaction, once validated, and puts the
+// answer to each rs[i] in acks[i].
 func (c *consumer) applyRun(rs []*discoverypb.StreamResponse, acks []*discoverypb.BidirectionalStream) {
 	if len(rs) == 0 {
 		return
 	}
+	// entries are the services of rs in order; entries[k] is rs[of[k]]'s.
+	// A batch refused whole has none, and its error in whole.
+	entries := make([]*discoverypb.StreamResponse, 0, len(rs))
+	of := make([]int, 0, len(rs))
+	whole := make([]error, len(rs))
+	for i, r := range rs {
+		if r.GetResourceUrl() != wire.BatchURL {
+			entries, of = append(entries, r), append(of, i)
+			continue
+		}
+		es, err := c.unbatch(r)
+		if err != nil {
+			whole[i] = err
+			continue
+		}
+		for _, e := range es {
+			entries, of = append(entries, e), append(of, i)
+		}
+	}
+	errs := c.apply(entries)
+	k := 0
+	for i, r := range rs {
+		if whole[i] != nil {
+			c.o.Metrics.received(c.o.Peer, r.GetOperation(), status.Code(whole[i]))
+			c.rejected(r, whole[i])
+			acks[i] = ackOf(r, whole[i], c.o.Context)
+			continue
+		}
+		from := k
+		for k < len(of) && of[k] == i {
+			k++
+		}
+		if r.GetResourceUrl() == wire.BatchURL {
+			acks[i] = batchAnswer(r, entries[from:k], errs[from:k], c.o.Context)
+		} else {
+			acks[i] = ackOf(r, errs[from], c.o.Context)
+		}
+	}
+}
+
+// apply validates the services rs, stores what passes in one transaction,
+// and returns the outcome of each.
+func (c *consumer) apply(rs []*discoverypb.StreamResponse) []error {
 	errs := make([]error, len(rs))
 	changes := make([]catalog.ImportChange, 0, len(rs))
 	of := make([]int, 0, len(rs)) // changes[k] is rs[of[k]]'s
@@ -274,8 +358,24 @@ func (c *consumer) applyRun(rs []*discoverypb.StreamResponse, acks []*discoveryp
 		} else {
 			c.rejected(r, err)
 		}
-		acks[i] = ackOf(r, err, c.o.Context)
 	}
+	return errs
+}
+
+// unbatch is the services of batch r, if the stream negotiated batches and
+// r holds no more than negotiated: from a peer that did not advertise the
+// extension it is refused whole.
+func (c *consumer) unbatch(r *discoverypb.StreamResponse) ([]*discoverypb.StreamResponse, error) {
+	if c.caps.ServicesPerResponse <= 1 {
+		c.o.Metrics.unnegotiatedExt(c.o.Peer, "services-per-response")
+		c.o.Log.Warn("refused a batch of services the stream did not negotiate", zap.String("peer", c.o.Peer))
+		return nil, status.Errorf(codes.InvalidArgument, "resource_url: %q is the services-per-response extension, which this stream did not negotiate; ignored", wire.BatchURL)
+	}
+	es, err := wire.Unbatch(r, c.caps.ServicesPerResponse)
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	return es, nil
 }
 
 // syncComplete acts on the peer's end-of-catalog marker, if the stream

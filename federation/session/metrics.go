@@ -2,6 +2,7 @@ package session
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 	"google.golang.org/grpc/codes"
 
 	"github.com/meshfed/meshfed/federation/hamlet/discoverypb"
@@ -19,34 +20,33 @@ type Metrics struct {
 
 // NewMetrics registers the stream counters on reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
-	m := &Metrics{
-		sentTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "meshfed_hamlet_responses_sent_total",
-			Help: "Responses this agent published, by peer and operation.",
+	f := promauto.With(prometheus.WrapRegistererWithPrefix("meshfed_hamlet_", reg))
+	return &Metrics{
+		sentTotal: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "responses_sent_total",
+			Help: "Services this agent published, by peer and operation; each of a response of several counts.",
 		}, []string{"peer", "operation"}),
-		answersTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "meshfed_hamlet_answers_received_total",
-			Help: "ACKs (code OK) and NACKs peers sent for what this agent published, by peer and gRPC code.",
+		answersTotal: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "answers_received_total",
+			Help: "Answers peers sent for the services this agent published, by peer and gRPC code (OK for an ACK); each service of a response of several counts.",
 		}, []string{"peer", "code"}),
-		receivedTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "meshfed_hamlet_responses_received_total",
-			Help: "Responses peers published to this agent, by peer, operation and the gRPC code this agent answered.",
+		receivedTotal: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "responses_received_total",
+			Help: "Services peers published to this agent, by peer, operation and the gRPC code this agent answered; each of a response of several counts.",
 		}, []string{"peer", "operation", "code"}),
-		unnegotiated: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "meshfed_hamlet_unnegotiated_extension_total",
+		unnegotiated: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "unnegotiated_extension_total",
 			Help: "Extension messages peers sent on streams that did not negotiate the extension; they are ignored.",
 		}, []string{"peer", "extension"}),
-		reconciles: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "meshfed_hamlet_reconciliations_total",
+		reconciles: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "reconciliations_total",
 			Help: "Times the imports of a peer were reconciled with the full catalog it sent on a new stream.",
 		}, []string{"peer"}),
-		reconciledOut: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "meshfed_hamlet_reconciled_removed_total",
+		reconciledOut: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "reconciled_removed_total",
 			Help: "Imports removed by reconciliations because the peer's full catalog no longer held them.",
 		}, []string{"peer"}),
 	}
-	reg.MustRegister(m.sentTotal, m.answersTotal, m.receivedTotal, m.unnegotiated, m.reconciles, m.reconciledOut)
-	return m
 }
 
 func (m *Metrics) sent(peer string, op discoverypb.StreamResponse_Operation) {

@@ -6,13 +6,14 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
-	"github.com/meshfed/meshfed/federation/catalog"
 	"github.com/meshfed/meshfed/federation/hamlet/discoverypb"
 	"github.com/meshfed/meshfed/federation/wire"
+	"github.com/meshfed/meshfed/model"
 )
 
 // publisher sends the services exported to the peer. It is the only writer
@@ -26,6 +27,8 @@ type publisher struct {
 	answerSent func()
 
 	window int
+	// perResponse is how many services one response may carry.
+	perResponse int
 	// syncComplete is nil until the peer's capabilities are known.
 	syncComplete *bool
 	queue        queue
@@ -36,20 +39,29 @@ type publisher struct {
 	nonce     uint64
 }
 
+// sent is what a response in flight carried: the services it named, in
+// order, or the sync-complete marker.
 type sent struct {
-	name   string
+	names  []string
 	marker bool
 }
 
+// batchBytes bounds the services of one response beyond its first: a
+// batch stays well under the 4 MiB a gRPC peer accepts by default (an
+// agent takes 8 MiB, peer.MaxMessageBytes), and a larger service still
+// goes, alone.
+const batchBytes = 1 << 20
+
 func newPublisher(o Options) *publisher {
 	return &publisher{
-		o:         o,
-		out:       make(chan *discoverypb.BidirectionalStream, 64),
-		answers:   make(chan *discoverypb.StreamRequest, 64),
-		caps:      make(chan Capabilities, 1),
-		window:    1,
-		inflight:  map[string]sent{},
-		published: map[string]bool{},
+		o:           o,
+		out:         make(chan *discoverypb.BidirectionalStream, 64),
+		answers:     make(chan *discoverypb.StreamRequest, 64),
+		caps:        make(chan Capabilities, 1),
+		window:      1,
+		perResponse: 1,
+		inflight:    map[string]sent{},
+		published:   map[string]bool{},
 	}
 }
 
@@ -65,6 +77,13 @@ func (p *publisher) run(ctx context.Context, s Stream) error {
 	retry.Stop()
 	var retrying []string
 	for {
+		// The peer's capabilities come first once known: an answer that
+		// frees the window is then answered with a full response.
+		select {
+		case c := <-p.caps:
+			p.negotiated(c)
+		default:
+		}
 		if err := p.fill(s); err != nil {
 			return err
 		}
@@ -80,18 +99,17 @@ func (p *publisher) run(ctx context.Context, s Stream) error {
 				p.answerSent()
 			}
 		case a := <-p.answers:
-			if name, again := p.answered(a); again {
+			if again := p.answered(a); len(again) > 0 {
 				if len(retrying) == 0 {
-					retry.Reset(p.o.RetryNack)
+					retry.Reset(retryAfter)
 				}
-				retrying = append(retrying, name)
+				retrying = append(retrying, again...)
 			}
 		case c := <-p.caps:
-			p.window = c.Window
-			p.syncComplete = &c.SyncComplete
+			p.negotiated(c)
 		case <-sub.C():
 			for _, k := range sub.Drain() {
-				if k.Kind == catalog.KindExport {
+				if k.Kind == model.KindExport {
 					p.queue.push(k.ID)
 				}
 			}
@@ -102,6 +120,11 @@ func (p *publisher) run(ctx context.Context, s Stream) error {
 			retrying = retrying[:0]
 		}
 	}
+}
+
+func (p *publisher) negotiated(c Capabilities) {
+	p.window, p.perResponse = c.Window, c.ServicesPerResponse
+	p.syncComplete = &c.SyncComplete
 }
 
 // fill sends queued services while the window allows. The queue holds
@@ -118,31 +141,70 @@ func (p *publisher) fill(s Stream) error {
 			if !*p.syncComplete {
 				return nil
 			}
-			if err := p.send(s, sent{marker: true}, &discoverypb.StreamResponse{ResourceUrl: SyncCompleteURL}); err != nil {
+			m := &discoverypb.StreamResponse{ResourceUrl: SyncCompleteURL}
+			if err := p.send(s, sent{marker: true}, m); err != nil {
 				return err
 			}
+			p.o.Metrics.sent(p.o.Peer, m.Operation)
 			continue
 		}
-		name := p.queue.pop()
-		r, ok := p.response(name)
-		if !ok {
+		names, rs := p.pack()
+		var r *discoverypb.StreamResponse
+		switch len(rs) {
+		case 0:
 			continue
+		case 1:
+			// One service goes as the specification has it.
+			r = rs[0]
+		default:
+			var err error
+			if r, err = wire.Batch(rs); err != nil {
+				// Responses built from validated exports always marshal.
+				p.o.Log.Error("marshaling a batch", zap.Strings("services", names), zap.Error(err))
+				continue
+			}
 		}
-		if err := p.send(s, sent{name: name}, r); err != nil {
+		if err := p.send(s, sent{names: names}, r); err != nil {
 			return err
+		}
+		for _, r := range rs {
+			p.o.Metrics.sent(p.o.Peer, r.Operation)
 		}
 	}
 	return nil
 }
 
+// pack takes from the queue the services of the next response: up to
+// perResponse of them, and beyond the first no more than batchBytes.
+func (p *publisher) pack() (names []string, rs []*discoverypb.StreamResponse) {
+	size := 0
+	for p.queue.len() > 0 && len(rs) < max(p.perResponse, 1) {
+		name := p.queue.peek()
+		r, ok := p.response(name)
+		if !ok {
+			p.queue.pop()
+			continue
+		}
+		n := wire.BatchEntrySize(r)
+		if len(rs) > 0 && size+n > batchBytes {
+			// It heads the next response, built afresh then.
+			break
+		}
+		p.queue.pop()
+		p.publishing(name, r)
+		names, rs, size = append(names, name), append(rs, r), size+n
+	}
+	return names, rs
+}
+
+// response is what tells the peer the current state of name: an UPSERT of
+// the export, a DELETE of one published before, or nothing.
 func (p *publisher) response(name string) (*discoverypb.StreamResponse, bool) {
 	e, ok := p.o.Catalog.ExportFor(p.o.Peer, name)
 	if !ok {
 		if !p.published[name] {
 			return nil, false
 		}
-		delete(p.published, name)
-		p.o.Catalog.Withdrawn(p.o.Peer, name)
 		return &discoverypb.StreamResponse{ResourceUrl: wire.TypeURL, ResourceId: name, Operation: discoverypb.StreamResponse_DELETE}, true
 	}
 	fs := wire.FromModel(wire.Advertise(e, p.o.Ingress()))
@@ -152,13 +214,22 @@ func (p *publisher) response(name string) (*discoverypb.StreamResponse, bool) {
 		p.o.Log.Error("marshaling export", zap.String("service", name), zap.Error(err))
 		return nil, false
 	}
-	p.published[name] = true
 	return &discoverypb.StreamResponse{
 		ResourceUrl: wire.TypeURL,
 		ResourceId:  name,
 		Resource:    &anypb.Any{TypeUrl: wire.TypeURL, Value: b},
 		Operation:   discoverypb.StreamResponse_UPSERT,
 	}, true
+}
+
+// publishing records that r, about name, is on its way.
+func (p *publisher) publishing(name string, r *discoverypb.StreamResponse) {
+	if r.Operation == discoverypb.StreamResponse_DELETE {
+		delete(p.published, name)
+		p.o.Catalog.Withdrawn(p.o.Peer, name)
+		return
+	}
+	p.published[name] = true
 }
 
 func (p *publisher) send(s Stream, what sent, r *discoverypb.StreamResponse) error {
@@ -170,39 +241,70 @@ func (p *publisher) send(s Stream, what sent, r *discoverypb.StreamResponse) err
 	}
 	p.inflight[r.Nonce] = what
 	p.o.Activity.sentFrame()
-	p.o.Metrics.sent(p.o.Peer, r.Operation)
 	return nil
 }
 
-// answered handles the peer's ACK or NACK; it reports a service to send
-// again later when the peer asked for that.
-func (p *publisher) answered(a *discoverypb.StreamRequest) (retry string, again bool) {
+// answered handles the peer's ACK or NACK; it returns the services to send
+// again later, as the peer asked.
+func (p *publisher) answered(a *discoverypb.StreamRequest) (retry []string) {
 	what, ok := p.inflight[a.GetResponseNonce()]
 	if !ok {
 		p.o.Log.Warn("peer answered an unknown nonce", zap.String("peer", p.o.Peer), zap.String("nonce", a.GetResponseNonce()))
-		return "", false
+		return nil
 	}
 	delete(p.inflight, a.GetResponseNonce())
-	code := codes.Code(a.GetStatus().GetCode())
-	msg := a.GetStatus().GetMessage()
-	p.o.Metrics.answered(p.o.Peer, code)
-	if code == codes.OK {
-		p.o.Exchanged()
-	}
 	if what.marker {
-		return "", false
+		code := codes.Code(a.GetStatus().GetCode())
+		p.o.Metrics.answered(p.o.Peer, code)
+		if code == codes.OK {
+			p.o.Exchanged()
+		}
+		return nil
 	}
-	if _, still := p.o.Catalog.ExportFor(p.o.Peer, what.name); still {
-		p.o.Catalog.Delivered(p.o.Peer, what.name, code, msg, time.Now())
+	for i, st := range outcomes(a.GetStatus(), len(what.names)) {
+		name, code, msg := what.names[i], codes.Code(st.GetCode()), st.GetMessage()
+		p.o.Metrics.answered(p.o.Peer, code)
+		if code == codes.OK {
+			p.o.Exchanged()
+		}
+		if _, still := p.o.Catalog.ExportFor(p.o.Peer, name); still {
+			p.o.Catalog.Delivered(p.o.Peer, name, code, msg, time.Now())
+		}
+		if code == codes.OK {
+			continue
+		}
+		p.o.Log.Warn("peer rejected a service", zap.String("peer", p.o.Peer), zap.String("service", name),
+			zap.Stringer("code", code), zap.String("reason", msg))
+		// Unavailable is the consumer's own trouble (its store, say): the
+		// same input may pass later. Anything else stays rejected until it
+		// changes.
+		if code == codes.Unavailable {
+			retry = append(retry, name)
+		}
 	}
-	if code == codes.OK {
-		return "", false
+	return retry
+}
+
+// outcomes is the answer st of a response that carried n services, for
+// each of them. OK means every one is stored. Otherwise a batch's answer
+// holds a status per service in its details; without them (a batch
+// refused whole) or for a single service, st is each one's.
+func outcomes(st *spb.Status, n int) []*spb.Status {
+	out := make([]*spb.Status, n)
+	details := st.GetDetails()
+	perService := n > 1 && codes.Code(st.GetCode()) != codes.OK && len(details) == n
+	for i := range out {
+		out[i] = st
+		if !perService {
+			continue
+		}
+		var one spb.Status
+		// One that cannot be read keeps the batch's code: not stored.
+		if err := details[i].UnmarshalTo(&one); err == nil {
+			out[i] = &one
+		}
 	}
-	p.o.Log.Warn("peer rejected a service", zap.String("peer", p.o.Peer), zap.String("service", what.name),
-		zap.Stringer("code", code), zap.String("reason", msg))
-	// Unavailable is the consumer's own trouble (its store, say): the same
-	// input may pass later. Anything else stays rejected until it changes.
-	return what.name, code == codes.Unavailable
+	return out
 }
 
 // queue is a FIFO of distinct names.
@@ -238,5 +340,8 @@ func (q *queue) pop() string {
 	delete(q.in, name)
 	return name
 }
+
+// peek is the name pop would return.
+func (q *queue) peek() string { return q.items[q.head] }
 
 func (q *queue) len() int { return len(q.items) - q.head }

@@ -77,7 +77,7 @@ func TestSyncCompleteNegotiatedNeverArmsGrace(t *testing.T) {
 	clk := session.NewFakeClock()
 	f := newFixtureWith(t, fixtureOpts{local: syncComplete, remote: syncComplete, grace: time.Second, clock: clk,
 		imports: []string{"payments", "ledger", "fraud"}})
-	require.Equal(t, session.Capabilities{SyncComplete: true, Window: 1}, f.negotiated())
+	require.Equal(t, session.Capabilities{SyncComplete: true, Window: 1, ServicesPerResponse: 1}, f.negotiated())
 	requireStatus(t, &spb.Status{}, f.send(upsert(t, "payments", good("payments"))))
 	clk.Advance(time.Hour)
 	requireStatus(t, &spb.Status{}, f.send(upsert(t, "ledger", good("ledger"))))

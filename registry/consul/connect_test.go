@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap/zaptest"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/meshfed/meshfed/registry"
 	"github.com/meshfed/meshfed/registry/consul/consultest"
 	"github.com/meshfed/meshfed/snapshot"
 )
@@ -47,6 +48,23 @@ func TestSinkRegistersAConnectProxyPerImport(t *testing.T) {
 	es, _, err = c.Health().Connect("orders-mesh-c", "", true, nil)
 	require.NoError(t, err)
 	require.Len(t, es, 1)
+
+	// Changes alone do the same: the proxy comes with the import's first
+	// instance and goes with its last.
+	ctx := context.Background()
+	require.NoError(t, s.Apply(ctx, []registry.Imported{inventoryGRPC}, nil))
+	es, _, err = c.Health().Connect("inventory-mesh-b", "", true, nil)
+	require.NoError(t, err)
+	require.Len(t, es, 1)
+	require.NoError(t, s.Apply(ctx, []registry.Imported{inventoryHTTP}, nil))
+	require.NoError(t, s.Apply(ctx, nil, []registry.Imported{inventoryGRPC}))
+	es, _, err = c.Health().Connect("inventory-mesh-b", "", true, nil)
+	require.NoError(t, err)
+	require.Len(t, es, 1, "inventory keeps its proxy with one instance left")
+	require.NoError(t, s.Apply(ctx, nil, []registry.Imported{inventoryHTTP}))
+	es, _, err = c.Health().Connect("inventory-mesh-b", "", false, nil)
+	require.NoError(t, err)
+	require.Empty(t, es)
 }
 
 func runConnect(t *testing.T, a *consultest.Agent) *Connect {

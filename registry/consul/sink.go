@@ -41,8 +41,26 @@ type Sink struct {
 	// reach the imports: each import gets a Connect proxy there.
 	connectPort uint32
 	log         *zap.Logger
-	mu          sync.Mutex // one Sync at a time: each plans from what it reads
+	mu          sync.Mutex // one Sync or Apply at a time: each plans from what it knows
+
+	// What the last Sync left, and Apply keeps up to date as it writes:
+	// the imports by key, the keys of each Consul name, and the nodes
+	// meshfed registered with every service on them. synced is false
+	// until a Sync succeeded, and again after a failed write.
+	synced  bool
+	imports map[importKey]registry.Imported
+	byName  map[string]map[importKey]bool
+	have    map[string]*node
 }
+
+// importKey is an import instance: what a service id of the sink stands
+// for.
+type importKey struct{ peer, name, instance string }
+
+func importKeyOf(im registry.Imported) importKey { return importKey{im.Peer, im.Name, im.Instance} }
+
+// errNotSynced makes the caller Sync: Apply needs what a Sync learnt.
+var errNotSynced = errors.New("consul: no complete sync yet: sync first")
 
 // NewSink checks cfg, which must have Import, and connects nothing yet.
 func NewSink(cfg Config, log *zap.Logger) (*Sink, error) {
@@ -80,6 +98,7 @@ type node struct {
 func (s *Sink) Sync(ctx context.Context, imports []registry.Imported) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.synced = false
 	want := s.desired(imports)
 	have, err := s.current(ctx)
 	if err != nil {
@@ -95,7 +114,164 @@ func (s *Sink) Sync(ctx context.Context, imports []registry.Imported) error {
 	if err := s.registerProxies(ctx, want, have); err != nil {
 		return err
 	}
+	s.imports, s.byName = map[importKey]registry.Imported{}, map[string]map[importKey]bool{}
+	for _, im := range imports {
+		s.index(im)
+	}
+	s.have = mirror(have, want, func(*api.AgentService) bool { return true }, conflicted(conflicts))
+	s.synced = true
 	return errors.Join(conflicts...)
+}
+
+// Apply implements registry.ChangeSink: it writes what set and gone
+// change of the Consul names they have, from what the last Sync and the
+// Applies since learnt, reading nothing back; so a change costs what it
+// touches, whatever the number of imports. It refuses to run before a
+// Sync succeeded, or after a write failed: Sync then.
+func (s *Sink) Apply(ctx context.Context, set, gone []registry.Imported) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.synced {
+		return errNotSynced
+	}
+	names := map[string]bool{}
+	for _, im := range slices.Concat(set, gone) {
+		if old, ok := s.imports[importKeyOf(im)]; ok {
+			names[s.name(old)] = true
+		}
+		names[s.name(im)] = true
+	}
+	for _, im := range gone {
+		s.unindex(importKeyOf(im))
+	}
+	for _, im := range set {
+		s.unindex(importKeyOf(im))
+		s.index(im)
+	}
+	var subset []registry.Imported
+	for name := range names {
+		for k := range s.byName[name] {
+			subset = append(subset, s.imports[k])
+		}
+	}
+	touched := func(svc *api.AgentService) bool {
+		return names[svc.Service] || names[strings.TrimSuffix(svc.Service, connectProxySuffix)]
+	}
+	want := s.desired(subset)
+	have := map[string]*node{}
+	for name, n := range s.have {
+		part := &node{address: n.address, meta: n.meta, services: map[string]*api.AgentService{}}
+		for id, svc := range n.services {
+			if touched(svc) {
+				part.services[id] = svc
+			}
+		}
+		if len(part.services) > 0 || want[name] != nil {
+			have[name] = part
+		}
+	}
+	ops, conflicts, err := s.planChanges(ctx, want, have, s.have)
+	if err != nil {
+		return err
+	}
+	s.synced = false
+	if err := s.apply(ctx, ops); err != nil {
+		return err
+	}
+	if err := s.registerProxies(ctx, want, have); err != nil {
+		return err
+	}
+	s.have = mirror(s.have, want, touched, conflicted(conflicts))
+	s.synced = true
+	return errors.Join(conflicts...)
+}
+
+func (s *Sink) name(im registry.Imported) string {
+	return registry.ImportName(s.cfg.NameTemplate, im.Name, im.Peer)
+}
+
+func (s *Sink) index(im registry.Imported) {
+	k, name := importKeyOf(im), s.name(im)
+	s.imports[k] = im
+	if s.byName[name] == nil {
+		s.byName[name] = map[importKey]bool{}
+	}
+	s.byName[name][k] = true
+}
+
+func (s *Sink) unindex(k importKey) {
+	im, ok := s.imports[k]
+	if !ok {
+		return
+	}
+	delete(s.imports, k)
+	name := s.name(im)
+	delete(s.byName[name], k)
+	if len(s.byName[name]) == 0 {
+		delete(s.byName, name)
+	}
+}
+
+// conflictError is a node of a desired name that meshfed did not
+// register: nothing of the sink's is written to it.
+type conflictError struct {
+	node     string
+	services int
+}
+
+func (e conflictError) Error() string {
+	return fmt.Sprintf("consul: node %q exists and meshfed did not register it: its %d imports are not registered", e.node, e.services)
+}
+
+// conflicted are the nodes of conflicts.
+func conflicted(conflicts []error) map[string]bool {
+	out := map[string]bool{}
+	for _, err := range conflicts {
+		var c conflictError
+		if errors.As(err, &c) {
+			out[c.node] = true
+		}
+	}
+	return out
+}
+
+// mirror is have once want is written over the services mine says are
+// in question: the registered state, without reading it back. Nodes in
+// skip were not written.
+func mirror(have, want map[string]*node, mine func(*api.AgentService) bool, skip map[string]bool) map[string]*node {
+	out := make(map[string]*node, len(have)+len(want))
+	for name, n := range have {
+		if skip[name] {
+			continue
+		}
+		kept := &node{address: n.address, meta: n.meta, services: make(map[string]*api.AgentService, len(n.services))}
+		for id, svc := range n.services {
+			if !mine(svc) || svc.Meta[metaManaged] != "true" {
+				kept.services[id] = svc
+			}
+		}
+		out[name] = kept
+	}
+	for name, w := range want {
+		if skip[name] {
+			continue
+		}
+		n := out[name]
+		if n == nil {
+			n = &node{services: map[string]*api.AgentService{}}
+			out[name] = n
+		}
+		n.address, n.meta = w.address, w.meta
+		for id, svc := range w.services {
+			n.services[id] = svc
+		}
+	}
+	for name, n := range out {
+		if len(n.services) == 0 {
+			delete(out, name)
+		}
+	}
+	return out
 }
 
 // desired is the catalog the imports call for. An import that cannot be
@@ -241,7 +417,7 @@ func (s *Sink) plan(ctx context.Context, want, have map[string]*node) (ops api.T
 				return nil, nil, fmt.Errorf("consul: reading node %q: %w", name, err)
 			}
 			if cn != nil && cn.Node != nil {
-				conflicts = append(conflicts, fmt.Errorf("consul: node %q exists and meshfed did not register it: its %d imports are not registered", name, len(w.services)))
+				conflicts = append(conflicts, conflictError{node: name, services: len(w.services)})
 				continue
 			}
 		}
@@ -280,6 +456,52 @@ func (s *Sink) plan(ctx context.Context, want, have map[string]*node) (ops api.T
 		}
 	}
 	return append(append(ops, sets...), deletes...), conflicts, nil
+}
+
+// planChanges is plan for part of the sink's services: have holds, of
+// every node, only the services in question, and all is the whole
+// registered state, by which a node left with none of the sink's services
+// (and no one else's) is deleted.
+func (s *Sink) planChanges(ctx context.Context, want, have, all map[string]*node) (ops api.TxnOps, conflicts []error, err error) {
+	var deletes api.TxnOps
+	for _, name := range slices.Sorted(maps.Keys(have)) {
+		h, w := have[name], want[name]
+		var gone []string
+		for _, id := range slices.Sorted(maps.Keys(h.services)) {
+			if h.services[id].Meta[metaManaged] == "true" && (w == nil || w.services[id] == nil) {
+				gone = append(gone, id)
+			}
+		}
+		if w == nil && all[name] != nil && len(gone) == len(all[name].services) {
+			deletes = append(deletes, &api.TxnOp{Node: &api.NodeTxnOp{Verb: api.NodeDelete, Node: api.Node{Node: name}}})
+			continue
+		}
+		for _, id := range gone {
+			svc := api.AgentService{ID: id, Service: h.services[id].Service}
+			deletes = append(deletes, &api.TxnOp{Service: &api.ServiceTxnOp{Verb: api.ServiceDelete, Node: name, Service: svc}})
+		}
+	}
+	// Nodes and services to set are planned as Sync plans them, against
+	// what is known of the node: a node the sink has not registered is
+	// read, to find one of the same name that is someone else's.
+	known := map[string]*node{}
+	for name, w := range want {
+		if n := all[name]; n != nil {
+			// Only what want keeps: the deletions are planned above.
+			kept := map[string]*api.AgentService{}
+			for id := range w.services {
+				if svc := have[name].services[id]; svc != nil {
+					kept[id] = svc
+				}
+			}
+			known[name] = &node{address: n.address, meta: n.meta, services: kept}
+		}
+	}
+	sets, conflicts, err := s.plan(ctx, want, known)
+	if err != nil {
+		return nil, nil, err
+	}
+	return append(sets, deletes...), conflicts, nil
 }
 
 func sameService(a, b *api.AgentService) bool {

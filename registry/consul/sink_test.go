@@ -143,6 +143,40 @@ func TestSinkRegistersInCatalogAndDNS(t *testing.T) {
 	require.Equal(t, []string{"consultest"}, nodeNames(t, c))
 }
 
+// A change alone is written alone: what it adds, moves or removes, and a
+// node left without services; the rest is not rewritten, and a Sync of the
+// same set then writes nothing.
+func TestSinkAppliesAChangeAlone(t *testing.T) {
+	a := consultest.Start(t)
+	c := a.Client(t, "")
+	s := newSink(t, Config{Address: a.HTTPAddr})
+	ctx := context.Background()
+	require.ErrorContains(t, s.Apply(ctx, []registry.Imported{ordersTCP}, nil), "no complete sync yet")
+	syncOK(t, s, inventoryHTTP, ledgerTLS)
+	before := instances(t, c, "inventory-mesh-b")[0].ModifyIndex
+
+	require.NoError(t, s.Apply(ctx, []registry.Imported{ordersTCP}, nil))
+	require.Len(t, instances(t, c, "orders-mesh-c"), 1)
+	require.Equal(t, []string{"consultest", "meshfed-mesh-b", "meshfed-mesh-c"}, nodeNames(t, c))
+	require.Equal(t, before, instances(t, c, "inventory-mesh-b")[0].ModifyIndex, "the others are not rewritten")
+
+	moved := inventoryHTTP
+	moved.Port = 15002
+	require.NoError(t, s.Apply(ctx, []registry.Imported{moved}, []registry.Imported{ledgerTLS}))
+	require.Equal(t, 15002, instances(t, c, "inventory-mesh-b")[0].ServicePort)
+	require.Empty(t, instances(t, c, "ledger-mesh-b"))
+	require.Len(t, instances(t, c, "orders-mesh-c"), 1)
+
+	require.NoError(t, s.Apply(ctx, nil, []registry.Imported{moved}))
+	require.Equal(t, []string{"consultest", "meshfed-mesh-c"}, nodeNames(t, c), "a node left without services goes")
+
+	after := instances(t, c, "orders-mesh-c")[0].ModifyIndex
+	syncOK(t, s, ordersTCP)
+	require.Equal(t, after, instances(t, c, "orders-mesh-c")[0].ModifyIndex, "the changes left what a Sync wants")
+	require.NoError(t, s.Apply(ctx, nil, []registry.Imported{ordersTCP}))
+	require.Equal(t, []string{"consultest"}, nodeNames(t, c))
+}
+
 // Acceptance: a new Sink, as after a restart, removes the leftovers of the
 // last one and leaves alone what meshfed did not register.
 func TestSinkReconcilesAfterRestart(t *testing.T) {

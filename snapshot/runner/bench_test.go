@@ -42,7 +42,7 @@ func BenchmarkChange(b *testing.B) {
 		} {
 			b.Run(fmt.Sprintf("services=%d/change=%s", n, kind.name), func(b *testing.B) {
 				svc := benchService(kind.i)
-				key := []catalog.Key{{Kind: catalog.KindImport, Peer: "mesh-b", ID: svc.Name}}
+				key := []model.Key{{Kind: model.KindImport, Peer: "mesh-b", ID: svc.Name}}
 				b.ReportAllocs()
 				b.ResetTimer()
 				for i := range b.N {
@@ -125,16 +125,9 @@ func benchEnv(b *testing.B, n int) *benchRunner {
 	}
 	r, err := New(Config{
 		Source: CatalogSource(cat), Ports: ports, Sink: c,
-		Input: snapshot.Input{
-			TrustDomain: "mesh-a.example",
-			Peers:       []model.Peer{{Name: "mesh-b", TrustDomain: "mesh-b.example"}},
-			Gateways: snapshot.Gateways{
-				Egress:  snapshot.Address{Address: "127.0.0.1"},
-				Ingress: snapshot.SocketAddress{Address: "127.0.0.1", Port: 15444},
-			},
-		},
-		Secrets: func() (snapshot.Secrets, error) { return secrets, nil },
-		Holdoff: time.Millisecond, MaxDelay: config.DefaultMaxDelay,
+		Settings: testSettings(),
+		Secrets:  func() (snapshot.Secrets, error) { return secrets, nil },
+		Holdoff:  time.Millisecond, MaxDelay: config.DefaultMaxDelay,
 	})
 	if err != nil {
 		b.Fatal(err)
@@ -156,14 +149,14 @@ func benchEnv(b *testing.B, n int) *benchRunner {
 func BenchmarkExportChange(b *testing.B) {
 	secrets := testSecrets(b)
 	for _, n := range []int{1_000, 10_000, 100_000} {
-		tr := NewTranslator(testInput())
+		tr := snapshot.NewTranslator(testSettings())
 		c := cache.New(func(string) (model.Role, bool) { return model.Ingress, true }, nil)
-		exps := make([]ExportChange, n)
+		exps := make([]snapshot.ExportChange, n)
 		for i := range exps {
 			exp := benchExport(i, 0)
-			exps[i] = ExportChange{Name: exp.Name, Export: &exp}
+			exps[i] = snapshot.ExportChange{Key: model.ExportKey(exp.Name), Export: &exp}
 		}
-		res := tr.Apply(Changes{Secrets: &secrets, Exports: exps})
+		res := tr.Apply(snapshot.Changes{Secrets: &secrets, Exports: exps})
 		if len(res.Rejected) > 0 {
 			b.Fatal(res.Rejected[0].Err)
 		}
@@ -183,7 +176,7 @@ func BenchmarkExportChange(b *testing.B) {
 				for b.Loop() {
 					i++
 					exp := benchExport(1, kind.v(i))
-					res := tr.Apply(Changes{Exports: []ExportChange{{Name: exp.Name, Export: &exp}}})
+					res := tr.Apply(snapshot.Changes{Exports: []snapshot.ExportChange{{Key: model.ExportKey(exp.Name), Export: &exp}}})
 					if err := c.Apply(model.Ingress, res.Changes[model.Ingress]); err != nil {
 						b.Fatal(err)
 					}

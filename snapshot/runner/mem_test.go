@@ -6,24 +6,23 @@ import (
 	"slices"
 	"sync"
 
-	"github.com/meshfed/meshfed/federation/catalog"
 	"github.com/meshfed/meshfed/model"
 )
 
 // memSource is a catalog in memory.
 type memSource struct {
 	mu      sync.Mutex
-	imports map[catalog.Key]model.Import
+	imports map[model.Key]model.Import
 	exports map[string]model.Export
 	subs    map[*memSub]struct{}
 }
 
 func newMemSource() *memSource {
-	return &memSource{imports: map[catalog.Key]model.Import{}, exports: map[string]model.Export{}, subs: map[*memSub]struct{}{}}
+	return &memSource{imports: map[model.Key]model.Import{}, exports: map[string]model.Export{}, subs: map[*memSub]struct{}{}}
 }
 
-func importKey(peer, id string) catalog.Key {
-	return catalog.Key{Kind: catalog.KindImport, Peer: peer, ID: id}
+func importKey(peer, id string) model.Key {
+	return model.Key{Kind: model.KindImport, Peer: peer, ID: id}
 }
 
 func (s *memSource) putImport(imp model.Import) {
@@ -46,16 +45,16 @@ func (s *memSource) setExports(exps []model.Export) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for name := range s.exports {
-		s.notify(catalog.Key{Kind: catalog.KindExport, ID: name})
+		s.notify(model.Key{Kind: model.KindExport, ID: name})
 	}
 	clear(s.exports)
 	for _, e := range exps {
 		s.exports[e.Name] = e
-		s.notify(catalog.Key{Kind: catalog.KindExport, ID: e.Name})
+		s.notify(model.Key{Kind: model.KindExport, ID: e.Name})
 	}
 }
 
-func (s *memSource) notify(k catalog.Key) {
+func (s *memSource) notify(k model.Key) {
 	for sub := range s.subs {
 		sub.dirty[k] = struct{}{}
 		select {
@@ -68,7 +67,7 @@ func (s *memSource) notify(k catalog.Key) {
 func (s *memSource) Subscribe() Subscription {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	sub := &memSub{src: s, ch: make(chan struct{}, 1), dirty: map[catalog.Key]struct{}{}}
+	sub := &memSub{src: s, ch: make(chan struct{}, 1), dirty: map[model.Key]struct{}{}}
 	s.subs[sub] = struct{}{}
 	return sub
 }
@@ -90,7 +89,7 @@ func (s *memSource) Export(name string) (model.Export, bool) {
 func (s *memSource) Imports() []model.Import {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	keys := slices.SortedFunc(maps.Keys(s.imports), catalog.CompareKeys)
+	keys := slices.SortedFunc(maps.Keys(s.imports), model.CompareKeys)
 	out := make([]model.Import, len(keys))
 	for i, k := range keys {
 		out[i] = s.imports[k]
@@ -111,15 +110,15 @@ func (s *memSource) Exports() []model.Export {
 type memSub struct {
 	src   *memSource
 	ch    chan struct{}
-	dirty map[catalog.Key]struct{}
+	dirty map[model.Key]struct{}
 }
 
 func (s *memSub) C() <-chan struct{} { return s.ch }
 
-func (s *memSub) Drain() []catalog.Key {
+func (s *memSub) Drain() []model.Key {
 	s.src.mu.Lock()
 	defer s.src.mu.Unlock()
-	out := slices.SortedFunc(maps.Keys(s.dirty), catalog.CompareKeys)
+	out := slices.SortedFunc(maps.Keys(s.dirty), model.CompareKeys)
 	clear(s.dirty)
 	return out
 }

@@ -1,5 +1,5 @@
 // Package runner keeps the xDS cache in step with the catalog. It is a loop
-// over small parts: a Source of changes (the catalog), the pure Translator
+// over small parts: a Source of changes (the catalog), snapshot.Translator
 // (changes of services into changes of resources), the port Allocator, and
 // the cache. Each change to an import or an export is translated, checked
 // and handed to the cache on its own, so the work for one change does not
@@ -35,7 +35,7 @@ type Source interface {
 // Subscription tells which keys changed since it was last drained.
 type Subscription interface {
 	C() <-chan struct{}
-	Drain() []catalog.Key
+	Drain() []model.Key
 	Close()
 }
 
@@ -50,9 +50,9 @@ type Config struct {
 	Source Source
 	Ports  *Allocator
 	Sink   Sink
-	// Input gives the trust domain, the peers and the gateway addresses;
-	// its imports, exports, ports and secrets are the runner's.
-	Input snapshot.Input
+	// Settings give the trust domain, the peers and the gateway
+	// addresses.
+	Settings snapshot.Settings
 	// Secrets returns the gateways' current certificates; SecretsChanged
 	// signals when they changed. Both optional.
 	Secrets        func() (snapshot.Secrets, error)
@@ -61,8 +61,10 @@ type Config struct {
 	// it translates them together; bursts are translated at least every
 	// MaxDelay. Zero translates each change at once.
 	Holdoff, MaxDelay time.Duration
-	// Applied, when set, is called after each batch reached the cache.
-	Applied    func()
+	// Applied, when set, is called after each batch reached the cache,
+	// with what changed of the imports the gateways serve (at Start,
+	// every one served), on the runner's goroutine.
+	Applied    func(served []snapshot.ServedImport)
 	Log        *zap.Logger
 	Registerer prometheus.Registerer
 }
@@ -77,9 +79,9 @@ type Runner struct {
 	// mu guards tr for readers on other goroutines (Served); the loop is
 	// its only writer.
 	mu sync.RWMutex
-	tr *Translator
-	// inputs brings the loop a new input (SetInput).
-	inputs chan snapshot.Input
+	tr *snapshot.Translator
+	// settings brings the loop new settings (SetSettings).
+	settings chan snapshot.Settings
 }
 
 // New returns a runner; Start builds the first configuration.
@@ -90,11 +92,7 @@ func New(cfg Config) (*Runner, error) {
 	if cfg.Log == nil {
 		cfg.Log = zap.NewNop()
 	}
-	m, err := newMetrics(cfg.Registerer)
-	if err != nil {
-		return nil, err
-	}
-	return &Runner{cfg: cfg, log: cfg.Log, m: m, tr: NewTranslator(cfg.Input), inputs: make(chan snapshot.Input)}, nil
+	return &Runner{cfg: cfg, log: cfg.Log, m: newMetrics(cfg.Registerer), tr: snapshot.NewTranslator(cfg.Settings), settings: make(chan snapshot.Settings)}, nil
 }
 
 // Start translates the whole catalog and makes it the cache's state for
@@ -126,30 +124,30 @@ func (r *Runner) Start() error {
 		zap.Int("ingress_resources", len(res.Changes[model.Ingress])),
 		zap.Duration("took", time.Since(start)))
 	if r.cfg.Applied != nil {
-		r.cfg.Applied()
+		r.cfg.Applied(res.Served)
 	}
 	return nil
 }
 
 // everything is the key of every service, and the egress port keys of
 // the imports.
-func (r *Runner) everything() (keys []catalog.Key, ports []string) {
+func (r *Runner) everything() (keys []model.Key, ports []string) {
 	for _, imp := range r.cfg.Source.Imports() {
-		keys = append(keys, catalog.Key{Kind: catalog.KindImport, Peer: imp.Peer, ID: imp.ResourceID})
+		keys = append(keys, model.ImportKey(imp))
 		ports = append(ports, snapshot.EgressPortKeys([]model.Import{imp})...)
 	}
 	for _, exp := range r.cfg.Source.Exports() {
-		keys = append(keys, catalog.Key{Kind: catalog.KindExport, ID: exp.Name})
+		keys = append(keys, model.ExportKey(exp.Name))
 	}
 	return keys, ports
 }
 
-// SetInput gives the translation a new input (a reload changed the peers
-// or the gateways' timeouts): every service is translated again with it.
-// It returns once the loop has taken it, or ctx ended.
-func (r *Runner) SetInput(ctx context.Context, in snapshot.Input) error {
+// SetSettings gives the translation new settings (a reload changed the
+// peers or the gateways' timeouts): every service is translated again
+// with them. It returns once the loop has taken them, or ctx ended.
+func (r *Runner) SetSettings(ctx context.Context, s snapshot.Settings) error {
 	select {
-	case r.inputs <- in:
+	case r.settings <- s:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
@@ -171,9 +169,9 @@ func (r *Runner) Run(ctx context.Context) error {
 		case <-r.sub.C():
 		case <-r.cfg.SecretsChanged:
 			secrets = true
-		case in := <-r.inputs:
+		case s := <-r.settings:
 			r.mu.Lock()
-			r.tr.SetInput(in)
+			r.tr.SetSettings(s)
 			r.mu.Unlock()
 			all, _ := r.everything()
 			r.step(false, all...)
@@ -213,7 +211,7 @@ func (r *Runner) holdOff(ctx context.Context) (secrets, ok bool) {
 }
 
 // step translates what changed, and also, and applies it.
-func (r *Runner) step(secretsChanged bool, also ...catalog.Key) {
+func (r *Runner) step(secretsChanged bool, also ...model.Key) {
 	start := time.Now()
 	keys := append(r.sub.Drain(), also...)
 	secrets, ok := r.secrets(secretsChanged)
@@ -235,7 +233,7 @@ func (r *Runner) step(secretsChanged bool, also ...catalog.Key) {
 	r.m.build.Observe(time.Since(start).Seconds())
 	r.m.changes.Add(float64(len(keys)))
 	if r.cfg.Applied != nil {
-		r.cfg.Applied()
+		r.cfg.Applied(res.Served)
 	}
 }
 
@@ -256,7 +254,7 @@ func (r *Runner) secrets(load bool) (*snapshot.Secrets, bool) {
 
 // translate reads the services of keys, proposes their ports, translates
 // them and settles the ports on the outcome.
-func (r *Runner) translate(keys []catalog.Key, secrets *snapshot.Secrets) Result {
+func (r *Runner) translate(keys []model.Key, secrets *snapshot.Secrets) snapshot.Result {
 	ch, portKeys := r.read(keys)
 	ch.Secrets = secrets
 	var err error
@@ -272,33 +270,33 @@ func (r *Runner) translate(keys []catalog.Key, secrets *snapshot.Secrets) Result
 		r.log.Error("egress ports not stored", zap.Error(err))
 	}
 	for _, rej := range res.Rejected {
-		r.m.invalid.WithLabelValues(kindLabel(rej.Key.Kind)).Inc()
+		r.m.invalid.WithLabelValues(rej.Key.Kind.String()).Inc()
 		r.log.Warn("service translation failed the Envoy checks; its last good configuration stays",
-			zap.String("kind", kindLabel(rej.Key.Kind)), zap.String("peer", rej.Key.Peer), zap.String("id", rej.Key.ID), zap.Error(rej.Err))
+			zap.String("kind", rej.Key.Kind.String()), zap.String("peer", rej.Key.Peer), zap.String("id", rej.Key.ID), zap.Error(rej.Err))
 	}
 	return res
 }
 
 // read gets the current value of each changed key, in order, and the
 // egress port keys of the imports.
-func (r *Runner) read(keys []catalog.Key) (Changes, []string) {
+func (r *Runner) read(keys []model.Key) (snapshot.Changes, []string) {
 	sortKeys(keys)
-	var ch Changes
+	var ch snapshot.Changes
 	var ports []string
 	for i, k := range keys {
 		if i > 0 && keys[i-1] == k {
 			continue
 		}
 		switch k.Kind {
-		case catalog.KindImport:
-			c := ImportChange{Key: k}
+		case model.KindImport:
+			c := snapshot.ImportChange{Key: k}
 			if imp, ok := r.cfg.Source.Import(k.Peer, k.ID); ok {
 				c.Import = &imp
 				ports = append(ports, snapshot.EgressPortKeys([]model.Import{imp})...)
 			}
 			ch.Imports = append(ch.Imports, c)
-		case catalog.KindExport:
-			c := ExportChange{Name: k.ID}
+		case model.KindExport:
+			c := snapshot.ExportChange{Key: k}
 			if exp, ok := r.cfg.Source.Export(k.ID); ok {
 				c.Export = &exp
 			}
@@ -308,20 +306,13 @@ func (r *Runner) read(keys []catalog.Key) (Changes, []string) {
 	return ch, ports
 }
 
-func kindLabel(k catalog.Kind) string {
-	if k == catalog.KindImport {
-		return "import"
-	}
-	return "export"
-}
-
 // Served reports whether an import is in the gateways' configuration: a
 // service whose translation was rejected is not, and must not be
 // advertised to workloads.
 func (r *Runner) Served(peer, resourceID string) bool {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return r.tr.Served(catalog.Key{Kind: catalog.KindImport, Peer: peer, ID: resourceID})
+	return r.tr.Served(model.Key{Kind: model.KindImport, Peer: peer, ID: resourceID})
 }
 
 // EgressPort returns the dedicated egress listener port of an imported

@@ -20,6 +20,7 @@ import (
 	"github.com/meshfed/meshfed/model"
 	"github.com/meshfed/meshfed/snapshot"
 	"github.com/meshfed/meshfed/snapshot/cache"
+	"github.com/meshfed/meshfed/snapshot/snapshottest"
 )
 
 type env struct {
@@ -44,35 +45,11 @@ func roles(id string) (model.Role, bool) {
 	return "", false
 }
 
-func testSecrets(t testing.TB) snapshot.Secrets {
-	t.Helper()
-	s := snapshot.Secrets{SVIDs: map[model.Role]snapshot.SVID{}, Bundles: map[string]string{}}
-	for _, td := range []string{"mesh-a.example", "mesh-b.example"} {
-		ca, err := certs.NewTestCA(spiffeid.RequireTrustDomainFromString(td))
-		require.NoError(t, err)
-		s.Bundles[td] = string(ca.CertPEM())
-		if td != "mesh-a.example" {
-			continue
-		}
-		for _, role := range model.GatewayRoles {
-			chain, key, err := ca.Issue(spiffeid.RequireFromPath(ca.TrustDomain(), "/meshfed/gateway/"+string(role)), time.Hour)
-			require.NoError(t, err)
-			s.SVIDs[role] = snapshot.SVID{CertChain: string(chain), PrivateKey: string(key)}
-		}
-	}
-	return s
-}
-
-func testInput() snapshot.Input {
-	return snapshot.Input{
-		TrustDomain: "mesh-a.example",
-		Peers:       []model.Peer{{Name: "mesh-b", TrustDomain: "mesh-b.example"}},
-		Gateways: snapshot.Gateways{
-			Egress:  snapshot.Address{Address: "127.0.0.1"},
-			Ingress: snapshot.SocketAddress{Address: "127.0.0.1", Port: 15444},
-		},
-	}
-}
+var (
+	testSecrets  = snapshottest.Secrets
+	testSettings = snapshottest.Settings
+	service      = snapshottest.Service
+)
 
 // newEnv builds a runner over src and kv (fresh ones when nil) with ports
 // 21000-21002.
@@ -89,12 +66,12 @@ func newEnv(t *testing.T, src *memSource, kv *memKV, secrets snapshot.Secrets) *
 	ports, err := NewAllocator(kv, PortRange{From: 21000, To: 21002})
 	require.NoError(t, err)
 	e.runner, err = New(Config{
-		Source: src, Ports: ports, Sink: e.cache, Input: testInput(),
+		Source: src, Ports: ports, Sink: e.cache, Settings: testSettings(),
 		Secrets:        func() (snapshot.Secrets, error) { return e.secrets, nil },
 		SecretsChanged: e.secretsChanged,
 		Holdoff:        config.DefaultHoldoff,
 		MaxDelay:       config.DefaultMaxDelay,
-		Applied:        func() { e.applied <- struct{}{} },
+		Applied:        func([]snapshot.ServedImport) { e.applied <- struct{}{} },
 		Log:            log,
 	})
 	require.NoError(t, err)
@@ -148,20 +125,8 @@ func (e *env) version(role model.Role, typeURL, name string) string {
 	return ""
 }
 
-func service(name string, proto model.Protocol, port uint32, addrs ...string) model.Service {
-	s := model.Service{
-		Name: name, FQDN: name + ".mesh-b.example",
-		SANs:      []string{"spiffe://mesh-b.example/meshfed/gateway/ingress"},
-		Instances: []model.Instance{{ID: "p", Protocol: proto, Port: port, SNI: model.DefaultSNI(port, name+".mesh-b.example")}},
-	}
-	for _, a := range addrs {
-		s.Endpoints = append(s.Endpoints, model.Endpoint{Address: a, Port: 15444})
-	}
-	return s
-}
-
 func (e *env) upsert(svc model.Service) {
-	e.src.putImport(model.Import{Peer: "mesh-b", ResourceID: svc.Name, LocalFQDN: svc.FQDN, Service: svc})
+	e.src.putImport(snapshottest.Import(svc))
 }
 
 func TestRunnerFollowsTheCatalog(t *testing.T) {
@@ -402,9 +367,9 @@ func TestRunnerFollowsPeers(t *testing.T) {
 	}
 	require.NotContains(t, listener(), "mesh-c.example", "mesh-c is not a peer yet")
 
-	in := testInput()
+	in := testSettings()
 	in.Peers = append(in.Peers, model.Peer{Name: "mesh-c", TrustDomain: "mesh-c.example"})
-	require.NoError(t, e.runner.SetInput(context.Background(), in))
+	require.NoError(t, e.runner.SetSettings(context.Background(), in))
 	e.wait()
 	require.Contains(t, listener(), "mesh-c.example")
 }

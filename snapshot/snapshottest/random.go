@@ -57,10 +57,12 @@ func (s *source) host(i int) string {
 func RandomInput(data []byte) *snapshot.Input {
 	s := &source{b: data}
 	in := &snapshot.Input{
-		TrustDomain: "mesh-a.example",
-		Gateways: snapshot.Gateways{
-			Egress:  snapshot.Address{Address: "0.0.0.0"},
-			Ingress: snapshot.SocketAddress{Address: "0.0.0.0", Port: 15443},
+		Settings: snapshot.Settings{
+			TrustDomain: "mesh-a.example",
+			Gateways: snapshot.Gateways{
+				Egress:  snapshot.Address{Address: "0.0.0.0"},
+				Ingress: snapshot.SocketAddress{Address: "0.0.0.0", Port: 15443},
+			},
 		},
 		Secrets: snapshot.Secrets{
 			SVIDs: map[model.Role]snapshot.SVID{

@@ -392,49 +392,33 @@ func sendErr(err error, recv func() error) error {
 // State returns a copy of the resources held, by type and name; with
 // DigestsOnly, every type is empty.
 func (c *Client) State() map[string]map[string]*anypb.Any {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	out := make(map[string]map[string]*anypb.Any, len(c.state))
-	for t, m := range c.state {
-		cp := make(map[string]*anypb.Any, len(m))
-		for k, v := range m {
-			if v.res != nil {
-				cp[k] = v.res
-			}
-		}
-		out[t] = cp
-	}
-	return out
+	return project(c, func(h held) (*anypb.Any, bool) { return h.res, h.res != nil })
 }
 
 // Versions returns the delta versions held, by type and name: what a
 // reconnecting Envoy sends as initial_resource_versions. A state-of-the-world
 // client holds none.
 func (c *Client) Versions() map[string]map[string]string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	out := make(map[string]map[string]string, len(c.state))
-	for t, m := range c.state {
-		cp := make(map[string]string, len(m))
-		for k, v := range m {
-			if v.version != "" {
-				cp[k] = v.version
-			}
-		}
-		out[t] = cp
-	}
-	return out
+	return project(c, func(h held) (string, bool) { return h.version, h.version != "" })
 }
 
 // Digests returns the Digest of every resource held, by type and name.
 func (c *Client) Digests() map[string]map[string]uint64 {
+	return project(c, func(h held) (uint64, bool) { return h.digest, true })
+}
+
+// project copies what c holds, by type and name, through f: every type,
+// and the resources f keeps.
+func project[V any](c *Client, f func(held) (V, bool)) map[string]map[string]V {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := make(map[string]map[string]uint64, len(c.state))
+	out := make(map[string]map[string]V, len(c.state))
 	for t, m := range c.state {
-		cp := make(map[string]uint64, len(m))
-		for k, v := range m {
-			cp[k] = v.digest
+		cp := make(map[string]V, len(m))
+		for k, h := range m {
+			if v, ok := f(h); ok {
+				cp[k] = v
+			}
 		}
 		out[t] = cp
 	}

@@ -15,13 +15,16 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/log"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"github.com/google/go-cmp/cmp"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/meshfed/meshfed/config"
 	"github.com/meshfed/meshfed/internal/servetest"
 	"github.com/meshfed/meshfed/model"
 	"github.com/meshfed/meshfed/snapshot/cache"
@@ -42,7 +45,11 @@ func set(m proto.Message, name string) cache.Change {
 // serve serves c on loopback and returns a connection to it.
 func serve(t *testing.T, c gcache.Cache) *grpc.ClientConn {
 	t.Helper()
-	s, err := xds.New(xds.Config{Cache: c, NodeRole: egress})
+	s, err := xds.New(xds.Config{Cache: c, NodeRole: egress,
+		MaxRecvMsgSize: config.DefaultMaxRequestBytes, MaxConcurrentStreams: config.DefaultMaxStreamsPerConnection,
+		MaxStreamsPerNode: config.DefaultMaxStreamsPerNode, MaxStreamsPerIdentity: config.DefaultMaxStreamsPerIdentity,
+		MaxStreams: config.DefaultMaxStreams, FirstRequestTimeout: config.DefaultFirstRequestTimeout,
+	})
 	require.NoError(t, err)
 	conn, err := grpc.NewClient(servetest.Serve(t, s.Serve), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	require.NoError(t, err)
@@ -111,7 +118,7 @@ func TestStateDigestsAndCallback(t *testing.T) {
 		assert.ElementsMatch(t, []string{"a", "b"}, u.Updated)
 		require.Len(t, u.Decoded, 2)
 		for i, name := range u.Updated {
-			assert.True(t, proto.Equal(testCluster(name, map[string]int64{"a": 1, "b": 2}[name]), u.Decoded[i]))
+			assert.Empty(t, cmp.Diff(testCluster(name, map[string]int64{"a": 1, "b": 2}[name]), u.Decoded[i], protocmp.Transform()))
 		}
 		assert.False(t, u.Acked.IsZero())
 		// The callback saw the update first, after its ACK.
@@ -163,7 +170,7 @@ func TestRunAgainResumes(t *testing.T) {
 		}
 		got, err := cl.State()[resource.ClusterType]["b"].UnmarshalNew()
 		require.NoError(t, err)
-		assert.True(t, proto.Equal(testCluster("b", 3), got))
+		assert.Empty(t, cmp.Diff(testCluster("b", 3), got, protocmp.Transform()))
 		r.stop()
 		require.NoError(t, c.Apply(model.Egress, []cache.Change{set(testCluster("b", 2), "b")}))
 	}

@@ -1,7 +1,8 @@
-package runner
+package snapshot
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 
 	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -10,12 +11,11 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/meshfed/meshfed/model"
-	"github.com/meshfed/meshfed/snapshot"
 )
 
 // sniTable holds the routes of every served service that a gateway-wide
-// listener picks by server name (the ingress listeners: snapshot.
-// IngressListeners; the egress Connect listener), and which service takes
+// listener picks by server name (the ingress listeners:
+// ingressListeners; the egress Connect listener), and which service takes
 // each SNI, so that a service is checked against the others in O(its
 // routes). The listeners are built again, once per Apply, when a route or
 // the input changed.
@@ -23,7 +23,7 @@ type sniTable[R any] struct {
 	role  model.Role
 	sni   func(R) string
 	equal func(a, b R) bool
-	build func(*snapshot.Input, []R) ([]*listener.Listener, []*cluster.Cluster)
+	build func(*view, []R) ([]*listener.Listener, []*cluster.Cluster)
 
 	byKey map[string][]R
 	owner map[string]string // SNI → key
@@ -32,26 +32,26 @@ type sniTable[R any] struct {
 	served []typedName
 }
 
-func newSNITable[R any](role model.Role, sni func(R) string, equal func(a, b R) bool, build func(*snapshot.Input, []R) ([]*listener.Listener, []*cluster.Cluster)) sniTable[R] {
+func newSNITable[R any](role model.Role, sni func(R) string, equal func(a, b R) bool, build func(*view, []R) ([]*listener.Listener, []*cluster.Cluster)) sniTable[R] {
 	return sniTable[R]{role: role, sni: sni, equal: equal, build: build, byKey: map[string][]R{}, owner: map[string]string{}}
 }
 
-func newIngressRoutes() sniTable[snapshot.IngressRoute] {
-	return newSNITable(model.Ingress, func(r snapshot.IngressRoute) string { return r.SNI },
-		func(a, b snapshot.IngressRoute) bool {
+func newIngressRoutes() sniTable[IngressRoute] {
+	return newSNITable(model.Ingress, func(r IngressRoute) string { return r.SNI },
+		func(a, b IngressRoute) bool {
 			return a.SNI == b.SNI && proto.Equal(a.Chain, b.Chain) && slices.EqualFunc(a.Consumers, b.Consumers, samePeer)
-		}, snapshot.IngressListeners)
+		}, ingressListeners)
 }
 
 func samePeer(a, b model.Peer) bool {
 	return a.Name == b.Name && a.TrustDomain == b.TrustDomain && slices.Equal(a.SPIFFEIDs, b.SPIFFEIDs) && a.IstioALPN == b.IstioALPN
 }
 
-func newConnectRoutes() sniTable[snapshot.SNIRoute] {
-	return newSNITable(model.Egress, func(r snapshot.SNIRoute) string { return r.SNI },
-		func(a, b snapshot.SNIRoute) bool { return a.SNI == b.SNI && proto.Equal(a.Chain, b.Chain) },
-		func(in *snapshot.Input, rs []snapshot.SNIRoute) ([]*listener.Listener, []*cluster.Cluster) {
-			if l := snapshot.EgressConnectListener(in, rs); l != nil {
+func newConnectRoutes() sniTable[SNIRoute] {
+	return newSNITable(model.Egress, func(r SNIRoute) string { return r.SNI },
+		func(a, b SNIRoute) bool { return a.SNI == b.SNI && proto.Equal(a.Chain, b.Chain) },
+		func(in *view, rs []SNIRoute) ([]*listener.Listener, []*cluster.Cluster) {
+			if l := egressConnectListener(in, rs); l != nil {
 				return []*listener.Listener{l}, nil
 			}
 			return nil, nil
@@ -92,13 +92,13 @@ func (x *sniTable[R]) set(key string, routes []R) {
 
 // refresh sets the listeners again if they are stale, and removes those
 // that no route needs any more.
-func (x *sniTable[R]) refresh(res *Result, in *snapshot.Input) {
+func (x *sniTable[R]) refresh(res *Result, in *view) {
 	if !x.stale {
 		return
 	}
 	x.stale = false
 	var all []R
-	for _, key := range sortedKeys(x.byKey) {
+	for _, key := range slices.Sorted(maps.Keys(x.byKey)) {
 		all = append(all, x.byKey[key]...)
 	}
 	ls, cs := x.build(in, all)

@@ -1,10 +1,13 @@
-package runner
+package snapshot
 
 import (
+	"maps"
+	"slices"
+
+	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
 	"github.com/meshfed/meshfed/model"
-	"github.com/meshfed/meshfed/snapshot"
 )
 
 // egressHTTP counts the host-routed instances on each service port: the
@@ -20,7 +23,7 @@ type egressHTTP struct {
 func newEgressHTTP() egressHTTP { return egressHTTP{count: map[uint32]int{}} }
 
 // add counts ports, creating the listeners of those that had none.
-func (h *egressHTTP) add(res *Result, in *snapshot.Input, ports []uint32) {
+func (h *egressHTTP) add(res *Result, in *view, ports []uint32) {
 	for _, p := range ports {
 		if h.count[p]++; h.count[p] == 1 {
 			h.set(res, in, p)
@@ -33,31 +36,28 @@ func (h *egressHTTP) remove(res *Result, ports []uint32) {
 	for _, p := range ports {
 		if h.count[p]--; h.count[p] <= 0 {
 			delete(h.count, p)
-			res.del(model.Egress, resource.ListenerType, snapshot.EgressHTTPName(p))
+			res.del(model.Egress, resource.ListenerType, EgressHTTPName(p))
 		}
 	}
 }
 
 // refresh sets every listener again when the input changed.
-func (h *egressHTTP) refresh(res *Result, in *snapshot.Input) {
+func (h *egressHTTP) refresh(res *Result, in *view) {
 	if !h.stale {
 		return
 	}
 	h.stale = false
-	for _, p := range sortedKeys(h.count) {
+	for _, p := range slices.Sorted(maps.Keys(h.count)) {
 		h.set(res, in, p)
 	}
 }
 
-func (h *egressHTTP) set(res *Result, in *snapshot.Input, port uint32) {
-	l := snapshot.EgressHTTPListener(in, port)
+func (h *egressHTTP) set(res *Result, in *view, port uint32) {
+	l := h.build(in, port)
 	res.set(model.Egress, resource.ListenerType, l.GetName(), l)
 }
 
-func routePorts(hrs []snapshot.HostRoute) []uint32 {
-	ports := make([]uint32, len(hrs))
-	for i, hr := range hrs {
-		ports[i] = hr.Port
-	}
-	return ports
+// build is the listener of port: the same whatever the instances.
+func (h *egressHTTP) build(in *view, port uint32) *listener.Listener {
+	return egressHTTPListener(in, port)
 }

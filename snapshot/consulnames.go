@@ -1,4 +1,4 @@
-package runner
+package snapshot
 
 import (
 	"fmt"
@@ -7,9 +7,7 @@ import (
 
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
-	"github.com/meshfed/meshfed/federation/catalog"
 	"github.com/meshfed/meshfed/model"
-	"github.com/meshfed/meshfed/snapshot"
 )
 
 // consulNames knows which import has each Consul name (the first to be
@@ -17,9 +15,9 @@ import (
 // wait for the Consul leaf of theirs before Connect sidecars may reach
 // them, and which leaves the egress holds.
 type consulNames struct {
-	owner   map[string]catalog.Key
-	byKey   map[catalog.Key]string
-	waiting map[catalog.Key]string
+	owner   map[string]model.Key
+	byKey   map[model.Key]string
+	waiting map[model.Key]string
 	// trustDomain is Consul's, in the SNIs of the Connect routes served.
 	trustDomain string
 	// applied are the egress's Consul secrets in the cache, by name, as
@@ -28,18 +26,18 @@ type consulNames struct {
 }
 
 func newConsulNames() consulNames {
-	return consulNames{owner: map[string]catalog.Key{}, byKey: map[catalog.Key]string{}, waiting: map[catalog.Key]string{}, applied: map[string]string{}}
+	return consulNames{owner: map[string]model.Key{}, byKey: map[model.Key]string{}, waiting: map[model.Key]string{}, applied: map[string]string{}}
 }
 
 // free says whether the import k may have name ("" is no name).
-func (c *consulNames) free(k catalog.Key, name string) bool {
+func (c *consulNames) free(k model.Key, name string) bool {
 	owner, taken := c.owner[name]
 	return name == "" || !taken || owner == k
 }
 
 // set records what the import k was translated into (nothing: it is
 // gone).
-func (c *consulNames) set(k catalog.Key, sr snapshot.ServiceResources, in *snapshot.Input) {
+func (c *consulNames) set(k model.Key, sr ServiceResources, in *view) {
 	if old, ok := c.byKey[k]; ok && old != sr.ConsulName {
 		delete(c.owner, old)
 		delete(c.byKey, k)
@@ -58,7 +56,7 @@ func (c *consulNames) set(k catalog.Key, sr snapshot.ServiceResources, in *snaps
 // retry lists the imports to translate again now that the certificates
 // changed: those whose leaf is there now, or every import with a Consul
 // name when Consul's trust domain, in their routes' SNIs, changed.
-func (c *consulNames) retry(consul *snapshot.Consul, next snapshot.ConsulSecrets) []catalog.Key {
+func (c *consulNames) retry(consul *Consul, next ConsulSecrets) []model.Key {
 	if consul == nil {
 		return nil
 	}
@@ -66,7 +64,7 @@ func (c *consulNames) retry(consul *snapshot.Consul, next snapshot.ConsulSecrets
 		c.trustDomain = next.TrustDomain
 		return slices.Collect(maps.Keys(c.byKey))
 	}
-	var keys []catalog.Key
+	var keys []model.Key
 	for k, name := range c.waiting {
 		_, leaf := next.Leaves[name]
 		_, callers := next.Callers[name]
@@ -80,16 +78,16 @@ func (c *consulNames) retry(consul *snapshot.Consul, next snapshot.ConsulSecrets
 // leaves sets the egress's Consul secrets (leaves and callers) that
 // changed, and removes those gone: a leaf renews on its own, and most
 // changes of the certificates touch none.
-func (c *consulNames) leaves(res *Result, in *snapshot.Input) {
+func (c *consulNames) leaves(res *Result, in *view) {
 	now := map[string]string{}
 	if in.Consul != nil && in.Consul.ConnectPort != 0 {
 		cs := in.Secrets.Consul
 		for name, l := range cs.Leaves {
-			now[snapshot.ConsulLeafSecretName(name)] = l.CertChain + "\x00" + l.PrivateKey
+			now[ConsulLeafSecretName(name)] = l.CertChain + "\x00" + l.PrivateKey
 		}
 		for name, cl := range cs.Callers {
 			if cs.Roots != "" && cs.TrustDomain != "" {
-				now[snapshot.ConsulCallersSecretName(name)] = fmt.Sprintf("%s\x00%s\x00%v\x00%q", cs.Roots, cs.TrustDomain, cl.Allow, cl.Except)
+				now[ConsulCallersSecretName(name)] = fmt.Sprintf("%s\x00%s\x00%v\x00%q", cs.Roots, cs.TrustDomain, cl.Allow, cl.Except)
 			}
 		}
 	}
@@ -100,13 +98,13 @@ func (c *consulNames) leaves(res *Result, in *snapshot.Input) {
 		}
 	}
 	if len(changed) > 0 {
-		for _, s := range snapshot.ConsulEgressSecrets(in) {
+		for _, s := range consulEgressSecrets(in) {
 			if changed[s.GetName()] {
 				res.set(model.Egress, resource.SecretType, s.GetName(), s)
 			}
 		}
 	}
-	for _, name := range sortedKeys(c.applied) {
+	for _, name := range slices.Sorted(maps.Keys(c.applied)) {
 		if _, ok := now[name]; !ok {
 			res.del(model.Egress, resource.SecretType, name)
 		}
@@ -115,4 +113,4 @@ func (c *consulNames) leaves(res *Result, in *snapshot.Input) {
 }
 
 // connectKey names an import in the Connect routes' table.
-func connectKey(k catalog.Key) string { return k.Peer + "/" + k.ID }
+func connectKey(k model.Key) string { return k.Peer + "/" + k.ID }

@@ -1,4 +1,4 @@
-package runner
+package snapshot
 
 import (
 	"slices"
@@ -6,38 +6,33 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/meshfed/meshfed/federation/catalog"
 	"github.com/meshfed/meshfed/model"
-	"github.com/meshfed/meshfed/snapshot"
 	"github.com/meshfed/meshfed/snapshot/cache"
 )
 
 // Translator turns changes of imports, exports and certificates into
 // changes of the gateways' resources, one service at a time, so that the
-// work for a change does not grow with the catalog. It is pure: no I/O, no
+// work for a change does not grow with the catalog. It is the one place
+// that assembles a gateway: a service's own resources, and those the
+// gateway holds because of them all (gateway.go). It is pure: no I/O, no
 // clock, no logging; the same changes in the same order give the same
 // result. A service whose translation fails the Envoy checks is rejected
 // and keeps its last good resources.
 type Translator struct {
-	in      snapshot.Input
-	imports map[catalog.Key]*entry
-	exports map[string]*entry
-	refs    secretRefs
-	http    egressHTTP
-	ingress sniTable[snapshot.IngressRoute]
-	connect sniTable[snapshot.SNIRoute]
-	consul  consulNames
+	v       view
+	imports map[model.Key]*entry
+	exports map[model.Key]*entry
+	shared  sharedParts
 	ready   bool
 	// rejected are the services whose last translation failed the checks,
 	// with the egress port keys of the version that failed: a port kept
 	// from before a restart stays reserved while the service waits (for a
 	// peer's bundle, say), and is freed if it is deleted instead.
-	rejected map[catalog.Key][]string
+	rejected map[model.Key][]string
 }
 
 // entry is what one service contributes to its gateway.
 type entry struct {
-	res   snapshot.ServiceResources
 	names []typedName
 	// ports are the egress port keys the import holds.
 	ports []string
@@ -54,21 +49,21 @@ type Changes struct {
 	Imports []ImportChange
 	Exports []ExportChange
 	// Secrets, when set, are the gateways' new certificates.
-	Secrets *snapshot.Secrets
+	Secrets *Secrets
 	// Ports are the egress ports proposed to the changed imports, by
-	// snapshot.EgressKey; a key without a port gets no listener.
+	// EgressKey; a key without a port gets no listener.
 	Ports map[string]uint32
 }
 
 // ImportChange is an import's new value, nil when deleted.
 type ImportChange struct {
-	Key    catalog.Key
+	Key    model.Key
 	Import *model.Import
 }
 
 // ExportChange is an export's new value, nil when withdrawn.
 type ExportChange struct {
-	Name   string
+	Key    model.Key
 	Export *model.Export
 }
 
@@ -83,11 +78,27 @@ type Result struct {
 	// ones no accepted translation holds any more (rejected proposals,
 	// deleted imports, instances gone).
 	Held, Freed []string
+	// Served are the imports whose version in the gateways changed, in
+	// the order given: what those who publish the imports (DNS, the
+	// registries) follow, without reading the catalog again.
+	Served []ServedImport
+}
+
+// ServedImport is an import as the gateways now serve it: Import is nil
+// when they serve it no more. A rejected version changes nothing: the
+// last good one stays served.
+type ServedImport struct {
+	Key    model.Key
+	Import *model.Import
+	// Ports are the egress ports its instances are reached on, by
+	// instance id: an instance's dedicated port, or the HTTP listener's
+	// port it is routed on. An instance without a port is not served.
+	Ports map[string]uint32
 }
 
 // Rejection is a service left out of the gateways.
 type Rejection struct {
-	Key catalog.Key
+	Key model.Key
 	Err error
 }
 
@@ -99,61 +110,44 @@ func (r *Result) del(role model.Role, typeURL, name string) {
 	r.Changes[role] = append(r.Changes[role], cache.Change{TypeURL: typeURL, Name: name})
 }
 
-// NewTranslator returns a translator of in (its imports, exports, ports and
-// secrets are ignored: they come through Apply).
-func NewTranslator(in snapshot.Input) *Translator {
-	in.Imports, in.Exports, in.EgressPorts, in.Secrets = nil, nil, nil, snapshot.Secrets{}
+// NewTranslator returns a translator of s; the services and the
+// certificates come through Apply.
+func NewTranslator(s Settings) *Translator {
 	return &Translator{
-		in:      in,
-		imports: map[catalog.Key]*entry{},
-		exports: map[string]*entry{},
-		refs:    newSecretRefs(),
-		http:    newEgressHTTP(),
-		ingress: newIngressRoutes(),
-		connect: newConnectRoutes(),
-		consul:  newConsulNames(),
-
-		rejected: map[catalog.Key][]string{},
+		v:        view{Settings: s},
+		imports:  map[model.Key]*entry{},
+		exports:  map[model.Key]*entry{},
+		shared:   newSharedParts(),
+		rejected: map[model.Key][]string{},
 	}
 }
 
 // Apply translates changes. The first Apply builds the whole state: the
-// gateway-wide resources (listeners, secrets) come with it.
+// gateway-wide resources come with it.
 func (t *Translator) Apply(ch Changes) Result {
 	res := Result{Changes: map[model.Role][]cache.Change{}}
 	secrets := ch.Secrets != nil
 	if secrets {
-		t.in.Secrets = *ch.Secrets
+		t.v.Secrets = *ch.Secrets
 	}
-	t.in.EgressPorts = ch.Ports
 	for _, c := range ch.Imports {
-		t.applyImport(&res, c)
+		t.applyImport(&res, c, ch.Ports)
 	}
 	for _, c := range ch.Exports {
 		t.applyExport(&res, c)
 	}
-	t.in.EgressPorts = nil
-	first := !t.ready
-	t.http.refresh(&res, &t.in)
-	t.ingress.refresh(&res, &t.in)
-	t.connect.refresh(&res, &t.in)
-	if secrets || first {
-		t.gatewaySecrets(&res)
-		t.consul.leaves(&res, &t.in)
-	}
+	t.shared.refresh(&res, &t.v, secrets || !t.ready)
 	t.ready = true
 	slices.Sort(res.Held)
 	res.Freed = minus(sortedUnique(res.Freed), res.Held)
 	return res
 }
 
-// SetInput replaces what the translation reads of the configuration (as
-// NewTranslator, the certificates stay those Apply gave); every service
-// must then be applied again.
-func (t *Translator) SetInput(in snapshot.Input) {
-	in.Imports, in.Exports, in.EgressPorts, in.Secrets = nil, nil, nil, t.in.Secrets
-	t.in = in
-	t.http.stale, t.ingress.stale, t.connect.stale = true, true, true
+// SetSettings replaces the settings (a reload); every service must then
+// be applied again. The certificates stay those Apply gave.
+func (t *Translator) SetSettings(s Settings) {
+	t.v.Settings = s
+	t.shared.stale()
 }
 
 // Retry lists, sorted, what to translate again when the certificates
@@ -161,26 +155,26 @@ func (t *Translator) SetInput(in snapshot.Input) {
 // every service that was rejected (a bundle that was missing may be there
 // now), and the imports whose Connect route waited for a Consul leaf that
 // is in next, the certificates about to be applied.
-func (t *Translator) Retry(next snapshot.Secrets) []catalog.Key {
-	keys := make([]catalog.Key, 0, len(t.exports)+len(t.rejected))
-	for name := range t.exports {
-		keys = append(keys, catalog.Key{Kind: catalog.KindExport, ID: name})
+func (t *Translator) Retry(next Secrets) []model.Key {
+	keys := make([]model.Key, 0, len(t.exports)+len(t.rejected))
+	for k := range t.exports {
+		keys = append(keys, k)
 	}
 	for k := range t.rejected {
-		if k.Kind != catalog.KindExport || t.exports[k.ID] == nil {
+		if k.Kind != model.KindExport || t.exports[k] == nil {
 			keys = append(keys, k)
 		}
 	}
-	for _, k := range t.consul.retry(t.in.Consul, next.Consul) {
+	for _, k := range t.shared.consul.retry(t.v.Consul, next.Consul) {
 		if _, rejected := t.rejected[k]; !rejected {
 			keys = append(keys, k)
 		}
 	}
-	sortKeys(keys)
+	slices.SortFunc(keys, model.CompareKeys)
 	return keys
 }
 
-func (t *Translator) applyImport(res *Result, c ImportChange) {
+func (t *Translator) applyImport(res *Result, c ImportChange, proposed map[string]uint32) {
 	old := t.imports[c.Key]
 	waiting := t.rejected[c.Key]
 	delete(t.rejected, c.Key)
@@ -188,26 +182,22 @@ func (t *Translator) applyImport(res *Result, c ImportChange) {
 		res.Freed = append(res.Freed, waiting...)
 		if old != nil {
 			res.Freed = append(res.Freed, old.ports...)
-			t.http.remove(res, old.httpPorts)
+			t.shared.removeImport(res, c.Key, old.httpPorts, &t.v)
 			t.remove(res, model.Egress, old)
-			t.connect.set(connectKey(c.Key), nil)
-			t.consul.set(c.Key, snapshot.ServiceResources{}, &t.in)
 			delete(t.imports, c.Key)
+			res.Served = append(res.Served, ServedImport{Key: c.Key})
 		}
 		return
 	}
 	imp := *c.Import
-	in := &t.in
-	sr := snapshot.EgressResources(in, imp)
-	if !t.consul.free(c.Key, sr.ConsulName) {
-		in = snapshot.WithoutConsulNames(in)
-		sr = snapshot.EgressResources(in, imp)
+	in := &t.v
+	sr := egressResources(in, imp, proposed)
+	if !t.shared.consul.free(c.Key, sr.ConsulName) {
+		in = in.withoutConsulNames()
+		sr = egressResources(in, imp, proposed)
 	}
-	ports := snapshot.EgressPortKeys([]model.Import{imp})
-	err := snapshot.CheckService(in, model.Egress, sr)
-	if err == nil {
-		err = t.connect.check("imports", connectKey(c.Key), sr.ConnectRoutes)
-	}
+	ports := EgressPortKeys([]model.Import{imp})
+	err := t.shared.check(in, model.Egress, c.Key, sr)
 	if err != nil {
 		// Ports only proposed for it are released by the allocator, as
 		// every proposal not held; kept ones stay while it waits.
@@ -217,55 +207,57 @@ func (t *Translator) applyImport(res *Result, c ImportChange) {
 		return
 	}
 	e := t.put(res, model.Egress, old, sr)
-	// Nothing is needed again: it is in the cache.
-	e.res = snapshot.ServiceResources{}
 	e.httpPorts = routePorts(sr.HostRoutes)
 	e.ports = ports
 	res.Held = append(res.Held, ports...)
 	res.Freed = append(res.Freed, minus(slices.Concat(heldBy(old), waiting), ports)...)
 	t.imports[c.Key] = e
-	t.connect.set(connectKey(c.Key), sr.ConnectRoutes)
-	t.consul.set(c.Key, sr, &t.in)
-	// Counted before the old ones are uncounted: a listener the import
-	// keeps stays.
-	t.http.add(res, &t.in, e.httpPorts)
+	var oldPorts []uint32
 	if old != nil {
-		t.http.remove(res, old.httpPorts)
+		oldPorts = old.httpPorts
 	}
+	t.shared.putImport(res, c.Key, sr, e.httpPorts, oldPorts, &t.v)
+	res.Served = append(res.Served, ServedImport{Key: c.Key, Import: c.Import, Ports: servedPorts(imp, proposed)})
+}
+
+// servedPorts are the ports imp's instances are reached on, given the
+// dedicated ports proposed.
+func servedPorts(imp model.Import, proposed map[string]uint32) map[string]uint32 {
+	out := make(map[string]uint32, len(imp.Service.Instances))
+	for _, inst := range imp.Service.Instances {
+		if inst.Protocol.RoutedByHost() {
+			out[inst.ID] = HTTPPort(inst)
+		} else if p, ok := proposed[EgressKey(imp.Peer, imp.ResourceID, inst.ID)]; ok {
+			out[inst.ID] = p
+		}
+	}
+	return out
 }
 
 func (t *Translator) applyExport(res *Result, c ExportChange) {
-	old := t.exports[c.Name]
-	key := catalog.Key{Kind: catalog.KindExport, ID: c.Name}
-	delete(t.rejected, key)
+	old := t.exports[c.Key]
+	delete(t.rejected, c.Key)
 	if c.Export == nil {
 		if old != nil {
 			t.remove(res, model.Ingress, old)
-			t.ingress.set(c.Name, nil)
-			delete(t.exports, c.Name)
+			t.shared.ingress.set(c.Key.ID, nil)
+			delete(t.exports, c.Key)
 		}
 		return
 	}
-	sr := snapshot.IngressResources(&t.in, *c.Export)
-	err := snapshot.CheckService(&t.in, model.Ingress, sr)
-	if err == nil {
-		err = t.ingress.check("exports", c.Name, sr.IngressRoutes)
-	}
-	if err != nil {
-		res.Rejected = append(res.Rejected, Rejection{Key: key, Err: err})
-		t.rejected[key] = nil
+	sr := ingressResources(&t.v, *c.Export)
+	if err := t.shared.check(&t.v, model.Ingress, c.Key, sr); err != nil {
+		res.Rejected = append(res.Rejected, Rejection{Key: c.Key, Err: err})
+		t.rejected[c.Key] = nil
 		return
 	}
-	e := t.put(res, model.Ingress, old, sr)
-	// Nothing is needed again: it is in the cache.
-	e.res = snapshot.ServiceResources{}
-	t.ingress.set(c.Name, sr.IngressRoutes)
-	t.exports[c.Name] = e
+	t.exports[c.Key] = t.put(res, model.Ingress, old, sr)
+	t.shared.ingress.set(c.Key.ID, sr.IngressRoutes)
 }
 
 // put replaces old (nil for a new service) by the resources of sr.
-func (t *Translator) put(res *Result, role model.Role, old *entry, sr snapshot.ServiceResources) *entry {
-	e := &entry{res: sr}
+func (t *Translator) put(res *Result, role model.Role, old *entry, sr ServiceResources) *entry {
+	e := &entry{}
 	add := func(typeURL, name string, m proto.Message) {
 		e.names = append(e.names, typedName{typeURL, name})
 		res.set(role, typeURL, name, m)
@@ -283,7 +275,7 @@ func (t *Translator) put(res *Result, role model.Role, old *entry, sr snapshot.S
 		add(resource.ScopedRouteType, hr.Scope.GetName(), hr.Scope)
 	}
 	for _, s := range sr.Secrets {
-		t.refs.hold(role, s.GetName())
+		t.shared.refs.hold(role, s.GetName())
 		add(resource.SecretType, s.GetName(), s)
 	}
 	if old != nil {
@@ -299,7 +291,7 @@ func (t *Translator) remove(res *Result, role model.Role, old *entry) { t.drop(r
 // last service (or the gateway) that holds it.
 func (t *Translator) drop(res *Result, role model.Role, old *entry, keep []typedName) {
 	for _, n := range old.names {
-		if n.typeURL == resource.SecretType && !t.refs.release(role, n.name) {
+		if n.typeURL == resource.SecretType && !t.shared.refs.release(role, n.name) {
 			continue
 		}
 		if !slices.Contains(keep, n) {
@@ -308,23 +300,8 @@ func (t *Translator) drop(res *Result, role model.Role, old *entry, keep []typed
 	}
 }
 
-// gatewaySecrets sets the secrets no service owns, under names that never
-// change, and removes those no longer configured.
-func (t *Translator) gatewaySecrets(res *Result) {
-	for _, role := range model.GatewayRoles {
-		var names []string
-		for _, s := range snapshot.GatewaySecrets(&t.in, role) {
-			names = append(names, s.GetName())
-			res.set(role, resource.SecretType, s.GetName(), s)
-		}
-		for _, n := range t.refs.setGateway(role, names) {
-			res.del(role, resource.SecretType, n)
-		}
-	}
-}
-
 // Served reports whether the import's resources are in the gateways.
-func (t *Translator) Served(k catalog.Key) bool {
+func (t *Translator) Served(k model.Key) bool {
 	_, ok := t.imports[k]
 	return ok
 }
@@ -334,4 +311,35 @@ func heldBy(e *entry) []string {
 		return nil
 	}
 	return e.ports
+}
+
+func routePorts(hrs []HostRoute) []uint32 {
+	ports := make([]uint32, len(hrs))
+	for i, hr := range hrs {
+		ports[i] = hr.Port
+	}
+	return ports
+}
+
+func sortedUnique(s []string) []string {
+	slices.Sort(s)
+	return slices.Compact(s)
+}
+
+// minus is a without the elements of b.
+func minus(a, b []string) []string {
+	if len(b) == 0 {
+		return a
+	}
+	drop := make(map[string]bool, len(b))
+	for _, s := range b {
+		drop[s] = true
+	}
+	var out []string
+	for _, s := range a {
+		if !drop[s] {
+			out = append(out, s)
+		}
+	}
+	return out
 }

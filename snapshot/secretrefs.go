@@ -1,4 +1,4 @@
-package runner
+package snapshot
 
 import (
 	"slices"
