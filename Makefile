@@ -134,10 +134,21 @@ bench-full: envoy
 test-short:
 	$(GO) test -short ./...
 
+## vet: gofmt, go vet, and no tracked file over 1 MiB outside testdata
+## folders (a build output committed by mistake: bin/, dist/ and
+## /meshfed are ignored).
 vet:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
 	if [ -n "$$unformatted" ]; then echo "gofmt would change:"; echo "$$unformatted"; exit 1; fi
+	@large=$$(git ls-files -z -- ':(glob,exclude)**/testdata/**' | xargs -0 -r stat -L -c '%s %n' 2>/dev/null | awk '$$1 > 1048576'); \
+	if [ -n "$$large" ]; then echo "tracked files over 1 MiB outside testdata (bytes, path); build outputs belong in .gitignore:"; echo "$$large"; exit 1; fi
 	$(GO) vet ./...
+
+## schema: regenerate the committed JSON Schemas of the configuration and
+## the registry file from their Go types (their tests fail while stale).
+.PHONY: schema
+schema:
+	$(GO) test ./config ./registry/file -run TestSchemaIsGeneratedFromTheTypes -count=1 -update
 
 ## proto: regenerate the committed Go code of the Hamlet protos.
 proto: $(GOBIN_DIR)/protoc-gen-go $(GOBIN_DIR)/protoc-gen-go-grpc

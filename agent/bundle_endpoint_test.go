@@ -74,7 +74,7 @@ func withBundleEndpoint(t *testing.T, m mesh, td, block string) *config.Config {
 }
 
 func bundleState(a *Agent, td string) certs.BundleState {
-	for _, s := range a.bundles.States() {
+	for _, s := range a.creds.bundles.States() {
 		if s.TrustDomain == td {
 			return s
 		}
@@ -122,7 +122,7 @@ func TestPeerBundleFromHTTPSSPIFFEEndpoint(t *testing.T) {
 	require.Eventually(t, func() bool { return bundleState(b.Agent, "mesh-a.example").Authorities == 2 }, waitFor, 10*time.Millisecond)
 	served := counter(t, a.reg, "meshfed_certs_bundle_endpoint_requests_total", map[string]string{"code": "200"})
 	require.GreaterOrEqual(t, served, 2.0)
-	got, err := b.bundles.GetX509BundleForTrustDomain(spiffeid.RequireTrustDomainFromString("mesh-a.example"))
+	got, err := b.creds.bundles.GetX509BundleForTrustDomain(spiffeid.RequireTrustDomainFromString("mesh-a.example"))
 	require.NoError(t, err)
 	require.True(t, got.HasX509Authority(next.Certificate()))
 
@@ -136,7 +136,7 @@ func TestPeerBundleFromHTTPSSPIFFEEndpoint(t *testing.T) {
 	require.Equal(t, certs.OriginEndpoint, st.Origin)
 	require.Equal(t, 2, st.Authorities)
 	require.Contains(t, st.LastError, "connection refused")
-	require.Empty(t, b.bundles.Missing())
+	require.Empty(t, b.creds.bundles.Missing())
 }
 
 // webEndpoint starts mesh-a with its bundle served with https_web and a
@@ -331,7 +331,7 @@ func TestHeldBundleKeepsRestoredImportsPastTheWait(t *testing.T) {
 	require.Eventually(t, func() bool { return b.Ready() == nil }, waitFor, 10*time.Millisecond)
 	require.Contains(t, clusterNames(b.Agent), cluster, "the restored import is served past the wait")
 	require.Equal(t, served, secretVersion(b.Agent, secret), "with the bundle the gateways had")
-	require.Equal(t, []spiffeid.TrustDomain{spiffeid.RequireTrustDomainFromString("mesh-a.example")}, b.bundles.Missing(), "the agent itself does not take it")
+	require.Equal(t, []spiffeid.TrustDomain{spiffeid.RequireTrustDomainFromString("mesh-a.example")}, b.creds.bundles.Missing(), "the agent itself does not take it")
 	holds := b.bundleHolds()
 	require.Len(t, holds, 1)
 	require.True(t, holds[0].Held)

@@ -22,7 +22,7 @@ const DefaultBundleWait = 30 * time.Second
 // their trust domains, sorted: "mesh-a (mesh-a.example)".
 func (a *Agent) missingPeers() []string {
 	var out []string
-	for _, td := range a.bundles.Missing() {
+	for _, td := range a.creds.bundles.Missing() {
 		var names []string
 		for _, p := range a.cfg.Peers {
 			if p.TrustDomain == td.Name() {
@@ -43,7 +43,7 @@ func (a *Agent) startGateways(ctx context.Context, wait time.Duration) error {
 	if missing := a.missingPeers(); len(missing) > 0 {
 		a.log.Info("waiting for peers' trust bundles before configuring the gateways",
 			zap.Strings("peers", missing), zap.Duration("at_most", wait))
-		changed, cancel := a.Identity.Subscribe()
+		changed, cancel := a.creds.all.Subscribe()
 		defer cancel()
 		timer := time.NewTimer(wait)
 		defer timer.Stop()
@@ -71,7 +71,7 @@ func (a *Agent) startGateways(ctx context.Context, wait time.Duration) error {
 // exports that depend on it stay as they were.
 func (a *Agent) holdMissing(waited time.Duration) {
 	var tds []string
-	for _, td := range a.bundles.Missing() {
+	for _, td := range a.creds.bundles.Missing() {
 		tds = append(tds, td.Name())
 	}
 	none := a.held.hold(tds)

@@ -83,7 +83,7 @@ func (a *Agent) consulInput(cfg *config.Config) *snapshot.Consul {
 // secretsChanged signals when the gateways' certificates changed: the
 // SVIDs and bundles, and Connect's material.
 func (a *Agent) secretsChanged() (<-chan struct{}, func()) {
-	identity, cancel := a.Identity.Subscribe()
+	identity, cancel := a.creds.all.Subscribe()
 	if a.connect == nil {
 		return identity, cancel
 	}

@@ -18,17 +18,17 @@ const expiryCheckEvery = time.Hour
 // development SVID lasts 30 days, and nothing else would say so before
 // peers start refusing it. meshfed_certificate_expiry_timestamp_seconds
 // is what alerts should use.
-func (a *Agent) watchExpiry(ctx context.Context) {
+func (c *credentials) watchExpiry(ctx context.Context) {
 	now := time.Now()
-	for _, e := range a.Identity.Expiries() {
-		a.log.Info("certificate expiry", expiryFields(e, now)...)
+	for _, e := range c.all.Expiries() {
+		c.log.Info("certificate expiry", expiryFields(e, now)...)
 	}
 	tick := time.NewTicker(expiryCheckEvery)
 	defer tick.Stop()
 	for {
-		window := time.Duration(a.cfg.Identity.ExpiryWarning)
-		for _, e := range certs.Expiring(a.Identity.Expiries(), now, window) {
-			a.log.Warn("certificate expires within identity.expiryWarning; replace it", append(expiryFields(e, now), zap.Duration("warning_window", window))...)
+		window := time.Duration(c.cfg.Identity.ExpiryWarning)
+		for _, e := range certs.Expiring(c.all.Expiries(), now, window) {
+			c.log.Warn("certificate expires within identity.expiryWarning; replace it", append(expiryFields(e, now), zap.Duration("warning_window", window))...)
 		}
 		select {
 		case <-ctx.Done():

@@ -56,7 +56,7 @@ func (a *Agent) gateways() error {
 	}
 	if t := a.cfg.XDS.TLS; t != nil {
 		// Gateways of this mesh only, each then held to its node ids.
-		xc.TLS = certs.ServerTLSConfig(a.svid, a.bundles, tlsconfig.AuthorizeMemberOf(a.td))
+		xc.TLS = certs.ServerTLSConfig(a.creds.svid, a.creds.bundles, tlsconfig.AuthorizeMemberOf(a.creds.td))
 		xc.AuthorizeNode = gatewayNodes(t.Gateways)
 	}
 	a.XDS, err = xds.New(xc)
@@ -131,14 +131,14 @@ func gatewayNodes(gateways []config.XDSGateway) func(spiffeid.ID, string) error 
 func (a *Agent) secrets() (snapshot.Secrets, error) {
 	out := snapshot.Secrets{SVIDs: map[model.Role]snapshot.SVID{}, Bundles: map[string]string{}}
 	for _, role := range model.GatewayRoles {
-		m, err := a.Identity.SVID(role)
+		m, err := a.creds.all.SVID(role)
 		if err != nil {
 			return snapshot.Secrets{}, err
 		}
 		out.SVIDs[role] = snapshot.SVID{CertChain: string(m.ChainPEM), PrivateKey: string(m.KeyPEM)}
 	}
-	for _, td := range a.Identity.TrustDomains() {
-		b, err := a.Identity.Bundle(td)
+	for _, td := range a.creds.all.TrustDomains() {
+		b, err := a.creds.all.Bundle(td)
 		if err != nil {
 			return snapshot.Secrets{}, fmt.Errorf("bundle of %s: %w", td, err)
 		}

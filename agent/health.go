@@ -16,22 +16,22 @@ type SVIDStatus struct {
 }
 
 // svidStatus lists every role's SVID in use, and its last refusal.
-func (a *Agent) svidStatus(now time.Time) []SVIDStatus {
-	window := time.Duration(a.cfg.Identity.ExpiryWarning)
+func (c *credentials) svidStatus(now time.Time) []SVIDStatus {
+	window := time.Duration(c.cfg.Identity.ExpiryWarning)
 	out := []SVIDStatus{}
-	for _, s := range a.Identity.SVIDStates() {
+	for _, s := range c.all.SVIDStates() {
 		out = append(out, SVIDStatus{SVIDState: s, Expiring: !s.NotAfter.IsZero() && s.NotAfter.Before(now.Add(window))})
 	}
 	return out
 }
 
-// certProblems are what needs a look in the certificates: an SVID that
+// problems are what needs a look in the certificates: an SVID that
 // was refused (the last good one stays in use), one in use that expired,
 // and a trust bundle whose source fails (its last good bundle stays).
 // Each says what is in use meanwhile.
-func (a *Agent) certProblems(now time.Time) []string {
+func (c *credentials) problems(now time.Time) []string {
 	var out []string
-	for _, s := range a.Identity.SVIDStates() {
+	for _, s := range c.all.SVIDStates() {
 		if s.Refused != "" {
 			out = append(out, fmt.Sprintf("identity.%s: an SVID was refused since %s: %s; the last good one (serial %s, valid until %s) stays in use until a good one is written",
 				s.Role, s.RefusedAt.UTC().Format(time.RFC3339), s.Refused, s.Serial, s.NotAfter.UTC().Format(time.RFC3339)))
@@ -42,10 +42,10 @@ func (a *Agent) certProblems(now time.Time) []string {
 		}
 	}
 	missing := map[string]bool{}
-	for _, td := range a.bundles.Missing() {
+	for _, td := range c.bundles.Missing() {
 		missing[td.Name()] = true
 	}
-	for _, b := range a.bundles.States() {
+	for _, b := range c.bundles.States() {
 		// A bundle that never loaded is told by its hold, once the
 		// first configuration is built, and by the readiness before.
 		if b.LastError == "" || missing[b.TrustDomain] {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/meshfed/meshfed/certs"
 	"github.com/meshfed/meshfed/model"
+	"github.com/meshfed/meshfed/xds/adsclient"
 )
 
 // An SVID in use that expires within identity.expiryWarning needs a look:
@@ -28,10 +29,16 @@ func TestSVIDWithinItsExpiryWarningShowsInTheStatus(t *testing.T) {
 	require.NoError(t, certs.IssueSVID(dir, id, dir, "egress", certs.WithValidity(time.Now().Add(-time.Hour), time.Now().Add(48*time.Hour))))
 	a := start(t, c)
 	require.Eventually(t, func() bool { return a.Ready() == nil }, waitFor, 10*time.Millisecond)
-
-	v, err := a.Status(context.Background())
-	require.NoError(t, err)
-	s := v.(Status)
+	// Both gateways connected: a role without one is a problem of its own.
+	for _, node := range []string{"egress-gateway", "ingress-gateway"} {
+		connect(t, a.Agent, adsclient.Options{NodeID: node, Delta: true})
+	}
+	var s Status
+	require.Eventually(t, func() bool {
+		v, err := a.Status(context.Background())
+		s = v.(Status)
+		return err == nil && len(s.Gateways) == 2
+	}, waitFor, 10*time.Millisecond)
 	var expiring []string
 	for _, sv := range s.SVIDs {
 		if sv.Expiring {

@@ -138,11 +138,11 @@ func (a *Agent) bundleHolds() []BundleHold {
 		return nil
 	}
 	states := map[string]certs.BundleState{}
-	for _, s := range a.bundles.States() {
+	for _, s := range a.creds.bundles.States() {
 		states[s.TrustDomain] = s
 	}
 	var out []BundleHold
-	for _, td := range a.bundles.Missing() {
+	for _, td := range a.creds.bundles.Missing() {
 		h := BundleHold{TrustDomain: td.Name(), Peers: []string{}, Imports: []string{}, Exports: []string{}}
 		for _, p := range a.currentPeers() {
 			if p.TrustDomain != td.Name() {

@@ -5,15 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 	"strings"
 
-	"go.uber.org/zap"
-
 	"github.com/meshfed/meshfed/admin"
-	"github.com/meshfed/meshfed/config"
 	"github.com/meshfed/meshfed/dnsserver"
-	"github.com/meshfed/meshfed/model"
 	"github.com/meshfed/meshfed/registry/consul"
 )
 
@@ -33,21 +28,6 @@ func (a *Agent) Ready() error {
 	}
 }
 
-// loadExports builds the source of the exports (the registry file, Consul)
-// and reads the registry file, so that the first configuration already
-// holds the exports; Run then follows the source.
-func (a *Agent) loadExports() error {
-	src, exports, err := a.exportSources(a.cfg.Exports, a.cfg.Consul)
-	if err != nil {
-		return err
-	}
-	if a.cfg.Exports.File != "" {
-		a.setExports(exports)
-	}
-	a.exportSrc = src
-	return nil
-}
-
 // consul adds Consul as a sink of imports, as configured.
 func (a *Agent) consul() error {
 	c := a.cfg.Consul
@@ -59,23 +39,6 @@ func (a *Agent) consul() error {
 		return fmt.Errorf("consul: %w", err)
 	}
 	return a.addSink("consul", sink, c.Import.AntiEntropy)
-}
-
-// setExports offers exports to peers, warning of consumers that are not
-// configured peers: nothing is sent to them.
-func (a *Agent) setExports(exports []model.Export) {
-	for _, e := range exports {
-		for _, c := range e.Consumers {
-			if !slices.ContainsFunc(a.cfg.Peers, func(p config.Peer) bool { return p.Name == c }) {
-				a.log.Warn("export names a consumer that is not a configured peer", zap.String("export", e.Name), zap.String("consumer", c))
-			}
-		}
-	}
-	before := len(a.Catalog.Exports())
-	a.Catalog.SetExports(exports)
-	if len(exports) != before {
-		a.log.Info("local services to export", zap.Int("exports", len(exports)))
-	}
 }
 
 // adminServer builds the admin server.

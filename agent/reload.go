@@ -15,11 +15,8 @@ import (
 
 	"github.com/meshfed/meshfed/admin"
 	"github.com/meshfed/meshfed/config"
-	"github.com/meshfed/meshfed/model"
 	"github.com/meshfed/meshfed/preflight"
-	"github.com/meshfed/meshfed/registry"
 	"github.com/meshfed/meshfed/registry/consul"
-	"github.com/meshfed/meshfed/registry/file"
 )
 
 // liveFields are the configuration fields a reload applies while the
@@ -38,14 +35,6 @@ var liveFields = []string{"exports", "consul.export", "peers", "federation.grace
 type ReloadResult struct {
 	Applied      []string `json:"applied"`
 	NeedsRestart []string `json:"needsRestart"`
-}
-
-// exportSwap replaces the source of the exports: the old one is stopped,
-// exports (the new source's first state) set, and the new one started.
-type exportSwap struct {
-	src     registry.Source
-	exports []model.Export
-	done    chan struct{}
 }
 
 // reloadMetric counts reloads by result: applied or refused.
@@ -123,6 +112,7 @@ func (a *Agent) reload(ctx context.Context) (ReloadResult, error) {
 			return ReloadResult{}, refused{fmt.Errorf("peers: %w", err)}
 		}
 		cur.Peers = next.Peers
+		a.exports.setPeers(next.Peers)
 	}
 	if grace {
 		if err := a.Peers.SetGrace(time.Duration(next.Federation.Grace)); err != nil {
@@ -164,20 +154,12 @@ func (a *Agent) reloadExports(ctx context.Context, next *config.Config, cur *con
 		c.Export = next.Consul.Export
 		cc = &c
 	}
-	src, exports, err := a.exportSources(next.Exports, cc)
+	src, exports, err := a.exports.sources(next.Exports, cc)
 	if err != nil {
 		return refused{err}
 	}
-	swap := exportSwap{src: src, exports: exports, done: make(chan struct{})}
-	select {
-	case a.swapExports <- swap:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	select {
-	case <-swap.done:
-	case <-ctx.Done():
-		return ctx.Err()
+	if err := a.exports.replace(ctx, src, exports); err != nil {
+		return err
 	}
 	cur.Exports = next.Exports
 	if cur.Consul != nil && next.Consul != nil {
@@ -205,107 +187,6 @@ func live(field string) bool {
 // under reports whether field is top or one of its fields or elements.
 func under(field, top string) bool {
 	return field == top || strings.HasPrefix(field, top+".") || strings.HasPrefix(field, top+"[")
-}
-
-// exportSources builds the source of the exports from the registry file
-// of ex and Consul's export settings (either may be off), and reads the
-// file: its services are the first exports, as at start.
-func (a *Agent) exportSources(ex config.Exports, cc *consul.Config) (registry.Source, []model.Export, error) {
-	sources := map[string]registry.Source{}
-	var exports []model.Export
-	if path := ex.File; path != "" {
-		var err error
-		if exports, err = file.Read(path, ex.MaxFileBytes); err != nil {
-			return nil, nil, fmt.Errorf("exports.file: %w", err)
-		}
-		sources["exports.file"] = file.New(path, ex.MaxFileBytes, a.log)
-	}
-	if cc != nil && cc.Export != nil {
-		src, err := consul.NewSource(*cc, a.log.Named("consul"))
-		if err != nil {
-			return nil, nil, fmt.Errorf("consul: %w", err)
-		}
-		sources["consul"] = src
-	}
-	switch len(sources) {
-	case 0:
-		return nil, exports, nil
-	case 1:
-		for _, s := range sources {
-			return s, exports, nil
-		}
-	}
-	return registry.Merge(a.log, sources), exports, nil
-}
-
-// runExports runs the source of the exports, and replaces it when a
-// reload says so. A source that fails (Consul unreachable) leaves the
-// exports it gave last in place, makes the agent degraded, not dead, and
-// is run again after a backoff.
-func (a *Agent) runExports(ctx context.Context) error {
-	src := a.exportSrc
-	a.liveExports.Store(&src)
-	backoff := time.Second
-	update := func(exports []model.Export) {
-		if !a.exportHealth.status().Healthy {
-			a.log.Info("the source of the exports works again", zap.Int("exports", len(exports)))
-		}
-		a.exportHealth.record(nil, time.Now())
-		a.setExports(exports)
-	}
-	for {
-		sctx, cancel := context.WithCancel(ctx)
-		done := make(chan error, 1)
-		if src != nil {
-			go func() { done <- src.Run(sctx, update) }()
-		}
-		select {
-		case <-ctx.Done():
-			cancel()
-			if src != nil {
-				<-done
-			}
-			return nil
-		case err := <-done:
-			cancel()
-			if ctx.Err() != nil {
-				return nil
-			}
-			if err == nil {
-				err = errors.New("it stopped")
-			}
-			a.exportHealth.record(err, time.Now())
-			a.log.Warn("the source of the exports failed; the exports stay as they were, retrying", zap.Duration("backoff", backoff), zap.Error(err))
-			t := time.NewTimer(backoff)
-			backoff = min(2*backoff, time.Minute)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return nil
-			case <-t.C:
-				continue
-			case swap := <-a.swapExports:
-				t.Stop()
-				src, backoff = a.swap(swap), time.Second
-			}
-		case swap := <-a.swapExports:
-			cancel()
-			if src != nil {
-				<-done
-			}
-			src, backoff = a.swap(swap), time.Second
-		}
-	}
-}
-
-// swap sets the first exports of a new source, once the old one stopped,
-// and returns the new source.
-func (a *Agent) swap(s exportSwap) registry.Source {
-	a.exportHealth.record(nil, time.Now())
-	a.setExports(s.exports)
-	a.liveExports.Store(&s.src)
-	close(s.done)
-	return s.src
 }
 
 // changedFields lists the fields that differ between two configurations,

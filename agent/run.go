@@ -26,7 +26,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.addrs = listeners
 	a.published.dns = listeners.dns
 	g, ctx := errgroup.WithContext(ctx)
-	if len(a.bundles.Missing()) == 0 {
+	if len(a.creds.bundles.Missing()) == 0 {
 		// Configured before Listening, as the first configuration needs
 		// nothing more.
 		if err := a.startGateways(ctx, 0); err != nil {
@@ -66,7 +66,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return nil
 	})
 	g.Go(func() error { a.Peers.Run(ctx); return nil })
-	g.Go(func() error { a.watchExpiry(ctx); return nil })
+	g.Go(func() error { a.creds.watchExpiry(ctx); return nil })
 	g.Go(func() error { return a.XDS.Serve(ctx, listeners.xds) })
 	if listeners.bundle != nil {
 		a.serveBundle(ctx, g, listeners.bundle)
@@ -75,7 +75,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if listeners.dns != nil {
 		g.Go(func() error { return listeners.dns.Serve(ctx) })
 	}
-	g.Go(func() error { return a.runExports(ctx) })
+	g.Go(func() error { return a.exports.run(ctx) })
 	if a.connect != nil {
 		g.Go(func() error { return a.connect.Run(ctx) })
 	}
@@ -180,13 +180,13 @@ func (a *Agent) listen() (*listeners, error) {
 func (a *Agent) serveBundle(ctx context.Context, g *errgroup.Group, ln net.Listener) {
 	g.Go(func() error {
 		a.log.Info("serving this mesh's trust bundle", zap.Stringer("address", ln.Addr()), zap.String("profile", a.cfg.BundleEndpoint.Profile))
-		if err := a.bundleSrv.Serve(ln); err != nil {
+		if err := a.creds.server.Serve(ln); err != nil {
 			return fmt.Errorf("bundleEndpoint: %w", err)
 		}
 		return nil
 	})
 	g.Go(func() error {
 		<-ctx.Done()
-		return a.bundleSrv.Close()
+		return a.creds.server.Close()
 	})
 }

@@ -61,31 +61,7 @@ func (a *Agent) Sinks() []SinkStatus { return a.published.status() }
 
 // ExportSource reports how reading the exports from their source (the
 // registry file, Consul) goes; nil when there is none.
-func (a *Agent) ExportSource() *SinkStatus {
-	a.reloadMu.Lock()
-	defer a.reloadMu.Unlock()
-	if a.current.Exports.File == "" && (a.current.Consul == nil || a.current.Consul.Export == nil) {
-		return nil
-	}
-	s := a.exportStatus()
-	return &s
-}
-
-// exportStatus is how reading the exports goes: the source's runs, and a
-// problem it keeps its last exports through (a broken registry file).
-func (a *Agent) exportStatus() SinkStatus {
-	s := a.exportHealth.status()
-	p := a.liveExports.Load()
-	if p == nil {
-		return s
-	}
-	if src, ok := (*p).(interface{ Status() registry.SourceStatus }); ok {
-		if err := src.Status().Err; err != nil && s.Healthy {
-			s.Healthy, s.LastError = false, err.Error()
-		}
-	}
-	return s
-}
+func (a *Agent) ExportSource() *SinkStatus { return a.exports.status() }
 
 // Degraded lists what works less than it should while the agent still
 // serves: a registry that the imports cannot be published in, a source of
@@ -94,9 +70,9 @@ func (a *Agent) exportStatus() SinkStatus {
 // use that expired, imports held on a peer's bundle that has not loaded.
 // Readiness stays: the gateways and peers are served all the same.
 func (a *Agent) Degraded() []string {
-	out := a.certProblems(time.Now())
+	out := a.creds.problems(time.Now())
 	out = append(out, holdProblems(a.bundleHolds())...)
-	if s := a.exportStatus(); !s.Healthy {
+	if s := a.ExportSource(); s != nil && !s.Healthy {
 		since := ""
 		if !s.FailingSince.IsZero() {
 			since = " since " + s.FailingSince.UTC().Format(time.RFC3339)

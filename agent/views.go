@@ -96,7 +96,7 @@ type ExportView struct {
 func (a *Agent) Status(context.Context) (any, error) {
 	now := time.Now()
 	s := Status{Mesh: a.cfg.TrustDomain, Ready: a.Ready() == nil, Peers: []PeerStatus{}, Gateways: a.gatewayViews(), Refused: a.Peers.Refused(), Sinks: a.Sinks(), ExportSource: a.ExportSource(),
-		SVIDs: a.svidStatus(now), Bundles: a.bundles.States(), Held: a.bundleHolds(), Degraded: a.Degraded()}
+		SVIDs: a.creds.svidStatus(now), Bundles: a.creds.bundles.States(), Held: a.bundleHolds(), Degraded: a.Degraded()}
 	for _, ps := range a.Peers.Status() {
 		v := PeerStatus{Status: ps}
 		for name, d := range a.Catalog.Deliveries(ps.Name) {
@@ -181,8 +181,10 @@ func delivery(name string, d catalog.Delivery) Delivery {
 // refused or failing, an SVID in use expired or within
 // identity.expiryWarning, imports held on a peer's bundle (all the
 // degraded reasons of /readyz); a registry that cannot be written to or a
-// source of exports that cannot be read. A peer that dials this agent and
-// has not yet connected (waiting) is not failing.
+// source of exports that cannot be read; a gateway role without a
+// connected gateway, or a gateway NACKing or STALE (gatewayProblems). A
+// peer that dials this agent and has not yet connected (waiting) is not
+// failing.
 func (s Status) Problems() []string {
 	var out []string
 	if !s.Ready {
@@ -201,6 +203,7 @@ func (s Status) Problems() []string {
 			out = append(out, msg)
 		}
 	}
+	out = append(out, s.gatewayProblems(time.Now())...)
 	for _, v := range s.SVIDs {
 		if v.Expiring && v.NotAfter.After(time.Now()) {
 			out = append(out, fmt.Sprintf("identity.%s: the SVID in use (serial %s) expires at %s, within identity.expiryWarning; write a new one",

@@ -291,7 +291,7 @@ func watchRefusals(t *testing.T, m *mesh) *refusalLog {
 	go func() {
 		defer close(done)
 		for {
-			for _, s := range m.agent.Identity.SVIDStates() {
+			for _, s := range m.agent.Identity().SVIDStates() {
 				if s.Refused == "" {
 					continue
 				}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -9,7 +10,6 @@ import (
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
-	"go.yaml.in/yaml/v3"
 
 	"github.com/meshfed/meshfed/agent"
 )
@@ -36,9 +36,13 @@ or UNSERVED (a node id that is not one of this agent's gateways).`,
 	return c
 }
 
-// gatewaysTable has a line per gateway and type.
+// gatewaysTable has a line per gateway and type. Versions are shown
+// whole: a content hash cut short could match another's.
 func gatewaysTable(w *tabwriter.Writer, gateways []agent.GatewayView) {
 	fmt.Fprintln(w, "GATEWAY\tROLE\tSTREAM\tTYPE\tSTATE\tWANTED\tACKED\tNACK REASON")
+	if len(gateways) == 0 {
+		none(w, "no gateway is connected")
+	}
 	for _, g := range gateways {
 		for _, t := range g.Types {
 			reason := "-"
@@ -46,18 +50,9 @@ func gatewaysTable(w *tabwriter.Writer, gateways []agent.GatewayView) {
 				reason = t.LastNack.Reason
 			}
 			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", g.NodeID, g.Role, g.Stream, shortType(t.TypeURL), t.State,
-				shortVersion(t.WantedVersion), shortVersion(t.AckedVersion), reason)
+				dash(t.WantedVersion), dash(t.AckedVersion), reason)
 		}
 	}
-}
-
-// shortVersion keeps a table narrow: the last 12 characters tell apart
-// content hashes and the change counters at the end of delta versions.
-func shortVersion(v string) string {
-	if len(v) > 12 {
-		return v[len(v)-12:]
-	}
-	return dash(v)
 }
 
 // dumpSections are the parts of a config dump that meshfed gateway config
@@ -84,6 +79,7 @@ only the part of one type. Private keys are shown as "[redacted]".`,
 						names = append(names, g.NodeID)
 					}
 				}
+				slices.Sort(names)
 				return names
 			})(c, args, "")
 		},
@@ -95,10 +91,12 @@ only the part of one type. Private keys are shown as "[redacted]".`,
 				}
 				path += "?type=" + args[1]
 			}
-			if f.output != "json" && f.output != "yaml" {
-				return fmt.Errorf("--output: %q is not json or yaml", f.output)
+			if err := checkOutput(f.output, "yaml", "json"); err != nil {
+				return err
 			}
-			var dump map[string]any
+			// Kept as the agent wrote it: decoded into Go values, every
+			// number would become a float64.
+			var dump json.RawMessage
 			if err := f.get(c.Context(), path, &dump); err != nil {
 				return err
 			}
@@ -106,22 +104,20 @@ only the part of one type. Private keys are shown as "[redacted]".`,
 		},
 	}
 	f.add(config, false)
-	config.Flags().StringVarP(&f.output, "output", "o", "yaml", "yaml or json")
-	_ = config.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"yaml", "json"}, cobra.ShellCompDirectiveNoFileComp))
+	addOutput(config, &f.output, "yaml", "json")
 	c.AddCommand(config)
 	return c
 }
 
-func printDump(w io.Writer, output string, dump map[string]any) error {
+func printDump(w io.Writer, output string, dump json.RawMessage) error {
 	if output == "json" {
-		e := json.NewEncoder(w)
-		e.SetIndent("", "  ")
-		return e.Encode(dump)
-	}
-	enc := yaml.NewEncoder(w)
-	enc.SetIndent(2)
-	if err := enc.Encode(dump); err != nil {
+		var b bytes.Buffer
+		if err := json.Indent(&b, dump, "", "  "); err != nil {
+			return err
+		}
+		b.WriteByte('\n')
+		_, err := b.WriteTo(w)
 		return err
 	}
-	return enc.Close()
+	return writeYAML(w, dump)
 }

@@ -84,11 +84,11 @@ func TestGatewaysAndGatewayConfig(t *testing.T) {
 	_, err = run(t, "gateway", "config", "egress-9", "--agent", url)
 	require.EqualError(t, err, `the meshfed agent at `+url+` answered GET /api/v1/gateways/egress-9/config_dump with 404 Not Found: no gateway with node id "egress-9" is connected: not found`)
 	_, err = run(t, "gateway", "config", "ingress-gateway", "--agent", url, "-o", "table")
-	require.EqualError(t, err, `--output: "table" is not json or yaml`)
+	require.EqualError(t, err, `--output: "table" is not yaml or json`)
 
 	out, err = run(t, "__complete", "gateway", "config", "--agent", url, "")
 	require.NoError(t, err)
-	require.Equal(t, "ingress-gateway\n:4\n", firstLines(out, 2))
+	require.Equal(t, "egress-gateway\ningress-gateway\n:4\n", firstLines(out, 3))
 }
 
 func regexpMatches(re, s string) bool { return regexp.MustCompile(re).MatchString(s) }

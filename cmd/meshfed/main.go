@@ -49,5 +49,6 @@ func root() *cobra.Command {
 		SilenceErrors: true,
 	}
 	c.AddCommand(runCmd(), checkCmd(), storeCmd(), statusCmd(), gatewaysCmd(), gatewayCmd(), reloadCmd(), catalogCmd(), certsCmd(), configCmd(), bootstrapCmd(), versionCmd())
+	c.AddCommand(registryCmd())
 	return c
 }

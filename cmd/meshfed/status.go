@@ -2,9 +2,9 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"go.yaml.in/yaml/v3"
 
 	"github.com/meshfed/meshfed/admin"
 	"github.com/meshfed/meshfed/agent"
@@ -26,21 +25,36 @@ type agentFlags struct {
 	url, config, output, tokenFile string
 }
 
+// defaultConfig is the configuration every command reads unless told
+// otherwise, as meshfed run does.
+const defaultConfig = "meshfed.yaml"
+
 func (f *agentFlags) add(c *cobra.Command, output bool) {
-	c.Flags().StringVar(&f.url, "agent", "", "the agent's admin URL (default: from --config, else http://"+config.DefaultAdminListen+")")
-	c.Flags().StringVar(&f.config, "config", "", "the agent's configuration file, to find its admin address and admin.tokenFile")
+	c.Flags().StringVar(&f.url, "agent", "", "the agent's admin URL (default: admin.listen of --config, else http://"+config.DefaultAdminListen+")")
+	c.Flags().StringVar(&f.config, "config", "", "the agent's configuration file, to find its admin address and admin.tokenFile (default: "+defaultConfig+", when there is one here)")
 	c.Flags().StringVar(&f.tokenFile, "token-file", "", "a file holding the admin API's bearer token, for an agent beyond loopback (default: admin.tokenFile of --config)")
 	if output {
-		c.Flags().StringVarP(&f.output, "output", "o", "table", "table, json or yaml")
-		_ = c.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"table", "json", "yaml"}, cobra.ShellCompDirectiveNoFileComp))
+		addOutput(c, &f.output, "table", "json", "yaml")
 	}
+}
+
+// configPath is --config, or ./meshfed.yaml when there is one: the file
+// meshfed run reads by default names the agent these commands talk to.
+func (f *agentFlags) configPath() string {
+	if f.config != "" {
+		return f.config
+	}
+	if _, err := os.Stat(defaultConfig); err == nil {
+		return defaultConfig
+	}
+	return ""
 }
 
 func (f *agentFlags) client() (*admin.Client, error) {
 	c := &admin.Client{BaseURL: f.url}
 	listen, tokenFile := config.DefaultAdminListen, f.tokenFile
-	if f.config != "" {
-		a, err := adminOf(f.config)
+	if path := f.configPath(); path != "" {
+		a, err := adminOf(path)
 		if err != nil {
 			return nil, err
 		}
@@ -128,28 +142,7 @@ func complete[T any](f *agentFlags, path string, names func(T) []string) cobra.C
 
 // print writes v as JSON or YAML, or calls table.
 func (f *agentFlags) print(w io.Writer, v any, table func(*tabwriter.Writer)) error {
-	switch f.output {
-	case "json":
-		e := json.NewEncoder(w)
-		e.SetIndent("", "  ")
-		return e.Encode(v)
-	case "yaml":
-		// Through JSON, so that YAML uses the API's field names.
-		b, err := json.Marshal(v)
-		if err != nil {
-			return err
-		}
-		var generic any
-		if err := yaml.Unmarshal(b, &generic); err != nil {
-			return err
-		}
-		return yaml.NewEncoder(w).Encode(generic)
-	case "table", "":
-		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		table(tw)
-		return tw.Flush()
-	}
-	return fmt.Errorf("--output: %q is not table, json or yaml", f.output)
+	return printAs(w, f.output, v, table)
 }
 
 func statusCmd() *cobra.Command {
@@ -203,6 +196,9 @@ func statusTable(w *tabwriter.Writer, s agent.Status) {
 	fmt.Fprintf(w, "mesh %s (%s)\n\n", s.Mesh, ready)
 	peersTable(w, s.Peers)
 	fmt.Fprintln(w, "\nPEER\tSERVICE\tANSWER\tREASON")
+	if !slices.ContainsFunc(s.Peers, func(p agent.PeerStatus) bool { return len(p.Deliveries) > 0 }) {
+		none(w, "no peer has answered for an exported service")
+	}
 	for _, p := range s.Peers {
 		for _, d := range p.Deliveries {
 			answer := "ACK"
@@ -272,6 +268,9 @@ func certsTable(w *tabwriter.Writer, s agent.Status) {
 
 func peersTable(w *tabwriter.Writer, peers []agent.PeerStatus) {
 	fmt.Fprintln(w, "PEER\tTRUST DOMAIN\tSTATE\tSINCE\tIMPORTED\tEXPORTED\tNEGOTIATED\tLAST SENT\tLAST RECEIVED\tLAST ERROR")
+	if len(peers) == 0 {
+		none(w, "no peer is configured")
+	}
 	for _, p := range peers {
 		negotiated := "-"
 		if c := p.Capabilities; c != nil {
@@ -299,6 +298,9 @@ func peersTable(w *tabwriter.Writer, peers []agent.PeerStatus) {
 // rejectedTable lists the NACKs this agent sent for the peers' services.
 func rejectedTable(w *tabwriter.Writer, peers []agent.PeerStatus) {
 	fmt.Fprintln(w, "\nPEER\tREJECTED SERVICE\tNACK SENT\tREASON\tAT")
+	if !slices.ContainsFunc(peers, func(p agent.PeerStatus) bool { return len(p.Rejected) > 0 }) {
+		none(w, "no service of a peer is rejected")
+	}
 	for _, p := range peers {
 		for _, r := range p.Rejected {
 			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", p.Name, r.ResourceID, r.Code, r.Message, ago(r.At))
@@ -310,6 +312,9 @@ func rejectedTable(w *tabwriter.Writer, peers []agent.PeerStatus) {
 // peer whose trust domain the client presented, or "?".
 func refusedTable(w *tabwriter.Writer, s agent.Status) {
 	fmt.Fprintln(w, "\nREFUSED FROM\tREMOTE\tIDENTITY PRESENTED\tREASON\tAT")
+	if len(s.Refused) == 0 && !slices.ContainsFunc(s.Peers, func(p agent.PeerStatus) bool { return len(p.Refused) > 0 }) {
+		none(w, "no Hamlet connection refused")
+	}
 	for _, p := range s.Peers {
 		for _, r := range p.Refused {
 			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", p.Name, r.Remote, dash(r.Identity), r.Reason, ago(r.At))
@@ -322,6 +327,9 @@ func refusedTable(w *tabwriter.Writer, s agent.Status) {
 
 func importsTable(w *tabwriter.Writer, v []agent.ImportView, peers []agent.PeerStatus) {
 	fmt.Fprintln(w, "PEER\tSERVICE\tLOCAL NAME\tINSTANCE\tPROTOCOL\tEGRESS\tSTALE SINCE")
+	if len(v) == 0 {
+		none(w, "nothing imported")
+	}
 	for _, imp := range v {
 		stale := "-"
 		if imp.StaleSince != nil {
@@ -349,22 +357,32 @@ func catalogImportsCmd() *cobra.Command {
 			return names
 		}),
 		RunE: func(c *cobra.Command, args []string) error {
+			if err := checkOutput(f.output, "table", "json", "yaml"); err != nil {
+				return err
+			}
 			var v []agent.ImportView
 			if err := f.get(c.Context(), "/api/v1/imports", &v); err != nil {
 				return err
 			}
-			if len(args) == 1 {
-				v = slices.DeleteFunc(v, func(imp agent.ImportView) bool { return imp.Peer != args[0] })
-			}
-			if f.output != "table" && f.output != "" {
-				return f.print(c.OutOrStdout(), v, nil)
-			}
+			// The peers say whether a name is one: a peer that publishes
+			// nothing yet has no import.
 			var s agent.Status
 			if err := f.get(c.Context(), "/api/v1/status", &s); err != nil {
 				return err
 			}
 			if len(args) == 1 {
+				var names []string
+				for _, p := range s.Peers {
+					names = append(names, p.Name)
+				}
+				if !slices.Contains(names, args[0]) {
+					return fmt.Errorf("%q is not a peer of this agent (peers: %s)", args[0], dash(strings.Join(names, ", ")))
+				}
+				v = slices.DeleteFunc(v, func(imp agent.ImportView) bool { return imp.Peer != args[0] })
 				s.Peers = slices.DeleteFunc(s.Peers, func(p agent.PeerStatus) bool { return p.Name != args[0] })
+			}
+			if f.output != "table" {
+				return f.print(c.OutOrStdout(), v, nil)
 			}
 			return f.print(c.OutOrStdout(), v, func(w *tabwriter.Writer) { importsTable(w, v, s.Peers) })
 		},
@@ -388,15 +406,25 @@ func catalogCmd() *cobra.Command {
 			return names
 		}),
 		RunE: func(c *cobra.Command, args []string) error {
+			if err := checkOutput(g.output, "table", "json", "yaml"); err != nil {
+				return err
+			}
 			var v []agent.ExportView
 			if err := g.get(c.Context(), "/api/v1/exports", &v); err != nil {
 				return err
 			}
 			if len(args) == 1 {
-				v = slices.DeleteFunc(v, func(e agent.ExportView) bool { return e.Name != args[0] })
+				all := v
+				v = slices.DeleteFunc(slices.Clone(v), func(e agent.ExportView) bool { return e.Name != args[0] })
+				if len(v) == 0 {
+					return fmt.Errorf("%q is not a service this agent exports (%s)", args[0], exportNames(all))
+				}
 			}
 			return g.print(c.OutOrStdout(), v, func(w *tabwriter.Writer) {
 				fmt.Fprintln(w, "SERVICE\tFQDN\tMODE\tPORTS\tCONSUMER\tANSWER")
+				if len(v) == 0 {
+					none(w, "nothing exported")
+				}
 				for _, e := range v {
 					var ports []string
 					for _, p := range e.Ports {
@@ -456,4 +484,20 @@ func dash(s string) string {
 // shortType is the last part of a type URL: Cluster, Listener...
 func shortType(typeURL string) string {
 	return typeURL[strings.LastIndexByte(typeURL, '.')+1:]
+}
+
+// exportNames lists exported services for a message, the first few.
+func exportNames(v []agent.ExportView) string {
+	if len(v) == 0 {
+		return "it exports none"
+	}
+	var names []string
+	for i, e := range v {
+		if i == 5 {
+			names = append(names, fmt.Sprintf("and %d more", len(v)-5))
+			break
+		}
+		names = append(names, e.Name)
+	}
+	return "exports: " + strings.Join(names, ", ")
 }

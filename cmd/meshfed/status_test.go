@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -15,12 +16,16 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap/zaptest"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/meshfed/meshfed/agent"
 	"github.com/meshfed/meshfed/certs"
 	"github.com/meshfed/meshfed/config"
 	"github.com/meshfed/meshfed/internal/servetest"
 	"github.com/meshfed/meshfed/model"
+	"github.com/meshfed/meshfed/xds"
+	"github.com/meshfed/meshfed/xds/adsclient"
 )
 
 // startAgent runs one agent from a configuration written like a user would,
@@ -37,8 +42,17 @@ func startAgentDialing(t *testing.T, dial string) (*agent.Agent, string) {
 	return startAgentWith(t, dial, "admin: {listen: 127.0.0.1:0}\n")
 }
 
-// startAgentWith is startAgentDialing with the given admin block.
+// startAgentWith is startAgentDialing with the given admin block, and a
+// gateway of each role connected.
 func startAgentWith(t *testing.T, dial, adminBlock string) (*agent.Agent, string) {
+	t.Helper()
+	a, dir := startAgentAlone(t, dial, adminBlock)
+	connectGateways(t, a)
+	return a, dir
+}
+
+// startAgentAlone is startAgentWith without gateways.
+func startAgentAlone(t *testing.T, dial, adminBlock string) (*agent.Agent, string) {
 	t.Helper()
 	dir := t.TempDir()
 	_, err := run(t, "certs", "init", "--trust-domain", "mesh-a.example", "--out", filepath.Join(dir, "certs"))
@@ -77,6 +91,46 @@ xds: {listen: 127.0.0.1:0}
 	require.NoError(t, err)
 	servetest.Start(t, a.Listening(), a.Run)
 	return a, dir
+}
+
+// connectGateways connects a gateway of each role to the agent, as Envoy
+// does, and waits until both hold what it serves them: meshfed status
+// counts a role without a gateway as a problem.
+func connectGateways(t *testing.T, a *agent.Agent, opts ...adsclient.Options) {
+	t.Helper()
+	conn, err := grpc.NewClient(xds.Target(a.XDSAddr()), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = conn.Close() })
+	if len(opts) == 0 {
+		opts = []adsclient.Options{{NodeID: config.DefaultEgressNodeID, Delta: true}, {NodeID: config.DefaultIngressNodeID, Delta: true}}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for _, o := range opts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = adsclient.New(o).Run(ctx, conn, nil)
+		}()
+	}
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	require.Eventually(t, func() bool {
+		v, err := a.Gateways(context.Background())
+		if err != nil || len(v.([]agent.GatewayView)) < len(opts) {
+			return false
+		}
+		for _, g := range v.([]agent.GatewayView) {
+			if len(g.Types) < len(adsclient.Types) {
+				return false
+			}
+			for _, ty := range g.Types {
+				if ty.State != agent.Synced && ty.State != agent.Nacked {
+					return false
+				}
+			}
+		}
+		return true
+	}, 20*time.Second, 10*time.Millisecond, "the gateways never synced")
 }
 
 func TestStatusAndCatalogAgainstARunningAgent(t *testing.T) {
@@ -153,9 +207,14 @@ func TestNamesCompleteFromTheAgent(t *testing.T) {
 	out, err = run(t, "catalog", "exports", "--agent", url, "inventory")
 	require.NoError(t, err)
 	require.Contains(t, out, "inventory.mesh-a.example")
-	out, err = run(t, "catalog", "exports", "--agent", url, "payments")
+	// A name that is none is an error, not an empty table.
+	_, err = run(t, "catalog", "exports", "--agent", url, "payments")
+	require.EqualError(t, err, `"payments" is not a service this agent exports (exports: inventory)`)
+	_, err = run(t, "catalog", "imports", "--agent", url, "mesh-c")
+	require.EqualError(t, err, `"mesh-c" is not a peer of this agent (peers: mesh-b)`)
+	out, err = run(t, "catalog", "imports", "--agent", url, "mesh-b")
 	require.NoError(t, err)
-	require.Equal(t, "SERVICE  FQDN  MODE  PORTS  CONSUMER  ANSWER\n", out)
+	require.Contains(t, out, "(nothing imported)\n")
 }
 
 // firstLines is the first n lines of out: cobra's __complete writes its

@@ -56,14 +56,30 @@ func buildInfoMetric() prometheus.Collector {
 	}, func() float64 { return 1 })
 }
 
+// VersionInfo is what meshfed version -o json writes.
+type VersionInfo struct {
+	Version  string `json:"version"`
+	Revision string `json:"revision"`
+}
+
 func versionCmd() *cobra.Command {
-	return &cobra.Command{
+	var output string
+	c := &cobra.Command{
 		Use:   "version",
 		Short: "Print the module version and the VCS revision of this build",
 		Args:  cobra.NoArgs,
-		Run: func(c *cobra.Command, _ []string) {
+		RunE: func(c *cobra.Command, _ []string) error {
+			if err := checkOutput(output, "text", "json"); err != nil {
+				return err
+			}
 			ver, rev := buildInfo()
+			if output == "json" {
+				return printAs(c.OutOrStdout(), output, VersionInfo{Version: ver, Revision: rev}, nil)
+			}
 			fmt.Fprintf(c.OutOrStdout(), "meshfed %s (revision %s)\n", ver, rev)
+			return nil
 		},
 	}
+	addOutput(c, &output, "text", "json")
+	return c
 }

@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -30,7 +32,11 @@ type mesh struct {
 	peer    *mesh
 	logPath string
 	cmd     *exec.Cmd
-	done    chan error
+	// exited is closed once the agent process ended, with exitErr.
+	exited  chan struct{}
+	exitErr error
+	stopped bool
+	out     io.Writer
 	egress  *envoyrun.Envoy
 	ingress *envoyrun.Envoy
 	up      struct{ http, grpc, tcp *upstream.Server }
@@ -41,14 +47,14 @@ func (m *mesh) write() error {
 	if err := twomesh.WriteCA(filepath.Dir(m.Dir), m.Name); err != nil {
 		return err
 	}
-	fmt.Printf("    %s: development CA and SVIDs of trust domain %s in %s\n", m.Name, m.TrustDomain(), m.CertsDir())
+	fmt.Fprintf(m.out, "    %s: development CA and SVIDs of trust domain %s in %s\n", m.Name, m.TrustDomain(), m.CertsDir())
 	if err := m.WriteConfig(); err != nil {
 		return err
 	}
 	return m.WriteServices(true)
 }
 
-func (m *mesh) start(ctx context.Context, bin string) error {
+func (m *mesh) start(bin string) error {
 	log, err := os.Create(m.logPath)
 	if err != nil {
 		return err
@@ -56,16 +62,35 @@ func (m *mesh) start(ctx context.Context, bin string) error {
 	m.cmd = exec.Command(bin, "run", "--config", m.ConfigPath())
 	m.cmd.Stdout, m.cmd.Stderr = log, log
 	if err := m.cmd.Start(); err != nil {
+		log.Close()
 		return err
 	}
-	m.done = make(chan error, 1)
-	go func() { m.done <- m.cmd.Wait(); log.Close() }()
-	fmt.Printf("    %s: meshfed run --config %s (pid %d), exporting %s to %s\n", m.Name, m.ConfigPath(), m.cmd.Process.Pid, m.FQDN(), m.peer.Name)
+	m.exited = make(chan struct{})
+	go func() {
+		m.exitErr = m.cmd.Wait()
+		log.Close()
+		close(m.exited)
+	}()
+	fmt.Fprintf(m.out, "    %s: meshfed run --config %s (pid %d), exporting %s to %s\n", m.Name, m.ConfigPath(), m.cmd.Process.Pid, m.FQDN(), m.peer.Name)
 	return nil
 }
 
-// stop stops the gateways, then the agent.
+// agentExited is a final error once the agent process ended.
+func (m *mesh) agentExited() error {
+	select {
+	case <-m.exited:
+		return final{fmt.Errorf("the %s agent exited: %v (see %s)", m.Name, m.exitErr, m.logPath)}
+	default:
+		return nil
+	}
+}
+
+// stop stops the gateways, then the agent; once.
 func (m *mesh) stop() error {
+	if m.stopped {
+		return nil
+	}
+	m.stopped = true
 	for _, e := range []*envoyrun.Envoy{m.egress, m.ingress} {
 		if e != nil {
 			if err := e.Stop(); err != nil {
@@ -73,20 +98,19 @@ func (m *mesh) stop() error {
 			}
 		}
 	}
-	if m.cmd == nil || m.done == nil {
+	if m.cmd == nil {
 		return nil
 	}
 	_ = m.cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case err := <-m.done:
-		m.done = nil
-		if err != nil {
-			return fmt.Errorf("%s agent: %v (see %s)", m.Name, err, m.logPath)
+	case <-m.exited:
+		if m.exitErr != nil {
+			return fmt.Errorf("%s agent: %v (see %s)", m.Name, m.exitErr, m.logPath)
 		}
 	case <-time.After(15 * time.Second):
 		_ = m.cmd.Process.Kill()
-		m.done = nil
-		return fmt.Errorf("%s agent did not stop within 15s", m.Name)
+		<-m.exited
+		return fmt.Errorf("%s agent did not stop within 15s of SIGTERM (see %s)", m.Name, m.logPath)
 	}
 	return nil
 }
@@ -96,21 +120,23 @@ func (m *mesh) client() *admin.Client { return &admin.Client{BaseURL: "http://" 
 // waitImports waits until the agent imported its peer's service with its
 // three ports.
 func (m *mesh) waitImports(ctx context.Context) error {
-	for {
+	what := fmt.Sprintf("%s's agent to import %s from %s with its 3 ports (GET http://%s/api/v1/imports)", m.Name, m.peer.FQDN(), m.peer.Name, m.Admin)
+	return until(ctx, what, func(ctx context.Context) error {
+		if err := m.agentExited(); err != nil {
+			return err
+		}
 		var v []agent.ImportView
-		err := m.client().Get(ctx, "/api/v1/imports", &v)
-		if err == nil && len(v) == 1 && len(v[0].Instances) == 3 {
-			return nil
+		if err := m.client().Get(ctx, "/api/v1/imports", &v); err != nil {
+			return err
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("no import after 60s (last error: %v)", err)
-		case exit := <-m.done:
-			m.done = nil
-			return fmt.Errorf("the agent exited: %v", exit)
-		case <-time.After(100 * time.Millisecond):
+		switch {
+		case len(v) == 0:
+			return errors.New("no import yet")
+		case len(v[0].Instances) != 3:
+			return fmt.Errorf("%s has %d of its 3 ports", v[0].FQDN, len(v[0].Instances))
 		}
-	}
+		return nil
+	})
 }
 
 func (m *mesh) describeImports(ctx context.Context) error {
@@ -118,11 +144,11 @@ func (m *mesh) describeImports(ctx context.Context) error {
 	if err := m.client().Get(ctx, "/api/v1/imports", &v); err != nil {
 		return err
 	}
-	step("%s imported %d service(s)", m.Name, len(v))
+	step(m.out, "%s imported %d service(s)", m.Name, len(v))
 	for _, imp := range v {
-		fmt.Printf("    %s from peer %s, reached through the owner's ingress at %s\n", imp.FQDN, imp.Peer, endpoints(imp))
+		fmt.Fprintf(m.out, "    %s from peer %s, reached through the owner's ingress at %s\n", imp.FQDN, imp.Peer, endpoints(imp))
 		for _, in := range imp.Instances {
-			fmt.Printf("      port %q (%s): local workloads call %s:%d on the egress gateway (Host: %s)\n", in.Instance, in.Protocol, in.Address, in.Port, in.LocalFQDN)
+			fmt.Fprintf(m.out, "      port %q (%s): local workloads call %s:%d on the egress gateway (Host: %s)\n", in.Instance, in.Protocol, in.Address, in.Port, in.LocalFQDN)
 		}
 	}
 	return nil
@@ -166,7 +192,7 @@ func (m *mesh) describeGateways(ctx context.Context) error {
 		cancel()
 		<-done
 		st := c.State()
-		fmt.Printf("    %s %s: %d clusters, %d listeners, %d routing scopes, %d secrets\n", m.Name, node,
+		fmt.Fprintf(m.out, "    %s %s: %d clusters, %d listeners, %d routing scopes, %d secrets\n", m.Name, node,
 			len(st[resource.ClusterType]), len(st[resource.ListenerType]), len(st[resource.ScopedRouteType]), len(st[resource.SecretType]))
 		for _, typ := range []string{resource.ClusterType, resource.ListenerType} {
 			names := make([]string, 0, len(st[typ]))
@@ -174,7 +200,7 @@ func (m *mesh) describeGateways(ctx context.Context) error {
 				names = append(names, n)
 			}
 			sort.Strings(names)
-			fmt.Printf("      %-9s %s\n", typ[strings.LastIndexByte(typ, '.')+1:]+"s", strings.Join(names, "  "))
+			fmt.Fprintf(m.out, "      %-9s %s\n", typ[strings.LastIndexByte(typ, '.')+1:]+"s", strings.Join(names, "  "))
 		}
 	}
 	return nil

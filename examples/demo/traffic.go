@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -33,11 +32,14 @@ func (m *mesh) startGateways(ctx context.Context, bin string) error {
 			return err
 		}
 		e, err := envoyrun.Start(ctx, envoyrun.Config{Binary: bin, Name: g.role, Dir: m.Dir, Bootstrap: boot})
+		if err != nil && ctx.Err() != nil {
+			return fmt.Errorf("gave up waiting for %s's %s gateway to start: %w (%v)", m.Name, g.role, err, context.Cause(ctx))
+		}
 		if err != nil {
 			return fmt.Errorf("%s %s gateway: %w", m.Name, g.role, err)
 		}
 		*g.dst = e
-		fmt.Printf("    %s %-7s gateway: pid %d, admin http://%s, log %s\n", m.Name, g.role, e.Pid(), e.Admin(), e.LogPath())
+		fmt.Fprintf(m.out, "    %s %-7s gateway: pid %d, admin http://%s, log %s\n", m.Name, g.role, e.Pid(), e.Admin(), e.LogPath())
 	}
 	return nil
 }
@@ -45,18 +47,17 @@ func (m *mesh) startGateways(ctx context.Context, bin string) error {
 // waitGateways waits until both gateways applied their first configuration.
 func (m *mesh) waitGateways(ctx context.Context) error {
 	for _, e := range []*envoyrun.Envoy{m.egress, m.ingress} {
-		for {
-			err := e.Ready(ctx)
-			if err == nil {
-				break
-			}
+		what := fmt.Sprintf("%s's %s gateway to apply its first configuration (GET http://%s/ready; log %s)", m.Name, e.Name(), e.Admin(), e.LogPath())
+		err := until(ctx, what, func(ctx context.Context) error {
 			select {
-			case <-ctx.Done():
-				return fmt.Errorf("%s %s gateway not ready: %v (log: %s)", m.Name, e.Name(), err, e.LogPath())
 			case <-e.Exited():
-				return fmt.Errorf("%s %s gateway exited: %s", m.Name, e.Name(), e.LogTail(10))
-			case <-time.After(50 * time.Millisecond):
+				return final{fmt.Errorf("the gateway exited: %s", e.LogTail(10))}
+			default:
 			}
+			return e.Ready(ctx)
+		})
+		if err != nil {
+			return err
 		}
 	}
 	return nil
@@ -69,24 +70,33 @@ func (m *mesh) waitGateways(ctx context.Context) error {
 func (m *mesh) callPeer(ctx context.Context) error {
 	name := m.peer.FQDN()
 	r := twomesh.Resolver(m.DNS)
-	step("From %s to %s: %s, resolved with %s's DNS (%s)", m.Name, m.peer.Name, name, m.Name, m.DNS)
-	ips, err := r.LookupHost(ctx, name)
+	step(m.out, "From %s to %s: %s, resolved with %s's DNS (%s)", m.Name, m.peer.Name, name, m.Name, m.DNS)
+	var ips []string
+	var tcp []*net.SRV
+	err := until(ctx, fmt.Sprintf("%s's DNS server (%s) to answer for %s and _tcp._tcp.%s", m.Name, m.DNS, name, name), func(ctx context.Context) error {
+		var err error
+		if ips, err = r.LookupHost(ctx, name); err != nil {
+			return err
+		}
+		_, tcp, err = r.LookupSRV(ctx, "tcp", "tcp", name)
+		return err
+	})
 	if err != nil {
 		return err
 	}
-	_, tcp, err := r.LookupSRV(ctx, "tcp", "tcp", name)
-	if err != nil {
-		return err
-	}
-	fmt.Printf("    %s is at %s (the egress gateway of %s); its TCP port %d is served on %d\n", name, strings.Join(ips, ", "), m.Name, twomesh.TCPPort, tcp[0].Port)
+	fmt.Fprintf(m.out, "    %s is at %s (the egress gateway of %s); its TCP port %d is served on %d\n", name, strings.Join(ips, ", "), m.Name, twomesh.TCPPort, tcp[0].Port)
 	dial := (&net.Dialer{Resolver: r}).DialContext
-	for _, call := range []func(context.Context, func(context.Context, string, string) (net.Conn, error)) error{
-		m.callHTTP, m.callGRPC,
-		func(ctx context.Context, dial func(context.Context, string, string) (net.Conn, error)) error {
+	for _, c := range []struct {
+		what string
+		call func(context.Context, func(context.Context, string, string) (net.Conn, error)) error
+	}{
+		{fmt.Sprintf("GET http://%s:%d/hello through %s's egress gateway to answer 200 OK", name, m.peer.HTTPPort(), m.Name), m.callHTTP},
+		{fmt.Sprintf("a gRPC call to %s:%d through %s's egress gateway to be answered", name, m.peer.GRPCPort(), m.Name), m.callGRPC},
+		{fmt.Sprintf("TCP bytes sent to %s:%d through %s's egress gateway to be echoed", name, tcp[0].Port, m.Name), func(ctx context.Context, dial func(context.Context, string, string) (net.Conn, error)) error {
 			return m.callTCP(ctx, dial, tcp[0].Port)
-		},
+		}},
 	} {
-		if err := retry(ctx, func() error { return call(ctx, dial) }); err != nil {
+		if err := until(ctx, c.what, func(ctx context.Context) error { return c.call(ctx, dial) }); err != nil {
 			return err
 		}
 	}
@@ -95,7 +105,7 @@ func (m *mesh) callPeer(ctx context.Context) error {
 
 func (m *mesh) callHTTP(ctx context.Context, dial func(context.Context, string, string) (net.Conn, error)) error {
 	c := &http.Client{Transport: &http.Transport{DialContext: dial, DisableKeepAlives: true}}
-	url := fmt.Sprintf("http://%s:%d/hello", m.peer.FQDN(), twomesh.HTTPPort)
+	url := fmt.Sprintf("http://%s:%d/hello", m.peer.FQDN(), m.peer.HTTPPort())
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return err
@@ -116,12 +126,12 @@ func (m *mesh) callHTTP(ctx context.Context, dial func(context.Context, string, 
 	if err := json.Unmarshal(body, &rep); err != nil {
 		return err
 	}
-	fmt.Printf("    HTTP  GET %s -> %s from %s, which saw Host %q\n", url, resp.Status, rep.Service, rep.Host)
+	fmt.Fprintf(m.out, "    HTTP  GET %s -> %s from %s, which saw Host %q\n", url, resp.Status, rep.Service, rep.Host)
 	return nil
 }
 
 func (m *mesh) callGRPC(ctx context.Context, dial func(context.Context, string, string) (net.Conn, error)) error {
-	target := fmt.Sprintf("%s:%d", m.peer.FQDN(), twomesh.GRPCPort)
+	target := fmt.Sprintf("%s:%d", m.peer.FQDN(), m.peer.GRPCPort())
 	conn, err := grpc.NewClient("passthrough:///"+target,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) { return dial(ctx, "tcp", addr) }))
@@ -133,7 +143,7 @@ func (m *mesh) callGRPC(ctx context.Context, dial func(context.Context, string, 
 	if err != nil {
 		return fmt.Errorf("gRPC UnaryCall on %s: %w", target, err)
 	}
-	fmt.Printf("    gRPC  grpc.testing.TestService/UnaryCall on %s -> %q from %s\n", target, resp.GetPayload().GetBody(), resp.GetServerId())
+	fmt.Fprintf(m.out, "    gRPC  grpc.testing.TestService/UnaryCall on %s -> %q from %s\n", target, resp.GetPayload().GetBody(), resp.GetServerId())
 	return nil
 }
 
@@ -144,8 +154,10 @@ func (m *mesh) callTCP(ctx context.Context, dial func(context.Context, string, s
 		return err
 	}
 	defer conn.Close()
-	if err := conn.SetDeadline(time.Now().Add(5 * time.Second)); err != nil {
-		return err
+	if d, ok := ctx.Deadline(); ok {
+		if err := conn.SetDeadline(d); err != nil {
+			return err
+		}
 	}
 	msg := "hello over TCP from " + m.Name
 	if _, err := io.WriteString(conn, msg); err != nil {
@@ -155,14 +167,15 @@ func (m *mesh) callTCP(ctx context.Context, dial func(context.Context, string, s
 	if _, err := io.ReadFull(conn, got); err != nil {
 		return fmt.Errorf("TCP echo through %s: %w", addr, err)
 	}
-	fmt.Printf("    TCP   %d bytes to %s -> echoed %q\n", len(msg), addr, got)
+	fmt.Fprintf(m.out, "    TCP   %d bytes to %s -> echoed %q\n", len(msg), addr, got)
 	return nil
 }
 
 // showCaller prints, from the access log of m's ingress gateway, whom it
 // saw calling each of the exported service's three ports.
 func (m *mesh) showCaller(ctx context.Context) error {
-	return retry(ctx, func() error {
+	what := fmt.Sprintf("%s's ingress gateway to log the callers of %s's 3 ports (the lines with \"event\":\"accepted\" in %s)", m.Name, m.Service, m.ingress.LogPath())
+	return until(ctx, what, func(context.Context) error {
 		f, err := os.Open(m.ingress.LogPath())
 		if err != nil {
 			return err
@@ -187,28 +200,12 @@ func (m *mesh) showCaller(ctx context.Context) error {
 			return err
 		}
 		if len(lines) < 3 {
-			return fmt.Errorf("%d of the 3 ports' callers in the ingress access log yet", len(lines))
+			return fmt.Errorf("%d of the 3 so far: %s", len(lines), strings.Join(lines, "; "))
 		}
-		fmt.Printf("    %s's ingress gateway saw the caller as (its access log):\n", m.Name)
+		fmt.Fprintf(m.out, "    %s's ingress gateway saw the caller as (its access log):\n", m.Name)
 		for _, l := range lines {
-			fmt.Println("      " + l)
+			fmt.Fprintln(m.out, "      "+l)
 		}
 		return nil
 	})
-}
-
-// retry runs f until it succeeds or ctx ends: the gateways of a mesh that
-// just started may take a moment to hold their routes.
-func retry(ctx context.Context, f func() error) error {
-	for {
-		err := f()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
 }

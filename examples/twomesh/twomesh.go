@@ -7,6 +7,7 @@
 package twomesh
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net"
@@ -55,10 +56,17 @@ type Mesh struct {
 	IngressPort uint32
 	// PortsFrom and PortsTo bound the egress gateway's dedicated ports.
 	PortsFrom, PortsTo uint32
-	// Upstreams are the ports, on 127.0.0.1, of the servers behind the
+	// Upstreams are the ports, on UpstreamIP, of the servers behind the
 	// exported service's HTTP, gRPC and TCP ports, and of its TLS, MTLS and
 	// HTTPS ports where set (the workloads speak TLS themselves there).
 	Upstreams struct{ HTTP, GRPC, TCP, TLS, MTLS, HTTPS uint32 }
+	// UpstreamIP is the address of the upstream servers; 127.0.0.1 when
+	// empty.
+	UpstreamIP string
+	// ServicePorts are the exported service's own HTTP and gRPC ports,
+	// on which the peer's egress gateway serves it; HTTPPort and GRPCPort
+	// when zero.
+	ServicePorts struct{ HTTP, GRPC uint32 }
 	// HTTPRouteTimeout is gateways.egress.httpRouteTimeout ("" for the
 	// default).
 	HTTPRouteTimeout string
@@ -102,6 +110,12 @@ func (m *Mesh) TrustDomain() string { return m.Name + ".example" }
 // FQDN is the name of the service the mesh exports.
 func (m *Mesh) FQDN() string { return m.Service + "." + m.TrustDomain() }
 
+// HTTPPort is the exported service's HTTP port.
+func (m *Mesh) HTTPPort() uint32 { return cmp.Or(m.ServicePorts.HTTP, HTTPPort) }
+
+// GRPCPort is the exported service's gRPC port.
+func (m *Mesh) GRPCPort() uint32 { return cmp.Or(m.ServicePorts.GRPC, GRPCPort) }
+
 // CertsDir is where the mesh's CA and SVIDs are.
 func (m *Mesh) CertsDir() string { return filepath.Join(m.Dir, "certs") }
 
@@ -122,22 +136,23 @@ func WriteCA(root, name string) error {
 // exported to its peer, or nothing (the service withdrawn).
 func (m *Mesh) WriteServices(exported bool) error {
 	y := "services: []\n"
+	ip := cmp.Or(m.UpstreamIP, "127.0.0.1")
 	if exported {
 		y = fmt.Sprintf(`services:
   - name: %[1]s
     fqdn: %[2]s
     consumers: [%[3]s]
     ports:
-      - {name: http, port: %[4]d, protocol: HTTP, sni: "%[10]s", endpoints: [{address: 127.0.0.1, port: %[5]d}]}
-      - {name: grpc, port: %[6]d, protocol: GRPC, endpoints: [{address: 127.0.0.1, port: %[7]d}]}
-      - {name: tcp, port: %[8]d, protocol: TCP, endpoints: [{address: 127.0.0.1, port: %[9]d}]}
-`, m.Service, m.FQDN(), m.Peer.Name, HTTPPort, m.Upstreams.HTTP, GRPCPort, m.Upstreams.GRPC, TCPPort, m.Upstreams.TCP, m.HTTPSNI)
+      - {name: http, port: %[4]d, protocol: HTTP, sni: "%[10]s", endpoints: [{address: %[11]s, port: %[5]d}]}
+      - {name: grpc, port: %[6]d, protocol: GRPC, endpoints: [{address: %[11]s, port: %[7]d}]}
+      - {name: tcp, port: %[8]d, protocol: TCP, endpoints: [{address: %[11]s, port: %[9]d}]}
+`, m.Service, m.FQDN(), m.Peer.Name, m.HTTPPort(), m.Upstreams.HTTP, m.GRPCPort(), m.Upstreams.GRPC, TCPPort, m.Upstreams.TCP, m.HTTPSNI, ip)
 		for _, p := range []struct {
 			name, protocol string
 			port, upstream uint32
 		}{{"tls", "TLS", TLSPort, m.Upstreams.TLS}, {"mtls", "MTLS", MTLSPort, m.Upstreams.MTLS}, {"https", "HTTPS", HTTPSPort, m.Upstreams.HTTPS}} {
 			if p.upstream != 0 {
-				y += fmt.Sprintf("      - {name: %s, port: %d, protocol: %s, endpoints: [{address: 127.0.0.1, port: %d}]}\n", p.name, p.port, p.protocol, p.upstream)
+				y += fmt.Sprintf("      - {name: %s, port: %d, protocol: %s, endpoints: [{address: %s, port: %d}]}\n", p.name, p.port, p.protocol, ip, p.upstream)
 			}
 		}
 		y += m.ExtraServices

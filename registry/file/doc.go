@@ -1,28 +1,10 @@
 // Package file is a registry source that reads the services to export from
 // a YAML file and follows its changes.
 //
-// The file (testdata/services.yaml is a commented example):
-//
-//	services:
-//	  - name: inventory                 # required, DNS label
-//	    fqdn: inventory.mesh-a.example  # required, lowercase DNS name, no wildcard
-//	    mode: terminate                 # terminate (default) | passthrough
-//	    backendSpiffeIds: []            # passthrough only, and then required: the SPIFFE IDs
-//	                                    # the service presents, as it terminates mTLS itself
-//	    consumers: [mesh-b]             # peers allowed to import it; at least one
-//	    description: optional
-//	    tags: [optional]
-//	    labels: {optional: map}
-//	    ports:                          # at least one
-//	      - name: http                  # required DNS label, unique within the service
-//	        port: 8080                  # 1..65535, the port the service is known by
-//	        protocol: HTTP              # HTTP HTTPS GRPC HTTP2 MONGO TCP TLS MTLS
-//	        sni: optional               # default outbound_.<port>_._.<fqdn>
-//	        consulService: optional     # the Consul service whose Connect sidecars the
-//	                                    # endpoints are: the ingress speaks Consul's mTLS to them
-//	        endpoints:                  # at least one
-//	          - address: 127.0.0.1      # IP or DNS name
-//	            port: 9080
+// The file's shape is Document; README.md's section "The registry file"
+// shows every field, and registry.schema.json, generated from the types
+// (meshfed registry schema prints it), is what editors validate it with.
+// testdata/services.yaml is a commented example.
 //
 // Reading is strict: an unknown field, a value of the wrong type, a
 // duplicate key and every invalid value is an error that names the file,

@@ -34,7 +34,7 @@ func newIndex(root *yaml.Node) index { return index{root: root} }
 // accepts, nil if none; the entry's path is written only then.
 func (ix index) find(match func(*entry) bool) *entry {
 	w := walker{match: match}
-	w.walk(ix.root, ix.root.Line, reflect.TypeFor[document]())
+	w.walk(ix.root, ix.root.Line, reflect.TypeFor[Document]())
 	return w.found
 }
 
@@ -233,7 +233,7 @@ var (
 	dupKeyRE    = regexp.MustCompile(`^mapping key "(.*)" already defined at line (\d+)$`)
 	dupFieldRE  = regexp.MustCompile(`^field (\S+) already set in type \S+$`)
 	mismatchRE  = regexp.MustCompile("^cannot unmarshal (!!\\w+)(?: `(.*)`)? into (\\S+)$")
-	knownFields = fieldsOf(document{}, service{}, port{}, endpoint{})
+	knownFields = fieldsOf(Document{}, Service{}, Port{}, Endpoint{})
 )
 
 // syntaxError puts the file name before yaml's "line N:" where it has one.

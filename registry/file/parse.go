@@ -14,37 +14,70 @@ import (
 	"github.com/meshfed/meshfed/registry"
 )
 
-// The file's shape. Numbers are *int so that a missing port is told apart
-// from port 0, and strings are checked after decoding, where the message
-// can name the allowed values.
+// The file's shape, from which registry.schema.json is generated (the
+// field comments are its descriptions). Numbers are *int so that a missing
+// port is told apart from port 0, and strings are checked after decoding,
+// where the message can name the allowed values.
 type (
-	document struct {
-		Services []service `yaml:"services"`
+	// Document is a registry file: the services this mesh exports.
+	Document struct {
+		// Services are the exports. None, or an empty file, withdraws
+		// every export.
+		Services []Service `yaml:"services"`
 	}
-	service struct {
-		Name        string            `yaml:"name"`
-		FQDN        string            `yaml:"fqdn"`
-		Mode        string            `yaml:"mode"`
-		BackendIDs  []string          `yaml:"backendSpiffeIds"`
-		Consumers   []string          `yaml:"consumers"`
-		Description string            `yaml:"description"`
-		Tags        []string          `yaml:"tags"`
-		Labels      map[string]string `yaml:"labels"`
-		Ports       []port            `yaml:"ports"`
+	// Service is one exported service.
+	Service struct {
+		// Name is the name peers see: a DNS label, unique in the file.
+		Name string `yaml:"name" jsonschema:"required"`
+		// FQDN is the service's lowercase DNS name, unique in the file; no
+		// wildcard.
+		FQDN string `yaml:"fqdn" jsonschema:"required"`
+		// Mode is terminate (the default: the ingress gateway ends the
+		// consumer's mutual TLS and proxies to the endpoints) or
+		// passthrough (the service ends it itself; the ingress routes the
+		// raw stream by SNI).
+		Mode string `yaml:"mode" jsonschema:"enum=terminate,enum=passthrough"`
+		// BackendIDs are the SPIFFE IDs the service presents, which peers
+		// are told to verify: required with mode passthrough, and only
+		// then allowed.
+		BackendIDs []string `yaml:"backendSpiffeIds"`
+		// Consumers are the peers (peers[].name) allowed to import the
+		// service; at least one.
+		Consumers []string `yaml:"consumers" jsonschema:"required,minItems=1"`
+		// Description is sent to peers.
+		Description string `yaml:"description"`
+		// Tags are sent to peers.
+		Tags []string `yaml:"tags"`
+		// Labels are sent to peers.
+		Labels map[string]string `yaml:"labels"`
+		// Ports are the service's ports; at least one.
+		Ports []Port `yaml:"ports" jsonschema:"required,minItems=1"`
 	}
-	port struct {
-		Name      string     `yaml:"name"`
-		Port      *int       `yaml:"port"`
-		Protocol  string     `yaml:"protocol"`
-		SNI       string     `yaml:"sni"`
-		Endpoints []endpoint `yaml:"endpoints"`
+	// Port is one port of an exported service.
+	Port struct {
+		// Name is a DNS label, unique within the service.
+		Name string `yaml:"name" jsonschema:"required"`
+		// Port is the port the service is known by, unique within the
+		// service.
+		Port *int `yaml:"port" jsonschema:"required,minimum=1,maximum=65535"`
+		// Protocol is what the port speaks.
+		Protocol string `yaml:"protocol" jsonschema:"required,enum=HTTP,enum=HTTPS,enum=GRPC,enum=HTTP2,enum=MONGO,enum=TCP,enum=TLS,enum=MTLS"`
+		// SNI is the server name consumers reach the port by; default
+		// outbound_.<port>_._.<fqdn>. Unique across the file.
+		SNI string `yaml:"sni"`
+		// Endpoints are where the ingress gateway sends the port's
+		// traffic; at least one.
+		Endpoints []Endpoint `yaml:"endpoints" jsonschema:"required,minItems=1"`
 		// ConsulService names the Consul service whose Connect sidecars
-		// the endpoints are.
+		// the endpoints are: the ingress speaks Consul's mTLS to them.
 		ConsulService string `yaml:"consulService"`
 	}
-	endpoint struct {
-		Address string `yaml:"address"`
-		Port    *int   `yaml:"port"`
+	// Endpoint is one local instance of a port.
+	Endpoint struct {
+		// Address is an IP address or a DNS name.
+		Address string `yaml:"address" jsonschema:"required"`
+		// Port is the instance's port.
+		Port *int `yaml:"port" jsonschema:"required,minimum=1,maximum=65535"`
 	}
 )
 
@@ -63,10 +96,10 @@ func Parse(b []byte, name string) ([]model.Export, error) {
 	if root.Kind == 0 {
 		return []model.Export{}, nil
 	}
-	if bad := firstShapeProblem(root, reflect.TypeFor[document]()); bad != nil {
+	if bad := firstShapeProblem(root, reflect.TypeFor[Document]()); bad != nil {
 		return nil, newIndex(root).shapeError(name, bad)
 	}
-	var doc document
+	var doc Document
 	if err := root.Decode(&doc); err != nil {
 		var te *yaml.TypeError
 		if errors.As(err, &te) && len(te.Errors) > 0 {
@@ -87,7 +120,7 @@ func Parse(b []byte, name string) ([]model.Export, error) {
 
 // exports converts and checks the document; errors are *model.FieldError
 // with the path from the document's root.
-func (d *document) exports() ([]model.Export, error) {
+func (d *Document) exports() ([]model.Export, error) {
 	out := make([]model.Export, 0, len(d.Services))
 	names := map[string]int{}
 	fqdns := map[string]int{}
@@ -128,7 +161,7 @@ func (d *document) exports() ([]model.Export, error) {
 }
 
 // export converts one service, setting the defaults.
-func (s *service) export(at string) (model.Export, error) {
+func (s *Service) export(at string) (model.Export, error) {
 	e := model.Export{
 		Name:        s.Name,
 		FQDN:        s.FQDN,
