@@ -29,7 +29,7 @@ DIST_ARCHES := amd64 arm64
 IMAGE_ARCH  ?= $(shell $(GO) env GOARCH)
 IMAGE       := dist/meshfed-$(VERSION)-linux-$(IMAGE_ARCH).oci.tar
 
-.PHONY: all build test test-short proto vet fmt clean demo demo-consul consul envoy promtool bench bench-full dist image
+.PHONY: all build test test-short proto vet fmt clean demo demo-consul consul envoy promtool bench bench-envoy bench-full dist image
 
 all: build
 
@@ -94,19 +94,31 @@ promtool:
 ## bench: meshfed against the go-control-plane baselines, up to 10,000
 ## services and 100 simulated gateways, 4 real Envoy gateways at 1,000
 ## services, the real ingress Envoy at 1,000, 5,000 and 10,000 exports (its
-## heap per exported port, and single export changes: about a minute), and
-## the catalog sync on loopback and at 50 ms RTT (about 6 minutes on 2
-## cores); results in bench/results, plots drawn by bench/plot (a module of
-## its own: the plotting stack stays out of meshfed's modules).
+## heap per exported port, and single export changes: about a minute), the
+## data path (HTTP direct and through both gateways at concurrency 1 and
+## 32, and TCP bulk: about 30 s), and the catalog sync on loopback and at
+## 50 ms RTT (about 6 minutes on 2 cores); results in bench/results, plots
+## drawn by bench/plot (a module of its own: the plotting stack stays out
+## of meshfed's modules).
 bench: envoy
 	PATH=$(TEST_PATH) $(GO) run ./bench/cmd/meshfed-bench \
 		-plan 'n=1000,10000 m=10' \
 		-plan 'n=10000 m=100 modes=delta workloads=cold,single' \
 		-plan 'n=10000 m=100 systems=snapshot modes=sotw workloads=cold,single' \
 		-plan 'kind=envoy n=1000 m=4 modes=delta' \
-		-ingress-n 1000,5000,10000 \
+		-ingress-n 1000,5000,10000 -datapath 5s \
 		-single-budget 3s -sync-n 10000 -out bench/results $(BENCH_FLAGS)
 	$(GO) -C bench/plot run . -in ../results/meshfed-bench.json
+
+## bench-envoy: 4 real Envoy gateways at 10,000 imported services, meshfed
+## beside the go-control-plane baselines: cold start time, one change
+## applied by every Envoy (p50/p99 by kind), Envoy heap per imported
+## service, update_rejected and init_fetch_timeout (about 10 minutes on 2
+## cores).
+bench-envoy: envoy
+	PATH=$(TEST_PATH) $(GO) run ./bench/cmd/meshfed-bench \
+		-plan 'kind=envoy n=10000 m=4 modes=delta' \
+		-single-budget 10s -no-sync -out bench/results/envoy $(BENCH_FLAGS)
 
 ## bench-full: the same up to 100,000 services, 4 real Envoy gateways at
 ## 10,000, the ingress Envoy up to 20,000 exports, and every sync through

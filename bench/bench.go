@@ -96,6 +96,10 @@ type Options struct {
 	// export changes (SingleChanges and SingleBudget bound their rounds).
 	// None: not measured.
 	Ingress []int
+	// DataPath, when positive, measures the data path: each HTTP load
+	// (direct and through both gateways, at each concurrency) and each TCP
+	// transfer runs this long.
+	DataPath time.Duration
 	// SingleChanges caps the single-change workload (default 40); it stops
 	// earlier after SingleBudget (default 5s), with at least 3 changes.
 	SingleChanges int
@@ -260,6 +264,8 @@ type Report struct {
 	Runs []*RunResult `json:"runs"`
 	// Ingress is the ingress gateway's measurement; nil when not run.
 	Ingress *IngressReport `json:"ingress,omitempty"`
+	// DataPath is the data path's measurement; nil when not run.
+	DataPath *DataPathReport `json:"dataPath,omitempty"`
 	// Sync is the catalog sync benchmark; nil when not run.
 	Sync *SyncReport `json:"sync,omitempty"`
 	// Targets are the architecture's numbers as measured by the runs.
@@ -329,7 +335,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		opts.Plans = nil
 	}
 	if opts.NoXDS {
-		opts.Ingress = nil
+		opts.Ingress, opts.DataPath = nil, 0
 	}
 	rep.Plans = opts.Plans
 	total := 0
@@ -361,6 +367,12 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 			return rep, err
 		}
 		rep.Ingress = runIngress(ctx, &opts, p)
+	}
+	if opts.DataPath > 0 {
+		if err := ctx.Err(); err != nil {
+			return rep, err
+		}
+		rep.DataPath = runDataPath(ctx, &opts, p)
 	}
 	if !opts.Sync.Skip {
 		if err := ctx.Err(); err != nil {

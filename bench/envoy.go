@@ -64,6 +64,10 @@ type EnvoyFigures struct {
 	// admin /memory: the gauge is refreshed every stats flush only).
 	Overloaded int    `json:"overloaded"`
 	HeapBytes  uint64 `json:"heapBytes"`
+	// ColdHeapBytes is HeapBytes after the cold start: the largest Envoy's
+	// heap once every Envoy held every resource, the figure of Envoy's
+	// memory per service.
+	ColdHeapBytes uint64 `json:"coldHeapBytes"`
 	// CDSUpdates and LDSUpdates are Envoy's cluster_manager.cds and
 	// listener_manager.lds update_success counters, summed over the
 	// Envoys, since the cold start; ClusterChanges and ListenerChanges are

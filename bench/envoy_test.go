@@ -100,3 +100,38 @@ func TestIngressGateway(t *testing.T) {
 	heap := rep.Targets[slices.IndexFunc(rep.Targets, func(t Target) bool { return strings.HasPrefix(t.Name, "ingress Envoy heap per exported port, N=20") })]
 	assert.NotNil(t, heap.Met, "the heap target has its figure: %+v", heap)
 }
+
+// TestDataPath sends requests and a TCP stream through a real egress and
+// ingress Envoy, and directly: every request through both gateways is
+// answered, the TCP sink counts what crossed them, and the report has its
+// table and rows. It checks no figure.
+func TestDataPath(t *testing.T) {
+	opts := realEnvoy(t, 1)
+	opts.NoEgress, opts.DataPath = true, 300*time.Millisecond
+	rep, err := Run(context.Background(), opts)
+	require.NoError(t, err)
+	dp := rep.DataPath
+	require.NotNil(t, dp)
+	require.Empty(t, dp.Failed)
+	assert.Empty(t, dp.Errors)
+	require.Len(t, dp.HTTP, len(dataPathConcurrency))
+	for i, l := range dp.HTTP {
+		assert.Equal(t, dataPathConcurrency[i], l.Concurrency)
+		for name, f := range map[string]*HTTPFigures{"direct": l.Direct, "through": l.Through} {
+			assert.Positive(t, f.Requests, "%s, concurrency %d: requests answered 200", name, l.Concurrency)
+			assert.Zero(t, f.Errors, "%s, concurrency %d", name, l.Concurrency)
+			assert.Positive(t, f.P99Ms, "%s, concurrency %d", name, l.Concurrency)
+		}
+	}
+	require.NotNil(t, dp.TCP)
+	assert.Positive(t, dp.TCP.DirectBytes)
+	assert.Positive(t, dp.TCP.ThroughBytes, "bytes the sink counted through both gateways")
+	assert.Zero(t, dp.UpdateRejected)
+
+	var sb strings.Builder
+	require.NoError(t, rep.WriteTable(&sb))
+	assert.Contains(t, sb.String(), "TCP bulk (MB/s)")
+	assert.True(t, slices.ContainsFunc(rep.Targets, func(t Target) bool {
+		return strings.HasPrefix(t.Name, "data path, HTTP, concurrency 32")
+	}), "the targets report the data path")
+}

@@ -197,6 +197,13 @@ var figures = []figure{
 	{"  cluster changes ACKed x M", envoyFigure(func(f *EnvoyFigures) float64 { return float64(f.ClusterChanges) }), "%.0f"},
 	{"envoy lds updates applied (stats)", envoyFigure(func(f *EnvoyFigures) float64 { return float64(f.LDSUpdates) }), "%.0f"},
 	{"  listener changes ACKed x M", envoyFigure(func(f *EnvoyFigures) float64 { return float64(f.ListenerChanges) }), "%.0f"},
+	{"envoy heap after cold start, largest (MB)", envoyFigure(func(f *EnvoyFigures) float64 { return float64(f.ColdHeapBytes) / 1e6 }), "%.1f"},
+	{"  per imported service (KB)", func(r *RunResult) (float64, bool) {
+		if r.Envoy == nil || r.Failed != "" || r.Envoy.ColdHeapBytes == 0 {
+			return 0, false
+		}
+		return heapPerServiceKB(r), true
+	}, "%.1f"},
 	{"envoy RSS after cold start, largest (MB)", envoyFigure(func(f *EnvoyFigures) float64 { return float64(f.ColdRSSBytes) / 1e6 }), "%.1f"},
 	{"envoy RSS at the end, largest (MB)", envoyFigure(func(f *EnvoyFigures) float64 { return float64(f.EndRSSBytes) / 1e6 }), "%.1f"},
 	{"envoy heap allocated at the end, largest (MB)", envoyFigure(func(f *EnvoyFigures) float64 { return float64(f.HeapBytes) / 1e6 }), "%.1f"},
@@ -251,6 +258,11 @@ func (r *Report) WriteTable(w io.Writer) error {
 	}
 	if r.Ingress != nil {
 		if err := r.writeIngress(w); err != nil {
+			return err
+		}
+	}
+	if r.DataPath != nil {
+		if err := r.writeDataPath(w); err != nil {
 			return err
 		}
 	}

@@ -380,7 +380,10 @@ func (e *env) coldStart(ctx context.Context, want checkWant, lis net.Listener, n
 		}
 		res.Envoy.ColdRSSBytes = res.Envoy.EndRSSBytes
 		res.Envoy.ColdInitFetchTimeout = res.Envoy.InitFetchTimeout
-		progress("envoy RSS %.0f MB (largest of %d), control plane RSS %.0f MB", float64(res.Envoy.ColdRSSBytes)/1e6, res.Gateways, float64(res.Envoy.ControlPlaneRSSBytes)/1e6)
+		res.Envoy.ColdHeapBytes = res.Envoy.HeapBytes
+		progress("envoy heap %.0f MB (%.1f KB/service), RSS %.0f MB (largest of %d); %d init_fetch_timeout; control plane RSS %.0f MB",
+			float64(res.Envoy.ColdHeapBytes)/1e6, float64(res.Envoy.ColdHeapBytes)/1024/float64(res.Services), float64(res.Envoy.ColdRSSBytes)/1e6,
+			res.Gateways, res.Envoy.ColdInitFetchTimeout, float64(res.Envoy.ControlPlaneRSSBytes)/1e6)
 	}
 	return nil
 }

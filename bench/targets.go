@@ -26,7 +26,8 @@ func verdictOf(ok bool) *bool { return &ok }
 func (r *Report) evaluate() []Target {
 	out := r.simulated().evaluateSimulated()
 	out = append(out, r.envoyTargets()...)
-	return append(out, r.ingressTargets()...)
+	out = append(out, r.ingressTargets()...)
+	return append(out, r.dataPathTargets()...)
 }
 
 // evaluateSimulated measures the runs of simulated gateways.
@@ -328,6 +329,14 @@ func (r *Report) envoyTargets() []Target {
 		t.Note = strings.Join(parts, "; ")
 	}
 	out = append(out, t)
+	if mf.Envoy != nil && mf.Envoy.ColdHeapBytes > 0 {
+		kb := heapPerServiceKB(mf)
+		out = append(out, Target{
+			Name: fmt.Sprintf("  Envoy heap per imported service, N=%d", mf.Services), Want: "at most 40 KB",
+			Measured: fmt.Sprintf("%.1f KB (largest heap %.0f MB after the cold start)%s", kb, float64(mf.Envoy.ColdHeapBytes)/1e6, missedBy(kb, 40, "KB")),
+			Met:      verdictOf(kb <= 40),
+		})
+	}
 	for _, sc := range Scopes {
 		if mf.Single == nil {
 			break
@@ -391,4 +400,10 @@ func scopeLabel(sc string) string {
 		return "route"
 	}
 	return sc
+}
+
+// heapPerServiceKB is the largest Envoy's heap after the cold start over
+// the services it holds, as the ingress's heap per exported port is.
+func heapPerServiceKB(r *RunResult) float64 {
+	return float64(r.Envoy.ColdHeapBytes) / 1024 / float64(r.Services)
 }

@@ -92,6 +92,7 @@ func run() int {
 	flag.StringVar(&o.StoreDir, "store-dir", "", "directory of the xDS runs' stores (default /dev/shm when present)")
 	flag.Uint64Var(&o.Seed, "seed", 1, "seed of the generated catalog and changes")
 	flag.StringVar(&ingressN, "ingress-n", "", "numbers of exports of the ingress gateway's measurement, comma-separated: one real Envoy from ingress.yaml, its heap per exported port after the cold start, and single export changes (add, remove, endpoints; bounded by -single and -single-budget, at least 10 rounds); none by default")
+	flag.DurationVar(&o.DataPath, "datapath", 0, "measure the data path for this long each: HTTP requests per second and latency direct and through both gateways (real Envoys, mutual TLS between them) at concurrency 1 and 32, and TCP bulk throughput; 0: not measured")
 	flag.BoolVar(&noSync, "no-sync", false, "skip the catalog sync benchmark")
 	flag.BoolVar(&o.NoXDS, "sync-only", false, "run the catalog sync benchmark only")
 	flag.BoolVar(&o.NoEgress, "no-egress", false, "skip the runs of egress gateways (every -plan), e.g. to run the ingress measurement alone")
