@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -185,11 +186,7 @@ func (p *published) instances() map[model.Key][]registry.Imported {
 func (p *published) all() []registry.Imported {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	keys := make([]model.Key, 0, len(p.served))
-	for k := range p.served {
-		keys = append(keys, k)
-	}
-	slices.SortFunc(keys, model.CompareKeys)
+	keys := slices.SortedFunc(maps.Keys(p.served), model.CompareKeys)
 	var out []registry.Imported
 	for _, k := range keys {
 		out = append(out, p.served[k].instances...)
@@ -202,11 +199,7 @@ func (p *published) all() []registry.Imported {
 func (p *published) take() (set, gone []registry.Imported, served int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	keys := make([]model.Key, 0, len(p.pending))
-	for k := range p.pending {
-		keys = append(keys, k)
-	}
-	slices.SortFunc(keys, model.CompareKeys)
+	keys := slices.SortedFunc(maps.Keys(p.pending), model.CompareKeys)
 	for _, k := range keys {
 		before, now := p.pending[k], p.served[k].instances
 		set = append(set, now...)
