@@ -113,7 +113,7 @@ bench: envoy
 ## bench-envoy: 4 real Envoy gateways at 10,000 imported services, meshfed
 ## beside the go-control-plane baselines: cold start time, one change
 ## applied by every Envoy (p50/p99 by kind), Envoy heap per imported
-## service, update_rejected and init_fetch_timeout (about 10 minutes on 2
+## service, update_rejected and init_fetch_timeout (about 3 minutes on 2
 ## cores).
 bench-envoy: envoy
 	PATH=$(TEST_PATH) $(GO) run ./bench/cmd/meshfed-bench \
