@@ -7,6 +7,7 @@ import (
 	"net"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/meshfed/meshfed/e2e/upstream"
 	"github.com/meshfed/meshfed/examples/twomesh"
@@ -239,14 +240,30 @@ func (m *mesh) assign(p *portPicker) error {
 // ports assign held for them (released by then).
 func (m *mesh) startUpstreams() error {
 	var err error
-	if m.up.http, err = upstream.HTTP(m.Service+"-http", twomesh.HostPort(m.IP, m.Upstreams.HTTP)); err != nil {
+	if m.up.http, err = bindSoon(upstream.HTTP, m.Service+"-http", twomesh.HostPort(m.IP, m.Upstreams.HTTP)); err != nil {
 		return err
 	}
-	if m.up.grpc, err = upstream.GRPC(m.Service+"-grpc", twomesh.HostPort(m.IP, m.Upstreams.GRPC)); err != nil {
+	if m.up.grpc, err = bindSoon(upstream.GRPC, m.Service+"-grpc", twomesh.HostPort(m.IP, m.Upstreams.GRPC)); err != nil {
 		return err
 	}
-	m.up.tcp, err = upstream.TCPEcho(m.Service+"-tcp", twomesh.HostPort(m.IP, m.Upstreams.TCP))
+	m.up.tcp, err = bindSoon(upstream.TCPEcho, m.Service+"-tcp", twomesh.HostPort(m.IP, m.Upstreams.TCP))
 	return err
+}
+
+// bindSoon starts a server on a port the picker has just released, trying
+// again for a moment while it is still in use: a process forked at that
+// moment (by another demo in the same process, as the side-by-side test
+// runs them) holds a copy of the released listener until it execs, and 5
+// runs in 60 of that test failed on it.
+func bindSoon(start func(name, addr string) (*upstream.Server, error), name, addr string) (*upstream.Server, error) {
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		s, err := start(name, addr)
+		if err == nil || !errors.Is(err, syscall.EADDRINUSE) || time.Now().After(deadline) {
+			return s, err
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 func closeUpstreams(meshes []*mesh) {
