@@ -51,6 +51,9 @@ type Sink struct {
 	imports map[importKey]registry.Imported
 	byName  map[string]map[importKey]bool
 	have    map[string]*node
+	// nodeOf is the node of each service of have, by Consul name and
+	// service id: Apply finds what a change touches without a scan.
+	nodeOf map[string]map[string]string
 }
 
 // importKey is an import instance: what a service id of the sink stands
@@ -119,6 +122,7 @@ func (s *Sink) Sync(ctx context.Context, imports []registry.Imported) error {
 		s.index(im)
 	}
 	s.have = mirror(have, want, func(*api.AgentService) bool { return true }, conflicted(conflicts))
+	s.indexHave()
 	s.synced = true
 	return errors.Join(conflicts...)
 }
@@ -154,22 +158,8 @@ func (s *Sink) Apply(ctx context.Context, set, gone []registry.Imported) error {
 			subset = append(subset, s.imports[k])
 		}
 	}
-	touched := func(svc *api.AgentService) bool {
-		return names[svc.Service] || names[strings.TrimSuffix(svc.Service, connectProxySuffix)]
-	}
 	want := s.desired(subset)
-	have := map[string]*node{}
-	for name, n := range s.have {
-		part := &node{address: n.address, meta: n.meta, services: map[string]*api.AgentService{}}
-		for id, svc := range n.services {
-			if touched(svc) {
-				part.services[id] = svc
-			}
-		}
-		if len(part.services) > 0 || want[name] != nil {
-			have[name] = part
-		}
-	}
+	have := s.part(names, want)
 	ops, conflicts, err := s.planChanges(ctx, want, have, s.have)
 	if err != nil {
 		return err
@@ -181,9 +171,110 @@ func (s *Sink) Apply(ctx context.Context, set, gone []registry.Imported) error {
 	if err := s.registerProxies(ctx, want, have); err != nil {
 		return err
 	}
-	s.have = mirror(s.have, want, touched, conflicted(conflicts))
+	s.update(have, want, conflicted(conflicts))
 	s.synced = true
 	return errors.Join(conflicts...)
+}
+
+// part is what have holds of the Consul names touched (each with its
+// Connect proxy): every node with those services only, and every node
+// that want names.
+func (s *Sink) part(names map[string]bool, want map[string]*node) map[string]*node {
+	out := map[string]*node{}
+	at := func(name string) *node {
+		p := out[name]
+		if p == nil {
+			n := s.have[name]
+			p = &node{address: n.address, meta: n.meta, services: map[string]*api.AgentService{}}
+			out[name] = p
+		}
+		return p
+	}
+	for name := range names {
+		for _, svc := range []string{name, name + connectProxySuffix} {
+			for id, nodeName := range s.nodeOf[svc] {
+				at(nodeName).services[id] = s.have[nodeName].services[id]
+			}
+		}
+	}
+	for name := range want {
+		if s.have[name] != nil {
+			at(name)
+		}
+	}
+	return out
+}
+
+// update makes have what the catalog holds once Apply wrote want over
+// part (what have held of the names touched), as mirror does for a whole
+// Sync, touching only those nodes and services; a node in skip (its
+// write conflicted) is forgotten, as mirror forgets it, until a Sync reads
+// it again.
+func (s *Sink) update(part, want map[string]*node, skip map[string]bool) {
+	for name := range skip {
+		if n := s.have[name]; n != nil {
+			for id, svc := range n.services {
+				s.unindexService(svc.Service, id)
+			}
+			delete(s.have, name)
+		}
+	}
+	for name, p := range part {
+		if skip[name] {
+			continue
+		}
+		for id, svc := range p.services {
+			if svc.Meta[metaManaged] == "true" {
+				delete(s.have[name].services, id)
+				s.unindexService(svc.Service, id)
+			}
+		}
+	}
+	for name, w := range want {
+		if skip[name] {
+			continue
+		}
+		n := s.have[name]
+		if n == nil {
+			n = &node{services: map[string]*api.AgentService{}}
+			s.have[name] = n
+		}
+		n.address, n.meta = w.address, w.meta
+		for id, svc := range w.services {
+			n.services[id] = svc
+			s.indexService(svc.Service, id, name)
+		}
+	}
+	for _, touched := range []map[string]*node{part, want} {
+		for name := range touched {
+			if n := s.have[name]; n != nil && len(n.services) == 0 {
+				delete(s.have, name)
+			}
+		}
+	}
+}
+
+func (s *Sink) indexHave() {
+	s.nodeOf = map[string]map[string]string{}
+	for name, n := range s.have {
+		for id, svc := range n.services {
+			s.indexService(svc.Service, id, name)
+		}
+	}
+}
+
+func (s *Sink) indexService(service, id, node string) {
+	if s.nodeOf[service] == nil {
+		s.nodeOf[service] = map[string]string{}
+	}
+	s.nodeOf[service][id] = node
+}
+
+func (s *Sink) unindexService(service, id string) {
+	delete(s.nodeOf[service], id)
+	if len(s.nodeOf[service]) == 0 {
+		delete(s.nodeOf, service)
+	}
 }
 
 func (s *Sink) name(im registry.Imported) string {

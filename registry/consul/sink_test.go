@@ -2,6 +2,7 @@ package consul
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -159,6 +160,7 @@ func TestSinkAppliesAChangeAlone(t *testing.T) {
 	require.Len(t, instances(t, c, "orders-mesh-c"), 1)
 	require.Equal(t, []string{"consultest", "meshfed-mesh-b", "meshfed-mesh-c"}, nodeNames(t, c))
 	require.Equal(t, before, instances(t, c, "inventory-mesh-b")[0].ModifyIndex, "the others are not rewritten")
+	requireKnows(t, s)
 
 	moved := inventoryHTTP
 	moved.Port = 15002
@@ -166,15 +168,48 @@ func TestSinkAppliesAChangeAlone(t *testing.T) {
 	require.Equal(t, 15002, instances(t, c, "inventory-mesh-b")[0].ServicePort)
 	require.Empty(t, instances(t, c, "ledger-mesh-b"))
 	require.Len(t, instances(t, c, "orders-mesh-c"), 1)
+	requireKnows(t, s)
 
 	require.NoError(t, s.Apply(ctx, nil, []registry.Imported{moved}))
 	require.Equal(t, []string{"consultest", "meshfed-mesh-c"}, nodeNames(t, c), "a node left without services goes")
+	requireKnows(t, s)
 
 	after := instances(t, c, "orders-mesh-c")[0].ModifyIndex
 	syncOK(t, s, ordersTCP)
 	require.Equal(t, after, instances(t, c, "orders-mesh-c")[0].ModifyIndex, "the changes left what a Sync wants")
 	require.NoError(t, s.Apply(ctx, nil, []registry.Imported{ordersTCP}))
 	require.Equal(t, []string{"consultest"}, nodeNames(t, c))
+}
+
+// requireKnows checks that what the sink keeps of the catalog, which each
+// Apply updates in place (and its index of it), is what Consul holds.
+func requireKnows(t *testing.T, s *Sink) {
+	t.Helper()
+	held, err := s.current(context.Background())
+	require.NoError(t, err)
+	summary := func(m map[string]*node) map[string][]string {
+		out := map[string][]string{}
+		for name, n := range m {
+			for id, svc := range n.services {
+				out[name] = append(out[name], fmt.Sprintf("%s %s %s:%d", id, svc.Service, svc.Address, svc.Port))
+			}
+			slices.Sort(out[name])
+		}
+		return out
+	}
+	require.Equal(t, summary(held), summary(s.have))
+	indexed := 0
+	for _, ids := range s.nodeOf {
+		indexed += len(ids)
+	}
+	services := 0
+	for name, n := range s.have {
+		for id, svc := range n.services {
+			require.Equal(t, name, s.nodeOf[svc.Service][id], "index of %s", id)
+			services++
+		}
+	}
+	require.Equal(t, services, indexed)
 }
 
 // Acceptance: a new Sink, as after a restart, removes the leftovers of the
