@@ -99,8 +99,9 @@ promtool:
 ## 32, and TCP bulk: about 30 s), and the catalog sync on loopback and at
 ## 50 ms RTT (about 6 minutes on 2 cores); results in bench/results, plots
 ## drawn by bench/plot (a module of its own: the plotting stack stays out
-## of meshfed's modules).
-bench: envoy
+## of meshfed's modules). Then the agent's CPU for one import change outside
+## xDS (DNS and a real Consul sink) at 1,000 and 10,000 imports.
+bench: envoy consul
 	PATH=$(TEST_PATH) $(GO) run ./bench/cmd/meshfed-bench \
 		-plan 'n=1000,10000 m=10' \
 		-plan 'n=10000 m=100 modes=delta workloads=cold,single' \
@@ -109,6 +110,7 @@ bench: envoy
 		-ingress-n 1000,5000,10000 -datapath 5s \
 		-single-budget 3s -sync-n 10000 -out bench/results $(BENCH_FLAGS)
 	$(GO) -C bench/plot run . -in ../results/meshfed-bench.json
+	PATH=$(TEST_PATH) $(GO) test -run '^$$' -bench BenchmarkPublishedChange -benchtime 300x ./agent/
 
 ## bench-envoy: 4 real Envoy gateways at 10,000 imported services, meshfed
 ## beside the go-control-plane baselines: cold start time, one change
