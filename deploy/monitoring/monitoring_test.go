@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -18,6 +19,7 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -209,15 +211,21 @@ func scrapedNames(body string) map[string]bool {
 	return out
 }
 
+// agentIP is a loopback address of this test's own for its agents (every
+// 127.x.y.z is loopback on Linux, and 127.192.0.0/10 is no other test's):
+// a port picked free on 127.0.0.1 was taken by another package's test
+// before the agent bound it, once in five runs of make test.
+var agentIP = fmt.Sprintf("127.%d.%d.%d", 192+rand.N(64), rand.N(256), 1+rand.N(254))
+
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	l, err := net.Listen("tcp", net.JoinHostPort(agentIP, "0"))
 	require.NoError(t, err)
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-func addr(t *testing.T) string { return fmt.Sprintf("127.0.0.1:%d", freePort(t)) }
+func addr(t *testing.T) string { return net.JoinHostPort(agentIP, strconv.Itoa(freePort(t))) }
 
 func buildMeshfed(t *testing.T) string {
 	t.Helper()
@@ -240,8 +248,8 @@ func TestMetricsExistOnRunningAgents(t *testing.T) {
 	used := usedMetrics(t)
 	bin := buildMeshfed(t)
 	root := t.TempDir()
-	a := &twomesh.Mesh{Name: "mesh-a", Service: "inventory", Dir: filepath.Join(root, "mesh-a"), IP: "127.0.0.1", PortsFrom: 21000, PortsTo: 21099}
-	b := &twomesh.Mesh{Name: "mesh-b", Service: "payments", Dir: filepath.Join(root, "mesh-b"), IP: "127.0.0.1", PortsFrom: 22000, PortsTo: 22099}
+	a := &twomesh.Mesh{Name: "mesh-a", Service: "inventory", Dir: filepath.Join(root, "mesh-a"), IP: agentIP, PortsFrom: 21000, PortsTo: 21099}
+	b := &twomesh.Mesh{Name: "mesh-b", Service: "payments", Dir: filepath.Join(root, "mesh-b"), IP: agentIP, PortsFrom: 22000, PortsTo: 22099}
 	a.Peer, b.Peer = b, a
 	for _, m := range []*twomesh.Mesh{a, b} {
 		m.Federation, m.XDS, m.Admin, m.DNS = addr(t), addr(t), addr(t), addr(t)
