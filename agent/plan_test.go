@@ -3,13 +3,10 @@ package agent
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -18,26 +15,14 @@ import (
 
 func postPlan(t *testing.T, a *Agent, body string) (int, string) {
 	t.Helper()
-	resp, err := http.Post("http://"+a.AdminAddr().String()+"/api/v1/plan", "application/json", strings.NewReader(body))
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	return resp.StatusCode, string(b)
+	return postAdmin(t, a, "/api/v1/plan", body)
 }
 
 // A plan names what a reload of another registry file would change,
 // applies none of it, and refuses files outside the agent's folders and
 // configurations that fail the check.
 func TestPlanChangesNothing(t *testing.T) {
-	root := t.TempDir()
-	ma, mb := newMesh(t, root, "mesh-a"), newMesh(t, root, "mesh-b")
-	require.NoError(t, os.WriteFile(filepath.Join(ma.dir, "services.yaml"), []byte(registryFile), 0o600))
-	require.NoError(t, os.WriteFile(filepath.Join(ma.dir, "more.yaml"), []byte(registryFile+secondService), 0o600))
-	path := filepath.Join(ma.dir, "meshfed.yaml")
-	a := startOperable(t, ma.config(t, mb, "", "exports: {file: services.yaml}\n"), path)
-	b := start(t, mb.config(t, ma, a.FederationAddr().String()))
-	require.Eventually(t, func() bool { return len(b.Catalog.Imports()) == 1 }, 20*time.Second, 20*time.Millisecond)
+	ma, _, a, path, _ := reloadable(t)
 
 	code, body := postPlan(t, a, "{}")
 	require.Equal(t, http.StatusOK, code, body)

@@ -27,9 +27,10 @@ func exportNames(a *Agent) []string {
 	return out
 }
 
-func postReload(t *testing.T, a *Agent) (int, string) {
+// postAdmin posts body to the agent's admin API at path.
+func postAdmin(t *testing.T, a *Agent, path, body string) (int, string) {
 	t.Helper()
-	resp, err := http.Post("http://"+a.AdminAddr().String()+"/api/v1/reload", "application/json", strings.NewReader("{}"))
+	resp, err := http.Post("http://"+a.AdminAddr().String()+path, "application/json", strings.NewReader(body))
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
@@ -37,19 +38,34 @@ func postReload(t *testing.T, a *Agent) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
+func postReload(t *testing.T, a *Agent) (int, string) {
+	t.Helper()
+	return postAdmin(t, a, "/api/v1/reload", "{}")
+}
+
+// reloadable federates mesh-a, run from its configuration file with the
+// registry file services.yaml (more.yaml beside it adds a service), with
+// mesh-b, which imports its service: it returns both meshes, mesh-a's
+// agent and configuration file, and mesh-b's agent.
+func reloadable(t *testing.T) (ma, mb mesh, a *Agent, path string, b *running) {
+	t.Helper()
+	root := t.TempDir()
+	ma, mb = newMesh(t, root, "mesh-a"), newMesh(t, root, "mesh-b")
+	require.NoError(t, os.WriteFile(filepath.Join(ma.dir, "services.yaml"), []byte(registryFile), 0o600))
+	require.NoError(t, os.WriteFile(filepath.Join(ma.dir, "more.yaml"), []byte(registryFile+secondService), 0o600))
+	path = filepath.Join(ma.dir, "meshfed.yaml")
+	a = startOperable(t, ma.config(t, mb, "", "exports: {file: services.yaml}\n"), path)
+	b = start(t, mb.config(t, ma, a.FederationAddr().String()))
+	require.Eventually(t, func() bool { return len(b.Catalog.Imports()) == 1 }, 20*time.Second, 20*time.Millisecond)
+	return ma, mb, a, path, b
+}
+
 // A reload over the admin API applies a new source of exports at once,
 // names each other changed field as needing a restart, and refuses a file
 // that does not pass the check with its file, line and field, keeping the
 // running configuration.
 func TestReloadAppliesExportsAndNamesWhatNeedsARestart(t *testing.T) {
-	root := t.TempDir()
-	ma, mb := newMesh(t, root, "mesh-a"), newMesh(t, root, "mesh-b")
-	require.NoError(t, os.WriteFile(filepath.Join(ma.dir, "services.yaml"), []byte(registryFile), 0o600))
-	require.NoError(t, os.WriteFile(filepath.Join(ma.dir, "more.yaml"), []byte(registryFile+secondService), 0o600))
-	path := filepath.Join(ma.dir, "meshfed.yaml")
-	a := startOperable(t, ma.config(t, mb, "", "exports: {file: services.yaml}\n"), path)
-	b := start(t, mb.config(t, ma, a.FederationAddr().String()))
-	require.Eventually(t, func() bool { return len(b.Catalog.Imports()) == 1 }, 20*time.Second, 20*time.Millisecond)
+	ma, mb, a, path, b := reloadable(t)
 
 	// Nothing changed.
 	code, body := postReload(t, a)
