@@ -16,10 +16,10 @@ type SVIDStatus struct {
 }
 
 // svidStatus lists every role's SVID in use, and its last refusal.
-func (c *credentials) svidStatus(now time.Time) []SVIDStatus {
+func (c *credentials) svidStatus(now time.Time, states []certs.SVIDState) []SVIDStatus {
 	window := time.Duration(c.cfg.Identity.ExpiryWarning)
 	out := []SVIDStatus{}
-	for _, s := range c.all.SVIDStates() {
+	for _, s := range states {
 		out = append(out, SVIDStatus{SVIDState: s, Expiring: !s.NotAfter.IsZero() && s.NotAfter.Before(now.Add(window))})
 	}
 	return out
@@ -29,9 +29,9 @@ func (c *credentials) svidStatus(now time.Time) []SVIDStatus {
 // was refused (the last good one stays in use), one in use that expired,
 // and a trust bundle whose source fails (its last good bundle stays).
 // Each says what is in use meanwhile.
-func (c *credentials) problems(now time.Time) []string {
+func (c *credentials) problems(now time.Time, states []certs.SVIDState) []string {
 	var out []string
-	for _, s := range c.all.SVIDStates() {
+	for _, s := range states {
 		if s.Refused != "" {
 			out = append(out, fmt.Sprintf("identity.%s: an SVID was refused since %s: %s; the last good one (serial %s, valid until %s) stays in use until a good one is written",
 				s.Role, s.RefusedAt.UTC().Format(time.RFC3339), s.Refused, s.Serial, s.NotAfter.UTC().Format(time.RFC3339)))

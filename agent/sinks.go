@@ -7,6 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/meshfed/meshfed/certs"
 	"github.com/meshfed/meshfed/registry"
 )
 
@@ -70,7 +71,13 @@ func (a *Agent) ExportSource() *SinkStatus { return a.exports.status() }
 // use that expired, imports held on a peer's bundle that has not loaded.
 // Readiness stays: the gateways and peers are served all the same.
 func (a *Agent) Degraded() []string {
-	out := a.creds.problems(time.Now())
+	return a.degraded(a.creds.all.SVIDStates())
+}
+
+// degraded is Degraded with the SVID states read once by the caller, so
+// that a status shows the same states in its table and its problems.
+func (a *Agent) degraded(svids []certs.SVIDState) []string {
+	out := a.creds.problems(time.Now(), svids)
 	out = append(out, holdProblems(a.bundleHolds())...)
 	if s := a.ExportSource(); s != nil && !s.Healthy {
 		since := ""

@@ -131,8 +131,11 @@ type ExportView struct {
 // Status gathers the agent's state.
 func (a *Agent) Status(context.Context) (any, error) {
 	now := time.Now()
+	// One read of the SVIDs for the table and the problems: a refusal
+	// between two reads showed in one and not the other.
+	svids := a.creds.all.SVIDStates()
 	s := Status{Mesh: a.cfg.TrustDomain, Ready: a.Ready() == nil, Peers: []PeerStatus{}, Gateways: a.gatewayViews(), Refused: a.Peers.Refused(), Sinks: a.Sinks(), ExportSource: a.ExportSource(),
-		SVIDs: a.creds.svidStatus(now), Bundles: a.creds.bundles.States(), Held: a.bundleHolds(), Degraded: a.Degraded()}
+		SVIDs: a.creds.svidStatus(now, svids), Bundles: a.creds.bundles.States(), Held: a.bundleHolds(), Degraded: a.degraded(svids)}
 	for _, ps := range a.Peers.Status() {
 		v := PeerStatus{Status: ps}
 		for name, d := range a.Catalog.Deliveries(ps.Name) {
