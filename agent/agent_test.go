@@ -216,13 +216,13 @@ func TestTwoAgentsConfigureTheirGateways(t *testing.T) {
 	// both kinds of xDS stream.
 	ingress := connect(t, a.Agent, adsclient.Options{NodeID: "ingress-gateway", Delta: true})
 	ingress.until(t, "the ingress listener", has(resource.ListenerType, "ingress/tls"))
-	const cluster, tcp = "egress/mesh-a/inventory/http", "egress/mesh-a/inventory/db"
+	const scope, tcp = "egress/mesh-a/inventory/http", "egress/mesh-a/inventory/db"
 	delta := connect(t, b.Agent, adsclient.Options{NodeID: "egress-gateway", Delta: true})
 	sotw := connect(t, b.Agent, adsclient.Options{NodeID: "egress-gateway"})
 	for _, g := range []*gateway{delta, sotw} {
-		g.until(t, "the imported clusters and listener", func(s map[string]map[string]*anypb.Any) bool {
-			return has(resource.ClusterType, cluster)(s) && has(resource.ListenerType, tcp)(s) &&
-				has(resource.ClusterType, "egress/mesh-a/orders/http")(s)
+		g.until(t, "the imported routing scopes and listener", func(s map[string]map[string]*anypb.Any) bool {
+			return has(resource.ScopedRouteType, scope)(s) && has(resource.ListenerType, tcp)(s) &&
+				has(resource.ScopedRouteType, "egress/mesh-a/orders/http")(s)
 		})
 		g.until(t, "all the agent serves", inSync(b.Agent, model.Egress))
 	}
@@ -235,7 +235,7 @@ func TestTwoAgentsConfigureTheirGateways(t *testing.T) {
 	exp := inventory()
 	exp.Ports = append(exp.Ports, model.ExportPort{Name: "grpc", Port: 9090, Protocol: model.GRPC, SNI: model.DefaultSNI(9090, exp.FQDN), Endpoints: []model.LocalEndpoint{{Address: "127.0.0.1", Port: 9091}}})
 	a.Catalog.SetExports([]model.Export{exp, orders()})
-	ups := delta.until(t, "the new port", has(resource.ClusterType, "egress/mesh-a/inventory/grpc"))
+	ups := delta.until(t, "the new port", has(resource.ScopedRouteType, "egress/mesh-a/inventory/grpc"))
 	for _, u := range ups {
 		for _, n := range append(u.Updated, u.Removed...) {
 			if u.TypeURL == resource.SecretType {

@@ -285,9 +285,9 @@ func TestRestartedConsumerKeepsRestoredImports(t *testing.T) {
 	cfg := withBundleEndpoint(t, mb, "mesh-a.example", fmt.Sprintf("{url: 'https://%s/bundle', profile: https_web, caFile: %s}", late.addr, caFile))
 	b := start(t, cfg)
 	connected(t, b.Agent)
-	const cluster = "egress/mesh-a/inventory/http"
+	const scope = "egress/mesh-a/inventory/http"
 	require.Eventually(t, func() bool {
-		return slices.Contains(clusterNames(b.Agent), cluster)
+		return slices.Contains(importScopes(b.Agent), scope)
 	}, waitFor, 10*time.Millisecond)
 	b.stop()
 
@@ -298,7 +298,7 @@ func TestRestartedConsumerKeepsRestoredImports(t *testing.T) {
 	require.False(t, b.Cache.Ready(model.Egress))
 	late.open()
 	require.Eventually(t, func() bool { return b.Cache.Ready(model.Egress) }, waitFor, time.Millisecond)
-	require.Contains(t, clusterNames(b.Agent), cluster, "the first configuration holds the restored import")
+	require.Contains(t, importScopes(b.Agent), scope, "the first configuration holds the restored import")
 }
 
 // Past the bundle wait, a peer's bundle that still has not loaded (its
@@ -316,10 +316,10 @@ func TestHeldBundleKeepsRestoredImportsPastTheWait(t *testing.T) {
 	cfg := withBundleEndpoint(t, mb, "mesh-a.example", fmt.Sprintf("{url: 'https://%s/bundle', profile: https_web, caFile: %s}", late.addr, caFile))
 	b := start(t, cfg)
 	connected(t, b.Agent)
-	const cluster = "egress/mesh-a/inventory/http"
+	const scope = "egress/mesh-a/inventory/http"
 	const secret = "meshfed/bundle/mesh-a_2eexample"
 	require.Eventually(t, func() bool {
-		return slices.Contains(clusterNames(b.Agent), cluster)
+		return slices.Contains(importScopes(b.Agent), scope)
 	}, waitFor, 10*time.Millisecond)
 	served := secretVersion(b.Agent, secret)
 	require.NotEmpty(t, served)
@@ -329,7 +329,7 @@ func TestHeldBundleKeepsRestoredImportsPastTheWait(t *testing.T) {
 	require.NoError(t, os.Remove(cfg.SavedBundlePath("mesh-a.example")))
 	b = start(t, cfg, func(a *Agent) { a.BundleWait = 100 * time.Millisecond })
 	require.Eventually(t, func() bool { return b.Ready() == nil }, waitFor, 10*time.Millisecond)
-	require.Contains(t, clusterNames(b.Agent), cluster, "the restored import is served past the wait")
+	require.Contains(t, importScopes(b.Agent), scope, "the restored import is served past the wait")
 	require.Equal(t, served, secretVersion(b.Agent, secret), "with the bundle the gateways had")
 	require.Equal(t, []spiffeid.TrustDomain{spiffeid.RequireTrustDomainFromString("mesh-a.example")}, b.creds.bundles.Missing(), "the agent itself does not take it")
 	holds := b.bundleHolds()
@@ -344,7 +344,7 @@ func TestHeldBundleKeepsRestoredImportsPastTheWait(t *testing.T) {
 	late.open()
 	require.Eventually(t, func() bool { return len(b.bundleHolds()) == 0 }, waitFor, 10*time.Millisecond)
 	require.Equal(t, certs.OriginEndpoint, bundleState(b.Agent, "mesh-a.example").Origin)
-	require.Contains(t, clusterNames(b.Agent), cluster)
+	require.Contains(t, importScopes(b.Agent), scope)
 	connected(t, b.Agent)
 }
 
@@ -358,9 +358,11 @@ func secretVersion(a *Agent, name string) string {
 	return ""
 }
 
-func clusterNames(a *Agent) []string {
+// importScopes are the egress routing scopes a serves: one per HTTP
+// import instance.
+func importScopes(a *Agent) []string {
 	var out []string
-	for _, r := range a.Cache.Resources(model.Egress, resource.ClusterType) {
+	for _, r := range a.Cache.Resources(model.Egress, resource.ScopedRouteType) {
 		out = append(out, r.Name)
 	}
 	return out

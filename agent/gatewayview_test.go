@@ -48,7 +48,7 @@ func TestGatewaysAndConfigDump(t *testing.T) {
 
 	delta := connect(t, b.Agent, adsclient.Options{NodeID: "egress-gateway", Delta: true})
 	delta.until(t, "all the agent serves", func(s map[string]map[string]*anypb.Any) bool {
-		return has(resource.ClusterType, "egress/mesh-a/inventory/http")(s) && inSync(b.Agent, model.Egress)(s)
+		return has(resource.ScopedRouteType, "egress/mesh-a/inventory/http")(s) && inSync(b.Agent, model.Egress)(s)
 	})
 	connect(t, b.Agent, adsclient.Options{NodeID: "egress-gateway", Reject: func(typeURL string, _ []*anypb.Any) error {
 		if typeURL == resource.ListenerType {

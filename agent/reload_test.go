@@ -187,8 +187,8 @@ func TestReloadRemovesAndAddsAPeer(t *testing.T) {
 	path := filepath.Join(ma.dir, "meshfed.yaml")
 	a := startOperable(t, ma.config(t, mb, b.FederationAddr().String()), path)
 	imported := func() int { return len(a.Catalog.Imports()) }
-	const cluster = "egress/mesh-b/payments/http"
-	require.Eventually(t, func() bool { return imported() == 1 && slices.Contains(clusterNames(a), cluster) }, waitFor, 10*time.Millisecond)
+	const scope = "egress/mesh-b/payments/http"
+	require.Eventually(t, func() bool { return imported() == 1 && slices.Contains(importScopes(a), scope) }, waitFor, 10*time.Millisecond)
 
 	withPeer, err := os.ReadFile(path)
 	require.NoError(t, err)
@@ -200,13 +200,13 @@ func TestReloadRemovesAndAddsAPeer(t *testing.T) {
 	require.Equal(t, http.StatusOK, code, body)
 	require.JSONEq(t, `{"applied": ["peers[mesh-b]"], "needsRestart": []}`, body)
 	require.Empty(t, a.Peers.Status())
-	require.Eventually(t, func() bool { return imported() == 0 && !slices.Contains(clusterNames(a), cluster) }, waitFor, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return imported() == 0 && !slices.Contains(importScopes(a), scope) }, waitFor, 10*time.Millisecond)
 
 	require.NoError(t, os.WriteFile(path, withPeer, 0o600))
 	code, body = postReload(t, a)
 	require.Equal(t, http.StatusOK, code, body)
 	require.JSONEq(t, `{"applied": ["peers[mesh-b]"], "needsRestart": []}`, body)
-	require.Eventually(t, func() bool { return imported() == 1 && slices.Contains(clusterNames(a), cluster) }, waitFor, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return imported() == 1 && slices.Contains(importScopes(a), scope) }, waitFor, 10*time.Millisecond)
 
 	// The egress route timeout applies to the routes at once.
 	routeTimeout := func() string {

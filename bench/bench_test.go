@@ -125,6 +125,7 @@ func TestExpectationsOfEachKind(t *testing.T) {
 	g := newGenerator(7, cat)
 	require.NoError(t, load(st, cat, g, 8))
 	port := func(string, string, string) (uint32, bool) { return 20000, true }
+	held := newHolders(&in, cat.Imports())
 	noPort := func(string, string, string) (uint32, bool) { return 0, false }
 
 	for _, tc := range []struct {
@@ -132,16 +133,14 @@ func TestExpectationsOfEachKind(t *testing.T) {
 		port  portFunc
 		scope string
 	}{
-		// An import's cluster carries its endpoints (the owner's ingress
-		// addresses): their change replaces the cluster.
-		{kindEndpoints, port, ScopeCluster},
+		{kindEndpoints, port, ""},
 		{kindAdd, noPort, ""},
 		{kindRemove, port, ""},
 		{kindEdit, port, ""},
 	} {
 		c, err := g.make(tc.kind)
 		require.NoError(t, err)
-		exps := expectations(&in, c, tc.port, false)
+		exps := expectations(&in, c, tc.port, false, held)
 		require.NotEmpty(t, exps, tc.kind)
 		for _, e := range exps {
 			assert.Equal(t, c.id, e.Change)
@@ -150,6 +149,13 @@ func TestExpectationsOfEachKind(t *testing.T) {
 			assert.Equal(t, tc.scope, scopeOf(exps))
 		}
 		switch tc.kind {
+		case kindEndpoints:
+			// The service moves to another ingress gateway of its owner,
+			// whose cluster the gateways hold for the services already
+			// there: its listener or route names it, and nothing else
+			// comes.
+			require.Len(t, exps, 1)
+			assert.Contains(t, []string{resource.ListenerType, resource.ScopedRouteType}, exps[0].Type)
 		case kindRemove:
 			for _, e := range exps {
 				assert.True(t, e.Absent, "%+v", e)
@@ -157,6 +163,9 @@ func TestExpectationsOfEachKind(t *testing.T) {
 		case kindAdd:
 			for _, e := range exps {
 				assert.False(t, e.Absent, "%+v", e)
+				// A new service is on its owner's ingress, whose cluster
+				// the gateways hold already: nothing comes for it.
+				assert.NotEqual(t, resource.ClusterType, e.Type, "%+v", e)
 			}
 		}
 	}

@@ -29,18 +29,36 @@ const (
 
 // tcpEvery makes every tcpEvery-th service TCP (a dedicated egress listener
 // on its own port); the others are HTTP (a routing scope on the shared
-// HTTP listener). Both have a cluster and an EDS load assignment.
+// HTTP listener). Both reach the owner through their upstream's cluster.
 const tcpEvery = 4
 
 // endpointsPerService is how many owner ingress endpoints (IPs) each
 // service lists.
 const endpointsPerService = 2
 
+// ingressGateways is how many ingress gateways the owner has (one per
+// zone, say). A service's endpoints are the addresses of one of them, as
+// every Hamlet owner publishes its services (a meshfed owner lists the
+// same ingress for all): the services on one gateway share an upstream,
+// and a cluster per protocol in the egress. An endpoints change moves a
+// service to another of the owner's ingress gateways.
+const ingressGateways = 4
+
+// ownerIngress are the endpointsPerService addresses of the owner's
+// ingress gateway gw.
+func ownerIngress(gw int) []model.Endpoint {
+	eps := make([]model.Endpoint, endpointsPerService)
+	for i := range eps {
+		eps[i] = model.Endpoint{Address: fmt.Sprintf("10.255.%d.%d", gw, i+1), Port: 15443}
+	}
+	return eps
+}
+
 // The kinds of change the workloads make.
 type changeKind int
 
 const (
-	kindEndpoints changeKind = iota // the endpoints' IPs change: the cluster that carries them
+	kindEndpoints changeKind = iota // the service moves to another ingress gateway of its owner: the listener or route names that upstream's cluster
 	kindEdit                        // SANs change (the cluster), and for HTTP the host rewrite (the routing scope)
 	kindAdd                         // a new service
 	kindRemove                      // a service goes
@@ -64,9 +82,8 @@ type change struct {
 // from its seed. It is used by one goroutine.
 type generator struct {
 	rnd     *rand.Rand
-	next    int    // number of the next new service
-	ipSeq   uint32 // keeps every endpoint set ever generated distinct
-	rev     int    // keeps every edit distinct
+	next    int // number of the next new service
+	rev     int // keeps every edit distinct
 	changes uint64
 	live    []string // resource ids in the catalog, for picking
 	index   map[string]int
@@ -89,14 +106,15 @@ func newGenerator(seed uint64, cat *catalog.Catalog) *generator {
 	}
 }
 
-func (g *generator) endpoints() []model.Endpoint {
-	eps := make([]model.Endpoint, endpointsPerService)
-	for i := range eps {
-		g.ipSeq++
-		s := g.ipSeq
-		eps[i] = model.Endpoint{Address: fmt.Sprintf("10.%d.%d.%d", s>>16&0xff, s>>8&0xff, s&0xff), Port: 15443}
+// otherIngress is the endpoints of another of the owner's ingress
+// gateways than the one eps are.
+func (g *generator) otherIngress(eps []model.Endpoint) []model.Endpoint {
+	for {
+		gw := g.rnd.IntN(ingressGateways)
+		if other := ownerIngress(gw); len(eps) == 0 || other[0].Address != eps[0].Address {
+			return other
+		}
 	}
-	return eps
 }
 
 // service is the i-th service as the owner publishes it.
@@ -109,7 +127,7 @@ func (g *generator) service(i int) model.Service {
 	return model.Service{
 		Name:      name,
 		FQDN:      name + "." + peerTD,
-		Endpoints: g.endpoints(),
+		Endpoints: ownerIngress(i % ingressGateways),
 		SANs:      []string{"spiffe://" + peerTD + "/meshfed/gateway/ingress"},
 		Instances: []model.Instance{inst},
 	}
@@ -214,7 +232,7 @@ func (g *generator) make(kind changeKind) (*change, error) {
 	svc.Instances = slices.Clone(svc.Instances)
 	switch kind {
 	case kindEndpoints:
-		svc.Endpoints = g.endpoints()
+		svc.Endpoints = g.otherIngress(svc.Endpoints)
 	case kindEdit:
 		g.rev++
 		svc.SANs = []string{"spiffe://" + peerTD + "/meshfed/gateway/ingress-" + strconv.Itoa(g.rev)}

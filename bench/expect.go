@@ -1,6 +1,8 @@
 package bench
 
 import (
+	"slices"
+
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/proto"
@@ -66,20 +68,57 @@ func egressOf(base *snapshot.Input, imp *model.Import, port portFunc) (sr snapsh
 	return snapshot.EgressResources(base.Settings, base.Secrets, *imp, ports), missing
 }
 
+// holders counts the services that hold each upstream cluster: a
+// service's change removes a cluster only when it was the last.
+type holders map[string]int
+
+func (h holders) add(sr snapshot.ServiceResources, d int) {
+	for _, c := range sr.Clusters {
+		if h[c.GetName()] += d; h[c.GetName()] == 0 {
+			delete(h, c.GetName())
+		}
+	}
+}
+
+// newHolders counts the holders of the upstreams of imports.
+func newHolders(base *snapshot.Input, imports []model.Import) holders {
+	h := holders{}
+	for _, imp := range imports {
+		h.add(snapshot.EgressResources(base.Settings, base.Secrets, imp, nil), 1)
+	}
+	return h
+}
+
 // expectations lists what every gateway must hold once c is delivered: the
 // resources of the service that differ before and after, and the absence
-// of those it no longer has. With partialSotw, absences that a
-// state-of-the-world stream cannot express (types other than clusters and
-// listeners) are Moot.
-func expectations(base *snapshot.Input, c *change, port portFunc, partialSotw bool) []Expect {
+// of those it no longer has, except the upstream clusters other services
+// hold (held, which c's change updates): the gateways have them already,
+// and keep them. With partialSotw, absences that a state-of-the-world
+// stream cannot express (types other than clusters and listeners) are
+// Moot.
+func expectations(base *snapshot.Input, c *change, port portFunc, partialSotw bool, held holders) []Expect {
 	before, _ := egressOf(base, c.old, port)
 	after, missing := egressOf(base, c.new, port)
+	held.add(before, -1)
+	others := map[string]bool{}
+	for _, cl := range slices.Concat(before.Clusters, after.Clusters) {
+		if held[cl.GetName()] > 0 {
+			others[cl.GetName()] = true
+		}
+	}
+	held.add(after, 1)
 	var out []Expect
 	add := func(e Expect) {
 		e.Change = c.id
 		out = append(out, e)
 	}
 	diff := func(typeURL string, old, cur map[string]uint64) {
+		if typeURL == resource.ClusterType {
+			for name := range others {
+				delete(old, name)
+				delete(cur, name)
+			}
+		}
 		for name, d := range cur {
 			if od, ok := old[name]; !ok || od != d {
 				add(Expect{Type: typeURL, Name: name, Digest: d})

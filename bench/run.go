@@ -103,12 +103,15 @@ type Workload struct {
 
 // env is one run's catalog, system, server and gateways.
 type env struct {
-	opts   *Options
-	sys    system
-	cat    *catalog.Catalog
-	st     *store.Store
-	gen    *generator
-	input  snapshot.Input
+	opts  *Options
+	sys   system
+	cat   *catalog.Catalog
+	st    *store.Store
+	gen   *generator
+	input snapshot.Input
+	// held counts the holders of each upstream cluster, as the drawn
+	// changes leave them.
+	held   holders
 	fleet  fleet
 	events *collector
 	mode   string
@@ -154,6 +157,7 @@ func runEnv(parent context.Context, opts *Options, p *pki, prefix string, res *R
 
 	nodes := nodeIDs(res.Gateways)
 	e := &env{opts: opts, cat: cat, st: st, gen: gen, input: p.input(), mode: res.Mode, m: res.Gateways, res: res}
+	e.held = newHolders(&e.input, cat.Imports())
 	sys, err := newSystem(res.System, systemEnv{catalog: cat, store: st, input: e.input, holdoff: opts.Holdoff, nodes: nodes})
 	if err != nil {
 		return err
@@ -564,7 +568,7 @@ func (e *env) draw(n int, kind func() changeKind) ([]*change, []Expect, error) {
 		if err != nil {
 			return changes, exps, err
 		}
-		ce := expectations(&e.input, c, e.sys.port, e.partialSotw())
+		ce := expectations(&e.input, c, e.sys.port, e.partialSotw(), e.held)
 		if len(ce) == 0 {
 			return changes, exps, fmt.Errorf("change %d (%s of %s) changes nothing a gateway holds", c.id, c.kind, c.rid)
 		}

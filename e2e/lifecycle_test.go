@@ -1,15 +1,17 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
-	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
-	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
-	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/meshfed/meshfed/model"
+	"github.com/meshfed/meshfed/snapshot"
 	"github.com/stretchr/testify/require"
 )
 
@@ -106,60 +108,52 @@ func gatewayChurn(ctx context.Context, t *testing.T, m *mesh) map[string]uint64 
 	return out
 }
 
-// A changed cluster is warmed by Envoy as a new cluster that waits for its
-// endpoints; the agent sends them with it, so the change applies at once
-// and nothing waits for the EDS initial_fetch_timeout (checkGateways).
-func TestChangedClusterAppliesAtOnceDelta(t *testing.T) { testChangedCluster(t, options{}) }
+// An owner's new SNI for a port reaches the consumer's egress at once: the
+// routing scope sets it on each request (the cluster, shared by every
+// import on the owner's ingress, does not change), and the owner's
+// ingress, which no longer knows the old SNI, lets the requests in.
+func TestChangedSNIAppliesAtOnceDelta(t *testing.T) { testChangedSNI(t, options{}) }
 
-func TestChangedClusterAppliesAtOnceSotW(t *testing.T) {
-	testChangedCluster(t, options{sotw: true})
+func TestChangedSNIAppliesAtOnceSotW(t *testing.T) {
+	testChangedSNI(t, options{sotw: true})
 }
 
-func testChangedCluster(t *testing.T, opts options) {
+func testChangedSNI(t *testing.T, opts options) {
 	a, b := federate(t, opts)
-	cluster := "egress/mesh-b/payments/http"
-	sni := "http.payments.mesh-b.example"
-	before, err := a.egress.Stats(context.Background(), "cluster_manager.cds.update_success")
+	_, err := a.importedHTTP(context.Background(), "/before-sni-change")
+	require.NoError(t, err)
+	clusters, err := a.egress.Stats(context.Background(), "cluster_manager.cds.update_success")
 	require.NoError(t, err)
 
+	sni := "http.payments.mesh-b.example"
 	b.HTTPSNI = sni
 	b.writeServices(true)
-	eventually(t, "mesh-a's egress cluster names the new SNI", func(ctx context.Context) error {
-		got := egressClusterSNI(ctx, t, a, cluster)
-		if got != sni {
-			return fmt.Errorf("cluster %s has SNI %q", cluster, got)
+	old := model.DefaultSNI(b.HTTPPort(), b.FQDN())
+	eventually(t, "mesh-b's ingress Envoy knows the new SNI only", func(ctx context.Context) error {
+		for _, r := range b.agent.Cache.Resources(model.Ingress, resource.ListenerType) {
+			if r.Name == snapshot.IngressTLSName && (!bytes.Contains(r.Resource.GetValue(), []byte(sni)) || bytes.Contains(r.Resource.GetValue(), []byte(old))) {
+				return fmt.Errorf("the ingress TLS listener does not route %s alone", sni)
+			}
 		}
-		return nil
+		return configMatches(ctx, b.ingress, b.agent.Cache, model.Ingress, b.sotw)
 	})
 	eventually(t, "requests cross with the new SNI", func(ctx context.Context) error {
 		_, err := a.importedHTTP(ctx, "/after-sni-change")
 		return err
 	})
+	// The cluster is the upstream's; the log names the import by its route.
+	eventually(t, "mesh-a's egress logs the request under the import's route", func(context.Context) error {
+		for _, l := range accessLog(t, a.egress) {
+			if l["path"] == "/after-sni-change" && l["route"] == "egress/mesh-b/payments/http" && strings.HasPrefix(fmt.Sprint(l["cluster"]), "upstream/mesh-b/") {
+				return nil
+			}
+		}
+		return fmt.Errorf("no request line of /after-sni-change on route egress/mesh-b/payments/http")
+	})
 	after, err := a.egress.Stats(context.Background(), "cluster_manager.cds.update_success")
 	require.NoError(t, err)
-	require.Greater(t, after["cluster_manager.cds.update_success"], before["cluster_manager.cds.update_success"])
+	require.Equal(t, clusters["cluster_manager.cds.update_success"], after["cluster_manager.cds.update_success"], "no cluster changed")
 	warming, err := a.egress.Stats(context.Background(), "cluster_manager.warming_clusters")
 	require.NoError(t, err)
 	require.Zero(t, warming["cluster_manager.warming_clusters"])
-}
-
-// egressClusterSNI is the SNI of the named active cluster of m's egress
-// Envoy, "" when it has none.
-func egressClusterSNI(ctx context.Context, t *testing.T, m *mesh, name string) string {
-	t.Helper()
-	dump, err := m.egress.ConfigDump(ctx, "resource=dynamic_active_clusters")
-	require.NoError(t, err)
-	for _, c := range dump.GetConfigs() {
-		d := &adminv3.ClustersConfigDump_DynamicCluster{}
-		require.NoError(t, c.UnmarshalTo(d))
-		cl := &clusterv3.Cluster{}
-		require.NoError(t, d.GetCluster().UnmarshalTo(cl))
-		if cl.GetName() != name {
-			continue
-		}
-		tc := &tlsv3.UpstreamTlsContext{}
-		require.NoError(t, cl.GetTransportSocket().GetTypedConfig().UnmarshalTo(tc))
-		return tc.GetSni()
-	}
-	return ""
 }

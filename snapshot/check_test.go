@@ -2,6 +2,7 @@ package snapshot_test
 
 import (
 	"slices"
+	"strings"
 	"testing"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -56,17 +57,31 @@ func TestCheckValidatesTypedConfigs(t *testing.T) {
 	require.ErrorContains(t, err, `egress: listener "egress/mesh-b/payments/tcp" filter chain "": invalid envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy: invalid TcpProxy.StatPrefix: value length must be at least 1 runes`)
 }
 
+// upstreamOf is the cluster the routing scope name routes to.
+func upstreamOf(t *testing.T, res *snapshot.Resources, name string) string {
+	t.Helper()
+	sc := find(t, res, model.Egress, resource.ScopedRouteType, name).(*route.ScopedRouteConfiguration)
+	up := sc.GetRouteConfiguration().GetVirtualHosts()[0].GetRoutes()[0].GetRoute().GetCluster()
+	require.True(t, strings.HasPrefix(up, "upstream/"), up)
+	return up
+}
+
 func TestCheckDuplicateName(t *testing.T) {
 	res := checkBase(t)
-	c := find(t, res, model.Egress, resource.ClusterType, "egress/mesh-b/payments/http")
+	up := upstreamOf(t, res, "egress/mesh-b/payments/http")
+	c := find(t, res, model.Egress, resource.ClusterType, up)
 	res.ByRole[model.Egress][resource.ClusterType] = append(res.ByRole[model.Egress][resource.ClusterType], proto.Clone(c))
-	require.EqualError(t, snapshot.Check(res), `egress: duplicate cluster "egress/mesh-b/payments/http"`)
+	require.EqualError(t, snapshot.Check(res), `egress: duplicate cluster "`+up+`"`)
 }
 
 func TestCheckRouteToUnknownCluster(t *testing.T) {
 	res := checkBase(t)
-	remove(t, res, model.Egress, resource.ClusterType, "egress/mesh-b/payments/http")
-	require.EqualError(t, snapshot.Check(res), `egress: route configuration "egress/mesh-b/payments/http" virtual host "egress/mesh-b/payments/http" routes to cluster "egress/mesh-b/payments/http" which does not exist`)
+	up := upstreamOf(t, res, "egress/mesh-b/payments/http")
+	remove(t, res, model.Egress, resource.ClusterType, up)
+	// The import's three instances share the cluster.
+	require.EqualError(t, snapshot.Check(res), `egress: route configuration "egress/mesh-b/payments/http" virtual host "egress/mesh-b/payments/http" routes to cluster "`+up+`" which does not exist
+egress: listener "egress/mesh-b/payments/tcp" filter chain "" routes to cluster "`+up+`" which does not exist
+egress: listener "egress/mesh-b/payments/tls" filter chain "" routes to cluster "`+up+`" which does not exist`)
 }
 
 func TestCheckTCPProxyToUnknownCluster(t *testing.T) {
@@ -88,7 +103,8 @@ func TestCheckUnknownSecret(t *testing.T) {
 
 	res = checkBase(t)
 	remove(t, res, model.Egress, resource.SecretType, "meshfed/bundle/mesh-c_2eexample")
-	require.EqualError(t, snapshot.Check(res), `egress: cluster "egress/_4desh_2e_43/shipping/http" references secret "meshfed/bundle/mesh-c_2eexample" which does not exist`)
+	up := upstreamOf(t, res, "egress/_4desh_2e_43/shipping/http")
+	require.EqualError(t, snapshot.Check(res), `egress: cluster "`+up+`" references secret "meshfed/bundle/mesh-c_2eexample" which does not exist`)
 }
 
 func TestCheckUnknownRouteConfiguration(t *testing.T) {

@@ -98,18 +98,22 @@ func circuitBreakers() *cluster.CircuitBreakers {
 }
 
 // outlierDetection ejects an endpoint of an owner's ingress that keeps
-// failing (5xx, gateway errors, or connections that fail locally for TCP),
-// so that the other endpoints take the traffic.
+// failing locally (connections refused, reset or timed out), so that the
+// other endpoints take the traffic. Answers (5xx, gateway errors) eject
+// nothing: they come from one service behind the ingress, and the
+// cluster carries every service of its upstream (UpstreamName), which a
+// broken one must not cut off.
 func outlierDetection() *cluster.OutlierDetection {
 	return &cluster.OutlierDetection{
-		Consecutive_5Xx:                    wrapperspb.UInt32(5),
-		ConsecutiveGatewayFailure:          wrapperspb.UInt32(5),
-		SplitExternalLocalOriginErrors:     true,
-		ConsecutiveLocalOriginFailure:      wrapperspb.UInt32(5),
-		Interval:                           durationpb.New(5 * time.Second),
-		BaseEjectionTime:                   durationpb.New(30 * time.Second),
-		MaxEjectionPercent:                 wrapperspb.UInt32(50),
-		EnforcingConsecutive_5Xx:           wrapperspb.UInt32(100),
-		EnforcingConsecutiveGatewayFailure: wrapperspb.UInt32(100),
+		SplitExternalLocalOriginErrors:         true,
+		ConsecutiveLocalOriginFailure:          wrapperspb.UInt32(5),
+		EnforcingConsecutiveLocalOriginFailure: wrapperspb.UInt32(100),
+		EnforcingConsecutive_5Xx:               wrapperspb.UInt32(0),
+		EnforcingConsecutiveGatewayFailure:     wrapperspb.UInt32(0),
+		EnforcingSuccessRate:                   wrapperspb.UInt32(0),
+		EnforcingLocalOriginSuccessRate:        wrapperspb.UInt32(0),
+		Interval:                               durationpb.New(5 * time.Second),
+		BaseEjectionTime:                       durationpb.New(30 * time.Second),
+		MaxEjectionPercent:                     wrapperspb.UInt32(50),
 	}
 }

@@ -12,6 +12,7 @@ import (
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	extauthz "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/ext_authz/v3"
+	tcpproxy "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	networkinputs "github.com/envoyproxy/go-control-plane/envoy/extensions/matching/common_inputs/network/v3"
 	tls "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -120,16 +121,20 @@ func consulSPIFFEID(in *view, service string) string {
 }
 
 // egressConnectRoute is how Connect sidecars reach imp, named name, whose
-// instance's cluster is cluster: nil while the Connect listener is off or
-// Consul's trust domain is not known yet.
-func egressConnectRoute(in *view, imp model.Import, name, cluster string) *SNIRoute {
+// instance is reached through cluster up with server name sni: nil while
+// the Connect listener is off or Consul's trust domain is not known yet.
+func egressConnectRoute(in *view, imp model.Import, name, up, sni string) *SNIRoute {
 	if in.Consul.ConnectPort == 0 || consulLeafSecret(in, name) == nil || consulCallersSecret(in, name) == nil {
 		return nil
 	}
 	chain := &listener.FilterChain{
 		Name:            ConnectChainName(imp.Peer, imp.ResourceID),
 		TransportSocket: connectServerTLS(name),
-		Filters:         []*listener.Filter{connectAuthz(name, ConnectChainName(imp.Peer, imp.ResourceID)), tcpProxy(cluster)},
+		Filters: []*listener.Filter{
+			connectAuthz(name, ConnectChainName(imp.Peer, imp.ResourceID)),
+			sniFilter(sni),
+			tcpProxyFilter(&tcpproxy.TcpProxy{StatPrefix: ConnectChainName(imp.Peer, imp.ResourceID), ClusterSpecifier: &tcpproxy.TcpProxy_Cluster{Cluster: up}}),
+		},
 	}
 	return &SNIRoute{SNI: consulSNI(in, name), Chain: chain}
 }

@@ -23,9 +23,15 @@ func FuzzBuild(f *testing.F) {
 		// of a served export one, and the ingress one more, its router's,
 		// when an export ends TLS there: no two tuples met on one name.
 		want := map[model.Role]int{}
+		// An egress cluster per upstream, shared by the instances that
+		// have it.
+		upstreams := map[string]bool{}
 		for _, imp := range in.Imports {
-			want[model.Egress] += len(imp.Service.Instances)
+			for _, c := range snapshot.EgressResources(in.Settings, in.Secrets, imp, in.EgressPorts).Clusters {
+				upstreams[c.GetName()] = true
+			}
 		}
+		want[model.Egress] = len(upstreams)
 		router := 0
 		for _, exp := range in.Exports {
 			if len(snapshot.Consumers(in, exp)) > 0 {

@@ -25,7 +25,7 @@ type sharedParts struct {
 	ingress sniTable[IngressRoute]
 	connect sniTable[SNIRoute]
 	consul  consulNames
-	refs    secretRefs
+	refs    sharedRefs
 }
 
 func newSharedParts() sharedParts {
@@ -34,7 +34,7 @@ func newSharedParts() sharedParts {
 		ingress: newIngressRoutes(),
 		connect: newConnectRoutes(),
 		consul:  newConsulNames(),
-		refs:    newSecretRefs(),
+		refs:    newSharedRefs(),
 	}
 }
 
@@ -42,6 +42,7 @@ func newSharedParts() sharedParts {
 // settings changed.
 func (p *sharedParts) stale() {
 	p.http.stale, p.ingress.stale, p.connect.stale = true, true, true
+	p.refs.stale()
 }
 
 // putImport records the import k translated into sr, whose routing

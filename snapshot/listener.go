@@ -50,7 +50,7 @@ func egressHTTPListener(in *view, port uint32) *listener.Listener {
 		}, {
 			Name:       wellknown.Lua,
 			ConfigType: &hcm.HttpFilter_TypedConfig{TypedConfig: mustAny(scopeKeyFilter(in.Consul, port))},
-		}, {
+		}, sniHTTPFilter(), {
 			Name:       wellknown.Router,
 			ConfigType: &hcm.HttpFilter_TypedConfig{TypedConfig: mustAny(egressRouter())},
 		}},
@@ -134,14 +134,14 @@ func egressRouter() *router.Router {
 	}
 }
 
-// tcpListener is a dedicated egress listener proxying every connection to
-// cluster name (the listener shares its name).
-func tcpListener(in *view, name string, port uint32) *listener.Listener {
+// tcpListener is a dedicated egress listener, named name, proxying every
+// connection to cluster up with server name sni.
+func tcpListener(in *view, name string, port uint32, up, sni string) *listener.Listener {
 	return &listener.Listener{
 		Name:                          name,
 		Address:                       socketAddress(in.Gateways.Egress.Address, port),
 		PerConnectionBufferLimitBytes: wrapperspb.UInt32(connectionBufferLimit),
-		FilterChains:                  []*listener.FilterChain{{Filters: withSources(name, in.EgressSources, egressTCPProxy(name))}},
+		FilterChains:                  []*listener.FilterChain{{Filters: withSources(name, in.EgressSources, sniFilter(sni), egressTCPProxy(name, up))}},
 		AccessLog:                     accessLogs(model.Egress, connectionLogFields),
 	}
 }
@@ -151,12 +151,13 @@ func tcpProxy(name string) *listener.Filter {
 	return tcpProxyFilter(&tcpproxy.TcpProxy{StatPrefix: name, ClusterSpecifier: &tcpproxy.TcpProxy_Cluster{Cluster: name}})
 }
 
-// egressTCPProxy proxies to the owner's ingress through cluster name,
-// trying other endpoints when a connection cannot be made.
-func egressTCPProxy(name string) *listener.Filter {
+// egressTCPProxy proxies to the owner's ingress through cluster up,
+// trying other endpoints when a connection cannot be made, and counts
+// under name.
+func egressTCPProxy(name, up string) *listener.Filter {
 	return tcpProxyFilter(&tcpproxy.TcpProxy{
 		StatPrefix:         name,
-		ClusterSpecifier:   &tcpproxy.TcpProxy_Cluster{Cluster: name},
+		ClusterSpecifier:   &tcpproxy.TcpProxy_Cluster{Cluster: up},
 		MaxConnectAttempts: wrapperspb.UInt32(3),
 	})
 }

@@ -23,6 +23,7 @@ var shapes = map[string]map[string][]int{
 	"consumers": {"": {-1}},
 	"connect":   {"": {2}},
 	"consul":    {"": {3}},
+	"upstream":  {"": {2}},
 	"meshfed":   {"svid": {1}, "bundle": {1}, "validator": {-1}, "consul-leaf": {1}, "consul-callers": {1}, "consul-roots": {0}},
 }
 
@@ -85,7 +86,7 @@ func TestEveryGoldenNameFollowsTheRule(t *testing.T) {
 			}
 		}
 	}
-	require.Greater(t, seen, 400, "names checked")
+	require.Greater(t, seen, 350, "names checked")
 }
 
 // nameFields are the fields that hold a name meshfed gives, by message.
@@ -93,6 +94,7 @@ var nameFields = map[protoreflect.FullName][]protoreflect.Name{
 	"envoy.config.listener.v3.FilterChain":                                              {"name"},
 	"envoy.config.route.v3.VirtualHost":                                                 {"name"},
 	"envoy.config.route.v3.RouteConfiguration":                                          {"name"},
+	"envoy.config.route.v3.Route":                                                       {"name"},
 	"envoy.config.route.v3.RouteAction":                                                 {"cluster"},
 	"envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy":                            {"cluster", "stat_prefix"},
 	"envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager": {"stat_prefix"},

@@ -1,6 +1,8 @@
 package snapshot
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"sort"
 	"strconv"
 	"strings"
@@ -17,7 +19,8 @@ import (
 // keeps [a-z0-9-] and writes every other byte as '_' and two lower-case hex
 // digits. escape is injective and its output never holds sep, so splitting a
 // name on sep gives back the escaped fields, and those give back the tuple:
-// two different tuples never share a name. Names hold no '.' (Envoy's stat
+// two different tuples never share a name (an upstream cluster's last field
+// is a digest instead: UpstreamName). Names hold no '.' (Envoy's stat
 // tag extraction splits on it: a cluster name with dots would break the
 // envoy_cluster_name tag) and no ':' (Envoy rewrites it in stat names), so
 // distinct resources keep distinct stats. No name depends on certificate
@@ -98,10 +101,24 @@ func EgressHTTPName(port uint32) string {
 	return join("egress", "http", strconv.FormatUint(uint64(port), 10))
 }
 
-// EgressName names the cluster, its ClusterLoadAssignment, its routing
-// scope and virtual host or dedicated listener, and its stat prefixes, of one imported instance.
+// EgressName names the routing scope and virtual host or dedicated
+// listener, and their stat prefixes, of one imported instance (its
+// cluster is its upstream's, UpstreamName).
 func EgressName(peer, resourceID, instanceID string) string {
 	return "egress" + sep + EgressKey(peer, resourceID, instanceID)
+}
+
+// UpstreamName names the cluster that carries imported instances of peer
+// to the owner's ingress, shared by every instance with the same upstream
+// (its endpoints, the SANs its owner's ingress must show, the protocol it
+// speaks upstream), which upstream encodes: an owner's services usually
+// all list its ingress addresses, and one cluster then serves them all,
+// with one TLS context in Envoy instead of one per service. Its last field
+// is 64 bits of upstream's SHA-256: distinct upstreams share a name with
+// a probability of about 3e-10 at 100,000 of them.
+func UpstreamName(peer string, upstream []byte) string {
+	sum := sha256.Sum256(upstream)
+	return join("upstream", escape(peer), hex.EncodeToString(sum[:8]))
 }
 
 // IngressName names the cluster, its ClusterLoadAssignment, its internal

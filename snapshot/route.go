@@ -11,18 +11,18 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
-// virtualHost routes every request for domains to cluster name (the virtual
-// host shares the cluster's name). A non-empty hostRewrite replaces the
+// virtualHost, named name, routes every request for domains to cluster up
+// with server name sni (upstream.go). A non-empty hostRewrite replaces the
 // Host header. Requests time out after timeout (0: never), except streams:
 // gRPC and HTTP/2 (streaming) and WebSocket upgrades live on after their
 // headers, so neither the route timeout nor the stream idle timeout (5
 // minutes by default) cuts them. A connection that could not be made, or
 // was refused before the request was sent, is retried on another endpoint
 // of the owner's ingress.
-func virtualHost(name string, domains []string, hostRewrite string, streaming bool, timeout time.Duration) *route.VirtualHost {
+func virtualHost(name, up, sni string, domains []string, hostRewrite string, streaming bool, timeout time.Duration) *route.VirtualHost {
 	action := func(stream bool) *route.Route_Route {
 		a := &route.RouteAction{
-			ClusterSpecifier: &route.RouteAction_Cluster{Cluster: name},
+			ClusterSpecifier: &route.RouteAction_Cluster{Cluster: up},
 			Timeout:          durationpb.New(timeout),
 			RetryPolicy: &route.RetryPolicy{
 				RetryOn:    "connect-failure,refused-stream,reset-before-request",
@@ -39,8 +39,11 @@ func virtualHost(name string, domains []string, hostRewrite string, streaming bo
 	}
 	all := &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"}}
 	vh := &route.VirtualHost{Name: name, Domains: domains}
+	// On each route rather than the virtual host: a Consul scope copies
+	// the routes (consulScope).
+	state := sniRouteConfig(sni)
 	if streaming {
-		vh.Routes = []*route.Route{{Match: all, Action: action(true)}}
+		vh.Routes = []*route.Route{{Name: name, Match: all, Action: action(true), TypedPerFilterConfig: state}}
 		return vh
 	}
 	upgrade := &route.RouteMatch{
@@ -52,7 +55,10 @@ func virtualHost(name string, domains []string, hostRewrite string, streaming bo
 			}},
 		}},
 	}
-	vh.Routes = []*route.Route{{Match: upgrade, Action: action(true)}, {Match: all, Action: action(false)}}
+	vh.Routes = []*route.Route{
+		{Name: name, Match: upgrade, Action: action(true), TypedPerFilterConfig: state},
+		{Name: name, Match: all, Action: action(false), TypedPerFilterConfig: state},
+	}
 	return vh
 }
 

@@ -96,13 +96,15 @@ func validatorSecret(in *view, trustDomains []string) *tls.Secret {
 // gateway in PERMISSIVE mode looks for it to tell mTLS from plain TCP.
 var istioALPN = []string{"istio-peer-exchange", "istio"}
 
-// upstreamTLS originates mutual TLS to an owner's ingress: SNI as the owner
-// advertised it, the egress SVID as client certificate, the owner's trust
-// bundle as roots and the service's sans as exact URI SAN matchers; with no
-// sans, any SVID of the owner's trust domain, and none of another that the
-// same bundle might have signed. TLS 1.2 at least; Istio's ALPN when the
-// owner asks for it.
-func upstreamTLS(sni string, owner model.Peer, sans []string) *core.TransportSocket {
+// upstreamTLS originates mutual TLS to an owner's ingress: the egress SVID
+// as client certificate, the owner's trust bundle as roots and the
+// service's sans as exact URI SAN matchers; with no sans, any SVID of the
+// owner's trust domain, and none of another that the same bundle might
+// have signed. TLS 1.2 at least; Istio's ALPN when the owner asks for it.
+// The SNI, as the owner advertised it for an instance, is the filter
+// state's (upstream.go): without it, Envoy sends none and the owner's
+// ingress refuses the connection.
+func upstreamTLS(owner model.Peer, sans []string) *core.TransportSocket {
 	trustDomain := owner.TrustDomain
 	dvc := &tls.CertificateValidationContext{}
 	for _, san := range sans {
@@ -112,7 +114,6 @@ func upstreamTLS(sni string, owner model.Peer, sans []string) *core.TransportSoc
 		dvc.MatchTypedSubjectAltNames = []*tls.SubjectAltNameMatcher{uriSAN(trustDomainPrefix(trustDomain), true)}
 	}
 	ctx := &tls.UpstreamTlsContext{
-		Sni: sni,
 		CommonTlsContext: &tls.CommonTlsContext{
 			TlsParams:                      tlsParams(),
 			TlsCertificateSdsSecretConfigs: []*tls.SdsSecretConfig{sdsSecret(SVIDSecretName(model.Egress))},

@@ -51,12 +51,13 @@ type HostRoute struct {
 const DefaultHTTPPort = 80
 
 // egressResources are the egress gateway's resources for one import: per
-// instance, a cluster toward the owner's endpoints (with its
-// ClusterLoadAssignment when EDS) that originates mutual TLS to the owner's
-// ingress whatever the protocol, and either a routing scope on the
-// service's own port (HTTP, HTTP2, GRPC) or a dedicated listener on the
-// instance's EgressPorts port (the others; none while the port is not
-// allocated).
+// instance, the cluster of its upstream (UpstreamName: shared by the
+// instances, of this import and others, with the same endpoints, SANs and
+// protocol) that originates mutual TLS to the owner's ingress whatever the
+// protocol, and either a routing scope on the service's own port (HTTP,
+// HTTP2, GRPC) or a dedicated listener on the instance's EgressPorts port
+// (the others; none while the port is not allocated), which sets the
+// instance's SNI on the way (upstream.go).
 //
 // A host-routed instance serves LocalFQDN and LocalFQDN:port on the egress
 // HTTP listener of its port (DefaultHTTPPort when the owner gave none).
@@ -78,32 +79,38 @@ func egressResources(in *view, imp model.Import, ports map[string]uint32) Servic
 	slices.SortFunc(insts, func(a, b model.Instance) int { return cmp.Compare(a.ID, b.ID) })
 	host := strings.ToLower(imp.LocalFQDN)
 	claimed := map[uint32]bool{}
+	sans := sortedSANs(imp.Service.SANs)
 	for _, inst := range insts {
 		name := EgressName(imp.Peer, imp.ResourceID, inst.ID)
-		c, cla := upstreamCluster(name, selectEndpoints(imp.Service.Endpoints, inst.Selector), true)
-		// A workload that speaks TLS itself (TLS, MTLS, HTTPS) is tunnelled
-		// inside this mTLS too: nothing crosses the boundary without this
-		// mesh's identity, and the owner's ingress routes on the SNI it
-		// advertised, not on the workload's.
-		c.TransportSocket = upstreamTLS(inst.SNI, peer, imp.Service.SANs)
-		c.OutlierDetection = outlierDetection()
+		hps := selectEndpoints(imp.Service.Endpoints, inst.Selector)
 		streaming := inst.Protocol == model.HTTP2 || inst.Protocol == model.GRPC
-		if streaming {
-			c.TypedExtensionProtocolOptions = http2Options()
-		}
-		out.Clusters = append(out.Clusters, c)
-		if cla != nil {
-			out.Endpoints = append(out.Endpoints, cla)
+		up := UpstreamName(imp.Peer, upstream(hps, sans, streaming))
+		if !slices.ContainsFunc(out.Clusters, func(c *cluster.Cluster) bool { return c.GetName() == up }) {
+			c, cla := upstreamCluster(up, hps, true)
+			// A workload that speaks TLS itself (TLS, MTLS, HTTPS) is
+			// tunnelled inside this mTLS too: nothing crosses the
+			// boundary without this mesh's identity, and the owner's
+			// ingress routes on the SNI it advertised (set by the
+			// instance's listener or route), not on the workload's.
+			c.TransportSocket = upstreamTLS(peer, sans)
+			c.OutlierDetection = outlierDetection()
+			if streaming {
+				c.TypedExtensionProtocolOptions = http2Options()
+			}
+			out.Clusters = append(out.Clusters, c)
+			if cla != nil {
+				out.Endpoints = append(out.Endpoints, cla)
+			}
 		}
 
 		if consul && len(out.ConnectRoutes) == 0 {
-			if r := egressConnectRoute(in, imp, cname, name); r != nil {
+			if r := egressConnectRoute(in, imp, cname, up, inst.SNI); r != nil {
 				out.ConnectRoutes = append(out.ConnectRoutes, *r)
 			}
 		}
 		if !inst.Protocol.RoutedByHost() {
 			if port, ok := ports[EgressKey(imp.Peer, imp.ResourceID, inst.ID)]; ok {
-				out.Listeners = append(out.Listeners, tcpListener(in, name, port))
+				out.Listeners = append(out.Listeners, tcpListener(in, name, port, up, inst.SNI))
 			}
 			continue
 		}
@@ -119,7 +126,7 @@ func egressResources(in *view, imp model.Import, ports map[string]uint32) Servic
 		if rewrite == "" && imp.LocalFQDN != imp.Service.FQDN {
 			rewrite = imp.Service.FQDN
 		}
-		vh := virtualHost(name, domains, rewrite, streaming, in.HTTPRouteTimeout)
+		vh := virtualHost(name, up, inst.SNI, domains, rewrite, streaming, in.HTTPRouteTimeout)
 		out.HostRoutes = append(out.HostRoutes, HostRoute{Port: port, Scope: EgressScope(host, port, vh)})
 		if consul {
 			out.HostRoutes = append(out.HostRoutes, HostRoute{Port: port, Scope: consulScope(ConsulScopeName(imp.Peer, imp.ResourceID, inst.ID), cname, port, vh)})

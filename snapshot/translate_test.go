@@ -2,10 +2,14 @@ package snapshot_test
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
 	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	setfilterstate "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/common/set_filter_state/v3"
+	setfilterstatehttp "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/set_filter_state/v3"
+	setfilterstatenet "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/set_filter_state/v3"
 	tls "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/stretchr/testify/assert"
@@ -65,7 +69,10 @@ func TestRotation(t *testing.T) {
 func TestEgressResourcesOneService(t *testing.T) {
 	in := loadInput(t, "testdata/in/http2-grpc.yaml")
 	sr := egressOf(in, 0)
-	require.Len(t, sr.Clusters, 3)
+	// Three instances on the same endpoints share two upstreams: HTTP/1.1
+	// and HTTP/2.
+	h1, h2 := upstreamName(t, sr, false), upstreamName(t, sr, true)
+	require.Len(t, sr.Clusters, 2)
 	// An import's cluster carries its endpoints, the owner's ingress.
 	require.Empty(t, sr.Endpoints)
 	for _, c := range sr.Clusters {
@@ -75,8 +82,8 @@ func TestEgressResourcesOneService(t *testing.T) {
 	require.Empty(t, sr.Listeners)
 
 	want := []snapshot.HostRoute{
-		{8080, snapshot.EgressScope("inventory.mesh-b.example", 8080, snapshot.VirtualHost("egress/mesh-b/inventory/api", []string{"inventory.mesh-b.example", "inventory.mesh-b.example:8080"}, "", false, 0))},
-		{80, snapshot.EgressScope("inventory.mesh-b.example", 80, snapshot.VirtualHost("egress/mesh-b/inventory/grpc", []string{"inventory.mesh-b.example", "inventory.mesh-b.example:80"}, "", true, 0))},
+		{8080, snapshot.EgressScope("inventory.mesh-b.example", 8080, snapshot.VirtualHost("egress/mesh-b/inventory/api", h1, model.DefaultSNI(8080, "inventory.mesh-b.example"), []string{"inventory.mesh-b.example", "inventory.mesh-b.example:8080"}, "", false, 0))},
+		{80, snapshot.EgressScope("inventory.mesh-b.example", 80, snapshot.VirtualHost("egress/mesh-b/inventory/grpc", h2, model.DefaultSNI(80, "inventory.mesh-b.example"), []string{"inventory.mesh-b.example", "inventory.mesh-b.example:80"}, "", true, 0))},
 	}
 	assertProtoEqual(t, want, sr.HostRoutes)
 
@@ -94,15 +101,67 @@ func TestEgressResourcesOneService(t *testing.T) {
 	}
 }
 
-func TestEgressClusterTLS(t *testing.T) {
+// upstreamName is the name of the cluster of sr that speaks HTTP/2
+// upstream, or of the one that does not.
+func upstreamName(t *testing.T, sr snapshot.ServiceResources, http2 bool) string {
+	t.Helper()
+	for _, c := range sr.Clusters {
+		if (len(c.GetTypedExtensionProtocolOptions()) > 0) == http2 {
+			return c.GetName()
+		}
+	}
+	t.Fatalf("no cluster with http2 %v", http2)
+	return ""
+}
+
+// Imports on the same upstream (endpoints in any order, SANs, protocol)
+// share one cluster, whoever the owner says they are; another endpoint,
+// SAN or protocol is another cluster.
+func TestImportsShareTheirUpstream(t *testing.T) {
+	in := loadInput(t, "testdata/in/http2-grpc.yaml")
+	base := in.Imports[0]
+	base.Service.Endpoints = []model.Endpoint{{Address: "203.0.113.10", Port: 15443}, {Address: "203.0.113.11", Port: 15443}}
+	base.Service.Instances = []model.Instance{{ID: "api", Protocol: model.HTTP, Port: 8080}}
+	other := base
+	other.ResourceID, other.LocalFQDN = "orders", "orders.mesh-b.example"
+	other.Service.Name, other.Service.FQDN = "orders", "orders.mesh-b.example"
+	other.Service.Endpoints = []model.Endpoint{base.Service.Endpoints[1], base.Service.Endpoints[0]}
+	other.Service.Instances = []model.Instance{{ID: "db", Protocol: model.TCP, Port: 5432}}
+	in.Imports = []model.Import{base, other}
+	in.EgressPorts = map[string]uint32{snapshot.EgressKey("mesh-b", "orders", "db"): 20000}
+	a, b := egressOf(in, 0), egressOf(in, 1)
+	require.Len(t, a.Clusters, 1)
+	assertProtoEqual(t, a.Clusters, b.Clusters)
+	require.Len(t, snapshot.Build(in).ByRole[model.Egress][resource.ClusterType], 1)
+
+	differ := map[string]func(*model.Import){
+		"endpoint": func(i *model.Import) { i.Service.Endpoints = i.Service.Endpoints[:1] },
+		"SAN":      func(i *model.Import) { i.Service.SANs = []string{"spiffe://mesh-b.example/ns/federation/sa/other"} },
+		"protocol": func(i *model.Import) { i.Service.Instances[0].Protocol = model.GRPC },
+	}
+	for what, change := range differ {
+		imp := other
+		imp.Service.Endpoints = slices.Clone(other.Service.Endpoints)
+		imp.Service.Instances = slices.Clone(other.Service.Instances)
+		change(&imp)
+		in.Imports[1] = imp
+		c := egressOf(in, 1).Clusters
+		require.Len(t, c, 1, what)
+		require.NotEqual(t, a.Clusters[0].GetName(), c[0].GetName(), what)
+	}
+}
+
+// An instance's SNI is set by its listener or its routes, in the filter
+// state Envoy takes the upstream SNI from; the shared cluster has none
+// and checks the owner's SANs.
+func TestEgressSNIAndTLS(t *testing.T) {
 	in := loadInput(t, "testdata/in/sni.yaml")
 	sr := egressOf(in, 0)
-	require.Len(t, sr.Clusters, 2)
-	sni := map[string]string{}
+	require.Len(t, sr.Clusters, 1)
 	for _, c := range sr.Clusters {
 		ctx := &tls.UpstreamTlsContext{}
 		require.NoError(t, c.GetTransportSocket().GetTypedConfig().UnmarshalTo(ctx))
-		sni[c.GetName()] = ctx.GetSni()
+		require.Empty(t, ctx.GetSni())
 		cvc := ctx.GetCommonTlsContext().GetCombinedValidationContext()
 		require.Equal(t, "meshfed/bundle/mesh-c_2eexample", cvc.GetValidationContextSdsSecretConfig().GetName())
 		require.Equal(t, "spiffe://mesh-c.example/gw/east", cvc.GetDefaultValidationContext().GetMatchTypedSubjectAltNames()[0].GetMatcher().GetExact())
@@ -111,7 +170,42 @@ func TestEgressClusterTLS(t *testing.T) {
 	require.Equal(t, map[string]string{
 		"egress/_4desh_2e_43/shipping/advertised": "shipping-8080.gw.mesh-c.example",
 		"egress/_4desh_2e_43/shipping/default":    model.DefaultSNI(9000, "shipping.mesh-c.example"),
-	}, sni)
+	}, snis(t, sr))
+}
+
+// snis are the upstream SNIs sr's listeners and routes set, by listener or
+// route name.
+func snis(t *testing.T, sr snapshot.ServiceResources) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	value := func(vs []*setfilterstate.FilterStateValue) string {
+		require.Len(t, vs, 1)
+		require.Equal(t, "envoy.network.upstream_server_name", vs[0].GetObjectKey())
+		return vs[0].GetFormatString().GetTextFormatSource().GetInlineString()
+	}
+	for _, l := range sr.Listeners {
+		for _, f := range l.GetFilterChains()[0].GetFilters() {
+			if f.GetName() == "envoy.filters.network.set_filter_state" {
+				cfg := &setfilterstatenet.Config{}
+				require.NoError(t, f.GetTypedConfig().UnmarshalTo(cfg))
+				out[l.GetName()] = value(cfg.GetOnNewConnection())
+			}
+		}
+	}
+	for _, hr := range sr.HostRoutes {
+		for _, vh := range hr.Scope.GetRouteConfiguration().GetVirtualHosts() {
+			for _, r := range vh.GetRoutes() {
+				cfg := &setfilterstatehttp.Config{}
+				require.NoError(t, r.GetTypedPerFilterConfig()["envoy.filters.http.set_filter_state"].UnmarshalTo(cfg), r.GetName())
+				sni := value(cfg.GetOnRequestHeaders())
+				if prev, ok := out[r.GetName()]; ok {
+					require.Equal(t, prev, sni, "the routes of %s", r.GetName())
+				}
+				out[r.GetName()] = sni
+			}
+		}
+	}
+	return out
 }
 
 // A workload's own TLS (TLS, MTLS, HTTPS) is tunnelled inside the egress
@@ -119,13 +213,15 @@ func TestEgressClusterTLS(t *testing.T) {
 func TestTLSInstancesAreTunnelledInMTLS(t *testing.T) {
 	in := loadInput(t, "testdata/in/passthrough.yaml")
 	sr := egressOf(in, 0)
-	require.Len(t, sr.Clusters, 3)
+	require.Len(t, sr.Clusters, 1)
 	require.Len(t, sr.Listeners, 3)
-	for _, c := range sr.Clusters {
-		ctx := &tls.UpstreamTlsContext{}
-		require.NoError(t, c.GetTransportSocket().GetTypedConfig().UnmarshalTo(ctx), c.GetName())
-		require.Contains(t, ctx.GetSni(), "vault", c.GetName())
-		require.Equal(t, "meshfed/svid/egress", ctx.GetCommonTlsContext().GetTlsCertificateSdsSecretConfigs()[0].GetName())
+	ctx := &tls.UpstreamTlsContext{}
+	require.NoError(t, sr.Clusters[0].GetTransportSocket().GetTypedConfig().UnmarshalTo(ctx))
+	require.Equal(t, "meshfed/svid/egress", ctx.GetCommonTlsContext().GetTlsCertificateSdsSecretConfigs()[0].GetName())
+	got := snis(t, sr)
+	require.Len(t, got, 3)
+	for name, sni := range got {
+		require.Contains(t, sni, "vault", name)
 	}
 }
 

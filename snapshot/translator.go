@@ -263,8 +263,11 @@ func (t *Translator) applyExport(res *Result, c ExportChange) {
 func (t *Translator) put(res *Result, role model.Role, old *entry, sr ServiceResources) *entry {
 	e := &entry{}
 	add := func(typeURL, name string, m proto.Message) {
-		e.names = append(e.names, typedName{typeURL, name})
-		res.set(role, typeURL, name, m)
+		n := typedName{typeURL, name}
+		e.names = append(e.names, n)
+		if !shared(role, typeURL) || t.shared.refs.hold(role, n) {
+			res.set(role, typeURL, name, m)
+		}
 	}
 	for _, c := range sr.Clusters {
 		add(resource.ClusterType, c.GetName(), c)
@@ -279,7 +282,6 @@ func (t *Translator) put(res *Result, role model.Role, old *entry, sr ServiceRes
 		add(resource.ScopedRouteType, hr.Scope.GetName(), hr.Scope)
 	}
 	for _, s := range sr.Secrets {
-		t.shared.refs.hold(role, s.GetName())
 		add(resource.SecretType, s.GetName(), s)
 	}
 	if old != nil {
@@ -291,11 +293,11 @@ func (t *Translator) put(res *Result, role model.Role, old *entry, sr ServiceRes
 // remove deletes every resource of old.
 func (t *Translator) remove(res *Result, role model.Role, old *entry) { t.drop(res, role, old, nil) }
 
-// drop deletes the resources of old not in keep; a secret goes with the
-// last service (or the gateway) that holds it.
+// drop deletes the resources of old not in keep; a shared one goes with
+// the last service (or the gateway) that holds it.
 func (t *Translator) drop(res *Result, role model.Role, old *entry, keep []typedName) {
 	for _, n := range old.names {
-		if n.typeURL == resource.SecretType && !t.shared.refs.release(role, n.name) {
+		if shared(role, n.typeURL) && !t.shared.refs.release(role, n) {
 			continue
 		}
 		if !slices.Contains(keep, n) {

@@ -109,11 +109,13 @@ func TestTranslatorHTTPListenerFollowsItsPort(t *testing.T) {
 	res := tr.Apply(snapshot.Changes{Secrets: &secrets, Imports: []snapshot.ImportChange{importChange(web), importChange(api)}})
 	require.Contains(t, changed(res, model.Egress), "set Listener egress/http/8080")
 
+	old := serviceUpstream(t, secrets, web)
 	web.Endpoints[0].Address = "10.0.0.3"
 	web.SANs = []string{"spiffe://mesh-b.example/web"}
 	res = tr.Apply(snapshot.Changes{Imports: []snapshot.ImportChange{importChange(web)}})
-	require.Equal(t, []string{
-		"set Cluster egress/mesh-b/web/p",
+	require.ElementsMatch(t, []string{
+		"del Cluster " + old,
+		"set Cluster " + serviceUpstream(t, secrets, web),
 		"set ScopedRouteConfiguration egress/mesh-b/web/p",
 	}, changed(res, model.Egress))
 
@@ -129,6 +131,56 @@ func TestTranslatorHTTPListenerFollowsItsPort(t *testing.T) {
 	tr.SetSettings(in)
 	res = tr.Apply(snapshot.Changes{Imports: []snapshot.ImportChange{importChange(api)}})
 	require.Contains(t, changed(res, model.Egress), "set Listener egress/http/8080")
+}
+
+// serviceUpstream is the cluster of the one instance of svc's import.
+func serviceUpstream(t *testing.T, secrets snapshot.Secrets, svc model.Service) string {
+	t.Helper()
+	sr := snapshot.EgressResources(testSettings(), secrets, snapshottest.Import(svc), nil)
+	require.Len(t, sr.Clusters, 1)
+	return sr.Clusters[0].GetName()
+}
+
+// Imports on one upstream share its cluster: it comes with the first,
+// stays while one holds it, whatever the others do, and goes with the
+// last.
+func TestTranslatorSharedUpstream(t *testing.T) {
+	secrets := testSecrets(t)
+	tr := snapshot.NewTranslator(testSettings())
+	web, api := service("web", model.HTTP, 8080, "10.0.0.1"), service("api", model.HTTP, 8080, "10.0.0.1")
+	up := serviceUpstream(t, secrets, web)
+	require.Equal(t, up, serviceUpstream(t, secrets, api))
+
+	res := tr.Apply(snapshot.Changes{Secrets: &secrets, Imports: []snapshot.ImportChange{importChange(web)}})
+	require.Contains(t, changed(res, model.Egress), "set Cluster "+up)
+	res = tr.Apply(snapshot.Changes{Imports: []snapshot.ImportChange{importChange(api)}})
+	require.Empty(t, res.Rejected)
+
+	// web moves to another upstream: api keeps the cluster.
+	web.Endpoints[0].Address = "10.0.0.2"
+	res = tr.Apply(snapshot.Changes{Imports: []snapshot.ImportChange{importChange(web)}})
+	require.ElementsMatch(t, []string{
+		"set Cluster " + serviceUpstream(t, secrets, web),
+		"set ScopedRouteConfiguration egress/mesh-b/web/p",
+	}, changed(res, model.Egress))
+
+	// web comes back, and the cluster it shares with api is not sent
+	// again, until the settings change.
+	web.Endpoints[0].Address = "10.0.0.1"
+	res = tr.Apply(snapshot.Changes{Imports: []snapshot.ImportChange{importChange(web)}})
+	require.ElementsMatch(t, []string{
+		"del Cluster " + serviceUpstream(t, secrets, service("x", model.HTTP, 8080, "10.0.0.2")),
+		"set ScopedRouteConfiguration egress/mesh-b/web/p",
+	}, changed(res, model.Egress))
+	tr.SetSettings(testSettings())
+	res = tr.Apply(snapshot.Changes{Imports: []snapshot.ImportChange{importChange(web), importChange(api)}})
+	require.Equal(t, 1, strings.Count(strings.Join(changed(res, model.Egress), "\n"), "set Cluster "+up))
+
+	// api goes, then web: the cluster goes with the last.
+	res = tr.Apply(snapshot.Changes{Imports: []snapshot.ImportChange{{Key: importChange(api).Key}}})
+	require.Equal(t, []string{"del ScopedRouteConfiguration egress/mesh-b/api/p"}, changed(res, model.Egress))
+	res = tr.Apply(snapshot.Changes{Imports: []snapshot.ImportChange{{Key: importChange(web).Key}}})
+	require.Contains(t, changed(res, model.Egress), "del Cluster "+up)
 }
 
 // changed lists a result's changes of role as "set|del Type name", sorted.

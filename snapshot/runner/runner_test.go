@@ -125,6 +125,18 @@ func (e *env) version(role model.Role, typeURL, name string) string {
 	return ""
 }
 
+// upstreams are the clusters of the imports of svcs, sorted.
+func (e *env) upstreams(svcs ...model.Service) []string {
+	var out []string
+	for _, svc := range svcs {
+		for _, c := range snapshot.EgressResources(testSettings(), e.secrets, snapshottest.Import(svc), nil).Clusters {
+			out = append(out, c.GetName())
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
 func (e *env) upsert(svc model.Service) {
 	e.src.putImport(snapshottest.Import(svc))
 }
@@ -134,24 +146,24 @@ func TestRunnerFollowsTheCatalog(t *testing.T) {
 	e.upsert(service("web", model.HTTP, 8080, "10.0.0.1"))
 	e.start()
 
-	require.Equal(t, []string{"egress/mesh-b/web/p"}, e.names(model.Egress, resource.ClusterType))
+	require.Equal(t, e.upstreams(service("web", model.HTTP, 8080, "10.0.0.1")), e.names(model.Egress, resource.ClusterType))
 	require.Equal(t, []string{"egress/http/8080"}, e.names(model.Egress, resource.ListenerType))
 	require.Equal(t, []string{"egress/mesh-b/web/p"}, e.names(model.Egress, resource.ScopedRouteType))
 	require.Len(t, e.names(model.Egress, resource.SecretType), 2, "the egress SVID and mesh-b's bundle")
 	require.True(t, e.cache.Ready(model.Egress))
 	require.True(t, e.cache.Ready(model.Ingress))
 
-	// An endpoint change touches the cluster that carries the endpoints
-	// only.
+	// An endpoint change makes another upstream: its cluster replaces
+	// the old one, and the routing scope names it; the listener stays.
 	listener0 := e.cache.Resources(model.Egress, resource.ListenerType)[0].Version
 	route0 := e.cache.Resources(model.Egress, resource.ScopedRouteType)[0].Version
-	cluster0 := e.cache.Resources(model.Egress, resource.ClusterType)[0].Version
 	require.Empty(t, e.names(model.Egress, resource.EndpointType))
-	e.upsert(service("web", model.HTTP, 8080, "10.0.0.2"))
+	web := service("web", model.HTTP, 8080, "10.0.0.2")
+	e.upsert(web)
 	e.wait()
 	require.Equal(t, listener0, e.cache.Resources(model.Egress, resource.ListenerType)[0].Version)
-	require.Equal(t, route0, e.cache.Resources(model.Egress, resource.ScopedRouteType)[0].Version)
-	require.NotEqual(t, cluster0, e.cache.Resources(model.Egress, resource.ClusterType)[0].Version)
+	require.NotEqual(t, route0, e.cache.Resources(model.Egress, resource.ScopedRouteType)[0].Version)
+	require.Equal(t, e.upstreams(web), e.names(model.Egress, resource.ClusterType))
 
 	// A TCP service gets a dedicated listener on the first port of the range.
 	e.upsert(service("db", model.TCP, 5432, "10.0.0.3"))
@@ -179,7 +191,7 @@ func TestRunnerFollowsTheCatalog(t *testing.T) {
 	e.src.deleteImport("mesh-b", "web")
 	e.src.deleteImport("mesh-b", "admin")
 	e.wait()
-	require.Equal(t, []string{"egress/mesh-b/api/p", "egress/mesh-b/db/p"}, e.names(model.Egress, resource.ClusterType))
+	require.Equal(t, e.upstreams(service("api", model.HTTP, 8080, "10.0.0.4"), service("db", model.TCP, 5432, "10.0.0.3")), e.names(model.Egress, resource.ClusterType))
 	require.Equal(t, []string{"egress/http/8080", "egress/mesh-b/db/p"}, e.names(model.Egress, resource.ListenerType))
 	require.Equal(t, []string{"egress/mesh-b/api/p"}, e.names(model.Egress, resource.ScopedRouteType))
 }
@@ -314,7 +326,7 @@ func TestRejectedImportsWaitForTheirBundle(t *testing.T) {
 	e.secrets.Bundles["mesh-b.example"] = bundle
 	e.secretsChanged <- struct{}{}
 	e.wait()
-	require.Equal(t, []string{"egress/mesh-b/db/p", "egress/mesh-b/queue/p"}, e.names(model.Egress, resource.ClusterType))
+	require.Equal(t, e.upstreams(service("db", model.TCP, 5432, "10.0.0.1"), service("queue", model.TCP, 5672, "10.0.0.2")), e.names(model.Egress, resource.ClusterType))
 	require.Equal(t, []string{"egress/mesh-b/db/p", "egress/mesh-b/queue/p"}, e.names(model.Egress, resource.ListenerType))
 	require.True(t, e.runner.Served("mesh-b", "db"))
 	require.True(t, e.runner.Served("mesh-b", "queue"))
