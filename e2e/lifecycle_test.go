@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -150,6 +151,11 @@ func testChangedSNI(t *testing.T, opts options) {
 		}
 		return fmt.Errorf("no request line of /after-sni-change on route egress/mesh-b/payments/http")
 	})
+	// And its own request counts, which the shared cluster cannot give.
+	const routeStat = "vhost.egress/mesh-b/payments/http.route.egress/mesh-b/payments/http.upstream_rq_total"
+	st, err := a.egress.Stats(context.Background(), "^"+regexp.QuoteMeta(routeStat)+"$")
+	require.NoError(t, err)
+	require.Positive(t, st[routeStat], "the import's route counts its requests")
 	after, err := a.egress.Stats(context.Background(), "cluster_manager.cds.update_success")
 	require.NoError(t, err)
 	require.Equal(t, clusters["cluster_manager.cds.update_success"], after["cluster_manager.cds.update_success"], "no cluster changed")

@@ -94,7 +94,7 @@ var nameFields = map[protoreflect.FullName][]protoreflect.Name{
 	"envoy.config.listener.v3.FilterChain":                                              {"name"},
 	"envoy.config.route.v3.VirtualHost":                                                 {"name"},
 	"envoy.config.route.v3.RouteConfiguration":                                          {"name"},
-	"envoy.config.route.v3.Route":                                                       {"name"},
+	"envoy.config.route.v3.Route":                                                       {"name", "stat_prefix"},
 	"envoy.config.route.v3.RouteAction":                                                 {"cluster"},
 	"envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy":                            {"cluster", "stat_prefix"},
 	"envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager": {"stat_prefix"},

@@ -40,10 +40,13 @@ func virtualHost(name, up, sni string, domains []string, hostRewrite string, str
 	all := &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"}}
 	vh := &route.VirtualHost{Name: name, Domains: domains}
 	// On each route rather than the virtual host: a Consul scope copies
-	// the routes (consulScope).
+	// the routes (consulScope). The routes count the import's requests
+	// (vhost.<name>.route.<name>.upstream_rq_*: totals, codes, time,
+	// timeouts, retries), which its cluster, its upstream's, no longer
+	// does alone: about 2 KB of Envoy's heap per import (Envoy 1.40).
 	state := sniRouteConfig(sni)
 	if streaming {
-		vh.Routes = []*route.Route{{Name: name, Match: all, Action: action(true), TypedPerFilterConfig: state}}
+		vh.Routes = []*route.Route{{Name: name, Match: all, Action: action(true), TypedPerFilterConfig: state, StatPrefix: name}}
 		return vh
 	}
 	upgrade := &route.RouteMatch{
@@ -56,8 +59,8 @@ func virtualHost(name, up, sni string, domains []string, hostRewrite string, str
 		}},
 	}
 	vh.Routes = []*route.Route{
-		{Name: name, Match: upgrade, Action: action(true), TypedPerFilterConfig: state},
-		{Name: name, Match: all, Action: action(false), TypedPerFilterConfig: state},
+		{Name: name, Match: upgrade, Action: action(true), TypedPerFilterConfig: state, StatPrefix: name},
+		{Name: name, Match: all, Action: action(false), TypedPerFilterConfig: state, StatPrefix: name},
 	}
 	return vh
 }
