@@ -39,18 +39,22 @@ func (s *Source) Status() registry.SourceStatus {
 	return s.status
 }
 
-// record notes a read and its problem (nil for a good file), and reports
-// whether the problem is a new one.
-func (s *Source) record(err error) bool {
+// fresh reports whether err is a problem the status does not hold yet.
+func (s *Source) fresh(err error) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return err != nil && (s.status.Err == nil || s.status.Err.Error() != err.Error())
+}
+
+// record notes a read and its problem (nil for a good file), fresh or not.
+func (s *Source) record(err error, fresh bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.status.Reads++
-	fresh := err != nil && (s.status.Err == nil || s.status.Err.Error() != err.Error())
 	if fresh {
 		s.status.Reported++
 	}
 	s.status.Err = err
-	return fresh
 }
 
 // New returns a source for the registry file at path, which is read as
@@ -124,8 +128,10 @@ func (s *Source) ours(name string) bool {
 // last good set, and is reported once until the file changes again.
 func (s *Source) reload(st *state, update func([]model.Export)) {
 	set, err := s.read()
-	fresh := s.record(err)
+	fresh := s.fresh(err)
 	st.failing = st.failing || err != nil
+	// The status shows a problem once its warning is logged, and a good
+	// read before its set is handed on: whoever sees one finds the other.
 	switch {
 	case errors.Is(err, errEmpty):
 		// Met mid-write far more often than meant: a writer that
@@ -134,13 +140,16 @@ func (s *Source) reload(st *state, update func([]model.Export)) {
 		if fresh {
 			s.log.Warn(errEmpty.Error())
 		}
+		s.record(err, fresh)
 		return
 	case err != nil:
 		if fresh {
 			s.log.Warn("registry file not reloaded; the last good set stays", zap.Error(err))
 		}
+		s.record(err, fresh)
 		return
 	}
+	s.record(nil, false)
 	if st.failing {
 		st.failing = false
 		s.log.Info("registry file readable again")
