@@ -59,7 +59,7 @@ type changeKind int
 
 const (
 	kindEndpoints changeKind = iota // the service moves to another ingress gateway of its owner: the listener or route names that upstream's cluster
-	kindEdit                        // SANs change (the cluster), and for HTTP the host rewrite (the routing scope)
+	kindEdit                        // SANs change (a cluster of the service's own, which its listener or route names), and for HTTP the host rewrite
 	kindAdd                         // a new service
 	kindRemove                      // a service goes
 )
