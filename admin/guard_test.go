@@ -18,6 +18,10 @@ import (
 	"github.com/meshfed/meshfed/admin"
 )
 
+// fromElsewhere are the headers of a JSON request that holds the token,
+// as a tool on another host sends it.
+var fromElsewhere = map[string]string{"Content-Type": "application/json", "Authorization": "Bearer " + testToken}
+
 // ask sends req to h as if over the network: from remote, to host.
 func ask(h http.Handler, method, path, remote, host string, header map[string]string, body string) *httptest.ResponseRecorder {
 	req := httptest.NewRequest(method, path, strings.NewReader(body))

@@ -2,7 +2,6 @@ package admin_test
 
 import (
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -50,12 +49,7 @@ func TestLogLevelRefusedFromAnotherHost(t *testing.T) {
 	s, err := admin.New(opts)
 	require.NoError(t, err)
 	for _, method := range []string{http.MethodGet, http.MethodPut} {
-		req := httptest.NewRequest(method, "/api/v1/loglevel", strings.NewReader(`{"level":"debug"}`))
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Authorization", "Bearer "+testToken)
-		req.RemoteAddr, req.Host = "192.0.2.7:40000", "192.0.2.1:19100"
-		w := httptest.NewRecorder()
-		s.Handler().ServeHTTP(w, req)
+		w := ask(s.Handler(), method, "/api/v1/loglevel", "192.0.2.7:40000", "192.0.2.1:19100", fromElsewhere, `{"level":"debug"}`)
 		require.Equal(t, http.StatusForbidden, w.Code)
 		require.JSONEq(t, `{"error": "/api/v1/loglevel answers requests from loopback only"}`, w.Body.String())
 	}

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
-	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -55,12 +53,7 @@ func TestPlan(t *testing.T) {
 	opts.Listen, opts.AllowNonLoopback, opts.TokenFile = "0.0.0.0:19100", true, tokenFile(t)
 	s, err := admin.New(opts)
 	require.NoError(t, err)
-	req := httptest.NewRequest(http.MethodPost, "/api/v1/plan", strings.NewReader("{}"))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+testToken)
-	req.RemoteAddr, req.Host = "192.0.2.7:40000", "192.0.2.1:19100"
-	w := httptest.NewRecorder()
-	s.Handler().ServeHTTP(w, req)
+	w := ask(s.Handler(), http.MethodPost, "/api/v1/plan", "192.0.2.7:40000", "192.0.2.1:19100", fromElsewhere, "{}")
 	require.Equal(t, http.StatusForbidden, w.Code)
 	require.JSONEq(t, `{"error": "/api/v1/plan answers requests from loopback only"}`, w.Body.String())
 	require.Len(t, got, 4)
