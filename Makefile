@@ -92,7 +92,8 @@ promtool:
 		echo "WARNING: could not install promtool into $(PROMTOOL_DIR); the alerting rules' tests will skip"
 
 ## bench: meshfed against the go-control-plane baselines, up to 10,000
-## services and 100 simulated gateways, 4 real Envoy gateways at 1,000
+## services and 100 simulated gateways (and LinearCache at 100 services,
+## the floor every cache pays to reach 100 gateways), 4 real Envoy gateways at 1,000
 ## services, the real ingress Envoy at 1,000, 5,000 and 10,000 exports (its
 ## heap per exported port, and single export changes: about a minute), the
 ## data path (HTTP direct and through both gateways at concurrency 1 and
@@ -106,6 +107,7 @@ bench: envoy consul
 		-plan 'n=1000,10000 m=10' \
 		-plan 'n=10000 m=100 modes=delta workloads=cold,single' \
 		-plan 'n=10000 m=100 systems=snapshot modes=sotw workloads=cold,single' \
+		-plan 'n=100 m=100 systems=linear modes=delta workloads=cold,single' \
 		-plan 'kind=envoy n=1000 m=4 modes=delta' \
 		-ingress-n 1000,5000,10000 -datapath 5s \
 		-single-budget 3s -sync-n 10000 -out bench/results $(BENCH_FLAGS)

@@ -96,6 +96,7 @@ func (r *Report) changeTargets(maxM int) []Target {
 					vt.Measured = fmt.Sprintf("%.1fx (p99 %.1f ms vs %.1f ms)", q, sl.P99, bl.P99)
 					if q < 60 {
 						vt.Measured += fmt.Sprintf("; missed by %.0fx", 60/q)
+						vt.Note = r.fanOutFloor(n, maxM, bl.P99)
 					}
 					vt.Met = verdictOf(q >= 60)
 				}
@@ -123,10 +124,36 @@ func (r *Report) changeTargets(maxM int) []Target {
 					t.Note = fmt.Sprintf("endpoint changes: %.1fx (p99 %.1f ms vs %.1f ms)", bl.P99/ml.P99, ml.P99, bl.P99)
 				}
 			}
+			if b.sys == SystemLinear && q < b.times && t.Note == "" {
+				t.Note = r.fanOutFloor(n, maxM, base.Single.Latency.P99)
+			}
 			out = append(out, t)
 		}
 	}
 	return out
+}
+
+// fanOutFloor says what 60x a baseline whose p99 is baseP99 needs, beside
+// the least any cache takes here. LinearCache's work for one change grows
+// with the resources of the changed type, so what it still takes at a
+// small N is what every cache pays to reach M gateways and have them ACK.
+// No cache goes under that floor: when the baseline is fewer than 60
+// floors, 60x cannot be met on this machine.
+func (r *Report) fanOutFloor(n, m int, baseP99 float64) string {
+	var floor *RunResult
+	for _, run := range r.Runs {
+		if kindOf(run) == KindSimulated && run.System == SystemLinear && run.Mode == ModeDelta && run.Gateways == m &&
+			run.Services < n && run.Failed == "" && run.Single != nil && run.Single.Latency.Count > 0 &&
+			(floor == nil || run.Services < floor.Services) {
+			floor = run
+		}
+	}
+	if floor == nil {
+		return ""
+	}
+	l := floor.Single.Latency
+	return fmt.Sprintf("60x needs p99 %.1f ms; the fan-out floor (linear delta at N=%d, M=%d) is p50 %.1f ms, p99 %.1f ms",
+		baseP99/60, floor.Services, m, l.P50, l.P99)
 }
 
 // workTargets say whether the work of one change grows with the catalog.

@@ -1,8 +1,8 @@
 // Command plot draws the plots of a meshfed-bench JSON report: the p99 of
 // single endpoint changes and of route changes until every
 // gateway ACKed them, and the control plane's CPU per endpoint change,
-// against N, one line per system and mode, at the M measured at the most
-// sizes; simulated gateways only. SVG and PNG.
+// against N, one line per system and mode, at the M meshfed was measured
+// at at the most sizes; simulated gateways only. SVG and PNG.
 //
 // It is a module of its own so that the plotting stack (gonum/plot and its
 // fonts) stays out of meshfed's module graph; it reads the report's JSON
@@ -130,9 +130,14 @@ func (r *report) plots(dir string) ([]string, error) {
 	runs := slices.DeleteFunc(slices.Clone(r.Runs), func(x run) bool {
 		return x.Failed != "" || x.Kind != "" && x.Kind != "sim"
 	})
-	// The M measured at the most sizes, the largest of those.
+	// The M meshfed was measured at at the most sizes, the largest of
+	// those: a baseline measured alone at another N (the fan-out floor)
+	// does not move the plots.
 	sizes := map[int]map[int]bool{}
 	for _, x := range runs {
+		if x.System != "meshfed" {
+			continue
+		}
 		if sizes[x.Gateways] == nil {
 			sizes[x.Gateways] = map[int]bool{}
 		}
