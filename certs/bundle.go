@@ -34,7 +34,6 @@ type BundleSet struct {
 	mu      sync.RWMutex
 	bundles map[spiffeid.TrustDomain]bundleEntry
 	sources map[spiffeid.TrustDomain]*sourceState // what keeps each trust domain current
-	closers []func() error
 	closed  bool
 	wg      sync.WaitGroup
 	stop    chan struct{}
@@ -65,6 +64,9 @@ type sourceState struct {
 	// the fetches that failed since the last that did not.
 	nextFetch time.Time
 	failures  int
+	// stop ends what keeps the bundle current: a file's watcher, an
+	// endpoint's poller.
+	stop func() error
 }
 
 // NewBundleSet returns an empty set. Close it to stop its watchers.
@@ -142,36 +144,89 @@ func (s *BundleSet) Set(b *spiffebundle.Bundle) error {
 	if err := checkBundle(b.TrustDomain(), "memory", b.X509Authorities()); err != nil {
 		return err
 	}
-	s.store(b, OriginMemory)
+	s.store(b, OriginMemory, nil)
 	return nil
 }
 
 // claim records that src keeps td current, so two sources never fight over
 // one trust domain. A poller is counted in wg under the same lock that
 // Close takes, so Close never misses one.
-func (s *BundleSet) claim(td spiffeid.TrustDomain, src string, poller bool) error {
+func (s *BundleSet) claim(td spiffeid.TrustDomain, src string, poller bool) (*sourceState, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return errors.New("certs: bundle set is closed")
+		return nil, errors.New("certs: bundle set is closed")
 	}
 	if prev, ok := s.sources[td]; ok {
-		return fmt.Errorf("certs: trust domain %q already has a bundle source (%s)", td.Name(), prev.desc)
+		return nil, fmt.Errorf("certs: trust domain %q already has a bundle source (%s)", td.Name(), prev.desc)
 	}
-	s.sources[td] = &sourceState{desc: src}
+	st := &sourceState{desc: src}
+	s.sources[td] = st
 	if poller {
 		s.wg.Add(1)
 	}
-	return nil
+	return st, nil
+}
+
+// current reports whether st still keeps td current: a source removed
+// while it was loading or fetching must not bring its bundle back.
+// Callers hold s.mu.
+func (s *BundleSet) current(td spiffeid.TrustDomain, st *sourceState) bool {
+	return st == nil || s.sources[td] == st
+}
+
+// still is current for callers that do not hold s.mu.
+func (s *BundleSet) still(td spiffeid.TrustDomain, st *sourceState) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.current(td, st)
+}
+
+// stopWith sets what ends st; when st was removed meanwhile (or the set
+// closed), it ends at once.
+func (s *BundleSet) stopWith(td spiffeid.TrustDomain, st *sourceState, stop func() error) {
+	s.mu.Lock()
+	if s.closed || !s.current(td, st) {
+		s.mu.Unlock()
+		_ = stop()
+		return
+	}
+	st.stop = stop
+	s.mu.Unlock()
+}
+
+// Remove stops td's source and drops its bundle: peers of td are no
+// longer verified, and subscribers hear of it (the gateways' validation
+// contexts lose the trust domain). It reports whether td had a source or a
+// bundle.
+func (s *BundleSet) Remove(td spiffeid.TrustDomain) bool {
+	s.mu.Lock()
+	st, hadSource := s.sources[td]
+	_, hadBundle := s.bundles[td]
+	delete(s.sources, td)
+	delete(s.bundles, td)
+	s.mu.Unlock()
+	if hadSource && st.stop != nil {
+		if err := st.stop(); err != nil {
+			s.log.Warn("could not stop the trust bundle's source", zap.String("trust_domain", td.Name()), zap.String("source", st.desc), zap.Error(err))
+		}
+	}
+	if !hadSource && !hadBundle {
+		return false
+	}
+	s.log.Info("trust bundle removed", zap.String("trust_domain", td.Name()))
+	if hadBundle {
+		s.notify()
+	}
+	return true
 }
 
 // scheduled notes when td's endpoint is fetched from next, after a fetch
 // that failed or not.
-func (s *BundleSet) scheduled(td spiffeid.TrustDomain, in time.Duration, failed bool) {
+func (s *BundleSet) scheduled(td spiffeid.TrustDomain, st *sourceState, in time.Duration, failed bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := s.sources[td]
-	if st == nil {
+	if !s.current(td, st) {
 		return
 	}
 	st.nextFetch = time.Now().Add(in)
@@ -182,18 +237,26 @@ func (s *BundleSet) scheduled(td spiffeid.TrustDomain, in time.Duration, failed 
 	}
 }
 
-func (s *BundleSet) unclaim(td spiffeid.TrustDomain) {
+func (s *BundleSet) unclaim(td spiffeid.TrustDomain, st *sourceState) {
 	s.mu.Lock()
-	delete(s.sources, td)
+	if s.sources[td] == st {
+		delete(s.sources, td)
+	}
 	s.mu.Unlock()
 }
 
 // store takes b into use and announces it when its X.509 authorities
-// changed; a new refresh hint alone is stored silently.
-func (s *BundleSet) store(b *spiffebundle.Bundle, origin string) {
+// changed; a new refresh hint alone is stored silently. from is the
+// source that loaded b (nil: Set); a source removed meanwhile stores
+// nothing.
+func (s *BundleSet) store(b *spiffebundle.Bundle, origin string, from *sourceState) {
 	td := b.TrustDomain()
 	next := bundleEntry{spiffe: b, x509: b.X509Bundle(), origin: origin}
 	s.mu.Lock()
+	if !s.current(td, from) {
+		s.mu.Unlock()
+		return
+	}
 	prev, had := s.bundles[td]
 	s.bundles[td] = next
 	if st := s.sources[td]; st != nil && (origin == OriginEndpoint || origin == OriginFile) {
@@ -222,14 +285,18 @@ func (s *BundleSet) store(b *spiffebundle.Bundle, origin string) {
 // failed records and logs a failed load or fetch. What it says depends on
 // what is in use meanwhile: nothing at all is a different situation from a
 // bootstrap bundle, and both from a last good bundle.
-func (s *BundleSet) failed(td spiffeid.TrustDomain, err error, fields ...zap.Field) {
-	s.metrics.loadFailed(KindBundle, td.Name())
+func (s *BundleSet) failed(td spiffeid.TrustDomain, from *sourceState, err error, fields ...zap.Field) {
 	s.mu.Lock()
+	if !s.current(td, from) {
+		s.mu.Unlock()
+		return
+	}
 	e, had := s.bundles[td]
-	if st := s.sources[td]; st != nil {
-		st.lastErr, st.lastErrTime = err.Error(), time.Now()
+	if from != nil {
+		from.lastErr, from.lastErrTime = err.Error(), time.Now()
 	}
 	s.mu.Unlock()
+	s.metrics.loadFailed(KindBundle, td.Name())
 	fields = append(fields, zap.String("trust_domain", td.Name()), zap.Error(err))
 	switch {
 	case !had:
@@ -250,7 +317,8 @@ func (s *BundleSet) AddFile(td spiffeid.TrustDomain, path string) error {
 	if td.IsZero() {
 		return fmt.Errorf("certs: bundle file %s needs a trust domain", path)
 	}
-	if err := s.claim(td, "file "+path, false); err != nil {
+	st, err := s.claim(td, "file "+path, false)
+	if err != nil {
 		return err
 	}
 	load := func() error {
@@ -261,11 +329,11 @@ func (s *BundleSet) AddFile(td spiffeid.TrustDomain, path string) error {
 		if err := checkBundle(td, "file "+path, b.X509Authorities()); err != nil {
 			return err
 		}
-		s.store(spiffebundle.FromX509Bundle(b), OriginFile)
+		s.store(spiffebundle.FromX509Bundle(b), OriginFile, st)
 		return nil
 	}
 	if err := load(); err != nil {
-		s.unclaim(td)
+		s.unclaim(td, st)
 		return err
 	}
 	// A file written in place is read cut short now and then: that is an
@@ -286,27 +354,16 @@ func (s *BundleSet) AddFile(td spiffeid.TrustDomain, path string) error {
 			return wait
 		}
 		if settling.report(err) {
-			s.failed(td, err, zap.String("file", path))
+			s.failed(td, st, err, zap.String("file", path))
 		}
 		return 0
 	})
 	if err != nil {
-		s.unclaim(td)
+		s.unclaim(td, st)
 		return fmt.Errorf("certs: watch bundle file %s: %w", path, err)
 	}
-	s.addCloser(w.Close)
+	s.stopWith(td, st, w.Close)
 	return nil
-}
-
-func (s *BundleSet) addCloser(c func() error) {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		_ = c() // Close ran meanwhile; nobody else will stop this watcher
-		return
-	}
-	s.closers = append(s.closers, c)
-	s.mu.Unlock()
 }
 
 // Close stops every watcher and endpoint poller. The bundles stay readable.
@@ -317,13 +374,18 @@ func (s *BundleSet) Close() error {
 		return nil
 	}
 	s.closed = true
-	closers := s.closers
+	var stops []func() error
+	for _, st := range s.sources {
+		if st.stop != nil {
+			stops = append(stops, st.stop)
+		}
+	}
 	s.mu.Unlock()
 	close(s.stop)
 	s.wg.Wait()
 	var first error
-	for _, c := range closers {
-		if err := c(); err != nil && first == nil {
+	for _, stop := range stops {
+		if err := stop(); err != nil && first == nil {
 			first = err
 		}
 	}

@@ -2,6 +2,7 @@ package certs
 
 import (
 	"crypto/x509"
+	"errors"
 	"path/filepath"
 	"testing"
 	"time"
@@ -113,4 +114,68 @@ func TestBundleSetNeverMergesTrustDomains(t *testing.T) {
 	srv := startEchoServer(t, ServerTLSConfig(server, bundles, tlsconfig.AuthorizeAny()))
 	_, _ = dial(t, srv.addr, ClientTLSConfig(svid, bundles, tlsconfig.AuthorizeAny()))
 	require.ErrorContains(t, srv.serverErr(t), "x509svid: could not verify leaf certificate: x509: certificate signed by unknown authority")
+}
+
+// Removing a trust domain drops its bundle at once: its peers are no
+// longer verified, subscribers hear of it, and the trust domain can get a
+// new source.
+func TestRemovedBundleNoLongerVerifies(t *testing.T) {
+	serverCA, caB := newCA(t, tdA), newCA(t, tdB)
+	path := filepath.Join(t.TempDir(), "b.example.pem")
+	require.NoError(t, writeFileAtomic(path, caB.CertPEM(), certMode))
+	bundles := NewBundleSet(zaptest.NewLogger(t), newMetrics(t))
+	defer bundles.Close()
+	require.NoError(t, bundles.Set(serverCA.Bundle()))
+	require.NoError(t, bundles.AddFile(tdB, path))
+	changed, cancel := bundles.Subscribe()
+	defer cancel()
+
+	server, err := serverCA.IssueX509SVID(mustID(t, tdA, "/meshfed/agent"), time.Hour)
+	require.NoError(t, err)
+	client, err := caB.IssueX509SVID(mustID(t, tdB, "/meshfed/agent"), time.Hour)
+	require.NoError(t, err)
+	srv := startEchoServer(t, ServerTLSConfig(server, bundles, tlsconfig.AuthorizeMemberOf(tdB)))
+	_, err = dial(t, srv.addr, ClientTLSConfig(client, bundles, tlsconfig.AuthorizeAny()))
+	require.NoError(t, err)
+	require.NoError(t, srv.serverErr(t))
+
+	require.True(t, bundles.Remove(tdB))
+	waitSignal(t, changed)
+	require.Equal(t, "a.example", tdNames(bundles))
+	require.Len(t, bundles.States(), 1)
+	_, _ = dial(t, srv.addr, ClientTLSConfig(client, bundles, tlsconfig.AuthorizeAny()))
+	require.ErrorContains(t, srv.serverErr(t), `no trust bundle for trust domain "b.example"`)
+	require.False(t, bundles.Remove(tdB))
+
+	require.NoError(t, bundles.AddFile(tdB, path))
+	waitSignal(t, changed)
+	require.Equal(t, "a.example b.example", tdNames(bundles))
+}
+
+// A source removed while it was fetching neither saves nor uses what it
+// fetched, nor touches the state of the trust domain's next source.
+func TestRemovedSourceDoesNotComeBack(t *testing.T) {
+	caB, caB2 := newCA(t, tdB), newCA(t, tdB)
+	dir := t.TempDir()
+	cfg := EndpointConfig{TrustDomain: tdB, URL: "https://127.0.0.1:1/bundle", Profile: ProfileHTTPSSPIFFE, EndpointID: mustID(t, tdB, "/meshfed/agent"),
+		BootstrapFile: writePEM(t, "b.pem", caB.CertPEM()), SavedFile: filepath.Join(dir, "saved.json"), DefaultRefresh: time.Hour}
+	bundles := NewBundleSet(zaptest.NewLogger(t), newMetrics(t))
+	defer bundles.Close()
+	require.NoError(t, bundles.AddEndpoint(cfg))
+	bundles.mu.RLock()
+	removed := bundles.sources[tdB]
+	bundles.mu.RUnlock()
+	require.True(t, bundles.Remove(tdB))
+
+	bundles.fetched(cfg, removed, caB2.Bundle(), time.Hour)
+	require.Empty(t, tdNames(bundles))
+	require.NoFileExists(t, cfg.SavedFile)
+
+	require.NoError(t, bundles.AddFile(tdB, writePEM(t, "b-file.pem", caB.CertPEM())))
+	bundles.fetched(cfg, removed, caB2.Bundle(), time.Hour)
+	bundles.fetchFailed(cfg, removed, fetchInfo{}, errors.New("refused"), time.Hour)
+	require.Equal(t, []*x509.Certificate{caB.Certificate()}, bundleOf(t, bundles, tdB))
+	st := stateOf(t, bundles, tdB)
+	require.Empty(t, st.LastError)
+	require.Zero(t, st.Failures)
 }

@@ -188,13 +188,16 @@ func (s *BundleSet) AddEndpoint(cfg EndpointConfig) error {
 	if err != nil {
 		return err
 	}
-	if err := s.claim(cfg.TrustDomain, "endpoint "+cfg.URL, true); err != nil {
+	st, err := s.claim(cfg.TrustDomain, "endpoint "+cfg.URL, true)
+	if err != nil {
 		return err
 	}
 	if first != nil {
-		s.store(first, origin)
+		s.store(first, origin, st)
 	}
-	go s.pollEndpoint(cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stopWith(cfg.TrustDomain, st, func() error { cancel(); return nil })
+	go s.pollEndpoint(ctx, cfg, st)
 	return nil
 }
 
@@ -251,9 +254,10 @@ func loadRoots(path string) (*x509.CertPool, error) {
 // after a failure with a backoff from cfg.MinRetry up to that interval
 // (the spec's "retry at the next polling interval" at the latest): an
 // endpoint that was down is fetched from again soon after it is back.
-func (s *BundleSet) pollEndpoint(cfg EndpointConfig) {
+// Removing the trust domain ends ctx.
+func (s *BundleSet) pollEndpoint(ctx context.Context, cfg EndpointConfig, st *sourceState) {
 	defer s.wg.Done()
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {
 		select {
@@ -280,12 +284,12 @@ func (s *BundleSet) pollEndpoint(cfg EndpointConfig) {
 		}
 		if err != nil {
 			b.SetCap(interval)
-			timer.Reset(s.fetchFailed(cfg, fi, err, b.Next()))
+			timer.Reset(s.fetchFailed(cfg, st, fi, err, b.Next()))
 			continue
 		}
 		b.Reset()
 		interval = s.refreshOf(cfg, bundle)
-		s.fetched(cfg, bundle, interval)
+		s.fetched(cfg, st, bundle, interval)
 		timer.Reset(interval)
 	}
 }
@@ -312,20 +316,26 @@ func cmpOr(d, def time.Duration) time.Duration {
 	return def
 }
 
-func (s *BundleSet) fetchFailed(cfg EndpointConfig, fi fetchInfo, err error, next time.Duration) time.Duration {
+func (s *BundleSet) fetchFailed(cfg EndpointConfig, st *sourceState, fi fetchInfo, err error, next time.Duration) time.Duration {
+	if !s.still(cfg.TrustDomain, st) {
+		return next // removed meanwhile: its poller is ending
+	}
 	td := cfg.TrustDomain.Name()
 	s.metrics.fetch(td, ResultFailure)
 	if fi.handshake != nil {
 		logRefused(s.log, s.metrics, SideClient, fi.remote, fi.handshake, zap.String("trust_domain", td), zap.String("url", cfg.URL))
 	}
-	s.failed(cfg.TrustDomain, err, zap.String("url", cfg.URL), zap.Duration("retry_in", next))
-	s.scheduled(cfg.TrustDomain, next, true)
+	s.failed(cfg.TrustDomain, st, err, zap.String("url", cfg.URL), zap.Duration("retry_in", next))
+	s.scheduled(cfg.TrustDomain, st, next, true)
 	return next
 }
 
 // fetched saves a changed bundle, then takes it into use: whoever sees the
 // new bundle in use finds it saved too.
-func (s *BundleSet) fetched(cfg EndpointConfig, b *spiffebundle.Bundle, next time.Duration) {
+func (s *BundleSet) fetched(cfg EndpointConfig, st *sourceState, b *spiffebundle.Bundle, next time.Duration) {
+	if !s.still(cfg.TrustDomain, st) {
+		return // removed meanwhile: neither saved nor used
+	}
 	td := cfg.TrustDomain.Name()
 	s.metrics.fetch(td, ResultSuccess)
 	if prev, _ := s.GetBundleForTrustDomain(cfg.TrustDomain); cfg.SavedFile != "" && (prev == nil || !prev.Equal(b)) {
@@ -334,8 +344,8 @@ func (s *BundleSet) fetched(cfg EndpointConfig, b *spiffebundle.Bundle, next tim
 			s.log.Warn("could not save the fetched trust bundle", zap.String("trust_domain", td), zap.String("path", cfg.SavedFile), zap.Error(err))
 		}
 	}
-	s.store(b, OriginEndpoint)
-	s.scheduled(cfg.TrustDomain, next, false)
+	s.store(b, OriginEndpoint, st)
+	s.scheduled(cfg.TrustDomain, st, next, false)
 	s.log.Debug("bundle fetched", zap.String("trust_domain", td), zap.Duration("next_refresh", next))
 }
 
