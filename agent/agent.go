@@ -76,8 +76,9 @@ type Agent struct {
 	reloadMu sync.Mutex
 	current  *config.Config
 	reloads  *prometheus.CounterVec
-	// joinMu serializes joins; loadedBundles are the trust bundles a
-	// reload loaded, beyond those of the start (liveBundles).
+	// joinMu serializes joins; loadedBundles are the trust bundle sources
+	// the agent's bundle set holds by trust domain, once a reload changed
+	// them (liveBundles, dropBundles): nil, those of the start.
 	joinMu        sync.Mutex
 	loadedBundles map[string]config.BundleSource
 }

@@ -134,11 +134,12 @@ func (a *Agent) selfInfo(cfg *config.Config) (peer.MeshInfo, error) {
 	return peer.SelfInfo(cfg, svid.ID, pemCAs.String())
 }
 
-// liveBundles applies (with load; else says) the trust bundles that came or went with peers of
-// next (federation.peersDir): a new trust domain's bundle is loaded now,
-// so that its peer applies without a restart; one removed stays loaded,
-// trusted by no peer, until the next start. It returns the trustBundles
-// fields it applied; a bundle whose source changed waits for the restart.
+// liveBundles applies (with load; else says) the trust bundles that came
+// or went with peers of next (federation.peersDir): a new trust domain's
+// bundle is loaded now, so that its peer applies without a restart, and
+// one removed is dropped once the reload applied the rest (dropBundles).
+// It returns the trustBundles fields it applied; a bundle whose source
+// changed waits for the restart.
 func (a *Agent) liveBundles(next *config.Config, changed []string, load bool) ([]string, error) {
 	var out []string
 	for _, f := range changed {
@@ -157,11 +158,7 @@ func (a *Agent) liveBundles(next *config.Config, changed []string, load bool) ([
 		case !inNext:
 			continue // a field of a bundle
 		}
-		loaded, ok := a.loadedBundles[td]
-		if !ok {
-			loaded, ok = a.cfg.TrustBundles[td]
-		}
-		if ok {
+		if loaded, ok := a.heldBundles()[td]; ok {
 			if reflect.DeepEqual(loaded, src) {
 				out = append(out, f)
 			}
@@ -174,10 +171,7 @@ func (a *Agent) liveBundles(next *config.Config, changed []string, load bool) ([
 		if err := a.addBundle(td, src); err != nil {
 			return nil, err
 		}
-		if a.loadedBundles == nil {
-			a.loadedBundles = map[string]config.BundleSource{}
-		}
-		a.loadedBundles[td] = src
+		a.heldBundles()[td] = src
 		out = append(out, f)
 	}
 	return out, nil
@@ -204,6 +198,18 @@ func (a *Agent) addBundle(td string, src config.BundleSource) error {
 		return fmt.Errorf("trustBundles.%s.file: %w", td, err)
 	}
 	return nil
+}
+
+// heldBundles is loadedBundles, made from the start's configuration the
+// first time a reload needs it. Callers hold reloadMu.
+func (a *Agent) heldBundles() map[string]config.BundleSource {
+	if a.loadedBundles == nil {
+		a.loadedBundles = maps.Clone(a.cfg.TrustBundles)
+		if a.loadedBundles == nil {
+			a.loadedBundles = map[string]config.BundleSource{}
+		}
+	}
+	return a.loadedBundles
 }
 
 // withBundles is cur with the trust bundles of next that liveBundles

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"go.uber.org/zap"
 
 	"github.com/meshfed/meshfed/admin"
@@ -122,8 +123,23 @@ func (a *Agent) reload(ctx context.Context) (ReloadResult, error) {
 			return ReloadResult{}, err
 		}
 	}
+	a.dropBundles(a.current, &cur)
 	a.current = &cur
 	return res, nil
+}
+
+// dropBundles stops trusting the trust domains cur no longer has a bundle
+// for. It runs once the reload applied everything else: the check refuses
+// a configuration whose peers still need such a bundle, and the peers of
+// that trust domain are gone by then.
+func (a *Agent) dropBundles(prev, cur *config.Config) {
+	for td := range prev.TrustBundles {
+		if _, ok := cur.TrustBundles[td]; ok {
+			continue
+		}
+		a.creds.bundles.Remove(spiffeid.RequireTrustDomainFromString(td))
+		delete(a.heldBundles(), td)
+	}
 }
 
 // reloadScope is what a reload from one configuration to the next does:

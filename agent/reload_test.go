@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/stretchr/testify/require"
@@ -226,4 +228,57 @@ func TestReloadRemovesAndAddsAPeer(t *testing.T) {
 	require.Equal(t, http.StatusOK, code, body)
 	require.JSONEq(t, `{"applied": ["gateways.egress.httpRouteTimeout"], "needsRestart": []}`, body)
 	require.Eventually(t, func() bool { return routeTimeout() == "3s" }, waitFor, 10*time.Millisecond)
+}
+
+// A peer removed with its trust bundle is no longer trusted at all: the
+// bundle leaves the agent's set (and its status) with the reload, and
+// comes back when the peer and its bundle do.
+func TestReloadDropsARemovedPeersTrustBundle(t *testing.T) {
+	root := t.TempDir()
+	ma, mb := newMesh(t, root, "mesh-a"), newMesh(t, root, "mesh-b")
+	b := start(t, mb.config(t, ma, ""))
+	b.Catalog.SetExports([]model.Export{{
+		Name: "payments", FQDN: "payments.mesh-b.example", Mode: model.Terminate, Consumers: []string{"mesh-a"},
+		Ports: []model.ExportPort{{Name: "http", Port: 8080, Protocol: model.HTTP, SNI: model.DefaultSNI(8080, "payments.mesh-b.example"),
+			Endpoints: []model.LocalEndpoint{{Address: "127.0.0.1", Port: 9080}}}},
+	}})
+	path := filepath.Join(ma.dir, "meshfed.yaml")
+	a := startOperable(t, ma.config(t, mb, b.FederationAddr().String()), path)
+	imported := func() int { return len(a.Catalog.Imports()) }
+	require.Eventually(t, imported1(a), waitFor, 10*time.Millisecond)
+	bundles := func() []string {
+		var out []string
+		for _, s := range a.creds.bundles.States() {
+			out = append(out, s.TrustDomain)
+		}
+		return out
+	}
+	require.Equal(t, []string{"mesh-a.example", "mesh-b.example"}, bundles())
+
+	withPeer, err := os.ReadFile(path)
+	require.NoError(t, err)
+	bundleLine := fmt.Sprintf("  mesh-b.example: {file: %s}\n", filepath.Join(mb.dir, "certs", "bundle.pem"))
+	require.Contains(t, string(withPeer), bundleLine)
+	i := strings.Index(string(withPeer), "peers:\n")
+	j := strings.Index(string(withPeer), "xds:\n")
+	without := strings.Replace(string(withPeer[:i]), bundleLine, "", 1) + "peers: []\n" + string(withPeer[j:])
+	require.NoError(t, os.WriteFile(path, []byte(without), 0o600))
+	code, body := postReload(t, a)
+	require.Equal(t, http.StatusOK, code, body)
+	require.JSONEq(t, `{"applied": ["trustBundles.mesh-b.example", "peers[mesh-b]"], "needsRestart": []}`, body)
+	require.Equal(t, []string{"mesh-a.example"}, bundles())
+	_, err = a.creds.bundles.GetX509BundleForTrustDomain(spiffeid.RequireTrustDomainFromString("mesh-b.example"))
+	require.ErrorContains(t, err, `no trust bundle for trust domain "mesh-b.example"`)
+	require.Eventually(t, func() bool { return imported() == 0 }, waitFor, 10*time.Millisecond)
+
+	require.NoError(t, os.WriteFile(path, withPeer, 0o600))
+	code, body = postReload(t, a)
+	require.Equal(t, http.StatusOK, code, body)
+	require.JSONEq(t, `{"applied": ["trustBundles.mesh-b.example", "peers[mesh-b]"], "needsRestart": []}`, body)
+	require.Equal(t, []string{"mesh-a.example", "mesh-b.example"}, bundles())
+	require.Eventually(t, imported1(a), waitFor, 10*time.Millisecond)
+}
+
+func imported1(a *Agent) func() bool {
+	return func() bool { return len(a.Catalog.Imports()) == 1 }
 }
