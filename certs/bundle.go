@@ -378,6 +378,7 @@ func (s *BundleSet) Close() error {
 	for _, st := range s.sources {
 		if st.stop != nil {
 			stops = append(stops, st.stop)
+			st.stop = nil // a later Remove has nothing left to stop
 		}
 	}
 	s.mu.Unlock()

@@ -150,6 +150,11 @@ func TestRemovedBundleNoLongerVerifies(t *testing.T) {
 	require.NoError(t, bundles.AddFile(tdB, path))
 	waitSignal(t, changed)
 	require.Equal(t, "a.example b.example", tdNames(bundles))
+
+	// Close stopped the watcher already; a Remove after it stops nothing twice.
+	require.NoError(t, bundles.Close())
+	require.True(t, bundles.Remove(tdB))
+	require.Equal(t, "a.example", tdNames(bundles))
 }
 
 // A source removed while it was fetching neither saves nor uses what it
