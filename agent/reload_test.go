@@ -245,7 +245,7 @@ func TestReloadDropsARemovedPeersTrustBundle(t *testing.T) {
 	path := filepath.Join(ma.dir, "meshfed.yaml")
 	a := startOperable(t, ma.config(t, mb, b.FederationAddr().String()), path)
 	imported := func() int { return len(a.Catalog.Imports()) }
-	require.Eventually(t, imported1(a), waitFor, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return imported() == 1 }, waitFor, 10*time.Millisecond)
 	bundles := func() []string {
 		var out []string
 		for _, s := range a.creds.bundles.States() {
@@ -276,9 +276,5 @@ func TestReloadDropsARemovedPeersTrustBundle(t *testing.T) {
 	require.Equal(t, http.StatusOK, code, body)
 	require.JSONEq(t, `{"applied": ["trustBundles.mesh-b.example", "peers[mesh-b]"], "needsRestart": []}`, body)
 	require.Equal(t, []string{"mesh-a.example", "mesh-b.example"}, bundles())
-	require.Eventually(t, imported1(a), waitFor, 10*time.Millisecond)
-}
-
-func imported1(a *Agent) func() bool {
-	return func() bool { return len(a.Catalog.Imports()) == 1 }
+	require.Eventually(t, func() bool { return imported() == 1 }, waitFor, 10*time.Millisecond)
 }

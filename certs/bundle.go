@@ -203,11 +203,15 @@ func (s *BundleSet) Remove(td spiffeid.TrustDomain) bool {
 	s.mu.Lock()
 	st, hadSource := s.sources[td]
 	_, hadBundle := s.bundles[td]
+	var stop func() error
+	if hadSource {
+		stop, st.stop = st.stop, nil
+	}
 	delete(s.sources, td)
 	delete(s.bundles, td)
 	s.mu.Unlock()
-	if hadSource && st.stop != nil {
-		if err := st.stop(); err != nil {
+	if stop != nil {
+		if err := stop(); err != nil {
 			s.log.Warn("could not stop the trust bundle's source", zap.String("trust_domain", td.Name()), zap.String("source", st.desc), zap.Error(err))
 		}
 	}
