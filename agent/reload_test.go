@@ -178,16 +178,7 @@ func TestBrokenRegistryFileShowsInTheStatus(t *testing.T) {
 // and imported from; the egress gateway follows, and takes a new route
 // timeout as soon as it is reloaded.
 func TestReloadRemovesAndAddsAPeer(t *testing.T) {
-	root := t.TempDir()
-	ma, mb := newMesh(t, root, "mesh-a"), newMesh(t, root, "mesh-b")
-	b := start(t, mb.config(t, ma, ""))
-	b.Catalog.SetExports([]model.Export{{
-		Name: "payments", FQDN: "payments.mesh-b.example", Mode: model.Terminate, Consumers: []string{"mesh-a"},
-		Ports: []model.ExportPort{{Name: "http", Port: 8080, Protocol: model.HTTP, SNI: model.DefaultSNI(8080, "payments.mesh-b.example"),
-			Endpoints: []model.LocalEndpoint{{Address: "127.0.0.1", Port: 9080}}}},
-	}})
-	path := filepath.Join(ma.dir, "meshfed.yaml")
-	a := startOperable(t, ma.config(t, mb, b.FederationAddr().String()), path)
+	a, _, path := importingPayments(t)
 	imported := func() int { return len(a.Catalog.Imports()) }
 	const scope = "egress/mesh-b/payments/http"
 	require.Eventually(t, func() bool { return imported() == 1 && slices.Contains(importScopes(a), scope) }, waitFor, 10*time.Millisecond)
@@ -230,10 +221,11 @@ func TestReloadRemovesAndAddsAPeer(t *testing.T) {
 	require.Eventually(t, func() bool { return routeTimeout() == "3s" }, waitFor, 10*time.Millisecond)
 }
 
-// A peer removed with its trust bundle is no longer trusted at all: the
-// bundle leaves the agent's set (and its status) with the reload, and
-// comes back when the peer and its bundle do.
-func TestReloadDropsARemovedPeersTrustBundle(t *testing.T) {
+// importingPayments starts mesh-b exporting payments to mesh-a, and mesh-a
+// from its configuration file, dialing mesh-b; it returns mesh-a, mesh-b's
+// files and mesh-a's configuration file.
+func importingPayments(t *testing.T) (*Agent, mesh, string) {
+	t.Helper()
 	root := t.TempDir()
 	ma, mb := newMesh(t, root, "mesh-a"), newMesh(t, root, "mesh-b")
 	b := start(t, mb.config(t, ma, ""))
@@ -244,6 +236,14 @@ func TestReloadDropsARemovedPeersTrustBundle(t *testing.T) {
 	}})
 	path := filepath.Join(ma.dir, "meshfed.yaml")
 	a := startOperable(t, ma.config(t, mb, b.FederationAddr().String()), path)
+	return a, mb, path
+}
+
+// A peer removed with its trust bundle is no longer trusted at all: the
+// bundle leaves the agent's set (and its status) with the reload, and
+// comes back when the peer and its bundle do.
+func TestReloadDropsARemovedPeersTrustBundle(t *testing.T) {
+	a, mb, path := importingPayments(t)
 	imported := func() int { return len(a.Catalog.Imports()) }
 	require.Eventually(t, func() bool { return imported() == 1 }, waitFor, 10*time.Millisecond)
 	bundles := func() []string {
