@@ -26,6 +26,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/meshfed/meshfed/certs"
+	"github.com/meshfed/meshfed/internal/handshake"
 	"github.com/meshfed/meshfed/internal/untrusted"
 )
 
@@ -294,7 +295,7 @@ func (s *JoinServer) allow(addr net.Addr) bool {
 	if !s.all.Allow() {
 		return false
 	}
-	src := sourceOf(addr)
+	src := handshake.SourceOf(addr)
 	now := s.cfg.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -21,6 +21,7 @@ import (
 	"github.com/meshfed/meshfed/federation/catalog"
 	"github.com/meshfed/meshfed/federation/session"
 	"github.com/meshfed/meshfed/federation/wire"
+	"github.com/meshfed/meshfed/internal/handshake"
 )
 
 // TLS builds the mutual TLS configurations of Hamlet connections; the
@@ -85,7 +86,7 @@ type Manager struct {
 	smx     *session.Metrics
 	// handshakes bounds the listener's connections before they are
 	// authenticated.
-	handshakes *handshakes
+	handshakes *handshake.Gate
 
 	mu     sync.Mutex
 	peers  map[string]*peerRun
@@ -177,7 +178,7 @@ func NewManager(cfg Config, specs []Spec) (*Manager, error) {
 	if cfg.Log == nil {
 		cfg.Log = zap.NewNop()
 	}
-	m := &Manager{cfg: cfg, log: cfg.Log, sampled: sampledLogger(cfg.Log), handshakes: newHandshakes(cfg.MaxHandshakes, cfg.MaxHandshakesPerSource)}
+	m := &Manager{cfg: cfg, log: cfg.Log, sampled: sampledLogger(cfg.Log), handshakes: handshake.NewGate(cfg.MaxHandshakes, cfg.MaxHandshakesPerSource)}
 	var catPeers []catalog.Peer
 	var err error
 	if m.peers, m.order, catPeers, err = prepare(specs); err != nil {

@@ -2,6 +2,8 @@ package peer
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meshfed/meshfed/internal/handshake"
 )
 
 var (
@@ -50,8 +52,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(refusedDesc, prometheus.CounterValue, float64(c.m.unattributedTotal), "")
 	h := c.m.handshakes
-	ch <- prometheus.MustNewConstMetric(handshakesDesc, prometheus.GaugeValue, float64(h.inProgress()))
-	for _, r := range cutReasons {
-		ch <- prometheus.MustNewConstMetric(cutDesc, prometheus.CounterValue, float64(h.cut[r].Load()), r)
+	ch <- prometheus.MustNewConstMetric(handshakesDesc, prometheus.GaugeValue, float64(h.InProgress()))
+	for _, r := range handshake.CutReasons {
+		ch <- prometheus.MustNewConstMetric(cutDesc, prometheus.CounterValue, float64(h.Cuts(r)), r)
 	}
 }

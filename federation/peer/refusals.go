@@ -16,6 +16,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"google.golang.org/grpc/credentials"
+
+	"github.com/meshfed/meshfed/internal/handshake"
 )
 
 // Refusal is a connection the Hamlet listener refused: in the TLS
@@ -39,18 +41,18 @@ var refusedDesc = prometheus.NewDesc("meshfed_hamlet_refused_connections_total",
 	[]string{"peer"}, nil)
 
 // recordingCreds is the listener's TLS, which bounds the connections in
-// their handshake (handshakes) and records every handshake it refuses or
+// their handshake (a handshake.Gate) and records every handshake it refuses or
 // cuts: gRPC drops the error, and TLS tells the client no more than an
 // alert.
 type recordingCreds struct {
 	credentials.TransportCredentials
 	cfg     *tls.Config
-	gate    *handshakes
+	gate    *handshake.Gate
 	refused func(remote net.Addr, presented spiffeid.ID, why string)
 	cut     func(remote net.Addr, reason string)
 }
 
-func newRecordingCreds(cfg *tls.Config, gate *handshakes, refused func(net.Addr, spiffeid.ID, string), cut func(net.Addr, string)) *recordingCreds {
+func newRecordingCreds(cfg *tls.Config, gate *handshake.Gate, refused func(net.Addr, spiffeid.ID, string), cut func(net.Addr, string)) *recordingCreds {
 	return &recordingCreds{TransportCredentials: credentials.NewTLS(cfg), cfg: cfg, gate: gate, refused: refused, cut: cut}
 }
 
@@ -66,9 +68,9 @@ func (c *recordingCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.Au
 			return verify(rawCerts, chains)
 		}
 	}
-	hc := c.gate.admit(raw)
+	hc := c.gate.Admit(raw)
 	conn, info, err := credentials.NewTLS(cfg).ServerHandshake(hc)
-	if !c.gate.done(hc) && err == nil {
+	if !c.gate.Done(hc) && err == nil {
 		// Shed as it finished: the listener has closed it.
 		_ = conn.Close()
 		err = net.ErrClosed
@@ -76,12 +78,12 @@ func (c *recordingCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.Au
 	if err == nil {
 		return conn, info, nil
 	}
-	switch reason := hc.cutReason(); {
+	switch reason := hc.CutReason(); {
 	case reason != "":
 		c.cut(raw.RemoteAddr(), reason)
 	case errors.Is(err, os.ErrDeadlineExceeded):
-		c.gate.timedOut()
-		c.cut(raw.RemoteAddr(), cutTimeout)
+		c.gate.TimedOut()
+		c.cut(raw.RemoteAddr(), handshake.CutTimeout)
 	case errors.Is(err, io.EOF):
 		// A connection closed before it said anything is a port probe,
 		// not a refused client.
@@ -154,7 +156,7 @@ func (m *Manager) refusedConn(remote net.Addr, presented spiffeid.ID, why string
 // ended; handshakes counted it.
 func (m *Manager) cutConn(remote net.Addr, reason string) {
 	msg := "closed a Hamlet connection that did not finish its TLS handshake within federation.handshakeTimeout"
-	if reason != cutTimeout {
+	if reason != handshake.CutTimeout {
 		msg = "shed a Hamlet connection still in its TLS handshake: too many were (federation.maxHandshakes, maxHandshakesPerSource)"
 	}
 	m.sampled.Warn(msg, zap.String("remote", remote.String()), zap.String("reason", reason))

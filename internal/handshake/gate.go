@@ -1,4 +1,7 @@
-package peer
+// Package handshake bounds a listener's connections that have not finished
+// their TLS handshake: the only ones anybody can open, without a
+// certificate.
+package handshake
 
 import (
 	"container/list"
@@ -9,19 +12,21 @@ import (
 )
 
 // Why a connection was cut before it finished its TLS handshake, as the
-// reason label of meshfed_hamlet_handshakes_cut_total.
+// reason label of the listeners' handshakes_cut_total metrics.
 const (
-	// cutSaturated: the listener had MaxHandshakes connections in their
+	// CutSaturated: the listener had its most connections in their
 	// handshake, and this was the oldest.
-	cutSaturated = "saturated"
-	// cutSourceSaturated: its source address had MaxHandshakesPerSource
-	// connections in their handshake, and this was the oldest.
-	cutSourceSaturated = "source_saturated"
-	// cutTimeout: it did not finish within HandshakeTimeout.
-	cutTimeout = "timeout"
+	CutSaturated = "saturated"
+	// CutSourceSaturated: its source address had its most connections in
+	// their handshake, and this was the oldest.
+	CutSourceSaturated = "source_saturated"
+	// CutTimeout: it did not finish within the listener's handshake
+	// timeout.
+	CutTimeout = "timeout"
 )
 
-var cutReasons = []string{cutSaturated, cutSourceSaturated, cutTimeout}
+// CutReasons lists every reason, for metrics that show each from the start.
+var CutReasons = []string{CutSaturated, CutSourceSaturated, CutTimeout}
 
 // userCanceled is a TLS alert record, fatal user_canceled: what a shed
 // connection is told when nothing of the handshake has been sent to it yet.
@@ -30,31 +35,32 @@ var cutReasons = []string{cutSaturated, cutSourceSaturated, cutTimeout}
 // the dialer can tell a saturated listener from a refused certificate.
 var userCanceled = []byte{21, 3, 3, 0, 2, 2, 90}
 
-// handshakes bounds the Hamlet listener's connections that have not
-// finished their TLS handshake: the only ones anybody can open, without a
-// certificate. Over a bound the oldest such connection is shed rather than
-// the new one refused: a flood then displaces its own connections, while a
-// peer's, which finishes in a few round trips, is the newest and stays.
-// Authenticated connections are not counted.
-type handshakes struct {
+// Gate bounds a listener's connections that have not finished their TLS
+// handshake, in all and by source. Over a bound the oldest such connection
+// is shed rather than the new one refused: a flood then displaces its own
+// connections, while a client's, which finishes in a few round trips, is
+// the newest and stays. Authenticated connections are not counted.
+type Gate struct {
 	max, perSource int
 
 	mu       sync.Mutex
-	all      list.List // of *handshakeConn, oldest first
+	all      list.List // of *Conn, oldest first
 	bySource map[netip.Prefix]*list.List
 
 	cut map[string]*atomic.Int64
 }
 
-func newHandshakes(max, perSource int) *handshakes {
-	h := &handshakes{max: max, perSource: perSource, bySource: map[netip.Prefix]*list.List{}, cut: map[string]*atomic.Int64{}}
-	for _, r := range cutReasons {
+// NewGate returns a gate that lets max connections be in their handshake
+// at once, perSource of them from one IPv4 address or IPv6 /64.
+func NewGate(max, perSource int) *Gate {
+	h := &Gate{max: max, perSource: perSource, bySource: map[netip.Prefix]*list.List{}, cut: map[string]*atomic.Int64{}}
+	for _, r := range CutReasons {
 		h.cut[r] = new(atomic.Int64)
 	}
 	return h
 }
 
-// The states of a handshakeConn: whichever of done and shed comes first
+// The states of a Conn: whichever of done and shed comes first
 // decides.
 const (
 	inHandshake int32 = iota
@@ -62,13 +68,13 @@ const (
 	shedding          // the listener cut it
 )
 
-// handshakeConn is a connection in its TLS handshake, and after it the
-// connection under TLS.
-type handshakeConn struct {
+// Conn is a connection in its TLS handshake, and after it the connection
+// under TLS.
+type Conn struct {
 	net.Conn
 	source netip.Prefix
-	// inAll and inSource are its elements in handshakes' lists, nil once
-	// removed; guarded by handshakes.mu.
+	// inAll and inSource are its elements in the Gate's lists, nil once
+	// removed; guarded by Gate.mu.
 	inAll, inSource *list.Element
 
 	// mu serialises the handshake's writes with the alert of a shed;
@@ -81,7 +87,7 @@ type handshakeConn struct {
 	reason atomic.Pointer[string]
 }
 
-func (c *handshakeConn) Write(b []byte) (int, error) {
+func (c *Conn) Write(b []byte) (int, error) {
 	if c.state.Load() == settled {
 		return c.Conn.Write(b)
 	}
@@ -91,8 +97,8 @@ func (c *handshakeConn) Write(b []byte) (int, error) {
 	return c.Conn.Write(b)
 }
 
-// cutReason is why the listener cut c, or "".
-func (c *handshakeConn) cutReason() string {
+// CutReason is why the listener cut c, or "".
+func (c *Conn) CutReason() string {
 	if r := c.reason.Load(); r != nil && c.state.Load() == shedding {
 		return *r
 	}
@@ -102,7 +108,7 @@ func (c *handshakeConn) cutReason() string {
 // shed closes c, telling the client why when nothing else was sent to it
 // yet, unless its handshake has just ended. It never waits on the
 // handshake: the lock is only tried.
-func (c *handshakeConn) shed(reason string) {
+func (c *Conn) shed(reason string) {
 	c.reason.Store(&reason)
 	if !c.state.CompareAndSwap(inHandshake, shedding) {
 		return
@@ -119,22 +125,23 @@ func (c *handshakeConn) shed(reason string) {
 	_ = c.Conn.Close()
 }
 
-// admit counts raw as in its handshake, first shedding the oldest
-// connection of its source, or of all, that it would put over a bound.
-func (h *handshakes) admit(raw net.Conn) *handshakeConn {
-	c := &handshakeConn{Conn: raw, source: sourceOf(raw.RemoteAddr())}
-	var shed []*handshakeConn
+// Admit counts raw as in its handshake, first shedding the oldest
+// connection of its source, or of all, that it would put over a bound. The
+// handshake must run on the Conn it returns.
+func (h *Gate) Admit(raw net.Conn) *Conn {
+	c := &Conn{Conn: raw, source: SourceOf(raw.RemoteAddr())}
+	var shed []*Conn
 	var reasons []string
 	h.mu.Lock()
 	if src := h.bySource[c.source]; src != nil && src.Len() >= h.perSource {
-		old := src.Front().Value.(*handshakeConn)
+		old := src.Front().Value.(*Conn)
 		h.removeLocked(old)
-		shed, reasons = append(shed, old), append(reasons, cutSourceSaturated)
+		shed, reasons = append(shed, old), append(reasons, CutSourceSaturated)
 	}
 	if h.all.Len() >= h.max {
-		old := h.all.Front().Value.(*handshakeConn)
+		old := h.all.Front().Value.(*Conn)
 		h.removeLocked(old)
-		shed, reasons = append(shed, old), append(reasons, cutSaturated)
+		shed, reasons = append(shed, old), append(reasons, CutSaturated)
 	}
 	src := h.bySource[c.source]
 	if src == nil {
@@ -150,10 +157,10 @@ func (h *handshakes) admit(raw net.Conn) *handshakeConn {
 	return c
 }
 
-// done ends c's handshake, whatever its outcome. It reports false when
+// Done ends c's handshake, whatever its outcome. It reports false when
 // the listener cut c first: a handshake that succeeded then must not be
 // used.
-func (h *handshakes) done(c *handshakeConn) bool {
+func (h *Gate) Done(c *Conn) bool {
 	ok := c.state.CompareAndSwap(inHandshake, settled)
 	h.mu.Lock()
 	h.removeLocked(c)
@@ -161,7 +168,7 @@ func (h *handshakes) done(c *handshakeConn) bool {
 	return ok
 }
 
-func (h *handshakes) removeLocked(c *handshakeConn) {
+func (h *Gate) removeLocked(c *Conn) {
 	if c.inAll == nil {
 		return
 	}
@@ -174,20 +181,23 @@ func (h *handshakes) removeLocked(c *handshakeConn) {
 	c.inAll, c.inSource = nil, nil
 }
 
-// inProgress is how many connections are in their handshake now.
-func (h *handshakes) inProgress() int {
+// InProgress is how many connections are in their handshake now.
+func (h *Gate) InProgress() int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.all.Len()
 }
 
-// timedOut counts a connection that did not finish in time.
-func (h *handshakes) timedOut() { h.cut[cutTimeout].Add(1) }
+// TimedOut counts a connection that did not finish in time.
+func (h *Gate) TimedOut() { h.cut[CutTimeout].Add(1) }
 
-// sourceOf is the bucket of a client address: an IPv4 address, or an
+// Cuts is how many connections were cut for reason (one of CutReasons).
+func (h *Gate) Cuts(reason string) int64 { return h.cut[reason].Load() }
+
+// SourceOf is the bucket of a client address: an IPv4 address, or an
 // IPv6 /64, which is what one subscriber is usually given. Addresses that
 // do not parse share one bucket.
-func sourceOf(a net.Addr) netip.Prefix {
+func SourceOf(a net.Addr) netip.Prefix {
 	var ap netip.AddrPort
 	if t, ok := a.(*net.TCPAddr); ok {
 		ap = t.AddrPort()

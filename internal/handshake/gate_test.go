@@ -1,4 +1,4 @@
-package peer
+package handshake
 
 import (
 	"io"
@@ -27,54 +27,54 @@ func pair(t *testing.T, lis net.Listener, from string) (client, server net.Conn)
 // is sent a user_canceled alert first; one that was, is only closed. A
 // connection done with its handshake is no longer counted, nor closed by
 // a shed that comes after.
-func TestHandshakesShedTheOldest(t *testing.T) {
+func TestGateShedsTheOldest(t *testing.T) {
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = lis.Close() })
-	h := newHandshakes(3, 2)
+	h := NewGate(3, 2)
 
 	type conn struct {
 		client net.Conn
-		hc     *handshakeConn
+		hc     *Conn
 	}
 	admit := func(from string) conn {
 		c, s := pair(t, lis, from)
-		return conn{c, h.admit(s)}
+		return conn{c, h.Admit(s)}
 	}
 	a1 := admit("127.0.0.2")
 	_, err = a1.hc.Write([]byte("hello")) // a1's handshake has begun
 	require.NoError(t, err)
 	a2 := admit("127.0.0.2")
 	b1 := admit("127.0.0.3")
-	require.Equal(t, 3, h.inProgress())
+	require.Equal(t, 3, h.InProgress())
 
 	a3 := admit("127.0.0.2") // 127.0.0.2 is at 2: a1 goes
-	require.Equal(t, cutSourceSaturated, a1.hc.cutReason())
+	require.Equal(t, CutSourceSaturated, a1.hc.CutReason())
 	got, err := io.ReadAll(a1.client)
 	require.NoError(t, err)
 	require.Equal(t, "hello", string(got), "no alert after the handshake began")
 
 	b2 := admit("127.0.0.3") // 3 in all: the oldest, a2, goes
-	require.Equal(t, cutSaturated, a2.hc.cutReason())
+	require.Equal(t, CutSaturated, a2.hc.CutReason())
 	got, err = io.ReadAll(a2.client)
 	require.NoError(t, err)
 	require.Equal(t, userCanceled, got)
-	require.Equal(t, 3, h.inProgress())
+	require.Equal(t, 3, h.InProgress())
 
-	require.True(t, h.done(b1.hc))
-	require.Equal(t, 2, h.inProgress())
-	require.False(t, h.done(a2.hc), "a2 was cut first: its handshake must not be used")
+	require.True(t, h.Done(b1.hc))
+	require.Equal(t, 2, h.InProgress())
+	require.False(t, h.Done(a2.hc), "a2 was cut first: its handshake must not be used")
 	// Once done, a connection is the peer's: a shed that comes late (its
 	// admission had already picked it) leaves it open.
-	b1.hc.shed(cutSaturated)
-	require.Empty(t, b1.hc.cutReason())
+	b1.hc.shed(CutSaturated)
+	require.Empty(t, b1.hc.CutReason())
 	_, err = b1.hc.Write([]byte("still open"))
 	require.NoError(t, err)
 	admit("127.0.0.4")
-	require.Empty(t, a3.hc.cutReason(), "room was made by a finished handshake")
-	require.Empty(t, b2.hc.cutReason())
-	require.Equal(t, int64(1), h.cut[cutSourceSaturated].Load())
-	require.Equal(t, int64(1), h.cut[cutSaturated].Load())
+	require.Empty(t, a3.hc.CutReason(), "room was made by a finished handshake")
+	require.Empty(t, b2.hc.CutReason())
+	require.Equal(t, int64(1), h.Cuts(CutSourceSaturated))
+	require.Equal(t, int64(1), h.Cuts(CutSaturated))
 }
 
 // An IPv6 client is counted by its /64, an IPv4 one (mapped or not) by
@@ -89,7 +89,7 @@ func TestSourceOf(t *testing.T) {
 	} {
 		tcp, err := net.ResolveTCPAddr("tcp", addr)
 		require.NoError(t, err)
-		require.Equal(t, netip.MustParsePrefix(want), sourceOf(tcp), addr)
+		require.Equal(t, netip.MustParsePrefix(want), SourceOf(tcp), addr)
 	}
-	require.Equal(t, netip.Prefix{}, sourceOf(&net.UnixAddr{Name: "x"}))
+	require.Equal(t, netip.Prefix{}, SourceOf(&net.UnixAddr{Name: "x"}))
 }
