@@ -75,6 +75,10 @@ func xdsConfig(cfg *config.Config) xds.Config {
 		MaxStreamsPerIdentity: cfg.XDS.MaxStreamsPerIdentity,
 		MaxStreams:            cfg.XDS.MaxStreams,
 		FirstRequestTimeout:   time.Duration(cfg.XDS.FirstRequestTimeout),
+
+		HandshakeTimeout:       time.Duration(cfg.XDS.HandshakeTimeout),
+		MaxHandshakes:          cfg.XDS.MaxHandshakes,
+		MaxHandshakesPerSource: cfg.XDS.MaxHandshakesPerSource,
 	}
 }
 

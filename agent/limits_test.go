@@ -46,18 +46,21 @@ func TestBoundsReachThePeerManagerAndTheXDSServer(t *testing.T) {
 	require.Equal(t, xds.Config{Address: d.XDS.Listen, MaxRecvMsgSize: config.DefaultMaxRequestBytes,
 		MaxConcurrentStreams: config.DefaultMaxStreamsPerConnection, MaxStreamsPerNode: config.DefaultMaxStreamsPerNode,
 		MaxStreamsPerIdentity: config.DefaultMaxStreamsPerIdentity, MaxStreams: config.DefaultMaxStreams,
-		FirstRequestTimeout: config.DefaultFirstRequestTimeout}, xc)
+		FirstRequestTimeout: config.DefaultFirstRequestTimeout, HandshakeTimeout: config.DefaultHandshakeTimeout,
+		MaxHandshakes: config.DefaultMaxHandshakes, MaxHandshakesPerSource: config.DefaultMaxHandshakesPerSource}, xc)
 
 	c, _ := withBounds(t, ma, mb, "", "  window: 8\n  maxBatch: 3\n  batchDelay: 250ms\n",
 		"  maxRequestBytes: 2097152\n  maxStreamsPerConnection: 7\n  maxStreamsPerNode: 2\n"+
-			"  maxStreamsPerIdentity: 30\n  maxStreams: 50\n  firstRequestTimeout: 3s\n")
+			"  maxStreamsPerIdentity: 30\n  maxStreams: 50\n  firstRequestTimeout: 3s\n"+
+			"  handshakeTimeout: 2s\n  maxHandshakes: 9\n  maxHandshakesPerSource: 4\n")
 	pc, xc = peerConfig(c), xdsConfig(c)
 	require.Equal(t, 8, pc.Window)
 	require.Equal(t, 3, pc.MaxBatch)
 	require.Equal(t, 3, pc.ServicesPerResponse, "a peer's response holds no more than a transaction")
 	require.Equal(t, 250*time.Millisecond, pc.BatchDelay)
 	require.Equal(t, xds.Config{Address: c.XDS.Listen, MaxRecvMsgSize: 2 << 20, MaxConcurrentStreams: 7, MaxStreamsPerNode: 2,
-		MaxStreamsPerIdentity: 30, MaxStreams: 50, FirstRequestTimeout: 3 * time.Second}, xc)
+		MaxStreamsPerIdentity: 30, MaxStreams: 50, FirstRequestTimeout: 3 * time.Second,
+		HandshakeTimeout: 2 * time.Second, MaxHandshakes: 9, MaxHandshakesPerSource: 4}, xc)
 
 	// 0s is no wait, as a session takes it.
 	c, _ = withBounds(t, ma, mb, "", "  batchDelay: 0s\n", "")

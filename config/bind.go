@@ -205,6 +205,7 @@ var defaultedDurations = []struct {
 	{"xds.holdoff", DefaultHoldoff},
 	{"xds.maxDelay", DefaultMaxDelay},
 	{"xds.firstRequestTimeout", DefaultFirstRequestTimeout},
+	{"xds.handshakeTimeout", DefaultHandshakeTimeout},
 }
 
 // explicitZeroDuration finds a 0s written where 0 is no value.

@@ -92,6 +92,18 @@ type XDS struct {
 	// after it opened, with DEADLINE_EXCEEDED (default 10s; Envoy sends
 	// its first request at once). 1s to 10m.
 	FirstRequestTimeout Duration `yaml:"firstRequestTimeout"`
+	// HandshakeTimeout is how long a connection to a TCP Listen with TLS
+	// has to finish its TLS and HTTP/2 handshakes (default 10s; 100ms to
+	// 2m).
+	HandshakeTimeout Duration `yaml:"handshakeTimeout"`
+	// MaxHandshakes bounds the connections to a TCP Listen with TLS that
+	// are in their TLS handshake at once, not yet authenticated (default
+	// 256; 1 to 65536). Over it, the oldest such connection is closed;
+	// authenticated gateways are not counted.
+	MaxHandshakes int `yaml:"maxHandshakes"`
+	// MaxHandshakesPerSource is MaxHandshakes for the connections of one
+	// IPv4 address or IPv6 /64 (default 32; 1 to MaxHandshakes).
+	MaxHandshakesPerSource int `yaml:"maxHandshakesPerSource"`
 }
 
 // XDSTLS is mutual TLS toward the gateways.
@@ -733,6 +745,15 @@ func (c *Config) boundDefaults() {
 	}
 	if c.XDS.FirstRequestTimeout == 0 {
 		c.XDS.FirstRequestTimeout = Duration(DefaultFirstRequestTimeout)
+	}
+	if c.XDS.HandshakeTimeout == 0 {
+		c.XDS.HandshakeTimeout = Duration(DefaultHandshakeTimeout)
+	}
+	if c.XDS.MaxHandshakes == 0 {
+		c.XDS.MaxHandshakes = DefaultMaxHandshakes
+	}
+	if c.XDS.MaxHandshakesPerSource == 0 {
+		c.XDS.MaxHandshakesPerSource = DefaultMaxHandshakesPerSource
 	}
 }
 

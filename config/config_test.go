@@ -290,19 +290,21 @@ func TestBoundsTakeTheirLimits(t *testing.T) {
 		federation, xds string
 		check           func(*Config)
 	}{
-		{"maxBatch: 1\n  batchDelay: 0s", "maxRequestBytes: 1048576\n  maxStreamsPerConnection: 1\n  maxStreamsPerNode: 1\n  maxStreamsPerIdentity: 1\n  maxStreams: 1\n  firstRequestTimeout: 1s", func(c *Config) {
+		{"maxBatch: 1\n  batchDelay: 0s", "maxRequestBytes: 1048576\n  maxStreamsPerConnection: 1\n  maxStreamsPerNode: 1\n  maxStreamsPerIdentity: 1\n  maxStreams: 1\n  firstRequestTimeout: 1s\n  handshakeTimeout: 100ms\n  maxHandshakes: 1\n  maxHandshakesPerSource: 1", func(c *Config) {
 			assert.Equal(t, 1, c.Federation.MaxBatch)
 			assert.Equal(t, Duration(0), *c.Federation.BatchDelay)
 			assert.Equal(t, XDS{Listen: "127.0.0.1:18000", Holdoff: Duration(DefaultHoldoff), MaxDelay: Duration(DefaultMaxDelay),
 				MaxRequestBytes: 1 << 20, MaxStreamsPerConnection: 1, MaxStreamsPerNode: 1,
-				MaxStreamsPerIdentity: 1, MaxStreams: 1, FirstRequestTimeout: Duration(time.Second)}, c.XDS)
+				MaxStreamsPerIdentity: 1, MaxStreams: 1, FirstRequestTimeout: Duration(time.Second),
+				HandshakeTimeout: Duration(100 * time.Millisecond), MaxHandshakes: 1, MaxHandshakesPerSource: 1}, c.XDS)
 		}},
-		{"maxBatch: 4096\n  batchDelay: 1s", "maxRequestBytes: 2147483647\n  maxStreamsPerConnection: 10000\n  maxStreamsPerNode: 10000\n  maxStreamsPerIdentity: 100000\n  maxStreams: 100000\n  firstRequestTimeout: 10m", func(c *Config) {
+		{"maxBatch: 4096\n  batchDelay: 1s", "maxRequestBytes: 2147483647\n  maxStreamsPerConnection: 10000\n  maxStreamsPerNode: 10000\n  maxStreamsPerIdentity: 100000\n  maxStreams: 100000\n  firstRequestTimeout: 10m\n  handshakeTimeout: 2m\n  maxHandshakes: 65536\n  maxHandshakesPerSource: 65536", func(c *Config) {
 			assert.Equal(t, 4096, c.Federation.MaxBatch)
 			assert.Equal(t, Duration(time.Second), *c.Federation.BatchDelay)
 			assert.Equal(t, XDS{Listen: "127.0.0.1:18000", Holdoff: Duration(DefaultHoldoff), MaxDelay: Duration(DefaultMaxDelay),
 				MaxRequestBytes: 1<<31 - 1, MaxStreamsPerConnection: 10000, MaxStreamsPerNode: 10000,
-				MaxStreamsPerIdentity: 100000, MaxStreams: 100000, FirstRequestTimeout: Duration(10 * time.Minute)}, c.XDS)
+				MaxStreamsPerIdentity: 100000, MaxStreams: 100000, FirstRequestTimeout: Duration(10 * time.Minute),
+				HandshakeTimeout: Duration(2 * time.Minute), MaxHandshakes: 65536, MaxHandshakesPerSource: 65536}, c.XDS)
 		}},
 	} {
 		in := strings.Replace(valid, "  deniedCIDRs: [10.0.0.0/8]", "  deniedCIDRs: [10.0.0.0/8]\n  "+tc.federation, 1)

@@ -7,9 +7,9 @@ import (
 	"github.com/meshfed/meshfed/hostname"
 )
 
-// Bounds of the Hamlet listener's handshakes.
+// Bounds of the Hamlet and xDS listeners' handshakes.
 const (
-	// minHandshakeTimeout still lets a peer on loopback or a LAN in;
+	// minHandshakeTimeout still lets a client on loopback or a LAN in;
 	// maxHandshakeTimeout is gRPC's own default, which let idle
 	// connections pile up.
 	minHandshakeTimeout = 100 * time.Millisecond
@@ -17,18 +17,25 @@ const (
 	maxHandshakes       = 65536
 )
 
-// checkHandshakes checks the Hamlet listener's bounds before
+// checkHandshakes checks the Hamlet and xDS listeners' bounds before
 // authentication.
 func (c *Config) checkHandshakes() error {
-	f := c.Federation
-	if d := time.Duration(f.HandshakeTimeout); d < minHandshakeTimeout || d > maxHandshakeTimeout {
-		return fieldErr("federation.handshakeTimeout", "%s is out of range %s-%s", d, minHandshakeTimeout, maxHandshakeTimeout)
+	f, x := c.Federation, c.XDS
+	if err := checkHandshakeBounds("federation", f.HandshakeTimeout, f.MaxHandshakes, f.MaxHandshakesPerSource); err != nil {
+		return err
 	}
-	if n := f.MaxHandshakes; n < 1 || n > maxHandshakes {
-		return fieldErr("federation.maxHandshakes", "%d is out of range 1-%d", n, maxHandshakes)
+	return checkHandshakeBounds("xds", x.HandshakeTimeout, x.MaxHandshakes, x.MaxHandshakesPerSource)
+}
+
+func checkHandshakeBounds(at string, timeout Duration, most, perSource int) error {
+	if d := time.Duration(timeout); d < minHandshakeTimeout || d > maxHandshakeTimeout {
+		return fieldErr(at+".handshakeTimeout", "%s is out of range %s-%s", d, minHandshakeTimeout, maxHandshakeTimeout)
 	}
-	if n := f.MaxHandshakesPerSource; n < 1 || n > f.MaxHandshakes {
-		return fieldErr("federation.maxHandshakesPerSource", "%d is out of range 1-%d (federation.maxHandshakes)", n, f.MaxHandshakes)
+	if most < 1 || most > maxHandshakes {
+		return fieldErr(at+".maxHandshakes", "%d is out of range 1-%d", most, maxHandshakes)
+	}
+	if perSource < 1 || perSource > most {
+		return fieldErr(at+".maxHandshakesPerSource", "%d is out of range 1-%d (%s.maxHandshakes)", perSource, most, at)
 	}
 	return nil
 }

@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/meshfed/meshfed/internal/handshake"
 	"github.com/meshfed/meshfed/snapshot/cache"
 )
 
@@ -76,6 +77,13 @@ type Config struct {
 	// FirstRequestTimeout ends a stream that sent no request that long
 	// after its start, with DeadlineExceeded.
 	FirstRequestTimeout time.Duration
+	// HandshakeTimeout bounds a connection's TLS and HTTP/2 handshakes.
+	// With TLS, MaxHandshakes bounds the connections in their TLS
+	// handshake at once, not yet authenticated, and
+	// MaxHandshakesPerSource those of one IPv4 address or IPv6 /64: over
+	// either, the oldest is closed (handshake.Gate). Required with TLS.
+	HandshakeTimeout                      time.Duration
+	MaxHandshakes, MaxHandshakesPerSource int
 	// ConnectAuthorize, when set, answers the gateways' authorization
 	// requests for Consul Connect callers (Envoy's ext_authz).
 	ConnectAuthorize ConnectAuthorizer
@@ -89,6 +97,7 @@ const keepaliveMinTime = 15 * time.Second
 // Server is the ADS server of the mesh's gateways.
 type Server struct {
 	cfg     Config
+	gate    *handshake.Gate
 	log     *zap.Logger
 	clients *tracker
 	guard   *guard
@@ -107,25 +116,36 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
-	for _, b := range []struct {
+	type bound struct {
 		field string
 		value int64
-	}{
+	}
+	bounds := []bound{
 		{"MaxRecvMsgSize", int64(cfg.MaxRecvMsgSize)},
 		{"MaxConcurrentStreams", int64(cfg.MaxConcurrentStreams)},
 		{"MaxStreamsPerNode", int64(cfg.MaxStreamsPerNode)},
 		{"MaxStreamsPerIdentity", int64(cfg.MaxStreamsPerIdentity)},
 		{"MaxStreams", int64(cfg.MaxStreams)},
 		{"FirstRequestTimeout", int64(cfg.FirstRequestTimeout)},
-	} {
+	}
+	if cfg.TLS != nil {
+		bounds = append(bounds, bound{"HandshakeTimeout", int64(cfg.HandshakeTimeout)},
+			bound{"MaxHandshakes", int64(cfg.MaxHandshakes)}, bound{"MaxHandshakesPerSource", int64(cfg.MaxHandshakesPerSource)})
+	}
+	for _, b := range bounds {
 		if b.value <= 0 {
 			return nil, fmt.Errorf("xds: %s is %d; it must be positive", b.field, b.value)
 		}
 	}
 	m := newMetrics(cfg.Registerer)
 	applied, _ := cfg.Cache.(appliedAter)
+	// Without TLS the gate is never used, but its metrics are there to
+	// read, zero.
+	gate := handshake.NewGate(cfg.MaxHandshakes, cfg.MaxHandshakesPerSource)
+	handshakeMetrics(cfg.Registerer, gate)
 	return &Server{
 		cfg:     cfg,
+		gate:    gate,
 		log:     cfg.Logger,
 		clients: newTracker(cfg.NodeRole, m, applied, cfg.Logger),
 		metrics: m,
@@ -185,7 +205,9 @@ func (s *Server) Serve(parent context.Context, lis net.Listener) error {
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 	}
 	if channel == ChannelMTLS {
-		opts = append(opts, grpc.Creds(credentials.NewTLS(s.cfg.TLS)))
+		opts = append(opts,
+			grpc.Creds(gatedCreds{TransportCredentials: credentials.NewTLS(s.cfg.TLS), gate: s.gate, cut: s.cutConn}),
+			grpc.ConnectionTimeout(s.cfg.HandshakeTimeout))
 	}
 	gs := grpc.NewServer(opts...)
 	xs := serverv3.NewServer(ctx, cache, s.clients)

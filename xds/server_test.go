@@ -2,6 +2,7 @@ package xds
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap/zaptest"
@@ -350,6 +352,15 @@ func withBounds(c Config) Config {
 	if c.FirstRequestTimeout == 0 {
 		c.FirstRequestTimeout = config.DefaultFirstRequestTimeout
 	}
+	if c.HandshakeTimeout == 0 {
+		c.HandshakeTimeout = config.DefaultHandshakeTimeout
+	}
+	if c.MaxHandshakes == 0 {
+		c.MaxHandshakes = config.DefaultMaxHandshakes
+	}
+	if c.MaxHandshakesPerSource == 0 {
+		c.MaxHandshakesPerSource = config.DefaultMaxHandshakesPerSource
+	}
 	return c
 }
 
@@ -365,4 +376,14 @@ func TestNewRefusesAZeroBound(t *testing.T) {
 	c.FirstRequestTimeout = -time.Second
 	_, err = New(c)
 	require.EqualError(t, err, "xds: FirstRequestTimeout is -1000000000; it must be positive")
+
+	// The handshake bounds are those of a TLS listener, and required with
+	// TLS only.
+	c = withBounds(Config{Cache: cache.New(roles, nil), NodeRole: roles})
+	c.MaxHandshakesPerSource = 0
+	_, err = New(c)
+	require.NoError(t, err)
+	c.TLS, c.AuthorizeNode = &tls.Config{}, func(spiffeid.ID, string) error { return nil }
+	_, err = New(c)
+	require.EqualError(t, err, "xds: MaxHandshakesPerSource is 0; it must be positive")
 }
