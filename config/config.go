@@ -746,15 +746,7 @@ func (c *Config) boundDefaults() {
 	if c.XDS.FirstRequestTimeout == 0 {
 		c.XDS.FirstRequestTimeout = Duration(DefaultFirstRequestTimeout)
 	}
-	if c.XDS.HandshakeTimeout == 0 {
-		c.XDS.HandshakeTimeout = Duration(DefaultHandshakeTimeout)
-	}
-	if c.XDS.MaxHandshakes == 0 {
-		c.XDS.MaxHandshakes = DefaultMaxHandshakes
-	}
-	if c.XDS.MaxHandshakesPerSource == 0 {
-		c.XDS.MaxHandshakesPerSource = DefaultMaxHandshakesPerSource
-	}
+	handshakeDefaults(&c.XDS.HandshakeTimeout, &c.XDS.MaxHandshakes, &c.XDS.MaxHandshakesPerSource)
 }
 
 // inputDefaults fills in the bounds of what the agent reads from files.
@@ -764,17 +756,23 @@ func (c *Config) inputDefaults() {
 	}
 }
 
+// handshakeDefaults fills in a listener's bounds before authentication.
+func handshakeDefaults(timeout *Duration, most, perSource *int) {
+	if *timeout == 0 {
+		*timeout = Duration(DefaultHandshakeTimeout)
+	}
+	if *most == 0 {
+		*most = DefaultMaxHandshakes
+	}
+	if *perSource == 0 {
+		*perSource = DefaultMaxHandshakesPerSource
+	}
+}
+
 // listenerDefaults fills in the Hamlet listener's bounds.
 func (c *Config) listenerDefaults() {
-	if c.Federation.HandshakeTimeout == 0 {
-		c.Federation.HandshakeTimeout = Duration(DefaultHandshakeTimeout)
-	}
-	if c.Federation.MaxHandshakes == 0 {
-		c.Federation.MaxHandshakes = DefaultMaxHandshakes
-	}
-	if c.Federation.MaxHandshakesPerSource == 0 {
-		c.Federation.MaxHandshakesPerSource = DefaultMaxHandshakesPerSource
-	}
+	f := &c.Federation
+	handshakeDefaults(&f.HandshakeTimeout, &f.MaxHandshakes, &f.MaxHandshakesPerSource)
 	if c.Federation.MaxBackoff == 0 {
 		c.Federation.MaxBackoff = Duration(DefaultMaxBackoff)
 	}

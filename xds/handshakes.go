@@ -1,9 +1,7 @@
 package xds
 
 import (
-	"errors"
 	"net"
-	"os"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -24,24 +22,11 @@ type gatedCreds struct {
 }
 
 func (c gatedCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
-	hc := c.gate.Admit(raw)
-	conn, info, err := c.TransportCredentials.ServerHandshake(hc)
-	if !c.gate.Done(hc) && err == nil {
-		// Shed as it finished: the gate has closed it.
-		_ = conn.Close()
-		err = net.ErrClosed
+	conn, info, cut, err := c.gate.Handshake(raw, c.TransportCredentials.ServerHandshake)
+	if cut != "" {
+		c.cut(raw.RemoteAddr(), cut)
 	}
-	if err == nil {
-		return conn, info, nil
-	}
-	switch reason := hc.CutReason(); {
-	case reason != "":
-		c.cut(raw.RemoteAddr(), reason)
-	case errors.Is(err, os.ErrDeadlineExceeded):
-		c.gate.TimedOut()
-		c.cut(raw.RemoteAddr(), handshake.CutTimeout)
-	}
-	return nil, nil, err
+	return conn, info, err
 }
 
 func (c gatedCreds) Clone() credentials.TransportCredentials {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"os"
 	"strings"
 	"time"
 
@@ -68,22 +67,12 @@ func (c *recordingCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.Au
 			return verify(rawCerts, chains)
 		}
 	}
-	hc := c.gate.Admit(raw)
-	conn, info, err := credentials.NewTLS(cfg).ServerHandshake(hc)
-	if !c.gate.Done(hc) && err == nil {
-		// Shed as it finished: the listener has closed it.
-		_ = conn.Close()
-		err = net.ErrClosed
-	}
-	if err == nil {
+	conn, info, cut, err := c.gate.Handshake(raw, credentials.NewTLS(cfg).ServerHandshake)
+	switch {
+	case err == nil:
 		return conn, info, nil
-	}
-	switch reason := hc.CutReason(); {
-	case reason != "":
-		c.cut(raw.RemoteAddr(), reason)
-	case errors.Is(err, os.ErrDeadlineExceeded):
-		c.gate.TimedOut()
-		c.cut(raw.RemoteAddr(), handshake.CutTimeout)
+	case cut != "":
+		c.cut(raw.RemoteAddr(), cut)
 	case errors.Is(err, io.EOF):
 		// A connection closed before it said anything is a port probe,
 		// not a refused client.

@@ -5,10 +5,14 @@ package handshake
 
 import (
 	"container/list"
+	"errors"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"sync/atomic"
+
+	"google.golang.org/grpc/credentials"
 )
 
 // Why a connection was cut before it finished its TLS handshake, as the
@@ -179,6 +183,29 @@ func (h *Gate) removeLocked(c *Conn) {
 		delete(h.bySource, c.source)
 	}
 	c.inAll, c.inSource = nil, nil
+}
+
+// Handshake runs a server's TLS handshake on raw, counted as in its
+// handshake until it ends. cut is why the gate closed the connection, if
+// it did: shed for a newer one, or not done before the deadline the
+// caller set on raw (CutTimeout, counted). A handshake that succeeded as
+// it was shed is closed and fails.
+func (h *Gate) Handshake(raw net.Conn, handshake func(net.Conn) (net.Conn, credentials.AuthInfo, error)) (conn net.Conn, info credentials.AuthInfo, cut string, err error) {
+	c := h.Admit(raw)
+	conn, info, err = handshake(c)
+	if !h.Done(c) && err == nil {
+		_ = conn.Close()
+		conn, info, err = nil, nil, net.ErrClosed
+	}
+	switch {
+	case err == nil:
+	case c.CutReason() != "":
+		cut = c.CutReason()
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		h.TimedOut()
+		cut = CutTimeout
+	}
+	return conn, info, cut, err
 }
 
 // InProgress is how many connections are in their handshake now.
