@@ -48,7 +48,7 @@ type Gate struct {
 	max, perSource int
 
 	mu       sync.Mutex
-	all      list.List // of *Conn, oldest first
+	all      list.List // of *pending, oldest first
 	bySource map[netip.Prefix]*list.List
 
 	cut map[string]*atomic.Int64
@@ -64,7 +64,7 @@ func NewGate(max, perSource int) *Gate {
 	return h
 }
 
-// The states of a Conn: whichever of done and shed comes first
+// The states of a pending connection: whichever of done and shed comes first
 // decides.
 const (
 	inHandshake int32 = iota
@@ -72,9 +72,9 @@ const (
 	shedding          // the listener cut it
 )
 
-// Conn is a connection in its TLS handshake, and after it the connection
-// under TLS.
-type Conn struct {
+// pending is a connection in its TLS handshake, and after it the
+// connection under TLS.
+type pending struct {
 	net.Conn
 	source netip.Prefix
 	// inAll and inSource are its elements in the Gate's lists, nil once
@@ -91,7 +91,7 @@ type Conn struct {
 	reason atomic.Pointer[string]
 }
 
-func (c *Conn) Write(b []byte) (int, error) {
+func (c *pending) Write(b []byte) (int, error) {
 	if c.state.Load() == settled {
 		return c.Conn.Write(b)
 	}
@@ -101,8 +101,8 @@ func (c *Conn) Write(b []byte) (int, error) {
 	return c.Conn.Write(b)
 }
 
-// CutReason is why the listener cut c, or "".
-func (c *Conn) CutReason() string {
+// cutReason is why the listener cut c, or "".
+func (c *pending) cutReason() string {
 	if r := c.reason.Load(); r != nil && c.state.Load() == shedding {
 		return *r
 	}
@@ -112,7 +112,7 @@ func (c *Conn) CutReason() string {
 // shed closes c, telling the client why when nothing else was sent to it
 // yet, unless its handshake has just ended. It never waits on the
 // handshake: the lock is only tried.
-func (c *Conn) shed(reason string) {
+func (c *pending) shed(reason string) {
 	c.reason.Store(&reason)
 	if !c.state.CompareAndSwap(inHandshake, shedding) {
 		return
@@ -129,21 +129,21 @@ func (c *Conn) shed(reason string) {
 	_ = c.Conn.Close()
 }
 
-// Admit counts raw as in its handshake, first shedding the oldest
+// admit counts raw as in its handshake, first shedding the oldest
 // connection of its source, or of all, that it would put over a bound. The
-// handshake must run on the Conn it returns.
-func (h *Gate) Admit(raw net.Conn) *Conn {
-	c := &Conn{Conn: raw, source: SourceOf(raw.RemoteAddr())}
-	var shed []*Conn
+// handshake must run on the connection it returns.
+func (h *Gate) admit(raw net.Conn) *pending {
+	c := &pending{Conn: raw, source: SourceOf(raw.RemoteAddr())}
+	var shed []*pending
 	var reasons []string
 	h.mu.Lock()
 	if src := h.bySource[c.source]; src != nil && src.Len() >= h.perSource {
-		old := src.Front().Value.(*Conn)
+		old := src.Front().Value.(*pending)
 		h.removeLocked(old)
 		shed, reasons = append(shed, old), append(reasons, CutSourceSaturated)
 	}
 	if h.all.Len() >= h.max {
-		old := h.all.Front().Value.(*Conn)
+		old := h.all.Front().Value.(*pending)
 		h.removeLocked(old)
 		shed, reasons = append(shed, old), append(reasons, CutSaturated)
 	}
@@ -161,10 +161,10 @@ func (h *Gate) Admit(raw net.Conn) *Conn {
 	return c
 }
 
-// Done ends c's handshake, whatever its outcome. It reports false when
+// done ends c's handshake, whatever its outcome. It reports false when
 // the listener cut c first: a handshake that succeeded then must not be
 // used.
-func (h *Gate) Done(c *Conn) bool {
+func (h *Gate) done(c *pending) bool {
 	ok := c.state.CompareAndSwap(inHandshake, settled)
 	h.mu.Lock()
 	h.removeLocked(c)
@@ -172,7 +172,7 @@ func (h *Gate) Done(c *Conn) bool {
 	return ok
 }
 
-func (h *Gate) removeLocked(c *Conn) {
+func (h *Gate) removeLocked(c *pending) {
 	if c.inAll == nil {
 		return
 	}
@@ -191,18 +191,18 @@ func (h *Gate) removeLocked(c *Conn) {
 // caller set on raw (CutTimeout, counted). A handshake that succeeded as
 // it was shed is closed and fails.
 func (h *Gate) Handshake(raw net.Conn, handshake func(net.Conn) (net.Conn, credentials.AuthInfo, error)) (conn net.Conn, info credentials.AuthInfo, cut string, err error) {
-	c := h.Admit(raw)
+	c := h.admit(raw)
 	conn, info, err = handshake(c)
-	if !h.Done(c) && err == nil {
+	if !h.done(c) && err == nil {
 		_ = conn.Close()
 		conn, info, err = nil, nil, net.ErrClosed
 	}
 	switch {
 	case err == nil:
-	case c.CutReason() != "":
-		cut = c.CutReason()
+	case c.cutReason() != "":
+		cut = c.cutReason()
 	case errors.Is(err, os.ErrDeadlineExceeded):
-		h.TimedOut()
+		h.timedOut()
 		cut = CutTimeout
 	}
 	return conn, info, cut, err
@@ -215,8 +215,8 @@ func (h *Gate) InProgress() int {
 	return h.all.Len()
 }
 
-// TimedOut counts a connection that did not finish in time.
-func (h *Gate) TimedOut() { h.cut[CutTimeout].Add(1) }
+// timedOut counts a connection that did not finish in time.
+func (h *Gate) timedOut() { h.cut[CutTimeout].Add(1) }
 
 // Cuts is how many connections were cut for reason (one of CutReasons).
 func (h *Gate) Cuts(reason string) int64 { return h.cut[reason].Load() }

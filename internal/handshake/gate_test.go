@@ -35,11 +35,11 @@ func TestGateShedsTheOldest(t *testing.T) {
 
 	type conn struct {
 		client net.Conn
-		hc     *Conn
+		hc     *pending
 	}
 	admit := func(from string) conn {
 		c, s := pair(t, lis, from)
-		return conn{c, h.Admit(s)}
+		return conn{c, h.admit(s)}
 	}
 	a1 := admit("127.0.0.2")
 	_, err = a1.hc.Write([]byte("hello")) // a1's handshake has begun
@@ -49,30 +49,30 @@ func TestGateShedsTheOldest(t *testing.T) {
 	require.Equal(t, 3, h.InProgress())
 
 	a3 := admit("127.0.0.2") // 127.0.0.2 is at 2: a1 goes
-	require.Equal(t, CutSourceSaturated, a1.hc.CutReason())
+	require.Equal(t, CutSourceSaturated, a1.hc.cutReason())
 	got, err := io.ReadAll(a1.client)
 	require.NoError(t, err)
 	require.Equal(t, "hello", string(got), "no alert after the handshake began")
 
 	b2 := admit("127.0.0.3") // 3 in all: the oldest, a2, goes
-	require.Equal(t, CutSaturated, a2.hc.CutReason())
+	require.Equal(t, CutSaturated, a2.hc.cutReason())
 	got, err = io.ReadAll(a2.client)
 	require.NoError(t, err)
 	require.Equal(t, userCanceled, got)
 	require.Equal(t, 3, h.InProgress())
 
-	require.True(t, h.Done(b1.hc))
+	require.True(t, h.done(b1.hc))
 	require.Equal(t, 2, h.InProgress())
-	require.False(t, h.Done(a2.hc), "a2 was cut first: its handshake must not be used")
+	require.False(t, h.done(a2.hc), "a2 was cut first: its handshake must not be used")
 	// Once done, a connection is the peer's: a shed that comes late (its
 	// admission had already picked it) leaves it open.
 	b1.hc.shed(CutSaturated)
-	require.Empty(t, b1.hc.CutReason())
+	require.Empty(t, b1.hc.cutReason())
 	_, err = b1.hc.Write([]byte("still open"))
 	require.NoError(t, err)
 	admit("127.0.0.4")
-	require.Empty(t, a3.hc.CutReason(), "room was made by a finished handshake")
-	require.Empty(t, b2.hc.CutReason())
+	require.Empty(t, a3.hc.cutReason(), "room was made by a finished handshake")
+	require.Empty(t, b2.hc.cutReason())
 	require.Equal(t, int64(1), h.Cuts(CutSourceSaturated))
 	require.Equal(t, int64(1), h.Cuts(CutSaturated))
 }
