@@ -3,8 +3,6 @@ package certs
 import (
 	"context"
 	"encoding/pem"
-	"net"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -12,42 +10,10 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap/zaptest"
-	"google.golang.org/grpc"
 
+	"github.com/meshfed/meshfed/internal/workloadtest"
 	"github.com/meshfed/meshfed/model"
 )
-
-// fakeWorkloadAPI streams whatever X.509 responses the test queues.
-type fakeWorkloadAPI struct {
-	workload.UnimplementedSpiffeWorkloadAPIServer
-	updates chan *workload.X509SVIDResponse
-}
-
-func (f *fakeWorkloadAPI) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerStreamingServer[workload.X509SVIDResponse]) error {
-	for {
-		select {
-		case r := <-f.updates:
-			if err := stream.Send(r); err != nil {
-				return err
-			}
-		case <-stream.Context().Done():
-			return nil
-		}
-	}
-}
-
-func startFakeWorkloadAPI(t *testing.T) (*fakeWorkloadAPI, string) {
-	t.Helper()
-	sock := filepath.Join(t.TempDir(), "wl.sock")
-	ln, err := net.Listen("unix", sock)
-	require.NoError(t, err)
-	f := &fakeWorkloadAPI{updates: make(chan *workload.X509SVIDResponse, 4)}
-	s := grpc.NewServer()
-	workload.RegisterSpiffeWorkloadAPIServer(s, f)
-	go func() { _ = s.Serve(ln) }()
-	t.Cleanup(s.Stop)
-	return f, "unix://" + sock
-}
 
 func der(t *testing.T, pemBytes []byte) []byte {
 	t.Helper()
@@ -81,8 +47,8 @@ func TestWorkloadSVIDSourcePicksRoleAndRotates(t *testing.T) {
 	require.NoError(t, err)
 	egressID, err := RoleID(tdA, model.Egress)
 	require.NoError(t, err)
-	fake, addr := startFakeWorkloadAPI(t)
-	fake.updates <- workloadResponse(t, ca, agentID, egressID)
+	fake, addr := workloadtest.Start(t)
+	fake.Send(workloadResponse(t, ca, agentID, egressID))
 
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
@@ -96,7 +62,7 @@ func TestWorkloadSVIDSourcePicksRoleAndRotates(t *testing.T) {
 	changed, unsubscribe := src.Subscribe()
 	defer unsubscribe()
 
-	fake.updates <- workloadResponse(t, ca, agentID, egressID)
+	fake.Send(workloadResponse(t, ca, agentID, egressID))
 	waitSignal(t, changed)
 	next, err := src.GetX509SVID()
 	require.NoError(t, err)
