@@ -24,6 +24,7 @@ import (
 	"github.com/meshfed/meshfed/agent"
 	"github.com/meshfed/meshfed/certs"
 	"github.com/meshfed/meshfed/config"
+	"github.com/meshfed/meshfed/model"
 	"github.com/meshfed/meshfed/preflight"
 )
 
@@ -240,10 +241,29 @@ func (l live) bundle(td string) (*x509bundle.Bundle, string, time.Time, error) {
 	return b.X509Bundle(), path, fi.ModTime(), nil
 }
 
+// agentSVID is the agent's SVID as the agent takes it: from the Workload
+// API when identity.workloadAPI is set (one fetch, within the timeout),
+// else from its files.
+func (l live) agentSVID(ctx context.Context) (*x509svid.SVID, error) {
+	addr := l.cfg.Identity.WorkloadAPI
+	if addr == "" {
+		return l.svid("identity.agent", l.cfg.Identity.Agent)
+	}
+	ctx, cancel := context.WithTimeout(ctx, l.timeout)
+	defer cancel()
+	td := spiffeid.RequireTrustDomainFromString(l.cfg.TrustDomain)
+	src, err := certs.NewWorkloadSVIDSource(ctx, certs.WorkloadSVIDConfig{Role: model.Agent, Addr: addr, TrustDomain: td}, nil, nil)
+	if err != nil {
+		return nil, fmt.Errorf("identity.workloadAPI %s: %w", addr, err)
+	}
+	defer src.Close()
+	return src.GetX509SVID()
+}
+
 // svid loads this mesh's SVID of a role from its files.
 func (l live) svid(field string, f *config.Files) (*x509svid.SVID, error) {
 	if f == nil {
-		return nil, fmt.Errorf("%s: no certificate and key files (the Workload API is not read by check --live)", field)
+		return nil, fmt.Errorf("%s: no certificate and key files", field)
 	}
 	cert, err := certs.ReadFile(f.Cert)
 	if err != nil {
@@ -262,7 +282,7 @@ func (l live) svid(field string, f *config.Files) (*x509svid.SVID, error) {
 
 func (l live) peers(ctx context.Context) []LivePeer {
 	out := []LivePeer{}
-	agentSVID, svidErr := l.svid("identity.agent", l.cfg.Identity.Agent)
+	agentSVID, svidErr := l.agentSVID(ctx)
 	for _, p := range l.cfg.Peers {
 		v := LivePeer{Name: p.Name, TrustDomain: p.TrustDomain, Address: p.Dial}
 		b, path, updated, err := l.bundle(p.TrustDomain)
