@@ -13,27 +13,35 @@ import (
 	"go.uber.org/zap/zaptest"
 )
 
-func TestBundleFileRotation(t *testing.T) {
-	serverCA, oldCA, newCA_ := newCA(t, tdA), newCA(t, tdB), newCA(t, tdB)
-	dir := t.TempDir()
-	path := filepath.Join(dir, "b.example.pem")
-	require.NoError(t, writeFileAtomic(path, oldCA.CertPEM(), certMode))
-
-	m := newMetrics(t)
+// bundleFileServer is a set holding a.example's bundle and b.example's
+// from a file of caB's CA, the file's path, the set's change signal, and
+// an echo server of a.example that admits callers of b.example as the
+// set verifies them.
+func bundleFileServer(t *testing.T, m *Metrics, caB *CA) (*BundleSet, string, <-chan struct{}, *tlsEchoServer) {
+	t.Helper()
+	serverCA := newCA(t, tdA)
+	path := filepath.Join(t.TempDir(), "b.example.pem")
+	require.NoError(t, writeFileAtomic(path, caB.CertPEM(), certMode))
 	bundles := NewBundleSet(zaptest.NewLogger(t), m)
-	defer bundles.Close()
+	t.Cleanup(func() { _ = bundles.Close() })
 	require.NoError(t, bundles.Set(serverCA.Bundle()))
 	require.NoError(t, bundles.AddFile(tdB, path))
 	changed, cancel := bundles.Subscribe()
-	defer cancel()
-
+	t.Cleanup(cancel)
 	server, err := serverCA.IssueX509SVID(mustID(t, tdA, "/meshfed/agent"), time.Hour)
 	require.NoError(t, err)
+	return bundles, path, changed, startEchoServer(t, ServerTLSConfig(server, bundles, tlsconfig.AuthorizeMemberOf(tdB)))
+}
+
+func TestBundleFileRotation(t *testing.T) {
+	oldCA, newCA_ := newCA(t, tdB), newCA(t, tdB)
+	m := newMetrics(t)
+	bundles, path, changed, srv := bundleFileServer(t, m, oldCA)
+
 	oldClient, err := oldCA.IssueX509SVID(mustID(t, tdB, "/meshfed/agent"), time.Hour)
 	require.NoError(t, err)
 	newClient, err := newCA_.IssueX509SVID(mustID(t, tdB, "/meshfed/agent"), time.Hour)
 	require.NoError(t, err)
-	srv := startEchoServer(t, ServerTLSConfig(server, bundles, tlsconfig.AuthorizeMemberOf(tdB)))
 
 	_, err = dial(t, srv.addr, ClientTLSConfig(oldClient, bundles, tlsconfig.AuthorizeAny()))
 	require.NoError(t, err)
@@ -120,21 +128,10 @@ func TestBundleSetNeverMergesTrustDomains(t *testing.T) {
 // longer verified, subscribers hear of it, and the trust domain can get a
 // new source.
 func TestRemovedBundleNoLongerVerifies(t *testing.T) {
-	serverCA, caB := newCA(t, tdA), newCA(t, tdB)
-	path := filepath.Join(t.TempDir(), "b.example.pem")
-	require.NoError(t, writeFileAtomic(path, caB.CertPEM(), certMode))
-	bundles := NewBundleSet(zaptest.NewLogger(t), newMetrics(t))
-	defer bundles.Close()
-	require.NoError(t, bundles.Set(serverCA.Bundle()))
-	require.NoError(t, bundles.AddFile(tdB, path))
-	changed, cancel := bundles.Subscribe()
-	defer cancel()
-
-	server, err := serverCA.IssueX509SVID(mustID(t, tdA, "/meshfed/agent"), time.Hour)
-	require.NoError(t, err)
+	caB := newCA(t, tdB)
+	bundles, path, changed, srv := bundleFileServer(t, newMetrics(t), caB)
 	client, err := caB.IssueX509SVID(mustID(t, tdB, "/meshfed/agent"), time.Hour)
 	require.NoError(t, err)
-	srv := startEchoServer(t, ServerTLSConfig(server, bundles, tlsconfig.AuthorizeMemberOf(tdB)))
 	_, err = dial(t, srv.addr, ClientTLSConfig(client, bundles, tlsconfig.AuthorizeAny()))
 	require.NoError(t, err)
 	require.NoError(t, srv.serverErr(t))
